@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/telemetry"
+	"github.com/spf13/cobra"
+)
+
+func newDevCommand() *cobra.Command {
+	var (
+		cfg      dev.Config
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole pipeline in one process: embedded NATS, embedded registry, all four services and the API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			tel, err := telemetry.Setup(ctx, "digestline-dev", os.Stderr, logLevel)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = tel.Shutdown(ctx) }()
+			if cfg.Created, err = oci.SourceDateEpoch(); err != nil {
+				return err
+			}
+			cfg.Logger, cfg.TracerProvider = tel.Logger, tel.TracerProvider
+			env, err := dev.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "digestline dev is running (data in %s)\n", cfg.DataDir)
+			fmt.Fprintf(out, "  NATS      %s\n", env.NATSURL)
+			fmt.Fprintf(out, "  registry  http://%s\n", env.RegistryAddr)
+			fmt.Fprintf(out, "  API       %s/v1/promotions\n", env.APIURL)
+			fmt.Fprintf(out, "ship with:  digestline ship DIR %s/demo:latest --nats %s\n", env.RegistryAddr, env.NATSURL)
+			fmt.Fprintln(out, "Ctrl-C stops.")
+			return env.Wait()
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&cfg.DataDir, "data", env("DATA", filepath.Join(".digestline", "dev")), "directory for NATS and registry state (kept across restarts)")
+	fs.IntVar(&cfg.NATSPort, "nats-port", 4222, "NATS client port (-1 picks a free one)")
+	fs.StringVar(&cfg.RegistryAddr, "registry-addr", "127.0.0.1:5000", "embedded registry listen address")
+	fs.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:8080", "reporter API listen address")
+	fs.StringVar(&logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/services/verifier"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/spf13/cobra"
+)
+
+// defaultLayout is where build writes and push reads when no layout is named.
+var defaultLayout = filepath.Join(".digestline", "layout")
+
+func newBuildCommand() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "build DIR",
+		Short: "Build DIR into a deterministic OCI image in an OCI image layout",
+		Args:  cobra.ExactArgs(1),
+	}
+	spec := specFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		s, err := spec()
+		if err != nil {
+			return err
+		}
+		created, err := oci.SourceDateEpoch()
+		if err != nil {
+			return err
+		}
+		config, err := s.ImageConfig(created)
+		if err != nil {
+			return err
+		}
+		layout, err := oci.CreateLayout(out)
+		if err != nil {
+			return err
+		}
+		g, err := oci.BuildImage(cmd.Context(), args[0], config, layout)
+		if err != nil {
+			return err
+		}
+		if err := layout.SetRoot(g.Root, ""); err != nil {
+			return err
+		}
+		w := cmd.OutOrStdout()
+		fmt.Fprintln(w, g.Root.Digest)
+		printDescriptors(w, g)
+		fmt.Fprintf(w, "layout: %s\n", out)
+		return nil
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", defaultLayout, "OCI image layout to write")
+	return cmd
+}
+
+func printDescriptors(w io.Writer, g oci.Graph) {
+	for _, d := range g.Descriptors {
+		fmt.Fprintf(w, "  %-50s %s %d\n", d.MediaType, d.Digest, d.Size)
+	}
+}
+
+func newPushCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "push [LAYOUT] REF",
+		Short: "Push an OCI image layout to REF stage by stage (default layout: " + defaultLayout + ")",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, target := defaultLayout, args[0]
+			if len(args) == 2 {
+				dir, target = args[0], args[1]
+			}
+			ref, err := name.ParseReference(target)
+			if err != nil {
+				return fmt.Errorf("reference %q: %w", target, err)
+			}
+			layout, err := oci.OpenLayout(dir)
+			if err != nil {
+				return err
+			}
+			root, err := layout.Root()
+			if err != nil {
+				return err
+			}
+			g, err := oci.Walk(cmd.Context(), layout, root)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			res, err := registryClient().Push(cmd.Context(), ref, g, layout, func(_ context.Context, r registry.StageReport) {
+				fmt.Fprintln(w, r.Line())
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "pushed %s@%s: %d uploaded, %d existing, %d requests\n", ref.Context().Name(), res.Digest, res.Uploaded, res.Existing, res.Requests)
+			return nil
+		},
+	}
+}
+
+func newVerifyCommand() *cobra.Command {
+	var jobs int
+	cmd := &cobra.Command{
+		Use:   "verify REF@sha256:...",
+		Short: "Pull REF by digest and prove every byte matches its descriptors",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, err := name.NewDigest(args[0])
+			if err != nil {
+				return fmt.Errorf("verify takes a digest reference, REPOSITORY@sha256:<hex>: %w", err)
+			}
+			rep, err := verifier.Verify(cmd.Context(), registryClient(), ref, nil, jobs)
+			if err != nil {
+				return &exitCodeError{code: 2, err: err}
+			}
+			for _, c := range rep.Checks {
+				fmt.Fprintln(cmd.OutOrStdout(), c)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&jobs, "jobs", 4, "blobs hashed in parallel")
+	return cmd
+}

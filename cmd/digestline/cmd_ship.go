@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/telemetry"
+	"github.com/spf13/cobra"
+)
+
+func newShipCommand() *cobra.Command {
+	var (
+		natsURL, envName string
+		timeout          time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "ship DIR REF",
+		Short: "Build DIR, push it to REF, verify it and promote it, following the run live",
+		Long: "ship uploads DIR as a tarball to the bus's blob store, publishes build.requested and prints the run's\n" +
+			"[STAGE] and [VERIFY] lines as the services work. It exits 0 once the digest is promoted, and non-zero\n" +
+			"with the failure's class and hint otherwise.",
+		Args: cobra.ExactArgs(2),
+	}
+	spec := specFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		s, err := spec()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+		defer cancel()
+		tel, err := telemetry.Setup(ctx, "digestline-cli", cmd.ErrOrStderr(), "warn")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
+		nc, js, err := service.Connect(natsURL, "digestline-ship")
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		bus := events.NewBus(js, "/digestline/cli/ship", events.WithTracerProvider(tel.TracerProvider), events.WithLogger(tel.Logger))
+		_, err = ship.Ship(ctx, bus, ship.Request{Dir: args[0], Target: args[1], Env: envName, Spec: s}, cmd.OutOrStdout())
+		var runErr *ship.RunError
+		if errors.As(err, &runErr) {
+			return &exitCodeError{code: 2, err: err}
+		}
+		return err
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&natsURL, "nats", env("NATS_URL", service.DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
+	fs.StringVar(&envName, "env", "", "environment to promote to (default: the first of the chain)")
+	fs.DurationVar(&timeout, "timeout", 10*time.Minute, "give up following the run after this long")
+	return cmd
+}

@@ -1,0 +1,197 @@
+// Package dev runs the whole pipeline in one process: an embedded NATS server
+// with JetStream, an embedded OCI registry (olareg, with the referrers API)
+// keeping its content under a data directory, the four services and the
+// reporter API. It backs `digestline dev` and the end-to-end tests.
+package dev
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/services/builder"
+	"github.com/digestline/digestline/services/pusher"
+	"github.com/digestline/digestline/services/reporter"
+	"github.com/digestline/digestline/services/verifier"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/olareg/olareg"
+	olaregconfig "github.com/olareg/olareg/config"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+)
+
+// Config configures a dev environment.
+type Config struct {
+	// DataDir keeps NATS and registry state across restarts.
+	DataDir string
+	// NATSPort is the NATS client port; -1 picks a free one.
+	NATSPort int
+	// RegistryAddr and APIAddr are listen addresses; port 0 picks a free one.
+	RegistryAddr string
+	APIAddr      string
+	// Created is the build time stamped into images (SOURCE_DATE_EPOCH).
+	Created        time.Time
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+	// WrapRegistry wraps the embedded registry's handler, e.g. to require
+	// credentials or inject faults in tests.
+	WrapRegistry func(http.Handler) http.Handler
+	// Registry is the client the pusher and verifier use (default: credentials
+	// from the environment or the docker config).
+	Registry *registry.Client
+}
+
+// Env is a running dev environment.
+type Env struct {
+	NATSURL      string
+	RegistryAddr string // host:port of the embedded registry
+	APIURL       string // base URL of the reporter API
+	JetStream    jetstream.JetStream
+	Conn         *nats.Conn
+
+	done chan struct{}
+	err  error
+}
+
+// Start starts everything and returns once NATS, the registry and the API are
+// accepting connections. Cancelling ctx stops the services (letting in-flight
+// events finish), then the registry and NATS; Wait reports how that went.
+func Start(ctx context.Context, cfg Config) (*Env, error) {
+	log := cmp.Or(cfg.Logger, slog.Default())
+	ns, err := startNATS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	env := &Env{NATSURL: ns.ClientURL(), done: make(chan struct{})}
+	var closers []func()
+	cleanup := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	closers = append(closers, func() { ns.Shutdown(); ns.WaitForShutdown() })
+
+	nc, js, err := service.Connect(ns.ClientURL(), "digestline-dev", nats.InProcessServer(ns))
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	env.Conn, env.JetStream = nc, js
+	closers = append(closers, func() { _ = nc.Drain() })
+	if err := events.Provision(ctx, js, events.ProvisionOptions{}); err != nil {
+		cleanup()
+		return nil, err
+	}
+
+	apiLn, err := net.Listen("tcp", cmp.Or(cfg.APIAddr, "127.0.0.1:8080"))
+	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("reporter API (pass --api-addr): %w", err)
+	}
+	env.APIURL = "http://" + apiLn.Addr().String()
+	closers = append(closers, func() { _ = apiLn.Close() })
+
+	// Last to start, so nothing after it can fail: from here the errgroup
+	// owns its shutdown.
+	regSrv, regLn, err := startRegistry(cfg, log)
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	env.RegistryAddr = regLn.Addr().String()
+
+	deps := service.Deps{JetStream: js, TracerProvider: cfg.TracerProvider, Logger: log, Instance: "dev"}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := regSrv.Serve(regLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("embedded registry: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created}) })
+	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: deps, Registry: cfg.Registry}) })
+	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: deps, Registry: cfg.Registry}) })
+	g.Go(func() error { return reporter.Run(gctx, reporter.Config{Deps: deps, Listener: apiLn}) })
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return regSrv.Shutdown(sctx)
+	})
+	go func() {
+		defer close(env.done)
+		env.err = g.Wait()
+		cleanup()
+	}()
+	return env, nil
+}
+
+// Wait blocks until the environment has stopped and returns the first error.
+func (e *Env) Wait() error {
+	<-e.done
+	return e.err
+}
+
+func startNATS(cfg Config) (*server.Server, error) {
+	dir := filepath.Join(cfg.DataDir, "nats")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	port := cfg.NATSPort
+	if port == 0 {
+		port = 4222
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "digestline-dev",
+		Host:       "127.0.0.1",
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   dir,
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS did not start on 127.0.0.1:%d (is the port in use? pass --nats-port)", port)
+	}
+	return ns, nil
+}
+
+func startRegistry(cfg Config, log *slog.Logger) (*http.Server, net.Listener, error) {
+	dir := filepath.Join(cfg.DataDir, "registry")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	reg := olareg.New(olaregconfig.Config{
+		Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreDir, RootDir: dir},
+		Log:     log.With("component", "registry"),
+	})
+	var h http.Handler = reg
+	if cfg.WrapRegistry != nil {
+		h = cfg.WrapRegistry(h)
+	}
+	ln, err := net.Listen("tcp", cmp.Or(cfg.RegistryAddr, "127.0.0.1:5000"))
+	if err != nil {
+		_ = reg.Close()
+		return nil, nil, fmt.Errorf("embedded registry (pass --registry-addr): %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { _ = reg.Close() })
+	return srv, ln, nil
+}

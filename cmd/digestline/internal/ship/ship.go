@@ -1,0 +1,208 @@
+// Package ship is the client side of a run: it uploads a source tree to the
+// blob store, requests the build, and follows the run's events until it is
+// promoted or fails. It needs only a NATS connection, so it works against
+// services on other machines.
+package ship
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Request is what to ship.
+type Request struct {
+	Dir    string // source tree
+	Target string // image reference to push to
+	Env    string // environment to promote to ("" = first of the chain)
+	Spec   events.BuildSpec
+}
+
+// Result is a promoted run.
+type Result struct {
+	RunID     string
+	Promotion events.Promotion
+}
+
+// RunError is a run that ended without promotion.
+type RunError struct {
+	RunID   string
+	Event   events.Name
+	Failure events.Failure
+}
+
+func (e *RunError) Error() string {
+	msg := fmt.Sprintf("%s: %s error", e.Event, e.Failure.Class)
+	if e.Failure.Stage != "" {
+		msg += " at " + e.Failure.Stage
+	}
+	if e.Failure.Path != "" {
+		msg += " (" + e.Failure.Path + ")"
+	}
+	msg += ": " + e.Failure.Message
+	if e.Failure.Hint != "" {
+		msg += "\nhint: " + e.Failure.Hint
+	}
+	return msg
+}
+
+// Ship runs req through the pipeline on bus, writing the run's [STAGE],
+// [VERIFY] and promotion lines to out as they happen.
+func Ship(ctx context.Context, bus *events.Bus, req Request, out io.Writer) (Result, error) {
+	ref, err := name.ParseReference(req.Target)
+	if err != nil {
+		return Result{}, fmt.Errorf("target %q: %w (want registry/repository:tag)", req.Target, err)
+	}
+	js := bus.JetStream()
+	ctx, span := bus.Tracer().Start(ctx, "ship "+ref.String(), trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
+
+	src, err := upload(ctx, js, req.Dir)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return Result{}, err
+	}
+	// Follow from before the request is published, so no event is missed.
+	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SubjectAll},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("follow the run: %w", err)
+	}
+	iter, err := cons.Messages()
+	if err != nil {
+		return Result{}, fmt.Errorf("follow the run: %w", err)
+	}
+	defer iter.Stop()
+	stop := context.AfterFunc(ctx, iter.Stop)
+	defer stop()
+
+	runID := uuid.NewString()
+	if _, err := bus.Start(ctx, events.BuildRequested, runID, ref.Context().Name(), events.BuildRequest{
+		Source: events.Source{Kind: events.SourceObject, Object: src.String()},
+		Target: req.Target, Spec: req.Spec, PromoteTo: req.Env,
+	}); err != nil {
+		return Result{}, err
+	}
+	fmt.Fprintf(out, "run %s: building %s\n", runID, req.Target)
+	res, err := follow(iter, runID, out)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("run %s: %w (the run goes on; see GET /v1/runs/%s)", runID, ctx.Err(), runID)
+		}
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return res, err
+}
+
+// upload streams dir as a tarball into the blob store, keyed by its digest.
+func upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Digest, error) {
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return "", fmt.Errorf("source %q is not a directory", dir)
+	}
+	tmp, err := os.CreateTemp("", "digestline-ship-*.tar")
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = tmp.Close(); _ = os.Remove(tmp.Name()) }()
+	h := sha256.New()
+	cw := &counter{}
+	if err := oci.WriteTar(ctx, io.MultiWriter(tmp, h, cw), dir, time.Time{}); err != nil {
+		return "", fmt.Errorf("pack %s: %w", dir, err)
+	}
+	desc := v1.Descriptor{MediaType: "application/x-tar", Digest: digest.NewDigest(digest.SHA256, h), Size: cw.n}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	store, err := events.OpenBlobStore(ctx, js)
+	if err != nil {
+		return "", err
+	}
+	if err := store.Put(ctx, desc, tmp); err != nil {
+		return "", fmt.Errorf("upload %s: %w", dir, err)
+	}
+	return desc.Digest, nil
+}
+
+type counter struct{ n int64 }
+
+func (c *counter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// follow prints the run's events until one ends it.
+func follow(iter jetstream.MessagesContext, runID string, out io.Writer) (Result, error) {
+	for {
+		msg, err := iter.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return Result{}, fmt.Errorf("stopped following run %s: %w", runID, context.Canceled)
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("follow run %s: %w", runID, err)
+		}
+		ev, name, err := events.Parse(msg.Data())
+		if err != nil || events.RunID(ev) != runID {
+			continue // another run's event, or one the services dead-letter
+		}
+		switch name {
+		case events.BuildCompleted:
+			b, err := events.Decode[events.BuildResult](ev)
+			if err != nil {
+				return Result{}, err
+			}
+			fmt.Fprintf(out, "[BUILD] %s (%d descriptors)\n", b.Graph.Root.Digest, len(b.Graph.Descriptors))
+		case events.PushStage:
+			s, err := events.Decode[events.StageReport](ev)
+			if err != nil {
+				return Result{}, err
+			}
+			fmt.Fprintln(out, s.Line)
+		case events.PushCompleted:
+			p, err := events.Decode[events.PushResult](ev)
+			if err != nil {
+				return Result{}, err
+			}
+			fmt.Fprintf(out, "[PUSH] %s@%s: %d uploaded, %d existing, %d requests\n", p.Target, p.Digest, p.BlobsUploaded, p.BlobsExisting, p.Requests)
+		case events.VerifyCompleted:
+			v, err := events.Decode[events.VerifyResult](ev)
+			if err != nil {
+				return Result{}, err
+			}
+			for _, c := range v.Checks {
+				fmt.Fprintln(out, c)
+			}
+		case events.Promoted:
+			p, err := events.Decode[events.Promotion](ev)
+			if err != nil {
+				return Result{}, err
+			}
+			fmt.Fprintf(out, "promoted %s %s@%s\n", p.Environment, p.Repository, p.Digest)
+			return Result{RunID: runID, Promotion: p}, nil
+		case events.BuildFailed, events.PushFailed, events.VerifyFailed:
+			f, err := events.Decode[events.Failure](ev)
+			if err != nil {
+				return Result{}, err
+			}
+			return Result{RunID: runID}, &RunError{RunID: runID, Event: name, Failure: f}
+		case events.PromotionRejected:
+			r, err := events.Decode[events.Rejection](ev)
+			if err != nil {
+				return Result{}, err
+			}
+			return Result{RunID: runID}, &RunError{RunID: runID, Event: name, Failure: events.Failure{Class: "gate", Stage: r.Gate, Message: r.Reason}}
+		}
+	}
+}

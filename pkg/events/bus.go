@@ -1,0 +1,179 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// ContentType is the NATS Content-Type header of a structured CloudEvent.
+const ContentType = "application/cloudevents+json"
+
+// Bus publishes and consumes pipeline events on JetStream on behalf of one
+// service instance.
+type Bus struct {
+	js      jetstream.JetStream
+	source  string
+	tracer  trace.Tracer
+	prop    propagation.TextMapPropagator
+	log     *slog.Logger
+	backoff func(delivery uint64) time.Duration
+}
+
+// Option configures a Bus.
+type Option func(*Bus)
+
+// WithTracerProvider sets where the bus's spans go (default: the global one).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(b *Bus) { b.tracer = tp.Tracer("github.com/digestline/digestline/pkg/events") }
+}
+
+// WithLogger sets the bus's logger.
+func WithLogger(l *slog.Logger) Option { return func(b *Bus) { b.log = l } }
+
+// WithRedeliveryBackoff sets how long a transiently failed event waits before
+// its next delivery.
+func WithRedeliveryBackoff(f func(delivery uint64) time.Duration) Option {
+	return func(b *Bus) { b.backoff = f }
+}
+
+// NewBus returns a bus publishing as source (/digestline/<service>/<instance>).
+func NewBus(js jetstream.JetStream, source string, opts ...Option) *Bus {
+	b := &Bus{
+		js:     js,
+		source: source,
+		prop:   propagation.TraceContext{},
+		log:    slog.Default(),
+		backoff: func(n uint64) time.Duration {
+			return min(time.Duration(1<<min(n, 6))*250*time.Millisecond, 15*time.Second)
+		},
+	}
+	WithTracerProvider(otel.GetTracerProvider())(b)
+	for _, o := range opts {
+		o(b)
+	}
+	return b
+}
+
+// Source is the CloudEvents source this bus publishes as.
+func (b *Bus) Source() string { return b.source }
+
+// JetStream is the underlying JetStream handle.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Tracer is the tracer the bus starts spans with.
+func (b *Bus) Tracer() trace.Tracer { return b.tracer }
+
+// Publish stores ev durably in the stream. The trace context of ctx is
+// injected into the event, its data is validated against the contract, and
+// its id becomes the Nats-Msg-Id so that publishing it again stores nothing.
+func (b *Bus) Publish(ctx context.Context, ev cloudevents.Event) error {
+	name, ok := NameOfType(ev.Type())
+	if !ok {
+		return fmt.Errorf("publish: unknown event type %q", ev.Type())
+	}
+	b.prop.Inject(ctx, extensionCarrier{&ev})
+	if err := ValidateData(name, ev.Data()); err != nil {
+		return fmt.Errorf("publish %s: %w", name, err)
+	}
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", name, err)
+	}
+	msg := nats.NewMsg(name.Subject())
+	msg.Data = body
+	msg.Header.Set("Content-Type", ContentType)
+	if _, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID()), jetstream.WithExpectStream(StreamName)); err != nil {
+		return fmt.Errorf("publish %s %s: %w", name, ev.ID(), err)
+	}
+	return nil
+}
+
+// Emit builds the event that answers parent (see Follow) and publishes it.
+func (b *Bus) Emit(ctx context.Context, parent cloudevents.Event, name Name, key string, data any) (cloudevents.Event, error) {
+	ev, err := Follow(b.source, parent, name, key, data)
+	if err != nil {
+		return ev, err
+	}
+	return ev, b.Publish(ctx, ev)
+}
+
+// Start builds a new event that begins a run and publishes it.
+func (b *Bus) Start(ctx context.Context, name Name, runID, subject string, data any) (cloudevents.Event, error) {
+	ev, err := NewEvent(b.source, name, runID, subject, data)
+	if err != nil {
+		return ev, err
+	}
+	return ev, b.Publish(ctx, ev)
+}
+
+// ExtractContext returns ctx carrying the trace context found in ev.
+func (b *Bus) ExtractContext(ctx context.Context, ev cloudevents.Event) context.Context {
+	return b.prop.Extract(ctx, extensionCarrier{&ev})
+}
+
+// deadLetter stores a message that will never be handled in the dead-letter
+// stream, with why, and terminates it. The message id makes it idempotent.
+func (b *Bus) deadLetter(ctx context.Context, consumer string, msg jetstream.Msg, reason string) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return err
+	}
+	dl := nats.NewMsg(DeadLetterPrefix + msg.Subject())
+	dl.Data = msg.Data()
+	for k, v := range msg.Headers() {
+		dl.Header[k] = v
+	}
+	dl.Header.Del(jetstream.MsgIDHeader)
+	dl.Header.Set(HeaderDLQReason, reason)
+	dl.Header.Set(HeaderDLQConsumer, consumer)
+	dl.Header.Set(HeaderDLQSubject, msg.Subject())
+	dl.Header.Set(HeaderDLQDeliveries, fmt.Sprint(meta.NumDelivered))
+	dl.Header.Set(HeaderDLQSequence, fmt.Sprint(meta.Sequence.Stream))
+	id := fmt.Sprintf("dlq-%s-%d", consumer, meta.Sequence.Stream)
+	if _, err := b.js.PublishMsg(ctx, dl, jetstream.WithMsgID(id), jetstream.WithExpectStream(DeadLetterStream)); err != nil {
+		return fmt.Errorf("dead-letter %s #%d: %w", msg.Subject(), meta.Sequence.Stream, err)
+	}
+	b.log.Warn("event dead-lettered", "consumer", consumer, "subject", msg.Subject(),
+		"sequence", meta.Sequence.Stream, "deliveries", meta.NumDelivered, "reason", reason)
+	return msg.Term()
+}
+
+// Headers of a dead-lettered message.
+const (
+	HeaderDLQReason     = "Digestline-Dlq-Reason"
+	HeaderDLQConsumer   = "Digestline-Dlq-Consumer"
+	HeaderDLQSubject    = "Digestline-Dlq-Subject"
+	HeaderDLQDeliveries = "Digestline-Dlq-Deliveries"
+	HeaderDLQSequence   = "Digestline-Dlq-Sequence"
+)
+
+// errPermanent marks a handler error that retrying cannot fix.
+type errPermanent struct{ err error }
+
+func (e errPermanent) Error() string { return e.err.Error() }
+func (e errPermanent) Unwrap() error { return e.err }
+
+// Permanent marks err as one that redelivery cannot fix: the runtime
+// dead-letters the event at once instead of retrying it.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errPermanent{err}
+}
+
+func isPermanent(err error) bool {
+	var p errPermanent
+	return errors.As(err, &p) || errors.Is(err, ErrInvalid)
+}

@@ -1,0 +1,207 @@
+package events
+
+import (
+	"time"
+
+	"github.com/digestline/digestline/pkg/oci"
+)
+
+// dataTypes maps every event to a zero value of its data type: the schema
+// generator and the decoder both read it, so an event without a Go type (or
+// the reverse) cannot exist.
+var dataTypes = map[Name]any{
+	BuildRequested:     BuildRequest{},
+	BuildCompleted:     BuildResult{},
+	BuildFailed:        Failure{},
+	PushStage:          StageReport{},
+	PushCompleted:      PushResult{},
+	PushFailed:         Failure{},
+	VerifyCompleted:    VerifyResult{},
+	VerifyFailed:       Failure{},
+	DriftDetected:      Drift{},
+	PromotionRequested: PromotionRequest{},
+	Promoted:           Promotion{},
+	PromotionRejected:  Rejection{},
+}
+
+// Source kinds a build can start from.
+const (
+	SourceDir    = "dir"    // a directory on the builder's filesystem
+	SourceObject = "object" // a tarball in the blob Object Store, keyed by its digest
+)
+
+// Source says where a build's input is.
+type Source struct {
+	Kind string `json:"kind" jsonschema:"enum=dir,enum=object"`
+	// Path is the directory, for Kind "dir".
+	Path string `json:"path,omitempty"`
+	// Object is the Object Store key (the tarball's digest), for Kind "object".
+	Object string `json:"object,omitempty"`
+}
+
+// BuildSpec is what the image runs and how it is labelled.
+type BuildSpec struct {
+	Entrypoint []string          `json:"entrypoint,omitempty"`
+	Cmd        []string          `json:"cmd,omitempty"`
+	Env        []string          `json:"env,omitempty"`
+	WorkingDir string            `json:"workingDir,omitempty"`
+	Platform   string            `json:"platform,omitempty"` // os/arch[/variant], default linux/amd64
+	Labels     map[string]string `json:"labels,omitempty"`
+}
+
+// BuildRequest is the data of build.requested.
+type BuildRequest struct {
+	Source Source    `json:"source"`
+	Target string    `json:"target" jsonschema:"minLength=1"` // image reference to push to, e.g. registry/repo:tag
+	Spec   BuildSpec `json:"spec"`
+	// PromoteTo is the environment a verified build is promoted to; empty means the first of the chain.
+	PromoteTo string `json:"promoteTo,omitempty"`
+}
+
+// BuildResult is the data of build.completed: the whole artifact graph, with
+// every blob stored in BlobStore under its digest.
+type BuildResult struct {
+	Target    string    `json:"target"`
+	Graph     oci.Graph `json:"graph"`
+	BlobStore string    `json:"blobStore"`
+	PromoteTo string    `json:"promoteTo,omitempty"`
+	Evidence  Evidence  `json:"evidence"`
+}
+
+// Evidence names the events that prove each step of a run, by event id.
+type Evidence struct {
+	Request string `json:"request,omitempty"`
+	Build   string `json:"build,omitempty"`
+	Push    string `json:"push,omitempty"`
+	Verify  string `json:"verify,omitempty"`
+}
+
+// Failure is the data of build.failed, push.failed and verify.failed: what
+// went wrong, where, of which class, and what a person should do next.
+type Failure struct {
+	Target  string `json:"target,omitempty"`
+	Digest  string `json:"digest,omitempty"`
+	Stage   string `json:"stage,omitempty"`
+	Class   string `json:"class" jsonschema:"minLength=1"`
+	Message string `json:"message"`
+	Hint    string `json:"hint,omitempty"`
+	// Path locates the failing descriptor, e.g. "manifest → layer 2".
+	Path       string     `json:"path,omitempty"`
+	Mismatches []Mismatch `json:"mismatches,omitempty"`
+	Evidence   Evidence   `json:"evidence"`
+}
+
+// Mismatch is one descriptor the verifier found wrong.
+type Mismatch struct {
+	Path     string `json:"path"`
+	Digest   string `json:"digest"`
+	Class    string `json:"class"`
+	Expected string `json:"expected,omitempty"`
+	Found    string `json:"found,omitempty"`
+}
+
+// Stage statuses.
+const (
+	StatusStarted  = "started"
+	StatusOK       = "ok"
+	StatusSkipped  = "skipped"
+	StatusRetrying = "retrying"
+	StatusFailed   = "failed"
+)
+
+// StageReport is the data of push.stage: the outcome of one push stage.
+type StageReport struct {
+	Target     string   `json:"target"`
+	Digest     string   `json:"digest"`
+	Stage      string   `json:"stage" jsonschema:"minLength=1"`
+	Status     string   `json:"status" jsonschema:"enum=started,enum=ok,enum=skipped,enum=retrying,enum=failed"`
+	Detail     string   `json:"detail,omitempty"`
+	Total      int      `json:"total,omitempty"`
+	Existing   int      `json:"existing,omitempty"`
+	Uploaded   int      `json:"uploaded,omitempty"`
+	Mounted    int      `json:"mounted,omitempty"`
+	Bytes      int64    `json:"bytes,omitempty"`
+	Requests   int      `json:"requests,omitempty"`
+	Attempt    int      `json:"attempt,omitempty"`
+	DurationMS int64    `json:"durationMs"`
+	Error      *Failure `json:"error,omitempty"`
+	// Line is the human view of the same fields: the [STAGE] log line.
+	Line string `json:"line"`
+}
+
+// PushResult is the data of push.completed.
+type PushResult struct {
+	Target        string    `json:"target"`
+	Digest        string    `json:"digest" jsonschema:"minLength=1"`
+	Graph         oci.Graph `json:"graph"`
+	BlobsUploaded int       `json:"blobsUploaded"`
+	BlobsExisting int       `json:"blobsExisting"`
+	BlobsMounted  int       `json:"blobsMounted"`
+	BytesUploaded int64     `json:"bytesUploaded"`
+	Requests      int       `json:"requests"`
+	PromoteTo     string    `json:"promoteTo,omitempty"`
+	Evidence      Evidence  `json:"evidence"`
+}
+
+// VerifyResult is the data of verify.completed.
+type VerifyResult struct {
+	Target      string   `json:"target"`
+	Digest      string   `json:"digest" jsonschema:"minLength=1"`
+	Descriptors int      `json:"descriptors"`
+	BytesHashed int64    `json:"bytesHashed"`
+	Checks      []string `json:"checks"` // the [VERIFY] lines, in order
+	PromoteTo   string   `json:"promoteTo,omitempty"`
+	Evidence    Evidence `json:"evidence"`
+}
+
+// Drift is the data of drift.detected: a tag that does not point where it should.
+type Drift struct {
+	Target   string `json:"target"`
+	Tag      string `json:"tag"`
+	Expected string `json:"expected"`
+	Found    string `json:"found"`
+}
+
+// PromotionRequest is the data of promotion.requested.
+type PromotionRequest struct {
+	Repository  string `json:"repository" jsonschema:"minLength=1"`
+	Digest      string `json:"digest" jsonschema:"minLength=1"`
+	From        string `json:"from,omitempty"`
+	To          string `json:"to" jsonschema:"minLength=1"`
+	RequestedBy string `json:"requestedBy,omitempty"`
+}
+
+// Promotion is the data of promoted and the record kept per environment and
+// repository: deployers deploy Repository@Digest.
+type Promotion struct {
+	Environment    string    `json:"environment" jsonschema:"minLength=1"`
+	Repository     string    `json:"repository" jsonschema:"minLength=1"`
+	Digest         string    `json:"digest" jsonschema:"minLength=1"`
+	Tag            string    `json:"tag,omitempty"`
+	PromotedAt     time.Time `json:"promotedAt"`
+	PreviousDigest string    `json:"previousDigest,omitempty"`
+	RunID          string    `json:"runId"`
+	RequestedBy    string    `json:"requestedBy,omitempty"`
+	Evidence       Evidence  `json:"evidence"`
+}
+
+// Rejection is the data of promotion.rejected.
+type Rejection struct {
+	Environment string `json:"environment"`
+	Repository  string `json:"repository"`
+	Digest      string `json:"digest"`
+	Gate        string `json:"gate"`
+	Reason      string `json:"reason"`
+}
+
+// ImageConfig is the image configuration the spec asks for, stamped with created.
+func (s BuildSpec) ImageConfig(created time.Time) (oci.ImageConfig, error) {
+	platform, err := oci.ParsePlatform(s.Platform)
+	if err != nil {
+		return oci.ImageConfig{}, err
+	}
+	return oci.ImageConfig{
+		Entrypoint: s.Entrypoint, Cmd: s.Cmd, Env: s.Env, WorkingDir: s.WorkingDir,
+		Labels: s.Labels, Platform: platform, Created: created,
+	}, nil
+}

@@ -1,0 +1,103 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/google/uuid"
+)
+
+// ExtRunID is the CloudEvents extension that ties every event of one
+// build→promotion run together.
+const ExtRunID = "runid"
+
+// ErrInvalid marks an event that can never be handled: malformed envelope,
+// unknown type or version, or data that fails its schema. The runtime
+// terminates and dead-letters it instead of retrying.
+var ErrInvalid = errors.New("invalid event")
+
+// idNamespace scopes derived event ids to digestline.
+var idNamespace = uuid.MustParse("5b0f3c1e-8a55-4f0e-9d2a-6c1d7e0b9a41")
+
+// NewEvent builds a new event of the given name with a fresh id. subject is
+// the image repository the event is about.
+func NewEvent(source string, name Name, runID, subject string, data any) (cloudevents.Event, error) {
+	return build(uuid.NewString(), source, name, runID, subject, data)
+}
+
+// Follow builds the event a handler emits in answer to parent: same run and
+// subject, and an id derived from the parent's id, the name and key. A
+// redelivered parent therefore yields the same id, and JetStream's
+// de-duplication stores the event once. key distinguishes several events of
+// one name answering the same parent (e.g. the stages of one push).
+func Follow(source string, parent cloudevents.Event, name Name, key string, data any) (cloudevents.Event, error) {
+	id := uuid.NewSHA1(idNamespace, []byte(parent.ID()+"\x00"+string(name)+"\x00"+key)).String()
+	return build(id, source, name, RunID(parent), parent.Subject(), data)
+}
+
+func build(id, source string, name Name, runID, subject string, data any) (cloudevents.Event, error) {
+	if _, ok := dataTypes[name]; !ok {
+		return cloudevents.Event{}, fmt.Errorf("event %q is not part of the contract", name)
+	}
+	ev := cloudevents.NewEvent(cloudevents.VersionV1)
+	ev.SetID(id)
+	ev.SetSource(source)
+	ev.SetType(name.Type())
+	ev.SetTime(time.Now().UTC())
+	if subject != "" {
+		ev.SetSubject(subject)
+	}
+	if runID != "" {
+		ev.SetExtension(ExtRunID, runID)
+	}
+	if err := ev.SetData(cloudevents.ApplicationJSON, data); err != nil {
+		return cloudevents.Event{}, fmt.Errorf("encode %s data: %w", name, err)
+	}
+	return ev, nil
+}
+
+// RunID returns the event's run id, or "".
+func RunID(ev cloudevents.Event) string {
+	s, _ := ev.Extensions()[ExtRunID].(string)
+	return s
+}
+
+// Decode unmarshals an event's data into T.
+func Decode[T any](ev cloudevents.Event) (T, error) {
+	var v T
+	if err := json.Unmarshal(ev.Data(), &v); err != nil {
+		return v, fmt.Errorf("%w: decode %s data: %v", ErrInvalid, ev.Type(), err)
+	}
+	return v, nil
+}
+
+// Parse decodes a structured-mode CloudEvent and checks it against the
+// contract: a valid CloudEvents 1.0 envelope, a known type and version, a
+// run id, JSON data that validates against the type's schema. Every failure
+// wraps ErrInvalid and says why.
+func Parse(body []byte) (cloudevents.Event, Name, error) {
+	var ev cloudevents.Event
+	if err := json.Unmarshal(body, &ev); err != nil {
+		return ev, "", fmt.Errorf("%w: not a structured CloudEvent: %v", ErrInvalid, err)
+	}
+	if err := ev.Validate(); err != nil {
+		return ev, "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	name, ok := NameOfType(ev.Type())
+	if !ok {
+		return ev, "", fmt.Errorf("%w: unknown event type %q", ErrInvalid, ev.Type())
+	}
+	if RunID(ev) == "" {
+		return ev, name, fmt.Errorf("%w: %s has no %s extension", ErrInvalid, ev.Type(), ExtRunID)
+	}
+	if ct := ev.DataContentType(); ct != cloudevents.ApplicationJSON {
+		return ev, name, fmt.Errorf("%w: %s has datacontenttype %q, want %s", ErrInvalid, ev.Type(), ct, cloudevents.ApplicationJSON)
+	}
+	if err := ValidateData(name, ev.Data()); err != nil {
+		return ev, name, err
+	}
+	return ev, name, nil
+}

@@ -1,0 +1,94 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The JetStream resources of the pipeline.
+const (
+	// StreamName holds every pipeline event (digestline.>).
+	StreamName = "DIGESTLINE"
+	// DeadLetterStream holds events no handler could process, with the reason.
+	DeadLetterStream = "DIGESTLINE_DLQ"
+	// DeadLetterPrefix prefixes the original subject of a dead-lettered event.
+	DeadLetterPrefix = "dlq."
+	// BlobBucket is the Object Store of blobs between builder and pusher, keyed by digest.
+	BlobBucket = "DIGESTLINE_BLOBS"
+	// PromotionsBucket is the KV bucket of current promotions per environment and repository.
+	PromotionsBucket = "DIGESTLINE_PROMOTIONS"
+	// RunsBucket indexes each run's events by run id and stream sequence.
+	RunsBucket = "DIGESTLINE_RUNS"
+)
+
+// ProvisionOptions size the JetStream resources.
+type ProvisionOptions struct {
+	// Replicas is the replication factor (1 for one server, 3 for a cluster).
+	Replicas int
+	// DuplicateWindow is how long JetStream remembers message ids; a
+	// redelivered handler that re-publishes within it stores nothing new.
+	DuplicateWindow time.Duration
+	// MaxAge bounds how long events are kept.
+	MaxAge time.Duration
+}
+
+func (o ProvisionOptions) withDefaults() ProvisionOptions {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.DuplicateWindow <= 0 {
+		o.DuplicateWindow = 30 * time.Minute
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = 30 * 24 * time.Hour
+	}
+	return o
+}
+
+// Provision creates or updates the streams, the blob Object Store and the KV
+// buckets. It is idempotent: every service runs it at start.
+func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOptions) error {
+	o := opts.withDefaults()
+	streams := []jetstream.StreamConfig{{
+		Name:       StreamName,
+		Subjects:   []string{SubjectAll},
+		Storage:    jetstream.FileStorage,
+		Replicas:   o.Replicas,
+		Duplicates: o.DuplicateWindow,
+		MaxAge:     o.MaxAge,
+	}, {
+		Name:       DeadLetterStream,
+		Subjects:   []string{DeadLetterPrefix + ">"},
+		Storage:    jetstream.FileStorage,
+		Replicas:   o.Replicas,
+		Duplicates: o.DuplicateWindow,
+		MaxAge:     o.MaxAge,
+	}}
+	for _, cfg := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      BlobBucket,
+		Description: "digestline blobs between builder and pusher, keyed by digest",
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		TTL:         o.MaxAge,
+	}); err != nil {
+		return fmt.Errorf("provision object store %s: %w", BlobBucket, err)
+	}
+	buckets := []jetstream.KeyValueConfig{
+		{Bucket: PromotionsBucket, Description: "current digest per environment and repository", History: 64, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: RunsBucket, Description: "each run's events, by run id and stream sequence", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.MaxAge},
+	}
+	for _, cfg := range buckets {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return fmt.Errorf("provision key-value bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	return nil
+}

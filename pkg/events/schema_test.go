@@ -1,0 +1,57 @@
+package events
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"reflect"
+	"testing"
+
+	"github.com/invopop/jsonschema"
+	"github.com/opencontainers/go-digest"
+)
+
+var update = flag.Bool("update", false, "rewrite schemas/*.json from the Go types")
+
+// generateSchema derives an event's schema from its Go data type.
+func generateSchema(t *testing.T, n Name) []byte {
+	t.Helper()
+	r := &jsonschema.Reflector{
+		AllowAdditionalProperties: true, // newer producers may add optional fields within v1
+		Mapper: func(t reflect.Type) *jsonschema.Schema {
+			if t == reflect.TypeFor[digest.Digest]() {
+				return &jsonschema.Schema{Type: "string", Pattern: `^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$`}
+			}
+			return nil
+		},
+	}
+	s := r.Reflect(dataTypes[n])
+	s.ID = jsonschema.ID("https://digestline.dev/schemas/" + string(n) + ".json")
+	s.Title = n.Type()
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+// TestSchemasAreGenerated keeps the checked-in schemas equal to what the Go
+// types say, so the contract documents and the code cannot drift apart.
+func TestSchemasAreGenerated(t *testing.T) {
+	for n := range dataTypes {
+		want := generateSchema(t, n)
+		if *update {
+			if err := os.WriteFile(SchemaFile(n), want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		got, err := Schema(n)
+		if err != nil {
+			t.Fatalf("%s: %v (run: go test ./events -run TestSchemasAreGenerated -update)", n, err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s is stale: run go test ./events -run TestSchemasAreGenerated -update", SchemaFile(n))
+		}
+	}
+}

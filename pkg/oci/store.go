@@ -1,0 +1,30 @@
+package oci
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrBlobNotFound is returned by a BlobStore that does not hold a digest.
+var ErrBlobNotFound = errors.New("blob not found")
+
+// ErrStore marks a failure of the blob store itself (not of the content), so
+// callers can retry it.
+var ErrStore = errors.New("blob store")
+
+// BlobReader opens blobs by digest. The JetStream Object Store, an OCI
+// layout and a registry all serve as one.
+type BlobReader interface {
+	Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
+}
+
+// BlobStore stores and opens blobs by digest. Put must be idempotent: putting
+// a blob that is already stored is a cheap no-op.
+type BlobStore interface {
+	BlobReader
+	Put(ctx context.Context, desc v1.Descriptor, r io.Reader) error
+}

@@ -1,0 +1,112 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Client opens repositories on OCI registries and pushes artifact graphs to
+// them. It is safe for concurrent use.
+type Client struct {
+	keychain  authn.Keychain
+	auth      authn.Authenticator
+	base      http.RoundTripper
+	tracer    trace.Tracer
+	jobs      int
+	retries   int
+	retryBase time.Duration
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithAuth uses one authenticator for every registry (overrides the keychain).
+func WithAuth(a authn.Authenticator) Option { return func(c *Client) { c.auth = a } }
+
+// WithKeychain resolves credentials per registry (default: docker config.json
+// and credential helpers, via authn.DefaultKeychain).
+func WithKeychain(k authn.Keychain) Option { return func(c *Client) { c.keychain = k } }
+
+// WithTransport sets the HTTP transport under auth (default http.DefaultTransport).
+func WithTransport(rt http.RoundTripper) Option { return func(c *Client) { c.base = rt } }
+
+// WithTracerProvider sets where stage spans go (default: the global provider).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *Client) { c.tracer = tp.Tracer("github.com/digestline/digestline/pkg/registry") }
+}
+
+// WithJobs bounds concurrent blob requests (default 4).
+func WithJobs(n int) Option { return func(c *Client) { c.jobs = max(n, 1) } }
+
+// WithRetries sets how often a transient failure is retried (default 4) and
+// the first backoff delay (default 200ms, doubling with jitter).
+func WithRetries(n int, base time.Duration) Option {
+	return func(c *Client) { c.retries, c.retryBase = max(n, 0), base }
+}
+
+// New returns a Client.
+func New(opts ...Option) *Client {
+	c := &Client{keychain: authn.DefaultKeychain, base: http.DefaultTransport, jobs: 4, retries: 4, retryBase: 200 * time.Millisecond}
+	WithTracerProvider(otel.GetTracerProvider())(c)
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// Open authenticates to repo's registry for pull (and push, when push is
+// true) and checks the credential with one authenticated request. Every
+// request made through the returned Repo, including this handshake, is counted.
+func (c *Client) Open(ctx context.Context, repo name.Repository, push bool) (*Repo, error) {
+	return c.open(ctx, repo, push, &countingTransport{inner: c.base})
+}
+
+func (c *Client) open(ctx context.Context, repo name.Repository, push bool, counter *countingTransport) (*Repo, error) {
+	r := &Repo{name: repo, requests: &counter.n}
+	auth := c.auth
+	if auth == nil {
+		var err error
+		if auth, err = c.keychain.Resolve(repo); err != nil {
+			return nil, &Error{Class: ClassAuth, Err: fmt.Errorf("resolve credentials for %s: %w", repo.RegistryStr(), err),
+				Hint: "check ~/.docker/config.json and its credential helpers"}
+		}
+	}
+	scope := repo.Scope(transport.PullScope)
+	if push {
+		scope = repo.Scope(transport.PushScope)
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, counter, []string{scope})
+	if err != nil {
+		return nil, classifyTransport(err, repo)
+	}
+	r.client = &http.Client{Transport: rt}
+	resp, err := r.do(ctx, http.MethodGet, r.url("/v2/"), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return nil, classifyResponse(resp, repo)
+	}
+	return r, nil
+}
+
+// countingTransport counts requests that reach the wire.
+type countingTransport struct {
+	inner http.RoundTripper
+	n     atomic.Int64
+}
+
+func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.n.Add(1)
+	return t.inner.RoundTrip(req)
+}

@@ -1,0 +1,326 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+)
+
+// Observer receives every stage report as it happens; ctx carries the
+// stage's span.
+type Observer func(ctx context.Context, r StageReport)
+
+// PushResult summarizes a push.
+type PushResult struct {
+	Digest        digest.Digest
+	Uploaded      int
+	Existing      int
+	Mounted       int
+	BytesUploaded int64
+	Requests      int
+}
+
+// Push pushes the graph to ref stage by stage, reading blobs from src. When
+// ref is a tag, the tag is moved to the graph's root; when it is a digest, it
+// must be the root's. A warm push — the tag already points at the root —
+// makes one HEAD request after auth and uploads nothing.
+func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src oci.BlobReader, observe Observer) (PushResult, error) {
+	if err := g.Validate(); err != nil {
+		return PushResult{}, &Error{Class: ClassSchema, Err: err, Hint: "the build output is malformed: rebuild it"}
+	}
+	if d, ok := ref.(name.Digest); ok && d.DigestStr() != g.Root.Digest.String() {
+		return PushResult{}, &Error{Class: ClassIntegrity, Err: fmt.Errorf("reference %s names another digest than the artifact's %s", ref, g.Root.Digest),
+			Hint: "push by tag, or by the artifact's own digest"}
+	}
+	if observe == nil {
+		observe = func(context.Context, StageReport) {}
+	}
+	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{},
+		counter: &countingTransport{inner: c.base}}
+	steps := []struct {
+		stage string
+		fn    stageFunc
+	}{
+		{StageAuth, p.auth},
+		{StageManifestCheck, p.manifestCheck},
+		{StageBlobCheck, p.blobCheck},
+		{StageMount, p.mount},
+		{StageUpload, p.upload},
+		{StageManifestPublish, p.manifestPublish},
+		{StageTagUpdate, p.tagUpdate},
+		{StageReferrers, p.referrers},
+	}
+	for _, s := range steps {
+		if err := p.run(ctx, s.stage, s.fn); err != nil {
+			return p.result(), err
+		}
+	}
+	return p.result(), nil
+}
+
+type stageFunc func(ctx context.Context, r *StageReport) error
+
+// pushRun is the state of one push; it lets a retried stage resume where the
+// failed attempt stopped (uploaded blobs are not sent again).
+type pushRun struct {
+	c       *Client
+	ref     name.Reference
+	g       oci.Graph
+	src     oci.BlobReader
+	observe Observer
+	counter *countingTransport // every request of the push, auth included
+	repo    *Repo
+
+	tagCurrent      bool // the tag already points at the root
+	manifestPresent bool // the registry has the root manifest
+	missing         []v1.Descriptor
+
+	mu       sync.Mutex
+	uploaded map[digest.Digest]bool
+	res      PushResult
+}
+
+func (p *pushRun) result() PushResult {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	res := p.res
+	res.Digest = p.g.Root.Digest
+	res.Requests = p.requests()
+	return res
+}
+
+func (p *pushRun) requests() int { return int(p.counter.n.Load()) }
+
+// run executes one stage in its own span, retrying transient failures with
+// exponential backoff and jitter (or the registry's Retry-After).
+func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
+	ctx, span := p.c.tracer.Start(ctx, "push "+stage, trace.WithAttributes(
+		attribute.String("digestline.stage", stage),
+		attribute.String("oci.reference", p.ref.String()),
+		attribute.String("oci.manifest.digest", p.g.Root.Digest.String()),
+	))
+	defer span.End()
+
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = p.c.retryBase
+	start, reqs := time.Now(), p.requests()
+	for attempt := 1; ; attempt++ {
+		r := StageReport{Stage: stage, Attempt: attempt}
+		err := fn(ctx, &r)
+		r.Duration, r.Requests = time.Since(start), p.requests()-reqs
+		if reason, ok := asSkip(err); ok {
+			r.Status, r.Detail, err = StatusSkipped, reason, nil
+		} else if err == nil {
+			r.Status = StatusOK
+		}
+		if err == nil {
+			span.SetAttributes(attribute.String("digestline.stage.status", r.Status),
+				attribute.Int("digestline.blobs.total", r.Total), attribute.Int("digestline.blobs.existing", r.Existing),
+				attribute.Int("digestline.blobs.uploaded", r.Uploaded), attribute.Int64("digestline.bytes", r.Bytes),
+				attribute.Int("digestline.requests", r.Requests), attribute.Int("digestline.attempts", attempt))
+			p.observe(ctx, r)
+			return nil
+		}
+		e := AsError(err)
+		if e.Class == "" {
+			e.Class = ClassTransport
+		}
+		e.Stage = stage
+		r.Err = e
+		if !e.Temporary() || attempt > p.c.retries || ctx.Err() != nil {
+			r.Status = StatusFailed
+			span.RecordError(e)
+			span.SetStatus(codes.Error, e.Error())
+			span.SetAttributes(attribute.String("digestline.stage.status", r.Status),
+				attribute.String("error.type", string(e.Class)), attribute.String("digestline.error.hint", e.Hint),
+				attribute.Int("digestline.attempts", attempt))
+			p.observe(ctx, r)
+			return e
+		}
+		r.Status = StatusRetrying
+		span.AddEvent("retry", trace.WithAttributes(attribute.Int("attempt", attempt), attribute.String("error.type", string(e.Class))))
+		p.observe(ctx, r)
+		delay := e.RetryAfter
+		if delay <= 0 {
+			delay = bo.NextBackOff()
+		}
+		select {
+		case <-ctx.Done():
+			return &Error{Class: ClassTransport, Stage: stage, Err: ctx.Err(), Hint: "the push was cancelled"}
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (p *pushRun) auth(ctx context.Context, r *StageReport) error {
+	repo, err := p.c.open(ctx, p.ref.Context(), true, p.counter)
+	if err != nil {
+		return err
+	}
+	p.repo = repo
+	r.Detail = p.ref.Context().RegistryStr()
+	return nil
+}
+
+func (p *pushRun) manifestCheck(ctx context.Context, r *StageReport) error {
+	root := p.g.Root.Digest
+	if tag, ok := p.ref.(name.Tag); ok {
+		d, found, err := p.repo.HeadManifest(ctx, tag.TagStr())
+		if err != nil {
+			return err
+		}
+		if found && d.Digest == root {
+			p.tagCurrent, p.manifestPresent = true, true
+			r.Detail = fmt.Sprintf("%s present, tag %s → %s (nothing to push)", short(root), tag.TagStr(), short(root))
+			return nil
+		}
+	}
+	_, found, err := p.repo.HeadManifest(ctx, root.String())
+	if err != nil {
+		return err
+	}
+	p.manifestPresent = found
+	if found {
+		r.Detail = short(root) + " present"
+	} else {
+		r.Detail = short(root) + " absent"
+	}
+	return nil
+}
+
+func (p *pushRun) blobCheck(ctx context.Context, r *StageReport) error {
+	if p.manifestPresent {
+		return skip("manifest already in the registry")
+	}
+	blobs := p.g.Blobs()
+	exists := make([]bool, len(blobs))
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(p.c.jobs)
+	for i, b := range blobs {
+		eg.Go(func() (err error) {
+			exists[i], err = p.repo.HeadBlob(ectx, b.Digest)
+			return err
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return err
+	}
+	p.missing = p.missing[:0]
+	for i, b := range blobs {
+		if !exists[i] {
+			p.missing = append(p.missing, b)
+		}
+	}
+	r.Total, r.Existing = len(blobs), len(blobs)-len(p.missing)
+	p.mu.Lock()
+	p.res.Existing = r.Existing
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *pushRun) mount(ctx context.Context, r *StageReport) error {
+	if p.manifestPresent || len(p.missing) == 0 {
+		return skip("nothing missing")
+	}
+	return skip("no source repository known for %d missing blobs", len(p.missing))
+}
+
+func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
+	if p.manifestPresent || len(p.missing) == 0 {
+		return skip("nothing missing")
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(p.c.jobs)
+	for _, b := range p.missing {
+		p.mu.Lock()
+		done := p.uploaded[b.Digest]
+		p.mu.Unlock()
+		if done {
+			continue
+		}
+		eg.Go(func() error {
+			rc, err := p.src.Open(ectx, b.Digest)
+			if err != nil {
+				return &Error{Class: ClassNotFound, Err: fmt.Errorf("read blob %s from the build output: %w", b.Digest, err),
+					Hint: "the build's blobs are gone from the blob store: rebuild"}
+			}
+			defer rc.Close()
+			if err := p.repo.UploadBlob(ectx, b, rc); err != nil {
+				return err
+			}
+			p.mu.Lock()
+			p.uploaded[b.Digest] = true
+			p.res.Uploaded++
+			p.res.BytesUploaded += b.Size
+			p.mu.Unlock()
+			return nil
+		})
+	}
+	err := eg.Wait()
+	p.mu.Lock()
+	r.Total, r.Uploaded, r.Bytes = len(p.missing), p.res.Uploaded, p.res.BytesUploaded
+	p.mu.Unlock()
+	r.Detail = fmt.Sprintf("%d/%d blobs, %s", r.Uploaded, r.Total, sizeString(r.Bytes))
+	return err
+}
+
+func (p *pushRun) manifestPublish(ctx context.Context, r *StageReport) error {
+	if p.manifestPresent {
+		return skip("manifest already in the registry")
+	}
+	for _, m := range p.g.Manifests() {
+		b, err := oci.ReadManifest(ctx, p.src, m)
+		if err != nil {
+			return &Error{Class: ClassIntegrity, Err: err, Hint: "the build output's manifest is missing or altered: rebuild"}
+		}
+		if err := p.repo.PutManifest(ctx, m.Digest.String(), m.MediaType, b); err != nil {
+			return err
+		}
+		r.Total++
+	}
+	r.Detail = short(p.g.Root.Digest)
+	return nil
+}
+
+func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
+	tag, ok := p.ref.(name.Tag)
+	if !ok {
+		return skip("pushed by digest, no tag")
+	}
+	if p.tagCurrent {
+		return skip("%s already points at %s", tag.TagStr(), short(p.g.Root.Digest))
+	}
+	b, err := oci.ReadManifest(ctx, p.src, p.g.Root)
+	if err != nil {
+		return &Error{Class: ClassIntegrity, Err: err, Hint: "the build output's manifest is missing or altered: rebuild"}
+	}
+	if err := p.repo.PutManifest(ctx, tag.TagStr(), p.g.Root.MediaType, b); err != nil {
+		return err
+	}
+	r.Detail = fmt.Sprintf("%s:%s -> %s", tag.RepositoryStr(), tag.TagStr(), p.g.Root.Digest)
+	return nil
+}
+
+func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
+	return skip("no subject")
+}
+
+// short abbreviates a digest for stage lines: sha256:0123456789ab.
+func short(d digest.Digest) string {
+	s := d.String()
+	if i := len(d.Algorithm().String()) + 1 + 12; len(s) > i {
+		return s[:i]
+	}
+	return s
+}

@@ -1,0 +1,211 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// manifestAccept lists every manifest type digestline reads.
+var manifestAccept = strings.Join([]string{
+	v1.MediaTypeImageManifest, v1.MediaTypeImageIndex,
+	oci.MediaTypeDockerManifest, oci.MediaTypeDockerManifestList,
+}, ", ")
+
+// maxManifestBytes bounds a manifest read (the distribution spec's 4 MiB).
+const maxManifestBytes = 4 << 20
+
+// Repo is an authenticated connection to one repository.
+type Repo struct {
+	name     name.Repository
+	client   *http.Client
+	requests *atomic.Int64
+}
+
+var _ oci.BlobReader = (*Repo)(nil)
+
+// Name is the repository's name.
+func (r *Repo) Name() name.Repository { return r.name }
+
+// Requests counts HTTP requests made so far, including auth.
+func (r *Repo) Requests() int { return int(r.requests.Load()) }
+
+func (r *Repo) url(path string) string {
+	return r.name.Registry.Scheme() + "://" + r.name.RegistryStr() + path
+}
+
+func (r *Repo) repoURL(kind, ref string) string {
+	return r.url("/v2/" + r.name.RepositoryStr() + "/" + kind + "/" + ref)
+}
+
+// do sends a request, classifying a transport failure.
+func (r *Repo) do(ctx context.Context, method, u string, body io.Reader, hdr http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, &Error{Class: ClassSchema, Err: err, Hint: "the reference or URL is malformed"}
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, classifyTransport(err, r.name)
+	}
+	return resp, nil
+}
+
+// drain discards what is left of a body so the connection can be reused.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+}
+
+// HeadManifest returns the descriptor a tag or digest resolves to, and false
+// when the registry does not have it.
+func (r *Repo) HeadManifest(ctx context.Context, ref string) (v1.Descriptor, bool, error) {
+	resp, err := r.do(ctx, http.MethodHead, r.repoURL("manifests", ref), nil, http.Header{"Accept": {manifestAccept}})
+	if err != nil {
+		return v1.Descriptor{}, false, err
+	}
+	defer drain(resp)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+		if err != nil {
+			return v1.Descriptor{}, true, &Error{Class: ClassSchema, Status: resp.StatusCode, Err: fmt.Errorf("HEAD manifest %s: no valid Docker-Content-Digest header", ref),
+				Hint: "the registry does not report manifest digests; it is not OCI distribution compliant"}
+		}
+		return v1.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: d, Size: resp.ContentLength}, true, nil
+	case http.StatusNotFound:
+		return v1.Descriptor{}, false, nil
+	}
+	return v1.Descriptor{}, false, classifyResponse(resp, r.name)
+}
+
+// GetManifest fetches a manifest by tag or digest. When ref is a digest the
+// content is checked against it: a registry serving other bytes under a
+// digest is an integrity failure.
+func (r *Repo) GetManifest(ctx context.Context, ref string) ([]byte, v1.Descriptor, error) {
+	resp, err := r.do(ctx, http.MethodGet, r.repoURL("manifests", ref), nil, http.Header{"Accept": {manifestAccept}})
+	if err != nil {
+		return nil, v1.Descriptor{}, err
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return nil, v1.Descriptor{}, classifyResponse(resp, r.name)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
+	if err != nil {
+		return nil, v1.Descriptor{}, classifyTransport(err, r.name)
+	}
+	if len(b) > maxManifestBytes {
+		return nil, v1.Descriptor{}, &Error{Class: ClassSchema, Err: fmt.Errorf("manifest %s is larger than %d bytes", ref, maxManifestBytes), Hint: "refusing an oversized manifest"}
+	}
+	desc := v1.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: digest.FromBytes(b), Size: int64(len(b))}
+	if want, err := digest.Parse(ref); err == nil && want != desc.Digest {
+		return b, desc, &Error{Class: ClassIntegrity, Err: fmt.Errorf("manifest served as %s hashes to %s", want, desc.Digest),
+			Hint: "the registry serves a manifest that does not match the requested digest: it is corrupted or substituted"}
+	}
+	return b, desc, nil
+}
+
+// PutManifest publishes a manifest under a tag or its digest.
+func (r *Repo) PutManifest(ctx context.Context, ref, mediaType string, body []byte) error {
+	resp, err := r.do(ctx, http.MethodPut, r.repoURL("manifests", ref), bytes.NewReader(body), http.Header{"Content-Type": {mediaType}})
+	if err != nil {
+		return err
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		return classifyResponse(resp, r.name)
+	}
+	return nil
+}
+
+// HeadBlob reports whether the repository holds a blob.
+func (r *Repo) HeadBlob(ctx context.Context, d digest.Digest) (bool, error) {
+	resp, err := r.do(ctx, http.MethodHead, r.repoURL("blobs", d.String()), nil, nil)
+	if err != nil {
+		return false, err
+	}
+	defer drain(resp)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	return false, classifyResponse(resp, r.name)
+}
+
+// Open streams a blob; it implements oci.BlobReader. The caller verifies the
+// content against its descriptor.
+func (r *Repo) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	resp, err := r.do(ctx, http.MethodGet, r.repoURL("blobs", d.String()), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer drain(resp)
+		return nil, classifyResponse(resp, r.name)
+	}
+	return resp.Body, nil
+}
+
+// UploadBlob uploads content as one monolithic PUT in an upload session.
+func (r *Repo) UploadBlob(ctx context.Context, desc v1.Descriptor, content io.Reader) error {
+	resp, err := r.do(ctx, http.MethodPost, r.url("/v2/"+r.name.RepositoryStr()+"/blobs/uploads/"), nil, nil)
+	if err != nil {
+		return err
+	}
+	drain(resp)
+	if resp.StatusCode != http.StatusAccepted {
+		return classifyResponse(resp, r.name)
+	}
+	loc, err := resp.Location()
+	if err != nil {
+		return &Error{Class: ClassSchema, Status: resp.StatusCode, Err: fmt.Errorf("upload session without a Location: %w", err), Hint: "the registry is not OCI distribution compliant"}
+	}
+	q := loc.Query()
+	q.Set("digest", desc.Digest.String())
+	loc.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), content)
+	if err != nil {
+		return &Error{Class: ClassSchema, Err: err}
+	}
+	req.ContentLength = desc.Size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = r.client.Do(req)
+	if err != nil {
+		return classifyTransport(err, r.name)
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusCreated {
+		return classifyResponse(resp, r.name)
+	}
+	return nil
+}
+
+// sizeString formats a byte count for stage lines.
+func sizeString(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,88 @@
+package telemetry
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Telemetry is a process's tracer provider and logger.
+type Telemetry struct {
+	TracerProvider trace.TracerProvider
+	Logger         *slog.Logger
+	shutdown       func(context.Context) error
+}
+
+// Shutdown flushes pending spans.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	if t.shutdown == nil {
+		return nil
+	}
+	return t.shutdown(ctx)
+}
+
+// Setup builds the tracer provider and logger for service. Spans are exported
+// over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or the traces-specific variable)
+// is set — gRPC by default, HTTP when OTEL_EXPORTER_OTLP_PROTOCOL is
+// http/protobuf — and otherwise only propagated. Logs are slog text on w at
+// level (debug, info, warn, error).
+func Setup(ctx context.Context, service string, w io.Writer, level string) (*Telemetry, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(cmp.Or(level, "info"))); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	logger := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})).With("service", service)
+
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(attribute.String("service.name", service)))
+	if err != nil {
+		return nil, fmt.Errorf("otel resource: %w", err)
+	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
+		exp, err := newExporter(ctx)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+	// The global propagator and provider serve libraries that read them; our
+	// own code is handed tp explicitly.
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	otel.SetTracerProvider(tp)
+	return &Telemetry{TracerProvider: tp, Logger: logger, shutdown: tp.Shutdown}, nil
+}
+
+func newExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
+	proto := cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc")
+	var (
+		exp sdktrace.SpanExporter
+		err error
+	)
+	switch {
+	case proto == "grpc":
+		exp, err = otlptracegrpc.New(ctx)
+	case strings.HasPrefix(proto, "http"):
+		exp, err = otlptracehttp.New(ctx)
+	default:
+		err = errors.New("want grpc or http/protobuf")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("OTLP exporter (protocol %q): %w", proto, err)
+	}
+	return exp, nil
+}

@@ -1,0 +1,15 @@
+// Command pusher runs the digestline pusher service.
+package main
+
+import (
+	"context"
+
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/services/pusher"
+)
+
+func main() {
+	service.Main("pusher", func(ctx context.Context, d service.Deps) error {
+		return pusher.Run(ctx, pusher.Config{Deps: d})
+	})
+}

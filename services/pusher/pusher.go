@@ -1,0 +1,106 @@
+package pusher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Config configures the pusher.
+type Config struct {
+	service.Deps
+	// Registry pushes; nil means a client with credentials from the
+	// environment or the docker config.
+	Registry *registry.Client
+}
+
+// Run consumes build.completed until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	bus := cfg.Bus("pusher")
+	blobs, err := events.OpenBlobStore(ctx, cfg.JetStream)
+	if err != nil {
+		return err
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = registry.New(append(registry.CredentialsFromEnv(), registry.WithTracerProvider(cfg.Traces()))...)
+	}
+	p := &pusher{cfg: cfg, bus: bus, blobs: blobs}
+	return bus.Consume(ctx, events.ConsumerSpec{Durable: "pusher", Events: []events.Name{events.BuildCompleted}, AckWait: time.Minute}, p.handle)
+}
+
+type pusher struct {
+	cfg   Config
+	bus   *events.Bus
+	blobs *events.BlobStore
+}
+
+func (p *pusher) handle(ctx context.Context, m events.Message) error {
+	build, err := events.Decode[events.BuildResult](m.Event)
+	if err != nil {
+		return err
+	}
+	evidence := build.Evidence
+	evidence.Build = m.Event.ID()
+	fail := func(f events.Failure) error {
+		f.Target, f.Digest, f.Evidence = build.Target, build.Graph.Root.Digest.String(), evidence
+		_, err := p.bus.Emit(ctx, m.Event, events.PushFailed, "", f)
+		return err
+	}
+	ref, err := name.ParseReference(build.Target)
+	if err != nil {
+		return fail(events.Failure{Stage: registry.StageAuth, Class: string(registry.ClassSchema), Message: err.Error(),
+			Hint: "the target must be an image reference such as registry.example.com/team/app:tag"})
+	}
+
+	// Stage events are published as they happen; a failure to publish one
+	// fails the delivery so the push is redone (cheaply: it is warm).
+	var publishErr error
+	observe := func(sctx context.Context, r registry.StageReport) {
+		report := stageReport(build.Target, build.Graph.Root.Digest.String(), r)
+		p.cfg.Log().Info(report.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status, "attempt", r.Attempt, "requests", r.Requests)
+		key := fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt)
+		if _, err := p.bus.Emit(sctx, m.Event, events.PushStage, key, report); err != nil && publishErr == nil {
+			publishErr = err
+		}
+	}
+	res, err := p.cfg.Registry.Push(ctx, ref, build.Graph, p.blobs, observe)
+	if publishErr != nil {
+		return publishErr
+	}
+	var rerr *registry.Error
+	if errors.As(err, &rerr) {
+		return fail(failure(rerr))
+	}
+	if err != nil {
+		return err
+	}
+	_, err = p.bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
+		Target: build.Target, Digest: res.Digest.String(), Graph: build.Graph,
+		BlobsUploaded: res.Uploaded, BlobsExisting: res.Existing, BlobsMounted: res.Mounted,
+		BytesUploaded: res.BytesUploaded, Requests: res.Requests, PromoteTo: build.PromoteTo, Evidence: evidence,
+	})
+	return err
+}
+
+func failure(e *registry.Error) events.Failure {
+	return events.Failure{Stage: e.Stage, Class: string(e.Class), Message: e.Err.Error(), Hint: e.Hint}
+}
+
+func stageReport(target, dgst string, r registry.StageReport) events.StageReport {
+	out := events.StageReport{
+		Target: target, Digest: dgst, Stage: r.Stage, Status: r.Status, Detail: r.Detail,
+		Total: r.Total, Existing: r.Existing, Uploaded: r.Uploaded, Mounted: r.Mounted, Bytes: r.Bytes,
+		Requests: r.Requests, Attempt: r.Attempt, DurationMS: r.Duration.Milliseconds(), Line: r.Line(),
+	}
+	if r.Err != nil {
+		f := failure(r.Err)
+		out.Error = &f
+	}
+	return out
+}

@@ -1,0 +1,15 @@
+// Command verifier runs the digestline verifier service.
+package main
+
+import (
+	"context"
+
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/services/verifier"
+)
+
+func main() {
+	service.Main("verifier", func(ctx context.Context, d service.Deps) error {
+		return verifier.Run(ctx, verifier.Config{Deps: d})
+	})
+}

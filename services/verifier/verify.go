@@ -1,0 +1,266 @@
+package verifier
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// Report is a successful verification.
+type Report struct {
+	Digest      digest.Digest
+	Descriptors int   // manifests, configs and layers checked
+	BytesHashed int64 // every byte pulled and hashed
+	// Checks are the [VERIFY] lines, in order.
+	Checks []string
+	// Graph is what the registry serves, in push order.
+	Graph oci.Graph
+}
+
+// Error is a failed verification: its class (integrity, not-found, schema,
+// or a registry class), where in the graph, and what to do.
+type Error struct {
+	Class      registry.Class
+	Path       string
+	Hint       string
+	Mismatches []events.Mismatch
+	Err        error
+}
+
+func (e *Error) Error() string {
+	if e.Path != "" {
+		return fmt.Sprintf("%s error at %s: %v", e.Class, e.Path, e.Err)
+	}
+	return fmt.Sprintf("%s error: %v", e.Class, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is matches the error's class, like registry.Error.
+func (e *Error) Is(target error) bool {
+	c, ok := target.(registry.Class)
+	return ok && c == e.Class
+}
+
+// Verify pulls ref by digest from its registry and proves every byte: each
+// manifest hashes to the digest it is served under, each blob streams through
+// a hasher and matches its descriptor's digest and size, and — when want is
+// given — the whole graph equals the one that was built. Blobs are hashed in
+// parallel (jobs at a time); memory does not grow with their size.
+func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, jobs int) (Report, error) {
+	root, err := digest.Parse(ref.DigestStr())
+	if err != nil {
+		return Report{}, &Error{Class: registry.ClassSchema, Err: err, Hint: "verify takes REPOSITORY@sha256:<hex>"}
+	}
+	repo, err := c.Open(ctx, ref.Context(), false)
+	if err != nil {
+		return Report{}, registryError(err, "")
+	}
+	v := &verification{repo: repo}
+	rootDesc := v1.Descriptor{Digest: root}
+	if want != nil {
+		rootDesc = want.Root
+	}
+	if err := v.manifest(ctx, rootDesc, ""); err != nil {
+		return Report{}, err
+	}
+	if err := v.hashBlobs(ctx, max(jobs, 1)); err != nil {
+		return Report{}, err
+	}
+	g := oci.Graph{Root: v.root, Descriptors: append(v.blobs, v.manifests...)}
+	if want != nil {
+		if err := compare(*want, g); err != nil {
+			return Report{}, err
+		}
+	}
+	rep := Report{Digest: root, Descriptors: len(g.Descriptors), BytesHashed: v.bytes.Load(), Graph: g}
+	rep.Checks = []string{
+		"[VERIFY] digest match",
+		fmt.Sprintf("[VERIFY] manifest descriptor count: %d", rep.Descriptors),
+		fmt.Sprintf("[VERIFY] bytes hashed: %d", rep.BytesHashed),
+	}
+	if want != nil {
+		rep.Checks = append(rep.Checks, "[VERIFY] graph matches the build")
+	}
+	return rep, nil
+}
+
+type verification struct {
+	repo      *registry.Repo
+	root      v1.Descriptor
+	manifests []v1.Descriptor // children first
+	blobs     []v1.Descriptor
+	paths     []string // of blobs
+	seen      map[digest.Digest]bool
+	bytes     atomic.Int64
+}
+
+// manifest fetches and checks one manifest, then its children.
+func (v *verification) manifest(ctx context.Context, d v1.Descriptor, path string) error {
+	b, got, err := v.repo.GetManifest(ctx, d.Digest.String())
+	if err != nil {
+		return registryError(err, cmp.Or(path, "manifest"))
+	}
+	v.bytes.Add(int64(len(b)))
+	if d.MediaType == "" { // the root, when no build graph is given
+		d.MediaType, d.Size = got.MediaType, got.Size
+	}
+	if path == "" { // the root: paths read "index → linux/arm64 → layer 3"
+		path = "manifest"
+		if oci.IsIndex(d.MediaType) {
+			path = "index"
+		}
+	}
+	if !oci.IsManifest(got.MediaType) || got.MediaType != d.MediaType {
+		return &Error{Class: registry.ClassSchema, Path: path, Err: fmt.Errorf("served with media type %q, want %q", got.MediaType, d.MediaType),
+			Hint: "the registry serves this manifest under another media type: check it supports OCI manifests, or that nothing rewrote it"}
+	}
+	if got.Size != d.Size {
+		return &Error{Class: registry.ClassIntegrity, Path: path, Err: fmt.Errorf("manifest is %d bytes, descriptor says %d", got.Size, d.Size),
+			Hint: "the manifest does not match its descriptor: the content was altered"}
+	}
+	if v.root.Digest == "" {
+		v.root, v.seen = d, map[digest.Digest]bool{}
+	}
+	children, err := oci.Children(d.MediaType, b)
+	if err != nil {
+		return &Error{Class: registry.ClassSchema, Path: path, Err: err, Hint: "the manifest is not valid JSON of its media type"}
+	}
+	for i, c := range children {
+		if v.seen[c.Digest] {
+			continue
+		}
+		v.seen[c.Digest] = true
+		cpath := childPath(path, d.MediaType, c, i)
+		if oci.IsManifest(c.MediaType) {
+			if err := v.manifest(ctx, c, cpath); err != nil {
+				return err
+			}
+			continue
+		}
+		v.blobs, v.paths = append(v.blobs, c), append(v.paths, cpath)
+	}
+	v.manifests = append(v.manifests, d)
+	return nil
+}
+
+func childPath(parent, mediaType string, c v1.Descriptor, i int) string {
+	switch {
+	case oci.IsIndex(mediaType) && c.Platform != nil:
+		return fmt.Sprintf("%s → %s/%s", parent, c.Platform.OS, c.Platform.Architecture)
+	case oci.IsIndex(mediaType):
+		return fmt.Sprintf("%s → manifest %d", parent, i)
+	case i == 0:
+		return parent + " → config"
+	}
+	return fmt.Sprintf("%s → layer %d", parent, i)
+}
+
+// hashBlobs streams every blob through a hasher, in parallel, and collects
+// every mismatch rather than stopping at the first.
+func (v *verification) hashBlobs(ctx context.Context, jobs int) error {
+	var (
+		mu         sync.Mutex
+		mismatches []events.Mismatch
+		first      *Error
+	)
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(jobs)
+	for i, d := range v.blobs {
+		eg.Go(func() error {
+			err := v.hashBlob(ectx, d)
+			if err == nil {
+				return nil
+			}
+			verr := registryError(err, v.paths[i])
+			if verr.Class != registry.ClassIntegrity && verr.Class != registry.ClassNotFound {
+				return verr // the registry failed: stop
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			mismatches = append(mismatches, events.Mismatch{Path: verr.Path, Digest: d.Digest.String(), Class: string(verr.Class), Expected: d.Digest.String(), Found: verr.Err.Error()})
+			if first == nil {
+				first = verr
+			}
+			return nil
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return err
+	}
+	if first != nil {
+		first.Mismatches = mismatches
+		return first
+	}
+	return nil
+}
+
+func (v *verification) hashBlob(ctx context.Context, d v1.Descriptor) error {
+	rc, err := v.repo.Open(ctx, d.Digest)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := d.Digest.Algorithm().Hash()
+	// Read one byte past the size so a longer blob is caught, not truncated.
+	n, err := io.Copy(h, io.LimitReader(rc, d.Size+1))
+	v.bytes.Add(n)
+	if err != nil {
+		return &registry.Error{Class: registry.ClassTransport, Err: fmt.Errorf("read blob %s: %w", d.Digest, err), Hint: "the connection to the registry broke mid-blob: retry"}
+	}
+	if n != d.Size {
+		return &registry.Error{Class: registry.ClassIntegrity, Err: fmt.Errorf("blob %s is %d bytes, descriptor says %d", d.Digest, n, d.Size),
+			Hint: "the registry serves a blob of the wrong size: it is truncated or substituted"}
+	}
+	if got := digest.NewDigest(d.Digest.Algorithm(), h); got != d.Digest {
+		return &registry.Error{Class: registry.ClassIntegrity, Err: fmt.Errorf("blob %s hashes to %s", d.Digest, got),
+			Hint: "the registry serves corrupted or substituted content for this digest: delete the blob from the registry and push again"}
+	}
+	return nil
+}
+
+// compare checks that the registry serves exactly the graph that was built.
+func compare(want, got oci.Graph) error {
+	if want.Root.Digest != got.Root.Digest {
+		return &Error{Class: registry.ClassIntegrity, Path: "manifest", Err: fmt.Errorf("root is %s, the build made %s", got.Root.Digest, want.Root.Digest)}
+	}
+	var mismatches []events.Mismatch
+	for _, d := range got.Descriptors {
+		w, ok := want.Find(d.Digest)
+		switch {
+		case !ok:
+			mismatches = append(mismatches, events.Mismatch{Digest: d.Digest.String(), Class: string(registry.ClassIntegrity), Found: "not in the build graph"})
+		case w.Size != d.Size || w.MediaType != d.MediaType:
+			mismatches = append(mismatches, events.Mismatch{Digest: d.Digest.String(), Class: string(registry.ClassSchema),
+				Expected: fmt.Sprintf("%s %d bytes", w.MediaType, w.Size), Found: fmt.Sprintf("%s %d bytes", d.MediaType, d.Size)})
+		}
+	}
+	if len(mismatches) > 0 || len(got.Descriptors) != len(want.Descriptors) {
+		return &Error{Class: registry.ClassIntegrity, Path: "manifest", Mismatches: mismatches,
+			Err:  fmt.Errorf("the registry serves %d descriptors, the build made %d (%d differ)", len(got.Descriptors), len(want.Descriptors), len(mismatches)),
+			Hint: "what the registry serves is not what was built: push again and find what altered it"}
+	}
+	return nil
+}
+
+// registryError turns any failure into a verify *Error at path.
+func registryError(err error, path string) *Error {
+	var verr *Error
+	if errors.As(err, &verr) {
+		return verr
+	}
+	rerr := registry.AsError(err)
+	return &Error{Class: rerr.Class, Path: path, Hint: rerr.Hint, Err: rerr.Err}
+}
