@@ -154,7 +154,8 @@ func (b *Bus) run(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, h H
 	}()
 	defer func() {
 		if r := recover(); r != nil {
-			err = Permanent(fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack()))
+			b.log.Error("handler panicked", "consumer", spec.Durable, "panic", r, "stack", string(debug.Stack()))
+			err = Permanent(fmt.Errorf("handler panicked: %v", r))
 		}
 	}()
 	return h(hctx, m)

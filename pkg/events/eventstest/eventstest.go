@@ -1,0 +1,80 @@
+// Package eventstest starts an embedded NATS server with JetStream for tests,
+// the way net/http/httptest starts an HTTP server.
+package eventstest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Server is an embedded NATS server with JetStream and a provisioned bus.
+type Server struct {
+	NATS      *server.Server
+	Conn      *nats.Conn
+	JetStream jetstream.JetStream
+}
+
+// URL is the server's client URL.
+func (s *Server) URL() string { return s.NATS.ClientURL() }
+
+// NewServer starts a server on a free port with its store under t.TempDir(),
+// provisions the digestline streams and buckets, and stops it at cleanup.
+func NewServer(t testing.TB) *Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("embedded NATS did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := events.Provision(ctx, js, events.ProvisionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return &Server{NATS: ns, Conn: nc, JetStream: js}
+}
+
+// DeadLetters returns the messages in the dead-letter stream so far.
+func (s *Server) DeadLetters(t testing.TB) []jetstream.RawStreamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream, err := s.JetStream.Stream(ctx, events.DeadLetterStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, *m)
+	}
+	return out
+}

@@ -1,0 +1,318 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+)
+
+// fault decides, per request, whether to answer instead of the registry.
+type fault func(r *http.Request) (status int, header http.Header, ok bool)
+
+// newRegistry serves a real in-memory registry, optionally behind faults,
+// and returns its host:port.
+func newRegistry(t *testing.T, faults ...fault) string {
+	t.Helper()
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, f := range faults {
+			if status, hdr, ok := f(r); ok {
+				for k, v := range hdr {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(status)
+				return
+			}
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// requireBasicAuth answers 401 to requests without user:pass.
+func requireBasicAuth(user, pass string) fault {
+	return func(r *http.Request) (int, http.Header, bool) {
+		u, p, ok := r.BasicAuth()
+		if ok && u == user && p == pass {
+			return 0, nil, false
+		}
+		return http.StatusUnauthorized, http.Header{"Www-Authenticate": {`Basic realm="test"`}}, true
+	}
+}
+
+// failTimes fails the first n requests that match with status.
+func failTimes(n int32, status int, hdr http.Header, match func(*http.Request) bool) fault {
+	var seen atomic.Int32
+	return func(r *http.Request) (int, http.Header, bool) {
+		if match(r) && seen.Add(1) <= n {
+			return status, hdr, true
+		}
+		return 0, nil, false
+	}
+}
+
+func isBlobUpload(r *http.Request) bool {
+	return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/")
+}
+
+// buildImage builds a small image into a layout and returns its graph.
+func buildImage(t *testing.T, content string) (oci.Graph, *oci.Layout) {
+	t.Helper()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "file.txt"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := oci.CreateLayout(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := oci.ParsePlatform("")
+	g, err := oci.BuildImage(context.Background(), src, oci.ImageConfig{Cmd: []string{"/file.txt"}, Platform: p}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, l
+}
+
+// recorder collects stage reports.
+type recorder struct {
+	mu      sync.Mutex
+	reports []registry.StageReport
+}
+
+func (r *recorder) observe(_ context.Context, s registry.StageReport) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reports = append(r.reports, s)
+}
+
+func (r *recorder) final() map[string]registry.StageReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]registry.StageReport{}
+	for _, s := range r.reports {
+		if s.Status != registry.StatusRetrying {
+			out[s.Stage] = s
+		}
+	}
+	return out
+}
+
+func (r *recorder) count(status string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.reports {
+		if s.Status == status {
+			n++
+		}
+	}
+	return n
+}
+
+func newClient(opts ...registry.Option) *registry.Client {
+	return registry.New(append([]registry.Option{registry.WithKeychain(authn.NewMultiKeychain()), registry.WithRetries(3, time.Millisecond)}, opts...)...)
+}
+
+func TestPushColdThenWarm(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t)
+	g, l := buildImage(t, "cold then warm")
+	ref, _ := name.ParseReference(host + "/team/app:lab")
+	ctx := context.Background()
+
+	cold := &recorder{}
+	res, err := newClient().Push(ctx, ref, g, l, cold.observe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Uploaded != 2 || res.Digest != g.Root.Digest {
+		t.Fatalf("cold push: %+v", res)
+	}
+	stages := []string{registry.StageAuth, registry.StageManifestCheck, registry.StageBlobCheck, registry.StageMount,
+		registry.StageUpload, registry.StageManifestPublish, registry.StageTagUpdate, registry.StageReferrers}
+	if len(cold.reports) != len(stages) {
+		t.Fatalf("%d stage reports, want one per stage: %+v", len(cold.reports), cold.reports)
+	}
+	for i, s := range stages {
+		if cold.reports[i].Stage != s {
+			t.Errorf("stage %d is %q, want %q", i, cold.reports[i].Stage, s)
+		}
+	}
+	if got := cold.final()[registry.StageBlobCheck].Line(); got != "[STAGE] blob check: 0/2 exists" {
+		t.Errorf("blob check line %q", got)
+	}
+
+	// Pulled independently, by digest, the image is whole.
+	img, err := remote.Image(ref.Context().Digest(g.Root.Digest.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Image(img); err != nil {
+		t.Fatalf("validate.Image: %v", err)
+	}
+
+	warm := &recorder{}
+	res, err = newClient().Push(ctx, ref, g, l, warm.observe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Uploaded != 0 {
+		t.Fatalf("warm push uploaded %d blobs", res.Uploaded)
+	}
+	after := 0
+	for _, s := range warm.reports {
+		if s.Stage != registry.StageAuth {
+			after += s.Requests
+		}
+	}
+	if after != 1 {
+		t.Fatalf("warm push made %d requests after auth, want 1 (a HEAD of the tag)", after)
+	}
+}
+
+func TestPushUploadsOnlyMissingBlobs(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t)
+	ctx := context.Background()
+	g, l := buildImage(t, "shared layer")
+	first, _ := name.ParseReference(host + "/team/app:one")
+	if _, err := newClient().Push(ctx, first, g, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Same layer, another config: one blob exists, one is new.
+	p, _ := oci.ParsePlatform("linux/arm64")
+	src := t.TempDir()
+	_ = os.WriteFile(filepath.Join(src, "file.txt"), []byte("shared layer"), 0o644)
+	g2, err := oci.BuildImage(ctx, src, oci.ImageConfig{Cmd: []string{"/file.txt"}, Platform: p}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	second, _ := name.ParseReference(host + "/team/app:two")
+	res, err := newClient().Push(ctx, second, g2, l, rec.observe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Uploaded != 1 || res.Existing != 1 {
+		t.Fatalf("uploaded %d, existing %d; want 1 and 1", res.Uploaded, res.Existing)
+	}
+	if got := rec.final()[registry.StageBlobCheck].Line(); got != "[STAGE] blob check: 1/2 exists" {
+		t.Errorf("blob check line %q", got)
+	}
+}
+
+func TestPushClassifiesFailures(t *testing.T) {
+	t.Parallel()
+	g, l := buildImage(t, "failures")
+	layer := g.Blobs()[1].Digest.String()
+	// Faults aimed at one blob's upload make the retry count deterministic.
+	isLayerUpload := func(r *http.Request) bool { return isBlobUpload(r) && r.URL.Query().Get("digest") == layer }
+	cases := map[string]struct {
+		faults    []fault
+		opts      []registry.Option
+		class     registry.Class
+		stage     string
+		retries   int
+		succeeds  bool
+		hintNames string
+	}{
+		"wrong credentials are auth, not retried": {
+			faults: []fault{requireBasicAuth("ci", "right")},
+			opts:   []registry.Option{registry.WithAuth(&authn.Basic{Username: "ci", Password: "wrong"})},
+			class:  registry.ClassAuth, stage: registry.StageAuth, hintNames: "credentials",
+		},
+		"forbidden upload is auth": {
+			faults: []fault{failTimes(99, http.StatusForbidden, nil, isBlobUpload)},
+			class:  registry.ClassAuth, stage: registry.StageUpload, hintNames: "scope",
+		},
+		"server errors are retried then succeed": {
+			faults:  []fault{failTimes(2, http.StatusBadGateway, nil, isLayerUpload)},
+			retries: 2, succeeds: true,
+		},
+		"rate limit honours Retry-After and succeeds": {
+			faults:  []fault{failTimes(1, http.StatusTooManyRequests, http.Header{"Retry-After": {"0"}}, isLayerUpload)},
+			retries: 1, succeeds: true,
+		},
+		"persistent server errors fail as transport": {
+			faults:  []fault{failTimes(99, http.StatusServiceUnavailable, nil, isLayerUpload)},
+			class:   registry.ClassTransport, stage: registry.StageUpload, retries: 3,
+			hintNames: "registry",
+		},
+		"refused manifest is schema": {
+			faults: []fault{failTimes(99, http.StatusBadRequest, nil, func(r *http.Request) bool {
+				return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/")
+			})},
+			class: registry.ClassSchema, stage: registry.StageManifestPublish, hintNames: "media type",
+		},
+	}
+	for label, tc := range cases {
+		t.Run(label, func(t *testing.T) {
+			t.Parallel()
+			host := newRegistry(t, tc.faults...)
+			ref, _ := name.ParseReference(host + "/team/app:lab")
+			rec := &recorder{}
+			_, err := newClient(tc.opts...).Push(context.Background(), ref, g, l, rec.observe)
+			if got := rec.count(registry.StatusRetrying); got != tc.retries {
+				t.Errorf("%d retries, want %d", got, tc.retries)
+			}
+			if tc.succeeds {
+				if err != nil {
+					t.Fatalf("push failed: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, tc.class) {
+				t.Fatalf("err = %v, want class %s", err, tc.class)
+			}
+			var rerr *registry.Error
+			if !errors.As(err, &rerr) || rerr.Stage != tc.stage {
+				t.Fatalf("err = %#v, want stage %q", err, tc.stage)
+			}
+			if !strings.Contains(rerr.Hint, tc.hintNames) {
+				t.Errorf("hint %q does not mention %q", rerr.Hint, tc.hintNames)
+			}
+			if f := rec.final()[tc.stage]; f.Status != registry.StatusFailed || !strings.Contains(f.Line(), "FAILED ("+string(tc.class)+")") {
+				t.Errorf("failed stage line %q", f.Line())
+			}
+		})
+	}
+}
+
+func TestPushNeverLeaksCredentials(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, requireBasicAuth("ci", "s3cret-token"))
+	g, l := buildImage(t, "secrets")
+	ref, _ := name.ParseReference(host + "/team/app:lab")
+	rec := &recorder{}
+	_, err := newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "wrong-s3cret"})).Push(context.Background(), ref, g, l, rec.observe)
+	if err == nil {
+		t.Fatal("push with a wrong password succeeded")
+	}
+	text := err.Error()
+	for _, r := range rec.reports {
+		text += r.Line()
+	}
+	if strings.Contains(text, "s3cret") {
+		t.Fatalf("a secret leaked: %s", text)
+	}
+}
