@@ -285,4 +285,3 @@ func TestTraceContextTravelsInTheEvent(t *testing.T) {
 		return false
 	})
 }
-

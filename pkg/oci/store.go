@@ -5,8 +5,8 @@ import (
 	"errors"
 	"io"
 
-	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // ErrBlobNotFound is returned by a BlobStore that does not hold a digest.

@@ -254,8 +254,8 @@ func TestPushClassifiesFailures(t *testing.T) {
 			retries: 1, succeeds: true,
 		},
 		"persistent server errors fail as transport": {
-			faults:  []fault{failTimes(99, http.StatusServiceUnavailable, nil, isLayerUpload)},
-			class:   registry.ClassTransport, stage: registry.StageUpload, retries: 3,
+			faults: []fault{failTimes(99, http.StatusServiceUnavailable, nil, isLayerUpload)},
+			class:  registry.ClassTransport, stage: registry.StageUpload, retries: 3,
 			hintNames: "registry",
 		},
 		"refused manifest is schema": {
