@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
@@ -182,7 +184,7 @@ func startRegistry(cfg Config, log *slog.Logger) (*http.Server, net.Listener, er
 		Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreDir, RootDir: dir},
 		Log:     log.With("component", "registry"),
 	})
-	var h http.Handler = reg
+	var h http.Handler = serializeRepoInit(reg)
 	if cfg.WrapRegistry != nil {
 		h = cfg.WrapRegistry(h)
 	}
@@ -194,4 +196,23 @@ func startRegistry(cfg Config, log *slog.Logger) (*http.Server, net.Listener, er
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(func() { _ = reg.Close() })
 	return srv, ln, nil
+}
+
+// serializeRepoInit works around a data race in olareg v0.1.2: a repository's
+// directory is initialized lazily, without a lock, by whichever write comes
+// first, so two concurrent upload sessions on a new repository race
+// (internal/store/dir.go, dirRepo.exists). Upload-session starts and manifest
+// writes are bodiless or small, so running them one at a time costs little;
+// blob data (PATCH/PUT with the content) still streams concurrently.
+func serializeRepoInit(h http.Handler) http.Handler {
+	var mu sync.Mutex
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		initiating := r.Method == http.MethodPost ||
+			(r.Method != http.MethodGet && r.Method != http.MethodHead && strings.Contains(r.URL.Path, "/manifests/"))
+		if initiating {
+			mu.Lock()
+			defer mu.Unlock()
+		}
+		h.ServeHTTP(w, r)
+	})
 }

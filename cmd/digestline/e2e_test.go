@@ -1,0 +1,474 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+// stack is a running `digestline dev` for one test.
+type stack struct {
+	*dev.Env
+	spans *tracetest.SpanRecorder
+	bus   *events.Bus
+}
+
+type stackOption func(*dev.Config)
+
+func withDataDir(dir string) stackOption { return func(c *dev.Config) { c.DataDir = dir } }
+func withRegistryWrapper(w func(http.Handler) http.Handler) stackOption {
+	return func(c *dev.Config) { c.WrapRegistry = w }
+}
+func withRegistryClient(rc *registry.Client) stackOption { return func(c *dev.Config) { c.Registry = rc } }
+
+// startStack starts everything on free ports; it stops at cleanup, or when
+// the returned stop is called.
+func startStack(t *testing.T, opts ...stackOption) (*stack, func()) {
+	t.Helper()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	cfg := dev.Config{
+		DataDir: t.TempDir(), NATSPort: -1, RegistryAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
+		TracerProvider: tp,
+		// Tests never read the machine's docker credentials.
+		Registry: registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithTracerProvider(tp), registry.WithRetries(2, time.Millisecond)),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	env, err := dev.Start(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := env.Wait(); err != nil {
+				t.Errorf("dev environment stopped with: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &stack{Env: env, spans: rec, bus: events.NewBus(env.JetStream, "/digestline/test/ship", events.WithTracerProvider(tp))}, stop
+}
+
+// sourceDir writes a small tree to ship.
+func sourceDir(t *testing.T, content string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "app"), []byte("#!/bin/sh\necho "+content+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "data.txt"), bytes.Repeat([]byte(content), 1000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func (s *stack) ship(t *testing.T, dir, repo string) (ship.Result, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: dir, Target: s.RegistryAddr + "/" + repo, Spec: events.BuildSpec{Entrypoint: []string{"/bin/app"}}}, &out)
+	return res, out.String(), err
+}
+
+func (s *stack) getJSON(t *testing.T, path string, v any) int {
+	t.Helper()
+	resp, err := http.Get(s.APIURL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if v != nil && resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// runEvents waits until the run's terminal event is indexed and returns the
+// run's events in order.
+func (s *stack) runEvents(t *testing.T, runID string) []map[string]any {
+	t.Helper()
+	var evs []map[string]any
+	waitFor(t, "the run's terminal event in /v1/runs", func() bool {
+		evs = nil
+		if s.getJSON(t, "/v1/runs/"+runID, &evs) != http.StatusOK || len(evs) == 0 {
+			return false
+		}
+		n, _ := events.NameOfType(evs[len(evs)-1]["type"].(string))
+		return n.Terminal()
+	})
+	return evs
+}
+
+func names(evs []map[string]any) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		n, _ := events.NameOfType(e["type"].(string))
+		out[i] = string(n)
+	}
+	return out
+}
+
+func dataOf[T any](t *testing.T, ev map[string]any) T {
+	t.Helper()
+	b, _ := json.Marshal(ev["data"])
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var pushStages = []string{"auth", "manifest check", "blob check", "mount", "upload", "manifest publish", "tag update", "referrers"}
+
+func TestShipEndToEnd(t *testing.T) {
+	s, _ := startStack(t)
+	res, out, err := s.ship(t, sourceDir(t, "e2e"), "team/app:lab")
+	if err != nil {
+		t.Fatalf("ship: %v\n%s", err, out)
+	}
+	digest := res.Promotion.Digest
+	repo := s.RegistryAddr + "/team/app"
+	if res.Promotion.Environment != "dev" || res.Promotion.Repository != repo || !strings.HasPrefix(digest, "sha256:") {
+		t.Fatalf("promotion %+v", res.Promotion)
+	}
+	for _, line := range []string{"[STAGE] blob check: 0/2 exists", "[VERIFY] digest match", "[VERIFY] manifest descriptor count: 3",
+		fmt.Sprintf("promoted dev %s@%s", repo, digest)} {
+		if !strings.Contains(out, line) {
+			t.Errorf("ship output lacks %q:\n%s", line, out)
+		}
+	}
+
+	t.Run("event sequence", func(t *testing.T) {
+		got := names(s.runEvents(t, res.RunID))
+		want := []string{"build.requested", "build.completed"}
+		for range pushStages {
+			want = append(want, "push.stage")
+		}
+		want = append(want, "push.completed", "verify.completed", "promoted")
+		if !slices.Equal(got, want) {
+			t.Fatalf("events\n got %v\nwant %v", got, want)
+		}
+	})
+
+	t.Run("image pulled independently by digest", func(t *testing.T) {
+		ref, err := name.NewDigest(repo + "@" + digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := remote.Image(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate.Image(img); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := img.ConfigFile()
+		if err != nil || !slices.Equal(cfg.Config.Entrypoint, []string{"/bin/app"}) {
+			t.Fatalf("config %+v, %v", cfg, err)
+		}
+	})
+
+	t.Run("promotion record in KV and API", func(t *testing.T) {
+		var recs []events.Promotion
+		if s.getJSON(t, "/v1/promotions", &recs) != http.StatusOK {
+			t.Fatal("GET /v1/promotions failed")
+		}
+		if len(recs) != 1 || recs[0].Digest != digest || recs[0].RunID != res.RunID || recs[0].Evidence.Verify == "" || recs[0].Evidence.Push == "" || recs[0].Evidence.Build == "" {
+			t.Fatalf("records %+v", recs)
+		}
+		kv, err := s.JetStream.KeyValue(context.Background(), events.PromotionsBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := kv.Keys(context.Background())
+		if err != nil || len(keys) != 1 || !strings.HasPrefix(keys[0], "dev.") {
+			t.Fatalf("KV keys %v, %v", keys, err)
+		}
+	})
+
+	t.Run("one trace with a span per service and per push stage", func(t *testing.T) {
+		var root sdktrace.ReadOnlySpan
+		for _, sp := range s.spans.Ended() {
+			if strings.HasPrefix(sp.Name(), "ship ") {
+				root = sp
+			}
+		}
+		if root == nil {
+			t.Fatal("no ship span")
+		}
+		want := []string{"builder process build.requested", "pusher process build.completed",
+			"verifier process push.completed", "reporter process verify.completed"}
+		for _, st := range pushStages {
+			want = append(want, "push "+st)
+		}
+		waitFor(t, "every span of the run", func() bool {
+			have := map[string]bool{}
+			for _, sp := range s.spans.Ended() {
+				if sp.SpanContext().TraceID() == root.SpanContext().TraceID() {
+					have[sp.Name()] = true
+				}
+			}
+			for _, w := range want {
+				if !have[w] {
+					return false
+				}
+			}
+			return true
+		})
+	})
+
+	t.Run("warm ship: same digest, nothing uploaded", func(t *testing.T) {
+		again, out, err := s.ship(t, sourceDir(t, "e2e"), "team/app:lab")
+		if err != nil {
+			t.Fatalf("ship: %v\n%s", err, out)
+		}
+		if again.Promotion.Digest != digest {
+			t.Fatalf("same source gave %s, then %s", digest, again.Promotion.Digest)
+		}
+		for _, ev := range s.runEvents(t, again.RunID) {
+			if n, _ := events.NameOfType(ev["type"].(string)); n == events.PushCompleted {
+				if p := dataOf[events.PushResult](t, ev); p.BlobsUploaded != 0 {
+					t.Fatalf("warm push uploaded %d blobs", p.BlobsUploaded)
+				}
+				return
+			}
+		}
+		t.Fatal("no push.completed in the warm run")
+	})
+}
+
+// badKeychain answers every registry with wrong credentials.
+type badKeychain struct{}
+
+func (badKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+	return &authn.Basic{Username: "ci", Password: "wrong-password"}, nil
+}
+
+func TestShipWithWrongCredentialsFailsAsAuth(t *testing.T) {
+	requireAuth := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if u, p, ok := r.BasicAuth(); !ok || u != "ci" || p != "right-password" {
+				w.Header().Set("WWW-Authenticate", `Basic realm="digestline-test"`)
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	s, _ := startStack(t, withRegistryWrapper(requireAuth),
+		withRegistryClient(registry.New(registry.WithKeychain(badKeychain{}), registry.WithRetries(2, time.Millisecond))))
+	res, out, err := s.ship(t, sourceDir(t, "auth"), "team/app:lab")
+	var runErr *ship.RunError
+	if !errors.As(err, &runErr) || runErr.Event != events.PushFailed || runErr.Failure.Class != "auth" || runErr.Failure.Stage != "auth" {
+		t.Fatalf("ship = %v\n%s", err, out)
+	}
+	if runErr.Failure.Hint == "" || strings.Contains(out+err.Error(), "wrong-password") {
+		t.Fatalf("hint %q; output must not hold the password:\n%s", runErr.Failure.Hint, out)
+	}
+	evs := s.runEvents(t, res.RunID)
+	for _, ev := range evs {
+		n, _ := events.NameOfType(ev["type"].(string))
+		if n == events.PushStage && dataOf[events.StageReport](t, ev).Status == events.StatusRetrying {
+			t.Fatal("an auth failure was retried")
+		}
+		if n == events.Promoted {
+			t.Fatal("a failed push was promoted")
+		}
+	}
+	var recs []events.Promotion
+	s.getJSON(t, "/v1/promotions", &recs)
+	if len(recs) != 0 {
+		t.Fatalf("promotion records after a failed push: %+v", recs)
+	}
+}
+
+// corruptBlobs flips a byte in every blob the registry serves for repos
+// under corrupt/ — uploads are untouched, so the push succeeds.
+func corruptBlobs(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.HasPrefix(r.URL.Path, "/v2/corrupt/") || !strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		body := rec.Body.Bytes()
+		if len(body) > 0 {
+			body[len(body)-1] ^= 0xff
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(body)
+	})
+}
+
+func TestCorruptedBlobFailsVerificationAsIntegrity(t *testing.T) {
+	s, _ := startStack(t, withRegistryWrapper(corruptBlobs))
+	res, out, err := s.ship(t, sourceDir(t, "corrupt"), "corrupt/app:lab")
+	var runErr *ship.RunError
+	if !errors.As(err, &runErr) || runErr.Event != events.VerifyFailed || runErr.Failure.Class != "integrity" {
+		t.Fatalf("ship = %v\n%s", err, out)
+	}
+	if !strings.HasPrefix(runErr.Failure.Path, "manifest → ") || len(runErr.Failure.Mismatches) != 2 {
+		t.Fatalf("failure %+v: want the path and both corrupted blobs", runErr.Failure)
+	}
+	for _, ev := range s.runEvents(t, res.RunID) {
+		if n, _ := events.NameOfType(ev["type"].(string)); n == events.Promoted {
+			t.Fatal("a corrupted image was promoted")
+		}
+	}
+}
+
+func TestMalformedEventsAreDeadLetteredAndServicesKeepWorking(t *testing.T) {
+	s, _ := startStack(t)
+	ctx := context.Background()
+	bad := map[string][]byte{
+		events.BuildRequested.Subject(): []byte("definitely not json"),
+		events.BuildCompleted.Subject(): []byte(`{"specversion":"1.0","id":"x","source":"/evil","type":"dev.digestline.build.completed.v1","runid":"r1","datacontenttype":"application/json","data":{"target":"nope"}}`),
+		events.PushCompleted.Subject():  []byte(`{"specversion":"1.0","id":"y","source":"/evil","type":"dev.digestline.push.completed.v7","runid":"r2","data":{}}`),
+	}
+	for subj, body := range bad {
+		if _, err := s.JetStream.Publish(ctx, subj, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dlq, err := s.JetStream.Stream(ctx, events.DeadLetterStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each malformed event reaches every consumer that reads its subject:
+	// its service and the run index.
+	waitFor(t, "the malformed events in the dead-letter stream", func() bool {
+		info, err := dlq.Info(ctx)
+		return err == nil && info.State.Msgs >= 6
+	})
+	m, err := dlq.GetLastMsgForSubject(ctx, events.DeadLetterPrefix+events.PushCompleted.Subject())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason := m.Header.Get(events.HeaderDLQReason); !strings.Contains(reason, "unknown event type") {
+		t.Errorf("dead-letter reason %q", reason)
+	}
+
+	if _, out, err := s.ship(t, sourceDir(t, "after poison"), "team/app:ok"); err != nil {
+		t.Fatalf("the pipeline stopped working after malformed events: %v\n%s", err, out)
+	}
+}
+
+func TestRestartKeepsRecordsAndImages(t *testing.T) {
+	data := t.TempDir()
+	s, stop := startStack(t, withDataDir(data))
+	res, out, err := s.ship(t, sourceDir(t, "persist"), "team/app:lab")
+	if err != nil {
+		t.Fatalf("ship: %v\n%s", err, out)
+	}
+	stop()
+
+	s2, _ := startStack(t, withDataDir(data))
+	var recs []events.Promotion
+	if s2.getJSON(t, "/v1/promotions", &recs) != http.StatusOK || len(recs) != 1 || recs[0].Digest != res.Promotion.Digest {
+		t.Fatalf("records after restart: %+v", recs)
+	}
+	ref, _ := name.NewDigest(s2.RegistryAddr + "/team/app@" + res.Promotion.Digest)
+	if _, err := remote.Head(ref); err != nil {
+		t.Fatalf("image gone after restart: %v", err)
+	}
+	if got := len(s2.runEvents(t, res.RunID)); got == 0 {
+		t.Fatal("run history gone after restart")
+	}
+}
+
+func TestStandaloneBuildPushVerify(t *testing.T) {
+	s, _ := startStack(t)
+	layout := filepath.Join(t.TempDir(), "layout")
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := newRootCommand()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(io.Discard)
+		cmd.SetArgs(args)
+		if err := cmd.ExecuteContext(context.Background()); err != nil {
+			t.Fatalf("digestline %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+		return out.String()
+	}
+	out := run("build", sourceDir(t, "standalone"), "-o", layout, "--entrypoint", "/bin/app")
+	digest := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+	if !strings.HasPrefix(digest, "sha256:") {
+		t.Fatalf("build printed %q", out)
+	}
+	ref := s.RegistryAddr + "/standalone/app"
+	out = run("push", layout, ref+":v1")
+	if !strings.Contains(out, "[STAGE] tag update OK") || !strings.Contains(out, digest) {
+		t.Fatalf("push printed:\n%s", out)
+	}
+	out = run("push", layout, ref+":v1")
+	if !strings.Contains(out, "0 uploaded") || !strings.Contains(out, "nothing to push") {
+		t.Fatalf("second push printed:\n%s", out)
+	}
+	out = run("verify", ref+"@"+digest)
+	for _, line := range []string{"[VERIFY] digest match", "[VERIFY] manifest descriptor count: 3"} {
+		if !strings.Contains(out, line) {
+			t.Fatalf("verify printed:\n%s", out)
+		}
+	}
+
+	// Bad input gets a clear error, not a crash.
+	cmd := newRootCommand()
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"verify", ref + ":v1"})
+	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "digest reference") {
+		t.Fatalf("verify by tag: %v", err)
+	}
+}
+
