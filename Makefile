@@ -25,7 +25,7 @@ demo: build
 	./scripts/demo.sh
 
 ## test: every module's tests, with the race detector
-test:
+test: lint
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## bench: run the benchmarks and write docs/benchmarks.md

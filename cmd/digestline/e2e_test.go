@@ -42,7 +42,9 @@ func withDataDir(dir string) stackOption { return func(c *dev.Config) { c.DataDi
 func withRegistryWrapper(w func(http.Handler) http.Handler) stackOption {
 	return func(c *dev.Config) { c.WrapRegistry = w }
 }
-func withRegistryClient(rc *registry.Client) stackOption { return func(c *dev.Config) { c.Registry = rc } }
+func withRegistryClient(rc *registry.Client) stackOption {
+	return func(c *dev.Config) { c.Registry = rc }
+}
 
 // startStack starts everything on free ports; it stops at cleanup, or when
 // the returned stop is called.
@@ -471,4 +473,3 @@ func TestStandaloneBuildPushVerify(t *testing.T) {
 		t.Fatalf("verify by tag: %v", err)
 	}
 }
-
