@@ -1,0 +1,3 @@
+module github.com/digestline/digestline/examples
+
+go 1.26.0
