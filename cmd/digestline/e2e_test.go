@@ -48,7 +48,7 @@ func withRegistryClient(rc *registry.Client) stackOption {
 
 // startStack starts everything on free ports; it stops at cleanup, or when
 // the returned stop is called.
-func startStack(t *testing.T, opts ...stackOption) (*stack, func()) {
+func startStack(t testing.TB, opts ...stackOption) (*stack, func()) {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -81,7 +81,7 @@ func startStack(t *testing.T, opts ...stackOption) (*stack, func()) {
 }
 
 // sourceDir writes a small tree to ship.
-func sourceDir(t *testing.T, content string) string {
+func sourceDir(t testing.TB, content string) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
@@ -96,7 +96,7 @@ func sourceDir(t *testing.T, content string) string {
 	return dir
 }
 
-func (s *stack) ship(t *testing.T, dir, repo string) (ship.Result, string, error) {
+func (s *stack) ship(t testing.TB, dir, repo string) (ship.Result, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -29,7 +29,7 @@ type fault func(r *http.Request) (status int, header http.Header, ok bool)
 
 // newRegistry serves a real in-memory registry, optionally behind faults,
 // and returns its host:port.
-func newRegistry(t *testing.T, faults ...fault) string {
+func newRegistry(t testing.TB, faults ...fault) string {
 	t.Helper()
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -75,7 +75,7 @@ func isBlobUpload(r *http.Request) bool {
 }
 
 // buildImage builds a small image into a layout and returns its graph.
-func buildImage(t *testing.T, content string) (oci.Graph, *oci.Layout) {
+func buildImage(t testing.TB, content string) (oci.Graph, *oci.Layout) {
 	t.Helper()
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "file.txt"), []byte(content), 0o644); err != nil {
