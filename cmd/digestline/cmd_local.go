@@ -17,7 +17,10 @@ import (
 var defaultLayout = filepath.Join(".digestline", "layout")
 
 func newBuildCommand() *cobra.Command {
-	var out string
+	var (
+		out  string
+		jobs int
+	)
 	cmd := &cobra.Command{
 		Use:   "build DIR",
 		Short: "Build DIR into a deterministic OCI image in an OCI image layout",
@@ -37,6 +40,7 @@ func newBuildCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		config.Format.Jobs = jobs
 		layout, err := oci.CreateLayout(out)
 		if err != nil {
 			return err
@@ -55,6 +59,7 @@ func newBuildCommand() *cobra.Command {
 		return nil
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", defaultLayout, "OCI image layout to write")
+	cmd.Flags().IntVar(&jobs, "jobs", 0, "cores used to compress (0: all); never changes the digest")
 	return cmd
 }
 

@@ -30,6 +30,9 @@ func specFlags(fs *pflag.FlagSet) func() (events.BuildSpec, error) {
 	fs.StringVar(&spec.WorkingDir, "workdir", "", "image working directory")
 	fs.StringVar(&spec.Platform, "platform", "linux/amd64", "image platform os/arch[/variant]")
 	fs.StringArrayVar(&labels, "label", nil, "KEY=VALUE image label (repeatable)")
+	fs.StringVar(&spec.Compression, "compression", "gzip", "layer compression: gzip (parallel), zstd or none")
+	fs.IntVar(&spec.CompressionLevel, "compression-level", 0, "gzip 1-9 or zstd 1-4; 0 means the default")
+	fs.StringVar(&spec.MediaTypes, "media-types", "oci", "oci, or docker for Docker v2.2 manifests")
 	return func() (events.BuildSpec, error) {
 		for _, e := range spec.Env {
 			if !strings.Contains(e, "=") {

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/digestline/digestline/pkg/oci"
@@ -47,6 +48,11 @@ type BuildSpec struct {
 	WorkingDir string            `json:"workingDir,omitempty"`
 	Platform   string            `json:"platform,omitempty"` // os/arch[/variant], default linux/amd64
 	Labels     map[string]string `json:"labels,omitempty"`
+	// Compression of layers: gzip (default, parallel), zstd or none.
+	Compression      string `json:"compression,omitempty" jsonschema:"enum=gzip,enum=zstd,enum=none"`
+	CompressionLevel int    `json:"compressionLevel,omitempty" jsonschema:"minimum=0,maximum=9"`
+	// MediaTypes is oci (default) or docker (Docker v2.2).
+	MediaTypes string `json:"mediaTypes,omitempty" jsonschema:"enum=oci,enum=docker"`
 }
 
 // BuildRequest is the data of build.requested.
@@ -200,8 +206,19 @@ func (s BuildSpec) ImageConfig(created time.Time) (oci.ImageConfig, error) {
 	if err != nil {
 		return oci.ImageConfig{}, err
 	}
+	format := oci.LayerFormat{Compression: oci.Compression(s.Compression), Level: s.CompressionLevel}
+	switch s.MediaTypes {
+	case "", "oci":
+	case "docker":
+		format.Docker = true
+	default:
+		return oci.ImageConfig{}, fmt.Errorf("media types %q: want oci or docker", s.MediaTypes)
+	}
+	if err := format.Validate(); err != nil {
+		return oci.ImageConfig{}, err
+	}
 	return oci.ImageConfig{
 		Entrypoint: s.Entrypoint, Cmd: s.Cmd, Env: s.Env, WorkingDir: s.WorkingDir,
-		Labels: s.Labels, Platform: platform, Created: created,
+		Labels: s.Labels, Platform: platform, Created: created, Format: format,
 	}, nil
 }

@@ -3,7 +3,6 @@ package oci
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -31,6 +30,8 @@ type ImageConfig struct {
 	// Created is the image's creation time and every file's mtime, so that the
 	// same input gives the same digest. Zero means the Unix epoch.
 	Created time.Time
+	// Format is how layers are compressed and which media types are used.
+	Format LayerFormat
 }
 
 // ParsePlatform parses os/arch[/variant]; empty means linux/amd64.
@@ -62,12 +63,15 @@ func BuildImage(ctx context.Context, dir string, cfg ImageConfig, store BlobStor
 	if !info.IsDir() {
 		return Graph{}, fmt.Errorf("build source %s is not a directory", dir)
 	}
+	if err := cfg.Format.Validate(); err != nil {
+		return Graph{}, err
+	}
 	created := cfg.Created.UTC()
 	if created.IsZero() {
 		created = time.Unix(0, 0).UTC()
 	}
 
-	layer, diffID, err := writeLayer(ctx, dir, created, store)
+	layer, diffID, err := writeLayer(ctx, dir, created, cfg.Format, store)
 	if err != nil {
 		return Graph{}, err
 	}
@@ -84,18 +88,18 @@ func BuildImage(ctx context.Context, dir string, cfg ImageConfig, store BlobStor
 		},
 		RootFS: v1.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
 	}
-	configDesc, err := putJSON(ctx, store, v1.MediaTypeImageConfig, config)
+	configDesc, err := putJSON(ctx, store, cfg.Format.ConfigMediaType(), config)
 	if err != nil {
 		return Graph{}, fmt.Errorf("%w: put config: %w", ErrStore, err)
 	}
 
 	manifest := v1.Manifest{
 		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: v1.MediaTypeImageManifest,
+		MediaType: cfg.Format.ManifestMediaType(),
 		Config:    configDesc,
 		Layers:    []v1.Descriptor{layer},
 	}
-	manifestDesc, err := putJSON(ctx, store, v1.MediaTypeImageManifest, manifest)
+	manifestDesc, err := putJSON(ctx, store, cfg.Format.ManifestMediaType(), manifest)
 	if err != nil {
 		return Graph{}, fmt.Errorf("%w: put manifest: %w", ErrStore, err)
 	}
@@ -113,10 +117,10 @@ func putJSON(ctx context.Context, store BlobStore, mediaType string, v any) (v1.
 	return desc, store.Put(ctx, desc, bytes.NewReader(b))
 }
 
-// writeLayer tars and gzips dir into a temporary file, hashing the compressed
-// stream (the layer digest) and the tar stream (the diff id) as it goes, then
-// puts the file into store.
-func writeLayer(ctx context.Context, dir string, mtime time.Time, store BlobStore) (v1.Descriptor, digest.Digest, error) {
+// writeLayer tars and compresses dir into a temporary file, hashing the
+// compressed stream (the layer digest) and the tar stream (the diff id) as it
+// goes, then puts the file into store.
+func writeLayer(ctx context.Context, dir string, mtime time.Time, f LayerFormat, store BlobStore) (v1.Descriptor, digest.Digest, error) {
 	tmp, err := os.CreateTemp("", "digestline-layer-*")
 	if err != nil {
 		return v1.Descriptor{}, "", fmt.Errorf("layer temp file: %w", err)
@@ -125,15 +129,19 @@ func writeLayer(ctx context.Context, dir string, mtime time.Time, store BlobStor
 
 	blobHash, diffHash := sha256.New(), sha256.New()
 	counter := &countingWriter{w: io.MultiWriter(tmp, blobHash)}
-	gz := gzip.NewWriter(counter) // zero header: no name, no mtime
-	if err := WriteTar(ctx, io.MultiWriter(gz, diffHash), dir, mtime); err != nil {
+	zw, err := f.compressor(counter)
+	if err != nil {
 		return v1.Descriptor{}, "", err
 	}
-	if err := gz.Close(); err != nil {
-		return v1.Descriptor{}, "", fmt.Errorf("close gzip: %w", err)
+	if err := WriteTar(ctx, io.MultiWriter(zw, diffHash), dir, mtime); err != nil {
+		_ = zw.Close()
+		return v1.Descriptor{}, "", err
+	}
+	if err := zw.Close(); err != nil {
+		return v1.Descriptor{}, "", fmt.Errorf("close %s stream: %w", f.compression(), err)
 	}
 	desc := v1.Descriptor{
-		MediaType: v1.MediaTypeImageLayerGzip,
+		MediaType: f.LayerMediaType(),
 		Digest:    digest.NewDigest(digest.SHA256, blobHash),
 		Size:      counter.n,
 	}

@@ -81,4 +81,5 @@ const (
 	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
 	MediaTypeDockerConfig       = "application/vnd.docker.container.image.v1+json"
 	MediaTypeDockerLayerGzip    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	MediaTypeDockerLayer        = "application/vnd.docker.image.rootfs.diff.tar"
 )

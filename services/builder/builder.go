@@ -87,7 +87,7 @@ func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph
 	}
 	config, err := req.Spec.ImageConfig(b.cfg.Created)
 	if err != nil {
-		return oci.Graph{}, &buildError{ClassInput, "set spec.platform to os/arch, e.g. linux/amd64", err}
+		return oci.Graph{}, &buildError{ClassInput, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)", err}
 	}
 	dir, cleanup, err := b.source(ctx, req.Source)
 	if err != nil {

@@ -1,0 +1,140 @@
+package oci
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/pgzip"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Compression is a layer compression algorithm.
+type Compression string
+
+// The layer compressions.
+const (
+	Gzip         Compression = "gzip"
+	Zstd         Compression = "zstd"
+	Uncompressed Compression = "none"
+)
+
+// gzipBlockSize fixes how parallel gzip splits its input. It is a constant,
+// not derived from the machine, so any number of cores gives the same bytes.
+const gzipBlockSize = 1 << 20
+
+// LayerFormat says how layers are compressed and which media types the image
+// uses. A layer's digest depends on Compression, Level and Docker — never on
+// Jobs, which only sets how many cores compress.
+type LayerFormat struct {
+	Compression Compression // default gzip
+	Level       int         // 0 means the algorithm's default; gzip 1-9, zstd 1-4
+	Jobs        int         // compression goroutines; 0 means GOMAXPROCS
+	Docker      bool        // Docker v2.2 media types instead of OCI
+}
+
+// Validate reports a format that cannot be built.
+func (f LayerFormat) Validate() error {
+	switch f.compression() {
+	case Gzip:
+		if f.Level < 0 || f.Level > 9 {
+			return fmt.Errorf("gzip level %d: want 1 (fastest) to 9 (smallest)", f.Level)
+		}
+	case Zstd:
+		if f.Docker {
+			return fmt.Errorf("zstd layers need OCI media types: Docker v2.2 has no zstd layer type")
+		}
+		if f.Level < 0 || f.Level > 4 {
+			return fmt.Errorf("zstd level %d: want 1 (fastest) to 4 (smallest)", f.Level)
+		}
+	case Uncompressed:
+	default:
+		return fmt.Errorf("compression %q: want gzip, zstd or none", f.Compression)
+	}
+	return nil
+}
+
+func (f LayerFormat) compression() Compression {
+	if f.Compression == "" {
+		return Gzip
+	}
+	return f.Compression
+}
+
+func (f LayerFormat) jobs() int {
+	if f.Jobs > 0 {
+		return f.Jobs
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// LayerMediaType is the media type of a layer in this format.
+func (f LayerFormat) LayerMediaType() string {
+	switch {
+	case f.Docker && f.compression() == Gzip:
+		return MediaTypeDockerLayerGzip
+	case f.Docker:
+		return MediaTypeDockerLayer
+	case f.compression() == Gzip:
+		return v1.MediaTypeImageLayerGzip
+	case f.compression() == Zstd:
+		return v1.MediaTypeImageLayerZstd
+	}
+	return v1.MediaTypeImageLayer
+}
+
+// ManifestMediaType is the image manifest's media type in this format.
+func (f LayerFormat) ManifestMediaType() string {
+	if f.Docker {
+		return MediaTypeDockerManifest
+	}
+	return v1.MediaTypeImageManifest
+}
+
+// IndexMediaType is the image index's media type in this format.
+func (f LayerFormat) IndexMediaType() string {
+	if f.Docker {
+		return MediaTypeDockerManifestList
+	}
+	return v1.MediaTypeImageIndex
+}
+
+// ConfigMediaType is the image config's media type in this format.
+func (f LayerFormat) ConfigMediaType() string {
+	if f.Docker {
+		return MediaTypeDockerConfig
+	}
+	return v1.MediaTypeImageConfig
+}
+
+// compressor wraps w in this format's compressor. The gzip header is zero
+// (no name, no mtime) so the output depends only on the input.
+func (f LayerFormat) compressor(w io.Writer) (io.WriteCloser, error) {
+	switch f.compression() {
+	case Gzip:
+		level := f.Level
+		if level == 0 {
+			level = pgzip.DefaultCompression
+		}
+		zw, err := pgzip.NewWriterLevel(w, level)
+		if err != nil {
+			return nil, err
+		}
+		if err := zw.SetConcurrency(gzipBlockSize, f.jobs()); err != nil {
+			return nil, err
+		}
+		return zw, nil
+	case Zstd:
+		level := zstd.SpeedDefault
+		if f.Level > 0 {
+			level = zstd.EncoderLevel(f.Level)
+		}
+		return zstd.NewWriter(w, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(f.jobs()))
+	}
+	return nopWriteCloser{w}, nil
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
