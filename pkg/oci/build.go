@@ -168,6 +168,9 @@ func WriteTar(ctx context.Context, w io.Writer, dir string, mtime time.Time) err
 }
 
 func writeTree(ctx context.Context, tw *tar.Writer, dir string, mtime time.Time) error {
+	// One copy buffer for the whole tree: a tree of many small files would
+	// otherwise allocate (and make the GC reclaim) one per file.
+	buf := make([]byte, 256<<10)
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", path, err)
@@ -216,7 +219,8 @@ func writeTree(ctx context.Context, tw *tar.Writer, dir string, mtime time.Time)
 			return fmt.Errorf("open %s: %w", rel, err)
 		}
 		defer f.Close()
-		if _, err := io.Copy(tw, f); err != nil {
+		// Hide *os.File's WriterTo so CopyBuffer uses buf.
+		if _, err := io.CopyBuffer(tw, struct{ io.Reader }{f}, buf); err != nil {
 			return fmt.Errorf("tar %s: %w", rel, err)
 		}
 		return nil
