@@ -59,7 +59,7 @@ func newBuildCommand() *cobra.Command {
 		return nil
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", defaultLayout, "OCI image layout to write")
-	cmd.Flags().IntVar(&jobs, "jobs", 0, "cores used to compress (0: all); never changes the digest")
+	cmd.Flags().IntVar(&jobs, "jobs", 0, "compression goroutines (0: one per core but one); never changes the digest")
 	return cmd
 }
 

@@ -35,7 +35,7 @@ const gzipBlockSize = 1 << 20
 type LayerFormat struct {
 	Compression Compression // default gzip
 	Level       int         // 0 means the default (gzip 2, zstd 2); gzip 1-9, zstd 1-4
-	Jobs        int         // compression goroutines; 0 means GOMAXPROCS
+	Jobs        int         // compression goroutines; 0 means one per core but one
 	Docker      bool        // Docker v2.2 media types instead of OCI
 }
 
@@ -67,11 +67,15 @@ func (f LayerFormat) compression() Compression {
 	return f.Compression
 }
 
+// jobs defaults to one core fewer than there are: reading, tarring and
+// hashing the uncompressed stream keep one core busy on their own, and a
+// compressor per remaining core keeps the pipeline balanced (on 2 cores, one
+// compressor beats two in docs/benchmarks.md).
 func (f LayerFormat) jobs() int {
 	if f.Jobs > 0 {
 		return f.Jobs
 	}
-	return runtime.GOMAXPROCS(0)
+	return max(runtime.GOMAXPROCS(0)-1, 1)
 }
 
 // LayerMediaType is the media type of a layer in this format.
