@@ -8,6 +8,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/verifier"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
@@ -34,6 +35,9 @@ func newBuildCommand() *cobra.Command {
 		}
 		created, err := oci.SourceDateEpoch()
 		if err != nil {
+			return err
+		}
+		if s, err = builder.ResolveSpec(args[0], s); err != nil {
 			return err
 		}
 		config, err := s.ImageConfig(created)

@@ -18,39 +18,55 @@ func env(key, def string) string {
 	return def
 }
 
-// specFlags registers the image spec flags shared by build and ship.
+// specFlags registers the image spec flags shared by build and ship. Flags
+// left unset keep what the source's digestline.yaml says.
 func specFlags(fs *pflag.FlagSet) func() (events.BuildSpec, error) {
 	var (
-		spec   events.BuildSpec
-		labels []string
+		spec                events.BuildSpec
+		labels, annotations []string
 	)
 	fs.StringSliceVar(&spec.Entrypoint, "entrypoint", nil, "image entrypoint (comma-separated argv)")
 	fs.StringSliceVar(&spec.Cmd, "cmd", nil, "image command (comma-separated argv)")
 	fs.StringArrayVar(&spec.Env, "env-var", nil, "KEY=VALUE environment of the image (repeatable)")
 	fs.StringVar(&spec.WorkingDir, "workdir", "", "image working directory")
-	fs.StringVar(&spec.Platform, "platform", "linux/amd64", "image platform os/arch[/variant]")
+	fs.StringVar(&spec.Platform, "platform", "", "image platform os/arch[/variant] (default linux/amd64)")
+	fs.StringVar(&spec.User, "user", "", "user the image runs as, e.g. 65532:65532")
+	fs.StringSliceVar(&spec.Ports, "port", nil, "exposed ports, e.g. 8080/tcp (comma-separated)")
+	fs.StringArrayVar(&spec.Ignore, "ignore", nil, "glob of files to leave out (repeatable), added to digestline.yaml's and .digestlineignore's")
+	fs.StringArrayVar(&annotations, "annotation", nil, "KEY=VALUE manifest annotation (repeatable)")
 	fs.StringArrayVar(&labels, "label", nil, "KEY=VALUE image label (repeatable)")
-	fs.StringVar(&spec.Compression, "compression", "gzip", "layer compression: gzip (parallel), zstd or none")
+	fs.StringVar(&spec.Compression, "compression", "", "layer compression: gzip (default, parallel), zstd or none")
 	fs.IntVar(&spec.CompressionLevel, "compression-level", 0, "gzip 1-9 or zstd 1-4; 0 means the default")
-	fs.StringVar(&spec.MediaTypes, "media-types", "oci", "oci, or docker for Docker v2.2 manifests")
+	fs.StringVar(&spec.MediaTypes, "media-types", "", "oci (default), or docker for Docker v2.2 manifests")
 	return func() (events.BuildSpec, error) {
 		for _, e := range spec.Env {
 			if !strings.Contains(e, "=") {
 				return spec, fmt.Errorf("--env-var %q: want KEY=VALUE", e)
 			}
 		}
-		for _, l := range labels {
-			k, v, ok := strings.Cut(l, "=")
-			if !ok || k == "" {
-				return spec, fmt.Errorf("--label %q: want KEY=VALUE", l)
-			}
-			if spec.Labels == nil {
-				spec.Labels = map[string]string{}
-			}
-			spec.Labels[k] = v
+		var err error
+		if spec.Labels, err = keyValues("--label", labels); err != nil {
+			return spec, err
 		}
-		return spec, nil
+		spec.Annotations, err = keyValues("--annotation", annotations)
+		return spec, err
 	}
+}
+
+// keyValues parses repeated KEY=VALUE flags; nil when there are none.
+func keyValues(flag string, pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s %q: want KEY=VALUE", flag, p)
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 // registryClient is the CLI's registry client: credentials from

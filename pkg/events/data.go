@@ -40,14 +40,23 @@ type Source struct {
 	Object string `json:"object,omitempty"`
 }
 
-// BuildSpec is what the image runs and how it is labelled.
+// BuildSpec is what the image runs, how it is labelled and how its files
+// become layers. It is also the schema of the digestline.yaml build file.
 type BuildSpec struct {
 	Entrypoint []string          `json:"entrypoint,omitempty"`
 	Cmd        []string          `json:"cmd,omitempty"`
 	Env        []string          `json:"env,omitempty"`
 	WorkingDir string            `json:"workingDir,omitempty"`
+	User       string            `json:"user,omitempty"`
+	Ports      []string          `json:"ports,omitempty"`    // exposed ports, e.g. 8080/tcp
 	Platform   string            `json:"platform,omitempty"` // os/arch[/variant], default linux/amd64
 	Labels     map[string]string `json:"labels,omitempty"`
+	// Annotations go on the manifest, e.g. org.opencontainers.image.source and .revision.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Layers split the files into layers in order; unmatched files form the last one.
+	Layers []oci.LayerRule `json:"layers,omitempty"`
+	// Ignore leaves files out (globs; ** matches any depth; a pattern without / matches a name anywhere).
+	Ignore []string `json:"ignore,omitempty"`
 	// Compression of layers: gzip (default, parallel), zstd or none.
 	Compression      string `json:"compression,omitempty" jsonschema:"enum=gzip,enum=zstd,enum=none"`
 	CompressionLevel int    `json:"compressionLevel,omitempty" jsonschema:"minimum=0,maximum=9"`
@@ -218,7 +227,8 @@ func (s BuildSpec) ImageConfig(created time.Time) (oci.ImageConfig, error) {
 		return oci.ImageConfig{}, err
 	}
 	return oci.ImageConfig{
-		Entrypoint: s.Entrypoint, Cmd: s.Cmd, Env: s.Env, WorkingDir: s.WorkingDir,
-		Labels: s.Labels, Platform: platform, Created: created, Format: format,
+		Entrypoint: s.Entrypoint, Cmd: s.Cmd, Env: s.Env, WorkingDir: s.WorkingDir, User: s.User,
+		ExposedPorts: s.Ports, Labels: s.Labels, Annotations: s.Annotations, Platform: platform,
+		Created: created, Layers: s.Layers, Ignore: s.Ignore, Format: format,
 	}, nil
 }

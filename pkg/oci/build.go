@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,17 +18,31 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// ImageConfig is what a built image runs and how it is labelled.
+// AnnotationLayerName names the layer rule a layer was built from.
+const AnnotationLayerName = "dev.digestline.layer"
+
+// ImageConfig is what a built image runs, how it is labelled, how its files
+// split into layers, and how those are encoded.
 type ImageConfig struct {
-	Entrypoint []string
-	Cmd        []string
-	Env        []string
-	WorkingDir string
-	Labels     map[string]string
-	Platform   v1.Platform
+	Entrypoint   []string
+	Cmd          []string
+	Env          []string
+	WorkingDir   string
+	User         string
+	ExposedPorts []string // e.g. 8080/tcp
+	Labels       map[string]string
+	// Annotations go on the manifest; org.opencontainers.image.created is
+	// added from Created unless given.
+	Annotations map[string]string
+	Platform    v1.Platform
 	// Created is the image's creation time and every file's mtime, so that the
 	// same input gives the same digest. Zero means the Unix epoch.
 	Created time.Time
+	// Layers split the files: each rule's matches form a layer, in order, and
+	// the files no rule matches form the last one. Empty layers are left out.
+	Layers []LayerRule
+	// Ignore leaves matching files and directories out of the image.
+	Ignore []string
 	// Format is how layers are compressed and which media types are used.
 	Format LayerFormat
 }
@@ -50,12 +63,15 @@ func ParsePlatform(s string) (v1.Platform, error) {
 	return p, nil
 }
 
-// BuildImage builds a deterministic single-layer OCI image of dir and puts
-// every blob (layer, config, manifest) into store. The same directory content
-// and config give a byte-identical manifest on any machine: entries are
-// sorted, owners and times normalized, and the gzip header fixed. The layer
-// streams through a temporary file, so memory does not grow with its size.
+// BuildImage builds a deterministic OCI image of dir and puts every blob
+// (layers, config, manifest) into store. The same directory content and
+// config give a byte-identical manifest on any machine: entries are sorted,
+// owners and times normalized, and compression headers fixed. Layers stream
+// through temporary files, so memory does not grow with their size.
 func BuildImage(ctx context.Context, dir string, cfg ImageConfig, store BlobStore) (Graph, error) {
+	if err := cfg.Format.Validate(); err != nil {
+		return Graph{}, err
+	}
 	info, err := os.Stat(dir)
 	if err != nil {
 		return Graph{}, fmt.Errorf("build source: %w", err)
@@ -63,48 +79,85 @@ func BuildImage(ctx context.Context, dir string, cfg ImageConfig, store BlobStor
 	if !info.IsDir() {
 		return Graph{}, fmt.Errorf("build source %s is not a directory", dir)
 	}
-	if err := cfg.Format.Validate(); err != nil {
-		return Graph{}, err
-	}
 	created := cfg.Created.UTC()
 	if created.IsZero() {
 		created = time.Unix(0, 0).UTC()
 	}
-
-	layer, diffID, err := writeLayer(ctx, dir, created, cfg.Format, store)
+	entries, err := scanTree(ctx, dir, cfg.Ignore, cfg.Layers)
 	if err != nil {
 		return Graph{}, err
+	}
+
+	var layers []v1.Descriptor
+	var diffIDs []digest.Digest
+	for k := 0; k <= len(cfg.Layers); k++ {
+		sub := layerEntries(entries, k, len(cfg.Layers))
+		if len(sub) == 0 {
+			continue
+		}
+		layer, diffID, err := writeLayer(ctx, dir, sub, created, cfg.Format, store)
+		if err != nil {
+			return Graph{}, err
+		}
+		if k < len(cfg.Layers) && cfg.Layers[k].Name != "" {
+			layer.Annotations = map[string]string{AnnotationLayerName: cfg.Layers[k].Name}
+		}
+		layers, diffIDs = append(layers, layer), append(diffIDs, diffID)
 	}
 
 	config := v1.Image{
 		Created:  &created,
 		Platform: cfg.Platform,
 		Config: v1.ImageConfig{
-			Entrypoint: cfg.Entrypoint,
-			Cmd:        cfg.Cmd,
-			Env:        cfg.Env,
-			WorkingDir: cfg.WorkingDir,
-			Labels:     cfg.Labels,
+			Entrypoint:   cfg.Entrypoint,
+			Cmd:          cfg.Cmd,
+			Env:          cfg.Env,
+			WorkingDir:   cfg.WorkingDir,
+			User:         cfg.User,
+			Labels:       cfg.Labels,
+			ExposedPorts: portSet(cfg.ExposedPorts),
 		},
-		RootFS: v1.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
+		RootFS: v1.RootFS{Type: "layers", DiffIDs: diffIDs},
 	}
 	configDesc, err := putJSON(ctx, store, cfg.Format.ConfigMediaType(), config)
 	if err != nil {
 		return Graph{}, fmt.Errorf("%w: put config: %w", ErrStore, err)
 	}
 
+	annotations := map[string]string{v1.AnnotationCreated: created.Format(time.RFC3339)}
+	for k, v := range cfg.Annotations {
+		annotations[k] = v
+	}
+	if layers == nil {
+		layers = []v1.Descriptor{} // an image of an empty tree has no layers, not null
+	}
 	manifest := v1.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: cfg.Format.ManifestMediaType(),
-		Config:    configDesc,
-		Layers:    []v1.Descriptor{layer},
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   cfg.Format.ManifestMediaType(),
+		Config:      configDesc,
+		Layers:      layers,
+		Annotations: annotations,
 	}
 	manifestDesc, err := putJSON(ctx, store, cfg.Format.ManifestMediaType(), manifest)
 	if err != nil {
 		return Graph{}, fmt.Errorf("%w: put manifest: %w", ErrStore, err)
 	}
 	manifestDesc.Platform = &cfg.Platform
-	return Graph{Root: manifestDesc, Descriptors: []v1.Descriptor{configDesc, layer, manifestDesc}}, nil
+	return Graph{Root: manifestDesc, Descriptors: append(append([]v1.Descriptor{configDesc}, layers...), manifestDesc)}, nil
+}
+
+func portSet(ports []string) map[string]struct{} {
+	if len(ports) == 0 {
+		return nil
+	}
+	set := make(map[string]struct{}, len(ports))
+	for _, p := range ports {
+		if !strings.Contains(p, "/") {
+			p += "/tcp"
+		}
+		set[p] = struct{}{}
+	}
+	return set
 }
 
 // putJSON stores v as JSON and returns its descriptor.
@@ -117,10 +170,10 @@ func putJSON(ctx context.Context, store BlobStore, mediaType string, v any) (v1.
 	return desc, store.Put(ctx, desc, bytes.NewReader(b))
 }
 
-// writeLayer tars and compresses dir into a temporary file, hashing the
+// writeLayer tars and compresses entries into a temporary file, hashing the
 // compressed stream (the layer digest) and the tar stream (the diff id) as it
 // goes, then puts the file into store.
-func writeLayer(ctx context.Context, dir string, mtime time.Time, f LayerFormat, store BlobStore) (v1.Descriptor, digest.Digest, error) {
+func writeLayer(ctx context.Context, dir string, entries []treeEntry, mtime time.Time, f LayerFormat, store BlobStore) (v1.Descriptor, digest.Digest, error) {
 	tmp, err := os.CreateTemp("", "digestline-layer-*")
 	if err != nil {
 		return v1.Descriptor{}, "", fmt.Errorf("layer temp file: %w", err)
@@ -133,7 +186,7 @@ func writeLayer(ctx context.Context, dir string, mtime time.Time, f LayerFormat,
 	if err != nil {
 		return v1.Descriptor{}, "", err
 	}
-	if err := WriteTar(ctx, io.MultiWriter(zw, diffHash), dir, mtime); err != nil {
+	if err := writeEntries(ctx, io.MultiWriter(zw, diffHash), dir, entries, mtime); err != nil {
 		_ = zw.Close()
 		return v1.Descriptor{}, "", err
 	}
@@ -154,54 +207,34 @@ func writeLayer(ctx context.Context, dir string, mtime time.Time, f LayerFormat,
 	return desc, digest.NewDigest(digest.SHA256, diffHash), nil
 }
 
-// WriteTar writes dir as a reproducible tar stream: entries in lexical order,
-// owners zeroed, every mtime set to mtime, no access or change times.
+// WriteTar writes all of dir as a reproducible tar stream: entries in
+// lexical order, owners zeroed, every mtime set to mtime, no access or change
+// times.
 func WriteTar(ctx context.Context, w io.Writer, dir string, mtime time.Time) error {
-	tw := tar.NewWriter(w)
-	if err := writeTree(ctx, tw, dir, mtime); err != nil {
+	entries, err := scanTree(ctx, dir, nil, nil)
+	if err != nil {
 		return err
 	}
-	if err := tw.Close(); err != nil {
-		return fmt.Errorf("close tar: %w", err)
-	}
-	return nil
+	return writeEntries(ctx, w, dir, entries, mtime)
 }
 
-func writeTree(ctx context.Context, tw *tar.Writer, dir string, mtime time.Time) error {
-	// One copy buffer for the whole tree: a tree of many small files would
+// writeEntries writes entries (relative to dir) as a tar stream with
+// normalized headers.
+func writeEntries(ctx context.Context, w io.Writer, dir string, entries []treeEntry, mtime time.Time) error {
+	tw := tar.NewWriter(w)
+	// One copy buffer for the whole layer: a tree of many small files would
 	// otherwise allocate (and make the GC reclaim) one per file.
 	buf := make([]byte, 256<<10)
-	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("read %s: %w", path, err)
-		}
+	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(dir, path)
-		if err != nil || rel == "." {
-			return err
-		}
-		info, err := d.Info()
+		hdr, err := tar.FileInfoHeader(e.info, e.link)
 		if err != nil {
-			return fmt.Errorf("stat %s: %w", path, err)
+			return fmt.Errorf("tar header %s: %w", e.rel, err)
 		}
-		var link string
-		switch {
-		case info.Mode().IsRegular(), info.IsDir():
-		case info.Mode()&fs.ModeSymlink != 0:
-			if link, err = os.Readlink(path); err != nil {
-				return fmt.Errorf("read link %s: %w", path, err)
-			}
-		default:
-			return fmt.Errorf("%s: unsupported file type %s (only files, directories and symlinks go into a layer)", rel, info.Mode().Type())
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return fmt.Errorf("tar header %s: %w", rel, err)
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		if info.IsDir() {
+		hdr.Name = e.rel
+		if e.info.IsDir() {
 			hdr.Name += "/"
 		}
 		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
@@ -209,22 +242,33 @@ func writeTree(ctx context.Context, tw *tar.Writer, dir string, mtime time.Time)
 		hdr.Mode &= 0o7777
 		hdr.Format = tar.FormatPAX
 		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("tar %s: %w", rel, err)
+			return fmt.Errorf("tar %s: %w", e.rel, err)
 		}
-		if !info.Mode().IsRegular() {
-			return nil
+		if e.info.Mode().IsRegular() {
+			if err := copyFile(tw, filepath.Join(dir, filepath.FromSlash(e.rel)), e.info.Size(), buf); err != nil {
+				return fmt.Errorf("tar %s: %w", e.rel, err)
+			}
 		}
-		f, err := os.Open(path)
-		if err != nil {
-			return fmt.Errorf("open %s: %w", rel, err)
-		}
-		defer f.Close()
-		// Hide *os.File's WriterTo so CopyBuffer uses buf.
-		if _, err := io.CopyBuffer(tw, struct{ io.Reader }{f}, buf); err != nil {
-			return fmt.Errorf("tar %s: %w", rel, err)
-		}
-		return nil
-	})
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("close tar: %w", err)
+	}
+	return nil
+}
+
+// copyFile copies exactly size bytes of the file at p: a file that changes
+// size while it is read is an error, not a corrupt layer.
+func copyFile(w io.Writer, p string, size int64, buf []byte) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n, err := io.CopyBuffer(w, io.LimitReader(f, size), buf) // a LimitedReader has no WriterTo, so buf is used
+	if err == nil && n != size {
+		err = fmt.Errorf("file shrank from %d to %d bytes while it was read", size, n)
+	}
+	return err
 }
 
 type countingWriter struct {

@@ -85,18 +85,22 @@ func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph
 	if _, err := name.ParseReference(req.Target); err != nil {
 		return oci.Graph{}, &buildError{ClassInput, "the target must be an image reference such as registry.example.com/team/app:tag", err}
 	}
-	config, err := req.Spec.ImageConfig(b.cfg.Created)
-	if err != nil {
-		return oci.Graph{}, &buildError{ClassInput, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)", err}
-	}
 	dir, cleanup, err := b.source(ctx, req.Source)
 	if err != nil {
 		return oci.Graph{}, err
 	}
 	defer cleanup()
+	spec, err := ResolveSpec(dir, req.Spec)
+	if err != nil {
+		return oci.Graph{}, &buildError{ClassInput, "fix " + SpecFile + " or " + IgnoreFile + " in the source", err}
+	}
+	config, err := spec.ImageConfig(b.cfg.Created)
+	if err != nil {
+		return oci.Graph{}, &buildError{ClassInput, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)", err}
+	}
 	graph, err := oci.BuildImage(ctx, dir, config, b.blobs)
 	if err != nil && ctx.Err() == nil && !errors.Is(err, oci.ErrStore) {
-		return oci.Graph{}, &buildError{ClassInput, "check the source tree: only regular files, directories and symlinks can go into a layer", err}
+		return oci.Graph{}, &buildError{ClassInput, "check the source tree (only files, directories and symlinks go into a layer) and the spec's ignore and layer patterns", err}
 	}
 	return graph, err
 }
