@@ -49,16 +49,19 @@ func newBuildCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		g, err := oci.BuildImage(cmd.Context(), args[0], config, layout)
+		g, err := builder.Build(cmd.Context(), args[0], s, config, filepath.Base(filepath.Clean(args[0])), layout)
 		if err != nil {
 			return err
 		}
-		if err := layout.SetRoot(g.Root, ""); err != nil {
+		if err := layout.SetGraph(g, ""); err != nil {
 			return err
 		}
 		w := cmd.OutOrStdout()
 		fmt.Fprintln(w, g.Root.Digest)
 		printDescriptors(w, g)
+		for _, r := range g.Referrers {
+			fmt.Fprintf(w, "attached %s %s\n", r.Root.ArtifactType, r.Root.Digest)
+		}
 		fmt.Fprintf(w, "layout: %s\n", out)
 		return nil
 	}
@@ -91,11 +94,7 @@ func newPushCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			root, err := layout.Root()
-			if err != nil {
-				return err
-			}
-			g, err := oci.Walk(cmd.Context(), layout, root)
+			g, err := layout.Graph(cmd.Context())
 			if err != nil {
 				return err
 			}

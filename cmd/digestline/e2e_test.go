@@ -443,15 +443,17 @@ func TestStandaloneBuildPushVerify(t *testing.T) {
 		}
 		return out.String()
 	}
-	out := run("build", sourceDir(t, "standalone"), "-o", layout, "--entrypoint", "/bin/app")
+	out := run("build", sourceDir(t, "standalone"), "-o", layout, "--entrypoint", "/bin/app", "--sbom")
 	digest := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
-	if !strings.HasPrefix(digest, "sha256:") {
+	if !strings.HasPrefix(digest, "sha256:") || !strings.Contains(out, "attached application/spdx+json") {
 		t.Fatalf("build printed %q", out)
 	}
 	ref := s.RegistryAddr + "/standalone/app"
 	out = run("push", layout, ref+":v1")
-	if !strings.Contains(out, "[STAGE] tag update OK") || !strings.Contains(out, digest) {
-		t.Fatalf("push printed:\n%s", out)
+	for _, want := range []string{"[STAGE] tag update OK", digest, "[STAGE] referrers OK 1 attached"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("push printed no %q:\n%s", want, out)
+		}
 	}
 	out = run("push", layout, ref+":v1")
 	if !strings.Contains(out, "0 uploaded") || !strings.Contains(out, "nothing to push") {
@@ -471,5 +473,36 @@ func TestStandaloneBuildPushVerify(t *testing.T) {
 	cmd.SetArgs([]string{"verify", ref + ":v1"})
 	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "digest reference") {
 		t.Fatalf("verify by tag: %v", err)
+	}
+}
+
+func TestShipWithSBOMAttachesAndVerifiesIt(t *testing.T) {
+	s, _ := startStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "sbom"), Target: s.RegistryAddr + "/team/sbom:lab",
+		Spec: events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: true}}, &out)
+	if err != nil {
+		t.Fatalf("ship: %v\n%s", err, out.String())
+	}
+	for _, line := range []string{"[STAGE] referrers OK 1 attached (1 via referrers API", "[VERIFY] referrer application/spdx+json"} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("output lacks %q:\n%s", line, out.String())
+		}
+	}
+	// The registry lists the SBOM for the promoted digest.
+	resp, err := http.Get("http://" + s.RegistryAddr + "/v2/team/sbom/referrers/" + res.Promotion.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var idx struct {
+		Manifests []struct {
+			ArtifactType string `json:"artifactType"`
+		} `json:"manifests"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil || len(idx.Manifests) != 1 || idx.Manifests[0].ArtifactType != "application/spdx+json" {
+		t.Fatalf("referrers of the promoted digest: %+v, %v", idx, err)
 	}
 }

@@ -122,11 +122,7 @@ func TestLayoutRoundTripsThroughGoContainerRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := reopened.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	walked, err := oci.Walk(ctx, reopened, root)
+	walked, err := reopened.Graph(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ const MediaTypeEmptyJSON = "application/vnd.oci.empty.v1+json"
 type Graph struct {
 	Root        v1.Descriptor   `json:"root"`
 	Descriptors []v1.Descriptor `json:"descriptors"`
+	// Referrers are artifacts attached to Root (their subject), e.g. its SBOM.
+	Referrers []Graph `json:"referrers,omitempty"`
 }
 
 // Blobs returns the descriptors that are not manifests (configs and layers).
@@ -54,6 +56,11 @@ func (g Graph) Validate() error {
 		}
 		if d.Size < 0 {
 			return fmt.Errorf("descriptor %d (%s): negative size", i, d.Digest)
+		}
+	}
+	for _, r := range g.Referrers {
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("referrer %s: %w", r.Root.Digest, err)
 		}
 	}
 	return nil

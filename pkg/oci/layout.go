@@ -103,13 +103,24 @@ func (l *Layout) Put(_ context.Context, desc v1.Descriptor, r io.Reader) error {
 
 // SetRoot records root in index.json as the layout's only image, named ref.
 func (l *Layout) SetRoot(root v1.Descriptor, ref string) error {
+	return l.SetGraph(Graph{Root: root}, ref)
+}
+
+// SetGraph records g's root, named ref, and the roots of its referrers in
+// index.json, so tools that read layouts (oras, skopeo, crane) see them all.
+func (l *Layout) SetGraph(g Graph, ref string) error {
+	root := g.Root
 	if ref != "" {
 		root.Annotations = map[string]string{v1.AnnotationRefName: ref}
+	}
+	manifests := []v1.Descriptor{root}
+	for _, r := range g.Referrers {
+		manifests = append(manifests, r.Root)
 	}
 	index := v1.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: v1.MediaTypeImageIndex,
-		Manifests: []v1.Descriptor{root},
+		Manifests: manifests,
 	}
 	b, err := json.MarshalIndent(index, "", "  ")
 	if err != nil {
@@ -118,22 +129,52 @@ func (l *Layout) SetRoot(root v1.Descriptor, ref string) error {
 	return os.WriteFile(filepath.Join(l.dir, v1.ImageIndexFile), b, 0o644)
 }
 
-// Root returns the layout's image: the only entry of index.json.
-func (l *Layout) Root() (v1.Descriptor, error) {
+// Graph reads the layout's artifact: the one entry of index.json that is not
+// attached to another (its root), with the entries whose subject is that
+// root as its referrers.
+func (l *Layout) Graph(ctx context.Context) (Graph, error) {
 	b, err := os.ReadFile(filepath.Join(l.dir, v1.ImageIndexFile))
 	if err != nil {
-		return v1.Descriptor{}, fmt.Errorf("read index.json of %s: %w", l.dir, err)
+		return Graph{}, fmt.Errorf("read index.json of %s: %w", l.dir, err)
 	}
 	var index v1.Index
 	if err := json.Unmarshal(b, &index); err != nil {
-		return v1.Descriptor{}, fmt.Errorf("parse index.json of %s: %w", l.dir, err)
+		return Graph{}, fmt.Errorf("parse index.json of %s: %w", l.dir, err)
 	}
-	if len(index.Manifests) != 1 {
-		return v1.Descriptor{}, fmt.Errorf("%s holds %d images; digestline pushes a layout with exactly one", l.dir, len(index.Manifests))
+	var roots []Graph
+	subjects := map[string]string{} // referrer digest → subject digest
+	for _, d := range index.Manifests {
+		d.Annotations = nil
+		g, err := Walk(ctx, l, d)
+		if err != nil {
+			return Graph{}, err
+		}
+		if mb, err := ReadManifest(ctx, l, d); err == nil {
+			var m v1.Manifest
+			if json.Unmarshal(mb, &m) == nil && m.Subject != nil {
+				subjects[d.Digest.String()] = m.Subject.Digest.String()
+			}
+		}
+		roots = append(roots, g)
 	}
-	root := index.Manifests[0]
-	root.Annotations = nil
-	return root, nil
+	var root *Graph
+	for i := range roots {
+		if _, attached := subjects[roots[i].Root.Digest.String()]; !attached {
+			if root != nil {
+				return Graph{}, fmt.Errorf("%s holds several images (%s, %s); digestline pushes a layout with exactly one", l.dir, root.Root.Digest, roots[i].Root.Digest)
+			}
+			root = &roots[i]
+		}
+	}
+	if root == nil {
+		return Graph{}, fmt.Errorf("%s holds no image (index.json is empty or every entry is attached to another)", l.dir)
+	}
+	for _, g := range roots {
+		if subjects[g.Root.Digest.String()] == root.Root.Digest.String() {
+			root.Referrers = append(root.Referrers, g)
+		}
+	}
+	return *root, nil
 }
 
 // Export copies every blob of g from src into the layout and records the root.
@@ -143,7 +184,14 @@ func (l *Layout) Export(ctx context.Context, g Graph, src BlobReader, ref string
 			return err
 		}
 	}
-	return l.SetRoot(g.Root, ref)
+	for _, r := range g.Referrers {
+		for _, d := range r.Descriptors {
+			if err := copyBlob(ctx, l, src, d); err != nil {
+				return err
+			}
+		}
+	}
+	return l.SetGraph(g, ref)
 }
 
 func copyBlob(ctx context.Context, dst BlobStore, src BlobReader, d v1.Descriptor) error {

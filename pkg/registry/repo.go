@@ -119,17 +119,29 @@ func (r *Repo) GetManifest(ctx context.Context, ref string) ([]byte, v1.Descript
 	return b, desc, nil
 }
 
-// PutManifest publishes a manifest under a tag or its digest.
-func (r *Repo) PutManifest(ctx context.Context, ref, mediaType string, body []byte) error {
-	resp, err := r.do(ctx, http.MethodPut, r.repoURL("manifests", ref), bytes.NewReader(body), http.Header{"Content-Type": {mediaType}})
+// PutManifest publishes a manifest under a tag or its digest. It reports
+// whether the registry acknowledged the manifest's subject (the OCI-Subject
+// header of a registry with the referrers API).
+func (r *Repo) PutManifest(ctx context.Context, ref, mediaType string, body []byte) (subjectAcknowledged bool, err error) {
+	return r.putManifest(ctx, ref, mediaType, body, "")
+}
+
+// putManifest is PutManifest with an optional If-Match precondition: a
+// registry that honours it answers 412 (a conflict) when the manifest changed.
+func (r *Repo) putManifest(ctx context.Context, ref, mediaType string, body []byte, ifMatch string) (bool, error) {
+	hdr := http.Header{"Content-Type": {mediaType}}
+	if ifMatch != "" {
+		hdr.Set("If-Match", ifMatch)
+	}
+	resp, err := r.do(ctx, http.MethodPut, r.repoURL("manifests", ref), bytes.NewReader(body), hdr)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer drain(resp)
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return classifyResponse(resp, r.name)
+		return false, classifyResponse(resp, r.name)
 	}
-	return nil
+	return resp.Header.Get("OCI-Subject") != "", nil
 }
 
 // HeadBlob reports whether the repository holds a blob.

@@ -98,11 +98,26 @@ func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph
 	if err != nil {
 		return oci.Graph{}, &buildError{ClassInput, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)", err}
 	}
-	graph, err := oci.BuildImage(ctx, dir, config, b.blobs)
+	graph, err := Build(ctx, dir, spec, config, req.Target, b.blobs)
 	if err != nil && ctx.Err() == nil && !errors.Is(err, oci.ErrStore) {
 		return oci.Graph{}, &buildError{ClassInput, "check the source tree (only files, directories and symlinks go into a layer) and the spec's ignore and layer patterns", err}
 	}
 	return graph, err
+}
+
+// Build builds the image of dir and what the spec attaches to it (an SBOM),
+// putting every blob into store. name labels the SBOM.
+func Build(ctx context.Context, dir string, spec events.BuildSpec, config oci.ImageConfig, name string, store oci.BlobStore) (oci.Graph, error) {
+	graph, err := oci.BuildImage(ctx, dir, config, store)
+	if err != nil || !spec.SBOM {
+		return graph, err
+	}
+	sbom, err := oci.BuildSBOM(ctx, graph, name, config.Created, store)
+	if err != nil {
+		return oci.Graph{}, fmt.Errorf("sbom: %w", err)
+	}
+	graph.Referrers = append(graph.Referrers, sbom)
+	return graph, nil
 }
 
 // source returns a directory holding the build input.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -93,8 +94,40 @@ func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.
 	}
 	if want != nil {
 		rep.Checks = append(rep.Checks, "[VERIFY] graph matches the build")
+		if err := verifyReferrers(ctx, c, repo, ref, *want, jobs, &rep); err != nil {
+			return Report{}, err
+		}
 	}
 	return rep, nil
+}
+
+// verifyReferrers proves each artifact the build attached (an SBOM) byte for
+// byte, and that the registry lists it as a referrer of the root.
+func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Repo, ref name.Digest, want oci.Graph, jobs int, rep *Report) error {
+	if len(want.Referrers) == 0 {
+		return nil
+	}
+	listed, err := repo.Referrers(ctx, want.Root.Digest)
+	if err != nil {
+		return registryError(err, "manifest → referrers")
+	}
+	for _, r := range want.Referrers {
+		path := fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
+		sub, err := Verify(ctx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs)
+		if err != nil {
+			verr := registryError(err, path)
+			verr.Path = path
+			return verr
+		}
+		if !slices.ContainsFunc(listed, func(d v1.Descriptor) bool { return d.Digest == r.Root.Digest }) {
+			return &Error{Class: registry.ClassNotFound, Path: path, Err: fmt.Errorf("%s is in the registry but not listed as a referrer of %s", r.Root.Digest, want.Root.Digest),
+				Hint: "the registry lost the referrer link: push again (digestline updates the referrers API or the fallback tag)"}
+		}
+		rep.Descriptors += sub.Descriptors
+		rep.BytesHashed += sub.BytesHashed
+		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] referrer %s %s: digest match", r.Root.ArtifactType, r.Root.Digest))
+	}
+	return nil
 }
 
 type verification struct {

@@ -1,0 +1,125 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// EmptyJSON is the OCI empty descriptor: the config of an artifact that has
+// none, and its only layer when it has no files.
+var emptyJSON = []byte("{}")
+
+// EmptyDescriptor returns the OCI empty descriptor, with its data inline.
+func EmptyDescriptor() v1.Descriptor {
+	return v1.Descriptor{MediaType: MediaTypeEmptyJSON, Digest: digest.FromBytes(emptyJSON), Size: int64(len(emptyJSON)), Data: emptyJSON}
+}
+
+// ArtifactFile is one file of an artifact.
+type ArtifactFile struct {
+	Path      string // read from here
+	Title     string // org.opencontainers.image.title; default: the file's base name
+	MediaType string // default application/octet-stream
+}
+
+// ArtifactConfig describes an OCI artifact: an image manifest whose
+// artifactType says what it is and whose config is the empty descriptor.
+type ArtifactConfig struct {
+	ArtifactType string
+	Files        []ArtifactFile
+	Annotations  map[string]string
+	// Subject, when set, attaches the artifact to another manifest (an SBOM
+	// or signature to its image); registries list it as a referrer.
+	Subject *v1.Descriptor
+	// Created stamps org.opencontainers.image.created; zero means the epoch.
+	Created time.Time
+}
+
+// BuildArtifact puts the files and the artifact manifest into store.
+func BuildArtifact(ctx context.Context, cfg ArtifactConfig, store BlobStore) (Graph, error) {
+	if cfg.ArtifactType == "" {
+		return Graph{}, fmt.Errorf("an artifact needs an artifactType, e.g. application/vnd.example.config.v1+json")
+	}
+	empty := EmptyDescriptor()
+	if err := store.Put(ctx, empty, bytes.NewReader(emptyJSON)); err != nil {
+		return Graph{}, fmt.Errorf("%w: put empty config: %w", ErrStore, err)
+	}
+	var layers []v1.Descriptor
+	for _, f := range cfg.Files {
+		d, err := putFile(ctx, store, f)
+		if err != nil {
+			return Graph{}, err
+		}
+		layers = append(layers, d)
+	}
+	blobs := append([]v1.Descriptor{empty}, layers...)
+	if len(layers) == 0 {
+		layers = []v1.Descriptor{empty}
+	}
+	created := cfg.Created.UTC()
+	if created.IsZero() {
+		created = time.Unix(0, 0).UTC()
+	}
+	annotations := map[string]string{v1.AnnotationCreated: created.Format(time.RFC3339)}
+	for k, v := range cfg.Annotations {
+		annotations[k] = v
+	}
+	config := empty
+	config.Data = nil // the manifest stays small; the blob is in the store
+	manifest := v1.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    v1.MediaTypeImageManifest,
+		ArtifactType: cfg.ArtifactType,
+		Config:       config,
+		Layers:       layers,
+		Subject:      cfg.Subject,
+		Annotations:  annotations,
+	}
+	desc, err := putJSON(ctx, store, v1.MediaTypeImageManifest, manifest)
+	if err != nil {
+		return Graph{}, fmt.Errorf("%w: put artifact manifest: %w", ErrStore, err)
+	}
+	desc.ArtifactType = cfg.ArtifactType
+	for i := range blobs {
+		blobs[i].Data = nil
+	}
+	return Graph{Root: desc, Descriptors: append(blobs, desc)}, nil
+}
+
+// putFile streams one file into store, hashing it first.
+func putFile(ctx context.Context, store BlobStore, f ArtifactFile) (v1.Descriptor, error) {
+	fh, err := os.Open(f.Path)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("artifact file: %w", err)
+	}
+	defer fh.Close()
+	h := digest.SHA256.Digester()
+	n, err := io.Copy(h.Hash(), fh)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("read %s: %w", f.Path, err)
+	}
+	title := f.Title
+	if title == "" {
+		title = filepath.Base(f.Path)
+	}
+	mediaType := f.MediaType
+	if mediaType == "" {
+		mediaType = "application/octet-stream"
+	}
+	d := v1.Descriptor{MediaType: mediaType, Digest: h.Digest(), Size: n, Annotations: map[string]string{v1.AnnotationTitle: title}}
+	if _, err := fh.Seek(0, io.SeekStart); err != nil {
+		return v1.Descriptor{}, err
+	}
+	if err := store.Put(ctx, d, fh); err != nil {
+		return v1.Descriptor{}, fmt.Errorf("%w: put %s: %w", ErrStore, title, err)
+	}
+	return d, nil
+}

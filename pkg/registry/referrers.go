@@ -1,0 +1,139 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// FallbackTag is the tag that lists a subject's referrers on a registry
+// without the referrers API: sha256-<hex>.
+func FallbackTag(subject digest.Digest) string {
+	return strings.ReplaceAll(subject.String(), ":", "-")
+}
+
+// fallbackAttempts bounds the read-merge-write loop against concurrent writers.
+const fallbackAttempts = 8
+
+// AddFallbackReferrer adds ref to the subject's fallback tag index without
+// losing a concurrent writer's entry. Each round reads the index, merges,
+// and writes it back with If-Match (a registry that honours it refuses a
+// stale write with 412, and the round repeats). Registries that ignore
+// If-Match could still let a stale writer overwrite our entry after we wrote
+// it, so the write is confirmed only after a settle delay longer than a
+// read-merge-write round trip: a writer that read before our write has
+// written by then, and if our entry is gone we merge it back.
+func (r *Repo) AddFallbackReferrer(ctx context.Context, subject digest.Digest, ref v1.Descriptor) error {
+	tag := FallbackTag(subject)
+	entry := v1.Descriptor{MediaType: ref.MediaType, Digest: ref.Digest, Size: ref.Size, ArtifactType: ref.ArtifactType, Annotations: ref.Annotations}
+	for range fallbackAttempts {
+		start := time.Now()
+		idx, etag, err := r.fallbackIndex(ctx, tag)
+		if err != nil {
+			return err
+		}
+		if !hasDescriptor(idx.Manifests, ref.Digest) {
+			idx.Manifests = append(idx.Manifests, entry)
+			body, err := json.Marshal(idx)
+			if err != nil {
+				return err
+			}
+			_, err = r.putManifest(ctx, tag, v1.MediaTypeImageIndex, body, etag)
+			if errors.Is(err, ClassConflict) {
+				continue // changed since we read it: merge again
+			}
+			if err != nil {
+				return err
+			}
+		}
+		settle := min(max(3*time.Since(start), 20*time.Millisecond), 2*time.Second)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(settle + time.Duration(rand.Int64N(int64(settle)))):
+		}
+		check, _, err := r.fallbackIndex(ctx, tag)
+		if err != nil {
+			return err
+		}
+		if hasDescriptor(check.Manifests, ref.Digest) {
+			return nil
+		}
+	}
+	return &Error{Class: ClassConflict, Err: fmt.Errorf("fallback tag %s kept changing under %d attempts to add %s", tag, fallbackAttempts, ref.Digest),
+		Hint: "several writers are attaching artifacts to this image at once: retry the push"}
+}
+
+// Referrers lists the subject's referrers: through the referrers API when the
+// registry has it, else from the fallback tag.
+func (r *Repo) Referrers(ctx context.Context, subject digest.Digest) ([]v1.Descriptor, error) {
+	idx, err := r.referrersAPI(ctx, subject)
+	if err == nil {
+		return idx.Manifests, nil
+	}
+	if !errors.Is(err, ClassNotFound) {
+		return nil, err
+	}
+	fb, _, err := r.fallbackIndex(ctx, FallbackTag(subject))
+	if err != nil {
+		return nil, err
+	}
+	return fb.Manifests, nil
+}
+
+func (r *Repo) referrersAPI(ctx context.Context, subject digest.Digest) (v1.Index, error) {
+	resp, err := r.do(ctx, http.MethodGet, r.repoURL("referrers", subject.String()), nil, nil)
+	if err != nil {
+		return v1.Index{}, err
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return v1.Index{}, classifyResponse(resp, r.name)
+	}
+	var idx v1.Index
+	if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil {
+		return v1.Index{}, &Error{Class: ClassSchema, Err: fmt.Errorf("referrers response: %w", err), Hint: "the registry's referrers API answered with something that is not an index"}
+	}
+	return idx, nil
+}
+
+// fallbackIndex reads the fallback tag's index (an empty one when there is
+// none) and its ETag, if the registry sends one.
+func (r *Repo) fallbackIndex(ctx context.Context, tag string) (v1.Index, string, error) {
+	resp, err := r.do(ctx, http.MethodGet, r.repoURL("manifests", tag), nil, http.Header{"Accept": {v1.MediaTypeImageIndex}})
+	if err != nil {
+		return v1.Index{}, "", err
+	}
+	defer drain(resp)
+	if resp.StatusCode == http.StatusNotFound {
+		return v1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{}}, "", nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return v1.Index{}, "", classifyResponse(resp, r.name)
+	}
+	var idx v1.Index
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxManifestBytes)).Decode(&idx); err != nil {
+		return v1.Index{}, "", &Error{Class: ClassSchema, Err: fmt.Errorf("fallback tag %s is not an index: %w", tag, err),
+			Hint: "something else is using the fallback tag: remove it or push with a registry that has the referrers API"}
+	}
+	return idx, resp.Header.Get("ETag"), nil
+}
+
+func hasDescriptor(ds []v1.Descriptor, d digest.Digest) bool {
+	for _, x := range ds {
+		if x.Digest == d {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,141 @@
+package registry_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/olareg/olareg"
+	olaregconfig "github.com/olareg/olareg/config"
+)
+
+// newReferrersRegistry serves olareg (the registry digestline dev embeds),
+// which has the referrers API, from memory.
+func newReferrersRegistry(t *testing.T) string {
+	t.Helper()
+	reg := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
+	srv := httptest.NewServer(reg)
+	t.Cleanup(func() { srv.Close(); _ = reg.Close() })
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// imageWithSBOM builds an image and attaches its SBOM as a referrer.
+func imageWithSBOM(t *testing.T) (oci.Graph, *oci.Layout) {
+	t.Helper()
+	g, l := buildImage(t, "with an sbom")
+	sbom, err := oci.BuildSBOM(context.Background(), g, "app", time.Time{}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Referrers = []oci.Graph{sbom}
+	return g, l
+}
+
+func TestPushAttachesReferrers(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		host    func(*testing.T) string
+		viaWhat string
+	}{
+		"registry with the referrers API":    {newReferrersRegistry, "1 via referrers API"},
+		"registry without the referrers API": {func(t *testing.T) string { return newRegistry(t) }, "1 via fallback tag"},
+	}
+	for label, tc := range cases {
+		t.Run(label, func(t *testing.T) {
+			t.Parallel()
+			host := tc.host(t)
+			g, l := imageWithSBOM(t)
+			ref, _ := name.ParseReference(host + "/team/app:lab")
+			rec := &recorder{}
+			client := newClient()
+			if _, err := client.Push(context.Background(), ref, g, l, rec.observe); err != nil {
+				t.Fatal(err)
+			}
+			if d := rec.final()[registry.StageReferrers].Detail; !strings.Contains(d, tc.viaWhat) {
+				t.Errorf("referrers stage says %q, want %q", d, tc.viaWhat)
+			}
+			repo, err := client.Open(context.Background(), ref.Context(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			refs, err := repo.Referrers(context.Background(), g.Root.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(refs) != 1 || refs[0].Digest != g.Referrers[0].Root.Digest || refs[0].ArtifactType != oci.MediaTypeSPDX {
+				t.Fatalf("referrers %+v", refs)
+			}
+
+			// Pushing again attaches nothing twice.
+			again := &recorder{}
+			if _, err := client.Push(context.Background(), ref, g, l, again.observe); err != nil {
+				t.Fatal(err)
+			}
+			if refs, _ = repo.Referrers(context.Background(), g.Root.Digest); len(refs) != 1 {
+				t.Fatalf("after a second push: %d referrers", len(refs))
+			}
+		})
+	}
+}
+
+func TestConcurrentAttachersBothEndUpInTheFallbackIndex(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t)
+	g, _ := buildImage(t, "subject")
+	ref, _ := name.ParseReference(host + "/team/app:lab")
+	client := newClient()
+	ctx := context.Background()
+	repo, err := client.Open(ctx, ref.Context(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Real artifacts, each pushed by digest: the registry checks an index's entries exist.
+	const writers = 8
+	l, err := oci.CreateLayout(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := g.Root
+	artifacts := make([]oci.Graph, writers)
+	for i := range artifacts {
+		artifacts[i], err = oci.BuildArtifact(ctx, oci.ArtifactConfig{ArtifactType: "application/vnd.example.sig",
+			Annotations: map[string]string{"n": fmt.Sprint(i)}, Subject: &subject}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byDigest, _ := name.ParseReference(host + "/team/app@" + artifacts[i].Root.Digest.String())
+		if _, err := client.Push(ctx, byDigest, artifacts[i], l, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for _, a := range artifacts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- repo.AddFallbackReferrer(ctx, g.Root.Digest, a.Root)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	refs, err := repo.Referrers(ctx, g.Root.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(refs) != writers {
+		t.Fatalf("%d of %d concurrent attachers are listed", len(refs), writers)
+	}
+}
