@@ -37,19 +37,13 @@ func newBuildCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		if s, err = builder.ResolveSpec(args[0], s); err != nil {
-			return err
-		}
-		config, err := s.ImageConfig(created)
-		if err != nil {
-			return err
-		}
-		config.Format.Jobs = jobs
 		layout, err := oci.CreateLayout(out)
 		if err != nil {
 			return err
 		}
-		g, err := builder.Build(cmd.Context(), args[0], s, config, filepath.Base(filepath.Clean(args[0])), layout)
+		g, err := builder.Build(cmd.Context(), args[0], s, builder.Options{
+			Created: created, Name: filepath.Base(filepath.Clean(args[0])), Registry: registryClient(), Jobs: jobs,
+		}, layout)
 		if err != nil {
 			return err
 		}

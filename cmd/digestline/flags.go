@@ -38,6 +38,7 @@ func specFlags(fs *pflag.FlagSet) func() (events.BuildSpec, error) {
 	fs.StringVar(&spec.Compression, "compression", "", "layer compression: gzip (default, parallel), zstd or none")
 	fs.IntVar(&spec.CompressionLevel, "compression-level", 0, "gzip 1-9 or zstd 1-4; 0 means the default")
 	fs.StringVar(&spec.MediaTypes, "media-types", "", "oci (default), or docker for Docker v2.2 manifests")
+	fs.StringVar(&spec.Base, "base", "", "base image: scratch (default), oci:PATH, or registry/repository:tag|@digest")
 	fs.BoolVar(&spec.SBOM, "sbom", false, "attach an SPDX JSON SBOM of the image's files as a referrer")
 	return func() (events.BuildSpec, error) {
 		for _, e := range spec.Env {

@@ -62,6 +62,9 @@ type BuildSpec struct {
 	CompressionLevel int    `json:"compressionLevel,omitempty" jsonschema:"minimum=0,maximum=9"`
 	// MediaTypes is oci (default) or docker (Docker v2.2).
 	MediaTypes string `json:"mediaTypes,omitempty" jsonschema:"enum=oci,enum=docker"`
+	// Base is the image to build on: scratch (default), oci:PATH (an OCI
+	// layout), or a registry reference by tag or digest.
+	Base string `json:"base,omitempty"`
 	// SBOM attaches an SPDX JSON SBOM of the layers' files as a referrer of the image.
 	SBOM bool `json:"sbom,omitempty"`
 }

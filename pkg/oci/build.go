@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,6 +46,18 @@ type ImageConfig struct {
 	Ignore []string
 	// Format is how layers are compressed and which media types are used.
 	Format LayerFormat
+	// Base is the image the new layers go on top of; nil means scratch. Its
+	// blobs must already be in the store the image is built into.
+	Base *BaseImage
+}
+
+// BaseImage is a resolved base: its name as the user gave it, its manifest's
+// digest, and the manifest and config themselves.
+type BaseImage struct {
+	Name     string
+	Digest   digest.Digest
+	Manifest v1.Manifest
+	Config   v1.Image
 }
 
 // ParsePlatform parses os/arch[/variant]; empty means linux/amd64.
@@ -105,26 +118,26 @@ func BuildImage(ctx context.Context, dir string, cfg ImageConfig, store BlobStor
 		layers, diffIDs = append(layers, layer), append(diffIDs, diffID)
 	}
 
-	config := v1.Image{
-		Created:  &created,
-		Platform: cfg.Platform,
-		Config: v1.ImageConfig{
-			Entrypoint:   cfg.Entrypoint,
-			Cmd:          cfg.Cmd,
-			Env:          cfg.Env,
-			WorkingDir:   cfg.WorkingDir,
-			User:         cfg.User,
-			Labels:       cfg.Labels,
-			ExposedPorts: portSet(cfg.ExposedPorts),
-		},
-		RootFS: v1.RootFS{Type: "layers", DiffIDs: diffIDs},
+	config := imageConfig(cfg, created)
+	if cfg.Base != nil {
+		if len(config.History) > 0 { // tools pair history entries with layers: keep them paired
+			for range layers {
+				config.History = append(config.History, v1.History{Created: &created, CreatedBy: "digestline build"})
+			}
+		}
+		layers = append(baseLayers(cfg.Base.Manifest.Layers, cfg.Format), layers...)
 	}
+	config.RootFS.DiffIDs = append(slices.Clone(config.RootFS.DiffIDs), diffIDs...)
 	configDesc, err := putJSON(ctx, store, cfg.Format.ConfigMediaType(), config)
 	if err != nil {
 		return Graph{}, fmt.Errorf("%w: put config: %w", ErrStore, err)
 	}
 
 	annotations := map[string]string{v1.AnnotationCreated: created.Format(time.RFC3339)}
+	if cfg.Base != nil {
+		annotations[v1.AnnotationBaseImageName] = cfg.Base.Name
+		annotations[v1.AnnotationBaseImageDigest] = cfg.Base.Digest.String()
+	}
 	for k, v := range cfg.Annotations {
 		annotations[k] = v
 	}
@@ -144,6 +157,74 @@ func BuildImage(ctx context.Context, dir string, cfg ImageConfig, store BlobStor
 	}
 	manifestDesc.Platform = &cfg.Platform
 	return Graph{Root: manifestDesc, Descriptors: append(append([]v1.Descriptor{configDesc}, layers...), manifestDesc)}, nil
+}
+
+// imageConfig is the new image's config: the base's (when there is one) with
+// what cfg sets on top — entrypoint, cmd, user and workdir replace, env and
+// labels add, ports join.
+func imageConfig(cfg ImageConfig, created time.Time) v1.Image {
+	var img v1.Image
+	if cfg.Base != nil {
+		img = cfg.Base.Config
+		img.History = slices.Clone(img.History)
+	}
+	img.Created, img.Platform = &created, cfg.Platform
+	img.RootFS.Type = "layers"
+	c := &img.Config
+	if cfg.Entrypoint != nil {
+		c.Entrypoint, c.Cmd = cfg.Entrypoint, nil // a new entrypoint does not inherit the base's arguments
+	}
+	if cfg.Cmd != nil {
+		c.Cmd = cfg.Cmd
+	}
+	c.Env = append(c.Env, cfg.Env...)
+	if cfg.WorkingDir != "" {
+		c.WorkingDir = cfg.WorkingDir
+	}
+	if cfg.User != "" {
+		c.User = cfg.User
+	}
+	if len(cfg.Labels) > 0 && c.Labels == nil {
+		c.Labels = map[string]string{}
+	}
+	for k, v := range cfg.Labels {
+		c.Labels[k] = v
+	}
+	for p := range portSet(cfg.ExposedPorts) {
+		if c.ExposedPorts == nil {
+			c.ExposedPorts = map[string]struct{}{}
+		}
+		c.ExposedPorts[p] = struct{}{}
+	}
+	return img
+}
+
+// baseLayers returns the base's layer descriptors with media types in the
+// new image's family: a Docker gzip layer and an OCI gzip layer are the same
+// bytes, so only the label changes.
+func baseLayers(layers []v1.Descriptor, f LayerFormat) []v1.Descriptor {
+	out := make([]v1.Descriptor, len(layers))
+	for i, l := range layers {
+		l.MediaType = convertLayerType(l.MediaType, f.Docker)
+		out[i] = l
+	}
+	return out
+}
+
+func convertLayerType(mt string, docker bool) string {
+	pairs := [][2]string{
+		{v1.MediaTypeImageLayerGzip, MediaTypeDockerLayerGzip},
+		{v1.MediaTypeImageLayer, MediaTypeDockerLayer},
+	}
+	for _, p := range pairs {
+		if docker && mt == p[0] {
+			return p[1]
+		}
+		if !docker && mt == p[1] {
+			return p[0]
+		}
+	}
+	return mt
 }
 
 func portSet(ports []string) map[string]struct{} {

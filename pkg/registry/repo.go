@@ -221,3 +221,23 @@ func sizeString(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// Manifests returns a BlobReader over the repository's manifests endpoint,
+// so code that reads manifests by digest (oci.ReadManifest, oci.Walk) works
+// on a registry as on a layout. The reader checks nothing; ReadManifest
+// verifies the digest.
+func (r *Repo) Manifests() oci.BlobReader { return manifestReader{r} }
+
+type manifestReader struct{ r *Repo }
+
+func (m manifestReader) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	resp, err := m.r.do(ctx, http.MethodGet, m.r.repoURL("manifests", d.String()), nil, http.Header{"Accept": {manifestAccept}})
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer drain(resp)
+		return nil, classifyResponse(resp, m.r.name)
+	}
+	return resp.Body, nil
+}

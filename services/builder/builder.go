@@ -9,6 +9,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -23,6 +24,9 @@ const (
 // Config configures the builder.
 type Config struct {
 	service.Deps
+	// Registry pulls base images; nil means credentials from the environment
+	// or the docker config.
+	Registry *registry.Client
 	// Created is the images' creation time and file mtime (SOURCE_DATE_EPOCH); zero is the epoch.
 	Created time.Time
 	// WorkDir is where object sources are unpacked (default: the system temp dir).
@@ -46,13 +50,17 @@ type builder struct {
 	blobs *events.BlobStore
 }
 
-// buildError is a failure the requester must fix; it ends the run.
-type buildError struct {
-	class, hint string
-	err         error
+// BuildError is a failure the requester must fix (bad spec, missing base,
+// unsafe source); it ends the run with build.failed. Other errors are
+// infrastructure and are retried.
+type BuildError struct {
+	Class string
+	Hint  string
+	Err   error
 }
 
-func (e *buildError) Error() string { return e.err.Error() }
+func (e *BuildError) Error() string { return e.Err.Error() }
+func (e *BuildError) Unwrap() error { return e.Err }
 
 func (b *builder) handle(ctx context.Context, m events.Message) error {
 	req, err := events.Decode[events.BuildRequest](m.Event)
@@ -60,11 +68,11 @@ func (b *builder) handle(ctx context.Context, m events.Message) error {
 		return err
 	}
 	graph, err := b.build(ctx, req)
-	var berr *buildError
+	var berr *BuildError
 	if errors.As(err, &berr) {
-		b.cfg.Log().Warn("[BUILD] failed", "run_id", events.RunID(m.Event), "class", berr.class, "error", berr.err)
+		b.cfg.Log().Warn("[BUILD] failed", "run_id", events.RunID(m.Event), "class", berr.Class, "error", berr.Err)
 		_, err = b.bus.Emit(ctx, m.Event, events.BuildFailed, "", events.Failure{
-			Target: req.Target, Stage: "build", Class: berr.class, Message: berr.err.Error(), Hint: berr.hint,
+			Target: req.Target, Stage: "build", Class: berr.Class, Message: berr.Err.Error(), Hint: berr.Hint,
 			Evidence: events.Evidence{Request: m.Event.ID()},
 		})
 		return err
@@ -82,37 +90,56 @@ func (b *builder) handle(ctx context.Context, m events.Message) error {
 }
 
 func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph, error) {
-	if _, err := name.ParseReference(req.Target); err != nil {
-		return oci.Graph{}, &buildError{ClassInput, "the target must be an image reference such as registry.example.com/team/app:tag", err}
+	ref, err := name.ParseReference(req.Target)
+	if err != nil {
+		return oci.Graph{}, &BuildError{ClassInput, "the target must be an image reference such as registry.example.com/team/app:tag", err}
 	}
 	dir, cleanup, err := b.source(ctx, req.Source)
 	if err != nil {
 		return oci.Graph{}, err
 	}
 	defer cleanup()
-	spec, err := ResolveSpec(dir, req.Spec)
-	if err != nil {
-		return oci.Graph{}, &buildError{ClassInput, "fix " + SpecFile + " or " + IgnoreFile + " in the source", err}
-	}
-	config, err := spec.ImageConfig(b.cfg.Created)
-	if err != nil {
-		return oci.Graph{}, &buildError{ClassInput, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)", err}
-	}
-	graph, err := Build(ctx, dir, spec, config, req.Target, b.blobs)
-	if err != nil && ctx.Err() == nil && !errors.Is(err, oci.ErrStore) {
-		return oci.Graph{}, &buildError{ClassInput, "check the source tree (only files, directories and symlinks go into a layer) and the spec's ignore and layer patterns", err}
-	}
-	return graph, err
+	return Build(ctx, dir, req.Spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.cfg.Registry}, b.blobs)
 }
 
-// Build builds the image of dir and what the spec attaches to it (an SBOM),
-// putting every blob into store. name labels the SBOM.
-func Build(ctx context.Context, dir string, spec events.BuildSpec, config oci.ImageConfig, name string, store oci.BlobStore) (oci.Graph, error) {
-	graph, err := oci.BuildImage(ctx, dir, config, store)
-	if err != nil || !spec.SBOM {
-		return graph, err
+// Options are the parts of a build that are not in its spec.
+type Options struct {
+	Created  time.Time        // SOURCE_DATE_EPOCH
+	Name     string           // names the image in its SBOM
+	Registry *registry.Client // pulls base images
+	Jobs     int              // compression goroutines (0: one per core but one)
+}
+
+// Build builds the image of dir as its digestline.yaml, overridden by spec,
+// describes — on its base, with what it attaches (an SBOM) — and puts every
+// blob into store. A *BuildError says what the requester must fix.
+func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options, store oci.BlobStore) (oci.Graph, error) {
+	spec, err := ResolveSpec(dir, spec)
+	if err != nil {
+		return oci.Graph{}, &BuildError{ClassInput, "fix " + SpecFile + " or " + IgnoreFile + " in the source", err}
 	}
-	sbom, err := oci.BuildSBOM(ctx, graph, name, config.Created, store)
+	config, err := spec.ImageConfig(opts.Created)
+	if err != nil {
+		return oci.Graph{}, &BuildError{ClassInput, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)", err}
+	}
+	config.Format.Jobs = opts.Jobs
+	if opts.Registry == nil {
+		opts.Registry = registry.New(registry.CredentialsFromEnv()...)
+	}
+	if config.Base, err = ResolveBase(ctx, spec.Base, config.Platform, opts.Registry, store); err != nil {
+		return oci.Graph{}, baseError(err)
+	}
+	graph, err := oci.BuildImage(ctx, dir, config, store)
+	if err != nil {
+		if ctx.Err() != nil || errors.Is(err, oci.ErrStore) {
+			return oci.Graph{}, err
+		}
+		return oci.Graph{}, &BuildError{ClassInput, "check the source tree (only files, directories and symlinks go into a layer) and the spec's ignore and layer patterns", err}
+	}
+	if !spec.SBOM {
+		return graph, nil
+	}
+	sbom, err := oci.BuildSBOM(ctx, graph, opts.Name, config.Created, store)
 	if err != nil {
 		return oci.Graph{}, fmt.Errorf("sbom: %w", err)
 	}
@@ -120,22 +147,35 @@ func Build(ctx context.Context, dir string, spec events.BuildSpec, config oci.Im
 	return graph, nil
 }
 
+// baseError classifies a base image failure: a registry's class when it came
+// from one (auth, not-found, transport…), else a bad request.
+func baseError(err error) error {
+	if errors.Is(err, oci.ErrStore) {
+		return err
+	}
+	var rerr *registry.Error
+	if errors.As(err, &rerr) {
+		return &BuildError{string(rerr.Class), "the base image could not be pulled: " + rerr.Hint, err}
+	}
+	return &BuildError{ClassInput, "set base to scratch, oci:PATH, or a registry reference the builder can pull", err}
+}
+
 // source returns a directory holding the build input.
 func (b *builder) source(ctx context.Context, src events.Source) (string, func(), error) {
 	switch src.Kind {
 	case events.SourceDir:
 		if st, err := os.Stat(src.Path); err != nil || !st.IsDir() {
-			return "", nil, &buildError{ClassNotFound, "source.path must be a directory the builder can read", fmt.Errorf("source directory %q: not found or not a directory", src.Path)}
+			return "", nil, &BuildError{ClassNotFound, "source.path must be a directory the builder can read", fmt.Errorf("source directory %q: not found or not a directory", src.Path)}
 		}
 		return src.Path, func() {}, nil
 	case events.SourceObject:
 		d, err := digest.Parse(src.Object)
 		if err != nil {
-			return "", nil, &buildError{ClassInput, "source.object must be the digest of a tarball in the blob store", err}
+			return "", nil, &BuildError{ClassInput, "source.object must be the digest of a tarball in the blob store", err}
 		}
 		rc, err := b.blobs.Open(ctx, d)
 		if errors.Is(err, oci.ErrBlobNotFound) {
-			return "", nil, &buildError{ClassNotFound, "upload the source tarball to the blob store before requesting the build ('digestline ship' does)", err}
+			return "", nil, &BuildError{ClassNotFound, "upload the source tarball to the blob store before requesting the build ('digestline ship' does)", err}
 		}
 		if err != nil {
 			return "", nil, err
@@ -149,9 +189,9 @@ func (b *builder) source(ctx context.Context, src events.Source) (string, func()
 		// The blob store checked the tarball against its digest when it was put.
 		if err := oci.ExtractTar(rc, dir, oci.DefaultExtractLimits); err != nil {
 			cleanup()
-			return "", nil, &buildError{ClassInput, "the source tarball is unsafe or corrupt: rebuild it from a clean tree", err}
+			return "", nil, &BuildError{ClassInput, "the source tarball is unsafe or corrupt: rebuild it from a clean tree", err}
 		}
 		return dir, cleanup, nil
 	}
-	return "", nil, &buildError{ClassInput, "source.kind must be dir or object", fmt.Errorf("unknown source kind %q", src.Kind)}
+	return "", nil, &BuildError{ClassInput, "source.kind must be dir or object", fmt.Errorf("unknown source kind %q", src.Kind)}
 }

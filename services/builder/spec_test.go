@@ -1,6 +1,8 @@
 package builder_test
 
 import (
+	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,7 +11,9 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/services/builder"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 func write(t *testing.T, dir, name, content string) {
@@ -96,3 +100,15 @@ func TestResolveSpecWithoutFiles(t *testing.T) {
 }
 
 var zeroTime time.Time
+
+func readJSONBlob(t *testing.T, l *oci.Layout, d v1.Descriptor, v any) {
+	t.Helper()
+	rc, err := l.Open(context.Background(), d.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if err := json.NewDecoder(rc).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}

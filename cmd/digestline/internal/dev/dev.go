@@ -122,7 +122,9 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 		}
 		return nil
 	})
-	g.Go(func() error { return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created}) })
+	g.Go(func() error {
+		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, Registry: cfg.Registry})
+	})
 	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: deps, Registry: cfg.Registry}) })
 	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: deps, Registry: cfg.Registry}) })
 	g.Go(func() error { return reporter.Run(gctx, reporter.Config{Deps: deps, Listener: apiLn}) })
