@@ -65,8 +65,24 @@ type BuildSpec struct {
 	// Base is the image to build on: scratch (default), oci:PATH (an OCI
 	// layout), or a registry reference by tag or digest.
 	Base string `json:"base,omitempty"`
+	// Platforms builds an image index with one image per platform.
+	Platforms []string `json:"platforms,omitempty"`
+	// PlatformSources gives each platform its own directory in the source
+	// (e.g. linux/arm64: dist/arm64); without it every platform gets the
+	// same files, unless Go builds them.
+	PlatformSources map[string]string `json:"platformSources,omitempty"`
+	// Go cross-compiles a main package per platform, ko-style.
+	Go *GoBuild `json:"go,omitempty"`
 	// SBOM attaches an SPDX JSON SBOM of the layers' files as a referrer of the image.
 	SBOM bool `json:"sbom,omitempty"`
+}
+
+// GoBuild compiles a Go main package into the image, one binary per platform.
+type GoBuild struct {
+	Main    string   `json:"main" jsonschema:"minLength=1"` // package to build, relative to the source, e.g. ./cmd/app
+	Binary  string   `json:"binary,omitempty"`              // its path in the image; default /<package name>
+	Ldflags string   `json:"ldflags,omitempty"`
+	Tags    []string `json:"tags,omitempty"`
 }
 
 // BuildRequest is the data of build.requested.

@@ -126,15 +126,26 @@ func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options,
 	if opts.Registry == nil {
 		opts.Registry = registry.New(registry.CredentialsFromEnv()...)
 	}
+	if spec.Go != nil && config.Entrypoint == nil {
+		config.Entrypoint = []string{goBinaryPath(*spec.Go)}
+	}
+	if multiPlatform(spec) {
+		if spec.SBOM {
+			return oci.Graph{}, &BuildError{ClassInput, "drop sbom for multi-platform builds, or build each platform's image with its own", errors.New("sbom is not supported for multi-platform builds yet")}
+		}
+		return buildIndex(ctx, dir, spec, config, opts, store)
+	}
+	tree, cleanup, err := platformTree(ctx, dir, spec.Platform, config.Platform, spec)
+	if err != nil {
+		return oci.Graph{}, err
+	}
+	defer cleanup()
 	if config.Base, err = ResolveBase(ctx, spec.Base, config.Platform, opts.Registry, store); err != nil {
 		return oci.Graph{}, baseError(err)
 	}
-	graph, err := oci.BuildImage(ctx, dir, config, store)
+	graph, err := oci.BuildImage(ctx, tree, config, store)
 	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, oci.ErrStore) {
-			return oci.Graph{}, err
-		}
-		return oci.Graph{}, &BuildError{ClassInput, "check the source tree (only files, directories and symlinks go into a layer) and the spec's ignore and layer patterns", err}
+		return oci.Graph{}, imageError(ctx, err)
 	}
 	if !spec.SBOM {
 		return graph, nil

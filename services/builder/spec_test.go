@@ -112,3 +112,14 @@ func readJSONBlob(t *testing.T, l *oci.Layout, d v1.Descriptor, v any) {
 		t.Fatal(err)
 	}
 }
+
+func mkdirAll(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func buildErr(dir string, spec events.BuildSpec, l *oci.Layout) (oci.Graph, error) {
+	return builder.Build(context.Background(), dir, spec, builder.Options{Registry: client()}, l)
+}
