@@ -79,8 +79,12 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", spec.Durable, err)
 	}
-	stop := context.AfterFunc(ctx, iter.Stop)
+	// On cancel, stop pulling; messages already pulled into the buffer are
+	// handed back (nak) so they are redelivered at once — to another
+	// instance, or to this one after a restart — instead of after AckWait.
+	stop := context.AfterFunc(ctx, iter.Drain)
 	defer stop()
+	defer iter.Stop()
 	for {
 		msg, err := iter.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -88,6 +92,10 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) error {
 		}
 		if err != nil {
 			b.log.Warn("consumer pull failed; retrying", "consumer", spec.Durable, "error", err)
+			continue
+		}
+		if ctx.Err() != nil {
+			_ = msg.Nak()
 			continue
 		}
 		// In-flight work finishes even when ctx is cancelled: a half-done
