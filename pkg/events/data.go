@@ -29,15 +29,20 @@ var dataTypes = map[Name]any{
 const (
 	SourceDir    = "dir"    // a directory on the builder's filesystem
 	SourceObject = "object" // a tarball in the blob Object Store, keyed by its digest
+	SourceGit    = "git"    // a clean checkout of one revision of a git repository
+	SourceLayout = "layout" // an OCI image layout, pushed as it is
 )
 
 // Source says where a build's input is.
 type Source struct {
-	Kind string `json:"kind" jsonschema:"enum=dir,enum=object"`
-	// Path is the directory, for Kind "dir".
+	Kind string `json:"kind" jsonschema:"enum=dir,enum=object,enum=git,enum=layout"`
+	// Path is the directory, for Kind "dir" and "layout".
 	Path string `json:"path,omitempty"`
 	// Object is the Object Store key (the tarball's digest), for Kind "object".
 	Object string `json:"object,omitempty"`
+	// URL and Rev name the repository and revision, for Kind "git".
+	URL string `json:"url,omitempty"`
+	Rev string `json:"rev,omitempty"`
 }
 
 // BuildSpec is what the image runs, how it is labelled and how its files

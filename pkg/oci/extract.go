@@ -51,6 +51,9 @@ func ExtractTar(r io.Reader, dir string, lim ExtractLimits) error {
 		if entries >= lim.MaxEntries {
 			return fmt.Errorf("%w: more than %d entries", ErrUnsafeEntry, lim.MaxEntries)
 		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			continue // archive-wide metadata (git archive stores the commit id here), not an entry
+		}
 		name, err := cleanEntryName(hdr.Name)
 		if err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Failure classes of a build.
@@ -94,12 +95,54 @@ func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph
 	if err != nil {
 		return oci.Graph{}, &BuildError{ClassInput, "the target must be an image reference such as registry.example.com/team/app:tag", err}
 	}
+	if req.Source.Kind == events.SourceLayout {
+		return importLayout(ctx, req.Source.Path, b.blobs)
+	}
 	dir, cleanup, err := b.source(ctx, req.Source)
 	if err != nil {
 		return oci.Graph{}, err
 	}
 	defer cleanup()
-	return Build(ctx, dir, req.Spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.cfg.Registry}, b.blobs)
+	spec := req.Spec
+	if req.Source.Kind == events.SourceGit {
+		// Record where the image came from, unless the request says otherwise.
+		spec.Annotations = withDefaults(spec.Annotations, map[string]string{
+			v1.AnnotationSource: req.Source.URL, v1.AnnotationRevision: dir.commit,
+		})
+	}
+	return Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.cfg.Registry}, b.blobs)
+}
+
+// importLayout copies an existing OCI layout's artifact into the blob store,
+// unchanged: a layout built elsewhere goes through push, verify and promotion.
+func importLayout(ctx context.Context, path string, store oci.BlobStore) (oci.Graph, error) {
+	layout, err := oci.OpenLayout(path)
+	if err != nil {
+		return oci.Graph{}, &BuildError{ClassNotFound, "source.path must be an OCI image layout the builder can read", err}
+	}
+	g, err := layout.Graph(ctx)
+	if err != nil {
+		return oci.Graph{}, &BuildError{ClassInput, "the layout must hold one image (plus artifacts attached to it)", err}
+	}
+	for _, part := range append([]oci.Graph{g}, g.Referrers...) {
+		for _, d := range part.Descriptors {
+			if err := copyBlob(ctx, layout, store, d); err != nil {
+				return oci.Graph{}, fmt.Errorf("%w: import %s: %w", oci.ErrStore, d.Digest, err)
+			}
+		}
+	}
+	return g, nil
+}
+
+func withDefaults(m, defaults map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range defaults {
+		out[k] = v
+	}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 // Options are the parts of a build that are not in its spec.
@@ -171,38 +214,63 @@ func baseError(err error) error {
 	return &BuildError{ClassInput, "set base to scratch, oci:PATH, or a registry reference the builder can pull", err}
 }
 
+// sourceTree is a build's input on disk.
+type sourceTree struct {
+	path   string
+	commit string // for git sources: the resolved commit id
+}
+
 // source returns a directory holding the build input.
-func (b *builder) source(ctx context.Context, src events.Source) (string, func(), error) {
+func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, func(), error) {
+	noop := func() {}
 	switch src.Kind {
 	case events.SourceDir:
 		if st, err := os.Stat(src.Path); err != nil || !st.IsDir() {
-			return "", nil, &BuildError{ClassNotFound, "source.path must be a directory the builder can read", fmt.Errorf("source directory %q: not found or not a directory", src.Path)}
+			return sourceTree{}, noop, &BuildError{ClassNotFound, "source.path must be a directory the builder can read", fmt.Errorf("source directory %q: not found or not a directory", src.Path)}
 		}
-		return src.Path, func() {}, nil
+		return sourceTree{path: src.Path}, noop, nil
 	case events.SourceObject:
 		d, err := digest.Parse(src.Object)
 		if err != nil {
-			return "", nil, &BuildError{ClassInput, "source.object must be the digest of a tarball in the blob store", err}
+			return sourceTree{}, noop, &BuildError{ClassInput, "source.object must be the digest of a tarball in the blob store", err}
 		}
 		rc, err := b.blobs.Open(ctx, d)
 		if errors.Is(err, oci.ErrBlobNotFound) {
-			return "", nil, &BuildError{ClassNotFound, "upload the source tarball to the blob store before requesting the build ('digestline ship' does)", err}
+			return sourceTree{}, noop, &BuildError{ClassNotFound, "upload the source tarball to the blob store before requesting the build ('digestline ship' does)", err}
 		}
 		if err != nil {
-			return "", nil, err
+			return sourceTree{}, noop, err
 		}
 		defer rc.Close()
-		dir, err := os.MkdirTemp(b.cfg.WorkDir, "digestline-src-*")
+		dir, cleanup, err := b.workDir()
 		if err != nil {
-			return "", nil, err
+			return sourceTree{}, noop, err
 		}
-		cleanup := func() { _ = os.RemoveAll(dir) }
 		// The blob store checked the tarball against its digest when it was put.
 		if err := oci.ExtractTar(rc, dir, oci.DefaultExtractLimits); err != nil {
 			cleanup()
-			return "", nil, &BuildError{ClassInput, "the source tarball is unsafe or corrupt: rebuild it from a clean tree", err}
+			return sourceTree{}, noop, &BuildError{ClassInput, "the source tarball is unsafe or corrupt: rebuild it from a clean tree", err}
 		}
-		return dir, cleanup, nil
+		return sourceTree{path: dir}, cleanup, nil
+	case events.SourceGit:
+		dir, cleanup, err := b.workDir()
+		if err != nil {
+			return sourceTree{}, noop, err
+		}
+		commit, err := gitCheckout(ctx, src.URL, src.Rev, dir)
+		if err != nil {
+			cleanup()
+			return sourceTree{}, noop, err
+		}
+		return sourceTree{path: dir, commit: commit}, cleanup, nil
 	}
-	return "", nil, &BuildError{ClassInput, "source.kind must be dir or object", fmt.Errorf("unknown source kind %q", src.Kind)}
+	return sourceTree{}, noop, &BuildError{ClassInput, "source.kind must be dir, object, git or layout", fmt.Errorf("unknown source kind %q", src.Kind)}
+}
+
+func (b *builder) workDir() (string, func(), error) {
+	dir, err := os.MkdirTemp(b.cfg.WorkDir, "digestline-src-*")
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, func() { _ = os.RemoveAll(dir) }, nil
 }

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/uuid"
+)
+
+// request publishes a build request and returns the run's last event.
+func (s *stack) request(t *testing.T, req events.BuildRequest) (events.Name, map[string]any) {
+	t.Helper()
+	run := uuid.NewString()
+	if _, err := s.bus.Start(context.Background(), events.BuildRequested, run, "test", req); err != nil {
+		t.Fatal(err)
+	}
+	evs := s.runEvents(t, run)
+	last := evs[len(evs)-1]
+	n, _ := events.NameOfType(last["type"].(string))
+	return n, last
+}
+
+func git(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestBuildFromAGitRevision(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Fatal("git is required: apt-get install git")
+	}
+	s, _ := startStack(t)
+	repo := t.TempDir()
+	git(t, repo, "init", "--quiet", "--initial-branch=main")
+	if err := os.WriteFile(filepath.Join(repo, "version.txt"), []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "digestline.yaml"), []byte("entrypoint: [/version.txt]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git(t, repo, "add", ".")
+	git(t, repo, "commit", "--quiet", "-m", "v1")
+	v1commit := git(t, repo, "rev-parse", "HEAD")
+	if err := os.WriteFile(filepath.Join(repo, "version.txt"), []byte("v2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git(t, repo, "commit", "--quiet", "-am", "v2")
+
+	url := "file://" + repo
+	target := s.RegistryAddr + "/git/app:v1"
+	n, ev := s.request(t, events.BuildRequest{Source: events.Source{Kind: events.SourceGit, URL: url, Rev: v1commit[:12]}, Target: target})
+	if n != events.Promoted {
+		t.Fatalf("run ended with %s: %v", n, ev["data"])
+	}
+	p := dataOf[events.Promotion](t, ev)
+	ref, _ := name.NewDigest(s.RegistryAddr + "/git/app@" + p.Digest)
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Annotations["org.opencontainers.image.revision"] != v1commit || m.Annotations["org.opencontainers.image.source"] != url {
+		t.Errorf("annotations %v: want the resolved commit and the URL", m.Annotations)
+	}
+	layers, _ := img.Layers()
+	rc, _ := layers[0].Uncompressed()
+	defer rc.Close()
+	files := tarFiles(t, rc)
+	if files["version.txt"] != "v1" {
+		t.Errorf("image holds %v: want the v1 tree, not the branch head", files)
+	}
+	if _, ok := files["digestline.yaml"]; ok {
+		t.Error("the build spec went into the image")
+	}
+
+	for label, src := range map[string]events.Source{
+		"missing revision": {Kind: events.SourceGit, URL: url, Rev: "no-such-branch"},
+		"ext transport":    {Kind: events.SourceGit, URL: "ext::sh -c touch% /tmp/pwned", Rev: "main"},
+		"option as rev":    {Kind: events.SourceGit, URL: url, Rev: "--upload-pack=touch /tmp/pwned"},
+	} {
+		n, ev := s.request(t, events.BuildRequest{Source: src, Target: target})
+		if n != events.BuildFailed {
+			t.Errorf("%s: run ended with %s", label, n)
+			continue
+		}
+		if f := dataOf[events.Failure](t, ev); f.Hint == "" {
+			t.Errorf("%s: failure without a hint: %+v", label, f)
+		}
+	}
+	if _, err := os.Stat("/tmp/pwned"); err == nil {
+		t.Fatal("a git source URL ran a command")
+	}
+}
+
+func TestShipAnExistingLayout(t *testing.T) {
+	s, _ := startStack(t)
+	layoutDir := t.TempDir()
+	l, err := oci.CreateLayout(layoutDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := oci.ParsePlatform("")
+	g, err := oci.BuildImage(context.Background(), sourceDir(t, "prebuilt"), oci.ImageConfig{Platform: p}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetRoot(g.Root, ""); err != nil {
+		t.Fatal(err)
+	}
+	n, ev := s.request(t, events.BuildRequest{Source: events.Source{Kind: events.SourceLayout, Path: layoutDir}, Target: s.RegistryAddr + "/prebuilt/app:1"})
+	if n != events.Promoted || dataOf[events.Promotion](t, ev).Digest != g.Root.Digest.String() {
+		t.Fatalf("run ended with %s %v, want the layout's digest %s promoted", n, ev["data"], g.Root.Digest)
+	}
+	if code := s.getJSON(t, "/v1/promotions", nil); code != http.StatusOK {
+		t.Fatalf("GET /v1/promotions: %d", code)
+	}
+}
