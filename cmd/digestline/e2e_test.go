@@ -527,3 +527,47 @@ func tarFiles(t *testing.T, r io.Reader) map[string]string {
 		}
 	}
 }
+
+func TestAttachAnArtifactToAnImage(t *testing.T) {
+	s, _ := startStack(t)
+	res, out, err := s.ship(t, sourceDir(t, "attach"), "team/signed:1")
+	if err != nil {
+		t.Fatalf("ship: %v\n%s", err, out)
+	}
+	sig := filepath.Join(t.TempDir(), "signature.json")
+	if err := os.WriteFile(sig, []byte(`{"signature":"test"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	subject := s.RegistryAddr + "/team/signed@" + res.Promotion.Digest
+	cmd := newRootCommand()
+	var buf bytes.Buffer
+	cmd.SetOut(&buf)
+	cmd.SetArgs([]string{"attach", subject, sig + ":application/json", "--artifact-type", "application/vnd.example.signature.v1+json"})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if !strings.Contains(buf.String(), "attached application/vnd.example.signature.v1+json sha256:") {
+		t.Fatalf("attach printed %q", buf.String())
+	}
+	resp, err := http.Get("http://" + s.RegistryAddr + "/v2/team/signed/referrers/" + res.Promotion.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var idx struct {
+		Manifests []struct {
+			ArtifactType string `json:"artifactType"`
+		} `json:"manifests"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil || len(idx.Manifests) != 1 || idx.Manifests[0].ArtifactType != "application/vnd.example.signature.v1+json" {
+		t.Fatalf("referrers %+v, %v", idx, err)
+	}
+
+	// Attaching to something that is not there is a clear error.
+	cmd = newRootCommand()
+	cmd.SetOut(io.Discard)
+	cmd.SetArgs([]string{"attach", s.RegistryAddr + "/team/signed@sha256:" + strings.Repeat("0", 64), sig, "--artifact-type", "x/y"})
+	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "push the image first") {
+		t.Fatalf("attach to a missing subject: %v", err)
+	}
+}

@@ -45,6 +45,6 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDevCommand(), newShipCommand(), newBuildCommand(), newPushCommand(), newVerifyCommand())
+	root.AddCommand(newDevCommand(), newShipCommand(), newBuildCommand(), newPushCommand(), newVerifyCommand(), newAttachCommand())
 	return root
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -280,11 +281,7 @@ func (p *pushRun) manifestPublish(ctx context.Context, r *StageReport) error {
 		return skip("manifest already in the registry")
 	}
 	for _, m := range p.g.Manifests() {
-		b, err := oci.ReadManifest(ctx, p.src, m)
-		if err != nil {
-			return &Error{Class: ClassIntegrity, Err: err, Hint: "the build output's manifest is missing or altered: rebuild"}
-		}
-		if _, err := p.repo.PutManifest(ctx, m.Digest.String(), m.MediaType, b); err != nil {
+		if _, err := p.publishManifest(ctx, m); err != nil {
 			return err
 		}
 		r.Total++
@@ -338,30 +335,58 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 				r.Bytes += b.Size
 			}
 		}
-		acknowledged := false
+		var how attachment
 		for _, m := range ref.Manifests() {
-			body, err := oci.ReadManifest(ctx, p.src, m)
-			if err != nil {
-				return &Error{Class: ClassIntegrity, Err: err, Hint: "the build output's referrer manifest is missing or altered: rebuild"}
-			}
-			ack, err := p.repo.PutManifest(ctx, m.Digest.String(), m.MediaType, body)
-			if err != nil {
+			var err error
+			if how, err = p.publishManifest(ctx, m); err != nil {
 				return err
 			}
-			acknowledged = ack
 		}
-		if acknowledged {
+		if how == viaFallbackTag {
+			viaTag++
+		} else {
 			viaAPI++
-			continue
 		}
-		if err := p.repo.AddFallbackReferrer(ctx, p.g.Root.Digest, ref.Root); err != nil {
-			return err
-		}
-		viaTag++
 	}
 	r.Total = len(p.g.Referrers)
 	r.Detail = fmt.Sprintf("%d attached (%d via referrers API, %d via fallback tag, %d present)", r.Total, viaAPI, viaTag, r.Existing)
 	return nil
+}
+
+// attachment says how a manifest with a subject was linked to it.
+type attachment int
+
+const (
+	noSubject attachment = iota
+	viaReferrersAPI
+	viaFallbackTag
+)
+
+// publishManifest puts a manifest by digest. When it has a subject and the
+// registry did not acknowledge it (no referrers API), the subject's fallback
+// tag index is updated so the manifest is still discoverable.
+func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor) (attachment, error) {
+	body, err := oci.ReadManifest(ctx, p.src, m)
+	if err != nil {
+		return noSubject, &Error{Class: ClassIntegrity, Err: err, Hint: "the build output's manifest is missing or altered: rebuild"}
+	}
+	acknowledged, err := p.repo.PutManifest(ctx, m.Digest.String(), m.MediaType, body)
+	if err != nil {
+		return noSubject, err
+	}
+	var withSubject struct {
+		Subject      *v1.Descriptor `json:"subject"`
+		ArtifactType string         `json:"artifactType"`
+	}
+	if json.Unmarshal(body, &withSubject) != nil || withSubject.Subject == nil {
+		return noSubject, nil
+	}
+	if acknowledged {
+		return viaReferrersAPI, nil
+	}
+	entry := m
+	entry.ArtifactType = withSubject.ArtifactType
+	return viaFallbackTag, p.repo.AddFallbackReferrer(ctx, withSubject.Subject.Digest, entry)
 }
 
 // pushBlob uploads one blob unless the registry has it.

@@ -139,3 +139,29 @@ func TestConcurrentAttachersBothEndUpInTheFallbackIndex(t *testing.T) {
 		t.Fatalf("%d of %d concurrent attachers are listed", len(refs), writers)
 	}
 }
+
+func TestAnArtifactPushedOnItsOwnIsListedForItsSubject(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t) // no referrers API: the fallback tag must be maintained
+	g, l := buildImage(t, "subject alone")
+	ctx := context.Background()
+	client := newClient()
+	ref, _ := name.ParseReference(host + "/team/app:lab")
+	if _, err := client.Push(ctx, ref, g, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	subject := g.Root
+	art, err := oci.BuildArtifact(ctx, oci.ArtifactConfig{ArtifactType: "application/vnd.example.sig", Subject: &subject}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byDigest, _ := name.ParseReference(host + "/team/app@" + art.Root.Digest.String())
+	if _, err := client.Push(ctx, byDigest, art, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := client.Open(ctx, ref.Context(), false)
+	refs, err := repo.Referrers(ctx, g.Root.Digest)
+	if err != nil || len(refs) != 1 || refs[0].Digest != art.Root.Digest || refs[0].ArtifactType != "application/vnd.example.sig" {
+		t.Fatalf("referrers %+v, %v", refs, err)
+	}
+}
