@@ -9,7 +9,7 @@ PKGS     := $(addsuffix /...,$(MODULES))
 BINARIES := ./cmd/digestline ./services/builder/cmd/builder ./services/pusher/cmd/pusher \
             ./services/verifier/cmd/verifier ./services/reporter/cmd/reporter
 
-.PHONY: all demo test build bench lint deps
+.PHONY: all demo test build bench lint deps tools
 all: lint build test
 
 ## deps: download every module's dependencies
@@ -24,12 +24,16 @@ build:
 demo: build
 	./scripts/demo.sh
 
+## tools: peer tools the tests compare with (crane, oras, skopeo)
+tools:
+	./scripts/tools.sh
+
 ## test: every module's tests, with the race detector
-test: lint
+test: lint tools
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## bench: run the benchmarks and write docs/benchmarks.md
-bench: build
+bench: build tools
 	./scripts/bench.sh
 
 ## lint: gofmt and go vet across all modules

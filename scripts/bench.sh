@@ -15,7 +15,6 @@ run ./pkg/oci/ ./pkg/registry/ ./cmd/digestline/
 builder_vs_crane() {
   local data=${BENCH_DATA:-/tmp/digestline-bench} tools=.digestline/tools
   scripts/benchdata.sh "$data" >&2
-  [ -x "$tools/crane" ] || GOBIN=$PWD/$tools GOFLAGS= go install github.com/google/go-containerregistry/cmd/crane@v0.22.1 >&2
   command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; } >&2
   local work; work=$(mktemp -d)
   echo "## Builder vs crane append"

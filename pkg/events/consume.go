@@ -38,8 +38,10 @@ type ConsumerSpec struct {
 	Events  []Name // empty means every event
 	// MaxDeliver bounds deliveries before an event is dead-lettered (default 5).
 	MaxDeliver int
-	// AckWait is how long a delivery may go unacknowledged; long handlers are
-	// kept alive with in-progress acks at half this interval (default 30s).
+	// AckWait is how long a delivery may go unacknowledged before it is
+	// redelivered (default 10s). Handlers that take longer are kept alive with
+	// in-progress acks at half this interval, so it can stay short: a crashed
+	// worker's event, or one lost in flight at shutdown, comes back quickly.
 	AckWait time.Duration
 }
 
@@ -48,7 +50,7 @@ func (s ConsumerSpec) withDefaults() ConsumerSpec {
 		s.MaxDeliver = 5
 	}
 	if s.AckWait <= 0 {
-		s.AckWait = 30 * time.Second
+		s.AckWait = 10 * time.Second
 	}
 	return s
 }

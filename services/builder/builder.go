@@ -42,7 +42,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b := &builder{cfg: cfg, bus: bus, blobs: blobs}
-	return bus.Consume(ctx, events.ConsumerSpec{Durable: "builder", Events: []events.Name{events.BuildRequested}, AckWait: time.Minute}, b.handle)
+	return bus.Consume(ctx, events.ConsumerSpec{Durable: "builder", Events: []events.Name{events.BuildRequested}}, b.handle)
 }
 
 type builder struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
@@ -31,7 +30,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Registry = registry.New(append(registry.CredentialsFromEnv(), registry.WithTracerProvider(cfg.Traces()))...)
 	}
 	p := &pusher{cfg: cfg, bus: bus, blobs: blobs}
-	return bus.Consume(ctx, events.ConsumerSpec{Durable: "pusher", Events: []events.Name{events.BuildCompleted}, AckWait: time.Minute}, p.handle)
+	return bus.Consume(ctx, events.ConsumerSpec{Durable: "pusher", Events: []events.Name{events.BuildCompleted}}, p.handle)
 }
 
 type pusher struct {

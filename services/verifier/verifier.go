@@ -3,7 +3,6 @@ package verifier
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
@@ -28,7 +27,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Registry = registry.New(append(registry.CredentialsFromEnv(), registry.WithTracerProvider(cfg.Traces()))...)
 	}
 	v := &verifier{cfg: cfg, bus: bus}
-	return bus.Consume(ctx, events.ConsumerSpec{Durable: "verifier", Events: []events.Name{events.PushCompleted}, AckWait: time.Minute}, v.handle)
+	return bus.Consume(ctx, events.ConsumerSpec{Durable: "verifier", Events: []events.Name{events.PushCompleted}}, v.handle)
 }
 
 type verifier struct {

@@ -186,7 +186,7 @@ func startRegistry(cfg Config, log *slog.Logger) (*http.Server, net.Listener, er
 		Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreDir, RootDir: dir},
 		Log:     log.With("component", "registry"),
 	})
-	var h http.Handler = serializeRepoInit(reg)
+	var h http.Handler = serializeNewRepos(reg, dir)
 	if cfg.WrapRegistry != nil {
 		h = cfg.WrapRegistry(h)
 	}
@@ -200,21 +200,44 @@ func startRegistry(cfg Config, log *slog.Logger) (*http.Server, net.Listener, er
 	return srv, ln, nil
 }
 
-// serializeRepoInit works around a data race in olareg v0.1.2: a repository's
-// directory is initialized lazily, without a lock, by whichever write comes
-// first, so two concurrent upload sessions on a new repository race
-// (internal/store/dir.go, dirRepo.exists). Upload-session starts and manifest
-// writes are bodiless or small, so running them one at a time costs little;
-// blob data (PATCH/PUT with the content) still streams concurrently.
-func serializeRepoInit(h http.Handler) http.Handler {
-	var mu sync.Mutex
+// serializeNewRepos works around a data race in olareg v0.1.2: a
+// repository's "exists" flag is set, without a lock, by the first write to a
+// new repository, while concurrent requests to it read the flag
+// (internal/store/dir.go, dirRepo.exists); newer olareg versions are not
+// available from the module proxy here. Requests to a repository are run one
+// at a time until it exists on disk; from then on the flag no longer changes,
+// and the sync.Map that records it orders the flag's last write before every
+// later read, so requests go through concurrently.
+func serializeNewRepos(h http.Handler, root string) http.Handler {
+	var (
+		mu    sync.Mutex
+		ready sync.Map // repository name → struct{}
+	)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		initiating := r.Method == http.MethodPost ||
-			(r.Method != http.MethodGet && r.Method != http.MethodHead && strings.Contains(r.URL.Path, "/manifests/"))
-		if initiating {
-			mu.Lock()
-			defer mu.Unlock()
+		repo := repositoryOf(r.URL.Path)
+		if _, ok := ready.Load(repo); ok || repo == "" {
+			h.ServeHTTP(w, r)
+			return
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		h.ServeHTTP(w, r)
+		if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(repo), "index.json")); err == nil {
+			ready.Store(repo, struct{}{})
+		}
 	})
+}
+
+// repositoryOf returns the repository a distribution API path names, or "".
+func repositoryOf(p string) string {
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		return ""
+	}
+	for _, kind := range []string{"/blobs/", "/manifests/", "/tags/", "/referrers/"} {
+		if i := strings.LastIndex(rest, kind); i > 0 {
+			return rest[:i]
+		}
+	}
+	return ""
 }

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/services/builder"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// peerTool finds a peer tool on PATH or in .digestline/tools (make tools).
+func peerTool(t *testing.T, bin string) string {
+	t.Helper()
+	if p, err := exec.LookPath(bin); err == nil {
+		return p
+	}
+	_, file, _, _ := runtime.Caller(0)
+	p := filepath.Join(filepath.Dir(file), "..", "..", ".digestline", "tools", bin)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is not installed: run make tools (or scripts/tools.sh)", bin)
+	}
+	return p
+}
+
+func runTool(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(peerTool(t, bin), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", bin, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestPeerToolsReadOurLayouts has skopeo, crane and oras read layouts that
+// digestline wrote and push them: the registry must end up with exactly the
+// digests digestline computed, and digestline must verify them.
+func TestPeerToolsReadOurLayouts(t *testing.T) {
+	s, _ := startStack(t)
+	ctx := context.Background()
+	build := func(spec events.BuildSpec, src string) (oci.Graph, string) {
+		dir := t.TempDir()
+		l, err := oci.CreateLayout(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := builder.Build(ctx, src, spec, builder.Options{Registry: registryClient()}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.SetGraph(g, "lab"); err != nil {
+			t.Fatal(err)
+		}
+		return g, dir
+	}
+	image, imageLayout := build(events.BuildSpec{Entrypoint: []string{"/bin/app"}}, sourceDir(t, "interop"))
+	withSBOM, sbomLayout := build(events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: true}, sourceDir(t, "interop sbom"))
+	multi := t.TempDir()
+	for _, arch := range []string{"amd64", "arm64"} {
+		if err := os.MkdirAll(filepath.Join(multi, arch), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(multi, arch, "app"), []byte(arch), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	index, indexLayout := build(events.BuildSpec{PlatformSources: map[string]string{"linux/amd64": "amd64", "linux/arm64": "arm64"}}, multi)
+
+	pushedDigest := func(ref string) string {
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := remote.Head(r)
+		if err != nil {
+			t.Fatalf("%s is not in the registry: %v", ref, err)
+		}
+		return d.Digest.String()
+	}
+	cases := []struct {
+		tool, repo string
+		want       oci.Graph
+		push       func(ref string)
+	}{
+		{"skopeo", "interop/skopeo", image, func(ref string) {
+			runTool(t, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+imageLayout+":lab", "docker://"+ref)
+		}},
+		{"skopeo --all (index)", "interop/skopeo-index", index, func(ref string) {
+			runTool(t, "skopeo", "copy", "--all", "--dest-tls-verify=false", "oci:"+indexLayout+":lab", "docker://"+ref)
+		}},
+		{"crane", "interop/crane", image, func(ref string) {
+			runTool(t, "crane", "push", imageLayout, ref, "--insecure")
+		}},
+		{"oras (with the SBOM referrer)", "interop/oras", withSBOM, func(ref string) {
+			runTool(t, "oras", "copy", "--recursive", "--from-oci-layout", sbomLayout+":lab", ref, "--to-plain-http")
+		}},
+	}
+	for _, tc := range cases {
+		ref := s.RegistryAddr + "/" + tc.repo + ":lab"
+		tc.push(ref)
+		if got := pushedDigest(ref); got != tc.want.Root.Digest.String() {
+			t.Errorf("%s pushed %s, digestline built %s", tc.tool, got, tc.want.Root.Digest)
+			continue
+		}
+		cmd := newRootCommand()
+		cmd.SetOut(new(strings.Builder))
+		cmd.SetArgs([]string{"verify", s.RegistryAddr + "/" + tc.repo + "@" + tc.want.Root.Digest.String()})
+		if err := cmd.ExecuteContext(ctx); err != nil {
+			t.Errorf("%s: digestline verify: %v", tc.tool, err)
+		}
+	}
+
+	// oras copied the SBOM along and finds it as a referrer.
+	out := runTool(t, "oras", "discover", "--plain-http", "--format", "json", s.RegistryAddr+"/interop/oras@"+withSBOM.Root.Digest.String())
+	if !strings.Contains(out, withSBOM.Referrers[0].Root.Digest.String()) || !strings.Contains(out, "application/spdx+json") {
+		t.Errorf("oras discover does not list the SBOM:\n%s", out)
+	}
+}
