@@ -19,8 +19,8 @@ var defaultLayout = filepath.Join(".digestline", "layout")
 
 func newBuildCommand() *cobra.Command {
 	var (
-		out  string
-		jobs int
+		out, tag string
+		jobs     int
 	)
 	cmd := &cobra.Command{
 		Use:   "build DIR",
@@ -47,7 +47,7 @@ func newBuildCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		if err := layout.SetGraph(g, ""); err != nil {
+		if err := layout.SetGraph(g, tag); err != nil {
 			return err
 		}
 		w := cmd.OutOrStdout()
@@ -60,6 +60,7 @@ func newBuildCommand() *cobra.Command {
 		return nil
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", defaultLayout, "OCI image layout to write")
+	cmd.Flags().StringVarP(&tag, "tag", "t", "latest", "name of the image in the layout (org.opencontainers.image.ref.name), as in oci:LAYOUT:NAME")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "compression goroutines (0: one per core but one); never changes the digest")
 	return cmd
 }

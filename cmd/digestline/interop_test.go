@@ -123,3 +123,59 @@ func TestPeerToolsReadOurLayouts(t *testing.T) {
 		t.Errorf("oras discover does not list the SBOM:\n%s", out)
 	}
 }
+
+// requireContainers skips a container test when no engine is installed,
+// unless DIGESTLINE_REQUIRE_CONTAINERS=1 (CI), where that is a failure.
+func requireContainers(t *testing.T) string {
+	t.Helper()
+	podman, err := exec.LookPath("podman")
+	if err == nil {
+		return podman
+	}
+	if os.Getenv("DIGESTLINE_REQUIRE_CONTAINERS") == "1" {
+		t.Fatal("no container engine: run ../shared/tools/container-engine (DIGESTLINE_REQUIRE_CONTAINERS=1 makes this a failure)")
+	}
+	t.Skip("no container engine (podman): run ../shared/tools/container-engine to run the container tests")
+	return ""
+}
+
+// TestPodmanRunsTheBuiltImage loads a FROM-scratch image of a static Go
+// binary from digestline's layout into podman and runs it.
+func TestPodmanRunsTheBuiltImage(t *testing.T) {
+	podman := requireContainers(t)
+	_, file, _, _ := runtime.Caller(0)
+	app := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(app, "hello"), "./hello")
+	build.Dir = filepath.Join(filepath.Dir(file), "..", "..", "examples")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	// podman names the pulled image after the layout's path, which must be lowercase.
+	dir, err := os.MkdirTemp("", "digestline-podman-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	l, err := oci.CreateLayout(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := builder.Build(context.Background(), app, events.BuildSpec{Entrypoint: []string{"/hello"}, SBOM: true}, builder.Options{Registry: registryClient()}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetGraph(g, "podman-test"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(podman, "pull", "-q", "oci:"+dir+":podman-test").CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman pull: %v\n%s", err, out)
+	}
+	id := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command(podman, "rmi", "-f", id).Run() })
+	out, err = exec.Command(podman, "run", "--rm", id).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "hello from an image shipped by digest") {
+		t.Fatalf("podman run: %v\n%s", err, out)
+	}
+}
