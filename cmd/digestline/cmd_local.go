@@ -1,9 +1,11 @@
 package main
 
 import (
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/digestline/digestline/pkg/oci"
@@ -23,8 +25,8 @@ func newBuildCommand() *cobra.Command {
 		jobs     int
 	)
 	cmd := &cobra.Command{
-		Use:   "build DIR",
-		Short: "Build DIR into a deterministic OCI image in an OCI image layout",
+		Use:   "build DIR|TARBALL",
+		Short: "Build a directory (or a tarball of one) into a deterministic OCI image in an OCI image layout",
 		Args:  cobra.ExactArgs(1),
 	}
 	spec := specFlags(cmd.Flags())
@@ -41,7 +43,12 @@ func newBuildCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		g, err := builder.Build(cmd.Context(), args[0], s, builder.Options{
+		src, cleanup, err := buildSource(args[0])
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		g, err := builder.Build(cmd.Context(), src, s, builder.Options{
 			Created: created, Name: filepath.Base(filepath.Clean(args[0])), Registry: registryClient(), Jobs: jobs,
 		}, layout)
 		if err != nil {
@@ -63,6 +70,40 @@ func newBuildCommand() *cobra.Command {
 	cmd.Flags().StringVarP(&tag, "tag", "t", "latest", "name of the image in the layout (org.opencontainers.image.ref.name), as in oci:LAYOUT:NAME")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "compression goroutines (0: one per core but one); never changes the digest")
 	return cmd
+}
+
+// buildSource returns a directory to build: path itself, or a tarball (plain
+// or gzip) unpacked into a temporary directory through the safe extractor.
+func buildSource(path string) (string, func(), error) {
+	noop := func() {}
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", noop, fmt.Errorf("build source: %w", err)
+	}
+	if st.IsDir() {
+		return path, noop, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", noop, err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if zr, err := gzip.NewReader(f); err == nil {
+		r = zr
+	} else if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", noop, err
+	}
+	dir, err := os.MkdirTemp("", "digestline-build-*")
+	if err != nil {
+		return "", noop, err
+	}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	if err := oci.ExtractTar(r, dir, oci.DefaultExtractLimits); err != nil {
+		cleanup()
+		return "", noop, fmt.Errorf("%s: %w", path, err)
+	}
+	return dir, cleanup, nil
 }
 
 func printDescriptors(w io.Writer, g oci.Graph) {

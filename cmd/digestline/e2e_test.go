@@ -21,6 +21,7 @@ import (
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -465,6 +466,21 @@ func TestStandaloneBuildPushVerify(t *testing.T) {
 		if !strings.Contains(out, line) {
 			t.Fatalf("verify printed:\n%s", out)
 		}
+	}
+
+	// A tarball of the same tree builds the same image.
+	tarball := filepath.Join(t.TempDir(), "src.tar")
+	f, err := os.Create(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := oci.WriteTar(context.Background(), f, sourceDir(t, "standalone"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	out = run("build", tarball, "-o", filepath.Join(t.TempDir(), "from-tar"), "--entrypoint", "/bin/app", "--sbom")
+	if got := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0]); got != digest {
+		t.Fatalf("the tarball built %s, the directory %s", got, digest)
 	}
 
 	// Bad input gets a clear error, not a crash.
