@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/telemetry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,6 +44,13 @@ func (d Deps) Traces() trace.TracerProvider {
 		return otel.GetTracerProvider()
 	}
 	return d.TracerProvider
+}
+
+// Registry returns a registry client with credentials from the environment
+// (DIGESTLINE_REGISTRY_USERNAME/PASSWORD) or the docker config, tracing to
+// the process's provider: what a service uses unless it is given one.
+func (d Deps) Registry() *registry.Client {
+	return registry.New(append(registry.CredentialsFromEnv(), registry.WithTracerProvider(d.Traces()))...)
 }
 
 // Log returns the logger.

@@ -41,6 +41,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = cfg.Deps.Registry()
+	}
 	b := &builder{cfg: cfg, bus: bus, blobs: blobs}
 	return bus.Consume(ctx, events.ConsumerSpec{Durable: "builder", Events: []events.Name{events.BuildRequested}}, b.handle)
 }

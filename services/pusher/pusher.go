@@ -27,7 +27,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if cfg.Registry == nil {
-		cfg.Registry = registry.New(append(registry.CredentialsFromEnv(), registry.WithTracerProvider(cfg.Traces()))...)
+		cfg.Registry = cfg.Deps.Registry()
 	}
 	p := &pusher{cfg: cfg, bus: bus, blobs: blobs}
 	return bus.Consume(ctx, events.ConsumerSpec{Durable: "pusher", Events: []events.Name{events.BuildCompleted}}, p.handle)

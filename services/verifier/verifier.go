@@ -24,7 +24,7 @@ type Config struct {
 func Run(ctx context.Context, cfg Config) error {
 	bus := cfg.Bus("verifier")
 	if cfg.Registry == nil {
-		cfg.Registry = registry.New(append(registry.CredentialsFromEnv(), registry.WithTracerProvider(cfg.Traces()))...)
+		cfg.Registry = cfg.Deps.Registry()
 	}
 	v := &verifier{cfg: cfg, bus: bus}
 	return bus.Consume(ctx, events.ConsumerSpec{Durable: "verifier", Events: []events.Name{events.PushCompleted}}, v.handle)
