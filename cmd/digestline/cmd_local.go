@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/services/builder"
+	"github.com/digestline/digestline/services/pusher"
 	"github.com/digestline/digestline/services/verifier"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
@@ -113,7 +115,8 @@ func printDescriptors(w io.Writer, g oci.Graph) {
 }
 
 func newPushCommand() *cobra.Command {
-	return &cobra.Command{
+	var guard *events.TagGuard
+	cmd := &cobra.Command{
 		Use:   "push [LAYOUT] REF",
 		Short: "Push an OCI image layout to REF stage by stage (default layout: " + defaultLayout + ")",
 		Args:  cobra.RangeArgs(1, 2),
@@ -134,17 +137,23 @@ func newPushCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			opts, err := pusher.TagOptions(*guard)
+			if err != nil {
+				return err
+			}
 			w := cmd.OutOrStdout()
 			res, err := registryClient().Push(cmd.Context(), ref, g, layout, func(_ context.Context, r registry.StageReport) {
 				fmt.Fprintln(w, r.Line())
-			})
+			}, opts...)
 			if err != nil {
-				return err
+				return &exitCodeError{code: 2, err: err}
 			}
 			fmt.Fprintf(w, "pushed %s@%s: %d uploaded, %d existing, %d requests\n", ref.Context().Name(), res.Digest, res.Uploaded, res.Existing, res.Requests)
 			return nil
 		},
 	}
+	guard = tagGuardFlags(cmd.Flags())
+	return cmd
 }
 
 func newVerifyCommand() *cobra.Command {

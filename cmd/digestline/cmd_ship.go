@@ -26,6 +26,7 @@ func newShipCommand() *cobra.Command {
 		Args: cobra.ExactArgs(2),
 	}
 	spec := specFlags(cmd.Flags())
+	guard := tagGuardFlags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		s, err := spec()
 		if err != nil {
@@ -44,7 +45,7 @@ func newShipCommand() *cobra.Command {
 		}
 		defer nc.Close()
 		bus := events.NewBus(js, "/digestline/cli/ship", events.WithTracerProvider(tel.TracerProvider), events.WithLogger(tel.Logger))
-		_, err = ship.Ship(ctx, bus, ship.Request{Dir: args[0], Target: args[1], Env: envName, Spec: s}, cmd.OutOrStdout())
+		_, err = ship.Ship(ctx, bus, ship.Request{Dir: args[0], Target: args[1], Env: envName, Spec: s, Tag: *guard}, cmd.OutOrStdout())
 		var runErr *ship.RunError
 		if errors.As(err, &runErr) {
 			return &exitCodeError{code: 2, err: err}

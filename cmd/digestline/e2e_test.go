@@ -591,3 +591,46 @@ func TestAttachAnArtifactToAnImage(t *testing.T) {
 		t.Fatalf("attach to a missing subject: %v", err)
 	}
 }
+
+func TestShipRefusesToMoveADriftedTag(t *testing.T) {
+	s, _ := startStack(t)
+	first, out, err := s.ship(t, sourceDir(t, "release 1"), "team/app:prod")
+	if err != nil {
+		t.Fatalf("ship: %v\n%s", err, out)
+	}
+	// The caller believes prod is still at some older digest: it has drifted.
+	stale := "sha256:" + strings.Repeat("ab", 32)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var buf bytes.Buffer
+	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "release 2"), Target: s.RegistryAddr + "/team/app:prod",
+		Tag: events.TagGuard{Expect: stale}}, &buf)
+	var runErr *ship.RunError
+	if !errors.As(err, &runErr) || runErr.Event != events.PushFailed || runErr.Failure.Class != "conflict" {
+		t.Fatalf("ship = %v\n%s", err, buf.String())
+	}
+	if !strings.Contains(buf.String(), "[DRIFT] tag prod points at "+first.Promotion.Digest+", expected "+stale) {
+		t.Errorf("no drift line in:\n%s", buf.String())
+	}
+	var drift bool
+	for _, ev := range s.runEvents(t, res.RunID) {
+		if n, _ := events.NameOfType(ev["type"].(string)); n == events.DriftDetected {
+			d := dataOf[events.Drift](t, ev)
+			drift = d.Found == first.Promotion.Digest && d.Expected == stale && d.Tag == "prod"
+		}
+	}
+	if !drift {
+		t.Error("no drift.detected event with both digests")
+	}
+	ref, _ := name.ParseReference(s.RegistryAddr + "/team/app:prod")
+	if d, err := remote.Head(ref); err != nil || d.Digest.String() != first.Promotion.Digest {
+		t.Fatalf("prod moved to %v (%v) although the push was refused", d, err)
+	}
+
+	// With the right expectation the tag moves.
+	buf.Reset()
+	if _, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "release 2"), Target: s.RegistryAddr + "/team/app:prod",
+		Tag: events.TagGuard{Expect: first.Promotion.Digest}}, &buf); err != nil {
+		t.Fatalf("ship with the right expectation: %v\n%s", err, buf.String())
+	}
+}

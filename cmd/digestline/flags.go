@@ -55,6 +55,14 @@ func specFlags(fs *pflag.FlagSet) func() (events.BuildSpec, error) {
 	}
 }
 
+// tagGuardFlags registers --tag-policy and --expect (push and ship).
+func tagGuardFlags(fs *pflag.FlagSet) *events.TagGuard {
+	var g events.TagGuard
+	fs.StringVar(&g.Policy, "tag-policy", "", "moving a tag that points elsewhere: fail (default; refuses when it is not at --expect), force, or if-absent")
+	fs.StringVar(&g.Expect, "expect", "", "digest the tag must point at before the push (with --tag-policy fail)")
+	return &g
+}
+
 // keyValues parses repeated KEY=VALUE flags; nil when there are none.
 func keyValues(flag string, pairs []string) (map[string]string, error) {
 	if len(pairs) == 0 {

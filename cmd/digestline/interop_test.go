@@ -124,18 +124,20 @@ func TestPeerToolsReadOurLayouts(t *testing.T) {
 	}
 }
 
-// requireContainers skips a container test when no engine is installed,
-// unless DIGESTLINE_REQUIRE_CONTAINERS=1 (CI), where that is a failure.
+// requireContainers skips a container test when no engine is set up — the
+// podman binary and the exports of ../shared/tools/container-engine
+// (DOCKER_HOST, CONTAINERS_CONF) — unless DIGESTLINE_REQUIRE_CONTAINERS=1
+// (CI), where that is a failure.
 func requireContainers(t *testing.T) string {
 	t.Helper()
 	podman, err := exec.LookPath("podman")
-	if err == nil {
+	if err == nil && os.Getenv("DOCKER_HOST") != "" {
 		return podman
 	}
 	if os.Getenv("DIGESTLINE_REQUIRE_CONTAINERS") == "1" {
 		t.Fatal("no container engine: run ../shared/tools/container-engine (DIGESTLINE_REQUIRE_CONTAINERS=1 makes this a failure)")
 	}
-	t.Skip("no container engine (podman): run ../shared/tools/container-engine to run the container tests")
+	t.Skip(`no container engine set up: run eval "$(../shared/tools/container-engine)" to run the container tests`)
 	return ""
 }
 

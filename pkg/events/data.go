@@ -97,6 +97,17 @@ type BuildRequest struct {
 	Spec   BuildSpec `json:"spec"`
 	// PromoteTo is the environment a verified build is promoted to; empty means the first of the chain.
 	PromoteTo string `json:"promoteTo,omitempty"`
+	// Tag guards the target tag against drift.
+	Tag TagGuard `json:"tag,omitempty"`
+}
+
+// TagGuard says when the pusher may move the target tag.
+type TagGuard struct {
+	// Policy is fail (default: refuse when the tag is not at Expect, if
+	// given), force, or if-absent.
+	Policy string `json:"policy,omitempty" jsonschema:"enum=fail,enum=force,enum=if-absent"`
+	// Expect is the digest the tag should point at before the push.
+	Expect string `json:"expect,omitempty"`
 }
 
 // BuildResult is the data of build.completed: the whole artifact graph, with
@@ -106,6 +117,7 @@ type BuildResult struct {
 	Graph     oci.Graph `json:"graph"`
 	BlobStore string    `json:"blobStore"`
 	PromoteTo string    `json:"promoteTo,omitempty"`
+	Tag       TagGuard  `json:"tag,omitempty"`
 	Evidence  Evidence  `json:"evidence"`
 }
 

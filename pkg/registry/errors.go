@@ -43,7 +43,9 @@ type Error struct {
 	Hint string
 	// RetryAfter is the delay the registry asked for, if any.
 	RetryAfter time.Duration
-	Err        error
+	// Drift is set on a conflict caused by a tag pointing elsewhere.
+	Drift *Drift
+	Err   error
 }
 
 func (e *Error) Error() string {

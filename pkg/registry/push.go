@@ -36,7 +36,7 @@ type PushResult struct {
 // ref is a tag, the tag is moved to the graph's root; when it is a digest, it
 // must be the root's. A warm push — the tag already points at the root —
 // makes one HEAD request after auth and uploads nothing.
-func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src oci.BlobReader, observe Observer) (PushResult, error) {
+func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src oci.BlobReader, observe Observer, opts ...PushOption) (PushResult, error) {
 	if err := g.Validate(); err != nil {
 		return PushResult{}, &Error{Class: ClassSchema, Err: err, Hint: "the build output is malformed: rebuild it"}
 	}
@@ -48,7 +48,10 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 		observe = func(context.Context, StageReport) {}
 	}
 	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{},
-		counter: &countingTransport{inner: c.base}}
+		counter: &countingTransport{inner: c.base}, opts: pushOptions{policy: TagFail}}
+	for _, o := range opts {
+		o(&p.opts)
+	}
 	steps := []struct {
 		stage string
 		fn    stageFunc
@@ -80,11 +83,13 @@ type pushRun struct {
 	g       oci.Graph
 	src     oci.BlobReader
 	observe Observer
+	opts    pushOptions
 	counter *countingTransport // every request of the push, auth included
 	repo    *Repo
 
-	tagCurrent      bool // the tag already points at the root
-	manifestPresent bool // the registry has the root manifest
+	tagCurrent      bool          // the tag already points at the root
+	tagFound        digest.Digest // where the tag pointed before the push ("" if absent)
+	manifestPresent bool          // the registry has the root manifest
 	missing         []v1.Descriptor
 
 	mu       sync.Mutex
@@ -185,6 +190,13 @@ func (p *pushRun) manifestCheck(ctx context.Context, r *StageReport) error {
 			p.tagCurrent, p.manifestPresent = true, true
 			r.Detail = fmt.Sprintf("%s present, tag %s → %s (nothing to push)", short(root), tag.TagStr(), short(root))
 			return nil
+		}
+		if found {
+			p.tagFound = d.Digest
+		}
+		// Refuse before uploading anything when the tag may not move.
+		if err := p.opts.checkTag(tag.TagStr(), p.tagFound, root); err != nil {
+			return err
 		}
 	}
 	_, found, err := p.repo.HeadManifest(ctx, root.String())
@@ -298,6 +310,23 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
 	if p.tagCurrent {
 		return skip("%s already points at %s", tag.TagStr(), short(p.g.Root.Digest))
 	}
+	now := p.tagFound
+	if p.opts.guarded() {
+		// Look again right before moving it: the tag may have moved during
+		// the upload. This is as close to a compare-and-swap as the
+		// distribution protocol allows.
+		d, found, err := p.repo.HeadManifest(ctx, tag.TagStr())
+		if err != nil {
+			return err
+		}
+		now = ""
+		if found {
+			now = d.Digest
+		}
+		if err := p.opts.checkTag(tag.TagStr(), now, p.g.Root.Digest); err != nil {
+			return err
+		}
+	}
 	b, err := oci.ReadManifest(ctx, p.src, p.g.Root)
 	if err != nil {
 		return &Error{Class: ClassIntegrity, Err: err, Hint: "the build output's manifest is missing or altered: rebuild"}
@@ -306,6 +335,9 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
 		return err
 	}
 	r.Detail = fmt.Sprintf("%s:%s -> %s", tag.RepositoryStr(), tag.TagStr(), p.g.Root.Digest)
+	if now != "" && now != p.g.Root.Digest {
+		r.Detail += fmt.Sprintf(" (was %s)", short(now))
+	}
 	return nil
 }
 

@@ -87,7 +87,7 @@ func (b *builder) handle(ctx context.Context, m events.Message) error {
 	b.cfg.Log().Info(fmt.Sprintf("[BUILD] %s: %d descriptors", graph.Root.Digest, len(graph.Descriptors)),
 		"run_id", events.RunID(m.Event), "digest", graph.Root.Digest.String())
 	_, err = b.bus.Emit(ctx, m.Event, events.BuildCompleted, "", events.BuildResult{
-		Target: req.Target, Graph: graph, BlobStore: events.BlobBucket, PromoteTo: req.PromoteTo,
+		Target: req.Target, Graph: graph, BlobStore: events.BlobBucket, PromoteTo: req.PromoteTo, Tag: req.Tag,
 		Evidence: events.Evidence{Request: m.Event.ID()},
 	})
 	return err

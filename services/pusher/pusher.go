@@ -9,6 +9,7 @@ import (
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
 )
 
 // Config configures the pusher.
@@ -68,12 +69,24 @@ func (p *pusher) handle(ctx context.Context, m events.Message) error {
 			publishErr = err
 		}
 	}
-	res, err := p.cfg.Registry.Push(ctx, ref, build.Graph, p.blobs, observe)
+	opts, err := TagOptions(build.Tag)
+	if err != nil {
+		return fail(events.Failure{Stage: registry.StageTagUpdate, Class: string(registry.ClassSchema), Message: err.Error(),
+			Hint: "set tag.policy to fail, force or if-absent, and tag.expect to a digest"})
+	}
+	res, err := p.cfg.Registry.Push(ctx, ref, build.Graph, p.blobs, observe, opts...)
 	if publishErr != nil {
 		return publishErr
 	}
 	var rerr *registry.Error
 	if errors.As(err, &rerr) {
+		if d := rerr.Drift; d != nil {
+			if _, err := p.bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
+				Target: build.Target, Tag: d.Tag, Expected: d.Expected.String(), Found: d.Found.String(),
+			}); err != nil {
+				return err
+			}
+		}
 		return fail(failure(rerr))
 	}
 	if err != nil {
@@ -102,4 +115,21 @@ func stageReport(target, dgst string, r registry.StageReport) events.StageReport
 		out.Error = &f
 	}
 	return out
+}
+
+// TagOptions turns a tag guard into push options.
+func TagOptions(g events.TagGuard) ([]registry.PushOption, error) {
+	policy, err := registry.ParseTagPolicy(g.Policy)
+	if err != nil {
+		return nil, err
+	}
+	opts := []registry.PushOption{registry.WithTagPolicy(policy)}
+	if g.Expect != "" {
+		d, err := digest.Parse(g.Expect)
+		if err != nil {
+			return nil, fmt.Errorf("tag.expect: %w", err)
+		}
+		opts = append(opts, registry.ExpectTag(d))
+	}
+	return opts, nil
 }

@@ -5,6 +5,7 @@
 package ship
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -30,6 +31,7 @@ type Request struct {
 	Target string // image reference to push to
 	Env    string // environment to promote to ("" = first of the chain)
 	Spec   events.BuildSpec
+	Tag    events.TagGuard
 }
 
 // Result is a promoted run.
@@ -95,7 +97,7 @@ func Ship(ctx context.Context, bus *events.Bus, req Request, out io.Writer) (Res
 	runID := uuid.NewString()
 	if _, err := bus.Start(ctx, events.BuildRequested, runID, ref.Context().Name(), events.BuildRequest{
 		Source: events.Source{Kind: events.SourceObject, Object: src.String()},
-		Target: req.Target, Spec: req.Spec, PromoteTo: req.Env,
+		Target: req.Target, Spec: req.Spec, PromoteTo: req.Env, Tag: req.Tag,
 	}); err != nil {
 		return Result{}, err
 	}
@@ -191,6 +193,12 @@ func follow(iter jetstream.MessagesContext, runID string, out io.Writer) (Result
 			}
 			fmt.Fprintf(out, "promoted %s %s@%s\n", p.Environment, p.Repository, p.Digest)
 			return Result{RunID: runID, Promotion: p}, nil
+		case events.DriftDetected:
+			d, err := events.Decode[events.Drift](ev)
+			if err != nil {
+				return Result{}, err
+			}
+			fmt.Fprintf(out, "[DRIFT] tag %s points at %s, expected %s\n", d.Tag, d.Found, cmp.Or(d.Expected, "nothing"))
 		case events.BuildFailed, events.PushFailed, events.VerifyFailed:
 			f, err := events.Decode[events.Failure](ev)
 			if err != nil {

@@ -1,0 +1,88 @@
+package registry
+
+import (
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// TagPolicy decides whether the tag update stage may move a tag that points
+// at another digest than the one being pushed.
+type TagPolicy string
+
+// The tag policies.
+const (
+	// TagFail moves the tag only from the expected previous digest (when one
+	// is given; without one it behaves as TagForce) and fails otherwise.
+	TagFail TagPolicy = "fail"
+	// TagForce moves the tag wherever it points.
+	TagForce TagPolicy = "force"
+	// TagIfAbsent sets the tag only if it does not exist yet.
+	TagIfAbsent TagPolicy = "if-absent"
+)
+
+// ParseTagPolicy parses a policy name; "" is TagFail.
+func ParseTagPolicy(s string) (TagPolicy, error) {
+	switch p := TagPolicy(s); p {
+	case "":
+		return TagFail, nil
+	case TagFail, TagForce, TagIfAbsent:
+		return p, nil
+	}
+	return "", fmt.Errorf("tag policy %q: want fail, force or if-absent", s)
+}
+
+// Drift is a tag found pointing where it should not.
+type Drift struct {
+	Tag      string
+	Expected digest.Digest // what the caller expected it to point at ("" for if-absent: nothing)
+	Found    digest.Digest
+}
+
+// PushOption configures one push.
+type PushOption func(*pushOptions)
+
+type pushOptions struct {
+	policy TagPolicy
+	expect digest.Digest
+}
+
+// WithTagPolicy sets how the tag update treats a tag that points elsewhere.
+func WithTagPolicy(p TagPolicy) PushOption { return func(o *pushOptions) { o.policy = p } }
+
+// ExpectTag says which digest the tag should point at before the push; with
+// TagFail, any other is a conflict (drift) and the tag is not moved.
+func ExpectTag(d digest.Digest) PushOption { return func(o *pushOptions) { o.expect = d } }
+
+// guarded reports whether the policy can refuse to move a tag.
+func (o pushOptions) guarded() bool {
+	return o.policy == TagIfAbsent || (o.policy == TagFail && o.expect != "")
+}
+
+// checkTag applies the policy to a tag found at found (zero: absent) before
+// moving it to root. It returns a conflict *Error carrying the drift when the
+// tag must not move.
+func (o pushOptions) checkTag(tag string, found, root digest.Digest) error {
+	conflict := func(d Drift, hint string) error {
+		return &Error{Class: ClassConflict, Drift: &d, Hint: hint,
+			Err: fmt.Errorf("tag %s points at %s, expected %s", tag, orNone(d.Found), orNone(d.Expected))}
+	}
+	switch {
+	case found == "" || found == root:
+		return nil
+	case o.policy == TagIfAbsent:
+		return conflict(Drift{Tag: tag, Found: found},
+			"the tag exists and points elsewhere: push with --tag-policy force to move it, or use a new tag")
+	case o.policy == TagFail && o.expect != "" && found != o.expect:
+		return conflict(Drift{Tag: tag, Expected: o.expect, Found: found},
+			fmt.Sprintf("someone moved the tag since you looked: inspect %s, then push with --expect %s (or --tag-policy force)", found, found))
+	}
+	return nil
+}
+
+func orNone(d digest.Digest) string {
+	if d == "" {
+		return "nothing"
+	}
+	return d.String()
+}
