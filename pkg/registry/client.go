@@ -70,7 +70,9 @@ func (c *Client) Open(ctx context.Context, repo name.Repository, push bool) (*Re
 	return c.open(ctx, repo, push, &countingTransport{inner: c.base})
 }
 
-func (c *Client) open(ctx context.Context, repo name.Repository, push bool, counter *countingTransport) (*Repo, error) {
+// open authenticates for repo; extraPull names other repositories of the same
+// registry the token must also be able to pull from (mount sources).
+func (c *Client) open(ctx context.Context, repo name.Repository, push bool, counter *countingTransport, extraPull ...string) (*Repo, error) {
 	r := &Repo{name: repo, requests: &counter.n}
 	auth := c.auth
 	if auth == nil {
@@ -84,7 +86,11 @@ func (c *Client) open(ctx context.Context, repo name.Repository, push bool, coun
 	if push {
 		scope = repo.Scope(transport.PushScope)
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, counter, []string{scope})
+	scopes := []string{scope}
+	for _, from := range extraPull {
+		scopes = append(scopes, repo.Registry.Repo(from).Scope(transport.PullScope))
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, counter, scopes)
 	if err != nil {
 		return nil, classifyTransport(err, repo)
 	}

@@ -49,6 +49,7 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 	}
 	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{},
 		counter: &countingTransport{inner: c.base}, opts: pushOptions{policy: TagFail}}
+	p.bases = findBases(ctx, g, src, ref)
 	for _, o := range opts {
 		o(&p.opts)
 	}
@@ -84,6 +85,7 @@ type pushRun struct {
 	src     oci.BlobReader
 	observe Observer
 	opts    pushOptions
+	bases   []baseRef          // where missing blobs may be mounted from
 	counter *countingTransport // every request of the push, auth included
 	repo    *Repo
 
@@ -170,7 +172,11 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 }
 
 func (p *pushRun) auth(ctx context.Context, r *StageReport) error {
-	repo, err := p.c.open(ctx, p.ref.Context(), true, p.counter)
+	var from []string
+	for _, b := range p.bases {
+		from = append(from, b.repo)
+	}
+	repo, err := p.c.open(ctx, p.ref.Context(), true, p.counter, from...)
 	if err != nil {
 		return err
 	}
@@ -242,11 +248,108 @@ func (p *pushRun) blobCheck(ctx context.Context, r *StageReport) error {
 	return nil
 }
 
+// mount links missing blobs that another repository of the same registry
+// holds — the layers of the image's base — instead of uploading them. A
+// registry that refuses a mount is not an error: the blob is uploaded.
 func (p *pushRun) mount(ctx context.Context, r *StageReport) error {
 	if p.manifestPresent || len(p.missing) == 0 {
 		return skip("nothing missing")
 	}
-	return skip("no source repository known for %d missing blobs", len(p.missing))
+	if len(p.bases) == 0 {
+		return skip("no source repository known for %d missing blobs", len(p.missing))
+	}
+	from := map[digest.Digest]string{} // blob → repository that holds it
+	for _, b := range p.bases {
+		layers, err := p.baseLayers(ctx, b)
+		if err != nil {
+			return err
+		}
+		for _, d := range layers {
+			from[d] = b.repo
+		}
+	}
+	var still []v1.Descriptor
+	for _, b := range p.missing {
+		if repo, ok := from[b.Digest]; ok {
+			mounted, err := p.repo.MountBlob(ctx, b.Digest, repo)
+			if err != nil {
+				return err
+			}
+			if mounted {
+				r.Mounted++
+				r.Bytes += b.Size
+				continue
+			}
+		}
+		still = append(still, b)
+	}
+	r.Total = len(p.missing)
+	p.missing = still
+	p.mu.Lock()
+	p.res.Mounted += r.Mounted
+	p.mu.Unlock()
+	r.Detail = fmt.Sprintf("%d/%d blobs mounted, %s not uploaded", r.Mounted, r.Total, sizeString(r.Bytes))
+	return nil
+}
+
+// baseRef is a base image on the push's registry, from the manifest
+// annotations org.opencontainers.image.base.name and .base.digest.
+type baseRef struct {
+	repo   string
+	digest digest.Digest
+}
+
+// findBases reads the graph's image manifests (from src, no request) for
+// bases in other repositories of the target's registry.
+func findBases(ctx context.Context, g oci.Graph, src oci.BlobReader, target name.Reference) []baseRef {
+	var out []baseRef
+	seen := map[baseRef]bool{}
+	for _, m := range g.Manifests() {
+		if oci.IsIndex(m.MediaType) {
+			continue
+		}
+		body, err := oci.ReadManifest(ctx, src, m)
+		if err != nil {
+			continue // publishing the manifest will report it
+		}
+		var man v1.Manifest
+		if json.Unmarshal(body, &man) != nil {
+			continue
+		}
+		ref, err := name.ParseReference(man.Annotations[v1.AnnotationBaseImageName])
+		d, derr := digest.Parse(man.Annotations[v1.AnnotationBaseImageDigest])
+		if err != nil || derr != nil || ref.Context().RegistryStr() != target.Context().RegistryStr() ||
+			ref.Context().RepositoryStr() == target.Context().RepositoryStr() {
+			continue
+		}
+		b := baseRef{repo: ref.Context().RepositoryStr(), digest: d}
+		if !seen[b] {
+			seen[b] = true
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// baseLayers lists a base's layers as its repository has them; a base that
+// is gone simply offers nothing to mount.
+func (p *pushRun) baseLayers(ctx context.Context, b baseRef) ([]digest.Digest, error) {
+	body, desc, err := p.repo.Sibling(b.repo).GetManifest(ctx, b.digest.String())
+	if err != nil {
+		if e := AsError(err); e.Temporary() {
+			return nil, err
+		}
+		return nil, nil
+	}
+	children, err := oci.Children(desc.MediaType, body)
+	if err != nil || len(children) == 0 {
+		return nil, nil
+	}
+	var out []digest.Digest
+	for _, c := range children[1:] { // the config is not shared
+		out = append(out, c.Digest)
+	}
+	return out, nil
 }
 
 func (p *pushRun) upload(ctx context.Context, r *StageReport) error {

@@ -27,11 +27,17 @@ import (
 // fault decides, per request, whether to answer instead of the registry.
 type fault func(r *http.Request) (status int, header http.Header, ok bool)
 
-// newRegistry serves a real in-memory registry, optionally behind faults,
-// and returns its host:port.
+// newRegistry serves a real in-memory registry (go-containerregistry's, which
+// shares blobs across repositories and has no referrers API), optionally
+// behind faults, and returns its host:port.
 func newRegistry(t testing.TB, faults ...fault) string {
 	t.Helper()
-	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	return serve(t, ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))), faults...)
+}
+
+// serve runs h behind faults on a test server and returns its host:port.
+func serve(t testing.TB, h http.Handler, faults ...fault) string {
+	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for _, f := range faults {
 			if status, hdr, ok := f(r); ok {
@@ -42,7 +48,7 @@ func newRegistry(t testing.TB, faults ...fault) string {
 				return
 			}
 		}
-		reg.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")

@@ -3,7 +3,6 @@ package registry_test
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -16,14 +15,13 @@ import (
 	olaregconfig "github.com/olareg/olareg/config"
 )
 
-// newReferrersRegistry serves olareg (the registry digestline dev embeds),
-// which has the referrers API, from memory.
-func newReferrersRegistry(t *testing.T) string {
+// newOlareg serves olareg (the registry digestline dev embeds) from memory:
+// it has the referrers API and a blob store per repository.
+func newOlareg(t *testing.T, faults ...fault) string {
 	t.Helper()
 	reg := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
-	srv := httptest.NewServer(reg)
-	t.Cleanup(func() { srv.Close(); _ = reg.Close() })
-	return strings.TrimPrefix(srv.URL, "http://")
+	t.Cleanup(func() { _ = reg.Close() })
+	return serve(t, reg, faults...)
 }
 
 // imageWithSBOM builds an image and attaches its SBOM as a referrer.
@@ -44,7 +42,7 @@ func TestPushAttachesReferrers(t *testing.T) {
 		host    func(*testing.T) string
 		viaWhat string
 	}{
-		"registry with the referrers API":    {newReferrersRegistry, "1 via referrers API"},
+		"registry with the referrers API":    {func(t *testing.T) string { return newOlareg(t) }, "1 via referrers API"},
 		"registry without the referrers API": {func(t *testing.T) string { return newRegistry(t) }, "1 via fallback tag"},
 	}
 	for label, tc := range cases {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -240,4 +241,30 @@ func (m manifestReader) Open(ctx context.Context, d digest.Digest) (io.ReadClose
 		return nil, classifyResponse(resp, m.r.name)
 	}
 	return resp.Body, nil
+}
+
+// MountBlob asks the registry to link a blob that another repository of the
+// same registry holds, instead of uploading it. It reports whether the
+// registry mounted it; any refusal (202 with an upload session, 401, 403,
+// 404) is "no", so the caller uploads instead.
+func (r *Repo) MountBlob(ctx context.Context, d digest.Digest, from string) (bool, error) {
+	u := r.url("/v2/"+r.name.RepositoryStr()+"/blobs/uploads/") + "?" + url.Values{"mount": {d.String()}, "from": {from}}.Encode()
+	resp, err := r.do(ctx, http.MethodPost, u, nil, nil)
+	if err != nil {
+		return false, err
+	}
+	defer drain(resp)
+	switch {
+	case resp.StatusCode == http.StatusCreated:
+		return true, nil
+	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+		return false, classifyResponse(resp, r.name)
+	}
+	return false, nil
+}
+
+// Sibling is another repository of the same registry, reached through this
+// one's authenticated transport (its token must carry that repository's scope).
+func (r *Repo) Sibling(path string) *Repo {
+	return &Repo{name: r.name.Registry.Repo(path), client: r.client, requests: r.requests}
 }
