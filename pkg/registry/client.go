@@ -24,6 +24,9 @@ type Client struct {
 	jobs      int
 	retries   int
 	retryBase time.Duration
+	// Blobs larger than chunkOver are uploaded in chunks of chunkSize (or the
+	// registry's OCI-Chunk-Min-Length, if larger), resumable after a failure.
+	chunkOver, chunkSize int64
 }
 
 // Option configures a Client.
@@ -53,9 +56,17 @@ func WithRetries(n int, base time.Duration) Option {
 	return func(c *Client) { c.retries, c.retryBase = max(n, 0), base }
 }
 
+// WithChunking uploads blobs larger than over in chunks of size (defaults:
+// over 64 MiB, chunks of 16 MiB): a failed chunk resumes from what the
+// registry received instead of re-sending the blob.
+func WithChunking(over, size int64) Option {
+	return func(c *Client) { c.chunkOver, c.chunkSize = over, max(size, 1) }
+}
+
 // New returns a Client.
 func New(opts ...Option) *Client {
-	c := &Client{keychain: authn.DefaultKeychain, base: http.DefaultTransport, jobs: 4, retries: 4, retryBase: 200 * time.Millisecond}
+	c := &Client{keychain: authn.DefaultKeychain, base: http.DefaultTransport, jobs: 4, retries: 4, retryBase: 200 * time.Millisecond,
+		chunkOver: 64 << 20, chunkSize: 16 << 20}
 	WithTracerProvider(otel.GetTracerProvider())(c)
 	for _, o := range opts {
 		o(c)

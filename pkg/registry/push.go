@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -47,7 +48,7 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 	if observe == nil {
 		observe = func(context.Context, StageReport) {}
 	}
-	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{},
+	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{}, sessions: map[digest.Digest]*uploadSession{},
 		counter: &countingTransport{inner: c.base}, opts: pushOptions{policy: TagFail}}
 	p.bases = findBases(ctx, g, src, ref)
 	for _, o := range opts {
@@ -96,6 +97,7 @@ type pushRun struct {
 
 	mu       sync.Mutex
 	uploaded map[digest.Digest]bool
+	sessions map[digest.Digest]*uploadSession // chunked uploads to resume
 	res      PushResult
 }
 
@@ -366,20 +368,15 @@ func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
 			continue
 		}
 		eg.Go(func() error {
-			rc, err := p.src.Open(ectx, b.Digest)
+			sent, err := p.uploadOne(ectx, b)
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.res.BytesUploaded += sent
 			if err != nil {
-				return &Error{Class: ClassNotFound, Err: fmt.Errorf("read blob %s from the build output: %w", b.Digest, err),
-					Hint: "the build's blobs are gone from the blob store: rebuild"}
-			}
-			defer rc.Close()
-			if err := p.repo.UploadBlob(ectx, b, rc); err != nil {
 				return err
 			}
-			p.mu.Lock()
 			p.uploaded[b.Digest] = true
 			p.res.Uploaded++
-			p.res.BytesUploaded += b.Size
-			p.mu.Unlock()
 			return nil
 		})
 	}
@@ -389,6 +386,63 @@ func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
 	p.mu.Unlock()
 	r.Detail = fmt.Sprintf("%d/%d blobs, %s", r.Uploaded, r.Total, sizeString(r.Bytes))
 	return err
+}
+
+// uploadOne uploads one blob — whole, or in resumable chunks when it is big —
+// and returns the bytes it sent.
+func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error) {
+	rc, err := p.src.Open(ctx, b.Digest)
+	if err != nil {
+		return 0, &Error{Class: ClassNotFound, Err: fmt.Errorf("read blob %s from the build output: %w", b.Digest, err),
+			Hint: "the build's blobs are gone from the blob store: rebuild"}
+	}
+	defer rc.Close()
+	if b.Size <= p.c.chunkOver {
+		if err := p.repo.UploadBlob(ctx, b, rc); err != nil {
+			return 0, err
+		}
+		return b.Size, nil
+	}
+
+	// A retried stage finds its session and asks the registry how far it got.
+	p.mu.Lock()
+	s := p.sessions[b.Digest]
+	p.mu.Unlock()
+	if s != nil {
+		if err := p.repo.status(ctx, s); err != nil {
+			if AsError(err).Temporary() {
+				return 0, err
+			}
+			s = nil // the session expired: start over
+		}
+	}
+	if s == nil {
+		if s, err = p.repo.startUpload(ctx); err != nil {
+			return 0, err
+		}
+		p.mu.Lock()
+		p.sessions[b.Digest] = s
+		p.mu.Unlock()
+	}
+	if _, err := io.CopyN(io.Discard, rc, s.offset); err != nil { // already at the registry: skipped, not re-sent
+		return 0, fmt.Errorf("skip %d bytes of %s: %w", s.offset, b.Digest, err)
+	}
+	var sent int64
+	chunk := max(p.c.chunkSize, s.minChunk)
+	for s.offset < b.Size {
+		n := min(chunk, b.Size-s.offset)
+		if err := p.repo.patch(ctx, s, io.LimitReader(rc, n), n); err != nil {
+			return sent, err
+		}
+		sent += n
+	}
+	if err := p.repo.finish(ctx, s, b.Digest); err != nil {
+		return sent, err
+	}
+	p.mu.Lock()
+	delete(p.sessions, b.Digest)
+	p.mu.Unlock()
+	return sent, nil
 }
 
 func (p *pushRun) manifestPublish(ctx context.Context, r *StageReport) error {

@@ -1,0 +1,96 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/olareg/olareg"
+	olaregconfig "github.com/olareg/olareg/config"
+)
+
+// resetAt is a proxy in front of a registry that counts the bytes PATCH
+// requests carry and, once, resets the connection instead of forwarding the
+// chunk that would cross threshold bytes.
+type resetAt struct {
+	next      http.Handler
+	threshold int64
+
+	mu       sync.Mutex
+	received int64 // PATCH bytes that reached the proxy, forwarded or not
+	reset    bool
+}
+
+func (p *resetAt) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPatch {
+		p.next.ServeHTTP(w, r)
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	p.mu.Lock()
+	before := p.received
+	p.received += int64(len(body))
+	cut := !p.reset && before+int64(len(body)) > p.threshold
+	if cut {
+		p.reset = true
+	}
+	p.mu.Unlock()
+	if cut {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_ = conn.Close() // the client sees the connection die mid-upload
+		}
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	p.next.ServeHTTP(w, r)
+}
+
+func TestChunkedUploadResumesAfterAReset(t *testing.T) {
+	t.Parallel()
+	raw := make([]byte, 3<<19) // 1.5 MiB of noise: the layer does not shrink
+	_, _ = rand.Read(raw)
+	g, l := buildImage(t, string(raw))
+	layer := g.Blobs()[1]
+
+	reg := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
+	t.Cleanup(func() { _ = reg.Close() })
+	proxy := &resetAt{next: reg, threshold: layer.Size * 6 / 10}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	const chunk = 64 << 10
+	client := newClient(registry.WithChunking(256<<10, chunk), registry.WithJobs(1))
+	ref, _ := name.ParseReference(host + "/team/big:1")
+	rec := &recorder{}
+	res, err := client.Push(context.Background(), ref, g, l, rec.observe)
+	if err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	if !proxy.reset {
+		t.Fatal("the proxy never reset the upload: the test proved nothing")
+	}
+	if rec.count(registry.StatusRetrying) != 1 {
+		t.Errorf("%d retries, want 1", rec.count(registry.StatusRetrying))
+	}
+	// Everything before the reset was kept: at most the lost chunk is sent twice.
+	if proxy.received > layer.Size+chunk {
+		t.Errorf("the proxy saw %d bytes for a %d-byte layer: the upload started over", proxy.received, layer.Size)
+	}
+	repo, _ := client.Open(context.Background(), ref.Context(), false)
+	if ok, err := repo.HeadBlob(context.Background(), layer.Digest); err != nil || !ok {
+		t.Fatalf("the layer is not in the registry: %v", err)
+	}
+	if res.Uploaded != 2 {
+		t.Errorf("uploaded %d blobs, want 2", res.Uploaded)
+	}
+}
