@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the peer tools the tests and benchmarks compare with, pinned:
-# crane and oras from the Go module proxy into .digestline/tools, skopeo from
-# Debian (when root and missing). Idempotent and quick when already there.
+# Installs the peer tools the tests and benchmarks use, pinned: crane and oras
+# from the Go module proxy into .digestline/tools; skopeo and docker-registry
+# from Debian (when root and missing). Idempotent and quick when already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$PWD/.digestline/tools
@@ -11,11 +11,16 @@ install() { # binary module@version
 }
 install crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
 install oras oras.land/oras/cmd/oras@v1.3.6
-if ! command -v skopeo >/dev/null 2>&1; then
+# From Debian: skopeo, and docker-registry (distribution 2.8, a real registry
+# without the referrers API).
+apt_missing=()
+command -v skopeo >/dev/null 2>&1 || apt_missing+=(skopeo)
+command -v docker-registry >/dev/null 2>&1 || apt_missing+=(docker-registry)
+if [ ${#apt_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "installing skopeo" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo; } >/dev/null
+    echo "installing ${apt_missing[*]}" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}"; } >/dev/null
   else
-    echo "skopeo is missing: install it (apt-get install skopeo) for the interoperability tests" >&2
+    echo "missing ${apt_missing[*]}: install with apt-get for the interoperability tests" >&2
   fi
 fi

@@ -34,6 +34,7 @@ func (r *Repo) startUpload(ctx context.Context) (*uploadSession, error) {
 	if err := s.update(resp); err != nil {
 		return nil, err
 	}
+	s.offset = 0 // a new session is empty, whatever Range says (distribution sends 0-0)
 	s.minChunk, _ = strconv.ParseInt(resp.Header.Get("OCI-Chunk-Min-Length"), 10, 64)
 	return s, nil
 }
@@ -46,13 +47,18 @@ func (s *uploadSession) update(resp *http.Response) error {
 	}
 	s.location = loc
 	if rng := resp.Header.Get("Range"); rng != "" {
-		// "0-N": N is the last byte received, inclusive.
+		// "0-N": N is the last byte received, inclusive. Distribution reports
+		// an empty session as 0-0 too; digestline never leaves exactly one
+		// byte in a session (chunks are larger), so 0-0 reads as empty.
 		_, end, ok := strings.Cut(strings.TrimPrefix(rng, "bytes="), "-")
 		n, err := strconv.ParseInt(end, 10, 64)
 		if !ok || err != nil {
 			return &Error{Class: ClassSchema, Status: resp.StatusCode, Err: fmt.Errorf("upload Range %q", rng), Hint: "the registry reported an unreadable upload range"}
 		}
-		s.offset = n + 1
+		s.offset = 0
+		if n > 0 {
+			s.offset = n + 1
+		}
 	}
 	return nil
 }

@@ -186,7 +186,7 @@ func startRegistry(cfg Config, log *slog.Logger) (*http.Server, net.Listener, er
 		Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreDir, RootDir: dir},
 		Log:     log.With("component", "registry"),
 	})
-	var h http.Handler = serializeNewRepos(reg, dir)
+	var h http.Handler = guardRepoState(reg)
 	if cfg.WrapRegistry != nil {
 		h = cfg.WrapRegistry(h)
 	}
@@ -200,44 +200,24 @@ func startRegistry(cfg Config, log *slog.Logger) (*http.Server, net.Listener, er
 	return srv, ln, nil
 }
 
-// serializeNewRepos works around a data race in olareg v0.1.2: a
-// repository's "exists" flag is set, without a lock, by the first write to a
-// new repository, while concurrent requests to it read the flag
+// guardRepoState works around data races in olareg v0.1.2: a repository's
+// "exists" flag is written without a lock by uploads (repoInit) and by
+// manifest reads (indexLoad), while other requests read it
 // (internal/store/dir.go, dirRepo.exists); newer olareg versions are not
-// available from the module proxy here. Requests to a repository are run one
-// at a time until it exists on disk; from then on the flag no longer changes,
-// and the sync.Map that records it orders the flag's last write before every
-// later read, so requests go through concurrently.
-func serializeNewRepos(h http.Handler, root string) http.Handler {
-	var (
-		mu    sync.Mutex
-		ready sync.Map // repository name → struct{}
-	)
+// available from the module proxy here. Blob reads only read the flag, so
+// they share a read lock and stream concurrently (verification stays
+// parallel); every other request holds the lock alone. Uploads to the dev
+// registry are therefore one at a time.
+func guardRepoState(h http.Handler) http.Handler {
+	var mu sync.RWMutex
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		repo := repositoryOf(r.URL.Path)
-		if _, ok := ready.Load(repo); ok || repo == "" {
-			h.ServeHTTP(w, r)
-			return
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			mu.RLock()
+			defer mu.RUnlock()
+		} else {
+			mu.Lock()
+			defer mu.Unlock()
 		}
-		mu.Lock()
-		defer mu.Unlock()
 		h.ServeHTTP(w, r)
-		if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(repo), "index.json")); err == nil {
-			ready.Store(repo, struct{}{})
-		}
 	})
-}
-
-// repositoryOf returns the repository a distribution API path names, or "".
-func repositoryOf(p string) string {
-	rest, ok := strings.CutPrefix(p, "/v2/")
-	if !ok {
-		return ""
-	}
-	for _, kind := range []string{"/blobs/", "/manifests/", "/tags/", "/referrers/"} {
-		if i := strings.LastIndex(rest, kind); i > 0 {
-			return rest[:i]
-		}
-	}
-	return ""
 }
