@@ -63,6 +63,86 @@ timed() {
   done
 }
 
+# The pusher side by side with crane, regctl and skopeo: the same ~512 MB,
+# 8-layer image from one OCI layout, pushed to the same real registry
+# (Debian's docker-registry) through a proxy that counts requests.
+push_vs_peers() {
+  local data=${BENCH_DATA:-/tmp/digestline-bench} tools=$PWD/.digestline/tools work
+  work=$(mktemp -d)
+  local reg=127.0.0.1:15500 proxy=127.0.0.1:15501
+  cat >"$work/registry.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: $reg}
+YML
+  docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+  local reg_pid=$!
+  go build -o "$work/countproxy" ./scripts/countproxy
+  "$work/countproxy" -listen "$proxy" -registry "http://$reg" >/dev/null 2>&1 &
+  local proxy_pid=$!
+  for _ in $(seq 1 100); do curl -fsS "http://$proxy/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+
+  # 8 × 64 MiB of real files (slices of the GOROOT tarballs), one layer each.
+  mkdir -p "$work/src"
+  local i rules=""
+  for i in 1 2 3 4 5 6 7 8; do
+    mkdir -p "$work/src/d$i"
+    dd if="$data/big/goroot-$(( (i - 1) % 4 + 1 )).tar" of="$work/src/d$i/part" bs=1M count=64 skip=$(( (i - 1) / 4 * 64 )) status=none
+    [ "$i" -lt 8 ] && rules+="  - {name: d$i, paths: [d$i]}"$'\n'
+  done
+  printf 'layers:\n%s' "$rules" >"$work/src/digestline.yaml"
+  bin/digestline build "$work/src" -o "$work/layout" -t bench >"$work/build.out"
+  local bytes; bytes=$(awk 'NR>1 && $1 ~ /layer/ {s += $3} END {print s}' "$work/build.out")
+
+  # regctl keeps its settings under $HOME: give it one of its own.
+  mkdir -p "$work/home"
+  HOME=$work/home "$tools/regctl" registry set --tls disabled "$proxy" >/dev/null 2>&1
+  local n=0 cmd=()
+  push_cmd() { # tool repo → cmd=(argv of that tool's push)
+    case $1 in
+      digestline) cmd=(bin/digestline push "$work/layout" "$proxy/$2:bench") ;;
+      crane) cmd=("$tools/crane" push "$work/layout" "$proxy/$2:bench" --insecure) ;;
+      regctl) cmd=(env HOME="$work/home" "$tools/regctl" image copy "ocidir://$work/layout:bench" "$proxy/$2:bench") ;;
+      skopeo) cmd=(skopeo copy --dest-tls-verify=false "oci:$work/layout:bench" "docker://$proxy/$2:bench") ;;
+    esac
+  }
+  echo "## Push: digestline vs crane, regctl and skopeo"
+  echo
+  echo "One OCI layout ($(awk -v b="$bytes" 'BEGIN {printf "%.0f MB compressed", b/1e6}'), 8 layers of real files, 512 MiB uncompressed) pushed to Debian's docker-registry"
+  echo "on loopback. Cold: a new repository each time, best of 3. Warm: the same push again (the tag already"
+  echo "points at the image), counted at a proxy in front of the registry; auth requests included"
+  echo "(digestline: two pings and one authenticated GET /v2/, then one HEAD)."
+  echo "Target: cold push ≤ 0.8× the fastest peer's time; warm push = 1 request after auth."
+  echo
+  echo "| tool | cold push | MB/s | vs fastest peer | warm push requests | peak RSS |"
+  echo "|---|---|---|---|---|---|"
+  local tool best fastest=""
+  declare -A cold rss warm
+  for tool in digestline crane regctl skopeo; do
+    best=""
+    for i in 1 2 3; do
+      n=$((n + 1))
+      push_cmd "$tool" "cold$n"
+      /usr/bin/time -f "%e %M" -o "$work/t" "${cmd[@]}" >/dev/null 2>&1 || { echo "$tool push failed" >&2; return 1; }
+      local t r; read -r t r <"$work/t"
+      if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN {exit !(a < b)}'; then best=$t; rss[$tool]=$r; fi
+    done
+    cold[$tool]=$best
+    curl -fsS -X POST "http://$proxy/_reset" >/dev/null
+    push_cmd "$tool" "cold$n"
+    "${cmd[@]}" >/dev/null 2>&1
+    warm[$tool]=$(curl -fsS "http://$proxy/_count")
+    if [ "$tool" != digestline ] && { [ -z "$fastest" ] || awk -v a="$best" -v b="$fastest" 'BEGIN {exit !(a < b)}'; }; then fastest=$best; fi
+  done
+  for tool in digestline crane regctl skopeo; do
+    awk -v tool="$tool" -v t="${cold[$tool]}" -v b="$bytes" -v f="$fastest" -v w="${warm[$tool]}" -v r="${rss[$tool]}" \
+      'BEGIN {printf "| %s | %.2f s | %.0f | %.2f× | %s | %.0f MB |\n", tool, t, b/1e6/t, t/f, w, r/1024}'
+  done
+  kill "$proxy_pid" "$reg_pid" 2>/dev/null; wait "$proxy_pid" "$reg_pid" 2>/dev/null
+  rm -rf "$work"
+}
+
 row() { # input tool seconds bytes layer-bytes rss-kb ratio
   awk -v input="$1" -v tool="$2" -v t="$3" -v b="$4" -v s="$5" -v r="$6" -v x="$7" \
     'BEGIN {printf "| %s | %s | %.2f s | %.0f | %.1f MB | %.0f MB | %s |\n", input, tool, t, b/1e6/t, s/1e6, r/1024, x}'
@@ -99,5 +179,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
     }' "$raw"
   echo
   builder_vs_crane
+  echo
+  push_vs_peers
 } >"$out"
 cat "$out"

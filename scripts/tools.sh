@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the peer tools the tests and benchmarks use, pinned: crane and oras
+# Installs the peer tools the tests and benchmarks use, pinned: crane, oras and regctl
 # from the Go module proxy into .digestline/tools; skopeo and docker-registry
 # from Debian (when root and missing). Idempotent and quick when already there.
 set -euo pipefail
@@ -11,6 +11,7 @@ install() { # binary module@version
 }
 install crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
 install oras oras.land/oras/cmd/oras@v1.3.6
+install regctl github.com/regclient/regclient/cmd/regctl@v0.11.7
 # From Debian: skopeo, and docker-registry (distribution 2.8, a real registry
 # without the referrers API).
 apt_missing=()

@@ -62,9 +62,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
+		return service.ShutdownHTTP(srv, 5*time.Second)
 	})
 	return g.Wait()
 }

@@ -130,9 +130,7 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	g.Go(func() error { return reporter.Run(gctx, reporter.Config{Deps: deps, Listener: apiLn}) })
 	g.Go(func() error {
 		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return regSrv.Shutdown(sctx)
+		return service.ShutdownHTTP(regSrv, 5*time.Second)
 	})
 	go func() {
 		defer close(env.done)

@@ -1,0 +1,3 @@
+module github.com/digestline/digestline/scripts
+
+go 1.26.0
