@@ -115,7 +115,10 @@ func printDescriptors(w io.Writer, g oci.Graph) {
 }
 
 func newPushCommand() *cobra.Command {
-	var guard *events.TagGuard
+	var (
+		guard *events.TagGuard
+		jobs  int
+	)
 	cmd := &cobra.Command{
 		Use:   "push [LAYOUT] REF",
 		Short: "Push an OCI image layout to REF stage by stage (default layout: " + defaultLayout + ")",
@@ -142,7 +145,7 @@ func newPushCommand() *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			res, err := registryClient().Push(cmd.Context(), ref, g, layout, func(_ context.Context, r registry.StageReport) {
+			res, err := registry.New(append(registry.CredentialsFromEnv(), registry.WithJobs(jobs))...).Push(cmd.Context(), ref, g, layout, func(_ context.Context, r registry.StageReport) {
 				fmt.Fprintln(w, r.Line())
 			}, opts...)
 			if err != nil {
@@ -153,6 +156,7 @@ func newPushCommand() *cobra.Command {
 		},
 	}
 	guard = tagGuardFlags(cmd.Flags())
+	cmd.Flags().IntVar(&jobs, "jobs", 4, "blobs checked and uploaded at once")
 	return cmd
 }
 
