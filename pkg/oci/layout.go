@@ -176,29 +176,3 @@ func (l *Layout) Graph(ctx context.Context) (Graph, error) {
 	}
 	return *root, nil
 }
-
-// Export copies every blob of g from src into the layout and records the root.
-func (l *Layout) Export(ctx context.Context, g Graph, src BlobReader, ref string) error {
-	for _, d := range g.Descriptors {
-		if err := copyBlob(ctx, l, src, d); err != nil {
-			return err
-		}
-	}
-	for _, r := range g.Referrers {
-		for _, d := range r.Descriptors {
-			if err := copyBlob(ctx, l, src, d); err != nil {
-				return err
-			}
-		}
-	}
-	return l.SetGraph(g, ref)
-}
-
-func copyBlob(ctx context.Context, dst BlobStore, src BlobReader, d v1.Descriptor) error {
-	rc, err := src.Open(ctx, d.Digest)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	return dst.Put(ctx, d, rc)
-}

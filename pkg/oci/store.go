@@ -28,3 +28,13 @@ type BlobStore interface {
 	BlobReader
 	Put(ctx context.Context, desc v1.Descriptor, r io.Reader) error
 }
+
+// CopyBlob streams one blob from src into dst; dst verifies it against d.
+func CopyBlob(ctx context.Context, dst BlobStore, src BlobReader, d v1.Descriptor) error {
+	rc, err := src.Open(ctx, d.Digest)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return dst.Put(ctx, d, rc)
+}

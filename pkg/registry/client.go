@@ -75,7 +75,8 @@ func New(opts ...Option) *Client {
 }
 
 // Open authenticates to repo's registry for pull (and push, when push is
-// true) and checks the credential with one authenticated request. Every
+// true) and, when there is a credential, proves it with one authenticated
+// request, so wrong credentials fail here rather than at the first write. Every
 // request made through the returned Repo, including this handshake, is counted.
 func (c *Client) Open(ctx context.Context, repo name.Repository, push bool) (*Repo, error) {
 	return c.open(ctx, repo, push, &countingTransport{inner: c.base})
@@ -106,6 +107,9 @@ func (c *Client) open(ctx context.Context, repo name.Repository, push bool, coun
 		return nil, classifyTransport(err, repo)
 	}
 	r.client = &http.Client{Transport: rt}
+	if auth == authn.Anonymous {
+		return r, nil // no credential to prove: the first real request will say if anonymous access is refused
+	}
 	resp, err := r.do(ctx, http.MethodGet, r.url("/v2/"), nil, nil)
 	if err != nil {
 		return nil, err

@@ -81,7 +81,7 @@ func ResolveBase(ctx context.Context, ref string, platform v1.Platform, reg *reg
 		return nil, fmt.Errorf("base %s: %d layers but %d diff ids in its config", ref, len(m.Layers), len(config.RootFS.DiffIDs))
 	}
 	for _, l := range m.Layers {
-		if err := copyBlob(ctx, src, store, l); err != nil {
+		if err := oci.CopyBlob(ctx, store, src, l); err != nil {
 			return nil, fmt.Errorf("base %s layer %s: %w", ref, l.Digest, err)
 		}
 	}
@@ -128,14 +128,4 @@ func readBlobJSON(ctx context.Context, src oci.BlobReader, d v1.Descriptor, v an
 		return fmt.Errorf("content hashes to %s, not %s", got, d.Digest)
 	}
 	return json.Unmarshal(b, v)
-}
-
-// copyBlob streams a blob into store; Put verifies it against its digest.
-func copyBlob(ctx context.Context, src oci.BlobReader, store oci.BlobStore, d v1.Descriptor) error {
-	rc, err := src.Open(ctx, d.Digest)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	return store.Put(ctx, d, rc)
 }

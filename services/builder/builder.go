@@ -129,7 +129,7 @@ func importLayout(ctx context.Context, path string, store oci.BlobStore) (oci.Gr
 	}
 	for _, part := range append([]oci.Graph{g}, g.Referrers...) {
 		for _, d := range part.Descriptors {
-			if err := copyBlob(ctx, layout, store, d); err != nil {
+			if err := oci.CopyBlob(ctx, store, layout, d); err != nil {
 				return oci.Graph{}, fmt.Errorf("%w: import %s: %w", oci.ErrStore, d.Digest, err)
 			}
 		}
