@@ -3,6 +3,7 @@ package main
 import (
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -116,8 +117,9 @@ func printDescriptors(w io.Writer, g oci.Graph) {
 
 func newPushCommand() *cobra.Command {
 	var (
-		guard *events.TagGuard
-		jobs  int
+		guard  *events.TagGuard
+		jobs   int
+		asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:   "push [LAYOUT] REF",
@@ -145,18 +147,26 @@ func newPushCommand() *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
+			enc := json.NewEncoder(w)
 			res, err := registry.New(append(registry.CredentialsFromEnv(), registry.WithJobs(jobs))...).Push(cmd.Context(), ref, g, layout, func(_ context.Context, r registry.StageReport) {
+				if asJSON {
+					_ = enc.Encode(pusher.StageReport(ref.String(), g.Root.Digest.String(), r))
+					return
+				}
 				fmt.Fprintln(w, r.Line())
 			}, opts...)
 			if err != nil {
 				return &exitCodeError{code: 2, err: err}
 			}
-			fmt.Fprintf(w, "pushed %s@%s: %d uploaded, %d existing, %d requests\n", ref.Context().Name(), res.Digest, res.Uploaded, res.Existing, res.Requests)
+			if !asJSON {
+				fmt.Fprintf(w, "pushed %s@%s: %d uploaded, %d existing, %d requests\n", ref.Context().Name(), res.Digest, res.Uploaded, res.Existing, res.Requests)
+			}
 			return nil
 		},
 	}
 	guard = tagGuardFlags(cmd.Flags())
 	cmd.Flags().IntVar(&jobs, "jobs", 4, "blobs checked and uploaded at once")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print each stage as a JSON line (the push.stage event's data) instead of [STAGE] lines")
 	return cmd
 }
 

@@ -16,6 +16,7 @@ func newShipCommand() *cobra.Command {
 	var (
 		natsURL, envName string
 		timeout          time.Duration
+		asJSON           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "ship DIR REF",
@@ -45,7 +46,11 @@ func newShipCommand() *cobra.Command {
 		}
 		defer nc.Close()
 		bus := events.NewBus(js, "/digestline/cli/ship", events.WithTracerProvider(tel.TracerProvider), events.WithLogger(tel.Logger))
-		_, err = ship.Ship(ctx, bus, ship.Request{Dir: args[0], Target: args[1], Env: envName, Spec: s, Tag: *guard}, cmd.OutOrStdout())
+		shipFn := ship.Ship
+		if asJSON {
+			shipFn = ship.ShipJSON
+		}
+		_, err = shipFn(ctx, bus, ship.Request{Dir: args[0], Target: args[1], Env: envName, Spec: s, Tag: *guard}, cmd.OutOrStdout())
 		var runErr *ship.RunError
 		if errors.As(err, &runErr) {
 			return &exitCodeError{code: 2, err: err}
@@ -56,5 +61,6 @@ func newShipCommand() *cobra.Command {
 	fs.StringVar(&natsURL, "nats", env("NATS_URL", service.DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
 	fs.StringVar(&envName, "env", "", "environment to promote to (default: the first of the chain)")
 	fs.DurationVar(&timeout, "timeout", 10*time.Minute, "give up following the run after this long")
+	fs.BoolVar(&asJSON, "json", false, "print each of the run's events as a JSON line (structured CloudEvents) instead of [STAGE] lines")
 	return cmd
 }

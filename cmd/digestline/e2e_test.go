@@ -461,6 +461,16 @@ func TestStandaloneBuildPushVerify(t *testing.T) {
 	if !strings.Contains(out, "0 uploaded") || !strings.Contains(out, "nothing to push") {
 		t.Fatalf("second push printed:\n%s", out)
 	}
+	out = run("push", layout, ref+":v2", "--json")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != len(pushStages) {
+		t.Fatalf("push --json printed %d lines, want one per stage:\n%s", len(lines), out)
+	}
+	for _, l := range lines {
+		if err := events.ValidateData(events.PushStage, []byte(l)); err != nil {
+			t.Fatalf("push --json line is not push.stage data: %v\n%s", err, l)
+		}
+	}
 	out = run("verify", ref+"@"+digest)
 	for _, line := range []string{"[VERIFY] digest match", "[VERIFY] manifest descriptor count: 3"} {
 		if !strings.Contains(out, line) {
@@ -632,5 +642,28 @@ func TestShipRefusesToMoveADriftedTag(t *testing.T) {
 	if _, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "release 2"), Target: s.RegistryAddr + "/team/app:prod",
 		Tag: events.TagGuard{Expect: first.Promotion.Digest}}, &buf); err != nil {
 		t.Fatalf("ship with the right expectation: %v\n%s", err, buf.String())
+	}
+}
+
+func TestShipJSONPrintsTheRunsEvents(t *testing.T) {
+	s, _ := startStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var buf bytes.Buffer
+	res, err := ship.ShipJSON(ctx, s.bus, ship.Request{Dir: sourceDir(t, "json"), Target: s.RegistryAddr + "/team/json:1"}, &buf)
+	if err != nil {
+		t.Fatalf("ship: %v\n%s", err, buf.String())
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var last events.Name
+	for _, l := range lines {
+		ev, name, err := events.Parse([]byte(l))
+		if err != nil || events.RunID(ev) != res.RunID {
+			t.Fatalf("line is not one of the run's events (%v): %s", err, l)
+		}
+		last = name
+	}
+	if last != events.Promoted || len(lines) < 12 {
+		t.Fatalf("%d events ending with %s", len(lines), last)
 	}
 }

@@ -62,7 +62,7 @@ func (p *pusher) handle(ctx context.Context, m events.Message) error {
 	// fails the delivery so the push is redone (cheaply: it is warm).
 	var publishErr error
 	observe := func(sctx context.Context, r registry.StageReport) {
-		report := stageReport(build.Target, build.Graph.Root.Digest.String(), r)
+		report := StageReport(build.Target, build.Graph.Root.Digest.String(), r)
 		p.cfg.Log().Info(report.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status, "attempt", r.Attempt, "requests", r.Requests)
 		key := fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt)
 		if _, err := p.bus.Emit(sctx, m.Event, events.PushStage, key, report); err != nil && publishErr == nil {
@@ -104,7 +104,8 @@ func failure(e *registry.Error) events.Failure {
 	return events.Failure{Stage: e.Stage, Class: string(e.Class), Message: e.Err.Error(), Hint: e.Hint}
 }
 
-func stageReport(target, dgst string, r registry.StageReport) events.StageReport {
+// StageReport is the push.stage event data for one stage outcome.
+func StageReport(target, dgst string, r registry.StageReport) events.StageReport {
 	out := events.StageReport{
 		Target: target, Digest: dgst, Stage: r.Stage, Status: r.Status, Detail: r.Detail,
 		Total: r.Total, Existing: r.Existing, Uploaded: r.Uploaded, Mounted: r.Mounted, Bytes: r.Bytes,

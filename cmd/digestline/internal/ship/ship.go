@@ -65,6 +65,16 @@ func (e *RunError) Error() string {
 // Ship runs req through the pipeline on bus, writing the run's [STAGE],
 // [VERIFY] and promotion lines to out as they happen.
 func Ship(ctx context.Context, bus *events.Bus, req Request, out io.Writer) (Result, error) {
+	return run(ctx, bus, req, out, false)
+}
+
+// ShipJSON is Ship writing each of the run's events as one JSON line (the
+// structured CloudEvent) instead of human lines.
+func ShipJSON(ctx context.Context, bus *events.Bus, req Request, out io.Writer) (Result, error) {
+	return run(ctx, bus, req, out, true)
+}
+
+func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSON bool) (Result, error) {
 	ref, err := name.ParseReference(req.Target)
 	if err != nil {
 		return Result{}, fmt.Errorf("target %q: %w (want registry/repository:tag)", req.Target, err)
@@ -101,8 +111,17 @@ func Ship(ctx context.Context, bus *events.Bus, req Request, out io.Writer) (Res
 	}); err != nil {
 		return Result{}, err
 	}
-	fmt.Fprintf(out, "run %s: building %s\n", runID, req.Target)
-	res, err := follow(iter, runID, out)
+	human := out
+	if asJSON {
+		human = io.Discard
+	} else {
+		fmt.Fprintf(out, "run %s: building %s\n", runID, req.Target)
+	}
+	res, err := follow(iter, runID, human, func(raw []byte) {
+		if asJSON {
+			_, _ = out.Write(append(raw, '\n'))
+		}
+	})
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("run %s: %w (the run goes on; see GET /v1/runs/%s)", runID, ctx.Err(), runID)
@@ -145,8 +164,9 @@ type counter struct{ n int64 }
 
 func (c *counter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
-// follow prints the run's events until one ends it.
-func follow(iter jetstream.MessagesContext, runID string, out io.Writer) (Result, error) {
+// follow prints the run's events until one ends it; raw sees each of the
+// run's events as it arrived.
+func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw func([]byte)) (Result, error) {
 	for {
 		msg, err := iter.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -159,6 +179,7 @@ func follow(iter jetstream.MessagesContext, runID string, out io.Writer) (Result
 		if err != nil || events.RunID(ev) != runID {
 			continue // another run's event, or one the services dead-letter
 		}
+		raw(msg.Data())
 		switch name {
 		case events.BuildCompleted:
 			b, err := events.Decode[events.BuildResult](ev)
