@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -267,4 +268,63 @@ func (r *Repo) MountBlob(ctx context.Context, d digest.Digest, from string) (boo
 // one's authenticated transport (its token must carry that repository's scope).
 func (r *Repo) Sibling(path string) *Repo {
 	return &Repo{name: r.name.Registry.Repo(path), client: r.client, requests: r.requests}
+}
+
+// maxTagPages bounds tag list pagination against a registry that loops.
+const maxTagPages = 10000
+
+// Tags lists the repository's tags, following the registry's pagination
+// (the Link header) page by page.
+func (r *Repo) Tags(ctx context.Context, pageSize int) ([]string, error) {
+	next := r.url("/v2/" + r.name.RepositoryStr() + "/tags/list")
+	if pageSize > 0 {
+		next += "?n=" + strconv.Itoa(pageSize)
+	}
+	var tags []string
+	for page := 0; next != ""; page++ {
+		if page == maxTagPages {
+			return tags, &Error{Class: ClassSchema, Err: fmt.Errorf("more than %d pages of tags", maxTagPages), Hint: "the registry's pagination does not end"}
+		}
+		resp, err := r.do(ctx, http.MethodGet, next, nil, nil)
+		if err != nil {
+			return tags, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			defer drain(resp)
+			return tags, classifyResponse(resp, r.name)
+		}
+		var body struct {
+			Tags []string `json:"tags"`
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, maxManifestBytes)).Decode(&body)
+		link := resp.Header.Get("Link")
+		drain(resp)
+		if err != nil {
+			return tags, &Error{Class: ClassSchema, Err: fmt.Errorf("tag list: %w", err), Hint: "the registry's tag list is not valid JSON"}
+		}
+		tags = append(tags, body.Tags...)
+		next = nextLink(resp.Request.URL, link)
+	}
+	return tags, nil
+}
+
+// nextLink resolves the `<url>; rel="next"` entry of a Link header (the
+// quotes are optional, RFC 8288) against base.
+func nextLink(base *url.URL, header string) string {
+	for _, link := range strings.Split(header, ",") {
+		target, params, ok := strings.Cut(link, ";")
+		target = strings.TrimSpace(target)
+		if !ok || !strings.HasPrefix(target, "<") || !strings.HasSuffix(target, ">") {
+			continue
+		}
+		for _, p := range strings.Split(params, ";") {
+			k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if strings.EqualFold(k, "rel") && strings.EqualFold(strings.Trim(v, `"`), "next") {
+				if u, err := base.Parse(target[1 : len(target)-1]); err == nil {
+					return u.String()
+				}
+			}
+		}
+	}
+	return ""
 }

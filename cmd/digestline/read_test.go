@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/events"
+)
+
+// cli runs a digestline command and returns what it printed.
+func cli(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := newRootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs(args)
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("digestline %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
+}
+
+func TestInspectDiscoverAndTags(t *testing.T) {
+	s, _ := startStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "read"), Target: s.RegistryAddr + "/team/read:1",
+		Spec: events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: true}}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := s.RegistryAddr + "/team/read"
+	image := repo + "@" + res.Promotion.Digest
+	sig := filepath.Join(t.TempDir(), "sig.json")
+	if err := os.WriteFile(sig, []byte(`{"sig":1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, "attach", image, sig, "--artifact-type", "application/vnd.example.signature.v1+json")
+
+	// Sign the SBOM too: find it, then attach to it.
+	var tree node
+	if err := json.Unmarshal([]byte(cli(t, "discover", image, "--json")), &tree); err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(tree.Children, func(n node) bool { return n.ArtifactType == "application/spdx+json" })
+	if i < 0 || len(tree.Children) != 2 {
+		t.Fatalf("discover found %+v", tree.Children)
+	}
+	sbom := tree.Children[i].Digest
+	cli(t, "attach", repo+"@"+sbom.String(), sig, "--artifact-type", "application/vnd.example.sbom-signature.v1+json")
+
+	if err := json.Unmarshal([]byte(cli(t, "discover", image, "--json")), &tree); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range tree.Children {
+		want := 0
+		if c.Digest == sbom {
+			want = 1
+		}
+		if len(c.Children) != want || (want == 1 && c.Children[0].ArtifactType != "application/vnd.example.sbom-signature.v1+json") {
+			t.Errorf("%s has referrers %+v", c.ArtifactType, c.Children)
+		}
+	}
+	text := cli(t, "discover", repo+":1")
+	if !strings.Contains(text, "    └── referrer") && !strings.Contains(text, "│   └── referrer") {
+		t.Errorf("the SBOM's signature is not drawn under the SBOM:\n%s", text)
+	}
+
+	out := cli(t, "inspect", repo+":1")
+	for _, want := range []string{res.Promotion.Digest, "├── config", "└── layer 1", "application/vnd.oci.image.layer.v1.tar+gzip"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Tags, one per page.
+	layout := filepath.Join(t.TempDir(), "l")
+	cli(t, "build", sourceDir(t, "tags"), "-o", layout)
+	for _, tag := range []string{"a", "b", "c"} {
+		cli(t, "push", layout, repo+":"+tag)
+	}
+	var tags []string
+	if err := json.Unmarshal([]byte(cli(t, "tags", repo, "--page-size", "1", "--json")), &tags); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(tags)
+	if !slices.Equal(tags, []string{"1", "a", "b", "c"}) {
+		t.Fatalf("tags %v", tags)
+	}
+}
