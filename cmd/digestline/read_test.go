@@ -98,3 +98,30 @@ func TestInspectDiscoverAndTags(t *testing.T) {
 		t.Fatalf("tags %v", tags)
 	}
 }
+
+func TestVerifiedPullIntoALayout(t *testing.T) {
+	s, _ := startStack(t, withRegistryWrapper(corruptBlobs))
+	layout := filepath.Join(t.TempDir(), "src")
+	out := cli(t, "build", sourceDir(t, "pull me"), "-o", layout)
+	digest := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+	for _, repo := range []string{"team/pull", "corrupt/pull"} {
+		cli(t, "push", layout, s.RegistryAddr+"/"+repo+":1")
+	}
+
+	dst := filepath.Join(t.TempDir(), "pulled")
+	cli(t, "pull", s.RegistryAddr+"/team/pull@"+digest, "-o", dst)
+	// What was pulled pushes back to the same digest.
+	again := cli(t, "push", dst, s.RegistryAddr+"/team/again:1")
+	if !strings.Contains(again, digest) {
+		t.Fatalf("the pulled layout pushed as:\n%s", again)
+	}
+
+	// A registry serving corrupted blobs: the pull fails, naming the blob.
+	cmd := newRootCommand()
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"pull", s.RegistryAddr + "/corrupt/pull@" + digest, "-o", filepath.Join(t.TempDir(), "bad")})
+	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "does not match its descriptor") {
+		t.Fatalf("pull of a corrupted blob: %v", err)
+	}
+}
