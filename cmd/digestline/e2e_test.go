@@ -433,18 +433,7 @@ func TestRestartKeepsRecordsAndImages(t *testing.T) {
 func TestStandaloneBuildPushVerify(t *testing.T) {
 	s, _ := startStack(t)
 	layout := filepath.Join(t.TempDir(), "layout")
-	run := func(args ...string) string {
-		t.Helper()
-		cmd := newRootCommand()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(io.Discard)
-		cmd.SetArgs(args)
-		if err := cmd.ExecuteContext(context.Background()); err != nil {
-			t.Fatalf("digestline %s: %v\n%s", strings.Join(args, " "), err, out.String())
-		}
-		return out.String()
-	}
+	run := func(args ...string) string { t.Helper(); return cli(t, args...) }
 	out := run("build", sourceDir(t, "standalone"), "-o", layout, "--entrypoint", "/bin/app", "--sbom")
 	digest := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
 	if !strings.HasPrefix(digest, "sha256:") || !strings.Contains(out, "attached application/spdx+json") {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 
@@ -436,7 +437,7 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 		}
 		sent += n
 	}
-	if err := p.repo.finish(ctx, s, b.Digest); err != nil {
+	if err := p.repo.finish(ctx, s, b.Digest, http.NoBody, 0); err != nil {
 		return sent, err
 	}
 	p.mu.Lock()

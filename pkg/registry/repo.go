@@ -178,36 +178,11 @@ func (r *Repo) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
 
 // UploadBlob uploads content as one monolithic PUT in an upload session.
 func (r *Repo) UploadBlob(ctx context.Context, desc v1.Descriptor, content io.Reader) error {
-	resp, err := r.do(ctx, http.MethodPost, r.url("/v2/"+r.name.RepositoryStr()+"/blobs/uploads/"), nil, nil)
+	s, err := r.startUpload(ctx)
 	if err != nil {
 		return err
 	}
-	drain(resp)
-	if resp.StatusCode != http.StatusAccepted {
-		return classifyResponse(resp, r.name)
-	}
-	loc, err := resp.Location()
-	if err != nil {
-		return &Error{Class: ClassSchema, Status: resp.StatusCode, Err: fmt.Errorf("upload session without a Location: %w", err), Hint: "the registry is not OCI distribution compliant"}
-	}
-	q := loc.Query()
-	q.Set("digest", desc.Digest.String())
-	loc.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), content)
-	if err != nil {
-		return &Error{Class: ClassSchema, Err: err}
-	}
-	req.ContentLength = desc.Size
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err = r.client.Do(req)
-	if err != nil {
-		return classifyTransport(err, r.name)
-	}
-	defer drain(resp)
-	if resp.StatusCode != http.StatusCreated {
-		return classifyResponse(resp, r.name)
-	}
-	return nil
+	return r.finish(ctx, s, desc.Digest, content, desc.Size)
 }
 
 // sizeString formats a byte count for stage lines.

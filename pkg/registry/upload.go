@@ -105,16 +105,18 @@ func (r *Repo) patch(ctx context.Context, s *uploadSession, chunk io.Reader, n i
 	return nil
 }
 
-// finish closes the session, naming the blob's digest.
-func (r *Repo) finish(ctx context.Context, s *uploadSession, d digest.Digest) error {
+// finish closes the session with the blob's digest, sending the last (or
+// only) size bytes of content with it.
+func (r *Repo) finish(ctx context.Context, s *uploadSession, d digest.Digest, content io.Reader, size int64) error {
 	u := *s.location
 	q := u.Query()
 	q.Set("digest", d.String())
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), http.NoBody)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), content)
 	if err != nil {
 		return &Error{Class: ClassSchema, Err: err}
 	}
+	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := r.client.Do(req)
 	if err != nil {
