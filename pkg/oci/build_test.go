@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/oci"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -105,15 +104,7 @@ func TestLayoutRoundTripsThroughGoContainerRegistry(t *testing.T) {
 	}
 
 	// An independent reader accepts it, with every digest and diff id right.
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := p.Image(mustHash(t, g.Root.Digest.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := validate.Image(img); err != nil {
+	if err := validate.Image(layoutImage(t, dir, g.Root.Digest.String())); err != nil {
 		t.Fatalf("validate.Image: %v", err)
 	}
 

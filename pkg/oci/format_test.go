@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/oci"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
@@ -58,14 +57,7 @@ func TestEveryLayerFormatBuildsAValidImage(t *testing.T) {
 				// go-containerregistry checks manifest, config and blob
 				// digests (its layer check assumes gzip, so diff ids are
 				// checked below through its own decompression).
-				p, err := layout.FromPath(dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				img, err := p.Image(mustHash(t, g.Root.Digest.String()))
-				if err != nil {
-					t.Fatal(err)
-				}
+				img := layoutImage(t, dir, g.Root.Digest.String())
 				if err := validate.Image(img, validate.Fast); err != nil {
 					t.Fatalf("validate.Image: %v", err)
 				}
