@@ -7,6 +7,7 @@ import (
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/telemetry"
 	"github.com/spf13/cobra"
 )
@@ -46,10 +47,10 @@ func newDevCommand() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&cfg.DataDir, "data", env("DATA", filepath.Join(".digestline", "dev")), "directory for NATS and registry state (kept across restarts)")
+	fs.StringVar(&cfg.DataDir, "data", service.Env("DATA", filepath.Join(".digestline", "dev")), "directory for NATS and registry state (kept across restarts)")
 	fs.IntVar(&cfg.NATSPort, "nats-port", 4222, "NATS client port (-1 picks a free one)")
 	fs.StringVar(&cfg.RegistryAddr, "registry-addr", "127.0.0.1:5000", "embedded registry listen address")
 	fs.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:8080", "reporter API listen address")
-	fs.StringVar(&logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error")
+	fs.StringVar(&logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error")
 	return cmd
 }

@@ -58,7 +58,7 @@ func newShipCommand() *cobra.Command {
 		return err
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&natsURL, "nats", env("NATS_URL", service.DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
+	fs.StringVar(&natsURL, "nats", service.Env("NATS_URL", service.DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
 	fs.StringVar(&envName, "env", "", "environment to promote to (default: the first of the chain)")
 	fs.DurationVar(&timeout, "timeout", 10*time.Minute, "give up following the run after this long")
 	fs.BoolVar(&asJSON, "json", false, "print each of the run's events as a JSON line (structured CloudEvents) instead of [STAGE] lines")

@@ -2,21 +2,12 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/spf13/pflag"
 )
-
-// env returns DIGESTLINE_<key> or def, for flag defaults.
-func env(key, def string) string {
-	if v := os.Getenv("DIGESTLINE_" + key); v != "" {
-		return v
-	}
-	return def
-}
 
 // specFlags registers the image spec flags shared by build and ship. Flags
 // left unset keep what the source's digestline.yaml says.

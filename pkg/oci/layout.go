@@ -49,9 +49,6 @@ func OpenLayout(dir string) (*Layout, error) {
 	return &Layout{dir: dir}, nil
 }
 
-// Dir is the layout's directory.
-func (l *Layout) Dir() string { return l.dir }
-
 func (l *Layout) blobPath(d digest.Digest) (string, error) {
 	if err := d.Validate(); err != nil {
 		return "", err

@@ -9,9 +9,9 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// maxManifestSize bounds how much of a manifest is read: the distribution
+// MaxManifestSize bounds how much of a manifest is read: the distribution
 // spec's recommended limit.
-const maxManifestSize = 4 << 20
+const MaxManifestSize = 4 << 20
 
 // ReadManifest reads a manifest blob and checks it hashes to its descriptor.
 func ReadManifest(ctx context.Context, src BlobReader, d v1.Descriptor) ([]byte, error) {
@@ -20,12 +20,12 @@ func ReadManifest(ctx context.Context, src BlobReader, d v1.Descriptor) ([]byte,
 		return nil, err
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxManifestSize+1))
+	b, err := io.ReadAll(io.LimitReader(rc, MaxManifestSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read manifest %s: %w", d.Digest, err)
 	}
-	if len(b) > maxManifestSize {
-		return nil, fmt.Errorf("manifest %s is larger than %d bytes", d.Digest, maxManifestSize)
+	if len(b) > MaxManifestSize {
+		return nil, fmt.Errorf("manifest %s is larger than %d bytes", d.Digest, MaxManifestSize)
 	}
 	if got := d.Digest.Algorithm().FromBytes(b); got != d.Digest {
 		return nil, fmt.Errorf("manifest %s: content hashes to %s", d.Digest, got)

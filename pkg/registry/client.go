@@ -85,7 +85,7 @@ func (c *Client) Open(ctx context.Context, repo name.Repository, push bool) (*Re
 // open authenticates for repo; extraPull names other repositories of the same
 // registry the token must also be able to pull from (mount sources).
 func (c *Client) open(ctx context.Context, repo name.Repository, push bool, counter *countingTransport, extraPull ...string) (*Repo, error) {
-	r := &Repo{name: repo, requests: &counter.n}
+	r := &Repo{name: repo}
 	auth := c.auth
 	if auth == nil {
 		var err error

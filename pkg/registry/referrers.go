@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/digestline/digestline/pkg/oci"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -122,7 +123,7 @@ func (r *Repo) fallbackIndex(ctx context.Context, tag string) (v1.Index, string,
 		return v1.Index{}, "", classifyResponse(resp, r.name)
 	}
 	var idx v1.Index
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxManifestBytes)).Decode(&idx); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, oci.MaxManifestSize)).Decode(&idx); err != nil {
 		return v1.Index{}, "", &Error{Class: ClassSchema, Err: fmt.Errorf("fallback tag %s is not an index: %w", tag, err),
 			Hint: "something else is using the fallback tag: remove it or push with a registry that has the referrers API"}
 	}

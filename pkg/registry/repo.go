@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -24,23 +23,13 @@ var manifestAccept = strings.Join([]string{
 	oci.MediaTypeDockerManifest, oci.MediaTypeDockerManifestList,
 }, ", ")
 
-// maxManifestBytes bounds a manifest read (the distribution spec's 4 MiB).
-const maxManifestBytes = 4 << 20
-
 // Repo is an authenticated connection to one repository.
 type Repo struct {
-	name     name.Repository
-	client   *http.Client
-	requests *atomic.Int64
+	name   name.Repository
+	client *http.Client
 }
 
 var _ oci.BlobReader = (*Repo)(nil)
-
-// Name is the repository's name.
-func (r *Repo) Name() name.Repository { return r.name }
-
-// Requests counts HTTP requests made so far, including auth.
-func (r *Repo) Requests() int { return int(r.requests.Load()) }
 
 func (r *Repo) url(path string) string {
 	return r.name.Registry.Scheme() + "://" + r.name.RegistryStr() + path
@@ -106,12 +95,12 @@ func (r *Repo) GetManifest(ctx context.Context, ref string) ([]byte, v1.Descript
 	if resp.StatusCode != http.StatusOK {
 		return nil, v1.Descriptor{}, classifyResponse(resp, r.name)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, oci.MaxManifestSize+1))
 	if err != nil {
 		return nil, v1.Descriptor{}, classifyTransport(err, r.name)
 	}
-	if len(b) > maxManifestBytes {
-		return nil, v1.Descriptor{}, &Error{Class: ClassSchema, Err: fmt.Errorf("manifest %s is larger than %d bytes", ref, maxManifestBytes), Hint: "refusing an oversized manifest"}
+	if len(b) > oci.MaxManifestSize {
+		return nil, v1.Descriptor{}, &Error{Class: ClassSchema, Err: fmt.Errorf("manifest %s is larger than %d bytes", ref, oci.MaxManifestSize), Hint: "refusing an oversized manifest"}
 	}
 	desc := v1.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: digest.FromBytes(b), Size: int64(len(b))}
 	if want, err := digest.Parse(ref); err == nil && want != desc.Digest {
@@ -242,7 +231,7 @@ func (r *Repo) MountBlob(ctx context.Context, d digest.Digest, from string) (boo
 // Sibling is another repository of the same registry, reached through this
 // one's authenticated transport (its token must carry that repository's scope).
 func (r *Repo) Sibling(path string) *Repo {
-	return &Repo{name: r.name.Registry.Repo(path), client: r.client, requests: r.requests}
+	return &Repo{name: r.name.Registry.Repo(path), client: r.client}
 }
 
 // maxTagPages bounds tag list pagination against a registry that loops.
@@ -271,7 +260,7 @@ func (r *Repo) Tags(ctx context.Context, pageSize int) ([]string, error) {
 		var body struct {
 			Tags []string `json:"tags"`
 		}
-		err = json.NewDecoder(io.LimitReader(resp.Body, maxManifestBytes)).Decode(&body)
+		err = json.NewDecoder(io.LimitReader(resp.Body, oci.MaxManifestSize)).Decode(&body)
 		link := resp.Header.Get("Link")
 		drain(resp)
 		if err != nil {

@@ -142,11 +142,14 @@ func upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Dig
 	}
 	defer func() { _ = tmp.Close(); _ = os.Remove(tmp.Name()) }()
 	h := sha256.New()
-	cw := &counter{}
-	if err := oci.WriteTar(ctx, io.MultiWriter(tmp, h, cw), dir, time.Time{}); err != nil {
+	if err := oci.WriteTar(ctx, io.MultiWriter(tmp, h), dir, time.Time{}); err != nil {
 		return "", fmt.Errorf("pack %s: %w", dir, err)
 	}
-	desc := v1.Descriptor{MediaType: "application/x-tar", Digest: digest.NewDigest(digest.SHA256, h), Size: cw.n}
+	size, err := tmp.Seek(0, io.SeekCurrent) // the file's end: everything written
+	if err != nil {
+		return "", err
+	}
+	desc := v1.Descriptor{MediaType: "application/x-tar", Digest: digest.NewDigest(digest.SHA256, h), Size: size}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return "", err
 	}
@@ -159,10 +162,6 @@ func upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Dig
 	}
 	return desc.Digest, nil
 }
-
-type counter struct{ n int64 }
-
-func (c *counter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 // follow prints the run's events until one ends it; raw sees each of the
 // run's events as it arrived.
