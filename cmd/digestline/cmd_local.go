@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/progress"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
@@ -148,13 +149,19 @@ func newPushCommand() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			enc := json.NewEncoder(w)
-			res, err := registry.New(append(registry.CredentialsFromEnv(), registry.WithJobs(jobs))...).Push(cmd.Context(), ref, g, layout, func(_ context.Context, r registry.StageReport) {
-				if asJSON {
-					_ = enc.Encode(pusher.StageReport(ref.String(), g.Root.Digest.String(), r))
-					return
+			observe := func(_ context.Context, r registry.StageReport) {
+				_ = enc.Encode(pusher.StageReport(ref.String(), g.Root.Digest.String(), r))
+			}
+			var view *progress.View
+			if !asJSON {
+				view = progress.New(w)
+				observe = func(_ context.Context, r registry.StageReport) { view.Println(r.Line()) }
+				if view.Live() { // otherwise blob files go to the socket untouched (sendfile)
+					opts = append(opts, registry.WithProgress(view.Blob))
 				}
-				fmt.Fprintln(w, r.Line())
-			}, opts...)
+			}
+			res, err := registry.New(append(registry.CredentialsFromEnv(), registry.WithJobs(jobs))...).Push(cmd.Context(), ref, g, layout, observe, opts...)
+			view.Close()
 			if err != nil {
 				return &exitCodeError{code: 2, err: err}
 			}

@@ -43,8 +43,9 @@ type Drift struct {
 type PushOption func(*pushOptions)
 
 type pushOptions struct {
-	policy TagPolicy
-	expect digest.Digest
+	policy   TagPolicy
+	expect   digest.Digest
+	progress Progress
 }
 
 // WithTagPolicy sets how the tag update treats a tag that points elsewhere.

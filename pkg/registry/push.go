@@ -1,11 +1,13 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -95,6 +97,7 @@ type pushRun struct {
 	tagFound        digest.Digest // where the tag pointed before the push ("" if absent)
 	manifestPresent bool          // the registry has the root manifest
 	missing         []v1.Descriptor
+	announced       bool // the blobs to upload were announced to opts.progress
 
 	mu       sync.Mutex
 	uploaded map[digest.Digest]bool
@@ -359,15 +362,22 @@ func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
 	if p.manifestPresent || len(p.missing) == 0 {
 		return skip("nothing missing")
 	}
+	// Largest first: the registry hashes each blob on one core, so the
+	// biggest one must not be left running alone at the end.
+	order := slices.Clone(p.missing)
+	slices.SortStableFunc(order, func(a, b v1.Descriptor) int { return cmp.Compare(b.Size, a.Size) })
+	p.mu.Lock()
+	order = slices.DeleteFunc(order, func(b v1.Descriptor) bool { return p.uploaded[b.Digest] })
+	p.mu.Unlock()
+	if fn := p.opts.progress; fn != nil && !p.announced {
+		p.announced = true // a retried stage resumes, it does not start from 0
+		for _, b := range order {
+			fn(b, 0)
+		}
+	}
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(p.c.jobs)
-	for _, b := range p.missing {
-		p.mu.Lock()
-		done := p.uploaded[b.Digest]
-		p.mu.Unlock()
-		if done {
-			continue
-		}
+	for _, b := range order {
 		eg.Go(func() error {
 			sent, err := p.uploadOne(ectx, b)
 			p.mu.Lock()
@@ -399,7 +409,7 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	}
 	defer rc.Close()
 	if b.Size <= p.c.chunkOver {
-		if err := p.repo.UploadBlob(ctx, b, rc); err != nil {
+		if err := p.repo.UploadBlob(ctx, b, p.watch(rc, b, 0)); err != nil {
 			return 0, err
 		}
 		return b.Size, nil
@@ -428,11 +438,12 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	if _, err := io.CopyN(io.Discard, rc, s.offset); err != nil { // already at the registry: skipped, not re-sent
 		return 0, fmt.Errorf("skip %d bytes of %s: %w", s.offset, b.Digest, err)
 	}
+	body := p.watch(rc, b, s.offset)
 	var sent int64
 	chunk := max(p.c.chunkSize, s.minChunk)
 	for s.offset < b.Size {
 		n := min(chunk, b.Size-s.offset)
-		if err := p.repo.patch(ctx, s, io.LimitReader(rc, n), n); err != nil {
+		if err := p.repo.patch(ctx, s, io.LimitReader(body, n), n); err != nil {
 			return sent, err
 		}
 		sent += n
@@ -444,6 +455,17 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	delete(p.sessions, b.Digest)
 	p.mu.Unlock()
 	return sent, nil
+}
+
+// watch reports reads of blob b, the registry already holding its first
+// done bytes, when the push has a Progress; otherwise r goes to the
+// transport as it is.
+func (p *pushRun) watch(r io.Reader, b v1.Descriptor, done int64) io.Reader {
+	if p.opts.progress == nil {
+		return r
+	}
+	p.opts.progress(b, done)
+	return &progressReader{r: r, blob: b, done: done, fn: p.opts.progress}
 }
 
 func (p *pushRun) manifestPublish(ctx context.Context, r *StageReport) error {

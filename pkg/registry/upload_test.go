@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/olareg/olareg"
 	olaregconfig "github.com/olareg/olareg/config"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // resetAt is a proxy in front of a registry that counts the bytes PATCH
@@ -72,7 +73,8 @@ func TestChunkedUploadResumesAfterAReset(t *testing.T) {
 	client := newClient(registry.WithChunking(256<<10, chunk), registry.WithJobs(1))
 	ref, _ := name.ParseReference(host + "/team/big:1")
 	rec := &recorder{}
-	res, err := client.Push(context.Background(), ref, g, l, rec.observe)
+	prog := &progressLog{}
+	res, err := client.Push(context.Background(), ref, g, l, rec.observe, registry.WithProgress(prog.record))
 	if err != nil {
 		t.Fatalf("push: %v", err)
 	}
@@ -93,4 +95,35 @@ func TestChunkedUploadResumesAfterAReset(t *testing.T) {
 	if res.Uploaded != 2 {
 		t.Errorf("uploaded %d blobs, want 2", res.Uploaded)
 	}
+	// The progress a person watches resumes where the registry's data stops.
+	seen := prog.of(layer.Digest.String())
+	if len(seen) < 3 || seen[0] != 0 || seen[len(seen)-1] != layer.Size {
+		t.Fatalf("layer progress %v: want 0 first and %d last", seen, layer.Size)
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i] < seen[i-1] && seen[i] < layer.Size/2 {
+			t.Errorf("progress fell back from %d to %d after the reset: the resume was not reported", seen[i-1], seen[i])
+		}
+	}
+}
+
+// progressLog records every Progress call per blob.
+type progressLog struct {
+	mu   sync.Mutex
+	done map[string][]int64
+}
+
+func (p *progressLog) record(b v1.Descriptor, done int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done == nil {
+		p.done = map[string][]int64{}
+	}
+	p.done[b.Digest.String()] = append(p.done[b.Digest.String()], done)
+}
+
+func (p *progressLog) of(d string) []int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done[d]
 }
