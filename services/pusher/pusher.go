@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
@@ -74,7 +75,15 @@ func (p *pusher) handle(ctx context.Context, m events.Message) error {
 		return fail(events.Failure{Stage: registry.StageTagUpdate, Class: string(registry.ClassSchema), Message: err.Error(),
 			Hint: "set tag.policy to fail, force or if-absent, and tag.expect to a digest"})
 	}
-	res, err := p.cfg.Registry.Push(ctx, ref, build.Graph, p.blobs, observe, opts...)
+	// Upload progress goes out a few times a second for whoever watches
+	// (digestline ship draws it); it is not stored.
+	feed := events.NewProgressFeed(p.cfg.JetStream.Conn(), events.RunID(m.Event), build.Target, build.Graph.Root.Digest.String())
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	fed := make(chan struct{})
+	go func() { defer close(fed); feed.Run(feedCtx, 250*time.Millisecond) }()
+	res, err := p.cfg.Registry.Push(ctx, ref, build.Graph, p.blobs, observe, append(opts, registry.WithProgress(feed.Update))...)
+	stopFeed()
+	<-fed
 	if publishErr != nil {
 		return publishErr
 	}

@@ -30,6 +30,7 @@ type View struct {
 	allClock *clock
 	total    int64 // bytes of every blob announced
 	sent     int64 // of which the registry has this many
+	closed   bool
 }
 
 // New returns a View on out; it draws bars when out is a terminal.
@@ -63,6 +64,9 @@ func (v *View) Blob(b v1.Descriptor, done int64) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.closed {
+		return // a late frame: the bars are drawn for good
+	}
 	if v.all == nil {
 		v.allClock = &clock{}
 		v.all = v.bars.AddBar(0, mpb.BarPriority(1<<30), // the overall bar stays at the bottom
@@ -162,6 +166,7 @@ func (v *View) Close() {
 		return
 	}
 	v.mu.Lock()
+	v.closed = true
 	for _, t := range v.blobs {
 		if !t.bar.Completed() {
 			t.bar.Abort(false)

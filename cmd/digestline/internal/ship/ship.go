@@ -8,16 +8,19 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/progress"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -105,18 +108,34 @@ func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSO
 	defer stop()
 
 	runID := uuid.NewString()
+	human := io.Writer(io.Discard)
+	if !asJSON {
+		view := progress.New(out)
+		defer view.Close()
+		if view.Live() {
+			// The pusher's upload progress is not stored: catch it live.
+			sub, err := js.Conn().Subscribe(events.ProgressSubject(runID), func(m *nats.Msg) {
+				var frame events.PushProgress
+				if json.Unmarshal(m.Data, &frame) == nil {
+					for _, b := range frame.Blobs {
+						view.Blob(b.Descriptor, b.Done)
+					}
+				}
+			})
+			if err != nil {
+				return Result{}, fmt.Errorf("follow the run's progress: %w", err)
+			}
+			defer func() { _ = sub.Unsubscribe() }()
+		}
+		human = view
+	}
 	if _, err := bus.Start(ctx, events.BuildRequested, runID, ref.Context().Name(), events.BuildRequest{
 		Source: events.Source{Kind: events.SourceObject, Object: src.String()},
 		Target: req.Target, Spec: req.Spec, PromoteTo: req.Env, Tag: req.Tag,
 	}); err != nil {
 		return Result{}, err
 	}
-	human := out
-	if asJSON {
-		human = io.Discard
-	} else {
-		fmt.Fprintf(out, "run %s: building %s\n", runID, req.Target)
-	}
+	fmt.Fprintf(human, "run %s: building %s\n", runID, req.Target)
 	res, err := follow(iter, runID, human, func(raw []byte) {
 		if asJSON {
 			_, _ = out.Write(append(raw, '\n'))
