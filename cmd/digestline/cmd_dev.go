@@ -4,18 +4,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/telemetry"
+	"github.com/digestline/digestline/services/reporter"
 	"github.com/spf13/cobra"
 )
 
 func newDevCommand() *cobra.Command {
 	var (
-		cfg      dev.Config
-		logLevel string
+		cfg                      dev.Config
+		logLevel, envs, required string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -32,6 +34,13 @@ func newDevCommand() *cobra.Command {
 				return err
 			}
 			cfg.Logger, cfg.TracerProvider = tel.Logger, tel.TracerProvider
+			if cfg.Reporter.Tokens, err = reporter.TokensFromEnv(); err != nil {
+				return err
+			}
+			if cfg.Reporter.RequiredReferrers, err = reporter.ParseRequiredReferrers(required); err != nil {
+				return err
+			}
+			cfg.Reporter.Environments = strings.Split(envs, ",")
 			env, err := dev.Start(ctx, cfg)
 			if err != nil {
 				return err
@@ -41,6 +50,9 @@ func newDevCommand() *cobra.Command {
 			fmt.Fprintf(out, "  NATS      %s\n", env.NATSURL)
 			fmt.Fprintf(out, "  registry  http://%s\n", env.RegistryAddr)
 			fmt.Fprintf(out, "  API       %s/v1/promotions\n", env.APIURL)
+			if env.TokenFile != "" {
+				fmt.Fprintf(out, "  API token in %s (digestline promote reads it; or set DIGESTLINE_API_TOKEN)\n", env.TokenFile)
+			}
 			fmt.Fprintf(out, "ship with:  digestline ship DIR %s/demo:latest --nats %s\n", env.RegistryAddr, env.NATSURL)
 			fmt.Fprintln(out, "Ctrl-C stops.")
 			return env.Wait()
@@ -51,6 +63,10 @@ func newDevCommand() *cobra.Command {
 	fs.IntVar(&cfg.NATSPort, "nats-port", 4222, "NATS client port (-1 picks a free one)")
 	fs.StringVar(&cfg.RegistryAddr, "registry-addr", "127.0.0.1:5000", "embedded registry listen address")
 	fs.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:8080", "reporter API listen address")
+	fs.StringVar(&envs, "environments", service.Env("ENVIRONMENTS", strings.Join(reporter.DefaultEnvironments, ",")), "promotion chain, first to last (DIGESTLINE_ENVIRONMENTS)")
+	fs.StringVar(&cfg.Reporter.TagFormat, "tag-format", service.Env("TAG_FORMAT", "{env}"), "the tag a promotion moves; {env} is the environment (DIGESTLINE_TAG_FORMAT)")
+	fs.StringVar(&required, "required-referrers", service.Env("REQUIRED_REFERRERS", ""),
+		"artifact types an environment requires, e.g. prod=application/spdx+json (DIGESTLINE_REQUIRED_REFERRERS)")
 	fs.StringVar(&logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error")
 	return cmd
 }

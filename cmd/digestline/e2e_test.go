@@ -23,6 +23,7 @@ import (
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -194,9 +195,26 @@ func TestShipEndToEnd(t *testing.T) {
 		for range pushStages {
 			want = append(want, "push.stage")
 		}
+		// The gates approve dev; the pusher moves repo:dev (uploading
+		// nothing) and the verifier proves the digest again.
+		want = append(want, "push.completed", "verify.completed", "promotion.approved")
+		for range pushStages {
+			want = append(want, "push.stage")
+		}
 		want = append(want, "push.completed", "verify.completed", "promoted")
 		if !slices.Equal(got, want) {
 			t.Fatalf("events\n got %v\nwant %v", got, want)
+		}
+	})
+
+	t.Run("the environment's tag points at the digest", func(t *testing.T) {
+		tag, err := name.NewTag(repo + ":dev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc, err := remote.Head(tag)
+		if err != nil || desc.Digest.String() != digest {
+			t.Fatalf("%s:dev is %v (%v), want %s", repo, desc, err, digest)
 		}
 	})
 
@@ -247,7 +265,7 @@ func TestShipEndToEnd(t *testing.T) {
 			t.Fatal("no ship span")
 		}
 		want := []string{"builder process build.requested", "pusher process build.completed",
-			"verifier process push.completed", "reporter process verify.completed"}
+			"verifier process push.completed", "reporter process verify.completed", "pusher process promotion.approved"}
 		for _, st := range pushStages {
 			want = append(want, "push "+st)
 		}
@@ -507,8 +525,8 @@ func TestShipWithSBOMAttachesAndVerifiesIt(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", line, out.String())
 		}
 	}
-	// The registry lists the SBOM for the promoted digest.
-	if got := s.referrerTypes(t, "team/sbom", res.Promotion.Digest); !slices.Equal(got, []string{"application/spdx+json"}) {
+	// The registry lists the SBOM (and the promotion's attestation) for the promoted digest.
+	if got := s.referrerTypes(t, "team/sbom", res.Promotion.Digest); !slices.Equal(got, []string{"application/spdx+json", reporter.ArtifactTypePromotion}) {
 		t.Fatalf("referrers of the promoted digest: %v", got)
 	}
 }
@@ -578,7 +596,7 @@ func TestAttachAnArtifactToAnImage(t *testing.T) {
 	if !strings.Contains(buf.String(), "attached application/vnd.example.signature.v1+json sha256:") {
 		t.Fatalf("attach printed %q", buf.String())
 	}
-	if got := s.referrerTypes(t, "team/signed", res.Promotion.Digest); !slices.Equal(got, []string{"application/vnd.example.signature.v1+json"}) {
+	if got := s.referrerTypes(t, "team/signed", res.Promotion.Digest); !slices.Equal(got, []string{reporter.ArtifactTypePromotion, "application/vnd.example.signature.v1+json"}) {
 		t.Fatalf("referrers %v", got)
 	}
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/services/reporter"
 )
 
 // cli runs a digestline command and returns what it printed.
@@ -52,8 +53,10 @@ func TestInspectDiscoverAndTags(t *testing.T) {
 	if err := json.Unmarshal([]byte(cli(t, "discover", image, "--json")), &tree); err != nil {
 		t.Fatal(err)
 	}
+	// The image's referrers: its SBOM, its signature and its promotion to dev.
 	i := slices.IndexFunc(tree.Children, func(n node) bool { return n.ArtifactType == "application/spdx+json" })
-	if i < 0 || len(tree.Children) != 2 {
+	attested := slices.ContainsFunc(tree.Children, func(n node) bool { return n.ArtifactType == reporter.ArtifactTypePromotion })
+	if i < 0 || !attested || len(tree.Children) != 3 {
 		t.Fatalf("discover found %+v", tree.Children)
 	}
 	sbom := tree.Children[i].Digest
@@ -94,7 +97,7 @@ func TestInspectDiscoverAndTags(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(tags)
-	if !slices.Equal(tags, []string{"1", "a", "b", "c"}) {
+	if !slices.Equal(tags, []string{"1", "a", "b", "c", "dev"}) {
 		t.Fatalf("tags %v", tags)
 	}
 }

@@ -21,6 +21,7 @@ var dataTypes = map[Name]any{
 	VerifyFailed:       Failure{},
 	DriftDetected:      Drift{},
 	PromotionRequested: PromotionRequest{},
+	PromotionApproved:  Approval{},
 	Promoted:           Promotion{},
 	PromotionRejected:  Rejection{},
 }
@@ -193,7 +194,10 @@ type PushResult struct {
 	BytesUploaded int64     `json:"bytesUploaded"`
 	Requests      int       `json:"requests"`
 	PromoteTo     string    `json:"promoteTo,omitempty"`
-	Evidence      Evidence  `json:"evidence"`
+	// Promotion is set when the push moved an environment's tag for an
+	// approved promotion, and travels on to verify.completed.
+	Promotion *Approval `json:"promotion,omitempty"`
+	Evidence  Evidence  `json:"evidence"`
 }
 
 // VerifyResult is the data of verify.completed.
@@ -204,7 +208,10 @@ type VerifyResult struct {
 	BytesHashed int64    `json:"bytesHashed"`
 	Checks      []string `json:"checks"` // the [VERIFY] lines, in order
 	PromoteTo   string   `json:"promoteTo,omitempty"`
-	Evidence    Evidence `json:"evidence"`
+	// Promotion is the approved promotion this verification re-checks,
+	// after the environment's tag moved (nil for a build's own run).
+	Promotion *Approval `json:"promotion,omitempty"`
+	Evidence  Evidence  `json:"evidence"`
 }
 
 // Drift is the data of drift.detected: a tag that does not point where it should.
@@ -224,6 +231,23 @@ type PromotionRequest struct {
 	RequestedBy string `json:"requestedBy,omitempty"`
 }
 
+// Approval is the data of promotion.approved: every gate passed, and the
+// pusher is to move the environment's tag to the digest — but only from
+// Previous (drift protection) — after which the verifier re-verifies and the
+// reporter records.
+type Approval struct {
+	Environment string `json:"environment" jsonschema:"minLength=1"`
+	Repository  string `json:"repository" jsonschema:"minLength=1"`
+	Digest      string `json:"digest" jsonschema:"minLength=1"`
+	Tag         string `json:"tag" jsonschema:"minLength=1"`
+	// Previous is the environment's digest when the gates passed ("" for
+	// none): the tag must still point there, or at Digest, to be moved.
+	Previous    string `json:"previous,omitempty"`
+	RequestedBy string `json:"requestedBy,omitempty"`
+	// Evidence names the events that built, pushed and verified the digest.
+	Evidence Evidence `json:"evidence"`
+}
+
 // Promotion is the data of promoted and the record kept per environment and
 // repository: deployers deploy Repository@Digest.
 type Promotion struct {
@@ -240,11 +264,14 @@ type Promotion struct {
 
 // Rejection is the data of promotion.rejected.
 type Rejection struct {
-	Environment string `json:"environment"`
-	Repository  string `json:"repository"`
-	Digest      string `json:"digest"`
-	Gate        string `json:"gate"`
-	Reason      string `json:"reason"`
+	Environment string    `json:"environment"`
+	Repository  string    `json:"repository"`
+	Digest      string    `json:"digest"`
+	Gate        string    `json:"gate" jsonschema:"minLength=1"` // the gate that refused: environment, verified, previous-environment, tag-drift, required-referrers
+	Reason      string    `json:"reason"`
+	Hint        string    `json:"hint,omitempty"`
+	RequestedBy string    `json:"requestedBy,omitempty"`
+	RejectedAt  time.Time `json:"rejectedAt"`
 }
 
 // ImageConfig is the image configuration the spec asks for, stamped with created.

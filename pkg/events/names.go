@@ -18,6 +18,7 @@ const (
 	VerifyFailed       Name = "verify.failed"
 	DriftDetected      Name = "drift.detected"
 	PromotionRequested Name = "promotion.requested"
+	PromotionApproved  Name = "promotion.approved"
 	Promoted           Name = "promoted"
 	PromotionRejected  Name = "promotion.rejected"
 )

@@ -22,6 +22,12 @@ const (
 	PromotionsBucket = "DIGESTLINE_PROMOTIONS"
 	// RunsBucket indexes each run's events by run id and stream sequence.
 	RunsBucket = "DIGESTLINE_RUNS"
+	// VerifiedBucket holds every verified digest per repository: the
+	// promotion gates' proof, and where it has been promoted.
+	VerifiedBucket = "DIGESTLINE_VERIFIED"
+	// HistoryBucket keeps every promotion and rejection, and each promotion
+	// request's decision, for good.
+	HistoryBucket = "DIGESTLINE_HISTORY"
 )
 
 // ProvisionOptions size the JetStream resources.
@@ -84,6 +90,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 	buckets := []jetstream.KeyValueConfig{
 		{Bucket: PromotionsBucket, Description: "current digest per environment and repository", History: 64, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		{Bucket: RunsBucket, Description: "each run's events, by run id and stream sequence", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.MaxAge},
+		{Bucket: VerifiedBucket, Description: "verified digests per repository, and where they were promoted", Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}
 	for _, cfg := range buckets {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {

@@ -25,7 +25,8 @@ func EmptyDescriptor() v1.Descriptor {
 
 // ArtifactFile is one file of an artifact.
 type ArtifactFile struct {
-	Path      string // read from here
+	Path      string // read from here, unless Content is set
+	Content   []byte // the file's bytes, when they are not in a file
 	Title     string // org.opencontainers.image.title; default: the file's base name
 	MediaType string // default application/octet-stream
 }
@@ -96,11 +97,15 @@ func BuildArtifact(ctx context.Context, cfg ArtifactConfig, store BlobStore) (Gr
 
 // putFile streams one file into store, hashing it first.
 func putFile(ctx context.Context, store BlobStore, f ArtifactFile) (v1.Descriptor, error) {
-	fh, err := os.Open(f.Path)
-	if err != nil {
-		return v1.Descriptor{}, fmt.Errorf("artifact file: %w", err)
+	var fh io.ReadSeeker = bytes.NewReader(f.Content)
+	if f.Content == nil {
+		file, err := os.Open(f.Path)
+		if err != nil {
+			return v1.Descriptor{}, fmt.Errorf("artifact file: %w", err)
+		}
+		defer file.Close()
+		fh = file
 	}
-	defer fh.Close()
 	h := digest.SHA256.Digester()
 	n, err := io.Copy(h.Hash(), fh)
 	if err != nil {

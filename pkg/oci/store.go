@@ -1,9 +1,12 @@
 package oci
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -37,4 +40,40 @@ func CopyBlob(ctx context.Context, dst BlobStore, src BlobReader, d v1.Descripto
 	}
 	defer rc.Close()
 	return dst.Put(ctx, d, rc)
+}
+
+// MemStore is a BlobStore in memory, for small graphs built to be pushed at
+// once (an attestation, a signature). It verifies what it is given.
+type MemStore struct {
+	mu    sync.Mutex
+	blobs map[digest.Digest][]byte
+}
+
+// Put stores the blob after checking it against desc.
+func (m *MemStore) Put(_ context.Context, desc v1.Descriptor, r io.Reader) error {
+	b, err := io.ReadAll(io.LimitReader(r, desc.Size+1))
+	if err != nil {
+		return err
+	}
+	if int64(len(b)) != desc.Size || desc.Digest.Algorithm().FromBytes(b) != desc.Digest {
+		return fmt.Errorf("%w: blob %s does not match its descriptor", ErrStore, desc.Digest)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.blobs == nil {
+		m.blobs = map[digest.Digest][]byte{}
+	}
+	m.blobs[desc.Digest] = b
+	return nil
+}
+
+// Open reads a stored blob.
+func (m *MemStore) Open(_ context.Context, d digest.Digest) (io.ReadCloser, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.blobs[d]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrBlobNotFound, d)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
 }

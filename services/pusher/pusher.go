@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -32,7 +33,12 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Registry = cfg.Deps.Registry()
 	}
 	p := &pusher{cfg: cfg, bus: bus, blobs: blobs}
-	return bus.Consume(ctx, events.ConsumerSpec{Durable: "pusher", Events: []events.Name{events.BuildCompleted}}, p.handle)
+	return bus.Consume(ctx, events.ConsumerSpec{Durable: "pusher", Events: []events.Name{events.BuildCompleted, events.PromotionApproved}}, func(ctx context.Context, m events.Message) error {
+		if m.Name == events.PromotionApproved {
+			return p.promote(ctx, m)
+		}
+		return p.handle(ctx, m)
+	})
 }
 
 type pusher struct {
@@ -107,6 +113,96 @@ func (p *pusher) handle(ctx context.Context, m events.Message) error {
 		BytesUploaded: res.BytesUploaded, Requests: res.Requests, PromoteTo: build.PromoteTo, Evidence: evidence,
 	})
 	return err
+}
+
+// promote moves an environment's tag to an approved digest through the same
+// stages as any push: the manifest is found in the registry, so nothing is
+// uploaded, and the tag moves only from where the gates saw it (drift
+// protection). push.completed then sends the digest to be verified again.
+func (p *pusher) promote(ctx context.Context, m events.Message) error {
+	a, err := events.Decode[events.Approval](m.Event)
+	if err != nil {
+		return err
+	}
+	target := a.Repository + ":" + a.Tag
+	fail := func(e *registry.Error) error {
+		f := failure(e)
+		f.Target, f.Digest, f.Evidence = target, a.Digest, a.Evidence
+		_, err := p.bus.Emit(ctx, m.Event, events.PushFailed, "", f)
+		return err
+	}
+	ref, err := name.NewTag(target)
+	if err != nil {
+		return events.Permanent(err)
+	}
+	// The graph is read back from the registry: the digest was pushed and
+	// verified before, and the verifier compares against this graph again.
+	repo, err := p.cfg.Registry.Open(ctx, ref.Context(), false)
+	if err != nil {
+		return p.retryOr(err, fail)
+	}
+	root, found, err := repo.HeadManifest(ctx, a.Digest)
+	if err != nil {
+		return p.retryOr(err, fail)
+	}
+	if !found {
+		return fail(&registry.Error{Class: registry.ClassNotFound, Stage: registry.StageManifestCheck,
+			Err: fmt.Errorf("%s@%s is not in the registry", a.Repository, a.Digest), Hint: "the approved digest was deleted: ship it again"})
+	}
+	g, err := oci.Walk(ctx, repo.Manifests(), root)
+	if err != nil {
+		return p.retryOr(err, fail)
+	}
+	guard := events.TagGuard{Policy: string(registry.TagIfAbsent)}
+	if a.Previous != "" {
+		guard = events.TagGuard{Policy: string(registry.TagFail), Expect: a.Previous}
+	}
+	opts, err := TagOptions(guard)
+	if err != nil {
+		return events.Permanent(err)
+	}
+	var publishErr error
+	observe := func(sctx context.Context, r registry.StageReport) {
+		report := StageReport(target, a.Digest, r)
+		p.cfg.Log().Info(report.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status)
+		key := fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt)
+		if _, err := p.bus.Emit(sctx, m.Event, events.PushStage, key, report); err != nil && publishErr == nil {
+			publishErr = err
+		}
+	}
+	res, err := p.cfg.Registry.Push(ctx, ref, g, repo, observe, opts...)
+	if publishErr != nil {
+		return publishErr
+	}
+	var rerr *registry.Error
+	if errors.As(err, &rerr) {
+		if d := rerr.Drift; d != nil {
+			if _, err := p.bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
+				Target: target, Tag: d.Tag, Expected: d.Expected.String(), Found: d.Found.String(),
+			}); err != nil {
+				return err
+			}
+		}
+		return fail(rerr)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = p.bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
+		Target: target, Digest: res.Digest.String(), Graph: g, BlobsExisting: res.Existing, Requests: res.Requests,
+		Promotion: &a, Evidence: a.Evidence,
+	})
+	return err
+}
+
+// retryOr returns a transient registry error for the delivery to be
+// retried, and reports any other as push.failed.
+func (p *pusher) retryOr(err error, fail func(*registry.Error) error) error {
+	e := registry.AsError(err)
+	if e.Temporary() {
+		return err
+	}
+	return fail(e)
 }
 
 func failure(e *registry.Error) events.Failure {

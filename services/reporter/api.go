@@ -1,9 +1,22 @@
 package reporter
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/uuid"
 )
+
+// maxRequestBody bounds what a write endpoint reads.
+const maxRequestBody = 64 << 10
 
 // routes is the reporter's HTTP API.
 func (r *reporter) routes() http.Handler {
@@ -13,13 +26,49 @@ func (r *reporter) routes() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /v1/promotions", func(w http.ResponseWriter, req *http.Request) {
-		recs, err := r.store.list(req.Context())
+		q := req.URL.Query()
+		recs, err := r.store.list(req.Context(), q.Get("env"), q.Get("repo"))
 		if err != nil {
 			httpError(w, http.StatusServiceUnavailable, "read promotions: "+err.Error())
 			return
 		}
-		writeJSON(w, recs)
+		writeJSON(w, http.StatusOK, recs)
 	})
+	mux.HandleFunc("GET /v1/promotions/{env}/{repo...}", func(w http.ResponseWriter, req *http.Request) {
+		env, repo := req.PathValue("env"), req.PathValue("repo")
+		cur, found, err := r.store.current(req.Context(), env, repo)
+		if err != nil {
+			httpError(w, http.StatusServiceUnavailable, "read promotion: "+err.Error())
+			return
+		}
+		hist, err := r.store.listHistory(req.Context(), env, repo)
+		if err != nil {
+			httpError(w, http.StatusServiceUnavailable, "read history: "+err.Error())
+			return
+		}
+		if !found && len(hist) == 0 {
+			httpError(w, http.StatusNotFound, fmt.Sprintf("%s has never been promoted to %s", repo, env))
+			return
+		}
+		out := struct {
+			Current *events.Promotion `json:"current"`
+			History []HistoryEntry    `json:"history"`
+		}{History: hist}
+		if found {
+			out.Current = &cur
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, req *http.Request) {
+		q := req.URL.Query()
+		hist, err := r.store.listHistory(req.Context(), q.Get("env"), q.Get("repo"))
+		if err != nil {
+			httpError(w, http.StatusServiceUnavailable, "read history: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, hist)
+	})
+	mux.HandleFunc("POST /v1/promotions", r.requestPromotion)
 	mux.HandleFunc("GET /v1/runs/{runid}", func(w http.ResponseWriter, req *http.Request) {
 		run := req.PathValue("runid")
 		if !runIDPattern.MatchString(run) {
@@ -35,20 +84,118 @@ func (r *reporter) routes() http.Handler {
 			httpError(w, http.StatusNotFound, "no events for run "+run)
 			return
 		}
-		writeJSON(w, evs)
+		writeJSON(w, http.StatusOK, evs)
 	})
 	return mux
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+// PromoteRequest is the body of POST /v1/promotions: promote
+// repository@digest (or ref, "repository@sha256:…") to environment to.
+type PromoteRequest struct {
+	Ref        string `json:"ref,omitempty"`
+	Repository string `json:"repository,omitempty"`
+	Digest     string `json:"digest,omitempty"`
+	To         string `json:"to"`
+}
+
+// PromoteAccepted is the answer to POST /v1/promotions: follow the run at
+// GET /v1/runs/{runId}.
+type PromoteAccepted struct {
+	RunID   string `json:"runId"`
+	EventID string `json:"eventId"`
+}
+
+// requestPromotion publishes promotion.requested for an authorized caller
+// and answers 202 once the event is stored; the gates run in the reporter's
+// consumer, and the run says how it ends.
+func (r *reporter) requestPromotion(w http.ResponseWriter, req *http.Request) {
+	who, ok := r.authorize(req)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="digestline"`)
+		msg := "a bearer token is required: set DIGESTLINE_API_TOKEN"
+		if len(r.cfg.Tokens) == 0 {
+			msg = "this reporter accepts no writes: start it with DIGESTLINE_API_TOKEN set"
+		}
+		httpError(w, http.StatusUnauthorized, msg)
+		return
+	}
+	var body PromoteRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over %d bytes", maxRequestBody))
+			return
+		}
+		httpError(w, http.StatusBadRequest, "the body must be JSON: {\"ref\": \"registry/repo@sha256:…\", \"to\": \"staging\"}: "+err.Error())
+		return
+	}
+	pr, err := body.request()
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !slices.Contains(r.cfg.Environments, pr.To) {
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("%q is not in the promotion chain %s", pr.To, strings.Join(r.cfg.Environments, " → ")))
+		return
+	}
+	pr.RequestedBy = who
+	runID := uuid.NewString()
+	ev, err := r.bus.Start(req.Context(), events.PromotionRequested, runID, pr.Repository, pr)
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, "the bus did not take the request: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, PromoteAccepted{RunID: runID, EventID: ev.ID()})
+}
+
+// request validates the body into a promotion.requested payload.
+func (b PromoteRequest) request() (events.PromotionRequest, error) {
+	repo, dgst := b.Repository, b.Digest
+	if b.Ref != "" {
+		d, err := name.NewDigest(b.Ref)
+		if err != nil {
+			return events.PromotionRequest{}, fmt.Errorf("ref %q: promote by digest, registry/repo@sha256:<hex>: %w", b.Ref, err)
+		}
+		repo, dgst = d.Context().Name(), d.DigestStr()
+	}
+	if _, err := name.NewDigest(repo + "@" + dgst); err != nil {
+		return events.PromotionRequest{}, fmt.Errorf("give ref (registry/repo@sha256:<hex>) or repository and digest: %w", err)
+	}
+	if b.To == "" {
+		return events.PromotionRequest{}, errors.New(`"to" names the environment to promote to`)
+	}
+	return events.PromotionRequest{Repository: repo, Digest: dgst, To: b.To}, nil
+}
+
+// authorize returns the name of the token the request bears. Every token
+// is compared, in constant time over equal-length hashes, so neither the
+// answer's timing nor the token's length gives a token away.
+func (r *reporter) authorize(req *http.Request) (string, bool) {
+	given, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	if !ok || given == "" {
+		return "", false
+	}
+	gh := sha256.Sum256([]byte(given))
+	who, found := "", 0
+	for name, token := range r.cfg.Tokens {
+		th := sha256.Sum256([]byte(token))
+		if subtle.ConstantTimeCompare(gh[:], th[:]) == 1 {
+			who, found = name, 1
+		}
+	}
+	return who, found == 1
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }
 
 func httpError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	writeJSON(w, status, map[string]string{"error": msg})
 }

@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -23,16 +27,66 @@ type Config struct {
 	service.Deps
 	// Environments is the promotion chain, first to last (default dev, staging, prod).
 	Environments []string
+	// TagFormat names the tag a promotion to an environment moves; {env} is
+	// replaced by the environment (default "{env}": repo:staging).
+	TagFormat string
+	// RequiredReferrers lists, per environment, artifact types that must be
+	// attached to a digest before it may enter (e.g. an SPDX SBOM for prod).
+	RequiredReferrers map[string][]string
+	// Tokens are the bearer tokens allowed to change state through the API,
+	// by the name a record stores as who asked. With none, the API only reads.
+	Tokens map[string]string
+	// Registry checks tags and referrers and pushes attestations; nil means
+	// a client with credentials from the environment or the docker config.
+	Registry *registry.Client
 	// Listener serves the HTTP API; nil means listen on APIAddr.
 	Listener net.Listener
 	// APIAddr is the API's address when Listener is nil (default 127.0.0.1:8080).
 	APIAddr string
 }
 
-// Run records promotions, indexes runs and serves the API until ctx is cancelled.
+// envName is what an environment may be called: one KV key token.
+var envName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func (c *Config) defaults() error {
+	if len(c.Environments) == 0 {
+		c.Environments = DefaultEnvironments
+	}
+	for i, e := range c.Environments {
+		if !envName.MatchString(e) {
+			return fmt.Errorf("environment %q: want %s", e, envName)
+		}
+		if slices.Contains(c.Environments[:i], e) {
+			return fmt.Errorf("environment %q is twice in the chain", e)
+		}
+	}
+	for env := range c.RequiredReferrers {
+		if !slices.Contains(c.Environments, env) {
+			return fmt.Errorf("required referrers for %q, which is not in the chain %v", env, c.Environments)
+		}
+	}
+	if c.TagFormat == "" {
+		c.TagFormat = "{env}"
+	}
+	if _, err := name.NewTag("example.com/repo:" + strings.ReplaceAll(c.TagFormat, "{env}", c.Environments[0])); err != nil {
+		return fmt.Errorf("tag format %q does not make a valid tag: %w", c.TagFormat, err)
+	}
+	for name, token := range c.Tokens {
+		if name == "" || len(token) < 16 {
+			return fmt.Errorf("API token %q: want a name and a token of at least 16 characters", name)
+		}
+	}
+	if c.Registry == nil {
+		c.Registry = c.Deps.Registry()
+	}
+	return nil
+}
+
+// Run gates and records promotions, indexes runs and serves the API until
+// ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
-	if len(cfg.Environments) == 0 {
-		cfg.Environments = DefaultEnvironments
+	if err := cfg.defaults(); err != nil {
+		return fmt.Errorf("reporter: %w", err)
 	}
 	store, err := openStore(ctx, cfg.JetStream)
 	if err != nil {
@@ -49,7 +103,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return r.bus.Consume(gctx, events.ConsumerSpec{Durable: "reporter", Events: []events.Name{events.VerifyCompleted}}, r.promote)
+		return r.bus.Consume(gctx, events.ConsumerSpec{Durable: "reporter", Events: []events.Name{events.VerifyCompleted, events.PromotionRequested}}, r.handle)
 	})
 	g.Go(func() error {
 		return r.bus.Consume(gctx, events.ConsumerSpec{Durable: "reporter-runs"}, r.index)
@@ -71,41 +125,6 @@ type reporter struct {
 	cfg   Config
 	bus   *events.Bus
 	store *store
-}
-
-// promote records a verified digest in the environment it was built for
-// (the first of the chain by default) and emits promoted. A redelivered
-// verify.completed finds its own record and emits the same event again,
-// which JetStream de-duplicates by id.
-func (r *reporter) promote(ctx context.Context, m events.Message) error {
-	vr, err := events.Decode[events.VerifyResult](m.Event)
-	if err != nil {
-		return err
-	}
-	env := cmp.Or(vr.PromoteTo, r.cfg.Environments[0])
-	repo, tag, err := splitTarget(vr.Target)
-	if err != nil {
-		return events.Permanent(err)
-	}
-	if !slices.Contains(r.cfg.Environments, env) {
-		_, err := r.bus.Emit(ctx, m.Event, events.PromotionRejected, "", events.Rejection{
-			Environment: env, Repository: repo, Digest: vr.Digest, Gate: "environment",
-			Reason: fmt.Sprintf("%q is not in the promotion chain %v", env, r.cfg.Environments),
-		})
-		return err
-	}
-	evidence := vr.Evidence
-	evidence.Verify = m.Event.ID()
-	rec, err := r.store.record(ctx, events.Promotion{
-		Environment: env, Repository: repo, Digest: vr.Digest, Tag: tag,
-		PromotedAt: time.Now().UTC(), RunID: events.RunID(m.Event), Evidence: evidence,
-	})
-	if err != nil {
-		return err
-	}
-	r.cfg.Log().Info(fmt.Sprintf("promoted %s %s@%s", rec.Environment, rec.Repository, rec.Digest), "run_id", rec.RunID)
-	_, err = r.bus.Emit(ctx, m.Event, events.Promoted, "", rec)
-	return err
 }
 
 // index files every event under its run, in stream order.

@@ -9,34 +9,213 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// store keeps promotion records and the run index in JetStream KV.
+// store keeps promotion records, verified digests, history and the run
+// index in JetStream KV.
 type store struct {
-	promotions jetstream.KeyValue
-	runs       jetstream.KeyValue
+	promotions jetstream.KeyValue // <env>.<repo>: the current promotion
+	verified   jetstream.KeyValue // <repo>.<hex>: a verified digest
+	history    jetstream.KeyValue // h.<env>.<repo>.<event id>: promotions and rejections; d.<event id>: decisions
+	runs       jetstream.KeyValue // <run id>.<sequence>: every event of a run
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
-	promotions, err := js.KeyValue(ctx, events.PromotionsBucket)
-	if err != nil {
-		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.PromotionsBucket, err)
+	s := &store{}
+	for bucket, kv := range map[string]*jetstream.KeyValue{
+		events.PromotionsBucket: &s.promotions, events.VerifiedBucket: &s.verified,
+		events.HistoryBucket: &s.history, events.RunsBucket: &s.runs,
+	} {
+		var err error
+		if *kv, err = js.KeyValue(ctx, bucket); err != nil {
+			return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", bucket, err)
+		}
 	}
-	runs, err := js.KeyValue(ctx, events.RunsBucket)
-	if err != nil {
-		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.RunsBucket, err)
-	}
-	return &store{promotions: promotions, runs: runs}, nil
+	return s, nil
 }
 
-// promotionKey is <env>.<repository, base64url>: repositories hold ':' and
-// '[' that KV keys may not.
-func promotionKey(env, repo string) string {
-	return env + "." + base64.RawURLEncoding.EncodeToString([]byte(repo))
+// repoToken is a repository as one KV key token: repositories hold ':' and
+// '/' that key tokens may not.
+func repoToken(repo string) string { return base64.RawURLEncoding.EncodeToString([]byte(repo)) }
+
+// promotionKey is <env>.<repository token>.
+func promotionKey(env, repo string) string { return env + "." + repoToken(repo) }
+
+// current returns the environment's current promotion of repo.
+func (s *store) current(ctx context.Context, env, repo string) (events.Promotion, bool, error) {
+	var rec events.Promotion
+	_, found, err := getJSON(ctx, s.promotions, promotionKey(env, repo), &rec)
+	return rec, found, err
+}
+
+// getJSON reads key into v; found is false when there is no such key.
+func getJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (revision uint64, found bool, err error) {
+	entry, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("read %s: %w", key, err)
+	}
+	if err := json.Unmarshal(entry.Value(), v); err != nil {
+		return 0, false, fmt.Errorf("%s is corrupt: %w", key, err)
+	}
+	return entry.Revision(), true, nil
+}
+
+// Verified is what the reporter knows of a verified digest: the proof the
+// "verified" gate asks for, and every environment it reached.
+type Verified struct {
+	Repository string          `json:"repository"`
+	Digest     string          `json:"digest"`
+	VerifiedAt time.Time       `json:"verifiedAt"`
+	RunID      string          `json:"runId"`
+	Evidence   events.Evidence `json:"evidence"`
+	// PromotedTo lists the environments the digest was ever promoted to, so
+	// a rollback to it passes the previous-environment gate.
+	PromotedTo []string `json:"promotedTo,omitempty"`
+}
+
+func verifiedKey(repo, dgst string) string {
+	_, hex, _ := strings.Cut(dgst, ":")
+	return repoToken(repo) + "." + hex
+}
+
+// verifiedDigest returns the digest's verification, if it has one.
+func (s *store) verifiedDigest(ctx context.Context, repo, dgst string) (Verified, bool, error) {
+	var v Verified
+	_, found, err := getJSON(ctx, s.verified, verifiedKey(repo, dgst), &v)
+	return v, found, err
+}
+
+// markVerified keeps the first verification of a digest (its evidence names
+// the build that made it) and, with env, adds env to where it was promoted.
+func (s *store) markVerified(ctx context.Context, v Verified, env string) error {
+	key := verifiedKey(v.Repository, v.Digest)
+	for {
+		var cur Verified
+		rev, found, err := getJSON(ctx, s.verified, key, &cur)
+		if err != nil {
+			return err
+		}
+		if !found {
+			cur = v
+		}
+		if env != "" && !slices.Contains(cur.PromotedTo, env) {
+			cur.PromotedTo = append(cur.PromotedTo, env)
+		} else if found {
+			return nil // nothing new
+		}
+		b, err := json.Marshal(cur)
+		if err != nil {
+			return err
+		}
+		if found {
+			_, err = s.verified.Update(ctx, key, b, rev)
+		} else {
+			_, err = s.verified.Create(ctx, key, b)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return fmt.Errorf("record verification of %s: %w", v.Digest, err)
+		}
+		// a concurrent writer got there first: read again and merge
+	}
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// HistoryEntry is one promotion or rejection, as GET /v1/history lists them.
+type HistoryEntry struct {
+	Kind      string            `json:"kind"` // promoted or rejected
+	At        time.Time         `json:"at"`
+	Promotion *events.Promotion `json:"promotion,omitempty"`
+	Rejection *events.Rejection `json:"rejection,omitempty"`
+	RunID     string            `json:"runId"`
+	EventID   string            `json:"eventId"` // the promoted or rejected event
+}
+
+// addHistory files an entry under its environment and repository; the key
+// is the event's id, so a redelivery rewrites the same entry.
+func (s *store) addHistory(ctx context.Context, env, repo string, e HistoryEntry) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if _, err := s.history.Put(ctx, "h."+env+"."+repoToken(repo)+"."+e.EventID, b); err != nil {
+		return fmt.Errorf("record history: %w", err)
+	}
+	return nil
+}
+
+// listHistory returns entries, oldest first, for env and repo ("" = any).
+func (s *store) listHistory(ctx context.Context, env, repo string) ([]HistoryEntry, error) {
+	filter := "h." + cmp.Or(env, "*") + "."
+	if repo != "" {
+		filter += repoToken(repo) + ".*"
+	} else {
+		filter += "*.*"
+	}
+	lister, err := s.history.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	out := []HistoryEntry{}
+	for key := range lister.Keys() {
+		var e HistoryEntry
+		if _, found, err := getJSON(ctx, s.history, key, &e); err != nil {
+			return nil, err
+		} else if found {
+			out = append(out, e)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b HistoryEntry) int { return a.At.Compare(b.At) })
+	return out, nil
+}
+
+// decision is what the gates said to one promotion request.
+type decision struct {
+	Approval  *events.Approval  `json:"approval,omitempty"`
+	Rejection *events.Rejection `json:"rejection,omitempty"`
+}
+
+// decide stores d as the decision on request id unless one is stored
+// already, and returns the stored one: a request is decided once, however
+// often it is delivered.
+func (s *store) decide(ctx context.Context, requestID string, d decision) (decision, error) {
+	key := "d." + requestID
+	b, err := json.Marshal(d)
+	if err != nil {
+		return d, err
+	}
+	if _, err := s.history.Create(ctx, key, b); err == nil {
+		return d, nil
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		return d, fmt.Errorf("record decision: %w", err)
+	}
+	var stored decision
+	if _, _, err := getJSON(ctx, s.history, key, &stored); err != nil {
+		return d, err
+	}
+	return stored, nil
+}
+
+// decided returns the decision stored for request id, if any.
+func (s *store) decided(ctx context.Context, requestID string) (decision, bool, error) {
+	var d decision
+	_, found, err := getJSON(ctx, s.history, "d."+requestID, &d)
+	return d, found, err
 }
 
 // record makes rec the current promotion of its environment and repository
@@ -45,18 +224,12 @@ func promotionKey(env, repo string) string {
 // writers are serialized by the KV revision.
 func (s *store) record(ctx context.Context, rec events.Promotion) (events.Promotion, error) {
 	key := promotionKey(rec.Environment, rec.Repository)
-	entry, err := s.promotions.Get(ctx, key)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		entry = nil
-	case err != nil:
-		return rec, fmt.Errorf("read promotion %s/%s: %w", rec.Environment, rec.Repository, err)
+	var cur events.Promotion
+	rev, found, err := getJSON(ctx, s.promotions, key, &cur)
+	if err != nil {
+		return rec, err
 	}
-	if entry != nil {
-		var cur events.Promotion
-		if err := json.Unmarshal(entry.Value(), &cur); err != nil {
-			return rec, fmt.Errorf("promotion %s/%s is corrupt: %w", rec.Environment, rec.Repository, err)
-		}
+	if found {
 		if cur.RunID == rec.RunID && cur.Digest == rec.Digest {
 			return cur, nil
 		}
@@ -70,10 +243,10 @@ func (s *store) record(ctx context.Context, rec events.Promotion) (events.Promot
 	if err != nil {
 		return rec, err
 	}
-	if entry == nil {
-		_, err = s.promotions.Create(ctx, key, b)
+	if found {
+		_, err = s.promotions.Update(ctx, key, b, rev)
 	} else {
-		_, err = s.promotions.Update(ctx, key, b, entry.Revision())
+		_, err = s.promotions.Create(ctx, key, b)
 	}
 	if err != nil {
 		return rec, fmt.Errorf("write promotion %s/%s (a concurrent writer is retried): %w", rec.Environment, rec.Repository, err)
@@ -81,26 +254,27 @@ func (s *store) record(ctx context.Context, rec events.Promotion) (events.Promot
 	return rec, nil
 }
 
-// promotions lists every current record, by environment then repository.
-func (s *store) list(ctx context.Context) ([]events.Promotion, error) {
-	lister, err := s.promotions.ListKeys(ctx)
+// list returns the current records for env and repo ("" = any), by
+// environment then repository.
+func (s *store) list(ctx context.Context, env, repo string) ([]events.Promotion, error) {
+	filter := cmp.Or(env, "*") + "."
+	if repo != "" {
+		filter += repoToken(repo)
+	} else {
+		filter += "*"
+	}
+	lister, err := s.promotions.ListKeysFiltered(ctx, filter)
 	if err != nil {
 		return nil, err
 	}
 	out := []events.Promotion{}
 	for key := range lister.Keys() {
-		entry, err := s.promotions.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // deleted since listed
-		}
-		if err != nil {
-			return nil, err
-		}
 		var rec events.Promotion
-		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
-			return nil, fmt.Errorf("promotion %s is corrupt: %w", key, err)
+		if _, found, err := getJSON(ctx, s.promotions, key, &rec); err != nil {
+			return nil, err
+		} else if found { // not deleted since listed
+			out = append(out, rec)
 		}
-		out = append(out, rec)
 	}
 	slices.SortFunc(out, func(a, b events.Promotion) int {
 		return cmp.Or(cmp.Compare(a.Environment, b.Environment), cmp.Compare(a.Repository, b.Repository))

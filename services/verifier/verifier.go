@@ -70,7 +70,7 @@ func (v *verifier) handle(ctx context.Context, m events.Message) error {
 	}
 	_, err = v.bus.Emit(ctx, m.Event, events.VerifyCompleted, "", events.VerifyResult{
 		Target: push.Target, Digest: push.Digest, Descriptors: rep.Descriptors, BytesHashed: rep.BytesHashed,
-		Checks: rep.Checks, PromoteTo: push.PromoteTo, Evidence: evidence,
+		Checks: rep.Checks, PromoteTo: push.PromoteTo, Promotion: push.Promotion, Evidence: evidence,
 	})
 	return err
 }

@@ -53,6 +53,10 @@ type Config struct {
 	// Registry is the client the pusher and verifier use (default: credentials
 	// from the environment or the docker config).
 	Registry *registry.Client
+	// Reporter configures promotions: the chain, the environment tag, the
+	// required referrers and the API's tokens. With no tokens, one is made
+	// and kept in <DataDir>/api-token.
+	Reporter reporter.Config
 }
 
 // Env is a running dev environment.
@@ -60,6 +64,7 @@ type Env struct {
 	NATSURL      string
 	RegistryAddr string // host:port of the embedded registry
 	APIURL       string // base URL of the reporter API
+	TokenFile    string // where the generated API token is, when none was given
 	JetStream    jetstream.JetStream
 	Conn         *nats.Conn
 
@@ -97,6 +102,16 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 		return nil, err
 	}
 
+	if len(cfg.Reporter.Tokens) == 0 {
+		env.TokenFile = filepath.Join(cfg.DataDir, "api-token")
+		token, err := reporter.TokenFile(env.TokenFile)
+		if err != nil {
+			cleanup()
+			return nil, err
+		}
+		cfg.Reporter.Tokens = map[string]string{"dev": token}
+	}
+
 	apiLn, err := net.Listen("tcp", cmp.Or(cfg.APIAddr, "127.0.0.1:8080"))
 	if err != nil {
 		cleanup()
@@ -127,7 +142,9 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	})
 	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: deps, Registry: cfg.Registry}) })
 	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: deps, Registry: cfg.Registry}) })
-	g.Go(func() error { return reporter.Run(gctx, reporter.Config{Deps: deps, Listener: apiLn}) })
+	rcfg := cfg.Reporter
+	rcfg.Deps, rcfg.Listener, rcfg.Registry = deps, apiLn, cfg.Registry
+	g.Go(func() error { return reporter.Run(gctx, rcfg) })
 	g.Go(func() error {
 		<-gctx.Done()
 		return service.ShutdownHTTP(regSrv, 5*time.Second)

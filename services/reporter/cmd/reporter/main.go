@@ -13,7 +13,19 @@ import (
 func main() {
 	addr := flag.String("api-addr", service.Env("API_ADDR", "127.0.0.1:8080"), "HTTP API address (DIGESTLINE_API_ADDR)")
 	envs := flag.String("environments", service.Env("ENVIRONMENTS", strings.Join(reporter.DefaultEnvironments, ",")), "promotion chain, first to last (DIGESTLINE_ENVIRONMENTS)")
+	tagFormat := flag.String("tag-format", service.Env("TAG_FORMAT", "{env}"), "the tag a promotion moves; {env} is the environment (DIGESTLINE_TAG_FORMAT)")
+	required := flag.String("required-referrers", service.Env("REQUIRED_REFERRERS", ""),
+		"artifact types an environment requires, e.g. prod=application/spdx+json;staging=… (DIGESTLINE_REQUIRED_REFERRERS)")
 	service.Main("reporter", func(ctx context.Context, d service.Deps) error {
-		return reporter.Run(ctx, reporter.Config{Deps: d, APIAddr: *addr, Environments: strings.Split(*envs, ",")})
+		tokens, err := reporter.TokensFromEnv()
+		if err != nil {
+			return err
+		}
+		req, err := reporter.ParseRequiredReferrers(*required)
+		if err != nil {
+			return err
+		}
+		return reporter.Run(ctx, reporter.Config{Deps: d, APIAddr: *addr, Environments: strings.Split(*envs, ","),
+			TagFormat: *tagFormat, RequiredReferrers: req, Tokens: tokens})
 	})
 }

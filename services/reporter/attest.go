@@ -1,0 +1,82 @@
+package reporter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/name"
+	"go.opentelemetry.io/otel/codes"
+)
+
+// ArtifactTypePromotion is the artifactType of the promotion record pushed
+// as a referrer of every promoted digest.
+const ArtifactTypePromotion = "application/vnd.digestline.promotion.v1+json"
+
+// attest pushes the promotion record as an OCI artifact whose subject is the
+// promoted digest, so registry tools (oras discover, digestline discover)
+// show where a digest was promoted, when, on whose request and on what
+// evidence. The artifact is made of the stored record alone, so a redelivery
+// pushes the same digest again: a warm push, not a second attestation.
+//
+// A registry that fails for a moment is retried (the event is redelivered);
+// one that refuses artifacts for good does not undo a promotion whose tag
+// has already moved: the refusal is logged and marked on the span.
+func (r *reporter) attest(ctx context.Context, rec events.Promotion) error {
+	ctx, span := r.cfg.Traces().Tracer("github.com/digestline/digestline/services/reporter").Start(ctx, "attest "+rec.Environment)
+	defer span.End()
+	err := r.pushAttestation(ctx, rec)
+	if err == nil {
+		return nil
+	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	e := registry.AsError(err)
+	if e.Temporary() {
+		return err
+	}
+	r.cfg.Log().Warn("promotion recorded without its attestation", "environment", rec.Environment, "digest", rec.Digest, "error", err, "hint", e.Hint)
+	return nil
+}
+
+func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) error {
+	repo, err := name.NewRepository(rec.Repository)
+	if err != nil {
+		return &registry.Error{Class: registry.ClassSchema, Err: err}
+	}
+	reg, err := r.cfg.Registry.Open(ctx, repo, false)
+	if err != nil {
+		return err
+	}
+	subject, found, err := reg.HeadManifest(ctx, rec.Digest)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return &registry.Error{Class: registry.ClassNotFound, Err: fmt.Errorf("%s@%s is gone from the registry", rec.Repository, rec.Digest),
+			Hint: "the promoted manifest was deleted after it was verified"}
+	}
+	body, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	var store oci.MemStore
+	g, err := oci.BuildArtifact(ctx, oci.ArtifactConfig{
+		ArtifactType: ArtifactTypePromotion,
+		Files:        []oci.ArtifactFile{{Content: body, Title: "promotion.json", MediaType: ArtifactTypePromotion}},
+		Annotations: map[string]string{
+			"dev.digestline.promotion.environment": rec.Environment,
+			"dev.digestline.promotion.tag":         rec.Tag,
+		},
+		Subject: &subject,
+		Created: rec.PromotedAt,
+	}, &store)
+	if err != nil {
+		return err
+	}
+	_, err = r.cfg.Registry.Push(ctx, repo.Digest(g.Root.Digest.String()), g, &store, nil)
+	return err
+}

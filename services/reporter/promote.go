@@ -1,0 +1,241 @@
+package reporter
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// The gates, by the name a rejection reports.
+const (
+	GateEnvironment       = "environment"          // the environment is in the chain
+	GateVerified          = "verified"             // the digest was verified in this repository
+	GatePreviousEnv       = "previous-environment" // it is promoted in the environment before (or was in this one: a rollback)
+	GateTagDrift          = "tag-drift"            // the environment's tag points where the record says
+	GateRequiredReferrers = "required-referrers"   // the artifacts the environment requires are attached
+)
+
+// handle routes the reporter's promotion events.
+func (r *reporter) handle(ctx context.Context, m events.Message) error {
+	switch m.Name {
+	case events.VerifyCompleted:
+		return r.verified(ctx, m)
+	case events.PromotionRequested:
+		req, err := events.Decode[events.PromotionRequest](m.Event)
+		if err != nil {
+			return err
+		}
+		return r.decide(ctx, m.Event, req, m.Event.ID())
+	}
+	return events.Permanent(fmt.Errorf("the reporter does not handle %s", m.Name))
+}
+
+// verified handles verify.completed. For a build's own run, the digest is
+// now verified: it is remembered and promoted to the run's environment (the
+// first of the chain by default) through the gates. For a promotion's run,
+// the environment's tag has moved and the digest verified again: the
+// promotion is recorded, attested and announced.
+func (r *reporter) verified(ctx context.Context, m events.Message) error {
+	vr, err := events.Decode[events.VerifyResult](m.Event)
+	if err != nil {
+		return err
+	}
+	repo, _, err := splitTarget(vr.Target)
+	if err != nil {
+		return events.Permanent(err)
+	}
+	evidence := vr.Evidence
+	evidence.Verify = m.Event.ID()
+	if vr.Promotion == nil {
+		v := Verified{Repository: repo, Digest: vr.Digest, VerifiedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), Evidence: evidence}
+		if err := r.store.markVerified(ctx, v, ""); err != nil {
+			return err
+		}
+		to := cmp.Or(vr.PromoteTo, r.cfg.Environments[0])
+		return r.decide(ctx, m.Event, events.PromotionRequest{Repository: repo, Digest: vr.Digest, To: to, RequestedBy: "pipeline"}, evidence.Request)
+	}
+
+	a := vr.Promotion
+	rec, err := r.store.record(ctx, events.Promotion{
+		Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Tag: a.Tag,
+		PromotedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), RequestedBy: a.RequestedBy,
+		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: evidence.Push, Verify: evidence.Verify},
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.store.markVerified(ctx, Verified{Repository: rec.Repository, Digest: rec.Digest, VerifiedAt: rec.PromotedAt, RunID: rec.RunID, Evidence: rec.Evidence}, rec.Environment); err != nil {
+		return err
+	}
+	if err := r.attest(ctx, rec); err != nil {
+		return err
+	}
+	ev, err := events.Follow(r.bus.Source(), m.Event, events.Promoted, "", rec)
+	if err != nil {
+		return err
+	}
+	if err := r.store.addHistory(ctx, rec.Environment, rec.Repository, HistoryEntry{
+		Kind: "promoted", At: rec.PromotedAt, Promotion: &rec, RunID: rec.RunID, EventID: ev.ID(),
+	}); err != nil {
+		return err
+	}
+	r.cfg.Log().Info(fmt.Sprintf("promoted %s %s@%s", rec.Environment, rec.Repository, rec.Digest), "run_id", rec.RunID)
+	return r.bus.Publish(ctx, ev)
+}
+
+// decide answers a promotion request — a person's, or a build run's own —
+// with promotion.approved or promotion.rejected. The decision is stored
+// under the request's event id before it is emitted, so a redelivered
+// request gets the same answer even if the world moved in between (say, the
+// approved tag move already happened).
+func (r *reporter) decide(ctx context.Context, parent cloudevents.Event, req events.PromotionRequest, requestID string) error {
+	d, found, err := r.store.decided(ctx, parent.ID())
+	if err != nil {
+		return err
+	}
+	if !found {
+		if d, err = r.gates(ctx, req, requestID, parent.Time().UTC()); err != nil {
+			return err // the registry or the bus failed us: try again
+		}
+		if d, err = r.store.decide(ctx, parent.ID(), d); err != nil {
+			return err
+		}
+	}
+	if a := d.Approval; a != nil {
+		r.cfg.Log().Info(fmt.Sprintf("approved %s %s@%s: moving tag %s", a.Environment, a.Repository, a.Digest, a.Tag), "run_id", events.RunID(parent))
+		_, err := r.bus.Emit(ctx, parent, events.PromotionApproved, "", *a)
+		return err
+	}
+	rej := *d.Rejection
+	ev, err := events.Follow(r.bus.Source(), parent, events.PromotionRejected, "", rej)
+	if err != nil {
+		return err
+	}
+	if err := r.store.addHistory(ctx, rej.Environment, rej.Repository, HistoryEntry{
+		Kind: "rejected", At: rej.RejectedAt, Rejection: &rej, RunID: events.RunID(parent), EventID: ev.ID(),
+	}); err != nil {
+		return err
+	}
+	r.cfg.Log().Warn(fmt.Sprintf("rejected %s %s@%s at gate %s: %s", rej.Environment, rej.Repository, rej.Digest, rej.Gate, rej.Reason), "run_id", events.RunID(parent))
+	return r.bus.Publish(ctx, ev)
+}
+
+// gates checks a request against every gate, in order, and approves it or
+// names the first gate that refuses. An error means a gate could not be
+// checked (the registry or the bus is unreachable), not that it refused.
+func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, requestID string, at time.Time) (decision, error) {
+	reject := func(gate, hint, format string, a ...any) (decision, error) {
+		return decision{Rejection: &events.Rejection{Environment: req.To, Repository: req.Repository, Digest: req.Digest, Gate: gate,
+			Reason: fmt.Sprintf(format, a...), Hint: hint, RequestedBy: req.RequestedBy, RejectedAt: at}}, nil
+	}
+	i := slices.Index(r.cfg.Environments, req.To)
+	if i < 0 {
+		return reject(GateEnvironment, "promote to one of "+strings.Join(r.cfg.Environments, ", "),
+			"%q is not in the promotion chain %s", req.To, strings.Join(r.cfg.Environments, " → "))
+	}
+	repo, err := name.NewRepository(req.Repository)
+	if err != nil {
+		return reject(GateVerified, "name the repository as registry/path", "repository %q: %v", req.Repository, err)
+	}
+	if _, err := digest.Parse(req.Digest); err != nil {
+		return reject(GateVerified, "promote by digest: sha256:<64 hex>", "digest %q: %v", req.Digest, err)
+	}
+
+	v, ok, err := r.store.verifiedDigest(ctx, req.Repository, req.Digest)
+	if err != nil {
+		return decision{}, err
+	}
+	if !ok {
+		return reject(GateVerified, "ship it through the pipeline first: only digests the verifier proved can be promoted",
+			"%s@%s was never verified by this pipeline", req.Repository, req.Digest)
+	}
+
+	if i > 0 {
+		prevEnv := r.cfg.Environments[i-1]
+		prev, ok, err := r.store.current(ctx, prevEnv, req.Repository)
+		if err != nil {
+			return decision{}, err
+		}
+		rollback := slices.Contains(v.PromotedTo, req.To)
+		if (!ok || prev.Digest != req.Digest) && !rollback {
+			holds := "nothing"
+			if ok {
+				holds = prev.Digest
+			}
+			return reject(GatePreviousEnv, fmt.Sprintf("promote it to %s first", prevEnv),
+				"%s is not promoted in %s, which holds %s", req.Digest, prevEnv, holds)
+		}
+	}
+
+	cur, hasCur, err := r.store.current(ctx, req.To, req.Repository)
+	if err != nil {
+		return decision{}, err
+	}
+	tag := r.tagOf(req.To)
+	// A registry that fails for a moment is asked again (the request is
+	// retried); one that refuses for good rejects at the gate it blocks.
+	unreachable := func(gate string, err error) (decision, error) {
+		e := registry.AsError(err)
+		if e.Temporary() {
+			return decision{}, err
+		}
+		return reject(gate, e.Hint, "cannot check the registry: %v", err)
+	}
+	reg, err := r.cfg.Registry.Open(ctx, repo, false)
+	if err != nil {
+		return unreachable(GateTagDrift, err)
+	}
+	found, present, err := reg.HeadManifest(ctx, tag)
+	if err != nil {
+		return unreachable(GateTagDrift, err)
+	}
+	var want, got string
+	if hasCur {
+		want = cur.Digest
+	}
+	if present {
+		got = found.Digest.String()
+	}
+	if got != want && got != req.Digest {
+		return reject(GateTagDrift, fmt.Sprintf("someone moved %s:%s outside the pipeline: inspect %s, then put the tag back on %s (or delete it) and promote again",
+			req.Repository, tag, cmp.Or(got, "the tag"), cmp.Or(want, "nothing")),
+			"tag %s points at %s, but %s's record says %s", tag, cmp.Or(got, "nothing"), req.To, cmp.Or(want, "nothing"))
+	}
+
+	if required := r.cfg.RequiredReferrers[req.To]; len(required) > 0 {
+		refs, err := reg.Referrers(ctx, digest.Digest(req.Digest))
+		if err != nil {
+			return unreachable(GateRequiredReferrers, err)
+		}
+		var missing []string
+		for _, t := range required {
+			if !slices.ContainsFunc(refs, func(d v1.Descriptor) bool { return d.ArtifactType == t }) {
+				missing = append(missing, t)
+			}
+		}
+		if len(missing) > 0 {
+			return reject(GateRequiredReferrers, "attach them (digestline attach, or ship with --sbom) and promote again",
+				"%s requires referrers of type %s; missing: %s", req.To, strings.Join(required, ", "), strings.Join(missing, ", "))
+		}
+	}
+
+	return decision{Approval: &events.Approval{
+		Environment: req.To, Repository: req.Repository, Digest: req.Digest, Tag: tag, Previous: got,
+		RequestedBy: req.RequestedBy, Evidence: events.Evidence{Request: requestID, Build: v.Evidence.Build},
+	}}, nil
+}
+
+// tagOf is the tag an environment's promotions move.
+func (r *reporter) tagOf(env string) string {
+	return strings.ReplaceAll(r.cfg.TagFormat, "{env}", env)
+}

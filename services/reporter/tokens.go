@@ -1,0 +1,77 @@
+package reporter
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// TokensFromEnv reads the API's bearer tokens: DIGESTLINE_API_TOKENS as
+// comma-separated name=token pairs (the name is what records store as who
+// asked), and DIGESTLINE_API_TOKEN as one more token named "api".
+func TokensFromEnv() (map[string]string, error) {
+	tokens := map[string]string{}
+	if t := os.Getenv("DIGESTLINE_API_TOKEN"); t != "" {
+		tokens["api"] = t
+	}
+	for _, pair := range strings.Split(os.Getenv("DIGESTLINE_API_TOKENS"), ",") {
+		if pair = strings.TrimSpace(pair); pair == "" {
+			continue
+		}
+		name, token, ok := strings.Cut(pair, "=")
+		if !ok || name == "" || token == "" {
+			return nil, errors.New("DIGESTLINE_API_TOKENS: want name=token pairs separated by commas")
+		}
+		tokens[name] = token
+	}
+	return tokens, nil
+}
+
+// TokenFile returns the token kept in path, creating a random one (readable
+// by its owner only) the first time: a local `digestline dev` is protected
+// without anyone choosing a secret, and the CLI on the same machine reads it.
+func TokenFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("API token file: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	token := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("API token file: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("API token file: %w", err)
+	}
+	return token, nil
+}
+
+// ParseRequiredReferrers reads "env=type,type;env=type" into the
+// RequiredReferrers map.
+func ParseRequiredReferrers(s string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, part := range strings.Split(s, ";") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		env, types, ok := strings.Cut(part, "=")
+		if !ok || env == "" || types == "" {
+			return nil, fmt.Errorf("required referrers %q: want env=artifact/type[,type…][;env=…]", part)
+		}
+		for _, t := range strings.Split(types, ",") {
+			out[env] = append(out[env], strings.TrimSpace(t))
+		}
+	}
+	return out, nil
+}
