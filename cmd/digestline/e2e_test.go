@@ -45,6 +45,7 @@ func withDataDir(dir string) stackOption { return func(c *dev.Config) { c.DataDi
 func withRegistryWrapper(w func(http.Handler) http.Handler) stackOption {
 	return func(c *dev.Config) { c.WrapRegistry = w }
 }
+func withRegistryAddr(addr string) stackOption { return func(c *dev.Config) { c.RegistryAddr = addr } }
 func withRegistryClient(rc *registry.Client) stackOption {
 	return func(c *dev.Config) { c.Registry = rc }
 }
@@ -434,10 +435,22 @@ func TestRestartKeepsRecordsAndImages(t *testing.T) {
 	}
 	stop()
 
-	s2, _ := startStack(t, withDataDir(data))
+	s2, _ := startStack(t, withDataDir(data), withRegistryAddr(s.RegistryAddr))
 	var recs []events.Promotion
 	if s2.getJSON(t, "/v1/promotions", &recs) != http.StatusOK || len(recs) != 1 || recs[0].Digest != res.Promotion.Digest {
 		t.Fatalf("records after restart: %+v", recs)
+	}
+	// What the gates rely on survived too: the digest was verified and is
+	// in dev, so it goes on to staging (with the token dev keeps in its data).
+	t.Setenv("DIGESTLINE_API_TOKEN", "")
+	out, err = s2.promoteCLI(t, res.Promotion.Repository+"@"+res.Promotion.Digest, "staging", "--token-file", filepath.Join(data, "api-token"))
+	if err != nil {
+		t.Fatalf("promote after restart: %v\n%s", err, out)
+	}
+	var hist []reporter.HistoryEntry
+	if s2.getJSON(t, "/v1/history?repo="+res.Promotion.Repository, &hist) != http.StatusOK || len(hist) != 2 ||
+		hist[0].Promotion.Environment != "dev" || hist[1].Promotion.Environment != "staging" {
+		t.Fatalf("history after restart: %+v", hist)
 	}
 	ref, _ := name.NewDigest(s2.RegistryAddr + "/team/app@" + res.Promotion.Digest)
 	if _, err := remote.Head(ref); err != nil {
