@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The golden path of seed 000 on embedded defaults: start `digestline dev`,
 # build a static binary into a FROM-scratch image, ship it (build → push →
-# verify → promote), ship it again (a warm push uploads nothing), show the
-# promotion record, then verify the pushed digest standalone.
+# verify → promote to dev), ship it again (a warm push uploads nothing),
+# promote it to staging through the gates, show the records, then verify the
+# pushed digest standalone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=./bin/digestline
@@ -29,9 +30,16 @@ echo; echo "== ship (cold): build, push stage by stage, verify every byte, promo
 echo; echo "== ship again (warm): same digest, nothing uploaded"
 "$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --nats "nats://127.0.0.1:$nats_port"
 
-echo; echo "== promotion records (GET /v1/promotions)"
-curl -fsS "http://$api/v1/promotions"
-
 digest=$(curl -fsS "http://$api/v1/promotions" | sed -n 's/.*"digest": "\(sha256:[0-9a-f]*\)".*/\1/p' | head -1)
+echo; echo "== promote to prod before staging: the previous-environment gate refuses"
+"$bin" promote "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token" || true
+
+echo; echo "== promote to staging: gates, tag move, re-verify, record, attestation"
+"$bin" promote "$registry/demo/hello@$digest" --to staging --api "http://$api" --token-file "$work/data/api-token"
+
+echo; echo "== records, and the history"
+"$bin" records --api "http://$api"
+"$bin" records --history --api "http://$api"
+
 echo; echo "== standalone verify of $registry/demo/hello@$digest"
 "$bin" verify "$registry/demo/hello@$digest"
