@@ -351,42 +351,88 @@ func TestShipWithWrongCredentialsFailsAsAuth(t *testing.T) {
 	}
 }
 
-// corruptBlobs flips a byte in every blob the registry serves for repos
-// under corrupt/ — uploads are untouched, so the push succeeds.
-func corruptBlobs(h http.Handler) http.Handler {
+// tamper alters what the registry serves to GET requests — what the
+// verifier pulls; pushes never GET — by repository: corrupt/ flips a blob's
+// last byte, swapped/ serves other bytes of the same size, missing/ loses
+// blobs, mediatype/ serves manifests as Docker v2.2, moved/ has the tag
+// point elsewhere.
+func tamper(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet || !strings.HasPrefix(r.URL.Path, "/v2/corrupt/") || !strings.Contains(r.URL.Path, "/blobs/sha256:") {
-			h.ServeHTTP(w, r)
+		repo, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v2/"), "/")
+		blob := strings.Contains(r.URL.Path, "/blobs/sha256:")
+		byTag := strings.Contains(r.URL.Path, "/manifests/") && !strings.Contains(r.URL.Path, "/manifests/sha256:")
+		switch {
+		case repo == "moved" && byTag && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			w.Header().Set("Docker-Content-Digest", "sha256:"+strings.Repeat("0", 64))
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Content-Length", "2")
+			w.WriteHeader(http.StatusOK)
+			if r.Method == http.MethodGet {
+				_, _ = w.Write([]byte("{}"))
+			}
+			return
+		case r.Method != http.MethodGet:
+		case repo == "missing" && blob:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}`))
+			return
+		case (repo == "corrupt" || repo == "swapped") && blob, repo == "mediatype" && strings.Contains(r.URL.Path, "/manifests/"):
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			body := rec.Body.Bytes()
+			switch {
+			case repo == "corrupt" && len(body) > 0:
+				body[len(body)-1] ^= 0xff
+			case repo == "swapped":
+				slices.Reverse(body) // same size, other content
+			case repo == "mediatype":
+				rec.Header().Set("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+			}
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(body)
 			return
 		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		body := rec.Body.Bytes()
-		if len(body) > 0 {
-			body[len(body)-1] ^= 0xff
-		}
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(body)
+		h.ServeHTTP(w, r)
 	})
 }
 
-func TestCorruptedBlobFailsVerificationAsIntegrity(t *testing.T) {
-	s, _ := startStack(t, withRegistryWrapper(corruptBlobs))
-	res, out, err := s.ship(t, sourceDir(t, "corrupt"), "corrupt/app:lab")
-	var runErr *ship.RunError
-	if !errors.As(err, &runErr) || runErr.Event != events.VerifyFailed || runErr.Failure.Class != "integrity" {
-		t.Fatalf("ship = %v\n%s", err, out)
-	}
-	if !strings.HasPrefix(runErr.Failure.Path, "manifest → ") || len(runErr.Failure.Mismatches) != 2 {
-		t.Fatalf("failure %+v: want the path and both corrupted blobs", runErr.Failure)
-	}
-	for _, ev := range s.runEvents(t, res.RunID) {
-		if n, _ := events.NameOfType(ev["type"].(string)); n == events.Promoted {
-			t.Fatal("a corrupted image was promoted")
-		}
+// TestTamperedRegistriesFailVerificationAndNothingIsPromoted: each way a
+// registry can serve something else than what was pushed ends the run in a
+// verify.failed of the right class, at the right place, with no promotion.
+func TestTamperedRegistriesFailVerificationAndNothingIsPromoted(t *testing.T) {
+	s, _ := startStack(t, withRegistryWrapper(tamper))
+	for _, tc := range []struct {
+		repo, class, path, message string
+		mismatches                 int
+	}{
+		{"corrupt", "integrity", "manifest → ", "hashes to", 2},
+		{"swapped", "integrity", "manifest → ", "hashes to", 2},
+		{"missing", "not-found", "manifest → ", "", 2},
+		{"mediatype", "schema", "manifest", "media type", 0},
+		{"moved", "conflict", "tag lab", "points at sha256:0000", 1},
+	} {
+		t.Run(tc.repo, func(t *testing.T) {
+			res, out, err := s.ship(t, sourceDir(t, tc.repo), tc.repo+"/app:lab")
+			var runErr *ship.RunError
+			if !errors.As(err, &runErr) || runErr.Event != events.VerifyFailed || runErr.Failure.Class != tc.class {
+				t.Fatalf("ship = %v, want verify.failed of class %s\n%s", err, tc.class, out)
+			}
+			f := runErr.Failure
+			if !strings.HasPrefix(f.Path, tc.path) || !strings.Contains(f.Message, tc.message) || len(f.Mismatches) != tc.mismatches || f.Hint == "" {
+				t.Fatalf("failure %+v", f)
+			}
+			names := names(s.runEvents(t, res.RunID))
+			if slices.Contains(names, "promoted") || slices.Contains(names, "promotion.approved") {
+				t.Fatalf("a tampered image went on to promotion: %v", names)
+			}
+			if tc.repo == "moved" && !slices.Contains(names, "drift.detected") {
+				t.Fatalf("no drift.detected for the moved tag: %v", names)
+			}
+		})
 	}
 }
 

@@ -103,7 +103,7 @@ func TestInspectDiscoverAndTags(t *testing.T) {
 }
 
 func TestVerifiedPullIntoALayout(t *testing.T) {
-	s, _ := startStack(t, withRegistryWrapper(corruptBlobs))
+	s, _ := startStack(t, withRegistryWrapper(tamper))
 	layout := filepath.Join(t.TempDir(), "src")
 	out := cli(t, "build", sourceDir(t, "pull me"), "-o", layout)
 	digest := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])

@@ -22,6 +22,10 @@ type Message struct {
 	Sequence uint64
 	// Delivery counts deliveries of this event to this consumer, from 1.
 	Delivery uint64
+	// LastTry is set on the last delivery before a failing event is
+	// dead-lettered: a handler that would retry a transient failure should
+	// report it as the run's failure instead, so the run ends visibly.
+	LastTry bool
 }
 
 // Handler processes one event. It returns nil once its effects and the events
@@ -136,7 +140,8 @@ func (b *Bus) handle(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, 
 	if meta.NumDelivered > uint64(spec.MaxDeliver) {
 		err = Permanent(fmt.Errorf("gave up after %d deliveries (the handler crashed or timed out each time)", meta.NumDelivered-1))
 	} else {
-		err = b.run(ctx, spec, msg, h, Message{Event: ev, Name: name, Sequence: meta.Sequence.Stream, Delivery: meta.NumDelivered})
+		err = b.run(ctx, spec, msg, h, Message{Event: ev, Name: name, Sequence: meta.Sequence.Stream, Delivery: meta.NumDelivered,
+			LastTry: meta.NumDelivered >= uint64(spec.MaxDeliver)})
 	}
 	if err != nil {
 		span.RecordError(err)

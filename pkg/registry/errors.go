@@ -71,12 +71,12 @@ func (e *Error) Temporary() bool {
 	if errors.Is(e.Err, context.Canceled) || errors.Is(e.Err, context.DeadlineExceeded) {
 		return false
 	}
-	switch e.Class {
-	case ClassTransport, ClassRateLimit:
-		return true
-	}
-	return e.Status >= 500
+	return e.Class.Transient() || e.Status >= 500
 }
+
+// Transient reports whether failures of this class pass: transport and
+// rate limiting.
+func (c Class) Transient() bool { return c == ClassTransport || c == ClassRateLimit }
 
 // AsError returns err's *Error, classifying it as transport when it is not one.
 func AsError(err error) *Error {

@@ -3,6 +3,7 @@ package verifier
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
@@ -52,7 +53,21 @@ func (v *verifier) handle(ctx context.Context, m events.Message) error {
 	ctx, span := v.cfg.Traces().Tracer("github.com/digestline/digestline/services/verifier").Start(ctx, "verify "+ref.String())
 	defer span.End()
 	rep, err := Verify(ctx, v.cfg.Registry, ref, &push.Graph, v.cfg.Jobs)
+	if tag, ok := target.(name.Tag); ok && err == nil {
+		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()))
+		err = CheckTag(ctx, v.cfg.Registry, tag, rep.Digest)
+		if drift := (*Error)(nil); errors.As(err, &drift) && drift.Class == registry.ClassConflict {
+			if _, err := v.bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
+				Target: push.Target, Tag: tag.TagStr(), Expected: push.Digest, Found: drift.Mismatches[0].Found,
+			}); err != nil {
+				return err
+			}
+		}
+	}
 	var verr *Error
+	if errors.As(err, &verr) && verr.Class.Transient() && !errors.Is(err, context.Canceled) && !m.LastTry {
+		return err // the registry failed for a moment: verify again, from the start
+	}
 	if errors.As(err, &verr) {
 		span.RecordError(verr)
 		log.Warn("[VERIFY] FAILED", "class", verr.Class, "path", verr.Path, "error", verr.Err, "hint", verr.Hint)

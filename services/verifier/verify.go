@@ -288,6 +288,30 @@ func compare(want, got oci.Graph) error {
 	return nil
 }
 
+// CheckTag proves that tag still points at want: a tag moved since the push
+// (or deleted) is drift, a conflict error naming both digests.
+func CheckTag(ctx context.Context, c *registry.Client, tag name.Tag, want digest.Digest) error {
+	repo, err := c.Open(ctx, tag.Context(), false)
+	if err != nil {
+		return registryError(err, "tag "+tag.TagStr())
+	}
+	found, ok, err := repo.HeadManifest(ctx, tag.TagStr())
+	if err != nil {
+		return registryError(err, "tag "+tag.TagStr())
+	}
+	if ok && found.Digest == want {
+		return nil
+	}
+	got := "nothing"
+	if ok {
+		got = found.Digest.String()
+	}
+	return &Error{Class: registry.ClassConflict, Path: "tag " + tag.TagStr(),
+		Mismatches: []events.Mismatch{{Path: "tag " + tag.TagStr(), Class: string(registry.ClassConflict), Expected: want.String(), Found: got}},
+		Err:        fmt.Errorf("tag %s points at %s, not at the pushed %s", tag.TagStr(), got, want),
+		Hint:       "someone moved the tag after the push: find out who, then ship again or put the tag back"}
+}
+
 // registryError turns any failure into a verify *Error at path.
 func registryError(err error, path string) *Error {
 	var verr *Error
