@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -9,11 +10,15 @@ import (
 )
 
 func newPullCommand() *cobra.Command {
-	var out, tag string
+	var out, tag, unpack, platform string
 	cmd := &cobra.Command{
-		Use:   "pull REPOSITORY@sha256:... -o LAYOUT",
+		Use:   "pull REPOSITORY@sha256:... [-o LAYOUT] [--unpack DIR]",
 		Short: "Pull an image or index by digest into an OCI layout, checking every manifest and blob against its descriptor",
-		Args:  cobra.ExactArgs(1),
+		Long: "pull copies the image into an OCI layout, refusing any blob that does not match its descriptor. With\n" +
+			"--unpack DIR it then applies the layers in order into DIR as a root filesystem, honouring whiteouts and opaque\n" +
+			"directories and refusing any entry that would land outside DIR (.., absolute names, links pointing out, writes\n" +
+			"through a symlink an earlier layer planted); the error names the layer and the entry.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := name.NewDigest(args[0])
 			if err != nil {
@@ -31,6 +36,14 @@ func newPullCommand() *cobra.Command {
 			g, err := oci.Walk(ctx, repo.Manifests(), root)
 			if err != nil {
 				return err
+			}
+			if unpack != "" && !cmd.Flags().Changed("output") {
+				tmp, err := os.MkdirTemp("", "digestline-pull-*")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(tmp)
+				out = tmp
 			}
 			layout, err := oci.CreateLayout(out)
 			if err != nil {
@@ -51,11 +64,24 @@ func newPullCommand() *cobra.Command {
 			if err := layout.SetRoot(g.Root, tag); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "pulled %s (%d descriptors) into %s\n", ref, len(g.Descriptors), out)
+			if unpack == "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "pulled %s (%d descriptors) into %s\n", ref, len(g.Descriptors), out)
+				return nil
+			}
+			p, err := oci.ParsePlatform(platform)
+			if err != nil {
+				return err
+			}
+			if err := oci.Unpack(ctx, layout, g.Root, p, unpack, oci.DefaultExtractLimits); err != nil {
+				return fmt.Errorf("unpack %s into %s: %w", ref, unpack, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "unpacked %s into %s\n", ref, unpack)
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", defaultLayout, "OCI image layout to write")
 	cmd.Flags().StringVarP(&tag, "tag", "t", "latest", "name of the image in the layout")
+	cmd.Flags().StringVar(&unpack, "unpack", "", "also apply the layers into this directory as a root filesystem")
+	cmd.Flags().StringVar(&platform, "platform", "", "platform to unpack from an index, os/arch[/variant] (default linux/amd64)")
 	return cmd
 }

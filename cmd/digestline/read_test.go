@@ -119,6 +119,15 @@ func TestVerifiedPullIntoALayout(t *testing.T) {
 		t.Fatalf("the pulled layout pushed as:\n%s", again)
 	}
 
+	// Unpacked into a root filesystem: the tree that was built.
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if out := cli(t, "pull", s.RegistryAddr+"/team/pull@"+digest, "--unpack", rootfs); !strings.Contains(out, "unpacked") {
+		t.Fatalf("pull --unpack printed %q", out)
+	}
+	if app, err := os.ReadFile(filepath.Join(rootfs, "bin", "app")); err != nil || !strings.Contains(string(app), "pull me") {
+		t.Fatalf("bin/app in the unpacked tree: %q, %v", app, err)
+	}
+
 	// A registry serving corrupted blobs: the pull fails, naming the blob.
 	cmd := newRootCommand()
 	cmd.SetOut(io.Discard)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -29,18 +30,45 @@ var DefaultExtractLimits = ExtractLimits{MaxFileSize: 8 << 30, MaxTotalSize: 32 
 // an os.Root, so even a symlink planted by an earlier entry cannot be followed
 // out of dir. The error names the offending entry.
 func ExtractTar(r io.Reader, dir string, lim ExtractLimits) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	root, err := os.OpenRoot(dir)
+	x, err := newExtractor(dir, lim)
 	if err != nil {
 		return err
 	}
-	defer root.Close()
+	defer x.root.Close()
+	return x.apply(r)
+}
 
+// extractor writes tar entries under one root, safely, keeping count
+// against its limits across every tarball it applies.
+type extractor struct {
+	root    *os.Root
+	lim     ExtractLimits
+	total   int64
+	entries int
+	// layers turns on image-layer semantics: whiteouts delete what lower
+	// layers wrote, absolute symlinks are allowed (they are absolute within
+	// the root filesystem, and the os.Root never follows them out), and an
+	// entry replaces whatever a lower layer left at its path.
+	layers  bool
+	written map[string]bool // paths the current layer wrote (an opaque directory keeps them)
+}
+
+func newExtractor(dir string, lim ExtractLimits) (*extractor, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &extractor{root: root, lim: lim}, nil
+}
+
+// apply writes one tar stream.
+func (x *extractor) apply(r io.Reader) error {
+	x.written = map[string]bool{}
 	tr := tar.NewReader(r)
-	var total int64
-	for entries := 0; ; entries++ {
+	for ; ; x.entries++ {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -48,8 +76,8 @@ func ExtractTar(r io.Reader, dir string, lim ExtractLimits) error {
 		if err != nil {
 			return fmt.Errorf("read tarball: %w", err)
 		}
-		if entries >= lim.MaxEntries {
-			return fmt.Errorf("%w: more than %d entries", ErrUnsafeEntry, lim.MaxEntries)
+		if x.entries >= x.lim.MaxEntries {
+			return fmt.Errorf("%w: more than %d entries", ErrUnsafeEntry, x.lim.MaxEntries)
 		}
 		if hdr.Typeflag == tar.TypeXGlobalHeader {
 			continue // archive-wide metadata (git archive stores the commit id here), not an entry
@@ -61,56 +89,126 @@ func ExtractTar(r io.Reader, dir string, lim ExtractLimits) error {
 		if name == "" {
 			continue // the archive's own root
 		}
-		refuse := func(why string) error { return fmt.Errorf("%w %q: %s", ErrUnsafeEntry, hdr.Name, why) }
-		mode := os.FileMode(hdr.Mode) & os.ModePerm
-		if err := root.MkdirAll(path.Dir(name), 0o755); err != nil && path.Dir(name) != "." {
-			return refuse(err.Error())
-		}
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := root.MkdirAll(name, 0o755); err != nil {
-				return refuse(err.Error())
-			}
-		case tar.TypeReg:
-			if hdr.Size < 0 || hdr.Size > lim.MaxFileSize {
-				return refuse(fmt.Sprintf("size %d exceeds the limit of %d bytes", hdr.Size, lim.MaxFileSize))
-			}
-			if total += hdr.Size; total > lim.MaxTotalSize {
-				return refuse(fmt.Sprintf("total size exceeds the limit of %d bytes", lim.MaxTotalSize))
-			}
-			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode|0o600)
-			if err != nil {
-				return refuse(err.Error())
-			}
-			_, err = io.Copy(f, io.LimitReader(tr, hdr.Size))
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("extract %q: %w", hdr.Name, err)
-			}
-		case tar.TypeSymlink:
-			target := hdr.Linkname
-			if path.IsAbs(target) || escapes(path.Join(path.Dir(name), target)) {
-				return refuse(fmt.Sprintf("symlink to %q points outside the root", target))
-			}
-			if err := root.Symlink(target, name); err != nil {
-				return refuse(err.Error())
-			}
-		case tar.TypeLink:
-			target, err := cleanEntryName(hdr.Linkname)
-			if err != nil || target == "" {
-				return refuse(fmt.Sprintf("hardlink to %q points outside the root", hdr.Linkname))
-			}
-			if err := root.Link(target, name); err != nil {
-				return refuse(err.Error())
-			}
-		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-			return refuse("device and fifo entries are not allowed")
-		default:
-			return refuse(fmt.Sprintf("unsupported entry type %q", hdr.Typeflag))
+		if err := x.entry(tr, hdr, name); err != nil {
+			return err
 		}
 	}
+}
+
+// entry writes one entry at its cleaned name.
+func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header, name string) error {
+	refuse := func(why string) error { return fmt.Errorf("%w %q: %s", ErrUnsafeEntry, hdr.Name, why) }
+	dir, base := path.Split(name)
+	dir = path.Clean(dir)
+	if x.layers && strings.HasPrefix(base, whiteoutPrefix) {
+		return x.whiteout(dir, base, refuse)
+	}
+	if err := x.root.MkdirAll(dir, 0o755); err != nil && dir != "." {
+		return refuse(err.Error())
+	}
+	if x.layers {
+		if err := x.replace(name, hdr.Typeflag == tar.TypeDir); err != nil {
+			return refuse(err.Error())
+		}
+		x.written[name] = true
+	}
+	mode := os.FileMode(hdr.Mode) & os.ModePerm
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := x.root.MkdirAll(name, 0o755); err != nil {
+			return refuse(err.Error())
+		}
+	case tar.TypeReg:
+		if hdr.Size < 0 || hdr.Size > x.lim.MaxFileSize {
+			return refuse(fmt.Sprintf("size %d exceeds the limit of %d bytes", hdr.Size, x.lim.MaxFileSize))
+		}
+		if x.total += hdr.Size; x.total > x.lim.MaxTotalSize {
+			return refuse(fmt.Sprintf("total size exceeds the limit of %d bytes", x.lim.MaxTotalSize))
+		}
+		f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode|0o600)
+		if err != nil {
+			return refuse(err.Error())
+		}
+		_, err = io.Copy(f, io.LimitReader(tr, hdr.Size))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("extract %q: %w", hdr.Name, err)
+		}
+	case tar.TypeSymlink:
+		target := hdr.Linkname
+		if (path.IsAbs(target) && !x.layers) || (!path.IsAbs(target) && escapes(path.Join(path.Dir(name), target))) {
+			return refuse(fmt.Sprintf("symlink to %q points outside the root", target))
+		}
+		if err := x.root.Symlink(target, name); err != nil {
+			return refuse(err.Error())
+		}
+	case tar.TypeLink:
+		target, err := cleanEntryName(hdr.Linkname)
+		if err != nil || target == "" {
+			return refuse(fmt.Sprintf("hardlink to %q points outside the root", hdr.Linkname))
+		}
+		if err := x.root.Link(target, name); err != nil {
+			return refuse(err.Error())
+		}
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		return refuse("device and fifo entries are not allowed")
+	default:
+		return refuse(fmt.Sprintf("unsupported entry type %q", hdr.Typeflag))
+	}
+	return nil
+}
+
+// OCI whiteouts: ".wh.NAME" deletes NAME from lower layers; ".wh..wh..opq"
+// empties its directory of what lower layers put there.
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutOpaque = ".wh..wh..opq"
+)
+
+func (x *extractor) whiteout(dir, base string, refuse func(string) error) error {
+	if base == whiteoutOpaque {
+		entries, err := fs.ReadDir(x.root.FS(), dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return refuse(err.Error())
+		}
+		for _, e := range entries {
+			if p := path.Join(dir, e.Name()); !x.written[p] {
+				if err := x.root.RemoveAll(p); err != nil {
+					return refuse(err.Error())
+				}
+			}
+		}
+		return nil
+	}
+	target := strings.TrimPrefix(base, whiteoutPrefix)
+	if target == "" || target == "." || target == ".." || strings.Contains(target, "/") {
+		return refuse("a whiteout must name one entry of its directory")
+	}
+	if err := x.root.RemoveAll(path.Join(dir, target)); err != nil {
+		return refuse(err.Error())
+	}
+	return nil
+}
+
+// replace clears what a lower layer left at name, unless both are
+// directories (a directory entry then only updates the one there).
+func (x *extractor) replace(name string, isDir bool) error {
+	fi, err := x.root.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if isDir && fi.IsDir() {
+		return nil
+	}
+	return x.root.RemoveAll(name)
 }
 
 // cleanEntryName returns the entry's path relative to the root, or an error

@@ -61,7 +61,7 @@ func ResolveBase(ctx context.Context, ref string, platform v1.Platform, reg *reg
 	}
 	if oci.IsIndex(root.MediaType) {
 		var err error
-		if root, err = pickPlatform(ctx, manifests, root, platform); err != nil {
+		if root, err = oci.PickPlatform(ctx, manifests, root, platform); err != nil {
 			return nil, fmt.Errorf("base %s: %w", ref, err)
 		}
 	}
@@ -86,29 +86,6 @@ func ResolveBase(ctx context.Context, ref string, platform v1.Platform, reg *reg
 		}
 	}
 	return &oci.BaseImage{Name: ref, Digest: root.Digest, Manifest: m, Config: config}, nil
-}
-
-// pickPlatform returns the index entry for platform.
-func pickPlatform(ctx context.Context, src oci.BlobReader, index v1.Descriptor, want v1.Platform) (v1.Descriptor, error) {
-	raw, err := oci.ReadManifest(ctx, src, index)
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	children, err := oci.Children(index.MediaType, raw)
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	var have []string
-	for _, c := range children {
-		if c.Platform == nil {
-			continue
-		}
-		have = append(have, c.Platform.OS+"/"+c.Platform.Architecture)
-		if c.Platform.OS == want.OS && c.Platform.Architecture == want.Architecture && (want.Variant == "" || c.Platform.Variant == want.Variant) {
-			return c, nil
-		}
-	}
-	return v1.Descriptor{}, fmt.Errorf("no manifest for %s/%s in the index (it has %v)", want.OS, want.Architecture, have)
 }
 
 func readBlobJSON(ctx context.Context, src oci.BlobReader, d v1.Descriptor, v any) error {
