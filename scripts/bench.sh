@@ -8,7 +8,10 @@ raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 
 run() { go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-20x}" -count 1 "$@" 2>/dev/null | grep '^Benchmark' >>"$raw"; }
-[ -n "${BENCH_ONLY_PUSH:-}" ] || run ./pkg/oci/ ./pkg/registry/ ./cmd/digestline/
+# BENCH_SECTIONS picks what to run (default: all): go builder push verify.
+sections=" ${BENCH_SECTIONS:-go builder push verify} "
+want() { [[ $sections == *" $1 "* ]]; }
+want go && run ./pkg/oci/ ./pkg/registry/ ./cmd/digestline/
 
 # The builder side by side with `crane append` on the same inputs in the same
 # run: wall time, throughput, layer size and peak RSS (GNU time).
@@ -56,18 +59,32 @@ timed() {
   local out=$1; shift
   local best="" i
   for i in 1 2 3; do
-    /usr/bin/time -f "%e %M" -o "$out.run" "$@"
+    /usr/bin/time -f "%e %M" -o "$out.run" "$@" || return 1
     if [ -z "$best" ] || awk -v a="$(cut -d' ' -f1 "$out.run")" -v b="$best" 'BEGIN {exit !(a < b)}'; then
       best=$(cut -d' ' -f1 "$out.run"); cp "$out.run" "$out"
     fi
   done
 }
 
+# eight_layers DIR MIB STEP: a source tree of 8 directories of MIB MiB of
+# real files each (slices of the GOROOT tarballs, the second four STEP MiB
+# in), and a digestline.yaml that makes each directory one layer.
+eight_layers() {
+  local dir=$1 mib=$2 step=$3 data=${BENCH_DATA:-/tmp/digestline-bench} i rules=""
+  scripts/benchdata.sh "$data" >&2
+  for i in 1 2 3 4 5 6 7 8; do
+    mkdir -p "$dir/d$i"
+    dd if="$data/big/goroot-$(( (i - 1) % 4 + 1 )).tar" of="$dir/d$i/part" bs=1M count="$mib" skip=$(( (i - 1) / 4 * step )) status=none
+    [ "$i" -lt 8 ] && rules+="  - {name: d$i, paths: [d$i]}"$'\n'
+  done
+  printf 'layers:\n%s' "$rules" >"$dir/digestline.yaml"
+}
+
 # The pusher side by side with crane, regctl and skopeo: the same ~512 MB,
 # 8-layer image from one OCI layout, pushed to the same real registry
 # (Debian's docker-registry) through a proxy that counts requests.
 push_vs_peers() {
-  local data=${BENCH_DATA:-/tmp/digestline-bench} tools=$PWD/.digestline/tools work
+  local tools=$PWD/.digestline/tools work
   work=$(mktemp -d)
   local reg=127.0.0.1:15500 proxy=127.0.0.1:15501
   local reg_pid="" proxy_pid=""
@@ -92,15 +109,7 @@ YML
   "$work/countproxy" -listen "$proxy" -registry "http://$reg" >/dev/null 2>&1 &
   proxy_pid=$!
 
-  # 8 × 64 MiB of real files (slices of the GOROOT tarballs), one layer each.
-  mkdir -p "$work/src"
-  local i rules=""
-  for i in 1 2 3 4 5 6 7 8; do
-    mkdir -p "$work/src/d$i"
-    dd if="$data/big/goroot-$(( (i - 1) % 4 + 1 )).tar" of="$work/src/d$i/part" bs=1M count=64 skip=$(( (i - 1) / 4 * 64 )) status=none
-    [ "$i" -lt 8 ] && rules+="  - {name: d$i, paths: [d$i]}"$'\n'
-  done
-  printf 'layers:\n%s' "$rules" >"$work/src/digestline.yaml"
+  eight_layers "$work/src" 64 64
   bin/digestline build "$work/src" -o "$work/layout" -t bench >"$work/build.out"
   local bytes; bytes=$(awk 'NR>1 && $1 ~ /layer/ {s += $3} END {print s}' "$work/build.out")
 
@@ -155,6 +164,66 @@ YML
   rm -rf "$work"
 }
 
+# The verifier side by side with crane validate, regctl and skopeo pulling
+# into a layout: one ~1 GB image of 8 layers on the same registry, each tool
+# proving every byte its way.
+verify_vs_peers() {
+  local tools=$PWD/.digestline/tools work
+  work=$(mktemp -d)
+  local reg=127.0.0.1:15600
+  cat >"$work/registry.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: $reg}
+YML
+  docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+  local reg_pid=$!
+  for _ in $(seq 1 100); do curl -fsS "http://$reg/v2/" >/dev/null 2>&1 && break; sleep 0.05; done
+  # 8 layers of 120 MiB of random bytes: gzip (which crane validate
+  # insists on) cannot shrink them, so the image is ~1 GB as pulled.
+  local i
+  for i in 1 2 3 4 5 6 7 8; do
+    mkdir -p "$work/src/d$i"
+    head -c $((120 << 20)) /dev/urandom >"$work/src/d$i/noise"
+  done
+  printf 'layers:\n%s\n' "$(for i in 1 2 3 4 5 6 7; do echo "  - {name: d$i, paths: [d$i]}"; done)" >"$work/src/digestline.yaml"
+  local digest; digest=$(bin/digestline build "$work/src" -o "$work/layout" --compression-level 1 | head -1)
+  bin/digestline push "$work/layout" "$reg/verify/app:1" >/dev/null
+  local bytes; bytes=$(du -sb "$work/layout/blobs" | cut -f1)
+  mkdir -p "$work/home"
+  HOME=$work/home "$tools/regctl" registry set --tls disabled "$reg" >/dev/null 2>&1
+  local ref="$reg/verify/app@$digest" cmd=() tool best r fastest=""
+  declare -A secs rss
+  for tool in digestline crane regctl skopeo; do
+    case $tool in
+      digestline) cmd=(bin/digestline verify "$ref") ;;
+      crane) cmd=("$tools/crane" validate --remote "$ref" --insecure) ;;
+      regctl) cmd=(sh -c 'rm -rf "$1" && exec env HOME="$2" "$3" image copy "$4" "ocidir://$1:v"' _ "$work/out" "$work/home" "$tools/regctl" "$ref") ;;
+      skopeo) cmd=(sh -c 'rm -rf "$1" && exec skopeo copy --src-tls-verify=false "docker://$2" "oci:$1:v"' _ "$work/out" "$ref") ;;
+    esac
+    timed "$work/t" "${cmd[@]}" >/dev/null 2>&1 || { echo "$tool verify failed" >&2; return 1; }
+    read -r best r <"$work/t"
+    secs[$tool]=$best rss[$tool]=$r
+    if [ "$tool" != digestline ] && { [ -z "$fastest" ] || awk -v a="$best" -v b="$fastest" 'BEGIN {exit !(a < b)}'; }; then fastest=$best; fi
+  done
+  echo "## Verify: digestline vs crane validate, regctl and skopeo"
+  echo
+  echo "One image of $(awk -v b="$bytes" 'BEGIN {printf "%.0f MB", b/1e6}') in 8 gzip layers (random bytes: incompressible) on Debian's docker-registry, pulled by"
+  echo "digest and proved: \`digestline verify\` (every blob stream-hashed against its descriptor, in parallel, nothing written),"
+  echo "\`crane validate --remote\` (digests and diff ids), \`regctl image copy\` and \`skopeo copy\` into an OCI layout (both check digests)."
+  echo "Best of 3. Target: ≥ 2× the fastest peer's MB/s (moonshot: 1 GB/s)."
+  echo
+  echo "| tool | time | MB/s | vs fastest peer | peak RSS |"
+  echo "|---|---|---|---|---|"
+  for tool in digestline crane regctl skopeo; do
+    awk -v tool="$tool" -v t="${secs[$tool]}" -v b="$bytes" -v f="$fastest" -v r="${rss[$tool]}" \
+      'BEGIN {printf "| %s | %.2f s | %.0f | %.2f× | %.0f MB |\n", tool, t, b/1e6/t, f/t, r/1024}'
+  done
+  kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+
 row() { # input tool seconds bytes layer-bytes rss-kb ratio
   awk -v input="$1" -v tool="$2" -v t="$3" -v b="$4" -v s="$5" -v r="$6" -v x="$7" \
     'BEGIN {printf "| %s | %s | %.2f s | %.0f | %.1f MB | %.0f MB | %s |\n", input, tool, t, b/1e6/t, s/1e6, r/1024, x}'
@@ -190,8 +259,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
       printf "| `%s` | %s | %s | %s | %s | %s | %s |\n", name, what[name], t, mbs, extra, bop, allocs
     }' "$raw"
   echo
-  [ -n "${BENCH_ONLY_PUSH:-}" ] || builder_vs_crane
-  echo
-  push_vs_peers
+  if want builder; then builder_vs_crane; echo; fi
+  if want push; then push_vs_peers; echo; fi
+  if want verify; then verify_vs_peers; fi
 } >"$out"
 cat "$out"
