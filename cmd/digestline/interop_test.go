@@ -12,6 +12,7 @@ import (
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/services/builder"
+	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
@@ -121,6 +122,16 @@ func TestPeerToolsReadOurLayouts(t *testing.T) {
 	out := runTool(t, "oras", "discover", "--plain-http", "--format", "json", s.RegistryAddr+"/interop/oras@"+withSBOM.Root.Digest.String())
 	if !strings.Contains(out, withSBOM.Referrers[0].Root.Digest.String()) || !strings.Contains(out, "application/spdx+json") {
 		t.Errorf("oras discover does not list the SBOM:\n%s", out)
+	}
+
+	// A shipped image carries its promotion as an attestation oras can see.
+	res, shipped, err := s.ship(t, sourceDir(t, "attested"), "interop/attested:1")
+	if err != nil {
+		t.Fatalf("ship: %v\n%s", err, shipped)
+	}
+	out = runTool(t, "oras", "discover", "--plain-http", "--format", "json", res.Promotion.Repository+"@"+res.Promotion.Digest)
+	if !strings.Contains(out, reporter.ArtifactTypePromotion) {
+		t.Errorf("oras discover does not list the promotion attestation:\n%s", out)
 	}
 }
 
