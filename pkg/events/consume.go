@@ -26,6 +26,8 @@ type Message struct {
 	// dead-lettered: a handler that would retry a transient failure should
 	// report it as the run's failure instead, so the run ends visibly.
 	LastTry bool
+	// Replay is set on an event republished from the dead-letter stream.
+	Replay bool
 }
 
 // Handler processes one event. It returns nil once its effects and the events
@@ -141,7 +143,7 @@ func (b *Bus) handle(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, 
 		err = Permanent(fmt.Errorf("gave up after %d deliveries (the handler crashed or timed out each time)", meta.NumDelivered-1))
 	} else {
 		err = b.run(ctx, spec, msg, h, Message{Event: ev, Name: name, Sequence: meta.Sequence.Stream, Delivery: meta.NumDelivered,
-			LastTry: meta.NumDelivered >= uint64(spec.MaxDeliver)})
+			LastTry: meta.NumDelivered >= uint64(spec.MaxDeliver), Replay: msg.Headers().Get(HeaderReplayOf) != ""})
 	}
 	if err != nil {
 		span.RecordError(err)

@@ -88,8 +88,13 @@ func (x *extractor) applyLayer(ctx context.Context, src BlobReader, l v1.Descrip
 	if err != nil {
 		return err
 	}
-	defer tr.Close()
-	if err := x.apply(tr); err != nil {
+	err = x.apply(tr)
+	// The decompressor may read ahead in a goroutine of its own (pgzip):
+	// stop it before this one reads the rest of the stream.
+	if cerr := tr.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
 	if _, err := io.Copy(io.Discard, compressed); err != nil { // the tar's padding, and anything after it

@@ -30,12 +30,14 @@ type Deps struct {
 	Logger         *slog.Logger         // nil means slog.Default()
 	// Instance names this process in event sources (/digestline/<service>/<instance>).
 	Instance string
+	// BusOptions tune every service's bus (e.g. a faster redelivery backoff in tests).
+	BusOptions []events.Option
 }
 
 // Bus returns the event bus of service, publishing as /digestline/<service>/<instance>.
 func (d Deps) Bus(service string) *events.Bus {
 	return events.NewBus(d.JetStream, "/digestline/"+service+"/"+cmp.Or(d.Instance, "local"),
-		events.WithLogger(d.Log()), events.WithTracerProvider(d.Traces()))
+		append([]events.Option{events.WithLogger(d.Log()), events.WithTracerProvider(d.Traces())}, d.BusOptions...)...)
 }
 
 // Traces returns the tracer provider, the global one when none was set.

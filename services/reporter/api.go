@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // maxRequestBody bounds what a write endpoint reads.
@@ -69,6 +71,36 @@ func (r *reporter) routes() http.Handler {
 		writeJSON(w, http.StatusOK, hist)
 	})
 	mux.HandleFunc("POST /v1/promotions", r.requestPromotion)
+	mux.HandleFunc("GET /v1/dlq", func(w http.ResponseWriter, req *http.Request) {
+		dls, err := events.DeadLetters(req.Context(), r.cfg.JetStream, 1000)
+		if err != nil {
+			httpError(w, http.StatusServiceUnavailable, "read the dead-letter stream: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, dls)
+	})
+	mux.HandleFunc("POST /v1/dlq/{seq}/replay", func(w http.ResponseWriter, req *http.Request) {
+		if _, ok := r.authorize(req); !ok {
+			unauthorized(w, len(r.cfg.Tokens) == 0)
+			return
+		}
+		seq, err := strconv.ParseUint(req.PathValue("seq"), 10, 64)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, "the sequence is a number from GET /v1/dlq")
+			return
+		}
+		dl, err := events.Replay(req.Context(), r.cfg.JetStream, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			httpError(w, http.StatusNotFound, err.Error())
+			return
+		}
+		if err != nil {
+			httpError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		dl.Body = nil
+		writeJSON(w, http.StatusOK, dl)
+	})
 	mux.HandleFunc("GET /v1/runs/{runid}", func(w http.ResponseWriter, req *http.Request) {
 		run := req.PathValue("runid")
 		if !runIDPattern.MatchString(run) {
@@ -111,12 +143,7 @@ type PromoteAccepted struct {
 func (r *reporter) requestPromotion(w http.ResponseWriter, req *http.Request) {
 	who, ok := r.authorize(req)
 	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="digestline"`)
-		msg := "a bearer token is required: set DIGESTLINE_API_TOKEN"
-		if len(r.cfg.Tokens) == 0 {
-			msg = "this reporter accepts no writes: start it with DIGESTLINE_API_TOKEN set"
-		}
-		httpError(w, http.StatusUnauthorized, msg)
+		unauthorized(w, len(r.cfg.Tokens) == 0)
 		return
 	}
 	var body PromoteRequest
@@ -186,6 +213,16 @@ func (r *reporter) authorize(req *http.Request) (string, bool) {
 		}
 	}
 	return who, found == 1
+}
+
+// unauthorized answers a write without a valid token.
+func unauthorized(w http.ResponseWriter, noTokens bool) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="digestline"`)
+	msg := "a bearer token is required: set DIGESTLINE_API_TOKEN"
+	if noTokens {
+		msg = "this reporter accepts no writes: start it with DIGESTLINE_API_TOKEN set"
+	}
+	httpError(w, http.StatusUnauthorized, msg)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

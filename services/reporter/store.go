@@ -288,6 +288,9 @@ var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 // indexEvent stores the event under <run id>.<stream sequence>: the key is
 // fixed by the delivery, so a redelivery rewrites the same entry.
 func (s *store) indexEvent(ctx context.Context, m events.Message) error {
+	if m.Replay {
+		return nil // the same event is indexed already, from its first publish
+	}
 	run := events.RunID(m.Event)
 	if !runIDPattern.MatchString(run) {
 		return events.Permanent(fmt.Errorf("run id %q cannot be indexed: want %s", run, runIDPattern))

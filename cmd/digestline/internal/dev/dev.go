@@ -53,6 +53,8 @@ type Config struct {
 	// Registry is the client the pusher and verifier use (default: credentials
 	// from the environment or the docker config).
 	Registry *registry.Client
+	// BusOptions tune the services' buses (tests shorten the redelivery backoff).
+	BusOptions []events.Option
 	// Reporter configures promotions: the chain, the environment tag, the
 	// required referrers and the API's tokens. With no tokens, one is made
 	// and kept in <DataDir>/api-token.
@@ -129,7 +131,7 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	}
 	env.RegistryAddr = regLn.Addr().String()
 
-	deps := service.Deps{JetStream: js, TracerProvider: cfg.TracerProvider, Logger: log, Instance: "dev"}
+	deps := service.Deps{JetStream: js, TracerProvider: cfg.TracerProvider, Logger: log, Instance: "dev", BusOptions: cfg.BusOptions}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := regSrv.Serve(regLn); !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/events"
+)
+
+func withFastRedelivery() stackOption {
+	return func(c *dev.Config) {
+		c.BusOptions = append(c.BusOptions, events.WithRedeliveryBackoff(func(uint64) time.Duration { return 10 * time.Millisecond }))
+	}
+}
+
+// TestDeadLettersAreListedAndReplayed: the reporter cannot check the dev
+// tag while the registry answers 503, gives up after its deliveries and
+// dead-letters the event with the reason; once the registry is back,
+// `dlq replay` finishes the run, and the dead-letter stream is empty.
+func TestDeadLettersAreListedAndReplayed(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	flaky := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if down.Load() && strings.HasSuffix(r.URL.Path, "/manifests/dev") {
+				http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	s, _ := startStack(t, withRegistryWrapper(flaky), withFastRedelivery())
+	nats := "--nats=" + s.NATSURL
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "dead letter"), Target: s.RegistryAddr + "/team/dlq:1"}, io.Discard)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ship while the registry is down: %v, %+v", err, res)
+	}
+
+	var dls []events.DeadLetter
+	waitFor(t, "the reporter's dead letter", func() bool {
+		dls = nil
+		return json.Unmarshal([]byte(cli(t, "dlq", "list", "--json", nats)), &dls) == nil && len(dls) == 1
+	})
+	dl := dls[0]
+	if dl.Consumer != "reporter" || dl.Subject != events.VerifyCompleted.Subject() || dl.Deliveries != 5 || !strings.Contains(dl.Reason, "503") || dl.RunID == "" {
+		t.Fatalf("dead letter %+v", dl)
+	}
+	if table := cli(t, "dlq", "list", nats); !strings.Contains(table, "reporter") || !strings.Contains(table, dl.RunID) {
+		t.Fatalf("dlq list:\n%s", table)
+	}
+	if shown := cli(t, "dlq", "show", "1", nats); !strings.Contains(shown, `"type": "dev.digestline.verify.completed.v1"`) {
+		t.Fatalf("dlq show printed:\n%s", shown)
+	}
+
+	var listed []events.DeadLetter
+	if s.getJSON(t, "/v1/dlq", &listed) != http.StatusOK || len(listed) != 1 || listed[0].Sequence != dl.Sequence {
+		t.Fatalf("GET /v1/dlq: %+v", listed)
+	}
+	for token, want := range map[string]int{"": http.StatusUnauthorized, "wrong-token-0123456789": http.StatusUnauthorized} {
+		req, _ := http.NewRequest(http.MethodPost, s.APIURL+"/v1/dlq/1/replay", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("replay with token %q: %d, want %d", token, resp.StatusCode, want)
+		}
+	}
+
+	down.Store(false)
+	if out := cli(t, "dlq", "replay", "--all", nats); !strings.Contains(out, "replayed #1 on digestline.verify.completed for reporter") {
+		t.Fatalf("dlq replay printed %q", out)
+	}
+	waitFor(t, "the replayed run's promotion", func() bool { return s.current(t, "dev", s.RegistryAddr+"/team/dlq") != "" })
+	if left := cli(t, "dlq", "list", "--json", nats); strings.TrimSpace(left) != "[]" {
+		t.Fatalf("dead letters left after the replay: %s", left)
+	}
+	// The run's history shows the event once: the replay is not indexed twice.
+	n := 0
+	for _, name := range names(s.runEvents(t, dl.RunID)) {
+		if name == "verify.completed" {
+			n++
+		}
+	}
+	if n != 2 { // the build's, and the promotion's re-verification
+		t.Fatalf("%d verify.completed in the run, want 2", n)
+	}
+}
