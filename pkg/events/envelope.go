@@ -19,6 +19,10 @@ const ExtRunID = "runid"
 // terminates and dead-letters it instead of retrying.
 var ErrInvalid = errors.New("invalid event")
 
+// MaxEventSize bounds an event: NATS's default max_payload. Blobs travel in
+// the Object Store, never inside events.
+const MaxEventSize = 1 << 20
+
 // idNamespace scopes derived event ids to digestline.
 var idNamespace = uuid.MustParse("5b0f3c1e-8a55-4f0e-9d2a-6c1d7e0b9a41")
 
@@ -80,6 +84,9 @@ func Decode[T any](ev cloudevents.Event) (T, error) {
 // wraps ErrInvalid and says why.
 func Parse(body []byte) (cloudevents.Event, Name, error) {
 	var ev cloudevents.Event
+	if len(body) > MaxEventSize {
+		return ev, "", fmt.Errorf("%w: %d bytes is over the %d-byte limit of an event", ErrInvalid, len(body), MaxEventSize)
+	}
 	if err := json.Unmarshal(body, &ev); err != nil {
 		return ev, "", fmt.Errorf("%w: not a structured CloudEvent: %v", ErrInvalid, err)
 	}
