@@ -40,7 +40,7 @@ func newShipCommand() *cobra.Command {
 			return err
 		}
 		defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
-		nc, js, err := service.Connect(natsURL, "digestline-ship")
+		nc, js, err := service.ConnectFromEnv(natsURL, "digestline-ship")
 		if err != nil {
 			return err
 		}

@@ -71,7 +71,7 @@ func Connect(url, clientName string, opts ...nats.Option) (*nats.Conn, jetstream
 	opts = append([]nats.Option{nats.Name(clientName), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, opts...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s (set --nats or DIGESTLINE_NATS_URL): %w", url, err)
+		return nil, nil, explainConnect(url, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -107,7 +107,7 @@ func mainErr(ctx context.Context, name, natsURL, logLevel string, run func(conte
 		defer cancel()
 		_ = tel.Shutdown(sctx)
 	}()
-	nc, js, err := Connect(natsURL, "digestline-"+name)
+	nc, js, err := ConnectFromEnv(natsURL, "digestline-"+name)
 	if err != nil {
 		return err
 	}
