@@ -33,7 +33,7 @@ func newDevCommand() *cobra.Command {
 			if cfg.Created, err = oci.SourceDateEpoch(); err != nil {
 				return err
 			}
-			cfg.Logger, cfg.TracerProvider = tel.Logger, tel.TracerProvider
+			cfg.Logger, cfg.TracerProvider, cfg.MeterProvider, cfg.Metrics = tel.Logger, tel.TracerProvider, tel.MeterProvider, tel.Metrics
 			if cfg.Reporter.Tokens, err = reporter.TokensFromEnv(); err != nil {
 				return err
 			}

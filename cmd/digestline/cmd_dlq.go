@@ -21,7 +21,9 @@ func newDLQCommand() *cobra.Command {
 		Short: "See and recover events no handler could process (the dead-letter stream)",
 	}
 	cmd.PersistentFlags().StringVar(&natsURL, "nats", service.Env("NATS_URL", service.DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
-	connect := func() (*nats.Conn, jetstream.JetStream, error) { return service.ConnectFromEnv(natsURL, "digestline-dlq") }
+	connect := func() (*nats.Conn, jetstream.JetStream, error) {
+		return service.ConnectFromEnv(natsURL, "digestline-dlq")
+	}
 
 	var asJSON bool
 	list := &cobra.Command{

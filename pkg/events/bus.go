@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -28,6 +30,7 @@ type Bus struct {
 	prop    propagation.TextMapPropagator
 	log     *slog.Logger
 	backoff func(delivery uint64) time.Duration
+	metrics busMetrics
 }
 
 // Option configures a Bus.
@@ -59,6 +62,7 @@ func NewBus(js jetstream.JetStream, source string, opts ...Option) *Bus {
 		},
 	}
 	WithTracerProvider(otel.GetTracerProvider())(b)
+	WithMeterProvider(otel.GetMeterProvider())(b)
 	for _, o := range opts {
 		o(b)
 	}
@@ -95,6 +99,9 @@ func (b *Bus) Publish(ctx context.Context, ev cloudevents.Event) error {
 	msg.Header.Set("Content-Type", ContentType)
 	if _, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID()), jetstream.WithExpectStream(StreamName)); err != nil {
 		return fmt.Errorf("publish %s %s: %w", name, ev.ID(), err)
+	}
+	if class, ok := failureClass(name, ev.Data()); ok {
+		b.metrics.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("event", string(name)), attribute.String("class", class)))
 	}
 	return nil
 }

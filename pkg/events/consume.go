@@ -181,12 +181,16 @@ func (b *Bus) run(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, h H
 // settle acks, naks or dead-letters a delivery according to err.
 func (b *Bus) settle(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, err error) {
 	meta, _ := msg.Metadata()
+	outcome := OutcomeRetry
+	defer func() { b.metrics.settled(ctx, spec.Durable, msg.Subject(), outcome, meta.NumDelivered) }()
 	switch {
 	case err == nil:
+		outcome = OutcomeAck
 		if aerr := msg.DoubleAck(ctx); aerr != nil {
 			b.log.Warn("ack failed; the event will be redelivered", "consumer", spec.Durable, "error", aerr)
 		}
 	case isPermanent(err) || meta.NumDelivered >= uint64(spec.MaxDeliver):
+		outcome = OutcomeDeadLetter
 		if derr := b.deadLetter(ctx, spec.Durable, msg, err.Error()); derr != nil {
 			b.log.Error("dead-letter failed; the event will be redelivered", "consumer", spec.Durable, "error", derr)
 			_ = msg.Nak()

@@ -16,7 +16,7 @@ import (
 // panics. `go test -fuzz FuzzParse ./events` explores further.
 func FuzzParse(f *testing.F) {
 	for name, data := range map[events.Name]any{
-		events.BuildRequested: events.BuildRequest{Source: events.Source{Kind: events.SourceDir, Path: "/src"}, Target: "r.example/a:1"},
+		events.BuildRequested:     events.BuildRequest{Source: events.Source{Kind: events.SourceDir, Path: "/src"}, Target: "r.example/a:1"},
 		events.PromotionRequested: events.PromotionRequest{Repository: "r.example/a", Digest: "sha256:" + strings.Repeat("a", 64), To: "staging"},
 		events.DriftDetected:      events.Drift{Target: "r.example/a:1", Tag: "1", Expected: "x", Found: "y"},
 	} {
@@ -29,9 +29,9 @@ func FuzzParse(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(b)
-		f.Add([]byte(strings.Replace(string(b), ".v1", ".v2", 1)))                        // unknown version
+		f.Add([]byte(strings.Replace(string(b), ".v1", ".v2", 1)))                         // unknown version
 		f.Add([]byte(strings.Replace(string(b), `"application/json"`, `"text/plain"`, 1))) // wrong content type
-		f.Add(b[:len(b)/2])                                                                  // truncated
+		f.Add(b[:len(b)/2])                                                                // truncated
 	}
 	for _, s := range []string{"", "null", "{}", "[]", `{"specversion":"1.0"}`, "\x00\xff", `{"data":` + strings.Repeat("[", 10000)} {
 		f.Add([]byte(s))

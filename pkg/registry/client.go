@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -21,6 +22,7 @@ type Client struct {
 	auth      authn.Authenticator
 	base      http.RoundTripper
 	tracer    trace.Tracer
+	metrics   pushMetrics
 	jobs      int
 	retries   int
 	retryBase time.Duration
@@ -47,6 +49,24 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(c *Client) { c.tracer = tp.Tracer("github.com/digestline/digestline/pkg/registry") }
 }
 
+// WithMeterProvider sets where push metrics go (default: the global provider).
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *Client) {
+		m := mp.Meter("github.com/digestline/digestline/pkg/registry")
+		// Instrument errors only say a name is malformed; ours are fixed.
+		c.metrics.stageDuration, _ = m.Float64Histogram("digestline.push.stage.duration",
+			metric.WithDescription("How long each push stage took, retries included"), metric.WithUnit("s"))
+		c.metrics.bytesPushed, _ = m.Int64Counter("digestline.push.bytes",
+			metric.WithDescription("Blob bytes uploaded to registries"), metric.WithUnit("By"))
+	}
+}
+
+// pushMetrics are the push's instruments.
+type pushMetrics struct {
+	stageDuration metric.Float64Histogram
+	bytesPushed   metric.Int64Counter
+}
+
 // WithJobs bounds concurrent blob requests (default 4).
 func WithJobs(n int) Option { return func(c *Client) { c.jobs = max(n, 1) } }
 
@@ -68,6 +88,7 @@ func New(opts ...Option) *Client {
 	c := &Client{keychain: authn.DefaultKeychain, base: http.DefaultTransport, jobs: 4, retries: 4, retryBase: 200 * time.Millisecond,
 		chunkOver: 64 << 20, chunkSize: 16 << 20}
 	WithTracerProvider(otel.GetTracerProvider())(c)
+	WithMeterProvider(otel.GetMeterProvider())(c)
 	for _, o := range opts {
 		o(c)
 	}

@@ -18,6 +18,7 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 )
@@ -143,6 +144,7 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 				attribute.Int("digestline.blobs.total", r.Total), attribute.Int("digestline.blobs.existing", r.Existing),
 				attribute.Int("digestline.blobs.uploaded", r.Uploaded), attribute.Int64("digestline.bytes", r.Bytes),
 				attribute.Int("digestline.requests", r.Requests), attribute.Int("digestline.attempts", attempt))
+			p.recordStage(ctx, r)
 			p.observe(ctx, r)
 			return nil
 		}
@@ -159,6 +161,7 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 			span.SetAttributes(attribute.String("digestline.stage.status", r.Status),
 				attribute.String("error.type", string(e.Class)), attribute.String("digestline.error.hint", e.Hint),
 				attribute.Int("digestline.attempts", attempt))
+			p.recordStage(ctx, r)
 			p.observe(ctx, r)
 			return e
 		}
@@ -175,6 +178,12 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 		case <-time.After(delay):
 		}
 	}
+}
+
+// recordStage adds a finished stage to the stage-duration histogram.
+func (p *pushRun) recordStage(ctx context.Context, r StageReport) {
+	p.c.metrics.stageDuration.Record(ctx, r.Duration.Seconds(), metric.WithAttributes(
+		attribute.String("stage", r.Stage), attribute.String("status", r.Status)))
 }
 
 func (p *pushRun) auth(ctx context.Context, r *StageReport) error {
@@ -380,6 +389,7 @@ func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
 	for _, b := range order {
 		eg.Go(func() error {
 			sent, err := p.uploadOne(ectx, b)
+			p.c.metrics.bytesPushed.Add(ctx, sent)
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			p.res.BytesUploaded += sent

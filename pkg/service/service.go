@@ -3,11 +3,15 @@ package service
 import (
 	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,7 +21,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
 )
 
 // DefaultNATSURL is where services look for NATS unless told otherwise.
@@ -31,13 +37,25 @@ type Deps struct {
 	// Instance names this process in event sources (/digestline/<service>/<instance>).
 	Instance string
 	// BusOptions tune every service's bus (e.g. a faster redelivery backoff in tests).
-	BusOptions []events.Option
+	BusOptions    []events.Option
+	MeterProvider metric.MeterProvider // nil means the global provider
+	// Health is the process's readiness; a service with an HTTP server of
+	// its own (the reporter) serves it there.
+	Health *Health
 }
 
 // Bus returns the event bus of service, publishing as /digestline/<service>/<instance>.
 func (d Deps) Bus(service string) *events.Bus {
 	return events.NewBus(d.JetStream, "/digestline/"+service+"/"+cmp.Or(d.Instance, "local"),
-		append([]events.Option{events.WithLogger(d.Log()), events.WithTracerProvider(d.Traces())}, d.BusOptions...)...)
+		append([]events.Option{events.WithLogger(d.Log()), events.WithTracerProvider(d.Traces()), events.WithMeterProvider(d.Meters())}, d.BusOptions...)...)
+}
+
+// Meters returns the meter provider, the global one when none was set.
+func (d Deps) Meters() metric.MeterProvider {
+	if d.MeterProvider == nil {
+		return otel.GetMeterProvider()
+	}
+	return d.MeterProvider
 }
 
 // Traces returns the tracer provider, the global one when none was set.
@@ -52,7 +70,7 @@ func (d Deps) Traces() trace.TracerProvider {
 // (DIGESTLINE_REGISTRY_USERNAME/PASSWORD) or the docker config, tracing to
 // the process's provider: what a service uses unless it is given one.
 func (d Deps) Registry() *registry.Client {
-	return registry.New(append(registry.CredentialsFromEnv(), registry.WithTracerProvider(d.Traces()))...)
+	return registry.New(append(registry.CredentialsFromEnv(), registry.WithTracerProvider(d.Traces()), registry.WithMeterProvider(d.Meters()))...)
 }
 
 // Log returns the logger.
@@ -82,22 +100,32 @@ func Connect(url, clientName string, opts ...nats.Option) (*nats.Conn, jetstream
 }
 
 // Main runs one service process: it parses flags (the caller may define more
-// before calling Main), sets up telemetry, connects and provisions, then calls
-// run until SIGINT or SIGTERM. It exits non-zero with the error on failure.
-func Main(name string, run func(ctx context.Context, d Deps) error) {
+// before calling Main), sets up telemetry, connects and provisions, serves
+// /healthz, /readyz and /metrics on healthAddr (DIGESTLINE_HEALTH_ADDR; ""
+// for a service that serves them on its own HTTP server), then calls run
+// until SIGINT or SIGTERM. It exits non-zero with the error on failure.
+func Main(name, healthAddr string, run func(ctx context.Context, d Deps) error) {
 	natsURL := flag.String("nats", Env("NATS_URL", DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
 	logLevel := flag.String("log-level", Env("LOG_LEVEL", "info"), "debug, info, warn or error (DIGESTLINE_LOG_LEVEL)")
+	addr := flag.String("health-addr", Env("HEALTH_ADDR", healthAddr), "where /healthz, /readyz and /metrics are served (DIGESTLINE_HEALTH_ADDR)")
+	registries := flag.String("ready-registries", Env("READY_REGISTRIES", ""), "registries (host[:port], comma-separated) /readyz checks (DIGESTLINE_READY_REGISTRIES)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := mainErr(ctx, name, *natsURL, *logLevel, run); err != nil {
+	var regs []string
+	for _, r := range strings.Split(*registries, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			regs = append(regs, r)
+		}
+	}
+	if err := mainErr(ctx, name, *natsURL, *logLevel, *addr, regs, run); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
 }
 
-func mainErr(ctx context.Context, name, natsURL, logLevel string, run func(context.Context, Deps) error) error {
+func mainErr(ctx context.Context, name, natsURL, logLevel, healthAddr string, registries []string, run func(context.Context, Deps) error) error {
 	tel, err := telemetry.Setup(ctx, "digestline-"+name, os.Stderr, logLevel)
 	if err != nil {
 		return err
@@ -115,7 +143,38 @@ func mainErr(ctx context.Context, name, natsURL, logLevel string, run func(conte
 	if err := events.Provision(ctx, js, events.ProvisionOptions{}); err != nil {
 		return err
 	}
+	if err := events.RegisterDLQDepth(tel.MeterProvider, js); err != nil {
+		return err
+	}
+	health := &Health{NC: nc, JS: js, Registries: registries, Metrics: tel.Metrics}
 	host, _ := os.Hostname()
-	tel.Logger.Info("started", slog.String("nats", natsURL))
-	return run(ctx, Deps{JetStream: js, TracerProvider: tel.TracerProvider, Logger: tel.Logger, Instance: cmp.Or(host, "local")})
+	deps := Deps{JetStream: js, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Logger: tel.Logger,
+		Instance: cmp.Or(host, "local"), Health: health}
+	if healthAddr == "" {
+		tel.Logger.Info("started", slog.String("nats", natsURL))
+		return run(ctx, deps)
+	}
+	ln, err := net.Listen("tcp", healthAddr)
+	if err != nil {
+		return fmt.Errorf("health endpoint (set --health-addr): %w", err)
+	}
+	srv := &http.Server{Handler: health.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("health endpoint: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		return ShutdownHTTP(srv, 5*time.Second)
+	})
+	g.Go(func() error {
+		tel.Logger.Info("started", slog.String("nats", natsURL), slog.String("health", "http://"+ln.Addr().String()))
+		err := run(gctx, deps)
+		_ = ShutdownHTTP(srv, 5*time.Second) // the service ended: so does its health
+		return err
+	})
+	return g.Wait()
 }

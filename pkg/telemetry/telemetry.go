@@ -7,24 +7,34 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Telemetry is a process's tracer provider and logger.
+// Telemetry is a process's tracer provider, meter provider and logger.
 type Telemetry struct {
 	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 	Logger         *slog.Logger
-	shutdown       func(context.Context) error
+	// Metrics serves the process's metrics in the Prometheus text format.
+	Metrics  http.Handler
+	shutdown func(context.Context) error
 }
 
 // Shutdown flushes pending spans.
@@ -60,11 +70,30 @@ func Setup(ctx context.Context, service string, w io.Writer, level string) (*Tel
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
-	// The global propagator and provider serve libraries that read them; our
-	// own code is handed tp explicitly.
+	mp, metrics, err := NewMetrics(res)
+	if err != nil {
+		return nil, err
+	}
+	// The global propagator and providers serve libraries that read them;
+	// our own code is handed tp and mp explicitly.
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	otel.SetTracerProvider(tp)
-	return &Telemetry{TracerProvider: tp, Logger: logger, shutdown: tp.Shutdown}, nil
+	otel.SetMeterProvider(mp)
+	return &Telemetry{TracerProvider: tp, MeterProvider: mp, Logger: logger, Metrics: metrics,
+		shutdown: func(ctx context.Context) error { return errors.Join(tp.Shutdown(ctx), mp.Shutdown(ctx)) }}, nil
+}
+
+// NewMetrics returns a meter provider whose instruments are served, with
+// the Go runtime's, by the returned handler in the Prometheus text format.
+func NewMetrics(res *resource.Resource) (*sdkmetric.MeterProvider, http.Handler, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
+	return mp, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), nil
 }
 
 func newExporter(ctx context.Context) (sdktrace.SpanExporter, error) {

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,10 +24,11 @@ const maxRequestBody = 64 << 10
 // routes is the reporter's HTTP API.
 func (r *reporter) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	health := r.cfg.Health
+	if health == nil { // embedded without one: alive and connected is all it can say
+		health = &service.Health{JS: r.cfg.JetStream, NC: r.cfg.JetStream.Conn()}
+	}
+	health.Register(mux)
 	mux.HandleFunc("GET /v1/promotions", func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
 		recs, err := r.store.list(req.Context(), q.Get("env"), q.Get("repo"))

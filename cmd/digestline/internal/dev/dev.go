@@ -30,6 +30,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/olareg/olareg"
 	olaregconfig "github.com/olareg/olareg/config"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 )
@@ -47,6 +48,9 @@ type Config struct {
 	Created        time.Time
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider // nil means the global provider
+	// Metrics serves /metrics on the API, when set.
+	Metrics http.Handler
 	// WrapRegistry wraps the embedded registry's handler, e.g. to require
 	// credentials or inject faults in tests.
 	WrapRegistry func(http.Handler) http.Handler
@@ -103,6 +107,12 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 		cleanup()
 		return nil, err
 	}
+	if cfg.MeterProvider != nil {
+		if err := events.RegisterDLQDepth(cfg.MeterProvider, js); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
 
 	if len(cfg.Reporter.Tokens) == 0 {
 		env.TokenFile = filepath.Join(cfg.DataDir, "api-token")
@@ -131,7 +141,8 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	}
 	env.RegistryAddr = regLn.Addr().String()
 
-	deps := service.Deps{JetStream: js, TracerProvider: cfg.TracerProvider, Logger: log, Instance: "dev", BusOptions: cfg.BusOptions}
+	deps := service.Deps{JetStream: js, TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Logger: log, Instance: "dev",
+		BusOptions: cfg.BusOptions, Health: &service.Health{NC: nc, JS: js, Registries: []string{env.RegistryAddr}, Metrics: cfg.Metrics}}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := regSrv.Serve(regLn); !errors.Is(err, http.ErrServerClosed) {

@@ -10,7 +10,7 @@ import (
 )
 
 func main() {
-	service.Main("builder", func(ctx context.Context, d service.Deps) error {
+	service.Main("builder", "127.0.0.1:8081", func(ctx context.Context, d service.Deps) error {
 		created, err := oci.SourceDateEpoch()
 		if err != nil {
 			return err

@@ -9,7 +9,7 @@ import (
 )
 
 func main() {
-	service.Main("pusher", func(ctx context.Context, d service.Deps) error {
+	service.Main("pusher", "127.0.0.1:8082", func(ctx context.Context, d service.Deps) error {
 		return pusher.Run(ctx, pusher.Config{Deps: d})
 	})
 }

@@ -16,7 +16,7 @@ func main() {
 	tagFormat := flag.String("tag-format", service.Env("TAG_FORMAT", "{env}"), "the tag a promotion moves; {env} is the environment (DIGESTLINE_TAG_FORMAT)")
 	required := flag.String("required-referrers", service.Env("REQUIRED_REFERRERS", ""),
 		"artifact types an environment requires, e.g. prod=application/spdx+json;staging=… (DIGESTLINE_REQUIRED_REFERRERS)")
-	service.Main("reporter", func(ctx context.Context, d service.Deps) error {
+	service.Main("reporter", "", func(ctx context.Context, d service.Deps) error {
 		tokens, err := reporter.TokensFromEnv()
 		if err != nil {
 			return err

@@ -9,7 +9,7 @@ import (
 )
 
 func main() {
-	service.Main("verifier", func(ctx context.Context, d service.Deps) error {
+	service.Main("verifier", "127.0.0.1:8083", func(ctx context.Context, d service.Deps) error {
 		return verifier.Run(ctx, verifier.Config{Deps: d})
 	})
 }

@@ -1,0 +1,91 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Health answers whether a process is alive, and whether it is ready: its
+// NATS connection is up, JetStream answers, and each registry it depends on
+// answers /v2/.
+type Health struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
+	// Registries are host[:port] whose /v2/ must answer (any status below
+	// 500: 401 means up and asking for credentials).
+	Registries []string
+	// Metrics serves /metrics, when set.
+	Metrics http.Handler
+}
+
+// Ready checks every dependency and says which failed.
+func (h *Health) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var errs []error
+	if h.NC == nil || !h.NC.IsConnected() {
+		errs = append(errs, errors.New("NATS: not connected"))
+	} else if _, err := h.JS.AccountInfo(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("JetStream: %w", err))
+	}
+	for _, r := range h.Registries {
+		if err := pingRegistry(ctx, r); err != nil {
+			errs = append(errs, fmt.Errorf("registry %s: %w", r, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func pingRegistry(ctx context.Context, host string) error {
+	scheme := "https"
+	if strings.HasPrefix(host, "localhost") || strings.HasPrefix(host, "127.") {
+		scheme = "http"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+"/v2/", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("/v2/ answers %s", resp.Status)
+	}
+	return nil
+}
+
+// Register adds /healthz, /readyz and (with Metrics) /metrics to mux.
+func (h *Health) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if err := h.Ready(req.Context()); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "not ready:\n%v\n", err)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	if h.Metrics != nil {
+		mux.Handle("GET /metrics", h.Metrics)
+	}
+}
+
+// Handler serves only the health endpoints.
+func (h *Health) Handler() http.Handler {
+	mux := http.NewServeMux()
+	h.Register(mux)
+	return mux
+}

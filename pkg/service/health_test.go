@@ -1,0 +1,63 @@
+package service
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+func TestReadinessNamesWhatIsDown(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	defer ns.Shutdown()
+	nc, js, err := Connect(ns.ClientURL(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusUnauthorized) }))
+	defer reg.Close()
+	up := strings.TrimPrefix(reg.URL, "http://")
+
+	srv := httptest.NewServer((&Health{NC: nc, JS: js, Registries: []string{up, "127.0.0.1:1"}}).Handler())
+	defer srv.Close()
+	readyz := func() (int, string) {
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := readyz()
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "registry 127.0.0.1:1") || strings.Contains(body, up) {
+		t.Fatalf("/readyz with one registry down: %d %s", code, body)
+	}
+
+	h := &Health{NC: nc, JS: js, Registries: []string{up}} // 401 means up
+	if err := h.Ready(context.Background()); err != nil {
+		t.Fatalf("ready: %v", err)
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	deadline := time.Now().Add(5 * time.Second)
+	for nc.IsConnected() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := h.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "NATS: not connected") {
+		t.Fatalf("ready with NATS down: %v", err)
+	}
+}
