@@ -39,7 +39,7 @@ func (s *BlobStore) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) er
 	}
 	v := desc.Digest.Verifier()
 	if _, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: name}, io.TeeReader(r, v)); err != nil {
-		return fmt.Errorf("put %s into %s: %w", name, BlobBucket, err)
+		return fmt.Errorf("%w: put %s into %s: %w", oci.ErrStore, name, BlobBucket, err)
 	}
 	if !v.Verified() {
 		_ = s.obs.Delete(context.WithoutCancel(ctx), name)
@@ -56,7 +56,7 @@ func (s *BlobStore) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, e
 		return nil, fmt.Errorf("%s in %s: %w", d, BlobBucket, oci.ErrBlobNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("get %s from %s: %w", d, BlobBucket, err)
+		return nil, fmt.Errorf("%w: get %s from %s: %w", oci.ErrStore, d, BlobBucket, err)
 	}
 	return r, nil
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -414,8 +415,7 @@ func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
 func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error) {
 	rc, err := p.src.Open(ctx, b.Digest)
 	if err != nil {
-		return 0, &Error{Class: ClassNotFound, Err: fmt.Errorf("read blob %s from the build output: %w", b.Digest, err),
-			Hint: "the build's blobs are gone from the blob store: rebuild"}
+		return 0, sourceError(err, "blob "+b.Digest.String())
 	}
 	defer rc.Close()
 	if b.Size <= p.c.chunkOver {
@@ -519,7 +519,7 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
 	}
 	b, err := oci.ReadManifest(ctx, p.src, p.g.Root)
 	if err != nil {
-		return &Error{Class: ClassIntegrity, Err: err, Hint: "the build output's manifest is missing or altered: rebuild"}
+		return sourceError(err, "manifest "+p.g.Root.Digest.String())
 	}
 	if _, err := p.repo.PutManifest(ctx, tag.TagStr(), p.g.Root.MediaType, b); err != nil {
 		return err
@@ -590,7 +590,7 @@ const (
 func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor) (attachment, error) {
 	body, err := oci.ReadManifest(ctx, p.src, m)
 	if err != nil {
-		return noSubject, &Error{Class: ClassIntegrity, Err: err, Hint: "the build output's manifest is missing or altered: rebuild"}
+		return noSubject, sourceError(err, "manifest "+m.Digest.String())
 	}
 	acknowledged, err := p.repo.PutManifest(ctx, m.Digest.String(), m.MediaType, body)
 	if err != nil {
@@ -619,11 +619,25 @@ func (p *pushRun) pushBlob(ctx context.Context, b v1.Descriptor) (uploaded bool,
 	}
 	rc, err := p.src.Open(ctx, b.Digest)
 	if err != nil {
-		return false, &Error{Class: ClassNotFound, Err: fmt.Errorf("read blob %s from the build output: %w", b.Digest, err),
-			Hint: "the build's blobs are gone from the blob store: rebuild"}
+		return false, sourceError(err, "blob "+b.Digest.String())
 	}
 	defer rc.Close()
 	return true, p.repo.UploadBlob(ctx, b, rc)
+}
+
+// sourceError classifies a failure to read the artifact from where it was
+// built (src): the store not answering is transient (retried here, and it
+// wraps oci.ErrStore so a service can retry the whole event rather than fail
+// the run); content that is gone or does not match is not.
+func sourceError(err error, what string) *Error {
+	err = fmt.Errorf("read %s from the build output: %w", what, err)
+	switch {
+	case errors.Is(err, oci.ErrStore):
+		return &Error{Class: ClassTransport, Err: err, Hint: "the blob store did not answer: it is retried"}
+	case errors.Is(err, oci.ErrBlobNotFound):
+		return &Error{Class: ClassNotFound, Err: err, Hint: "the build's blobs are gone from the blob store: rebuild"}
+	}
+	return &Error{Class: ClassIntegrity, Err: err, Hint: "the build output is altered: rebuild"}
 }
 
 // short abbreviates a digest for stage lines: sha256:0123456789ab.

@@ -93,6 +93,9 @@ func (p *pusher) handle(ctx context.Context, m events.Message) error {
 	if publishErr != nil {
 		return publishErr
 	}
+	if errors.Is(err, oci.ErrStore) && !m.LastTry {
+		return err // our blob store (the bus) failed, not the registry: push again later
+	}
 	var rerr *registry.Error
 	if errors.As(err, &rerr) {
 		if d := rerr.Drift; d != nil {

@@ -65,6 +65,11 @@ func (e *RunError) Error() string {
 	return msg
 }
 
+// busTimeout bounds each request ship makes of the bus: while NATS is away,
+// ship fails with a clear error instead of waiting out the whole run's
+// timeout (JetStream only applies its own default when ctx has no deadline).
+const busTimeout = 10 * time.Second
+
 // Ship runs req through the pipeline on bus, writing the run's [STAGE],
 // [VERIFY] and promotion lines to out as they happen.
 func Ship(ctx context.Context, bus *events.Bus, req Request, out io.Writer) (Result, error) {
@@ -92,7 +97,9 @@ func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSO
 		return Result{}, err
 	}
 	// Follow from before the request is published, so no event is missed.
-	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
+	cctx, cancel := context.WithTimeout(ctx, busTimeout)
+	defer cancel()
+	cons, err := js.OrderedConsumer(cctx, events.StreamName, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.SubjectAll},
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 	})
@@ -129,7 +136,9 @@ func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSO
 		}
 		human = view
 	}
-	if _, err := bus.Start(ctx, events.BuildRequested, runID, ref.Context().Name(), events.BuildRequest{
+	pctx, cancel := context.WithTimeout(ctx, busTimeout)
+	defer cancel()
+	if _, err := bus.Start(pctx, events.BuildRequested, runID, ref.Context().Name(), events.BuildRequest{
 		Source: events.Source{Kind: events.SourceObject, Object: src.String()},
 		Target: req.Target, Spec: req.Spec, PromoteTo: req.Env, Tag: req.Tag,
 	}); err != nil {
@@ -172,11 +181,17 @@ func upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Dig
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return "", err
 	}
-	store, err := events.OpenBlobStore(ctx, js)
+	octx, cancel := context.WithTimeout(ctx, busTimeout)
+	defer cancel()
+	store, err := events.OpenBlobStore(octx, js)
 	if err != nil {
 		return "", err
 	}
-	if err := store.Put(ctx, desc, tmp); err != nil {
+	// At worst 1 MiB/s: a bus that stops answering mid-upload fails the
+	// command instead of holding it until the user's --timeout.
+	pctx, cancel := context.WithTimeout(ctx, busTimeout+time.Duration(size>>20)*time.Second)
+	defer cancel()
+	if err := store.Put(pctx, desc, tmp); err != nil {
 		return "", fmt.Errorf("upload %s: %w", dir, err)
 	}
 	return desc.Digest, nil

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/services/builder"
+	"github.com/digestline/digestline/services/pusher"
+	"github.com/digestline/digestline/services/reporter"
+	"github.com/digestline/digestline/services/verifier"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/olareg/olareg"
+	olaregconfig "github.com/olareg/olareg/config"
+	"golang.org/x/sync/errgroup"
+)
+
+// natsBus is a NATS server that a test can stop and start again on the
+// same port and storage, as an operator restarting it would.
+type natsBus struct {
+	t    *testing.T
+	opts server.Options
+	mu   sync.Mutex
+	ns   *server.Server
+}
+
+func newNATSBus(t *testing.T) *natsBus {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	b := &natsBus{t: t, opts: server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}}
+	b.start()
+	t.Cleanup(b.stop)
+	return b
+}
+
+func (b *natsBus) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", b.opts.Port) }
+
+func (b *natsBus) start() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	opts := b.opts
+	ns, err := server.NewServer(&opts)
+	if err != nil {
+		b.t.Error(err)
+		return
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		b.t.Error("nats-server did not start")
+	}
+	b.ns = ns
+}
+
+func (b *natsBus) stop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ns != nil {
+		b.ns.Shutdown()
+		b.ns.WaitForShutdown()
+		b.ns = nil
+	}
+}
+
+// runServices runs the four services, each on its own NATS connection as
+// separate processes would be, until the test ends.
+func runServices(t *testing.T, natsURL string, reg *registry.Client) {
+	ctx, cancel := context.WithCancel(context.Background())
+	g, gctx := errgroup.WithContext(ctx)
+	deps := func(name string) service.Deps {
+		nc, js, err := service.Connect(natsURL, "digestline-"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return service.Deps{JetStream: js, Instance: "outage"}
+	}
+	d := deps("provision")
+	if err := events.Provision(ctx, d.JetStream, events.ProvisionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	api, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, p, v, r := deps("builder"), deps("pusher"), deps("verifier"), deps("reporter")
+	g.Go(func() error { return builder.Run(gctx, builder.Config{Deps: b, Registry: reg}) })
+	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: p, Registry: reg}) })
+	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: v, Registry: reg}) })
+	g.Go(func() error { return reporter.Run(gctx, reporter.Config{Deps: r, Registry: reg, Listener: api}) })
+	t.Cleanup(func() {
+		cancel()
+		if err := g.Wait(); err != nil && ctx.Err() == nil {
+			t.Errorf("services: %v", err)
+		}
+	})
+}
+
+// TestRunsSurviveABusOutage stops NATS in the middle of a run's upload for
+// a few seconds: every run still ends promoted, once.
+func TestRunsSurviveABusOutage(t *testing.T) {
+	bus := newNATSBus(t)
+	var outage sync.Once
+	down := make(chan struct{})
+	olr := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
+	t.Cleanup(func() { _ = olr.Close() })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The first blob upload of run 3 takes the bus down, mid-push.
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/outage3/blobs/uploads/") {
+			outage.Do(func() {
+				go func() {
+					bus.stop()
+					close(down)
+					time.Sleep(3 * time.Second)
+					bus.start()
+				}()
+			})
+		}
+		olr.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	reg := registry.New(registry.WithKeychain(authn.NewMultiKeychain()))
+	runServices(t, bus.url(), reg)
+
+	nc, js, err := service.Connect(bus.url(), "test-ship")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	shipBus := events.NewBus(js, "/digestline/test/ship")
+	const runs = 6
+	var promoted atomic.Int32
+	g, ctx := errgroup.WithContext(context.Background())
+	for i := 1; i <= runs; i++ {
+		if i == 4 {
+			<-down // the rest start while the bus is down or coming back
+		}
+		dir := sourceDir(t, fmt.Sprintf("outage %d", i))
+		g.Go(func() error {
+			ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+			defer cancel()
+			for {
+				res, err := ship.Ship(ctx, shipBus, ship.Request{Dir: dir, Target: fmt.Sprintf("%s/team/outage%d:1", host, i)}, io.Discard)
+				if err == nil {
+					if res.Promotion.Environment == "dev" {
+						promoted.Add(1)
+					}
+					return nil
+				}
+				var runErr *ship.RunError
+				if errors.As(err, &runErr) || ctx.Err() != nil {
+					return fmt.Errorf("run %d: %w", i, err) // the outage failed a run
+				}
+				// Publishing the request failed while the bus was down: a
+				// clear error, and the caller retries.
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if promoted.Load() != runs {
+		t.Fatalf("%d of %d runs promoted", promoted.Load(), runs)
+	}
+}
