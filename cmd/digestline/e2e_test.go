@@ -109,7 +109,7 @@ func (s *stack) ship(t testing.TB, dir, repo string) (ship.Result, string, error
 	return res, out.String(), err
 }
 
-func (s *stack) getJSON(t *testing.T, path string, v any) int {
+func (s *stack) getJSON(t testing.TB, path string, v any) int {
 	t.Helper()
 	resp, err := http.Get(s.APIURL + path)
 	if err != nil {

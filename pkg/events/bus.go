@@ -97,6 +97,7 @@ func (b *Bus) Publish(ctx context.Context, ev cloudevents.Event) error {
 	msg := nats.NewMsg(name.Subject())
 	msg.Data = body
 	msg.Header.Set("Content-Type", ContentType)
+	msg.Header.Set(HeaderRunID, RunID(ev))
 	if _, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID()), jetstream.WithExpectStream(StreamName)); err != nil {
 		return fmt.Errorf("publish %s %s: %w", name, ev.ID(), err)
 	}
@@ -158,6 +159,10 @@ func (b *Bus) deadLetter(ctx context.Context, consumer string, msg jetstream.Msg
 
 // Headers of a dead-lettered message.
 const (
+	// HeaderRunID repeats the event's run id on the NATS message, so a
+	// watcher of one run skips the others' events without parsing them.
+	HeaderRunID = "Digestline-Run-Id"
+
 	HeaderDLQReason     = "Digestline-Dlq-Reason"
 	HeaderDLQConsumer   = "Digestline-Dlq-Consumer"
 	HeaderDLQSubject    = "Digestline-Dlq-Subject"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -44,6 +45,8 @@ type ConsumerSpec struct {
 	Events  []Name // empty means every event
 	// MaxDeliver bounds deliveries before an event is dead-lettered (default 5).
 	MaxDeliver int
+	// Concurrency bounds the events this consumer handles at once (default 8).
+	Concurrency int
 	// AckWait is how long a delivery may go unacknowledged before it is
 	// redelivered (default 10s). Handlers that take longer are kept alive with
 	// in-progress acks at half this interval, so it can stay short: a crashed
@@ -57,6 +60,9 @@ func (s ConsumerSpec) withDefaults() ConsumerSpec {
 	}
 	if s.AckWait <= 0 {
 		s.AckWait = 10 * time.Second
+	}
+	if s.Concurrency <= 0 {
+		s.Concurrency = 8
 	}
 	return s
 }
@@ -83,7 +89,7 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", spec.Durable, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(4))
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * spec.Concurrency))
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", spec.Durable, err)
 	}
@@ -93,6 +99,12 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) error {
 	stop := context.AfterFunc(ctx, iter.Drain)
 	defer stop()
 	defer iter.Stop()
+	// Up to Concurrency events are handled at once (events of one run come
+	// one after another anyway: each is the answer to the one before).
+	// Consume owns those goroutines and returns only when they are done.
+	slots := make(chan struct{}, spec.Concurrency)
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
 	for {
 		msg, err := iter.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -106,9 +118,14 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) error {
 			_ = msg.Nak()
 			continue
 		}
-		// In-flight work finishes even when ctx is cancelled: a half-done
-		// handler would only be redelivered.
-		b.handle(context.WithoutCancel(ctx), spec, msg, h)
+		slots <- struct{}{}
+		inflight.Add(1)
+		go func() {
+			defer func() { <-slots; inflight.Done() }()
+			// In-flight work finishes even when ctx is cancelled: a
+			// half-done handler would only be redelivered.
+			b.handle(context.WithoutCancel(ctx), spec, msg, h)
+		}()
 	}
 }
 

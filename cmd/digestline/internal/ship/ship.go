@@ -208,6 +208,9 @@ func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw fun
 		if err != nil {
 			return Result{}, fmt.Errorf("follow run %s: %w", runID, err)
 		}
+		if msg.Headers().Get(events.HeaderRunID) != runID {
+			continue // another run's: not even parsed
+		}
 		ev, name, err := events.Parse(msg.Data())
 		if err != nil || events.RunID(ev) != runID {
 			continue // another run's event, or one the services dead-letter
