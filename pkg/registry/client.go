@@ -41,7 +41,8 @@ func WithAuth(a authn.Authenticator) Option { return func(c *Client) { c.auth = 
 // and credential helpers, via authn.DefaultKeychain).
 func WithKeychain(k authn.Keychain) Option { return func(c *Client) { c.keychain = k } }
 
-// WithTransport sets the HTTP transport under auth (default http.DefaultTransport).
+// WithTransport sets the HTTP transport under auth (default: a clone of
+// http.DefaultTransport keeping 64 idle connections per registry).
 func WithTransport(rt http.RoundTripper) Option { return func(c *Client) { c.base = rt } }
 
 // WithTracerProvider sets where stage spans go (default: the global provider).
@@ -85,7 +86,11 @@ func WithChunking(over, size int64) Option {
 
 // New returns a Client.
 func New(opts ...Option) *Client {
-	c := &Client{keychain: authn.DefaultKeychain, base: http.DefaultTransport, jobs: 4, retries: 4, retryBase: 200 * time.Millisecond,
+	// Keep enough idle connections for every concurrent blob request of
+	// several pushes (the default's 2 per host means re-dialing under load).
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.MaxIdleConnsPerHost = 64
+	c := &Client{keychain: authn.DefaultKeychain, base: base, jobs: 4, retries: 4, retryBase: 200 * time.Millisecond,
 		chunkOver: 64 << 20, chunkSize: 16 << 20}
 	WithTracerProvider(otel.GetTracerProvider())(c)
 	WithMeterProvider(otel.GetMeterProvider())(c)
