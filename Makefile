@@ -9,7 +9,7 @@ PKGS     := $(addsuffix /...,$(MODULES))
 BINARIES := ./cmd/digestline ./services/builder/cmd/builder ./services/pusher/cmd/pusher \
             ./services/verifier/cmd/verifier ./services/reporter/cmd/reporter
 
-.PHONY: all demo test build bench lint deps tools
+.PHONY: all demo test test-chaos build bench lint deps tools
 all: lint build test
 
 ## deps: download every module's dependencies
@@ -28,9 +28,13 @@ demo: build
 tools:
 	./scripts/tools.sh
 
-## test: every module's tests, with the race detector
+## test: every module's tests, with the race detector, the chaos tests included
 test: lint tools
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m -tags chaos $(PKGS)
+
+## test-chaos: only the heavy reliability tests (services SIGKILLed at random, NATS outages)
+test-chaos: tools
+	$(GO) test -race -count=1 -timeout 10m -tags chaos -run 'Chaos|Outage' ./cmd/digestline/
 
 ## bench: run the benchmarks and write docs/benchmarks.md
 bench: build tools

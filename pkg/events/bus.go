@@ -30,6 +30,7 @@ type Bus struct {
 	prop    propagation.TextMapPropagator
 	log     *slog.Logger
 	backoff func(delivery uint64) time.Duration
+	ackWait time.Duration // consumers' default AckWait
 	metrics busMetrics
 }
 
@@ -49,6 +50,11 @@ func WithLogger(l *slog.Logger) Option { return func(b *Bus) { b.log = l } }
 func WithRedeliveryBackoff(f func(delivery uint64) time.Duration) Option {
 	return func(b *Bus) { b.backoff = f }
 }
+
+// WithAckWait sets how long a delivery may go unacknowledged before it is
+// redelivered, for consumers that do not set their own (default 10s): how
+// soon the event a crashed worker held comes back.
+func WithAckWait(d time.Duration) Option { return func(b *Bus) { b.ackWait = d } }
 
 // NewBus returns a bus publishing as source (/digestline/<service>/<instance>).
 func NewBus(js jetstream.JetStream, source string, opts ...Option) *Bus {

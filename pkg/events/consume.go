@@ -70,6 +70,9 @@ func (s ConsumerSpec) withDefaults() ConsumerSpec {
 // Consume runs h for every event the durable consumer receives until ctx is
 // cancelled; an event in flight then finishes before Consume returns.
 func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) error {
+	if spec.AckWait <= 0 {
+		spec.AckWait = b.ackWait
+	}
 	spec = spec.withDefaults()
 	cfg := jetstream.ConsumerConfig{
 		Durable:   spec.Durable,

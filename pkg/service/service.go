@@ -150,6 +150,13 @@ func mainErr(ctx context.Context, name, natsURL, logLevel, healthAddr string, re
 	host, _ := os.Hostname()
 	deps := Deps{JetStream: js, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Logger: tel.Logger,
 		Instance: cmp.Or(host, "local"), Health: health}
+	if s := Env("ACK_WAIT", ""); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < time.Second {
+			return fmt.Errorf("DIGESTLINE_ACK_WAIT %q: want a duration of at least 1s, e.g. 10s", s)
+		}
+		deps.BusOptions = append(deps.BusOptions, events.WithAckWait(d))
+	}
 	if healthAddr == "" {
 		tel.Logger.Info("started", slog.String("nats", natsURL))
 		return run(ctx, deps)

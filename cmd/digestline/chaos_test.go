@@ -1,0 +1,236 @@
+//go:build chaos
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/olareg/olareg"
+	olaregconfig "github.com/olareg/olareg/config"
+	"golang.org/x/sync/errgroup"
+)
+
+// process is one service binary the chaos monkey kills and restarts.
+type process struct {
+	name, bin string
+	env       []string
+	logs      io.Writer
+
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	kills int
+}
+
+func (p *process) start(t *testing.T) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	args := []string{}
+	if p.name == "reporter" {
+		args = append(args, "-api-addr", "127.0.0.1:0")
+	}
+	cmd := exec.Command(p.bin, args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = p.env, p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Errorf("start %s: %v", p.name, err)
+		return
+	}
+	go func() { _ = cmd.Wait() }() // reaped whether it is killed or exits
+	p.cmd = cmd
+}
+
+// kill sends SIGKILL: no drain, no goodbye — a crash at an arbitrary line.
+func (p *process) kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		p.kills++
+	}
+}
+
+// TestChaosExactlyOncePromotion ships 100 runs through the four services
+// as real processes while each of them is SIGKILLed at random moments and
+// restarted. Every run must end promoted exactly once: no run lost, no
+// duplicate promoted event, no duplicate record.
+func TestChaosExactlyOncePromotion(t *testing.T) {
+	const runs = 100
+	bus := newNATSBus(t)
+	olr := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
+	t.Cleanup(func() { _ = olr.Close() })
+	reg := httptest.NewServer(olr)
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+
+	// The services, built as the binaries that run in production.
+	bins := t.TempDir()
+	build := exec.Command("go", "build", "-o", bins+"/",
+		"github.com/digestline/digestline/services/builder/cmd/builder", "github.com/digestline/digestline/services/pusher/cmd/pusher",
+		"github.com/digestline/digestline/services/verifier/cmd/verifier", "github.com/digestline/digestline/services/reporter/cmd/reporter")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the services: %v\n%s", err, out)
+	}
+	logs, err := os.Create(filepath.Join(t.TempDir(), "services.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	env := append(os.Environ(), "DIGESTLINE_NATS_URL="+bus.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
+		"DIGESTLINE_ACK_WAIT=2s", "DOCKER_CONFIG="+t.TempDir(), "OTEL_EXPORTER_OTLP_ENDPOINT=")
+	var procs []*process
+	for _, name := range []string{"builder", "pusher", "verifier", "reporter"} {
+		p := &process{name: name, bin: filepath.Join(bins, name), env: env, logs: logs}
+		p.start(t)
+		procs = append(procs, p)
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.kill()
+		}
+	})
+
+	nc, js, err := service.Connect(bus.url(), "chaos-ship")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := events.Provision(context.Background(), js, events.ProvisionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	shipBus := events.NewBus(js, "/digestline/test/chaos")
+
+	// The monkey: every 100–600 ms, SIGKILL a random service and restart it
+	// 50–300 ms later, until every run is promoted.
+	done := make(chan struct{})
+	var monkey sync.WaitGroup
+	monkey.Add(1)
+	go func() {
+		defer monkey.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Duration(100+rand.IntN(500)) * time.Millisecond):
+			}
+			p := procs[rand.IntN(len(procs))]
+			p.kill()
+			time.Sleep(time.Duration(50+rand.IntN(250)) * time.Millisecond)
+			p.start(t)
+		}
+	}()
+
+	var promoted atomic.Int32
+	runIDs := make([]string, runs)
+	g, ctx := errgroup.WithContext(context.Background())
+	g.SetLimit(10)
+	for i := range runs {
+		dir := sourceDir(t, fmt.Sprintf("chaos %d", i))
+		g.Go(func() error {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			defer cancel()
+			for {
+				res, err := ship.Ship(ctx, shipBus, ship.Request{Dir: dir, Target: fmt.Sprintf("%s/chaos/app%d:1", host, i)}, io.Discard)
+				if err == nil {
+					runIDs[i] = res.RunID
+					promoted.Add(1)
+					return nil
+				}
+				if ctx.Err() != nil {
+					return fmt.Errorf("run %d: %w", i, err)
+				}
+				var runErr *ship.RunError
+				if errors.As(err, &runErr) {
+					return fmt.Errorf("run %d failed under chaos: %w", i, err)
+				}
+				time.Sleep(100 * time.Millisecond) // the request itself did not get through: ask again
+			}
+		})
+	}
+	err = g.Wait()
+	close(done)
+	monkey.Wait()
+	kills := 0
+	for _, p := range procs {
+		kills += p.kills
+		t.Logf("%s killed %d times", p.name, p.kills)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if promoted.Load() != runs || kills < 10 {
+		t.Fatalf("%d of %d runs promoted with %d kills", promoted.Load(), runs, kills)
+	}
+
+	// Exactly once: one promoted event per run in the stream, one record and
+	// one history entry per repository.
+	perRun := map[string]int{}
+	cons, err := js.OrderedConsumer(context.Background(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.Promoted.Subject()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range info.NumPending {
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		perRun[msg.Headers().Get(events.HeaderRunID)]++
+	}
+	for i, id := range runIDs {
+		if perRun[id] != 1 {
+			t.Errorf("run %d (%s) has %d promoted events", i, id, perRun[id])
+		}
+	}
+	if len(perRun) != runs {
+		t.Errorf("promoted events for %d runs, want %d", len(perRun), runs)
+	}
+	kv, err := js.KeyValue(context.Background(), events.PromotionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.Keys(context.Background())
+	if err != nil || len(keys) != runs {
+		t.Errorf("%d promotion records, want %d (%v)", len(keys), runs, err)
+	}
+	hist, err := js.KeyValue(context.Background(), events.HistoryBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lister, err := hist.ListKeysFiltered(context.Background(), "h.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := 0
+	for range lister.Keys() {
+		entries++
+	}
+	if entries != runs {
+		t.Errorf("%d history entries, want %d", entries, runs)
+	}
+	var dls []events.DeadLetter
+	if dls, err = events.DeadLetters(context.Background(), js, 0); err != nil || len(dls) != 0 {
+		b, _ := json.Marshal(dls)
+		t.Errorf("dead letters after the chaos: %s %v", b, err)
+	}
+}
