@@ -80,8 +80,9 @@ func (b *natsBus) stop() {
 }
 
 // runServices runs the four services, each on its own NATS connection as
-// separate processes would be, until the test ends.
-func runServices(t *testing.T, natsURL string, reg *registry.Client) {
+// separate processes would be, until the test ends; natsURL may list
+// several servers, comma-separated.
+func runServices(t *testing.T, natsURL string, reg *registry.Client, prov events.ProvisionOptions) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g, gctx := errgroup.WithContext(ctx)
 	deps := func(name string) service.Deps {
@@ -93,7 +94,7 @@ func runServices(t *testing.T, natsURL string, reg *registry.Client) {
 		return service.Deps{JetStream: js, Instance: "outage"}
 	}
 	d := deps("provision")
-	if err := events.Provision(ctx, d.JetStream, events.ProvisionOptions{}); err != nil {
+	if err := events.Provision(ctx, d.JetStream, prov); err != nil {
 		t.Fatal(err)
 	}
 	api, err := net.Listen("tcp", "127.0.0.1:0")
@@ -138,7 +139,7 @@ func TestRunsSurviveABusOutage(t *testing.T) {
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
 	reg := registry.New(registry.WithKeychain(authn.NewMultiKeychain()))
-	runServices(t, bus.url(), reg)
+	runServices(t, bus.url(), reg, events.ProvisionOptions{})
 
 	nc, js, err := service.Connect(bus.url(), "test-ship")
 	if err != nil {

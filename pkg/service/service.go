@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -140,7 +141,11 @@ func mainErr(ctx context.Context, name, natsURL, logLevel, healthAddr string, re
 		return err
 	}
 	defer nc.Drain()
-	if err := events.Provision(ctx, js, events.ProvisionOptions{}); err != nil {
+	replicas, err := strconv.Atoi(Env("NATS_REPLICAS", "1"))
+	if err != nil || replicas < 1 {
+		return fmt.Errorf("DIGESTLINE_NATS_REPLICAS %q: want 1, or 3 on a cluster", Env("NATS_REPLICAS", ""))
+	}
+	if err := events.Provision(ctx, js, events.ProvisionOptions{Replicas: replicas}); err != nil {
 		return err
 	}
 	if err := events.RegisterDLQDepth(tel.MeterProvider, js); err != nil {

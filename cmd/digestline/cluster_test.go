@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/olareg/olareg"
+	olaregconfig "github.com/olareg/olareg/config"
+	"golang.org/x/sync/errgroup"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// natsCluster starts three JetStream servers routed into one cluster and
+// returns them with the client URL list.
+func natsCluster(t *testing.T) ([]*server.Server, string) {
+	var routes []string
+	clusterPorts := []int{freePort(t), freePort(t), freePort(t)}
+	for _, p := range clusterPorts {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	var nodes []*server.Server
+	var urls []string
+	for i, cp := range clusterPorts {
+		opts := &server.Options{ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+			NoLog: true, NoSigs: true, Cluster: server.ClusterOpts{Name: "digestline", Host: "127.0.0.1", Port: cp}, Routes: server.RoutesFromStr(strings.Join(routes, ","))}
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ns.Start()
+		t.Cleanup(ns.Shutdown)
+		nodes = append(nodes, ns)
+	}
+	for _, ns := range nodes {
+		if !ns.ReadyForConnections(20 * time.Second) {
+			t.Fatal("a cluster node did not start")
+		}
+		urls = append(urls, ns.ClientURL())
+	}
+	return nodes, strings.Join(urls, ",")
+}
+
+// TestRunsSurviveLosingAClusterNode runs the pipeline on a 3-node JetStream
+// cluster with every stream and bucket replicated three times, and shuts a
+// node down in the middle of a run's upload: every run still ends promoted.
+func TestRunsSurviveLosingAClusterNode(t *testing.T) {
+	nodes, urls := natsCluster(t)
+	nc, js, err := service.Connect(urls, "test-cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// Provisioning R3 needs the cluster's meta leader: wait for it.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		err := events.Provision(actx, js, events.ProvisionOptions{Replicas: 3})
+		acancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("provision R3: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	info, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if si, err := info.Info(ctx); err != nil || si.Config.Replicas != 3 || si.Cluster == nil || len(si.Cluster.Replicas) != 2 {
+		t.Fatalf("the stream is not replicated three times: %+v %v", si, err)
+	}
+
+	var lost sync.Once
+	killed := make(chan struct{})
+	olr := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
+	t.Cleanup(func() { _ = olr.Close() })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/node3/blobs/uploads/") {
+			lost.Do(func() {
+				go func() {
+					// The node the stream leads from, so a new leader is elected mid-run.
+					si, err := info.Info(context.Background())
+					victim := nodes[0]
+					for _, n := range nodes {
+						if err == nil && si.Cluster != nil && n.Name() == si.Cluster.Leader {
+							victim = n
+						}
+					}
+					victim.Shutdown()
+					close(killed)
+				}()
+			})
+		}
+		olr.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	runServices(t, urls, registry.New(registry.WithKeychain(authn.NewMultiKeychain())), events.ProvisionOptions{Replicas: 3})
+
+	shipBus := events.NewBus(js, "/digestline/test/cluster")
+	g, gctx := errgroup.WithContext(context.Background())
+	for i := 1; i <= 6; i++ {
+		if i == 4 {
+			<-killed
+		}
+		dir := sourceDir(t, fmt.Sprintf("cluster %d", i))
+		g.Go(func() error {
+			ctx, cancel := context.WithTimeout(gctx, 2*time.Minute)
+			defer cancel()
+			for {
+				_, err := ship.Ship(ctx, shipBus, ship.Request{Dir: dir, Target: fmt.Sprintf("%s/team/node%d:1", host, i)}, io.Discard)
+				if err == nil {
+					return nil
+				}
+				var runErr *ship.RunError
+				if errors.As(err, &runErr) || ctx.Err() != nil {
+					return fmt.Errorf("run %d: %w", i, err)
+				}
+				time.Sleep(200 * time.Millisecond) // the request did not get through during the election: ask again
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeployedNATSConfigIsAClusterOfThree reads deploy/nats/cluster.conf as
+// nats-server does.
+func TestDeployedNATSConfigIsAClusterOfThree(t *testing.T) {
+	t.Setenv("SERVER_NAME", "nats-1")
+	t.Setenv("DIGESTLINE_NATS_USER", "digestline")
+	t.Setenv("DIGESTLINE_NATS_PASSWORD", "secret-from-the-deployment")
+	opts, err := server.ProcessConfigFile("../../deploy/nats/cluster.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.ServerName != "nats-1" || !opts.JetStream || opts.Cluster.Name != "digestline" || len(opts.Routes) != 3 ||
+		len(opts.Users) != 1 || opts.Users[0].Username != "digestline" {
+		t.Fatalf("config %+v", opts)
+	}
+}
