@@ -114,9 +114,10 @@ func TestAServiceWithWrongCredentialsFailsAtStart(t *testing.T) {
 	t.Setenv("DIGESTLINE_NATS_USER", "pusher")
 	t.Setenv("DIGESTLINE_NATS_PASSWORD", "wrong")
 	ran := false
-	err := mainErr(context.Background(), "pusher", url, "error", "127.0.0.1:0", nil, func(context.Context, Deps) error { ran = true; return nil })
+	p := process{natsURL: url, logLevel: "error", healthAddr: "127.0.0.1:0", grace: time.Second}
+	err := p.run(context.Background(), "pusher", func(context.Context, Deps) error { ran = true; return nil })
 	if err == nil || ran || !strings.Contains(err.Error(), "refused our credentials") {
-		t.Fatalf("mainErr = %v (ran: %v), want a refusal before the service runs", err, ran)
+		t.Fatalf("run = %v (ran: %v), want a refusal before the service runs", err, ran)
 	}
 }
 

@@ -106,27 +106,61 @@ func Connect(url, clientName string, opts ...nats.Option) (*nats.Conn, jetstream
 // for a service that serves them on its own HTTP server), then calls run
 // until SIGINT or SIGTERM. It exits non-zero with the error on failure.
 func Main(name, healthAddr string, run func(ctx context.Context, d Deps) error) {
-	natsURL := flag.String("nats", Env("NATS_URL", DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
-	logLevel := flag.String("log-level", Env("LOG_LEVEL", "info"), "debug, info, warn or error (DIGESTLINE_LOG_LEVEL)")
-	addr := flag.String("health-addr", Env("HEALTH_ADDR", healthAddr), "where /healthz, /readyz and /metrics are served (DIGESTLINE_HEALTH_ADDR)")
+	var p process
+	flag.StringVar(&p.natsURL, "nats", Env("NATS_URL", DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
+	flag.StringVar(&p.logLevel, "log-level", Env("LOG_LEVEL", "info"), "debug, info, warn or error (DIGESTLINE_LOG_LEVEL)")
+	flag.StringVar(&p.healthAddr, "health-addr", Env("HEALTH_ADDR", healthAddr), "where /healthz, /readyz and /metrics are served (DIGESTLINE_HEALTH_ADDR)")
 	registries := flag.String("ready-registries", Env("READY_REGISTRIES", ""), "registries (host[:port], comma-separated) /readyz checks (DIGESTLINE_READY_REGISTRIES)")
+	grace := flag.String("shutdown-grace", Env("SHUTDOWN_GRACE", "30s"), "how long in-flight work may take after SIGTERM (DIGESTLINE_SHUTDOWN_GRACE)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var regs []string
 	for _, r := range strings.Split(*registries, ",") {
 		if r = strings.TrimSpace(r); r != "" {
-			regs = append(regs, r)
+			p.registries = append(p.registries, r)
 		}
 	}
-	if err := mainErr(ctx, name, *natsURL, *logLevel, *addr, regs, run); err != nil {
+	var err error
+	if p.grace, err = time.ParseDuration(*grace); err == nil {
+		err = p.run(ctx, name, run)
+	} else {
+		err = fmt.Errorf("--shutdown-grace %q: %w", *grace, err)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
 }
 
-func mainErr(ctx context.Context, name, natsURL, logLevel, healthAddr string, registries []string, run func(context.Context, Deps) error) error {
+// process is how Main runs a service.
+type process struct {
+	natsURL, logLevel, healthAddr string
+	registries                    []string
+	grace                         time.Duration // for in-flight work after the signal
+}
+
+// run runs the service until ctx ends, then gives its in-flight work
+// p.grace to finish; past that it returns, and the process exits with the
+// work unacknowledged (JetStream redelivers it).
+func (p process) run(ctx context.Context, name string, run func(context.Context, Deps) error) error {
+	done := make(chan error, 1)
+	go func() { done <- p.serve(ctx, name, run) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(p.grace):
+		return fmt.Errorf("in-flight work did not finish within %s of the signal: exiting, it will be redelivered", p.grace)
+	}
+}
+
+func (p process) serve(ctx context.Context, name string, run func(context.Context, Deps) error) error {
+	natsURL, logLevel, healthAddr, registries := p.natsURL, p.logLevel, p.healthAddr, p.registries
 	tel, err := telemetry.Setup(ctx, "digestline-"+name, os.Stderr, logLevel)
 	if err != nil {
 		return err
