@@ -69,6 +69,22 @@ timed() {
   done
 }
 
+# start_registry WORK ADDR: Debian's docker-registry on ADDR, storing under
+# WORK/registry, once it answers; its pid in reg_pid (the caller's local).
+start_registry() {
+  local work=$1 addr=$2
+  cat >"$work/registry.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: $addr}
+YML
+  docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+  reg_pid=$!
+  for _ in $(seq 1 100); do curl -fsS "http://$addr/v2/" >/dev/null 2>&1 && return; sleep 0.05; done
+  echo "docker-registry did not start on $addr" >&2; return 1
+}
+
 # eight_layers DIR MIB STEP: a source tree of 8 directories of MIB MiB of
 # real files each (slices of the GOROOT tarballs, the second four STEP MiB
 # in), and a digestline.yaml that makes each directory one layer.
@@ -97,16 +113,7 @@ push_vs_peers() {
   fresh_registry() {
     [ -n "$reg_pid" ] && { kill "$reg_pid"; wait "$reg_pid" 2>/dev/null || true; }
     rm -rf "$work/registry"
-    cat >"$work/registry.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: $reg}
-YML
-    docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-    reg_pid=$!
-    for _ in $(seq 1 100); do curl -fsS "http://$proxy/v2/" >/dev/null 2>&1 && return; sleep 0.05; done
-    echo "docker-registry did not start" >&2; return 1
+    start_registry "$work" "$reg"
   }
   go build -o "$work/countproxy" ./scripts/countproxy
   "$work/countproxy" -listen "$proxy" -registry "http://$reg" >/dev/null 2>&1 &
@@ -179,16 +186,8 @@ YML
 verify_vs_peers() {
   local tools=$PWD/.digestline/tools work
   work=$(mktemp -d)
-  local reg=127.0.0.1:15600
-  cat >"$work/registry.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: $reg}
-YML
-  docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-  local reg_pid=$!
-  for _ in $(seq 1 100); do curl -fsS "http://$reg/v2/" >/dev/null 2>&1 && break; sleep 0.05; done
+  local reg=127.0.0.1:15600 reg_pid
+  start_registry "$work" "$reg"
   # 8 layers of 120 MiB of random bytes: gzip (which crane validate
   # insists on) cannot shrink them, so the image is ~1 GB as pulled.
   local i
@@ -197,7 +196,8 @@ YML
     head -c $((120 << 20)) /dev/urandom >"$work/src/d$i/noise"
   done
   printf 'layers:\n%s\n' "$(for i in 1 2 3 4 5 6 7; do echo "  - {name: d$i, paths: [d$i]}"; done)" >"$work/src/digestline.yaml"
-  local digest; digest=$(bin/digestline build "$work/src" -o "$work/layout" --compression-level 1 | head -1)
+  bin/digestline build "$work/src" -o "$work/layout" --compression-level 1 >"$work/build.out"
+  local digest; digest=$(awk 'NR == 1' "$work/build.out")
   bin/digestline push "$work/layout" "$reg/verify/app:1" >/dev/null
   local bytes; bytes=$(du -sb "$work/layout/blobs" | cut -f1)
   mkdir -p "$work/home"

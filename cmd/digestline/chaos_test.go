@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -146,22 +145,13 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 		g.Go(func() error {
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 			defer cancel()
-			for {
-				res, err := ship.Ship(ctx, shipBus, ship.Request{Dir: dir, Target: fmt.Sprintf("%s/chaos/app%d:1", host, i)}, io.Discard)
-				if err == nil {
-					runIDs[i] = res.RunID
-					promoted.Add(1)
-					return nil
-				}
-				if ctx.Err() != nil {
-					return fmt.Errorf("run %d: %w", i, err)
-				}
-				var runErr *ship.RunError
-				if errors.As(err, &runErr) {
-					return fmt.Errorf("run %d failed under chaos: %w", i, err)
-				}
-				time.Sleep(100 * time.Millisecond) // the request itself did not get through: ask again
+			res, err := shipUntilPromoted(ctx, shipBus, ship.Request{Dir: dir, Target: fmt.Sprintf("%s/chaos/app%d:1", host, i)})
+			if err != nil {
+				return fmt.Errorf("run %d failed under chaos: %w", i, err)
 			}
+			runIDs[i] = res.RunID
+			promoted.Add(1)
+			return nil
 		})
 	}
 	err = g.Wait()

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -134,17 +132,10 @@ func TestRunsSurviveLosingAClusterNode(t *testing.T) {
 		g.Go(func() error {
 			ctx, cancel := context.WithTimeout(gctx, 2*time.Minute)
 			defer cancel()
-			for {
-				_, err := ship.Ship(ctx, shipBus, ship.Request{Dir: dir, Target: fmt.Sprintf("%s/team/node%d:1", host, i)}, io.Discard)
-				if err == nil {
-					return nil
-				}
-				var runErr *ship.RunError
-				if errors.As(err, &runErr) || ctx.Err() != nil {
-					return fmt.Errorf("run %d: %w", i, err)
-				}
-				time.Sleep(200 * time.Millisecond) // the request did not get through during the election: ask again
+			if _, err := shipUntilPromoted(ctx, shipBus, ship.Request{Dir: dir, Target: fmt.Sprintf("%s/team/node%d:1", host, i)}); err != nil {
+				return fmt.Errorf("run %d: %w", i, err)
 			}
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {

@@ -69,17 +69,8 @@ func TestDeadLettersAreListedAndReplayed(t *testing.T) {
 		t.Fatalf("GET /v1/dlq: %+v", listed)
 	}
 	for token, want := range map[string]int{"": http.StatusUnauthorized, "wrong-token-0123456789": http.StatusUnauthorized} {
-		req, _ := http.NewRequest(http.MethodPost, s.APIURL+"/v1/dlq/1/replay", nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("replay with token %q: %d, want %d", token, resp.StatusCode, want)
+		if got := s.post(t, "/v1/dlq/1/replay", token, ""); got != want {
+			t.Errorf("replay with token %q: %d, want %d", token, got, want)
 		}
 	}
 

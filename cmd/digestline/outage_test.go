@@ -114,6 +114,20 @@ func runServices(t *testing.T, natsURL string, reg *registry.Client, prov events
 	})
 }
 
+// shipUntilPromoted ships req, asking again while the request itself cannot
+// get through (the bus is away: ship says so clearly); a run that ends in a
+// failure is an error.
+func shipUntilPromoted(ctx context.Context, bus *events.Bus, req ship.Request) (ship.Result, error) {
+	for {
+		res, err := ship.Ship(ctx, bus, req, io.Discard)
+		var runErr *ship.RunError
+		if err == nil || errors.As(err, &runErr) || ctx.Err() != nil {
+			return res, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // TestRunsSurviveABusOutage stops NATS in the middle of a run's upload for
 // a few seconds: every run still ends promoted, once.
 func TestRunsSurviveABusOutage(t *testing.T) {
@@ -158,22 +172,14 @@ func TestRunsSurviveABusOutage(t *testing.T) {
 		g.Go(func() error {
 			ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 			defer cancel()
-			for {
-				res, err := ship.Ship(ctx, shipBus, ship.Request{Dir: dir, Target: fmt.Sprintf("%s/team/outage%d:1", host, i)}, io.Discard)
-				if err == nil {
-					if res.Promotion.Environment == "dev" {
-						promoted.Add(1)
-					}
-					return nil
-				}
-				var runErr *ship.RunError
-				if errors.As(err, &runErr) || ctx.Err() != nil {
-					return fmt.Errorf("run %d: %w", i, err) // the outage failed a run
-				}
-				// Publishing the request failed while the bus was down: a
-				// clear error, and the caller retries.
-				time.Sleep(200 * time.Millisecond)
+			res, err := shipUntilPromoted(ctx, shipBus, ship.Request{Dir: dir, Target: fmt.Sprintf("%s/team/outage%d:1", host, i)})
+			if err != nil {
+				return fmt.Errorf("run %d: %w", i, err) // the outage failed a run
 			}
+			if res.Promotion.Environment == "dev" {
+				promoted.Add(1)
+			}
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {

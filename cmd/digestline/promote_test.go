@@ -239,6 +239,25 @@ func countOf(xs []string, x string) int {
 	return n
 }
 
+// post sends body to the API with the bearer token (none when "") and
+// returns the status.
+func (s *stack) post(t *testing.T, path, token, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.APIURL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // TestPromotionAPIRequiresAToken: writes without the right bearer token are
 // refused, and nothing reaches the bus.
 func TestPromotionAPIRequiresAToken(t *testing.T) {
@@ -246,18 +265,7 @@ func TestPromotionAPIRequiresAToken(t *testing.T) {
 	repo := s.RegistryAddr + "/team/guarded"
 	dgst := s.shipWith(t, "guarded", "team/guarded:1", false)
 	body := `{"ref": "` + repo + "@" + dgst + `", "to": "staging"}`
-	post := func(token, body string) int {
-		req, _ := http.NewRequest(http.MethodPost, s.APIURL+"/v1/promotions", strings.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	post := func(token, body string) int { return s.post(t, "/v1/promotions", token, body) }
 	for _, tc := range []struct {
 		name, token, body string
 		want              int

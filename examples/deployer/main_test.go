@@ -9,9 +9,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/digestline/digestline/pkg/events/eventstest"
 )
 
 // syncBuffer is a bytes.Buffer safe for the consumer's goroutine.
@@ -28,26 +26,10 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestFollowPrintsEachPromotionToItsEnvironmentOnce(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Port: -1, JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	defer ns.Shutdown()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	ns := eventstest.NewServer(t)
+	js := ns.JetStream
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.Provision(ctx, js, events.ProvisionOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	bus := events.NewBus(js, "/digestline/test/reporter")
 	promote := func(env, dgst string) {
 		t.Helper()

@@ -9,20 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/digestline/digestline/pkg/events/eventstest"
 )
 
 func TestReadinessNamesWhatIsDown(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	defer ns.Shutdown()
-	nc, js, err := Connect(ns.ClientURL(), "test")
+	ns := eventstest.NewServer(t)
+	nc, js, err := Connect(ns.URL(), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,8 +43,8 @@ func TestReadinessNamesWhatIsDown(t *testing.T) {
 	if err := h.Ready(context.Background()); err != nil {
 		t.Fatalf("ready: %v", err)
 	}
-	ns.Shutdown()
-	ns.WaitForShutdown()
+	ns.NATS.Shutdown()
+	ns.NATS.WaitForShutdown()
 	deadline := time.Now().Add(5 * time.Second)
 	for nc.IsConnected() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

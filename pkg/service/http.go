@@ -3,6 +3,8 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"time"
 )
@@ -17,5 +19,21 @@ func ShutdownHTTP(srv *http.Server, grace time.Duration) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return srv.Close()
 	}
+	return err
+}
+
+// Serve serves srv on ln until ctx ends, then shuts it down gracefully (up
+// to 5 s for requests in flight). A server that stops by itself is an error
+// naming what it was.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener, what string) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("%s: %w", what, err)
+	case <-ctx.Done():
+	}
+	err := ShutdownHTTP(srv, 5*time.Second)
+	<-errc // http.ErrServerClosed, now that it is shut
 	return err
 }

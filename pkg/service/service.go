@@ -3,7 +3,6 @@ package service
 import (
 	"cmp"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -205,22 +204,15 @@ func (p process) serve(ctx context.Context, name string, run func(context.Contex
 		return fmt.Errorf("health endpoint (set --health-addr): %w", err)
 	}
 	srv := &http.Server{Handler: health.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// The health endpoint outlives the signal while in-flight work drains,
+	// and stops when the service does.
+	hctx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return Serve(hctx, srv, ln, "health endpoint") })
 	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("health endpoint: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		return ShutdownHTTP(srv, 5*time.Second)
-	})
-	g.Go(func() error {
+		defer stopHealth()
 		tel.Logger.Info("started", slog.String("nats", natsURL), slog.String("health", "http://"+ln.Addr().String()))
-		err := run(gctx, deps)
-		_ = ShutdownHTTP(srv, 5*time.Second) // the service ended: so does its health
-		return err
+		return run(gctx, deps)
 	})
 	return g.Wait()
 }

@@ -6,23 +6,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/digestline/digestline/pkg/events/eventstest"
 )
 
 // TestShutdownDrainsWithinTheGrace: on the signal, a service whose work
 // finishes exits cleanly; one whose work hangs is cut off at the grace.
 func TestShutdownDrainsWithinTheGrace(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	defer ns.Shutdown()
+	ns := eventstest.NewServer(t)
 	clearNATSEnv(t)
-	p := process{natsURL: ns.ClientURL(), logLevel: "error", healthAddr: "127.0.0.1:0", grace: 300 * time.Millisecond}
+	p := process{natsURL: ns.URL(), logLevel: "error", healthAddr: "127.0.0.1:0", grace: 300 * time.Millisecond}
 
 	for _, tc := range []struct {
 		name    string

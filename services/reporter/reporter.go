@@ -3,7 +3,6 @@ package reporter
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -108,16 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error {
 		return r.bus.Consume(gctx, events.ConsumerSpec{Durable: "reporter-runs"}, r.index)
 	})
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("reporter API: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		return service.ShutdownHTTP(srv, 5*time.Second)
-	})
+	g.Go(func() error { return service.Serve(gctx, srv, ln, "reporter API") })
 	return g.Wait()
 }
 

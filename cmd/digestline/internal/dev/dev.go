@@ -143,13 +143,19 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 
 	deps := service.Deps{JetStream: js, TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Logger: log, Instance: "dev",
 		BusOptions: cfg.BusOptions, Health: &service.Health{NC: nc, JS: js, Registries: []string{env.RegistryAddr}, Metrics: cfg.Metrics}}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := regSrv.Serve(regLn); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("embedded registry: %w", err)
+	// The registry serves until the services have drained (their in-flight
+	// pushes need it); if it fails, the services stop.
+	sctx, stopServices := context.WithCancel(ctx)
+	regCtx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
+	regDone := make(chan error, 1)
+	go func() {
+		err := service.Serve(regCtx, regSrv, regLn, "embedded registry")
+		if err != nil {
+			stopServices()
 		}
-		return nil
-	})
+		regDone <- err
+	}()
+	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error {
 		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, Registry: cfg.Registry})
 	})
@@ -158,13 +164,12 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	rcfg := cfg.Reporter
 	rcfg.Deps, rcfg.Listener, rcfg.Registry = deps, apiLn, cfg.Registry
 	g.Go(func() error { return reporter.Run(gctx, rcfg) })
-	g.Go(func() error {
-		<-gctx.Done()
-		return service.ShutdownHTTP(regSrv, 5*time.Second)
-	})
 	go func() {
 		defer close(env.done)
-		env.err = g.Wait()
+		err := g.Wait()
+		stopServices()
+		stopRegistry()
+		env.err = errors.Join(err, <-regDone)
 		cleanup()
 	}()
 	return env, nil
