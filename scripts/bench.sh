@@ -111,7 +111,7 @@ push_vs_peers() {
   # cold push finds nothing to skip or mount — tools that cache where they saw
   # blobs (skopeo) cannot cheat.
   fresh_registry() {
-    [ -n "$reg_pid" ] && { kill "$reg_pid"; wait "$reg_pid" 2>/dev/null || true; }
+    [ -n "$reg_pid" ] && { kill "$reg_pid" || true; wait "$reg_pid" 2>/dev/null || true; }
     rm -rf "$work/registry"
     start_registry "$work" "$reg"
   }
@@ -175,7 +175,7 @@ push_vs_peers() {
   echo "(its Go build lacks SHA-NI: ~290 MB/s per core) and most of the rest in file writes, ~0.85 CPU-s per push on"
   echo "2 cores. A cold push therefore ties within noise across tools; the 0.8× target is out of reach of any client on"
   echo "this registry and machine. Uploads start with the largest blob so it never runs alone at the end."
-  kill "$proxy_pid" "$reg_pid" 2>/dev/null
+  kill "$proxy_pid" "$reg_pid" 2>/dev/null || true
   wait "$proxy_pid" "$reg_pid" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -233,7 +233,8 @@ verify_vs_peers() {
   echo "digestline streams every blob through sha256 as it arrives, in parallel, in 1 MiB reads, writing nothing: ~80% of"
   echo "its CPU is sha256 itself (SHA-NI), and the registry's sendfile takes the rest of the two cores. regctl and skopeo"
   echo "also write the layout to disk; crane validate also decompresses every layer to check diff ids."
-  kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null || true
+  kill "$reg_pid" 2>/dev/null || true
+  wait "$reg_pid" 2>/dev/null || true
   rm -rf "$work"
 }
 
