@@ -115,10 +115,15 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 	// Gate "environment": a build run asking for an environment outside the chain.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "qa"), Target: repo + ":qa", Env: "qa"}, io.Discard)
-	var runErr *ship.RunError
-	if !errors.As(err, &runErr) || runErr.Failure.Stage != reporter.GateEnvironment {
-		t.Fatalf("ship --env qa: %v", err)
+	for _, env := range []string{"qa", "not even a name!"} {
+		_, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "qa"), Target: repo + ":qa", Env: env}, io.Discard)
+		var runErr *ship.RunError
+		if !errors.As(err, &runErr) || runErr.Failure.Stage != reporter.GateEnvironment {
+			t.Fatalf("ship --env %q: %v", env, err)
+		}
+	}
+	if code := s.getJSON(t, "/v1/promotions/qa/"+repo, nil); code != http.StatusNotFound {
+		t.Fatalf("GET /v1/promotions/qa/{repo}: %d", code)
 	}
 
 	// Gate "verified": a digest pushed around the pipeline was never proved.

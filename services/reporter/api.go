@@ -40,6 +40,10 @@ func (r *reporter) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/promotions/{env}/{repo...}", func(w http.ResponseWriter, req *http.Request) {
 		env, repo := req.PathValue("env"), req.PathValue("repo")
+		if !slices.Contains(r.cfg.Environments, env) {
+			httpError(w, http.StatusNotFound, fmt.Sprintf("%q is not in the promotion chain %s", env, strings.Join(r.cfg.Environments, " → ")))
+			return
+		}
 		cur, found, err := r.store.current(req.Context(), env, repo)
 		if err != nil {
 			httpError(w, http.StatusServiceUnavailable, "read promotion: "+err.Error())

@@ -44,6 +44,16 @@ func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
 // '/' that key tokens may not.
 func repoToken(repo string) string { return base64.RawURLEncoding.EncodeToString([]byte(repo)) }
 
+// envToken is an environment as a key token: the name itself, or, for a
+// name outside the chain's alphabet (a rejected request may carry any), its
+// base64url behind a "=" (which no chain name has).
+func envToken(env string) string {
+	if env == "" || envName.MatchString(env) {
+		return env
+	}
+	return "=" + base64.RawURLEncoding.EncodeToString([]byte(env))
+}
+
 // promotionKey is <env>.<repository token>.
 func promotionKey(env, repo string) string { return env + "." + repoToken(repo) }
 
@@ -153,7 +163,7 @@ func (s *store) addHistory(ctx context.Context, env, repo string, e HistoryEntry
 	if err != nil {
 		return err
 	}
-	if _, err := s.history.Put(ctx, "h."+env+"."+repoToken(repo)+"."+e.EventID, b); err != nil {
+	if _, err := s.history.Put(ctx, "h."+envToken(env)+"."+repoToken(repo)+"."+e.EventID, b); err != nil {
 		return fmt.Errorf("record history: %w", err)
 	}
 	return nil
@@ -161,7 +171,7 @@ func (s *store) addHistory(ctx context.Context, env, repo string, e HistoryEntry
 
 // listHistory returns entries, oldest first, for env and repo ("" = any).
 func (s *store) listHistory(ctx context.Context, env, repo string) ([]HistoryEntry, error) {
-	filter := "h." + cmp.Or(env, "*") + "."
+	filter := "h." + cmp.Or(envToken(env), "*") + "."
 	if repo != "" {
 		filter += repoToken(repo) + ".*"
 	} else {
@@ -257,7 +267,7 @@ func (s *store) record(ctx context.Context, rec events.Promotion) (events.Promot
 // list returns the current records for env and repo ("" = any), by
 // environment then repository.
 func (s *store) list(ctx context.Context, env, repo string) ([]events.Promotion, error) {
-	filter := cmp.Or(env, "*") + "."
+	filter := cmp.Or(envToken(env), "*") + "."
 	if repo != "" {
 		filter += repoToken(repo)
 	} else {
