@@ -258,7 +258,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
       what["BenchmarkPush/cold"]   = "push a small image to an empty in-memory registry over HTTP"
       what["BenchmarkPush/warm"]   = "push it again: the tag already points at it (auth: an https then an http ping; then 1 HEAD)"
       what["BenchmarkShip"]        = "one whole run of a tiny image, build.requested → promoted (dev tag moved, verified twice), in-process"
-      what["BenchmarkLoad"]        = "200 tiny runs at once on one `digestline dev` (2 cores): runs/s, p50/p99 build.requested → promoted"
+      what["BenchmarkLoad"]        = "200 build.requested at once (as from webhooks) on one `digestline dev` (2 cores): runs/s, p50/p99 build.requested → promoted"
     }
     {
       name = $1; sub(/-[0-9]+$/, "", name)

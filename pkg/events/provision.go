@@ -100,3 +100,20 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 	}
 	return nil
 }
+
+// FollowFrom returns where a follower must start so it misses nothing
+// published from now on: the stream's next sequence. (An ordered consumer
+// that starts with DeliverNew and is reset before its first message would
+// start "new" again and lose what came in between; a start sequence
+// survives resets.)
+func FollowFrom(ctx context.Context, js jetstream.JetStream) (jetstream.OrderedConsumerConfig, error) {
+	s, err := js.Stream(ctx, StreamName)
+	if err != nil {
+		return jetstream.OrderedConsumerConfig{}, fmt.Errorf("open %s (is the bus provisioned?): %w", StreamName, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return jetstream.OrderedConsumerConfig{}, err
+	}
+	return jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.State.LastSeq + 1}, nil
+}

@@ -91,7 +91,7 @@ func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSO
 	ctx, span := bus.Tracer().Start(ctx, "ship "+ref.String(), trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
 
-	src, err := upload(ctx, js, req.Dir)
+	src, err := Upload(ctx, js, req.Dir)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		return Result{}, err
@@ -99,10 +99,12 @@ func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSO
 	// Follow from before the request is published, so no event is missed.
 	cctx, cancel := context.WithTimeout(ctx, busTimeout)
 	defer cancel()
-	cons, err := js.OrderedConsumer(cctx, events.StreamName, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SubjectAll},
-		DeliverPolicy:  jetstream.DeliverNewPolicy,
-	})
+	from, err := events.FollowFrom(cctx, js)
+	if err != nil {
+		return Result{}, fmt.Errorf("follow the run: %w", err)
+	}
+	from.FilterSubjects = []string{events.SubjectAll}
+	cons, err := js.OrderedConsumer(cctx, events.StreamName, from)
 	if err != nil {
 		return Result{}, fmt.Errorf("follow the run: %w", err)
 	}
@@ -159,8 +161,9 @@ func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSO
 	return res, err
 }
 
-// upload streams dir as a tarball into the blob store, keyed by its digest.
-func upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Digest, error) {
+// Upload streams dir as a tarball into the blob store, keyed by its digest:
+// the object a build.requested with an "object" source names.
+func Upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Digest, error) {
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return "", fmt.Errorf("source %q is not a directory", dir)
 	}
