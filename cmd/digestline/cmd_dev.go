@@ -10,14 +10,15 @@ import (
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/telemetry"
+	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/spf13/cobra"
 )
 
 func newDevCommand() *cobra.Command {
 	var (
-		cfg                      dev.Config
-		logLevel, envs, required string
+		cfg                                     dev.Config
+		logLevel, envs, required, webhookConfig string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -41,6 +42,11 @@ func newDevCommand() *cobra.Command {
 				return err
 			}
 			cfg.Reporter.Environments = strings.Split(envs, ",")
+			if cfg.WebhookAddr != "" {
+				if cfg.Webhook, err = builder.LoadWebhookConfig(webhookConfig); err != nil {
+					return err
+				}
+			}
 			env, err := dev.Start(ctx, cfg)
 			if err != nil {
 				return err
@@ -50,6 +56,9 @@ func newDevCommand() *cobra.Command {
 			fmt.Fprintf(out, "  NATS      %s\n", env.NATSURL)
 			fmt.Fprintf(out, "  registry  http://%s\n", env.RegistryAddr)
 			fmt.Fprintf(out, "  API       %s/v1/promotions\n", env.APIURL)
+			if env.WebhookURL != "" {
+				fmt.Fprintf(out, "  webhooks  %s/webhooks/{github,gitlab,cloudevents}\n", env.WebhookURL)
+			}
 			if env.TokenFile != "" {
 				fmt.Fprintf(out, "  API token in %s (digestline promote reads it; or set DIGESTLINE_API_TOKEN)\n", env.TokenFile)
 			}
@@ -67,6 +76,8 @@ func newDevCommand() *cobra.Command {
 	fs.StringVar(&cfg.Reporter.TagFormat, "tag-format", service.Env("TAG_FORMAT", "{env}"), "the tag a promotion moves; {env} is the environment (DIGESTLINE_TAG_FORMAT)")
 	fs.StringVar(&required, "required-referrers", service.Env("REQUIRED_REFERRERS", ""),
 		"artifact types an environment requires, e.g. prod=application/spdx+json (DIGESTLINE_REQUIRED_REFERRERS)")
+	fs.StringVar(&cfg.WebhookAddr, "webhook-addr", service.Env("WEBHOOK_ADDR", ""), "serve the builder's webhooks here (DIGESTLINE_WEBHOOK_ADDR; off when empty)")
+	fs.StringVar(&webhookConfig, "webhook-config", service.Env("WEBHOOK_CONFIG", ""), "YAML mapping repositories to images (DIGESTLINE_WEBHOOK_CONFIG)")
 	fs.StringVar(&logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error")
 	return cmd
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 )
 
 // Failure classes of a build.
@@ -32,6 +35,10 @@ type Config struct {
 	Created time.Time
 	// WorkDir is where object sources are unpacked (default: the system temp dir).
 	WorkDir string
+	// WebhookListener, when set, serves POST /webhooks/github, /gitlab and
+	// /cloudevents, turning them into build.requested as Webhook says.
+	WebhookListener net.Listener
+	Webhook         WebhookConfig
 }
 
 // Run consumes build.requested until ctx is cancelled.
@@ -45,7 +52,19 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Registry = cfg.Deps.Registry()
 	}
 	b := &builder{cfg: cfg, bus: bus, blobs: blobs}
-	return bus.Consume(ctx, events.ConsumerSpec{Durable: "builder", Events: []events.Name{events.BuildRequested}}, b.handle)
+	consume := func(ctx context.Context) error {
+		return bus.Consume(ctx, events.ConsumerSpec{Durable: "builder", Events: []events.Name{events.BuildRequested}}, b.handle)
+	}
+	if cfg.WebhookListener == nil {
+		return consume(ctx)
+	}
+	mux := http.NewServeMux()
+	NewWebhooks(cfg.Webhook, bus).Register(mux)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return service.Serve(gctx, srv, cfg.WebhookListener, "webhooks") })
+	g.Go(func() error { return consume(gctx) })
+	return g.Wait()
 }
 
 type builder struct {

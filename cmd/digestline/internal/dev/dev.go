@@ -57,6 +57,10 @@ type Config struct {
 	// Registry is the client the pusher and verifier use (default: credentials
 	// from the environment or the docker config).
 	Registry *registry.Client
+	// WebhookAddr, when set, serves the builder's webhooks there, mapped
+	// by Webhook.
+	WebhookAddr string
+	Webhook     builder.WebhookConfig
 	// BusOptions tune the services' buses (tests shorten the redelivery backoff).
 	BusOptions []events.Option
 	// Reporter configures promotions: the chain, the environment tag, the
@@ -71,6 +75,7 @@ type Env struct {
 	RegistryAddr string // host:port of the embedded registry
 	APIURL       string // base URL of the reporter API
 	TokenFile    string // where the generated API token is, when none was given
+	WebhookURL   string // base URL of the webhooks, when served
 	JetStream    jetstream.JetStream
 	Conn         *nats.Conn
 
@@ -124,6 +129,16 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 		cfg.Reporter.Tokens = map[string]string{"dev": token}
 	}
 
+	var hookLn net.Listener
+	if cfg.WebhookAddr != "" {
+		if hookLn, err = net.Listen("tcp", cfg.WebhookAddr); err != nil {
+			cleanup()
+			return nil, fmt.Errorf("webhooks (pass --webhook-addr): %w", err)
+		}
+		env.WebhookURL = "http://" + hookLn.Addr().String()
+		closers = append(closers, func() { _ = hookLn.Close() })
+	}
+
 	apiLn, err := net.Listen("tcp", cmp.Or(cfg.APIAddr, "127.0.0.1:8080"))
 	if err != nil {
 		cleanup()
@@ -157,7 +172,7 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	}()
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error {
-		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, Registry: cfg.Registry})
+		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, Registry: cfg.Registry, WebhookListener: hookLn, Webhook: cfg.Webhook})
 	})
 	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: deps, Registry: cfg.Registry}) })
 	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: deps, Registry: cfg.Registry}) })

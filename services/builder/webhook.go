@@ -1,0 +1,333 @@
+package builder
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/uuid"
+	"sigs.k8s.io/yaml"
+)
+
+// MaxWebhookBody bounds a webhook's body; GitHub's own limit is 25 MB, but
+// a push event that starts a build is a few kilobytes.
+const MaxWebhookBody = 1 << 20
+
+// WebhookConfig maps repositories that send webhooks to what is built.
+type WebhookConfig struct {
+	// Secret checks GitHub's X-Hub-Signature-256 (HMAC-SHA256 of the body)
+	// and is the bearer token of /webhooks/cloudevents.
+	Secret string `json:"-"`
+	// GitLabToken is compared with GitLab's X-Gitlab-Token.
+	GitLabToken string `json:"-"`
+	// Repositories lists what to build for which repository.
+	Repositories []WebhookRule `json:"repositories"`
+}
+
+// WebhookRule says how a push to one repository becomes a build.
+type WebhookRule struct {
+	// Match is the repository as the forge names it: owner/name on GitHub,
+	// group/project on GitLab.
+	Match string `json:"match"`
+	// Git is the URL to clone (default: the clone URL the webhook carries).
+	Git string `json:"git"`
+	// Image is the image repository to push to, e.g. registry.example.com/team/app.
+	Image string `json:"image"`
+	// Tag is the image tag: {tag} (the git tag), {branch}, {sha} (12
+	// characters) are replaced. Default: the git tag for a tag push, the
+	// branch name otherwise.
+	Tag string `json:"tag"`
+	// PromoteTo is the environment the run promotes to (default: the first).
+	PromoteTo string `json:"promoteTo"`
+}
+
+// LoadWebhookConfig reads the rules from a YAML file (strict: an unknown key
+// is an error) and the secrets from DIGESTLINE_WEBHOOK_SECRET and
+// DIGESTLINE_GITLAB_TOKEN.
+func LoadWebhookConfig(path string) (WebhookConfig, error) {
+	cfg := WebhookConfig{Secret: os.Getenv("DIGESTLINE_WEBHOOK_SECRET"), GitLabToken: os.Getenv("DIGESTLINE_GITLAB_TOKEN")}
+	if path == "" {
+		return cfg, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("webhook config: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("webhook config %s: %w", path, err)
+	}
+	for i, r := range cfg.Repositories {
+		if r.Match == "" || r.Image == "" {
+			return cfg, fmt.Errorf("webhook config %s: repositories[%d] needs match and image", path, i)
+		}
+		if _, err := name.NewRepository(r.Image); err != nil {
+			return cfg, fmt.Errorf("webhook config %s: repositories[%d].image: %w", path, i, err)
+		}
+	}
+	return cfg, nil
+}
+
+// Webhooks turns forge webhooks and CloudEvents into build.requested. It
+// answers 202 only once the event is stored in JetStream; a delivery sent
+// again (same delivery id) is the same run, stored once.
+type Webhooks struct {
+	cfg WebhookConfig
+	bus *events.Bus
+}
+
+// NewWebhooks returns the ingress publishing on bus.
+func NewWebhooks(cfg WebhookConfig, bus *events.Bus) *Webhooks { return &Webhooks{cfg: cfg, bus: bus} }
+
+// Register adds the webhook endpoints to mux.
+func (h *Webhooks) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /webhooks/github", h.github)
+	mux.HandleFunc("POST /webhooks/gitlab", h.gitlab)
+	mux.HandleFunc("POST /webhooks/cloudevents", h.cloudevents)
+}
+
+// WebhookAccepted is the answer to an accepted webhook.
+type WebhookAccepted struct {
+	RunID   string `json:"runId"`
+	EventID string `json:"eventId"`
+}
+
+// push is what a forge's push event says, once read.
+type push struct {
+	repo, cloneURL, ref, sha string
+}
+
+func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	if h.cfg.Secret == "" || !validSignature(h.cfg.Secret, r.Header.Get("X-Hub-Signature-256"), body) {
+		reply(w, http.StatusUnauthorized, "bad or missing X-Hub-Signature-256 (HMAC-SHA256 of the body with the webhook secret)")
+		return
+	}
+	switch r.Header.Get("X-GitHub-Event") {
+	case "ping":
+		reply(w, http.StatusOK, "pong")
+		return
+	case "push":
+	default:
+		reply(w, http.StatusOK, "ignored: only push events (branches and tags) start builds")
+		return
+	}
+	var ev struct {
+		Ref        string `json:"ref"`
+		After      string `json:"after"`
+		Deleted    bool   `json:"deleted"`
+		Repository struct {
+			FullName string `json:"full_name"`
+			CloneURL string `json:"clone_url"`
+		} `json:"repository"`
+	}
+	if err := json.Unmarshal(body, &ev); err != nil || ev.Ref == "" || ev.Repository.FullName == "" {
+		reply(w, http.StatusBadRequest, "a GitHub push event has ref, after and repository.full_name")
+		return
+	}
+	if ev.Deleted {
+		reply(w, http.StatusOK, "ignored: a deleted ref builds nothing")
+		return
+	}
+	h.request(w, r, "github/"+r.Header.Get("X-GitHub-Delivery"), push{ev.Repository.FullName, ev.Repository.CloneURL, ev.Ref, ev.After})
+}
+
+func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	given := sha256.Sum256([]byte(r.Header.Get("X-Gitlab-Token")))
+	want := sha256.Sum256([]byte(h.cfg.GitLabToken))
+	if h.cfg.GitLabToken == "" || subtle.ConstantTimeCompare(given[:], want[:]) != 1 {
+		reply(w, http.StatusUnauthorized, "bad or missing X-Gitlab-Token")
+		return
+	}
+	var ev struct {
+		Ref         string `json:"ref"`
+		CheckoutSHA string `json:"checkout_sha"`
+		Project     struct {
+			Path    string `json:"path_with_namespace"`
+			HTTPURL string `json:"git_http_url"`
+		} `json:"project"`
+	}
+	if err := json.Unmarshal(body, &ev); err != nil || ev.Ref == "" || ev.Project.Path == "" {
+		reply(w, http.StatusBadRequest, "a GitLab push event has ref, checkout_sha and project.path_with_namespace")
+		return
+	}
+	if ev.CheckoutSHA == "" {
+		reply(w, http.StatusOK, "ignored: a deleted ref builds nothing")
+		return
+	}
+	delivery := cmp.Or(r.Header.Get("X-Gitlab-Event-UUID"), r.Header.Get("Idempotency-Key"))
+	h.request(w, r, "gitlab/"+delivery, push{ev.Project.Path, ev.Project.HTTPURL, ev.Ref, ev.CheckoutSHA})
+}
+
+// cloudevents takes a build.requested CloudEvent in binary or structured
+// mode, with the webhook secret as bearer token; its id dedupes deliveries.
+func (h *Webhooks) cloudevents(w http.ResponseWriter, r *http.Request) {
+	given := sha256.Sum256([]byte(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")))
+	want := sha256.Sum256([]byte(h.cfg.Secret))
+	if h.cfg.Secret == "" || subtle.ConstantTimeCompare(given[:], want[:]) != 1 {
+		reply(w, http.StatusUnauthorized, "bearer token required (the webhook secret)")
+		return
+	}
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	ev, err := cloudevents.NewEventFromHTTPRequest(r)
+	if err != nil {
+		reply(w, http.StatusBadRequest, "not a CloudEvent (binary or structured mode): "+err.Error())
+		return
+	}
+	if n, ok := events.NameOfType(ev.Type()); !ok || n != events.BuildRequested {
+		reply(w, http.StatusBadRequest, fmt.Sprintf("type %q: only %s starts a run", ev.Type(), events.BuildRequested.Type()))
+		return
+	}
+	req, err := events.Decode[events.BuildRequest](*ev)
+	if err != nil {
+		reply(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	h.publish(w, r.Context(), "cloudevents/"+ev.Source()+"/"+ev.ID(), req)
+}
+
+// request maps a push to its rule and publishes the build.
+func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery string, p push) {
+	if strings.HasSuffix(delivery, "/") {
+		reply(w, http.StatusBadRequest, "the delivery id header is missing: it is what makes a redelivery start no second run")
+		return
+	}
+	rule, ok := h.rule(p.repo)
+	if !ok {
+		reply(w, http.StatusOK, fmt.Sprintf("ignored: no rule for %s in the webhook config", p.repo))
+		return
+	}
+	branch, isBranch := strings.CutPrefix(p.ref, "refs/heads/")
+	tagName, isTag := strings.CutPrefix(p.ref, "refs/tags/")
+	if !isBranch && !isTag {
+		reply(w, http.StatusOK, fmt.Sprintf("ignored: %s is neither a branch nor a tag", p.ref))
+		return
+	}
+	tag := rule.Tag
+	if tag == "" {
+		tag = cmp.Or(tagName, branch)
+	}
+	sha := p.sha
+	if len(sha) > 12 {
+		sha = sha[:12]
+	}
+	tag = strings.NewReplacer("{tag}", tagName, "{branch}", branch, "{sha}", sha).Replace(tag)
+	tag = strings.Map(func(c rune) rune { // a branch like feature/x becomes feature-x
+		if c == '/' {
+			return '-'
+		}
+		return c
+	}, tag)
+	target := rule.Image + ":" + tag
+	if _, err := name.NewTag(target); err != nil {
+		reply(w, http.StatusBadRequest, fmt.Sprintf("%s does not make an image tag: %v", target, err))
+		return
+	}
+	h.publish(w, r.Context(), delivery, events.BuildRequest{
+		Source: events.Source{Kind: events.SourceGit, URL: cmp.Or(rule.Git, p.cloneURL), Rev: p.sha},
+		Target: target, PromoteTo: rule.PromoteTo,
+	})
+}
+
+func (h *Webhooks) rule(repo string) (WebhookRule, bool) {
+	for _, r := range h.cfg.Repositories {
+		if strings.EqualFold(r.Match, repo) {
+			return r, true
+		}
+	}
+	return WebhookRule{}, false
+}
+
+// webhookNamespace derives run and event ids from delivery ids.
+var webhookNamespace = uuid.MustParse("6a0f4b43-8d5a-4c9e-9d1e-3f2a1b7c5e90")
+
+// publish stores build.requested with ids derived from the delivery, so a
+// redelivered webhook is the same event — JetStream keeps it once — and
+// answers 202 with the run id.
+func (h *Webhooks) publish(w http.ResponseWriter, ctx context.Context, delivery string, req events.BuildRequest) {
+	runID := uuid.NewSHA1(webhookNamespace, []byte("run\x00"+delivery)).String()
+	ev, err := events.NewEvent(h.bus.Source(), events.BuildRequested, runID, repositoryOf(req.Target), req)
+	if err != nil {
+		reply(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ev.SetID(uuid.NewSHA1(webhookNamespace, []byte("event\x00"+delivery)).String())
+	if err := h.bus.Publish(ctx, ev); err != nil {
+		if errors.Is(err, events.ErrInvalid) {
+			reply(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		reply(w, http.StatusServiceUnavailable, "the bus did not take the build request: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(WebhookAccepted{RunID: runID, EventID: ev.ID()})
+}
+
+func repositoryOf(target string) string {
+	if ref, err := name.ParseReference(target); err == nil {
+		return ref.Context().Name()
+	}
+	return target
+}
+
+// readBody reads at most MaxWebhookBody bytes, answering 413 past that.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxWebhookBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		reply(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over %d bytes", MaxWebhookBody))
+		return nil, false
+	case err != nil:
+		reply(w, http.StatusBadRequest, "read the body: "+err.Error())
+		return nil, false
+	}
+	return body, true
+}
+
+// validSignature checks GitHub's "sha256=<hex>" HMAC in constant time.
+func validSignature(secret, header string, body []byte) bool {
+	got, ok := strings.CutPrefix(header, "sha256=")
+	if !ok {
+		return false
+	}
+	sig, err := hex.DecodeString(got)
+	if err != nil {
+		return false
+	}
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	return hmac.Equal(sig, mac.Sum(nil))
+}
+
+func reply(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"message": msg})
+}
