@@ -9,7 +9,7 @@ PKGS     := $(addsuffix /...,$(MODULES))
 BINARIES := ./cmd/digestline ./services/builder/cmd/builder ./services/pusher/cmd/pusher \
             ./services/verifier/cmd/verifier ./services/reporter/cmd/reporter
 
-.PHONY: all demo test test-chaos build bench lint deps tools
+.PHONY: all demo test test-chaos build bench lint deps tools images
 all: lint build test
 
 ## deps: download every module's dependencies
@@ -35,6 +35,10 @@ test: lint tools
 ## test-chaos: only the heavy reliability tests (services SIGKILLed at random, NATS outages)
 test-chaos: tools
 	$(GO) test -race -count=1 -timeout 10m -tags chaos -run 'Chaos|Outage' ./cmd/digestline/
+
+## images: every service (and nats-server, and the CLI/registry) as a FROM-scratch OCI image built by digestline
+images: build
+	./scripts/images.sh
 
 ## bench: run the benchmarks and write docs/benchmarks.md
 bench: build tools

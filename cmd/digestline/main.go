@@ -46,6 +46,6 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newDevCommand(), newShipCommand(), newBuildCommand(), newPushCommand(), newVerifyCommand(), newAttachCommand(),
-		newInspectCommand(), newDiscoverCommand(), newTagsCommand(), newPullCommand(), newPromoteCommand(), newRecordsCommand(), newDLQCommand())
+		newInspectCommand(), newDiscoverCommand(), newTagsCommand(), newPullCommand(), newPromoteCommand(), newRecordsCommand(), newDLQCommand(), newRegistryCommand())
 	return root
 }

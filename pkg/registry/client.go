@@ -26,6 +26,7 @@ type Client struct {
 	jobs      int
 	retries   int
 	retryBase time.Duration
+	insecure map[string]bool // registry hosts spoken to over plain HTTP
 	// Blobs larger than chunkOver are uploaded in chunks of chunkSize (or the
 	// registry's OCI-Chunk-Min-Length, if larger), resumable after a failure.
 	chunkOver, chunkSize int64
@@ -66,6 +67,20 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 type pushMetrics struct {
 	stageDuration metric.Float64Histogram
 	bytesPushed   metric.Int64Counter
+}
+
+// WithInsecure speaks plain HTTP to these registry hosts (host[:port]), as
+// to localhost, e.g. a registry inside a compose network. Nothing else is
+// relaxed: TLS stays on for every other registry.
+func WithInsecure(hosts ...string) Option {
+	return func(c *Client) {
+		if c.insecure == nil {
+			c.insecure = map[string]bool{}
+		}
+		for _, h := range hosts {
+			c.insecure[h] = true
+		}
+	}
 }
 
 // WithJobs bounds concurrent blob requests (default 4).
@@ -111,6 +126,13 @@ func (c *Client) Open(ctx context.Context, repo name.Repository, push bool) (*Re
 // open authenticates for repo; extraPull names other repositories of the same
 // registry the token must also be able to pull from (mount sources).
 func (c *Client) open(ctx context.Context, repo name.Repository, push bool, counter *countingTransport, extraPull ...string) (*Repo, error) {
+	if c.insecure[repo.RegistryStr()] {
+		reg, err := name.NewRegistry(repo.RegistryStr(), name.Insecure)
+		if err != nil {
+			return nil, &Error{Class: ClassSchema, Err: err}
+		}
+		repo.Registry = reg
+	}
 	r := &Repo{name: repo}
 	auth := c.auth
 	if auth == nil {

@@ -226,26 +226,36 @@ func startNATS(cfg Config) (*server.Server, error) {
 }
 
 func startRegistry(cfg Config, log *slog.Logger) (*http.Server, net.Listener, error) {
-	dir := filepath.Join(cfg.DataDir, "registry")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	srv, err := Registry(filepath.Join(cfg.DataDir, "registry"), log, cfg.WrapRegistry)
+	if err != nil {
 		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", cmp.Or(cfg.RegistryAddr, "127.0.0.1:5000"))
+	if err != nil {
+		_ = srv.Close()
+		return nil, nil, fmt.Errorf("embedded registry (pass --registry-addr): %w", err)
+	}
+	return srv, ln, nil
+}
+
+// Registry is the OCI registry of digestline dev (olareg, with the
+// referrers API) storing under dir, as an HTTP server to serve; wrap, when
+// set, wraps its handler.
+func Registry(dir string, log *slog.Logger, wrap func(http.Handler) http.Handler) (*http.Server, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
 	}
 	reg := olareg.New(olaregconfig.Config{
 		Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreDir, RootDir: dir},
 		Log:     log.With("component", "registry"),
 	})
 	var h http.Handler = guardRepoState(reg)
-	if cfg.WrapRegistry != nil {
-		h = cfg.WrapRegistry(h)
-	}
-	ln, err := net.Listen("tcp", cmp.Or(cfg.RegistryAddr, "127.0.0.1:5000"))
-	if err != nil {
-		_ = reg.Close()
-		return nil, nil, fmt.Errorf("embedded registry (pass --registry-addr): %w", err)
+	if wrap != nil {
+		h = wrap(h)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(func() { _ = reg.Close() })
-	return srv, ln, nil
+	return srv, nil
 }
 
 // guardRepoState works around data races in olareg v0.1.2: a repository's
