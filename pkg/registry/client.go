@@ -26,7 +26,7 @@ type Client struct {
 	jobs      int
 	retries   int
 	retryBase time.Duration
-	insecure map[string]bool // registry hosts spoken to over plain HTTP
+	insecure  map[string]bool // registry hosts spoken to over plain HTTP
 	// Blobs larger than chunkOver are uploaded in chunks of chunkSize (or the
 	// registry's OCI-Chunk-Min-Length, if larger), resumable after a failure.
 	chunkOver, chunkSize int64

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -44,23 +43,25 @@ func (h *Health) Ready(ctx context.Context) error {
 }
 
 func pingRegistry(ctx context.Context, host string) error {
-	scheme := "https"
-	if strings.HasPrefix(host, "localhost") || strings.HasPrefix(host, "127.") {
-		scheme = "http"
+	// HTTPS first; a registry that answers only plain HTTP (localhost, a
+	// compose network's) is still up. No credential is sent either way.
+	var err error
+	for _, scheme := range []string{"https", "http"} {
+		var req *http.Request
+		if req, err = http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+"/v2/", nil); err != nil {
+			return err
+		}
+		var resp *http.Response
+		if resp, err = http.DefaultClient.Do(req); err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			return fmt.Errorf("/v2/ answers %s", resp.Status)
+		}
+		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+"/v2/", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode >= 500 {
-		return fmt.Errorf("/v2/ answers %s", resp.Status)
-	}
-	return nil
+	return err
 }
 
 // Register adds /healthz, /readyz and (with Metrics) /metrics to mux.
