@@ -9,7 +9,8 @@ PKGS     := $(addsuffix /...,$(MODULES))
 BINARIES := ./cmd/digestline ./services/builder/cmd/builder ./services/pusher/cmd/pusher \
             ./services/verifier/cmd/verifier ./services/reporter/cmd/reporter
 
-.PHONY: all demo test test-chaos build bench lint deps tools images
+.PHONY: all demo test test-chaos build bench lint deps tools images compose-up compose-down
+COMPOSE ?= podman compose
 all: lint build test
 
 ## deps: download every module's dependencies
@@ -39,6 +40,14 @@ test-chaos: tools
 ## images: every service (and nats-server, and the CLI/registry) as a FROM-scratch OCI image built by digestline
 images: build
 	./scripts/images.sh
+
+## compose-up: build and load the images, then start docker-compose.yml (COMPOSE="docker compose" for docker)
+compose-up: images
+	./scripts/load-images.sh
+	$(COMPOSE) up -d
+
+compose-down:
+	$(COMPOSE) down
 
 ## bench: run the benchmarks and write docs/benchmarks.md
 bench: build tools

@@ -83,7 +83,13 @@ func TestPipelineInContainers(t *testing.T) {
 	env := map[string]string{"DIGESTLINE_NATS_URL": "nats://nats:4222", "DIGESTLINE_HEALTH_ADDR": ":8081",
 		"DIGESTLINE_INSECURE_REGISTRIES": "registry:5000", "DIGESTLINE_READY_REGISTRIES": "registry:5000"}
 	for _, s := range []string{"builder", "pusher", "verifier"} {
-		start(s, s, testcontainers.ContainerRequest{Env: env, ExposedPorts: []string{"8081/tcp"}, WaitingFor: wait.ForHTTP("/readyz").WithPort("8081/tcp")})
+		c := start(s, s, testcontainers.ContainerRequest{Env: env, ExposedPorts: []string{"8081/tcp"}, WaitingFor: wait.ForHTTP("/readyz").WithPort("8081/tcp")})
+		// The compose file's health check: the service binary probing itself
+		// (the image has no shell and no curl).
+		code, _, err := c.Exec(ctx, []string{"/usr/local/bin/" + s, "--healthcheck", "http://127.0.0.1:8081/readyz"})
+		if err != nil || code != 0 {
+			t.Fatalf("%s --healthcheck: exit %d, %v", s, code, err)
+		}
 	}
 	reporter := start("reporter", "reporter", testcontainers.ContainerRequest{Env: env, Cmd: []string{"--api-addr", ":8080"},
 		ExposedPorts: []string{"8080/tcp"}, WaitingFor: wait.ForHTTP("/readyz").WithPort("8080/tcp")})

@@ -53,3 +53,16 @@ func TestReadinessNamesWhatIsDown(t *testing.T) {
 		t.Fatalf("ready with NATS down: %v", err)
 	}
 }
+
+func TestProbeIsAHealthCheck(t *testing.T) {
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) }))
+	defer srv.Close()
+	if err := Probe(srv.URL + "/readyz"); err != nil {
+		t.Fatalf("probe of a ready service: %v", err)
+	}
+	status = http.StatusServiceUnavailable
+	if err := Probe(srv.URL + "/readyz"); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("probe of an unready service: %v", err)
+	}
+}

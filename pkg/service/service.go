@@ -111,7 +111,15 @@ func Main(name, healthAddr string, run func(ctx context.Context, d Deps) error) 
 	flag.StringVar(&p.healthAddr, "health-addr", Env("HEALTH_ADDR", healthAddr), "where /healthz, /readyz and /metrics are served (DIGESTLINE_HEALTH_ADDR)")
 	registries := flag.String("ready-registries", Env("READY_REGISTRIES", ""), "registries (host[:port], comma-separated) /readyz checks (DIGESTLINE_READY_REGISTRIES)")
 	grace := flag.String("shutdown-grace", Env("SHUTDOWN_GRACE", "30s"), "how long in-flight work may take after SIGTERM (DIGESTLINE_SHUTDOWN_GRACE)")
+	healthcheck := flag.String("healthcheck", "", "only GET this URL (e.g. http://127.0.0.1:8081/readyz) and exit 0 when it answers 200: a container health check for images without a shell")
 	flag.Parse()
+	if *healthcheck != "" {
+		if err := Probe(*healthcheck); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
