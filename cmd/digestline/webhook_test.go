@@ -120,6 +120,22 @@ func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
 	if n := requests(); n != 1 {
 		t.Fatalf("one delivery sent twice published %d build.requested", n)
 	}
+	// The run's trace starts at the webhook request and reaches promotion.
+	traces := map[string]map[string]bool{}
+	for _, sp := range s.spans.Ended() {
+		id := sp.SpanContext().TraceID().String()
+		if traces[id] == nil {
+			traces[id] = map[string]bool{}
+		}
+		traces[id][sp.Name()] = true
+	}
+	found := false
+	for _, names := range traces {
+		found = found || (names["webhook github"] && names["builder process build.requested"] && names["reporter process verify.completed"])
+	}
+	if !found {
+		t.Fatal("no trace runs from the webhook request to the reporter")
+	}
 
 	// An unknown repository is acknowledged (so the forge does not retry)
 	// and builds nothing.

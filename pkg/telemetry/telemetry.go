@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -70,7 +72,15 @@ func Setup(ctx context.Context, service string, w io.Writer, level string) (*Tel
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
-	mp, metrics, err := NewMetrics(res)
+	var readers []sdkmetric.Reader
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != "" {
+		exp, err := newMetricExporter(ctx)
+		if err != nil {
+			return nil, err
+		}
+		readers = append(readers, sdkmetric.NewPeriodicReader(exp))
+	}
+	mp, metrics, err := NewMetrics(res, readers...)
 	if err != nil {
 		return nil, err
 	}
@@ -84,15 +94,20 @@ func Setup(ctx context.Context, service string, w io.Writer, level string) (*Tel
 }
 
 // NewMetrics returns a meter provider whose instruments are served, with
-// the Go runtime's, by the returned handler in the Prometheus text format.
-func NewMetrics(res *resource.Resource) (*sdkmetric.MeterProvider, http.Handler, error) {
+// the Go runtime's, by the returned handler in the Prometheus text format,
+// and also read by readers (an OTLP exporter's).
+func NewMetrics(res *resource.Resource, readers ...sdkmetric.Reader) (*sdkmetric.MeterProvider, http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
 		return nil, nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
+	opts := []sdkmetric.Option{sdkmetric.WithReader(exp), sdkmetric.WithResource(res)}
+	for _, r := range readers {
+		opts = append(opts, sdkmetric.WithReader(r))
+	}
+	mp := sdkmetric.NewMeterProvider(opts...)
 	return mp, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), nil
 }
 
@@ -112,6 +127,26 @@ func newExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("OTLP exporter (protocol %q): %w", proto, err)
+	}
+	return exp, nil
+}
+
+func newMetricExporter(ctx context.Context) (sdkmetric.Exporter, error) {
+	proto := cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc")
+	var (
+		exp sdkmetric.Exporter
+		err error
+	)
+	switch {
+	case proto == "grpc":
+		exp, err = otlpmetricgrpc.New(ctx)
+	case strings.HasPrefix(proto, "http"):
+		exp, err = otlpmetrichttp.New(ctx)
+	default:
+		err = errors.New("want grpc or http/protobuf")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("OTLP metric exporter (protocol %q): %w", proto, err)
 	}
 	return exp, nil
 }

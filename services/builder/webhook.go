@@ -20,6 +20,8 @@ import (
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"sigs.k8s.io/yaml"
 )
 
@@ -270,6 +272,10 @@ var webhookNamespace = uuid.MustParse("6a0f4b43-8d5a-4c9e-9d1e-3f2a1b7c5e90")
 // answers 202 with the run id.
 func (h *Webhooks) publish(w http.ResponseWriter, ctx context.Context, delivery string, req events.BuildRequest) {
 	runID := uuid.NewSHA1(webhookNamespace, []byte("run\x00"+delivery)).String()
+	// The run's trace starts here: the event carries this span's context.
+	ctx, span := h.bus.Tracer().Start(ctx, "webhook "+strings.SplitN(delivery, "/", 2)[0], trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("digestline.run_id", runID), attribute.String("oci.reference", req.Target)))
+	defer span.End()
 	ev, err := events.NewEvent(h.bus.Source(), events.BuildRequested, runID, repositoryOf(req.Target), req)
 	if err != nil {
 		reply(w, http.StatusBadRequest, err.Error())
