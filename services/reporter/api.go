@@ -1,6 +1,7 @@
 package reporter
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -77,6 +78,20 @@ func (r *reporter) routes() http.Handler {
 		writeJSON(w, http.StatusOK, hist)
 	})
 	mux.HandleFunc("POST /v1/promotions", r.requestPromotion)
+	mux.HandleFunc("GET /{$}", r.servePage)
+	mux.HandleFunc("GET /v1/runs", func(w http.ResponseWriter, req *http.Request) {
+		limit, err := strconv.Atoi(cmp.Or(req.URL.Query().Get("limit"), "20"))
+		if err != nil || limit < 1 || limit > 200 {
+			httpError(w, http.StatusBadRequest, "limit is a number from 1 to 200")
+			return
+		}
+		runs, err := r.recentRuns(req.Context(), limit, 5000)
+		if err != nil {
+			httpError(w, http.StatusServiceUnavailable, "read runs: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, runs)
+	})
 	mux.HandleFunc("GET /v1/dlq", func(w http.ResponseWriter, req *http.Request) {
 		dls, err := events.DeadLetters(req.Context(), r.cfg.JetStream, 1000)
 		if err != nil {

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/digestline/digestline/services/reporter"
+)
+
+// TestThePageShowsRunsPromotionsAndHistory: the reporter's page shows a
+// finished run's stage timeline, a failed run's failing stage in red with
+// its hint, what is promoted where, and the history.
+func TestThePageShowsRunsPromotionsAndHistory(t *testing.T) {
+	s, _ := startStack(t, withRegistryWrapper(tamper))
+	ok, out, err := s.ship(t, sourceDir(t, "page"), "team/page:1")
+	if err != nil {
+		t.Fatalf("ship: %v\n%s", err, out)
+	}
+	bad, _, err := s.ship(t, sourceDir(t, "page corrupt"), "corrupt/page:1")
+	if err == nil {
+		t.Fatal("the corrupted run passed")
+	}
+
+	var runs []reporter.RunSummary
+	if s.getJSON(t, "/v1/runs", &runs) != http.StatusOK || len(runs) != 2 || runs[0].RunID != bad.RunID || runs[1].RunID != ok.RunID {
+		t.Fatalf("GET /v1/runs: %+v", runs)
+	}
+	if runs[1].Status != "promoted" || runs[0].Status != "failed" {
+		t.Fatalf("statuses %s, %s", runs[1].Status, runs[0].Status)
+	}
+	var names []string
+	for _, st := range runs[1].Steps {
+		names = append(names, st.Name)
+	}
+	for _, want := range []string{"build", "upload", "tag update", "verify", "gates", "promote"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("the promoted run's timeline lacks %q: %v", want, names)
+		}
+	}
+	failed := slices.IndexFunc(runs[0].Steps, func(st reporter.RunStep) bool { return st.Status == "failed" })
+	if failed < 0 || runs[0].Steps[failed].Hint == "" {
+		t.Fatalf("the failed run's timeline has no failed step with a hint: %+v", runs[0].Steps)
+	}
+
+	resp, err := http.Get(s.APIURL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	html := string(b)
+	for _, want := range []string{
+		"<title>digestline</title>", `http-equiv="refresh"`, ok.RunID[:19], bad.RunID[:19],
+		`class="status promoted"`, `class="status failed"`, `class="bar failed"`, escapeHTML(runs[0].Steps[failed].Hint),
+		`class="bar ok"`, ">upload<", s.RegistryAddr + "/team/page", "Promoted now", "History",
+	} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(html)
+	}
+}
+
+// escapeHTML escapes s as html/template does in text.
+func escapeHTML(s string) string {
+	return strings.NewReplacer("&", "&amp;", "'", "&#39;", "<", "&lt;", ">", "&gt;", `"`, "&#34;").Replace(s)
+}
