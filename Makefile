@@ -9,7 +9,7 @@ PKGS     := $(addsuffix /...,$(MODULES))
 BINARIES := ./cmd/digestline ./services/builder/cmd/builder ./services/pusher/cmd/pusher \
             ./services/verifier/cmd/verifier ./services/reporter/cmd/reporter
 
-.PHONY: all demo test test-chaos build bench lint deps tools images compose-up compose-down
+.PHONY: all demo test test-chaos build bench lint deps tools images compose-up compose-down screenshot
 COMPOSE ?= podman compose
 all: lint build test
 
@@ -48,6 +48,10 @@ compose-up: images
 
 compose-down:
 	$(COMPOSE) down
+
+## screenshot: the reporter's page in headless Chromium, after a promoted and a failed run (docs/page.png)
+screenshot: build
+	./scripts/screenshot.sh
 
 ## bench: run the benchmarks and write docs/benchmarks.md
 bench: build tools

@@ -152,8 +152,9 @@ func summarize(run RunSummary) RunSummary {
 			}
 		case events.BuildFailed, events.PushFailed, events.VerifyFailed:
 			if f, err := decodeData[events.Failure](e.data); err == nil {
-				run.Status, run.Detail = "failed", string(e.name)+": "+f.Class+" at "+cmp.Or(f.Path, f.Stage)+" — "+f.Hint
-				if e.name != events.PushFailed { // the push's failing stage has its own bar
+				run.Status = "failed"
+				if e.name != events.PushFailed { // the push's failing stage has its bar and hint already
+					run.Detail = string(e.name) + ": " + f.Class + " at " + cmp.Or(f.Path, f.Stage)
 					step(cmp.Or(f.Stage, string(e.name)), "failed", e.at, 0, f.Hint)
 				}
 			}
