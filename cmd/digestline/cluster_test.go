@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,8 +14,6 @@ import (
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/olareg/olareg"
-	olaregconfig "github.com/olareg/olareg/config"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -95,31 +90,19 @@ func TestRunsSurviveLosingAClusterNode(t *testing.T) {
 		t.Fatalf("the stream is not replicated three times: %+v %v", si, err)
 	}
 
-	var lost sync.Once
 	killed := make(chan struct{})
-	olr := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
-	t.Cleanup(func() { _ = olr.Close() })
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/node3/blobs/uploads/") {
-			lost.Do(func() {
-				go func() {
-					// The node the stream leads from, so a new leader is elected mid-run.
-					si, err := info.Info(context.Background())
-					victim := nodes[0]
-					for _, n := range nodes {
-						if err == nil && si.Cluster != nil && n.Name() == si.Cluster.Leader {
-							victim = n
-						}
-					}
-					victim.Shutdown()
-					close(killed)
-				}()
-			})
+	host := registryOnce(t, "/node3/blobs/uploads/", func() {
+		// The node the stream leads from, so a new leader is elected mid-run.
+		si, err := info.Info(context.Background())
+		victim := nodes[0]
+		for _, n := range nodes {
+			if err == nil && si.Cluster != nil && n.Name() == si.Cluster.Leader {
+				victim = n
+			}
 		}
-		olr.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "http://")
+		victim.Shutdown()
+		close(killed)
+	})
 	runServices(t, urls, registry.New(registry.WithKeychain(authn.NewMultiKeychain())), events.ProvisionOptions{Replicas: 3})
 
 	shipBus := events.NewBus(js, "/digestline/test/cluster")

@@ -114,6 +114,23 @@ func runServices(t *testing.T, natsURL string, reg *registry.Client, prov events
 	})
 }
 
+// registryOnce serves an in-memory registry on a free port and returns its
+// host:port; the first blob upload whose path contains part also runs hook
+// (in a goroutine of its own, while the upload goes on).
+func registryOnce(t *testing.T, part string, hook func()) string {
+	var once sync.Once
+	olr := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
+	t.Cleanup(func() { _ = olr.Close() })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, part) {
+			once.Do(func() { go hook() })
+		}
+		olr.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
 // shipUntilPromoted ships req, asking again while the request itself cannot
 // get through (the bus is away: ship says so clearly); a run that ends in a
 // failure is an error.
@@ -132,26 +149,14 @@ func shipUntilPromoted(ctx context.Context, bus *events.Bus, req ship.Request) (
 // a few seconds: every run still ends promoted, once.
 func TestRunsSurviveABusOutage(t *testing.T) {
 	bus := newNATSBus(t)
-	var outage sync.Once
 	down := make(chan struct{})
-	olr := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
-	t.Cleanup(func() { _ = olr.Close() })
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The first blob upload of run 3 takes the bus down, mid-push.
-		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/outage3/blobs/uploads/") {
-			outage.Do(func() {
-				go func() {
-					bus.stop()
-					close(down)
-					time.Sleep(3 * time.Second)
-					bus.start()
-				}()
-			})
-		}
-		olr.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "http://")
+	// The first blob upload of run 3 takes the bus down, mid-push.
+	host := registryOnce(t, "/outage3/blobs/uploads/", func() {
+		bus.stop()
+		close(down)
+		time.Sleep(3 * time.Second)
+		bus.start()
+	})
 	reg := registry.New(registry.WithKeychain(authn.NewMultiKeychain()))
 	runServices(t, bus.url(), reg, events.ProvisionOptions{})
 

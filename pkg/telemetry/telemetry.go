@@ -112,41 +112,36 @@ func NewMetrics(res *resource.Resource, readers ...sdkmetric.Reader) (*sdkmetric
 }
 
 func newExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
-	proto := cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc")
-	var (
-		exp sdktrace.SpanExporter
-		err error
-	)
-	switch {
-	case proto == "grpc":
-		exp, err = otlptracegrpc.New(ctx)
-	case strings.HasPrefix(proto, "http"):
-		exp, err = otlptracehttp.New(ctx)
-	default:
-		err = errors.New("want grpc or http/protobuf")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("OTLP exporter (protocol %q): %w", proto, err)
-	}
-	return exp, nil
+	return otlpExporter("TRACES",
+		func() (sdktrace.SpanExporter, error) { return otlptracegrpc.New(ctx) },
+		func() (sdktrace.SpanExporter, error) { return otlptracehttp.New(ctx) })
 }
 
 func newMetricExporter(ctx context.Context) (sdkmetric.Exporter, error) {
-	proto := cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc")
+	return otlpExporter("METRICS",
+		func() (sdkmetric.Exporter, error) { return otlpmetricgrpc.New(ctx) },
+		func() (sdkmetric.Exporter, error) { return otlpmetrichttp.New(ctx) })
+}
+
+// otlpExporter makes the exporter of one signal (TRACES, METRICS) over the
+// protocol OTEL_EXPORTER_OTLP_<signal>_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL
+// names: gRPC by default, HTTP for http/protobuf.
+func otlpExporter[E any](signal string, overGRPC, overHTTP func() (E, error)) (E, error) {
+	proto := cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_"+signal+"_PROTOCOL"), os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc")
 	var (
-		exp sdkmetric.Exporter
+		exp E
 		err error
 	)
 	switch {
 	case proto == "grpc":
-		exp, err = otlpmetricgrpc.New(ctx)
+		exp, err = overGRPC()
 	case strings.HasPrefix(proto, "http"):
-		exp, err = otlpmetrichttp.New(ctx)
+		exp, err = overHTTP()
 	default:
 		err = errors.New("want grpc or http/protobuf")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("OTLP metric exporter (protocol %q): %w", proto, err)
+		return exp, fmt.Errorf("OTLP %s exporter (protocol %q): %w", strings.ToLower(signal), proto, err)
 	}
 	return exp, nil
 }
