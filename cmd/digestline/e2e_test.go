@@ -30,6 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // stack is a running `digestline dev` for one test.
@@ -284,6 +285,22 @@ func TestShipEndToEnd(t *testing.T) {
 			}
 			return true
 		})
+		// Registry calls are HTTP client spans, by OpenTelemetry's HTTP
+		// conventions, inside the push stage that made them.
+		httpSpans := 0
+		for _, sp := range s.spans.Ended() {
+			if sp.SpanContext().TraceID() != root.SpanContext().TraceID() || sp.SpanKind() != trace.SpanKindClient {
+				continue
+			}
+			for _, a := range sp.Attributes() {
+				if a.Key == "http.request.method" {
+					httpSpans++
+				}
+			}
+		}
+		if httpSpans == 0 {
+			t.Error("no HTTP client span for the registry calls in the run's trace")
+		}
 	})
 
 	t.Run("warm ship: same digest, nothing uploaded", func(t *testing.T) {
