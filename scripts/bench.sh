@@ -170,7 +170,7 @@ push_vs_peers() {
       'BEGIN {printf "| %s | %.2f s | %.0f | %.2f× | %s | %.0f MB |\n", tool, t, b/1e6/t, t/f, w, r/1024}'
   done
   echo
-  echo "Every tool sends the same bytes, and none spends more than ~0.15 CPU-s doing it (digestline hands blob files to"
+  echo "Every tool sends the same bytes, and none spends more than ~0.1 CPU-s doing it (digestline hands blob files to"
   echo "the kernel: sendfile). The registry is the bottleneck: profiled, docker-registry spends ~70% of its CPU in sha256"
   echo "(its Go build lacks SHA-NI: ~290 MB/s per core) and most of the rest in file writes, ~0.85 CPU-s per push on"
   echo "2 cores. A cold push therefore ties within noise across tools; the 0.8× target is out of reach of any client on"

@@ -10,7 +10,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -22,7 +21,6 @@ type Client struct {
 	keychain  authn.Keychain
 	auth      authn.Authenticator
 	base      http.RoundTripper
-	tp        trace.TracerProvider
 	tracer    trace.Tracer
 	metrics   pushMetrics
 	jobs      int
@@ -50,7 +48,7 @@ func WithTransport(rt http.RoundTripper) Option { return func(c *Client) { c.bas
 
 // WithTracerProvider sets where stage spans go (default: the global provider).
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(c *Client) { c.tp, c.tracer = tp, tp.Tracer("github.com/digestline/digestline/pkg/registry") }
+	return func(c *Client) { c.tracer = tp.Tracer("github.com/digestline/digestline/pkg/registry") }
 }
 
 // WithMeterProvider sets where push metrics go (default: the global provider).
@@ -116,7 +114,7 @@ func New(opts ...Option) *Client {
 	}
 	// Every registry request is an HTTP client span (OpenTelemetry's HTTP
 	// semantic conventions) under its stage's span.
-	c.base = otelhttp.NewTransport(c.base, otelhttp.WithTracerProvider(c.tp))
+	c.base = tracedTransport{next: c.base, tracer: c.tracer}
 	return c
 }
 
