@@ -256,7 +256,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
     BEGIN {
       what["BenchmarkBuildImage"]  = "build a 64 MiB tree (16 incompressible files) into one gzip layer"
       what["BenchmarkPush/cold"]   = "push a small image to an empty in-memory registry over HTTP"
-      what["BenchmarkPush/warm"]   = "push it again: the tag already points at it (auth: an https then an http ping; then 1 HEAD)"
+      what["BenchmarkPush/warm"]   = "push it again with the same client: the tag already points at it (authenticated already: 1 HEAD)"
       what["BenchmarkShip"]        = "one whole run of a tiny image, build.requested → promoted (dev tag moved, verified twice), in-process"
       what["BenchmarkLoad"]        = "200 build.requested at once (as from webhooks) on one `digestline dev` (2 cores): runs/s, p50/p99 build.requested → promoted"
     }

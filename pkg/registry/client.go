@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +29,8 @@ type Client struct {
 	retries   int
 	retryBase time.Duration
 	insecure  map[string]bool // registry hosts spoken to over plain HTTP
+	authMu    sync.Mutex
+	auths     map[string]authEntry // authenticated transports by registry and scopes
 	// Blobs larger than chunkOver are uploaded in chunks of chunkSize (or the
 	// registry's OCI-Chunk-Min-Length, if larger), resumable after a failure.
 	chunkOver, chunkSize int64
@@ -114,21 +118,33 @@ func New(opts ...Option) *Client {
 	}
 	// Every registry request is an HTTP client span (OpenTelemetry's HTTP
 	// semantic conventions) under its stage's span.
-	c.base = tracedTransport{next: c.base, tracer: c.tracer}
+	c.base = countingTransport{inner: tracedTransport{next: c.base, tracer: c.tracer}}
+	c.auths = map[string]authEntry{}
 	return c
 }
 
 // Open authenticates to repo's registry for pull (and push, when push is
 // true) and, when there is a credential, proves it with one authenticated
-// request, so wrong credentials fail here rather than at the first write. Every
-// request made through the returned Repo, including this handshake, is counted.
+// request, so wrong credentials fail here rather than at the first write.
+// The authenticated transport is kept for authTTL per registry and scopes,
+// so opening the same repository again pings and fetches no token.
 func (c *Client) Open(ctx context.Context, repo name.Repository, push bool) (*Repo, error) {
-	return c.open(ctx, repo, push, &countingTransport{inner: c.base})
+	return c.open(ctx, repo, push)
+}
+
+// authTTL bounds how long an authenticated transport is reused: a credential
+// changed in the docker config or the environment is picked up after it.
+// (Tokens themselves are refreshed by the transport whenever one expires.)
+const authTTL = 5 * time.Minute
+
+type authEntry struct {
+	rt   http.RoundTripper
+	made time.Time
 }
 
 // open authenticates for repo; extraPull names other repositories of the same
 // registry the token must also be able to pull from (mount sources).
-func (c *Client) open(ctx context.Context, repo name.Repository, push bool, counter *countingTransport, extraPull ...string) (*Repo, error) {
+func (c *Client) open(ctx context.Context, repo name.Repository, push bool, extraPull ...string) (*Repo, error) {
 	if c.insecure[repo.RegistryStr()] {
 		reg, err := name.NewRegistry(repo.RegistryStr(), name.Insecure)
 		if err != nil {
@@ -153,32 +169,50 @@ func (c *Client) open(ctx context.Context, repo name.Repository, push bool, coun
 	for _, from := range extraPull {
 		scopes = append(scopes, repo.Registry.Repo(from).Scope(transport.PullScope))
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, counter, scopes)
+	key := repo.Registry.Scheme() + "://" + repo.RegistryStr() + " " + strings.Join(scopes, " ")
+	c.authMu.Lock()
+	e, ok := c.auths[key]
+	c.authMu.Unlock()
+	if ok && time.Since(e.made) < authTTL {
+		r.client = &http.Client{Transport: e.rt}
+		return r, nil
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, c.base, scopes)
 	if err != nil {
 		return nil, classifyTransport(err, repo)
 	}
 	r.client = &http.Client{Transport: rt}
-	if auth == authn.Anonymous {
-		return r, nil // no credential to prove: the first real request will say if anonymous access is refused
+	if auth != authn.Anonymous { // anonymous: the first real request will say if it is refused
+		resp, err := r.do(ctx, http.MethodGet, r.url("/v2/"), nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		drain(resp)
+		if resp.StatusCode != http.StatusOK {
+			return nil, classifyResponse(resp, repo)
+		}
 	}
-	resp, err := r.do(ctx, http.MethodGet, r.url("/v2/"), nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer drain(resp)
-	if resp.StatusCode != http.StatusOK {
-		return nil, classifyResponse(resp, repo)
-	}
+	c.authMu.Lock()
+	c.auths[key] = authEntry{rt: rt, made: time.Now()}
+	c.authMu.Unlock()
 	return r, nil
 }
 
-// countingTransport counts requests that reach the wire.
-type countingTransport struct {
-	inner http.RoundTripper
-	n     atomic.Int64
+// counterKey carries a push's request counter in its context.
+type counterKey struct{}
+
+// countRequests returns ctx in which every request reaching the wire adds
+// one to n, those the auth transport makes for a token included.
+func countRequests(ctx context.Context, n *atomic.Int64) context.Context {
+	return context.WithValue(ctx, counterKey{}, n)
 }
 
-func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	t.n.Add(1)
+// countingTransport counts the requests whose context carries a counter.
+type countingTransport struct{ inner http.RoundTripper }
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if n, ok := req.Context().Value(counterKey{}).(*atomic.Int64); ok {
+		n.Add(1)
+	}
 	return t.inner.RoundTrip(req)
 }

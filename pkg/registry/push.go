@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -54,7 +55,8 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 		observe = func(context.Context, StageReport) {}
 	}
 	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{}, sessions: map[digest.Digest]*uploadSession{},
-		counter: &countingTransport{inner: c.base}, opts: pushOptions{policy: TagFail}}
+		opts: pushOptions{policy: TagFail}}
+	ctx = countRequests(ctx, &p.counter)
 	p.bases = findBases(ctx, g, src, ref)
 	for _, o := range opts {
 		o(&p.opts)
@@ -91,8 +93,8 @@ type pushRun struct {
 	src     oci.BlobReader
 	observe Observer
 	opts    pushOptions
-	bases   []baseRef          // where missing blobs may be mounted from
-	counter *countingTransport // every request of the push, auth included
+	bases   []baseRef    // where missing blobs may be mounted from
+	counter atomic.Int64 // every request of the push that reached the wire, auth included
 	repo    *Repo
 
 	tagCurrent      bool          // the tag already points at the root
@@ -116,7 +118,7 @@ func (p *pushRun) result() PushResult {
 	return res
 }
 
-func (p *pushRun) requests() int { return int(p.counter.n.Load()) }
+func (p *pushRun) requests() int { return int(p.counter.Load()) }
 
 // run executes one stage in its own span, retrying transient failures with
 // exponential backoff and jitter (or the registry's Retry-After).
@@ -192,7 +194,7 @@ func (p *pushRun) auth(ctx context.Context, r *StageReport) error {
 	for _, b := range p.bases {
 		from = append(from, b.repo)
 	}
-	repo, err := p.c.open(ctx, p.ref.Context(), true, p.counter, from...)
+	repo, err := p.c.open(ctx, p.ref.Context(), true, from...)
 	if err != nil {
 		return err
 	}
