@@ -66,3 +66,19 @@ func TestProbeIsAHealthCheck(t *testing.T) {
 		t.Fatalf("probe of an unready service: %v", err)
 	}
 }
+
+func TestSameSecret(t *testing.T) {
+	for _, tc := range []struct {
+		given, want string
+		same        bool
+	}{
+		{"s3cret-token", "s3cret-token", true},
+		{"s3cret-toke", "s3cret-token", false},
+		{"", "", false}, // an unset secret lets nobody in
+		{"anything", "", false},
+	} {
+		if got := SameSecret(tc.given, tc.want); got != tc.same {
+			t.Errorf("SameSecret(%q, %q) = %v", tc.given, tc.want, got)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
@@ -155,9 +155,7 @@ func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	given := sha256.Sum256([]byte(r.Header.Get("X-Gitlab-Token")))
-	want := sha256.Sum256([]byte(h.cfg.GitLabToken))
-	if h.cfg.GitLabToken == "" || subtle.ConstantTimeCompare(given[:], want[:]) != 1 {
+	if !service.SameSecret(r.Header.Get("X-Gitlab-Token"), h.cfg.GitLabToken) {
 		reply(w, http.StatusUnauthorized, "bad or missing X-Gitlab-Token")
 		return
 	}
@@ -184,9 +182,7 @@ func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
 // cloudevents takes a build.requested CloudEvent in binary or structured
 // mode, with the webhook secret as bearer token; its id dedupes deliveries.
 func (h *Webhooks) cloudevents(w http.ResponseWriter, r *http.Request) {
-	given := sha256.Sum256([]byte(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")))
-	want := sha256.Sum256([]byte(h.cfg.Secret))
-	if h.cfg.Secret == "" || subtle.ConstantTimeCompare(given[:], want[:]) != 1 {
+	if !service.SameSecret(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), h.cfg.Secret) {
 		reply(w, http.StatusUnauthorized, "bearer token required (the webhook secret)")
 		return
 	}
