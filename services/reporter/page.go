@@ -5,7 +5,6 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
-	"errors"
 	"html/template"
 	"net/http"
 	"slices"
@@ -83,17 +82,10 @@ func (r *reporter) recentRuns(ctx context.Context, limit, scan int) ([]RunSummar
 	if info.State.LastSeq > uint64(scan) {
 		first = max(first, info.State.LastSeq-uint64(scan)+1)
 	}
-	for seq := first; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
+	add := func(data []byte) {
+		ev, name, err := events.Parse(data)
 		if err != nil {
-			return nil, err
-		}
-		ev, name, err := events.Parse(m.Data)
-		if err != nil {
-			continue
+			return
 		}
 		id := events.RunID(ev)
 		run := runs[id]
@@ -104,6 +96,38 @@ func (r *reporter) recentRuns(ctx context.Context, limit, scan int) ([]RunSummar
 		}
 		run.Updated = ev.Time()
 		run.events = append(run.events, runEvent{name: name, at: ev.Time(), data: ev.Data()})
+	}
+	if info.State.Msgs > 0 {
+		// One ordered consumer reads the tail in batches: a request per few
+		// hundred events, not one per event.
+		cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: first})
+		if err != nil {
+			return nil, err
+		}
+		for done := false; !done; {
+			batch, err := cons.FetchNoWait(500)
+			if err != nil {
+				return nil, err
+			}
+			n := 0
+			for m := range batch.Messages() {
+				n++
+				meta, err := m.Metadata()
+				if err != nil {
+					continue
+				}
+				if meta.Sequence.Stream >= info.State.LastSeq {
+					done = true // events published since the page was asked for wait for the next one
+				}
+				if meta.Sequence.Stream <= info.State.LastSeq {
+					add(m.Data())
+				}
+			}
+			if err := batch.Error(); err != nil {
+				return nil, err
+			}
+			done = done || n == 0
+		}
 	}
 	slices.SortStableFunc(order, func(a, b string) int { return runs[b].Updated.Compare(runs[a].Updated) })
 	out := []RunSummary{}
