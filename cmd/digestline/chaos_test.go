@@ -6,16 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,44 +24,6 @@ import (
 	olaregconfig "github.com/olareg/olareg/config"
 	"golang.org/x/sync/errgroup"
 )
-
-// process is one service binary the chaos monkey kills and restarts.
-type process struct {
-	name, bin string
-	env       []string
-	logs      io.Writer
-
-	mu    sync.Mutex
-	cmd   *exec.Cmd
-	kills int
-}
-
-func (p *process) start(t *testing.T) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	args := []string{}
-	if p.name == "reporter" {
-		args = append(args, "-api-addr", "127.0.0.1:0")
-	}
-	cmd := exec.Command(p.bin, args...)
-	cmd.Env, cmd.Stdout, cmd.Stderr = p.env, p.logs, p.logs
-	if err := cmd.Start(); err != nil {
-		t.Errorf("start %s: %v", p.name, err)
-		return
-	}
-	go func() { _ = cmd.Wait() }() // reaped whether it is killed or exits
-	p.cmd = cmd
-}
-
-// kill sends SIGKILL: no drain, no goodbye — a crash at an arbitrary line.
-func (p *process) kill() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil && p.cmd.Process != nil {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		p.kills++
-	}
-}
 
 // TestChaosExactlyOncePromotion ships 100 runs through the four services
 // as real processes while each of them is SIGKILLed at random moments and
@@ -79,14 +38,7 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 	t.Cleanup(reg.Close)
 	host := strings.TrimPrefix(reg.URL, "http://")
 
-	// The services, built as the binaries that run in production.
-	bins := t.TempDir()
-	build := exec.Command("go", "build", "-o", bins+"/",
-		"github.com/digestline/digestline/services/builder/cmd/builder", "github.com/digestline/digestline/services/pusher/cmd/pusher",
-		"github.com/digestline/digestline/services/verifier/cmd/verifier", "github.com/digestline/digestline/services/reporter/cmd/reporter")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the services: %v\n%s", err, out)
-	}
+	bins := serviceBinaries(t)
 	logs, err := os.Create(filepath.Join(t.TempDir(), "services.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +48,11 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 		"DIGESTLINE_ACK_WAIT=2s", "DOCKER_CONFIG="+t.TempDir(), "OTEL_EXPORTER_OTLP_ENDPOINT=")
 	var procs []*process
 	for _, name := range []string{"builder", "pusher", "verifier", "reporter"} {
-		p := &process{name: name, bin: filepath.Join(bins, name), env: env, logs: logs}
+		var args []string
+		if name == "reporter" {
+			args = []string{"-api-addr", "127.0.0.1:0"}
+		}
+		p := newProcess(bins, name, env, logs, args...)
 		p.start(t)
 		procs = append(procs, p)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,14 +18,26 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// givenPorts are the ports freePort has handed out: the kernel may offer a
+// port it just freed again, and two servers of one test must not race for
+// the same one.
+var givenPorts sync.Map
+
+// freePort is a loopback port that nothing listens on, and that no other
+// caller in this process got.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+		if _, taken := givenPorts.LoadOrStore(port, true); !taken {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // natsCluster starts three JetStream servers routed into one cluster and

@@ -27,14 +27,7 @@ const webhookSecret = "hook-secret-0123456789"
 // run; forged, malformed and oversized deliveries are refused and publish
 // nothing.
 func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
-	repo := t.TempDir()
-	git(t, repo, "init", "--quiet", "--initial-branch=main")
-	if err := os.WriteFile(filepath.Join(repo, "app.txt"), []byte("from a webhook"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	git(t, repo, "add", ".")
-	git(t, repo, "commit", "--quiet", "-m", "v1")
-	sha := git(t, repo, "rev-parse", "HEAD")
+	repo, sha := gitRepo(t, "from a webhook")
 
 	regAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // the rule names the image by it
 	s, _ := startStack(t, withRegistryAddr(regAddr), func(c *dev.Config) {
@@ -42,29 +35,10 @@ func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
 		c.Webhook = builder.WebhookConfig{Secret: webhookSecret, GitLabToken: "gitlab-token-0123456789",
 			Repositories: []builder.WebhookRule{{Match: "acme/app", Git: "file://" + repo, Image: regAddr + "/acme/app", PromoteTo: "dev"}}}
 	})
-	body, _ := json.Marshal(map[string]any{"ref": "refs/tags/v1.0.0", "after": sha,
-		"repository": map[string]string{"full_name": "acme/app", "clone_url": "https://github.example/acme/app.git"}})
-	sign := func(b []byte) string {
-		mac := hmac.New(sha256.New, []byte(webhookSecret))
-		mac.Write(b)
-		return "sha256=" + hex.EncodeToString(mac.Sum(nil))
-	}
+	body := gitPushBody("acme/app", "v1.0.0", sha)
+	sign := func(b []byte) string { return signGitHub(webhookSecret, b) }
 	send := func(path, signature, delivery string, b []byte) (int, builder.WebhookAccepted) {
-		req, _ := http.NewRequest(http.MethodPost, s.WebhookURL+path, bytes.NewReader(b))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-GitHub-Event", "push")
-		req.Header.Set("X-GitHub-Delivery", delivery)
-		if signature != "" {
-			req.Header.Set("X-Hub-Signature-256", signature)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var acc builder.WebhookAccepted
-		_ = json.NewDecoder(resp.Body).Decode(&acc)
-		return resp.StatusCode, acc
+		return sendGitHub(t, s.WebhookURL+path, signature, delivery, b)
 	}
 	requests := func() uint64 {
 		st, err := s.JetStream.Stream(context.Background(), events.StreamName)
@@ -198,4 +172,53 @@ func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
 	if n := requests(); n != 3 {
 		t.Fatalf("%d build.requested after the GitLab push, want 3", n)
 	}
+}
+
+// signGitHub is GitHub's X-Hub-Signature-256 of body.
+func signGitHub(secret string, body []byte) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// sendGitHub delivers a push event as GitHub does; an empty signature sends
+// none.
+func sendGitHub(t *testing.T, url, signature, delivery string, body []byte) (int, builder.WebhookAccepted) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-GitHub-Delivery", delivery)
+	if signature != "" {
+		req.Header.Set("X-Hub-Signature-256", signature)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var acc builder.WebhookAccepted
+	_ = json.NewDecoder(resp.Body).Decode(&acc)
+	return resp.StatusCode, acc
+}
+
+// gitPushBody is a GitHub push event of a tag at sha in repository.
+func gitPushBody(repository, tag, sha string) []byte {
+	body, _ := json.Marshal(map[string]any{"ref": "refs/tags/" + tag, "after": sha,
+		"repository": map[string]string{"full_name": repository, "clone_url": "https://github.example/" + repository + ".git"}})
+	return body
+}
+
+// gitRepo is a git repository of one commit (app.txt holding content) and
+// that commit's sha.
+func gitRepo(t *testing.T, content string) (dir, sha string) {
+	t.Helper()
+	dir = t.TempDir()
+	git(t, dir, "init", "--quiet", "--initial-branch=main")
+	if err := os.WriteFile(filepath.Join(dir, "app.txt"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git(t, dir, "add", ".")
+	git(t, dir, "commit", "--quiet", "-m", "v1")
+	return dir, git(t, dir, "rev-parse", "HEAD")
 }

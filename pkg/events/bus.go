@@ -88,29 +88,122 @@ func (b *Bus) Tracer() trace.Tracer { return b.tracer }
 // injected into the event, its data is validated against the contract, and
 // its id becomes the Nats-Msg-Id so that publishing it again stores nothing.
 func (b *Bus) Publish(ctx context.Context, ev cloudevents.Event) error {
+	name, msg, err := b.message(ctx, ev)
+	if err != nil {
+		return err
+	}
+	if _, err := b.js.PublishMsg(ctx, msg, publishOpts(ev)...); err != nil {
+		return fmt.Errorf("publish %s %s: %w", name, ev.ID(), err)
+	}
+	b.count(ctx, name, ev)
+	return nil
+}
+
+// message validates ev and turns it into the NATS message that stores it.
+func (b *Bus) message(ctx context.Context, ev cloudevents.Event) (Name, *nats.Msg, error) {
 	name, ok := NameOfType(ev.Type())
 	if !ok {
-		return fmt.Errorf("publish: unknown event type %q", ev.Type())
+		return "", nil, fmt.Errorf("publish: unknown event type %q", ev.Type())
 	}
 	b.prop.Inject(ctx, extensionCarrier{&ev})
 	if err := ValidateData(name, ev.Data()); err != nil {
-		return fmt.Errorf("publish %s: %w", name, err)
+		return name, nil, fmt.Errorf("publish %s: %w", name, err)
 	}
 	body, err := json.Marshal(ev)
 	if err != nil {
-		return fmt.Errorf("publish %s: %w", name, err)
+		return name, nil, fmt.Errorf("publish %s: %w", name, err)
 	}
 	msg := nats.NewMsg(name.Subject())
 	msg.Data = body
 	msg.Header.Set("Content-Type", ContentType)
 	msg.Header.Set(HeaderRunID, RunID(ev))
-	if _, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID()), jetstream.WithExpectStream(StreamName)); err != nil {
-		return fmt.Errorf("publish %s %s: %w", name, ev.ID(), err)
-	}
+	return name, msg, nil
+}
+
+// publishTimeout bounds the wait for an asynchronous publish's
+// acknowledgement, as jetstream's own default bounds a synchronous one.
+const publishTimeout = 5 * time.Second
+
+func publishOpts(ev cloudevents.Event) []jetstream.PublishOpt {
+	return []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID()), jetstream.WithExpectStream(StreamName)}
+}
+
+// count records a published failure event in the failures metric.
+func (b *Bus) count(ctx context.Context, name Name, ev cloudevents.Event) {
 	if class, ok := failureClass(name, ev.Data()); ok {
 		b.metrics.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("event", string(name)), attribute.String("class", class)))
 	}
-	return nil
+}
+
+// Emitter publishes events without waiting for each one to be stored, in
+// the order they are emitted: for events a handler reports along the way
+// (push.stage), which need not hold it up one round trip each. Wait says
+// whether all of them were stored; a handler calls it before it publishes
+// its outcome, so nothing it reported can be lost after it acknowledges.
+// An Emitter is not safe for concurrent use.
+type Emitter struct {
+	b       *Bus
+	parent  cloudevents.Event
+	pending []pendingEvent
+	err     error
+}
+
+type pendingEvent struct {
+	name Name
+	ev   cloudevents.Event
+	ack  jetstream.PubAckFuture
+}
+
+// Emitter returns an Emitter of events that answer parent.
+func (b *Bus) Emitter(parent cloudevents.Event) *Emitter { return &Emitter{b: b, parent: parent} }
+
+// Emit sends the event that answers the emitter's parent; an error to build
+// or send it is kept for Wait.
+func (e *Emitter) Emit(ctx context.Context, name Name, key string, data any) {
+	if e.err != nil {
+		return
+	}
+	ev, err := Follow(e.b.source, e.parent, name, key, data)
+	if err != nil {
+		e.err = err
+		return
+	}
+	name, msg, err := e.b.message(ctx, ev)
+	if err != nil {
+		e.err = err
+		return
+	}
+	ack, err := e.b.js.PublishMsgAsync(msg, publishOpts(ev)...)
+	if err != nil {
+		e.err = fmt.Errorf("publish %s %s: %w", name, ev.ID(), err)
+		return
+	}
+	e.pending = append(e.pending, pendingEvent{name: name, ev: ev, ack: ack})
+}
+
+// Wait returns once every event emitted so far is stored, or with the
+// first error: then the caller fails its delivery and emits them again
+// on redelivery (their ids are the same, so nothing is stored twice).
+func (e *Emitter) Wait(ctx context.Context) error {
+	// As long as a publish waits for its acknowledgement: one lost in an
+	// outage must fail the delivery, not hold it forever.
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	for _, p := range e.pending {
+		if e.err != nil {
+			break
+		}
+		select {
+		case <-p.ack.Ok():
+			e.b.count(ctx, p.name, p.ev)
+		case err := <-p.ack.Err():
+			e.err = fmt.Errorf("publish %s %s: %w", p.name, p.ev.ID(), err)
+		case <-ctx.Done():
+			e.err = ctx.Err()
+		}
+	}
+	e.pending = e.pending[:0]
+	return e.err
 }
 
 // Emit builds the event that answers parent (see Follow) and publishes it.

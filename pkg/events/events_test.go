@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/events/eventstest"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -163,6 +166,60 @@ func TestPublishRefusesDataThatBreaksTheContract(t *testing.T) {
 	ev, _ := events.NewEvent(bus.Source(), events.BuildRequested, "run-1", "app", events.BuildRequest{Source: events.Source{Kind: "ftp"}})
 	if err := bus.Publish(context.Background(), ev); !errors.Is(err, events.ErrInvalid) {
 		t.Fatalf("Publish(invalid) = %v, want ErrInvalid", err)
+	}
+}
+
+// TestEmitterStoresInOrderOnceWaited: events sent without waiting are all
+// stored, in the order they were emitted, by the time Wait returns; one that
+// breaks the contract is Wait's error and nothing after it is sent; emitting
+// them again (a redelivered handler) stores nothing twice.
+func TestEmitterStoresInOrderOnceWaited(t *testing.T) {
+	t.Parallel()
+	bus, srv, _ := newBus(t)
+	ctx := context.Background()
+	parent, _ := events.NewEvent(bus.Source(), events.BuildRequested, "run-1", "app", validRequest())
+	stage := func(i int) events.StageReport {
+		return events.StageReport{Stage: fmt.Sprintf("stage %d", i), Status: "ok", Line: fmt.Sprintf("[STAGE] stage %d OK", i)}
+	}
+	for range 2 {
+		em := bus.Emitter(parent)
+		for i := range 20 {
+			em.Emit(ctx, events.PushStage, strconv.Itoa(i), stage(i))
+		}
+		if err := em.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, err := srv.JetStream.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		ev, _, err := events.Parse(msg.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := events.Decode[events.StageReport](ev); got.Stage != stage(i).Stage {
+			t.Fatalf("event %d is %q: out of order", i, got.Stage)
+		}
+	}
+	if info, _ := cons.Info(ctx); info.NumPending != 0 {
+		t.Fatalf("%d more events: emitting again stored duplicates", info.NumPending)
+	}
+
+	em := bus.Emitter(parent)
+	em.Emit(ctx, events.PushStage, "bad", events.StageReport{})
+	em.Emit(ctx, events.PushStage, "after", stage(99))
+	if err := em.Wait(ctx); !errors.Is(err, events.ErrInvalid) {
+		t.Fatalf("Wait after an invalid event = %v, want ErrInvalid", err)
+	}
+	stream, _ := srv.JetStream.Stream(ctx, events.StreamName)
+	if info, _ := stream.Info(ctx); info.State.Msgs != 20 {
+		t.Fatalf("the stream holds %d events, want the 20 valid ones only", info.State.Msgs)
 	}
 }
 

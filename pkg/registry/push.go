@@ -25,8 +25,8 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Observer receives every stage report as it happens; ctx carries the
-// stage's span.
+// Observer receives every stage report as it happens, one at a time, in
+// stage order; ctx carries the stage's span.
 type Observer func(ctx context.Context, r StageReport)
 
 // PushResult summarizes a push.

@@ -65,17 +65,7 @@ func (p *pusher) handle(ctx context.Context, m events.Message) error {
 			Hint: "the target must be an image reference such as registry.example.com/team/app:tag"})
 	}
 
-	// Stage events are published as they happen; a failure to publish one
-	// fails the delivery so the push is redone (cheaply: it is warm).
-	var publishErr error
-	observe := func(sctx context.Context, r registry.StageReport) {
-		report := StageReport(build.Target, build.Graph.Root.Digest.String(), r)
-		p.cfg.Log().Info(report.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status, "attempt", r.Attempt, "requests", r.Requests)
-		key := fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt)
-		if _, err := p.bus.Emit(sctx, m.Event, events.PushStage, key, report); err != nil && publishErr == nil {
-			publishErr = err
-		}
-	}
+	stages, observe := p.stages(m, build.Target, build.Graph.Root.Digest.String())
 	opts, err := TagOptions(build.Tag)
 	if err != nil {
 		return fail(events.Failure{Stage: registry.StageTagUpdate, Class: string(registry.ClassSchema), Message: err.Error(),
@@ -90,8 +80,8 @@ func (p *pusher) handle(ctx context.Context, m events.Message) error {
 	res, err := p.cfg.Registry.Push(ctx, ref, build.Graph, p.blobs, observe, append(opts, registry.WithProgress(feed.Update))...)
 	stopFeed()
 	<-fed
-	if publishErr != nil {
-		return publishErr
+	if err := stages.Wait(ctx); err != nil {
+		return err
 	}
 	if errors.Is(err, oci.ErrStore) && !m.LastTry {
 		return err // our blob store (the bus) failed, not the registry: push again later
@@ -164,18 +154,10 @@ func (p *pusher) promote(ctx context.Context, m events.Message) error {
 	if err != nil {
 		return events.Permanent(err)
 	}
-	var publishErr error
-	observe := func(sctx context.Context, r registry.StageReport) {
-		report := StageReport(target, a.Digest, r)
-		p.cfg.Log().Info(report.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status)
-		key := fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt)
-		if _, err := p.bus.Emit(sctx, m.Event, events.PushStage, key, report); err != nil && publishErr == nil {
-			publishErr = err
-		}
-	}
+	stages, observe := p.stages(m, target, a.Digest)
 	res, err := p.cfg.Registry.Push(ctx, ref, g, repo, observe, opts...)
-	if publishErr != nil {
-		return publishErr
+	if err := stages.Wait(ctx); err != nil {
+		return err
 	}
 	var rerr *registry.Error
 	if errors.As(err, &rerr) {
@@ -196,6 +178,19 @@ func (p *pusher) promote(ctx context.Context, m events.Message) error {
 		Promotion: &a, Evidence: a.Evidence,
 	})
 	return err
+}
+
+// stages reports each stage of a push as it ends: a [STAGE] log line and a
+// push.stage event, sent without waiting for the bus. The handler waits
+// for them before it publishes the push's outcome; if one was not stored,
+// the delivery fails and the push is redone (cheaply: it is warm).
+func (p *pusher) stages(m events.Message, target, digest string) (*events.Emitter, registry.Observer) {
+	emitter := p.bus.Emitter(m.Event)
+	return emitter, func(ctx context.Context, r registry.StageReport) {
+		report := StageReport(target, digest, r)
+		p.cfg.Log().Info(report.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status, "attempt", r.Attempt, "requests", r.Requests)
+		emitter.Emit(ctx, events.PushStage, fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt), report)
+	}
 }
 
 // retryOr returns a transient registry error for the delivery to be

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"io"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// serviceBinaries builds the four services as the binaries that run in
+// production, into a directory of the test's.
+func serviceBinaries(t *testing.T) string {
+	t.Helper()
+	bins := t.TempDir()
+	build := exec.Command("go", "build", "-o", bins+"/",
+		"github.com/digestline/digestline/services/builder/cmd/builder", "github.com/digestline/digestline/services/pusher/cmd/pusher",
+		"github.com/digestline/digestline/services/verifier/cmd/verifier", "github.com/digestline/digestline/services/reporter/cmd/reporter")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the services: %v\n%s", err, out)
+	}
+	return bins
+}
+
+// process is one service binary run as a real process, which a test may
+// kill (a crash) or stop (SIGTERM: drain, flush telemetry) and start again.
+type process struct {
+	name, bin string
+	args, env []string
+	logs      io.Writer
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	kills     int
+}
+
+// newProcess is the service name from bins (see serviceBinaries).
+func newProcess(bins, name string, env []string, logs io.Writer, args ...string) *process {
+	return &process{name: name, bin: filepath.Join(bins, name), args: args, env: env, logs: logs}
+}
+
+func (p *process) start(t *testing.T) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = p.env, p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Errorf("start %s: %v", p.name, err)
+		return
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }() // reaped whether it is killed or exits
+	p.cmd, p.exited = cmd, exited
+}
+
+// kill sends SIGKILL: no drain, no goodbye — a crash at an arbitrary line.
+func (p *process) kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		p.kills++
+	}
+}
+
+// stop sends SIGTERM and waits for the process to exit (killing it after
+// 30 s): a graceful shutdown, which also flushes its spans.
+func (p *process) stop(t *testing.T) {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not stop within 30 s of SIGTERM", p.name)
+		p.kill()
+		<-exited
+	}
+}
