@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
@@ -126,14 +127,7 @@ func (f LayerFormat) compressor(w io.Writer) (io.WriteCloser, error) {
 		if level == 0 {
 			level = defaultGzipLevel
 		}
-		zw, err := pgzip.NewWriterLevel(w, level)
-		if err != nil {
-			return nil, err
-		}
-		if err := zw.SetConcurrency(gzipBlockSize, f.jobs()); err != nil {
-			return nil, err
-		}
-		return zw, nil
+		return newGzipWriter(w, level, f.jobs())
 	case Zstd:
 		level := zstd.SpeedDefault
 		if f.Level > 0 {
@@ -142,6 +136,52 @@ func (f LayerFormat) compressor(w io.Writer) (io.WriteCloser, error) {
 		return zstd.NewWriter(w, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(f.jobs()))
 	}
 	return nopWriteCloser{w}, nil
+}
+
+// gzipPools keeps parallel gzip writers for reuse, one pool per level and
+// number of jobs (a writer's compressors keep the level they were made
+// with). Each writer holds megabytes of block buffers and compressors that
+// a new one allocates and zeroes: for the small layers of most builds that
+// cost more than compressing them.
+var gzipPools sync.Map // gzipKey → *sync.Pool of *pgzip.Writer
+
+type gzipKey struct{ level, jobs int }
+
+// pooledGzip is a parallel gzip writer that goes back to its pool once
+// closed; it must not be used after Close.
+type pooledGzip struct {
+	*pgzip.Writer
+	pool *sync.Pool
+}
+
+func (z pooledGzip) Close() error {
+	err := z.Writer.Close()
+	if err == nil {
+		z.pool.Put(z.Writer)
+	}
+	return err
+}
+
+// newGzipWriter is a parallel gzip writer to w, reused where one of the same
+// level and jobs was closed before. A reset writer writes the same bytes as
+// a new one: the output depends only on the input, the level and the block
+// size.
+func newGzipWriter(w io.Writer, level, jobs int) (io.WriteCloser, error) {
+	p, _ := gzipPools.LoadOrStore(gzipKey{level, jobs}, &sync.Pool{})
+	pool := p.(*sync.Pool)
+	zw, ok := pool.Get().(*pgzip.Writer)
+	if ok {
+		zw.Reset(w)
+	} else {
+		var err error
+		if zw, err = pgzip.NewWriterLevel(w, level); err != nil {
+			return nil, err
+		}
+	}
+	if err := zw.SetConcurrency(gzipBlockSize, jobs); err != nil {
+		return nil, err
+	}
+	return pooledGzip{zw, pool}, nil
 }
 
 type nopWriteCloser struct{ io.Writer }
