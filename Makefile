@@ -10,7 +10,9 @@ BINARIES := ./cmd/digestline ./services/builder/cmd/builder ./services/pusher/cm
             ./services/verifier/cmd/verifier ./services/reporter/cmd/reporter
 
 .PHONY: all demo test test-chaos build bench lint deps tools images compose-up compose-down screenshot
-COMPOSE ?= podman compose
+# podman-compose (Debian's package) where it is installed, else podman's own
+# `podman compose` (podman 4.7+); COMPOSE="docker compose" for docker.
+COMPOSE ?= $(shell command -v podman-compose >/dev/null 2>&1 && echo podman-compose || echo podman compose)
 all: lint build test
 
 ## deps: download every module's dependencies

@@ -5,6 +5,7 @@
 #   builder pusher verifier reporter   the services
 #   digestline                         the CLI (also `digestline registry`, the registry of the compose file)
 #   nats                               nats-server with JetStream, from its Go module
+#   jaeger                             Jaeger v2 all-in-one, in memory (scripts/jaeger.sh)
 # Usage: scripts/images.sh [OUT]  (make images; default OUT .digestline/images)
 #   podman load -i OUT/builder.tar   # or: podman pull oci-archive:OUT/builder.tar
 set -euo pipefail
@@ -18,15 +19,20 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
 [ -x bin/digestline ] || CGO_ENABLED=0 go build -trimpath -o bin/ ./cmd/digestline
 
-# image NAME PACKAGE PORTS DESCRIPTION ENTRYPOINT-ARGS...: a root of /usr/local/bin/<binary>,
-# a world-writable /tmp and /data (sticky), and a digestline.yaml describing the image.
+# image NAME PACKAGE PORTS DESCRIPTION ENTRYPOINT-ARGS...: a root of /usr/local/bin/<binary>
+# (PACKAGE built static, or copied when it is the path of a binary), a world-writable /tmp
+# and /data (sticky), and a digestline.yaml describing the image.
 image() {
   local name=$1 pkg=$2 ports=$3 description=$4; shift 4
   local root="$work/$name" bin
   bin=$(basename "$1")
   mkdir -p "$root/usr/local/bin" "$root/tmp" "$root/data"
   chmod 1777 "$root/tmp" "$root/data"
-  (cd cmd/digestline && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$root/usr/local/bin/$bin" "$pkg")
+  if [ -f "$pkg" ]; then
+    cp "$pkg" "$root/usr/local/bin/$bin"
+  else
+    (cd cmd/digestline && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$root/usr/local/bin/$bin" "$pkg")
+  fi
   {
     printf 'entrypoint: ['; local first=1 a; for a in "$@"; do [ $first = 1 ] || printf ', '; printf '"%s"' "$a"; first=0; done; printf ']\n'
     echo 'user: "65532:65532"'
@@ -53,3 +59,4 @@ image verifier github.com/digestline/digestline/services/verifier/cmd/verifier '
 image reporter github.com/digestline/digestline/services/reporter/cmd/reporter '"8080/tcp"' "digestline reporter: promotions, gates, API" /usr/local/bin/reporter
 image digestline github.com/digestline/digestline/cmd/digestline '"5000/tcp"' "digestline CLI and standalone registry" /usr/local/bin/digestline
 image nats github.com/nats-io/nats-server/v2 '"4222/tcp", "8222/tcp"' "nats-server with JetStream" /usr/local/bin/nats-server -js -sd /data/jetstream -m 8222
+image jaeger "$(scripts/jaeger.sh)" '"4317/tcp", "4318/tcp", "16686/tcp", "13133/tcp"' "Jaeger v2 all-in-one (in memory), built from its Go module" /usr/local/bin/jaeger

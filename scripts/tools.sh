@@ -12,16 +12,8 @@ install() { # binary module@version
 install crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
 install oras oras.land/oras/cmd/oras@v1.3.6
 install regctl github.com/regclient/regclient/cmd/regctl@v0.11.7
-# Jaeger v2 all-in-one, for the trace test: built from the wrapper module in
-# scripts/jaeger (it needs a replace), ~8 minutes cold on 2 cores. The binary
-# is kept in the user's cache, keyed by the wrapper's go.sum, so that a fresh
-# clone on the same machine does not build it again.
-jaeger_cache=${XDG_CACHE_HOME:-$HOME/.cache}/digestline/jaeger-$(sha256sum scripts/jaeger/go.sum | cut -c1-12)
-if [ ! -x "$jaeger_cache/jaeger" ]; then
-  echo "installing jaeger (from scripts/jaeger; several minutes the first time)" >&2
-  (cd scripts/jaeger && GOBIN=$jaeger_cache GOFLAGS= GOWORK=off go install github.com/jaegertracing/jaeger/cmd/jaeger)
-fi
-ln -sf "$jaeger_cache/jaeger" "$tools/jaeger"
+# Jaeger v2 all-in-one, for the trace test (see scripts/jaeger.sh).
+ln -sf "$(scripts/jaeger.sh)" "$tools/jaeger"
 # From Debian: skopeo, and docker-registry (distribution 2.8, a real registry
 # without the referrers API).
 apt_missing=()

@@ -54,9 +54,21 @@ func TestDeploymentManifests(t *testing.T) {
 
 	compose := readYAML(t, filepath.Join(root, "docker-compose.yml"))[0]
 	services := compose["services"].(map[string]any)
+	images, err := os.ReadFile(filepath.Join(root, "scripts", "images.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range []string{"nats", "registry", "jaeger", "builder", "pusher", "verifier", "reporter"} {
-		if services[name] == nil {
+		svc, _ := services[name].(map[string]any)
+		if svc == nil {
 			t.Errorf("docker-compose.yml has no %s", name)
+			continue
+		}
+		// Nothing is pulled: every image is one that make images builds.
+		image, _ := svc["image"].(string)
+		built, ok := strings.CutPrefix(strings.TrimSuffix(image, ":dev"), "localhost/digestline-")
+		if !ok || !bytes.Contains(images, []byte("\nimage "+built+" ")) {
+			t.Errorf("compose %s runs %q, which make images does not build", name, image)
 		}
 	}
 	for _, name := range []string{"builder", "pusher", "verifier", "reporter"} {
