@@ -23,6 +23,7 @@ import (
 const (
 	ClassInput    = "input"     // the request or its source is unusable as given
 	ClassNotFound = "not-found" // the source does not exist
+	ClassAuth     = "auth"      // the source refuses the builder's credentials (or their absence)
 )
 
 // Config configures the builder.
@@ -129,7 +130,7 @@ func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph
 	if req.Source.Kind == events.SourceGit {
 		// Record where the image came from, unless the request says otherwise.
 		spec.Annotations = withDefaults(spec.Annotations, map[string]string{
-			v1.AnnotationSource: req.Source.URL, v1.AnnotationRevision: dir.commit,
+			v1.AnnotationSource: redactGitURL(req.Source.URL), v1.AnnotationRevision: dir.commit,
 		})
 	}
 	return Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.cfg.Registry}, b.blobs)
