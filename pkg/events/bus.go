@@ -199,7 +199,7 @@ func (e *Emitter) Wait(ctx context.Context) error {
 		case err := <-p.ack.Err():
 			e.err = fmt.Errorf("publish %s %s: %w", p.name, p.ev.ID(), err)
 		case <-ctx.Done():
-			e.err = ctx.Err()
+			e.err = fmt.Errorf("publish %s %s: no acknowledgement from JetStream: %w", p.name, p.ev.ID(), ctx.Err())
 		}
 	}
 	e.pending = e.pending[:0]
