@@ -342,3 +342,46 @@ func TestTraceContextTravelsInTheEvent(t *testing.T) {
 		return false
 	})
 }
+
+// TestBucketsReadFromTheLeader: every bucket is a working key-value store
+// whose reads are not served by lagging replicas (no direct gets), also
+// when it was first made by jetstream's own CreateKeyValue (direct gets on).
+func TestBucketsReadFromTheLeader(t *testing.T) {
+	t.Parallel()
+	srv := eventstest.NewServer(t)
+	ctx := context.Background()
+	if _, err := srv.JetStream.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: events.VerifiedBucket, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if err := events.Provision(ctx, srv.JetStream, events.ProvisionOptions{}); err != nil {
+		t.Fatalf("provision over a bucket made by CreateKeyValue: %v", err)
+	}
+	for _, bucket := range []string{events.PromotionsBucket, events.RunsBucket, events.VerifiedBucket, events.HistoryBucket} {
+		st, err := srv.JetStream.Stream(ctx, "KV_"+bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.CachedInfo().Config.AllowDirect {
+			t.Errorf("%s: reads may come from a lagging replica (allow_direct)", bucket)
+		}
+		kv, err := srv.JetStream.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, "a.b", []byte("1")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Create(ctx, "a.b", []byte("2")); !errors.Is(err, jetstream.ErrKeyExists) {
+			t.Errorf("%s: Create of an existing key = %v", bucket, err)
+		}
+		if e, err := kv.Get(ctx, "a.b"); err != nil || string(e.Value()) != "1" {
+			t.Errorf("%s: Get = %v %v", bucket, e, err)
+		}
+		if err := kv.Delete(ctx, "a.b"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Get(ctx, "a.b"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("%s: Get after Delete = %v", bucket, err)
+		}
+	}
+}

@@ -94,11 +94,43 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		{Bucket: HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}
 	for _, cfg := range buckets {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+		if _, err := js.CreateOrUpdateStream(ctx, kvStream(cfg)); err != nil {
 			return fmt.Errorf("provision key-value bucket %s: %w", cfg.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// kvStream is the stream behind a key-value bucket, as
+// jetstream.CreateOrUpdateKeyValue makes it but without direct gets. With
+// direct gets any replica answers a read, and a follower that lags (or a
+// node catching up after a restart) answers with an older value: the
+// reporter then read "never verified" for a digest the verifier had
+// stored a moment before, and decided a gate on it. Without them, every
+// read goes to the stream's leader and sees every acknowledged write.
+func kvStream(cfg jetstream.KeyValueConfig) jetstream.StreamConfig {
+	duplicates := 2 * time.Minute
+	if cfg.TTL > 0 && cfg.TTL < duplicates {
+		duplicates = cfg.TTL
+	}
+	return jetstream.StreamConfig{
+		Name:              "KV_" + cfg.Bucket,
+		Description:       cfg.Description,
+		Subjects:          []string{"$KV." + cfg.Bucket + ".>"},
+		MaxMsgsPerSubject: int64(max(cfg.History, 1)),
+		MaxBytes:          -1,
+		MaxAge:            cfg.TTL,
+		MaxMsgSize:        -1,
+		Storage:           cfg.Storage,
+		Replicas:          max(cfg.Replicas, 1),
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Duplicates:        duplicates,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		AllowDirect:       false,
+		Discard:           jetstream.DiscardNew,
+	}
 }
 
 // FollowFrom returns where a follower must start so it misses nothing
