@@ -36,7 +36,8 @@ type process struct {
 	kills     int
 }
 
-// newProcess is the service name from bins (see serviceBinaries).
+// newProcess is the service binary name in bins (see serviceBinaries),
+// to run with env and args; nothing runs until start.
 func newProcess(bins, name string, env []string, logs io.Writer, args ...string) *process {
 	return &process{name: name, bin: filepath.Join(bins, name), args: args, env: env, logs: logs}
 }
