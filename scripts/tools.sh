@@ -13,7 +13,8 @@ install crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
 install oras oras.land/oras/cmd/oras@v1.3.6
 install regctl github.com/regclient/regclient/cmd/regctl@v0.11.7
 # Jaeger v2 all-in-one, for the trace test (see scripts/jaeger.sh).
-ln -sf "$(scripts/jaeger.sh)" "$tools/jaeger"
+jaeger=$(scripts/jaeger.sh)
+ln -sf "$jaeger" "$tools/jaeger"
 # From Debian: skopeo, and docker-registry (distribution 2.8, a real registry
 # without the referrers API).
 apt_missing=()
