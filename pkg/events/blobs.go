@@ -30,6 +30,9 @@ func OpenBlobStore(ctx context.Context, js jetstream.JetStream) (*BlobStore, err
 	return &BlobStore{obs: obs}, nil
 }
 
+// blobChunkSize is the Object Store's own default chunk size.
+const blobChunkSize = 128 << 10
+
 // Put streams r into the store under desc's digest unless it is there already.
 // It verifies what it read: a blob that does not match desc is not kept.
 func (s *BlobStore) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) error {
@@ -38,7 +41,11 @@ func (s *BlobStore) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) er
 		return nil
 	}
 	v := desc.Digest.Verifier()
-	if _, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: name}, io.TeeReader(r, v)); err != nil {
+	// Chunks no bigger than the blob: the Object Store allocates one chunk
+	// buffer per put, 128 KiB by default, for blobs that are mostly a few
+	// hundred bytes (configs, manifests, small layers).
+	meta := jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(min(max(desc.Size, 1), blobChunkSize))}}
+	if _, err := s.obs.Put(ctx, meta, io.TeeReader(r, v)); err != nil {
 		return fmt.Errorf("%w: put %s into %s: %w", oci.ErrStore, name, BlobBucket, err)
 	}
 	if !v.Verified() {

@@ -304,8 +304,15 @@ func WriteTar(ctx context.Context, w io.Writer, dir string, mtime time.Time) err
 func writeEntries(ctx context.Context, w io.Writer, dir string, entries []treeEntry, mtime time.Time) error {
 	tw := tar.NewWriter(w)
 	// One copy buffer for the whole layer: a tree of many small files would
-	// otherwise allocate (and make the GC reclaim) one per file.
-	buf := make([]byte, 256<<10)
+	// otherwise allocate (and make the GC reclaim) one per file. It is no
+	// bigger than the largest file, so a tiny layer does not allocate 256 KiB.
+	var largest int64
+	for _, e := range entries {
+		if e.info.Mode().IsRegular() {
+			largest = max(largest, e.info.Size())
+		}
+	}
+	buf := make([]byte, min(max(largest, 4<<10), 256<<10))
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return err
