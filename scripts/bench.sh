@@ -283,7 +283,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo "and the paced row shows what a run waits when runs arrive at 50/s: the two cores are then mostly busy (about"
   echo "25 ms of CPU per run, 40% of it in the kernel: the embedded registry's and JetStream's file writes, and the"
   echo "builder unpacking each source tarball into a directory). At that edge the paced row moves a lot from run to run:"
-  echo "over nine runs on 2026-11-23 its p50 was 30, 37, 47, 73, 103, 109, 114, 118 and 150 ms: p50 ≤ 50 ms at 50 runs/s is not"
+  echo "over 18 runs on 2026-11-23 its p50 ranged from 30 to 150 ms, under 50 ms in 8 of them: p50 ≤ 50 ms at 50 runs/s is not"
   echo "reliably met on this machine."
   echo
   if want builder; then builder_vs_crane; echo; fi
