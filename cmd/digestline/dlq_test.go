@@ -54,7 +54,7 @@ func TestDeadLettersAreListedAndReplayed(t *testing.T) {
 		return json.Unmarshal([]byte(cli(t, "dlq", "list", "--json", nats)), &dls) == nil && len(dls) == 1
 	})
 	dl := dls[0]
-	if dl.Consumer != "reporter" || dl.Subject != events.VerifyCompleted.Subject() || dl.Deliveries != 5 || !strings.Contains(dl.Reason, "503") || dl.RunID == "" {
+	if dl.Consumer != "reporter" || dl.Subject != events.VerifyCompleted.Subject(dl.RunID) || dl.Deliveries != 5 || !strings.Contains(dl.Reason, "503") || dl.RunID == "" {
 		t.Fatalf("dead letter %+v", dl)
 	}
 	if table := cli(t, "dlq", "list", nats); !strings.Contains(table, "reporter") || !strings.Contains(table, dl.RunID) {
@@ -75,14 +75,15 @@ func TestDeadLettersAreListedAndReplayed(t *testing.T) {
 	}
 
 	down.Store(false)
-	if out := cli(t, "dlq", "replay", "--all", nats); !strings.Contains(out, "replayed #1 on digestline.verify.completed for reporter") {
+	if out := cli(t, "dlq", "replay", "--all", nats); !strings.Contains(out, "replayed #1 on "+events.VerifyCompleted.Subject(dl.RunID)+" for reporter") {
 		t.Fatalf("dlq replay printed %q", out)
 	}
 	waitFor(t, "the replayed run's promotion", func() bool { return s.current(t, "dev", s.RegistryAddr+"/team/dlq") != "" })
 	if left := cli(t, "dlq", "list", "--json", nats); strings.TrimSpace(left) != "[]" {
 		t.Fatalf("dead letters left after the replay: %s", left)
 	}
-	// The run's history shows the event once: the replay is not indexed twice.
+	// The run's history shows the event once, though the stream holds it
+	// twice: where it was dead-lettered, and the replay.
 	n := 0
 	for _, name := range names(s.runEvents(t, dl.RunID)) {
 		if name == "verify.completed" {

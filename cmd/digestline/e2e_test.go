@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/nats-io/nats.go/jetstream"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -457,31 +458,44 @@ func TestMalformedEventsAreDeadLetteredAndServicesKeepWorking(t *testing.T) {
 	s, _ := startStack(t)
 	ctx := context.Background()
 	bad := map[string][]byte{
-		events.BuildRequested.Subject(): []byte("definitely not json"),
-		events.BuildCompleted.Subject(): []byte(`{"specversion":"1.0","id":"x","source":"/evil","type":"dev.digestline.build.completed.v1","runid":"r1","datacontenttype":"application/json","data":{"target":"nope"}}`),
-		events.PushCompleted.Subject():  []byte(`{"specversion":"1.0","id":"y","source":"/evil","type":"dev.digestline.push.completed.v7","runid":"r2","data":{}}`),
+		events.BuildRequested.Subject("r0"): []byte("definitely not json"),
+		events.BuildCompleted.Subject("r1"): []byte(`{"specversion":"1.0","id":"x","source":"/evil","type":"dev.digestline.build.completed.v1","runid":"r1","datacontenttype":"application/json","data":{"target":"nope"}}`),
+		events.PushCompleted.Subject("r2"):  []byte(`{"specversion":"1.0","id":"y","source":"/evil","type":"dev.digestline.push.completed.v7","runid":"r2","data":{}}`),
+		// A valid event filed under another run would put it in that run's history.
+		events.BuildRequested.Subject("r3"): []byte(`{"specversion":"1.0","id":"z","source":"/evil","type":"dev.digestline.build.requested.v1","runid":"r4","datacontenttype":"application/json","data":{"source":{"kind":"dir","path":"/nope"},"target":"registry.local/app:1","spec":{}}}`),
 	}
 	for subj, body := range bad {
 		if _, err := s.JetStream.Publish(ctx, subj, body); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// The stream takes the contract's subjects alone: anything else is
+	// refused to its publisher, not stored where nothing reads it.
+	for _, subj := range []string{"digestline.build.requested", "digestline.build.started.r5", "digestline.build.requested.r5.extra"} {
+		if _, err := s.JetStream.Publish(ctx, subj, []byte(`{}`)); !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			t.Errorf("publish on %s: %v, want it refused", subj, err)
+		}
+	}
 	dlq, err := s.JetStream.Stream(ctx, events.DeadLetterStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Each malformed event reaches every consumer that reads its subject:
-	// its service and the run index.
+	// Each malformed event reaches the one service that reads its subject.
 	waitFor(t, "the malformed events in the dead-letter stream", func() bool {
 		info, err := dlq.Info(ctx)
-		return err == nil && info.State.Msgs >= 6
+		return err == nil && info.State.Msgs >= uint64(len(bad))
 	})
-	m, err := dlq.GetLastMsgForSubject(ctx, events.DeadLetterPrefix+events.PushCompleted.Subject())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if reason := m.Header.Get(events.HeaderDLQReason); !strings.Contains(reason, "unknown event type") {
-		t.Errorf("dead-letter reason %q", reason)
+	for subj, reason := range map[string]string{
+		events.PushCompleted.Subject("r2"):  "unknown event type",
+		events.BuildRequested.Subject("r3"): "published on " + events.BuildRequested.Subject("r3"),
+	} {
+		m, err := dlq.GetLastMsgForSubject(ctx, events.DeadLetterPrefix+subj)
+		if err != nil {
+			t.Fatalf("%s: %v", subj, err)
+		}
+		if got := m.Header.Get(events.HeaderDLQReason); !strings.Contains(got, reason) {
+			t.Errorf("dead-letter reason for %s: %q, want %q", subj, got, reason)
+		}
 	}
 
 	if _, out, err := s.ship(t, sourceDir(t, "after poison"), "team/app:ok"); err != nil {

@@ -291,7 +291,7 @@ func TestPromotionAPIRequiresAToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stream.GetLastMsgForSubject(context.Background(), events.PromotionRequested.Subject()); !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := stream.GetLastMsgForSubject(context.Background(), events.PromotionRequested.Filter()); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatalf("a refused request reached the bus: %v", err)
 	}
 

@@ -50,11 +50,11 @@ func main() {
 func Follow(ctx context.Context, js jetstream.JetStream, durable, env string, out io.Writer) error {
 	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
 		Durable:       durable,
-		FilterSubject: events.Promoted.Subject(),
+		FilterSubject: events.Promoted.Filter(),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("follow %s (is digestline running?): %w", events.Promoted.Subject(), err)
+		return fmt.Errorf("follow %s (is digestline running?): %w", events.Promoted.Filter(), err)
 	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		ev, name, err := events.Parse(msg.Data())

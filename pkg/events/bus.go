@@ -105,6 +105,10 @@ func (b *Bus) message(ctx context.Context, ev cloudevents.Event) (Name, *nats.Ms
 	if !ok {
 		return "", nil, fmt.Errorf("publish: unknown event type %q", ev.Type())
 	}
+	run := RunID(ev)
+	if err := CheckRunID(run); err != nil {
+		return name, nil, fmt.Errorf("publish %s: %w: %v", name, ErrInvalid, err)
+	}
 	b.prop.Inject(ctx, extensionCarrier{&ev})
 	if err := ValidateData(name, ev.Data()); err != nil {
 		return name, nil, fmt.Errorf("publish %s: %w", name, err)
@@ -113,10 +117,9 @@ func (b *Bus) message(ctx context.Context, ev cloudevents.Event) (Name, *nats.Ms
 	if err != nil {
 		return name, nil, fmt.Errorf("publish %s: %w", name, err)
 	}
-	msg := nats.NewMsg(name.Subject())
+	msg := nats.NewMsg(name.Subject(run))
 	msg.Data = body
 	msg.Header.Set("Content-Type", ContentType)
-	msg.Header.Set(HeaderRunID, RunID(ev))
 	return name, msg, nil
 }
 
@@ -258,10 +261,6 @@ func (b *Bus) deadLetter(ctx context.Context, consumer string, msg jetstream.Msg
 
 // Headers of a dead-lettered message.
 const (
-	// HeaderRunID repeats the event's run id on the NATS message, so a
-	// watcher of one run skips the others' events without parsing them.
-	HeaderRunID = "Digestline-Run-Id"
-
 	HeaderDLQReason     = "Digestline-Dlq-Reason"
 	HeaderDLQConsumer   = "Digestline-Dlq-Consumer"
 	HeaderDLQSubject    = "Digestline-Dlq-Subject"

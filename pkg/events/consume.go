@@ -27,8 +27,6 @@ type Message struct {
 	// dead-lettered: a handler that would retry a transient failure should
 	// report it as the run's failure instead, so the run ends visibly.
 	LastTry bool
-	// Replay is set on an event republished from the dead-letter stream.
-	Replay bool
 }
 
 // Handler processes one event. It returns nil once its effects and the events
@@ -83,7 +81,7 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) error {
 		MaxDeliver: -1,
 	}
 	for _, n := range spec.Events {
-		cfg.FilterSubjects = append(cfg.FilterSubjects, n.Subject())
+		cfg.FilterSubjects = append(cfg.FilterSubjects, n.Filter())
 	}
 	if len(cfg.FilterSubjects) == 0 {
 		cfg.FilterSubject = SubjectAll
@@ -140,6 +138,11 @@ func (b *Bus) handle(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, 
 		return
 	}
 	ev, name, err := Parse(msg.Data())
+	if err == nil && msg.Subject() != name.Subject(RunID(ev)) {
+		// A run's history is what its subjects hold: an event filed under
+		// another run, or as another event, would falsify it.
+		err = fmt.Errorf("%w: a %s of run %s was published on %s", ErrInvalid, name, RunID(ev), msg.Subject())
+	}
 	if err != nil {
 		b.settle(ctx, spec, msg, err)
 		return
@@ -163,7 +166,7 @@ func (b *Bus) handle(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, 
 		err = Permanent(fmt.Errorf("gave up after %d deliveries (the handler crashed or timed out each time)", meta.NumDelivered-1))
 	} else {
 		err = b.run(ctx, spec, msg, h, Message{Event: ev, Name: name, Sequence: meta.Sequence.Stream, Delivery: meta.NumDelivered,
-			LastTry: meta.NumDelivered >= uint64(spec.MaxDeliver), Replay: msg.Headers().Get(HeaderReplayOf) != ""})
+			LastTry: meta.NumDelivered >= uint64(spec.MaxDeliver)})
 	}
 	if err != nil {
 		span.RecordError(err)

@@ -92,7 +92,7 @@ func deadLetterAt(ctx context.Context, s jetstream.Stream, seq uint64) (DeadLett
 
 // Replay republishes dead letter seq on its original subject, for the
 // consumer that gave up to try again (handlers are idempotent, so others
-// that see it again do no harm; the run index skips it), and removes it
+// that see it again do no harm; a run's history lists it once), and removes it
 // from the dead-letter stream. Replaying the same letter twice publishes it
 // once.
 func Replay(ctx context.Context, js jetstream.JetStream, seq uint64) (DeadLetter, error) {

@@ -100,6 +100,9 @@ func Parse(body []byte) (cloudevents.Event, Name, error) {
 	if RunID(ev) == "" {
 		return ev, name, fmt.Errorf("%w: %s has no %s extension", ErrInvalid, ev.Type(), ExtRunID)
 	}
+	if err := CheckRunID(RunID(ev)); err != nil {
+		return ev, name, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	if ct := ev.DataContentType(); ct != cloudevents.ApplicationJSON {
 		return ev, name, fmt.Errorf("%w: %s has datacontenttype %q, want %s", ErrInvalid, ev.Type(), ct, cloudevents.ApplicationJSON)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -28,8 +29,16 @@ func TestNamesDeriveTypeAndSubject(t *testing.T) {
 	if got := events.BuildRequested.Type(); got != "dev.digestline.build.requested.v1" {
 		t.Errorf("Type() = %q", got)
 	}
-	if got := events.PushStage.Subject(); got != "digestline.push.stage" {
+	if got := events.PushStage.Subject("run-1"); got != "digestline.push.stage.run-1" {
 		t.Errorf("Subject() = %q", got)
+	}
+	if got := events.Promoted.Filter(); got != "digestline.promoted.*" {
+		t.Errorf("Filter() = %q", got)
+	}
+	for _, bad := range []string{"", "a.b", "a b", "*", ">", strings.Repeat("r", 129)} {
+		if events.CheckRunID(bad) == nil {
+			t.Errorf("run id %q accepted: it is not one subject token", bad)
+		}
 	}
 	for _, typ := range []string{"dev.digestline.build.requested.v2", "dev.digestline.nope.v1", "com.example.build.requested.v1"} {
 		if _, ok := events.NameOfType(typ); ok {
@@ -167,6 +176,77 @@ func TestPublishRefusesDataThatBreaksTheContract(t *testing.T) {
 	if err := bus.Publish(context.Background(), ev); !errors.Is(err, events.ErrInvalid) {
 		t.Fatalf("Publish(invalid) = %v, want ErrInvalid", err)
 	}
+	ev, _ = events.NewEvent(bus.Source(), events.BuildRequested, "run.1", "app", validRequest())
+	if err := bus.Publish(context.Background(), ev); !errors.Is(err, events.ErrInvalid) {
+		t.Fatalf("Publish(run id that is two subject tokens) = %v, want ErrInvalid", err)
+	}
+}
+
+// TestRunEventsReadsOneRunInOrder: a run's history is what its subjects
+// hold, in stream order, without the other runs' events and without an
+// event that claims another run than its subject says.
+func TestRunEventsReadsOneRunInOrder(t *testing.T) {
+	t.Parallel()
+	bus, srv, _ := newBus(t)
+	ctx := context.Background()
+	var want []string
+	for i := range 3 {
+		for _, run := range []string{"run-a", "run-b"} {
+			ev, err := bus.Start(ctx, events.BuildRequested, run, "app", validRequest())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if run == "run-a" {
+				want = append(want, ev.ID())
+			}
+			if i == 2 && run == "run-a" {
+				next, err := bus.Emit(ctx, ev, events.BuildFailed, "", events.Failure{Class: "input", Message: "no", Hint: "yes"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, next.ID())
+			}
+		}
+	}
+	// run-b's event, filed under run-a's subject by a careless publisher;
+	// and run-a's first event stored again, as a replayed dead letter is.
+	stray, _ := events.NewEvent(bus.Source(), events.BuildRequested, "run-b", "app", validRequest())
+	stream, err := srv.JetStream.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := stream.GetLastMsgForSubject(ctx, events.BuildRequested.Subject("run-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(stray)
+	for _, b := range [][]byte{body, stored.Data} {
+		if _, err := srv.JetStream.Publish(ctx, events.BuildRequested.Subject("run-a"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	raw, err := events.RunEvents(ctx, srv.JetStream, "run-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range raw {
+		ev, _, err := events.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.ID())
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("run-a's events %v, want %v", got, want)
+	}
+	if raw, err := events.RunEvents(ctx, srv.JetStream, "run-c"); err != nil || len(raw) != 0 {
+		t.Errorf("a run with no events: %d events, %v", len(raw), err)
+	}
+	if _, err := events.RunEvents(ctx, srv.JetStream, "run.*"); err == nil {
+		t.Error("a run id with wildcards was read")
+	}
 }
 
 // TestEmitterStoresInOrderOnceWaited: events sent without waiting are all
@@ -251,7 +331,7 @@ func TestConsumeHandlesRetriesAndDeadLetters(t *testing.T) {
 		})
 
 	// A malformed message straight on the subject.
-	if _, err := srv.JetStream.Publish(ctx, events.BuildRequested.Subject(), []byte(`{"specversion":"1.0"`)); err != nil {
+	if _, err := srv.JetStream.Publish(ctx, events.BuildRequested.Subject("run-bad"), []byte(`{"specversion":"1.0"`)); err != nil {
 		t.Fatal(err)
 	}
 	publish := func(target string) cloudevents.Event {
@@ -356,7 +436,7 @@ func TestBucketsReadFromTheLeader(t *testing.T) {
 	if err := events.Provision(ctx, srv.JetStream, events.ProvisionOptions{}); err != nil {
 		t.Fatalf("provision over a bucket made by CreateKeyValue: %v", err)
 	}
-	for _, bucket := range []string{events.PromotionsBucket, events.RunsBucket, events.VerifiedBucket, events.HistoryBucket} {
+	for _, bucket := range []string{events.PromotionsBucket, events.VerifiedBucket, events.HistoryBucket} {
 		st, err := srv.JetStream.Stream(ctx, "KV_"+bucket)
 		if err != nil {
 			t.Fatal(err)

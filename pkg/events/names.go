@@ -1,6 +1,10 @@
 package events
 
-import "strings"
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
 
 // Name is an event's short name, "<noun>.<verb>". It derives the CloudEvents
 // type and the NATS subject so the two can never disagree.
@@ -34,8 +38,42 @@ const (
 // Type is the CloudEvents type, e.g. dev.digestline.build.requested.v1.
 func (n Name) Type() string { return typePrefix + string(n) + typeVersion }
 
-// Subject is the NATS subject, e.g. digestline.build.requested.
-func (n Name) Subject() string { return subjectPrefix + string(n) }
+// Subject is the NATS subject of this event in one run, e.g.
+// digestline.build.requested.<runid>. The run id in the subject lets the
+// server hand a run's events, in order, to whoever asks for that run.
+func (n Name) Subject(runID string) string { return subjectPrefix + string(n) + "." + runID }
+
+// Filter matches this event in every run: digestline.build.requested.*.
+func (n Name) Filter() string { return n.Subject("*") }
+
+// Names lists every event of the contract, in the order a run meets them.
+func Names() []Name {
+	return []Name{BuildRequested, BuildCompleted, BuildFailed, PushStage, PushCompleted, PushFailed,
+		VerifyCompleted, VerifyFailed, DriftDetected, PromotionRequested, PromotionApproved, Promoted, PromotionRejected}
+}
+
+// RunSubjects are the subjects of every event of one run: a consumer
+// filtered on them reads that run alone, in stream order.
+func RunSubjects(runID string) []string {
+	names := Names()
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = n.Subject(runID)
+	}
+	return out
+}
+
+// runIDPattern is what a run id may be: one NATS subject token, and a key
+// of the services' buckets.
+var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// CheckRunID says why runID cannot be a run id, or nil.
+func CheckRunID(runID string) error {
+	if !runIDPattern.MatchString(runID) {
+		return fmt.Errorf("run id %q: want 1 to 128 letters, digits, '-' or '_'", runID)
+	}
+	return nil
+}
 
 // NameOfType returns the Name for a CloudEvents type and whether the type is
 // one this contract knows (including its version).

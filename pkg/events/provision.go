@@ -10,7 +10,7 @@ import (
 
 // The JetStream resources of the pipeline.
 const (
-	// StreamName holds every pipeline event (digestline.>).
+	// StreamName holds every pipeline event, on digestline.<event>.<run id>.
 	StreamName = "DIGESTLINE"
 	// DeadLetterStream holds events no handler could process, with the reason.
 	DeadLetterStream = "DIGESTLINE_DLQ"
@@ -20,8 +20,6 @@ const (
 	BlobBucket = "DIGESTLINE_BLOBS"
 	// PromotionsBucket is the KV bucket of current promotions per environment and repository.
 	PromotionsBucket = "DIGESTLINE_PROMOTIONS"
-	// RunsBucket indexes each run's events by run id and stream sequence.
-	RunsBucket = "DIGESTLINE_RUNS"
 	// VerifiedBucket holds every verified digest per repository: the
 	// promotion gates' proof, and where it has been promoted.
 	VerifiedBucket = "DIGESTLINE_VERIFIED"
@@ -58,9 +56,16 @@ func (o ProvisionOptions) withDefaults() ProvisionOptions {
 // buckets. It is idempotent: every service runs it at start.
 func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOptions) error {
 	o := opts.withDefaults()
+	// The stream takes the contract's events and nothing else: a publish on
+	// any other subject is refused (no responders) instead of being stored
+	// where no consumer reads it.
+	var subjects []string
+	for _, n := range Names() {
+		subjects = append(subjects, n.Filter())
+	}
 	streams := []jetstream.StreamConfig{{
 		Name:       StreamName,
-		Subjects:   []string{SubjectAll},
+		Subjects:   subjects,
 		Storage:    jetstream.FileStorage,
 		Replicas:   o.Replicas,
 		Duplicates: o.DuplicateWindow,
@@ -89,7 +94,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 	}
 	buckets := []jetstream.KeyValueConfig{
 		{Bucket: PromotionsBucket, Description: "current digest per environment and repository", History: 64, Storage: jetstream.FileStorage, Replicas: o.Replicas},
-		{Bucket: RunsBucket, Description: "each run's events, by run id and stream sequence", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.MaxAge},
 		{Bucket: VerifiedBucket, Description: "verified digests per repository, and where they were promoted", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		{Bucket: HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}

@@ -122,11 +122,11 @@ func (r *reporter) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/runs/{runid}", func(w http.ResponseWriter, req *http.Request) {
 		run := req.PathValue("runid")
-		if !runIDPattern.MatchString(run) {
-			httpError(w, http.StatusBadRequest, "run id must match "+runIDPattern.String())
+		if err := events.CheckRunID(run); err != nil {
+			httpError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		evs, err := r.store.run(req.Context(), run)
+		evs, err := events.RunEvents(req.Context(), r.cfg.JetStream, run)
 		if err != nil {
 			httpError(w, http.StatusServiceUnavailable, "read run: "+err.Error())
 			return

@@ -81,7 +81,7 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// Run gates and records promotions, indexes runs and serves the API until
+// Run gates and records promotions and serves the API until
 // ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.defaults(); err != nil {
@@ -104,9 +104,6 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error {
 		return r.bus.Consume(gctx, events.ConsumerSpec{Durable: "reporter", Events: []events.Name{events.VerifyCompleted, events.PromotionRequested}}, r.handle)
 	})
-	g.Go(func() error {
-		return r.bus.Consume(gctx, events.ConsumerSpec{Durable: "reporter-runs"}, r.index)
-	})
 	g.Go(func() error { return service.Serve(gctx, srv, ln, "reporter API") })
 	return g.Wait()
 }
@@ -115,9 +112,4 @@ type reporter struct {
 	cfg   Config
 	bus   *events.Bus
 	store *store
-}
-
-// index files every event under its run, in stream order.
-func (r *reporter) index(ctx context.Context, m events.Message) error {
-	return r.store.indexEvent(ctx, m)
 }

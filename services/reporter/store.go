@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -17,20 +16,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// store keeps promotion records, verified digests, history and the run
-// index in JetStream KV.
+// store keeps promotion records, verified digests and history in
+// JetStream KV.
 type store struct {
 	promotions jetstream.KeyValue // <env>.<repo>: the current promotion
 	verified   jetstream.KeyValue // <repo>.<hex>: a verified digest
 	history    jetstream.KeyValue // h.<env>.<repo>.<event id>: promotions and rejections; d.<event id>: decisions
-	runs       jetstream.KeyValue // <run id>.<sequence>: every event of a run
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
 	s := &store{}
 	for bucket, kv := range map[string]*jetstream.KeyValue{
 		events.PromotionsBucket: &s.promotions, events.VerifiedBucket: &s.verified,
-		events.HistoryBucket: &s.history, events.RunsBucket: &s.runs,
+		events.HistoryBucket: &s.history,
 	} {
 		var err error
 		if *kv, err = js.KeyValue(ctx, bucket); err != nil {
@@ -289,52 +287,6 @@ func (s *store) list(ctx context.Context, env, repo string) ([]events.Promotion,
 	slices.SortFunc(out, func(a, b events.Promotion) int {
 		return cmp.Or(cmp.Compare(a.Environment, b.Environment), cmp.Compare(a.Repository, b.Repository))
 	})
-	return out, nil
-}
-
-// runIDPattern is what a run id may be to serve as a KV key token.
-var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-
-// indexEvent stores the event under <run id>.<stream sequence>: the key is
-// fixed by the delivery, so a redelivery rewrites the same entry.
-func (s *store) indexEvent(ctx context.Context, m events.Message) error {
-	if m.Replay {
-		return nil // the same event is indexed already, from its first publish
-	}
-	run := events.RunID(m.Event)
-	if !runIDPattern.MatchString(run) {
-		return events.Permanent(fmt.Errorf("run id %q cannot be indexed: want %s", run, runIDPattern))
-	}
-	b, err := json.Marshal(m.Event)
-	if err != nil {
-		return events.Permanent(err)
-	}
-	_, err = s.runs.Put(ctx, fmt.Sprintf("%s.%020d", run, m.Sequence), b)
-	return err
-}
-
-// run returns a run's events in stream order.
-func (s *store) run(ctx context.Context, run string) ([]json.RawMessage, error) {
-	if !runIDPattern.MatchString(run) {
-		return nil, fmt.Errorf("run id %q: want %s", run, runIDPattern)
-	}
-	lister, err := s.runs.ListKeysFiltered(ctx, run+".>")
-	if err != nil {
-		return nil, err
-	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys) // zero-padded sequences sort in stream order
-	out := make([]json.RawMessage, 0, len(keys))
-	for _, k := range keys {
-		entry, err := s.runs.Get(ctx, k)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, entry.Value())
-	}
 	return out, nil
 }
 

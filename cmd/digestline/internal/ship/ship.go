@@ -96,17 +96,14 @@ func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSO
 		span.SetStatus(codes.Error, err.Error())
 		return Result{}, err
 	}
-	// Follow from before the request is published, so no event is missed.
+	// Follow the run's subjects from before the request is published, so no
+	// event is missed and no other run's event is even sent here.
+	runID := uuid.NewString()
 	cctx, cancel := context.WithTimeout(ctx, busTimeout)
 	defer cancel()
-	from, err := events.FollowFrom(cctx, js)
+	cons, err := js.OrderedConsumer(cctx, events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: events.RunSubjects(runID)})
 	if err != nil {
-		return Result{}, fmt.Errorf("follow the run: %w", err)
-	}
-	from.FilterSubjects = []string{events.SubjectAll}
-	cons, err := js.OrderedConsumer(cctx, events.StreamName, from)
-	if err != nil {
-		return Result{}, fmt.Errorf("follow the run: %w", err)
+		return Result{}, fmt.Errorf("follow the run (is the bus provisioned?): %w", err)
 	}
 	iter, err := cons.Messages()
 	if err != nil {
@@ -116,7 +113,6 @@ func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSO
 	stop := context.AfterFunc(ctx, iter.Stop)
 	defer stop()
 
-	runID := uuid.NewString()
 	human := io.Writer(io.Discard)
 	if !asJSON {
 		view := progress.New(out)
@@ -211,12 +207,9 @@ func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw fun
 		if err != nil {
 			return Result{}, fmt.Errorf("follow run %s: %w", runID, err)
 		}
-		if msg.Headers().Get(events.HeaderRunID) != runID {
-			continue // another run's: not even parsed
-		}
 		ev, name, err := events.Parse(msg.Data())
-		if err != nil || events.RunID(ev) != runID {
-			continue // another run's event, or one the services dead-letter
+		if err != nil || msg.Subject() != name.Subject(runID) || events.RunID(ev) != runID {
+			continue // one the services dead-letter
 		}
 		raw(msg.Data())
 		switch name {
