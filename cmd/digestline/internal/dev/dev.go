@@ -262,14 +262,27 @@ func Registry(dir string, log *slog.Logger, wrap func(http.Handler) http.Handler
 // "exists" flag is written without a lock by uploads (repoInit) and by
 // manifest reads (indexLoad), while other requests read it
 // (internal/store/dir.go, dirRepo.exists); newer olareg versions are not
-// available from the module proxy here. Blob reads only read the flag, so
-// they share a read lock and stream concurrently (verification stays
-// parallel); every other request holds the lock alone. Uploads to the dev
-// registry are therefore one at a time.
+// available from the module proxy here. The flag belongs to one
+// repository, so the guard is per repository: blob reads only read it and
+// share a read lock (verification stays parallel); every other request to
+// a repository holds its lock alone, and requests to other repositories go
+// on meanwhile. A request that names no repository waits for all of them.
 func guardRepoState(h http.Handler) http.Handler {
-	var mu sync.RWMutex
+	var all sync.RWMutex // held shared by every repository request
+	var repos sync.Map   // repository name → *sync.RWMutex
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+		repo, readsBlob := repoOfPath(r.URL.Path)
+		if repo == "" {
+			all.Lock()
+			defer all.Unlock()
+			h.ServeHTTP(w, r)
+			return
+		}
+		all.RLock()
+		defer all.RUnlock()
+		v, _ := repos.LoadOrStore(repo, new(sync.RWMutex))
+		mu := v.(*sync.RWMutex)
+		if readsBlob && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			mu.RLock()
 			defer mu.RUnlock()
 		} else {
@@ -278,4 +291,26 @@ func guardRepoState(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// repoOfPath returns the repository an OCI distribution path is about
+// ("" for /v2/ itself or a path that is not one) and whether it addresses
+// a blob by digest. The route is the last route word in the path: a
+// repository's name may hold one ("team/tags/app"), a tag, digest or
+// upload id cannot.
+func repoOfPath(path string) (repo string, blob bool) {
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	if !ok {
+		return "", false
+	}
+	at, route := -1, ""
+	for _, r := range []string{"/blobs/", "/manifests/", "/referrers/", "/tags/"} {
+		if i := strings.LastIndex(rest, r); i > at {
+			at, route = i, r
+		}
+	}
+	if at <= 0 {
+		return "", false
+	}
+	return rest[:at], route == "/blobs/" && strings.HasPrefix(rest[at+len(route):], "sha256:")
 }

@@ -1,0 +1,87 @@
+package dev
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+)
+
+func TestRepoOfPath(t *testing.T) {
+	for path, want := range map[string]struct {
+		repo string
+		blob bool
+	}{
+		"/v2/":                                 {},
+		"/v2/_catalog":                         {},
+		"/healthz":                             {},
+		"/v2/app/manifests/1":                  {repo: "app"},
+		"/v2/team/app/blobs/sha256:ab":         {repo: "team/app", blob: true},
+		"/v2/team/app/blobs/uploads/":          {repo: "team/app"},
+		"/v2/team/app/blobs/uploads/3f2a":      {repo: "team/app"},
+		"/v2/team/app/referrers/sha256:ab":     {repo: "team/app"},
+		"/v2/team/app/tags/list":               {repo: "team/app"},
+		"/v2/x/manifests/y/tags/list":          {repo: "x/manifests/y"},
+		"/v2/team/tags/app/manifests/sha256:a": {repo: "team/tags/app"},
+	} {
+		repo, blob := repoOfPath(path)
+		if repo != want.repo || blob != want.blob {
+			t.Errorf("repoOfPath(%q) = %q, %v; want %q, %v", path, repo, blob, want.repo, want.blob)
+		}
+	}
+}
+
+// TestRegistryServesRepositoriesConcurrently pushes and pulls images in
+// several repositories at once, two pushers per repository, through the
+// dev registry's guard: under -race this fails if olareg's per-repository
+// state is touched by two requests at once.
+func TestRegistryServesRepositoriesConcurrently(t *testing.T) {
+	srv, err := Registry(t.TempDir(), slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler)
+	defer ts.Close()
+	host := strings.TrimPrefix(ts.URL, "http://")
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		wg.Go(func() {
+			img, err := random.Image(256, 2)
+			if err != nil {
+				errs <- err
+				return
+			}
+			ref, err := name.NewTag(fmt.Sprintf("%s/team/app%d:%d", host, i/2, i%2), name.Insecure)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if err := remote.Write(ref, img); err != nil {
+				errs <- fmt.Errorf("push %s: %w", ref, err)
+				return
+			}
+			got, err := remote.Image(ref)
+			if err != nil {
+				errs <- fmt.Errorf("pull %s: %w", ref, err)
+				return
+			}
+			if err := validate.Image(got); err != nil {
+				errs <- fmt.Errorf("pull %s: %w", ref, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
