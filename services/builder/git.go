@@ -30,6 +30,10 @@ var gitRevPattern = regexp.MustCompile(`^[A-Za-z0-9_.][A-Za-z0-9_./-]{0,254}$`)
 // commands — is refused before anything is fetched.
 var gitProtocols = []string{"https", "http", "ssh", "git", "file"}
 
+// gitRemoteHelper is git's <transport>::<address> form (ext::, fd::), which
+// go-git would otherwise take for an scp-like ssh address.
+var gitRemoteHelper = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*::`)
+
 // gitCheckout writes a clean tree of url at rev into dir (no .git, nothing
 // untracked) and returns the full commit id. The repository is cloned with
 // go-git, so the builder needs no git installed (its image has none); only
@@ -42,10 +46,8 @@ func gitCheckout(ctx context.Context, url, rev, dir string) (string, error) {
 	if !gitRevPattern.MatchString(rev) {
 		return "", &BuildError{ClassInput, "source.rev must be a commit id, branch or tag", fmt.Errorf("git revision %q", rev)}
 	}
-	// git's <transport>::<address> form (ext::, fd::) would otherwise pass
-	// for an scp-like ssh address.
 	ep, err := transport.NewEndpoint(url)
-	if err != nil || strings.Contains(url, "::") || !slices.Contains(gitProtocols, ep.Protocol) {
+	if err != nil || gitRemoteHelper.MatchString(url) || !slices.Contains(gitProtocols, ep.Protocol) {
 		return "", &BuildError{ClassInput, "source.url must be an https, http, ssh, git or file URL", fmt.Errorf("git url %q: transport not allowed", url)}
 	}
 	bare, err := os.MkdirTemp("", "digestline-git-*")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -88,6 +89,18 @@ func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
 		t.Error("the checkout holds .git")
 	}
 
+	// An IPv6 literal holds "::" too, and is an address like any other.
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatalf("IPv6 loopback: %v", err)
+	}
+	v6 := &httptest.Server{Listener: ln, Config: &http.Server{Handler: backend}}
+	v6.Start()
+	t.Cleanup(v6.Close)
+	if got, err := gitCheckout(context.Background(), v6.URL+"/app.git", "v1.0.0", t.TempDir()); err != nil || got != v1 {
+		t.Errorf("%s: %s %v", v6.URL, got, err)
+	}
+
 	// A short commit id resolves too; what cannot be fetched or found fails
 	// with the class a user acts on.
 	if got, err := gitCheckout(context.Background(), srv.URL+"/app.git", v1[:10], t.TempDir()); err != nil || got != v1 {
@@ -100,6 +113,8 @@ func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
 		{srv.URL + "/app.git", "no-such-tag", ClassNotFound},
 		{srv.URL + "/missing.git", "main", ClassNotFound},
 		{"ext::sh -c touch% /tmp/pwned", "main", ClassInput},
+		{"fd::17", "main", ClassInput},
+		{"git+ext::sh -c x", "main", ClassInput},
 		{srv.URL + "/app.git", "--upload-pack=x", ClassInput},
 	} {
 		_, err := gitCheckout(context.Background(), tc.url, tc.rev, t.TempDir())
