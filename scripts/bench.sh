@@ -280,11 +280,13 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo
   echo "A tiny run alone takes \`BenchmarkShip\`'s time. Under load, latency is queueing: with 200 runs in flight at"
   echo "once, a p50 of 50 ms would take 200 / 0.05 s = 4000 runs/s (Little's law), so the burst shows the throughput"
-  echo "and the paced row shows what a run waits when runs arrive at 50/s: the two cores are then mostly busy (about"
-  echo "25 ms of CPU per run, 40% of it in the kernel: the embedded registry's and JetStream's file writes, and the"
-  echo "builder unpacking each source tarball into a directory). At that edge the paced row moves a lot from run to run:"
-  echo "over 18 runs on 2026-11-23 its p50 ranged from 30 to 150 ms, under 50 ms in 8 of them: p50 ≤ 50 ms at 50 runs/s is not"
-  echo "reliably met on this machine."
+  echo "and the paced row shows what a run waits when runs arrive at 50/s. At that rate the two cores are more than half"
+  echo "busy (about 23 ms of CPU per run, a third of it in the kernel: the embedded registry's and JetStream's file writes,"
+  echo "and the builder unpacking each source tarball into a directory), so the paced row moves with whatever else the"
+  echo "machine does. On 2026-11-23, after events carried their run id in the subject (half the JetStream writes), 12"
+  echo "runs in a row gave a p50 of 23–48 ms in 11 and 71 ms in one; an hour earlier, while the host was busier, the same"
+  echo "code gave 40–130 ms (and the code before the change 90 ms). Measure with:"
+  echo "\`go test -run '^\$' -bench BenchmarkLoad/paced -benchtime 2x ./cmd/digestline/\`."
   echo
   if want builder; then builder_vs_crane; echo; fi
   if want push; then push_vs_peers; echo; fi

@@ -3,6 +3,7 @@ package reporter
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -96,6 +98,11 @@ func Run(ctx context.Context, cfg Config) error {
 		if ln, err = net.Listen("tcp", cmp.Or(cfg.APIAddr, "127.0.0.1:8080")); err != nil {
 			return fmt.Errorf("reporter API: %w", err)
 		}
+	}
+	// Earlier versions filed every event in a KV index through this
+	// consumer; runs are read from their subjects now. Its bucket ages out.
+	if err := cfg.JetStream.DeleteConsumer(ctx, events.StreamName, "reporter-runs"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("retire the reporter-runs consumer: %w", err)
 	}
 	r := &reporter{cfg: cfg, bus: cfg.Bus("reporter"), store: store}
 	srv := &http.Server{Handler: r.routes(), ReadHeaderTimeout: 10 * time.Second}
