@@ -63,8 +63,8 @@ func RunSubjects(runID string) []string {
 	return out
 }
 
-// runIDPattern is what a run id may be: one NATS subject token, and a key
-// of the services' buckets.
+// runIDPattern is what a run id may be: one NATS subject token, with no
+// wildcard in it.
 var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // CheckRunID says why runID cannot be a run id, or nil.

@@ -83,8 +83,8 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// Run gates and records promotions and serves the API until
-// ctx is cancelled.
+// Run gates and records promotions and serves the API until ctx is
+// cancelled.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.defaults(); err != nil {
 		return fmt.Errorf("reporter: %w", err)
@@ -93,16 +93,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Earlier versions filed every event in a KV index through this
+	// consumer; runs are read from their subjects now. Its bucket ages out.
+	if err := cfg.JetStream.DeleteConsumer(ctx, events.StreamName, "reporter-runs"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("retire the reporter-runs consumer: %w", err)
+	}
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cmp.Or(cfg.APIAddr, "127.0.0.1:8080")); err != nil {
 			return fmt.Errorf("reporter API: %w", err)
 		}
-	}
-	// Earlier versions filed every event in a KV index through this
-	// consumer; runs are read from their subjects now. Its bucket ages out.
-	if err := cfg.JetStream.DeleteConsumer(ctx, events.StreamName, "reporter-runs"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("retire the reporter-runs consumer: %w", err)
 	}
 	r := &reporter{cfg: cfg, bus: cfg.Bus("reporter"), store: store}
 	srv := &http.Server{Handler: r.routes(), ReadHeaderTimeout: 10 * time.Second}
