@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -266,51 +267,57 @@ func Registry(dir string, log *slog.Logger, wrap func(http.Handler) http.Handler
 // repository, so the guard is per repository: blob reads only read it and
 // share a read lock (verification stays parallel); every other request to
 // a repository holds its lock alone, and requests to other repositories go
-// on meanwhile. A request that names no repository waits for all of them.
+// on meanwhile. The /v2/ ping reads no repository and takes no lock; any
+// other request that names no repository waits for all of them.
 func guardRepoState(h http.Handler) http.Handler {
 	var all sync.RWMutex // held shared by every repository request
 	var repos sync.Map   // repository name → *sync.RWMutex
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		repo, readsBlob := repoOfPath(r.URL.Path)
-		if repo == "" {
+		repo, readsBlob, ping := route(r.URL.Path)
+		switch {
+		case ping:
+		case repo == "":
 			all.Lock()
 			defer all.Unlock()
-			h.ServeHTTP(w, r)
-			return
-		}
-		all.RLock()
-		defer all.RUnlock()
-		v, _ := repos.LoadOrStore(repo, new(sync.RWMutex))
-		mu := v.(*sync.RWMutex)
-		if readsBlob && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-			mu.RLock()
-			defer mu.RUnlock()
-		} else {
-			mu.Lock()
-			defer mu.Unlock()
+		default:
+			all.RLock()
+			defer all.RUnlock()
+			v, _ := repos.LoadOrStore(repo, new(sync.RWMutex))
+			mu := v.(*sync.RWMutex)
+			if readsBlob && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+				mu.RLock()
+				defer mu.RUnlock()
+			} else {
+				mu.Lock()
+				defer mu.Unlock()
+			}
 		}
 		h.ServeHTTP(w, r)
 	})
 }
 
-// repoOfPath returns the repository an OCI distribution path is about
-// ("" for /v2/ itself or a path that is not one) and whether it addresses
-// a blob by digest. The route is the last route word in the path: a
-// repository's name may hold one ("team/tags/app"), a tag, digest or
-// upload id cannot.
-func repoOfPath(path string) (repo string, blob bool) {
-	rest, ok := strings.CutPrefix(path, "/v2/")
-	if !ok {
-		return "", false
+// route reads an OCI distribution path as olareg does (cleaned of "." and
+// ".."): the repository it is about ("" when none), whether it addresses a
+// blob by digest, and whether it is the /v2/ ping. The route is the last
+// route word in the path: a repository's name may hold one
+// ("team/tags/app"), a tag, digest or upload id cannot.
+func route(rawPath string) (repo string, blob, ping bool) {
+	p := path.Clean("/" + rawPath)
+	if p == "/v2" {
+		return "", false, true
 	}
-	at, route := -1, ""
-	for _, r := range []string{"/blobs/", "/manifests/", "/referrers/", "/tags/"} {
-		if i := strings.LastIndex(rest, r); i > at {
-			at, route = i, r
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		return "", false, false
+	}
+	at, word := -1, ""
+	for _, w := range []string{"/blobs/", "/manifests/", "/referrers/", "/tags/"} {
+		if i := strings.LastIndex(rest, w); i > at {
+			at, word = i, w
 		}
 	}
 	if at <= 0 {
-		return "", false
+		return "", false, false
 	}
-	return rest[:at], route == "/blobs/" && strings.HasPrefix(rest[at+len(route):], "sha256:")
+	return rest[:at], word == "/blobs/" && strings.HasPrefix(rest[at+len(word):], "sha256:"), false
 }

@@ -14,12 +14,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
-func TestRepoOfPath(t *testing.T) {
+func TestRoute(t *testing.T) {
 	for path, want := range map[string]struct {
-		repo string
-		blob bool
+		repo       string
+		blob, ping bool
 	}{
-		"/v2/":                                 {},
+		"/v2/":                                 {ping: true},
+		"/v2":                                  {ping: true},
 		"/v2/_catalog":                         {},
 		"/healthz":                             {},
 		"/v2/app/manifests/1":                  {repo: "app"},
@@ -30,10 +31,13 @@ func TestRepoOfPath(t *testing.T) {
 		"/v2/team/app/tags/list":               {repo: "team/app"},
 		"/v2/x/manifests/y/tags/list":          {repo: "x/manifests/y"},
 		"/v2/team/tags/app/manifests/sha256:a": {repo: "team/tags/app"},
+		// olareg cleans the path: the guard must lock the repository it serves.
+		"/v2/other/../team/app/manifests/1": {repo: "team/app"},
+		"/v2/team//app/./blobs/sha256:ab":   {repo: "team/app", blob: true},
 	} {
-		repo, blob := repoOfPath(path)
-		if repo != want.repo || blob != want.blob {
-			t.Errorf("repoOfPath(%q) = %q, %v; want %q, %v", path, repo, blob, want.repo, want.blob)
+		repo, blob, ping := route(path)
+		if repo != want.repo || blob != want.blob || ping != want.ping {
+			t.Errorf("route(%q) = %q, %v, %v; want %q, %v, %v", path, repo, blob, ping, want.repo, want.blob, want.ping)
 		}
 	}
 }
