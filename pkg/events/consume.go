@@ -137,12 +137,7 @@ func (b *Bus) handle(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, 
 		_ = msg.Term()
 		return
 	}
-	ev, name, err := Parse(msg.Data())
-	if err == nil && msg.Subject() != name.Subject(RunID(ev)) {
-		// A run's history is what its subjects hold: an event filed under
-		// another run, or as another event, would falsify it.
-		err = fmt.Errorf("%w: a %s of run %s was published on %s", ErrInvalid, name, RunID(ev), msg.Subject())
-	}
+	ev, name, err := ParseMsg(msg.Subject(), msg.Data())
 	if err != nil {
 		b.settle(ctx, spec, msg, err)
 		return

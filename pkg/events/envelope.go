@@ -78,6 +78,18 @@ func Decode[T any](ev cloudevents.Event) (T, error) {
 	return v, nil
 }
 
+// ParseMsg is Parse for a message read from the stream: the event must also
+// be the one its subject names, that event of that run. A run's history is
+// what its subjects hold, so an event filed under another run, or as
+// another event, would falsify it.
+func ParseMsg(subject string, body []byte) (cloudevents.Event, Name, error) {
+	ev, name, err := Parse(body)
+	if err == nil && subject != name.Subject(RunID(ev)) {
+		err = fmt.Errorf("%w: a %s of run %s was published on %s", ErrInvalid, name, RunID(ev), subject)
+	}
+	return ev, name, err
+}
+
 // Parse decodes a structured-mode CloudEvent and checks it against the
 // contract: a valid CloudEvents 1.0 envelope, a known type and version, a
 // run id, JSON data that validates against the type's schema. Every failure

@@ -40,8 +40,8 @@ func RunEvents(ctx context.Context, js jetstream.JetStream, runID string) ([]jso
 			if meta, err := m.Metadata(); err == nil {
 				last = meta.NumPending == 0
 			}
-			ev, name, err := Parse(m.Data())
-			if err == nil && m.Subject() == name.Subject(RunID(ev)) && !seen[ev.ID()] {
+			ev, _, err := ParseMsg(m.Subject(), m.Data())
+			if err == nil && !seen[ev.ID()] {
 				seen[ev.ID()] = true
 				out = append(out, m.Data())
 			}

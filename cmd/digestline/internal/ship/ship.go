@@ -207,9 +207,9 @@ func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw fun
 		if err != nil {
 			return Result{}, fmt.Errorf("follow run %s: %w", runID, err)
 		}
-		ev, name, err := events.Parse(msg.Data())
-		if err != nil || msg.Subject() != name.Subject(runID) || events.RunID(ev) != runID {
-			continue // one the services dead-letter
+		ev, name, err := events.ParseMsg(msg.Subject(), msg.Data())
+		if err != nil {
+			continue // one the services dead-letter (the subjects are this run's)
 		}
 		raw(msg.Data())
 		switch name {
