@@ -2,7 +2,9 @@ package events
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -46,11 +48,8 @@ func (n Name) Subject(runID string) string { return subjectPrefix + string(n) + 
 // Filter matches this event in every run: digestline.build.requested.*.
 func (n Name) Filter() string { return n.Subject("*") }
 
-// Names lists every event of the contract, in the order a run meets them.
-func Names() []Name {
-	return []Name{BuildRequested, BuildCompleted, BuildFailed, PushStage, PushCompleted, PushFailed,
-		VerifyCompleted, VerifyFailed, DriftDetected, PromotionRequested, PromotionApproved, Promoted, PromotionRejected}
-}
+// Names lists every event of the contract (each has a data type), sorted.
+func Names() []Name { return slices.Sorted(maps.Keys(dataTypes)) }
 
 // RunSubjects are the subjects of every event of one run: a consumer
 // filtered on them reads that run alone, in stream order.

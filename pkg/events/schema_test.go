@@ -55,18 +55,3 @@ func TestSchemasAreGenerated(t *testing.T) {
 		}
 	}
 }
-
-// TestNamesAreTheContract keeps Names, which the stream's subjects and a
-// run's subjects are made from, equal to the events that have a data type:
-// an event missing from Names could not be published at all.
-func TestNamesAreTheContract(t *testing.T) {
-	names := Names()
-	if len(names) != len(dataTypes) {
-		t.Fatalf("Names lists %d events, the contract has %d", len(names), len(dataTypes))
-	}
-	for _, n := range names {
-		if _, ok := dataTypes[n]; !ok {
-			t.Errorf("%s is in Names but has no data type", n)
-		}
-	}
-}
