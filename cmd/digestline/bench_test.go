@@ -72,7 +72,6 @@ func benchLoad(b *testing.B, perSecond int) {
 			b.Fatal(err)
 		}
 		giveUp := time.AfterFunc(2*time.Minute, iter.Stop) // then Next fails, and says how many came
-		defer giveUp.Stop()
 		start := time.Now()
 		var mu sync.Mutex
 		requested := map[string]time.Time{}
@@ -127,6 +126,7 @@ func benchLoad(b *testing.B, perSecond int) {
 			latencies = append(latencies, ev.Time().Sub(at))
 		}
 		elapsed += time.Since(start)
+		giveUp.Stop()
 		iter.Stop()
 		if err := <-sent; err != nil {
 			b.Fatal(err)
