@@ -103,6 +103,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, seq uint64) (DeadLetter
 	if dl.Subject == "" {
 		return dl, fmt.Errorf("dead letter #%d does not say where it was published", seq)
 	}
+	if !contractSubject(dl.Subject) {
+		return dl, fmt.Errorf("dead letter #%d was published on %s, which is not digestline.<event>.<run id>: %s takes nothing there (republish its event with Bus.Publish instead)", seq, dl.Subject, StreamName)
+	}
 	msg := nats.NewMsg(dl.Subject)
 	msg.Data = dl.Body
 	msg.Header.Set("Content-Type", ContentType)

@@ -15,6 +15,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/events/eventstest"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -463,5 +464,27 @@ func TestBucketsReadFromTheLeader(t *testing.T) {
 		if _, err := kv.Get(ctx, "a.b"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 			t.Errorf("%s: Get after Delete = %v", bucket, err)
 		}
+	}
+}
+
+// TestReplayRefusesASubjectOutsideTheContract: a dead letter from before
+// run ids were in subjects cannot go back where it came from; Replay says
+// so and keeps it, instead of failing with the stream's silence.
+func TestReplayRefusesASubjectOutsideTheContract(t *testing.T) {
+	t.Parallel()
+	srv := eventstest.NewServer(t)
+	ctx := context.Background()
+	dl := nats.NewMsg(events.DeadLetterPrefix + "digestline.build.requested")
+	dl.Data = []byte(`{}`)
+	dl.Header.Set(events.HeaderDLQSubject, "digestline.build.requested")
+	ack, err := srv.JetStream.PublishMsg(ctx, dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.Replay(ctx, srv.JetStream, ack.Sequence); err == nil || !strings.Contains(err.Error(), "not digestline.<event>.<run id>") {
+		t.Fatalf("Replay = %v, want it refused with the reason", err)
+	}
+	if len(srv.DeadLetters(t)) != 1 {
+		t.Error("the refused dead letter is gone")
 	}
 }

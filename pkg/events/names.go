@@ -62,6 +62,18 @@ func RunSubjects(runID string) []string {
 	return out
 }
 
+// contractSubject reports whether subject is one an event of the contract
+// is published on: digestline.<event>.<run id>.
+func contractSubject(subject string) bool {
+	rest, ok := strings.CutPrefix(subject, subjectPrefix)
+	i := strings.LastIndexByte(rest, '.')
+	if !ok || i < 0 {
+		return false
+	}
+	_, known := dataTypes[Name(rest[:i])]
+	return known && CheckRunID(rest[i+1:]) == nil
+}
+
 // runIDPattern is what a run id may be: one NATS subject token, with no
 // wildcard in it.
 var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)

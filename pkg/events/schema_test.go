@@ -55,3 +55,19 @@ func TestSchemasAreGenerated(t *testing.T) {
 		}
 	}
 }
+
+func TestContractSubject(t *testing.T) {
+	for subject, want := range map[string]bool{
+		PushStage.Subject("run-1"):             true,
+		Promoted.Subject("2baec8be-3556-4b2a"): true,
+		"digestline.push.stage":                false, // before run ids were in subjects
+		"digestline.build.started.run-1":       false,
+		"digestline.promoted.run.1":            false,
+		"digestline.promoted.*":                false,
+		"dlq.digestline.promoted.run-1":        false,
+	} {
+		if got := contractSubject(subject); got != want {
+			t.Errorf("contractSubject(%q) = %v, want %v", subject, got, want)
+		}
+	}
+}
