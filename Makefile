@@ -1,6 +1,5 @@
 # digestline — the two commands a newcomer needs are `make demo` and `make test`.
 GO       ?= go
-export GOPROXY ?= https://proxy.golang.org
 export GOTOOLCHAIN ?= local
 
 # Every module of the workspace (go.work), as package patterns.

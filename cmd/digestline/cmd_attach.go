@@ -37,7 +37,10 @@ func newAttachCommand() *cobra.Command {
 				files = append(files, oci.ArtifactFile{Path: path, MediaType: mediaType})
 			}
 			ctx := cmd.Context()
-			client := registryClient()
+			client, err := registryClient()
+			if err != nil {
+				return err
+			}
 			repo, err := client.Open(ctx, subjectRef.Context(), false)
 			if err != nil {
 				return err

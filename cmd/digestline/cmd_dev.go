@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/pkg/oci"
@@ -30,7 +32,13 @@ func newDevCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer func() { _ = tel.Shutdown(ctx) }()
+			defer func() {
+				// ctx is cancelled by now (Ctrl-C): the last spans and
+				// metrics get a context of their own to be exported.
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = tel.Shutdown(sctx)
+			}()
 			if cfg.Created, err = oci.SourceDateEpoch(); err != nil {
 				return err
 			}

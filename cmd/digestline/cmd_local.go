@@ -52,8 +52,12 @@ func newBuildCommand() *cobra.Command {
 			return err
 		}
 		defer cleanup()
+		client, err := registryClient()
+		if err != nil {
+			return err
+		}
 		g, err := builder.Build(cmd.Context(), src, s, builder.Options{
-			Created: created, Name: filepath.Base(filepath.Clean(args[0])), Registry: registryClient(), Jobs: jobs,
+			Created: created, Name: filepath.Base(filepath.Clean(args[0])), Registry: client, Jobs: jobs,
 		}, layout)
 		if err != nil {
 			return err
@@ -150,17 +154,21 @@ func newPushCommand() *cobra.Command {
 			w := cmd.OutOrStdout()
 			enc := json.NewEncoder(w)
 			observe := func(_ context.Context, r registry.StageReport) {
-				_ = enc.Encode(pusher.StageReport(ref.String(), g.Root.Digest.String(), r))
+				_ = enc.Encode(r)
 			}
 			var view *progress.View
 			if !asJSON {
 				view = progress.New(w)
-				observe = func(_ context.Context, r registry.StageReport) { view.Println(r.Line()) }
+				observe = func(_ context.Context, r registry.StageReport) { view.Println(r.Line) }
 				if view.Live() { // otherwise blob files go to the socket untouched (sendfile)
 					opts = append(opts, registry.WithProgress(view.Blob))
 				}
 			}
-			res, err := registry.New(append(registry.CredentialsFromEnv(), registry.WithJobs(jobs))...).Push(cmd.Context(), ref, g, layout, observe, opts...)
+			client, err := registryClient(registry.WithJobs(jobs))
+			if err != nil {
+				return err
+			}
+			res, err := client.Push(cmd.Context(), ref, g, layout, observe, opts...)
 			view.Close()
 			if err != nil {
 				return &exitCodeError{code: 2, err: err}
@@ -188,7 +196,11 @@ func newVerifyCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("verify takes a digest reference, REPOSITORY@sha256:<hex>: %w", err)
 			}
-			rep, err := verifier.Verify(cmd.Context(), registryClient(), ref, nil, jobs)
+			client, err := registryClient()
+			if err != nil {
+				return err
+			}
+			rep, err := verifier.Verify(cmd.Context(), client, ref, nil, jobs)
 			if err != nil {
 				return &exitCodeError{code: 2, err: err}
 			}

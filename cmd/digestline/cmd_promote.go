@@ -16,7 +16,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/services/reporter"
@@ -146,26 +145,30 @@ func newPromoteCommand() *cobra.Command {
 	return cmd
 }
 
-// followRun prints a run's events from the API as they are indexed, until
-// one ends the run.
+// followRun prints a run's events from the API as they are stored,
+// until one ends the run; a run that ends without promotion exits 2.
 func followRun(ctx context.Context, c *apiClient, runID string, out io.Writer) error {
+	var run events.Run
 	seen := 0
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		var raw []json.RawMessage
-		status, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID, nil, &raw)
-		if err != nil && status != http.StatusNotFound { // not indexed yet
+		if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID, nil, &raw); err != nil {
 			return err
 		}
-		for ; seen < len(raw); seen++ {
-			ev, name, err := events.Parse(raw[seen])
-			if err != nil {
-				continue
+		for ; seen < len(raw) && !run.Done(); seen++ {
+			if ev, name, err := events.Parse(raw[seen]); err == nil {
+				for _, line := range run.Add(ev, name) {
+					fmt.Fprintln(out, line)
+				}
 			}
-			if done, err := printRunEvent(out, ev, name); done {
-				return err
-			}
+		}
+		if run.Err != nil {
+			return &exitCodeError{code: 2, err: run.Err}
+		}
+		if run.Done() {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -173,52 +176,6 @@ func followRun(ctx context.Context, c *apiClient, runID string, out io.Writer) e
 		case <-tick.C:
 		}
 	}
-}
-
-// printRunEvent prints one event of a promotion run; done reports the end of
-// the run, and err whether it failed.
-func printRunEvent(out io.Writer, ev cloudevents.Event, n events.Name) (done bool, err error) {
-	switch n {
-	case events.PromotionApproved:
-		a, err := events.Decode[events.Approval](ev)
-		if err == nil {
-			fmt.Fprintf(out, "[GATE] every gate passed: moving %s:%s from %s\n", a.Repository, a.Tag, cmp.Or(a.Previous, "nothing"))
-		}
-	case events.PushStage:
-		if s, err := events.Decode[events.StageReport](ev); err == nil {
-			fmt.Fprintln(out, s.Line)
-		}
-	case events.VerifyCompleted:
-		if v, err := events.Decode[events.VerifyResult](ev); err == nil {
-			for _, c := range v.Checks {
-				fmt.Fprintln(out, c)
-			}
-		}
-	case events.Promoted:
-		p, err := events.Decode[events.Promotion](ev)
-		if err != nil {
-			return true, err
-		}
-		fmt.Fprintf(out, "promoted %s %s@%s (tag %s, previous %s)\n", p.Environment, p.Repository, p.Digest, p.Tag, cmp.Or(p.PreviousDigest, "none"))
-		return true, nil
-	case events.PromotionRejected:
-		r, err := events.Decode[events.Rejection](ev)
-		if err != nil {
-			return true, err
-		}
-		msg := fmt.Sprintf("rejected by gate %s: %s", r.Gate, r.Reason)
-		if r.Hint != "" {
-			msg += "\nhint: " + r.Hint
-		}
-		return true, &exitCodeError{code: 2, err: errors.New(msg)}
-	case events.PushFailed, events.VerifyFailed:
-		f, err := events.Decode[events.Failure](ev)
-		if err != nil {
-			return true, err
-		}
-		return true, &exitCodeError{code: 2, err: fmt.Errorf("%s: %s error at %s: %s\nhint: %s", n, f.Class, f.Stage, f.Message, f.Hint)}
-	}
-	return false, nil
 }
 
 func newRecordsCommand() *cobra.Command {

@@ -25,7 +25,7 @@ func newPullCommand() *cobra.Command {
 				return fmt.Errorf("pull takes a digest reference, REPOSITORY@sha256:<hex>: %w", err)
 			}
 			ctx := cmd.Context()
-			repo, err := registryClient().Open(ctx, ref.Context(), false)
+			repo, err := openRepo(ctx, ref.Context())
 			if err != nil {
 				return err
 			}

@@ -64,7 +64,7 @@ func openRef(ctx context.Context, s string) (*registry.Repo, name.Reference, v1.
 	if err != nil {
 		return nil, nil, v1.Descriptor{}, fmt.Errorf("reference %q: %w", s, err)
 	}
-	repo, err := registryClient().Open(ctx, ref.Context(), false)
+	repo, err := openRepo(ctx, ref.Context())
 	if err != nil {
 		return nil, nil, v1.Descriptor{}, err
 	}
@@ -199,7 +199,7 @@ func newTagsCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("repository %q: %w", args[0], err)
 			}
-			repo, err := registryClient().Open(cmd.Context(), repoName, false)
+			repo, err := openRepo(cmd.Context(), repoName)
 			if err != nil {
 				return err
 			}

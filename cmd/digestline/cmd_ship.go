@@ -51,7 +51,7 @@ func newShipCommand() *cobra.Command {
 			shipFn = ship.ShipJSON
 		}
 		_, err = shipFn(ctx, bus, ship.Request{Dir: args[0], Target: args[1], Env: envName, Spec: s, Tag: *guard}, cmd.OutOrStdout())
-		var runErr *ship.RunError
+		var runErr *events.RunError
 		if errors.As(err, &runErr) {
 			return &exitCodeError{code: 2, err: err}
 		}

@@ -345,7 +345,7 @@ func TestShipWithWrongCredentialsFailsAsAuth(t *testing.T) {
 	s, _ := startStack(t, withRegistryWrapper(requireAuth),
 		withRegistryClient(registry.New(registry.WithKeychain(badKeychain{}), registry.WithRetries(2, time.Millisecond))))
 	res, out, err := s.ship(t, sourceDir(t, "auth"), "team/app:lab")
-	var runErr *ship.RunError
+	var runErr *events.RunError
 	if !errors.As(err, &runErr) || runErr.Event != events.PushFailed || runErr.Failure.Class != "auth" || runErr.Failure.Stage != "auth" {
 		t.Fatalf("ship = %v\n%s", err, out)
 	}
@@ -355,7 +355,7 @@ func TestShipWithWrongCredentialsFailsAsAuth(t *testing.T) {
 	evs := s.runEvents(t, res.RunID)
 	for _, ev := range evs {
 		n, _ := events.NameOfType(ev["type"].(string))
-		if n == events.PushStage && dataOf[events.StageReport](t, ev).Status == events.StatusRetrying {
+		if n == events.PushStage && dataOf[registry.StageReport](t, ev).Status == registry.StatusRetrying {
 			t.Fatal("an auth failure was retried")
 		}
 		if n == events.Promoted {
@@ -435,7 +435,7 @@ func TestTamperedRegistriesFailVerificationAndNothingIsPromoted(t *testing.T) {
 	} {
 		t.Run(tc.repo, func(t *testing.T) {
 			res, out, err := s.ship(t, sourceDir(t, tc.repo), tc.repo+"/app:lab")
-			var runErr *ship.RunError
+			var runErr *events.RunError
 			if !errors.As(err, &runErr) || runErr.Event != events.VerifyFailed || runErr.Failure.Class != tc.class {
 				t.Fatalf("ship = %v, want verify.failed of class %s\n%s", err, tc.class, out)
 			}
@@ -712,7 +712,7 @@ func TestShipRefusesToMoveADriftedTag(t *testing.T) {
 	var buf bytes.Buffer
 	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "release 2"), Target: s.RegistryAddr + "/team/app:prod",
 		Tag: events.TagGuard{Expect: stale}}, &buf)
-	var runErr *ship.RunError
+	var runErr *events.RunError
 	if !errors.As(err, &runErr) || runErr.Event != events.PushFailed || runErr.Failure.Class != "conflict" {
 		t.Fatalf("ship = %v\n%s", err, buf.String())
 	}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/pflag"
 )
 
@@ -71,7 +73,21 @@ func keyValues(flag string, pairs []string) (map[string]string, error) {
 }
 
 // registryClient is the CLI's registry client: credentials from
-// DIGESTLINE_REGISTRY_USERNAME/PASSWORD or the docker config.
-func registryClient() *registry.Client {
-	return registry.New(registry.CredentialsFromEnv()...)
+// DIGESTLINE_REGISTRY_USERNAME/PASSWORD or the docker config, and the
+// other DIGESTLINE_ registry settings (registry.OptionsFromEnv).
+func registryClient(opts ...registry.Option) (*registry.Client, error) {
+	env, err := registry.OptionsFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	return registry.New(append(env, opts...)...), nil
+}
+
+// openRepo opens repo for reading with the CLI's registry client.
+func openRepo(ctx context.Context, repo name.Repository) (*registry.Repo, error) {
+	c, err := registryClient()
+	if err != nil {
+		return nil, err
+	}
+	return c.Open(ctx, repo, false)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -52,7 +53,7 @@ func TestPeerToolsReadOurLayouts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, err := builder.Build(ctx, src, spec, builder.Options{Registry: registryClient()}, l)
+		g, err := builder.Build(ctx, src, spec, builder.Options{Registry: registry.New()}, l)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +175,7 @@ func TestPodmanRunsTheBuiltImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := builder.Build(context.Background(), app, events.BuildSpec{Entrypoint: []string{"/hello"}, SBOM: true}, builder.Options{Registry: registryClient()}, l)
+	g, err := builder.Build(context.Background(), app, events.BuildSpec{Entrypoint: []string{"/hello"}, SBOM: true}, builder.Options{Registry: registry.New()}, l)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/olareg/olareg"
@@ -290,7 +291,7 @@ func traceProblems(t *testing.T, query, promotedRun, failedRun string) []string 
 		}
 	}
 	upload := failed.tags("push " + registry.StageUpload)
-	if upload["error"] != true || upload["otel.status_code"] != "ERROR" || upload["error.type"] != string(registry.ClassAuth) || upload["digestline.error.hint"] == "" {
+	if upload["error"] != true || upload["otel.status_code"] != "ERROR" || upload["error.type"] != string(failure.Auth) || upload["digestline.error.hint"] == "" {
 		problems = append(problems, fmt.Sprintf("the failed upload's span has tags %v, want an error of class auth with a hint", upload))
 	}
 	if failed.tags("push "+registry.StageManifestPublish) != nil {

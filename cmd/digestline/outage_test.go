@@ -137,7 +137,7 @@ func registryOnce(t *testing.T, part string, hook func()) string {
 func shipUntilPromoted(ctx context.Context, bus *events.Bus, req ship.Request) (ship.Result, error) {
 	for {
 		res, err := ship.Ship(ctx, bus, req, io.Discard)
-		var runErr *ship.RunError
+		var runErr *events.RunError
 		if err == nil || errors.As(err, &runErr) || ctx.Err() != nil {
 			return res, err
 		}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/digestline/digestline/services/reporter"
+	"github.com/digestline/digestline/pkg/events"
 )
 
 // TestThePageShowsRunsPromotionsAndHistory: the reporter's page shows a
@@ -24,8 +24,8 @@ func TestThePageShowsRunsPromotionsAndHistory(t *testing.T) {
 		t.Fatal("the corrupted run passed")
 	}
 
-	var runs []reporter.RunSummary
-	if s.getJSON(t, "/v1/runs", &runs) != http.StatusOK || len(runs) != 2 || runs[0].RunID != bad.RunID || runs[1].RunID != ok.RunID {
+	var runs []events.Run
+	if s.getJSON(t, "/v1/runs", &runs) != http.StatusOK || len(runs) != 2 || runs[0].ID != bad.RunID || runs[1].ID != ok.RunID {
 		t.Fatalf("GET /v1/runs: %+v", runs)
 	}
 	if runs[1].Status != "promoted" || runs[0].Status != "failed" {
@@ -40,7 +40,7 @@ func TestThePageShowsRunsPromotionsAndHistory(t *testing.T) {
 			t.Errorf("the promoted run's timeline lacks %q: %v", want, names)
 		}
 	}
-	failed := slices.IndexFunc(runs[0].Steps, func(st reporter.RunStep) bool { return st.Status == "failed" })
+	failed := slices.IndexFunc(runs[0].Steps, func(st events.Step) bool { return st.Status == "failed" })
 	if failed < 0 || runs[0].Steps[failed].Hint == "" {
 		t.Fatalf("the failed run's timeline has no failed step with a hint: %+v", runs[0].Steps)
 	}

@@ -117,7 +117,7 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 	defer cancel()
 	for _, env := range []string{"qa", "not even a name!"} {
 		_, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "qa"), Target: repo + ":qa", Env: env}, io.Discard)
-		var runErr *ship.RunError
+		var runErr *events.RunError
 		if !errors.As(err, &runErr) || runErr.Failure.Stage != reporter.GateEnvironment {
 			t.Fatalf("ship --env %q: %v", env, err)
 		}

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
@@ -31,6 +33,8 @@ type Bus struct {
 	log     *slog.Logger
 	backoff func(delivery uint64) time.Duration
 	ackWait time.Duration // consumers' default AckWait
+	timeout time.Duration // handlers' default deadline
+	grace   time.Duration // how long in-flight handlers may go on after the router stops
 	metrics busMetrics
 }
 
@@ -56,6 +60,15 @@ func WithRedeliveryBackoff(f func(delivery uint64) time.Duration) Option {
 // soon the event a crashed worker held comes back.
 func WithAckWait(d time.Duration) Option { return func(b *Bus) { b.ackWait = d } }
 
+// WithHandlerTimeout bounds every handler that sets no timeout of its own
+// (default DefaultTimeout): past it, the run fails instead of waiting.
+func WithHandlerTimeout(d time.Duration) Option { return func(b *Bus) { b.timeout = d } }
+
+// WithShutdownGrace sets how long handlers in flight when a router stops
+// may go on (default 25s); then their context is cancelled with
+// ErrShutdown and their events handed back for redelivery.
+func WithShutdownGrace(d time.Duration) Option { return func(b *Bus) { b.grace = d } }
+
 // NewBus returns a bus publishing as source (/digestline/<service>/<instance>).
 func NewBus(js jetstream.JetStream, source string, opts ...Option) *Bus {
 	b := &Bus{
@@ -66,6 +79,7 @@ func NewBus(js jetstream.JetStream, source string, opts ...Option) *Bus {
 		backoff: func(n uint64) time.Duration {
 			return min(time.Duration(1<<min(n, 6))*250*time.Millisecond, 15*time.Second)
 		},
+		grace: 25 * time.Second,
 	}
 	WithTracerProvider(otel.GetTracerProvider())(b)
 	WithMeterProvider(otel.GetMeterProvider())(b)
@@ -189,8 +203,10 @@ func (e *Emitter) Emit(ctx context.Context, name Name, key string, data any) {
 // on redelivery (their ids are the same, so nothing is stored twice).
 func (e *Emitter) Wait(ctx context.Context) error {
 	// As long as a publish waits for its acknowledgement: one lost in an
-	// outage must fail the delivery, not hold it forever.
-	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	// outage must fail the delivery, not hold it forever. The events were
+	// sent already, so a handler whose own deadline passed still learns
+	// whether they were stored.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
 	for _, p := range e.pending {
 		if e.err != nil {
@@ -234,11 +250,8 @@ func (b *Bus) ExtractContext(ctx context.Context, ev cloudevents.Event) context.
 
 // deadLetter stores a message that will never be handled in the dead-letter
 // stream, with why, and terminates it. The message id makes it idempotent.
-func (b *Bus) deadLetter(ctx context.Context, consumer string, msg jetstream.Msg, reason string) error {
-	meta, err := msg.Metadata()
-	if err != nil {
-		return err
-	}
+func (b *Bus) deadLetter(ctx context.Context, m Message, reason string) error {
+	msg, consumer := m.d.msg, m.Consumer
 	dl := nats.NewMsg(DeadLetterPrefix + msg.Subject())
 	dl.Data = msg.Data()
 	for k, v := range msg.Headers() {
@@ -248,15 +261,15 @@ func (b *Bus) deadLetter(ctx context.Context, consumer string, msg jetstream.Msg
 	dl.Header.Set(HeaderDLQReason, reason)
 	dl.Header.Set(HeaderDLQConsumer, consumer)
 	dl.Header.Set(HeaderDLQSubject, msg.Subject())
-	dl.Header.Set(HeaderDLQDeliveries, fmt.Sprint(meta.NumDelivered))
-	dl.Header.Set(HeaderDLQSequence, fmt.Sprint(meta.Sequence.Stream))
-	id := fmt.Sprintf("dlq-%s-%d", consumer, meta.Sequence.Stream)
+	dl.Header.Set(HeaderDLQDeliveries, fmt.Sprint(m.Delivery))
+	dl.Header.Set(HeaderDLQSequence, fmt.Sprint(m.Sequence))
+	id := fmt.Sprintf("dlq-%s-%d", consumer, m.Sequence)
 	if _, err := b.js.PublishMsg(ctx, dl, jetstream.WithMsgID(id), jetstream.WithExpectStream(DeadLetterStream)); err != nil {
-		return fmt.Errorf("dead-letter %s #%d: %w", msg.Subject(), meta.Sequence.Stream, err)
+		return fmt.Errorf("dead-letter %s #%d: %w", msg.Subject(), m.Sequence, err)
 	}
 	b.log.Warn("event dead-lettered", "consumer", consumer, "subject", msg.Subject(),
-		"sequence", meta.Sequence.Stream, "deliveries", meta.NumDelivered, "reason", reason)
-	return msg.Term()
+		"sequence", m.Sequence, "deliveries", m.Delivery, "reason", reason)
+	return msg.TermWithReason(reason)
 }
 
 // Headers of a dead-lettered message.
@@ -283,7 +296,41 @@ func Permanent(err error) error {
 	return errPermanent{err}
 }
 
-func isPermanent(err error) bool {
+// IsPermanent reports whether err is one redelivery cannot fix: Permanent,
+// or an invalid event.
+func IsPermanent(err error) bool {
 	var p errPermanent
 	return errors.As(err, &p) || errors.Is(err, ErrInvalid)
+}
+
+// Fail ends m's run with the failure event name (build.failed,
+// push.failed, verify.failed): err made into the event's failure by
+// NewFailure, for the target, digest and evidence f names (and at f's
+// Stage, when err names none). It does not
+// when trying again may help — err is Temporary and this is not the
+// event's last delivery — or when the service is shutting down: then it
+// returns err, and the event is delivered again. The failure is published
+// even when the handler's own deadline passed (that is what it reports).
+func (b *Bus) Fail(ctx context.Context, m Message, name Name, err error, f Failure) error {
+	if shuttingDown(ctx) {
+		return err
+	}
+	e := failure.As(err)
+	var d *failure.DeadlineError
+	if errors.As(context.Cause(ctx), &d) && !errors.As(e, &d) {
+		// The handler ran past its bound; what it waited for failed
+		// without saying so.
+		e.Err, e.Hint = fmt.Errorf("%w (%w)", e.Err, d), d.Error()+": "+d.Hint()
+	}
+	if e.Temporary() && !m.LastTry {
+		return err
+	}
+	stage := f.Stage
+	f.Report = e.Report()
+	f.Stage = cmp.Or(f.Stage, stage)
+	b.log.Warn(fmt.Sprintf("%s: %s", name, f.Report), "run_id", RunID(m.Event), "class", f.Class, "stage", f.Stage)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	_, perr := b.Emit(pctx, m.Event, name, "", f)
+	return perr
 }

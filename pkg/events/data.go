@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
 )
 
 // dataTypes maps every event to a zero value of its data type: the schema
@@ -14,7 +16,7 @@ var dataTypes = map[Name]any{
 	BuildRequested:     BuildRequest{},
 	BuildCompleted:     BuildResult{},
 	BuildFailed:        Failure{},
-	PushStage:          StageReport{},
+	PushStage:          registry.StageReport{},
 	PushCompleted:      PushResult{},
 	PushFailed:         Failure{},
 	VerifyCompleted:    VerifyResult{},
@@ -131,57 +133,19 @@ type Evidence struct {
 }
 
 // Failure is the data of build.failed, push.failed and verify.failed: what
-// went wrong, where, of which class, and what a person should do next.
+// went wrong, where, of which class, and what a person should do next (a
+// failure.Report), for which target and digest, on what evidence. It is made
+// from an error by NewFailure, and nowhere else.
 type Failure struct {
-	Target  string `json:"target,omitempty"`
-	Digest  string `json:"digest,omitempty"`
-	Stage   string `json:"stage,omitempty"`
-	Class   string `json:"class" jsonschema:"minLength=1"`
-	Message string `json:"message"`
-	Hint    string `json:"hint,omitempty"`
-	// Path locates the failing descriptor, e.g. "manifest → layer 2".
-	Path       string     `json:"path,omitempty"`
-	Mismatches []Mismatch `json:"mismatches,omitempty"`
-	Evidence   Evidence   `json:"evidence"`
+	Target string `json:"target,omitempty"`
+	Digest string `json:"digest,omitempty"`
+	failure.Report
+	Evidence Evidence `json:"evidence"`
 }
 
-// Mismatch is one descriptor the verifier found wrong.
-type Mismatch struct {
-	Path     string `json:"path"`
-	Digest   string `json:"digest"`
-	Class    string `json:"class"`
-	Expected string `json:"expected,omitempty"`
-	Found    string `json:"found,omitempty"`
-}
-
-// Stage statuses.
-const (
-	StatusStarted  = "started"
-	StatusOK       = "ok"
-	StatusSkipped  = "skipped"
-	StatusRetrying = "retrying"
-	StatusFailed   = "failed"
-)
-
-// StageReport is the data of push.stage: the outcome of one push stage.
-type StageReport struct {
-	Target     string   `json:"target"`
-	Digest     string   `json:"digest"`
-	Stage      string   `json:"stage" jsonschema:"minLength=1"`
-	Status     string   `json:"status" jsonschema:"enum=started,enum=ok,enum=skipped,enum=retrying,enum=failed"`
-	Detail     string   `json:"detail,omitempty"`
-	Total      int      `json:"total,omitempty"`
-	Existing   int      `json:"existing,omitempty"`
-	Uploaded   int      `json:"uploaded,omitempty"`
-	Mounted    int      `json:"mounted,omitempty"`
-	Bytes      int64    `json:"bytes,omitempty"`
-	Requests   int      `json:"requests,omitempty"`
-	Attempt    int      `json:"attempt,omitempty"`
-	DurationMS int64    `json:"durationMs"`
-	Error      *Failure `json:"error,omitempty"`
-	// Line is the human view of the same fields: the [STAGE] log line.
-	Line string `json:"line"`
-}
+// NewFailure is the one conversion of an error into a run's failure: its
+// *failure.Error (failure.As classifies any other) as the event carries it.
+func NewFailure(err error) Failure { return Failure{Report: failure.As(err).Report()} }
 
 // PushResult is the data of push.completed.
 type PushResult struct {

@@ -15,6 +15,8 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/events/eventstest"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/registry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/sdk/trace"
@@ -99,7 +101,7 @@ func TestParseRejectsWhatTheContractForbids(t *testing.T) {
 func TestFollowDerivesStableIDs(t *testing.T) {
 	t.Parallel()
 	parent, _ := events.NewEvent("/test", events.BuildRequested, "run-1", "app", validRequest())
-	data := events.Failure{Class: "input", Message: "x"}
+	data := events.NewFailure(failure.Errorf(failure.Input, "fix it", "x"))
 	a, _ := events.Follow("/b", parent, events.BuildFailed, "", data)
 	b, _ := events.Follow("/b", parent, events.BuildFailed, "", data)
 	c, _ := events.Follow("/b", parent, events.BuildFailed, "other", data)
@@ -126,11 +128,15 @@ func newBus(t *testing.T) (*events.Bus, *eventstest.Server, *tracetest.SpanRecor
 }
 
 // consume runs a consumer until the test ends.
-func consume(t *testing.T, bus *events.Bus, spec events.ConsumerSpec, h events.Handler) {
+func consume(t *testing.T, bus *events.Bus, spec events.ConsumerSpec, names []events.Name, h events.Handler) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- bus.Consume(ctx, spec, h) }()
+	r := bus.Router(spec)
+	for _, n := range names {
+		r.Handle(n, h)
+	}
+	go func() { done <- r.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -201,7 +207,7 @@ func TestRunEventsReadsOneRunInOrder(t *testing.T) {
 				want = append(want, ev.ID())
 			}
 			if i == 2 && run == "run-a" {
-				next, err := bus.Emit(ctx, ev, events.BuildFailed, "", events.Failure{Class: "input", Message: "no", Hint: "yes"})
+				next, err := bus.Emit(ctx, ev, events.BuildFailed, "", events.NewFailure(failure.Errorf(failure.Input, "yes", "no")))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -259,8 +265,8 @@ func TestEmitterStoresInOrderOnceWaited(t *testing.T) {
 	bus, srv, _ := newBus(t)
 	ctx := context.Background()
 	parent, _ := events.NewEvent(bus.Source(), events.BuildRequested, "run-1", "app", validRequest())
-	stage := func(i int) events.StageReport {
-		return events.StageReport{Stage: fmt.Sprintf("stage %d", i), Status: "ok", Line: fmt.Sprintf("[STAGE] stage %d OK", i)}
+	stage := func(i int) registry.StageReport {
+		return registry.StageReport{Stage: fmt.Sprintf("stage %d", i), Status: "ok", Line: fmt.Sprintf("[STAGE] stage %d OK", i)}
 	}
 	for range 2 {
 		em := bus.Emitter(parent)
@@ -284,7 +290,7 @@ func TestEmitterStoresInOrderOnceWaited(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, _ := events.Decode[events.StageReport](ev); got.Stage != stage(i).Stage {
+		if got, _ := events.Decode[registry.StageReport](ev); got.Stage != stage(i).Stage {
 			t.Fatalf("event %d is %q: out of order", i, got.Stage)
 		}
 	}
@@ -293,7 +299,7 @@ func TestEmitterStoresInOrderOnceWaited(t *testing.T) {
 	}
 
 	em := bus.Emitter(parent)
-	em.Emit(ctx, events.PushStage, "bad", events.StageReport{})
+	em.Emit(ctx, events.PushStage, "bad", registry.StageReport{})
 	em.Emit(ctx, events.PushStage, "after", stage(99))
 	if err := em.Wait(ctx); !errors.Is(err, events.ErrInvalid) {
 		t.Fatalf("Wait after an invalid event = %v, want ErrInvalid", err)
@@ -311,7 +317,7 @@ func TestConsumeHandlesRetriesAndDeadLetters(t *testing.T) {
 
 	var calls atomic.Int32
 	var handled atomic.Value
-	consume(t, bus, events.ConsumerSpec{Durable: "t", Events: []events.Name{events.BuildRequested}, MaxDeliver: 3},
+	consume(t, bus, events.ConsumerSpec{Durable: "t", MaxDeliver: 3}, []events.Name{events.BuildRequested},
 		func(ctx context.Context, m events.Message) error {
 			req, err := events.Decode[events.BuildRequest](m.Event)
 			if err != nil {
@@ -405,7 +411,7 @@ func TestTraceContextTravelsInTheEvent(t *testing.T) {
 	}
 	parent.End()
 	var got atomic.Value
-	consume(t, bus, events.ConsumerSpec{Durable: "tr"}, func(ctx context.Context, m events.Message) error {
+	consume(t, bus, events.ConsumerSpec{Durable: "tr"}, []events.Name{events.BuildRequested}, func(ctx context.Context, m events.Message) error {
 		got.Store(m.Event.Extensions()[events.ExtTraceParent])
 		return nil
 	})

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -92,15 +93,15 @@ func TestBearerTokenFlow(t *testing.T) {
 	wrong := newTokenRegistry(t, "ci", "s3cret", true)
 	ref, _ = name.ParseReference(wrong.host + "/team/app:1")
 	_, err := newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "nope"})).Push(ctx, ref, g, l, nil)
-	var rerr *registry.Error
-	if !errors.As(err, &rerr) || rerr.Class != registry.ClassAuth || rerr.Stage != registry.StageAuth {
+	var rerr *failure.Error
+	if !errors.As(err, &rerr) || rerr.Class != failure.Auth || rerr.Stage != registry.StageAuth {
 		t.Fatalf("wrong password: %v, want an auth failure at the auth stage", err)
 	}
 
 	readOnly := newTokenRegistry(t, "ci", "s3cret", false)
 	ref, _ = name.ParseReference(readOnly.host + "/team/app:1")
 	_, err = newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})).Push(ctx, ref, g, l, nil)
-	if !errors.As(err, &rerr) || rerr.Class != registry.ClassAuth || !strings.Contains(rerr.Hint, "push") {
+	if !errors.As(err, &rerr) || rerr.Class != failure.Auth || !strings.Contains(rerr.Hint, "push") {
 		t.Fatalf("a token without push scope: %v, want auth with a hint about the push scope", err)
 	}
 }

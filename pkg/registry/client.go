@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -34,6 +35,7 @@ type Client struct {
 	// Blobs larger than chunkOver are uploaded in chunks of chunkSize (or the
 	// registry's OCI-Chunk-Min-Length, if larger), resumable after a failure.
 	chunkOver, chunkSize int64
+	timeout              time.Duration // how long a registry may stay silent
 }
 
 // Option configures a Client.
@@ -110,11 +112,17 @@ func New(opts ...Option) *Client {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = 64
 	c := &Client{keychain: authn.DefaultKeychain, base: base, jobs: 4, retries: 4, retryBase: 200 * time.Millisecond,
-		chunkOver: 64 << 20, chunkSize: 16 << 20}
+		chunkOver: 64 << 20, chunkSize: 16 << 20, timeout: DefaultTimeout}
 	WithTracerProvider(otel.GetTracerProvider())(c)
 	WithMeterProvider(otel.GetMeterProvider())(c)
 	for _, o := range opts {
 		o(c)
+	}
+	if c.base == http.RoundTripper(base) {
+		// A registry that accepts the connection and never answers, or
+		// stops mid-body, fails the request instead of holding it forever.
+		base.ResponseHeaderTimeout = c.timeout
+		base.DialContext = idleDialer(c.timeout)
 	}
 	// Every registry request is an HTTP client span (OpenTelemetry's HTTP
 	// semantic conventions) under its stage's span.
@@ -148,16 +156,16 @@ func (c *Client) open(ctx context.Context, repo name.Repository, push bool, extr
 	if c.insecure[repo.RegistryStr()] {
 		reg, err := name.NewRegistry(repo.RegistryStr(), name.Insecure)
 		if err != nil {
-			return nil, &Error{Class: ClassSchema, Err: err}
+			return nil, &failure.Error{Class: failure.Schema, Err: err}
 		}
 		repo.Registry = reg
 	}
-	r := &Repo{name: repo}
+	r := &Repo{name: repo, timeout: c.timeout}
 	auth := c.auth
 	if auth == nil {
 		var err error
 		if auth, err = c.keychain.Resolve(repo); err != nil {
-			return nil, &Error{Class: ClassAuth, Err: fmt.Errorf("resolve credentials for %s: %w", repo.RegistryStr(), err),
+			return nil, &failure.Error{Class: failure.Auth, Err: fmt.Errorf("resolve credentials for %s: %w", repo.RegistryStr(), err),
 				Hint: "check ~/.docker/config.json and its credential helpers"}
 		}
 	}
@@ -179,7 +187,7 @@ func (c *Client) open(ctx context.Context, repo name.Repository, push bool, extr
 	}
 	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, c.base, scopes)
 	if err != nil {
-		return nil, classifyTransport(err, repo)
+		return nil, r.classifyTransport(ctx, err)
 	}
 	r.client = &http.Client{Transport: rt}
 	if auth != authn.Anonymous { // anonymous: the first real request will say if it is refused

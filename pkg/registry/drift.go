@@ -3,6 +3,7 @@ package registry
 import (
 	"fmt"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -32,13 +33,6 @@ func ParseTagPolicy(s string) (TagPolicy, error) {
 	return "", fmt.Errorf("tag policy %q: want fail, force or if-absent", s)
 }
 
-// Drift is a tag found pointing where it should not.
-type Drift struct {
-	Tag      string
-	Expected digest.Digest // what the caller expected it to point at ("" for if-absent: nothing)
-	Found    digest.Digest
-}
-
 // PushOption configures one push.
 type PushOption func(*pushOptions)
 
@@ -61,21 +55,21 @@ func (o pushOptions) guarded() bool {
 }
 
 // checkTag applies the policy to a tag found at found (zero: absent) before
-// moving it to root. It returns a conflict *Error carrying the drift when the
+// moving it to root. It returns a conflict *failure.Error carrying the drift when the
 // tag must not move.
 func (o pushOptions) checkTag(tag string, found, root digest.Digest) error {
-	conflict := func(d Drift, hint string) error {
-		return &Error{Class: ClassConflict, Drift: &d, Hint: hint,
+	conflict := func(d failure.Drift, hint string) error {
+		return &failure.Error{Class: failure.Conflict, Drift: &d, Hint: hint,
 			Err: fmt.Errorf("tag %s points at %s, expected %s", tag, orNone(d.Found), orNone(d.Expected))}
 	}
 	switch {
 	case found == "" || found == root:
 		return nil
 	case o.policy == TagIfAbsent:
-		return conflict(Drift{Tag: tag, Found: found},
+		return conflict(failure.Drift{Tag: tag, Found: found},
 			"the tag exists and points elsewhere: push with --tag-policy force to move it, or use a new tag")
 	case o.policy == TagFail && o.expect != "" && found != o.expect:
-		return conflict(Drift{Tag: tag, Expected: o.expect, Found: found},
+		return conflict(failure.Drift{Tag: tag, Expected: o.expect, Found: found},
 			fmt.Sprintf("someone moved the tag since you looked: inspect %s, then push with --expect %s (or --tag-policy force)", found, found))
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -55,8 +56,8 @@ func TestTagDriftPolicies(t *testing.T) {
 				}
 				return
 			}
-			var rerr *registry.Error
-			if !errors.As(err, &rerr) || !errors.Is(err, registry.ClassConflict) || rerr.Drift == nil {
+			var rerr *failure.Error
+			if !errors.As(err, &rerr) || !errors.Is(err, failure.Conflict) || rerr.Drift == nil {
 				t.Fatalf("push = %v, want a conflict carrying the drift", err)
 			}
 			if rerr.Drift.Found != tc.wantFound || rerr.Drift.Tag != "prod" || !strings.Contains(rerr.Hint, "tag") {

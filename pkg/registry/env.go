@@ -1,17 +1,20 @@
 package registry
 
 import (
+	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 )
 
-// CredentialsFromEnv returns the options the environment asks for: WithAuth
+// OptionsFromEnv returns the options the environment asks for: WithAuth
 // for DIGESTLINE_REGISTRY_USERNAME and DIGESTLINE_REGISTRY_PASSWORD when both
-// are set (otherwise the docker config keychain applies), and WithInsecure
-// for the comma-separated hosts of DIGESTLINE_INSECURE_REGISTRIES.
-func CredentialsFromEnv() []Option {
+// are set (otherwise the docker config keychain applies), WithInsecure for
+// the comma-separated hosts of DIGESTLINE_INSECURE_REGISTRIES, and
+// WithTimeout for DIGESTLINE_REGISTRY_TIMEOUT (a duration such as 30s).
+func OptionsFromEnv() ([]Option, error) {
 	var opts []Option
 	if user, pass := os.Getenv("DIGESTLINE_REGISTRY_USERNAME"), os.Getenv("DIGESTLINE_REGISTRY_PASSWORD"); user != "" && pass != "" {
 		opts = append(opts, WithAuth(&authn.Basic{Username: user, Password: pass}))
@@ -25,5 +28,12 @@ func CredentialsFromEnv() []Option {
 	if len(hosts) > 0 {
 		opts = append(opts, WithInsecure(hosts...))
 	}
-	return opts
+	if s := os.Getenv("DIGESTLINE_REGISTRY_TIMEOUT"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("DIGESTLINE_REGISTRY_TIMEOUT %q: want a positive duration, e.g. 60s", s)
+		}
+		opts = append(opts, WithTimeout(d))
+	}
+	return opts, nil
 }

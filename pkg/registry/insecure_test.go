@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/digestline/digestline/pkg/registry"
@@ -27,8 +28,17 @@ func TestInsecureRegistriesAreSpokenToOverHTTP(t *testing.T) {
 	if _, err := newClient(registry.WithTransport(transport)).Push(context.Background(), ref, g, l, nil); err == nil {
 		t.Fatal("pushed over plain HTTP to a registry nobody called insecure")
 	}
+	t.Setenv("DIGESTLINE_REGISTRY_TIMEOUT", "soon")
+	if _, err := registry.OptionsFromEnv(); err == nil || !strings.Contains(err.Error(), "DIGESTLINE_REGISTRY_TIMEOUT") {
+		t.Fatalf("a timeout that is no duration: %v", err)
+	}
+	t.Setenv("DIGESTLINE_REGISTRY_TIMEOUT", "")
 	t.Setenv("DIGESTLINE_INSECURE_REGISTRIES", "other.test, registry.test:5000")
-	opts := append(registry.CredentialsFromEnv(), registry.WithTransport(transport))
+	opts, err := registry.OptionsFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append(opts, registry.WithTransport(transport))
 	if _, err := newClient(opts...).Push(context.Background(), ref, g, l, nil); err != nil {
 		t.Fatalf("push to an insecure registry: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -45,10 +46,10 @@ type PushResult struct {
 // makes one HEAD request after auth and uploads nothing.
 func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src oci.BlobReader, observe Observer, opts ...PushOption) (PushResult, error) {
 	if err := g.Validate(); err != nil {
-		return PushResult{}, &Error{Class: ClassSchema, Err: err, Hint: "the build output is malformed: rebuild it"}
+		return PushResult{}, &failure.Error{Class: failure.Schema, Err: err, Hint: "the build output is malformed: rebuild it"}
 	}
 	if d, ok := ref.(name.Digest); ok && d.DigestStr() != g.Root.Digest.String() {
-		return PushResult{}, &Error{Class: ClassIntegrity, Err: fmt.Errorf("reference %s names another digest than the artifact's %s", ref, g.Root.Digest),
+		return PushResult{}, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("reference %s names another digest than the artifact's %s", ref, g.Root.Digest),
 			Hint: "push by tag, or by the artifact's own digest"}
 	}
 	if observe == nil {
@@ -134,9 +135,9 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 	bo.InitialInterval = p.c.retryBase
 	start, reqs := time.Now(), p.requests()
 	for attempt := 1; ; attempt++ {
-		r := StageReport{Stage: stage, Attempt: attempt}
+		r := StageReport{Target: p.ref.String(), Digest: p.g.Root.Digest.String(), Stage: stage, Attempt: attempt}
 		err := fn(ctx, &r)
-		r.Duration, r.Requests = time.Since(start), p.requests()-reqs
+		r.Requests = p.requests() - reqs
 		if reason, ok := asSkip(err); ok {
 			r.Status, r.Detail, err = StatusSkipped, reason, nil
 		} else if err == nil {
@@ -147,29 +148,31 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 				attribute.Int("digestline.blobs.total", r.Total), attribute.Int("digestline.blobs.existing", r.Existing),
 				attribute.Int("digestline.blobs.uploaded", r.Uploaded), attribute.Int64("digestline.bytes", r.Bytes),
 				attribute.Int("digestline.requests", r.Requests), attribute.Int("digestline.attempts", attempt))
-			p.recordStage(ctx, r)
-			p.observe(ctx, r)
+			p.report(ctx, r, start)
 			return nil
 		}
-		e := AsError(err)
-		if e.Class == "" {
-			e.Class = ClassTransport
-		}
+		e := failure.As(err)
 		e.Stage = stage
-		r.Err = e
+		report := e.Report()
+		r.Error = &report
 		if !e.Temporary() || attempt > p.c.retries || ctx.Err() != nil {
+			if e.Temporary() && !errors.Is(e, oci.ErrStore) {
+				// Retried here already; the blob store is the bus's, and a
+				// redelivery of the whole push may find it back.
+				e.Exhausted = true
+			}
 			r.Status = StatusFailed
 			span.RecordError(e)
 			span.SetStatus(codes.Error, e.Error())
 			span.SetAttributes(attribute.String("digestline.stage.status", r.Status),
 				attribute.String("error.type", string(e.Class)), attribute.String("digestline.error.hint", e.Hint),
 				attribute.Int("digestline.attempts", attempt))
-			p.recordStage(ctx, r)
-			p.observe(ctx, r)
+			p.report(ctx, r, start)
 			return e
 		}
 		r.Status = StatusRetrying
 		span.AddEvent("retry", trace.WithAttributes(attribute.Int("attempt", attempt), attribute.String("error.type", string(e.Class))))
+		r.DurationMS, r.Line = time.Since(start).Milliseconds(), r.line()
 		p.observe(ctx, r)
 		delay := e.RetryAfter
 		if delay <= 0 {
@@ -177,16 +180,20 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 		}
 		select {
 		case <-ctx.Done():
-			return &Error{Class: ClassTransport, Stage: stage, Err: ctx.Err(), Hint: "the push was cancelled"}
+			return &failure.Error{Class: failure.Transport, Stage: stage, Err: context.Cause(ctx), Hint: "the push was cancelled"}
 		case <-time.After(delay):
 		}
 	}
 }
 
-// recordStage adds a finished stage to the stage-duration histogram.
-func (p *pushRun) recordStage(ctx context.Context, r StageReport) {
-	p.c.metrics.stageDuration.Record(ctx, r.Duration.Seconds(), metric.WithAttributes(
+// report hands a stage's final report to the observer and the
+// stage-duration histogram.
+func (p *pushRun) report(ctx context.Context, r StageReport, start time.Time) {
+	d := time.Since(start)
+	r.DurationMS, r.Line = d.Milliseconds(), r.line()
+	p.c.metrics.stageDuration.Record(ctx, d.Seconds(), metric.WithAttributes(
 		attribute.String("stage", r.Stage), attribute.String("status", r.Status)))
+	p.observe(ctx, r)
 }
 
 func (p *pushRun) auth(ctx context.Context, r *StageReport) error {
@@ -354,7 +361,7 @@ func findBases(ctx context.Context, g oci.Graph, src oci.BlobReader, target name
 func (p *pushRun) baseLayers(ctx context.Context, b baseRef) ([]digest.Digest, error) {
 	body, desc, err := p.repo.Sibling(b.repo).GetManifest(ctx, b.digest.String())
 	if err != nil {
-		if e := AsError(err); e.Temporary() {
+		if e := failure.As(err); e.Temporary() {
 			return nil, err
 		}
 		return nil, nil
@@ -433,7 +440,7 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	p.mu.Unlock()
 	if s != nil {
 		if err := p.repo.status(ctx, s); err != nil {
-			if AsError(err).Temporary() {
+			if failure.As(err).Temporary() {
 				return 0, err
 			}
 			s = nil // the session expired: start over
@@ -631,15 +638,15 @@ func (p *pushRun) pushBlob(ctx context.Context, b v1.Descriptor) (uploaded bool,
 // built (src): the store not answering is transient (retried here, and it
 // wraps oci.ErrStore so a service can retry the whole event rather than fail
 // the run); content that is gone or does not match is not.
-func sourceError(err error, what string) *Error {
+func sourceError(err error, what string) *failure.Error {
 	err = fmt.Errorf("read %s from the build output: %w", what, err)
 	switch {
 	case errors.Is(err, oci.ErrStore):
-		return &Error{Class: ClassTransport, Err: err, Hint: "the blob store did not answer: it is retried"}
+		return &failure.Error{Class: failure.Transport, Err: err, Hint: "the blob store did not answer: it is retried"}
 	case errors.Is(err, oci.ErrBlobNotFound):
-		return &Error{Class: ClassNotFound, Err: err, Hint: "the build's blobs are gone from the blob store: rebuild"}
+		return &failure.Error{Class: failure.NotFound, Err: err, Hint: "the build's blobs are gone from the blob store: rebuild"}
 	}
-	return &Error{Class: ClassIntegrity, Err: err, Hint: "the build output is altered: rebuild"}
+	return &failure.Error{Class: failure.Integrity, Err: err, Hint: "the build output is altered: rebuild"}
 }
 
 // short abbreviates a digest for stage lines: sha256:0123456789ab.

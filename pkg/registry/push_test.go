@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -164,7 +165,7 @@ func TestPushColdThenWarm(t *testing.T) {
 			t.Errorf("stage %d is %q, want %q", i, cold.reports[i].Stage, s)
 		}
 	}
-	if got := cold.final()[registry.StageBlobCheck].Line(); got != "[STAGE] blob check: 0/2 exists" {
+	if got := cold.final()[registry.StageBlobCheck].Line; got != "[STAGE] blob check: 0/2 exists" {
 		t.Errorf("blob check line %q", got)
 	}
 
@@ -222,7 +223,7 @@ func TestPushUploadsOnlyMissingBlobs(t *testing.T) {
 	if res.Uploaded != 1 || res.Existing != 1 {
 		t.Fatalf("uploaded %d, existing %d; want 1 and 1", res.Uploaded, res.Existing)
 	}
-	if got := rec.final()[registry.StageBlobCheck].Line(); got != "[STAGE] blob check: 1/2 exists" {
+	if got := rec.final()[registry.StageBlobCheck].Line; got != "[STAGE] blob check: 1/2 exists" {
 		t.Errorf("blob check line %q", got)
 	}
 }
@@ -236,7 +237,7 @@ func TestPushClassifiesFailures(t *testing.T) {
 	cases := map[string]struct {
 		faults    []fault
 		opts      []registry.Option
-		class     registry.Class
+		class     failure.Class
 		stage     string
 		retries   int
 		succeeds  bool
@@ -245,11 +246,11 @@ func TestPushClassifiesFailures(t *testing.T) {
 		"wrong credentials are auth, not retried": {
 			faults: []fault{requireBasicAuth("ci", "right")},
 			opts:   []registry.Option{registry.WithAuth(&authn.Basic{Username: "ci", Password: "wrong"})},
-			class:  registry.ClassAuth, stage: registry.StageAuth, hintNames: "credentials",
+			class:  failure.Auth, stage: registry.StageAuth, hintNames: "credentials",
 		},
 		"forbidden upload is auth": {
 			faults: []fault{failTimes(99, http.StatusForbidden, nil, isBlobUpload)},
-			class:  registry.ClassAuth, stage: registry.StageUpload, hintNames: "scope",
+			class:  failure.Auth, stage: registry.StageUpload, hintNames: "scope",
 		},
 		"server errors are retried then succeed": {
 			faults:  []fault{failTimes(2, http.StatusBadGateway, nil, isLayerUpload)},
@@ -261,14 +262,14 @@ func TestPushClassifiesFailures(t *testing.T) {
 		},
 		"persistent server errors fail as transport": {
 			faults: []fault{failTimes(99, http.StatusServiceUnavailable, nil, isLayerUpload)},
-			class:  registry.ClassTransport, stage: registry.StageUpload, retries: 3,
+			class:  failure.Transport, stage: registry.StageUpload, retries: 3,
 			hintNames: "registry",
 		},
 		"refused manifest is schema": {
 			faults: []fault{failTimes(99, http.StatusBadRequest, nil, func(r *http.Request) bool {
 				return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/")
 			})},
-			class: registry.ClassSchema, stage: registry.StageManifestPublish, hintNames: "media type",
+			class: failure.Schema, stage: registry.StageManifestPublish, hintNames: "media type",
 		},
 	}
 	for label, tc := range cases {
@@ -290,15 +291,15 @@ func TestPushClassifiesFailures(t *testing.T) {
 			if !errors.Is(err, tc.class) {
 				t.Fatalf("err = %v, want class %s", err, tc.class)
 			}
-			var rerr *registry.Error
+			var rerr *failure.Error
 			if !errors.As(err, &rerr) || rerr.Stage != tc.stage {
 				t.Fatalf("err = %#v, want stage %q", err, tc.stage)
 			}
 			if !strings.Contains(rerr.Hint, tc.hintNames) {
 				t.Errorf("hint %q does not mention %q", rerr.Hint, tc.hintNames)
 			}
-			if f := rec.final()[tc.stage]; f.Status != registry.StatusFailed || !strings.Contains(f.Line(), "FAILED ("+string(tc.class)+")") {
-				t.Errorf("failed stage line %q", f.Line())
+			if f := rec.final()[tc.stage]; f.Status != registry.StatusFailed || !strings.Contains(f.Line, "FAILED ("+string(tc.class)+")") {
+				t.Errorf("failed stage line %q", f.Line)
 			}
 		})
 	}
@@ -316,7 +317,7 @@ func TestPushNeverLeaksCredentials(t *testing.T) {
 	}
 	text := err.Error()
 	for _, r := range rec.reports {
-		text += r.Line()
+		text += r.Line
 	}
 	if strings.Contains(text, "s3cret") {
 		t.Fatalf("a secret leaked: %s", text)

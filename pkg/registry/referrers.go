@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -50,7 +51,7 @@ func (r *Repo) AddFallbackReferrer(ctx context.Context, subject digest.Digest, r
 				return err
 			}
 			_, err = r.putManifest(ctx, tag, v1.MediaTypeImageIndex, body, etag)
-			if errors.Is(err, ClassConflict) {
+			if errors.Is(err, failure.Conflict) {
 				continue // changed since we read it: merge again
 			}
 			if err != nil {
@@ -71,7 +72,7 @@ func (r *Repo) AddFallbackReferrer(ctx context.Context, subject digest.Digest, r
 			return nil
 		}
 	}
-	return &Error{Class: ClassConflict, Err: fmt.Errorf("fallback tag %s kept changing under %d attempts to add %s", tag, fallbackAttempts, ref.Digest),
+	return &failure.Error{Class: failure.Conflict, Err: fmt.Errorf("fallback tag %s kept changing under %d attempts to add %s", tag, fallbackAttempts, ref.Digest),
 		Hint: "several writers are attaching artifacts to this image at once: retry the push"}
 }
 
@@ -82,7 +83,7 @@ func (r *Repo) Referrers(ctx context.Context, subject digest.Digest) ([]v1.Descr
 	if err == nil {
 		return idx.Manifests, nil
 	}
-	if !errors.Is(err, ClassNotFound) {
+	if !errors.Is(err, failure.NotFound) {
 		return nil, err
 	}
 	fb, _, err := r.fallbackIndex(ctx, FallbackTag(subject))
@@ -103,7 +104,7 @@ func (r *Repo) referrersAPI(ctx context.Context, subject digest.Digest) (v1.Inde
 	}
 	var idx v1.Index
 	if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil {
-		return v1.Index{}, &Error{Class: ClassSchema, Err: fmt.Errorf("referrers response: %w", err), Hint: "the registry's referrers API answered with something that is not an index"}
+		return v1.Index{}, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("referrers response: %w", err), Hint: "the registry's referrers API answered with something that is not an index"}
 	}
 	return idx, nil
 }
@@ -124,7 +125,7 @@ func (r *Repo) fallbackIndex(ctx context.Context, tag string) (v1.Index, string,
 	}
 	var idx v1.Index
 	if err := json.NewDecoder(io.LimitReader(resp.Body, oci.MaxManifestSize)).Decode(&idx); err != nil {
-		return v1.Index{}, "", &Error{Class: ClassSchema, Err: fmt.Errorf("fallback tag %s is not an index: %w", tag, err),
+		return v1.Index{}, "", &failure.Error{Class: failure.Schema, Err: fmt.Errorf("fallback tag %s is not an index: %w", tag, err),
 			Hint: "something else is using the fallback tag: remove it or push with a registry that has the referrers API"}
 	}
 	return idx, resp.Header.Get("ETag"), nil

@@ -10,7 +10,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -25,8 +27,9 @@ var manifestAccept = strings.Join([]string{
 
 // Repo is an authenticated connection to one repository.
 type Repo struct {
-	name   name.Repository
-	client *http.Client
+	name    name.Repository
+	client  *http.Client
+	timeout time.Duration // the client's: how long the registry may stay silent
 }
 
 var _ oci.BlobReader = (*Repo)(nil)
@@ -43,14 +46,14 @@ func (r *Repo) repoURL(kind, ref string) string {
 func (r *Repo) do(ctx context.Context, method, u string, body io.Reader, hdr http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return nil, &Error{Class: ClassSchema, Err: err, Hint: "the reference or URL is malformed"}
+		return nil, &failure.Error{Class: failure.Schema, Err: err, Hint: "the reference or URL is malformed"}
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return nil, classifyTransport(err, r.name)
+		return nil, r.classifyTransport(ctx, err)
 	}
 	return resp, nil
 }
@@ -73,7 +76,7 @@ func (r *Repo) HeadManifest(ctx context.Context, ref string) (v1.Descriptor, boo
 	case http.StatusOK:
 		d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
 		if err != nil {
-			return v1.Descriptor{}, true, &Error{Class: ClassSchema, Status: resp.StatusCode, Err: fmt.Errorf("HEAD manifest %s: no valid Docker-Content-Digest header", ref),
+			return v1.Descriptor{}, true, &failure.Error{Class: failure.Schema, Status: resp.StatusCode, Err: fmt.Errorf("HEAD manifest %s: no valid Docker-Content-Digest header", ref),
 				Hint: "the registry does not report manifest digests; it is not OCI distribution compliant"}
 		}
 		return v1.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: d, Size: resp.ContentLength}, true, nil
@@ -97,14 +100,14 @@ func (r *Repo) GetManifest(ctx context.Context, ref string) ([]byte, v1.Descript
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, oci.MaxManifestSize+1))
 	if err != nil {
-		return nil, v1.Descriptor{}, classifyTransport(err, r.name)
+		return nil, v1.Descriptor{}, r.classifyTransport(ctx, err)
 	}
 	if len(b) > oci.MaxManifestSize {
-		return nil, v1.Descriptor{}, &Error{Class: ClassSchema, Err: fmt.Errorf("manifest %s is larger than %d bytes", ref, oci.MaxManifestSize), Hint: "refusing an oversized manifest"}
+		return nil, v1.Descriptor{}, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("manifest %s is larger than %d bytes", ref, oci.MaxManifestSize), Hint: "refusing an oversized manifest"}
 	}
 	desc := v1.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: digest.FromBytes(b), Size: int64(len(b))}
 	if want, err := digest.Parse(ref); err == nil && want != desc.Digest {
-		return b, desc, &Error{Class: ClassIntegrity, Err: fmt.Errorf("manifest served as %s hashes to %s", want, desc.Digest),
+		return b, desc, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("manifest served as %s hashes to %s", want, desc.Digest),
 			Hint: "the registry serves a manifest that does not match the requested digest: it is corrupted or substituted"}
 	}
 	return b, desc, nil
@@ -231,7 +234,7 @@ func (r *Repo) MountBlob(ctx context.Context, d digest.Digest, from string) (boo
 // Sibling is another repository of the same registry, reached through this
 // one's authenticated transport (its token must carry that repository's scope).
 func (r *Repo) Sibling(path string) *Repo {
-	return &Repo{name: r.name.Registry.Repo(path), client: r.client}
+	return &Repo{name: r.name.Registry.Repo(path), client: r.client, timeout: r.timeout}
 }
 
 // maxTagPages bounds tag list pagination against a registry that loops.
@@ -247,7 +250,7 @@ func (r *Repo) Tags(ctx context.Context, pageSize int) ([]string, error) {
 	var tags []string
 	for page := 0; next != ""; page++ {
 		if page == maxTagPages {
-			return tags, &Error{Class: ClassSchema, Err: fmt.Errorf("more than %d pages of tags", maxTagPages), Hint: "the registry's pagination does not end"}
+			return tags, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("more than %d pages of tags", maxTagPages), Hint: "the registry's pagination does not end"}
 		}
 		resp, err := r.do(ctx, http.MethodGet, next, nil, nil)
 		if err != nil {
@@ -264,7 +267,7 @@ func (r *Repo) Tags(ctx context.Context, pageSize int) ([]string, error) {
 		link := resp.Header.Get("Link")
 		drain(resp)
 		if err != nil {
-			return tags, &Error{Class: ClassSchema, Err: fmt.Errorf("tag list: %w", err), Hint: "the registry's tag list is not valid JSON"}
+			return tags, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("tag list: %w", err), Hint: "the registry's tag list is not valid JSON"}
 		}
 		tags = append(tags, body.Tags...)
 		next = nextLink(resp.Request.URL, link)

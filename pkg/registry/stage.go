@@ -4,7 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
+
+	"github.com/digestline/digestline/pkg/failure"
 )
 
 // The push stages, in order.
@@ -19,7 +20,7 @@ const (
 	StageReferrers       = "referrers"
 )
 
-// Stage statuses (the same words as the push.stage event).
+// Stage statuses.
 const (
 	StatusOK       = "ok"
 	StatusSkipped  = "skipped"
@@ -27,29 +28,35 @@ const (
 	StatusFailed   = "failed"
 )
 
-// StageReport is the outcome of one stage (or one retry of it).
+// StageReport is the outcome of one stage (or one failed attempt at it): the
+// data of the push.stage event, whose Line is the [STAGE] log line.
 type StageReport struct {
-	Stage    string
-	Status   string
-	Detail   string
-	Total    int // blobs considered
-	Existing int
-	Uploaded int
-	Mounted  int
-	Bytes    int64
-	Requests int
-	Attempt  int
-	Duration time.Duration
-	Err      *Error
+	Target     string `json:"target"`
+	Digest     string `json:"digest"`
+	Stage      string `json:"stage" jsonschema:"minLength=1"`
+	Status     string `json:"status" jsonschema:"enum=ok,enum=skipped,enum=retrying,enum=failed"`
+	Detail     string `json:"detail,omitempty"`
+	Total      int    `json:"total,omitempty"` // blobs considered
+	Existing   int    `json:"existing,omitempty"`
+	Uploaded   int    `json:"uploaded,omitempty"`
+	Mounted    int    `json:"mounted,omitempty"`
+	Bytes      int64  `json:"bytes,omitempty"`
+	Requests   int    `json:"requests,omitempty"`
+	Attempt    int    `json:"attempt,omitempty"`
+	DurationMS int64  `json:"durationMs"`
+	// Error is why the attempt failed (status retrying or failed).
+	Error *failure.Report `json:"error,omitempty"`
+	// Line is the human view of the same fields: the [STAGE] log line.
+	Line string `json:"line"`
 }
 
-// Line is the report's human view: one [STAGE] log line.
-func (r StageReport) Line() string {
+// line renders the report's [STAGE] line.
+func (r StageReport) line() string {
 	switch r.Status {
 	case StatusFailed:
-		return fmt.Sprintf("[STAGE] %s FAILED (%s): %v — hint: %s", r.Stage, r.Err.Class, r.Err.Err, r.Err.Hint)
+		return fmt.Sprintf("[STAGE] %s FAILED (%s): %s — hint: %s", r.Stage, r.Error.Class, r.Error.Message, r.Error.Hint)
 	case StatusRetrying:
-		return fmt.Sprintf("[STAGE] %s retrying (attempt %d failed, %s): %v", r.Stage, r.Attempt, r.Err.Class, r.Err.Err)
+		return fmt.Sprintf("[STAGE] %s retrying (attempt %d failed, %s): %s", r.Stage, r.Attempt, r.Error.Class, r.Error.Message)
 	case StatusSkipped:
 		return fmt.Sprintf("[STAGE] %s skipped (%s)", r.Stage, r.Detail)
 	}

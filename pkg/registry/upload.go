@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -43,7 +44,7 @@ func (r *Repo) startUpload(ctx context.Context) (*uploadSession, error) {
 func (s *uploadSession) update(resp *http.Response) error {
 	loc, err := resp.Location()
 	if err != nil {
-		return &Error{Class: ClassSchema, Status: resp.StatusCode, Err: fmt.Errorf("upload session without a Location: %w", err), Hint: "the registry is not OCI distribution compliant"}
+		return &failure.Error{Class: failure.Schema, Status: resp.StatusCode, Err: fmt.Errorf("upload session without a Location: %w", err), Hint: "the registry is not OCI distribution compliant"}
 	}
 	s.location = loc
 	if rng := resp.Header.Get("Range"); rng != "" {
@@ -53,7 +54,7 @@ func (s *uploadSession) update(resp *http.Response) error {
 		_, end, ok := strings.Cut(strings.TrimPrefix(rng, "bytes="), "-")
 		n, err := strconv.ParseInt(end, 10, 64)
 		if !ok || err != nil {
-			return &Error{Class: ClassSchema, Status: resp.StatusCode, Err: fmt.Errorf("upload Range %q", rng), Hint: "the registry reported an unreadable upload range"}
+			return &failure.Error{Class: failure.Schema, Status: resp.StatusCode, Err: fmt.Errorf("upload Range %q", rng), Hint: "the registry reported an unreadable upload range"}
 		}
 		s.offset = 0
 		if n > 0 {
@@ -82,14 +83,14 @@ func (r *Repo) status(ctx context.Context, s *uploadSession) error {
 func (r *Repo) patch(ctx context.Context, s *uploadSession, chunk io.Reader, n int64) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, s.location.String(), chunk)
 	if err != nil {
-		return &Error{Class: ClassSchema, Err: err}
+		return &failure.Error{Class: failure.Schema, Err: err}
 	}
 	req.ContentLength = n
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", s.offset, s.offset+n-1))
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return classifyTransport(err, r.name)
+		return r.classifyTransport(ctx, err)
 	}
 	defer drain(resp)
 	if resp.StatusCode != http.StatusAccepted {
@@ -114,13 +115,13 @@ func (r *Repo) finish(ctx context.Context, s *uploadSession, d digest.Digest, co
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), content)
 	if err != nil {
-		return &Error{Class: ClassSchema, Err: err}
+		return &failure.Error{Class: failure.Schema, Err: err}
 	}
 	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return classifyTransport(err, r.name)
+		return r.classifyTransport(ctx, err)
 	}
 	defer drain(resp)
 	if resp.StatusCode != http.StatusCreated {

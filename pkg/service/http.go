@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -36,4 +37,19 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, what string) 
 	err := ShutdownHTTP(srv, 5*time.Second)
 	<-errc // http.ErrServerClosed, now that it is shut
 	return err
+}
+
+// WriteJSON answers status with v as indented JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// WriteError answers status with the body every digestline endpoint
+// fails with: {"error": msg}.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, map[string]string{"error": msg})
 }

@@ -69,8 +69,12 @@ func (d Deps) Traces() trace.TracerProvider {
 // Registry returns a registry client with credentials from the environment
 // (DIGESTLINE_REGISTRY_USERNAME/PASSWORD) or the docker config, tracing to
 // the process's provider: what a service uses unless it is given one.
-func (d Deps) Registry() *registry.Client {
-	return registry.New(append(registry.CredentialsFromEnv(), registry.WithTracerProvider(d.Traces()), registry.WithMeterProvider(d.Meters()))...)
+func (d Deps) Registry() (*registry.Client, error) {
+	opts, err := registry.OptionsFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	return registry.New(append(opts, registry.WithTracerProvider(d.Traces()), registry.WithMeterProvider(d.Meters()))...), nil
 }
 
 // Log returns the logger.
@@ -140,6 +144,10 @@ func Main(name, healthAddr string, run func(ctx context.Context, d Deps) error) 
 	}
 }
 
+// handBack is the part of the shutdown grace kept for cancelling the
+// handlers still running and handing their events back.
+func handBack(grace time.Duration) time.Duration { return min(grace/5, 5*time.Second) }
+
 // process is how Main runs a service.
 type process struct {
 	natsURL, logLevel, healthAddr string
@@ -148,8 +156,10 @@ type process struct {
 }
 
 // run runs the service until ctx ends, then gives its in-flight work
-// p.grace to finish; past that it returns, and the process exits with the
-// work unacknowledged (JetStream redelivers it).
+// p.grace to finish: the routers cancel what still runs a little before
+// (handBack) and hand its events back. A service still not done at the
+// grace is left: the process exits with the work unacknowledged (JetStream
+// redelivers it after its AckWait).
 func (p process) run(ctx context.Context, name string, run func(context.Context, Deps) error) error {
 	done := make(chan error, 1)
 	go func() { done <- p.serve(ctx, name, run) }()
@@ -196,6 +206,14 @@ func (p process) serve(ctx context.Context, name string, run func(context.Contex
 	host, _ := os.Hostname()
 	deps := Deps{JetStream: js, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Logger: tel.Logger,
 		Instance: cmp.Or(host, "local"), Health: health}
+	deps.BusOptions = append(deps.BusOptions, events.WithShutdownGrace(p.grace-handBack(p.grace)))
+	if s := Env("HANDLER_TIMEOUT", ""); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < time.Second {
+			return fmt.Errorf("DIGESTLINE_HANDLER_TIMEOUT %q: want a duration of at least 1s, e.g. 10m", s)
+		}
+		deps.BusOptions = append(deps.BusOptions, events.WithHandlerTimeout(d))
+	}
 	if s := Env("ACK_WAIT", ""); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < time.Second {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/services/builder"
@@ -131,8 +132,8 @@ func TestMissingBaseFailsAsNotFound(t *testing.T) {
 	out := t.TempDir()
 	l, _ := oci.CreateLayout(out)
 	_, err := builder.Build(context.Background(), t.TempDir(), events.BuildSpec{Base: host + "/nope/missing:1"}, builder.Options{Registry: client()}, l)
-	var berr *builder.BuildError
-	if !errors.As(err, &berr) || berr.Class != "not-found" {
-		t.Fatalf("Build = %v, want a not-found BuildError", err)
+	var berr *failure.Error
+	if !errors.As(err, &berr) || berr.Class != failure.NotFound {
+		t.Fatalf("Build = %v, want a not-found failure", err)
 	}
 }

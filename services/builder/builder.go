@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
@@ -17,13 +18,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
-)
-
-// Failure classes of a build.
-const (
-	ClassInput    = "input"     // the request or its source is unusable as given
-	ClassNotFound = "not-found" // the source does not exist
-	ClassAuth     = "auth"      // the source refuses the builder's credentials (or their absence)
 )
 
 // Config configures the builder.
@@ -42,7 +36,8 @@ type Config struct {
 	Webhook         WebhookConfig
 }
 
-// Run consumes build.requested until ctx is cancelled.
+// Run builds what build.requested asks for, and serves the webhooks that
+// request builds when it has a listener, until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
 	bus := cfg.Bus("builder")
 	blobs, err := events.OpenBlobStore(ctx, cfg.JetStream)
@@ -50,21 +45,22 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if cfg.Registry == nil {
-		cfg.Registry = cfg.Deps.Registry()
+		if cfg.Registry, err = cfg.Deps.Registry(); err != nil {
+			return err
+		}
 	}
 	b := &builder{cfg: cfg, bus: bus, blobs: blobs}
-	consume := func(ctx context.Context) error {
-		return bus.Consume(ctx, events.ConsumerSpec{Durable: "builder", Events: []events.Name{events.BuildRequested}}, b.handle)
-	}
+	r := bus.Router(events.ConsumerSpec{Durable: "builder"})
+	r.Handle(events.BuildRequested, b.handle)
 	if cfg.WebhookListener == nil {
-		return consume(ctx)
+		return r.Run(ctx)
 	}
 	mux := http.NewServeMux()
 	NewWebhooks(cfg.Webhook, bus).Register(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return service.Serve(gctx, srv, cfg.WebhookListener, "webhooks") })
-	g.Go(func() error { return consume(gctx) })
+	g.Go(func() error { return r.Run(gctx) })
 	return g.Wait()
 }
 
@@ -74,35 +70,19 @@ type builder struct {
 	blobs *events.BlobStore
 }
 
-// BuildError is a failure the requester must fix (bad spec, missing base,
-// unsafe source); it ends the run with build.failed. Other errors are
-// infrastructure and are retried.
-type BuildError struct {
-	Class string
-	Hint  string
-	Err   error
-}
-
-func (e *BuildError) Error() string { return e.Err.Error() }
-func (e *BuildError) Unwrap() error { return e.Err }
-
+// handle builds what build.requested asks for. A build that cannot be made
+// as asked (a *failure.Error of class input, not-found or auth) ends the
+// run with build.failed; a failure of the blob store or a registry that may
+// pass is tried again (Bus.Fail).
 func (b *builder) handle(ctx context.Context, m events.Message) error {
 	req, err := events.Decode[events.BuildRequest](m.Event)
 	if err != nil {
 		return err
 	}
 	graph, err := b.build(ctx, req)
-	var berr *BuildError
-	if errors.As(err, &berr) {
-		b.cfg.Log().Warn("[BUILD] failed", "run_id", events.RunID(m.Event), "class", berr.Class, "error", berr.Err)
-		_, err = b.bus.Emit(ctx, m.Event, events.BuildFailed, "", events.Failure{
-			Target: req.Target, Stage: "build", Class: berr.Class, Message: berr.Err.Error(), Hint: berr.Hint,
-			Evidence: events.Evidence{Request: m.Event.ID()},
-		})
-		return err
-	}
 	if err != nil {
-		return err // infrastructure: retried
+		return b.bus.Fail(ctx, m, events.BuildFailed, err, events.Failure{Target: req.Target, Report: failure.Report{Stage: "build"},
+			Evidence: events.Evidence{Request: m.Event.ID()}})
 	}
 	b.cfg.Log().Info(fmt.Sprintf("[BUILD] %s: %d descriptors", graph.Root.Digest, len(graph.Descriptors)),
 		"run_id", events.RunID(m.Event), "digest", graph.Root.Digest.String())
@@ -116,7 +96,7 @@ func (b *builder) handle(ctx context.Context, m events.Message) error {
 func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph, error) {
 	ref, err := name.ParseReference(req.Target)
 	if err != nil {
-		return oci.Graph{}, &BuildError{ClassInput, "the target must be an image reference such as registry.example.com/team/app:tag", err}
+		return oci.Graph{}, failure.New(failure.Input, err, "the target must be an image reference such as registry.example.com/team/app:tag")
 	}
 	if req.Source.Kind == events.SourceLayout {
 		return importLayout(ctx, req.Source.Path, b.blobs)
@@ -141,11 +121,11 @@ func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph
 func importLayout(ctx context.Context, path string, store oci.BlobStore) (oci.Graph, error) {
 	layout, err := oci.OpenLayout(path)
 	if err != nil {
-		return oci.Graph{}, &BuildError{ClassNotFound, "source.path must be an OCI image layout the builder can read", err}
+		return oci.Graph{}, failure.New(failure.NotFound, err, "source.path must be an OCI image layout the builder can read")
 	}
 	g, err := layout.Graph(ctx)
 	if err != nil {
-		return oci.Graph{}, &BuildError{ClassInput, "the layout must hold one image (plus artifacts attached to it)", err}
+		return oci.Graph{}, failure.New(failure.Input, err, "the layout must hold one image (plus artifacts attached to it)")
 	}
 	for _, part := range append([]oci.Graph{g}, g.Referrers...) {
 		for _, d := range part.Descriptors {
@@ -178,26 +158,30 @@ type Options struct {
 
 // Build builds the image of dir as its digestline.yaml, overridden by spec,
 // describes — on its base, with what it attaches (an SBOM) — and puts every
-// blob into store. A *BuildError says what the requester must fix.
+// blob into store. A *failure.Error says what the requester must fix.
 func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options, store oci.BlobStore) (oci.Graph, error) {
 	spec, err := ResolveSpec(dir, spec)
 	if err != nil {
-		return oci.Graph{}, &BuildError{ClassInput, "fix " + SpecFile + " or " + IgnoreFile + " in the source", err}
+		return oci.Graph{}, failure.New(failure.Input, err, "fix "+SpecFile+" or "+IgnoreFile+" in the source")
 	}
 	config, err := spec.ImageConfig(opts.Created)
 	if err != nil {
-		return oci.Graph{}, &BuildError{ClassInput, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)", err}
+		return oci.Graph{}, failure.New(failure.Input, err, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)")
 	}
 	config.Format.Jobs = opts.Jobs
 	if opts.Registry == nil {
-		opts.Registry = registry.New(registry.CredentialsFromEnv()...)
+		ropts, err := registry.OptionsFromEnv()
+		if err != nil {
+			return oci.Graph{}, failure.New(failure.Input, err, "fix the registry settings in the builder's environment")
+		}
+		opts.Registry = registry.New(ropts...)
 	}
 	if spec.Go != nil && config.Entrypoint == nil {
 		config.Entrypoint = []string{goBinaryPath(*spec.Go)}
 	}
 	if multiPlatform(spec) {
 		if spec.SBOM {
-			return oci.Graph{}, &BuildError{ClassInput, "drop sbom for multi-platform builds, or build each platform's image with its own", errors.New("sbom is not supported for multi-platform builds yet")}
+			return oci.Graph{}, failure.New(failure.Input, errors.New("sbom is not supported for multi-platform builds yet"), "drop sbom for multi-platform builds, or build each platform's image with its own")
 		}
 		return buildIndex(ctx, dir, spec, config, opts, store)
 	}
@@ -230,11 +214,13 @@ func baseError(err error) error {
 	if errors.Is(err, oci.ErrStore) {
 		return err
 	}
-	var rerr *registry.Error
+	var rerr *failure.Error
 	if errors.As(err, &rerr) {
-		return &BuildError{string(rerr.Class), "the base image could not be pulled: " + rerr.Hint, err}
+		e := *rerr
+		e.Hint = "the base image could not be pulled: " + e.Hint
+		return &e
 	}
-	return &BuildError{ClassInput, "set base to scratch, oci:PATH, or a registry reference the builder can pull", err}
+	return failure.New(failure.Input, err, "set base to scratch, oci:PATH, or a registry reference the builder can pull")
 }
 
 // sourceTree is a build's input on disk.
@@ -249,17 +235,17 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 	switch src.Kind {
 	case events.SourceDir:
 		if st, err := os.Stat(src.Path); err != nil || !st.IsDir() {
-			return sourceTree{}, noop, &BuildError{ClassNotFound, "source.path must be a directory the builder can read", fmt.Errorf("source directory %q: not found or not a directory", src.Path)}
+			return sourceTree{}, noop, failure.New(failure.NotFound, fmt.Errorf("source directory %q: not found or not a directory", src.Path), "source.path must be a directory the builder can read")
 		}
 		return sourceTree{path: src.Path}, noop, nil
 	case events.SourceObject:
 		d, err := digest.Parse(src.Object)
 		if err != nil {
-			return sourceTree{}, noop, &BuildError{ClassInput, "source.object must be the digest of a tarball in the blob store", err}
+			return sourceTree{}, noop, failure.New(failure.Input, err, "source.object must be the digest of a tarball in the blob store")
 		}
 		rc, err := b.blobs.Open(ctx, d)
 		if errors.Is(err, oci.ErrBlobNotFound) {
-			return sourceTree{}, noop, &BuildError{ClassNotFound, "upload the source tarball to the blob store before requesting the build ('digestline ship' does)", err}
+			return sourceTree{}, noop, failure.New(failure.NotFound, err, "upload the source tarball to the blob store before requesting the build ('digestline ship' does)")
 		}
 		if err != nil {
 			return sourceTree{}, noop, err
@@ -272,7 +258,7 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 		// The blob store checked the tarball against its digest when it was put.
 		if err := oci.ExtractTar(rc, dir, oci.DefaultExtractLimits); err != nil {
 			cleanup()
-			return sourceTree{}, noop, &BuildError{ClassInput, "the source tarball is unsafe or corrupt: rebuild it from a clean tree", err}
+			return sourceTree{}, noop, failure.New(failure.Input, err, "the source tarball is unsafe or corrupt: rebuild it from a clean tree")
 		}
 		return sourceTree{path: dir}, cleanup, nil
 	case events.SourceGit:
@@ -287,7 +273,7 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 		}
 		return sourceTree{path: dir, commit: commit}, cleanup, nil
 	}
-	return sourceTree{}, noop, &BuildError{ClassInput, "source.kind must be dir, object, git or layout", fmt.Errorf("unknown source kind %q", src.Kind)}
+	return sourceTree{}, noop, failure.New(failure.Input, fmt.Errorf("unknown source kind %q", src.Kind), "source.kind must be dir, object, git or layout")
 }
 
 func (b *builder) workDir() (string, func(), error) {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -41,14 +42,14 @@ var gitRemoteHelper = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*::`)
 // through the same safe extraction as any untrusted tarball.
 func gitCheckout(ctx context.Context, url, rev, dir string) (string, error) {
 	if url == "" || strings.HasPrefix(url, "-") {
-		return "", &BuildError{ClassInput, "source.url must be a git URL", fmt.Errorf("git url %q", url)}
+		return "", failure.New(failure.Input, fmt.Errorf("git url %q", url), "source.url must be a git URL")
 	}
 	if !gitRevPattern.MatchString(rev) {
-		return "", &BuildError{ClassInput, "source.rev must be a commit id, branch or tag", fmt.Errorf("git revision %q", rev)}
+		return "", failure.New(failure.Input, fmt.Errorf("git revision %q", rev), "source.rev must be a commit id, branch or tag")
 	}
 	ep, err := transport.NewEndpoint(url)
 	if err != nil || gitRemoteHelper.MatchString(url) || !slices.Contains(gitProtocols, ep.Protocol) {
-		return "", &BuildError{ClassInput, "source.url must be an https, http, ssh, git or file URL", fmt.Errorf("git url %q: transport not allowed", url)}
+		return "", failure.New(failure.Input, fmt.Errorf("git url %q: transport not allowed", url), "source.url must be an https, http, ssh, git or file URL")
 	}
 	bare, err := os.MkdirTemp("", "digestline-git-*")
 	if err != nil {
@@ -58,18 +59,21 @@ func gitCheckout(ctx context.Context, url, rev, dir string) (string, error) {
 	shown := redactGitURL(url)
 	repo, err := git.PlainCloneContext(ctx, bare, true, &git.CloneOptions{URL: url, Tags: git.AllTags, Auth: gitAuth(ep)})
 	if errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) {
-		return "", &BuildError{ClassAuth, "the repository needs credentials the builder lacks: set DIGESTLINE_GIT_USERNAME and DIGESTLINE_GIT_PASSWORD (a token with read access) where the builder runs", fmt.Errorf("git clone %s: %w", shown, err)}
+		return "", failure.New(failure.Auth, fmt.Errorf("git clone %s: %w", shown, err), "the repository needs credentials the builder lacks: set DIGESTLINE_GIT_USERNAME and DIGESTLINE_GIT_PASSWORD (a token with read access) where the builder runs")
+	}
+	if ctx.Err() != nil { // the handler's deadline, or the shutdown: not the repository's fault
+		return "", fmt.Errorf("git clone %s: %w (%w)", shown, err, context.Cause(ctx))
 	}
 	if err != nil {
-		return "", &BuildError{ClassNotFound, "check source.url and that the builder can reach it", fmt.Errorf("git clone %s: %w", shown, err)}
+		return "", failure.New(failure.NotFound, fmt.Errorf("git clone %s: %w", shown, err), "check source.url and that the builder can reach it")
 	}
 	hash, err := repo.ResolveRevision(plumbing.Revision(rev))
 	if err != nil {
-		return "", &BuildError{ClassNotFound, "check that the revision exists in the repository", fmt.Errorf("git revision %q not found in %s: %w", rev, shown, err)}
+		return "", failure.New(failure.NotFound, fmt.Errorf("git revision %q not found in %s: %w", rev, shown, err), "check that the revision exists in the repository")
 	}
 	commit, err := repo.CommitObject(*hash)
 	if err != nil {
-		return "", &BuildError{ClassNotFound, "source.rev must name a commit", fmt.Errorf("git revision %q of %s: %w", rev, shown, err)}
+		return "", failure.New(failure.NotFound, fmt.Errorf("git revision %q of %s: %w", rev, shown, err), "source.rev must name a commit")
 	}
 	tree, err := commit.Tree()
 	if err != nil {
@@ -91,7 +95,7 @@ func gitCheckout(ctx context.Context, url, rev, dir string) (string, error) {
 		extractErr = fmt.Errorf("git tree of %s: %w", commit.Hash, err)
 	}
 	if extractErr != nil {
-		return "", &BuildError{ClassInput, "the repository's tree cannot be unpacked safely", extractErr}
+		return "", failure.New(failure.Input, extractErr, "the repository's tree cannot be unpacked safely")
 	}
 	return commit.Hash.String(), nil
 }

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/digestline/digestline/pkg/failure"
 )
 
 // TestGitCheckoutOverHTTPWithoutGit clones from a real smart-HTTP git
@@ -108,17 +110,17 @@ func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		url, rev string
-		class    string
+		class    failure.Class
 	}{
-		{srv.URL + "/app.git", "no-such-tag", ClassNotFound},
-		{srv.URL + "/missing.git", "main", ClassNotFound},
-		{"ext::sh -c touch% /tmp/pwned", "main", ClassInput},
-		{"fd::17", "main", ClassInput},
-		{"git+ext::sh -c x", "main", ClassInput},
-		{srv.URL + "/app.git", "--upload-pack=x", ClassInput},
+		{srv.URL + "/app.git", "no-such-tag", failure.NotFound},
+		{srv.URL + "/missing.git", "main", failure.NotFound},
+		{"ext::sh -c touch% /tmp/pwned", "main", failure.Input},
+		{"fd::17", "main", failure.Input},
+		{"git+ext::sh -c x", "main", failure.Input},
+		{srv.URL + "/app.git", "--upload-pack=x", failure.Input},
 	} {
 		_, err := gitCheckout(context.Background(), tc.url, tc.rev, t.TempDir())
-		var be *BuildError
+		var be *failure.Error
 		if !errors.As(err, &be) || be.Class != tc.class || be.Hint == "" {
 			t.Errorf("%s at %s: %v, want a %s error with a hint", tc.url, tc.rev, err, tc.class)
 		}
@@ -137,8 +139,8 @@ func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
 	}))
 	t.Cleanup(private.Close)
 	_, err = gitCheckout(context.Background(), private.URL+"/app.git", "main", t.TempDir())
-	var be *BuildError
-	if !errors.As(err, &be) || be.Class != ClassAuth || !strings.Contains(be.Hint, "DIGESTLINE_GIT_PASSWORD") {
+	var be *failure.Error
+	if !errors.As(err, &be) || be.Class != failure.Auth || !strings.Contains(be.Hint, "DIGESTLINE_GIT_PASSWORD") {
 		t.Errorf("private repository without credentials: %v", err)
 	}
 	withToken := strings.Replace(private.URL, "http://", "http://ci:"+token+"@", 1) + "/app.git"

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -37,7 +38,7 @@ func buildIndex(ctx context.Context, dir string, spec events.BuildSpec, base oci
 	for _, ps := range platforms {
 		p, err := oci.ParsePlatform(ps)
 		if err != nil {
-			return oci.Graph{}, &BuildError{ClassInput, "list platforms as os/arch[/variant]", err}
+			return oci.Graph{}, failure.New(failure.Input, err, "list platforms as os/arch[/variant]")
 		}
 		tree, cleanup, err := platformTree(ctx, dir, ps, p, spec)
 		if err != nil {
@@ -68,14 +69,14 @@ func platformTree(ctx context.Context, dir, name string, p v1.Platform, spec eve
 	sub, ok := spec.PlatformSources[name]
 	if !ok {
 		if len(spec.PlatformSources) > 0 {
-			return "", noop, &BuildError{ClassInput, "give every platform a directory in platformSources", fmt.Errorf("no platformSources entry for %s", name)}
+			return "", noop, failure.New(failure.Input, fmt.Errorf("no platformSources entry for %s", name), "give every platform a directory in platformSources")
 		}
 		return dir, noop, nil // the same files on every platform (scripts, data)
 	}
 	clean := path.Clean("/" + filepath.ToSlash(sub))
 	tree := filepath.Join(dir, filepath.FromSlash(clean))
 	if st, err := os.Stat(tree); err != nil || !st.IsDir() {
-		return "", noop, &BuildError{ClassNotFound, "platformSources entries are directories inside the source", fmt.Errorf("platform %s: %s is not a directory in the source", name, sub)}
+		return "", noop, failure.New(failure.NotFound, fmt.Errorf("platform %s: %s is not a directory in the source", name, sub), "platformSources entries are directories inside the source")
 	}
 	return tree, noop, nil
 }
@@ -86,7 +87,7 @@ func platformTree(ctx context.Context, dir, name string, p v1.Platform, spec eve
 func goBuild(ctx context.Context, dir string, p v1.Platform, g events.GoBuild) (string, func(), error) {
 	noop := func() {}
 	if _, err := exec.LookPath("go"); err != nil {
-		return "", noop, &BuildError{ClassInput, "install the Go toolchain where the builder runs, or build the binaries first and use platformSources", errors.New("go: command not found")}
+		return "", noop, failure.New(failure.Input, errors.New("go: command not found"), "install the Go toolchain where the builder runs, or build the binaries first and use platformSources")
 	}
 	tree, err := os.MkdirTemp("", "digestline-go-*")
 	if err != nil {
@@ -112,8 +113,7 @@ func goBuild(ctx context.Context, dir string, p v1.Platform, g events.GoBuild) (
 		if ctx.Err() != nil {
 			return "", noop, ctx.Err()
 		}
-		return "", noop, &BuildError{ClassInput, "fix the Go build (go.main names a main package relative to the source)",
-			fmt.Errorf("go build %s for %s/%s: %v\n%s", g.Main, p.OS, p.Architecture, err, msg)}
+		return "", noop, failure.New(failure.Input, fmt.Errorf("go build %s for %s/%s: %v\n%s", g.Main, p.OS, p.Architecture, err, msg), "fix the Go build (go.main names a main package relative to the source)")
 	}
 	return tree, cleanup, nil
 }
@@ -131,5 +131,5 @@ func imageError(ctx context.Context, err error) error {
 	if ctx.Err() != nil || errors.Is(err, oci.ErrStore) {
 		return err
 	}
-	return &BuildError{ClassInput, "check the source tree (only files, directories and symlinks go into a layer) and the spec's ignore and layer patterns", err}
+	return failure.New(failure.Input, err, "check the source tree (only files, directories and symlinks go into a layer) and the spec's ignore and layer patterns")
 }

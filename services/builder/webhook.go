@@ -328,8 +328,12 @@ func validSignature(secret, header string, body []byte) bool {
 	return hmac.Equal(sig, mac.Sum(nil))
 }
 
+// reply answers a webhook: an error as every endpoint fails, {"error"};
+// a delivery that builds nothing with why, {"message"}.
 func reply(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"message": msg})
+	if status >= 400 {
+		service.WriteError(w, status, msg)
+		return
+	}
+	service.WriteJSON(w, status, map[string]string{"message": msg})
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
@@ -22,7 +23,9 @@ type Config struct {
 	Registry *registry.Client
 }
 
-// Run consumes build.completed until ctx is cancelled.
+// Run pushes what the builder built (build.completed) and moves the
+// environment tags of approved promotions (promotion.approved) until ctx
+// is cancelled.
 func Run(ctx context.Context, cfg Config) error {
 	bus := cfg.Bus("pusher")
 	blobs, err := events.OpenBlobStore(ctx, cfg.JetStream)
@@ -30,15 +33,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if cfg.Registry == nil {
-		cfg.Registry = cfg.Deps.Registry()
+		if cfg.Registry, err = cfg.Deps.Registry(); err != nil {
+			return err
+		}
 	}
 	p := &pusher{cfg: cfg, bus: bus, blobs: blobs}
-	return bus.Consume(ctx, events.ConsumerSpec{Durable: "pusher", Events: []events.Name{events.BuildCompleted, events.PromotionApproved}}, func(ctx context.Context, m events.Message) error {
-		if m.Name == events.PromotionApproved {
-			return p.promote(ctx, m)
-		}
-		return p.handle(ctx, m)
-	})
+	r := bus.Router(events.ConsumerSpec{Durable: "pusher"})
+	r.Handle(events.BuildCompleted, p.push)
+	r.Handle(events.PromotionApproved, p.promote)
+	return r.Run(ctx)
 }
 
 type pusher struct {
@@ -47,28 +50,25 @@ type pusher struct {
 	blobs *events.BlobStore
 }
 
-func (p *pusher) handle(ctx context.Context, m events.Message) error {
+// push pushes a build's graph to its target, stage by stage.
+func (p *pusher) push(ctx context.Context, m events.Message) error {
 	build, err := events.Decode[events.BuildResult](m.Event)
 	if err != nil {
 		return err
 	}
 	evidence := build.Evidence
 	evidence.Build = m.Event.ID()
-	fail := func(f events.Failure) error {
-		f.Target, f.Digest, f.Evidence = build.Target, build.Graph.Root.Digest.String(), evidence
-		_, err := p.bus.Emit(ctx, m.Event, events.PushFailed, "", f)
-		return err
+	fail := func(err error) error {
+		return p.bus.Fail(ctx, m, events.PushFailed, err, events.Failure{Target: build.Target, Digest: build.Graph.Root.Digest.String(), Evidence: evidence})
 	}
 	ref, err := name.ParseReference(build.Target)
 	if err != nil {
-		return fail(events.Failure{Stage: registry.StageAuth, Class: string(registry.ClassSchema), Message: err.Error(),
+		return fail(&failure.Error{Class: failure.Schema, Stage: registry.StageAuth, Err: err,
 			Hint: "the target must be an image reference such as registry.example.com/team/app:tag"})
 	}
-
-	stages, observe := p.stages(m, build.Target, build.Graph.Root.Digest.String())
 	opts, err := TagOptions(build.Tag)
 	if err != nil {
-		return fail(events.Failure{Stage: registry.StageTagUpdate, Class: string(registry.ClassSchema), Message: err.Error(),
+		return fail(&failure.Error{Class: failure.Schema, Stage: registry.StageTagUpdate, Err: err,
 			Hint: "set tag.policy to fail, force or if-absent, and tag.expect to a digest"})
 	}
 	// Upload progress goes out a few times a second for whoever watches
@@ -77,28 +77,11 @@ func (p *pusher) handle(ctx context.Context, m events.Message) error {
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	fed := make(chan struct{})
 	go func() { defer close(fed); feed.Run(feedCtx, 250*time.Millisecond) }()
-	res, err := p.cfg.Registry.Push(ctx, ref, build.Graph, p.blobs, observe, append(opts, registry.WithProgress(feed.Update))...)
+	res, err := p.pushStages(ctx, m, ref, build.Graph, p.blobs, append(opts, registry.WithProgress(feed.Update))...)
 	stopFeed()
 	<-fed
-	if err := stages.Wait(ctx); err != nil {
-		return err
-	}
-	if errors.Is(err, oci.ErrStore) && !m.LastTry {
-		return err // our blob store (the bus) failed, not the registry: push again later
-	}
-	var rerr *registry.Error
-	if errors.As(err, &rerr) {
-		if d := rerr.Drift; d != nil {
-			if _, err := p.bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
-				Target: build.Target, Tag: d.Tag, Expected: d.Expected.String(), Found: d.Found.String(),
-			}); err != nil {
-				return err
-			}
-		}
-		return fail(failure(rerr))
-	}
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	_, err = p.bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
 		Target: build.Target, Digest: res.Digest.String(), Graph: build.Graph,
@@ -118,11 +101,8 @@ func (p *pusher) promote(ctx context.Context, m events.Message) error {
 		return err
 	}
 	target := a.Repository + ":" + a.Tag
-	fail := func(e *registry.Error) error {
-		f := failure(e)
-		f.Target, f.Digest, f.Evidence = target, a.Digest, a.Evidence
-		_, err := p.bus.Emit(ctx, m.Event, events.PushFailed, "", f)
-		return err
+	fail := func(err error) error {
+		return p.bus.Fail(ctx, m, events.PushFailed, err, events.Failure{Target: target, Digest: a.Digest, Evidence: a.Evidence})
 	}
 	ref, err := name.NewTag(target)
 	if err != nil {
@@ -132,19 +112,19 @@ func (p *pusher) promote(ctx context.Context, m events.Message) error {
 	// verified before, and the verifier compares against this graph again.
 	repo, err := p.cfg.Registry.Open(ctx, ref.Context(), false)
 	if err != nil {
-		return p.retryOr(err, fail)
+		return fail(err)
 	}
 	root, found, err := repo.HeadManifest(ctx, a.Digest)
 	if err != nil {
-		return p.retryOr(err, fail)
+		return fail(err)
 	}
 	if !found {
-		return fail(&registry.Error{Class: registry.ClassNotFound, Stage: registry.StageManifestCheck,
+		return fail(&failure.Error{Class: failure.NotFound, Stage: registry.StageManifestCheck,
 			Err: fmt.Errorf("%s@%s is not in the registry", a.Repository, a.Digest), Hint: "the approved digest was deleted: ship it again"})
 	}
 	g, err := oci.Walk(ctx, repo.Manifests(), root)
 	if err != nil {
-		return p.retryOr(err, fail)
+		return fail(err)
 	}
 	guard := events.TagGuard{Policy: string(registry.TagIfAbsent)}
 	if a.Previous != "" {
@@ -154,24 +134,9 @@ func (p *pusher) promote(ctx context.Context, m events.Message) error {
 	if err != nil {
 		return events.Permanent(err)
 	}
-	stages, observe := p.stages(m, target, a.Digest)
-	res, err := p.cfg.Registry.Push(ctx, ref, g, repo, observe, opts...)
-	if err := stages.Wait(ctx); err != nil {
-		return err
-	}
-	var rerr *registry.Error
-	if errors.As(err, &rerr) {
-		if d := rerr.Drift; d != nil {
-			if _, err := p.bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
-				Target: target, Tag: d.Tag, Expected: d.Expected.String(), Found: d.Found.String(),
-			}); err != nil {
-				return err
-			}
-		}
-		return fail(rerr)
-	}
+	res, err := p.pushStages(ctx, m, ref, g, repo, opts...)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	_, err = p.bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
 		Target: target, Digest: res.Digest.String(), Graph: g, BlobsExisting: res.Existing, Requests: res.Requests,
@@ -180,45 +145,31 @@ func (p *pusher) promote(ctx context.Context, m events.Message) error {
 	return err
 }
 
-// stages reports each stage of a push as it ends: a [STAGE] log line and a
-// push.stage event, sent without waiting for the bus. The handler waits
-// for them before it publishes the push's outcome; if one was not stored,
-// the delivery fails and the push is redone (cheaply: it is warm).
-func (p *pusher) stages(m events.Message, target, digest string) (*events.Emitter, registry.Observer) {
+// pushStages pushes g to ref, reporting each stage as it ends: a [STAGE]
+// log line and a push.stage event, sent without waiting for the bus. They
+// are all stored before it returns; if one was not, the delivery fails and
+// the push is redone (cheaply: it is warm). A tag found where it should not
+// be is reported as drift.detected before the push's failure.
+func (p *pusher) pushStages(ctx context.Context, m events.Message, ref name.Reference, g oci.Graph, src oci.BlobReader, opts ...registry.PushOption) (registry.PushResult, error) {
 	emitter := p.bus.Emitter(m.Event)
-	return emitter, func(ctx context.Context, r registry.StageReport) {
-		report := StageReport(target, digest, r)
-		p.cfg.Log().Info(report.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status, "attempt", r.Attempt, "requests", r.Requests)
-		emitter.Emit(ctx, events.PushStage, fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt), report)
+	observe := func(ctx context.Context, r registry.StageReport) {
+		p.cfg.Log().Info(r.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status, "attempt", r.Attempt, "requests", r.Requests)
+		emitter.Emit(ctx, events.PushStage, fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt), r)
 	}
-}
-
-// retryOr returns a transient registry error for the delivery to be
-// retried, and reports any other as push.failed.
-func (p *pusher) retryOr(err error, fail func(*registry.Error) error) error {
-	e := registry.AsError(err)
-	if e.Temporary() {
-		return err
+	res, err := p.cfg.Registry.Push(ctx, ref, g, src, observe, opts...)
+	if werr := emitter.Wait(ctx); werr != nil {
+		return res, werr // the bus's failure: the push is redone on redelivery
 	}
-	return fail(e)
-}
-
-func failure(e *registry.Error) events.Failure {
-	return events.Failure{Stage: e.Stage, Class: string(e.Class), Message: e.Err.Error(), Hint: e.Hint}
-}
-
-// StageReport is the push.stage event data for one stage outcome.
-func StageReport(target, dgst string, r registry.StageReport) events.StageReport {
-	out := events.StageReport{
-		Target: target, Digest: dgst, Stage: r.Stage, Status: r.Status, Detail: r.Detail,
-		Total: r.Total, Existing: r.Existing, Uploaded: r.Uploaded, Mounted: r.Mounted, Bytes: r.Bytes,
-		Requests: r.Requests, Attempt: r.Attempt, DurationMS: r.Duration.Milliseconds(), Line: r.Line(),
+	var ferr *failure.Error
+	if errors.As(err, &ferr) && ferr.Drift != nil {
+		d := ferr.Drift
+		if _, derr := p.bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
+			Target: ref.String(), Tag: d.Tag, Expected: d.Expected.String(), Found: d.Found.String(),
+		}); derr != nil {
+			return res, derr
+		}
 	}
-	if r.Err != nil {
-		f := failure(r.Err)
-		out.Error = &f
-	}
-	return out
+	return res, err
 }
 
 // TagOptions turns a tag guard into push options.

@@ -32,29 +32,29 @@ func (r *reporter) routes() http.Handler {
 		q := req.URL.Query()
 		recs, err := r.store.list(req.Context(), q.Get("env"), q.Get("repo"))
 		if err != nil {
-			httpError(w, http.StatusServiceUnavailable, "read promotions: "+err.Error())
+			service.WriteError(w, http.StatusServiceUnavailable, "read promotions: "+err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, recs)
+		service.WriteJSON(w, http.StatusOK, recs)
 	})
 	mux.HandleFunc("GET /v1/promotions/{env}/{repo...}", func(w http.ResponseWriter, req *http.Request) {
 		env, repo := req.PathValue("env"), req.PathValue("repo")
 		if !slices.Contains(r.cfg.Environments, env) {
-			httpError(w, http.StatusNotFound, fmt.Sprintf("%q is not in the promotion chain %s", env, strings.Join(r.cfg.Environments, " → ")))
+			service.WriteError(w, http.StatusNotFound, fmt.Sprintf("%q is not in the promotion chain %s", env, strings.Join(r.cfg.Environments, " → ")))
 			return
 		}
 		cur, found, err := r.store.current(req.Context(), env, repo)
 		if err != nil {
-			httpError(w, http.StatusServiceUnavailable, "read promotion: "+err.Error())
+			service.WriteError(w, http.StatusServiceUnavailable, "read promotion: "+err.Error())
 			return
 		}
 		hist, err := r.store.listHistory(req.Context(), env, repo)
 		if err != nil {
-			httpError(w, http.StatusServiceUnavailable, "read history: "+err.Error())
+			service.WriteError(w, http.StatusServiceUnavailable, "read history: "+err.Error())
 			return
 		}
 		if !found && len(hist) == 0 {
-			httpError(w, http.StatusNotFound, fmt.Sprintf("%s has never been promoted to %s", repo, env))
+			service.WriteError(w, http.StatusNotFound, fmt.Sprintf("%s has never been promoted to %s", repo, env))
 			return
 		}
 		out := struct {
@@ -64,39 +64,39 @@ func (r *reporter) routes() http.Handler {
 		if found {
 			out.Current = &cur
 		}
-		writeJSON(w, http.StatusOK, out)
+		service.WriteJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
 		hist, err := r.store.listHistory(req.Context(), q.Get("env"), q.Get("repo"))
 		if err != nil {
-			httpError(w, http.StatusServiceUnavailable, "read history: "+err.Error())
+			service.WriteError(w, http.StatusServiceUnavailable, "read history: "+err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, hist)
+		service.WriteJSON(w, http.StatusOK, hist)
 	})
 	mux.HandleFunc("POST /v1/promotions", r.requestPromotion)
 	mux.HandleFunc("GET /{$}", r.servePage)
 	mux.HandleFunc("GET /v1/runs", func(w http.ResponseWriter, req *http.Request) {
 		limit, err := strconv.Atoi(cmp.Or(req.URL.Query().Get("limit"), "20"))
 		if err != nil || limit < 1 || limit > 200 {
-			httpError(w, http.StatusBadRequest, "limit is a number from 1 to 200")
+			service.WriteError(w, http.StatusBadRequest, "limit is a number from 1 to 200")
 			return
 		}
 		runs, err := r.recentRuns(req.Context(), limit, 5000)
 		if err != nil {
-			httpError(w, http.StatusServiceUnavailable, "read runs: "+err.Error())
+			service.WriteError(w, http.StatusServiceUnavailable, "read runs: "+err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, runs)
+		service.WriteJSON(w, http.StatusOK, runs)
 	})
 	mux.HandleFunc("GET /v1/dlq", func(w http.ResponseWriter, req *http.Request) {
 		dls, err := events.DeadLetters(req.Context(), r.cfg.JetStream, 1000)
 		if err != nil {
-			httpError(w, http.StatusServiceUnavailable, "read the dead-letter stream: "+err.Error())
+			service.WriteError(w, http.StatusServiceUnavailable, "read the dead-letter stream: "+err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, dls)
+		service.WriteJSON(w, http.StatusOK, dls)
 	})
 	mux.HandleFunc("POST /v1/dlq/{seq}/replay", func(w http.ResponseWriter, req *http.Request) {
 		if _, ok := r.authorize(req); !ok {
@@ -105,37 +105,37 @@ func (r *reporter) routes() http.Handler {
 		}
 		seq, err := strconv.ParseUint(req.PathValue("seq"), 10, 64)
 		if err != nil {
-			httpError(w, http.StatusBadRequest, "the sequence is a number from GET /v1/dlq")
+			service.WriteError(w, http.StatusBadRequest, "the sequence is a number from GET /v1/dlq")
 			return
 		}
 		dl, err := events.Replay(req.Context(), r.cfg.JetStream, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			httpError(w, http.StatusNotFound, err.Error())
+			service.WriteError(w, http.StatusNotFound, err.Error())
 			return
 		}
 		if err != nil {
-			httpError(w, http.StatusServiceUnavailable, err.Error())
+			service.WriteError(w, http.StatusServiceUnavailable, err.Error())
 			return
 		}
 		dl.Body = nil
-		writeJSON(w, http.StatusOK, dl)
+		service.WriteJSON(w, http.StatusOK, dl)
 	})
 	mux.HandleFunc("GET /v1/runs/{runid}", func(w http.ResponseWriter, req *http.Request) {
 		run := req.PathValue("runid")
 		if err := events.CheckRunID(run); err != nil {
-			httpError(w, http.StatusBadRequest, err.Error())
+			service.WriteError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		evs, err := events.RunEvents(req.Context(), r.cfg.JetStream, run)
 		if err != nil {
-			httpError(w, http.StatusServiceUnavailable, "read run: "+err.Error())
+			service.WriteError(w, http.StatusServiceUnavailable, "read run: "+err.Error())
 			return
 		}
 		if len(evs) == 0 {
-			httpError(w, http.StatusNotFound, "no events for run "+run)
+			service.WriteError(w, http.StatusNotFound, "no events for run "+run)
 			return
 		}
-		writeJSON(w, http.StatusOK, evs)
+		service.WriteJSON(w, http.StatusOK, evs)
 	})
 	return mux
 }
@@ -171,29 +171,29 @@ func (r *reporter) requestPromotion(w http.ResponseWriter, req *http.Request) {
 	if err := dec.Decode(&body); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over %d bytes", maxRequestBody))
+			service.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over %d bytes", maxRequestBody))
 			return
 		}
-		httpError(w, http.StatusBadRequest, "the body must be JSON: {\"ref\": \"registry/repo@sha256:…\", \"to\": \"staging\"}: "+err.Error())
+		service.WriteError(w, http.StatusBadRequest, "the body must be JSON: {\"ref\": \"registry/repo@sha256:…\", \"to\": \"staging\"}: "+err.Error())
 		return
 	}
 	pr, err := body.request()
 	if err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
+		service.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if !slices.Contains(r.cfg.Environments, pr.To) {
-		httpError(w, http.StatusBadRequest, fmt.Sprintf("%q is not in the promotion chain %s", pr.To, strings.Join(r.cfg.Environments, " → ")))
+		service.WriteError(w, http.StatusBadRequest, fmt.Sprintf("%q is not in the promotion chain %s", pr.To, strings.Join(r.cfg.Environments, " → ")))
 		return
 	}
 	pr.RequestedBy = who
 	runID := uuid.NewString()
 	ev, err := r.bus.Start(req.Context(), events.PromotionRequested, runID, pr.Repository, pr)
 	if err != nil {
-		httpError(w, http.StatusServiceUnavailable, "the bus did not take the request: "+err.Error())
+		service.WriteError(w, http.StatusServiceUnavailable, "the bus did not take the request: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusAccepted, PromoteAccepted{RunID: runID, EventID: ev.ID()})
+	service.WriteJSON(w, http.StatusAccepted, PromoteAccepted{RunID: runID, EventID: ev.ID()})
 }
 
 // request validates the body into a promotion.requested payload.
@@ -239,17 +239,5 @@ func unauthorized(w http.ResponseWriter, noTokens bool) {
 	if noTokens {
 		msg = "this reporter accepts no writes: start it with DIGESTLINE_API_TOKEN set"
 	}
-	httpError(w, http.StatusUnauthorized, msg)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-func httpError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	service.WriteError(w, http.StatusUnauthorized, msg)
 }

@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
-	"github.com/digestline/digestline/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.opentelemetry.io/otel/codes"
 )
@@ -34,7 +34,7 @@ func (r *reporter) attest(ctx context.Context, rec events.Promotion) error {
 	}
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
-	e := registry.AsError(err)
+	e := failure.As(err)
 	if e.Temporary() {
 		return err
 	}
@@ -45,7 +45,7 @@ func (r *reporter) attest(ctx context.Context, rec events.Promotion) error {
 func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) error {
 	repo, err := name.NewRepository(rec.Repository)
 	if err != nil {
-		return &registry.Error{Class: registry.ClassSchema, Err: err}
+		return &failure.Error{Class: failure.Schema, Err: err}
 	}
 	reg, err := r.cfg.Registry.Open(ctx, repo, false)
 	if err != nil {
@@ -56,7 +56,7 @@ func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) er
 		return err
 	}
 	if !found {
-		return &registry.Error{Class: registry.ClassNotFound, Err: fmt.Errorf("%s@%s is gone from the registry", rec.Repository, rec.Digest),
+		return &failure.Error{Class: failure.NotFound, Err: fmt.Errorf("%s@%s is gone from the registry", rec.Repository, rec.Digest),
 			Hint: "the promoted manifest was deleted after it was verified"}
 	}
 	body, err := json.MarshalIndent(rec, "", "  ")

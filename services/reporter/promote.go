@@ -10,7 +10,7 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -25,19 +25,13 @@ const (
 	GateRequiredReferrers = "required-referrers"   // the artifacts the environment requires are attached
 )
 
-// handle routes the reporter's promotion events.
-func (r *reporter) handle(ctx context.Context, m events.Message) error {
-	switch m.Name {
-	case events.VerifyCompleted:
-		return r.verified(ctx, m)
-	case events.PromotionRequested:
-		req, err := events.Decode[events.PromotionRequest](m.Event)
-		if err != nil {
-			return err
-		}
-		return r.decide(ctx, m.Event, req, m.Event.ID())
+// requested handles promotion.requested: a person's request, through the gates.
+func (r *reporter) requested(ctx context.Context, m events.Message) error {
+	req, err := events.Decode[events.PromotionRequest](m.Event)
+	if err != nil {
+		return err
 	}
-	return events.Permanent(fmt.Errorf("the reporter does not handle %s", m.Name))
+	return r.decide(ctx, m.Event, req, m.Event.ID())
 }
 
 // verified handles verify.completed. For a build's own run, the digest is
@@ -66,7 +60,7 @@ func (r *reporter) verified(ctx context.Context, m events.Message) error {
 	}
 
 	a := vr.Promotion
-	rec, err := r.store.record(ctx, events.Promotion{
+	rec, made, err := r.store.record(ctx, events.Promotion{
 		Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Tag: a.Tag,
 		PromotedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), RequestedBy: a.RequestedBy,
 		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: evidence.Push, Verify: evidence.Verify},
@@ -83,6 +77,12 @@ func (r *reporter) verified(ctx context.Context, m events.Message) error {
 	ev, err := events.Follow(r.bus.Source(), m.Event, events.Promoted, "", rec)
 	if err != nil {
 		return err
+	}
+	if !made {
+		// The environment held this digest already: the run ends promoted,
+		// with the record as it is, and the history shows one promotion.
+		r.cfg.Log().Info(fmt.Sprintf("%s already holds %s@%s (since run %s): nothing to record", rec.Environment, rec.Repository, rec.Digest, rec.RunID), "run_id", events.RunID(m.Event))
+		return r.bus.Publish(ctx, ev)
 	}
 	if err := r.store.addHistory(ctx, rec.Environment, rec.Repository, HistoryEntry{
 		Kind: "promoted", At: rec.PromotedAt, Promotion: &rec, RunID: rec.RunID, EventID: ev.ID(),
@@ -185,7 +185,7 @@ func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, reque
 	// A registry that fails for a moment is asked again (the request is
 	// retried); one that refuses for good rejects at the gate it blocks.
 	unreachable := func(gate string, err error) (decision, error) {
-		e := registry.AsError(err)
+		e := failure.As(err)
 		if e.Temporary() {
 			return decision{}, err
 		}

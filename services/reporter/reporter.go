@@ -78,7 +78,10 @@ func (c *Config) defaults() error {
 		}
 	}
 	if c.Registry == nil {
-		c.Registry = c.Deps.Registry()
+		var err error
+		if c.Registry, err = c.Deps.Registry(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -109,7 +112,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return r.bus.Consume(gctx, events.ConsumerSpec{Durable: "reporter", Events: []events.Name{events.VerifyCompleted, events.PromotionRequested}}, r.handle)
+		router := r.bus.Router(events.ConsumerSpec{Durable: "reporter"})
+		router.Handle(events.VerifyCompleted, r.verified)
+		router.Handle(events.PromotionRequested, r.requested)
+		return router.Run(gctx)
 	})
 	g.Go(func() error { return service.Serve(gctx, srv, ln, "reporter API") })
 	return g.Wait()

@@ -226,30 +226,29 @@ func (s *store) decided(ctx context.Context, requestID string) (decision, bool, 
 	return d, found, err
 }
 
-// record makes rec the current promotion of its environment and repository
-// and returns what was stored. If the current record is already this run's
-// promotion of this digest, it is returned unchanged (idempotent). Concurrent
-// writers are serialized by the KV revision.
-func (s *store) record(ctx context.Context, rec events.Promotion) (events.Promotion, error) {
+// record makes rec the current promotion of its environment and
+// repository, and returns what is current and whether this run made it so.
+// A redelivery of the run that made it finds its own record (made: true,
+// so what follows is done again, idempotently). Another run promoting the
+// digest the environment already holds changes nothing (made: false): the
+// record keeps its time, run and previous digest, and is no new history.
+// Concurrent writers are serialized by the KV revision.
+func (s *store) record(ctx context.Context, rec events.Promotion) (current events.Promotion, made bool, err error) {
 	key := promotionKey(rec.Environment, rec.Repository)
 	var cur events.Promotion
 	rev, found, err := getJSON(ctx, s.promotions, key, &cur)
 	if err != nil {
-		return rec, err
+		return rec, false, err
+	}
+	if found && cur.Digest == rec.Digest {
+		return cur, cur.RunID == rec.RunID, nil
 	}
 	if found {
-		if cur.RunID == rec.RunID && cur.Digest == rec.Digest {
-			return cur, nil
-		}
-		if cur.Digest != rec.Digest {
-			rec.PreviousDigest = cur.Digest
-		} else {
-			rec.PreviousDigest = cur.PreviousDigest
-		}
+		rec.PreviousDigest = cur.Digest
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return rec, err
+		return rec, false, err
 	}
 	if found {
 		_, err = s.promotions.Update(ctx, key, b, rev)
@@ -257,9 +256,9 @@ func (s *store) record(ctx context.Context, rec events.Promotion) (events.Promot
 		_, err = s.promotions.Create(ctx, key, b)
 	}
 	if err != nil {
-		return rec, fmt.Errorf("write promotion %s/%s (a concurrent writer is retried): %w", rec.Environment, rec.Repository, err)
+		return rec, false, fmt.Errorf("write promotion %s/%s (a concurrent writer is retried): %w", rec.Environment, rec.Repository, err)
 	}
-	return rec, nil
+	return rec, true, nil
 }
 
 // list returns the current records for env and repo ("" = any), by

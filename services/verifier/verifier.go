@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -22,17 +23,23 @@ type Config struct {
 	Jobs int
 }
 
-// Run consumes push.completed until ctx is cancelled.
+// Run verifies what the pusher pushed (push.completed) until ctx is
+// cancelled.
 func Run(ctx context.Context, cfg Config) error {
 	bus := cfg.Bus("verifier")
+	var err error
 	if cfg.Registry == nil {
-		cfg.Registry = cfg.Deps.Registry()
+		if cfg.Registry, err = cfg.Deps.Registry(); err != nil {
+			return err
+		}
 	}
 	v := &verifier{cfg: cfg, bus: bus}
 	// Instrument errors only say a name is malformed; this one is fixed.
 	v.bytesVerified, _ = cfg.Meters().Meter("github.com/digestline/digestline/services/verifier").Int64Counter("digestline.verify.bytes",
 		metric.WithDescription("Bytes pulled and hashed by verifications that passed"), metric.WithUnit("By"))
-	return bus.Consume(ctx, events.ConsumerSpec{Durable: "verifier", Events: []events.Name{events.PushCompleted}}, v.handle)
+	r := bus.Router(events.ConsumerSpec{Durable: "verifier"})
+	r.Handle(events.PushCompleted, v.verify)
+	return r.Run(ctx)
 }
 
 type verifier struct {
@@ -41,15 +48,15 @@ type verifier struct {
 	bytesVerified metric.Int64Counter
 }
 
-func (v *verifier) handle(ctx context.Context, m events.Message) error {
+// verify pulls the pushed digest and proves every byte against the graph
+// that was built, and that the pushed tag still points at it.
+func (v *verifier) verify(ctx context.Context, m events.Message) error {
 	push, err := events.Decode[events.PushResult](m.Event)
 	if err != nil {
 		return err
 	}
 	evidence := push.Evidence
 	evidence.Push = m.Event.ID()
-	log := v.cfg.Log().With("run_id", events.RunID(m.Event))
-
 	target, err := name.ParseReference(push.Target)
 	if err != nil {
 		return events.Permanent(err)
@@ -61,7 +68,7 @@ func (v *verifier) handle(ctx context.Context, m events.Message) error {
 	if tag, ok := target.(name.Tag); ok && err == nil {
 		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()))
 		err = CheckTag(ctx, v.cfg.Registry, tag, rep.Digest)
-		if drift := (*Error)(nil); errors.As(err, &drift) && drift.Class == registry.ClassConflict {
+		if drift := (*failure.Error)(nil); errors.As(err, &drift) && drift.Class == failure.Conflict {
 			if _, err := v.bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
 				Target: push.Target, Tag: tag.TagStr(), Expected: push.Digest, Found: drift.Mismatches[0].Found,
 			}); err != nil {
@@ -69,22 +76,11 @@ func (v *verifier) handle(ctx context.Context, m events.Message) error {
 			}
 		}
 	}
-	var verr *Error
-	if errors.As(err, &verr) && verr.Class.Transient() && !errors.Is(err, context.Canceled) && !m.LastTry {
-		return err // the registry failed for a moment: verify again, from the start
-	}
-	if errors.As(err, &verr) {
-		span.RecordError(verr)
-		log.Warn("[VERIFY] FAILED", "class", verr.Class, "path", verr.Path, "error", verr.Err, "hint", verr.Hint)
-		_, err := v.bus.Emit(ctx, m.Event, events.VerifyFailed, "", events.Failure{
-			Target: push.Target, Digest: push.Digest, Stage: "verify", Class: string(verr.Class), Message: verr.Err.Error(),
-			Hint: verr.Hint, Path: verr.Path, Mismatches: verr.Mismatches, Evidence: evidence,
-		})
-		return err
-	}
 	if err != nil {
-		return err
+		span.RecordError(err)
+		return v.bus.Fail(ctx, m, events.VerifyFailed, err, events.Failure{Target: push.Target, Digest: push.Digest, Report: failure.Report{Stage: "verify"}, Evidence: evidence})
 	}
+	log := v.cfg.Log().With("run_id", events.RunID(m.Event))
 	for _, c := range rep.Checks {
 		log.Info(c, "digest", push.Digest)
 	}

@@ -3,14 +3,13 @@ package verifier
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
 
-	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -30,31 +29,6 @@ type Report struct {
 	Graph oci.Graph
 }
 
-// Error is a failed verification: its class (integrity, not-found, schema,
-// or a registry class), where in the graph, and what to do.
-type Error struct {
-	Class      registry.Class
-	Path       string
-	Hint       string
-	Mismatches []events.Mismatch
-	Err        error
-}
-
-func (e *Error) Error() string {
-	if e.Path != "" {
-		return fmt.Sprintf("%s error at %s: %v", e.Class, e.Path, e.Err)
-	}
-	return fmt.Sprintf("%s error: %v", e.Class, e.Err)
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is matches the error's class, like registry.Error.
-func (e *Error) Is(target error) bool {
-	c, ok := target.(registry.Class)
-	return ok && c == e.Class
-}
-
 // Verify pulls ref by digest from its registry and proves every byte: each
 // manifest hashes to the digest it is served under, each blob streams through
 // a hasher and matches its descriptor's digest and size, and — when want is
@@ -63,7 +37,7 @@ func (e *Error) Is(target error) bool {
 func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, jobs int) (Report, error) {
 	root, err := digest.Parse(ref.DigestStr())
 	if err != nil {
-		return Report{}, &Error{Class: registry.ClassSchema, Err: err, Hint: "verify takes REPOSITORY@sha256:<hex>"}
+		return Report{}, &failure.Error{Class: failure.Schema, Err: err, Hint: "verify takes REPOSITORY@sha256:<hex>"}
 	}
 	repo, err := c.Open(ctx, ref.Context(), false)
 	if err != nil {
@@ -120,7 +94,7 @@ func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Rep
 			return verr
 		}
 		if !slices.ContainsFunc(listed, func(d v1.Descriptor) bool { return d.Digest == r.Root.Digest }) {
-			return &Error{Class: registry.ClassNotFound, Path: path, Err: fmt.Errorf("%s is in the registry but not listed as a referrer of %s", r.Root.Digest, want.Root.Digest),
+			return &failure.Error{Class: failure.NotFound, Path: path, Err: fmt.Errorf("%s is in the registry but not listed as a referrer of %s", r.Root.Digest, want.Root.Digest),
 				Hint: "the registry lost the referrer link: push again (digestline updates the referrers API or the fallback tag)"}
 		}
 		rep.Descriptors += sub.Descriptors
@@ -157,11 +131,11 @@ func (v *verification) manifest(ctx context.Context, d v1.Descriptor, path strin
 		}
 	}
 	if !oci.IsManifest(got.MediaType) || got.MediaType != d.MediaType {
-		return &Error{Class: registry.ClassSchema, Path: path, Err: fmt.Errorf("served with media type %q, want %q", got.MediaType, d.MediaType),
+		return &failure.Error{Class: failure.Schema, Path: path, Err: fmt.Errorf("served with media type %q, want %q", got.MediaType, d.MediaType),
 			Hint: "the registry serves this manifest under another media type: check it supports OCI manifests, or that nothing rewrote it"}
 	}
 	if got.Size != d.Size {
-		return &Error{Class: registry.ClassIntegrity, Path: path, Err: fmt.Errorf("manifest is %d bytes, descriptor says %d", got.Size, d.Size),
+		return &failure.Error{Class: failure.Integrity, Path: path, Err: fmt.Errorf("manifest is %d bytes, descriptor says %d", got.Size, d.Size),
 			Hint: "the manifest does not match its descriptor: the content was altered"}
 	}
 	if v.root.Digest == "" {
@@ -169,7 +143,7 @@ func (v *verification) manifest(ctx context.Context, d v1.Descriptor, path strin
 	}
 	children, err := oci.Children(d.MediaType, b)
 	if err != nil {
-		return &Error{Class: registry.ClassSchema, Path: path, Err: err, Hint: "the manifest is not valid JSON of its media type"}
+		return &failure.Error{Class: failure.Schema, Path: path, Err: err, Hint: "the manifest is not valid JSON of its media type"}
 	}
 	for i, c := range children {
 		if v.seen[c.Digest] {
@@ -206,8 +180,8 @@ func childPath(parent, mediaType string, c v1.Descriptor, i int) string {
 func (v *verification) hashBlobs(ctx context.Context, jobs int) error {
 	var (
 		mu         sync.Mutex
-		mismatches []events.Mismatch
-		first      *Error
+		mismatches []failure.Mismatch
+		first      *failure.Error
 	)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(jobs)
@@ -218,12 +192,12 @@ func (v *verification) hashBlobs(ctx context.Context, jobs int) error {
 				return nil
 			}
 			verr := registryError(err, v.paths[i])
-			if verr.Class != registry.ClassIntegrity && verr.Class != registry.ClassNotFound {
+			if verr.Class != failure.Integrity && verr.Class != failure.NotFound {
 				return verr // the registry failed: stop
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			mismatches = append(mismatches, events.Mismatch{Path: verr.Path, Digest: d.Digest.String(), Class: string(verr.Class), Expected: d.Digest.String(), Found: verr.Err.Error()})
+			mismatches = append(mismatches, failure.Mismatch{Path: verr.Path, Digest: d.Digest.String(), Class: string(verr.Class), Expected: d.Digest.String(), Found: verr.Err.Error()})
 			if first == nil {
 				first = verr
 			}
@@ -253,14 +227,14 @@ func (v *verification) hashBlob(ctx context.Context, d v1.Descriptor) error {
 	n, err := io.CopyBuffer(h, io.LimitReader(rc, d.Size+1), *buf)
 	v.bytes.Add(n)
 	if err != nil {
-		return &registry.Error{Class: registry.ClassTransport, Err: fmt.Errorf("read blob %s: %w", d.Digest, err), Hint: "the connection to the registry broke mid-blob: retry"}
+		return &failure.Error{Class: failure.Transport, Err: fmt.Errorf("read blob %s: %w", d.Digest, err), Hint: "the connection to the registry broke mid-blob: retry"}
 	}
 	if n != d.Size {
-		return &registry.Error{Class: registry.ClassIntegrity, Err: fmt.Errorf("blob %s is %d bytes, descriptor says %d", d.Digest, n, d.Size),
+		return &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s is %d bytes, descriptor says %d", d.Digest, n, d.Size),
 			Hint: "the registry serves a blob of the wrong size: it is truncated or substituted"}
 	}
 	if got := digest.NewDigest(d.Digest.Algorithm(), h); got != d.Digest {
-		return &registry.Error{Class: registry.ClassIntegrity, Err: fmt.Errorf("blob %s hashes to %s", d.Digest, got),
+		return &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s hashes to %s", d.Digest, got),
 			Hint: "the registry serves corrupted or substituted content for this digest: delete the blob from the registry and push again"}
 	}
 	return nil
@@ -273,21 +247,21 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &
 // compare checks that the registry serves exactly the graph that was built.
 func compare(want, got oci.Graph) error {
 	if want.Root.Digest != got.Root.Digest {
-		return &Error{Class: registry.ClassIntegrity, Path: "manifest", Err: fmt.Errorf("root is %s, the build made %s", got.Root.Digest, want.Root.Digest)}
+		return &failure.Error{Class: failure.Integrity, Path: "manifest", Err: fmt.Errorf("root is %s, the build made %s", got.Root.Digest, want.Root.Digest)}
 	}
-	var mismatches []events.Mismatch
+	var mismatches []failure.Mismatch
 	for _, d := range got.Descriptors {
 		w, ok := want.Find(d.Digest)
 		switch {
 		case !ok:
-			mismatches = append(mismatches, events.Mismatch{Digest: d.Digest.String(), Class: string(registry.ClassIntegrity), Found: "not in the build graph"})
+			mismatches = append(mismatches, failure.Mismatch{Digest: d.Digest.String(), Class: string(failure.Integrity), Found: "not in the build graph"})
 		case w.Size != d.Size || w.MediaType != d.MediaType:
-			mismatches = append(mismatches, events.Mismatch{Digest: d.Digest.String(), Class: string(registry.ClassSchema),
+			mismatches = append(mismatches, failure.Mismatch{Digest: d.Digest.String(), Class: string(failure.Schema),
 				Expected: fmt.Sprintf("%s %d bytes", w.MediaType, w.Size), Found: fmt.Sprintf("%s %d bytes", d.MediaType, d.Size)})
 		}
 	}
 	if len(mismatches) > 0 || len(got.Descriptors) != len(want.Descriptors) {
-		return &Error{Class: registry.ClassIntegrity, Path: "manifest", Mismatches: mismatches,
+		return &failure.Error{Class: failure.Integrity, Path: "manifest", Mismatches: mismatches,
 			Err:  fmt.Errorf("the registry serves %d descriptors, the build made %d (%d differ)", len(got.Descriptors), len(want.Descriptors), len(mismatches)),
 			Hint: "what the registry serves is not what was built: push again and find what altered it"}
 	}
@@ -312,18 +286,18 @@ func CheckTag(ctx context.Context, c *registry.Client, tag name.Tag, want digest
 	if ok {
 		got = found.Digest.String()
 	}
-	return &Error{Class: registry.ClassConflict, Path: "tag " + tag.TagStr(),
-		Mismatches: []events.Mismatch{{Path: "tag " + tag.TagStr(), Class: string(registry.ClassConflict), Expected: want.String(), Found: got}},
+	return &failure.Error{Class: failure.Conflict, Path: "tag " + tag.TagStr(),
+		Mismatches: []failure.Mismatch{{Path: "tag " + tag.TagStr(), Class: string(failure.Conflict), Expected: want.String(), Found: got}},
 		Err:        fmt.Errorf("tag %s points at %s, not at the pushed %s", tag.TagStr(), got, want),
 		Hint:       "someone moved the tag after the push: find out who, then ship again or put the tag back"}
 }
 
-// registryError turns any failure into a verify *Error at path.
-func registryError(err error, path string) *Error {
-	var verr *Error
-	if errors.As(err, &verr) {
-		return verr
+// registryError is err as a failure at path in the graph (where it has
+// no path of its own yet).
+func registryError(err error, path string) *failure.Error {
+	e := failure.As(err)
+	if e.Path == "" {
+		e.Path = path
 	}
-	rerr := registry.AsError(err)
-	return &Error{Class: rerr.Class, Path: path, Hint: rerr.Hint, Err: rerr.Err}
+	return e
 }

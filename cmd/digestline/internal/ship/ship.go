@@ -5,7 +5,6 @@
 package ship
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -41,28 +40,6 @@ type Request struct {
 type Result struct {
 	RunID     string
 	Promotion events.Promotion
-}
-
-// RunError is a run that ended without promotion.
-type RunError struct {
-	RunID   string
-	Event   events.Name
-	Failure events.Failure
-}
-
-func (e *RunError) Error() string {
-	msg := fmt.Sprintf("%s: %s error", e.Event, e.Failure.Class)
-	if e.Failure.Stage != "" {
-		msg += " at " + e.Failure.Stage
-	}
-	if e.Failure.Path != "" {
-		msg += " (" + e.Failure.Path + ")"
-	}
-	msg += ": " + e.Failure.Message
-	if e.Failure.Hint != "" {
-		msg += "\nhint: " + e.Failure.Hint
-	}
-	return msg
 }
 
 // busTimeout bounds each request ship makes of the bus: while NATS is away,
@@ -197,9 +174,11 @@ func Upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Dig
 }
 
 // follow prints the run's events until one ends it; raw sees each of the
-// run's events as it arrived.
+// run's events as it arrived. A run that ends without promotion is an
+// *events.RunError.
 func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw func([]byte)) (Result, error) {
-	for {
+	var run events.Run
+	for !run.Done() {
 		msg, err := iter.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 			return Result{}, fmt.Errorf("stopped following run %s: %w", runID, context.Canceled)
@@ -212,58 +191,12 @@ func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw fun
 			continue // one the services dead-letter (the subjects are this run's)
 		}
 		raw(msg.Data())
-		switch name {
-		case events.BuildCompleted:
-			b, err := events.Decode[events.BuildResult](ev)
-			if err != nil {
-				return Result{}, err
-			}
-			fmt.Fprintf(out, "[BUILD] %s (%d descriptors)\n", b.Graph.Root.Digest, len(b.Graph.Descriptors))
-		case events.PushStage:
-			s, err := events.Decode[events.StageReport](ev)
-			if err != nil {
-				return Result{}, err
-			}
-			fmt.Fprintln(out, s.Line)
-		case events.PushCompleted:
-			p, err := events.Decode[events.PushResult](ev)
-			if err != nil {
-				return Result{}, err
-			}
-			fmt.Fprintf(out, "[PUSH] %s@%s: %d uploaded, %d existing, %d requests\n", p.Target, p.Digest, p.BlobsUploaded, p.BlobsExisting, p.Requests)
-		case events.VerifyCompleted:
-			v, err := events.Decode[events.VerifyResult](ev)
-			if err != nil {
-				return Result{}, err
-			}
-			for _, c := range v.Checks {
-				fmt.Fprintln(out, c)
-			}
-		case events.Promoted:
-			p, err := events.Decode[events.Promotion](ev)
-			if err != nil {
-				return Result{}, err
-			}
-			fmt.Fprintf(out, "promoted %s %s@%s\n", p.Environment, p.Repository, p.Digest)
-			return Result{RunID: runID, Promotion: p}, nil
-		case events.DriftDetected:
-			d, err := events.Decode[events.Drift](ev)
-			if err != nil {
-				return Result{}, err
-			}
-			fmt.Fprintf(out, "[DRIFT] tag %s points at %s, expected %s\n", d.Tag, d.Found, cmp.Or(d.Expected, "nothing"))
-		case events.BuildFailed, events.PushFailed, events.VerifyFailed:
-			f, err := events.Decode[events.Failure](ev)
-			if err != nil {
-				return Result{}, err
-			}
-			return Result{RunID: runID}, &RunError{RunID: runID, Event: name, Failure: f}
-		case events.PromotionRejected:
-			r, err := events.Decode[events.Rejection](ev)
-			if err != nil {
-				return Result{}, err
-			}
-			return Result{RunID: runID}, &RunError{RunID: runID, Event: name, Failure: events.Failure{Class: "gate", Stage: r.Gate, Message: r.Reason}}
+		for _, line := range run.Add(ev, name) {
+			fmt.Fprintln(out, line)
 		}
 	}
+	if run.Err != nil {
+		return Result{RunID: runID}, run.Err
+	}
+	return Result{RunID: runID, Promotion: *run.Promotion}, nil
 }

@@ -1,0 +1,164 @@
+package events
+
+import (
+	"cmp"
+	"fmt"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/registry"
+)
+
+// Run is one run as people read it, folded from its events in stream
+// order: what it targets, a timeline of its steps, how it ended, and the
+// lines a terminal prints for each event. digestline ship and promote
+// print runs through it, and the reporter's page and GET /v1/runs show
+// them, so a run reads the same everywhere.
+type Run struct {
+	ID     string `json:"runId"`
+	Target string `json:"target"`
+	// Status is running, promoted, rejected or failed.
+	Status  string    `json:"status"`
+	Detail  string    `json:"detail,omitempty"`
+	Started time.Time `json:"started"`
+	Updated time.Time `json:"updated"`
+	Steps   []Step    `json:"steps"`
+	TotalMS int64     `json:"totalMs"`
+	// Promotion is the record a promoted run ended with.
+	Promotion *Promotion `json:"promotion,omitempty"`
+	// Err is why a failed or rejected run ended.
+	Err *RunError `json:"-"`
+}
+
+// Step is one bar of a run's timeline: the build, a push stage, the
+// verification, the gates or the promotion, with when it started (from the
+// run's start), how long it took and how it ended.
+type Step struct {
+	Name       string `json:"name"`
+	Status     string `json:"status"` // ok, skipped, retrying, failed
+	StartMS    int64  `json:"startMs"`
+	DurationMS int64  `json:"durationMs"`
+	Hint       string `json:"hint,omitempty"`
+}
+
+// Run statuses.
+const (
+	RunRunning  = "running"
+	RunPromoted = "promoted"
+	RunRejected = "rejected"
+	RunFailed   = "failed"
+)
+
+// RunError is a run that ended without promotion: the event that ended it
+// and its failure (a rejection's gate is its stage, of class "gate").
+type RunError struct {
+	RunID   string
+	Event   Name
+	Failure failure.Report
+}
+
+func (e *RunError) Error() string {
+	if e.Event == PromotionRejected {
+		msg := fmt.Sprintf("rejected by gate %s: %s", e.Failure.Stage, e.Failure.Message)
+		if e.Failure.Hint != "" {
+			msg += "\nhint: " + e.Failure.Hint
+		}
+		return msg
+	}
+	return fmt.Sprintf("%s: %s", e.Event, e.Failure)
+}
+
+// Done reports whether the run has ended.
+func (r *Run) Done() bool { return r.Status != "" && r.Status != RunRunning }
+
+// Add folds the run's next event into it and returns the lines a person
+// reads for it ([BUILD], [STAGE], [VERIFY], promoted…). An event whose
+// data does not decode is skipped: it was valid when it was stored, so
+// only a newer producer's event can be one.
+func (r *Run) Add(ev cloudevents.Event, name Name) []string {
+	if r.ID == "" {
+		r.ID, r.Status, r.Started = RunID(ev), RunRunning, ev.Time()
+	}
+	at := ev.Time()
+	r.Updated = at
+	defer func() { r.TotalMS = max(r.Updated.Sub(r.Started).Milliseconds(), 1) }()
+	switch name {
+	case BuildRequested:
+		if req, err := Decode[BuildRequest](ev); err == nil {
+			r.Target = req.Target
+		}
+	case PromotionRequested:
+		if req, err := Decode[PromotionRequest](ev); err == nil {
+			r.Target = req.Repository + "@" + req.Digest
+		}
+	case BuildCompleted:
+		if b, err := Decode[BuildResult](ev); err == nil {
+			r.step("build", registry.StatusOK, at, 0, "")
+			return []string{fmt.Sprintf("[BUILD] %s (%d descriptors)", b.Graph.Root.Digest, len(b.Graph.Descriptors))}
+		}
+	case PromotionApproved:
+		if a, err := Decode[Approval](ev); err == nil {
+			r.step("gates", registry.StatusOK, at, 0, "")
+			return []string{fmt.Sprintf("[GATE] every gate passed: moving %s:%s from %s", a.Repository, a.Tag, cmp.Or(a.Previous, "nothing"))}
+		}
+	case PushStage:
+		if s, err := Decode[registry.StageReport](ev); err == nil {
+			hint := ""
+			if s.Error != nil {
+				hint = s.Error.Class + ": " + s.Error.Message + " — " + s.Error.Hint
+			}
+			r.step(s.Stage, s.Status, at, time.Duration(s.DurationMS)*time.Millisecond, hint)
+			return []string{s.Line}
+		}
+	case PushCompleted:
+		if p, err := Decode[PushResult](ev); err == nil {
+			return []string{fmt.Sprintf("[PUSH] %s@%s: %d uploaded, %d existing, %d requests", p.Target, p.Digest, p.BlobsUploaded, p.BlobsExisting, p.Requests)}
+		}
+	case VerifyCompleted:
+		if v, err := Decode[VerifyResult](ev); err == nil {
+			r.step("verify", registry.StatusOK, at, 0, "")
+			return v.Checks
+		}
+	case DriftDetected:
+		if d, err := Decode[Drift](ev); err == nil {
+			return []string{fmt.Sprintf("[DRIFT] tag %s points at %s, expected %s", d.Tag, d.Found, cmp.Or(d.Expected, "nothing"))}
+		}
+	case Promoted:
+		if p, err := Decode[Promotion](ev); err == nil {
+			r.step("promote", registry.StatusOK, at, 0, "")
+			r.Status, r.Detail, r.Promotion = RunPromoted, p.Environment+" "+p.Repository+"@"+p.Digest, &p
+			return []string{fmt.Sprintf("promoted %s %s@%s (tag %s, previous %s)", p.Environment, p.Repository, p.Digest, cmp.Or(p.Tag, "none"), cmp.Or(p.PreviousDigest, "none"))}
+		}
+	case BuildFailed, PushFailed, VerifyFailed:
+		if f, err := Decode[Failure](ev); err == nil {
+			r.Status, r.Err = RunFailed, &RunError{RunID: r.ID, Event: name, Failure: f.Report}
+			r.Detail = string(name) + ": " + f.Class + " at " + cmp.Or(f.Path, f.Stage)
+			if name != PushFailed { // the push's failing stage has its bar and hint already
+				r.step(cmp.Or(f.Stage, string(name)), registry.StatusFailed, at, 0, f.Hint)
+			}
+		}
+	case PromotionRejected:
+		if rj, err := Decode[Rejection](ev); err == nil {
+			r.Status, r.Detail = RunRejected, "gate "+rj.Gate+": "+rj.Reason
+			r.Err = &RunError{RunID: r.ID, Event: name, Failure: failure.Report{Class: "gate", Stage: rj.Gate, Message: rj.Reason, Hint: rj.Hint}}
+			r.step("gates", registry.StatusFailed, at, 0, rj.Reason)
+		}
+	}
+	return nil
+}
+
+// step adds a bar ending at at; one without a duration of its own lasted
+// since the previous bar ended.
+func (r *Run) step(name, status string, at time.Time, dur time.Duration, hint string) {
+	start := at.Add(-dur)
+	if dur == 0 {
+		start = r.Started
+		if n := len(r.Steps); n > 0 {
+			last := r.Steps[n-1]
+			start = r.Started.Add(time.Duration(last.StartMS+last.DurationMS) * time.Millisecond)
+		}
+	}
+	r.Steps = append(r.Steps, Step{Name: name, Status: status, StartMS: start.Sub(r.Started).Milliseconds(),
+		DurationMS: max(at.Sub(start).Milliseconds(), 1), Hint: hint})
+}
