@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -16,6 +17,8 @@ import (
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 )
@@ -49,17 +52,41 @@ func TestPipelineInContainers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	// The network is made with the engine's own CLI: podman refuses to start
-	// containers on the one testcontainers' network.New creates.
+	// containers on the one testcontainers' network.New creates. It has no
+	// DNS: the engine's resolver (aardvark-dns) stopped answering in CI while
+	// other containers came and went, so every container gets a fixed
+	// address and finds the others through /etc/hosts.
 	netName := fmt.Sprintf("digestline-test-%d", time.Now().UnixNano())
-	if out, err := exec.Command(podman, "network", "create", netName).CombinedOutput(); err != nil {
+	if out, err := exec.Command(podman, "network", "create", "--disable-dns", netName).CombinedOutput(); err != nil {
 		t.Fatalf("podman network create: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command(podman, "network", "rm", "-f", netName).Run() })
+	out, err := exec.Command(podman, "network", "inspect", netName, "--format", "{{range .Subnets}}{{.Subnet}}{{end}}").CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman network inspect: %v\n%s", err, out)
+	}
+	subnet, err := netip.ParsePrefix(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("the network's subnet %q: %v", out, err)
+	}
+	hosts, addrs := []string{}, map[string]string{}
+	next := subnet.Addr()
+	for range 10 { // .10 onwards: clear of the gateway
+		next = next.Next()
+	}
+	for _, alias := range []string{"nats", "registry", "builder", "pusher", "verifier", "reporter"} {
+		addrs[alias] = next.String()
+		hosts = append(hosts, alias+":"+next.String())
+		next = next.Next()
+	}
 	start := func(name, alias string, req testcontainers.ContainerRequest) testcontainers.Container {
 		t.Helper()
 		req.Image = image[name]
 		req.Networks = []string{netName}
-		req.NetworkAliases = map[string][]string{netName: {alias}}
+		req.HostConfigModifier = func(hc *container.HostConfig) { hc.ExtraHosts = hosts }
+		req.EndpointSettingsModifier = func(eps map[string]*network.EndpointSettings) {
+			eps[netName] = &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: netip.MustParseAddr(addrs[alias])}}
+		}
 		c, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{ContainerRequest: req, Started: true})
 		if c != nil {
 			t.Cleanup(func() {

@@ -4,8 +4,11 @@ package eventstest
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats-server/v2/server"
@@ -77,4 +80,74 @@ func (s *Server) DeadLetters(t testing.TB) []jetstream.RawStreamMsg {
 		out = append(out, *m)
 	}
 	return out
+}
+
+// Event is an event of a run as a test reads it.
+type Event struct {
+	Name  events.Name
+	Event cloudevents.Event
+}
+
+// WaitRun waits (up to 30s) until the run has an event named one of until,
+// and returns the run's events so far, in order.
+func (s *Server) WaitRun(t testing.TB, runID string, until ...events.Name) []Event {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		raw, err := events.RunEvents(ctx, s.JetStream, runID)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []Event
+		done := false
+		for _, b := range raw {
+			ev, name, err := events.Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, Event{Name: name, Event: ev})
+			done = done || slices.Contains(until, name)
+		}
+		if done {
+			return out
+		}
+		if time.Now().After(deadline) {
+			names := make([]events.Name, len(out))
+			for i, e := range out {
+				names[i] = e.Name
+			}
+			t.Fatalf("run %s has no %v after 30s; it has %v", runID, until, names)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Last returns the data of the run's last event named n, decoded as T.
+func Last[T any](t testing.TB, evs []Event, n events.Name) T {
+	t.Helper()
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Name == n {
+			v, err := events.Decode[T](evs[i].Event)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no %s among the run's events", n)
+	var zero T
+	return zero
+}
+
+// Count counts the run's events named n.
+func Count(evs []Event, n events.Name) int {
+	c := 0
+	for _, e := range evs {
+		if e.Name == n {
+			c++
+		}
+	}
+	return c
 }

@@ -1,0 +1,150 @@
+package verifier_test
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/events/eventstest"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/services/verifier"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/uuid"
+)
+
+func client() *registry.Client {
+	return registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithRetries(1, time.Millisecond))
+}
+
+// corruptBlobs flips the last byte of every blob served to a GET while on.
+type corruptBlobs struct {
+	next http.Handler
+	on   atomic.Bool
+}
+
+type flipLast struct {
+	http.ResponseWriter
+	buf []byte
+}
+
+func (f *flipLast) Write(b []byte) (int, error) { f.buf = append(f.buf, b...); return len(b), nil }
+
+func (c *corruptBlobs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !c.on.Load() || r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/") {
+		c.next.ServeHTTP(w, r)
+		return
+	}
+	f := &flipLast{ResponseWriter: w}
+	c.next.ServeHTTP(f, r)
+	if n := len(f.buf); n > 0 {
+		f.buf[n-1] ^= 0xff
+	}
+	_, _ = w.Write(f.buf)
+}
+
+// pushed pushes a small image to target and publishes its push.completed,
+// as the pusher does; it returns the run id and the graph.
+func pushed(t *testing.T, srv *eventstest.Server, target, content string) (string, oci.Graph) {
+	t.Helper()
+	g := push(t, target, content)
+	return published(t, srv, target, g), g
+}
+
+// push pushes a small image to target.
+func push(t *testing.T, target, content string) oci.Graph {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f.txt"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := oci.CreateLayout(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := oci.ParsePlatform("")
+	g, err := oci.BuildImage(context.Background(), dir, oci.ImageConfig{Cmd: []string{"/f.txt"}, Platform: p}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client().Push(context.Background(), ref, g, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// published publishes the push.completed of g pushed to target.
+func published(t *testing.T, srv *eventstest.Server, target string, g oci.Graph) string {
+	t.Helper()
+	run := uuid.NewString()
+	if _, err := events.NewBus(srv.JetStream, "/digestline/test/pusher").Start(context.Background(), events.PushCompleted, run, "app", events.PushResult{
+		Target: target, Digest: g.Root.Digest.String(), Graph: g, PromoteTo: "staging",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
+func TestVerifiesEveryByteAndTheTag(t *testing.T) {
+	t.Parallel()
+	reg := &corruptBlobs{next: ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))}
+	hs := httptest.NewServer(reg)
+	t.Cleanup(hs.Close)
+	addr := strings.TrimPrefix(hs.URL, "http://")
+	srv := eventstest.NewServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- verifier.Run(ctx, verifier.Config{Deps: service.Deps{JetStream: srv.JetStream}, Registry: client()})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("verifier: %v", err)
+		}
+	})
+
+	run, g := pushed(t, srv, addr+"/team/app:1", "good")
+	ok := eventstest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
+	if ok.Digest != g.Root.Digest.String() || ok.Descriptors != 3 || ok.PromoteTo != "staging" ||
+		!strings.Contains(strings.Join(ok.Checks, "\n"), "[VERIFY] digest match") || !strings.Contains(strings.Join(ok.Checks, "\n"), "[VERIFY] tag 1 points at the digest") {
+		t.Fatalf("verify.completed %+v", ok)
+	}
+
+	// The tag moved after the push: drift, and the run fails as a conflict.
+	first := push(t, addr+"/team/app:2", "first")
+	push(t, addr+"/team/app:2", "second")
+	run = published(t, srv, addr+"/team/app:2", first)
+	evs := srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed)
+	if f := eventstest.Last[events.Failure](t, evs, events.VerifyFailed); f.Class != string(failure.Conflict) || f.Stage != "verify" {
+		t.Fatalf("verify.failed %+v", f)
+	}
+	if d := eventstest.Last[events.Drift](t, evs, events.DriftDetected); d.Tag != "2" {
+		t.Fatalf("drift.detected %+v", d)
+	}
+
+	// The registry serves other bytes: integrity, with every blob named.
+	reg.on.Store(true)
+	run, _ = pushed(t, srv, addr+"/team/app:3", "tampered")
+	f := eventstest.Last[events.Failure](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyFailed)
+	if f.Class != string(failure.Integrity) || len(f.Mismatches) != 2 || f.Path == "" || f.Hint == "" {
+		t.Fatalf("verify.failed %+v", f)
+	}
+}
