@@ -32,7 +32,7 @@ tools:
 
 ## test: every module's tests, with the race detector, the chaos tests included
 test: lint tools
-	$(GO) test -race -count=1 -timeout 20m -tags chaos $(PKGS)
+	DIGESTLINE_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 20m -tags chaos $(PKGS)
 
 ## test-chaos: only the heavy reliability tests (services SIGKILLed at random, NATS outages)
 test-chaos: tools

@@ -12,25 +12,15 @@ import (
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/tooltest"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// peerTool finds a peer tool on PATH or in .digestline/tools (make tools).
-func peerTool(t *testing.T, bin string) string {
-	t.Helper()
-	if p, err := exec.LookPath(bin); err == nil {
-		return p
-	}
-	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(file), "..", "..", ".digestline", "tools", bin)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%s is not installed: run make tools (or scripts/tools.sh)", bin)
-	}
-	return p
-}
+// peerTool finds a peer tool (see tooltest.Find).
+func peerTool(t *testing.T, bin string) string { t.Helper(); return tooltest.Find(t, bin) }
 
 func runTool(t *testing.T, bin string, args ...string) string {
 	t.Helper()

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/spf13/cobra"
 )
 
@@ -20,13 +22,23 @@ func main() {
 	err := newRootCommand().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "digestline:", err)
+		fmt.Fprintln(os.Stderr, "digestline:", describe(err))
 		var ce *exitCodeError
 		if errors.As(err, &ce) {
 			os.Exit(ce.code)
 		}
 		os.Exit(1)
 	}
+}
+
+// describe is an error as the CLI prints it: the message, and the hint of
+// its failure on a line of its own when the message does not carry it.
+func describe(err error) string {
+	var f *failure.Error
+	if errors.As(err, &f) && f.Hint != "" && !strings.Contains(err.Error(), f.Hint) {
+		return err.Error() + "\nhint: " + f.Hint
+	}
+	return err.Error()
 }
 
 // exitCodeError carries a specific exit status.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/tooltest"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/uuid"
@@ -42,9 +43,7 @@ func git(t *testing.T, dir string, args ...string) string {
 }
 
 func TestBuildFromAGitRevision(t *testing.T) {
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Fatal("git is required: apt-get install git")
-	}
+	tooltest.Find(t, "git")
 	s, _ := startStack(t)
 	repo := t.TempDir()
 	git(t, repo, "init", "--quiet", "--initial-branch=main")

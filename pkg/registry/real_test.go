@@ -14,6 +14,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/tooltest"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -21,10 +22,7 @@ import (
 // referrers API) on a free port with its storage in a temporary directory.
 func realRegistry(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		t.Fatal("docker-registry is not installed: run make tools (apt-get install docker-registry)")
-	}
+	bin := tooltest.Find(t, "docker-registry")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

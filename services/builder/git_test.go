@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/tooltest"
 )
 
 // TestGitCheckoutOverHTTPWithoutGit clones from a real smart-HTTP git
@@ -22,10 +23,7 @@ import (
 // builder's FROM-scratch image: the tree at an annotated tag comes out with
 // its executable bits and symlinks, and nothing of .git or of later commits.
 func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
-	gitBin, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatal("git is required to serve the test repository: apt-get install git")
-	}
+	gitBin := tooltest.Find(t, "git")
 	root := t.TempDir()
 	repo := filepath.Join(root, "app.git")
 	run := func(args ...string) string {
