@@ -91,7 +91,7 @@ func runServices(t *testing.T, natsURL string, reg *registry.Client, prov events
 			t.Fatal(err)
 		}
 		t.Cleanup(nc.Close)
-		return service.Deps{JetStream: js, Instance: "outage"}
+		return service.Deps{JetStream: js, Instance: "outage", Registry: reg}
 	}
 	d := deps("provision")
 	if err := events.Provision(ctx, d.JetStream, prov); err != nil {
@@ -102,10 +102,10 @@ func runServices(t *testing.T, natsURL string, reg *registry.Client, prov events
 		t.Fatal(err)
 	}
 	b, p, v, r := deps("builder"), deps("pusher"), deps("verifier"), deps("reporter")
-	g.Go(func() error { return builder.Run(gctx, builder.Config{Deps: b, Registry: reg}) })
-	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: p, Registry: reg}) })
-	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: v, Registry: reg}) })
-	g.Go(func() error { return reporter.Run(gctx, reporter.Config{Deps: r, Registry: reg, Listener: api}) })
+	g.Go(func() error { return builder.Run(gctx, builder.Config{Deps: b}) })
+	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: p}) })
+	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: v}) })
+	g.Go(func() error { return reporter.Run(gctx, reporter.Config{Deps: r, Listener: api}) })
 	t.Cleanup(func() {
 		cancel()
 		if err := g.Wait(); err != nil && ctx.Err() == nil {

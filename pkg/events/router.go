@@ -283,3 +283,16 @@ func (r *Router) Run(ctx context.Context) error {
 		}()
 	}
 }
+
+// Data adapts a handler of an event's decoded data: the event is decoded
+// into T once, here, and data that does not decode is an invalid event.
+// A service registers r.Handle(events.BuildCompleted, events.Data(p.push)).
+func Data[T any](h func(ctx context.Context, m Message, data T) error) Handler {
+	return func(ctx context.Context, m Message) error {
+		data, err := Decode[T](m.Event)
+		if err != nil {
+			return err
+		}
+		return h(ctx, m, data)
+	}
+}

@@ -42,6 +42,10 @@ type Deps struct {
 	// Health is the process's readiness; a service with an HTTP server of
 	// its own (the reporter) serves it there.
 	Health *Health
+	// Registry is the registry client a service pushes, pulls and checks
+	// with; nil means one with credentials and settings from the
+	// environment (see RegistryClient).
+	Registry *registry.Client
 }
 
 // Bus returns the event bus of service, publishing as /digestline/<service>/<instance>.
@@ -66,10 +70,14 @@ func (d Deps) Traces() trace.TracerProvider {
 	return d.TracerProvider
 }
 
-// Registry returns a registry client with credentials from the environment
-// (DIGESTLINE_REGISTRY_USERNAME/PASSWORD) or the docker config, tracing to
-// the process's provider: what a service uses unless it is given one.
-func (d Deps) Registry() (*registry.Client, error) {
+// RegistryClient returns d.Registry, or, when it is nil, a registry client
+// with credentials from the environment (DIGESTLINE_REGISTRY_USERNAME/
+// PASSWORD) or the docker config and the environment's other registry
+// settings, tracing to the process's providers.
+func (d Deps) RegistryClient() (*registry.Client, error) {
+	if d.Registry != nil {
+		return d.Registry, nil
+	}
 	opts, err := registry.OptionsFromEnv()
 	if err != nil {
 		return nil, err
@@ -241,4 +249,26 @@ func (p process) serve(ctx context.Context, name string, run func(context.Contex
 		return run(gctx, deps)
 	})
 	return g.Wait()
+}
+
+// Worker is what a service's handlers share: the service's bus, the blob
+// store between builder and pusher, and the registry client.
+type Worker struct {
+	Bus      *events.Bus
+	Blobs    *events.BlobStore
+	Registry *registry.Client
+}
+
+// Worker opens what the handlers of service share, publishing as
+// /digestline/<service>/<instance>.
+func (d Deps) Worker(ctx context.Context, service string) (Worker, error) {
+	reg, err := d.RegistryClient()
+	if err != nil {
+		return Worker{}, err
+	}
+	blobs, err := events.OpenBlobStore(ctx, d.JetStream)
+	if err != nil {
+		return Worker{}, err
+	}
+	return Worker{Bus: d.Bus(service), Blobs: blobs, Registry: reg}, nil
 }

@@ -23,9 +23,6 @@ import (
 // Config configures the builder.
 type Config struct {
 	service.Deps
-	// Registry pulls base images; nil means credentials from the environment
-	// or the docker config.
-	Registry *registry.Client
 	// Created is the images' creation time and file mtime (SOURCE_DATE_EPOCH); zero is the epoch.
 	Created time.Time
 	// WorkDir is where object sources are unpacked (default: the system temp dir).
@@ -39,24 +36,18 @@ type Config struct {
 // Run builds what build.requested asks for, and serves the webhooks that
 // request builds when it has a listener, until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
-	bus := cfg.Bus("builder")
-	blobs, err := events.OpenBlobStore(ctx, cfg.JetStream)
+	w, err := cfg.Worker(ctx, "builder")
 	if err != nil {
 		return err
 	}
-	if cfg.Registry == nil {
-		if cfg.Registry, err = cfg.Deps.Registry(); err != nil {
-			return err
-		}
-	}
-	b := &builder{cfg: cfg, bus: bus, blobs: blobs}
-	r := bus.Router(events.ConsumerSpec{Durable: "builder"})
-	r.Handle(events.BuildRequested, b.handle)
+	b := &builder{Worker: w, cfg: cfg}
+	r := b.Bus.Router(events.ConsumerSpec{Durable: "builder"})
+	r.Handle(events.BuildRequested, events.Data(b.handle))
 	if cfg.WebhookListener == nil {
 		return r.Run(ctx)
 	}
 	mux := http.NewServeMux()
-	NewWebhooks(cfg.Webhook, bus).Register(mux)
+	NewWebhooks(cfg.Webhook, b.Bus).Register(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return service.Serve(gctx, srv, cfg.WebhookListener, "webhooks") })
@@ -65,28 +56,23 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 type builder struct {
-	cfg   Config
-	bus   *events.Bus
-	blobs *events.BlobStore
+	service.Worker
+	cfg Config
 }
 
 // handle builds what build.requested asks for. A build that cannot be made
 // as asked (a *failure.Error of class input, not-found or auth) ends the
 // run with build.failed; a failure of the blob store or a registry that may
 // pass is tried again (Bus.Fail).
-func (b *builder) handle(ctx context.Context, m events.Message) error {
-	req, err := events.Decode[events.BuildRequest](m.Event)
-	if err != nil {
-		return err
-	}
+func (b *builder) handle(ctx context.Context, m events.Message, req events.BuildRequest) error {
 	graph, err := b.build(ctx, req)
 	if err != nil {
-		return b.bus.Fail(ctx, m, events.BuildFailed, err, events.Failure{Target: req.Target, Report: failure.Report{Stage: "build"},
+		return b.Bus.Fail(ctx, m, events.BuildFailed, err, events.Failure{Target: req.Target, Report: failure.Report{Stage: "build"},
 			Evidence: events.Evidence{Request: m.Event.ID()}})
 	}
 	b.cfg.Log().Info(fmt.Sprintf("[BUILD] %s: %d descriptors", graph.Root.Digest, len(graph.Descriptors)),
 		"run_id", events.RunID(m.Event), "digest", graph.Root.Digest.String())
-	_, err = b.bus.Emit(ctx, m.Event, events.BuildCompleted, "", events.BuildResult{
+	_, err = b.Bus.Emit(ctx, m.Event, events.BuildCompleted, "", events.BuildResult{
 		Target: req.Target, Graph: graph, BlobStore: events.BlobBucket, PromoteTo: req.PromoteTo, Tag: req.Tag,
 		Evidence: events.Evidence{Request: m.Event.ID()},
 	})
@@ -99,7 +85,7 @@ func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph
 		return oci.Graph{}, failure.New(failure.Input, err, "the target must be an image reference such as registry.example.com/team/app:tag")
 	}
 	if req.Source.Kind == events.SourceLayout {
-		return importLayout(ctx, req.Source.Path, b.blobs)
+		return importLayout(ctx, req.Source.Path, b.Blobs)
 	}
 	dir, cleanup, err := b.source(ctx, req.Source)
 	if err != nil {
@@ -113,7 +99,7 @@ func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph
 			v1.AnnotationSource: redactGitURL(req.Source.URL), v1.AnnotationRevision: dir.commit,
 		})
 	}
-	return Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.cfg.Registry}, b.blobs)
+	return Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.Registry}, b.Blobs)
 }
 
 // importLayout copies an existing OCI layout's artifact into the blob store,
@@ -243,7 +229,7 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 		if err != nil {
 			return sourceTree{}, noop, failure.New(failure.Input, err, "source.object must be the digest of a tarball in the blob store")
 		}
-		rc, err := b.blobs.Open(ctx, d)
+		rc, err := b.Blobs.Open(ctx, d)
 		if errors.Is(err, oci.ErrBlobNotFound) {
 			return sourceTree{}, noop, failure.New(failure.NotFound, err, "upload the source tarball to the blob store before requesting the build ('digestline ship' does)")
 		}

@@ -18,48 +18,34 @@ import (
 // Config configures the pusher.
 type Config struct {
 	service.Deps
-	// Registry pushes; nil means a client with credentials from the
-	// environment or the docker config.
-	Registry *registry.Client
 }
 
 // Run pushes what the builder built (build.completed) and moves the
 // environment tags of approved promotions (promotion.approved) until ctx
 // is cancelled.
 func Run(ctx context.Context, cfg Config) error {
-	bus := cfg.Bus("pusher")
-	blobs, err := events.OpenBlobStore(ctx, cfg.JetStream)
+	w, err := cfg.Worker(ctx, "pusher")
 	if err != nil {
 		return err
 	}
-	if cfg.Registry == nil {
-		if cfg.Registry, err = cfg.Deps.Registry(); err != nil {
-			return err
-		}
-	}
-	p := &pusher{cfg: cfg, bus: bus, blobs: blobs}
-	r := bus.Router(events.ConsumerSpec{Durable: "pusher"})
-	r.Handle(events.BuildCompleted, p.push)
-	r.Handle(events.PromotionApproved, p.promote)
+	p := &pusher{Worker: w, cfg: cfg}
+	r := p.Bus.Router(events.ConsumerSpec{Durable: "pusher"})
+	r.Handle(events.BuildCompleted, events.Data(p.push))
+	r.Handle(events.PromotionApproved, events.Data(p.promote))
 	return r.Run(ctx)
 }
 
 type pusher struct {
-	cfg   Config
-	bus   *events.Bus
-	blobs *events.BlobStore
+	service.Worker
+	cfg Config
 }
 
 // push pushes a build's graph to its target, stage by stage.
-func (p *pusher) push(ctx context.Context, m events.Message) error {
-	build, err := events.Decode[events.BuildResult](m.Event)
-	if err != nil {
-		return err
-	}
+func (p *pusher) push(ctx context.Context, m events.Message, build events.BuildResult) error {
 	evidence := build.Evidence
 	evidence.Build = m.Event.ID()
 	fail := func(err error) error {
-		return p.bus.Fail(ctx, m, events.PushFailed, err, events.Failure{Target: build.Target, Digest: build.Graph.Root.Digest.String(), Evidence: evidence})
+		return p.Bus.Fail(ctx, m, events.PushFailed, err, events.Failure{Target: build.Target, Digest: build.Graph.Root.Digest.String(), Evidence: evidence})
 	}
 	ref, err := name.ParseReference(build.Target)
 	if err != nil {
@@ -77,13 +63,13 @@ func (p *pusher) push(ctx context.Context, m events.Message) error {
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	fed := make(chan struct{})
 	go func() { defer close(fed); feed.Run(feedCtx, 250*time.Millisecond) }()
-	res, err := p.pushStages(ctx, m, ref, build.Graph, p.blobs, append(opts, registry.WithProgress(feed.Update))...)
+	res, err := p.pushStages(ctx, m, ref, build.Graph, p.Blobs, append(opts, registry.WithProgress(feed.Update))...)
 	stopFeed()
 	<-fed
 	if err != nil {
 		return fail(err)
 	}
-	_, err = p.bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
+	_, err = p.Bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
 		Target: build.Target, Digest: res.Digest.String(), Graph: build.Graph,
 		BlobsUploaded: res.Uploaded, BlobsExisting: res.Existing, BlobsMounted: res.Mounted,
 		BytesUploaded: res.BytesUploaded, Requests: res.Requests, PromoteTo: build.PromoteTo, Evidence: evidence,
@@ -95,14 +81,10 @@ func (p *pusher) push(ctx context.Context, m events.Message) error {
 // stages as any push: the manifest is found in the registry, so nothing is
 // uploaded, and the tag moves only from where the gates saw it (drift
 // protection). push.completed then sends the digest to be verified again.
-func (p *pusher) promote(ctx context.Context, m events.Message) error {
-	a, err := events.Decode[events.Approval](m.Event)
-	if err != nil {
-		return err
-	}
+func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approval) error {
 	target := a.Repository + ":" + a.Tag
 	fail := func(err error) error {
-		return p.bus.Fail(ctx, m, events.PushFailed, err, events.Failure{Target: target, Digest: a.Digest, Evidence: a.Evidence})
+		return p.Bus.Fail(ctx, m, events.PushFailed, err, events.Failure{Target: target, Digest: a.Digest, Evidence: a.Evidence})
 	}
 	ref, err := name.NewTag(target)
 	if err != nil {
@@ -110,7 +92,7 @@ func (p *pusher) promote(ctx context.Context, m events.Message) error {
 	}
 	// The graph is read back from the registry: the digest was pushed and
 	// verified before, and the verifier compares against this graph again.
-	repo, err := p.cfg.Registry.Open(ctx, ref.Context(), false)
+	repo, err := p.Registry.Open(ctx, ref.Context(), false)
 	if err != nil {
 		return fail(err)
 	}
@@ -138,7 +120,7 @@ func (p *pusher) promote(ctx context.Context, m events.Message) error {
 	if err != nil {
 		return fail(err)
 	}
-	_, err = p.bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
+	_, err = p.Bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
 		Target: target, Digest: res.Digest.String(), Graph: g, BlobsExisting: res.Existing, Requests: res.Requests,
 		Promotion: &a, Evidence: a.Evidence,
 	})
@@ -151,19 +133,19 @@ func (p *pusher) promote(ctx context.Context, m events.Message) error {
 // the push is redone (cheaply: it is warm). A tag found where it should not
 // be is reported as drift.detected before the push's failure.
 func (p *pusher) pushStages(ctx context.Context, m events.Message, ref name.Reference, g oci.Graph, src oci.BlobReader, opts ...registry.PushOption) (registry.PushResult, error) {
-	emitter := p.bus.Emitter(m.Event)
+	emitter := p.Bus.Emitter(m.Event)
 	observe := func(ctx context.Context, r registry.StageReport) {
 		p.cfg.Log().Info(r.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status, "attempt", r.Attempt, "requests", r.Requests)
 		emitter.Emit(ctx, events.PushStage, fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt), r)
 	}
-	res, err := p.cfg.Registry.Push(ctx, ref, g, src, observe, opts...)
+	res, err := p.Registry.Push(ctx, ref, g, src, observe, opts...)
 	if werr := emitter.Wait(ctx); werr != nil {
 		return res, werr // the bus's failure: the push is redone on redelivery
 	}
 	var ferr *failure.Error
 	if errors.As(err, &ferr) && ferr.Drift != nil {
 		d := ferr.Drift
-		if _, derr := p.bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
+		if _, derr := p.Bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
 			Target: ref.String(), Tag: d.Tag, Expected: d.Expected.String(), Found: d.Found.String(),
 		}); derr != nil {
 			return res, derr

@@ -2,9 +2,6 @@ package pusher_test
 
 import (
 	"context"
-	"io"
-	"log"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +17,6 @@ import (
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/services/pusher"
 	"github.com/google/go-containerregistry/pkg/authn"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/uuid"
 )
 
@@ -38,7 +34,7 @@ func start(t *testing.T, reg *registry.Client, opts ...events.Option) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- pusher.Run(ctx, pusher.Config{Deps: service.Deps{JetStream: srv.JetStream, BusOptions: opts}, Registry: reg})
+		done <- pusher.Run(ctx, pusher.Config{Deps: service.Deps{JetStream: srv.JetStream, BusOptions: opts, Registry: reg}})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -55,13 +51,6 @@ func start(t *testing.T, reg *registry.Client, opts ...events.Option) *harness {
 
 func client(opts ...registry.Option) *registry.Client {
 	return registry.New(append([]registry.Option{registry.WithKeychain(authn.NewMultiKeychain()), registry.WithRetries(1, time.Millisecond)}, opts...)...)
-}
-
-// memRegistry serves an in-memory registry and returns its host:port.
-func memRegistry(t *testing.T) string {
-	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
 }
 
 // built builds a small image into the blob store, as the builder does, and
@@ -88,7 +77,7 @@ func (h *harness) built(t *testing.T, target, content string, guard events.TagGu
 
 func TestPushesABuildStageByStageAndAWarmOneUploadsNothing(t *testing.T) {
 	t.Parallel()
-	addr := memRegistry(t)
+	addr := registrytest.Memory(t, false)
 	h := start(t, client())
 	target := addr + "/team/app:1"
 	run, g := h.built(t, target, "cold", events.TagGuard{})
@@ -123,7 +112,7 @@ func TestPushesABuildStageByStageAndAWarmOneUploadsNothing(t *testing.T) {
 // request expects ends the run with drift.detected and a conflict.
 func TestTagDriftIsReportedAndNothingMoves(t *testing.T) {
 	t.Parallel()
-	addr := memRegistry(t)
+	addr := registrytest.Memory(t, false)
 	h := start(t, client())
 	target := addr + "/team/app:prod"
 	first, g := h.built(t, target, "one", events.TagGuard{})

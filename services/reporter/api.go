@@ -188,7 +188,7 @@ func (r *reporter) requestPromotion(w http.ResponseWriter, req *http.Request) {
 	}
 	pr.RequestedBy = who
 	runID := uuid.NewString()
-	ev, err := r.bus.Start(req.Context(), events.PromotionRequested, runID, pr.Repository, pr)
+	ev, err := r.Bus.Start(req.Context(), events.PromotionRequested, runID, pr.Repository, pr)
 	if err != nil {
 		service.WriteError(w, http.StatusServiceUnavailable, "the bus did not take the request: "+err.Error())
 		return

@@ -47,7 +47,7 @@ func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) er
 	if err != nil {
 		return &failure.Error{Class: failure.Schema, Err: err}
 	}
-	reg, err := r.cfg.Registry.Open(ctx, repo, false)
+	reg, err := r.Registry.Open(ctx, repo, false)
 	if err != nil {
 		return err
 	}
@@ -77,6 +77,6 @@ func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) er
 	if err != nil {
 		return err
 	}
-	_, err = r.cfg.Registry.Push(ctx, repo.Digest(g.Root.Digest.String()), g, &store, nil)
+	_, err = r.Registry.Push(ctx, repo.Digest(g.Root.Digest.String()), g, &store, nil)
 	return err
 }

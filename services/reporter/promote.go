@@ -26,11 +26,7 @@ const (
 )
 
 // requested handles promotion.requested: a person's request, through the gates.
-func (r *reporter) requested(ctx context.Context, m events.Message) error {
-	req, err := events.Decode[events.PromotionRequest](m.Event)
-	if err != nil {
-		return err
-	}
+func (r *reporter) requested(ctx context.Context, m events.Message, req events.PromotionRequest) error {
 	return r.decide(ctx, m.Event, req, m.Event.ID())
 }
 
@@ -39,11 +35,7 @@ func (r *reporter) requested(ctx context.Context, m events.Message) error {
 // first of the chain by default) through the gates. For a promotion's run,
 // the environment's tag has moved and the digest verified again: the
 // promotion is recorded, attested and announced.
-func (r *reporter) verified(ctx context.Context, m events.Message) error {
-	vr, err := events.Decode[events.VerifyResult](m.Event)
-	if err != nil {
-		return err
-	}
+func (r *reporter) verified(ctx context.Context, m events.Message, vr events.VerifyResult) error {
 	repo, _, err := splitTarget(vr.Target)
 	if err != nil {
 		return events.Permanent(err)
@@ -74,7 +66,7 @@ func (r *reporter) verified(ctx context.Context, m events.Message) error {
 	if err := r.attest(ctx, rec); err != nil {
 		return err
 	}
-	ev, err := events.Follow(r.bus.Source(), m.Event, events.Promoted, "", rec)
+	ev, err := events.Follow(r.Bus.Source(), m.Event, events.Promoted, "", rec)
 	if err != nil {
 		return err
 	}
@@ -82,7 +74,7 @@ func (r *reporter) verified(ctx context.Context, m events.Message) error {
 		// The environment held this digest already: the run ends promoted,
 		// with the record as it is, and the history shows one promotion.
 		r.cfg.Log().Info(fmt.Sprintf("%s already holds %s@%s (since run %s): nothing to record", rec.Environment, rec.Repository, rec.Digest, rec.RunID), "run_id", events.RunID(m.Event))
-		return r.bus.Publish(ctx, ev)
+		return r.Bus.Publish(ctx, ev)
 	}
 	if err := r.store.addHistory(ctx, rec.Environment, rec.Repository, HistoryEntry{
 		Kind: "promoted", At: rec.PromotedAt, Promotion: &rec, RunID: rec.RunID, EventID: ev.ID(),
@@ -90,7 +82,7 @@ func (r *reporter) verified(ctx context.Context, m events.Message) error {
 		return err
 	}
 	r.cfg.Log().Info(fmt.Sprintf("promoted %s %s@%s", rec.Environment, rec.Repository, rec.Digest), "run_id", rec.RunID)
-	return r.bus.Publish(ctx, ev)
+	return r.Bus.Publish(ctx, ev)
 }
 
 // decide answers a promotion request — a person's, or a build run's own —
@@ -113,11 +105,11 @@ func (r *reporter) decide(ctx context.Context, parent cloudevents.Event, req eve
 	}
 	if a := d.Approval; a != nil {
 		r.cfg.Log().Info(fmt.Sprintf("approved %s %s@%s: moving tag %s", a.Environment, a.Repository, a.Digest, a.Tag), "run_id", events.RunID(parent))
-		_, err := r.bus.Emit(ctx, parent, events.PromotionApproved, "", *a)
+		_, err := r.Bus.Emit(ctx, parent, events.PromotionApproved, "", *a)
 		return err
 	}
 	rej := *d.Rejection
-	ev, err := events.Follow(r.bus.Source(), parent, events.PromotionRejected, "", rej)
+	ev, err := events.Follow(r.Bus.Source(), parent, events.PromotionRejected, "", rej)
 	if err != nil {
 		return err
 	}
@@ -127,7 +119,7 @@ func (r *reporter) decide(ctx context.Context, parent cloudevents.Event, req eve
 		return err
 	}
 	r.cfg.Log().Warn(fmt.Sprintf("rejected %s %s@%s at gate %s: %s", rej.Environment, rej.Repository, rej.Digest, rej.Gate, rej.Reason), "run_id", events.RunID(parent))
-	return r.bus.Publish(ctx, ev)
+	return r.Bus.Publish(ctx, ev)
 }
 
 // gates checks a request against every gate, in order, and approves it or
@@ -191,7 +183,7 @@ func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, reque
 		}
 		return reject(gate, e.Hint, "cannot check the registry: %v", err)
 	}
-	reg, err := r.cfg.Registry.Open(ctx, repo, false)
+	reg, err := r.Registry.Open(ctx, repo, false)
 	if err != nil {
 		return unreachable(GateTagDrift, err)
 	}

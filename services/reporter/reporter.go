@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,9 +36,6 @@ type Config struct {
 	// Tokens are the bearer tokens allowed to change state through the API,
 	// by the name a record stores as who asked. With none, the API only reads.
 	Tokens map[string]string
-	// Registry checks tags and referrers and pushes attestations; nil means
-	// a client with credentials from the environment or the docker config.
-	Registry *registry.Client
 	// Listener serves the HTTP API; nil means listen on APIAddr.
 	Listener net.Listener
 	// APIAddr is the API's address when Listener is nil (default 127.0.0.1:8080).
@@ -77,12 +73,6 @@ func (c *Config) defaults() error {
 			return fmt.Errorf("API token %q: want a name and a token of at least 16 characters", name)
 		}
 	}
-	if c.Registry == nil {
-		var err error
-		if c.Registry, err = c.Deps.Registry(); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -91,6 +81,10 @@ func (c *Config) defaults() error {
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.defaults(); err != nil {
 		return fmt.Errorf("reporter: %w", err)
+	}
+	w, err := cfg.Worker(ctx, "reporter")
+	if err != nil {
+		return err
 	}
 	store, err := openStore(ctx, cfg.JetStream)
 	if err != nil {
@@ -107,14 +101,14 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("reporter API: %w", err)
 		}
 	}
-	r := &reporter{cfg: cfg, bus: cfg.Bus("reporter"), store: store}
+	r := &reporter{Worker: w, cfg: cfg, store: store}
 	srv := &http.Server{Handler: r.routes(), ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		router := r.bus.Router(events.ConsumerSpec{Durable: "reporter"})
-		router.Handle(events.VerifyCompleted, r.verified)
-		router.Handle(events.PromotionRequested, r.requested)
+		router := r.Bus.Router(events.ConsumerSpec{Durable: "reporter"})
+		router.Handle(events.VerifyCompleted, events.Data(r.verified))
+		router.Handle(events.PromotionRequested, events.Data(r.requested))
 		return router.Run(gctx)
 	})
 	g.Go(func() error { return service.Serve(gctx, srv, ln, "reporter API") })
@@ -122,7 +116,7 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 type reporter struct {
+	service.Worker
 	cfg   Config
-	bus   *events.Bus
 	store *store
 }

@@ -3,13 +3,8 @@ package reporter_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,13 +12,12 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/events/eventstest"
-	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/uuid"
 )
 
@@ -42,8 +36,7 @@ func client() *registry.Client {
 
 func start(t *testing.T) *harness {
 	t.Helper()
-	hs := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(true)))
-	t.Cleanup(hs.Close)
+	addr := registrytest.Memory(t, true)
 	srv := eventstest.NewServer(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -52,7 +45,7 @@ func start(t *testing.T) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- reporter.Run(ctx, reporter.Config{Deps: service.Deps{JetStream: srv.JetStream}, Registry: client(), Listener: ln})
+		done <- reporter.Run(ctx, reporter.Config{Deps: service.Deps{JetStream: srv.JetStream, Registry: client()}, Listener: ln})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -61,33 +54,13 @@ func start(t *testing.T) *harness {
 		}
 	})
 	return &harness{srv: srv, bus: events.NewBus(srv.JetStream, "/digestline/test/verifier"),
-		repo: strings.TrimPrefix(hs.URL, "http://") + "/team/app", api: "http://" + ln.Addr().String()}
+		repo: addr + "/team/app", api: "http://" + ln.Addr().String()}
 }
 
 // push pushes a small image to repo:tag and returns its digest.
 func (h *harness) push(t *testing.T, tag, content string) string {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "f.txt"), []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := oci.CreateLayout(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := oci.ParsePlatform("")
-	g, err := oci.BuildImage(context.Background(), dir, oci.ImageConfig{Cmd: []string{"/f.txt"}, Platform: p}, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(h.repo + ":" + tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client().Push(context.Background(), ref, g, l, nil); err != nil {
-		t.Fatal(err)
-	}
-	return g.Root.Digest.String()
+	return registrytest.Push(t, client(), h.repo+":"+tag, content).Root.Digest.String()
 }
 
 // verified publishes the verify.completed of a build run for digest at

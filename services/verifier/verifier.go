@@ -7,7 +7,6 @@ import (
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
-	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.opentelemetry.io/otel/metric"
@@ -16,9 +15,6 @@ import (
 // Config configures the verifier.
 type Config struct {
 	service.Deps
-	// Registry pulls; nil means a client with credentials from the
-	// environment or the docker config.
-	Registry *registry.Client
 	// Jobs bounds blobs hashed at once (default 4).
 	Jobs int
 }
@@ -26,35 +22,28 @@ type Config struct {
 // Run verifies what the pusher pushed (push.completed) until ctx is
 // cancelled.
 func Run(ctx context.Context, cfg Config) error {
-	bus := cfg.Bus("verifier")
-	var err error
-	if cfg.Registry == nil {
-		if cfg.Registry, err = cfg.Deps.Registry(); err != nil {
-			return err
-		}
+	w, err := cfg.Worker(ctx, "verifier")
+	if err != nil {
+		return err
 	}
-	v := &verifier{cfg: cfg, bus: bus}
+	v := &verifier{Worker: w, cfg: cfg}
 	// Instrument errors only say a name is malformed; this one is fixed.
 	v.bytesVerified, _ = cfg.Meters().Meter("github.com/digestline/digestline/services/verifier").Int64Counter("digestline.verify.bytes",
 		metric.WithDescription("Bytes pulled and hashed by verifications that passed"), metric.WithUnit("By"))
-	r := bus.Router(events.ConsumerSpec{Durable: "verifier"})
-	r.Handle(events.PushCompleted, v.verify)
+	r := v.Bus.Router(events.ConsumerSpec{Durable: "verifier"})
+	r.Handle(events.PushCompleted, events.Data(v.verify))
 	return r.Run(ctx)
 }
 
 type verifier struct {
+	service.Worker
 	cfg           Config
-	bus           *events.Bus
 	bytesVerified metric.Int64Counter
 }
 
 // verify pulls the pushed digest and proves every byte against the graph
 // that was built, and that the pushed tag still points at it.
-func (v *verifier) verify(ctx context.Context, m events.Message) error {
-	push, err := events.Decode[events.PushResult](m.Event)
-	if err != nil {
-		return err
-	}
+func (v *verifier) verify(ctx context.Context, m events.Message, push events.PushResult) error {
 	evidence := push.Evidence
 	evidence.Push = m.Event.ID()
 	target, err := name.ParseReference(push.Target)
@@ -64,12 +53,12 @@ func (v *verifier) verify(ctx context.Context, m events.Message) error {
 	ref := target.Context().Digest(push.Digest)
 	ctx, span := v.cfg.Traces().Tracer("github.com/digestline/digestline/services/verifier").Start(ctx, "verify "+ref.String())
 	defer span.End()
-	rep, err := Verify(ctx, v.cfg.Registry, ref, &push.Graph, v.cfg.Jobs)
+	rep, err := Verify(ctx, v.Registry, ref, &push.Graph, v.cfg.Jobs)
 	if tag, ok := target.(name.Tag); ok && err == nil {
 		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()))
-		err = CheckTag(ctx, v.cfg.Registry, tag, rep.Digest)
+		err = CheckTag(ctx, v.Registry, tag, rep.Digest)
 		if drift := (*failure.Error)(nil); errors.As(err, &drift) && drift.Class == failure.Conflict {
-			if _, err := v.bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
+			if _, err := v.Bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
 				Target: push.Target, Tag: tag.TagStr(), Expected: push.Digest, Found: drift.Mismatches[0].Found,
 			}); err != nil {
 				return err
@@ -78,14 +67,14 @@ func (v *verifier) verify(ctx context.Context, m events.Message) error {
 	}
 	if err != nil {
 		span.RecordError(err)
-		return v.bus.Fail(ctx, m, events.VerifyFailed, err, events.Failure{Target: push.Target, Digest: push.Digest, Report: failure.Report{Stage: "verify"}, Evidence: evidence})
+		return v.Bus.Fail(ctx, m, events.VerifyFailed, err, events.Failure{Target: push.Target, Digest: push.Digest, Report: failure.Report{Stage: "verify"}, Evidence: evidence})
 	}
 	log := v.cfg.Log().With("run_id", events.RunID(m.Event))
 	for _, c := range rep.Checks {
 		log.Info(c, "digest", push.Digest)
 	}
 	v.bytesVerified.Add(ctx, rep.BytesHashed)
-	_, err = v.bus.Emit(ctx, m.Event, events.VerifyCompleted, "", events.VerifyResult{
+	_, err = v.Bus.Emit(ctx, m.Event, events.VerifyCompleted, "", events.VerifyResult{
 		Target: push.Target, Digest: push.Digest, Descriptors: rep.Descriptors, BytesHashed: rep.BytesHashed,
 		Checks: rep.Checks, PromoteTo: push.PromoteTo, Promotion: push.Promotion, Evidence: evidence,
 	})

@@ -6,8 +6,6 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,10 +16,10 @@ import (
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/services/verifier"
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/uuid"
 )
@@ -67,27 +65,7 @@ func pushed(t *testing.T, srv *eventstest.Server, target, content string) (strin
 // push pushes a small image to target.
 func push(t *testing.T, target, content string) oci.Graph {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "f.txt"), []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := oci.CreateLayout(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := oci.ParsePlatform("")
-	g, err := oci.BuildImage(context.Background(), dir, oci.ImageConfig{Cmd: []string{"/f.txt"}, Platform: p}, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client().Push(context.Background(), ref, g, l, nil); err != nil {
-		t.Fatal(err)
-	}
-	return g
+	return registrytest.Push(t, client(), target, content)
 }
 
 // published publishes the push.completed of g pushed to target.
@@ -112,7 +90,7 @@ func TestVerifiesEveryByteAndTheTag(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- verifier.Run(ctx, verifier.Config{Deps: service.Deps{JetStream: srv.JetStream}, Registry: client()})
+		done <- verifier.Run(ctx, verifier.Config{Deps: service.Deps{JetStream: srv.JetStream, Registry: client()}})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -158,7 +158,8 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	env.RegistryAddr = regLn.Addr().String()
 
 	deps := service.Deps{JetStream: js, TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Logger: log, Instance: "dev",
-		BusOptions: cfg.BusOptions, Health: &service.Health{NC: nc, JS: js, Registries: []string{env.RegistryAddr}, Metrics: cfg.Metrics}}
+		BusOptions: cfg.BusOptions, Health: &service.Health{NC: nc, JS: js, Registries: []string{env.RegistryAddr}, Metrics: cfg.Metrics},
+		Registry: cfg.Registry}
 	// The registry serves until the services have drained (their in-flight
 	// pushes need it); if it fails, the services stop.
 	sctx, stopServices := context.WithCancel(ctx)
@@ -173,12 +174,12 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	}()
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error {
-		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, Registry: cfg.Registry, WebhookListener: hookLn, Webhook: cfg.Webhook})
+		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, WebhookListener: hookLn, Webhook: cfg.Webhook})
 	})
-	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: deps, Registry: cfg.Registry}) })
-	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: deps, Registry: cfg.Registry}) })
+	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: deps}) })
+	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: deps}) })
 	rcfg := cfg.Reporter
-	rcfg.Deps, rcfg.Listener, rcfg.Registry = deps, apiLn, cfg.Registry
+	rcfg.Deps, rcfg.Listener = deps, apiLn
 	g.Go(func() error { return reporter.Run(gctx, rcfg) })
 	go func() {
 		defer close(env.done)
