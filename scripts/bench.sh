@@ -285,7 +285,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo "and the builder unpacking each source tarball into a directory), so the paced row moves with whatever else the"
   echo "machine does. On 2026-11-23, after events carried their run id in the subject (half the JetStream writes), 12"
   echo "runs in a row gave a p50 of 23–48 ms in 11 and 71 ms in one; an hour earlier, while the host was busier, the same"
-  echo "code gave 40–130 ms (and the code before the change 90 ms). Measure with:"
+  echo "code gave 40–130 ms (and the code before the change 90 ms). On 2026-12-01, with handlers on the router and its"
+  echo "middleware, five paced runs on their own gave a p50 of 25–28 ms (the code before it, back to back: 20–25 ms), and"
+  echo "the burst 52–81 runs/s against 61–104 before on the same busy host: within its noise. Measure with:"
   echo "\`go test -run '^\$' -bench BenchmarkLoad/paced -benchtime 2x ./cmd/digestline/\`."
   echo
   if want builder; then builder_vs_crane; echo; fi

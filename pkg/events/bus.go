@@ -305,12 +305,12 @@ func IsPermanent(err error) bool {
 
 // Fail ends m's run with the failure event name (build.failed,
 // push.failed, verify.failed): err made into the event's failure by
-// NewFailure, for the target, digest and evidence f names (and at f's
-// Stage, when err names none). It does not
-// when trying again may help — err is Temporary and this is not the
-// event's last delivery — or when the service is shutting down: then it
-// returns err, and the event is delivered again. The failure is published
-// even when the handler's own deadline passed (that is what it reports).
+// NewFailure, for the target, digest and evidence f names (at f's Stage
+// when err names none). When trying again may help instead — err is
+// Temporary and this is not the event's last delivery — or the service is
+// shutting down, it publishes nothing and returns err, so the event comes
+// again. The failure is published even when the handler ran past its
+// bound: that is what it reports.
 func (b *Bus) Fail(ctx context.Context, m Message, name Name, err error, f Failure) error {
 	if shuttingDown(ctx) {
 		return err

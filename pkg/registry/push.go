@@ -180,7 +180,12 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 		}
 		select {
 		case <-ctx.Done():
-			return &failure.Error{Class: failure.Transport, Stage: stage, Err: context.Cause(ctx), Hint: "the push was cancelled"}
+			hint := "the push was cancelled"
+			var d *failure.DeadlineError
+			if errors.As(context.Cause(ctx), &d) {
+				hint = d.Error() + ": " + d.Hint()
+			}
+			return &failure.Error{Class: failure.Transport, Stage: stage, Err: context.Cause(ctx), Hint: hint}
 		case <-time.After(delay):
 		}
 	}

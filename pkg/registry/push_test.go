@@ -18,6 +18,7 @@ import (
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
@@ -84,20 +85,7 @@ func isBlobUpload(r *http.Request) bool {
 // buildImage builds a small image into a layout and returns its graph.
 func buildImage(t testing.TB, content string) (oci.Graph, *oci.Layout) {
 	t.Helper()
-	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "file.txt"), []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := oci.CreateLayout(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := oci.ParsePlatform("")
-	g, err := oci.BuildImage(context.Background(), src, oci.ImageConfig{Cmd: []string{"/file.txt"}, Platform: p}, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g, l
+	return registrytest.Image(t, content)
 }
 
 // recorder collects stage reports.
@@ -209,8 +197,8 @@ func TestPushUploadsOnlyMissingBlobs(t *testing.T) {
 	// Same layer, another config: one blob exists, one is new.
 	p, _ := oci.ParsePlatform("linux/arm64")
 	src := t.TempDir()
-	_ = os.WriteFile(filepath.Join(src, "file.txt"), []byte("shared layer"), 0o644)
-	g2, err := oci.BuildImage(ctx, src, oci.ImageConfig{Cmd: []string{"/file.txt"}, Platform: p}, l)
+	_ = os.WriteFile(filepath.Join(src, "f.txt"), []byte("shared layer"), 0o644)
+	g2, err := oci.BuildImage(ctx, src, oci.ImageConfig{Cmd: []string{"/f.txt"}, Platform: p}, l)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,11 @@
 package service
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -69,13 +70,24 @@ func ConnectFromEnv(url, clientName string) (*nats.Conn, jetstream.JetStream, er
 	return Connect(url, clientName, opts...)
 }
 
-// explainConnect turns NATS's connect errors into what to do next.
+// explainConnect turns NATS's connect errors into what to do next, by
+// what they are (errors.Is/As), never by their text.
 func explainConnect(url string, err error) error {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		recordHdr tls.RecordHeaderError
+		tlsAlert  tls.AlertError
+	)
 	switch {
-	case errors.Is(err, nats.ErrAuthorization), strings.Contains(strings.ToLower(err.Error()), "authorization violation"),
-		strings.Contains(strings.ToLower(err.Error()), "authentication"):
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked),
+		errors.Is(err, nats.ErrAccountAuthExpired):
 		return fmt.Errorf("NATS at %s refused our credentials (check DIGESTLINE_NATS_USER/PASSWORD, _TOKEN, _NKEY or _CREDS): %w", url, err)
-	case strings.Contains(err.Error(), "tls") || strings.Contains(err.Error(), "x509") || strings.Contains(err.Error(), "secure connection"):
+	case errors.Is(err, nats.ErrSecureConnRequired), errors.Is(err, nats.ErrSecureConnWanted),
+		errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &verify),
+		errors.As(err, &recordHdr), errors.As(err, &tlsAlert):
 		return fmt.Errorf("TLS to NATS at %s failed (check DIGESTLINE_NATS_TLS_CA, _CERT and _KEY, and the URL's scheme): %w", url, err)
 	}
 	return fmt.Errorf("connect to NATS at %s (set --nats or DIGESTLINE_NATS_URL): %w", url, err)
