@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,12 +81,12 @@ func (r *Repo) AddFallbackReferrer(ctx context.Context, subject digest.Digest, r
 // Referrers lists the subject's referrers: through the referrers API when the
 // registry has it, else from the fallback tag.
 func (r *Repo) Referrers(ctx context.Context, subject digest.Digest) ([]v1.Descriptor, error) {
-	idx, err := r.referrersAPI(ctx, subject)
-	if err == nil {
-		return idx.Manifests, nil
-	}
-	if !errors.Is(err, failure.NotFound) {
+	idx, ok, err := r.referrersAPI(ctx, subject)
+	if err != nil {
 		return nil, err
+	}
+	if ok {
+		return idx.Manifests, nil
 	}
 	fb, _, err := r.fallbackIndex(ctx, FallbackTag(subject))
 	if err != nil {
@@ -93,20 +95,38 @@ func (r *Repo) Referrers(ctx context.Context, subject digest.Digest) ([]v1.Descr
 	return fb.Manifests, nil
 }
 
-func (r *Repo) referrersAPI(ctx context.Context, subject digest.Digest) (v1.Index, error) {
-	resp, err := r.do(ctx, http.MethodGet, r.repoURL("referrers", subject.String()), nil, nil)
+// referrersAPI asks the referrers API; ok is false when the registry has
+// none. Only an OCI image index from the registry itself is an answer:
+// a 404, a web page (200 text/html), a redirect to another host (GHCR and
+// Docker Hub send unknown API paths to their web sites) or JSON that is no
+// index all mean "no referrers API here".
+func (r *Repo) referrersAPI(ctx context.Context, subject digest.Digest) (v1.Index, bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.repoURL("referrers", subject.String()), nil)
 	if err != nil {
-		return v1.Index{}, err
+		return v1.Index{}, false, &failure.Error{Class: failure.Schema, Err: err, Hint: "the reference is malformed"}
+	}
+	req.Header.Set("Accept", v1.MediaTypeImageIndex)
+	noRedirects := *r.client // a redirect is an answer here, not a way to one
+	noRedirects.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := noRedirects.Do(req)
+	if err != nil {
+		return v1.Index{}, false, r.classifyTransport(ctx, err)
 	}
 	defer drain(resp)
-	if resp.StatusCode != http.StatusOK {
-		return v1.Index{}, classifyResponse(resp, r.name)
+	switch {
+	case resp.StatusCode == http.StatusNotFound, resp.StatusCode >= 300 && resp.StatusCode < 400:
+		return v1.Index{}, false, nil
+	case resp.StatusCode != http.StatusOK:
+		return v1.Index{}, false, classifyResponse(resp, r.name)
+	}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != v1.MediaTypeImageIndex {
+		return v1.Index{}, false, nil
 	}
 	var idx v1.Index
-	if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil {
-		return v1.Index{}, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("referrers response: %w", err), Hint: "the registry's referrers API answered with something that is not an index"}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, oci.MaxManifestSize)).Decode(&idx); err != nil || (idx.MediaType != "" && idx.MediaType != v1.MediaTypeImageIndex) {
+		return v1.Index{}, false, nil
 	}
-	return idx, nil
+	return idx, true, nil
 }
 
 // fallbackIndex reads the fallback tag's index (an empty one when there is
@@ -128,6 +148,13 @@ func (r *Repo) fallbackIndex(ctx context.Context, tag string) (v1.Index, string,
 		return v1.Index{}, "", &failure.Error{Class: failure.Schema, Err: fmt.Errorf("fallback tag %s is not an index: %w", tag, err),
 			Hint: "something else is using the fallback tag: remove it or push with a registry that has the referrers API"}
 	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if (mt != "" && mt != v1.MediaTypeImageIndex) || (idx.MediaType != "" && idx.MediaType != v1.MediaTypeImageIndex) {
+		// Not a referrers list: GitLab, for one, answers a sha256-<hex>
+		// tag with the manifest of that digest itself.
+		return v1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{}}, "", nil
+	}
+	idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d v1.Descriptor) bool { return d.Digest.Validate() != nil || !oci.IsManifest(d.MediaType) })
 	return idx, resp.Header.Get("ETag"), nil
 }
 

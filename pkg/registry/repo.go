@@ -76,8 +76,10 @@ func (r *Repo) HeadManifest(ctx context.Context, ref string) (v1.Descriptor, boo
 	case http.StatusOK:
 		d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
 		if err != nil {
-			return v1.Descriptor{}, true, &failure.Error{Class: failure.Schema, Status: resp.StatusCode, Err: fmt.Errorf("HEAD manifest %s: no valid Docker-Content-Digest header", ref),
-				Hint: "the registry does not report manifest digests; it is not OCI distribution compliant"}
+			// ECR, Artifactory and Red Hat registries answer without the
+			// header (it is a SHOULD): read the manifest and hash it.
+			_, desc, err := r.GetManifest(ctx, ref)
+			return desc, err == nil, err
 		}
 		return v1.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: d, Size: resp.ContentLength}, true, nil
 	case http.StatusNotFound:
@@ -109,6 +111,10 @@ func (r *Repo) GetManifest(ctx context.Context, ref string) ([]byte, v1.Descript
 	if want, err := digest.Parse(ref); err == nil && want != desc.Digest {
 		return b, desc, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("manifest served as %s hashes to %s", want, desc.Digest),
 			Hint: "the registry serves a manifest that does not match the requested digest: it is corrupted or substituted"}
+	}
+	if said, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && said.Algorithm() == desc.Digest.Algorithm() && said != desc.Digest {
+		return b, desc, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("manifest %s: the registry says its digest is %s, its bytes hash to %s", ref, said, desc.Digest),
+			Hint: "the registry (or something between here and it) reports another digest than the manifest it serves: a tag resolved by that header would point at other content"}
 	}
 	return b, desc, nil
 }

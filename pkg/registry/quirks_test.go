@@ -1,0 +1,71 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// TestPushAndDiscoverThroughRegistryQuirks pushes an image with an SBOM
+// (cold, then warm), reads its manifest back by digest and lists its
+// referrers through a proxy that behaves as registries in the field do
+// (docs/registries.md).
+func TestPushAndDiscoverThroughRegistryQuirks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		quirk    registrytest.Quirk
+		registry func(*testing.T) string
+		// readBack is the class reading the manifest by digest fails with ("" for none).
+		readBack failure.Class
+	}{
+		{registrytest.NoDigestHeader, func(t *testing.T) string { return newOlareg(t) }, ""},
+		{registrytest.WrongDigestHeader, func(t *testing.T) string { return newOlareg(t) }, failure.Integrity},
+		{registrytest.HTMLReferrers, func(t *testing.T) string { return newRegistry(t) }, ""},
+		{registrytest.RedirectReferrers, func(t *testing.T) string { return newRegistry(t) }, ""},
+		{registrytest.NotIndexReferrers, func(t *testing.T) string { return newRegistry(t) }, ""},
+	} {
+		t.Run(string(tc.quirk), func(t *testing.T) {
+			t.Parallel()
+			host := registrytest.Proxy(t, tc.registry(t), tc.quirk)
+			g, l := imageWithSBOM(t)
+			ref, _ := name.ParseReference(host + "/team/app:1")
+			ctx := context.Background()
+			client := newClient()
+			if _, err := client.Push(ctx, ref, g, l, nil); err != nil {
+				t.Fatalf("cold push: %v", err)
+			}
+			repo, err := client.Open(ctx, ref.Context(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, desc, err := repo.GetManifest(ctx, g.Root.Digest.String())
+			if tc.readBack != "" {
+				if !errors.Is(err, tc.readBack) {
+					t.Fatalf("read back = %v, want %s", err, tc.readBack)
+				}
+				return
+			}
+			if err != nil || desc.Digest != g.Root.Digest {
+				t.Fatalf("read back: %v %s", err, desc.Digest)
+			}
+			rec := &recorder{}
+			res, err := client.Push(ctx, ref, g, l, rec.observe)
+			if err != nil || res.Uploaded != 0 {
+				t.Fatalf("warm push: %v, %d uploaded", err, res.Uploaded)
+			}
+			if s := rec.final()[registry.StageManifestCheck]; s.Status != registry.StatusOK {
+				t.Fatalf("warm manifest check: %+v", s)
+			}
+			refs, err := repo.Referrers(ctx, g.Root.Digest)
+			if err != nil || len(refs) != 1 || refs[0].Digest != g.Referrers[0].Root.Digest || refs[0].ArtifactType != oci.MediaTypeSPDX {
+				t.Fatalf("referrers: %+v %v", refs, err)
+			}
+		})
+	}
+}
