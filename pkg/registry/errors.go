@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/digestline/digestline/pkg/failure"
@@ -36,18 +37,34 @@ func classifyResponse(resp *http.Response, repo name.Repository) *failure.Error 
 		return false
 	}
 	reg, path := repo.RegistryStr(), repo.RepositoryStr()
+	req := resp.Request
+	startsUpload := req != nil && req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/blobs/uploads/")
+	putsTag := req != nil && req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/manifests/") && !strings.Contains(req.URL.Path, "/manifests/sha256:")
+	guarded := req != nil && req.Header.Get("If-Match") != ""
 	switch s := resp.StatusCode; {
+	case has("NAME_UNKNOWN") && startsUpload:
+		e.Class, e.Hint = failure.NotFound, fmt.Sprintf("the repository %s does not exist on %s, and this registry does not create repositories on push (ECR does not): create it first (e.g. aws ecr create-repository --repository-name %s), then push again", path, reg, path)
+	case putsTag && has("TAG_INVALID") && s < 500:
+		e.Class, e.Hint = failure.Conflict, fmt.Sprintf("%s refuses to move an existing tag of %s (tags are immutable there: ECR's image tag mutability, Harbor's immutability rules): push under a new tag", reg, path)
+	case s == http.StatusPreconditionFailed && !guarded:
+		e.Class, e.Hint = failure.Auth, fmt.Sprintf("%s's policy refused the request (Harbor answers 412 to a tag its immutability rules protect, and to an image its signature or vulnerability policy does not allow): push under a new tag, or sign or fix the image as the project's policy requires", reg)
+	case s == http.StatusUnsupportedMediaType:
+		e.Class, e.Hint = failure.Schema, fmt.Sprintf("%s does not accept this media type or artifact type (Quay, for one, allows only configured artifact types): allow it in the registry, or push the artifact elsewhere", reg)
 	case s == http.StatusUnauthorized:
 		e.Class, e.Hint = failure.Auth, fmt.Sprintf("the registry %s rejected the credentials: check DIGESTLINE_REGISTRY_USERNAME/DIGESTLINE_REGISTRY_PASSWORD or run 'docker login %s'", reg, reg)
 	case s == http.StatusForbidden:
 		e.Class, e.Hint = failure.Auth, fmt.Sprintf("the credential lacks push/pull scope for repository %s: check its permissions on %s", path, reg)
 	case s == http.StatusTooManyRequests:
-		e.Class, e.Hint = failure.RateLimit, fmt.Sprintf("the registry %s is throttling requests: wait, lower the concurrency, or authenticate for a higher limit", reg)
 		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+		wait := "it is retried with backoff (the registry named no delay)"
+		if e.RetryAfter > 0 {
+			wait = fmt.Sprintf("it is retried after the %s the registry asked for", e.RetryAfter)
+		}
+		e.Class, e.Hint = failure.RateLimit, fmt.Sprintf("the registry %s is throttling requests: %s; lower the concurrency, or authenticate for a higher limit", reg, wait)
 	case s == http.StatusNotFound:
 		e.Class, e.Hint = failure.NotFound, fmt.Sprintf("%s/%s has no such manifest or blob: check the reference and that it was pushed", reg, path)
 	case s == http.StatusConflict || s == http.StatusPreconditionFailed:
-		e.Class, e.Hint = failure.Conflict, "the registry state changed underneath this request: re-read it and decide (or pass the expected digest)"
+		e.Class, e.Hint = failure.Conflict, "the registry state changed underneath this request: re-read it and decide"
 	case s >= 500:
 		e.Class, e.Hint = failure.Transport, fmt.Sprintf("the registry %s failed (%d): it is retried; if it persists, check the registry's health", reg, s)
 	case has("DIGEST_INVALID") || has("SIZE_INVALID"):

@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/digestline/digestline/pkg/failure"
@@ -68,4 +69,66 @@ func TestPushAndDiscoverThroughRegistryQuirks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRegistryRefusalsHaveTheirClassAndAPreciseHint: what registries in the
+// field refuse, each with the class and hint a person acts on (a policy's
+// 412 is not tag drift; a missing repository is not a broken network).
+func TestRegistryRefusalsHaveTheirClassAndAPreciseHint(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		quirk      registrytest.Quirk
+		pushTwice  bool // the refusal comes on the second push (a tag that exists)
+		withSBOM   bool
+		stage      string
+		class      failure.Class
+		hintNames  string
+		succeeds   bool
+		retryNamed string
+	}{
+		{quirk: registrytest.NoCreateOnPush, stage: registry.StageUpload, class: failure.NotFound, hintNames: "create it first"},
+		{quirk: registrytest.ImmutableTags, pushTwice: true, stage: registry.StageTagUpdate, class: failure.Conflict, hintNames: "immutable"},
+		{quirk: registrytest.PolicyRefusal, stage: registry.StageTagUpdate, class: failure.Auth, hintNames: "policy"},
+		{quirk: registrytest.RefusesArtifacts, withSBOM: true, stage: registry.StageReferrers, class: failure.Schema, hintNames: "artifact type"},
+		{quirk: registrytest.Throttles, succeeds: true},
+	} {
+		t.Run(string(tc.quirk), func(t *testing.T) {
+			t.Parallel()
+			host := registrytest.Proxy(t, newRegistry(t), tc.quirk)
+			g, l := buildImage(t, "refused")
+			if tc.withSBOM {
+				g, l = imageWithSBOM(t)
+			}
+			ctx := context.Background()
+			client := newClient()
+			if tc.pushTwice {
+				firstG, firstL := buildImage(t, "the tag's first image")
+				if _, err := client.Push(ctx, mustRef(t, host+"/team/app:1"), firstG, firstL, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec := &recorder{}
+			_, err := client.Push(ctx, mustRef(t, host+"/team/app:1"), g, l, rec.observe)
+			if tc.succeeds {
+				if err != nil || rec.count(registry.StatusRetrying) != 1 {
+					t.Fatalf("push = %v after %d retries, want success after one", err, rec.count(registry.StatusRetrying))
+				}
+				return
+			}
+			var e *failure.Error
+			if !errors.As(err, &e) || e.Class != tc.class || e.Stage != tc.stage || !strings.Contains(e.Hint, tc.hintNames) {
+				t.Fatalf("push = %v (hint %q), want %s at %s with a hint naming %q", err, hintOf(e), tc.class, tc.stage, tc.hintNames)
+			}
+			if e.Temporary() {
+				t.Error("a refusal is retried")
+			}
+		})
+	}
+}
+
+func hintOf(e *failure.Error) string {
+	if e == nil {
+		return ""
+	}
+	return e.Hint
 }

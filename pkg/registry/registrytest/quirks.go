@@ -1,11 +1,15 @@
 package registrytest
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -31,7 +35,28 @@ const (
 	// NotIndexReferrers answers the referrers API with 200 JSON that is
 	// not an image index.
 	NotIndexReferrers Quirk = "not-index-referrers"
+	// NoCreateOnPush answers an upload to a repository that does not
+	// exist with NAME_UNKNOWN (ECR creates no repository on push).
+	NoCreateOnPush Quirk = "no-create-on-push"
+	// ImmutableTags refuses to move a tag that exists with 400 TAG_INVALID
+	// (ECR's immutable tag mutability; Harbor's rules, on newer versions).
+	ImmutableTags Quirk = "immutable-tags"
+	// PolicyRefusal answers every tag write with 412 DENIED (Harbor's
+	// immutability rules and its signature and vulnerability policies).
+	PolicyRefusal Quirk = "policy-refusal"
+	// RefusesArtifacts answers a manifest with an artifactType with 415
+	// (Quay accepts only the artifact types it is configured for).
+	RefusesArtifacts Quirk = "refuses-artifacts"
+	// Throttles answers the first blob upload with 429 and no Retry-After.
+	Throttles Quirk = "throttles"
 )
+
+// distributionError writes the distribution spec's error body.
+func distributionError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintf(w, `{"errors":[{"code":%q,"message":%q}]}`, code, message)
+}
 
 // Proxy serves the registry at target (host:port, plain HTTP) behind
 // quirks, and returns the proxy's host:port. It stops at the test's
@@ -54,8 +79,33 @@ func Proxy(t testing.TB, target string, quirks ...Quirk) string {
 		}
 		return nil
 	}
+	var throttled atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/referrers/") {
+		path := r.URL.Path
+		tagWrite := r.Method == http.MethodPut && strings.Contains(path, "/manifests/") && !strings.Contains(path, "/manifests/sha256:")
+		switch {
+		case has[NoCreateOnPush] && r.Method == http.MethodPost && strings.HasSuffix(path, "/blobs/uploads/"):
+			repo := strings.TrimSuffix(strings.TrimPrefix(path, "/v2/"), "/blobs/uploads/")
+			distributionError(w, http.StatusNotFound, "NAME_UNKNOWN", "The repository with name '"+repo+"' does not exist in the registry")
+			return
+		case has[ImmutableTags] && tagWrite && exists(target, path):
+			distributionError(w, http.StatusBadRequest, "TAG_INVALID", "The image tag already exists and cannot be overwritten because the repository is immutable.")
+			return
+		case has[PolicyRefusal] && tagWrite:
+			distributionError(w, http.StatusPreconditionFailed, "DENIED", "The image is not signed by a trusted key")
+			return
+		case has[RefusesArtifacts] && r.Method == http.MethodPut && strings.Contains(path, "/manifests/"):
+			body, _ := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+			if strings.Contains(string(body), `"artifactType"`) {
+				distributionError(w, http.StatusUnsupportedMediaType, "MANIFEST_INVALID", "artifact type not allowed")
+				return
+			}
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		case has[Throttles] && r.Method == http.MethodPut && strings.Contains(path, "/blobs/uploads/") && throttled.CompareAndSwap(false, true):
+			distributionError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "slow down")
+			return
+		}
+		if strings.Contains(path, "/referrers/") {
 			switch {
 			case has[HTMLReferrers]:
 				w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -74,4 +124,14 @@ func Proxy(t testing.TB, target string, quirks ...Quirk) string {
 	}))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// exists reports whether the registry at target has the manifest at path.
+func exists(target, path string) bool {
+	resp, err := http.Head("http://" + target + path)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
