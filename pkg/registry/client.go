@@ -35,6 +35,7 @@ type Client struct {
 	// Blobs larger than chunkOver are uploaded in chunks of chunkSize (or the
 	// registry's OCI-Chunk-Min-Length, if larger), resumable after a failure.
 	chunkOver, chunkSize int64
+	noChunks             sync.Map      // registry host → true: it refused a chunked upload
 	timeout              time.Duration // how long a registry may stay silent
 }
 
@@ -98,9 +99,12 @@ func WithRetries(n int, base time.Duration) Option {
 	return func(c *Client) { c.retries, c.retryBase = max(n, 0), base }
 }
 
-// WithChunking uploads blobs larger than over in chunks of size (defaults:
-// over 64 MiB, chunks of 16 MiB): a failed chunk resumes from what the
-// registry received instead of re-sending the blob.
+// WithChunking uploads blobs larger than over in chunks of size, to
+// registries known to accept chunked uploads: a failed chunk resumes from
+// what the registry received instead of re-sending the blob. Without it
+// (the default) every blob goes up as one streamed upload, which every
+// registry takes. A registry that refuses a chunk gets a streamed upload
+// in the same push, and none is chunked to it again.
 func WithChunking(over, size int64) Option {
 	return func(c *Client) { c.chunkOver, c.chunkSize = over, max(size, 1) }
 }
@@ -112,7 +116,7 @@ func New(opts ...Option) *Client {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = 64
 	c := &Client{keychain: authn.DefaultKeychain, base: base, jobs: 4, retries: 4, retryBase: 200 * time.Millisecond,
-		chunkOver: 64 << 20, chunkSize: 16 << 20, timeout: DefaultTimeout}
+		timeout: DefaultTimeout}
 	WithTracerProvider(otel.GetTracerProvider())(c)
 	WithMeterProvider(otel.GetMeterProvider())(c)
 	for _, o := range opts {

@@ -432,7 +432,8 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 		return 0, sourceError(err, "blob "+b.Digest.String())
 	}
 	defer rc.Close()
-	if b.Size <= p.c.chunkOver {
+	host := p.ref.Context().RegistryStr()
+	if _, refused := p.c.noChunks.Load(host); refused || p.c.chunkOver <= 0 || b.Size <= p.c.chunkOver {
 		if err := p.repo.UploadBlob(ctx, b, p.watch(rc, b, 0)); err != nil {
 			return 0, err
 		}
@@ -467,7 +468,17 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	chunk := max(p.c.chunkSize, s.minChunk)
 	for s.offset < b.Size {
 		n := min(chunk, b.Size-s.offset)
+		first := s.offset == 0
 		if err := p.repo.patch(ctx, s, io.LimitReader(body, n), n); err != nil {
+			if first && refusesChunks(err) {
+				// Artifact Registry and others take no Content-Range: the
+				// blob goes up streamed, now and from now on.
+				p.c.noChunks.Store(host, true)
+				p.mu.Lock()
+				delete(p.sessions, b.Digest)
+				p.mu.Unlock()
+				return p.uploadStreamed(ctx, b)
+			}
 			return sent, err
 		}
 		sent += n
@@ -479,6 +490,34 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	delete(p.sessions, b.Digest)
 	p.mu.Unlock()
 	return sent, nil
+}
+
+// uploadStreamed uploads blob b whole, read again from the start.
+func (p *pushRun) uploadStreamed(ctx context.Context, b v1.Descriptor) (int64, error) {
+	rc, err := p.src.Open(ctx, b.Digest)
+	if err != nil {
+		return 0, sourceError(err, "blob "+b.Digest.String())
+	}
+	defer rc.Close()
+	if err := p.repo.UploadBlob(ctx, b, p.watch(rc, b, 0)); err != nil {
+		return 0, err
+	}
+	return b.Size, nil
+}
+
+// refusesChunks reports whether a chunk's failure says the registry takes
+// no chunked uploads: 400, 416 or 501, or the code BLOB_UPLOAD_INVALID or
+// UNSUPPORTED.
+func refusesChunks(err error) bool {
+	var e *failure.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Status {
+	case http.StatusBadRequest, http.StatusRequestedRangeNotSatisfiable, http.StatusNotImplemented:
+		return true
+	}
+	return slices.Contains(e.Codes, "BLOB_UPLOAD_INVALID") || slices.Contains(e.Codes, "UNSUPPORTED")
 }
 
 // watch reports reads of blob b, the registry already holding its first

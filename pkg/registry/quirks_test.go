@@ -2,8 +2,16 @@ package registry_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/digestline/digestline/pkg/failure"
@@ -131,4 +139,57 @@ func hintOf(e *failure.Error) string {
 		return ""
 	}
 	return e.Hint
+}
+
+// TestARegistryThatRefusesChunksGetsStreamedUploads: a client that would
+// upload big blobs in chunks meets a registry that takes none: the push
+// goes through in one streamed upload per blob, and the client sends that
+// registry no chunk again.
+func TestARegistryThatRefusesChunksGetsStreamedUploads(t *testing.T) {
+	t.Parallel()
+	var patches atomic.Int32
+	countPatches := func(r *http.Request) (int, http.Header, bool) {
+		if r.Method == http.MethodPatch {
+			patches.Add(1)
+		}
+		return 0, nil, false
+	}
+	refusing := registrytest.Proxy(t, newRegistry(t), registrytest.NoChunkedUploads)
+	host := serve(t, httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: refusing}), countPatches)
+	client := newClient(registry.WithChunking(256<<10, 64<<10))
+	for i, content := range []string{"first", "second"} {
+		g, l := bigImage(t, content, 1<<20)
+		rec := &recorder{}
+		res, err := client.Push(context.Background(), mustRef(t, host+"/team/big:"+content), g, l, rec.observe)
+		if err != nil || res.Uploaded != 2 {
+			t.Fatalf("push %d: %v, %d uploaded", i+1, err, res.Uploaded)
+		}
+		if rec.count(registry.StatusRetrying) != 0 {
+			t.Errorf("push %d retried a stage: the fallback belongs inside the upload", i+1)
+		}
+	}
+	if n := patches.Load(); n != 1 {
+		t.Fatalf("%d chunks sent, want the one refused: after it, no chunk goes to that registry", n)
+	}
+}
+
+// bigImage builds an image whose layer is size bytes of incompressible data.
+func bigImage(t *testing.T, seed string, size int) (oci.Graph, *oci.Layout) {
+	t.Helper()
+	dir := t.TempDir()
+	data := make([]byte, size)
+	_, _ = rand.NewChaCha8(sha256.Sum256([]byte(seed))).Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "blob.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := oci.CreateLayout(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := oci.ParsePlatform("")
+	g, err := oci.BuildImage(context.Background(), dir, oci.ImageConfig{Cmd: []string{"/blob.bin"}, Platform: p}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, l
 }

@@ -47,6 +47,10 @@ const (
 	// RefusesArtifacts answers a manifest with an artifactType with 415
 	// (Quay accepts only the artifact types it is configured for).
 	RefusesArtifacts Quirk = "refuses-artifacts"
+	// NoChunkedUploads refuses a PATCH with Content-Range: 400
+	// BLOB_UPLOAD_INVALID (Google Artifact Registry and others take a blob
+	// in one streamed upload only).
+	NoChunkedUploads Quirk = "no-chunked-uploads"
 	// Throttles answers the first blob upload with 429 and no Retry-After.
 	Throttles Quirk = "throttles"
 )
@@ -101,6 +105,9 @@ func Proxy(t testing.TB, target string, quirks ...Quirk) string {
 				return
 			}
 			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		case has[NoChunkedUploads] && r.Method == http.MethodPatch && r.Header.Get("Content-Range") != "":
+			distributionError(w, http.StatusBadRequest, "BLOB_UPLOAD_INVALID", "chunked uploads are not supported")
+			return
 		case has[Throttles] && r.Method == http.MethodPut && strings.Contains(path, "/blobs/uploads/") && throttled.CompareAndSwap(false, true):
 			distributionError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "slow down")
 			return
