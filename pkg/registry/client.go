@@ -36,6 +36,7 @@ type Client struct {
 	// registry's OCI-Chunk-Min-Length, if larger), resumable after a failure.
 	chunkOver, chunkSize int64
 	noChunks             sync.Map      // registry host → true: it refused a chunked upload
+	limits               *limits       // per-registry request rate and concurrent uploads
 	timeout              time.Duration // how long a registry may stay silent
 }
 
@@ -67,6 +68,10 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 			metric.WithDescription("How long each push stage took, retries included"), metric.WithUnit("s"))
 		c.metrics.bytesPushed, _ = m.Int64Counter("digestline.push.bytes",
 			metric.WithDescription("Blob bytes uploaded to registries"), metric.WithUnit("By"))
+		c.limits.delayed, _ = m.Int64Counter("digestline.registry.throttled",
+			metric.WithDescription("Requests held back by the client's rate limit for their registry"), metric.WithUnit("{request}"))
+		c.limits.waited, _ = m.Float64Counter("digestline.registry.throttled.wait",
+			metric.WithDescription("Time requests waited for the client's rate limit for their registry"), metric.WithUnit("s"))
 	}
 }
 
@@ -116,7 +121,7 @@ func New(opts ...Option) *Client {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = 64
 	c := &Client{keychain: authn.DefaultKeychain, base: base, jobs: 4, retries: 4, retryBase: 200 * time.Millisecond,
-		timeout: DefaultTimeout}
+		timeout: DefaultTimeout, limits: &limits{}}
 	WithTracerProvider(otel.GetTracerProvider())(c)
 	WithMeterProvider(otel.GetMeterProvider())(c)
 	for _, o := range opts {
@@ -130,7 +135,7 @@ func New(opts ...Option) *Client {
 	}
 	// Every registry request is an HTTP client span (OpenTelemetry's HTTP
 	// semantic conventions) under its stage's span.
-	c.base = countingTransport{inner: tracedTransport{next: c.base, tracer: c.tracer}}
+	c.base = countingTransport{inner: tracedTransport{next: limitedTransport{next: c.base, limits: c.limits}, tracer: c.tracer}}
 	c.auths = map[string]authEntry{}
 	return c
 }

@@ -427,6 +427,11 @@ func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
 // uploadOne uploads one blob — whole, or in resumable chunks when it is big —
 // and returns the bytes it sent.
 func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error) {
+	release, err := p.c.limits.uploadSlot(ctx, p.ref.Context().RegistryStr())
+	if err != nil {
+		return 0, err
+	}
+	defer release()
 	rc, err := p.src.Open(ctx, b.Digest)
 	if err != nil {
 		return 0, sourceError(err, "blob "+b.Digest.String())
