@@ -36,6 +36,7 @@ type Client struct {
 	// registry's OCI-Chunk-Min-Length, if larger), resumable after a failure.
 	chunkOver, chunkSize int64
 	noChunks             sync.Map      // registry host → true: it refused a chunked upload
+	chunksOK             sync.Map      // registry host → true: a probe found it takes chunks
 	limits               *limits       // per-registry request rate and concurrent uploads
 	timeout              time.Duration // how long a registry may stay silent
 }
@@ -232,4 +233,21 @@ func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		n.Add(1)
 	}
 	return t.inner.RoundTrip(req)
+}
+
+// chunking is how blobs go up to host: in chunks of size when larger than
+// over, or streamed whole when over is 0 — as WithChunking says, or as a
+// probe found (64 MiB and 16 MiB for a registry that takes chunks), and
+// never to one that refused a chunk.
+func (c *Client) chunking(host string) (over, size int64) {
+	if _, refused := c.noChunks.Load(host); refused {
+		return 0, 0
+	}
+	if c.chunkOver > 0 {
+		return c.chunkOver, c.chunkSize
+	}
+	if _, ok := c.chunksOK.Load(host); ok {
+		return 64 << 20, 16 << 20
+	}
+	return 0, 0
 }

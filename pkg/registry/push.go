@@ -438,7 +438,8 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	}
 	defer rc.Close()
 	host := p.ref.Context().RegistryStr()
-	if _, refused := p.c.noChunks.Load(host); refused || p.c.chunkOver <= 0 || b.Size <= p.c.chunkOver {
+	over, size := p.c.chunking(host)
+	if over <= 0 || b.Size <= over {
 		if err := p.repo.UploadBlob(ctx, b, p.watch(rc, b, 0)); err != nil {
 			return 0, err
 		}
@@ -470,7 +471,7 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	}
 	body := p.watch(rc, b, s.offset)
 	var sent int64
-	chunk := max(p.c.chunkSize, s.minChunk)
+	chunk := max(size, s.minChunk)
 	for s.offset < b.Size {
 		n := min(chunk, b.Size-s.offset)
 		first := s.offset == 0
