@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -86,5 +88,45 @@ func TestPushMountsBaseLayersFromTheirRepository(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAMountAnsweredWithASessionUploadsIntoIt: a registry that answers a
+// mount with 202 and an upload session gets the blob in that session, not
+// in a second one.
+func TestAMountAnsweredWithASessionUploadsIntoIt(t *testing.T) {
+	t.Parallel()
+	var sessions atomic.Int32
+	countSessions := func(r *http.Request) (int, http.Header, bool) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/blobs/uploads/") {
+			sessions.Add(1)
+		}
+		return 0, nil, false
+	}
+	host := registrytest.Proxy(t, newOlareg(t, countSessions), registrytest.MountOpensSession)
+	ctx := context.Background()
+	client := newClient()
+	base, l := buildImage(t, "base layer")
+	baseRef := mustRef(t, host+"/base/img:1")
+	if _, err := client.Push(ctx, baseRef, base, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	app := appOnBase(t, l, base, baseRef.String())
+	before := sessions.Load()
+	res, err := client.Push(ctx, mustRef(t, host+"/team/app:1"), app, l, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mounted != 0 || res.Uploaded != 3 {
+		t.Fatalf("mounted %d, uploaded %d; want 0 and 3", res.Mounted, res.Uploaded)
+	}
+	if n := sessions.Load() - before; n != 3 {
+		t.Fatalf("%d upload sessions opened for 3 blobs, one of them by the mount: want 3", n)
+	}
+	repo, _ := client.Open(ctx, mustRef(t, host+"/team/app:1").Context(), false)
+	for _, b := range app.Blobs() {
+		if ok, err := repo.HeadBlob(ctx, b.Digest); err != nil || !ok {
+			t.Errorf("blob %s missing from team/app: %v", b.Digest, err)
+		}
 	}
 }

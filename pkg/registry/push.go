@@ -56,7 +56,8 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 		observe = func(context.Context, StageReport) {}
 	}
 	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{}, sessions: map[digest.Digest]*uploadSession{},
-		opts: pushOptions{policy: TagFail}}
+		mountSessions: map[digest.Digest]*uploadSession{},
+		opts:          pushOptions{policy: TagFail}}
 	ctx = countRequests(ctx, &p.counter)
 	p.bases = findBases(ctx, g, src, ref)
 	for _, o := range opts {
@@ -107,7 +108,10 @@ type pushRun struct {
 	mu       sync.Mutex
 	uploaded map[digest.Digest]bool
 	sessions map[digest.Digest]*uploadSession // chunked uploads to resume
-	res      PushResult
+	// mountSessions are the upload sessions registries opened when they
+	// answered a mount with 202: a blob's upload goes into its own.
+	mountSessions map[digest.Digest]*uploadSession
+	res           PushResult
 }
 
 func (p *pushRun) result() PushResult {
@@ -301,7 +305,7 @@ func (p *pushRun) mount(ctx context.Context, r *StageReport) error {
 	var still []v1.Descriptor
 	for _, b := range p.missing {
 		if repo, ok := from[b.Digest]; ok {
-			mounted, err := p.repo.MountBlob(ctx, b.Digest, repo)
+			mounted, session, err := p.repo.mountBlob(ctx, b.Digest, repo)
 			if err != nil {
 				return err
 			}
@@ -309,6 +313,11 @@ func (p *pushRun) mount(ctx context.Context, r *StageReport) error {
 				r.Mounted++
 				r.Bytes += b.Size
 				continue
+			}
+			if session != nil {
+				p.mu.Lock()
+				p.mountSessions[b.Digest] = session
+				p.mu.Unlock()
 			}
 		}
 		still = append(still, b)
@@ -438,9 +447,18 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	}
 	defer rc.Close()
 	host := p.ref.Context().RegistryStr()
+	p.mu.Lock()
+	opened := p.mountSessions[b.Digest]
+	delete(p.mountSessions, b.Digest) // used once: a retry opens its own
+	p.mu.Unlock()
 	over, size := p.c.chunking(host)
 	if over <= 0 || b.Size <= over {
-		if err := p.repo.UploadBlob(ctx, b, p.watch(rc, b, 0)); err != nil {
+		if opened == nil {
+			err = p.repo.UploadBlob(ctx, b, p.watch(rc, b, 0))
+		} else if err = p.repo.finish(ctx, opened, b.Digest, p.watch(rc, b, 0), b.Size); err != nil && !failure.As(err).Temporary() {
+			return p.uploadStreamed(ctx, b) // the session the mount opened is gone: one of our own
+		}
+		if err != nil {
 			return 0, err
 		}
 		return b.Size, nil
@@ -457,6 +475,12 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 			}
 			s = nil // the session expired: start over
 		}
+	}
+	if s == nil && opened != nil {
+		s = opened
+		p.mu.Lock()
+		p.sessions[b.Digest] = s
+		p.mu.Unlock()
 	}
 	if s == nil {
 		if s, err = p.repo.startUpload(ctx); err != nil {

@@ -217,24 +217,33 @@ func (m manifestReader) Open(ctx context.Context, d digest.Digest) (io.ReadClose
 	return resp.Body, nil
 }
 
-// MountBlob asks the registry to link a blob that another repository of the
+// mountBlob asks the registry to link a blob that another repository of the
 // same registry holds, instead of uploading it. It reports whether the
-// registry mounted it; any refusal (202 with an upload session, 401, 403,
-// 404) is "no", so the caller uploads instead.
-func (r *Repo) MountBlob(ctx context.Context, d digest.Digest, from string) (bool, error) {
+// registry mounted it; any refusal (401, 403, 404) is "no", so the caller
+// uploads instead. A registry that answers 202 opened an upload session
+// instead (the spec's answer when it cannot mount): it is returned, for the
+// upload to go into it rather than open another.
+func (r *Repo) mountBlob(ctx context.Context, d digest.Digest, from string) (bool, *uploadSession, error) {
 	u := r.url("/v2/"+r.name.RepositoryStr()+"/blobs/uploads/") + "?" + url.Values{"mount": {d.String()}, "from": {from}}.Encode()
 	resp, err := r.do(ctx, http.MethodPost, u, nil, nil)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	defer drain(resp)
 	switch {
 	case resp.StatusCode == http.StatusCreated:
-		return true, nil
+		return true, nil, nil
+	case resp.StatusCode == http.StatusAccepted:
+		s := &uploadSession{}
+		if s.update(resp) != nil {
+			return false, nil, nil // no usable session: upload in one of our own
+		}
+		s.offset = 0
+		return false, s, nil
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
-		return false, classifyResponse(resp, r.name)
+		return false, nil, classifyResponse(resp, r.name)
 	}
-	return false, nil
+	return false, nil, nil
 }
 
 // Sibling is another repository of the same registry, reached through this

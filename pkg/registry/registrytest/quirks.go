@@ -51,6 +51,9 @@ const (
 	// BLOB_UPLOAD_INVALID (Google Artifact Registry and others take a blob
 	// in one streamed upload only).
 	NoChunkedUploads Quirk = "no-chunked-uploads"
+	// MountOpensSession answers a cross-repository mount with 202 and an
+	// upload session, as the spec lets a registry that cannot mount do.
+	MountOpensSession Quirk = "mount-opens-session"
 	// Throttles answers the first blob upload with 429 and no Retry-After.
 	Throttles Quirk = "throttles"
 )
@@ -108,6 +111,8 @@ func Proxy(t testing.TB, target string, quirks ...Quirk) string {
 		case has[NoChunkedUploads] && r.Method == http.MethodPatch && r.Header.Get("Content-Range") != "":
 			distributionError(w, http.StatusBadRequest, "BLOB_UPLOAD_INVALID", "chunked uploads are not supported")
 			return
+		case has[MountOpensSession] && r.Method == http.MethodPost && r.URL.Query().Get("mount") != "":
+			r.URL.RawQuery = "" // a plain upload: the registry opens a session
 		case has[Throttles] && r.Method == http.MethodPut && strings.Contains(path, "/blobs/uploads/") && throttled.CompareAndSwap(false, true):
 			distributionError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "slow down")
 			return
