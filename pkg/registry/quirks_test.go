@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -176,20 +174,7 @@ func TestARegistryThatRefusesChunksGetsStreamedUploads(t *testing.T) {
 // bigImage builds an image whose layer is size bytes of incompressible data.
 func bigImage(t *testing.T, seed string, size int) (oci.Graph, *oci.Layout) {
 	t.Helper()
-	dir := t.TempDir()
 	data := make([]byte, size)
 	_, _ = rand.NewChaCha8(sha256.Sum256([]byte(seed))).Read(data)
-	if err := os.WriteFile(filepath.Join(dir, "blob.bin"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := oci.CreateLayout(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := oci.ParsePlatform("")
-	g, err := oci.BuildImage(context.Background(), dir, oci.ImageConfig{Cmd: []string{"/blob.bin"}, Platform: p}, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g, l
+	return registrytest.ImageOf(t, data)
 }

@@ -77,8 +77,14 @@ func Memory(t testing.TB, referrersAPI bool) string {
 // layout.
 func Image(t testing.TB, content string) (oci.Graph, *oci.Layout) {
 	t.Helper()
+	return ImageOf(t, []byte(content))
+}
+
+// ImageOf builds an image of one file holding data into a new OCI layout.
+func ImageOf(t testing.TB, data []byte) (oci.Graph, *oci.Layout) {
+	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "f.txt"), []byte(content), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "f.txt"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	l, err := oci.CreateLayout(t.TempDir())
