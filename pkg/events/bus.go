@@ -320,7 +320,7 @@ func (b *Bus) Fail(ctx context.Context, m Message, name Name, err error, f Failu
 	if errors.As(context.Cause(ctx), &d) && !errors.As(e, &d) {
 		// The handler ran past its bound; what it waited for failed
 		// without saying so.
-		e.Err, e.Hint = fmt.Errorf("%w (%w)", e.Err, d), d.Error()+": "+d.Hint()
+		e.Err, e.Hint = fmt.Errorf("%w (%w)", e.Err, d), failure.As(d).Hint
 	}
 	if e.Temporary() && !m.LastTry {
 		return err

@@ -44,12 +44,12 @@ func Acknowledge(log *slog.Logger) Middleware {
 			sctx, cancel := settleContext(ctx)
 			defer cancel()
 			if err == nil {
-				if _, aerr := m.settle(OutcomeAck, func() error { return m.d.msg.DoubleAck(sctx) }); aerr != nil {
+				if aerr := m.settle(OutcomeAck, func() error { return m.d.msg.DoubleAck(sctx) }); aerr != nil {
 					log.Warn("ack failed; the event will be redelivered", "consumer", m.Consumer, "subject", m.Subject, "error", aerr)
 				}
 				return nil
 			}
-			_, _ = m.settle(OutcomeRetry, m.d.msg.Nak)
+			_ = m.settle(OutcomeRetry, m.d.msg.Nak)
 			return err
 		}
 	}
@@ -75,7 +75,7 @@ func DeadLettering(b *Bus, maxDeliver int) Middleware {
 			}
 			sctx, cancel := settleContext(ctx)
 			defer cancel()
-			if _, derr := m.settle(OutcomeDeadLetter, func() error { return b.deadLetter(sctx, m, err.Error()) }); derr != nil {
+			if derr := m.settle(OutcomeDeadLetter, func() error { return b.deadLetter(sctx, m, err.Error()) }); derr != nil {
 				b.log.Error("dead-letter failed; the event will be redelivered", "consumer", m.Consumer, "error", derr)
 				_ = m.d.msg.Nak()
 			}
@@ -94,12 +94,12 @@ func Retry(backoff func(delivery uint64) time.Duration, log *slog.Logger) Middle
 			switch {
 			case err == nil:
 			case shuttingDown(ctx):
-				_, _ = m.settle(OutcomeRetry, m.d.msg.Nak)
+				_ = m.settle(OutcomeRetry, m.d.msg.Nak)
 			case !IsPermanent(err) && !m.LastTry:
 				delay := backoff(m.Delivery)
 				log.Warn("handler failed; will retry", "consumer", m.Consumer, "subject", m.Subject,
 					"delivery", m.Delivery, "retry_in", delay, "error", err)
-				_, _ = m.settle(OutcomeRetry, func() error { return m.d.msg.NakWithDelay(delay) })
+				_ = m.settle(OutcomeRetry, func() error { return m.d.msg.NakWithDelay(delay) })
 			}
 			return err
 		}

@@ -56,15 +56,15 @@ type delivery struct {
 }
 
 // settle records how the delivery ends, once: it runs fn (the ack, nak or
-// dead-letter) only if nothing settled it before, and reports whether it did.
-func (m Message) settle(outcome string, fn func() error) (bool, error) {
+// dead-letter) only if nothing settled it before.
+func (m Message) settle(outcome string, fn func() error) error {
 	m.d.mu.Lock()
 	defer m.d.mu.Unlock()
 	if m.d.outcome != "" {
-		return false, nil
+		return nil
 	}
 	m.d.outcome = outcome
-	return true, fn()
+	return fn()
 }
 
 // Outcome is how the delivery was settled ("" while it is not).

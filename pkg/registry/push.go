@@ -187,7 +187,7 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 			hint := "the push was cancelled"
 			var d *failure.DeadlineError
 			if errors.As(context.Cause(ctx), &d) {
-				hint = d.Error() + ": " + d.Hint()
+				hint = failure.As(d).Hint
 			}
 			return &failure.Error{Class: failure.Transport, Stage: stage, Err: context.Cause(ctx), Hint: hint}
 		case <-time.After(delay):
