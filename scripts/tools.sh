@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the peer tools the tests and benchmarks use, pinned: crane, oras, regctl
-# and jaeger from the Go module proxy into .digestline/tools; skopeo and docker-registry
-# from Debian (when root and missing). Idempotent and quick when already there.
+# Installs the peer tools the tests and benchmarks use, pinned: crane, oras, regctl,
+# distribution's registry v3 and jaeger from the Go module proxy into .digestline/tools;
+# skopeo and docker-registry from Debian (when root and missing). Idempotent and quick
+# when already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$PWD/.digestline/tools
@@ -12,6 +13,13 @@ install() { # binary module@version
 install crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
 install oras oras.land/oras/cmd/oras@v1.3.6
 install regctl github.com/regclient/regclient/cmd/regctl@v0.11.7
+# distribution v3 (the registry of Docker Hub, GitLab and many self-hosted ones),
+# for the registry matrix test; built by this Go (sha256 with SHA-NI). Its
+# binary is called registry: renamed so nothing mistakes it for another.
+if [ ! -x "$tools/distribution-registry" ]; then
+  install registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2
+  mv "$tools/registry" "$tools/distribution-registry"
+fi
 # Jaeger v2 all-in-one, for the trace test (see scripts/jaeger.sh).
 jaeger=$(scripts/jaeger.sh)
 ln -sf "$jaeger" "$tools/jaeger"

@@ -33,6 +33,7 @@ type tokenRegistry struct {
 	tokens      atomic.Int64
 	sawScope    atomic.Value
 	pushAllowed bool
+	anonPull    atomic.Bool // the token service hands anonymous callers pull tokens, as Docker Hub does
 }
 
 func newTokenRegistry(t *testing.T, user, pass string, pushAllowed bool) *tokenRegistry {
@@ -43,14 +44,15 @@ func newTokenRegistry(t *testing.T, user, pass string, pushAllowed bool) *tokenR
 	var srv *httptest.Server
 	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
 		u, p, ok := r.BasicAuth()
-		if !ok || u != tr.user || p != tr.pass {
+		anonymous := !ok && tr.anonPull.Load()
+		if !anonymous && (!ok || u != tr.user || p != tr.pass) {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
 		scope := r.URL.Query().Get("scope")
 		tr.sawScope.Store(scope)
 		tr.tokens.Add(1)
-		if !tr.pushAllowed {
+		if !tr.pushAllowed || anonymous {
 			scope = strings.ReplaceAll(scope, "push,", "")
 		}
 		_ = json.NewEncoder(w).Encode(map[string]string{"token": base64.StdEncoding.EncodeToString([]byte(scope))})
@@ -89,10 +91,16 @@ func TestBearerTokenFlow(t *testing.T) {
 	if scope, _ := tr.sawScope.Load().(string); scope != "repository:team/app:push,pull" {
 		t.Errorf("token asked for scope %q", scope)
 	}
+	// Warm, from a fresh client: the token round trip (the challenge, the
+	// token) and the HEAD of the tag, nothing more.
+	res, err := newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})).Push(ctx, ref, g, l, nil)
+	if err != nil || res.Requests != 3 {
+		t.Fatalf("warm push with a token: %v, %d requests, want 3", err, res.Requests)
+	}
 
 	wrong := newTokenRegistry(t, "ci", "s3cret", true)
 	ref, _ = name.ParseReference(wrong.host + "/team/app:1")
-	_, err := newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "nope"})).Push(ctx, ref, g, l, nil)
+	_, err = newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "nope"})).Push(ctx, ref, g, l, nil)
 	var rerr *failure.Error
 	if !errors.As(err, &rerr) || rerr.Class != failure.Auth || rerr.Stage != registry.StageAuth {
 		t.Fatalf("wrong password: %v, want an auth failure at the auth stage", err)
@@ -103,6 +111,43 @@ func TestBearerTokenFlow(t *testing.T) {
 	_, err = newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})).Push(ctx, ref, g, l, nil)
 	if !errors.As(err, &rerr) || rerr.Class != failure.Auth || !strings.Contains(rerr.Hint, "push") {
 		t.Fatalf("a token without push scope: %v, want auth with a hint about the push scope", err)
+	}
+}
+
+// TestAnAnonymousClientMeetsTheChallengeWhenItComes: without a credential
+// nothing is asked before the first real request; a registry that wants a
+// token even for pulls (Docker Hub) answers it with a challenge, the client
+// fetches an anonymous token and sends the request again. Writing with that
+// token fails as auth, at the first write, with a hint about the scope.
+func TestAnAnonymousClientMeetsTheChallengeWhenItComes(t *testing.T) {
+	t.Parallel()
+	tr := newTokenRegistry(t, "ci", "s3cret", true)
+	g, l := buildImage(t, "anonymous pull")
+	ctx := context.Background()
+	ref := mustRef(t, tr.host+"/library/app:1")
+	if _, err := newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})).Push(ctx, ref, g, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	tr.anonPull.Store(true)
+
+	anonymous := newClient(registry.WithAuth(authn.Anonymous))
+	res, err := anonymous.Push(ctx, ref, g, l, nil)
+	if err != nil || res.Requests != 3 {
+		t.Fatalf("warm anonymous push: %v in %d requests, want 3 (the HEAD refused with a challenge, the token, the HEAD again)", err, res.Requests)
+	}
+	repo, err := anonymous.Open(ctx, ref.Context(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, desc, err := repo.GetManifest(ctx, g.Root.Digest.String()); err != nil || desc.Digest != g.Root.Digest {
+		t.Fatalf("anonymous pull: %v", err)
+	}
+
+	other, otherL := buildImage(t, "anonymous push")
+	_, err = anonymous.Push(ctx, mustRef(t, tr.host+"/library/app:2"), other, otherL, nil)
+	var e *failure.Error
+	if !errors.As(err, &e) || e.Class != failure.Auth || e.Stage != registry.StageUpload || !strings.Contains(e.Hint, "push") {
+		t.Fatalf("anonymous push of new content = %v, want auth at upload with a hint about push scope", err)
 	}
 }
 

@@ -2,17 +2,12 @@ package registry
 
 import (
 	"context"
-	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/digestline/digestline/pkg/failure"
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -35,8 +30,8 @@ type Client struct {
 	// Blobs larger than chunkOver are uploaded in chunks of chunkSize (or the
 	// registry's OCI-Chunk-Min-Length, if larger), resumable after a failure.
 	chunkOver, chunkSize int64
-	noChunks             sync.Map      // registry host → true: it refused a chunked upload
-	chunksOK             sync.Map      // registry host → true: a probe found it takes chunks
+	chunks               sync.Map      // registry host → Support: whether it takes chunked uploads
+	chunkProbes          sync.Map      // registry host → true while a push probes its chunked uploads
 	limits               *limits       // per-registry request rate and concurrent uploads
 	timeout              time.Duration // how long a registry may stay silent
 }
@@ -141,81 +136,6 @@ func New(opts ...Option) *Client {
 	return c
 }
 
-// Open authenticates to repo's registry for pull (and push, when push is
-// true) and, when there is a credential, proves it with one authenticated
-// request, so wrong credentials fail here rather than at the first write.
-// The authenticated transport is kept for authTTL per registry and scopes,
-// so opening the same repository again pings and fetches no token.
-func (c *Client) Open(ctx context.Context, repo name.Repository, push bool) (*Repo, error) {
-	return c.open(ctx, repo, push)
-}
-
-// authTTL bounds how long an authenticated transport is reused: a credential
-// changed in the docker config or the environment is picked up after it.
-// (Tokens themselves are refreshed by the transport whenever one expires.)
-const authTTL = 5 * time.Minute
-
-type authEntry struct {
-	rt   http.RoundTripper
-	made time.Time
-}
-
-// open authenticates for repo; extraPull names other repositories of the same
-// registry the token must also be able to pull from (mount sources).
-func (c *Client) open(ctx context.Context, repo name.Repository, push bool, extraPull ...string) (*Repo, error) {
-	if c.insecure[repo.RegistryStr()] {
-		reg, err := name.NewRegistry(repo.RegistryStr(), name.Insecure)
-		if err != nil {
-			return nil, &failure.Error{Class: failure.Schema, Err: err}
-		}
-		repo.Registry = reg
-	}
-	r := &Repo{name: repo, timeout: c.timeout}
-	auth := c.auth
-	if auth == nil {
-		var err error
-		if auth, err = c.keychain.Resolve(repo); err != nil {
-			return nil, &failure.Error{Class: failure.Auth, Err: fmt.Errorf("resolve credentials for %s: %w", repo.RegistryStr(), err),
-				Hint: "check ~/.docker/config.json and its credential helpers"}
-		}
-	}
-	scope := repo.Scope(transport.PullScope)
-	if push {
-		scope = repo.Scope(transport.PushScope)
-	}
-	scopes := []string{scope}
-	for _, from := range extraPull {
-		scopes = append(scopes, repo.Registry.Repo(from).Scope(transport.PullScope))
-	}
-	key := repo.Registry.Scheme() + "://" + repo.RegistryStr() + " " + strings.Join(scopes, " ")
-	c.authMu.Lock()
-	e, ok := c.auths[key]
-	c.authMu.Unlock()
-	if ok && time.Since(e.made) < authTTL {
-		r.client = &http.Client{Transport: e.rt}
-		return r, nil
-	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, c.base, scopes)
-	if err != nil {
-		return nil, r.classifyTransport(ctx, err)
-	}
-	r.client = &http.Client{Transport: rt}
-	if auth != authn.Anonymous { // anonymous: the first real request will say if it is refused
-		resp, err := r.do(ctx, http.MethodGet, r.url("/v2/"), nil, nil)
-		if err != nil {
-			return nil, err
-		}
-		drain(resp)
-		if resp.StatusCode != http.StatusOK {
-			return nil, classifyResponse(resp, repo)
-		}
-	}
-	c.authMu.Lock()
-	c.auths[key] = authEntry{rt: rt, made: time.Now()}
-	c.authMu.Unlock()
-	return r, nil
-}
-
 // counterKey carries a push's request counter in its context.
 type counterKey struct{}
 
@@ -235,19 +155,46 @@ func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	return t.inner.RoundTrip(req)
 }
 
-// chunking is how blobs go up to host: in chunks of size when larger than
-// over, or streamed whole when over is 0 — as WithChunking says, or as a
-// probe found (64 MiB and 16 MiB for a registry that takes chunks), and
-// never to one that refused a chunk.
-func (c *Client) chunking(host string) (over, size int64) {
-	if _, refused := c.noChunks.Load(host); refused {
+// bigBlob is the size above which a blob goes up in chunks to a registry
+// that takes them (in chunks of bigChunk, or the registry's
+// OCI-Chunk-Min-Length if larger): a failed chunk resumes from what the
+// registry received instead of sending the blob again.
+const bigBlob, bigChunk = 64 << 20, 16 << 20
+
+// chunking is how a blob of blobSize goes up to repo's registry: in chunks
+// of size when larger than over, or streamed whole when over is 0. Never in
+// chunks to a registry that refused one; as WithChunking says when it was
+// given; otherwise in chunks only to a registry known to take them. The
+// first big blob for a registry the client knows nothing of has its
+// registry probed for chunked uploads (blobs that come while the probe
+// runs go up streamed).
+func (c *Client) chunking(ctx context.Context, repo *Repo, blobSize int64) (over, size int64) {
+	host := repo.name.RegistryStr()
+	known, _ := c.chunks.Load(host)
+	if known == No {
 		return 0, 0
 	}
 	if c.chunkOver > 0 {
 		return c.chunkOver, c.chunkSize
 	}
-	if _, ok := c.chunksOK.Load(host); ok {
-		return 64 << 20, 16 << 20
+	if known == nil && blobSize > bigBlob {
+		if _, probing := c.chunkProbes.LoadOrStore(host, true); !probing {
+			found, _ := repo.probeChunks(ctx)
+			c.learnChunks(host, found)
+			c.chunkProbes.Delete(host) // learnt, or to be asked again by a later blob
+			known, _ = c.chunks.Load(host)
+		}
+	}
+	if known == Yes {
+		return bigBlob, bigChunk
 	}
 	return 0, 0
+}
+
+// learnChunks keeps what a probe found of host's chunked uploads (nothing,
+// when it could not tell).
+func (c *Client) learnChunks(host string, found Capability) {
+	if found.Support == Yes || found.Support == No {
+		c.chunks.Store(host, found.Support)
+	}
 }

@@ -98,12 +98,7 @@ func (c *Client) Probe(ctx context.Context, repo name.Repository) (Capabilities,
 		caps.ChunkedUploads, caps.Mount, caps.BlobDelete = Capability{Unknown, why}, Capability{Unknown, why}, Capability{Unknown, why}
 	} else {
 		caps.ChunkedUploads, caps.ChunkMinLength = r.probeChunks(ctx)
-		switch caps.ChunkedUploads.Support {
-		case Yes:
-			c.chunksOK.Store(repo.RegistryStr(), true)
-		case No:
-			c.noChunks.Store(repo.RegistryStr(), true)
-		}
+		c.learnChunks(repo.RegistryStr(), caps.ChunkedUploads)
 		caps.Mount = r.probeMount(ctx)
 		caps.BlobDelete = r.probeDelete(ctx)
 	}

@@ -451,7 +451,7 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	opened := p.mountSessions[b.Digest]
 	delete(p.mountSessions, b.Digest) // used once: a retry opens its own
 	p.mu.Unlock()
-	over, size := p.c.chunking(host)
+	over, size := p.c.chunking(ctx, p.repo, b.Size)
 	if over <= 0 || b.Size <= over {
 		if opened == nil {
 			err = p.repo.UploadBlob(ctx, b, p.watch(rc, b, 0))
@@ -503,7 +503,7 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 			if first && refusesChunks(err) {
 				// Artifact Registry and others take no Content-Range: the
 				// blob goes up streamed, now and from now on.
-				p.c.noChunks.Store(host, true)
+				p.c.chunks.Store(host, No)
 				p.mu.Lock()
 				delete(p.sessions, b.Digest)
 				p.mu.Unlock()

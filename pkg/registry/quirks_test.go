@@ -1,13 +1,17 @@
 package registry_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -96,6 +100,7 @@ func TestRegistryRefusalsHaveTheirClassAndAPreciseHint(t *testing.T) {
 		{quirk: registrytest.ImmutableTags, pushTwice: true, stage: registry.StageTagUpdate, class: failure.Conflict, hintNames: "immutable"},
 		{quirk: registrytest.PolicyRefusal, stage: registry.StageTagUpdate, class: failure.Auth, hintNames: "policy"},
 		{quirk: registrytest.RefusesArtifacts, withSBOM: true, stage: registry.StageReferrers, class: failure.Schema, hintNames: "artifact type"},
+		{quirk: registrytest.DigestForFallbackTag, withSBOM: true, stage: registry.StageReferrers, class: failure.Schema, hintNames: "fallback tag"},
 		{quirk: registrytest.Throttles, succeeds: true},
 	} {
 		t.Run(string(tc.quirk), func(t *testing.T) {
@@ -129,6 +134,48 @@ func TestRegistryRefusalsHaveTheirClassAndAPreciseHint(t *testing.T) {
 				t.Error("a refusal is retried")
 			}
 		})
+	}
+}
+
+// TestAFallbackTagThatIsTheSubjectIsNoReferrersList: on a registry that
+// reads sha256-<hex> as the digest (GitLab), the fallback tag of a
+// multi-platform index is the index itself; its platforms are not its
+// referrers.
+func TestAFallbackTagThatIsTheSubjectIsNoReferrersList(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l, err := oci.CreateLayout(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var images []oci.Graph
+	for _, arch := range []string{"linux/amd64", "linux/arm64"} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "app"), []byte(arch), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p, _ := oci.ParsePlatform(arch)
+		g, err := oci.BuildImage(ctx, dir, oci.ImageConfig{Platform: p}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		images = append(images, g)
+	}
+	index, err := oci.BuildIndex(ctx, images, oci.LayerFormat{}, nil, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := registrytest.Proxy(t, newRegistry(t), registrytest.DigestForFallbackTag)
+	client := newClient()
+	if _, err := client.Push(ctx, mustRef(t, host+"/team/multi:1"), index, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	repo, err := client.Open(ctx, mustRef(t, host+"/team/multi:1").Context(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refs, err := repo.Referrers(ctx, index.Root.Digest); err != nil || len(refs) != 0 {
+		t.Fatalf("referrers of the index: %+v, %v; want none", refs, err)
 	}
 }
 
@@ -168,6 +215,49 @@ func TestARegistryThatRefusesChunksGetsStreamedUploads(t *testing.T) {
 	}
 	if n := patches.Load(); n != 1 {
 		t.Fatalf("%d chunks sent, want the one refused: after it, no chunk goes to that registry", n)
+	}
+}
+
+// TestBigBlobsGoInChunksOnlyWhereChunksWork: a client told nothing about
+// chunks probes a registry the first time it has a big blob for it, once:
+// a registry that takes chunks gets the blob in resumable chunks; one that
+// refuses them gets it streamed, with the probe's one-byte chunk the only
+// chunk it ever sees.
+func TestBigBlobsGoInChunksOnlyWhereChunksWork(t *testing.T) {
+	t.Parallel()
+	g, l := bigImage(t, "chunks or not", 65<<20)
+	for _, tc := range []struct {
+		quirk         registrytest.Quirk
+		first, second int32 // chunks seen by the registry at each push
+	}{
+		{"", 1 + 5, 5}, // the probe's, then 65 MiB in 16 MiB chunks; then no probe
+		{registrytest.NoChunkedUploads, 1, 0},
+	} {
+		t.Run(string(cmp.Or(tc.quirk, "takes chunks")), func(t *testing.T) {
+			t.Parallel()
+			var chunks atomic.Int32
+			countChunks := func(r *http.Request) (int, http.Header, bool) {
+				if r.Method == http.MethodPatch && r.Header.Get("Content-Range") != "" {
+					chunks.Add(1)
+				}
+				return 0, nil, false
+			}
+			target := registrytest.Distribution(t, registrytest.DockerRegistry) // blobs per repository: each push uploads
+			if tc.quirk != "" {
+				target = registrytest.Proxy(t, target, tc.quirk)
+			}
+			host := serve(t, httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target}), countChunks)
+			client := newClient()
+			for i, want := range []int32{tc.first, tc.second} {
+				chunks.Store(0)
+				if _, err := client.Push(context.Background(), mustRef(t, fmt.Sprintf("%s/team/big%d:1", host, i)), g, l, nil); err != nil {
+					t.Fatal(err)
+				}
+				if n := chunks.Load(); n != want {
+					t.Fatalf("push %d: the registry saw %d chunks, want %d", i+1, n, want)
+				}
+			}
+		})
 	}
 }
 

@@ -42,7 +42,7 @@ func (r *Repo) AddFallbackReferrer(ctx context.Context, subject digest.Digest, r
 	entry := v1.Descriptor{MediaType: ref.MediaType, Digest: ref.Digest, Size: ref.Size, ArtifactType: ref.ArtifactType, Annotations: ref.Annotations}
 	for range fallbackAttempts {
 		start := time.Now()
-		idx, etag, err := r.fallbackIndex(ctx, tag)
+		idx, etag, err := r.fallbackIndex(ctx, subject)
 		if err != nil {
 			return err
 		}
@@ -66,7 +66,7 @@ func (r *Repo) AddFallbackReferrer(ctx context.Context, subject digest.Digest, r
 			return ctx.Err()
 		case <-time.After(settle + time.Duration(rand.Int64N(int64(settle)))):
 		}
-		check, _, err := r.fallbackIndex(ctx, tag)
+		check, _, err := r.fallbackIndex(ctx, subject)
 		if err != nil {
 			return err
 		}
@@ -88,7 +88,10 @@ func (r *Repo) Referrers(ctx context.Context, subject digest.Digest) ([]v1.Descr
 	if ok {
 		return idx.Manifests, nil
 	}
-	fb, _, err := r.fallbackIndex(ctx, FallbackTag(subject))
+	fb, _, err := r.fallbackIndex(ctx, subject)
+	if errors.Is(err, errNoFallbackTag) {
+		return nil, nil // nowhere to keep a list, so none was kept
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -129,30 +132,45 @@ func (r *Repo) referrersAPI(ctx context.Context, subject digest.Digest) (v1.Inde
 	return idx, true, nil
 }
 
-// fallbackIndex reads the fallback tag's index (an empty one when there is
-// none) and its ETag, if the registry sends one.
-func (r *Repo) fallbackIndex(ctx context.Context, tag string) (v1.Index, string, error) {
+// errNoFallbackTag: the registry resolves the fallback tag sha256-<hex> to
+// the manifest sha256:<hex> itself, as GitLab's does, so no referrers list
+// can be kept under it.
+var errNoFallbackTag = errors.New("the registry resolves the fallback tag to the subject itself")
+
+// fallbackIndex reads the subject's fallback tag index (an empty one when
+// there is none) and its ETag, if the registry sends one. What the tag
+// holds is a referrers list only if it is an index of manifests and not the
+// subject itself.
+func (r *Repo) fallbackIndex(ctx context.Context, subject digest.Digest) (v1.Index, string, error) {
+	tag := FallbackTag(subject)
+	empty := v1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{}}
 	resp, err := r.do(ctx, http.MethodGet, r.repoURL("manifests", tag), nil, http.Header{"Accept": {v1.MediaTypeImageIndex}})
 	if err != nil {
 		return v1.Index{}, "", err
 	}
 	defer drain(resp)
 	if resp.StatusCode == http.StatusNotFound {
-		return v1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{}}, "", nil
+		return empty, "", nil
 	}
 	if resp.StatusCode != http.StatusOK {
 		return v1.Index{}, "", classifyResponse(resp, r.name)
 	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, oci.MaxManifestSize))
+	if err != nil {
+		return v1.Index{}, "", r.classifyTransport(ctx, err)
+	}
+	if digest.FromBytes(body) == subject {
+		return v1.Index{}, "", &failure.Error{Class: failure.Schema, Err: fmt.Errorf("fallback tag %s: %w", tag, errNoFallbackTag),
+			Hint: fmt.Sprintf("%s has neither the referrers API nor a place for the fallback tag (GitLab's registry reads sha256-<hex> as the digest): push artifacts with a subject to a registry that has one, or attach them under tags of their own", r.name.RegistryStr())}
+	}
 	var idx v1.Index
-	if err := json.NewDecoder(io.LimitReader(resp.Body, oci.MaxManifestSize)).Decode(&idx); err != nil {
+	if err := json.Unmarshal(body, &idx); err != nil {
 		return v1.Index{}, "", &failure.Error{Class: failure.Schema, Err: fmt.Errorf("fallback tag %s is not an index: %w", tag, err),
 			Hint: "something else is using the fallback tag: remove it or push with a registry that has the referrers API"}
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if (mt != "" && mt != v1.MediaTypeImageIndex) || (idx.MediaType != "" && idx.MediaType != v1.MediaTypeImageIndex) {
-		// Not a referrers list: GitLab, for one, answers a sha256-<hex>
-		// tag with the manifest of that digest itself.
-		return v1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{}}, "", nil
+		return empty, "", nil // not a referrers list: some other manifest under that tag
 	}
 	idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d v1.Descriptor) bool { return d.Digest.Validate() != nil || !oci.IsManifest(d.MediaType) })
 	return idx, resp.Header.Get("ETag"), nil

@@ -20,7 +20,8 @@ import (
 
 // TestASilentRegistryEndsAsATransportFailureByItself: a registry that
 // accepts the connection and never answers fails the push at its first
-// stage, as transport, naming the registry and the timeout — after the
+// request (the manifest check: an anonymous push asks nothing before), as
+// transport, naming the registry and the timeout — after the
 // stage's retries, without anyone cancelling it.
 func TestASilentRegistryEndsAsATransportFailureByItself(t *testing.T) {
 	t.Parallel()
@@ -31,8 +32,8 @@ func TestASilentRegistryEndsAsATransportFailureByItself(t *testing.T) {
 	_, err := c.Push(context.Background(), mustRef(t, addr+"/team/app:1"), g, l, nil)
 	took := time.Since(start)
 	var e *failure.Error
-	if !errors.As(err, &e) || e.Class != failure.Transport || e.Stage != registry.StageAuth {
-		t.Fatalf("push to a silent registry = %v, want a transport failure at auth", err)
+	if !errors.As(err, &e) || e.Class != failure.Transport || e.Stage != registry.StageManifestCheck {
+		t.Fatalf("push to a silent registry = %v, want a transport failure at manifest check", err)
 	}
 	if !strings.Contains(e.Hint, addr) || !strings.Contains(e.Hint, "200ms") || !strings.Contains(e.Hint, "DIGESTLINE_REGISTRY_TIMEOUT") {
 		t.Errorf("hint %q does not name the registry, the timeout and its setting", e.Hint)

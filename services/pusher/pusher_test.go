@@ -136,7 +136,7 @@ func TestASilentRegistryEndsTheRunVisibly(t *testing.T) {
 	h := start(t, client(registry.WithTimeout(300*time.Millisecond)))
 	run, _ := h.built(t, addr+"/team/app:1", "silent", events.TagGuard{})
 	f := eventstest.Last[events.Failure](t, h.srv.WaitRun(t, run, events.PushFailed, events.PushCompleted), events.PushFailed)
-	if f.Class != string(failure.Transport) || f.Stage != registry.StageAuth || !strings.Contains(f.Hint, addr) || !strings.Contains(f.Hint, "300ms") {
+	if f.Class != string(failure.Transport) || f.Stage != registry.StageManifestCheck || !strings.Contains(f.Hint, addr) || !strings.Contains(f.Hint, "300ms") {
 		t.Fatalf("push.failed %+v", f)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -56,6 +57,10 @@ const (
 	MountOpensSession Quirk = "mount-opens-session"
 	// Throttles answers the first blob upload with 429 and no Retry-After.
 	Throttles Quirk = "throttles"
+	// DigestForFallbackTag reads a manifest reference sha256-<hex> as the
+	// digest sha256:<hex>, so the referrers fallback tag of a manifest is
+	// that manifest (GitLab's registry; oras-project/oras-go#1396).
+	DigestForFallbackTag Quirk = "digest-for-fallback-tag"
 )
 
 // distributionError writes the distribution spec's error body.
@@ -75,7 +80,12 @@ func Proxy(t testing.TB, target string, quirks ...Quirk) string {
 		has[q] = true
 	}
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
+	rp.ErrorLog = log.New(io.Discard, "", 0) // a client that gave up on a request is no news
+	noReferrersAPI := has[HTMLReferrers] || has[RedirectReferrers] || has[NotIndexReferrers]
 	rp.ModifyResponse = func(resp *http.Response) error {
+		if noReferrersAPI {
+			resp.Header.Del("OCI-Subject") // a registry without the API does not acknowledge subjects
+		}
 		if strings.Contains(resp.Request.URL.Path, "/manifests/") {
 			switch {
 			case has[NoDigestHeader]:
@@ -116,6 +126,11 @@ func Proxy(t testing.TB, target string, quirks ...Quirk) string {
 		case has[Throttles] && r.Method == http.MethodPut && strings.Contains(path, "/blobs/uploads/") && throttled.CompareAndSwap(false, true):
 			distributionError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "slow down")
 			return
+		}
+		if has[DigestForFallbackTag] {
+			if before, ref, ok := strings.Cut(path, "/manifests/sha256-"); ok {
+				r.URL.Path = before + "/manifests/sha256:" + ref
+			}
 		}
 		if strings.Contains(path, "/referrers/") {
 			switch {

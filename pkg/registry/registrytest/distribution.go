@@ -1,0 +1,69 @@
+package registrytest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/pkg/tooltest"
+)
+
+// The distribution project's registries, as real binaries (see Distribution).
+const (
+	// DockerRegistry is Debian's docker-registry: distribution 2.8, no
+	// referrers API, the registry most self-hosted ones still run.
+	DockerRegistry = "docker-registry"
+	// DistributionV3 is distribution v3.1.2 (`make tools` builds it): the
+	// registry behind Docker Hub, GitLab's and many others; no referrers
+	// API either.
+	DistributionV3 = "distribution-registry"
+)
+
+// Distribution runs a distribution registry binary (DockerRegistry or
+// DistributionV3, found with tooltest.Find) on a free loopback port, with
+// its storage in a temporary directory and deletes enabled, and returns its
+// host:port once it answers. It stops at the test's cleanup.
+func Distribution(t testing.TB, bin string) string {
+	t.Helper()
+	path := tooltest.Find(t, bin)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	dir := t.TempDir()
+	config := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: %s}, delete: {enabled: true}}
+http: {addr: %s}
+`, filepath.Join(dir, "data"), addr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, path, "serve", config)
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return addr
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not start on %s", bin, addr)
+		}
+	}
+}
