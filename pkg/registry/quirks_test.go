@@ -262,7 +262,7 @@ func TestBigBlobsGoInChunksOnlyWhereChunksWork(t *testing.T) {
 }
 
 // bigImage builds an image whose layer is size bytes of incompressible data.
-func bigImage(t *testing.T, seed string, size int) (oci.Graph, *oci.Layout) {
+func bigImage(t testing.TB, seed string, size int) (oci.Graph, *oci.Layout) {
 	t.Helper()
 	data := make([]byte, size)
 	_, _ = rand.NewChaCha8(sha256.Sum256([]byte(seed))).Read(data)

@@ -110,7 +110,7 @@ func descriptorOf(size int64) v1.Descriptor {
 	return v1.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromString("zeros"), Size: size}
 }
 
-func mustRef(t *testing.T, s string) name.Reference {
+func mustRef(t testing.TB, s string) name.Reference {
 	t.Helper()
 	ref, err := name.ParseReference(s)
 	if err != nil {
