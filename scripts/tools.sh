@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the peer tools the tests and benchmarks use, pinned: crane, oras, regctl,
-# distribution's registry v3 and jaeger from the Go module proxy into .digestline/tools;
+# distribution's registry v3, cosign and jaeger from the Go module proxy into .digestline/tools;
 # skopeo and docker-registry from Debian (when root and missing). Idempotent and quick
 # when already there.
 set -euo pipefail
@@ -20,6 +20,16 @@ if [ ! -x "$tools/distribution-registry" ]; then
   install registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2
   mv "$tools/registry" "$tools/distribution-registry"
 fi
+# cosign, which the signing tests verify digestline's signatures with (and
+# whose signatures digestline verifies): a large build (~5 minutes on 2 cores),
+# so it is kept in the user's cache, as Jaeger is, and linked here.
+cosign_version=v2.6.5
+cosign_cache=${XDG_CACHE_HOME:-$HOME/.cache}/digestline/cosign-$cosign_version
+if [ ! -x "$cosign_cache/cosign" ]; then
+  echo "installing cosign ($cosign_version; several minutes the first time)" >&2
+  GOBIN=$cosign_cache GOFLAGS=-trimpath GOWORK=off go install -ldflags=-s "github.com/sigstore/cosign/v2/cmd/cosign@$cosign_version"
+fi
+ln -sf "$cosign_cache/cosign" "$tools/cosign"
 # Jaeger v2 all-in-one, for the trace test (see scripts/jaeger.sh).
 jaeger=$(scripts/jaeger.sh)
 ln -sf "$jaeger" "$tools/jaeger"

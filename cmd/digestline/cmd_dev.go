@@ -11,6 +11,7 @@ import (
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/pkg/telemetry"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/reporter"
@@ -50,6 +51,19 @@ func newDevCommand() *cobra.Command {
 				return err
 			}
 			cfg.Reporter.Environments = strings.Split(envs, ",")
+			if cfg.Signer, err = sign.SignerFromEnv(); err != nil {
+				return err
+			}
+			if cfg.TrustedKeys, err = sign.VerifiersFromEnv(); err != nil {
+				return err
+			}
+			if cfg.Signer != nil { // what the builder signs, the verifier proves
+				own, err := sign.NewVerifier(cfg.Signer.Public())
+				if err != nil {
+					return err
+				}
+				cfg.TrustedKeys = append(cfg.TrustedKeys, own)
+			}
 			if cfg.WebhookAddr != "" {
 				if cfg.Webhook, err = builder.LoadWebhookConfig(webhookConfig); err != nil {
 					return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -8,11 +9,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/progress"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/pusher"
 	"github.com/digestline/digestline/services/verifier"
@@ -25,8 +28,8 @@ var defaultLayout = filepath.Join(".digestline", "layout")
 
 func newBuildCommand() *cobra.Command {
 	var (
-		out, tag string
-		jobs     int
+		out, tag, signKey, imageName string
+		jobs                         int
 	)
 	cmd := &cobra.Command{
 		Use:   "build DIR|TARBALL",
@@ -56,8 +59,14 @@ func newBuildCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		var signer sign.Signer
+		if signKey != "" {
+			if signer, err = sign.LoadSigner(signKey, sign.PasswordFromEnv()); err != nil {
+				return err
+			}
+		}
 		g, err := builder.Build(cmd.Context(), src, s, builder.Options{
-			Created: created, Name: filepath.Base(filepath.Clean(args[0])), Registry: client, Jobs: jobs,
+			Created: created, Name: cmp.Or(imageName, filepath.Base(filepath.Clean(args[0]))), Registry: client, Jobs: jobs, Signer: signer,
 		}, layout)
 		if err != nil {
 			return err
@@ -77,6 +86,9 @@ func newBuildCommand() *cobra.Command {
 	cmd.Flags().StringVarP(&out, "output", "o", defaultLayout, "OCI image layout to write")
 	cmd.Flags().StringVarP(&tag, "tag", "t", "latest", "name of the image in the layout (org.opencontainers.image.ref.name), as in oci:LAYOUT:NAME")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "compression goroutines (0: one per core but one); never changes the digest")
+	cmd.Flags().StringVar(&signKey, "sign-key", os.Getenv("DIGESTLINE_SIGNING_KEY"),
+		"sign the image with this private key (PEM: ECDSA P-256 or Ed25519, or cosign's encrypted key with COSIGN_PASSWORD): a cosign signature attached as a referrer (default: DIGESTLINE_SIGNING_KEY)")
+	cmd.Flags().StringVar(&imageName, "name", "", "the image's name, registry/repository, in its SBOM and signature (default: the directory's name)")
 	return cmd
 }
 
@@ -186,10 +198,13 @@ func newPushCommand() *cobra.Command {
 }
 
 func newVerifyCommand() *cobra.Command {
-	var jobs int
+	var (
+		jobs     int
+		keyFiles []string
+	)
 	cmd := &cobra.Command{
-		Use:   "verify REF@sha256:...",
-		Short: "Pull REF by digest and prove every byte matches its descriptors",
+		Use:   "verify REF@sha256:... [--key cosign.pub]...",
+		Short: "Pull REF by digest and prove every byte matches its descriptors (and, with --key, that a trusted key signed it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := name.NewDigest(args[0])
@@ -200,7 +215,11 @@ func newVerifyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep, err := verifier.Verify(cmd.Context(), client, ref, nil, jobs)
+			keys, err := sign.LoadVerifiers(keyFiles)
+			if err != nil {
+				return err
+			}
+			rep, err := verifier.Verify(cmd.Context(), client, ref, nil, verifier.Options{Jobs: jobs, Keys: keys})
 			if err != nil {
 				return &exitCodeError{code: 2, err: err}
 			}
@@ -211,5 +230,7 @@ func newVerifyCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&jobs, "jobs", 4, "blobs hashed in parallel")
+	cmd.Flags().StringSliceVar(&keyFiles, "key", strings.Split(os.Getenv("DIGESTLINE_TRUSTED_KEYS"), ","),
+		"trusted public key (PEM, e.g. cosign.pub; repeat for several): every cosign signature attached must be one of theirs, and there must be one (default: DIGESTLINE_TRUSTED_KEYS)")
 	return cmd
 }

@@ -20,15 +20,24 @@ import (
 // cli runs a digestline command and returns what it printed.
 func cli(t *testing.T, args ...string) string {
 	t.Helper()
+	out, err := cliErr(t, args...)
+	if err != nil {
+		t.Fatalf("digestline %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// cliErr runs a digestline command and returns what it printed and how it
+// ended.
+func cliErr(t *testing.T, args ...string) (string, error) {
+	t.Helper()
 	cmd := newRootCommand()
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(io.Discard)
 	cmd.SetArgs(args)
-	if err := cmd.ExecuteContext(context.Background()); err != nil {
-		t.Fatalf("digestline %s: %v\n%s", strings.Join(args, " "), err, out.String())
-	}
-	return out.String()
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
 }
 
 func TestInspectDiscoverAndTags(t *testing.T) {

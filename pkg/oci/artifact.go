@@ -29,6 +29,8 @@ type ArtifactFile struct {
 	Content   []byte // the file's bytes, when they are not in a file
 	Title     string // org.opencontainers.image.title; default: the file's base name
 	MediaType string // default application/octet-stream
+	// Annotations are the layer's, beside its title (a signature, for one).
+	Annotations map[string]string
 }
 
 // ArtifactConfig describes an OCI artifact: an image manifest whose
@@ -42,6 +44,11 @@ type ArtifactConfig struct {
 	Subject *v1.Descriptor
 	// Created stamps org.opencontainers.image.created; zero means the epoch.
 	Created time.Time
+	// ConfigMediaType, when set, is the media type of the (empty) config
+	// instead of the empty descriptor's: registries that list referrers by
+	// their config's media type (older ones) then list the artifact by its
+	// type, as cosign's signatures are.
+	ConfigMediaType string
 }
 
 // BuildArtifact puts the files and the artifact manifest into store.
@@ -61,7 +68,12 @@ func BuildArtifact(ctx context.Context, cfg ArtifactConfig, store BlobStore) (Gr
 		}
 		layers = append(layers, d)
 	}
-	blobs := append([]v1.Descriptor{empty}, layers...)
+	config := empty
+	config.Data = nil // the manifest stays small; the blob is in the store
+	if cfg.ConfigMediaType != "" {
+		config.MediaType = cfg.ConfigMediaType
+	}
+	blobs := append([]v1.Descriptor{config}, layers...)
 	if len(layers) == 0 {
 		layers = []v1.Descriptor{empty}
 	}
@@ -73,8 +85,6 @@ func BuildArtifact(ctx context.Context, cfg ArtifactConfig, store BlobStore) (Gr
 	for k, v := range cfg.Annotations {
 		annotations[k] = v
 	}
-	config := empty
-	config.Data = nil // the manifest stays small; the blob is in the store
 	manifest := v1.Manifest{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    v1.MediaTypeImageManifest,
@@ -119,7 +129,11 @@ func putFile(ctx context.Context, store BlobStore, f ArtifactFile) (v1.Descripto
 	if mediaType == "" {
 		mediaType = "application/octet-stream"
 	}
-	d := v1.Descriptor{MediaType: mediaType, Digest: h.Digest(), Size: n, Annotations: map[string]string{v1.AnnotationTitle: title}}
+	annotations := map[string]string{v1.AnnotationTitle: title}
+	for k, v := range f.Annotations {
+		annotations[k] = v
+	}
+	d := v1.Descriptor{MediaType: mediaType, Digest: h.Digest(), Size: n, Annotations: annotations}
 	if _, err := fh.Seek(0, io.SeekStart); err != nil {
 		return v1.Descriptor{}, err
 	}

@@ -682,6 +682,7 @@ func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor) (attachm
 	var withSubject struct {
 		Subject      *v1.Descriptor `json:"subject"`
 		ArtifactType string         `json:"artifactType"`
+		Config       v1.Descriptor  `json:"config"`
 	}
 	if json.Unmarshal(body, &withSubject) != nil || withSubject.Subject == nil {
 		return noSubject, nil
@@ -690,7 +691,9 @@ func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor) (attachm
 		return viaReferrersAPI, nil
 	}
 	entry := m
-	entry.ArtifactType = withSubject.ArtifactType
+	// As the referrers API lists it: the manifest's artifactType, else its
+	// config's media type (cosign's signatures, for one, say it there).
+	entry.ArtifactType = cmp.Or(withSubject.ArtifactType, withSubject.Config.MediaType)
 	return viaFallbackTag, p.repo.AddFallbackReferrer(ctx, withSubject.Subject.Digest, entry)
 }
 

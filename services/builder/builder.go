@@ -14,6 +14,7 @@ import (
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -31,6 +32,9 @@ type Config struct {
 	// /cloudevents, turning them into build.requested as Webhook says.
 	WebhookListener net.Listener
 	Webhook         WebhookConfig
+	// Signer, when set, signs every image built (not layouts imported as
+	// they are: those were built, and signed or not, elsewhere).
+	Signer sign.Signer
 }
 
 // Run builds what build.requested asks for, and serves the webhooks that
@@ -99,7 +103,7 @@ func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph
 			v1.AnnotationSource: redactGitURL(req.Source.URL), v1.AnnotationRevision: dir.commit,
 		})
 	}
-	return Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.Registry}, b.Blobs)
+	return Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.Registry, Signer: b.cfg.Signer}, b.Blobs)
 }
 
 // importLayout copies an existing OCI layout's artifact into the blob store,
@@ -137,15 +141,33 @@ func withDefaults(m, defaults map[string]string) map[string]string {
 // Options are the parts of a build that are not in its spec.
 type Options struct {
 	Created  time.Time        // SOURCE_DATE_EPOCH
-	Name     string           // names the image in its SBOM
+	Name     string           // names the image in its SBOM and its signature (registry/repository)
 	Registry *registry.Client // pulls base images
 	Jobs     int              // compression goroutines (0: one per core but one)
+	// Signer, when set, signs the built image (or index): a cosign
+	// signature attached as a referrer.
+	Signer sign.Signer
 }
 
 // Build builds the image of dir as its digestline.yaml, overridden by spec,
-// describes — on its base, with what it attaches (an SBOM) — and puts every
-// blob into store. A *failure.Error says what the requester must fix.
+// describes — on its base, with what it attaches (an SBOM, a signature
+// when opts has a Signer) — and puts every blob into store. A
+// *failure.Error says what the requester must fix.
 func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options, store oci.BlobStore) (oci.Graph, error) {
+	graph, err := build(ctx, dir, spec, opts, store)
+	if err != nil || opts.Signer == nil {
+		return graph, err
+	}
+	sig, err := sign.SignImage(ctx, opts.Signer, opts.Name, graph.Root, opts.Created, store)
+	if err != nil {
+		return oci.Graph{}, fmt.Errorf("signature: %w", err)
+	}
+	graph.Referrers = append(graph.Referrers, sig)
+	return graph, nil
+}
+
+// build builds the image (or index) and its SBOM.
+func build(ctx context.Context, dir string, spec events.BuildSpec, opts Options, store oci.BlobStore) (oci.Graph, error) {
 	spec, err := ResolveSpec(dir, spec)
 	if err != nil {
 		return oci.Graph{}, failure.New(failure.Input, err, "fix "+SpecFile+" or "+IgnoreFile+" in the source")

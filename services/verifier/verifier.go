@@ -8,6 +8,7 @@ import (
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -17,6 +18,9 @@ type Config struct {
 	service.Deps
 	// Jobs bounds blobs hashed at once (default 4).
 	Jobs int
+	// Keys are the trusted public keys (DIGESTLINE_TRUSTED_KEYS): when
+	// set, every image must carry a signature by one of them.
+	Keys []sign.Verifier
 }
 
 // Run verifies what the pusher pushed (push.completed) until ctx is
@@ -53,7 +57,7 @@ func (v *verifier) verify(ctx context.Context, m events.Message, push events.Pus
 	ref := target.Context().Digest(push.Digest)
 	ctx, span := v.cfg.Traces().Tracer("github.com/digestline/digestline/services/verifier").Start(ctx, "verify "+ref.String())
 	defer span.End()
-	rep, err := Verify(ctx, v.Registry, ref, &push.Graph, v.cfg.Jobs)
+	rep, err := Verify(ctx, v.Registry, ref, &push.Graph, Options{Jobs: v.cfg.Jobs, Keys: v.cfg.Keys})
 	if tag, ok := target.(name.Tag); ok && err == nil {
 		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()))
 		err = CheckTag(ctx, v.Registry, tag, rep.Digest)

@@ -12,6 +12,7 @@ import (
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -29,12 +30,40 @@ type Report struct {
 	Graph oci.Graph
 }
 
+// Options tune a verification.
+type Options struct {
+	// Jobs bounds blobs hashed at once (default 1).
+	Jobs int
+	// Keys, when given, are the trusted keys: the image must carry a
+	// signature by one of them, and every cosign signature attached to it
+	// must be one of theirs over its digest.
+	Keys []sign.Verifier
+}
+
 // Verify pulls ref by digest from its registry and proves every byte: each
 // manifest hashes to the digest it is served under, each blob streams through
 // a hasher and matches its descriptor's digest and size, and — when want is
-// given — the whole graph equals the one that was built. Blobs are hashed in
-// parallel (jobs at a time); memory does not grow with their size.
-func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, jobs int) (Report, error) {
+// given — the whole graph equals the one that was built, and its referrers
+// are listed. With trusted keys, its signatures are proven too. Blobs are
+// hashed in parallel (opts.Jobs at a time); memory does not grow with
+// their size.
+func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, opts Options) (Report, error) {
+	rep, err := verify(ctx, c, ref, want, opts.Jobs)
+	if err != nil || len(opts.Keys) == 0 {
+		return rep, err
+	}
+	repo, err := c.Open(ctx, ref.Context(), false)
+	if err != nil {
+		return Report{}, registryError(err, "")
+	}
+	if err := verifySignatures(ctx, repo, rep.Digest, opts.Keys, &rep); err != nil {
+		return Report{}, err
+	}
+	return rep, nil
+}
+
+// verify proves ref's bytes, and those of the referrers want has.
+func verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, jobs int) (Report, error) {
 	root, err := digest.Parse(ref.DigestStr())
 	if err != nil {
 		return Report{}, &failure.Error{Class: failure.Schema, Err: err, Hint: "verify takes REPOSITORY@sha256:<hex>"}
@@ -87,7 +116,7 @@ func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Rep
 	}
 	for _, r := range want.Referrers {
 		path := fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
-		sub, err := Verify(ctx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs)
+		sub, err := verify(ctx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs)
 		if err != nil {
 			verr := registryError(err, path)
 			verr.Path = path

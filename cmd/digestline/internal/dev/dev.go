@@ -22,6 +22,7 @@ import (
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/pusher"
 	"github.com/digestline/digestline/services/reporter"
@@ -62,6 +63,10 @@ type Config struct {
 	// by Webhook.
 	WebhookAddr string
 	Webhook     builder.WebhookConfig
+	// Signer signs every image the builder builds; TrustedKeys are the
+	// verifier's (the signer's own public key among them, when it signs).
+	Signer      sign.Signer
+	TrustedKeys []sign.Verifier
 	// BusOptions tune the services' buses (tests shorten the redelivery backoff).
 	BusOptions []events.Option
 	// Reporter configures promotions: the chain, the environment tag, the
@@ -174,10 +179,10 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	}()
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error {
-		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, WebhookListener: hookLn, Webhook: cfg.Webhook})
+		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, WebhookListener: hookLn, Webhook: cfg.Webhook, Signer: cfg.Signer})
 	})
 	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: deps}) })
-	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: deps}) })
+	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: deps, Keys: cfg.TrustedKeys}) })
 	rcfg := cfg.Reporter
 	rcfg.Deps, rcfg.Listener = deps, apiLn
 	g.Go(func() error { return reporter.Run(gctx, rcfg) })

@@ -9,6 +9,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/builder"
 )
 
@@ -20,7 +21,11 @@ func main() {
 		if err != nil {
 			return err
 		}
-		cfg := builder.Config{Deps: d, Created: created, WorkDir: service.Env("WORK_DIR", "")}
+		signer, err := sign.SignerFromEnv()
+		if err != nil {
+			return err
+		}
+		cfg := builder.Config{Deps: d, Created: created, WorkDir: service.Env("WORK_DIR", ""), Signer: signer}
 		if *webhookAddr != "" {
 			if cfg.Webhook, err = builder.LoadWebhookConfig(*webhookConfig); err != nil {
 				return err

@@ -5,11 +5,16 @@ import (
 	"context"
 
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/verifier"
 )
 
 func main() {
 	service.Main("verifier", "127.0.0.1:8083", func(ctx context.Context, d service.Deps) error {
-		return verifier.Run(ctx, verifier.Config{Deps: d})
+		keys, err := sign.VerifiersFromEnv()
+		if err != nil {
+			return err
+		}
+		return verifier.Run(ctx, verifier.Config{Deps: d, Keys: keys})
 	})
 }

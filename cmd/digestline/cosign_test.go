@@ -1,0 +1,80 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/digestline/digestline/pkg/registry/registrytest"
+)
+
+// cosign runs the real cosign CLI offline: no transparency log (there is
+// none here), no TUF root to fetch (its HOME is the test's), plain HTTP to
+// the test's registries, the OCI 1.1 referrers for signatures.
+func cosign(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(peerTool(t, "cosign"), args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir, "COSIGN_PASSWORD=test-password", "COSIGN_EXPERIMENTAL=1",
+		"SIGSTORE_NO_CACHE=1", "TUF_ROOT="+filepath.Join(dir, "tuf"))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestCosignVerifiesOurSignaturesAndWeVerifyCosigns: an image digestline
+// builds with a cosign key pair (cosign generate-key-pair: an encrypted
+// ECDSA P-256 key) passes `cosign verify --key`, and an image cosign signs
+// passes `digestline verify --key` — on a registry with the referrers API
+// (the embedded one) and on one without it (docker-registry: the fallback
+// tag). A signature by another key fails both ways.
+func TestCosignVerifiesOurSignaturesAndWeVerifyCosigns(t *testing.T) {
+	keys := t.TempDir()
+	if out, err := cosign(t, keys, "generate-key-pair"); err != nil {
+		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
+	}
+	other := t.TempDir()
+	if out, err := cosign(t, other, "generate-key-pair"); err != nil {
+		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
+	}
+	t.Setenv("COSIGN_PASSWORD", "test-password")
+	verifyFlags := []string{"--insecure-ignore-tlog=true", "--experimental-oci11", "--allow-http-registry", "--allow-insecure-registry"}
+	for regName, host := range map[string]string{
+		"embedded (referrers API)":       embeddedRegistry(t),
+		"docker-registry (fallback tag)": registrytest.Distribution(t, registrytest.DockerRegistry),
+	} {
+		t.Run(regName, func(t *testing.T) {
+			repo := host + "/team/signed"
+			layout := filepath.Join(t.TempDir(), "layout")
+			out := cli(t, "build", sourceDir(t, "signed by digestline"), "-o", layout, "--sign-key", filepath.Join(keys, "cosign.key"), "--name", repo)
+			ours := repo + "@" + strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+			cli(t, "push", layout, repo+":1")
+			if out, err := cosign(t, keys, append([]string{"verify", "--key", "cosign.pub"}, append(verifyFlags, ours)...)...); err != nil || !strings.Contains(out, "The signatures were verified against the specified public key") {
+				t.Fatalf("cosign verify of digestline's signature: %v\n%s", err, out)
+			}
+			if out, err := cosign(t, other, append([]string{"verify", "--key", "cosign.pub"}, append(verifyFlags, ours)...)...); err == nil {
+				t.Fatalf("cosign verify passed with another key:\n%s", out)
+			}
+			if out := cli(t, "verify", ours, "--key", filepath.Join(keys, "cosign.pub")); !strings.Contains(out, "valid") {
+				t.Fatalf("digestline verify of its own signature:\n%s", out)
+			}
+
+			// cosign signs an image digestline pushed unsigned.
+			unsigned := filepath.Join(t.TempDir(), "layout")
+			out = cli(t, "build", sourceDir(t, "signed by cosign"), "-o", unsigned, "--sign-key", "")
+			theirs := repo + "@" + strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+			cli(t, "push", unsigned, repo+":2")
+			if out, err := cosign(t, keys, "sign", "--key", "cosign.key", "--tlog-upload=false", "--registry-referrers-mode=oci-1-1",
+				"--allow-http-registry", "--allow-insecure-registry", "--yes", theirs); err != nil {
+				t.Fatalf("cosign sign: %v\n%s", err, out)
+			}
+			if out := cli(t, "verify", theirs, "--key", filepath.Join(keys, "cosign.pub")); !strings.Contains(out, "valid") {
+				t.Fatalf("digestline verify of cosign's signature:\n%s", out)
+			}
+			if _, err := cliErr(t, "verify", theirs, "--key", filepath.Join(other, "cosign.pub")); err == nil {
+				t.Fatal("digestline verify passed cosign's signature with another key")
+			}
+		})
+	}
+}

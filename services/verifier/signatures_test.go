@@ -1,0 +1,124 @@
+package verifier_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
+	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/services/verifier"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func newKey(t *testing.T) (sign.Signer, sign.Verifier) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sign.NewSigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := sign.NewVerifier(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, v
+}
+
+// forgedSignature attaches to subject a cosign signature whose payload
+// names signed (which need not be subject) and whose signature is sig.
+func forgedSignature(t *testing.T, subject v1.Descriptor, signed string, sig []byte, l *oci.Layout) oci.Graph {
+	t.Helper()
+	var p sign.SimpleSigning
+	p.Critical.Image.DockerManifestDigest = signed
+	p.Critical.Type = "cosign container image signature"
+	payload, _ := json.Marshal(p)
+	g, err := oci.BuildArtifact(context.Background(), oci.ArtifactConfig{ArtifactType: sign.ArtifactTypeCosignSignature,
+		Files: []oci.ArtifactFile{{Content: payload, Title: "signature", MediaType: sign.MediaTypeSimpleSigning,
+			Annotations: map[string]string{sign.AnnotationCosignSignature: base64.StdEncoding.EncodeToString(sig)}}},
+		Subject: &subject, ConfigMediaType: sign.ArtifactTypeCosignSignature}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestSignaturesAreProvenWithTheTrustedKeys: with trusted keys, an image
+// verifies only with a signature by one of them over its digest; a
+// signature by another key, a tampered one, or one of another image is
+// integrity, naming the referrer; an unsigned image is not-found. On a
+// registry with the referrers API and on one with the fallback tag.
+func TestSignaturesAreProvenWithTheTrustedKeys(t *testing.T) {
+	t.Parallel()
+	signer, trusted := newKey(t)
+	_, other := newKey(t)
+	ctx := context.Background()
+	for _, referrersAPI := range []bool{true, false} {
+		host := registrytest.Memory(t, referrersAPI)
+		for _, tc := range []struct {
+			name   string
+			attach func(g oci.Graph, l *oci.Layout) []oci.Graph
+			keys   []sign.Verifier
+			class  failure.Class // "" for valid
+		}{
+			{"signed", func(g oci.Graph, l *oci.Layout) []oci.Graph {
+				sig, err := sign.SignImage(ctx, signer, host+"/team/app", g.Root, time.Time{}, l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return []oci.Graph{sig}
+			}, []sign.Verifier{other, trusted}, ""},
+			{"signed by a key no longer trusted", func(g oci.Graph, l *oci.Layout) []oci.Graph {
+				sig, _ := sign.SignImage(ctx, signer, host+"/team/app", g.Root, time.Time{}, l)
+				return []oci.Graph{sig}
+			}, []sign.Verifier{other}, failure.Integrity},
+			{"tampered signature", func(g oci.Graph, l *oci.Layout) []oci.Graph {
+				return []oci.Graph{forgedSignature(t, g.Root, g.Root.Digest.String(), []byte("not a signature"), l)}
+			}, []sign.Verifier{trusted}, failure.Integrity},
+			{"signature of another image", func(g oci.Graph, l *oci.Layout) []oci.Graph {
+				otherImage, _ := registrytest.Image(t, "another image")
+				var p sign.SimpleSigning
+				p.Critical.Image.DockerManifestDigest = otherImage.Root.Digest.String()
+				p.Critical.Type = "cosign container image signature"
+				payload, _ := json.Marshal(p)
+				sig, _ := signer.Sign(ctx, payload)
+				return []oci.Graph{forgedSignature(t, g.Root, otherImage.Root.Digest.String(), sig, l)}
+			}, []sign.Verifier{trusted}, failure.Integrity},
+			{"unsigned", func(oci.Graph, *oci.Layout) []oci.Graph { return nil }, []sign.Verifier{trusted}, failure.NotFound},
+		} {
+			g, l := registrytest.Image(t, tc.name)
+			g.Referrers = tc.attach(g, l)
+			ref, _ := name.ParseReference(host + "/team/app:" + strings.ReplaceAll(tc.name, " ", "-"))
+			if _, err := client().Push(ctx, ref, g, l, nil); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := verifier.Verify(ctx, client(), ref.Context().Digest(g.Root.Digest.String()), nil, verifier.Options{Keys: tc.keys})
+			if tc.class == "" {
+				if err != nil || !strings.Contains(strings.Join(rep.Checks, "\n"), "by key "+trusted.KeyID()+": valid") {
+					t.Fatalf("referrers API %v, %s: %v\n%s", referrersAPI, tc.name, err, strings.Join(rep.Checks, "\n"))
+				}
+				continue
+			}
+			var e *failure.Error
+			if !errors.As(err, &e) || e.Class != tc.class || e.Hint == "" {
+				t.Fatalf("referrers API %v, %s: %v, want %s with a hint", referrersAPI, tc.name, err, tc.class)
+			}
+			if tc.class == failure.Integrity && !strings.Contains(e.Path, g.Referrers[0].Root.Digest.String()) {
+				t.Errorf("referrers API %v, %s: the failure's path %q does not name the referrer", referrersAPI, tc.name, e.Path)
+			}
+		}
+	}
+}
