@@ -67,6 +67,7 @@ func newBuildCommand() *cobra.Command {
 		}
 		g, err := builder.Build(cmd.Context(), src, s, builder.Options{
 			Created: created, Name: cmp.Or(imageName, filepath.Base(filepath.Clean(args[0]))), Registry: client, Jobs: jobs, Signer: signer,
+			Origin: builder.Origin{Source: events.Source{Kind: events.SourceDir, Path: args[0]}},
 		}, layout)
 		if err != nil {
 			return err

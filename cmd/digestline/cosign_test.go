@@ -11,8 +11,11 @@ import (
 )
 
 // cosign runs the real cosign CLI offline: no transparency log (there is
-// none here), no TUF root to fetch (its HOME is the test's), plain HTTP to
-// the test's registries, the OCI 1.1 referrers for signatures.
+// none here), its HOME the test's, plain HTTP to the test's registries.
+// Verifying takes the OCI 1.1 referrers (--experimental-oci11) and a
+// trusted root that trusts nothing but the key (emptyTrustedRoot): cosign
+// reads any sigstore bundle among the referrers (our provenance is one) and
+// then wants a root, which it would otherwise fetch from the network.
 func cosign(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(peerTool(t, "cosign"), args...)
@@ -28,7 +31,8 @@ func cosign(t *testing.T, dir string, args ...string) (string, error) {
 // ECDSA P-256 key) passes `cosign verify --key`, and an image cosign signs
 // passes `digestline verify --key` — on a registry with the referrers API
 // (the embedded one) and on one without it (docker-registry: the fallback
-// tag). A signature by another key fails both ways.
+// tag). A signature by another key fails both ways. Our SLSA provenance
+// passes `cosign verify-attestation --type slsaprovenance1`.
 func TestCosignVerifiesOurSignaturesAndWeVerifyCosigns(t *testing.T) {
 	keys := t.TempDir()
 	if out, err := cosign(t, keys, "generate-key-pair"); err != nil {
@@ -39,7 +43,8 @@ func TestCosignVerifiesOurSignaturesAndWeVerifyCosigns(t *testing.T) {
 		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
 	}
 	t.Setenv("COSIGN_PASSWORD", "test-password")
-	verifyFlags := []string{"--insecure-ignore-tlog=true", "--experimental-oci11", "--allow-http-registry", "--allow-insecure-registry"}
+	verifyFlags := []string{"--insecure-ignore-tlog=true", "--experimental-oci11", "--allow-http-registry", "--allow-insecure-registry",
+		"--trusted-root", emptyTrustedRoot(t)}
 	for regName, host := range map[string]string{
 		"embedded (referrers API)":       embeddedRegistry(t),
 		"docker-registry (fallback tag)": registrytest.Distribution(t, registrytest.DockerRegistry),
@@ -56,8 +61,15 @@ func TestCosignVerifiesOurSignaturesAndWeVerifyCosigns(t *testing.T) {
 			if out, err := cosign(t, other, append([]string{"verify", "--key", "cosign.pub"}, append(verifyFlags, ours)...)...); err == nil {
 				t.Fatalf("cosign verify passed with another key:\n%s", out)
 			}
-			if out := cli(t, "verify", ours, "--key", filepath.Join(keys, "cosign.pub")); !strings.Contains(out, "valid") {
-				t.Fatalf("digestline verify of its own signature:\n%s", out)
+			if out := cli(t, "verify", ours, "--key", filepath.Join(keys, "cosign.pub")); !strings.Contains(out, "signature") || !strings.Contains(out, "attestation https://slsa.dev/provenance/v1") {
+				t.Fatalf("digestline verify of its own signature and provenance:\n%s", out)
+			}
+			// The provenance: a sigstore bundle cosign reads offline given a
+			// trusted root with nothing in it (the key is the trust).
+			if out, err := cosign(t, keys, "verify-attestation", "--key", "cosign.pub", "--type", "slsaprovenance1", "--new-bundle-format",
+				"--trusted-root", emptyTrustedRoot(t), "--insecure-ignore-tlog=true", "--allow-http-registry", "--allow-insecure-registry", ours); err != nil ||
+				!strings.Contains(out, "The signatures were verified against the specified public key") {
+				t.Fatalf("cosign verify-attestation of digestline's provenance: %v\n%s", err, out)
 			}
 
 			// cosign signs an image digestline pushed unsigned.
@@ -77,4 +89,16 @@ func TestCosignVerifiesOurSignaturesAndWeVerifyCosigns(t *testing.T) {
 			}
 		})
 	}
+}
+
+// emptyTrustedRoot writes a sigstore trusted root that trusts no
+// certificate authority, log or timestamp authority: cosign's bundle
+// verifier needs one, and with --key the key is all there is to trust.
+func emptyTrustedRoot(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "trusted_root.json")
+	if err := os.WriteFile(p, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

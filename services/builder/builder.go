@@ -69,7 +69,7 @@ type builder struct {
 // run with build.failed; a failure of the blob store or a registry that may
 // pass is tried again (Bus.Fail).
 func (b *builder) handle(ctx context.Context, m events.Message, req events.BuildRequest) error {
-	graph, err := b.build(ctx, req)
+	graph, err := b.build(ctx, events.RunID(m.Event), req)
 	if err != nil {
 		return b.Bus.Fail(ctx, m, events.BuildFailed, err, events.Failure{Target: req.Target, Report: failure.Report{Stage: "build"},
 			Evidence: events.Evidence{Request: m.Event.ID()}})
@@ -83,7 +83,7 @@ func (b *builder) handle(ctx context.Context, m events.Message, req events.Build
 	return err
 }
 
-func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph, error) {
+func (b *builder) build(ctx context.Context, runID string, req events.BuildRequest) (oci.Graph, error) {
 	ref, err := name.ParseReference(req.Target)
 	if err != nil {
 		return oci.Graph{}, failure.New(failure.Input, err, "the target must be an image reference such as registry.example.com/team/app:tag")
@@ -103,7 +103,8 @@ func (b *builder) build(ctx context.Context, req events.BuildRequest) (oci.Graph
 			v1.AnnotationSource: redactGitURL(req.Source.URL), v1.AnnotationRevision: dir.commit,
 		})
 	}
-	return Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.Registry, Signer: b.cfg.Signer}, b.Blobs)
+	return Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.Registry,
+		Signer: b.cfg.Signer, Origin: Origin{Source: req.Source, Commit: dir.commit, RunID: runID}}, b.Blobs)
 }
 
 // importLayout copies an existing OCI layout's artifact into the blob store,
@@ -144,9 +145,12 @@ type Options struct {
 	Name     string           // names the image in its SBOM and its signature (registry/repository)
 	Registry *registry.Client // pulls base images
 	Jobs     int              // compression goroutines (0: one per core but one)
-	// Signer, when set, signs the built image (or index): a cosign
-	// signature attached as a referrer.
+	// Signer, when set, signs the built image (or index) and attests its
+	// SLSA provenance: a cosign signature and a signed in-toto statement,
+	// attached as referrers.
 	Signer sign.Signer
+	// Origin is where the source came from, for the provenance.
+	Origin Origin
 }
 
 // Build builds the image of dir as its digestline.yaml, overridden by spec,
@@ -154,6 +158,11 @@ type Options struct {
 // when opts has a Signer) — and puts every blob into store. A
 // *failure.Error says what the requester must fix.
 func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options, store oci.BlobStore) (oci.Graph, error) {
+	started := time.Now()
+	spec, err := ResolveSpec(dir, spec)
+	if err != nil {
+		return oci.Graph{}, failure.New(failure.Input, err, "fix "+SpecFile+" or "+IgnoreFile+" in the source")
+	}
 	graph, err := build(ctx, dir, spec, opts, store)
 	if err != nil || opts.Signer == nil {
 		return graph, err
@@ -162,16 +171,20 @@ func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options,
 	if err != nil {
 		return oci.Graph{}, fmt.Errorf("signature: %w", err)
 	}
-	graph.Referrers = append(graph.Referrers, sig)
+	prov, err := provenance(ctx, graph.Root, opts.Origin, spec, started, store)
+	if err != nil {
+		return oci.Graph{}, fmt.Errorf("provenance: %w", err)
+	}
+	att, err := sign.Attest(ctx, opts.Signer, opts.Name, graph.Root, PredicateTypeSLSAProvenance, prov, opts.Created, store)
+	if err != nil {
+		return oci.Graph{}, fmt.Errorf("provenance: %w", err)
+	}
+	graph.Referrers = append(graph.Referrers, sig, att)
 	return graph, nil
 }
 
-// build builds the image (or index) and its SBOM.
+// build builds the image (or index) of the resolved spec, and its SBOM.
 func build(ctx context.Context, dir string, spec events.BuildSpec, opts Options, store oci.BlobStore) (oci.Graph, error) {
-	spec, err := ResolveSpec(dir, spec)
-	if err != nil {
-		return oci.Graph{}, failure.New(failure.Input, err, "fix "+SpecFile+" or "+IgnoreFile+" in the source")
-	}
 	config, err := spec.ImageConfig(opts.Created)
 	if err != nil {
 		return oci.Graph{}, failure.New(failure.Input, err, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)")

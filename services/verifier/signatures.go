@@ -15,50 +15,105 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// verifySignatures proves the image's signatures with the trusted keys:
-// every cosign signature listed as a referrer of root must be one of the
-// keys' over root's digest, and at least one must be there. Each is read
-// by digest and its payload hashed against its descriptor before its
-// signature is checked.
-func verifySignatures(ctx context.Context, repo *registry.Repo, root digest.Digest, keys []sign.Verifier, rep *Report) error {
+// verifyEvidence proves what is signed about the image with the trusted
+// keys: every cosign signature listed as a referrer of root must be one of
+// the keys' over root's digest, and at least one must be there; every
+// attestation (a sigstore bundle) must be a DSSE envelope one of the keys
+// signed, of a statement about root. Each is read by digest and hashed
+// against its descriptor before its signature is checked.
+func verifyEvidence(ctx context.Context, repo *registry.Repo, root digest.Digest, keys []sign.Verifier, rep *Report) error {
 	listed, err := repo.Referrers(ctx, root)
 	if err != nil {
 		return registryError(err, "manifest → referrers")
 	}
-	valid := 0
+	signatures := 0
 	for _, d := range listed {
-		if d.ArtifactType != sign.ArtifactTypeCosignSignature {
-			continue
-		}
 		path := fmt.Sprintf("manifest → referrer %s %s", d.ArtifactType, d.Digest)
-		keyIDs, err := verifySignature(ctx, repo, d.Digest, root, keys)
+		var err error
+		switch d.ArtifactType {
+		case sign.ArtifactTypeCosignSignature:
+			var keyIDs []string
+			if keyIDs, err = verifySignature(ctx, repo, d.Digest, root, keys); err == nil {
+				for _, id := range keyIDs {
+					rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] signature %s by key %s: valid", d.Digest, id))
+				}
+				signatures += len(keyIDs)
+			}
+		case sign.MediaTypeBundle:
+			var st sign.Statement
+			var keyID string
+			if st, keyID, err = verifyAttestation(ctx, repo, d.Digest, root, keys); err == nil {
+				rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] attestation %s %s by key %s: valid", st.PredicateType, d.Digest, keyID))
+			}
+		}
 		if err != nil {
 			e := registryError(err, path)
 			e.Path = path
 			return e
 		}
-		for _, id := range keyIDs {
-			rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] signature %s by key %s: valid", d.Digest, id))
-		}
-		valid += len(keyIDs)
 	}
-	if valid == 0 {
+	if signatures == 0 {
 		return &failure.Error{Class: failure.NotFound, Path: "manifest → referrers", Err: fmt.Errorf("%s has no signature", root),
 			Hint: "sign it: give the builder a key (DIGESTLINE_SIGNING_KEY), or cosign sign --key … --registry-referrers-mode=oci-1-1"}
 	}
 	return nil
 }
 
-// verifySignature checks every simple signing layer of the signature
-// manifest sig, and returns the ids of the keys that made them.
-func verifySignature(ctx context.Context, repo *registry.Repo, sig, root digest.Digest, keys []sign.Verifier) ([]string, error) {
-	body, _, err := repo.GetManifest(ctx, sig.String()) // hashed against sig
+// verifyAttestation checks the sigstore bundle attestation: its DSSE
+// envelope signed by one of keys, its statement about root.
+func verifyAttestation(ctx context.Context, repo *registry.Repo, att, root digest.Digest, keys []sign.Verifier) (sign.Statement, string, error) {
+	m, err := referrerManifest(ctx, repo, att)
 	if err != nil {
-		return nil, err
+		return sign.Statement{}, "", err
+	}
+	if len(m.Layers) != 1 || m.Layers[0].MediaType != sign.MediaTypeBundle {
+		return sign.Statement{}, "", &failure.Error{Class: failure.Schema, Err: errors.New("the attestation manifest does not hold one sigstore bundle"),
+			Hint: "the referrer says it is a sigstore bundle but holds none: delete it"}
+	}
+	content, err := readSmallBlob(ctx, repo, m.Layers[0])
+	if err != nil {
+		return sign.Statement{}, "", err
+	}
+	env, err := sign.EnvelopeOf(content)
+	if err != nil {
+		return sign.Statement{}, "", &failure.Error{Class: failure.Schema, Err: err, Hint: "the attestation is not a sigstore bundle with a DSSE envelope: delete it"}
+	}
+	st, keyID, err := sign.VerifyStatement(ctx, env, root, keys)
+	if err != nil {
+		return st, keyID, evidenceError(err)
+	}
+	return st, keyID, nil
+}
+
+// evidenceError classifies a signature that does not verify.
+func evidenceError(err error) *failure.Error {
+	if errors.Is(err, sign.ErrWrongSubject) {
+		return &failure.Error{Class: failure.Integrity, Err: err,
+			Hint: "evidence about another image is attached to this one: delete the referrer, and find who attached it"}
+	}
+	return &failure.Error{Class: failure.Integrity, Err: err,
+		Hint: "the signature is not a trusted key's over this image: it was tampered with, or made with a key not in DIGESTLINE_TRUSTED_KEYS (or verify --key)"}
+}
+
+// referrerManifest reads a referrer's image manifest by digest.
+func referrerManifest(ctx context.Context, repo *registry.Repo, d digest.Digest) (v1.Manifest, error) {
+	body, _, err := repo.GetManifest(ctx, d.String()) // hashed against d
+	if err != nil {
+		return v1.Manifest{}, err
 	}
 	var m v1.Manifest
 	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("signature manifest: %w", err), Hint: "the referrer is not an image manifest"}
+		return v1.Manifest{}, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("referrer manifest: %w", err), Hint: "the referrer is not an image manifest"}
+	}
+	return m, nil
+}
+
+// verifySignature checks every simple signing layer of the signature
+// manifest sig, and returns the ids of the keys that made them.
+func verifySignature(ctx context.Context, repo *registry.Repo, sig, root digest.Digest, keys []sign.Verifier) ([]string, error) {
+	m, err := referrerManifest(ctx, repo, sig)
+	if err != nil {
+		return nil, err
 	}
 	var ids []string
 	for _, l := range m.Layers {
@@ -70,13 +125,8 @@ func verifySignature(ctx context.Context, repo *registry.Repo, sig, root digest.
 			return nil, err
 		}
 		id, err := sign.VerifyImageSignature(payload, l.Annotations[sign.AnnotationCosignSignature], root, keys)
-		switch {
-		case errors.Is(err, sign.ErrWrongSubject):
-			return nil, &failure.Error{Class: failure.Integrity, Err: err,
-				Hint: "a signature of another image is attached to this one: delete the referrer, and find who attached it"}
-		case err != nil:
-			return nil, &failure.Error{Class: failure.Integrity, Err: err,
-				Hint: "the signature is not a trusted key's over this image: it was tampered with, or made with a key not in DIGESTLINE_TRUSTED_KEYS (or verify --key)"}
+		if err != nil {
+			return nil, evidenceError(err)
 		}
 		ids = append(ids, id)
 	}

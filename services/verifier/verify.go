@@ -35,8 +35,8 @@ type Options struct {
 	// Jobs bounds blobs hashed at once (default 1).
 	Jobs int
 	// Keys, when given, are the trusted keys: the image must carry a
-	// signature by one of them, and every cosign signature attached to it
-	// must be one of theirs over its digest.
+	// signature by one of them, and every cosign signature and attestation
+	// attached to it must be one of theirs about its digest.
 	Keys []sign.Verifier
 }
 
@@ -44,7 +44,7 @@ type Options struct {
 // manifest hashes to the digest it is served under, each blob streams through
 // a hasher and matches its descriptor's digest and size, and — when want is
 // given — the whole graph equals the one that was built, and its referrers
-// are listed. With trusted keys, its signatures are proven too. Blobs are
+// are listed. With trusted keys, its signatures and attestations are proven too. Blobs are
 // hashed in parallel (opts.Jobs at a time); memory does not grow with
 // their size.
 func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, opts Options) (Report, error) {
@@ -56,7 +56,7 @@ func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.
 	if err != nil {
 		return Report{}, registryError(err, "")
 	}
-	if err := verifySignatures(ctx, repo, rep.Digest, opts.Keys, &rep); err != nil {
+	if err := verifyEvidence(ctx, repo, rep.Digest, opts.Keys, &rep); err != nil {
 		return Report{}, err
 	}
 	return rep, nil
