@@ -20,8 +20,8 @@ import (
 
 func newDevCommand() *cobra.Command {
 	var (
-		cfg                                     dev.Config
-		logLevel, envs, required, webhookConfig string
+		cfg                                                 dev.Config
+		logLevel, envs, required, webhookConfig, policyFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -64,6 +64,12 @@ func newDevCommand() *cobra.Command {
 				}
 				cfg.TrustedKeys = append(cfg.TrustedKeys, own)
 			}
+			cfg.Reporter.Keys = cfg.TrustedKeys
+			if policyFile != "" {
+				if cfg.Reporter.Policy, err = reporter.LoadPolicy(policyFile, cfg.Reporter.Environments); err != nil {
+					return err
+				}
+			}
 			if cfg.WebhookAddr != "" {
 				if cfg.Webhook, err = builder.LoadWebhookConfig(webhookConfig); err != nil {
 					return err
@@ -98,6 +104,7 @@ func newDevCommand() *cobra.Command {
 	fs.StringVar(&cfg.Reporter.TagFormat, "tag-format", service.Env("TAG_FORMAT", "{env}"), "the tag a promotion moves; {env} is the environment (DIGESTLINE_TAG_FORMAT)")
 	fs.StringVar(&required, "required-referrers", service.Env("REQUIRED_REFERRERS", ""),
 		"artifact types an environment requires, e.g. prod=application/spdx+json (DIGESTLINE_REQUIRED_REFERRERS)")
+	fs.StringVar(&policyFile, "policy", service.Env("POLICY", ""), "policy file: each environment's keys and rules in CEL (DIGESTLINE_POLICY; docs/policy.md)")
 	fs.StringVar(&cfg.WebhookAddr, "webhook-addr", service.Env("WEBHOOK_ADDR", ""), "serve the builder's webhooks here (DIGESTLINE_WEBHOOK_ADDR; off when empty)")
 	fs.StringVar(&webhookConfig, "webhook-config", service.Env("WEBHOOK_CONFIG", ""), "YAML mapping repositories to images (DIGESTLINE_WEBHOOK_CONFIG)")
 	fs.StringVar(&logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error")

@@ -99,12 +99,12 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 
 func newPromoteCommand() *cobra.Command {
 	var (
-		to      string
-		timeout time.Duration
-		noWait  bool
+		to             string
+		timeout        time.Duration
+		noWait, dryRun bool
 	)
 	cmd := &cobra.Command{
-		Use:   "promote REPOSITORY@sha256:... --to ENV",
+		Use:   "promote REPOSITORY@sha256:... --to ENV [--dry-run]",
 		Short: "Promote a verified digest to an environment through the gates, and follow it until it is promoted or rejected",
 		Long: "promote asks the reporter (POST /v1/promotions, with the bearer token in DIGESTLINE_API_TOKEN or --token-file)\n" +
 			"to promote the digest. The gates check that it was verified, is promoted in the previous environment (or was in\n" +
@@ -122,11 +122,14 @@ func newPromoteCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+		defer cancel()
+		if dryRun {
+			return showPolicy(ctx, c, ref, to, cmd.OutOrStdout())
+		}
 		if c.token == "" {
 			return errors.New("no API token: set DIGESTLINE_API_TOKEN (or --token-file; digestline dev writes one to .digestline/dev/api-token)")
 		}
-		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-		defer cancel()
 		var accepted reporter.PromoteAccepted
 		if _, err := c.do(ctx, http.MethodPost, "/v1/promotions", reporter.PromoteRequest{Ref: ref.String(), To: to}, &accepted); err != nil {
 			return err
@@ -141,6 +144,65 @@ func newPromoteCommand() *cobra.Command {
 	cmd.Flags().StringVar(&to, "to", "", "environment to promote to (required)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up following after this long (the promotion goes on)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the request is accepted")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show each gate and policy clause a promotion would meet now, with its values, and promote nothing (exit status 2: it would be rejected)")
+	_ = cmd.MarkFlagRequired("to")
+	return cmd
+}
+
+// showPolicy prints what a promotion of ref to env would meet now
+// (GET /v1/policy/{env}); a promotion that would be rejected exits 2.
+func showPolicy(ctx context.Context, c *apiClient, ref name.Digest, env string, out io.Writer) error {
+	var rep reporter.PolicyReport
+	if _, err := c.do(ctx, http.MethodGet, "/v1/policy/"+url.PathEscape(env)+"?ref="+url.QueryEscape(ref.String()), nil, &rep); err != nil {
+		return err
+	}
+	for _, cl := range rep.Clauses {
+		status := "pass"
+		if !cl.Passed {
+			status = "FAIL"
+		}
+		vals, _ := json.Marshal(cl.Values)
+		fmt.Fprintf(out, "[POLICY] %s %s (line %d): %s  %s\n", status, cl.Name, cl.Line, cl.Expr, vals)
+		if cl.Error != "" {
+			fmt.Fprintf(out, "         error: %s\n", cl.Error)
+		}
+	}
+	if rep.Allowed {
+		fmt.Fprintf(out, "%s may be promoted to %s\n", ref, env)
+		return nil
+	}
+	fmt.Fprintf(out, "%s would be rejected at gate %s: %s\nhint: %s\n", ref, rep.Gate, rep.Reason, rep.Hint)
+	return &exitCodeError{code: 2, err: fmt.Errorf("a promotion to %s would be rejected at gate %s", env, rep.Gate)}
+}
+
+func newApproveCommand() *cobra.Command {
+	var to string
+	cmd := &cobra.Command{
+		Use:   "approve REPOSITORY@sha256:... --to ENV",
+		Short: "Record your approval (as the API token's name) of a digest for an environment, which policies can require",
+		Args:  cobra.ExactArgs(1),
+	}
+	api := apiFlags(cmd, true)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ref, err := name.NewDigest(args[0])
+		if err != nil {
+			return fmt.Errorf("approve a digest, REPOSITORY@sha256:<hex>: %w", err)
+		}
+		c, err := api()
+		if err != nil {
+			return err
+		}
+		if c.token == "" {
+			return errors.New("no API token: set DIGESTLINE_API_TOKEN (or --token-file; digestline dev writes one to .digestline/dev/api-token)")
+		}
+		var rec reporter.ApprovalRecord
+		if _, err := c.do(cmd.Context(), http.MethodPost, "/v1/approvals", reporter.ApproveRequest{Ref: ref.String(), To: to}, &rec); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "approved %s for %s by %s at %s\n", ref, rec.Environment, rec.By, rec.At.Format(time.RFC3339))
+		return nil
+	}
+	cmd.Flags().StringVar(&to, "to", "", "environment the approval is for (required)")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }

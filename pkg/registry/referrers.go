@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -86,7 +87,7 @@ func (r *Repo) Referrers(ctx context.Context, subject digest.Digest) ([]v1.Descr
 		return nil, err
 	}
 	if ok {
-		return idx.Manifests, nil
+		return r.withArtifactTypes(ctx, idx.Manifests)
 	}
 	fb, _, err := r.fallbackIndex(ctx, subject)
 	if errors.Is(err, errNoFallbackTag) {
@@ -96,6 +97,31 @@ func (r *Repo) Referrers(ctx context.Context, subject digest.Digest) ([]v1.Descr
 		return nil, err
 	}
 	return fb.Manifests, nil
+}
+
+// withArtifactTypes fills in the artifact type of referrers listed
+// without theirs: a registry that takes it from the config's media type
+// alone (go-containerregistry's, before OCI 1.1 settled on the manifest's
+// artifactType) lists an artifact with an empty config as the empty
+// descriptor's type. Each such referrer's manifest is read once.
+func (r *Repo) withArtifactTypes(ctx context.Context, refs []v1.Descriptor) ([]v1.Descriptor, error) {
+	for i, d := range refs {
+		if d.ArtifactType != "" && d.ArtifactType != oci.MediaTypeEmptyJSON {
+			continue
+		}
+		body, _, err := r.GetManifest(ctx, d.Digest.String())
+		if err != nil {
+			return nil, err
+		}
+		var m struct {
+			ArtifactType string        `json:"artifactType"`
+			Config       v1.Descriptor `json:"config"`
+		}
+		if json.Unmarshal(body, &m) == nil {
+			refs[i].ArtifactType = cmp.Or(m.ArtifactType, m.Config.MediaType)
+		}
+	}
+	return refs, nil
 }
 
 // referrersAPI asks the referrers API; ok is false when the registry has

@@ -76,6 +76,8 @@ func (r *reporter) routes() http.Handler {
 		service.WriteJSON(w, http.StatusOK, hist)
 	})
 	mux.HandleFunc("POST /v1/promotions", r.requestPromotion)
+	mux.HandleFunc("POST /v1/approvals", r.approve)
+	mux.HandleFunc("GET /v1/policy/{env}", r.dryRun)
 	mux.HandleFunc("GET /{$}", r.servePage)
 	mux.HandleFunc("GET /v1/runs", func(w http.ResponseWriter, req *http.Request) {
 		limit, err := strconv.Atoi(cmp.Or(req.URL.Query().Get("limit"), "20"))

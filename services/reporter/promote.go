@@ -11,6 +11,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -221,10 +222,39 @@ func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, reque
 		}
 	}
 
+	if clauses, err := r.checkPolicy(ctx, reg, req, at); err != nil {
+		return unreachable(GatePolicy+"evidence", err)
+	} else if failed := firstFailed(clauses); failed != nil {
+		return reject(GatePolicy+failed.Name, "meet the rule (docs/policy.md): digestline promote --dry-run shows every clause with its values",
+			"%s", failed.Reason())
+	}
+
 	return decision{Approval: &events.Approval{
 		Environment: req.To, Repository: req.Repository, Digest: req.Digest, Tag: tag, Previous: got,
 		RequestedBy: req.RequestedBy, Evidence: events.Evidence{Request: requestID, Build: v.Evidence.Build},
 	}}, nil
+}
+
+// checkPolicy evaluates the environment's policy rules (none without a
+// policy for it).
+func (r *reporter) checkPolicy(ctx context.Context, reg *registry.Repo, req events.PromotionRequest, at time.Time) ([]Clause, error) {
+	if !r.cfg.Policy.Has(req.To) {
+		return nil, nil
+	}
+	input, err := r.policyInput(ctx, reg, req, at)
+	if err != nil {
+		return nil, err
+	}
+	return r.cfg.Policy.Evaluate(req.To, input), nil
+}
+
+func firstFailed(clauses []Clause) *Clause {
+	for i := range clauses {
+		if !clauses[i].Passed {
+			return &clauses[i]
+		}
+	}
+	return nil
 }
 
 // tagOf is the tag an environment's promotions move.

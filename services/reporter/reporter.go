@@ -14,6 +14,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -40,6 +41,12 @@ type Config struct {
 	Listener net.Listener
 	// APIAddr is the API's address when Listener is nil (default 127.0.0.1:8080).
 	APIAddr string
+	// Policy holds each environment's rules in CEL and the keys whose
+	// evidence counts there (DIGESTLINE_POLICY; none: the built-in gates only).
+	Policy *Policy
+	// Keys are the trusted public keys for environments whose policy names
+	// none (DIGESTLINE_TRUSTED_KEYS).
+	Keys []sign.Verifier
 }
 
 // envName is what an environment may be called: one KV key token.

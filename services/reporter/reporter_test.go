@@ -34,7 +34,7 @@ func client() *registry.Client {
 	return registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithRetries(1, time.Millisecond))
 }
 
-func start(t *testing.T) *harness {
+func start(t *testing.T, configure ...func(*reporter.Config)) *harness {
 	t.Helper()
 	addr := registrytest.Memory(t, true)
 	srv := eventstest.NewServer(t)
@@ -44,8 +44,12 @@ func start(t *testing.T) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	cfg := reporter.Config{Deps: service.Deps{JetStream: srv.JetStream, Registry: client()}, Listener: ln}
+	for _, c := range configure {
+		c(&cfg)
+	}
 	go func() {
-		done <- reporter.Run(ctx, reporter.Config{Deps: service.Deps{JetStream: srv.JetStream, Registry: client()}, Listener: ln})
+		done <- reporter.Run(ctx, cfg)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -300,3 +300,56 @@ func splitTarget(target string) (repo, tag string, err error) {
 	}
 	return ref.Context().Name(), tag, nil
 }
+
+// ApprovalRecord is one approval of a digest for an environment: who
+// (the API token's name) and when.
+type ApprovalRecord struct {
+	Environment string    `json:"environment"`
+	Repository  string    `json:"repository"`
+	Digest      string    `json:"digest"`
+	By          string    `json:"by"`
+	At          time.Time `json:"at"`
+}
+
+// approvalPrefix is a.<env>.<repo>.<hex>: one key per approver below it.
+func approvalPrefix(env, repo, dgst string) string {
+	_, hex, _ := strings.Cut(dgst, ":")
+	return "a." + envToken(env) + "." + repoToken(repo) + "." + hex
+}
+
+// approve records a's approval, once per approver: approving again keeps
+// the first record (and its time), which it returns.
+func (s *store) approve(ctx context.Context, a ApprovalRecord) (ApprovalRecord, error) {
+	key := approvalPrefix(a.Environment, a.Repository, a.Digest) + "." + repoToken(a.By)
+	b, err := json.Marshal(a)
+	if err != nil {
+		return a, err
+	}
+	if _, err := s.history.Create(ctx, key, b); err == nil {
+		return a, nil
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		return a, fmt.Errorf("record approval: %w", err)
+	}
+	var stored ApprovalRecord
+	_, _, err = getJSON(ctx, s.history, key, &stored)
+	return stored, err
+}
+
+// approvals lists the approvals of dgst in repo for env, oldest first.
+func (s *store) approvals(ctx context.Context, env, repo, dgst string) ([]ApprovalRecord, error) {
+	lister, err := s.history.ListKeysFiltered(ctx, approvalPrefix(env, repo, dgst)+".*")
+	if err != nil {
+		return nil, err
+	}
+	out := []ApprovalRecord{}
+	for key := range lister.Keys() {
+		var a ApprovalRecord
+		if _, found, err := getJSON(ctx, s.history, key, &a); err != nil {
+			return nil, err
+		} else if found {
+			out = append(out, a)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b ApprovalRecord) int { return a.At.Compare(b.At) })
+	return out, nil
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
 )
 
@@ -16,6 +17,7 @@ func main() {
 	tagFormat := flag.String("tag-format", service.Env("TAG_FORMAT", "{env}"), "the tag a promotion moves; {env} is the environment (DIGESTLINE_TAG_FORMAT)")
 	required := flag.String("required-referrers", service.Env("REQUIRED_REFERRERS", ""),
 		"artifact types an environment requires, e.g. prod=application/spdx+json;staging=… (DIGESTLINE_REQUIRED_REFERRERS)")
+	policy := flag.String("policy", service.Env("POLICY", ""), "policy file: each environment's keys and rules in CEL (DIGESTLINE_POLICY; docs/policy.md)")
 	service.Main("reporter", "", func(ctx context.Context, d service.Deps) error {
 		tokens, err := reporter.TokensFromEnv()
 		if err != nil {
@@ -25,7 +27,18 @@ func main() {
 		if err != nil {
 			return err
 		}
-		return reporter.Run(ctx, reporter.Config{Deps: d, APIAddr: *addr, Environments: strings.Split(*envs, ","),
-			TagFormat: *tagFormat, RequiredReferrers: req, Tokens: tokens})
+		chain := strings.Split(*envs, ",")
+		var pol *reporter.Policy
+		if *policy != "" {
+			if pol, err = reporter.LoadPolicy(*policy, chain); err != nil {
+				return err
+			}
+		}
+		keys, err := sign.VerifiersFromEnv()
+		if err != nil {
+			return err
+		}
+		return reporter.Run(ctx, reporter.Config{Deps: d, APIAddr: *addr, Environments: chain,
+			TagFormat: *tagFormat, RequiredReferrers: req, Tokens: tokens, Policy: pol, Keys: keys})
 	})
 }

@@ -1,0 +1,214 @@
+package reporter
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/digestline/digestline/pkg/sign"
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types/ref"
+	"go.yaml.in/yaml/v3"
+)
+
+// Policy is the policy as code: per environment, the keys whose signatures
+// and attestations count, and rules in CEL over the evidence a promotion
+// has (see docs/policy.md). A promotion enters an environment only when
+// every rule is true; the five built-in gates run before them.
+type Policy struct {
+	path string
+	envs map[string]*envPolicy
+}
+
+type envPolicy struct {
+	keys  []sign.Verifier
+	rules []rule
+}
+
+// rule is one compiled clause.
+type rule struct {
+	Name string
+	Expr string
+	Line int
+	prg  cel.Program
+	vars []string // the variables the expression reads, for reports
+}
+
+// The variables a rule reads (docs/policy.md lists their fields).
+var policyVars = []string{"environment", "repository", "digest", "requested_by", "signatures", "attestations",
+	"provenance", "referrers", "approvals", "soak", "now"}
+
+// policyEnv declares the variables: typed where a typo should fail at
+// start, dynamic where they hold documents (statements, annotations).
+func policyEnv() (*cel.Env, error) {
+	return cel.NewEnv(
+		cel.Variable("environment", cel.StringType),
+		cel.Variable("repository", cel.StringType),
+		cel.Variable("digest", cel.StringType),
+		cel.Variable("requested_by", cel.StringType),
+		cel.Variable("signatures", cel.ListType(cel.MapType(cel.StringType, cel.StringType))),
+		cel.Variable("attestations", cel.ListType(cel.MapType(cel.StringType, cel.DynType))),
+		cel.Variable("provenance", cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable("referrers", cel.ListType(cel.MapType(cel.StringType, cel.DynType))),
+		cel.Variable("approvals", cel.ListType(cel.MapType(cel.StringType, cel.DynType))),
+		cel.Variable("soak", cel.DurationType),
+		cel.Variable("now", cel.TimestampType),
+	)
+}
+
+// policyFile is the YAML a policy is written in.
+type policyFile struct {
+	Environments map[string]struct {
+		Keys  []string `yaml:"keys"`
+		Rules []struct {
+			Name string    `yaml:"name"`
+			Expr yaml.Node `yaml:"expr"`
+		} `yaml:"rules"`
+	} `yaml:"environments"`
+}
+
+// LoadPolicy reads and compiles the policy at path for the promotion
+// chain. Every error names the file and line: an unknown field, an
+// environment outside the chain, a key that does not load, a rule whose
+// expression does not compile or is not a bool.
+func LoadPolicy(path string, chain []string) (*Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var f policyFile
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("policy %s: %w", path, err)
+	}
+	env, err := policyEnv()
+	if err != nil {
+		return nil, err
+	}
+	p := &Policy{path: path, envs: map[string]*envPolicy{}}
+	for name, e := range f.Environments {
+		if !slices.Contains(chain, name) {
+			return nil, fmt.Errorf("policy %s: environment %q is not in the promotion chain %s", path, name, strings.Join(chain, " → "))
+		}
+		ep := &envPolicy{}
+		for _, k := range e.Keys {
+			v, err := sign.LoadVerifier(k)
+			if err != nil {
+				return nil, fmt.Errorf("policy %s: environment %s: %w", path, name, err)
+			}
+			ep.keys = append(ep.keys, v)
+		}
+		for i, r := range e.Rules {
+			line := r.Expr.Line
+			if r.Name == "" || r.Expr.Value == "" {
+				return nil, fmt.Errorf("policy %s:%d: environment %s, rule %d: want a name and an expr", path, line, name, i+1)
+			}
+			ast, iss := env.Compile(r.Expr.Value)
+			if iss.Err() != nil {
+				return nil, fmt.Errorf("policy %s:%d: rule %q: %w", path, line, r.Name, iss.Err())
+			}
+			if ast.OutputType() != cel.BoolType {
+				return nil, fmt.Errorf("policy %s:%d: rule %q is a %s, want a bool", path, line, r.Name, ast.OutputType())
+			}
+			prg, err := env.Program(ast)
+			if err != nil {
+				return nil, fmt.Errorf("policy %s:%d: rule %q: %w", path, line, r.Name, err)
+			}
+			ep.rules = append(ep.rules, rule{Name: r.Name, Expr: r.Expr.Value, Line: line, prg: prg, vars: readVars(r.Expr.Value)})
+		}
+		p.envs[name] = ep
+	}
+	return p, nil
+}
+
+// readVars lists the policy variables expr names.
+func readVars(expr string) []string {
+	var out []string
+	for _, v := range policyVars {
+		if regexp.MustCompile(`\b` + v + `\b`).MatchString(expr) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Has reports whether the policy has rules or keys for env.
+func (p *Policy) Has(env string) bool { return p != nil && p.envs[env] != nil }
+
+// Keys are the keys whose evidence counts in env (nil: the reporter's
+// trusted keys).
+func (p *Policy) Keys(env string) []sign.Verifier {
+	if p == nil || p.envs[env] == nil {
+		return nil
+	}
+	return p.envs[env].keys
+}
+
+// Clause is one rule's result.
+type Clause struct {
+	Name   string         `json:"name"`
+	Expr   string         `json:"expr"`
+	Line   int            `json:"line"`
+	Passed bool           `json:"passed"`
+	Error  string         `json:"error,omitempty"`
+	Values map[string]any `json:"values"` // the variables the rule reads
+}
+
+// Evaluate runs env's rules over input, every one, in order.
+func (p *Policy) Evaluate(env string, input map[string]any) []Clause {
+	if p == nil || p.envs[env] == nil {
+		return nil
+	}
+	var out []Clause
+	for _, r := range p.envs[env].rules {
+		c := Clause{Name: r.Name, Expr: r.Expr, Line: r.Line, Values: map[string]any{}}
+		for _, v := range r.vars {
+			c.Values[v] = shown(input[v])
+		}
+		val, _, err := r.prg.Eval(input)
+		switch {
+		case err != nil:
+			c.Error = err.Error()
+		default:
+			c.Passed = isTrue(val)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func isTrue(v ref.Val) bool {
+	b, ok := v.Value().(bool)
+	return ok && b
+}
+
+// shown is a value as a report shows it: durations and times as text.
+func shown(v any) any {
+	switch x := v.(type) {
+	case time.Duration:
+		return x.String()
+	case time.Time:
+		return x.UTC().Format(time.RFC3339)
+	}
+	return v
+}
+
+// Reason says why a clause failed, with the values it read.
+func (c Clause) Reason() string {
+	vals, _ := json.Marshal(c.Values)
+	why := "is false"
+	if c.Error != "" {
+		why = "could not be evaluated: " + c.Error
+	}
+	s := fmt.Sprintf("rule %q (line %d) %s: %s; values: %s", c.Name, c.Line, why, c.Expr, vals)
+	if len(s) > 1500 {
+		s = s[:1500] + "…"
+	}
+	return s
+}

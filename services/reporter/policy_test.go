@@ -1,0 +1,322 @@
+package reporter_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/events/eventstest"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
+	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/services/reporter"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/uuid"
+)
+
+// key makes a signing key and writes its public key to dir/name.pub.
+func key(t *testing.T, dir, name string) (sign.Signer, string) {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, err := sign.NewSigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	path := filepath.Join(dir, name+".pub")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s, path
+}
+
+// provenanceFrom is a SLSA provenance predicate of a build of rev.
+func provenanceFrom(rev string) map[string]any {
+	return map[string]any{"buildDefinition": map[string]any{"buildType": "test",
+		"externalParameters": map[string]any{"source": map[string]any{"kind": "git", "url": "https://git.example/team/app.git", "rev": rev}}}}
+}
+
+// evidenced pushes an image to repo:tag with what attach adds to it, and
+// returns its digest.
+func evidenced(t *testing.T, repo, tag, content string, attach func(g oci.Graph, l *oci.Layout) []oci.Graph) string {
+	t.Helper()
+	g, l := registrytest.Image(t, content)
+	g.Referrers = attach(g, l)
+	if _, err := client().Push(context.Background(), mustRef(t, repo+":"+tag), g, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	return g.Root.Digest.String()
+}
+
+// release attaches what prod's policy asks for: a signature and provenance
+// from main by s, and an SBOM.
+func release(t *testing.T, repo string, s sign.Signer) func(oci.Graph, *oci.Layout) []oci.Graph {
+	return func(g oci.Graph, l *oci.Layout) []oci.Graph {
+		ctx := context.Background()
+		sig, err := sign.SignImage(ctx, s, repo, g.Root, time.Time{}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		att, err := sign.Attest(ctx, s, repo, g.Root, reporter.PredicateTypeSLSAProvenance, provenanceFrom("refs/heads/main"), time.Time{}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sbom, err := oci.BuildSBOM(ctx, g, repo, time.Time{}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []oci.Graph{sig, att, sbom}
+	}
+}
+
+const prodPolicy = `environments:
+  prod:
+    keys: [%s]
+    rules:
+      - name: signed
+        expr: signatures.size() > 0
+      - name: provenance-from-main
+        expr: has(provenance.buildDefinition) && provenance.buildDefinition.externalParameters.source.rev == "refs/heads/main"
+      - name: sbom
+        expr: referrers.exists(r, r.artifactType == "application/spdx+json")
+      - name: approved
+        expr: approvals.size() >= %d
+      - name: soaked
+        expr: soak >= duration("%s")
+`
+
+func writePolicy(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// apiCall sends a JSON request to the reporter's API with token.
+func apiCall(t *testing.T, method, u, token string, body, out any) int {
+	t.Helper()
+	var rd *bytes.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, _ := http.NewRequest(method, u, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		_ = json.NewDecoder(resp.Body).Decode(out)
+	}
+	return resp.StatusCode
+}
+
+var tokens = map[string]string{"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab"}
+
+// TestPolicyClausesNameWhatFailsAndItsValues: each way evidence can fall
+// short — unsigned, signed by a key prod does not trust, a tampered
+// signature, provenance about another digest, one approval of two, a soak
+// not yet over — fails its own clause, shown with the values it read,
+// without promoting anything (GET /v1/policy/prod).
+func TestPolicyClausesNameWhatFailsAndItsValues(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	releaseKey, releasePub := key(t, dir, "release")
+	devKey, _ := key(t, dir, "dev")
+	pol := writePolicy(t, fmt.Sprintf(prodPolicy, releasePub, 2, "1h"))
+	h := start(t, func(c *reporter.Config) {
+		var err error
+		if c.Policy, err = reporter.LoadPolicy(pol, reporter.DefaultEnvironments); err != nil {
+			t.Fatal(err)
+		}
+		c.Tokens = tokens
+	})
+	ctx := context.Background()
+	good := evidenced(t, h.repo, "good", "good", release(t, h.repo, releaseKey))
+	wrongKey := evidenced(t, h.repo, "wrong-key", "wrong key", release(t, h.repo, devKey))
+	tampered := evidenced(t, h.repo, "tampered", "tampered", func(g oci.Graph, l *oci.Layout) []oci.Graph {
+		refs := release(t, h.repo, releaseKey)(g, l)
+		forged, err := oci.BuildArtifact(ctx, oci.ArtifactConfig{ArtifactType: sign.ArtifactTypeCosignSignature, ConfigMediaType: sign.ArtifactTypeCosignSignature,
+			Files: []oci.ArtifactFile{{Content: []byte(`{"critical":{"image":{"docker-manifest-digest":"` + g.Root.Digest.String() + `"},"type":"cosign container image signature"}}`),
+				MediaType: sign.MediaTypeSimpleSigning, Annotations: map[string]string{sign.AnnotationCosignSignature: base64.StdEncoding.EncodeToString([]byte("forged"))}}},
+			Subject: &g.Root}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(refs[1:], forged) // the good signature replaced by a forged one
+	})
+	otherSubject := evidenced(t, h.repo, "other-subject", "other subject", func(g oci.Graph, l *oci.Layout) []oci.Graph {
+		refs := release(t, h.repo, releaseKey)(g, l)
+		other, _ := registrytest.Image(t, "another image")
+		st, _ := sign.NewStatement(h.repo, other.Root.Digest, reporter.PredicateTypeSLSAProvenance, provenanceFrom("refs/heads/main"))
+		env, _ := sign.SignStatement(ctx, releaseKey, st)
+		bundle, _ := json.Marshal(map[string]any{"mediaType": sign.MediaTypeBundle, "dsseEnvelope": env})
+		att, err := oci.BuildArtifact(ctx, oci.ArtifactConfig{ArtifactType: sign.MediaTypeBundle,
+			Files: []oci.ArtifactFile{{Content: bundle, MediaType: sign.MediaTypeBundle}}, Subject: &g.Root}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []oci.Graph{refs[0], att, refs[2]} // provenance about another digest
+	})
+	clauses := func(t *testing.T, d string) map[string]reporter.Clause {
+		t.Helper()
+		var rep reporter.PolicyReport
+		if code := apiCall(t, http.MethodGet, h.api+"/v1/policy/prod?ref="+url.QueryEscape(h.repo+"@"+d), "", nil, &rep); code != http.StatusOK {
+			t.Fatalf("dry run: %d", code)
+		}
+		if rep.Allowed || rep.Gate == "" {
+			t.Fatalf("a digest never in staging is allowed into prod: %+v", rep)
+		}
+		out := map[string]reporter.Clause{}
+		for _, c := range rep.Clauses {
+			out[c.Name] = c
+		}
+		return out
+	}
+	failing := func(cs map[string]reporter.Clause) []string {
+		var out []string
+		for _, name := range []string{"signed", "provenance-from-main", "sbom", "approved", "soaked"} {
+			if c, ok := cs[name]; !ok || !c.Passed {
+				out = append(out, name)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name, digest string
+		fails        string
+	}{
+		{"released", good, "approved soaked"},
+		{"signed by a key prod does not trust", wrongKey, "signed provenance-from-main approved soaked"},
+		{"a tampered signature", tampered, "signed approved soaked"},
+		{"provenance about another digest", otherSubject, "provenance-from-main approved soaked"},
+	} {
+		if got := strings.Join(failing(clauses(t, tc.digest)), " "); got != tc.fails {
+			t.Errorf("%s: failing clauses %q, want %q", tc.name, got, tc.fails)
+		}
+	}
+
+	// One approval of two, then two.
+	ref := h.repo + "@" + good
+	if code := apiCall(t, http.MethodPost, h.api+"/v1/approvals", tokens["alice"], reporter.ApproveRequest{Ref: ref, To: "prod"}, nil); code != http.StatusCreated {
+		t.Fatalf("approve: %d", code)
+	}
+	approved := clauses(t, good)["approved"]
+	if approved.Passed || !strings.Contains(fmt.Sprint(approved.Values["approvals"]), "alice") {
+		t.Fatalf("one approval of two: %+v", approved)
+	}
+	for _, who := range []string{"alice", "bob"} { // alice again counts once
+		apiCall(t, http.MethodPost, h.api+"/v1/approvals", tokens[who], reporter.ApproveRequest{Ref: ref, To: "prod"}, nil)
+	}
+	if c := clauses(t, good)["approved"]; !c.Passed {
+		t.Fatalf("two approvals: %+v", c)
+	}
+	if code := apiCall(t, http.MethodPost, h.api+"/v1/approvals", "not-a-token-at-all", reporter.ApproveRequest{Ref: ref, To: "prod"}, nil); code != http.StatusUnauthorized {
+		t.Fatalf("an approval without a valid token: %d", code)
+	}
+	if soaked := clauses(t, good)["soaked"]; soaked.Passed || soaked.Values["soak"] != "0s" {
+		t.Fatalf("soak: %+v", soaked)
+	}
+}
+
+// TestABadPolicyIsAClearErrorAtStart: a rule that does not compile, or is
+// not a bool, names the file and line; an unknown field and an environment
+// outside the chain are errors too.
+func TestABadPolicyIsAClearErrorAtStart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ body, says string }{
+		{"environments:\n  prod:\n    rules:\n      - name: broken\n        expr: signatures.size() >\n", "policy.yaml:5"},
+		{"environments:\n  prod:\n    rules:\n      - name: not-a-bool\n        expr: signatures.size()\n", "want a bool"},
+		{"environments:\n  prod:\n    rules:\n      - name: typo\n        expr: signaturez.size() > 0\n", "undeclared reference to 'signaturez'"},
+		{"environments:\n  qa:\n    rules: []\n", "not in the promotion chain"},
+		{"environments:\n  prod:\n    rulez: []\n", "field rulez not found"},
+	} {
+		_, err := reporter.LoadPolicy(writePolicy(t, tc.body), reporter.DefaultEnvironments)
+		if err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("LoadPolicy(%q) = %v, want an error saying %q", tc.body, err, tc.says)
+		}
+	}
+}
+
+// TestPromotionChainUnderAPolicy: dev → staging → prod, where prod wants a
+// signature by the release key, provenance from main, an SBOM and one
+// approval. The first request to prod is rejected naming the approval
+// clause; after an approval the same digest is promoted.
+func TestPromotionChainUnderAPolicy(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	releaseKey, releasePub := key(t, dir, "release")
+	pol := writePolicy(t, fmt.Sprintf(prodPolicy, releasePub, 1, "0s"))
+	h := start(t, func(c *reporter.Config) {
+		var err error
+		if c.Policy, err = reporter.LoadPolicy(pol, reporter.DefaultEnvironments); err != nil {
+			t.Fatal(err)
+		}
+		c.Tokens = tokens
+	})
+	d := evidenced(t, h.repo, "1", "released", release(t, h.repo, releaseKey))
+	promote := func(t *testing.T, run string) []eventstest.Event {
+		t.Helper()
+		evs := h.srv.WaitRun(t, run, events.PromotionRejected, events.PromotionApproved)
+		if eventstest.Count(evs, events.PromotionApproved) == 0 {
+			return evs
+		}
+		h.moveAndReverify(t, run, evs)
+		return h.srv.WaitRun(t, run, events.Promoted)
+	}
+	request := func(to string) string {
+		run := uuid.NewString()
+		if _, err := h.bus.Start(context.Background(), events.PromotionRequested, run, "app", events.PromotionRequest{Repository: h.repo, Digest: d, To: to, RequestedBy: "alice"}); err != nil {
+			t.Fatal(err)
+		}
+		return run
+	}
+	promote(t, h.verified(t, "1", d, "dev"))
+	if evs := promote(t, request("staging")); eventstest.Count(evs, events.Promoted) != 1 {
+		t.Fatal("not promoted to staging")
+	}
+	evs := promote(t, request("prod"))
+	rej := eventstest.Last[events.Rejection](t, evs, events.PromotionRejected)
+	if rej.Gate != reporter.GatePolicy+"approved" || !strings.Contains(rej.Reason, "approvals.size() >= 1") || rej.Hint == "" {
+		t.Fatalf("rejection %+v, want the approval clause with its expression", rej)
+	}
+	if code := apiCall(t, http.MethodPost, h.api+"/v1/approvals", tokens["bob"], reporter.ApproveRequest{Ref: h.repo + "@" + d, To: "prod"}, nil); code != http.StatusCreated {
+		t.Fatalf("approve: %d", code)
+	}
+	evs = promote(t, request("prod"))
+	if p := eventstest.Last[events.Promotion](t, evs, events.Promoted); p.Environment != "prod" || p.Digest != d {
+		t.Fatalf("promoted %+v", p)
+	}
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	r, err := name.ParseReference(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}

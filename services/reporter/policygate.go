@@ -1,0 +1,89 @@
+package reporter
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/evidence"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/opencontainers/go-digest"
+)
+
+// GatePolicy prefixes the gate a policy rule's rejection names:
+// policy/<rule>.
+const GatePolicy = "policy/"
+
+// PredicateTypeSLSAProvenance is the predicate type `provenance` reads.
+const PredicateTypeSLSAProvenance = "https://slsa.dev/provenance/v1"
+
+// policyInput gathers what a policy's rules read about req's digest:
+// the signatures and attestations the environment's keys prove (the
+// reporter's trusted keys when the policy names none), every referrer,
+// the approvals, and the time spent in the previous environment.
+func (r *reporter) policyInput(ctx context.Context, reg *registry.Repo, req events.PromotionRequest, now time.Time) (map[string]any, error) {
+	keys := r.cfg.Policy.Keys(req.To)
+	if len(keys) == 0 {
+		keys = r.cfg.Keys
+	}
+	var ev evidence.Evidence
+	var err error
+	if ev, err = evidence.Collect(ctx, reg, digest.Digest(req.Digest), keys); err != nil {
+		return nil, err
+	}
+	signatures := []any{}
+	for _, s := range ev.Signatures {
+		signatures = append(signatures, map[string]string{"key": s.KeyID, "digest": s.Digest.String()})
+	}
+	attestations, provenance := []any{}, map[string]any{}
+	for _, a := range ev.Attestations {
+		var predicate map[string]any
+		_ = json.Unmarshal(a.Statement.Predicate, &predicate) // a statement's predicate is a JSON object
+		attestations = append(attestations, map[string]any{"predicateType": a.Statement.PredicateType, "key": a.KeyID, "digest": a.Digest.String(), "predicate": predicate})
+		if a.Statement.PredicateType == PredicateTypeSLSAProvenance && len(provenance) == 0 && predicate != nil {
+			provenance = predicate
+		}
+	}
+	referrers := []any{}
+	for _, d := range ev.Referrers {
+		annotations := map[string]any{}
+		for k, v := range d.Annotations {
+			annotations[k] = v
+		}
+		referrers = append(referrers, map[string]any{"artifactType": d.ArtifactType, "digest": d.Digest.String(), "annotations": annotations})
+	}
+	recs, err := r.store.approvals(ctx, req.To, req.Repository, req.Digest)
+	if err != nil {
+		return nil, err
+	}
+	approvals := []any{}
+	for _, a := range recs {
+		approvals = append(approvals, map[string]any{"by": a.By, "at": a.At})
+	}
+	soak, err := r.soak(ctx, req, now)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"environment": req.To, "repository": req.Repository, "digest": req.Digest, "requested_by": req.RequestedBy,
+		"signatures": signatures, "attestations": attestations, "provenance": provenance, "referrers": referrers,
+		"approvals": approvals, "soak": soak, "now": now,
+	}, nil
+}
+
+// soak is how long, at now, the digest has been in the environment before
+// req.To (0 for the first environment, or when it is not there now).
+func (r *reporter) soak(ctx context.Context, req events.PromotionRequest, now time.Time) (time.Duration, error) {
+	for i, env := range r.cfg.Environments {
+		if env != req.To || i == 0 {
+			continue
+		}
+		prev, ok, err := r.store.current(ctx, r.cfg.Environments[i-1], req.Repository)
+		if err != nil || !ok || prev.Digest != req.Digest {
+			return 0, err
+		}
+		return max(now.Sub(prev.PromotedAt), 0), nil
+	}
+	return 0, nil
+}
