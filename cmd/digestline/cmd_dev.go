@@ -64,7 +64,7 @@ func newDevCommand() *cobra.Command {
 				}
 				cfg.TrustedKeys = append(cfg.TrustedKeys, own)
 			}
-			cfg.Reporter.Keys = cfg.TrustedKeys
+			cfg.Reporter.Keys, cfg.Reporter.Signer = cfg.TrustedKeys, cfg.Signer
 			if policyFile != "" {
 				if cfg.Reporter.Policy, err = reporter.LoadPolicy(policyFile, cfg.Reporter.Environments); err != nil {
 					return err

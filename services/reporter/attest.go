@@ -9,6 +9,7 @@ import (
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.opentelemetry.io/otel/codes"
 )
 
@@ -16,10 +17,13 @@ import (
 // as a referrer of every promoted digest.
 const ArtifactTypePromotion = "application/vnd.digestline.promotion.v1+json"
 
-// attest pushes the promotion record as an OCI artifact whose subject is the
-// promoted digest, so registry tools (oras discover, digestline discover)
-// show where a digest was promoted, when, on whose request and on what
-// evidence. The artifact is made of the stored record alone, so a redelivery
+// attest pushes the promotion's evidence as an OCI artifact whose subject
+// is the promoted digest, so registry tools (oras discover, cosign
+// verify-attestation, digestline discover) show where a digest was
+// promoted, when, on whose request and on what evidence: with a signing
+// key, a signed SLSA verification summary (which policy, which inputs,
+// which result); without one, the promotion record unsigned. Either is made
+// of the stored record (and signed deterministically), so a redelivery
 // pushes the same digest again: a warm push, not a second attestation.
 //
 // A registry that fails for a moment is retried (the event is redelivered);
@@ -59,12 +63,28 @@ func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) er
 		return &failure.Error{Class: failure.NotFound, Err: fmt.Errorf("%s@%s is gone from the registry", rec.Repository, rec.Digest),
 			Hint: "the promoted manifest was deleted after it was verified"}
 	}
-	body, err := json.MarshalIndent(rec, "", "  ")
+	var store oci.MemStore
+	var g oci.Graph
+	if r.cfg.Signer != nil {
+		g, err = r.signedSummary(ctx, reg, rec, subject, &store)
+	} else {
+		g, err = promotionRecord(ctx, rec, subject, &store)
+	}
 	if err != nil {
 		return err
 	}
-	var store oci.MemStore
-	g, err := oci.BuildArtifact(ctx, oci.ArtifactConfig{
+	_, err = r.Registry.Push(ctx, repo.Digest(g.Root.Digest.String()), g, &store, nil)
+	return err
+}
+
+// promotionRecord is the promotion record as an unsigned artifact, what a
+// reporter without a signing key attaches.
+func promotionRecord(ctx context.Context, rec events.Promotion, subject v1.Descriptor, store oci.BlobStore) (oci.Graph, error) {
+	body, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return oci.Graph{}, err
+	}
+	return oci.BuildArtifact(ctx, oci.ArtifactConfig{
 		ArtifactType: ArtifactTypePromotion,
 		Files:        []oci.ArtifactFile{{Content: body, Title: "promotion.json", MediaType: ArtifactTypePromotion}},
 		Annotations: map[string]string{
@@ -73,10 +93,5 @@ func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) er
 		},
 		Subject: &subject,
 		Created: rec.PromotedAt,
-	}, &store)
-	if err != nil {
-		return err
-	}
-	_, err = r.Registry.Push(ctx, repo.Digest(g.Root.Digest.String()), g, &store, nil)
-	return err
+	}, store)
 }

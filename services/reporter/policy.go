@@ -13,6 +13,7 @@ import (
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/opencontainers/go-digest"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -21,8 +22,9 @@ import (
 // has (see docs/policy.md). A promotion enters an environment only when
 // every rule is true; the five built-in gates run before them.
 type Policy struct {
-	path string
-	envs map[string]*envPolicy
+	path   string
+	digest digest.Digest // of the file's bytes, as a verification summary names the policy
+	envs   map[string]*envPolicy
 }
 
 type envPolicy struct {
@@ -91,7 +93,7 @@ func LoadPolicy(path string, chain []string) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{path: path, envs: map[string]*envPolicy{}}
+	p := &Policy{path: path, digest: digest.FromBytes(data), envs: map[string]*envPolicy{}}
 	for name, e := range f.Environments {
 		if !slices.Contains(chain, name) {
 			return nil, fmt.Errorf("policy %s: environment %q is not in the promotion chain %s", path, name, strings.Join(chain, " → "))

@@ -21,12 +21,14 @@ import (
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/events/eventstest"
+	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
 )
 
 // key makes a signing key and writes its public key to dir/name.pub.
@@ -276,6 +278,7 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Tokens = tokens
+		c.Signer = releaseKey // the reporter signs its verification summaries
 	})
 	d := evidenced(t, h.repo, "1", "released", release(t, h.repo, releaseKey))
 	promote := func(t *testing.T, run string) []eventstest.Event {
@@ -309,6 +312,36 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 	evs = promote(t, request("prod"))
 	if p := eventstest.Last[events.Promotion](t, evs, events.Promoted); p.Environment != "prod" || p.Digest != d {
 		t.Fatalf("promoted %+v", p)
+	}
+
+	// Each promotion left a verification summary the release key signed;
+	// prod's names the policy file and the evidence it admitted: the
+	// signature, the provenance, and the summaries of dev and staging.
+	verifier, err := sign.LoadVerifier(releasePub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := client().Open(context.Background(), mustRepo(t, h.repo), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := evidence.Collect(context.Background(), reg, digest.Digest(d), []sign.Verifier{verifier})
+	if err != nil || len(ev.Problems) != 0 {
+		t.Fatalf("evidence: %v %+v", err, ev.Problems)
+	}
+	summaries := map[string]reporter.VSA{}
+	for _, a := range ev.Attestations {
+		if a.Statement.PredicateType == reporter.PredicateTypeVSA {
+			var v reporter.VSA
+			if err := json.Unmarshal(a.Statement.Predicate, &v); err != nil {
+				t.Fatal(err)
+			}
+			summaries[v.Promotion.Environment] = v
+		}
+	}
+	prod, ok := summaries["prod"]
+	if len(summaries) != 3 || !ok || prod.VerificationResult != "PASSED" || prod.Policy.Digest["sha256"] == "" || len(prod.InputAttestations) != 4 {
+		t.Fatalf("verification summaries %+v; prod %+v", summaries, prod)
 	}
 }
 

@@ -47,6 +47,9 @@ type Config struct {
 	// Keys are the trusted public keys for environments whose policy names
 	// none (DIGESTLINE_TRUSTED_KEYS).
 	Keys []sign.Verifier
+	// Signer, when set, signs a SLSA verification summary of every
+	// promotion (DIGESTLINE_SIGNING_KEY), attached to the promoted digest.
+	Signer sign.Signer
 }
 
 // envName is what an environment may be called: one KV key token.

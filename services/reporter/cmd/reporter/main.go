@@ -38,7 +38,11 @@ func main() {
 		if err != nil {
 			return err
 		}
+		signer, err := sign.SignerFromEnv()
+		if err != nil {
+			return err
+		}
 		return reporter.Run(ctx, reporter.Config{Deps: d, APIAddr: *addr, Environments: chain,
-			TagFormat: *tagFormat, RequiredReferrers: req, Tokens: tokens, Policy: pol, Keys: keys})
+			TagFormat: *tagFormat, RequiredReferrers: req, Tokens: tokens, Policy: pol, Keys: keys, Signer: signer})
 	})
 }

@@ -1,0 +1,96 @@
+package reporter
+
+import (
+	"context"
+	"path/filepath"
+	"time"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/evidence"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/sign"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// PredicateTypeVSA is a SLSA verification summary's predicate type.
+const PredicateTypeVSA = "https://slsa.dev/verification_summary/v1"
+
+// VerifierID names the reporter as the verifier of its summaries.
+const VerifierID = "https://github.com/digestline/digestline/services/reporter"
+
+// VSA is the SLSA verification summary v1 the reporter signs for every
+// promotion (https://slsa.dev/spec/v1.0/verification_summary): which
+// policy admitted which digest, on which evidence. Promotion says where
+// to and on whose request.
+type VSA struct {
+	Verifier struct {
+		ID string `json:"id"`
+	} `json:"verifier"`
+	TimeVerified       time.Time        `json:"timeVerified"`
+	ResourceURI        string           `json:"resourceUri"`
+	Policy             ResourceRef      `json:"policy"`
+	InputAttestations  []ResourceRef    `json:"inputAttestations"`
+	VerificationResult string           `json:"verificationResult"`
+	VerifiedLevels     []string         `json:"verifiedLevels"`
+	SLSAVersion        string           `json:"slsaVersion"`
+	Promotion          events.Promotion `json:"promotion"`
+}
+
+// ResourceRef names a resource by URI and digest.
+type ResourceRef struct {
+	URI    string            `json:"uri"`
+	Digest map[string]string `json:"digest,omitempty"`
+}
+
+func digestSet(d digest.Digest) map[string]string {
+	return map[string]string{d.Algorithm().String(): d.Encoded()}
+}
+
+// summary builds rec's verification summary: the environment's policy
+// (the built-in gates alone when there is none), and the signatures and
+// attestations the environment's keys prove about the digest.
+func (r *reporter) summary(ctx context.Context, reg *registry.Repo, rec events.Promotion) (VSA, error) {
+	var v VSA
+	v.Verifier.ID = VerifierID
+	v.TimeVerified = rec.PromotedAt
+	v.ResourceURI = "oci://" + rec.Repository + "@" + rec.Digest
+	v.VerificationResult = "PASSED"
+	v.VerifiedLevels = []string{}
+	v.SLSAVersion = "1.0"
+	v.Promotion = rec
+	v.Policy = ResourceRef{URI: "https://github.com/digestline/digestline/blob/main/docs/policy.md#built-in-gates"}
+	if p := r.cfg.Policy; p.Has(rec.Environment) {
+		abs, _ := filepath.Abs(p.path)
+		v.Policy = ResourceRef{URI: "file://" + abs + "#" + rec.Environment, Digest: digestSet(p.digest)}
+	}
+	keys := r.cfg.Policy.Keys(rec.Environment)
+	if len(keys) == 0 {
+		keys = r.cfg.Keys
+	}
+	v.InputAttestations = []ResourceRef{}
+	if len(keys) > 0 {
+		ev, err := evidence.Collect(ctx, reg, digest.Digest(rec.Digest), keys)
+		if err != nil {
+			return VSA{}, err
+		}
+		for _, s := range ev.Signatures {
+			v.InputAttestations = append(v.InputAttestations, ResourceRef{URI: "oci://" + rec.Repository + "@" + s.Digest.String(), Digest: digestSet(s.Digest)})
+		}
+		for _, a := range ev.Attestations {
+			v.InputAttestations = append(v.InputAttestations, ResourceRef{URI: "oci://" + rec.Repository + "@" + a.Digest.String(), Digest: digestSet(a.Digest)})
+		}
+	}
+	return v, nil
+}
+
+// signedSummary attests rec's verification summary about subject into
+// store, signed with the reporter's key.
+func (r *reporter) signedSummary(ctx context.Context, reg *registry.Repo, rec events.Promotion, subject v1.Descriptor, store oci.BlobStore) (oci.Graph, error) {
+	v, err := r.summary(ctx, reg, rec)
+	if err != nil {
+		return oci.Graph{}, err
+	}
+	return sign.Attest(ctx, r.cfg.Signer, rec.Repository, subject, PredicateTypeVSA, v, rec.PromotedAt, store)
+}
