@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The golden path of seed 000 on embedded defaults: start `digestline dev`,
-# build a static binary into a FROM-scratch image, ship it (build → push →
-# verify → promote to dev), ship it again (a warm push uploads nothing),
-# promote it to staging through the gates, show the records, then verify the
-# pushed digest standalone.
+# The golden path of seed 000 on embedded defaults: start `digestline dev`
+# with a signing key and a policy, build a static binary into a FROM-scratch
+# image, ship it (build and sign → push → verify every byte and signature →
+# promote to dev), ship it again (a warm push uploads nothing), promote it
+# to staging through the gates, see prod's policy refuse it (no approval
+# yet), approve it and promote it to prod, then verify the promoted digest
+# standalone, with digestline and with cosign.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=./bin/digestline
@@ -18,28 +20,63 @@ echo "== building the payload: a static Go binary in an empty root"
 mkdir -p "$work/app"
 CGO_ENABLED=0 go build -trimpath -o "$work/app/hello" ./examples/hello
 
-echo "== starting digestline dev (embedded NATS, registry, four services, API)"
-"$bin" dev --data "$work/data" --nats-port "$nats_port" --registry-addr "$registry" --api-addr "$api" --log-level warn >"$work/dev.log" 2>&1 &
+echo "== a signing key, and prod's policy (docs/policy.md)"
+"$bin" keygen --out "$work"
+cat >"$work/policy.yaml" <<YAML
+environments:
+  prod:
+    rules:
+      - name: signed
+        expr: signatures.size() > 0
+      - name: provenance
+        expr: has(provenance.buildDefinition) && provenance.runDetails.builder.id == "https://github.com/digestline/digestline/services/builder"
+      - name: sbom
+        expr: referrers.exists(r, r.artifactType == "application/spdx+json")
+      - name: approved
+        expr: approvals.size() >= 1
+YAML
+cat "$work/policy.yaml"
+
+echo; echo "== starting digestline dev (embedded NATS, registry, four services, API), signing with that key"
+DIGESTLINE_SIGNING_KEY="$work/digestline.key" "$bin" dev --data "$work/data" --nats-port "$nats_port" --registry-addr "$registry" \
+  --api-addr "$api" --policy "$work/policy.yaml" --log-level warn >"$work/dev.log" 2>&1 &
 dev_pid=$!
 for _ in $(seq 1 100); do curl -fsS "http://$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 cat "$work/dev.log"
 
-echo; echo "== ship (cold): build, push stage by stage, verify every byte, promote"
-"$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --nats "nats://127.0.0.1:$nats_port"
+echo; echo "== ship (cold): build, sign and attest, push stage by stage, verify every byte and signature, promote"
+"$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --sbom --nats "nats://127.0.0.1:$nats_port"
 
 echo; echo "== ship again (warm): same digest, nothing uploaded"
-"$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --nats "nats://127.0.0.1:$nats_port"
+"$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --sbom --nats "nats://127.0.0.1:$nats_port"
 
 digest=$(curl -fsS "http://$api/v1/promotions" | sed -n 's/.*"digest": "\(sha256:[0-9a-f]*\)".*/\1/p' | head -1)
 echo; echo "== promote to prod before staging: the previous-environment gate refuses"
 "$bin" promote "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token" || true
 
-echo; echo "== promote to staging: gates, tag move, re-verify, record, attestation"
+echo; echo "== promote to staging: gates, tag move, re-verify, record, signed verification summary"
 "$bin" promote "$registry/demo/hello@$digest" --to staging --api "http://$api" --token-file "$work/data/api-token"
+
+echo; echo "== prod's policy, clause by clause (dry run: nothing is promoted)"
+"$bin" promote "$registry/demo/hello@$digest" --to prod --dry-run --api "http://$api" || true
+
+echo; echo "== promote to prod: the policy refuses it, naming the clause"
+"$bin" promote "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token" || true
+
+echo; echo "== approve it for prod, then promote it"
+"$bin" approve "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token"
+"$bin" promote "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token"
 
 echo; echo "== records, and the history"
 "$bin" records --api "http://$api"
 "$bin" records --history --api "http://$api"
 
-echo; echo "== standalone verify of $registry/demo/hello@$digest"
-"$bin" verify "$registry/demo/hello@$digest"
+echo; echo "== standalone verify of $registry/demo/hello@$digest: every byte, every signature and attestation"
+"$bin" verify "$registry/demo/hello@$digest" --key "$work/digestline.pub"
+"$bin" discover "$registry/demo/hello@$digest"
+
+echo; echo "== cosign verify of the promoted digest (the ecosystem's tool; offline: no transparency log here)"
+cosign=$(scripts/cosign.sh)
+echo '{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}' >"$work/trusted_root.json"
+HOME=$work "$cosign" verify --key "$work/digestline.pub" --insecure-ignore-tlog=true --experimental-oci11 \
+  --allow-http-registry --trusted-root "$work/trusted_root.json" "$registry/demo/hello@$digest" 2>&1 | grep -v '^\[{' || exit 1

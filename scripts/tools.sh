@@ -20,16 +20,8 @@ if [ ! -x "$tools/distribution-registry" ]; then
   install registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2
   mv "$tools/registry" "$tools/distribution-registry"
 fi
-# cosign, which the signing tests verify digestline's signatures with (and
-# whose signatures digestline verifies): a large build (~5 minutes on 2 cores),
-# so it is kept in the user's cache, as Jaeger is, and linked here.
-cosign_version=v2.6.5
-cosign_cache=${XDG_CACHE_HOME:-$HOME/.cache}/digestline/cosign-$cosign_version
-if [ ! -x "$cosign_cache/cosign" ]; then
-  echo "installing cosign ($cosign_version; several minutes the first time)" >&2
-  GOBIN=$cosign_cache GOFLAGS=-trimpath GOWORK=off go install -ldflags=-s "github.com/sigstore/cosign/v2/cmd/cosign@$cosign_version"
-fi
-ln -sf "$cosign_cache/cosign" "$tools/cosign"
+# cosign, for the signing tests (see scripts/cosign.sh).
+ln -sf "$(scripts/cosign.sh)" "$tools/cosign"
 # Jaeger v2 all-in-one, for the trace test (see scripts/jaeger.sh).
 jaeger=$(scripts/jaeger.sh)
 ln -sf "$jaeger" "$tools/jaeger"

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -161,8 +163,14 @@ func showPolicy(ctx context.Context, c *apiClient, ref name.Digest, env string, 
 		if !cl.Passed {
 			status = "FAIL"
 		}
-		vals, _ := json.Marshal(cl.Values)
-		fmt.Fprintf(out, "[POLICY] %s %s (line %d): %s  %s\n", status, cl.Name, cl.Line, cl.Expr, vals)
+		fmt.Fprintf(out, "[POLICY] %s %s (line %d): %s\n", status, cl.Name, cl.Line, cl.Expr)
+		for _, k := range slices.Sorted(maps.Keys(cl.Values)) {
+			v, _ := json.Marshal(cl.Values[k])
+			if len(v) > 160 { // a statement or a referrer list: the API has it whole
+				v = append(v[:160], "…"...)
+			}
+			fmt.Fprintf(out, "         %s = %s\n", k, v)
+		}
 		if cl.Error != "" {
 			fmt.Fprintf(out, "         error: %s\n", cl.Error)
 		}

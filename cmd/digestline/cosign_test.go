@@ -102,3 +102,19 @@ func emptyTrustedRoot(t *testing.T) string {
 	}
 	return p
 }
+
+// TestCosignVerifiesAnEd25519Signature: a key from digestline keygen
+// --ed25519 signs what cosign verifies.
+func TestCosignVerifiesAnEd25519Signature(t *testing.T) {
+	keys := t.TempDir()
+	cli(t, "keygen", "--out", keys, "--ed25519")
+	repo := embeddedRegistry(t) + "/team/ed25519"
+	layout := filepath.Join(t.TempDir(), "layout")
+	out := cli(t, "build", sourceDir(t, "ed25519"), "-o", layout, "--sign-key", filepath.Join(keys, "digestline.key"), "--name", repo)
+	image := repo + "@" + strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+	cli(t, "push", layout, repo+":1")
+	if out, err := cosign(t, keys, "verify", "--key", "digestline.pub", "--insecure-ignore-tlog=true", "--experimental-oci11",
+		"--allow-http-registry", "--trusted-root", emptyTrustedRoot(t), image); err != nil || !strings.Contains(out, "verified against the specified public key") {
+		t.Fatalf("cosign verify of an Ed25519 signature: %v\n%s", err, out)
+	}
+}

@@ -2,17 +2,28 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 )
 
 // lockedBuffer collects log output from many goroutines.
@@ -28,12 +39,33 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 }
 func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
-// TestNoSecretReachesALogAnEventOrASpan runs a whole pipeline — build, an
-// authenticated push, verification, promotion through the token-guarded API —
-// with debug logging, and looks for the registry password and the API token
-// in every log line, every event of the run and every span attribute.
+// TestNoSecretReachesALogAnEventOrASpan runs a whole pipeline — a signed
+// build, an authenticated push, verification, promotion through the
+// token-guarded API with a signed verification summary — with debug
+// logging, and looks for the registry password, the API token, the signing
+// key's password and the private key itself (its PEM, its scalar) in every
+// log line, every event of the run and every span attribute.
 func TestNoSecretReachesALogAnEventOrASpan(t *testing.T) {
-	const password, token = "registry-pa55word-do-not-leak", "api-token-do-not-leak-0123456789"
+	const password, token, keyPassword = "registry-pa55word-do-not-leak", "api-token-do-not-leak-0123456789", "key-pa55word-do-not-leak"
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(ecKey)
+	sealed, err := encrypted.Encrypt(der, []byte(keyPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "cosign.key")
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED SIGSTORE PRIVATE KEY", Bytes: sealed})
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := sign.LoadSigner(keyFile, []byte(keyPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, _ := sign.NewVerifier(signer.Public())
+	scalar := ecKey.D.Bytes()
+	secrets := []string{password, token, keyPassword, base64.StdEncoding.EncodeToString(der)[:40], hex.EncodeToString(scalar),
+		base64.StdEncoding.EncodeToString(scalar), strings.Split(string(keyPEM), "\n")[1]}
 	t.Setenv("DIGESTLINE_API_TOKEN", token)
 	requireAuth := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -50,6 +82,8 @@ func TestNoSecretReachesALogAnEventOrASpan(t *testing.T) {
 	s, _ := startStack(t, withRegistryWrapper(requireAuth), withRegistryClient(client), func(c *dev.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		c.Reporter.Tokens = map[string]string{"ci": token}
+		c.Signer, c.TrustedKeys = signer, []sign.Verifier{own}
+		c.Reporter.Signer, c.Reporter.Keys = signer, []sign.Verifier{own}
 	})
 	res, out, err := s.ship(t, sourceDir(t, "secrets"), "team/secret:1")
 	if err != nil {
@@ -85,7 +119,10 @@ func TestNoSecretReachesALogAnEventOrASpan(t *testing.T) {
 	if logs.String() == "" || len(s.spans.Ended()) == 0 {
 		t.Fatal("nothing was captured: the test proves nothing")
 	}
-	for _, secret := range []string{password, token} {
+	if !strings.Contains(seen.String(), own.KeyID()) {
+		t.Fatal("the signing key's id is nowhere: the build was not signed, and the test proves nothing about the key")
+	}
+	for _, secret := range secrets {
 		if strings.Contains(seen.String(), secret) {
 			t.Errorf("%q leaked into logs, events, spans or records", secret)
 		}

@@ -14,6 +14,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -220,4 +221,47 @@ func LoadVerifier(path string) (Verifier, error) {
 		return nil, fmt.Errorf("public key %s: %w", path, err)
 	}
 	return v, nil
+}
+
+// Generate makes a key pair — ECDSA P-256, or Ed25519 when ed is true —
+// and writes the private key (PKCS#8 PEM, readable by its owner only) to
+// privPath and the public key (PKIX PEM, as cosign.pub) to pubPath. It
+// refuses to overwrite either.
+func Generate(privPath, pubPath string, ed bool) (Signer, error) {
+	var key crypto.Signer
+	var err error
+	if ed {
+		_, key, err = ed25519.GenerateKey(nil)
+	} else {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	}
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []struct {
+		path, typ string
+		der       []byte
+		mode      os.FileMode
+	}{{privPath, pemPKCS8, der, 0o600}, {pubPath, "PUBLIC KEY", pub, 0o644}} {
+		out, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.mode)
+		if err != nil {
+			return nil, fmt.Errorf("key file: %w", err)
+		}
+		if err := pem.Encode(out, &pem.Block{Type: f.typ, Bytes: f.der}); err != nil {
+			_ = out.Close()
+			return nil, fmt.Errorf("key file %s: %w", f.path, err)
+		}
+		if err := out.Close(); err != nil {
+			return nil, fmt.Errorf("key file %s: %w", f.path, err)
+		}
+	}
+	return NewSigner(key)
 }
