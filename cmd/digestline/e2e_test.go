@@ -549,7 +549,7 @@ func TestStandaloneBuildPushVerify(t *testing.T) {
 	}
 	ref := s.RegistryAddr + "/standalone/app"
 	out = run("push", layout, ref+":v1")
-	for _, want := range []string{"[STAGE] tag update OK", digest, "[STAGE] referrers OK 1 attached"} {
+	for _, want := range []string{"[STAGE] tag update OK", digest, "[STAGE] referrers OK 2 attached"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("push printed no %q:\n%s", want, out)
 		}
@@ -610,13 +610,13 @@ func TestShipWithSBOMAttachesAndVerifiesIt(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, out.String())
 	}
-	for _, line := range []string{"[STAGE] referrers OK 1 attached (1 via referrers API", "[VERIFY] referrer application/spdx+json"} {
+	for _, line := range []string{"[STAGE] referrers OK 2 attached (2 via referrers API", "[VERIFY] referrer application/spdx+json", "[VERIFY] referrer application/vnd.cyclonedx+json"} {
 		if !strings.Contains(out.String(), line) {
 			t.Errorf("output lacks %q:\n%s", line, out.String())
 		}
 	}
-	// The registry lists the SBOM (and the promotion's attestation) for the promoted digest.
-	if got := s.referrerTypes(t, "team/sbom", res.Promotion.Digest); !slices.Equal(got, []string{"application/spdx+json", reporter.ArtifactTypePromotion}) {
+	// The registry lists the SBOMs (and the promotion's attestation) for the promoted digest.
+	if got := s.referrerTypes(t, "team/sbom", res.Promotion.Digest); !slices.Equal(got, []string{"application/spdx+json", "application/vnd.cyclonedx+json", reporter.ArtifactTypePromotion}) {
 		t.Fatalf("referrers of the promoted digest: %v", got)
 	}
 }

@@ -62,10 +62,10 @@ func TestInspectDiscoverAndTags(t *testing.T) {
 	if err := json.Unmarshal([]byte(cli(t, "discover", image, "--json")), &tree); err != nil {
 		t.Fatal(err)
 	}
-	// The image's referrers: its SBOM, its signature and its promotion to dev.
+	// The image's referrers: its SBOMs (SPDX, CycloneDX), its signature and its promotion to dev.
 	i := slices.IndexFunc(tree.Children, func(n node) bool { return n.ArtifactType == "application/spdx+json" })
 	attested := slices.ContainsFunc(tree.Children, func(n node) bool { return n.ArtifactType == reporter.ArtifactTypePromotion })
-	if i < 0 || !attested || len(tree.Children) != 3 {
+	if i < 0 || !attested || len(tree.Children) != 4 {
 		t.Fatalf("discover found %+v", tree.Children)
 	}
 	sbom := tree.Children[i].Digest

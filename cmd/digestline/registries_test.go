@@ -53,8 +53,8 @@ func TestEveryRegistryThroughEveryQuirk(t *testing.T) {
 				repo := host + "/team/app"
 
 				cold := cli(t, "push", layout, repo+":1")
-				if got := pushCounts(t, cold); got.uploaded != 2 || !strings.Contains(cold, "referrers OK 1 attached") {
-					t.Fatalf("cold push uploaded %d blobs, want 2 (the layer and the config), and the SBOM attached:\n%s", got.uploaded, cold)
+				if got := pushCounts(t, cold); got.uploaded != 2 || !strings.Contains(cold, "referrers OK 2 attached") {
+					t.Fatalf("cold push uploaded %d blobs, want 2 (the layer and the config), and the SBOMs attached (SPDX, CycloneDX):\n%s", got.uploaded, cold)
 				}
 				warm := cli(t, "push", layout, repo+":1")
 				if got := pushCounts(t, warm); got.uploaded != 0 {
@@ -75,7 +75,7 @@ func TestEveryRegistryThroughEveryQuirk(t *testing.T) {
 					types = append(types, c.ArtifactType)
 				}
 				slices.Sort(types)
-				if want := []string{oci.MediaTypeSPDX, "application/vnd.example.signature.v1+json"}; !slices.Equal(types, want) {
+				if want := []string{oci.MediaTypeSPDX, "application/vnd.cyclonedx+json", "application/vnd.example.signature.v1+json"}; !slices.Equal(types, want) {
 					t.Fatalf("discover lists %v, want %v", types, want)
 				}
 			})

@@ -81,7 +81,7 @@ type BuildSpec struct {
 	PlatformSources map[string]string `json:"platformSources,omitempty"`
 	// Go cross-compiles a main package per platform, ko-style.
 	Go *GoBuild `json:"go,omitempty"`
-	// SBOM attaches an SPDX JSON SBOM of the layers' files as a referrer of the image.
+	// SBOM attaches the image's SBOM as referrers, SPDX 2.3 and CycloneDX 1.5 JSON: its files, and its packages with their purls.
 	SBOM bool `json:"sbom,omitempty"`
 }
 

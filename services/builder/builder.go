@@ -221,11 +221,11 @@ func build(ctx context.Context, dir string, spec events.BuildSpec, opts Options,
 	if !spec.SBOM {
 		return graph, nil
 	}
-	sbom, err := oci.BuildSBOM(ctx, graph, opts.Name, config.Created, store)
+	sboms, err := oci.BuildSBOMs(ctx, graph, opts.Name, config.Created, store)
 	if err != nil {
 		return oci.Graph{}, fmt.Errorf("sbom: %w", err)
 	}
-	graph.Referrers = append(graph.Referrers, sbom)
+	graph.Referrers = append(graph.Referrers, sboms...)
 	return graph, nil
 }
 
