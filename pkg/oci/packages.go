@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"debug/buildinfo"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"path"
 	"strings"
@@ -150,4 +151,50 @@ func purlPath(name string) string {
 		segs[i] = strings.ReplaceAll(segs[i], "@", "%40")
 	}
 	return strings.Join(segs, "/")
+}
+
+// SBOMPackages reads the packages an SBOM lists (with their purls), from
+// CycloneDX JSON or SPDX JSON (mediaType says which).
+func SBOMPackages(mediaType string, content []byte) ([]Package, error) {
+	var out []Package
+	switch mediaType {
+	case MediaTypeCycloneDX:
+		var doc struct {
+			Components []struct {
+				Name    string `json:"name"`
+				Version string `json:"version"`
+				PURL    string `json:"purl"`
+			} `json:"components"`
+		}
+		if err := json.Unmarshal(content, &doc); err != nil {
+			return nil, fmt.Errorf("CycloneDX SBOM: %w", err)
+		}
+		for _, c := range doc.Components {
+			out = append(out, Package{Name: c.Name, Version: c.Version, PURL: c.PURL})
+		}
+	case MediaTypeSPDX:
+		var doc struct {
+			Packages []struct {
+				Name         string `json:"name"`
+				Version      string `json:"versionInfo"`
+				ExternalRefs []struct {
+					Type    string `json:"referenceType"`
+					Locator string `json:"referenceLocator"`
+				} `json:"externalRefs"`
+			} `json:"packages"`
+		}
+		if err := json.Unmarshal(content, &doc); err != nil {
+			return nil, fmt.Errorf("SPDX SBOM: %w", err)
+		}
+		for _, p := range doc.Packages {
+			for _, r := range p.ExternalRefs {
+				if r.Type == "purl" {
+					out = append(out, Package{Name: p.Name, Version: p.Version, PURL: r.Locator})
+				}
+			}
+		}
+	default:
+		return nil, fmt.Errorf("%s is no SBOM format digestline reads (CycloneDX or SPDX JSON)", mediaType)
+	}
+	return out, nil
 }

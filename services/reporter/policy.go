@@ -43,7 +43,7 @@ type rule struct {
 
 // The variables a rule reads (docs/policy.md lists their fields).
 var policyVars = []string{"environment", "repository", "digest", "requested_by", "signatures", "attestations",
-	"provenance", "referrers", "approvals", "soak", "now"}
+	"provenance", "referrers", "packages", "approvals", "soak", "now"}
 
 // policyEnv declares the variables: typed where a typo should fail at
 // start, dynamic where they hold documents (statements, annotations).
@@ -57,6 +57,7 @@ func policyEnv() (*cel.Env, error) {
 		cel.Variable("attestations", cel.ListType(cel.MapType(cel.StringType, cel.DynType))),
 		cel.Variable("provenance", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("referrers", cel.ListType(cel.MapType(cel.StringType, cel.DynType))),
+		cel.Variable("packages", cel.ListType(cel.MapType(cel.StringType, cel.StringType))),
 		cel.Variable("approvals", cel.ListType(cel.MapType(cel.StringType, cel.DynType))),
 		cel.Variable("soak", cel.DurationType),
 		cel.Variable("now", cel.TimestampType),

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,6 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // key makes a signing key and writes its public key to dir/name.pub.
@@ -93,9 +95,14 @@ const prodPolicy = `environments:
       - name: signed
         expr: signatures.size() > 0
       - name: provenance-from-main
-        expr: has(provenance.buildDefinition) && provenance.buildDefinition.externalParameters.source.rev == "refs/heads/main"
+        expr: >-
+          has(provenance.buildDefinition) &&
+          provenance.buildDefinition.externalParameters.source.url == "https://git.example/team/app.git" &&
+          provenance.buildDefinition.externalParameters.source.rev == "refs/heads/main"
       - name: sbom
         expr: referrers.exists(r, r.artifactType == "application/spdx+json")
+      - name: no-vulnerable-libc
+        expr: '!packages.exists(p, p.name == "libc6" && p.version == "2.36-9+deb12u1")' 
       - name: approved
         expr: approvals.size() >= %d
       - name: soaked
@@ -183,6 +190,11 @@ func TestPolicyClausesNameWhatFailsAndItsValues(t *testing.T) {
 		}
 		return []oci.Graph{refs[0], att, refs[2]} // provenance about another digest
 	})
+	unsigned := evidenced(t, h.repo, "unsigned", "unsigned", func(g oci.Graph, l *oci.Layout) []oci.Graph { return nil })
+	vulnerable := evidenced(t, h.repo, "vulnerable", "vulnerable", func(g oci.Graph, l *oci.Layout) []oci.Graph {
+		refs := release(t, h.repo, releaseKey)(g, l)
+		return append(refs[:2], sbomListing(t, g, l, "libc6", "2.36-9+deb12u1")...)
+	})
 	clauses := func(t *testing.T, d string) map[string]reporter.Clause {
 		t.Helper()
 		var rep reporter.PolicyReport
@@ -200,7 +212,7 @@ func TestPolicyClausesNameWhatFailsAndItsValues(t *testing.T) {
 	}
 	failing := func(cs map[string]reporter.Clause) []string {
 		var out []string
-		for _, name := range []string{"signed", "provenance-from-main", "sbom", "approved", "soaked"} {
+		for _, name := range []string{"signed", "provenance-from-main", "sbom", "no-vulnerable-libc", "approved", "soaked"} {
 			if c, ok := cs[name]; !ok || !c.Passed {
 				out = append(out, name)
 			}
@@ -215,6 +227,8 @@ func TestPolicyClausesNameWhatFailsAndItsValues(t *testing.T) {
 		{"signed by a key prod does not trust", wrongKey, "signed provenance-from-main approved soaked"},
 		{"a tampered signature", tampered, "signed approved soaked"},
 		{"provenance about another digest", otherSubject, "provenance-from-main approved soaked"},
+		{"unsigned", unsigned, "signed provenance-from-main sbom approved soaked"},
+		{"a package the policy refuses", vulnerable, "no-vulnerable-libc approved soaked"},
 	} {
 		if got := strings.Join(failing(clauses(t, tc.digest)), " "); got != tc.fails {
 			t.Errorf("%s: failing clauses %q, want %q", tc.name, got, tc.fails)
@@ -242,6 +256,57 @@ func TestPolicyClausesNameWhatFailsAndItsValues(t *testing.T) {
 	if soaked := clauses(t, good)["soaked"]; soaked.Passed || soaked.Values["soak"] != "0s" {
 		t.Fatalf("soak: %+v", soaked)
 	}
+}
+
+// sbomListing builds the SBOMs of an image whose dpkg status lists one
+// installed package (the image itself holds only its file: the SBOM is
+// what the policy reads).
+func sbomListing(t *testing.T, g oci.Graph, l *oci.Layout, name, version string) []oci.Graph {
+	t.Helper()
+	dir := t.TempDir()
+	status := filepath.Join(dir, "var", "lib", "dpkg")
+	if err := os.MkdirAll(status, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(status, "status"), []byte("Package: "+name+"\nStatus: install ok installed\nVersion: "+version+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := oci.ParsePlatform("")
+	img, err := oci.BuildImage(context.Background(), dir, oci.ImageConfig{Platform: p}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sboms, err := oci.BuildSBOMs(context.Background(), img, "app", time.Time{}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Listed as the SBOMs of g: the same documents, attached to it.
+	for i := range sboms {
+		var m v1.Manifest
+		body, _ := oci.ReadManifest(context.Background(), l, sboms[i].Root)
+		_ = json.Unmarshal(body, &m)
+		sub := g.Root
+		sboms[i], err = oci.BuildArtifact(context.Background(), oci.ArtifactConfig{ArtifactType: m.ArtifactType,
+			Files: []oci.ArtifactFile{{Content: readBlob(t, l, m.Layers[0]), MediaType: m.Layers[0].MediaType}}, Subject: &sub}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return sboms
+}
+
+func readBlob(t *testing.T, l *oci.Layout, d v1.Descriptor) []byte {
+	t.Helper()
+	rc, err := l.Open(context.Background(), d.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // TestABadPolicyIsAClearErrorAtStart: a rule that does not compile, or is

@@ -3,12 +3,18 @@ package reporter
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/evidence"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // GatePolicy prefixes the gate a policy rule's rejection names:
@@ -53,6 +59,10 @@ func (r *reporter) policyInput(ctx context.Context, reg *registry.Repo, req even
 		}
 		referrers = append(referrers, map[string]any{"artifactType": d.ArtifactType, "digest": d.Digest.String(), "annotations": annotations})
 	}
+	packages, err := sbomPackages(ctx, reg, ev.Referrers)
+	if err != nil {
+		return nil, err
+	}
 	recs, err := r.store.approvals(ctx, req.To, req.Repository, req.Digest)
 	if err != nil {
 		return nil, err
@@ -67,7 +77,7 @@ func (r *reporter) policyInput(ctx context.Context, reg *registry.Repo, req even
 	}
 	return map[string]any{
 		"environment": req.To, "repository": req.Repository, "digest": req.Digest, "requested_by": req.RequestedBy,
-		"signatures": signatures, "attestations": attestations, "provenance": provenance, "referrers": referrers,
+		"signatures": signatures, "attestations": attestations, "provenance": provenance, "referrers": referrers, "packages": packages,
 		"approvals": approvals, "soak": soak, "now": now,
 	}, nil
 }
@@ -86,4 +96,50 @@ func (r *reporter) soak(ctx context.Context, req events.PromotionRequest, now ti
 		return max(now.Sub(prev.PromotedAt), 0), nil
 	}
 	return 0, nil
+}
+
+// maxSBOM bounds the SBOM read for a policy's packages.
+const maxSBOM = 64 << 20
+
+// sbomPackages lists the packages of the digest's SBOM (CycloneDX when
+// there is one, else SPDX), each {name, version, purl}; none without an
+// SBOM. The SBOM is read by digest and hashed against its descriptor.
+func sbomPackages(ctx context.Context, reg *registry.Repo, refs []v1.Descriptor) ([]any, error) {
+	out := []any{}
+	i := slices.IndexFunc(refs, func(d v1.Descriptor) bool { return d.ArtifactType == oci.MediaTypeCycloneDX })
+	if i < 0 {
+		i = slices.IndexFunc(refs, func(d v1.Descriptor) bool { return d.ArtifactType == oci.MediaTypeSPDX })
+	}
+	if i < 0 {
+		return out, nil
+	}
+	body, _, err := reg.GetManifest(ctx, refs[i].Digest.String())
+	if err != nil {
+		return nil, err
+	}
+	var m v1.Manifest
+	if json.Unmarshal(body, &m) != nil || len(m.Layers) == 0 || m.Layers[0].Size > maxSBOM {
+		return out, nil // not an SBOM digestline reads: no packages
+	}
+	rc, err := reg.Open(ctx, m.Layers[0].Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	content, err := io.ReadAll(io.LimitReader(rc, m.Layers[0].Size+1))
+	if err != nil {
+		return nil, &failure.Error{Class: failure.Transport, Err: fmt.Errorf("read the SBOM: %w", err), Hint: "the connection to the registry broke: retried"}
+	}
+	if digest.FromBytes(content) != m.Layers[0].Digest {
+		return nil, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("the SBOM %s does not match its descriptor", m.Layers[0].Digest),
+			Hint: "the registry serves other bytes for the SBOM: it is corrupted or substituted"}
+	}
+	pkgs, err := oci.SBOMPackages(refs[i].ArtifactType, content)
+	if err != nil {
+		return out, nil // unreadable: no packages, and a rule asking for some fails
+	}
+	for _, p := range pkgs {
+		out = append(out, map[string]string{"name": p.Name, "version": p.Version, "purl": p.PURL})
+	}
+	return out, nil
 }
