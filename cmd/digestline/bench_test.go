@@ -3,26 +3,88 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 )
 
 // BenchmarkShip measures one whole run of a tiny image through the
 // in-process stack: build.requested → build → push → verify → promoted.
+// Each run ships new content (a new commit, as CI sends) to a repository
+// of its own: plain, and
+// signed: the build signed and its provenance attested, every signature
+// and attestation proven by the verifier, dev's policy (three rules over
+// that evidence) evaluated, and a signed verification summary attached to
+// the promotion.
 func BenchmarkShip(b *testing.B) {
-	s, _ := startStack(b)
-	dir := sourceDir(b, "bench")
-	for b.Loop() {
-		if _, out, err := s.ship(b, dir, "bench/app:lab"); err != nil {
-			b.Fatalf("ship: %v\n%s", err, out)
-		}
+	for _, tc := range []struct {
+		name string
+		opts []stackOption
+	}{{"plain", nil}, {"signed", []stackOption{withEvidence(b)}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			s, _ := startStack(b, tc.opts...)
+			i := 0
+			for b.Loop() {
+				// A repository of its own: the embedded registry (olareg)
+				// rewrites a repository's whole index on every manifest
+				// pushed, so one repository would make later runs slower.
+				b.StopTimer()
+				dir, target := sourceDir(b, fmt.Sprintf("bench %d", i)), fmt.Sprintf("bench/app%d:lab", i)
+				i++
+				b.StartTimer()
+				if _, out, err := s.ship(b, dir, target); err != nil {
+					b.Fatalf("ship: %v\n%s", err, out)
+				}
+			}
+		})
+	}
+}
+
+// withEvidence signs every build and promotion with a fresh key, trusts it
+// in the verifier and the reporter, and gives dev a policy over the
+// evidence: what signing and policies cost a run.
+func withEvidence(t testing.TB) stackOption {
+	t.Helper()
+	dir := t.TempDir()
+	signer, err := sign.Generate(filepath.Join(dir, "digestline.key"), filepath.Join(dir, "digestline.pub"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := sign.NewVerifier(signer.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte(`environments:
+  dev:
+    rules:
+      - name: signed
+        expr: signatures.size() > 0
+      - name: provenance
+        expr: has(provenance.runDetails) && provenance.runDetails.builder.id == "https://github.com/digestline/digestline/services/builder"
+      - name: no-refused-package
+        expr: '!packages.exists(p, p.name == "openssl")'
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := reporter.LoadPolicy(policy, reporter.DefaultEnvironments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(c *dev.Config) {
+		c.Signer, c.TrustedKeys = signer, []sign.Verifier{own}
+		c.Reporter.Signer, c.Reporter.Keys, c.Reporter.Policy = signer, []sign.Verifier{own}, pol
 	}
 }
 
@@ -38,12 +100,13 @@ func BenchmarkShip(b *testing.B) {
 func BenchmarkLoad(b *testing.B) {
 	b.Run("burst", func(b *testing.B) { benchLoad(b, 0) })
 	b.Run("paced", func(b *testing.B) { benchLoad(b, 50) })
+	b.Run("paced-signed", func(b *testing.B) { benchLoad(b, 50, withEvidence(b)) })
 }
 
 // benchLoad sends 200 runs at perSecond (0: all at once).
-func benchLoad(b *testing.B, perSecond int) {
+func benchLoad(b *testing.B, perSecond int, opts ...stackOption) {
 	const runs = 200
-	s, _ := startStack(b)
+	s, _ := startStack(b, opts...)
 	ctx := context.Background()
 	srcs := make([]digest.Digest, runs)
 	for i := range srcs {

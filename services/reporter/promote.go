@@ -64,8 +64,10 @@ func (r *reporter) verified(ctx context.Context, m events.Message, vr events.Ver
 	if err := r.store.markVerified(ctx, Verified{Repository: rec.Repository, Digest: rec.Digest, VerifiedAt: rec.PromotedAt, RunID: rec.RunID, Evidence: rec.Evidence}, rec.Environment); err != nil {
 		return err
 	}
-	if err := r.attest(ctx, rec); err != nil {
-		return err
+	if made { // an environment that held the digest already has its attestation
+		if err := r.attest(ctx, rec); err != nil {
+			return err
+		}
 	}
 	ev, err := events.Follow(r.Bus.Source(), m.Event, events.Promoted, "", rec)
 	if err != nil {
