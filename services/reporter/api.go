@@ -162,10 +162,28 @@ type PromoteAccepted struct {
 // and answers 202 once the event is stored; the gates run in the reporter's
 // consumer, and the run says how it ends.
 func (r *reporter) requestPromotion(w http.ResponseWriter, req *http.Request) {
+	pr, ok := r.promotionBody(w, req)
+	if !ok {
+		return
+	}
+	runID := uuid.NewString()
+	ev, err := r.Bus.Start(req.Context(), events.PromotionRequested, runID, pr.Repository, pr)
+	if err != nil {
+		service.WriteError(w, http.StatusServiceUnavailable, "the bus did not take the request: "+err.Error())
+		return
+	}
+	service.WriteJSON(w, http.StatusAccepted, PromoteAccepted{RunID: runID, EventID: ev.ID()})
+}
+
+// promotionBody authorizes the caller and reads a {"ref", "to"} body (as
+// POST /v1/promotions and POST /v1/approvals take it) into a request for an
+// environment of the chain, by the token's name. When it returns false it
+// has answered the request.
+func (r *reporter) promotionBody(w http.ResponseWriter, req *http.Request) (events.PromotionRequest, bool) {
 	who, ok := r.authorize(req)
 	if !ok {
 		unauthorized(w, len(r.cfg.Tokens) == 0)
-		return
+		return events.PromotionRequest{}, false
 	}
 	var body PromoteRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, maxRequestBody))
@@ -174,28 +192,22 @@ func (r *reporter) requestPromotion(w http.ResponseWriter, req *http.Request) {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			service.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over %d bytes", maxRequestBody))
-			return
+			return events.PromotionRequest{}, false
 		}
 		service.WriteError(w, http.StatusBadRequest, "the body must be JSON: {\"ref\": \"registry/repo@sha256:…\", \"to\": \"staging\"}: "+err.Error())
-		return
+		return events.PromotionRequest{}, false
 	}
 	pr, err := body.request()
 	if err != nil {
 		service.WriteError(w, http.StatusBadRequest, err.Error())
-		return
+		return events.PromotionRequest{}, false
 	}
 	if !slices.Contains(r.cfg.Environments, pr.To) {
 		service.WriteError(w, http.StatusBadRequest, fmt.Sprintf("%q is not in the promotion chain %s", pr.To, strings.Join(r.cfg.Environments, " → ")))
-		return
+		return events.PromotionRequest{}, false
 	}
 	pr.RequestedBy = who
-	runID := uuid.NewString()
-	ev, err := r.Bus.Start(req.Context(), events.PromotionRequested, runID, pr.Repository, pr)
-	if err != nil {
-		service.WriteError(w, http.StatusServiceUnavailable, "the bus did not take the request: "+err.Error())
-		return
-	}
-	service.WriteJSON(w, http.StatusAccepted, PromoteAccepted{RunID: runID, EventID: ev.ID()})
+	return pr, true
 }
 
 // request validates the body into a promotion.requested payload.

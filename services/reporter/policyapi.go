@@ -1,11 +1,8 @@
 package reporter
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/digestline/digestline/pkg/failure"
@@ -35,28 +32,11 @@ type PolicyReport struct {
 // approve records the caller's approval of a digest for an environment
 // (POST /v1/approvals): policies can require approvals by name.
 func (r *reporter) approve(w http.ResponseWriter, req *http.Request) {
-	who, ok := r.authorize(req)
+	pr, ok := r.promotionBody(w, req)
 	if !ok {
-		unauthorized(w, len(r.cfg.Tokens) == 0)
 		return
 	}
-	var body ApproveRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, maxRequestBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		service.WriteError(w, http.StatusBadRequest, "the body must be JSON: {\"ref\": \"registry/repo@sha256:…\", \"to\": \"prod\"}: "+err.Error())
-		return
-	}
-	pr, err := body.request()
-	if err != nil {
-		service.WriteError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if !slices.Contains(r.cfg.Environments, pr.To) {
-		service.WriteError(w, http.StatusBadRequest, fmt.Sprintf("%q is not in the promotion chain %s", pr.To, strings.Join(r.cfg.Environments, " → ")))
-		return
-	}
-	rec, err := r.store.approve(req.Context(), ApprovalRecord{Environment: pr.To, Repository: pr.Repository, Digest: pr.Digest, By: who, At: time.Now().UTC()})
+	rec, err := r.store.approve(req.Context(), ApprovalRecord{Environment: pr.To, Repository: pr.Repository, Digest: pr.Digest, By: pr.RequestedBy, At: time.Now().UTC()})
 	if err != nil {
 		service.WriteError(w, http.StatusServiceUnavailable, "the approval was not stored: "+err.Error())
 		return
