@@ -3,6 +3,7 @@ package verifier
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -104,16 +105,11 @@ func verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.
 	return rep, nil
 }
 
-// verifyReferrers proves each artifact the build attached (an SBOM) byte for
-// byte, and that the registry lists it as a referrer of the root.
+// verifyReferrers proves each artifact the graph has attached (an SBOM, a
+// signature, a signature of the SBOM) byte for byte, and that the registry
+// lists it as a referrer of its subject.
 func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Repo, ref name.Digest, want oci.Graph, jobs int, rep *Report) error {
-	if len(want.Referrers) == 0 {
-		return nil
-	}
-	listed, err := repo.Referrers(ctx, want.Root.Digest)
-	if err != nil {
-		return registryError(err, "manifest → referrers")
-	}
+	listed := map[digest.Digest][]v1.Descriptor{} // by subject, read once each
 	for _, r := range want.Referrers {
 		path := fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
 		sub, err := verify(ctx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs)
@@ -122,8 +118,17 @@ func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Rep
 			verr.Path = path
 			return verr
 		}
-		if !slices.ContainsFunc(listed, func(d v1.Descriptor) bool { return d.Digest == r.Root.Digest }) {
-			return &failure.Error{Class: failure.NotFound, Path: path, Err: fmt.Errorf("%s is in the registry but not listed as a referrer of %s", r.Root.Digest, want.Root.Digest),
+		subject, err := subjectOf(ctx, repo, r.Root)
+		if err != nil {
+			return registryError(err, path)
+		}
+		if _, ok := listed[subject]; !ok {
+			if listed[subject], err = repo.Referrers(ctx, subject); err != nil {
+				return registryError(err, "manifest → referrers")
+			}
+		}
+		if !slices.ContainsFunc(listed[subject], func(d v1.Descriptor) bool { return d.Digest == r.Root.Digest }) {
+			return &failure.Error{Class: failure.NotFound, Path: path, Err: fmt.Errorf("%s is in the registry but not listed as a referrer of %s", r.Root.Digest, subject),
 				Hint: "the registry lost the referrer link: push again (digestline updates the referrers API or the fallback tag)"}
 		}
 		rep.Descriptors += sub.Descriptors
@@ -131,6 +136,21 @@ func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Rep
 		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] referrer %s %s: digest match", r.Root.ArtifactType, r.Root.Digest))
 	}
 	return nil
+}
+
+// subjectOf reads the subject a referrer's manifest names.
+func subjectOf(ctx context.Context, repo *registry.Repo, d v1.Descriptor) (digest.Digest, error) {
+	body, _, err := repo.GetManifest(ctx, d.Digest.String())
+	if err != nil {
+		return "", err
+	}
+	var m struct {
+		Subject *v1.Descriptor `json:"subject"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil || m.Subject == nil {
+		return "", &failure.Error{Class: failure.Schema, Err: fmt.Errorf("referrer %s names no subject", d.Digest), Hint: "an attached artifact's manifest must name its subject"}
+	}
+	return m.Subject.Digest, nil
 }
 
 type verification struct {

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/services/verifier"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
+	"github.com/spf13/cobra"
+)
+
+func newCopyCommand() *cobra.Command {
+	var (
+		referrers bool
+		keyFiles  []string
+		jobs      int
+	)
+	cmd := &cobra.Command{
+		Use:   "copy SRC@sha256:... DST[:TAG]",
+		Short: "Copy an image by digest to another repository or registry, with what is attached to it; prove every byte at the destination before tagging it",
+		Long: "copy reads the image (an index with every platform, or one image) from SRC by digest and pushes it to DST\n" +
+			"stage by stage, blobs streaming registry to registry, skipping what DST has and mounting within DST's\n" +
+			"registry where it can. With --referrers (the default) every artifact attached to it goes along — SBOMs,\n" +
+			"signatures, attestations, and what is attached to those — written the way DST supports (the referrers API\n" +
+			"or the fallback tag). Then the verifier pulls it from DST and proves every byte and referrer (and, with\n" +
+			"--key, every signature); only then does TAG move. Exit status 2: the copy or its proof failed, nothing tagged.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src, err := name.NewDigest(args[0])
+			if err != nil {
+				return fmt.Errorf("copy from a digest, REPOSITORY@sha256:<hex>: %w", err)
+			}
+			dst, tag, err := destination(args[1])
+			if err != nil {
+				return err
+			}
+			keys, err := sign.LoadVerifiers(keyFiles)
+			if err != nil {
+				return err
+			}
+			client, err := registryClient(registry.WithJobs(jobs))
+			if err != nil {
+				return err
+			}
+			ctx, out := cmd.Context(), cmd.OutOrStdout()
+			observe := func(_ context.Context, r registry.StageReport) { fmt.Fprintln(out, r.Line) }
+			srcRepo, err := client.Open(ctx, src.Context(), false)
+			if err != nil {
+				return &exitCodeError{code: 2, err: err}
+			}
+			g, source, err := srcRepo.Graph(ctx, digest.Digest(src.DigestStr()), referrers)
+			if err != nil {
+				return &exitCodeError{code: 2, err: fmt.Errorf("read %s: %w", src, err)}
+			}
+			byDigest := dst.Digest(g.Root.Digest.String())
+			res, err := client.Push(ctx, byDigest, g, source, observe)
+			if err != nil {
+				return &exitCodeError{code: 2, err: err}
+			}
+			rep, err := verifier.Verify(ctx, client, byDigest, &g, verifier.Options{Jobs: jobs, Keys: keys})
+			if err != nil {
+				return &exitCodeError{code: 2, err: fmt.Errorf("%s arrived, but its proof failed, so nothing is tagged: %w", byDigest, err)}
+			}
+			for _, c := range rep.Checks {
+				fmt.Fprintln(out, c)
+			}
+			if tag != "" {
+				if _, err := client.Push(ctx, dst.Tag(tag), g, source, observe); err != nil {
+					return &exitCodeError{code: 2, err: err}
+				}
+			}
+			fmt.Fprintf(out, "copied %s to %s (%d uploaded, %d existing, %d referrers), verified%s\n",
+				src, byDigest, res.Uploaded, res.Existing, len(g.Referrers), tagged(tag))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&referrers, "referrers", true, "copy every artifact attached to the image (and to those) too")
+	cmd.Flags().StringSliceVar(&keyFiles, "key", strings.Split(os.Getenv("DIGESTLINE_TRUSTED_KEYS"), ","),
+		"trusted public key: at the destination, the image must carry a signature by one of them, and every signature and attestation must verify (default: DIGESTLINE_TRUSTED_KEYS)")
+	cmd.Flags().IntVar(&jobs, "jobs", 4, "blobs copied and hashed at once")
+	return cmd
+}
+
+// destination reads DST[:TAG]: the repository, and the tag when one is
+// given (none is not "latest": nothing is tagged).
+func destination(arg string) (name.Repository, string, error) {
+	if t, err := name.NewTag(arg, name.StrictValidation); err == nil {
+		return t.Context(), t.TagStr(), nil
+	}
+	repo, err := name.NewRepository(arg)
+	if err != nil {
+		return name.Repository{}, "", fmt.Errorf("destination %q: want REGISTRY/REPOSITORY[:TAG]: %w", arg, err)
+	}
+	return repo, "", nil
+}
+
+func tagged(tag string) string {
+	if tag == "" {
+		return ""
+	}
+	return ", tagged " + tag
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/digestline/digestline/pkg/registry/registrytest"
+)
+
+// artifactTypes is discover's tree as sorted lines of depth and artifact
+// type and digest: what two registries must answer alike.
+func artifactTypes(t *testing.T, ref string) []string {
+	t.Helper()
+	var tree node
+	if err := json.Unmarshal([]byte(cli(t, "discover", ref, "--json")), &tree); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	var walk func(n node, depth int)
+	walk = func(n node, depth int) {
+		for _, c := range n.Children {
+			out = append(out, strings.Repeat(" ", depth)+c.ArtifactType+" "+c.Digest.String())
+			walk(c, depth+1)
+		}
+	}
+	walk(tree, 0)
+	slices.Sort(out)
+	return out
+}
+
+// TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt: an image signed,
+// attested, with its SBOMs and a signature of its SBOM, copied from a
+// registry with the referrers API (the embedded one) to one without it
+// (docker-registry: the fallback tag) arrives with the same digest and the
+// same referrers, proven byte for byte and signature by signature before
+// the tag moves; cosign verifies it there as it did at the source. A
+// destination that serves a corrupted blob fails the proof, and nothing
+// is tagged.
+func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
+	keys := t.TempDir()
+	cli(t, "keygen", "--out", keys)
+	pub := filepath.Join(keys, "digestline.pub")
+	a := embeddedRegistry(t) + "/team/app"
+	layout := filepath.Join(t.TempDir(), "layout")
+	out := cli(t, "build", sourceDir(t, "copied"), "-o", layout, "--sbom", "--sign-key", filepath.Join(keys, "digestline.key"), "--name", a)
+	digest := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+	cli(t, "push", layout, a+":dev")
+	sbom := ""
+	for _, line := range artifactTypes(t, a+"@"+digest) {
+		if strings.HasPrefix(line, "application/spdx+json ") {
+			sbom = strings.Fields(line)[1]
+		}
+	}
+	note := filepath.Join(t.TempDir(), "review.json")
+	if err := os.WriteFile(note, []byte(`{"reviewed": true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, "attach", a+"@"+sbom, note, "--artifact-type", "application/vnd.example.review.v1+json")
+	atSource := artifactTypes(t, a+"@"+digest)
+	if len(atSource) != 5 { // SPDX (with its review), CycloneDX, signature, provenance
+		t.Fatalf("at the source: %v", atSource)
+	}
+
+	b := registrytest.Distribution(t, registrytest.DockerRegistry)
+	out = cli(t, "copy", a+"@"+digest, b+"/prod/app:prod", "--key", pub)
+	for _, want := range []string{"[VERIFY] digest match", "[VERIFY] signature", "[VERIFY] attestation https://slsa.dev/provenance/v1", "tag update OK prod/app:prod", "verified, tagged prod"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("copy printed no %q:\n%s", want, out)
+		}
+	}
+	if atDestination := artifactTypes(t, b+"/prod/app@"+digest); !slices.Equal(atDestination, atSource) {
+		t.Fatalf("referrers at the destination:\n%v\nat the source:\n%v", atDestination, atSource)
+	}
+	if out, err := cosign(t, keys, "verify", "--key", "digestline.pub", "--insecure-ignore-tlog=true", "--experimental-oci11",
+		"--allow-http-registry", "--trusted-root", emptyTrustedRoot(t), b+"/prod/app@"+digest); err != nil {
+		t.Fatalf("cosign verify at the destination: %v\n%s", err, out)
+	}
+	var oras struct {
+		Referrers []struct {
+			ArtifactType string `json:"artifactType"`
+		} `json:"referrers"`
+	}
+	if err := json.Unmarshal([]byte(runTool(t, "oras", "discover", "--plain-http", "--format", "json", "--depth", "1", b+"/prod/app@"+digest)), &oras); err != nil || len(oras.Referrers) != 4 {
+		t.Fatalf("oras discover at the destination: %+v %v", oras, err)
+	}
+	// Copying again sends nothing.
+	if out := cli(t, "copy", a+"@"+digest, b+"/prod/app:prod", "--key", pub); !strings.Contains(out, "0 uploaded") {
+		t.Fatalf("a second copy:\n%s", out)
+	}
+
+	// A destination that corrupts what it serves: the proof fails, no tag.
+	var corrupting atomic.Bool
+	c := registrytest.Distribution(t, registrytest.DockerRegistry)
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: c})
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if corrupting.Load() && resp.Request.Method == http.MethodGet && strings.Contains(resp.Request.URL.Path, "/blobs/sha256:") && resp.ContentLength > 0 {
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return err
+			}
+			body[len(body)-1] ^= 0xff
+			resp.Body = io.NopCloser(strings.NewReader(string(body)))
+		}
+		return nil
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	corrupted := strings.TrimPrefix(srv.URL, "http://")
+	corrupting.Store(true)
+	if _, err := cliErr(t, "copy", a+"@"+digest, corrupted+"/prod/app:prod", "--key", pub); err == nil || !strings.Contains(describe(err), "nothing is tagged") {
+		t.Fatalf("a copy to a corrupting registry = %v", err)
+	}
+	resp, err := http.Head("http://" + c + "/v2/prod/app/manifests/prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the tag exists after a failed proof: %s", resp.Status)
+	}
+}
