@@ -100,12 +100,13 @@ func WithRetries(n int, base time.Duration) Option {
 	return func(c *Client) { c.retries, c.retryBase = max(n, 0), base }
 }
 
-// WithChunking uploads blobs larger than over in chunks of size, to
-// registries known to accept chunked uploads: a failed chunk resumes from
-// what the registry received instead of re-sending the blob. Without it
-// (the default) every blob goes up as one streamed upload, which every
-// registry takes. A registry that refuses a chunk gets a streamed upload
-// in the same push, and none is chunked to it again.
+// WithChunking uploads blobs larger than over in chunks of size to every
+// registry, without asking it first: a failed chunk resumes from what the
+// registry received instead of re-sending the blob. Without it (the
+// default), a blob goes up as one streamed upload, which every registry
+// takes, unless it is over 64 MiB and a probe found its registry takes
+// chunks (see chunking). Either way, a registry that refuses a chunk gets
+// a streamed upload in the same push, and none is chunked to it again.
 func WithChunking(over, size int64) Option {
 	return func(c *Client) { c.chunkOver, c.chunkSize = over, max(size, 1) }
 }
