@@ -8,8 +8,8 @@ raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 
 run() { go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-20x}" -count 1 "$@" 2>/dev/null | grep '^Benchmark' >>"$raw"; }
-# BENCH_SECTIONS picks what to run (default: all): go builder push verify.
-sections=" ${BENCH_SECTIONS:-go builder push verify} "
+# BENCH_SECTIONS picks what to run (default: all): go builder push verify copy.
+sections=" ${BENCH_SECTIONS:-go builder push verify copy} "
 want() { [[ $sections == *" $1 "* ]]; }
 if want go; then
   run -skip BenchmarkLoad ./pkg/oci/ ./pkg/registry/ ./cmd/digestline/
@@ -242,6 +242,89 @@ verify_vs_peers() {
   rm -rf "$work"
 }
 
+# Registry to registry: one ~500 MB image of 8 incompressible layers with 4
+# referrers (SPDX and CycloneDX SBOMs, a signature, SLSA provenance) on
+# Debian's docker-registry, copied to a fresh distribution v3 each time.
+# digestline copies and then proves every byte and signature at the
+# destination; the peers copy without proving anything.
+copy_vs_peers() {
+  local tools=$PWD/.digestline/tools work
+  work=$(mktemp -d)
+  local src=127.0.0.1:15700 dst=127.0.0.1:15701 reg_pid="" dst_pid=""
+  start_registry "$work" "$src"
+  fresh_destination() {
+    [ -n "$dst_pid" ] && { kill "$dst_pid" || true; wait "$dst_pid" 2>/dev/null || true; }
+    rm -rf "$work/dst"
+    mkdir -p "$work/dst"
+    cat >"$work/dst/config.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/dst/data}}
+http: {addr: $dst}
+YML
+    "$tools/distribution-registry" serve "$work/dst/config.yml" >"$work/dst.log" 2>&1 &
+    dst_pid=$!
+    for _ in $(seq 1 100); do curl -fsS "http://$dst/v2/" >/dev/null 2>&1 && return; sleep 0.05; done
+    echo "distribution-registry did not start on $dst" >&2; return 1
+  }
+  local i
+  for i in 1 2 3 4 5 6 7 8; do
+    mkdir -p "$work/src/d$i"
+    head -c $((60 << 20)) /dev/urandom >"$work/src/d$i/noise"
+  done
+  printf 'layers:\n%s\n' "$(for i in 1 2 3 4 5 6 7; do echo "  - {name: d$i, paths: [d$i]}"; done)" >"$work/src/digestline.yaml"
+  bin/digestline keygen --out "$work" >/dev/null
+  bin/digestline build "$work/src" -o "$work/layout" --compression-level 1 --sbom --sign-key "$work/digestline.key" --name "$src/copy/app" >"$work/build.out"
+  local digest; digest=$(awk 'NR == 1' "$work/build.out")
+  bin/digestline push "$work/layout" "$src/copy/app:1" >/dev/null
+  local bytes; bytes=$(du -sb "$work/layout/blobs" | cut -f1)
+  mkdir -p "$work/home"
+  HOME=$work/home "$tools/regctl" registry set --tls disabled "$src" >/dev/null 2>&1
+  # (the destination is not up yet: regctl keeps the setting and says so)
+  HOME=$work/home "$tools/regctl" registry set --tls disabled "$dst" >/dev/null 2>&1 || true
+  local from="$src/copy/app@$digest" to="$dst/copy/app:1" cmd=() tool best t r fastest=""
+  declare -A secs refs
+  for tool in digestline crane regctl oras skopeo; do
+    case $tool in
+      digestline) cmd=(bin/digestline copy "$from" "$to" --key "$work/digestline.pub") ;;
+      crane) cmd=("$tools/crane" copy "$from" "$to" --insecure) ;;
+      regctl) cmd=(env HOME="$work/home" "$tools/regctl" image copy --referrers "$from" "$to") ;;
+      oras) cmd=("$tools/oras" cp -r --from-plain-http --to-plain-http "$from" "$to") ;;
+      skopeo) cmd=(skopeo copy --all --src-tls-verify=false --dest-tls-verify=false "docker://$from" "docker://$to") ;;
+    esac
+    best=""
+    for i in 1 2 3; do
+      fresh_destination
+      /usr/bin/time -f "%e %M" -o "$work/t" "${cmd[@]}" >"$work/copy.out" 2>&1 || { echo "$tool copy failed:" >&2; cat "$work/copy.out" >&2; return 1; }
+      read -r t r <"$work/t"
+      if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN {exit !(a < b)}'; then best=$t; fi
+    done
+    secs[$tool]=$best
+    refs[$tool]=$(bin/digestline discover "$dst/copy/app@$digest" | grep -c referrer || true)
+    if [ "$tool" != digestline ] && { [ -z "$fastest" ] || awk -v a="$best" -v b="$fastest" 'BEGIN {exit !(a < b)}'; }; then fastest=$best; fi
+  done
+  echo "## Copy between registries: digestline vs crane, regctl, oras and skopeo"
+  echo
+  echo "One image of $(awk -v b="$bytes" 'BEGIN {printf "%.0f MB", b/1e6}') (8 incompressible layers) with 4 referrers (SPDX and CycloneDX SBOMs, a cosign"
+  echo "signature, SLSA provenance) on Debian's docker-registry, copied by digest to a fresh distribution v3 (no referrers API:"
+  echo "the fallback tag) on loopback, best of 3. \`digestline copy --key\` then pulls it from the destination and proves every"
+  echo "byte, referrer and signature before tagging; the peers do not verify. Target: digestline with its proof no slower"
+  echo "than the fastest peer without one. \`regctl image copy --referrers\` and \`oras cp -r\` copy the referrers too;"
+  echo "\`crane copy\` and \`skopeo copy --all\` copy none."
+  echo
+  echo "| tool | time | MB/s | vs fastest peer | verified | referrers at the destination |"
+  echo "|---|---|---|---|---|---|"
+  for tool in digestline crane regctl oras skopeo; do
+    local verified=no
+    [ "$tool" = digestline ] && verified="every byte and signature"
+    awk -v tool="$tool" -v t="${secs[$tool]}" -v b="$bytes" -v f="$fastest" -v v="$verified" -v n="${refs[$tool]}" \
+      'BEGIN {printf "| %s | %.2f s | %.0f | %.2f× | %s | %s |\n", tool, t, b/1e6/t, t/f, v, n}'
+  done
+  kill "$reg_pid" "$dst_pid" 2>/dev/null || true
+  wait "$reg_pid" "$dst_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+
 row() { # input tool seconds bytes layer-bytes rss-kb ratio
   awk -v input="$1" -v tool="$2" -v t="$3" -v b="$4" -v s="$5" -v r="$6" -v x="$7" \
     'BEGIN {printf "| %s | %s | %.2f s | %.0f | %.1f MB | %.0f MB | %s |\n", input, tool, t, b/1e6/t, s/1e6, r/1024, x}'
@@ -304,6 +387,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo
   if want builder; then builder_vs_crane; echo; fi
   if want push; then push_vs_peers; echo; fi
-  if want verify; then verify_vs_peers; fi
+  if want verify; then verify_vs_peers; echo; fi
+  if want copy; then copy_vs_peers; fi
 } >"$out"
 cat "$out"
