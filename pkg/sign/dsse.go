@@ -16,6 +16,13 @@ const PayloadTypeInToto = "application/vnd.in-toto+json"
 // StatementType is the in-toto statement's _type (v1).
 const StatementType = "https://in-toto.io/Statement/v1"
 
+// The predicate types digestline attests: the builder's provenance and the
+// reporter's verification summary of a promotion.
+const (
+	PredicateSLSAProvenance = "https://slsa.dev/provenance/v1"
+	PredicateSLSAVSA        = "https://slsa.dev/verification_summary/v1"
+)
+
 // Statement is an in-toto statement: a predicate about subjects, each
 // named by its digests.
 type Statement struct {

@@ -175,7 +175,7 @@ func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options,
 	if err != nil {
 		return oci.Graph{}, fmt.Errorf("provenance: %w", err)
 	}
-	att, err := sign.Attest(ctx, opts.Signer, opts.Name, graph.Root, PredicateTypeSLSAProvenance, prov, opts.Created, store)
+	att, err := sign.Attest(ctx, opts.Signer, opts.Name, graph.Root, sign.PredicateSLSAProvenance, prov, opts.Created, store)
 	if err != nil {
 		return oci.Graph{}, fmt.Errorf("provenance: %w", err)
 	}

@@ -14,10 +14,9 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// SLSA provenance v1, as the builder attests it for each image it signs
-// (https://slsa.dev/spec/v1.0/provenance).
+// SLSA provenance v1 (sign.PredicateSLSAProvenance), as the builder
+// attests it for each image it signs (https://slsa.dev/spec/v1.0/provenance).
 const (
-	PredicateTypeSLSAProvenance = "https://slsa.dev/provenance/v1"
 	// BuildType names how digestline builds: externalParameters are the
 	// request's source and build spec (docs/provenance.md).
 	BuildType = "https://github.com/digestline/digestline/blob/main/docs/provenance.md#build-type-v1"

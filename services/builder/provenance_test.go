@@ -61,7 +61,7 @@ func TestASignedBuildAttestsItsProvenance(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _, err := sign.VerifyStatement(ctx, env, g.Root.Digest, []sign.Verifier{trusted})
-	if err != nil || st.PredicateType != builder.PredicateTypeSLSAProvenance {
+	if err != nil || st.PredicateType != sign.PredicateSLSAProvenance {
 		t.Fatalf("statement %+v: %v", st, err)
 	}
 	var p builder.Provenance

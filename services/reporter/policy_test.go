@@ -76,7 +76,7 @@ func release(t *testing.T, repo string, s sign.Signer) func(oci.Graph, *oci.Layo
 		if err != nil {
 			t.Fatal(err)
 		}
-		att, err := sign.Attest(ctx, s, repo, g.Root, reporter.PredicateTypeSLSAProvenance, provenanceFrom("refs/heads/main"), time.Time{}, l)
+		att, err := sign.Attest(ctx, s, repo, g.Root, sign.PredicateSLSAProvenance, provenanceFrom("refs/heads/main"), time.Time{}, l)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +180,7 @@ func TestPolicyClausesNameWhatFailsAndItsValues(t *testing.T) {
 	otherSubject := evidenced(t, h.repo, "other-subject", "other subject", func(g oci.Graph, l *oci.Layout) []oci.Graph {
 		refs := release(t, h.repo, releaseKey)(g, l)
 		other, _ := registrytest.Image(t, "another image")
-		st, _ := sign.NewStatement(h.repo, other.Root.Digest, reporter.PredicateTypeSLSAProvenance, provenanceFrom("refs/heads/main"))
+		st, _ := sign.NewStatement(h.repo, other.Root.Digest, sign.PredicateSLSAProvenance, provenanceFrom("refs/heads/main"))
 		env, _ := sign.SignStatement(ctx, releaseKey, st)
 		bundle, _ := json.Marshal(map[string]any{"mediaType": sign.MediaTypeBundle, "dsseEnvelope": env})
 		att, err := oci.BuildArtifact(ctx, oci.ArtifactConfig{ArtifactType: sign.MediaTypeBundle,
@@ -396,7 +396,7 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 	}
 	summaries := map[string]reporter.VSA{}
 	for _, a := range ev.Attestations {
-		if a.Statement.PredicateType == reporter.PredicateTypeVSA {
+		if a.Statement.PredicateType == sign.PredicateSLSAVSA {
 			var v reporter.VSA
 			if err := json.Unmarshal(a.Statement.Predicate, &v); err != nil {
 				t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -20,9 +21,6 @@ import (
 // GatePolicy prefixes the gate a policy rule's rejection names:
 // policy/<rule>.
 const GatePolicy = "policy/"
-
-// PredicateTypeSLSAProvenance is the predicate type `provenance` reads.
-const PredicateTypeSLSAProvenance = "https://slsa.dev/provenance/v1"
 
 // policyInput gathers what a policy's rules read about req's digest:
 // the signatures and attestations the environment's keys prove (the
@@ -33,9 +31,8 @@ func (r *reporter) policyInput(ctx context.Context, reg *registry.Repo, req even
 	if len(keys) == 0 {
 		keys = r.cfg.Keys
 	}
-	var ev evidence.Evidence
-	var err error
-	if ev, err = evidence.Collect(ctx, reg, digest.Digest(req.Digest), keys); err != nil {
+	ev, err := evidence.Collect(ctx, reg, digest.Digest(req.Digest), keys)
+	if err != nil {
 		return nil, err
 	}
 	signatures := []any{}
@@ -47,7 +44,7 @@ func (r *reporter) policyInput(ctx context.Context, reg *registry.Repo, req even
 		var predicate map[string]any
 		_ = json.Unmarshal(a.Statement.Predicate, &predicate) // a statement's predicate is a JSON object
 		attestations = append(attestations, map[string]any{"predicateType": a.Statement.PredicateType, "key": a.KeyID, "digest": a.Digest.String(), "predicate": predicate})
-		if a.Statement.PredicateType == PredicateTypeSLSAProvenance && len(provenance) == 0 && predicate != nil {
+		if a.Statement.PredicateType == sign.PredicateSLSAProvenance && len(provenance) == 0 && predicate != nil {
 			provenance = predicate
 		}
 	}

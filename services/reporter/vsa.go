@@ -14,9 +14,6 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// PredicateTypeVSA is a SLSA verification summary's predicate type.
-const PredicateTypeVSA = "https://slsa.dev/verification_summary/v1"
-
 // VerifierID names the reporter as the verifier of its summaries.
 const VerifierID = "https://github.com/digestline/digestline/services/reporter"
 
@@ -92,5 +89,5 @@ func (r *reporter) signedSummary(ctx context.Context, reg *registry.Repo, rec ev
 	if err != nil {
 		return oci.Graph{}, err
 	}
-	return sign.Attest(ctx, r.cfg.Signer, rec.Repository, subject, PredicateTypeVSA, v, rec.PromotedAt, store)
+	return sign.Attest(ctx, r.cfg.Signer, rec.Repository, subject, sign.PredicateSLSAVSA, v, rec.PromotedAt, store)
 }
