@@ -58,6 +58,14 @@ func apiFlags(cmd *cobra.Command, write bool) func() (*apiClient, error) {
 	}
 }
 
+// requireToken says what to do when a write has no token to send.
+func (c *apiClient) requireToken() error {
+	if c.token == "" {
+		return errors.New("no API token: set DIGESTLINE_API_TOKEN (or --token-file; digestline dev writes one to .digestline/dev/api-token)")
+	}
+	return nil
+}
+
 // do sends a request and decodes a JSON answer into out; an error answer
 // becomes an error carrying the API's message.
 func (c *apiClient) do(ctx context.Context, method, path string, body, out any) (int, error) {
@@ -129,8 +137,8 @@ func newPromoteCommand() *cobra.Command {
 		if dryRun {
 			return showPolicy(ctx, c, ref, to, cmd.OutOrStdout())
 		}
-		if c.token == "" {
-			return errors.New("no API token: set DIGESTLINE_API_TOKEN (or --token-file; digestline dev writes one to .digestline/dev/api-token)")
+		if err := c.requireToken(); err != nil {
+			return err
 		}
 		var accepted reporter.PromoteAccepted
 		if _, err := c.do(ctx, http.MethodPost, "/v1/promotions", reporter.PromoteRequest{Ref: ref.String(), To: to}, &accepted); err != nil {
@@ -200,8 +208,8 @@ func newApproveCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		if c.token == "" {
-			return errors.New("no API token: set DIGESTLINE_API_TOKEN (or --token-file; digestline dev writes one to .digestline/dev/api-token)")
+		if err := c.requireToken(); err != nil {
+			return err
 		}
 		var rec reporter.ApprovalRecord
 		if _, err := c.do(cmd.Context(), http.MethodPost, "/v1/approvals", reporter.ApproveRequest{Ref: ref.String(), To: to}, &rec); err != nil {

@@ -494,3 +494,26 @@ func TestReplayRefusesASubjectOutsideTheContract(t *testing.T) {
 		t.Error("the refused dead letter is gone")
 	}
 }
+
+// TestProvisioningAgainChangesNothing: a service starting on a provisioned
+// bus updates no stream (an update racing a consumer's creation trips a
+// data race in nats-server), while one that changed is updated
+// (TestBucketsReadFromTheLeader).
+func TestProvisioningAgainChangesNothing(t *testing.T) {
+	t.Parallel()
+	srv := eventstest.NewServer(t) // provisioned once
+	updates, err := srv.Conn.SubscribeSync("$JS.API.STREAM.UPDATE.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := events.Provision(context.Background(), srv.JetStream, events.ProvisionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := updates.Pending(); n != 0 {
+		msg, _ := updates.NextMsg(0)
+		t.Fatalf("provisioning again sent %d stream updates, the first %s", n, msg.Subject)
+	}
+}

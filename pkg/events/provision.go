@@ -2,7 +2,9 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -79,11 +81,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		MaxAge:     o.MaxAge,
 	}}
 	for _, cfg := range streams {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := ensureStream(ctx, js, cfg); err != nil {
 			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	if err := ensureObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket:      BlobBucket,
 		Description: "digestline blobs between builder and pusher, keyed by digest",
 		Storage:     jetstream.FileStorage,
@@ -98,11 +100,68 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		{Bucket: HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}
 	for _, cfg := range buckets {
-		if _, err := js.CreateOrUpdateStream(ctx, kvStream(cfg)); err != nil {
+		if err := ensureStream(ctx, js, kvStream(cfg)); err != nil {
 			return fmt.Errorf("provision key-value bucket %s: %w", cfg.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// ensureStream creates the stream, or updates it when its configuration
+// differs from cfg in what digestline sets, and leaves it alone when it is
+// as cfg says: services provision at every start, and an update racing a
+// consumer's creation on the same stream trips a data race inside
+// nats-server (v2.15.2, fileStore.UpdateConfig against ConsumerStore).
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	st, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateOrUpdateStream(ctx, cfg)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if sameStream(cfg, st.CachedInfo().Config) {
+		return nil
+	}
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
+}
+
+// ensureObjectStore is ensureStream for an object store.
+func ensureObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) error {
+	if obs, err := js.ObjectStore(ctx, cfg.Bucket); err == nil {
+		st, err := obs.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Description() == cfg.Description && st.TTL() == cfg.TTL && st.Storage() == cfg.Storage && st.Replicas() == max(cfg.Replicas, 1) {
+			return nil
+		}
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return err
+	}
+	_, err := js.CreateOrUpdateObjectStore(ctx, cfg)
+	return err
+}
+
+// sameStream reports whether have is configured as want in every field
+// digestline sets (a limit want leaves at zero is the server's -1).
+func sameStream(want, have jetstream.StreamConfig) bool {
+	limit := func(v int64) int64 {
+		if v == 0 {
+			return -1
+		}
+		return v
+	}
+	return want.Description == have.Description && slices.Equal(want.Subjects, have.Subjects) &&
+		want.Storage == have.Storage && max(want.Replicas, 1) == max(have.Replicas, 1) &&
+		want.Duplicates == have.Duplicates && want.MaxAge == have.MaxAge && want.Retention == have.Retention &&
+		limit(want.MaxMsgsPerSubject) == limit(have.MaxMsgsPerSubject) && limit(want.MaxBytes) == limit(have.MaxBytes) &&
+		limit(int64(want.MaxMsgSize)) == limit(int64(have.MaxMsgSize)) && limit(want.MaxMsgs) == limit(have.MaxMsgs) &&
+		limit(int64(want.MaxConsumers)) == limit(int64(have.MaxConsumers)) &&
+		want.AllowRollup == have.AllowRollup && want.DenyDelete == have.DenyDelete &&
+		want.AllowDirect == have.AllowDirect && want.Discard == have.Discard
 }
 
 // kvStream is the stream behind a key-value bucket, as

@@ -21,27 +21,7 @@ import (
 func TestAGraphReadFromOneRegistryPushesToAnother(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	l, err := oci.CreateLayout(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var images []oci.Graph
-	for _, arch := range []string{"linux/amd64", "linux/arm64"} {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "app"), []byte(arch), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		p, _ := oci.ParsePlatform(arch)
-		g, err := oci.BuildImage(ctx, dir, oci.ImageConfig{Platform: p}, l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		images = append(images, g)
-	}
-	index, err := oci.BuildIndex(ctx, images, oci.LayerFormat{}, nil, l)
-	if err != nil {
-		t.Fatal(err)
-	}
+	index, l := multiPlatformIndex(t)
 	note, err := oci.BuildArtifact(ctx, oci.ArtifactConfig{ArtifactType: "application/vnd.example.note", Files: []oci.ArtifactFile{{Content: []byte("note"), Title: "note"}}, Subject: &index.Root}, l)
 	if err != nil {
 		t.Fatal(err)
@@ -87,4 +67,33 @@ func TestAGraphReadFromOneRegistryPushesToAnother(t *testing.T) {
 	if again, err := client.Push(ctx, dst, g, source, nil); err != nil || again.Uploaded != 0 {
 		t.Fatalf("pushed again: %v, %d uploaded", err, again.Uploaded)
 	}
+}
+
+// multiPlatformIndex builds an index of two platforms' images into a new
+// layout.
+func multiPlatformIndex(t *testing.T) (oci.Graph, *oci.Layout) {
+	t.Helper()
+	ctx := context.Background()
+	l, err := oci.CreateLayout(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var images []oci.Graph
+	for _, arch := range []string{"linux/amd64", "linux/arm64"} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "app"), []byte(arch), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p, _ := oci.ParsePlatform(arch)
+		g, err := oci.BuildImage(ctx, dir, oci.ImageConfig{Platform: p}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		images = append(images, g)
+	}
+	index, err := oci.BuildIndex(ctx, images, oci.LayerFormat{}, nil, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return index, l
 }

@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -144,27 +142,7 @@ func TestRegistryRefusalsHaveTheirClassAndAPreciseHint(t *testing.T) {
 func TestAFallbackTagThatIsTheSubjectIsNoReferrersList(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	l, err := oci.CreateLayout(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var images []oci.Graph
-	for _, arch := range []string{"linux/amd64", "linux/arm64"} {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "app"), []byte(arch), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		p, _ := oci.ParsePlatform(arch)
-		g, err := oci.BuildImage(ctx, dir, oci.ImageConfig{Platform: p}, l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		images = append(images, g)
-	}
-	index, err := oci.BuildIndex(ctx, images, oci.LayerFormat{}, nil, l)
-	if err != nil {
-		t.Fatal(err)
-	}
+	index, l := multiPlatformIndex(t)
 	host := registrytest.Proxy(t, newRegistry(t), registrytest.DigestForFallbackTag)
 	client := newClient()
 	if _, err := client.Push(ctx, mustRef(t, host+"/team/multi:1"), index, l, nil); err != nil {
