@@ -69,20 +69,33 @@ timed() {
   done
 }
 
-# start_registry WORK ADDR: Debian's docker-registry on ADDR, storing under
-# WORK/registry, once it answers; its pid in reg_pid (the caller's local).
+# start_registry WORK ADDR [BINARY]: a registry of the distribution project
+# (Debian's docker-registry unless BINARY says otherwise) on ADDR, storing
+# under WORK/registry, once it answers; its pid in reg_pid (the caller's local).
 start_registry() {
-  local work=$1 addr=$2
+  local work=$1 addr=$2 bin=${3:-docker-registry}
   cat >"$work/registry.yml" <<YML
 version: 0.1
 log: {level: error, accesslog: {disabled: true}}
 storage: {filesystem: {rootdirectory: $work/registry}}
 http: {addr: $addr}
 YML
-  docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+  "$bin" serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
   reg_pid=$!
   for _ in $(seq 1 100); do curl -fsS "http://$addr/v2/" >/dev/null 2>&1 && return; sleep 0.05; done
-  echo "docker-registry did not start on $addr" >&2; return 1
+  echo "$bin did not start on $addr" >&2; return 1
+}
+
+# noise_layers DIR MIB: a source tree of 8 directories of MIB MiB of random
+# bytes each (gzip cannot shrink them), and a digestline.yaml that makes
+# each directory one layer.
+noise_layers() {
+  local dir=$1 mib=$2 i
+  for i in 1 2 3 4 5 6 7 8; do
+    mkdir -p "$dir/d$i"
+    head -c $((mib << 20)) /dev/urandom >"$dir/d$i/noise"
+  done
+  printf 'layers:\n%s\n' "$(for i in 1 2 3 4 5 6 7; do echo "  - {name: d$i, paths: [d$i]}"; done)" >"$dir/digestline.yaml"
 }
 
 # eight_layers DIR MIB STEP: a source tree of 8 directories of MIB MiB of
@@ -194,12 +207,7 @@ verify_vs_peers() {
   start_registry "$work" "$reg"
   # 8 layers of 120 MiB of random bytes: gzip (which crane validate
   # insists on) cannot shrink them, so the image is ~1 GB as pulled.
-  local i
-  for i in 1 2 3 4 5 6 7 8; do
-    mkdir -p "$work/src/d$i"
-    head -c $((120 << 20)) /dev/urandom >"$work/src/d$i/noise"
-  done
-  printf 'layers:\n%s\n' "$(for i in 1 2 3 4 5 6 7; do echo "  - {name: d$i, paths: [d$i]}"; done)" >"$work/src/digestline.yaml"
+  noise_layers "$work/src" 120
   bin/digestline build "$work/src" -o "$work/layout" --compression-level 1 >"$work/build.out"
   local digest; digest=$(awk 'NR == 1' "$work/build.out")
   bin/digestline push "$work/layout" "$reg/verify/app:1" >/dev/null
@@ -250,29 +258,19 @@ verify_vs_peers() {
 copy_vs_peers() {
   local tools=$PWD/.digestline/tools work
   work=$(mktemp -d)
-  local src=127.0.0.1:15700 dst=127.0.0.1:15701 reg_pid="" dst_pid=""
+  local src=127.0.0.1:15700 dst=127.0.0.1:15701 reg_pid="" src_pid="" dst_pid=""
   start_registry "$work" "$src"
+  src_pid=$reg_pid
+  # fresh_destination starts an empty distribution v3 (a new storage directory).
   fresh_destination() {
     [ -n "$dst_pid" ] && { kill "$dst_pid" || true; wait "$dst_pid" 2>/dev/null || true; }
     rm -rf "$work/dst"
     mkdir -p "$work/dst"
-    cat >"$work/dst/config.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $work/dst/data}}
-http: {addr: $dst}
-YML
-    "$tools/distribution-registry" serve "$work/dst/config.yml" >"$work/dst.log" 2>&1 &
-    dst_pid=$!
-    for _ in $(seq 1 100); do curl -fsS "http://$dst/v2/" >/dev/null 2>&1 && return; sleep 0.05; done
-    echo "distribution-registry did not start on $dst" >&2; return 1
+    start_registry "$work/dst" "$dst" "$tools/distribution-registry"
+    dst_pid=$reg_pid
   }
+  noise_layers "$work/src" 60
   local i
-  for i in 1 2 3 4 5 6 7 8; do
-    mkdir -p "$work/src/d$i"
-    head -c $((60 << 20)) /dev/urandom >"$work/src/d$i/noise"
-  done
-  printf 'layers:\n%s\n' "$(for i in 1 2 3 4 5 6 7; do echo "  - {name: d$i, paths: [d$i]}"; done)" >"$work/src/digestline.yaml"
   bin/digestline keygen --out "$work" >/dev/null
   bin/digestline build "$work/src" -o "$work/layout" --compression-level 1 --sbom --sign-key "$work/digestline.key" --name "$src/copy/app" >"$work/build.out"
   local digest; digest=$(awk 'NR == 1' "$work/build.out")
@@ -320,8 +318,8 @@ YML
     awk -v tool="$tool" -v t="${secs[$tool]}" -v b="$bytes" -v f="$fastest" -v v="$verified" -v n="${refs[$tool]}" \
       'BEGIN {printf "| %s | %.2f s | %.0f | %.2f× | %s | %s |\n", tool, t, b/1e6/t, t/f, v, n}'
   done
-  kill "$reg_pid" "$dst_pid" 2>/dev/null || true
-  wait "$reg_pid" "$dst_pid" 2>/dev/null || true
+  kill "$src_pid" "$dst_pid" 2>/dev/null || true
+  wait "$src_pid" "$dst_pid" 2>/dev/null || true
   rm -rf "$work"
 }
 
