@@ -29,6 +29,9 @@ type Report struct {
 	Checks []string
 	// Graph is what the registry serves, in push order.
 	Graph oci.Graph
+	// Subject is the manifest the root names as its subject (an attached
+	// artifact's), if it names one.
+	Subject digest.Digest
 }
 
 // Options tune a verification.
@@ -90,7 +93,7 @@ func verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.
 			return Report{}, err
 		}
 	}
-	rep := Report{Digest: root, Descriptors: len(g.Descriptors), BytesHashed: v.bytes.Load(), Graph: g}
+	rep := Report{Digest: root, Descriptors: len(g.Descriptors), BytesHashed: v.bytes.Load(), Graph: g, Subject: v.subject}
 	rep.Checks = []string{
 		"[VERIFY] digest match",
 		fmt.Sprintf("[VERIFY] manifest descriptor count: %d", rep.Descriptors),
@@ -118,9 +121,10 @@ func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Rep
 			verr.Path = path
 			return verr
 		}
-		subject, err := subjectOf(ctx, repo, r.Root)
-		if err != nil {
-			return registryError(err, path)
+		subject := sub.Subject
+		if subject == "" {
+			return &failure.Error{Class: failure.Schema, Path: path, Err: fmt.Errorf("referrer %s names no subject", r.Root.Digest),
+				Hint: "an attached artifact's manifest must name its subject"}
 		}
 		if _, ok := listed[subject]; !ok {
 			if listed[subject], err = repo.Referrers(ctx, subject); err != nil {
@@ -138,24 +142,10 @@ func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Rep
 	return nil
 }
 
-// subjectOf reads the subject a referrer's manifest names.
-func subjectOf(ctx context.Context, repo *registry.Repo, d v1.Descriptor) (digest.Digest, error) {
-	body, _, err := repo.GetManifest(ctx, d.Digest.String())
-	if err != nil {
-		return "", err
-	}
-	var m struct {
-		Subject *v1.Descriptor `json:"subject"`
-	}
-	if err := json.Unmarshal(body, &m); err != nil || m.Subject == nil {
-		return "", &failure.Error{Class: failure.Schema, Err: fmt.Errorf("referrer %s names no subject", d.Digest), Hint: "an attached artifact's manifest must name its subject"}
-	}
-	return m.Subject.Digest, nil
-}
-
 type verification struct {
 	repo      *registry.Repo
 	root      v1.Descriptor
+	subject   digest.Digest   // the root's subject, if it names one
 	manifests []v1.Descriptor // children first
 	blobs     []v1.Descriptor
 	paths     []string // of blobs
@@ -189,6 +179,12 @@ func (v *verification) manifest(ctx context.Context, d v1.Descriptor, path strin
 	}
 	if v.root.Digest == "" {
 		v.root, v.seen = d, map[digest.Digest]bool{}
+		var m struct {
+			Subject *v1.Descriptor `json:"subject"`
+		}
+		if json.Unmarshal(b, &m) == nil && m.Subject != nil {
+			v.subject = m.Subject.Digest
+		}
 	}
 	children, err := oci.Children(d.MediaType, b)
 	if err != nil {
