@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
@@ -168,24 +167,11 @@ func manifest(ctx context.Context, repo *registry.Repo, d digest.Digest) (v1.Man
 	return m, nil
 }
 
-// smallBlob reads a blob of at most a manifest's size and checks it
-// against its descriptor.
+// smallBlob reads a blob of at most a manifest's size, checked against
+// its descriptor.
 func smallBlob(ctx context.Context, repo *registry.Repo, d v1.Descriptor) ([]byte, error) {
 	if d.Size > oci.MaxManifestSize {
 		return nil, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("payload %s is %d bytes", d.Digest, d.Size), Hint: "a signed payload is small: this is not one"}
 	}
-	rc, err := repo.Open(ctx, d.Digest)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, d.Size+1))
-	if err != nil {
-		return nil, &failure.Error{Class: failure.Transport, Err: fmt.Errorf("read %s: %w", d.Digest, err), Hint: "the connection to the registry broke: retry"}
-	}
-	if int64(len(b)) != d.Size || digest.FromBytes(b) != d.Digest {
-		return nil, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s does not match its descriptor", d.Digest),
-			Hint: "the registry serves other bytes for the signed payload: it is corrupted or substituted"}
-	}
-	return b, nil
+	return repo.ReadBlob(ctx, d)
 }

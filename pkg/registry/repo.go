@@ -174,6 +174,26 @@ func (r *Repo) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
 	return resp.Body, nil
 }
 
+// ReadBlob reads the blob d describes, whole, and checks it against d's
+// size and digest: for small blobs a caller parses (a signed payload, an
+// SBOM), after bounding d.Size itself.
+func (r *Repo) ReadBlob(ctx context.Context, d v1.Descriptor) ([]byte, error) {
+	rc, err := r.Open(ctx, d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, d.Size+1))
+	if err != nil {
+		return nil, r.classifyTransport(ctx, fmt.Errorf("read blob %s: %w", d.Digest, err))
+	}
+	if int64(len(b)) != d.Size || digest.FromBytes(b) != d.Digest {
+		return nil, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s does not match its descriptor", d.Digest),
+			Hint: "the registry serves other bytes for this digest: it is corrupted or substituted"}
+	}
+	return b, nil
+}
+
 // UploadBlob uploads content as one monolithic PUT in an upload session.
 func (r *Repo) UploadBlob(ctx context.Context, desc v1.Descriptor, content io.Reader) error {
 	s, err := r.startUpload(ctx)

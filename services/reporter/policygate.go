@@ -3,14 +3,11 @@ package reporter
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"slices"
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/evidence"
-	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
@@ -118,18 +115,9 @@ func sbomPackages(ctx context.Context, reg *registry.Repo, refs []v1.Descriptor)
 	if json.Unmarshal(body, &m) != nil || len(m.Layers) == 0 || m.Layers[0].Size > maxSBOM {
 		return out, nil // not an SBOM digestline reads: no packages
 	}
-	rc, err := reg.Open(ctx, m.Layers[0].Digest)
+	content, err := reg.ReadBlob(ctx, m.Layers[0])
 	if err != nil {
 		return nil, err
-	}
-	defer rc.Close()
-	content, err := io.ReadAll(io.LimitReader(rc, m.Layers[0].Size+1))
-	if err != nil {
-		return nil, &failure.Error{Class: failure.Transport, Err: fmt.Errorf("read the SBOM: %w", err), Hint: "the connection to the registry broke: retried"}
-	}
-	if digest.FromBytes(content) != m.Layers[0].Digest {
-		return nil, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("the SBOM %s does not match its descriptor", m.Layers[0].Digest),
-			Hint: "the registry serves other bytes for the SBOM: it is corrupted or substituted"}
 	}
 	pkgs, err := oci.SBOMPackages(refs[i].ArtifactType, content)
 	if err != nil {
