@@ -17,6 +17,7 @@ import (
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 )
 
 // Signature is a cosign signature a trusted key made over the image.
@@ -49,44 +50,99 @@ type Evidence struct {
 }
 
 // Collect lists subject's referrers and proves each signature and
-// attestation among them with keys. Each is read by digest, and its
-// payload hashed against its descriptor, before its signature is checked.
-// An error means the registry could not be read.
+// attestation among them with keys, concurrently. Each is read by digest,
+// and its payload hashed against its descriptor, before its signature is
+// checked. An error means the registry could not be read.
 func Collect(ctx context.Context, repo *registry.Repo, subject digest.Digest, keys []sign.Verifier) (Evidence, error) {
+	return (*Cache)(nil).Collect(ctx, repo, subject, keys)
+}
+
+// Collect is evidence.Collect that reads and proves only the referrers the
+// cache has not seen proven with these keys about this subject; the
+// listing is always read, so a referrer deleted since is not counted.
+func (c *Cache) Collect(ctx context.Context, repo *registry.Repo, subject digest.Digest, keys []sign.Verifier) (Evidence, error) {
 	listed, err := repo.Referrers(ctx, subject)
 	if err != nil {
 		return Evidence{}, err
 	}
+	proofs := make([]proof, len(listed))
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(8)
+	for i, d := range listed {
+		if d.ArtifactType != sign.ArtifactTypeCosignSignature && d.ArtifactType != sign.MediaTypeBundle {
+			continue
+		}
+		key := cacheKey(d.Digest, subject, keys)
+		if p, ok := c.get(key); ok {
+			proofs[i] = p
+			continue
+		}
+		eg.Go(func() error {
+			p, err := prove(ectx, repo, d, subject, keys)
+			if err != nil {
+				return err // the registry failed us, not the evidence
+			}
+			if p.problem == nil {
+				c.put(key, p)
+			}
+			proofs[i] = p
+			return nil
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return Evidence{}, err
+	}
 	ev := Evidence{Referrers: listed}
-	for _, d := range listed {
-		var err error
-		switch d.ArtifactType {
-		case sign.ArtifactTypeCosignSignature:
-			var keyIDs []string
-			if keyIDs, err = signature(ctx, repo, d.Digest, subject, keys); err == nil {
-				for _, id := range keyIDs {
-					ev.Signatures = append(ev.Signatures, Signature{Digest: d.Digest, KeyID: id})
-				}
-			}
-		case sign.MediaTypeBundle:
-			var a Attestation
-			if a, err = attestation(ctx, repo, d.Digest, subject, keys); err == nil {
-				ev.Attestations = append(ev.Attestations, a)
-			}
-		default:
-			continue
+	for _, p := range proofs {
+		ev.Signatures = append(ev.Signatures, p.signatures...)
+		if p.attestation != nil {
+			ev.Attestations = append(ev.Attestations, *p.attestation)
 		}
-		if err == nil {
-			continue
+		if p.problem != nil {
+			ev.Problems = append(ev.Problems, *p.problem)
 		}
-		e := failure.As(err)
-		if e.Temporary() {
-			return Evidence{}, e // the registry failed us, not the evidence
-		}
-		e.Path = fmt.Sprintf("manifest → referrer %s %s", d.ArtifactType, d.Digest)
-		ev.Problems = append(ev.Problems, Problem{Referrer: d, Err: e})
 	}
 	return ev, nil
+}
+
+// proof is what one referrer proved: its signatures, its attestation, or
+// the problem with it.
+type proof struct {
+	signatures  []Signature
+	attestation *Attestation
+	problem     *Problem
+}
+
+// prove reads and proves one signature or attestation referrer. A problem
+// with the evidence is in the proof; the error is the registry's.
+func prove(ctx context.Context, repo *registry.Repo, d v1.Descriptor, subject digest.Digest, keys []sign.Verifier) (proof, error) {
+	var (
+		p   proof
+		err error
+	)
+	if d.ArtifactType == sign.ArtifactTypeCosignSignature {
+		var keyIDs []string
+		if keyIDs, err = signature(ctx, repo, d.Digest, subject, keys); err == nil {
+			for _, id := range keyIDs {
+				p.signatures = append(p.signatures, Signature{Digest: d.Digest, KeyID: id})
+			}
+		}
+	} else {
+		var a Attestation
+		if a, err = attestation(ctx, repo, d.Digest, subject, keys); err == nil {
+			p.attestation = &a
+		}
+	}
+	if err == nil {
+		return p, nil
+	}
+	e := failure.As(err)
+	if e.Temporary() {
+		return proof{}, e
+	}
+	e.Path = fmt.Sprintf("manifest → referrer %s %s", d.ArtifactType, d.Digest)
+	p.problem = &Problem{Referrer: d, Err: e}
+	return p, nil
 }
 
 // signature checks every simple signing layer of the signature manifest

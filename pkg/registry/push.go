@@ -566,8 +566,14 @@ func (p *pushRun) manifestPublish(ctx context.Context, r *StageReport) error {
 		return skip("manifest already in the registry")
 	}
 	for _, m := range p.g.Manifests() {
-		if _, err := p.publishManifest(ctx, m); err != nil {
+		link, err := p.publishManifest(ctx, m)
+		if err != nil {
 			return err
+		}
+		if link != nil {
+			if err := p.repo.AddFallbackReferrers(ctx, link.subject, link.entry); err != nil {
+				return err
+			}
 		}
 		r.Total++
 	}
@@ -615,69 +621,113 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
 }
 
 // referrers pushes the artifacts attached to the root (an SBOM, a
-// signature): their blobs, then their manifests by digest. A registry with
-// the referrers API lists them from the manifest's subject; for one without
-// it, the sha256-<hex> fallback tag index is updated.
+// signature), concurrently: each one's blobs, then its manifests by digest.
+// A registry with the referrers API lists them from the manifest's subject;
+// for one without it, each subject's sha256-<hex> fallback tag index is
+// updated once, with all of its new referrers.
 func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 	if len(p.g.Referrers) == 0 {
 		return skip("no artifacts attached")
 	}
-	var viaAPI, viaTag int
+	var (
+		mu       sync.Mutex
+		viaAPI   int
+		fallback = map[digest.Digest][]v1.Descriptor{}
+		blobs    = map[digest.Digest]func() (bool, error){}
+	)
+	eg, ectx := errgroup.WithContext(ctx)
+	// pushBlob once per blob that several artifacts share (an empty
+	// config): the others wait for it before their manifests go up.
+	pushOnce := func(b v1.Descriptor) (first, uploaded bool, err error) {
+		mu.Lock()
+		push, seen := blobs[b.Digest]
+		if !seen {
+			push = sync.OnceValues(func() (bool, error) { return p.pushBlob(ectx, b) })
+			blobs[b.Digest] = push
+		}
+		mu.Unlock()
+		uploaded, err = push()
+		return !seen, uploaded, err
+	}
+	eg.SetLimit(p.c.jobs)
 	for _, ref := range p.g.Referrers {
-		if _, found, err := p.repo.HeadManifest(ctx, ref.Root.Digest.String()); err != nil {
+		eg.Go(func() error {
+			if _, found, err := p.repo.HeadManifest(ectx, ref.Root.Digest.String()); err != nil || found {
+				mu.Lock()
+				defer mu.Unlock()
+				if found {
+					r.Existing++ // listed already: by the API, or by the fallback tag when it was pushed
+				}
+				return err
+			}
+			var uploaded, bytes int64
+			for _, b := range ref.Blobs() {
+				first, up, err := pushOnce(b)
+				if err != nil {
+					return err
+				}
+				if first && up {
+					uploaded++
+					bytes += b.Size
+				}
+			}
+			var links []fallbackLink
+			for _, m := range ref.Manifests() {
+				link, err := p.publishManifest(ectx, m)
+				if err != nil {
+					return err
+				}
+				if link != nil {
+					links = append(links, *link)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			r.Uploaded += int(uploaded)
+			r.Bytes += bytes
+			if len(links) == 0 {
+				viaAPI++
+			}
+			for _, l := range links {
+				fallback[l.subject] = append(fallback[l.subject], l.entry)
+			}
+			return nil
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return err
+	}
+	viaTag := 0
+	for subject, entries := range fallback {
+		if err := p.repo.AddFallbackReferrers(ctx, subject, entries...); err != nil {
 			return err
-		} else if found {
-			r.Existing++
-			continue // listed already: by the API, or by the fallback tag when it was pushed
 		}
-		for _, b := range ref.Blobs() {
-			uploaded, err := p.pushBlob(ctx, b)
-			if err != nil {
-				return err
-			}
-			if uploaded {
-				r.Uploaded++
-				r.Bytes += b.Size
-			}
-		}
-		var how attachment
-		for _, m := range ref.Manifests() {
-			var err error
-			if how, err = p.publishManifest(ctx, m); err != nil {
-				return err
-			}
-		}
-		if how == viaFallbackTag {
-			viaTag++
-		} else {
-			viaAPI++
-		}
+		viaTag += len(entries)
 	}
 	r.Total = len(p.g.Referrers)
 	r.Detail = fmt.Sprintf("%d attached (%d via referrers API, %d via fallback tag, %d present)", r.Total, viaAPI, viaTag, r.Existing)
 	return nil
 }
 
-// attachment says how a manifest with a subject was linked to it.
-type attachment int
-
-const (
-	noSubject attachment = iota
-	viaReferrersAPI
-	viaFallbackTag
-)
+// fallbackLink is an entry the subject's fallback tag index must list: the
+// registry stored a manifest with that subject but did not acknowledge it.
+type fallbackLink struct {
+	subject digest.Digest
+	entry   v1.Descriptor
+}
 
 // publishManifest puts a manifest by digest. When it has a subject and the
-// registry did not acknowledge it (no referrers API), the subject's fallback
-// tag index is updated so the manifest is still discoverable.
-func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor) (attachment, error) {
+// registry did not acknowledge it (no referrers API), it returns the entry
+// the subject's fallback tag index must list so the manifest is still
+// discoverable.
+func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor) (*fallbackLink, error) {
 	body, err := oci.ReadManifest(ctx, p.src, m)
 	if err != nil {
-		return noSubject, sourceError(err, "manifest "+m.Digest.String())
+		return nil, sourceError(err, "manifest "+m.Digest.String())
 	}
 	acknowledged, err := p.repo.PutManifest(ctx, m.Digest.String(), m.MediaType, body)
-	if err != nil {
-		return noSubject, err
+	if err != nil || acknowledged {
+		return nil, err
 	}
 	var withSubject struct {
 		Subject      *v1.Descriptor `json:"subject"`
@@ -685,16 +735,13 @@ func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor) (attachm
 		Config       v1.Descriptor  `json:"config"`
 	}
 	if json.Unmarshal(body, &withSubject) != nil || withSubject.Subject == nil {
-		return noSubject, nil
-	}
-	if acknowledged {
-		return viaReferrersAPI, nil
+		return nil, nil
 	}
 	entry := m
 	// As the referrers API lists it: the manifest's artifactType, else its
 	// config's media type (cosign's signatures, for one, say it there).
 	entry.ArtifactType = cmp.Or(withSubject.ArtifactType, withSubject.Config.MediaType)
-	return viaFallbackTag, p.repo.AddFallbackReferrer(ctx, withSubject.Subject.Digest, entry)
+	return &fallbackLink{subject: withSubject.Subject.Digest, entry: entry}, nil
 }
 
 // pushBlob uploads one blob unless the registry has it.

@@ -30,25 +30,27 @@ func FallbackTag(subject digest.Digest) string {
 // fallbackAttempts bounds the read-merge-write loop against concurrent writers.
 const fallbackAttempts = 8
 
-// AddFallbackReferrer adds ref to the subject's fallback tag index without
-// losing a concurrent writer's entry. Each round reads the index, merges,
-// and writes it back with If-Match (a registry that honours it refuses a
-// stale write with 412, and the round repeats). Registries that ignore
-// If-Match could still let a stale writer overwrite our entry after we wrote
-// it, so the write is confirmed only after a settle delay longer than a
-// read-merge-write round trip: a writer that read before our write has
-// written by then, and if our entry is gone we merge it back.
-func (r *Repo) AddFallbackReferrer(ctx context.Context, subject digest.Digest, ref v1.Descriptor) error {
+// AddFallbackReferrers adds refs to the subject's fallback tag index without
+// losing a concurrent writer's entry, in one read-merge-write for all of
+// them. Each round reads the index, merges, and writes it back with If-Match
+// (a registry that honours it refuses a stale write with 412, and the round
+// repeats). Registries that ignore If-Match could still let a stale writer
+// overwrite our entries after we wrote them, so the write is confirmed only
+// after a settle delay longer than a read-merge-write round trip: a writer
+// that read before our write has written by then, and if an entry is gone we
+// merge it back.
+func (r *Repo) AddFallbackReferrers(ctx context.Context, subject digest.Digest, refs ...v1.Descriptor) error {
 	tag := FallbackTag(subject)
-	entry := v1.Descriptor{MediaType: ref.MediaType, Digest: ref.Digest, Size: ref.Size, ArtifactType: ref.ArtifactType, Annotations: ref.Annotations}
 	for range fallbackAttempts {
 		start := time.Now()
 		idx, etag, err := r.fallbackIndex(ctx, subject)
 		if err != nil {
 			return err
 		}
-		if !hasDescriptor(idx.Manifests, ref.Digest) {
-			idx.Manifests = append(idx.Manifests, entry)
+		if missing := missingFrom(idx.Manifests, refs); len(missing) > 0 {
+			for _, ref := range missing {
+				idx.Manifests = append(idx.Manifests, v1.Descriptor{MediaType: ref.MediaType, Digest: ref.Digest, Size: ref.Size, ArtifactType: ref.ArtifactType, Annotations: ref.Annotations})
+			}
 			body, err := json.Marshal(idx)
 			if err != nil {
 				return err
@@ -71,11 +73,11 @@ func (r *Repo) AddFallbackReferrer(ctx context.Context, subject digest.Digest, r
 		if err != nil {
 			return err
 		}
-		if hasDescriptor(check.Manifests, ref.Digest) {
+		if len(missingFrom(check.Manifests, refs)) == 0 {
 			return nil
 		}
 	}
-	return &failure.Error{Class: failure.Conflict, Err: fmt.Errorf("fallback tag %s kept changing under %d attempts to add %s", tag, fallbackAttempts, ref.Digest),
+	return &failure.Error{Class: failure.Conflict, Err: fmt.Errorf("fallback tag %s kept changing under %d attempts to add %d referrers", tag, fallbackAttempts, len(refs)),
 		Hint: "several writers are attaching artifacts to this image at once: retry the push"}
 }
 
@@ -200,6 +202,17 @@ func (r *Repo) fallbackIndex(ctx context.Context, subject digest.Digest) (v1.Ind
 	}
 	idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d v1.Descriptor) bool { return d.Digest.Validate() != nil || !oci.IsManifest(d.MediaType) })
 	return idx, resp.Header.Get("ETag"), nil
+}
+
+// missingFrom returns the refs that ds does not list.
+func missingFrom(ds, refs []v1.Descriptor) []v1.Descriptor {
+	var missing []v1.Descriptor
+	for _, ref := range refs {
+		if !hasDescriptor(ds, ref.Digest) {
+			missing = append(missing, ref)
+		}
+	}
+	return missing
 }
 
 func hasDescriptor(ds []v1.Descriptor, d digest.Digest) bool {

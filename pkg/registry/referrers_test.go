@@ -119,7 +119,7 @@ func TestConcurrentAttachersBothEndUpInTheFallbackIndex(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- repo.AddFallbackReferrer(ctx, g.Root.Digest, a.Root)
+			errs <- repo.AddFallbackReferrers(ctx, g.Root.Digest, a.Root)
 		}()
 	}
 	wg.Wait()

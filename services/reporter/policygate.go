@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
@@ -28,7 +27,7 @@ func (r *reporter) policyInput(ctx context.Context, reg *registry.Repo, req even
 	if len(keys) == 0 {
 		keys = r.cfg.Keys
 	}
-	ev, err := evidence.Collect(ctx, reg, digest.Digest(req.Digest), keys)
+	ev, err := r.cfg.Proven.Collect(ctx, reg, digest.Digest(req.Digest), keys)
 	if err != nil {
 		return nil, err
 	}

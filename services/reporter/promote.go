@@ -41,22 +41,22 @@ func (r *reporter) verified(ctx context.Context, m events.Message, vr events.Ver
 	if err != nil {
 		return events.Permanent(err)
 	}
-	evidence := vr.Evidence
-	evidence.Verify = m.Event.ID()
+	trail := vr.Evidence
+	trail.Verify = m.Event.ID()
 	if vr.Promotion == nil {
-		v := Verified{Repository: repo, Digest: vr.Digest, VerifiedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), Evidence: evidence}
+		v := Verified{Repository: repo, Digest: vr.Digest, VerifiedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), Evidence: trail}
 		if err := r.store.markVerified(ctx, v, ""); err != nil {
 			return err
 		}
 		to := cmp.Or(vr.PromoteTo, r.cfg.Environments[0])
-		return r.decide(ctx, m.Event, events.PromotionRequest{Repository: repo, Digest: vr.Digest, To: to, RequestedBy: "pipeline"}, evidence.Request)
+		return r.decide(ctx, m.Event, events.PromotionRequest{Repository: repo, Digest: vr.Digest, To: to, RequestedBy: "pipeline"}, trail.Request)
 	}
 
 	a := vr.Promotion
 	rec, made, err := r.store.record(ctx, events.Promotion{
 		Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Tag: a.Tag,
 		PromotedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), RequestedBy: a.RequestedBy,
-		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: evidence.Push, Verify: evidence.Verify},
+		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: trail.Push, Verify: trail.Verify},
 	})
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -50,12 +51,19 @@ type Config struct {
 	// Signer, when set, signs a SLSA verification summary of every
 	// promotion (DIGESTLINE_SIGNING_KEY), attached to the promoted digest.
 	Signer sign.Signer
+	// Proven remembers the evidence proven (default: a cache of its own), so
+	// the summary after a promotion, and the next environment's policy,
+	// read only the listing and new referrers.
+	Proven *evidence.Cache
 }
 
 // envName is what an environment may be called: one KV key token.
 var envName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 func (c *Config) defaults() error {
+	if c.Proven == nil {
+		c.Proven = evidence.NewCache(4096)
+	}
 	if len(c.Environments) == 0 {
 		c.Environments = DefaultEnvironments
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
@@ -68,7 +67,7 @@ func (r *reporter) summary(ctx context.Context, reg *registry.Repo, rec events.P
 	}
 	v.InputAttestations = []ResourceRef{}
 	if len(keys) > 0 {
-		ev, err := evidence.Collect(ctx, reg, digest.Digest(rec.Digest), keys)
+		ev, err := r.cfg.Proven.Collect(ctx, reg, digest.Digest(rec.Digest), keys)
 		if err != nil {
 			return VSA{}, err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/sign"
@@ -21,7 +22,14 @@ type Config struct {
 	// Keys are the trusted public keys (DIGESTLINE_TRUSTED_KEYS): when
 	// set, every image must carry a signature by one of them.
 	Keys []sign.Verifier
+	// Proven remembers the evidence proven (default: a cache of its own),
+	// so a digest verified again has only new referrers read and proven.
+	Proven *evidence.Cache
 }
+
+// provenEntries bounds a service's cache of proven evidence: a few hundred
+// bytes to a few KiB each.
+const provenEntries = 4096
 
 // Run verifies what the pusher pushed (push.completed) until ctx is
 // cancelled.
@@ -29,6 +37,9 @@ func Run(ctx context.Context, cfg Config) error {
 	w, err := cfg.Worker(ctx, "verifier")
 	if err != nil {
 		return err
+	}
+	if cfg.Proven == nil {
+		cfg.Proven = evidence.NewCache(provenEntries)
 	}
 	v := &verifier{Worker: w, cfg: cfg}
 	// Instrument errors only say a name is malformed; this one is fixed.
@@ -48,8 +59,8 @@ type verifier struct {
 // verify pulls the pushed digest and proves every byte against the graph
 // that was built, and that the pushed tag still points at it.
 func (v *verifier) verify(ctx context.Context, m events.Message, push events.PushResult) error {
-	evidence := push.Evidence
-	evidence.Push = m.Event.ID()
+	trail := push.Evidence
+	trail.Push = m.Event.ID()
 	target, err := name.ParseReference(push.Target)
 	if err != nil {
 		return events.Permanent(err)
@@ -57,7 +68,7 @@ func (v *verifier) verify(ctx context.Context, m events.Message, push events.Pus
 	ref := target.Context().Digest(push.Digest)
 	ctx, span := v.cfg.Traces().Tracer("github.com/digestline/digestline/services/verifier").Start(ctx, "verify "+ref.String())
 	defer span.End()
-	rep, err := Verify(ctx, v.Registry, ref, &push.Graph, Options{Jobs: v.cfg.Jobs, Keys: v.cfg.Keys})
+	rep, err := Verify(ctx, v.Registry, ref, &push.Graph, Options{Jobs: v.cfg.Jobs, Keys: v.cfg.Keys, Proven: v.cfg.Proven})
 	if tag, ok := target.(name.Tag); ok && err == nil {
 		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()))
 		err = CheckTag(ctx, v.Registry, tag, rep.Digest)
@@ -71,7 +82,7 @@ func (v *verifier) verify(ctx context.Context, m events.Message, push events.Pus
 	}
 	if err != nil {
 		span.RecordError(err)
-		return v.Bus.Fail(ctx, m, events.VerifyFailed, err, events.Failure{Target: push.Target, Digest: push.Digest, Report: failure.Report{Stage: "verify"}, Evidence: evidence})
+		return v.Bus.Fail(ctx, m, events.VerifyFailed, err, events.Failure{Target: push.Target, Digest: push.Digest, Report: failure.Report{Stage: "verify"}, Evidence: trail})
 	}
 	log := v.cfg.Log().With("run_id", events.RunID(m.Event))
 	for _, c := range rep.Checks {
@@ -80,7 +91,7 @@ func (v *verifier) verify(ctx context.Context, m events.Message, push events.Pus
 	v.bytesVerified.Add(ctx, rep.BytesHashed)
 	_, err = v.Bus.Emit(ctx, m.Event, events.VerifyCompleted, "", events.VerifyResult{
 		Target: push.Target, Digest: push.Digest, Descriptors: rep.Descriptors, BytesHashed: rep.BytesHashed,
-		Checks: rep.Checks, PromoteTo: push.PromoteTo, Promotion: push.Promotion, Evidence: evidence,
+		Checks: rep.Checks, PromoteTo: push.PromoteTo, Promotion: push.Promotion, Evidence: trail,
 	})
 	return err
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
@@ -42,6 +43,9 @@ type Options struct {
 	// signature by one of them, and every cosign signature and attestation
 	// attached to it must be one of theirs about its digest.
 	Keys []sign.Verifier
+	// Proven, when set, remembers the evidence proven, so that verifying
+	// the same digest again reads only new referrers' signatures.
+	Proven *evidence.Cache
 }
 
 // Verify pulls ref by digest from its registry and proves every byte: each
@@ -49,20 +53,26 @@ type Options struct {
 // a hasher and matches its descriptor's digest and size, and — when want is
 // given — the whole graph equals the one that was built, and its referrers
 // are listed. With trusted keys, its signatures and attestations are proven too. Blobs are
-// hashed in parallel (opts.Jobs at a time); memory does not grow with
-// their size.
+// hashed in parallel (opts.Jobs at a time), and the evidence proven while
+// they are; memory does not grow with their size.
 func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, opts Options) (Report, error) {
-	rep, err := verify(ctx, c, ref, want, opts.Jobs)
-	if err != nil || len(opts.Keys) == 0 {
-		return rep, err
+	if len(opts.Keys) == 0 {
+		return verify(ctx, c, ref, want, opts.Jobs)
 	}
-	repo, err := c.Open(ctx, ref.Context(), false)
-	if err != nil {
-		return Report{}, registryError(err, "")
+	var (
+		rep      Report
+		err      error
+		checks   []string
+		proofErr error
+		wg       sync.WaitGroup
+	)
+	wg.Go(func() { rep, err = verify(ctx, c, ref, want, opts.Jobs) })
+	wg.Go(func() { checks, proofErr = verifyEvidence(ctx, c, ref, opts.Keys, opts.Proven) })
+	wg.Wait()
+	if err = cmp.Or(err, proofErr); err != nil {
+		return Report{}, err // the bytes' failure first: evidence read from bad bytes fails too
 	}
-	if err := verifyEvidence(ctx, repo, rep.Digest, opts.Keys, &rep); err != nil {
-		return Report{}, err
-	}
+	rep.Checks = append(rep.Checks, checks...)
 	return rep, nil
 }
 
@@ -109,30 +119,43 @@ func verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.
 }
 
 // verifyReferrers proves each artifact the graph has attached (an SBOM, a
-// signature, a signature of the SBOM) byte for byte, and that the registry
-// lists it as a referrer of its subject.
+// signature, a signature of the SBOM) byte for byte, concurrently, and that
+// the registry lists it as a referrer of its subject.
 func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Repo, ref name.Digest, want oci.Graph, jobs int, rep *Report) error {
+	subs := make([]Report, len(want.Referrers))
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(max(jobs, 1))
+	for i, r := range want.Referrers {
+		eg.Go(func() error {
+			path := fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
+			sub, err := verify(ectx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs)
+			if err != nil {
+				verr := registryError(err, path)
+				verr.Path = path
+				return verr
+			}
+			if sub.Subject == "" {
+				return &failure.Error{Class: failure.Schema, Path: path, Err: fmt.Errorf("referrer %s names no subject", r.Root.Digest),
+					Hint: "an attached artifact's manifest must name its subject"}
+			}
+			subs[i] = sub
+			return nil
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return err
+	}
 	listed := map[digest.Digest][]v1.Descriptor{} // by subject, read once each
-	for _, r := range want.Referrers {
-		path := fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
-		sub, err := verify(ctx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs)
-		if err != nil {
-			verr := registryError(err, path)
-			verr.Path = path
-			return verr
-		}
-		subject := sub.Subject
-		if subject == "" {
-			return &failure.Error{Class: failure.Schema, Path: path, Err: fmt.Errorf("referrer %s names no subject", r.Root.Digest),
-				Hint: "an attached artifact's manifest must name its subject"}
-		}
-		if _, ok := listed[subject]; !ok {
-			if listed[subject], err = repo.Referrers(ctx, subject); err != nil {
+	for i, r := range want.Referrers {
+		sub, path := subs[i], fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
+		if _, ok := listed[sub.Subject]; !ok {
+			var err error
+			if listed[sub.Subject], err = repo.Referrers(ctx, sub.Subject); err != nil {
 				return registryError(err, "manifest → referrers")
 			}
 		}
-		if !slices.ContainsFunc(listed[subject], func(d v1.Descriptor) bool { return d.Digest == r.Root.Digest }) {
-			return &failure.Error{Class: failure.NotFound, Path: path, Err: fmt.Errorf("%s is in the registry but not listed as a referrer of %s", r.Root.Digest, subject),
+		if !slices.ContainsFunc(listed[sub.Subject], func(d v1.Descriptor) bool { return d.Digest == r.Root.Digest }) {
+			return &failure.Error{Class: failure.NotFound, Path: path, Err: fmt.Errorf("%s is in the registry but not listed as a referrer of %s", r.Root.Digest, sub.Subject),
 				Hint: "the registry lost the referrer link: push again (digestline updates the referrers API or the fallback tag)"}
 		}
 		rep.Descriptors += sub.Descriptors

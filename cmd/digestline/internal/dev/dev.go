@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/sign"
@@ -182,9 +183,14 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, WebhookListener: hookLn, Webhook: cfg.Webhook, Signer: cfg.Signer})
 	})
 	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: deps}) })
-	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: deps, Keys: cfg.TrustedKeys}) })
+	// One process, one memory of what is proven: the reporter's policy does
+	// not read again the signatures the verifier has just proven.
+	proven := evidence.NewCache(4096)
+	g.Go(func() error {
+		return verifier.Run(gctx, verifier.Config{Deps: deps, Keys: cfg.TrustedKeys, Proven: proven})
+	})
 	rcfg := cfg.Reporter
-	rcfg.Deps, rcfg.Listener = deps, apiLn
+	rcfg.Deps, rcfg.Listener, rcfg.Proven = deps, apiLn, proven
 	g.Go(func() error { return reporter.Run(gctx, rcfg) })
 	go func() {
 		defer close(env.done)
