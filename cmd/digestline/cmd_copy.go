@@ -8,7 +8,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
-	"github.com/digestline/digestline/services/verifier"
+	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
@@ -62,7 +62,7 @@ func newCopyCommand() *cobra.Command {
 			if err != nil {
 				return &exitCodeError{code: 2, err: err}
 			}
-			rep, err := verifier.Verify(ctx, client, byDigest, &g, verifier.Options{Jobs: jobs, Keys: keys})
+			rep, err := verify.Image(ctx, client, byDigest, &g, verify.Options{Jobs: jobs, Keys: keys})
 			if err != nil {
 				return &exitCodeError{code: 2, err: fmt.Errorf("%s arrived, but its proof failed, so nothing is tagged: %w", byDigest, err)}
 			}

@@ -16,9 +16,9 @@ import (
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/pkg/verify"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/pusher"
-	"github.com/digestline/digestline/services/verifier"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 )
@@ -220,7 +220,7 @@ func newVerifyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep, err := verifier.Verify(cmd.Context(), client, ref, nil, verifier.Options{Jobs: jobs, Keys: keys})
+			rep, err := verify.Image(cmd.Context(), client, ref, nil, verify.Options{Jobs: jobs, Keys: keys})
 			if err != nil {
 				return &exitCodeError{code: 2, err: err}
 			}

@@ -1,6 +1,7 @@
 // Package verifier is the verifier service: for each push.completed it pulls
-// the artifact back by digest, stream-hashes every manifest and blob, checks
-// sizes and media types, compares the result with the build's artifact graph,
-// and answers with verify.completed or verify.failed. Verify is the same check
-// for the standalone `digestline verify`.
+// the artifact back by digest and proves it with package verify — every
+// manifest and blob stream-hashed, sizes and media types checked, the graph
+// compared with the build's, the evidence proven with the trusted keys, and
+// the pushed tag checked for drift — and answers with verify.completed or
+// verify.failed.
 package verifier

@@ -10,6 +10,7 @@ import (
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -68,10 +69,10 @@ func (v *verifier) verify(ctx context.Context, m events.Message, push events.Pus
 	ref := target.Context().Digest(push.Digest)
 	ctx, span := v.cfg.Traces().Tracer("github.com/digestline/digestline/services/verifier").Start(ctx, "verify "+ref.String())
 	defer span.End()
-	rep, err := Verify(ctx, v.Registry, ref, &push.Graph, Options{Jobs: v.cfg.Jobs, Keys: v.cfg.Keys, Proven: v.cfg.Proven})
+	rep, err := verify.Image(ctx, v.Registry, ref, &push.Graph, verify.Options{Jobs: v.cfg.Jobs, Keys: v.cfg.Keys, Proven: v.cfg.Proven})
 	if tag, ok := target.(name.Tag); ok && err == nil {
 		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()))
-		err = CheckTag(ctx, v.Registry, tag, rep.Digest)
+		err = verify.Tag(ctx, v.Registry, tag, rep.Digest)
 		if drift := (*failure.Error)(nil); errors.As(err, &drift) && drift.Class == failure.Conflict {
 			if _, err := v.Bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
 				Target: push.Target, Tag: tag.TagStr(), Expected: push.Digest, Found: drift.Mismatches[0].Found,

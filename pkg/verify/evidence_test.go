@@ -1,4 +1,4 @@
-package verifier_test
+package verify_test
 
 import (
 	"context"
@@ -14,12 +14,18 @@ import (
 
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/sign"
-	"github.com/digestline/digestline/services/verifier"
+	"github.com/digestline/digestline/pkg/verify"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
+
+func client() *registry.Client {
+	return registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithRetries(1, time.Millisecond))
+}
 
 func newKey(t *testing.T) (sign.Signer, sign.Verifier) {
 	t.Helper()
@@ -105,7 +111,7 @@ func TestSignaturesAreProvenWithTheTrustedKeys(t *testing.T) {
 			if _, err := client().Push(ctx, ref, g, l, nil); err != nil {
 				t.Fatal(err)
 			}
-			rep, err := verifier.Verify(ctx, client(), ref.Context().Digest(g.Root.Digest.String()), nil, verifier.Options{Keys: tc.keys})
+			rep, err := verify.Image(ctx, client(), ref.Context().Digest(g.Root.Digest.String()), nil, verify.Options{Keys: tc.keys})
 			if tc.class == "" {
 				if err != nil || !strings.Contains(strings.Join(rep.Checks, "\n"), "by key "+trusted.KeyID()+": valid") {
 					t.Fatalf("referrers API %v, %s: %v\n%s", referrersAPI, tc.name, err, strings.Join(rep.Checks, "\n"))

@@ -1,4 +1,4 @@
-package verifier
+package verify
 
 import (
 	"cmp"
@@ -48,16 +48,16 @@ type Options struct {
 	Proven *evidence.Cache
 }
 
-// Verify pulls ref by digest from its registry and proves every byte: each
+// Image pulls ref by digest from its registry and proves every byte: each
 // manifest hashes to the digest it is served under, each blob streams through
 // a hasher and matches its descriptor's digest and size, and — when want is
 // given — the whole graph equals the one that was built, and its referrers
 // are listed. With trusted keys, its signatures and attestations are proven too. Blobs are
 // hashed in parallel (opts.Jobs at a time), and the evidence proven while
 // they are; memory does not grow with their size.
-func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, opts Options) (Report, error) {
+func Image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, opts Options) (Report, error) {
 	if len(opts.Keys) == 0 {
-		return verify(ctx, c, ref, want, opts.Jobs)
+		return image(ctx, c, ref, want, opts.Jobs)
 	}
 	var (
 		rep      Report
@@ -66,7 +66,7 @@ func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.
 		proofErr error
 		wg       sync.WaitGroup
 	)
-	wg.Go(func() { rep, err = verify(ctx, c, ref, want, opts.Jobs) })
+	wg.Go(func() { rep, err = image(ctx, c, ref, want, opts.Jobs) })
 	wg.Go(func() { checks, proofErr = verifyEvidence(ctx, c, ref, opts.Keys, opts.Proven) })
 	wg.Wait()
 	if err = cmp.Or(err, proofErr); err != nil {
@@ -76,8 +76,8 @@ func Verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.
 	return rep, nil
 }
 
-// verify proves ref's bytes, and those of the referrers want has.
-func verify(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, jobs int) (Report, error) {
+// image proves ref's bytes, and those of the referrers want has.
+func image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, jobs int) (Report, error) {
 	root, err := digest.Parse(ref.DigestStr())
 	if err != nil {
 		return Report{}, &failure.Error{Class: failure.Schema, Err: err, Hint: "verify takes REPOSITORY@sha256:<hex>"}
@@ -128,7 +128,7 @@ func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Rep
 	for i, r := range want.Referrers {
 		eg.Go(func() error {
 			path := fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
-			sub, err := verify(ectx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs)
+			sub, err := image(ectx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs)
 			if err != nil {
 				verr := registryError(err, path)
 				verr.Path = path
@@ -336,9 +336,9 @@ func compare(want, got oci.Graph) error {
 	return nil
 }
 
-// CheckTag proves that tag still points at want: a tag moved since the push
+// Tag proves that tag still points at want: a tag moved since the push
 // (or deleted) is drift, a conflict error naming both digests.
-func CheckTag(ctx context.Context, c *registry.Client, tag name.Tag, want digest.Digest) error {
+func Tag(ctx context.Context, c *registry.Client, tag name.Tag, want digest.Digest) error {
 	repo, err := c.Open(ctx, tag.Context(), false)
 	if err != nil {
 		return registryError(err, "tag "+tag.TagStr())
