@@ -57,14 +57,7 @@ func BenchmarkShip(b *testing.B) {
 func withEvidence(t testing.TB) stackOption {
 	t.Helper()
 	dir := t.TempDir()
-	signer, err := sign.Generate(filepath.Join(dir, "digestline.key"), filepath.Join(dir, "digestline.pub"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := sign.NewVerifier(signer.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
+	signing := withSigningKey(t, dir)
 	policy := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policy, []byte(`environments:
   dev:
@@ -83,8 +76,26 @@ func withEvidence(t testing.TB) stackOption {
 		t.Fatal(err)
 	}
 	return func(c *dev.Config) {
+		signing(c)
+		c.Reporter.Policy = pol
+	}
+}
+
+// withSigningKey signs every build and promotion with a new key written to
+// dir (digestline.key, digestline.pub), which every service trusts.
+func withSigningKey(t testing.TB, dir string) stackOption {
+	t.Helper()
+	signer, err := sign.Generate(filepath.Join(dir, "digestline.key"), filepath.Join(dir, "digestline.pub"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := sign.NewVerifier(signer.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(c *dev.Config) {
 		c.Signer, c.TrustedKeys = signer, []sign.Verifier{own}
-		c.Reporter.Signer, c.Reporter.Keys, c.Reporter.Policy = signer, []sign.Verifier{own}, pol
+		c.Reporter.Signer, c.Reporter.Keys = signer, []sign.Verifier{own}
 	}
 }
 

@@ -20,8 +20,8 @@ import (
 
 func newDevCommand() *cobra.Command {
 	var (
-		cfg                                                 dev.Config
-		logLevel, envs, required, webhookConfig, policyFile string
+		cfg                                                         dev.Config
+		logLevel, envs, required, webhookConfig, policyFile, places string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -51,6 +51,9 @@ func newDevCommand() *cobra.Command {
 				return err
 			}
 			cfg.Reporter.Environments = strings.Split(envs, ",")
+			if cfg.Reporter.Places, err = reporter.ParsePlaces(places); err != nil {
+				return err
+			}
 			if cfg.Signer, err = sign.SignerFromEnv(); err != nil {
 				return err
 			}
@@ -104,6 +107,8 @@ func newDevCommand() *cobra.Command {
 	fs.StringVar(&cfg.Reporter.TagFormat, "tag-format", service.Env("TAG_FORMAT", "{env}"), "the tag a promotion moves; {env} is the environment (DIGESTLINE_TAG_FORMAT)")
 	fs.StringVar(&required, "required-referrers", service.Env("REQUIRED_REFERRERS", ""),
 		"artifact types an environment requires, e.g. prod=application/spdx+json (DIGESTLINE_REQUIRED_REFERRERS)")
+	fs.StringVar(&places, "places", service.Env("PLACES", ""),
+		"where environments live when not in the repository builds go to, e.g. prod=registry-b.example/prod/{path}:{env} (DIGESTLINE_PLACES; docs/promotion.md)")
 	fs.StringVar(&policyFile, "policy", service.Env("POLICY", ""), "policy file: each environment's keys and rules in CEL (DIGESTLINE_POLICY; docs/policy.md)")
 	fs.StringVar(&cfg.WebhookAddr, "webhook-addr", service.Env("WEBHOOK_ADDR", ""), "serve the builder's webhooks here (DIGESTLINE_WEBHOOK_ADDR; off when empty)")
 	fs.StringVar(&webhookConfig, "webhook-config", service.Env("WEBHOOK_CONFIG", ""), "YAML mapping repositories to images (DIGESTLINE_WEBHOOK_CONFIG)")

@@ -319,7 +319,11 @@ func newRecordsCommand() *cobra.Command {
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ENV\tREPOSITORY\tDIGEST\tTAG\tPROMOTED\tPREVIOUS\tBY")
 		for _, p := range recs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Environment, p.Repository, p.Digest, p.Tag, p.PromotedAt.Format(time.RFC3339), cmp.Or(short(p.PreviousDigest), "none"), p.RequestedBy)
+			tag := p.Tag
+			if p.Location != "" { // the environment lives in another repository
+				tag = p.Location + ":" + p.Tag
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Environment, p.Repository, p.Digest, tag, p.PromotedAt.Format(time.RFC3339), cmp.Or(short(p.PreviousDigest), "none"), p.RequestedBy)
 		}
 		return tw.Flush()
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/digestline/digestline/pkg/registry/registrytest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // artifactTypes is discover's tree as sorted lines of depth and artifact
@@ -99,33 +101,51 @@ func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
 	}
 
 	// A destination that corrupts what it serves: the proof fails, no tag.
-	var corrupting atomic.Bool
 	c := registrytest.Distribution(t, registrytest.DockerRegistry)
-	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: c})
+	corrupted, corrupting := corruptingProxy(t, c)
+	corrupting.Store(true)
+	if _, err := cliErr(t, "copy", a+"@"+digest, corrupted+"/prod/app:prod", "--key", pub); err == nil || !strings.Contains(describe(err), "nothing is tagged") {
+		t.Fatalf("a copy to a corrupting registry = %v", err)
+	}
+	if tagExists(t, c, "prod/app", "prod") {
+		t.Fatal("the tag exists after a failed proof")
+	}
+}
+
+// corruptingProxy serves host through a proxy that, while on, flips the
+// last byte of every blob it serves; it returns the proxy's host:port.
+func corruptingProxy(t *testing.T, host string) (string, *atomic.Bool) {
+	t.Helper()
+	on := &atomic.Bool{}
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: host})
 	proxy.ModifyResponse = func(resp *http.Response) error {
-		if corrupting.Load() && resp.Request.Method == http.MethodGet && strings.Contains(resp.Request.URL.Path, "/blobs/sha256:") && resp.ContentLength > 0 {
+		if on.Load() && resp.Request.Method == http.MethodGet && strings.Contains(resp.Request.URL.Path, "/blobs/sha256:") && resp.ContentLength > 0 {
 			body, err := io.ReadAll(resp.Body)
 			if err != nil {
 				return err
 			}
 			body[len(body)-1] ^= 0xff
-			resp.Body = io.NopCloser(strings.NewReader(string(body)))
+			resp.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		return nil
 	}
 	srv := httptest.NewServer(proxy)
 	t.Cleanup(srv.Close)
-	corrupted := strings.TrimPrefix(srv.URL, "http://")
-	corrupting.Store(true)
-	if _, err := cliErr(t, "copy", a+"@"+digest, corrupted+"/prod/app:prod", "--key", pub); err == nil || !strings.Contains(describe(err), "nothing is tagged") {
-		t.Fatalf("a copy to a corrupting registry = %v", err)
+	return strings.TrimPrefix(srv.URL, "http://"), on
+}
+
+// tagExists asks the registry at host whether repo:tag exists.
+func tagExists(t *testing.T, host, repo, tag string) bool {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodHead, "http://"+host+"/v2/"+repo+"/manifests/"+tag, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	resp, err := http.Head("http://" + c + "/v2/prod/app/manifests/prod")
+	req.Header.Set("Accept", v1.MediaTypeImageManifest+", "+v1.MediaTypeImageIndex)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("the tag exists after a failed proof: %s", resp.Status)
-	}
+	return resp.StatusCode == http.StatusOK
 }

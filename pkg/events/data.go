@@ -1,6 +1,7 @@
 package events
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -208,12 +209,25 @@ type Approval struct {
 	// none): the tag must still point there, or at Digest, to be moved.
 	Previous    string `json:"previous,omitempty"`
 	RequestedBy string `json:"requestedBy,omitempty"`
+	// Location is the repository the environment's tag is in, when the
+	// environment lives elsewhere than Repository (another registry or
+	// path): the digest is copied there, with everything attached to it,
+	// and proven before the tag moves.
+	Location string `json:"location,omitempty"`
+	// Source is the repository the copy reads from: the previous
+	// environment's when it holds the digest, else Repository.
+	Source string `json:"source,omitempty"`
 	// Evidence names the events that built, pushed and verified the digest.
 	Evidence Evidence `json:"evidence"`
 }
 
+// Place is the repository an approval's tag moves in.
+func (a Approval) Place() string { return cmp.Or(a.Location, a.Repository) }
+
 // Promotion is the data of promoted and the record kept per environment and
-// repository: deployers deploy Repository@Digest.
+// repository (the repository builds are pushed to: the application's
+// name). Deployers deploy Ref(): Location@Digest when the environment lives
+// in another repository, else Repository@Digest.
 type Promotion struct {
 	Environment    string    `json:"environment" jsonschema:"minLength=1"`
 	Repository     string    `json:"repository" jsonschema:"minLength=1"`
@@ -223,8 +237,21 @@ type Promotion struct {
 	PreviousDigest string    `json:"previousDigest,omitempty"`
 	RunID          string    `json:"runId"`
 	RequestedBy    string    `json:"requestedBy,omitempty"`
-	Evidence       Evidence  `json:"evidence"`
+	// Location is the repository the environment's tag is in, when it is
+	// not Repository; Digest was proven there, byte for byte, before the
+	// tag moved.
+	Location string `json:"location,omitempty"`
+	// Source is the repository the digest was copied from to Location:
+	// the same Digest, read there.
+	Source   string   `json:"source,omitempty"`
+	Evidence Evidence `json:"evidence"`
 }
+
+// Place is the repository the environment's tag is in.
+func (p Promotion) Place() string { return cmp.Or(p.Location, p.Repository) }
+
+// Ref is what to deploy: the environment's repository at the digest.
+func (p Promotion) Ref() string { return p.Place() + "@" + p.Digest }
 
 // Rejection is the data of promotion.rejected.
 type Rejection struct {

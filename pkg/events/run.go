@@ -100,7 +100,11 @@ func (r *Run) Add(ev cloudevents.Event, name Name) []string {
 	case PromotionApproved:
 		if a, err := Decode[Approval](ev); err == nil {
 			r.step("gates", registry.StatusOK, at, 0, "")
-			return []string{fmt.Sprintf("[GATE] every gate passed: moving %s:%s from %s", a.Repository, a.Tag, cmp.Or(a.Previous, "nothing"))}
+			line := fmt.Sprintf("[GATE] every gate passed: moving %s:%s from %s", a.Place(), a.Tag, cmp.Or(a.Previous, "nothing"))
+			if a.Source != "" {
+				line += fmt.Sprintf(", once %s@%s is copied there from %s and proven", a.Place(), a.Digest, a.Source)
+			}
+			return []string{line}
 		}
 	case PushStage:
 		if s, err := Decode[registry.StageReport](ev); err == nil {
@@ -127,8 +131,12 @@ func (r *Run) Add(ev cloudevents.Event, name Name) []string {
 	case Promoted:
 		if p, err := Decode[Promotion](ev); err == nil {
 			r.step("promote", registry.StatusOK, at, 0, "")
-			r.Status, r.Detail, r.Promotion = RunPromoted, p.Environment+" "+p.Repository+"@"+p.Digest, &p
-			return []string{fmt.Sprintf("promoted %s %s@%s (tag %s, previous %s)", p.Environment, p.Repository, p.Digest, cmp.Or(p.Tag, "none"), cmp.Or(p.PreviousDigest, "none"))}
+			r.Status, r.Detail, r.Promotion = RunPromoted, p.Environment+" "+p.Ref(), &p
+			line := fmt.Sprintf("promoted %s %s (tag %s, previous %s)", p.Environment, p.Ref(), cmp.Or(p.Tag, "none"), cmp.Or(p.PreviousDigest, "none"))
+			if p.Source != "" {
+				line += fmt.Sprintf(", copied from %s@%s and proven there", p.Source, p.Digest)
+			}
+			return []string{line}
 		}
 	case BuildFailed, PushFailed, VerifyFailed:
 		if f, err := Decode[Failure](ev); err == nil {

@@ -23,9 +23,13 @@ type Cache struct {
 	entries int
 }
 
-// NewCache returns a cache of at most entries proofs.
+// NewCache returns a cache of at most entries proofs (0: 4096, a few MiB
+// at most: a proof is a few hundred bytes to a few KiB).
 func NewCache(entries int) *Cache {
-	return &Cache{proofs: map[string]proof{}, entries: max(entries, 1)}
+	if entries <= 0 {
+		entries = 4096
+	}
+	return &Cache{proofs: map[string]proof{}, entries: entries}
 }
 
 func cacheKey(referrer, subject digest.Digest, keys []sign.Verifier) string {

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/digestline/digestline/pkg/failure"
@@ -40,7 +41,18 @@ type pushOptions struct {
 	policy   TagPolicy
 	expect   digest.Digest
 	progress Progress
+	prove    Proof
 }
+
+// Proof proves what a push wrote, where it wrote it, and returns what it
+// proved in a few words (the stage's detail).
+type Proof func(ctx context.Context) (string, error)
+
+// VerifyBeforeTag runs prove as a stage of the push, "verify", after the
+// referrers and before the tag update: the tag moves only once what it
+// will point at, and everything attached to it, is proven where it is.
+// A failed proof fails the push, and the tag stays where it was.
+func VerifyBeforeTag(prove Proof) PushOption { return func(o *pushOptions) { o.prove = prove } }
 
 // WithTagPolicy sets how the tag update treats a tag that points elsewhere.
 func WithTagPolicy(p TagPolicy) PushOption { return func(o *pushOptions) { o.policy = p } }

@@ -63,21 +63,21 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 	for _, o := range opts {
 		o(&p.opts)
 	}
-	steps := []struct {
-		stage string
-		fn    stageFunc
-	}{
+	content := []stage{
 		{StageAuth, p.auth},
 		{StageManifestCheck, p.manifestCheck},
 		{StageBlobCheck, p.blobCheck},
 		{StageMount, p.mount},
 		{StageUpload, p.upload},
 		{StageManifestPublish, p.manifestPublish},
-		{StageTagUpdate, p.tagUpdate},
-		{StageReferrers, p.referrers},
+	}
+	steps := slices.Concat(content, []stage{{StageTagUpdate, p.tagUpdate}, {StageReferrers, p.referrers}})
+	if p.opts.prove != nil {
+		// The tag moves last, onto what is proven where it is.
+		steps = slices.Concat(content, []stage{{StageReferrers, p.referrers}, {StageVerify, p.verify}, {StageTagUpdate, p.tagUpdate}})
 	}
 	for _, s := range steps {
-		if err := p.run(ctx, s.stage, s.fn); err != nil {
+		if err := p.run(ctx, s.name, s.fn); err != nil {
 			return p.result(), err
 		}
 	}
@@ -85,6 +85,11 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 }
 
 type stageFunc func(ctx context.Context, r *StageReport) error
+
+type stage struct {
+	name string
+	fn   stageFunc
+}
 
 // pushRun is the state of one push; it lets a retried stage resume where the
 // failed attempt stopped (uploaded blobs are not sent again).
@@ -618,6 +623,13 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
 		r.Detail += fmt.Sprintf(" (was %s)", short(now))
 	}
 	return nil
+}
+
+// verify runs the push's proof of what it wrote (VerifyBeforeTag).
+func (p *pushRun) verify(ctx context.Context, r *StageReport) error {
+	detail, err := p.opts.prove(ctx)
+	r.Detail = detail
+	return err
 }
 
 // referrers pushes the artifacts attached to the root (an SBOM, a

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -301,5 +302,58 @@ func TestPushNeverLeaksCredentials(t *testing.T) {
 	}
 	if strings.Contains(text, "s3cret") {
 		t.Fatalf("a secret leaked: %s", text)
+	}
+}
+
+// TestATagMovesOnlyOntoWhatIsProven: with a proof, the verify stage runs
+// after the referrers and before the tag update, on what is already in the
+// registry; a proof that fails fails the push as its own stage, and the tag
+// stays where it was.
+func TestATagMovesOnlyOntoWhatIsProven(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t)
+	ctx := context.Background()
+	ref, _ := name.NewTag(host + "/team/app:prod")
+	old := registrytest.Push(t, newClient(), ref.String(), "what prod runs")
+	g, l := buildImage(t, "proven first")
+
+	refused := &recorder{}
+	_, err := newClient().Push(ctx, ref, g, l, refused.observe, registry.VerifyBeforeTag(func(ctx context.Context) (string, error) {
+		if _, err := remote.Image(ref.Context().Digest(g.Root.Digest.String())); err != nil {
+			t.Errorf("the proof runs before the image is there: %v", err)
+		}
+		return "", &failure.Error{Class: failure.Integrity, Err: errors.New("layer 1 hashes to something else"), Hint: "find what altered it"}
+	}))
+	var e *failure.Error
+	if !errors.As(err, &e) || e.Class != failure.Integrity || e.Stage != registry.StageVerify {
+		t.Fatalf("a failed proof: %v, want an integrity failure at the verify stage", err)
+	}
+	if d, err := remote.Head(ref); err != nil || d.Digest.String() != old.Root.Digest.String() {
+		t.Fatalf("the tag moved onto what was not proven: %v %v", d, err)
+	}
+	if last := refused.reports[len(refused.reports)-1]; last.Stage != registry.StageVerify || last.Status != registry.StatusFailed {
+		t.Errorf("the last stage reported is %s %s, want verify failed", last.Stage, last.Status)
+	}
+
+	proven := &recorder{}
+	if _, err := newClient().Push(ctx, ref, g, l, proven.observe, registry.VerifyBeforeTag(func(context.Context) (string, error) {
+		return "3 descriptors proven", nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	var stages []string
+	for _, r := range proven.reports {
+		stages = append(stages, r.Stage)
+	}
+	want := []string{registry.StageAuth, registry.StageManifestCheck, registry.StageBlobCheck, registry.StageMount, registry.StageUpload,
+		registry.StageManifestPublish, registry.StageReferrers, registry.StageVerify, registry.StageTagUpdate}
+	if !slices.Equal(stages, want) {
+		t.Fatalf("stages %v, want %v", stages, want)
+	}
+	if got := proven.final()[registry.StageVerify].Line; !strings.Contains(got, "3 descriptors proven") {
+		t.Errorf("verify line %q does not say what was proven", got)
+	}
+	if d, err := remote.Head(ref); err != nil || d.Digest.String() != g.Root.Digest.String() {
+		t.Fatalf("the tag did not move onto what was proven: %v %v", d, err)
 	}
 }

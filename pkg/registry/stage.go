@@ -18,6 +18,9 @@ const (
 	StageManifestPublish = "manifest publish"
 	StageTagUpdate       = "tag update"
 	StageReferrers       = "referrers"
+	// StageVerify runs only when the push is given a proof
+	// (VerifyBeforeTag): after the referrers, before the tag update.
+	StageVerify = "verify"
 )
 
 // Stage statuses.

@@ -1,16 +1,20 @@
 package pusher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 )
@@ -18,6 +22,15 @@ import (
 // Config configures the pusher.
 type Config struct {
 	service.Deps
+	// Jobs bounds blobs hashed at once when a promotion's copy is proven
+	// at its destination (default 4).
+	Jobs int
+	// Keys are the trusted public keys (DIGESTLINE_TRUSTED_KEYS): a copy
+	// must carry a signature by one of them at its destination, and every
+	// signature and attestation there must verify.
+	Keys []sign.Verifier
+	// Proven remembers the evidence proven (default: a cache of its own).
+	Proven *evidence.Cache
 }
 
 // Run pushes what the builder built (build.completed) and moves the
@@ -27,6 +40,10 @@ func Run(ctx context.Context, cfg Config) error {
 	w, err := cfg.Worker(ctx, "pusher")
 	if err != nil {
 		return err
+	}
+	cfg.Jobs = cmp.Or(cfg.Jobs, 4)
+	if cfg.Proven == nil {
+		cfg.Proven = evidence.NewCache(0)
 	}
 	p := &pusher{Worker: w, cfg: cfg}
 	r := p.Bus.Router(events.ConsumerSpec{Durable: "pusher"})
@@ -78,11 +95,15 @@ func (p *pusher) push(ctx context.Context, m events.Message, build events.BuildR
 }
 
 // promote moves an environment's tag to an approved digest through the same
-// stages as any push: the manifest is found in the registry, so nothing is
-// uploaded, and the tag moves only from where the gates saw it (drift
-// protection). push.completed then sends the digest to be verified again.
+// stages as any push, and the tag moves only from where the gates saw it
+// (drift protection). In the environment's own repository the manifest is
+// found, so nothing is uploaded. When the environment lives elsewhere
+// (a.Location), the digest is copied there from a.Source with everything
+// attached to it, registry to registry, and proven there — every byte, and
+// with trusted keys every signature — before the tag moves. push.completed
+// then sends the digest to be verified again where the tag is.
 func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approval) error {
-	target := a.Repository + ":" + a.Tag
+	target := a.Place() + ":" + a.Tag
 	fail := func(err error) error {
 		return p.Bus.Fail(ctx, m, events.PushFailed, err, events.Failure{Target: target, Digest: a.Digest, Evidence: a.Evidence})
 	}
@@ -90,21 +111,26 @@ func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approva
 	if err != nil {
 		return events.Permanent(err)
 	}
+	from, err := name.NewRepository(cmp.Or(a.Source, a.Repository))
+	if err != nil {
+		return events.Permanent(err)
+	}
 	// The graph is read back from the registry: the digest was pushed and
 	// verified before, and the verifier compares against this graph again.
-	repo, err := p.Registry.Open(ctx, ref.Context(), false)
+	repo, err := p.Registry.Open(ctx, from, false)
 	if err != nil {
 		return fail(err)
 	}
-	root, found, err := repo.HeadManifest(ctx, a.Digest)
+	d, err := digest.Parse(a.Digest)
 	if err != nil {
-		return fail(err)
+		return events.Permanent(err)
 	}
-	if !found {
-		return fail(&failure.Error{Class: failure.NotFound, Stage: registry.StageManifestCheck,
-			Err: fmt.Errorf("%s@%s is not in the registry", a.Repository, a.Digest), Hint: "the approved digest was deleted: ship it again"})
+	copying := from.String() != ref.Context().String()
+	g, src, err := repo.Graph(ctx, d, copying)
+	if errors.Is(err, failure.NotFound) {
+		err = &failure.Error{Class: failure.NotFound, Stage: registry.StageManifestCheck,
+			Err: fmt.Errorf("%s@%s is not in the registry: %w", from, a.Digest, err), Hint: "the approved digest was deleted: ship it again"}
 	}
-	g, err := oci.Walk(ctx, repo.Manifests(), root)
 	if err != nil {
 		return fail(err)
 	}
@@ -116,16 +142,29 @@ func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approva
 	if err != nil {
 		return events.Permanent(err)
 	}
-	res, err := p.pushStages(ctx, m, ref, g, repo, opts...)
+	if copying {
+		opts = append(opts, registry.VerifyBeforeTag(func(ctx context.Context) (string, error) {
+			rep, err := verify.Image(ctx, p.Registry, ref.Context().Digest(a.Digest), &g, verify.Options{Jobs: p.cfg.Jobs, Keys: p.cfg.Keys, Proven: p.cfg.Proven})
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("%s proven at %s: %d descriptors, %d bytes hashed, %d referrers", short(a.Digest), ref.Context(), rep.Descriptors, rep.BytesHashed, len(g.Referrers)), nil
+		}))
+	}
+	res, err := p.pushStages(ctx, m, ref, g, src, opts...)
 	if err != nil {
 		return fail(err)
 	}
 	_, err = p.Bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
-		Target: target, Digest: res.Digest.String(), Graph: g, BlobsExisting: res.Existing, Requests: res.Requests,
+		Target: target, Digest: res.Digest.String(), Graph: g,
+		BlobsUploaded: res.Uploaded, BlobsExisting: res.Existing, BlobsMounted: res.Mounted, BytesUploaded: res.BytesUploaded, Requests: res.Requests,
 		Promotion: &a, Evidence: a.Evidence,
 	})
 	return err
 }
+
+// short abbreviates a digest for a stage's detail.
+func short(d string) string { return d[:min(len(d), len("sha256:")+12)] }
 
 // pushStages pushes g to ref, reporting each stage as it ends: a [STAGE]
 // log line and a push.stage event, sent without waiting for the bus. They

@@ -47,7 +47,7 @@ func (r *reporter) attest(ctx context.Context, rec events.Promotion) error {
 }
 
 func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) error {
-	repo, err := name.NewRepository(rec.Repository)
+	repo, err := name.NewRepository(rec.Place())
 	if err != nil {
 		return &failure.Error{Class: failure.Schema, Err: err}
 	}
@@ -60,7 +60,7 @@ func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) er
 		return err
 	}
 	if !found {
-		return &failure.Error{Class: failure.NotFound, Err: fmt.Errorf("%s@%s is gone from the registry", rec.Repository, rec.Digest),
+		return &failure.Error{Class: failure.NotFound, Err: fmt.Errorf("%s@%s is gone from the registry", rec.Place(), rec.Digest),
 			Hint: "the promoted manifest was deleted after it was verified"}
 	}
 	var store oci.MemStore

@@ -25,6 +25,7 @@ type Policy struct {
 	path   string
 	digest digest.Digest // of the file's bytes, as a verification summary names the policy
 	envs   map[string]*envPolicy
+	places map[string]Place
 }
 
 type envPolicy struct {
@@ -67,6 +68,9 @@ func policyEnv() (*cel.Env, error) {
 // policyFile is the YAML a policy is written in.
 type policyFile struct {
 	Environments map[string]struct {
+		// Place is where the environment lives (places.go), when it is not
+		// the repository builds are pushed to.
+		Place string   `yaml:"place"`
 		Keys  []string `yaml:"keys"`
 		Rules []struct {
 			Name string    `yaml:"name"`
@@ -94,10 +98,20 @@ func LoadPolicy(path string, chain []string) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{path: path, digest: digest.FromBytes(data), envs: map[string]*envPolicy{}}
+	p := &Policy{path: path, digest: digest.FromBytes(data), envs: map[string]*envPolicy{}, places: map[string]Place{}}
 	for name, e := range f.Environments {
 		if !slices.Contains(chain, name) {
 			return nil, fmt.Errorf("policy %s: environment %q is not in the promotion chain %s", path, name, strings.Join(chain, " → "))
+		}
+		if e.Place != "" {
+			place, err := ParsePlace(e.Place)
+			if err != nil {
+				return nil, fmt.Errorf("policy %s: environment %s: %w", path, name, err)
+			}
+			p.places[name] = place
+		}
+		if len(e.Keys) == 0 && len(e.Rules) == 0 {
+			continue // a place alone: no rules
 		}
 		ep := &envPolicy{}
 		for _, k := range e.Keys {
@@ -139,6 +153,14 @@ func readVars(expr string) []string {
 		}
 	}
 	return out
+}
+
+// Places are the environments' places the policy file names.
+func (p *Policy) Places() map[string]Place {
+	if p == nil {
+		return nil
+	}
+	return p.places
 }
 
 // Has reports whether the policy has rules or keys for env.

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
-	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // ApproveRequest is the body of POST /v1/approvals: the digest (ref, or
@@ -69,12 +69,11 @@ func (r *reporter) dryRun(w http.ResponseWriter, req *http.Request) {
 	rep.Allowed = d.Approval != nil
 	// The rules, all of them, whichever gate refused first.
 	if r.cfg.Policy.Has(pr.To) {
-		repo, err := name.NewRepository(pr.Repository) // request() parsed it
-		if err != nil {
-			service.WriteError(w, http.StatusBadRequest, err.Error())
-			return
+		var reg *registry.Repo
+		source, err := r.sourceOf(ctx, pr)
+		if err == nil {
+			reg, err = r.Registry.Open(ctx, source, false)
 		}
-		reg, err := r.Registry.Open(ctx, repo, false)
 		if err == nil {
 			var clauses []Clause
 			if clauses, err = r.checkPolicy(ctx, reg, pr, now); err == nil {

@@ -55,7 +55,7 @@ func (r *reporter) verified(ctx context.Context, m events.Message, vr events.Ver
 	a := vr.Promotion
 	rec, made, err := r.store.record(ctx, events.Promotion{
 		Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Tag: a.Tag,
-		PromotedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), RequestedBy: a.RequestedBy,
+		PromotedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), RequestedBy: a.RequestedBy, Location: a.Location, Source: a.Source,
 		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: trail.Push, Verify: trail.Verify},
 	})
 	if err != nil {
@@ -84,7 +84,7 @@ func (r *reporter) verified(ctx context.Context, m events.Message, vr events.Ver
 	}); err != nil {
 		return err
 	}
-	r.cfg.Log().Info(fmt.Sprintf("promoted %s %s@%s", rec.Environment, rec.Repository, rec.Digest), "run_id", rec.RunID)
+	r.cfg.Log().Info(fmt.Sprintf("promoted %s %s", rec.Environment, rec.Ref()), "run_id", rec.RunID)
 	return r.Bus.Publish(ctx, ev)
 }
 
@@ -176,7 +176,10 @@ func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, reque
 	if err != nil {
 		return decision{}, err
 	}
-	tag := r.tagOf(req.To)
+	place, tag, err := r.placeOf(req.To, req.Repository)
+	if err != nil {
+		return reject(GateEnvironment, "fix the environment's place (docs/promotion.md)", "%v", err)
+	}
 	// A registry that fails for a moment is asked again (the request is
 	// retried); one that refuses for good rejects at the gate it blocks.
 	unreachable := func(gate string, err error) (decision, error) {
@@ -186,11 +189,11 @@ func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, reque
 		}
 		return reject(gate, e.Hint, "cannot check the registry: %v", err)
 	}
-	reg, err := r.Registry.Open(ctx, repo, false)
+	there, err := r.Registry.Open(ctx, place, false)
 	if err != nil {
 		return unreachable(GateTagDrift, err)
 	}
-	found, present, err := reg.HeadManifest(ctx, tag)
+	found, present, err := there.HeadManifest(ctx, tag)
 	if err != nil {
 		return unreachable(GateTagDrift, err)
 	}
@@ -203,8 +206,20 @@ func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, reque
 	}
 	if got != want && got != req.Digest {
 		return reject(GateTagDrift, fmt.Sprintf("someone moved %s:%s outside the pipeline: inspect %s, then put the tag back on %s (or delete it) and promote again",
-			req.Repository, tag, cmp.Or(got, "the tag"), cmp.Or(want, "nothing")),
+			place, tag, cmp.Or(got, "the tag"), cmp.Or(want, "nothing")),
 			"tag %s points at %s, but %s's record says %s", tag, cmp.Or(got, "nothing"), req.To, cmp.Or(want, "nothing"))
+	}
+
+	// The evidence is read where the digest comes from: the repository
+	// builds are pushed to, or the previous environment's place when the
+	// promotion copies from there.
+	source, err := r.sourceOf(ctx, req)
+	if err != nil {
+		return decision{}, err
+	}
+	reg, err := r.Registry.Open(ctx, source, false)
+	if err != nil {
+		return unreachable(GateVerified, err)
 	}
 
 	if required := r.cfg.RequiredReferrers[req.To]; len(required) > 0 {
@@ -231,10 +246,34 @@ func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, reque
 			"%s", failed.Reason())
 	}
 
-	return decision{Approval: &events.Approval{
+	a := &events.Approval{
 		Environment: req.To, Repository: req.Repository, Digest: req.Digest, Tag: tag, Previous: got,
 		RequestedBy: req.RequestedBy, Evidence: events.Evidence{Request: requestID, Build: v.Evidence.Build},
-	}}, nil
+	}
+	if place.String() != repo.String() {
+		a.Location, a.Source = place.String(), source.String()
+	}
+	return decision{Approval: a}, nil
+}
+
+// sourceOf is where a promotion reads the digest and its evidence, and
+// copies them from when the environment lives elsewhere: the previous
+// environment's place when it holds the digest there, else the repository
+// builds are pushed to.
+func (r *reporter) sourceOf(ctx context.Context, req events.PromotionRequest) (name.Repository, error) {
+	app, err := name.NewRepository(req.Repository)
+	if err != nil {
+		return name.Repository{}, err
+	}
+	i := slices.Index(r.cfg.Environments, req.To)
+	if i <= 0 {
+		return app, nil
+	}
+	prev, ok, err := r.store.current(ctx, r.cfg.Environments[i-1], req.Repository)
+	if err != nil || !ok || prev.Digest != req.Digest || prev.Location == "" {
+		return app, err
+	}
+	return name.NewRepository(prev.Location)
 }
 
 // checkPolicy evaluates the environment's policy rules (none without a

@@ -32,6 +32,11 @@ type Config struct {
 	// TagFormat names the tag a promotion to an environment moves; {env} is
 	// replaced by the environment (default "{env}": repo:staging).
 	TagFormat string
+	// Places are where environments live when not in the repository
+	// builds are pushed to (DIGESTLINE_PLACES, or place: in the policy
+	// file): a promotion there copies the digest, with everything attached
+	// to it, and proves it before the tag moves.
+	Places map[string]Place
 	// RequiredReferrers lists, per environment, artifact types that must be
 	// attached to a digest before it may enter (e.g. an SPDX SBOM for prod).
 	RequiredReferrers map[string][]string
@@ -62,7 +67,7 @@ var envName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 func (c *Config) defaults() error {
 	if c.Proven == nil {
-		c.Proven = evidence.NewCache(4096)
+		c.Proven = evidence.NewCache(0)
 	}
 	if len(c.Environments) == 0 {
 		c.Environments = DefaultEnvironments
@@ -86,6 +91,11 @@ func (c *Config) defaults() error {
 	if _, err := name.NewTag("example.com/repo:" + strings.ReplaceAll(c.TagFormat, "{env}", c.Environments[0])); err != nil {
 		return fmt.Errorf("tag format %q does not make a valid tag: %w", c.TagFormat, err)
 	}
+	places, err := mergePlaces(c.Places, c.Policy.Places(), c.Environments)
+	if err != nil {
+		return err
+	}
+	c.Places = places
 	for name, token := range c.Tokens {
 		if name == "" || len(token) < 16 {
 			return fmt.Errorf("API token %q: want a name and a token of at least 16 characters", name)

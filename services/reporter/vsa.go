@@ -51,7 +51,7 @@ func (r *reporter) summary(ctx context.Context, reg *registry.Repo, rec events.P
 	var v VSA
 	v.Verifier.ID = VerifierID
 	v.TimeVerified = rec.PromotedAt
-	v.ResourceURI = "oci://" + rec.Repository + "@" + rec.Digest
+	v.ResourceURI = "oci://" + rec.Place() + "@" + rec.Digest
 	v.VerificationResult = "PASSED"
 	v.VerifiedLevels = []string{}
 	v.SLSAVersion = "1.0"
@@ -72,10 +72,10 @@ func (r *reporter) summary(ctx context.Context, reg *registry.Repo, rec events.P
 			return VSA{}, err
 		}
 		for _, s := range ev.Signatures {
-			v.InputAttestations = append(v.InputAttestations, ResourceRef{URI: "oci://" + rec.Repository + "@" + s.Digest.String(), Digest: digestSet(s.Digest)})
+			v.InputAttestations = append(v.InputAttestations, ResourceRef{URI: "oci://" + rec.Place() + "@" + s.Digest.String(), Digest: digestSet(s.Digest)})
 		}
 		for _, a := range ev.Attestations {
-			v.InputAttestations = append(v.InputAttestations, ResourceRef{URI: "oci://" + rec.Repository + "@" + a.Digest.String(), Digest: digestSet(a.Digest)})
+			v.InputAttestations = append(v.InputAttestations, ResourceRef{URI: "oci://" + rec.Place() + "@" + a.Digest.String(), Digest: digestSet(a.Digest)})
 		}
 	}
 	return v, nil
@@ -88,5 +88,5 @@ func (r *reporter) signedSummary(ctx context.Context, reg *registry.Repo, rec ev
 	if err != nil {
 		return oci.Graph{}, err
 	}
-	return sign.Attest(ctx, r.cfg.Signer, rec.Repository, subject, sign.PredicateSLSAVSA, v, rec.PromotedAt, store)
+	return sign.Attest(ctx, r.cfg.Signer, rec.Place(), subject, sign.PredicateSLSAVSA, v, rec.PromotedAt, store)
 }

@@ -28,10 +28,6 @@ type Config struct {
 	Proven *evidence.Cache
 }
 
-// provenEntries bounds a service's cache of proven evidence: a few hundred
-// bytes to a few KiB each.
-const provenEntries = 4096
-
 // Run verifies what the pusher pushed (push.completed) until ctx is
 // cancelled.
 func Run(ctx context.Context, cfg Config) error {
@@ -40,7 +36,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if cfg.Proven == nil {
-		cfg.Proven = evidence.NewCache(provenEntries)
+		cfg.Proven = evidence.NewCache(0)
 	}
 	v := &verifier{Worker: w, cfg: cfg}
 	// Instrument errors only say a name is malformed; this one is fixed.

@@ -182,10 +182,12 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	g.Go(func() error {
 		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, WebhookListener: hookLn, Webhook: cfg.Webhook, Signer: cfg.Signer})
 	})
-	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: deps}) })
 	// One process, one memory of what is proven: the reporter's policy does
 	// not read again the signatures the verifier has just proven.
-	proven := evidence.NewCache(4096)
+	proven := evidence.NewCache(0)
+	g.Go(func() error {
+		return pusher.Run(gctx, pusher.Config{Deps: deps, Keys: cfg.TrustedKeys, Proven: proven})
+	})
 	g.Go(func() error {
 		return verifier.Run(gctx, verifier.Config{Deps: deps, Keys: cfg.TrustedKeys, Proven: proven})
 	})

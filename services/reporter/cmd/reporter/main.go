@@ -17,6 +17,8 @@ func main() {
 	tagFormat := flag.String("tag-format", service.Env("TAG_FORMAT", "{env}"), "the tag a promotion moves; {env} is the environment (DIGESTLINE_TAG_FORMAT)")
 	required := flag.String("required-referrers", service.Env("REQUIRED_REFERRERS", ""),
 		"artifact types an environment requires, e.g. prod=application/spdx+json;staging=… (DIGESTLINE_REQUIRED_REFERRERS)")
+	places := flag.String("places", service.Env("PLACES", ""),
+		"where environments live when not in the repository builds go to, e.g. prod=registry-b.example/prod/{path}:{env} (DIGESTLINE_PLACES; docs/promotion.md)")
 	policy := flag.String("policy", service.Env("POLICY", ""), "policy file: each environment's keys and rules in CEL (DIGESTLINE_POLICY; docs/policy.md)")
 	service.Main("reporter", "", func(ctx context.Context, d service.Deps) error {
 		tokens, err := reporter.TokensFromEnv()
@@ -28,6 +30,10 @@ func main() {
 			return err
 		}
 		chain := strings.Split(*envs, ",")
+		where, err := reporter.ParsePlaces(*places)
+		if err != nil {
+			return err
+		}
 		var pol *reporter.Policy
 		if *policy != "" {
 			if pol, err = reporter.LoadPolicy(*policy, chain); err != nil {
@@ -43,6 +49,6 @@ func main() {
 			return err
 		}
 		return reporter.Run(ctx, reporter.Config{Deps: d, APIAddr: *addr, Environments: chain,
-			TagFormat: *tagFormat, RequiredReferrers: req, Tokens: tokens, Policy: pol, Keys: keys, Signer: signer})
+			TagFormat: *tagFormat, Places: where, RequiredReferrers: req, Tokens: tokens, Policy: pol, Keys: keys, Signer: signer})
 	})
 }
