@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/pkg/verify"
@@ -58,21 +59,25 @@ func newCopyCommand() *cobra.Command {
 				return &exitCodeError{code: 2, err: fmt.Errorf("read %s: %w", src, err)}
 			}
 			byDigest := dst.Digest(g.Root.Digest.String())
-			res, err := client.Push(ctx, byDigest, g, source, observe)
-			if err != nil {
-				return &exitCodeError{code: 2, err: err}
+			var to name.Reference = byDigest
+			if tag != "" {
+				to = dst.Tag(tag)
 			}
-			rep, err := verify.Image(ctx, client, byDigest, &g, verify.Options{Jobs: jobs, Keys: keys})
+			var rep verify.Report
+			prove := registry.VerifyBeforeTag(func(ctx context.Context) (string, error) {
+				var err error
+				rep, err = verify.Image(ctx, client, byDigest, &g, verify.Options{Jobs: jobs, Keys: keys})
+				return fmt.Sprintf("%d descriptors, %d bytes hashed", rep.Descriptors, rep.BytesHashed), err
+			})
+			res, err := client.Push(ctx, to, g, source, observe, prove)
 			if err != nil {
-				return &exitCodeError{code: 2, err: fmt.Errorf("%s arrived, but its proof failed, so nothing is tagged: %w", byDigest, err)}
+				if failure.As(err).Stage == registry.StageVerify {
+					err = fmt.Errorf("%s arrived, but its proof failed, so nothing is tagged: %w", byDigest, err)
+				}
+				return &exitCodeError{code: 2, err: err}
 			}
 			for _, c := range rep.Checks {
 				fmt.Fprintln(out, c)
-			}
-			if tag != "" {
-				if _, err := client.Push(ctx, dst.Tag(tag), g, source, observe); err != nil {
-					return &exitCodeError{code: 2, err: err}
-				}
 			}
 			fmt.Fprintf(out, "copied %s to %s (%d uploaded, %d existing, %d referrers), verified%s\n",
 				src, byDigest, res.Uploaded, res.Existing, len(g.Referrers), tagged(tag))
