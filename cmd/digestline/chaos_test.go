@@ -6,8 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +22,7 @@ import (
 
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/olareg/olareg"
@@ -175,4 +180,178 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 		b, _ := json.Marshal(dls)
 		t.Errorf("dead letters after the chaos: %s %v", b, err)
 	}
+}
+
+// TestChaosPusherKilledMidCopy: prod lives in another registry, and the
+// pusher is SIGKILLed right after the first blob of the promotion's copy
+// has arrived there. The restarted pusher takes the promotion again and
+// resumes the copy: no blob that arrived is sent again, the promotion
+// completes once, with one record and one promoted event.
+func TestChaosPusherKilledMidCopy(t *testing.T) {
+	bus := newNATSBus(t)
+	olr := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
+	t.Cleanup(func() { _ = olr.Close() })
+	dev := httptest.NewServer(olr)
+	t.Cleanup(dev.Close)
+	devHost := strings.TrimPrefix(dev.URL, "http://")
+
+	var (
+		pusher   *process
+		mu       sync.Mutex
+		arrived  = map[string]int{} // blob uploads prod's registry completed, by digest
+		killed   = make(chan struct{})
+		killOnce sync.Once
+	)
+	prod := registrytest.Distribution(t, registrytest.DockerRegistry)
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: prod})
+	prodHost := serveHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		finishing := r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/")
+		if finishing {
+			time.Sleep(100 * time.Millisecond) // a slow link: the kill lands mid-copy
+		}
+		rec := &statusRecorder{ResponseWriter: w}
+		proxy.ServeHTTP(rec, r)
+		if finishing && rec.status == http.StatusCreated {
+			mu.Lock()
+			arrived[r.URL.Query().Get("digest")]++
+			mu.Unlock()
+			killOnce.Do(func() {
+				go func() {
+					pusher.kill()
+					close(killed)
+					time.Sleep(300 * time.Millisecond)
+					pusher.start(t)
+				}()
+			})
+		}
+	}))
+
+	bins := serviceBinaries(t)
+	logs, err := os.Create(filepath.Join(t.TempDir(), "services.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	api := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	env := append(os.Environ(), "DIGESTLINE_NATS_URL="+bus.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
+		"DIGESTLINE_ACK_WAIT=2s", "DOCKER_CONFIG="+t.TempDir(), "OTEL_EXPORTER_OTLP_ENDPOINT=",
+		"DIGESTLINE_ENVIRONMENTS=dev,prod", "DIGESTLINE_PLACES=prod="+prodHost+"/prod/{path}", "DIGESTLINE_API_TOKENS=alice="+aliceToken)
+	var procs []*process
+	for _, name := range []string{"builder", "pusher", "verifier", "reporter"} {
+		var args []string
+		if name == "reporter" {
+			args = []string{"-api-addr", api}
+		}
+		p := newProcess(bins, name, env, logs, args...)
+		p.start(t)
+		procs = append(procs, p)
+	}
+	pusher = procs[1]
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.kill()
+		}
+	})
+
+	nc, js, err := service.Connect(bus.url(), "chaos-ship")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := events.Provision(context.Background(), js, events.ProvisionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := shipUntilPromoted(ctx, events.NewBus(js, "/digestline/test/chaos"), ship.Request{Dir: sourceDir(t, "killed mid-copy"),
+		Target: devHost + "/team/app:1", Spec: events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := res.Promotion.Digest
+
+	t.Setenv("DIGESTLINE_API_TOKEN", aliceToken)
+	cmd := newRootCommand()
+	var out strings.Builder
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"promote", devHost + "/team/app@" + digest, "--to", "prod", "--api", "http://" + api, "--timeout", "2m"})
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		t.Fatalf("promote to prod: %v\n%s", err, out.String())
+	}
+	select {
+	case <-killed:
+	default:
+		t.Fatal("the pusher was never killed: no blob reached prod's registry")
+	}
+	if pusher.kills != 1 {
+		t.Fatalf("the pusher was killed %d times", pusher.kills)
+	}
+	mu.Lock()
+	for d, n := range arrived {
+		if n > 1 {
+			t.Errorf("blob %s arrived %d times: the resumed copy sent it again", d, n)
+		}
+	}
+	blobs := len(arrived)
+	mu.Unlock()
+	if blobs < 4 {
+		t.Errorf("%d blobs arrived in prod's registry: the image, its SBOMs and dev's record were not all copied", blobs)
+	}
+
+	// One promotion: one record, one promoted event for the run, the tag in
+	// prod's registry.
+	var recs []events.Promotion
+	if code := getJSON(t, "http://"+api+"/v1/promotions?env=prod", &recs); code != http.StatusOK || len(recs) != 1 ||
+		recs[0].Digest != digest || recs[0].Location != prodHost+"/prod/team/app" {
+		t.Fatalf("prod's records (%d): %+v", code, recs)
+	}
+	stream, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(events.Promoted.Filter()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.State.Subjects[events.Promoted.Subject(recs[0].RunID)]; got != 1 {
+		t.Fatalf("%d promoted events for the prod run, want 1", got)
+	}
+	if !tagExists(t, prod, "prod/team/app", "prod") {
+		t.Fatal("prod's tag is not in prod's registry")
+	}
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// serveHandler serves h on a free port until the test ends and returns its
+// host:port.
+func serveHandler(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// getJSON GETs u into v and returns the status.
+func getJSON(t *testing.T, u string, v any) int {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	return resp.StatusCode
 }
