@@ -72,7 +72,6 @@ func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
 	if len(atSource) != 5 { // SPDX (with its review), CycloneDX, signature, provenance
 		t.Fatalf("at the source: %v", atSource)
 	}
-
 	b := registrytest.Distribution(t, registrytest.DockerRegistry)
 	out = cli(t, "copy", a+"@"+digest, b+"/prod/app:prod", "--key", pub)
 	for _, want := range []string{"[VERIFY] digest match", "[VERIFY] signature", "[VERIFY] attestation https://slsa.dev/provenance/v1", "tag update OK prod/app:prod", "verified, tagged prod"} {
@@ -109,6 +108,44 @@ func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
 	}
 	if tagExists(t, c, "prod/app", "prod") {
 		t.Fatal("the tag exists after a failed proof")
+	}
+}
+
+// TestCopyKeepsCosignsLegacyTags: what cosign keeps under an image's
+// sha256-<hex>.sig tag (its default layout, for registries without the
+// referrers API) is copied with the image and tagged so at the
+// destination, where cosign verifies it.
+func TestCopyKeepsCosignsLegacyTags(t *testing.T) {
+	keys := t.TempDir()
+	if out, err := cosign(t, keys, "generate-key-pair"); err != nil {
+		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
+	}
+	a := embeddedRegistry(t) + "/team/legacy"
+	layout := filepath.Join(t.TempDir(), "layout")
+	digest := strings.TrimSpace(strings.SplitN(cli(t, "build", sourceDir(t, "signed the old way"), "-o", layout, "--sign-key", ""), "\n", 2)[0])
+	cli(t, "push", layout, a+":1")
+	if out, err := cosign(t, keys, "sign", "--key", "cosign.key", "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry", "--yes", a+"@"+digest); err != nil {
+		t.Fatalf("cosign sign: %v\n%s", err, out)
+	}
+	sigTag := "sha256-" + strings.TrimPrefix(digest, "sha256:") + ".sig"
+	b := registrytest.Distribution(t, registrytest.DockerRegistry)
+	out := cli(t, "copy", a+"@"+digest, b+"/prod/legacy:prod")
+	for _, want := range []string{"1 under cosign's tags", "[VERIFY] " + sigTag, "verified, tagged prod"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("copy printed no %q:\n%s", want, out)
+		}
+	}
+	if !tagExists(t, b, "prod/legacy", sigTag) {
+		t.Fatalf("%s is not at the destination", sigTag)
+	}
+	verify := func(ref string) (string, error) {
+		return cosign(t, keys, "verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry", "--trusted-root", emptyTrustedRoot(t), ref)
+	}
+	if out, err := verify(b + "/prod/legacy@" + digest); err != nil {
+		t.Fatalf("cosign verify at the destination: %v\n%s", err, out)
+	}
+	if out := cli(t, "copy", a+"@"+digest, b+"/prod/legacy:prod"); !strings.Contains(out, "0 uploaded") {
+		t.Fatalf("a second copy:\n%s", out)
 	}
 }
 

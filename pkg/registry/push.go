@@ -644,6 +644,7 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 	var (
 		mu       sync.Mutex
 		viaAPI   int
+		viaTag   int // cosign's tags
 		fallback = map[digest.Digest][]v1.Descriptor{}
 		blobs    = map[digest.Digest]func() (bool, error){}
 	)
@@ -664,11 +665,16 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 	eg.SetLimit(p.c.jobs)
 	for _, ref := range p.g.Referrers {
 		eg.Go(func() error {
-			if _, found, err := p.repo.HeadManifest(ectx, ref.Root.Digest.String()); err != nil || found {
+			// A referrer is listed once it is there (by the API, or by the
+			// fallback tag when it was pushed); one cosign keeps under a tag
+			// is there when the tag points at it.
+			tag := TaggedAs(ref)
+			d, found, err := p.repo.HeadManifest(ectx, cmp.Or(tag, ref.Root.Digest.String()))
+			if err != nil || (found && d.Digest == ref.Root.Digest) {
 				mu.Lock()
 				defer mu.Unlock()
-				if found {
-					r.Existing++ // listed already: by the API, or by the fallback tag when it was pushed
+				if err == nil {
+					r.Existing++
 				}
 				return err
 			}
@@ -693,11 +699,23 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 					links = append(links, *link)
 				}
 			}
+			if tag != "" {
+				body, err := oci.ReadManifest(ectx, p.src, ref.Root)
+				if err != nil {
+					return sourceError(err, "manifest "+ref.Root.Digest.String())
+				}
+				if _, err := p.repo.PutManifest(ectx, tag, ref.Root.MediaType, body); err != nil {
+					return err
+				}
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			r.Uploaded += int(uploaded)
 			r.Bytes += bytes
-			if len(links) == 0 {
+			switch {
+			case tag != "":
+				viaTag++
+			case len(links) == 0:
 				viaAPI++
 			}
 			for _, l := range links {
@@ -709,15 +727,18 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 	if err := eg.Wait(); err != nil {
 		return err
 	}
-	viaTag := 0
+	viaFallback := 0
 	for subject, entries := range fallback {
 		if err := p.repo.AddFallbackReferrers(ctx, subject, entries...); err != nil {
 			return err
 		}
-		viaTag += len(entries)
+		viaFallback += len(entries)
 	}
 	r.Total = len(p.g.Referrers)
-	r.Detail = fmt.Sprintf("%d attached (%d via referrers API, %d via fallback tag, %d present)", r.Total, viaAPI, viaTag, r.Existing)
+	r.Detail = fmt.Sprintf("%d attached (%d via referrers API, %d via fallback tag, %d present)", r.Total, viaAPI, viaFallback, r.Existing)
+	if viaTag > 0 {
+		r.Detail += fmt.Sprintf("; %d under cosign's tags", viaTag)
+	}
 	return nil
 }
 

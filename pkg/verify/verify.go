@@ -134,11 +134,14 @@ func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Rep
 				verr.Path = path
 				return verr
 			}
+			subs[i] = sub
+			if tag := registry.TaggedAs(r); tag != "" {
+				return taggedAs(ectx, repo, tag, r.Root.Digest, path)
+			}
 			if sub.Subject == "" {
 				return &failure.Error{Class: failure.Schema, Path: path, Err: fmt.Errorf("referrer %s names no subject", r.Root.Digest),
 					Hint: "an attached artifact's manifest must name its subject"}
 			}
-			subs[i] = sub
 			return nil
 		})
 	}
@@ -148,6 +151,12 @@ func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Rep
 	listed := map[digest.Digest][]v1.Descriptor{} // by subject, read once each
 	for i, r := range want.Referrers {
 		sub, path := subs[i], fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
+		rep.Descriptors += sub.Descriptors
+		rep.BytesHashed += sub.BytesHashed
+		if tag := registry.TaggedAs(r); tag != "" {
+			rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] %s %s: digest match", tag, r.Root.Digest))
+			continue
+		}
 		if _, ok := listed[sub.Subject]; !ok {
 			var err error
 			if listed[sub.Subject], err = repo.Referrers(ctx, sub.Subject); err != nil {
@@ -158,9 +167,24 @@ func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Rep
 			return &failure.Error{Class: failure.NotFound, Path: path, Err: fmt.Errorf("%s is in the registry but not listed as a referrer of %s", r.Root.Digest, sub.Subject),
 				Hint: "the registry lost the referrer link: push again (digestline updates the referrers API or the fallback tag)"}
 		}
-		rep.Descriptors += sub.Descriptors
-		rep.BytesHashed += sub.BytesHashed
 		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] referrer %s %s: digest match", r.Root.ArtifactType, r.Root.Digest))
+	}
+	return nil
+}
+
+// taggedAs checks that an artifact cosign keeps under a tag is there.
+func taggedAs(ctx context.Context, repo *registry.Repo, tag string, want digest.Digest, path string) error {
+	d, found, err := repo.HeadManifest(ctx, tag)
+	if err != nil {
+		return registryError(err, path)
+	}
+	if !found || d.Digest != want {
+		got := "nothing"
+		if found {
+			got = d.Digest.String()
+		}
+		return &failure.Error{Class: failure.NotFound, Path: path, Err: fmt.Errorf("tag %s points at %s, not at %s", tag, got, want),
+			Hint: "the registry lost cosign's tag: push again (digestline copies it with the image)"}
 	}
 	return nil
 }
