@@ -73,7 +73,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, durable, env string, ou
 				previous = "none"
 			}
 			// Deploy here, by digest; ack only once the deploy is done.
-			fmt.Fprintf(out, "deploy %s %s@%s (previous %s, run %s)\n", p.Environment, p.Repository, p.Digest, previous, p.RunID)
+			fmt.Fprintf(out, "deploy %s %s (previous %s, run %s)\n", p.Environment, p.Ref(), previous, p.RunID)
 		}
 		_ = msg.Ack()
 	})

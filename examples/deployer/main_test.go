@@ -31,10 +31,10 @@ func TestFollowPrintsEachPromotionToItsEnvironmentOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	bus := events.NewBus(js, "/digestline/test/reporter")
-	promote := func(env, dgst string) {
+	promote := func(env, dgst, location string) {
 		t.Helper()
 		p := events.Promotion{Environment: env, Repository: "registry.example/team/app", Digest: dgst, Tag: env,
-			PromotedAt: time.Now().UTC(), RunID: "run-" + env}
+			PromotedAt: time.Now().UTC(), RunID: "run-" + env, Location: location}
 		ev, err := bus.Start(ctx, events.Promoted, p.RunID, p.Repository, p)
 		if err != nil {
 			t.Fatal(err)
@@ -44,8 +44,8 @@ func TestFollowPrintsEachPromotionToItsEnvironmentOnce(t *testing.T) {
 		}
 	}
 	prod := "sha256:" + strings.Repeat("a", 64)
-	promote("staging", "sha256:"+strings.Repeat("b", 64))
-	promote("prod", prod)
+	promote("staging", "sha256:"+strings.Repeat("b", 64), "")
+	promote("prod", prod, "registry-b.example/prod/team/app") // prod lives in another registry
 
 	var out syncBuffer
 	fctx, stop := context.WithCancel(ctx)
@@ -59,7 +59,7 @@ func TestFollowPrintsEachPromotionToItsEnvironmentOnce(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	want := "deploy prod registry.example/team/app@" + prod + " (previous none, run run-prod)\n"
+	want := "deploy prod registry-b.example/prod/team/app@" + prod + " (previous none, run run-prod)\n"
 	if out.String() != want {
 		t.Fatalf("printed %q, want %q", out.String(), want)
 	}
