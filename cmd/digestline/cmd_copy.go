@@ -69,7 +69,7 @@ func newCopyCommand() *cobra.Command {
 				rep, err = verify.Image(ctx, client, byDigest, &g, verify.Options{Jobs: jobs, Keys: keys})
 				return fmt.Sprintf("%d descriptors, %d bytes hashed", rep.Descriptors, rep.BytesHashed), err
 			})
-			res, err := client.Push(ctx, to, g, source, observe, prove)
+			res, err := client.Push(ctx, to, g, source, observe, prove, registry.MountFrom(src.Context()))
 			if err != nil {
 				if failure.As(err).Stage == registry.StageVerify {
 					err = fmt.Errorf("%s arrived, but its proof failed, so nothing is tagged: %w", byDigest, err)

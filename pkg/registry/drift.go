@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/digestline/digestline/pkg/failure"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -42,6 +43,28 @@ type pushOptions struct {
 	expect   digest.Digest
 	progress Progress
 	prove    Proof
+	mounts   []name.Repository // MountFrom
+}
+
+// MountFrom names a repository that holds the artifact being pushed: when
+// it is in the destination's registry, the push mounts the artifact's
+// blobs from there instead of uploading them (a promotion between two
+// places of one registry, a copy within it). A repository elsewhere, or
+// that no longer holds it, offers nothing and costs nothing.
+func MountFrom(repo name.Repository) PushOption {
+	return func(o *pushOptions) { o.mounts = append(o.mounts, repo) }
+}
+
+// mountFrom is where the artifact root may be mounted from in target's
+// registry.
+func (o pushOptions) mountFrom(target name.Repository, root digest.Digest) []baseRef {
+	var out []baseRef
+	for _, r := range o.mounts {
+		if r.RegistryStr() == target.RegistryStr() && r.RepositoryStr() != target.RepositoryStr() {
+			out = append(out, baseRef{repo: r.RepositoryStr(), digest: root, whole: true})
+		}
+	}
+	return out
 }
 
 // Proof proves what a push wrote, where it wrote it, and returns what it

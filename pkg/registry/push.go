@@ -59,10 +59,10 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 		mountSessions: map[digest.Digest]*uploadSession{},
 		opts:          pushOptions{policy: TagFail}}
 	ctx = countRequests(ctx, &p.counter)
-	p.bases = findBases(ctx, g, src, ref)
 	for _, o := range opts {
 		o(&p.opts)
 	}
+	p.bases = append(findBases(ctx, g, src, ref), p.opts.mountFrom(ref.Context(), g.Root.Digest)...)
 	content := []stage{
 		{StageAuth, p.auth},
 		{StageManifestCheck, p.manifestCheck},
@@ -341,6 +341,9 @@ func (p *pushRun) mount(ctx context.Context, r *StageReport) error {
 type baseRef struct {
 	repo   string
 	digest digest.Digest
+	// whole: the repository holds this very artifact (MountFrom), every
+	// blob of it, not only a base's layers.
+	whole bool
 }
 
 // findBases reads the graph's image manifests (from src, no request) for
@@ -378,6 +381,20 @@ func findBases(ctx context.Context, g oci.Graph, src oci.BlobReader, target name
 // baseLayers lists a base's layers as its repository has them; a base that
 // is gone simply offers nothing to mount.
 func (p *pushRun) baseLayers(ctx context.Context, b baseRef) ([]digest.Digest, error) {
+	if b.whole {
+		g, _, err := p.repo.Sibling(b.repo).Graph(ctx, b.digest, false)
+		if err != nil {
+			if e := failure.As(err); e.Temporary() {
+				return nil, err
+			}
+			return nil, nil
+		}
+		var out []digest.Digest
+		for _, d := range g.Blobs() {
+			out = append(out, d.Digest)
+		}
+		return out, nil
+	}
 	body, desc, err := p.repo.Sibling(b.repo).GetManifest(ctx, b.digest.String())
 	if err != nil {
 		if e := failure.As(err); e.Temporary() {

@@ -357,3 +357,36 @@ func TestATagMovesOnlyOntoWhatIsProven(t *testing.T) {
 		t.Fatalf("the tag did not move onto what was proven: %v %v", d, err)
 	}
 }
+
+// TestACopyWithinARegistryMountsEverything: an image copied to another
+// repository of the registry that holds it (a promotion between two places
+// of one registry) has every blob mounted, its config too, and nothing
+// uploaded; from another registry, MountFrom offers nothing.
+func TestACopyWithinARegistryMountsEverything(t *testing.T) {
+	t.Parallel()
+	host, other := newOlareg(t), newOlareg(t) // blobs per repository
+	ctx := context.Background()
+	c := newClient()
+	g := registrytest.Push(t, c, host+"/team/app:1", "mounted, not sent")
+	from, _ := name.NewRepository(host + "/team/app")
+	repo, err := c.Open(ctx, from, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, src, err := repo.Graph(ctx, g.Root.Digest, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, _ := name.ParseReference(host + "/prod/app:prod")
+	res, err := c.Push(ctx, to, read, src, nil, registry.MountFrom(from))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mounted != len(g.Blobs()) || res.Uploaded != 0 {
+		t.Fatalf("copied within the registry: %d mounted, %d uploaded; want all %d mounted", res.Mounted, res.Uploaded, len(g.Blobs()))
+	}
+	elsewhere, _ := name.ParseReference(other + "/prod/app:prod")
+	if res, err = c.Push(ctx, elsewhere, read, src, nil, registry.MountFrom(from)); err != nil || res.Mounted != 0 || res.Uploaded != len(g.Blobs()) {
+		t.Fatalf("copied to another registry: %+v %v", res, err)
+	}
+}

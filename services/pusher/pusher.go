@@ -143,7 +143,7 @@ func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approva
 		return events.Permanent(err)
 	}
 	if copying {
-		opts = append(opts, registry.VerifyBeforeTag(func(ctx context.Context) (string, error) {
+		opts = append(opts, registry.MountFrom(from), registry.VerifyBeforeTag(func(ctx context.Context) (string, error) {
 			rep, err := verify.Image(ctx, p.Registry, ref.Context().Digest(a.Digest), &g, verify.Options{Jobs: p.cfg.Jobs, Keys: p.cfg.Keys, Proven: p.cfg.Proven})
 			if err != nil {
 				return "", err
