@@ -63,20 +63,18 @@ func newCopyCommand() *cobra.Command {
 			if tag != "" {
 				to = dst.Tag(tag)
 			}
-			var rep verify.Report
-			prove := registry.VerifyBeforeTag(func(ctx context.Context) (string, error) {
-				var err error
-				rep, err = verify.Image(ctx, client, byDigest, &g, verify.Options{Jobs: jobs, Keys: keys})
-				return fmt.Sprintf("%d descriptors, %d bytes hashed", rep.Descriptors, rep.BytesHashed), err
-			})
-			res, err := client.Push(ctx, to, g, source, observe, prove, registry.MountFrom(src.Context()))
+			// Each blob is hashed at the destination as soon as it has
+			// arrived, while the rest is copied; the tag moves once all is.
+			proof := verify.NewAhead(ctx, client, byDigest, g, verify.Options{Jobs: jobs, Keys: keys})
+			defer proof.Close()
+			res, err := client.Push(ctx, to, g, source, observe, registry.VerifyBeforeTag(proof), registry.MountFrom(src.Context()))
 			if err != nil {
 				if failure.As(err).Stage == registry.StageVerify {
 					err = fmt.Errorf("%s arrived, but its proof failed, so nothing is tagged: %w", byDigest, err)
 				}
 				return &exitCodeError{code: 2, err: err}
 			}
-			for _, c := range rep.Checks {
+			for _, c := range proof.Report.Checks {
 				fmt.Fprintln(out, c)
 			}
 			fmt.Fprintf(out, "copied %s to %s (%d uploaded, %d existing, %d referrers), verified%s\n",

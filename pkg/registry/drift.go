@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/digestline/digestline/pkg/failure"
@@ -67,15 +66,7 @@ func (o pushOptions) mountFrom(target name.Repository, root digest.Digest) []bas
 	return out
 }
 
-// Proof proves what a push wrote, where it wrote it, and returns what it
-// proved in a few words (the stage's detail).
-type Proof func(ctx context.Context) (string, error)
 
-// VerifyBeforeTag runs prove as a stage of the push, "verify", after the
-// referrers and before the tag update: the tag moves only once what it
-// will point at, and everything attached to it, is proven where it is.
-// A failed proof fails the push, and the tag stays where it was.
-func VerifyBeforeTag(prove Proof) PushOption { return func(o *pushOptions) { o.prove = prove } }
 
 // WithTagPolicy sets how the tag update treats a tag that points elsewhere.
 func WithTagPolicy(p TagPolicy) PushOption { return func(o *pushOptions) { o.policy = p } }

@@ -276,7 +276,9 @@ func (p *pushRun) blobCheck(ctx context.Context, r *StageReport) error {
 	}
 	p.missing = p.missing[:0]
 	for i, b := range blobs {
-		if !exists[i] {
+		if exists[i] {
+			p.arrived(b)
+		} else {
 			p.missing = append(p.missing, b)
 		}
 	}
@@ -315,6 +317,7 @@ func (p *pushRun) mount(ctx context.Context, r *StageReport) error {
 				return err
 			}
 			if mounted {
+				p.arrived(b)
 				r.Mounted++
 				r.Bytes += b.Size
 				continue
@@ -444,6 +447,7 @@ func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
 			}
 			p.uploaded[b.Digest] = true
 			p.res.Uploaded++
+			p.arrived(b)
 			return nil
 		})
 	}
@@ -644,7 +648,7 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
 
 // verify runs the push's proof of what it wrote (VerifyBeforeTag).
 func (p *pushRun) verify(ctx context.Context, r *StageReport) error {
-	detail, err := p.opts.prove(ctx)
+	detail, err := p.opts.prove.Prove(ctx)
 	r.Detail = detail
 	return err
 }
@@ -672,7 +676,13 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 		mu.Lock()
 		push, seen := blobs[b.Digest]
 		if !seen {
-			push = sync.OnceValues(func() (bool, error) { return p.pushBlob(ectx, b) })
+			push = sync.OnceValues(func() (bool, error) {
+				uploaded, err := p.pushBlob(ectx, b)
+				if err == nil {
+					p.arrived(b)
+				}
+				return uploaded, err
+			})
 			blobs[b.Digest] = push
 		}
 		mu.Unlock()

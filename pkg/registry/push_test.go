@@ -318,12 +318,12 @@ func TestATagMovesOnlyOntoWhatIsProven(t *testing.T) {
 	g, l := buildImage(t, "proven first")
 
 	refused := &recorder{}
-	_, err := newClient().Push(ctx, ref, g, l, refused.observe, registry.VerifyBeforeTag(func(ctx context.Context) (string, error) {
+	_, err := newClient().Push(ctx, ref, g, l, refused.observe, registry.VerifyBeforeTag(registry.ProofFunc(func(ctx context.Context) (string, error) {
 		if _, err := remote.Image(ref.Context().Digest(g.Root.Digest.String())); err != nil {
 			t.Errorf("the proof runs before the image is there: %v", err)
 		}
 		return "", &failure.Error{Class: failure.Integrity, Err: errors.New("layer 1 hashes to something else"), Hint: "find what altered it"}
-	}))
+	})))
 	var e *failure.Error
 	if !errors.As(err, &e) || e.Class != failure.Integrity || e.Stage != registry.StageVerify {
 		t.Fatalf("a failed proof: %v, want an integrity failure at the verify stage", err)
@@ -336,9 +336,9 @@ func TestATagMovesOnlyOntoWhatIsProven(t *testing.T) {
 	}
 
 	proven := &recorder{}
-	if _, err := newClient().Push(ctx, ref, g, l, proven.observe, registry.VerifyBeforeTag(func(context.Context) (string, error) {
+	if _, err := newClient().Push(ctx, ref, g, l, proven.observe, registry.VerifyBeforeTag(registry.ProofFunc(func(context.Context) (string, error) {
 		return "3 descriptors proven", nil
-	})); err != nil {
+	}))); err != nil {
 		t.Fatal(err)
 	}
 	var stages []string

@@ -56,8 +56,14 @@ type Options struct {
 // hashed in parallel (opts.Jobs at a time), and the evidence proven while
 // they are; memory does not grow with their size.
 func Image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, opts Options) (Report, error) {
+	return prove(ctx, c, ref, want, opts, nil)
+}
+
+// prove is Image, where hashed holds what blobs hashed to before it began
+// (an Ahead's): those are not pulled again.
+func prove(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, opts Options, hashed map[digest.Digest]error) (Report, error) {
 	if len(opts.Keys) == 0 {
-		return image(ctx, c, ref, want, opts.Jobs)
+		return image(ctx, c, ref, want, opts.Jobs, hashed)
 	}
 	var (
 		rep      Report
@@ -66,7 +72,7 @@ func Image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 		proofErr error
 		wg       sync.WaitGroup
 	)
-	wg.Go(func() { rep, err = image(ctx, c, ref, want, opts.Jobs) })
+	wg.Go(func() { rep, err = image(ctx, c, ref, want, opts.Jobs, hashed) })
 	wg.Go(func() { checks, proofErr = verifyEvidence(ctx, c, ref, opts.Keys, opts.Proven) })
 	wg.Wait()
 	if err = cmp.Or(err, proofErr); err != nil {
@@ -77,7 +83,7 @@ func Image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 }
 
 // image proves ref's bytes, and those of the referrers want has.
-func image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, jobs int) (Report, error) {
+func image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, jobs int, hashed map[digest.Digest]error) (Report, error) {
 	root, err := digest.Parse(ref.DigestStr())
 	if err != nil {
 		return Report{}, &failure.Error{Class: failure.Schema, Err: err, Hint: "verify takes REPOSITORY@sha256:<hex>"}
@@ -86,7 +92,7 @@ func image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 	if err != nil {
 		return Report{}, registryError(err, "")
 	}
-	v := &verification{repo: repo}
+	v := &verification{repo: repo, hashed: hashed}
 	rootDesc := v1.Descriptor{Digest: root}
 	if want != nil {
 		rootDesc = want.Root
@@ -111,7 +117,7 @@ func image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 	}
 	if want != nil {
 		rep.Checks = append(rep.Checks, "[VERIFY] graph matches the build")
-		if err := verifyReferrers(ctx, c, repo, ref, *want, jobs, &rep); err != nil {
+		if err := verifyReferrers(ctx, c, repo, ref, *want, jobs, hashed, &rep); err != nil {
 			return Report{}, err
 		}
 	}
@@ -121,14 +127,14 @@ func image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 // verifyReferrers proves each artifact the graph has attached (an SBOM, a
 // signature, a signature of the SBOM) byte for byte, concurrently, and that
 // the registry lists it as a referrer of its subject.
-func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Repo, ref name.Digest, want oci.Graph, jobs int, rep *Report) error {
+func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Repo, ref name.Digest, want oci.Graph, jobs int, hashed map[digest.Digest]error, rep *Report) error {
 	subs := make([]Report, len(want.Referrers))
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(jobs, 1))
 	for i, r := range want.Referrers {
 		eg.Go(func() error {
 			path := fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
-			sub, err := image(ectx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs)
+			sub, err := image(ectx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs, hashed)
 			if err != nil {
 				verr := registryError(err, path)
 				verr.Path = path
@@ -198,6 +204,7 @@ type verification struct {
 	paths     []string // of blobs
 	seen      map[digest.Digest]bool
 	bytes     atomic.Int64
+	hashed    map[digest.Digest]error // blobs hashed before (an Ahead's): not pulled again
 }
 
 // manifest fetches and checks one manifest, then its children.
@@ -279,7 +286,20 @@ func (v *verification) hashBlobs(ctx context.Context, jobs int) error {
 	eg.SetLimit(jobs)
 	for i, d := range v.blobs {
 		eg.Go(func() error {
-			err := v.hashBlob(ectx, d)
+			err, done := v.hashed[d.Digest]
+			switch {
+			case done && err == nil:
+				v.bytes.Add(d.Size)
+				return nil
+			case done:
+				e := *failure.As(err) // its own copy: it is given a path below
+				err = &e
+			}
+			if !done || !settled(err) {
+				var n int64
+				n, err = hashBlob(ectx, v.repo, d)
+				v.bytes.Add(n)
+			}
 			if err == nil {
 				return nil
 			}
@@ -306,10 +326,12 @@ func (v *verification) hashBlobs(ctx context.Context, jobs int) error {
 	return nil
 }
 
-func (v *verification) hashBlob(ctx context.Context, d v1.Descriptor) error {
-	rc, err := v.repo.Open(ctx, d.Digest)
+// hashBlob pulls one blob and hashes it against its descriptor; it returns
+// the bytes it read.
+func hashBlob(ctx context.Context, repo *registry.Repo, d v1.Descriptor) (int64, error) {
+	rc, err := repo.Open(ctx, d.Digest)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer rc.Close()
 	h := d.Digest.Algorithm().Hash()
@@ -317,19 +339,25 @@ func (v *verification) hashBlob(ctx context.Context, d v1.Descriptor) error {
 	defer copyBuffers.Put(buf)
 	// Read one byte past the size so a longer blob is caught, not truncated.
 	n, err := io.CopyBuffer(h, io.LimitReader(rc, d.Size+1), *buf)
-	v.bytes.Add(n)
 	if err != nil {
-		return &failure.Error{Class: failure.Transport, Err: fmt.Errorf("read blob %s: %w", d.Digest, err), Hint: "the connection to the registry broke mid-blob: retry"}
+		return n, &failure.Error{Class: failure.Transport, Err: fmt.Errorf("read blob %s: %w", d.Digest, err), Hint: "the connection to the registry broke mid-blob: retry"}
 	}
 	if n != d.Size {
-		return &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s is %d bytes, descriptor says %d", d.Digest, n, d.Size),
+		return n, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s is %d bytes, descriptor says %d", d.Digest, n, d.Size),
 			Hint: "the registry serves a blob of the wrong size: it is truncated or substituted"}
 	}
 	if got := digest.NewDigest(d.Digest.Algorithm(), h); got != d.Digest {
-		return &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s hashes to %s", d.Digest, got),
+		return n, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s hashes to %s", d.Digest, got),
 			Hint: "the registry serves corrupted or substituted content for this digest: delete the blob from the registry and push again"}
 	}
-	return nil
+	return n, nil
+}
+
+// settled says whether a blob's failure is its content's (it is wrong, or
+// not there), not the moment's: hashing it again would say the same.
+func settled(err error) bool {
+	c := failure.As(err).Class
+	return c == failure.Integrity || c == failure.NotFound
 }
 
 // copyBuffers are the reads of hashBlob: large reads take a blob off the

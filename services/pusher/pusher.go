@@ -143,13 +143,11 @@ func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approva
 		return events.Permanent(err)
 	}
 	if copying {
-		opts = append(opts, registry.MountFrom(from), registry.VerifyBeforeTag(func(ctx context.Context) (string, error) {
-			rep, err := verify.Image(ctx, p.Registry, ref.Context().Digest(a.Digest), &g, verify.Options{Jobs: p.cfg.Jobs, Keys: p.cfg.Keys, Proven: p.cfg.Proven})
-			if err != nil {
-				return "", err
-			}
-			return fmt.Sprintf("%s proven at %s: %d descriptors, %d bytes hashed, %d referrers", short(a.Digest), ref.Context(), rep.Descriptors, rep.BytesHashed, len(g.Referrers)), nil
-		}))
+		// Proven at the destination before the tag moves: each blob is
+		// hashed there as soon as it has arrived, while the rest is copied.
+		proof := verify.NewAhead(ctx, p.Registry, ref.Context().Digest(a.Digest), g, verify.Options{Jobs: p.cfg.Jobs, Keys: p.cfg.Keys, Proven: p.cfg.Proven})
+		defer proof.Close()
+		opts = append(opts, registry.MountFrom(from), registry.VerifyBeforeTag(proof))
 	}
 	res, err := p.pushStages(ctx, m, ref, g, src, opts...)
 	if err != nil {
@@ -162,9 +160,6 @@ func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approva
 	})
 	return err
 }
-
-// short abbreviates a digest for a stage's detail.
-func short(d string) string { return d[:min(len(d), len("sha256:")+12)] }
 
 // pushStages pushes g to ref, reporting each stage as it ends: a [STAGE]
 // log line and a push.stage event, sent without waiting for the bus. They
