@@ -4,8 +4,10 @@
 # image, ship it (build and sign → push → verify every byte and signature →
 # promote to dev), ship it again (a warm push uploads nothing), promote it
 # to staging through the gates, see prod's policy refuse it (no approval
-# yet), approve it and promote it to prod, then verify the promoted digest
-# standalone, with digestline and with cosign.
+# yet), approve it and promote it to prod — which lives in another
+# registry: the digest is copied there with its signatures, provenance and
+# SBOMs and proven before prod's tag moves — then verify the promoted digest
+# there standalone, with digestline and with cosign.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=./bin/digestline
@@ -13,18 +15,23 @@ work=$(mktemp -d)
 nats_port=${DEMO_NATS_PORT:-14222}
 registry=${DEMO_REGISTRY:-127.0.0.1:15000}
 api=${DEMO_API:-127.0.0.1:18080}
-cleanup() { [ -n "${dev_pid:-}" ] && kill "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null; rm -rf "$work"; }
+prod_registry=${DEMO_PROD_REGISTRY:-127.0.0.1:15001}
+cleanup() {
+  for pid in ${dev_pid:-} ${prod_pid:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 echo "== building the payload: a static Go binary in an empty root"
 mkdir -p "$work/app"
 CGO_ENABLED=0 go build -trimpath -o "$work/app/hello" ./examples/hello
 
-echo "== a signing key, and prod's policy (docs/policy.md)"
+echo "== a signing key, and prod's policy (docs/policy.md): prod lives in another registry (docs/promotion.md)"
 "$bin" keygen --out "$work"
 cat >"$work/policy.yaml" <<YAML
 environments:
   prod:
+    place: $prod_registry/prod/{path}
     rules:
       - name: signed
         expr: signatures.size() > 0
@@ -36,6 +43,11 @@ environments:
         expr: approvals.size() >= 1
 YAML
 cat "$work/policy.yaml"
+
+echo; echo "== starting prod's registry at $prod_registry (another registry: digestline registry)"
+"$bin" registry --addr "$prod_registry" --data "$work/prod-registry" --log-level warn >"$work/prod-registry.log" 2>&1 &
+prod_pid=$!
+for _ in $(seq 1 100); do curl -fsS "http://$prod_registry/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
 
 echo; echo "== starting digestline dev (embedded NATS, registry, four services, API), signing with that key"
 DIGESTLINE_SIGNING_KEY="$work/digestline.key" "$bin" dev --data "$work/data" --nats-port "$nats_port" --registry-addr "$registry" \
@@ -63,7 +75,7 @@ echo; echo "== prod's policy, clause by clause (dry run: nothing is promoted)"
 echo; echo "== promote to prod: the policy refuses it, naming the clause"
 "$bin" promote "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token" || true
 
-echo; echo "== approve it for prod, then promote it"
+echo; echo "== approve it for prod, then promote it: copied to $prod_registry with everything attached, proven there, then tagged"
 "$bin" approve "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token"
 "$bin" promote "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token"
 
@@ -71,12 +83,13 @@ echo; echo "== records, and the history"
 "$bin" records --api "http://$api"
 "$bin" records --history --api "http://$api"
 
-echo; echo "== standalone verify of $registry/demo/hello@$digest: every byte, every signature and attestation"
-"$bin" verify "$registry/demo/hello@$digest" --key "$work/digestline.pub"
-"$bin" discover "$registry/demo/hello@$digest"
+prod="$prod_registry/prod/demo/hello@$digest"
+echo; echo "== standalone verify of prod's $prod: every byte, every signature and attestation"
+"$bin" verify "$prod" --key "$work/digestline.pub"
+"$bin" discover "$prod"
 
 echo; echo "== cosign verify of the promoted digest (the ecosystem's tool; offline: no transparency log here)"
 cosign=$(scripts/cosign.sh)
 echo '{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}' >"$work/trusted_root.json"
 HOME=$work "$cosign" verify --key "$work/digestline.pub" --insecure-ignore-tlog=true --experimental-oci11 \
-  --allow-http-registry --trusted-root "$work/trusted_root.json" "$registry/demo/hello@$digest" 2>&1 | grep -v '^\[{' || exit 1
+  --allow-http-registry --trusted-root "$work/trusted_root.json" "$prod" 2>&1 | grep -v '^\[{' || exit 1
