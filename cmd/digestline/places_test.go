@@ -8,9 +8,12 @@ import (
 	"testing"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
+	"go.opentelemetry.io/otel/codes"
 )
 
 // TestPromotionAcrossRegistries: dev and staging live where builds are
@@ -49,6 +52,21 @@ func TestPromotionAcrossRegistries(t *testing.T) {
 	}
 	if tagExists(t, b, "prod/team/app", "prod") || s.current(t, "prod", repo) != "" {
 		t.Fatal("prod is tagged or recorded after a failed proof")
+	}
+	// One trace shows where it stopped: the verify stage's span, failed,
+	// with its class and hint.
+	failed := false
+	for _, sp := range s.spans.Ended() {
+		if sp.Name() == "push "+registry.StageVerify && sp.Status().Code == codes.Error {
+			for _, kv := range sp.Attributes() {
+				if kv.Key == "error.type" && kv.Value.AsString() == string(failure.Integrity) {
+					failed = true
+				}
+			}
+		}
+	}
+	if !failed {
+		t.Fatal("no failed verify stage span with error.type integrity")
 	}
 
 	corrupting.Store(false)
