@@ -66,8 +66,6 @@ func (o pushOptions) mountFrom(target name.Repository, root digest.Digest) []bas
 	return out
 }
 
-
-
 // WithTagPolicy sets how the tag update treats a tag that points elsewhere.
 func WithTagPolicy(p TagPolicy) PushOption { return func(o *pushOptions) { o.policy = p } }
 
