@@ -43,38 +43,7 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 	t.Cleanup(reg.Close)
 	host := strings.TrimPrefix(reg.URL, "http://")
 
-	bins := serviceBinaries(t)
-	logs, err := os.Create(filepath.Join(t.TempDir(), "services.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logs.Close()
-	env := append(os.Environ(), "DIGESTLINE_NATS_URL="+bus.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
-		"DIGESTLINE_ACK_WAIT=2s", "DOCKER_CONFIG="+t.TempDir(), "OTEL_EXPORTER_OTLP_ENDPOINT=")
-	var procs []*process
-	for _, name := range []string{"builder", "pusher", "verifier", "reporter"} {
-		var args []string
-		if name == "reporter" {
-			args = []string{"-api-addr", "127.0.0.1:0"}
-		}
-		p := newProcess(bins, name, env, logs, args...)
-		p.start(t)
-		procs = append(procs, p)
-	}
-	t.Cleanup(func() {
-		for _, p := range procs {
-			p.kill()
-		}
-	})
-
-	nc, js, err := service.Connect(bus.url(), "chaos-ship")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if err := events.Provision(context.Background(), js, events.ProvisionOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	procs, js := serviceProcesses(t, bus, "127.0.0.1:0")
 	shipBus := events.NewBus(js, "/digestline/test/chaos")
 
 	// The monkey: every 100–600 ms, SIGKILL a random service and restart it
@@ -115,7 +84,7 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 			return nil
 		})
 	}
-	err = g.Wait()
+	err := g.Wait()
 	close(done)
 	monkey.Wait()
 	kills := 0
@@ -226,41 +195,10 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 		}
 	}))
 
-	bins := serviceBinaries(t)
-	logs, err := os.Create(filepath.Join(t.TempDir(), "services.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logs.Close()
 	api := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	env := append(os.Environ(), "DIGESTLINE_NATS_URL="+bus.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
-		"DIGESTLINE_ACK_WAIT=2s", "DOCKER_CONFIG="+t.TempDir(), "OTEL_EXPORTER_OTLP_ENDPOINT=",
-		"DIGESTLINE_ENVIRONMENTS=dev,prod", "DIGESTLINE_PLACES=prod="+prodHost+"/prod/{path}", "DIGESTLINE_API_TOKENS=alice="+aliceToken)
-	var procs []*process
-	for _, name := range []string{"builder", "pusher", "verifier", "reporter"} {
-		var args []string
-		if name == "reporter" {
-			args = []string{"-api-addr", api}
-		}
-		p := newProcess(bins, name, env, logs, args...)
-		p.start(t)
-		procs = append(procs, p)
-	}
+	procs, js := serviceProcesses(t, bus, api, "DIGESTLINE_ENVIRONMENTS=dev,prod", "DIGESTLINE_PLACES=prod="+prodHost+"/prod/{path}",
+		"DIGESTLINE_API_TOKENS=alice="+aliceToken)
 	pusher = procs[1]
-	t.Cleanup(func() {
-		for _, p := range procs {
-			p.kill()
-		}
-	})
-
-	nc, js, err := service.Connect(bus.url(), "chaos-ship")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if err := events.Provision(context.Background(), js, events.ProvisionOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	res, err := shipUntilPromoted(ctx, events.NewBus(js, "/digestline/test/chaos"), ship.Request{Dir: sourceDir(t, "killed mid-copy"),
@@ -354,4 +292,44 @@ func getJSON(t *testing.T, u string, v any) int {
 		t.Fatalf("GET %s: %v", u, err)
 	}
 	return resp.StatusCode
+}
+
+// serviceProcesses runs the four services (builder, pusher, verifier,
+// reporter, in that order) as real processes on bus, the reporter's API on
+// api, with env added to their environment, until the test ends. It
+// returns them and a JetStream connection with the streams provisioned.
+func serviceProcesses(t *testing.T, bus *natsBus, api string, env ...string) ([]*process, jetstream.JetStream) {
+	t.Helper()
+	bins := serviceBinaries(t)
+	logs, err := os.Create(filepath.Join(t.TempDir(), "services.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = append(append(os.Environ(), "DIGESTLINE_NATS_URL="+bus.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
+		"DIGESTLINE_ACK_WAIT=2s", "DOCKER_CONFIG="+t.TempDir(), "OTEL_EXPORTER_OTLP_ENDPOINT="), env...)
+	var procs []*process
+	for _, name := range []string{"builder", "pusher", "verifier", "reporter"} {
+		var args []string
+		if name == "reporter" {
+			args = []string{"-api-addr", api}
+		}
+		p := newProcess(bins, name, env, logs, args...)
+		p.start(t)
+		procs = append(procs, p)
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.kill()
+		}
+		_ = logs.Close()
+	})
+	nc, js, err := service.Connect(bus.url(), "chaos-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if err := events.Provision(context.Background(), js, events.ProvisionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return procs, js
 }

@@ -2,9 +2,6 @@ package evidence_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +12,7 @@ import (
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/pkg/sign/signtest"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -40,31 +38,14 @@ func (r *requests) take() []string {
 	return p
 }
 
-func newKey(t *testing.T) (sign.Signer, sign.Verifier) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sign.NewSigner(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sign.NewVerifier(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, v
-}
-
 // TestACacheReadsEachProofOnce: evidence collected again through a cache
 // reads the referrers' listing and nothing else; with other keys it is
 // proven anew (and fails), and a referrer added since is read and proven.
 func TestACacheReadsEachProofOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	signer, trusted := newKey(t)
-	_, other := newKey(t)
+	signer, trusted := signtest.Key(t)
+	_, other := signtest.Key(t)
 	host := registrytest.Memory(t, true)
 	seen := &requests{}
 	c := registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithInsecure(host), registry.WithTransport(seen))

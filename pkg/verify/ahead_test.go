@@ -18,6 +18,7 @@ import (
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/pkg/sign/signtest"
 	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
@@ -57,7 +58,7 @@ func corrupting(t *testing.T) (string, *atomic.Bool) {
 func TestAheadProvesEachBlobAsItArrives(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	signer, trusted := newKey(t)
+	signer, trusted := signtest.Key(t)
 	host, corrupt := corrupting(t)
 	c := client()
 	push := func(content string) (oci.Graph, string, error) {

@@ -2,9 +2,6 @@ package verify_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -17,6 +14,7 @@ import (
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/pkg/sign/signtest"
 	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -25,23 +23,6 @@ import (
 
 func client() *registry.Client {
 	return registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithRetries(1, time.Millisecond))
-}
-
-func newKey(t *testing.T) (sign.Signer, sign.Verifier) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sign.NewSigner(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sign.NewVerifier(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, v
 }
 
 // forgedSignature attaches to subject a cosign signature whose payload
@@ -69,8 +50,8 @@ func forgedSignature(t *testing.T, subject v1.Descriptor, signed string, sig []b
 // registry with the referrers API and on one with the fallback tag.
 func TestSignaturesAreProvenWithTheTrustedKeys(t *testing.T) {
 	t.Parallel()
-	signer, trusted := newKey(t)
-	_, other := newKey(t)
+	signer, trusted := signtest.Key(t)
+	_, other := signtest.Key(t)
 	ctx := context.Background()
 	for _, referrersAPI := range []bool{true, false} {
 		host := registrytest.Memory(t, referrersAPI)
