@@ -32,8 +32,8 @@ func ParsePlace(s string) (Place, error) {
 		p.Repository, p.Tag = s[:i], s[i+1:]
 	}
 	example := p.resolve("prod", "registry.example", "team/app", "{env}")
-	if _, err := name.NewRepository(example.Repository, name.StrictValidation); err != nil || !strings.Contains(p.Repository, "/") {
-		return Place{}, fmt.Errorf("place %q: want REGISTRY/PATH[:TAG] (with {env}, {registry}, {path}), which gives %q here: %v", s, example.Repository, err)
+	if _, err := name.NewRepository(example.Repository, name.StrictValidation); err != nil {
+		return Place{}, fmt.Errorf("place %q: want REGISTRY/PATH[:TAG] (with {env}, {registry}, {path}), which gives %q here: %w", s, example.Repository, err)
 	}
 	if _, err := name.NewTag(example.Repository + ":" + example.Tag); err != nil {
 		return Place{}, fmt.Errorf("place %q: the tag %q is not a valid tag: %w", s, example.Tag, err)
