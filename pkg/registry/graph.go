@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"slices"
@@ -23,11 +24,11 @@ import (
 // for: pushing the graph elsewhere copies registry to registry, through
 // no disk.
 func (r *Repo) Graph(ctx context.Context, d digest.Digest, referrers bool) (oci.Graph, oci.BlobReader, error) {
-	_, root, err := r.GetManifest(ctx, d.String()) // checked against d
+	body, root, err := r.GetManifest(ctx, d.String()) // checked against d
 	if err != nil {
 		return oci.Graph{}, nil, err
 	}
-	g, err := oci.Walk(ctx, r.Manifests(), root)
+	g, err := oci.Walk(ctx, readManifest{d: root.Digest, body: body, rest: r.Manifests()}, root)
 	if err != nil {
 		return oci.Graph{}, nil, err
 	}
@@ -75,6 +76,20 @@ func (r *Repo) Graph(ctx context.Context, d digest.Digest, referrers bool) (oci.
 		}
 	}
 	return g, src, nil
+}
+
+// readManifest serves a manifest already read, and the others from rest.
+type readManifest struct {
+	d    digest.Digest
+	body []byte
+	rest oci.BlobReader
+}
+
+func (m readManifest) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	if d == m.d {
+		return io.NopCloser(bytes.NewReader(m.body)), nil
+	}
+	return m.rest.Open(ctx, d)
 }
 
 // graphSource reads a graph from a registry: its manifests through the
