@@ -158,11 +158,7 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 // completes once, with one record and one promoted event.
 func TestChaosPusherKilledMidCopy(t *testing.T) {
 	bus := newNATSBus(t)
-	olr := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
-	t.Cleanup(func() { _ = olr.Close() })
-	dev := httptest.NewServer(olr)
-	t.Cleanup(dev.Close)
-	devHost := strings.TrimPrefix(dev.URL, "http://")
+	devHost := embeddedRegistry(t)
 
 	var (
 		pusher   *process
