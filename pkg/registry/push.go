@@ -663,89 +663,32 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 		return skip("no artifacts attached")
 	}
 	var (
-		mu       sync.Mutex
-		viaAPI   int
-		viaTag   int // cosign's tags
-		fallback = map[digest.Digest][]v1.Descriptor{}
-		blobs    = map[digest.Digest]func() (bool, error){}
+		mu                    sync.Mutex
+		viaAPI, viaCosignTags int
+		fallback              = map[digest.Digest][]v1.Descriptor{}
 	)
 	eg, ectx := errgroup.WithContext(ctx)
-	// pushBlob once per blob that several artifacts share (an empty
-	// config): the others wait for it before their manifests go up.
-	pushOnce := func(b v1.Descriptor) (first, uploaded bool, err error) {
-		mu.Lock()
-		push, seen := blobs[b.Digest]
-		if !seen {
-			push = sync.OnceValues(func() (bool, error) {
-				uploaded, err := p.pushBlob(ectx, b)
-				if err == nil {
-					p.arrived(b)
-				}
-				return uploaded, err
-			})
-			blobs[b.Digest] = push
-		}
-		mu.Unlock()
-		uploaded, err = push()
-		return !seen, uploaded, err
-	}
 	eg.SetLimit(p.c.jobs)
+	blobs := p.oncePerBlob(ectx)
 	for _, ref := range p.g.Referrers {
 		eg.Go(func() error {
-			// A referrer is listed once it is there (by the API, or by the
-			// fallback tag when it was pushed); one cosign keeps under a tag
-			// is there when the tag points at it.
-			tag := TaggedAs(ref)
-			d, found, err := p.repo.HeadManifest(ectx, cmp.Or(tag, ref.Root.Digest.String()))
-			if err != nil || (found && d.Digest == ref.Root.Digest) {
-				mu.Lock()
-				defer mu.Unlock()
-				if err == nil {
-					r.Existing++
-				}
+			a, err := p.attach(ectx, ref, blobs)
+			if err != nil {
 				return err
-			}
-			var uploaded, bytes int64
-			for _, b := range ref.Blobs() {
-				first, up, err := pushOnce(b)
-				if err != nil {
-					return err
-				}
-				if first && up {
-					uploaded++
-					bytes += b.Size
-				}
-			}
-			var links []fallbackLink
-			for _, m := range ref.Manifests() {
-				link, err := p.publishManifest(ectx, m)
-				if err != nil {
-					return err
-				}
-				if link != nil {
-					links = append(links, *link)
-				}
-			}
-			if tag != "" {
-				body, err := oci.ReadManifest(ectx, p.src, ref.Root)
-				if err != nil {
-					return sourceError(err, "manifest "+ref.Root.Digest.String())
-				}
-				if _, err := p.repo.PutManifest(ectx, tag, ref.Root.MediaType, body); err != nil {
-					return err
-				}
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			r.Uploaded += int(uploaded)
-			r.Bytes += bytes
+			r.Uploaded += a.uploaded
+			r.Bytes += a.bytes
 			switch {
-			case tag != "":
-				viaTag++
-			case len(links) == 0:
+			case a.present:
+				r.Existing++
+			case a.tagged:
+				viaCosignTags++
+			case len(a.links) == 0:
 				viaAPI++
 			}
-			for _, l := range links {
+			for _, l := range a.links {
 				fallback[l.subject] = append(fallback[l.subject], l.entry)
 			}
 			return nil
@@ -763,10 +706,90 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 	}
 	r.Total = len(p.g.Referrers)
 	r.Detail = fmt.Sprintf("%d attached (%d via referrers API, %d via fallback tag, %d present)", r.Total, viaAPI, viaFallback, r.Existing)
-	if viaTag > 0 {
-		r.Detail += fmt.Sprintf("; %d under cosign's tags", viaTag)
+	if viaCosignTags > 0 {
+		r.Detail += fmt.Sprintf("; %d under cosign's tags", viaCosignTags)
 	}
 	return nil
+}
+
+// attached is what pushing one attached artifact did.
+type attached struct {
+	present  bool // it was there already
+	tagged   bool // under one of cosign's tags
+	uploaded int
+	bytes    int64
+	links    []fallbackLink // what the subjects' fallback tags must list
+}
+
+// attach pushes one attached artifact, unless it is there: listed (by
+// the API, or by the fallback tag when it was pushed), or — one cosign
+// keeps under a tag — with its tag pointing at it.
+func (p *pushRun) attach(ctx context.Context, ref oci.Graph, blobs func(v1.Descriptor) (bool, error)) (attached, error) {
+	tag := TaggedAs(ref)
+	d, found, err := p.repo.HeadManifest(ctx, cmp.Or(tag, ref.Root.Digest.String()))
+	if err != nil {
+		return attached{}, err
+	}
+	if found && d.Digest == ref.Root.Digest {
+		return attached{present: true}, nil
+	}
+	a := attached{tagged: tag != ""}
+	for _, b := range ref.Blobs() {
+		uploaded, err := blobs(b)
+		if err != nil {
+			return attached{}, err
+		}
+		if uploaded {
+			a.uploaded++
+			a.bytes += b.Size
+		}
+	}
+	for _, m := range ref.Manifests() {
+		link, err := p.publishManifest(ctx, m)
+		if err != nil {
+			return attached{}, err
+		}
+		if link != nil {
+			a.links = append(a.links, *link)
+		}
+	}
+	if tag != "" {
+		body, err := oci.ReadManifest(ctx, p.src, ref.Root)
+		if err != nil {
+			return attached{}, sourceError(err, "manifest "+ref.Root.Digest.String())
+		}
+		if _, err := p.repo.PutManifest(ctx, tag, ref.Root.MediaType, body); err != nil {
+			return attached{}, err
+		}
+	}
+	return a, nil
+}
+
+// oncePerBlob pushes each blob once however many artifacts share it (an
+// empty config): the others wait for it before their manifests go up. It
+// reports a blob uploaded to its first caller only.
+func (p *pushRun) oncePerBlob(ctx context.Context) func(v1.Descriptor) (bool, error) {
+	var (
+		mu     sync.Mutex
+		pushes = map[digest.Digest]func() (bool, error){}
+	)
+	return func(b v1.Descriptor) (bool, error) {
+		mu.Lock()
+		push, seen := pushes[b.Digest]
+		if !seen {
+			push = sync.OnceValues(func() (bool, error) {
+				uploaded, err := p.pushBlob(ctx, b)
+				if err == nil {
+					p.arrived(b)
+				}
+				return uploaded, err
+			})
+			pushes[b.Digest] = push
+		}
+		mu.Unlock()
+		uploaded, err := push()
+		return uploaded && !seen, err
+	}
 }
 
 // fallbackLink is an entry the subject's fallback tag index must list: the
