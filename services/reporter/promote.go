@@ -205,9 +205,15 @@ func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, reque
 		got = found.Digest.String()
 	}
 	if got != want && got != req.Digest {
-		return reject(GateTagDrift, fmt.Sprintf("someone moved %s:%s outside the pipeline: inspect %s, then put the tag back on %s (or delete it) and promote again",
-			place, tag, cmp.Or(got, "the tag"), cmp.Or(want, "nothing")),
-			"tag %s points at %s, but %s's record says %s", tag, cmp.Or(got, "nothing"), req.To, cmp.Or(want, "nothing"))
+		hint := fmt.Sprintf("someone moved %s:%s outside the pipeline: inspect %s, then put the tag back on %s (or delete it) and promote again",
+			place, tag, cmp.Or(got, "the tag"), cmp.Or(want, "nothing"))
+		if hasCur && cur.Place() != place.String() {
+			// The environment has moved to another place since its last
+			// promotion: what it holds is to be brought along first.
+			hint = fmt.Sprintf("%s now lives at %s, its record at %s: copy what it holds there first (digestline copy %s %s:%s), then promote again",
+				req.To, place, cur.Place(), cur.Ref(), place, tag)
+		}
+		return reject(GateTagDrift, hint, "tag %s points at %s, but %s's record says %s", tag, cmp.Or(got, "nothing"), req.To, cmp.Or(want, "nothing"))
 	}
 
 	// The evidence is read where the digest comes from: the repository

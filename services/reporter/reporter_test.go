@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,8 +37,14 @@ func client() *registry.Client {
 
 func start(t *testing.T, configure ...func(*reporter.Config)) *harness {
 	t.Helper()
-	addr := registrytest.Memory(t, true)
-	srv := eventstest.NewServer(t)
+	h, _ := startOn(t, eventstest.NewServer(t), registrytest.Memory(t, true), configure...)
+	return h
+}
+
+// startOn runs a reporter on srv for the repository team/app of the
+// registry at addr until the test ends, or until the stop it returns.
+func startOn(t *testing.T, srv *eventstest.Server, addr string, configure ...func(*reporter.Config)) (*harness, func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -51,14 +58,18 @@ func start(t *testing.T, configure ...func(*reporter.Config)) *harness {
 	go func() {
 		done <- reporter.Run(ctx, cfg)
 	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("reporter: %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("reporter: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	return &harness{srv: srv, bus: events.NewBus(srv.JetStream, "/digestline/test/verifier"),
-		repo: addr + "/team/app", api: "http://" + ln.Addr().String()}
+		repo: addr + "/team/app", api: "http://" + ln.Addr().String()}, stop
 }
 
 // push pushes a small image to repo:tag and returns its digest.
