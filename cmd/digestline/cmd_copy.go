@@ -27,9 +27,10 @@ func newCopyCommand() *cobra.Command {
 		Long: "copy reads the image (an index with every platform, or one image) from SRC by digest and pushes it to DST\n" +
 			"stage by stage, blobs streaming registry to registry, skipping what DST has and mounting within DST's\n" +
 			"registry where it can. With --referrers (the default) every artifact attached to it goes along — SBOMs,\n" +
-			"signatures, attestations, and what is attached to those — written the way DST supports (the referrers API\n" +
-			"or the fallback tag). Then the verifier pulls it from DST and proves every byte and referrer (and, with\n" +
-			"--key, every signature); only then does TAG move. Exit status 2: the copy or its proof failed, nothing tagged.",
+			"signatures, attestations, what is attached to those, and what cosign keeps under sha256-<hex>.sig/.att/.sbom —\n" +
+			"written the way DST supports (the referrers API or the fallback tag). Its verify stage pulls everything back\n" +
+			"from DST and proves every byte and referrer (and, with --key, every signature), each blob as soon as it has\n" +
+			"arrived; only then does TAG move. Exit status 2: the copy or its proof failed, nothing tagged.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src, err := name.NewDigest(args[0])
@@ -77,8 +78,8 @@ func newCopyCommand() *cobra.Command {
 			for _, c := range proof.Report.Checks {
 				fmt.Fprintln(out, c)
 			}
-			fmt.Fprintf(out, "copied %s to %s (%d uploaded, %d existing, %d referrers), verified%s\n",
-				src, byDigest, res.Uploaded, res.Existing, len(g.Referrers), tagged(tag))
+			fmt.Fprintf(out, "copied %s to %s (%d uploaded, %d mounted, %d existing, %d referrers), verified%s\n",
+				src, byDigest, res.Uploaded, res.Mounted, res.Existing, len(g.Referrers), tagged(tag))
 			return nil
 		},
 	}
