@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/digestline/digestline/pkg/registry/registrytest"
@@ -101,7 +95,7 @@ func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
 
 	// A destination that corrupts what it serves: the proof fails, no tag.
 	c := registrytest.Distribution(t, registrytest.DockerRegistry)
-	corrupted, corrupting := corruptingProxy(t, c)
+	corrupted, corrupting := registrytest.CorruptingProxy(t, c)
 	corrupting.Store(true)
 	if _, err := cliErr(t, "copy", a+"@"+digest, corrupted+"/prod/app:prod", "--key", pub); err == nil || !strings.Contains(describe(err), "nothing is tagged") {
 		t.Fatalf("a copy to a corrupting registry = %v", err)
@@ -147,28 +141,6 @@ func TestCopyKeepsCosignsLegacyTags(t *testing.T) {
 	if out := cli(t, "copy", a+"@"+digest, b+"/prod/legacy:prod"); !strings.Contains(out, "0 uploaded") {
 		t.Fatalf("a second copy:\n%s", out)
 	}
-}
-
-// corruptingProxy serves host through a proxy that, while on, flips the
-// last byte of every blob it serves; it returns the proxy's host:port.
-func corruptingProxy(t *testing.T, host string) (string, *atomic.Bool) {
-	t.Helper()
-	on := &atomic.Bool{}
-	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: host})
-	proxy.ModifyResponse = func(resp *http.Response) error {
-		if on.Load() && resp.Request.Method == http.MethodGet && strings.Contains(resp.Request.URL.Path, "/blobs/sha256:") && resp.ContentLength > 0 {
-			body, err := io.ReadAll(resp.Body)
-			if err != nil {
-				return err
-			}
-			body[len(body)-1] ^= 0xff
-			resp.Body = io.NopCloser(bytes.NewReader(body))
-		}
-		return nil
-	}
-	srv := httptest.NewServer(proxy)
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://"), on
 }
 
 // tagExists asks the registry at host whether repo:tag exists.

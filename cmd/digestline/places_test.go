@@ -29,7 +29,7 @@ func TestPromotionAcrossRegistries(t *testing.T) {
 	t.Setenv("DIGESTLINE_API_TOKEN", aliceToken)
 	keys := t.TempDir()
 	b := registrytest.Distribution(t, registrytest.DockerRegistry)
-	prodHost, corrupting := corruptingProxy(t, b)
+	prodHost, corrupting := registrytest.CorruptingProxy(t, b)
 	places, err := reporter.ParsePlaces("prod=" + prodHost + "/prod/{path}")
 	if err != nil {
 		t.Fatal(err)

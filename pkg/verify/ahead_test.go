@@ -4,12 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,33 +16,8 @@ import (
 	"github.com/digestline/digestline/pkg/sign/signtest"
 	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/name"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
-
-// corrupting serves a registry that, while on, flips the last byte of
-// every blob it serves.
-func corrupting(t *testing.T) (string, *atomic.Bool) {
-	t.Helper()
-	on := &atomic.Bool{}
-	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !on.Load() || r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/") {
-			reg.ServeHTTP(w, r)
-			return
-		}
-		rec := httptest.NewRecorder()
-		reg.ServeHTTP(rec, r)
-		body := rec.Body.Bytes()
-		if n := len(body); n > 0 {
-			body[n-1] ^= 0xff
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(body)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://"), on
-}
 
 // TestAheadProvesEachBlobAsItArrives: a push proven with an Ahead has each
 // blob it writes — the image's and its signature's — hashed at the
@@ -59,7 +29,7 @@ func TestAheadProvesEachBlobAsItArrives(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	signer, trusted := signtest.Key(t)
-	host, corrupt := corrupting(t)
+	host, corrupt := registrytest.CorruptingProxy(t, registrytest.Memory(t, true))
 	c := client()
 	push := func(content string) (oci.Graph, string, error) {
 		t.Helper()

@@ -2,12 +2,7 @@ package verifier_test
 
 import (
 	"context"
-	"io"
-	"log"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,38 +15,11 @@ import (
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/services/verifier"
 	"github.com/google/go-containerregistry/pkg/authn"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/uuid"
 )
 
 func client() *registry.Client {
 	return registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithRetries(1, time.Millisecond))
-}
-
-// corruptBlobs flips the last byte of every blob served to a GET while on.
-type corruptBlobs struct {
-	next http.Handler
-	on   atomic.Bool
-}
-
-type flipLast struct {
-	http.ResponseWriter
-	buf []byte
-}
-
-func (f *flipLast) Write(b []byte) (int, error) { f.buf = append(f.buf, b...); return len(b), nil }
-
-func (c *corruptBlobs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !c.on.Load() || r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/") {
-		c.next.ServeHTTP(w, r)
-		return
-	}
-	f := &flipLast{ResponseWriter: w}
-	c.next.ServeHTTP(f, r)
-	if n := len(f.buf); n > 0 {
-		f.buf[n-1] ^= 0xff
-	}
-	_, _ = w.Write(f.buf)
 }
 
 // pushed pushes a small image to target and publishes its push.completed,
@@ -82,10 +50,7 @@ func published(t *testing.T, srv *eventstest.Server, target string, g oci.Graph)
 
 func TestVerifiesEveryByteAndTheTag(t *testing.T) {
 	t.Parallel()
-	reg := &corruptBlobs{next: ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))}
-	hs := httptest.NewServer(reg)
-	t.Cleanup(hs.Close)
-	addr := strings.TrimPrefix(hs.URL, "http://")
+	addr, corrupting := registrytest.CorruptingProxy(t, registrytest.Memory(t, false))
 	srv := eventstest.NewServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -119,7 +84,7 @@ func TestVerifiesEveryByteAndTheTag(t *testing.T) {
 	}
 
 	// The registry serves other bytes: integrity, with every blob named.
-	reg.on.Store(true)
+	corrupting.Store(true)
 	run, _ = pushed(t, srv, addr+"/team/app:3", "tampered")
 	f := eventstest.Last[events.Failure](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyFailed)
 	if f.Class != string(failure.Integrity) || len(f.Mismatches) != 2 || f.Path == "" || f.Hint == "" {
