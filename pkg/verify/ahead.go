@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 
 	"github.com/digestline/digestline/pkg/oci"
@@ -33,9 +34,9 @@ type Ahead struct {
 	slots  chan struct{} // bounds blobs hashed at once
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	hashed map[digest.Digest]error // started blobs; nil error until done
-	done   map[digest.Digest]bool
+	mu      sync.Mutex
+	started map[digest.Digest]bool
+	hashed  map[digest.Digest]error // what each blob hashed to, once it has
 }
 
 // NewAhead starts a proof of ref against want, the graph being pushed
@@ -44,7 +45,7 @@ type Ahead struct {
 func NewAhead(ctx context.Context, c *registry.Client, ref name.Digest, want oci.Graph, opts Options) *Ahead {
 	ctx, cancel := context.WithCancel(ctx)
 	a := &Ahead{c: c, ref: ref, want: want, opts: opts, ctx: ctx, cancel: cancel,
-		slots: make(chan struct{}, max(opts.Jobs, 1)), hashed: map[digest.Digest]error{}, done: map[digest.Digest]bool{}}
+		slots: make(chan struct{}, max(opts.Jobs, 1)), started: map[digest.Digest]bool{}, hashed: map[digest.Digest]error{}}
 	a.repo = sync.OnceValues(func() (*registry.Repo, error) { return c.Open(ctx, ref.Context(), false) })
 	return a
 }
@@ -53,15 +54,15 @@ func NewAhead(ctx context.Context, c *registry.Client, ref name.Digest, want oci
 func (a *Ahead) Arrived(b v1.Descriptor) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, started := a.hashed[b.Digest]; started {
+	if a.started[b.Digest] {
 		return
 	}
-	a.hashed[b.Digest] = nil
+	a.started[b.Digest] = true
 	a.wg.Go(func() {
 		err := a.hash(b)
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		a.hashed[b.Digest], a.done[b.Digest] = err, true
+		a.hashed[b.Digest] = err
 	})
 }
 
@@ -86,12 +87,7 @@ func (a *Ahead) hash(b v1.Descriptor) error {
 func (a *Ahead) Prove(ctx context.Context) (string, error) {
 	a.wg.Wait()
 	a.mu.Lock()
-	hashed := map[digest.Digest]error{}
-	for d, err := range a.hashed {
-		if a.done[d] {
-			hashed[d] = err
-		}
-	}
+	hashed := maps.Clone(a.hashed)
 	a.mu.Unlock()
 	rep, err := prove(ctx, a.c, a.ref, &a.want, a.opts, hashed)
 	if err != nil {
