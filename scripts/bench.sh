@@ -56,6 +56,10 @@ builder_vs_crane() {
   rm -rf "$work"
 }
 
+# beats T BEST: whether the time T is shorter than BEST, or there is no
+# BEST yet.
+beats() { [ -z "$2" ] || awk -v a="$1" -v b="$2" 'BEGIN {exit !(a < b)}'; }
+
 # timed OUT CMD...: runs CMD three times and writes "seconds rss-kb" of the
 # fastest run to OUT, so one noisy run does not decide a row.
 timed() {
@@ -63,7 +67,7 @@ timed() {
   local best="" i
   for i in 1 2 3; do
     /usr/bin/time -f "%e %M" -o "$out.run" "$@" || return 1
-    if [ -z "$best" ] || awk -v a="$(cut -d' ' -f1 "$out.run")" -v b="$best" 'BEGIN {exit !(a < b)}'; then
+    if beats "$(cut -d' ' -f1 "$out.run")" "$best"; then
       best=$(cut -d' ' -f1 "$out.run"); cp "$out.run" "$out"
     fi
   done
@@ -170,14 +174,14 @@ push_vs_peers() {
       push_cmd "$tool" "cold$n"
       /usr/bin/time -f "%e %M" -o "$work/t" "${cmd[@]}" >/dev/null 2>&1 || { echo "$tool push failed" >&2; return 1; }
       local t r; read -r t r <"$work/t"
-      if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN {exit !(a < b)}'; then best=$t; rss[$tool]=$r; fi
+      if beats "$t" "$best"; then best=$t; rss[$tool]=$r; fi
     done
     cold[$tool]=$best
     curl -fsS -X POST "http://$proxy/_reset" >/dev/null
     push_cmd "$tool" "cold$n"
     "${cmd[@]}" >/dev/null 2>&1
     warm[$tool]=$(curl -fsS "http://$proxy/_count")
-    if [ "$tool" != digestline ] && { [ -z "$fastest" ] || awk -v a="$best" -v b="$fastest" 'BEGIN {exit !(a < b)}'; }; then fastest=$best; fi
+    if [ "$tool" != digestline ] && beats "$best" "$fastest"; then fastest=$best; fi
   done
   for tool in digestline crane regctl skopeo; do
     awk -v tool="$tool" -v t="${cold[$tool]}" -v b="$bytes" -v f="$fastest" -v w="${warm[$tool]}" -v r="${rss[$tool]}" \
@@ -226,7 +230,7 @@ verify_vs_peers() {
     timed "$work/t" "${cmd[@]}" >/dev/null 2>&1 || { echo "$tool verify failed" >&2; return 1; }
     read -r best r <"$work/t"
     secs[$tool]=$best rss[$tool]=$r
-    if [ "$tool" != digestline ] && { [ -z "$fastest" ] || awk -v a="$best" -v b="$fastest" 'BEGIN {exit !(a < b)}'; }; then fastest=$best; fi
+    if [ "$tool" != digestline ] && beats "$best" "$fastest"; then fastest=$best; fi
   done
   echo "## Verify: digestline vs crane validate, regctl and skopeo"
   echo
@@ -295,11 +299,11 @@ copy_vs_peers() {
       fresh_destination
       /usr/bin/time -f "%e %M" -o "$work/t" "${cmd[@]}" >"$work/copy.out" 2>&1 || { echo "$tool copy failed:" >&2; cat "$work/copy.out" >&2; return 1; }
       read -r t r <"$work/t"
-      if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN {exit !(a < b)}'; then best=$t; fi
+      if beats "$t" "$best"; then best=$t; fi
     done
     secs[$tool]=$best
     refs[$tool]=$(bin/digestline discover "$dst/copy/app@$digest" | grep -c referrer || true)
-    if [ "$tool" != digestline ] && { [ -z "$fastest" ] || awk -v a="$best" -v b="$fastest" 'BEGIN {exit !(a < b)}'; }; then fastest=$best; fi
+    if [ "$tool" != digestline ] && beats "$best" "$fastest"; then fastest=$best; fi
   done
   echo "## Copy between registries: digestline vs crane, regctl, oras and skopeo"
   echo
