@@ -1,0 +1,74 @@
+package events_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/events/eventstest"
+	"github.com/digestline/digestline/pkg/oci"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func TestTheBlobStoreGivesBackEachBlobAsStored(t *testing.T) {
+	t.Parallel()
+	srv := eventstest.NewServer(t)
+	ctx := context.Background()
+	store, err := events.OpenBlobStore(ctx, srv.JetStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string][]byte{
+		"empty":       {},
+		"one chunk":   []byte(`{"architecture":"amd64","os":"linux"}`),
+		"many chunks": bytes.Repeat([]byte("layer "), 100_000), // 600 kB: five chunks of 128 KiB
+	} {
+		desc := v1.Descriptor{Digest: digest.FromBytes(content), Size: int64(len(content))}
+		if err := store.Put(ctx, desc, bytes.NewReader(content)); err != nil {
+			t.Fatalf("%s: put: %v", name, err)
+		}
+		before := apiRequests(t, srv)
+		rc, err := store.Open(ctx, desc.Digest)
+		if err != nil {
+			t.Fatalf("%s: open: %v", name, err)
+		}
+		got, err := io.ReadAll(rc)
+		_ = rc.Close()
+		if err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("%s: read %d bytes (%v), want the %d stored", name, len(got), err, len(content))
+		}
+		// A blob of one chunk is read with direct gets, which are no
+		// JetStream API requests: no consumer is made and deleted for it.
+		if made := apiRequests(t, srv) - before; (len(content) <= 128<<10) != (made == 0) {
+			t.Errorf("%s: reading it took %d JetStream API requests", name, made)
+		}
+	}
+
+	missing := digest.FromString("never stored")
+	if _, err := store.Open(ctx, missing); !errors.Is(err, oci.ErrBlobNotFound) {
+		t.Errorf("open of a blob never stored: %v, want ErrBlobNotFound", err)
+	}
+	lie := v1.Descriptor{Digest: digest.FromString("other bytes"), Size: 5}
+	if err := store.Put(ctx, lie, strings.NewReader("bytes")); err == nil {
+		t.Error("a blob that does not match its digest was stored")
+	}
+	if _, err := store.Open(ctx, lie.Digest); !errors.Is(err, oci.ErrBlobNotFound) {
+		t.Errorf("open of the refused blob: %v, want ErrBlobNotFound", err)
+	}
+}
+
+// apiRequests counts the JetStream API requests the server has answered.
+func apiRequests(t *testing.T, srv *eventstest.Server) uint64 {
+	t.Helper()
+	jsz, err := srv.NATS.Jsz(&server.JSzOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jsz.API.Total
+}
