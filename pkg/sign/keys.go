@@ -27,7 +27,8 @@ import (
 )
 
 // Signer signs payloads with one private key. Implementations keep the key
-// to themselves: nothing they return or print holds it.
+// to themselves: nothing they return or print holds it, and are safe for
+// concurrent use (a builder signs several builds, and parts of one, at once).
 type Signer interface {
 	// KeyID names the key: the sha256 of its public key (PKIX DER), so
 	// a signer and the trusted public key agree on it.

@@ -167,17 +167,28 @@ func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options,
 	if err != nil || opts.Signer == nil {
 		return graph, err
 	}
-	sig, err := sign.SignImage(ctx, opts.Signer, opts.Name, graph.Root, opts.Created, store)
-	if err != nil {
-		return oci.Graph{}, fmt.Errorf("signature: %w", err)
-	}
-	prov, err := provenance(ctx, graph.Root, opts.Origin, spec, started, store)
-	if err != nil {
-		return oci.Graph{}, fmt.Errorf("provenance: %w", err)
-	}
-	att, err := sign.Attest(ctx, opts.Signer, opts.Name, graph.Root, sign.PredicateSLSAProvenance, prov, opts.Created, store)
-	if err != nil {
-		return oci.Graph{}, fmt.Errorf("provenance: %w", err)
+	// The signature and the attested provenance are stored at once: each is
+	// a few small blobs, a round trip to the store apiece.
+	var sig, att oci.Graph
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		if sig, err = sign.SignImage(gctx, opts.Signer, opts.Name, graph.Root, opts.Created, store); err != nil {
+			return fmt.Errorf("signature: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		prov, err := provenance(gctx, graph.Root, opts.Origin, spec, started, store)
+		if err == nil {
+			att, err = sign.Attest(gctx, opts.Signer, opts.Name, graph.Root, sign.PredicateSLSAProvenance, prov, opts.Created, store)
+		}
+		if err != nil {
+			return fmt.Errorf("provenance: %w", err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return oci.Graph{}, err
 	}
 	graph.Referrers = append(graph.Referrers, sig, att)
 	return graph, nil
