@@ -170,7 +170,7 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 	prod := registrytest.Distribution(t, registrytest.DockerRegistry)
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: prod})
 	prodHost := serveHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		finishing := r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/")
+		finishing := registrytest.CarriesBlob(r)
 		if finishing {
 			time.Sleep(100 * time.Millisecond) // a slow link: the kill lands mid-copy
 		}

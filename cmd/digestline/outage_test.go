@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/pusher"
@@ -24,8 +24,6 @@ import (
 	"github.com/digestline/digestline/services/verifier"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/olareg/olareg"
-	olaregconfig "github.com/olareg/olareg/config"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -114,21 +112,19 @@ func runServices(t *testing.T, natsURL string, reg *registry.Client, prov events
 	})
 }
 
-// registryOnce serves an in-memory registry on a free port and returns its
+// registryOnce serves the embedded registry on a free port and returns its
 // host:port; the first blob upload whose path contains part also runs hook
 // (in a goroutine of its own, while the upload goes on).
 func registryOnce(t *testing.T, part string, hook func()) string {
 	var once sync.Once
-	olr := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
-	t.Cleanup(func() { _ = olr.Close() })
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, part) {
-			once.Do(func() { go hook() })
-		}
-		olr.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
+	return embeddedRegistryWrapped(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if registrytest.CarriesBlob(r) && strings.Contains(r.URL.Path, part) {
+				once.Do(func() { go hook() })
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
 }
 
 // shipUntilPromoted ships req, asking again while the request itself cannot

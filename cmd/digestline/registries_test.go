@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -102,7 +103,13 @@ func bigLayoutWithSBOM(t *testing.T) (layout, root string) {
 // embeddedRegistry serves the registry of digestline dev on a free port.
 func embeddedRegistry(t *testing.T) string {
 	t.Helper()
-	srv, err := dev.Registry(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	return embeddedRegistryWrapped(t, nil)
+}
+
+// embeddedRegistryWrapped is embeddedRegistry with its handler wrapped.
+func embeddedRegistryWrapped(t *testing.T, wrap func(http.Handler) http.Handler) string {
+	t.Helper()
+	srv, err := dev.Registry(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)), wrap)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,7 @@ type Client struct {
 	chunkOver, chunkSize int64
 	chunks               sync.Map      // registry host → Support: whether it takes chunked uploads
 	chunkProbes          sync.Map      // registry host → true while a push probes its chunked uploads
+	singlePost           sync.Map      // registry host → Support: whether it takes a small blob in one POST
 	limits               *limits       // per-registry request rate and concurrent uploads
 	timeout              time.Duration // how long a registry may stay silent
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
@@ -19,7 +20,7 @@ func TestClientSideLimitsPerRegistry(t *testing.T) {
 	t.Parallel()
 	var running, most atomic.Int32
 	uploads := func(r *http.Request) (int, http.Header, bool) {
-		if isBlobUpload(r) {
+		if registrytest.CarriesBlob(r) {
 			n := running.Add(1)
 			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 			}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -477,6 +478,12 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	opened := p.mountSessions[b.Digest]
 	delete(p.mountSessions, b.Digest) // used once: a retry opens its own
 	p.mu.Unlock()
+	if opened == nil && b.Size <= smallBlob {
+		if err := p.uploadSmall(ctx, b, rc); err != nil {
+			return 0, err
+		}
+		return b.Size, nil
+	}
 	over, size := p.c.chunking(ctx, p.repo, b.Size)
 	if over <= 0 || b.Size <= over {
 		if opened == nil {
@@ -546,6 +553,47 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	delete(p.sessions, b.Digest)
 	p.mu.Unlock()
 	return sent, nil
+}
+
+// uploadSmall uploads blob b, of at most smallBlob bytes, read from rc: in
+// one POST to a registry that takes a single POST, else in a session. The
+// registry's answer to the first one is kept for the client's later pushes.
+func (p *pushRun) uploadSmall(ctx context.Context, b v1.Descriptor, rc io.Reader) error {
+	body, err := io.ReadAll(io.LimitReader(p.watch(rc, b, 0), b.Size+1))
+	if err != nil {
+		return readError(err, b)
+	}
+	v := b.Digest.Verifier()
+	_, _ = v.Write(body)
+	if int64(len(body)) != b.Size || !v.Verified() {
+		return sourceError(fmt.Errorf("%d bytes that do not match the descriptor", len(body)), "blob "+b.Digest.String())
+	}
+	host := p.ref.Context().RegistryStr()
+	if known, _ := p.c.singlePost.Load(host); known != No {
+		s, err := p.repo.postBlob(ctx, b.Digest, body)
+		switch {
+		case err == nil && s == nil:
+			p.c.singlePost.Store(host, Yes)
+			return nil
+		case err == nil: // a session instead: the blob goes up there
+			p.c.singlePost.Store(host, No)
+			return p.repo.finish(ctx, s, b.Digest, bytes.NewReader(body), b.Size)
+		case !refusesSinglePost(err):
+			return err
+		}
+		p.c.singlePost.Store(host, No)
+	}
+	return p.repo.UploadBlob(ctx, b, bytes.NewReader(body))
+}
+
+// readError classifies a failure to read blob b from where it is pushed
+// from: the build's blob store, or the registry a copy reads.
+func readError(err error, b v1.Descriptor) error {
+	if errors.Is(err, oci.ErrStore) || errors.Is(err, oci.ErrBlobNotFound) {
+		return sourceError(err, "blob "+b.Digest.String())
+	}
+	return &failure.Error{Class: failure.Transport, Err: fmt.Errorf("read blob %s from its source: %w", b.Digest, err),
+		Hint: "the source stopped sending the blob: it is retried"}
 }
 
 // uploadStreamed uploads blob b whole, read again from the start.
@@ -726,12 +774,17 @@ type attached struct {
 // keeps under a tag — with its tag pointing at it.
 func (p *pushRun) attach(ctx context.Context, ref oci.Graph, blobs func(v1.Descriptor) (bool, error)) (attached, error) {
 	tag := TaggedAs(ref)
-	d, found, err := p.repo.HeadManifest(ctx, cmp.Or(tag, ref.Root.Digest.String()))
-	if err != nil {
-		return attached{}, err
-	}
-	if found && d.Digest == ref.Root.Digest {
-		return attached{present: true}, nil
+	// What is attached to a subject the registry did not have when the
+	// push began is new too, unless a tag says otherwise: not asked for
+	// (pushing it again would put the same bytes under the same digest).
+	if p.manifestPresent || tag != "" {
+		d, found, err := p.repo.HeadManifest(ctx, cmp.Or(tag, ref.Root.Digest.String()))
+		if err != nil {
+			return attached{}, err
+		}
+		if found && d.Digest == ref.Root.Digest {
+			return attached{present: true}, nil
+		}
 	}
 	a := attached{tagged: tag != ""}
 	for _, b := range ref.Blobs() {
@@ -827,17 +880,25 @@ func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor) (*fallba
 	return &fallbackLink{subject: withSubject.Subject.Digest, entry: entry}, nil
 }
 
-// pushBlob uploads one blob unless the registry has it.
+// pushBlob uploads one blob unless the registry has it. A small blob goes
+// up unasked to a registry known to take single POSTs: one request, as
+// asking would be (the registry keeps one copy of a blob either way).
 func (p *pushRun) pushBlob(ctx context.Context, b v1.Descriptor) (uploaded bool, err error) {
-	exists, err := p.repo.HeadBlob(ctx, b.Digest)
-	if err != nil || exists {
-		return false, err
+	small := b.Size <= smallBlob
+	if known, _ := p.c.singlePost.Load(p.ref.Context().RegistryStr()); !small || known != Yes {
+		exists, err := p.repo.HeadBlob(ctx, b.Digest)
+		if err != nil || exists {
+			return false, err
+		}
 	}
 	rc, err := p.src.Open(ctx, b.Digest)
 	if err != nil {
 		return false, sourceError(err, "blob "+b.Digest.String())
 	}
 	defer rc.Close()
+	if small {
+		return true, p.uploadSmall(ctx, b, rc)
+	}
 	return true, p.repo.UploadBlob(ctx, b, rc)
 }
 

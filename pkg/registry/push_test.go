@@ -79,10 +79,6 @@ func failTimes(n int32, status int, hdr http.Header, match func(*http.Request) b
 	}
 }
 
-func isBlobUpload(r *http.Request) bool {
-	return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/")
-}
-
 // buildImage builds a small image into a layout and returns its graph.
 func buildImage(t testing.TB, content string) (oci.Graph, *oci.Layout) {
 	t.Helper()
@@ -214,7 +210,7 @@ func TestPushClassifiesFailures(t *testing.T) {
 	g, l := buildImage(t, "failures")
 	layer := g.Blobs()[1].Digest.String()
 	// Faults aimed at one blob's upload make the retry count deterministic.
-	isLayerUpload := func(r *http.Request) bool { return isBlobUpload(r) && r.URL.Query().Get("digest") == layer }
+	isLayerUpload := func(r *http.Request) bool { return registrytest.CarriesBlob(r) && r.URL.Query().Get("digest") == layer }
 	cases := map[string]struct {
 		faults    []fault
 		opts      []registry.Option
@@ -230,7 +226,7 @@ func TestPushClassifiesFailures(t *testing.T) {
 			class:  failure.Auth, stage: registry.StageAuth, hintNames: "credentials",
 		},
 		"forbidden upload is auth": {
-			faults: []fault{failTimes(99, http.StatusForbidden, nil, isBlobUpload)},
+			faults: []fault{failTimes(99, http.StatusForbidden, nil, registrytest.CarriesBlob)},
 			class:  failure.Auth, stage: registry.StageUpload, hintNames: "scope",
 		},
 		"server errors are retried then succeed": {

@@ -39,11 +39,16 @@ func imageWithSBOM(t *testing.T) (oci.Graph, *oci.Layout) {
 func TestPushAttachesReferrers(t *testing.T) {
 	t.Parallel()
 	cases := map[string]struct {
-		host    func(*testing.T) string
-		viaWhat string
+		host     func(*testing.T) string
+		viaWhat  string
+		requests int // at the referrers stage of the first push
 	}{
-		"registry with the referrers API":    {func(t *testing.T) string { return newOlareg(t) }, "1 via referrers API"},
-		"registry without the referrers API": {func(t *testing.T) string { return newRegistry(t) }, "1 via fallback tag"},
+		// The SBOM's config and document as single POSTs (the upload
+		// stage found the registry takes them) and its manifest: nothing
+		// is asked first, as the image was not in the registry.
+		"registry with the referrers API": {func(t *testing.T) string { return newOlareg(t) }, "1 via referrers API", 3},
+		// The same, and the fallback tag read, written and read again.
+		"registry without the referrers API": {func(t *testing.T) string { return newRegistry(t) }, "1 via fallback tag", 6},
 	}
 	for label, tc := range cases {
 		t.Run(label, func(t *testing.T) {
@@ -58,6 +63,9 @@ func TestPushAttachesReferrers(t *testing.T) {
 			}
 			if d := rec.final()[registry.StageReferrers].Detail; !strings.Contains(d, tc.viaWhat) {
 				t.Errorf("referrers stage says %q, want %q", d, tc.viaWhat)
+			}
+			if n := rec.final()[registry.StageReferrers].Requests; n != tc.requests {
+				t.Errorf("referrers stage made %d requests, want %d", n, tc.requests)
 			}
 			repo, err := client.Open(context.Background(), ref.Context(), false)
 			if err != nil {

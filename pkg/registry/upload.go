@@ -1,7 +1,9 @@
 package registry
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,6 +40,55 @@ func (r *Repo) startUpload(ctx context.Context) (*uploadSession, error) {
 	s.offset = 0 // a new session is empty, whatever Range says (distribution sends 0-0)
 	s.minChunk, _ = strconv.ParseInt(resp.Header.Get("OCI-Chunk-Min-Length"), 10, 64)
 	return s, nil
+}
+
+// smallBlob is the size up to which a blob goes up in a single POST
+// (POST .../blobs/uploads/?digest=, the blob as the body) to a registry
+// that takes one: configs, signatures, provenance, SBOMs, small layers. It
+// is read into memory first, to be sent again in a session if the registry
+// does not.
+const smallBlob = 1 << 20
+
+// postBlob sends a whole blob in the POST that opens an upload (the
+// distribution spec's single POST, which registries MAY support). The
+// registry keeps it (201: s is nil), or opens a session as for an empty
+// POST (202), where the blob must then go up: distribution does, as the
+// spec says a registry without single POSTs SHOULD.
+func (r *Repo) postBlob(ctx context.Context, d digest.Digest, content []byte) (s *uploadSession, err error) {
+	u := r.url("/v2/"+r.name.RepositoryStr()+"/blobs/uploads/") + "?digest=" + url.QueryEscape(d.String())
+	resp, err := r.do(ctx, http.MethodPost, u, bytes.NewReader(content), http.Header{"Content-Type": {"application/octet-stream"}})
+	if err != nil {
+		return nil, err
+	}
+	defer drain(resp)
+	switch resp.StatusCode {
+	case http.StatusCreated:
+		return nil, nil
+	case http.StatusAccepted:
+		s := &uploadSession{}
+		if err := s.update(resp); err != nil {
+			return nil, err
+		}
+		s.offset = 0 // it kept nothing: the blob was not taken
+		return s, nil
+	}
+	return nil, classifyResponse(resp, r.name)
+}
+
+// refusesSinglePost reports whether a single POST's failure says the
+// registry takes no content in a POST (rather than that something else
+// went wrong): 400, 405, 413, 415 or 501.
+func refusesSinglePost(err error) bool {
+	var e *failure.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Status {
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusRequestEntityTooLarge,
+		http.StatusUnsupportedMediaType, http.StatusNotImplemented:
+		return true
+	}
+	return false
 }
 
 // update takes the session's next location and received range from a response.

@@ -7,11 +7,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/olareg/olareg"
 	olaregconfig "github.com/olareg/olareg/config"
@@ -126,4 +130,77 @@ func (p *progressLog) of(d string) []int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.done[d]
+}
+
+// TestSmallBlobsGoUpInOnePostWhereTheRegistryTakesIt: a blob of up to 1 MiB
+// goes up in the spec's single POST (the blob as the body of the POST that
+// opens an upload) to a registry that keeps it there. A registry that
+// answers with an upload session instead (distribution, as the spec says one
+// without single POSTs SHOULD), or refuses a POST with a body, gets that one
+// blob in the session, and every later blob in a session without being
+// asked again. Every blob is there afterwards, whole.
+func TestSmallBlobsGoUpInOnePostWhereTheRegistryTakesIt(t *testing.T) {
+	t.Parallel()
+	refuse := func(r *http.Request) (int, http.Header, bool) {
+		if r.Method == http.MethodPost && r.URL.Query().Get("digest") != "" {
+			return http.StatusMethodNotAllowed, nil, true
+		}
+		return 0, nil, false
+	}
+	for _, tc := range []struct {
+		name      string
+		registry  func(t *testing.T) string
+		takesPost bool
+	}{
+		{"olareg keeps it", func(t *testing.T) string { return newOlareg(t) }, true},
+		{"distribution opens a session", func(t *testing.T) string { return registrytest.Distribution(t, registrytest.DockerRegistry) }, false},
+		{"a registry refusing a body in a POST", func(t *testing.T) string { return newOlareg(t, refuse) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var singlePosts, sessionPuts atomic.Int32
+			count := func(r *http.Request) (int, http.Header, bool) {
+				switch {
+				case r.Method == http.MethodPost && r.URL.Query().Get("digest") != "":
+					singlePosts.Add(1)
+				case r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/"):
+					sessionPuts.Add(1)
+				}
+				return 0, nil, false
+			}
+			host := serve(t, httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: tc.registry(t)}), count)
+			client := newClient()
+			ctx := context.Background()
+			var postsAfterFirst int32
+			for i, content := range []string{"first", "second"} {
+				g, l := buildImage(t, content)
+				ref := mustRef(t, host+"/team/small:"+content)
+				if _, err := client.Push(ctx, ref, g, l, nil); err != nil {
+					t.Fatalf("push %d: %v", i+1, err)
+				}
+				repo, err := client.Open(ctx, ref.Context(), false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, b := range g.Blobs() {
+					if _, err := repo.ReadBlob(ctx, b); err != nil {
+						t.Errorf("push %d: blob %s: %v", i+1, b.Digest, err)
+					}
+				}
+				if i == 0 {
+					postsAfterFirst = singlePosts.Load()
+				}
+			}
+			const blobs = 2 * 2 // a config and a layer per image
+			posts, puts := singlePosts.Load(), sessionPuts.Load()
+			if tc.takesPost && (posts != blobs || puts != 0) {
+				t.Errorf("%d single POSTs and %d session PUTs, want every blob in a single POST", posts, puts)
+			}
+			// The first push's two blobs go up at once: each may try.
+			if !tc.takesPost && (postsAfterFirst < 1 || posts != postsAfterFirst || puts != blobs) {
+				t.Errorf("%d single POSTs (%d at the first push) and %d session PUTs, want the first push's blobs tried in one, then every blob in a session",
+					posts, postsAfterFirst, puts)
+			}
+		})
+	}
 }

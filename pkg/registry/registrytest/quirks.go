@@ -123,7 +123,7 @@ func Proxy(t testing.TB, target string, quirks ...Quirk) string {
 			return
 		case has[MountOpensSession] && r.Method == http.MethodPost && r.URL.Query().Get("mount") != "":
 			r.URL.RawQuery = "" // a plain upload: the registry opens a session
-		case has[Throttles] && r.Method == http.MethodPut && strings.Contains(path, "/blobs/uploads/") && throttled.CompareAndSwap(false, true):
+		case has[Throttles] && CarriesBlob(r) && throttled.CompareAndSwap(false, true):
 			distributionError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "slow down")
 			return
 		}
@@ -151,6 +151,13 @@ func Proxy(t testing.TB, target string, quirks ...Quirk) string {
 	}))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// CarriesBlob reports whether r uploads a whole blob, or the end of one,
+// with its digest: the PUT that closes a session, or a single POST.
+func CarriesBlob(r *http.Request) bool {
+	return (r.Method == http.MethodPut || r.Method == http.MethodPost) &&
+		strings.Contains(r.URL.Path, "/blobs/uploads/") && r.URL.Query().Get("digest") != ""
 }
 
 // exists reports whether the registry at target has the manifest at path.

@@ -264,7 +264,7 @@ func Registry(dir string, log *slog.Logger, wrap func(http.Handler) http.Handler
 		Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreDir, RootDir: dir},
 		Log:     log.With("component", "registry"),
 	})
-	var h http.Handler = guardRepoState(reg)
+	var h http.Handler = firstStatusOnly(guardRepoState(reg))
 	if wrap != nil {
 		h = wrap(h)
 	}
@@ -308,6 +308,37 @@ func guardRepoState(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// firstStatusOnly keeps the first status a POST's handler writes and drops
+// any later one. olareg v0.1.2 answers a single-POST upload with 201 and
+// then, falling through, writes 202 too (blob.go, blobUploadPost), which
+// net/http would log as a superfluous WriteHeader for every small blob
+// pushed.
+func firstStatusOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			w = &firstStatus{ResponseWriter: w}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type firstStatus struct {
+	http.ResponseWriter
+	written bool
+}
+
+func (w *firstStatus) WriteHeader(code int) {
+	if !w.written {
+		w.written = true
+		w.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (w *firstStatus) Write(b []byte) (int, error) {
+	w.written = true
+	return w.ResponseWriter.Write(b)
 }
 
 // route reads an OCI distribution path as olareg does (cleaned of "." and
