@@ -84,6 +84,10 @@ func (r *Repo) AddFallbackReferrers(ctx context.Context, subject digest.Digest, 
 // Referrers lists the subject's referrers: through the referrers API when the
 // registry has it, else from the fallback tag.
 func (r *Repo) Referrers(ctx context.Context, subject digest.Digest) ([]v1.Descriptor, error) {
+	return read(ctx, r.reads, "referrers "+subject.String(), func() ([]v1.Descriptor, error) { return r.referrers(ctx, subject) })
+}
+
+func (r *Repo) referrers(ctx context.Context, subject digest.Digest) ([]v1.Descriptor, error) {
 	idx, ok, err := r.referrersAPI(ctx, subject)
 	if err != nil {
 		return nil, err

@@ -30,6 +30,7 @@ type Repo struct {
 	name    name.Repository
 	client  *http.Client
 	timeout time.Duration // the client's: how long the registry may stay silent
+	reads   *sharedReads  // when Shared: reads shared by its users
 }
 
 var _ oci.BlobReader = (*Repo)(nil)
@@ -92,6 +93,17 @@ func (r *Repo) HeadManifest(ctx context.Context, ref string) (v1.Descriptor, boo
 // content is checked against it: a registry serving other bytes under a
 // digest is an integrity failure.
 func (r *Repo) GetManifest(ctx context.Context, ref string) ([]byte, v1.Descriptor, error) {
+	if _, err := digest.Parse(ref); err != nil || r.reads == nil {
+		return r.getManifest(ctx, ref)
+	}
+	m, err := read(ctx, r.reads, "manifest "+ref, func() (manifestRead, error) {
+		b, desc, err := r.getManifest(ctx, ref)
+		return manifestRead{b, desc}, err
+	})
+	return m.body, m.desc, err
+}
+
+func (r *Repo) getManifest(ctx context.Context, ref string) ([]byte, v1.Descriptor, error) {
 	resp, err := r.do(ctx, http.MethodGet, r.repoURL("manifests", ref), nil, http.Header{"Accept": {manifestAccept}})
 	if err != nil {
 		return nil, v1.Descriptor{}, err
@@ -178,20 +190,37 @@ func (r *Repo) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
 // size and digest: for small blobs a caller parses (a signed payload, an
 // SBOM), after bounding d.Size itself.
 func (r *Repo) ReadBlob(ctx context.Context, d v1.Descriptor) ([]byte, error) {
-	rc, err := r.Open(ctx, d.Digest)
+	b, err := r.BlobBytes(ctx, d)
 	if err != nil {
 		return nil, err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, d.Size+1))
-	if err != nil {
-		return nil, r.classifyTransport(ctx, fmt.Errorf("read blob %s: %w", d.Digest, err))
 	}
 	if int64(len(b)) != d.Size || digest.FromBytes(b) != d.Digest {
 		return nil, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s does not match its descriptor", d.Digest),
 			Hint: "the registry serves other bytes for this digest: it is corrupted or substituted"}
 	}
 	return b, nil
+}
+
+// BlobBytes reads the blob d describes, whole, up to one byte past its
+// size, and checks nothing: the caller does. A Shared Repo reads a blob up
+// to 1 MiB once for all its readers.
+func (r *Repo) BlobBytes(ctx context.Context, d v1.Descriptor) ([]byte, error) {
+	fetch := func() ([]byte, error) {
+		rc, err := r.Open(ctx, d.Digest)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(io.LimitReader(rc, d.Size+1))
+		if err != nil {
+			return nil, r.classifyTransport(ctx, fmt.Errorf("read blob %s: %w", d.Digest, err))
+		}
+		return b, nil
+	}
+	if d.Size > smallBlob {
+		return fetch()
+	}
+	return read(ctx, r.reads, fmt.Sprintf("blob %s %d", d.Digest, d.Size), fetch)
 }
 
 // UploadBlob uploads content as one monolithic PUT in an upload session.

@@ -17,14 +17,10 @@ import (
 // attached must be one of the keys' about the digest (the first that is not
 // fails the verification as integrity, naming it), and at least one
 // signature must be there.
-func verifyEvidence(ctx context.Context, c *registry.Client, ref name.Digest, keys []sign.Verifier, proven *evidence.Cache) ([]string, error) {
+func verifyEvidence(ctx context.Context, repo *registry.Repo, ref name.Digest, keys []sign.Verifier, proven *evidence.Cache) ([]string, error) {
 	root, err := digest.Parse(ref.DigestStr())
 	if err != nil {
 		return nil, &failure.Error{Class: failure.Schema, Err: err, Hint: "verify takes REPOSITORY@sha256:<hex>"}
-	}
-	repo, err := c.Open(ctx, ref.Context(), false)
-	if err != nil {
-		return nil, registryError(err, "")
 	}
 	ev, err := proven.Collect(ctx, repo, root, keys)
 	if err != nil {

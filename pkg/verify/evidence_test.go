@@ -5,7 +5,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,5 +112,55 @@ func TestSignaturesAreProvenWithTheTrustedKeys(t *testing.T) {
 				t.Errorf("referrers API %v, %s: the failure's path %q does not name the referrer", referrersAPI, tc.name, e.Path)
 			}
 		}
+	}
+}
+
+// TestAVerificationReadsEachArtifactOnce: proving an image's bytes and its
+// signatures at once reads each manifest, signature and referrers list once
+// from the registry, not once per proof.
+func TestAVerificationReadsEachArtifactOnce(t *testing.T) {
+	t.Parallel()
+	signer, trusted := signtest.Key(t)
+	ctx := context.Background()
+	target := registrytest.Memory(t, true)
+	var mu sync.Mutex
+	gets := map[string]int{}
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			mu.Lock()
+			gets[r.URL.Path]++
+			mu.Unlock()
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	g, l := registrytest.Image(t, "verified once")
+	sig, err := sign.SignImage(ctx, signer, host+"/team/app", g.Root, time.Time{}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Referrers = []oci.Graph{sig}
+	ref, _ := name.ParseReference(host + "/team/app:1")
+	if _, err := client().Push(ctx, ref, g, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	clear(gets)
+	mu.Unlock()
+	if _, err := verify.Image(ctx, client(), ref.Context().Digest(g.Root.Digest.String()), &g, verify.Options{Keys: []sign.Verifier{trusted}}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for path, n := range gets {
+		if n > 1 {
+			t.Errorf("GET %s %d times", path, n)
+		}
+	}
+	if len(gets) == 0 {
+		t.Fatal("the verification read nothing through the proxy")
 	}
 }

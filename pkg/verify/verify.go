@@ -62,18 +62,23 @@ func Image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 // prove is Image, where hashed holds what blobs hashed to before it began
 // (an Ahead's): those are not pulled again.
 func prove(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, opts Options, hashed map[digest.Digest]error) (Report, error) {
+	repo, err := c.Open(ctx, ref.Context(), false)
+	if err != nil {
+		return Report{}, registryError(err, "")
+	}
+	// The bytes' proof and the evidence's read the same referrers: once.
+	repo = repo.Shared()
 	if len(opts.Keys) == 0 {
-		return image(ctx, c, ref, want, opts.Jobs, hashed)
+		return image(ctx, repo, ref, want, opts.Jobs, hashed)
 	}
 	var (
 		rep      Report
-		err      error
 		checks   []string
 		proofErr error
 		wg       sync.WaitGroup
 	)
-	wg.Go(func() { rep, err = image(ctx, c, ref, want, opts.Jobs, hashed) })
-	wg.Go(func() { checks, proofErr = verifyEvidence(ctx, c, ref, opts.Keys, opts.Proven) })
+	wg.Go(func() { rep, err = image(ctx, repo, ref, want, opts.Jobs, hashed) })
+	wg.Go(func() { checks, proofErr = verifyEvidence(ctx, repo, ref, opts.Keys, opts.Proven) })
 	wg.Wait()
 	if err = cmp.Or(err, proofErr); err != nil {
 		return Report{}, err // the bytes' failure first: evidence read from bad bytes fails too
@@ -82,15 +87,11 @@ func prove(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 	return rep, nil
 }
 
-// image proves ref's bytes, and those of the referrers want has.
-func image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.Graph, jobs int, hashed map[digest.Digest]error) (Report, error) {
+// image proves ref's bytes, and those of the referrers want has, in repo.
+func image(ctx context.Context, repo *registry.Repo, ref name.Digest, want *oci.Graph, jobs int, hashed map[digest.Digest]error) (Report, error) {
 	root, err := digest.Parse(ref.DigestStr())
 	if err != nil {
 		return Report{}, &failure.Error{Class: failure.Schema, Err: err, Hint: "verify takes REPOSITORY@sha256:<hex>"}
-	}
-	repo, err := c.Open(ctx, ref.Context(), false)
-	if err != nil {
-		return Report{}, registryError(err, "")
 	}
 	v := &verification{repo: repo, hashed: hashed}
 	rootDesc := v1.Descriptor{Digest: root}
@@ -117,7 +118,7 @@ func image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 	}
 	if want != nil {
 		rep.Checks = append(rep.Checks, "[VERIFY] graph matches the build")
-		if err := verifyReferrers(ctx, c, repo, ref, *want, jobs, hashed, &rep); err != nil {
+		if err := verifyReferrers(ctx, repo, ref, *want, jobs, hashed, &rep); err != nil {
 			return Report{}, err
 		}
 	}
@@ -127,14 +128,14 @@ func image(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 // verifyReferrers proves each artifact the graph has attached (an SBOM, a
 // signature, a signature of the SBOM) byte for byte, concurrently, and that
 // the registry lists it as a referrer of its subject.
-func verifyReferrers(ctx context.Context, c *registry.Client, repo *registry.Repo, ref name.Digest, want oci.Graph, jobs int, hashed map[digest.Digest]error, rep *Report) error {
+func verifyReferrers(ctx context.Context, repo *registry.Repo, ref name.Digest, want oci.Graph, jobs int, hashed map[digest.Digest]error, rep *Report) error {
 	subs := make([]Report, len(want.Referrers))
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(jobs, 1))
 	for i, r := range want.Referrers {
 		eg.Go(func() error {
 			path := fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
-			sub, err := image(ectx, c, ref.Context().Digest(r.Root.Digest.String()), &r, jobs, hashed)
+			sub, err := image(ectx, repo, ref.Context().Digest(r.Root.Digest.String()), &r, jobs, hashed)
 			if err != nil {
 				verr := registryError(err, path)
 				verr.Path = path
@@ -329,18 +330,10 @@ func (v *verification) hashBlobs(ctx context.Context, jobs int) error {
 // hashBlob pulls one blob and hashes it against its descriptor; it returns
 // the bytes it read.
 func hashBlob(ctx context.Context, repo *registry.Repo, d v1.Descriptor) (int64, error) {
-	rc, err := repo.Open(ctx, d.Digest)
-	if err != nil {
-		return 0, err
-	}
-	defer rc.Close()
 	h := d.Digest.Algorithm().Hash()
-	buf := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(buf)
-	// Read one byte past the size so a longer blob is caught, not truncated.
-	n, err := io.CopyBuffer(h, io.LimitReader(rc, d.Size+1), *buf)
+	n, err := readInto(ctx, repo, d, h)
 	if err != nil {
-		return n, &failure.Error{Class: failure.Transport, Err: fmt.Errorf("read blob %s: %w", d.Digest, err), Hint: "the connection to the registry broke mid-blob: retry"}
+		return n, err
 	}
 	if n != d.Size {
 		return n, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s is %d bytes, descriptor says %d", d.Digest, n, d.Size),
@@ -352,6 +345,38 @@ func hashBlob(ctx context.Context, repo *registry.Repo, d v1.Descriptor) (int64,
 	}
 	return n, nil
 }
+
+// readInto writes the blob d describes into h, and one byte past its size
+// if the registry serves more, so a longer blob is caught, not truncated.
+// A small blob is read whole (evidence read through the same Shared repo
+// shares it); a big one streams.
+func readInto(ctx context.Context, repo *registry.Repo, d v1.Descriptor, h io.Writer) (int64, error) {
+	if d.Size <= smallBlob {
+		b, err := repo.BlobBytes(ctx, d)
+		if err != nil {
+			return 0, err
+		}
+		n, _ := h.Write(b)
+		return int64(n), nil
+	}
+	rc, err := repo.Open(ctx, d.Digest)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	n, err := io.CopyBuffer(h, io.LimitReader(rc, d.Size+1), *buf)
+	if err != nil {
+		return n, &failure.Error{Class: failure.Transport, Err: fmt.Errorf("read blob %s: %w", d.Digest, err), Hint: "the connection to the registry broke mid-blob: retry"}
+	}
+	return n, nil
+}
+
+// smallBlob is the size up to which a blob is read whole rather than
+// streamed into its hash: the signatures, attestations and SBOMs the
+// evidence's proof reads too.
+const smallBlob = 1 << 20
 
 // settled says whether a blob's failure is its content's (it is wrong, or
 // not there), not the moment's: hashing it again would say the same.

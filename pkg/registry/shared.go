@@ -1,0 +1,76 @@
+package registry
+
+import (
+	"context"
+	"sync"
+
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Shared returns r reading each manifest by digest, each small blob and each
+// referrers list at most once for everyone reading through it at the same
+// time: a verification proves an image's bytes and, beside it, its
+// signatures, and both read the same artifacts. What failed is read again
+// by the next reader; what succeeded is kept as long as the returned Repo,
+// and its bytes are the same slice for every reader: read, never changed.
+func (r *Repo) Shared() *Repo {
+	s := *r
+	s.reads = &sharedReads{calls: map[string]*sharedRead{}}
+	return &s
+}
+
+// sharedReads are the reads of a Shared Repo, by what they read.
+type sharedReads struct {
+	mu    sync.Mutex
+	calls map[string]*sharedRead
+}
+
+type sharedRead struct {
+	done chan struct{}
+	val  any
+	err  error
+}
+
+// read returns what fetch returns for key: fetched by the first caller,
+// waited for by those that come while it runs, kept for later ones when
+// it succeeded.
+func read[T any](ctx context.Context, s *sharedReads, key string, fetch func() (T, error)) (T, error) {
+	if s == nil {
+		return fetch()
+	}
+	s.mu.Lock()
+	c, waiting := s.calls[key]
+	if !waiting {
+		c = &sharedRead{done: make(chan struct{})}
+		s.calls[key] = c
+	}
+	s.mu.Unlock()
+	if !waiting {
+		v, err := fetch()
+		c.val, c.err = v, err
+		if err != nil {
+			s.mu.Lock()
+			delete(s.calls, key)
+			s.mu.Unlock()
+		}
+		close(c.done)
+		return v, err
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+	if c.err != nil {
+		var zero T
+		return zero, c.err
+	}
+	return c.val.(T), nil
+}
+
+// manifestRead is what GetManifest returns.
+type manifestRead struct {
+	body []byte
+	desc v1.Descriptor
+}
