@@ -16,8 +16,8 @@ if want go; then
   # The tiny runs again with their data (JetStream's store, the embedded
   # registry's files) in memory: the pipeline's cost apart from the disk's.
   if [ -d /dev/shm ]; then
-    TMPDIR=/dev/shm go test -run '^$' -bench BenchmarkShip -benchmem -benchtime "${BENCHTIME:-20x}" -count 1 ./cmd/digestline/ 2>/dev/null |
-      sed -n 's#^BenchmarkShip/\([a-z]*\)#BenchmarkShip/\1-in-memory#p' >>"$raw"
+    TMPDIR=/dev/shm go test -run '^$' -bench 'BenchmarkShip|BenchmarkSigningAdds' -benchmem -benchtime "${BENCHTIME:-20x}" -count 1 ./cmd/digestline/ 2>/dev/null |
+      sed -n 's#^BenchmarkShip/\([a-z]*\)#BenchmarkShip/\1-in-memory#p; s#^BenchmarkSigningAdds#BenchmarkSigningAdds/in-memory#p' >>"$raw"
   fi
   BENCHTIME=2x run -run '^$' -bench BenchmarkLoad ./cmd/digestline/ # 200 runs per iteration
 fi
@@ -360,6 +360,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
       what["BenchmarkShip/signed"] = "the same, signed: signature and SLSA provenance attached, both proven by the verifier, dev policy of 3 CEL rules, signed verification summary"
       what["BenchmarkShip/plain-in-memory"] = "BenchmarkShip/plain with its data in /dev/shm (tmpfs): no disk under JetStream and the embedded registry"
       what["BenchmarkShip/signed-in-memory"] = "BenchmarkShip/signed with its data in /dev/shm (tmpfs)"
+      what["BenchmarkSigningAdds"] = "what signing and policies add to a tiny run: the same new content shipped plain and signed (as BenchmarkShip), in turn, on two stacks; added-ms is the median of the pairs'"'"' differences, time/op one pair"
+      what["BenchmarkSigningAdds/in-memory"] = "the same with the data in /dev/shm (tmpfs)"
       what["BenchmarkLoad/burst"]  = "200 build.requested at once (as from webhooks) on one `digestline dev` (2 cores): runs/s, p50/p99 build.requested → promoted"
       what["BenchmarkLoad/paced"]  = "the same 200 runs sent at a steady 50 per second: runs/s and the latency a run sees at that rate"
       what["BenchmarkLoad/paced-signed"] = "the paced 200, signed and under dev policy as BenchmarkShip/signed"
@@ -378,13 +380,22 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
       printf "| `%s` | %s | %s | %s | %s | %s | %s |\n", name, what[name], t, mbs, extra, bop, allocs
     }' "$raw"
   echo
-  echo "A tiny run alone takes \`BenchmarkShip/plain\`'s time; \`BenchmarkShip/signed\` minus it is what signing and policies"
-  echo "add to a run. Not cryptography (an ECDSA signature is ~50 µs, a CEL rule microseconds), nor reading the evidence"
-  echo "again: the verifier proves each referrer once (evidence.Cache), and \`digestline dev\`'s reporter reads the proofs"
-  echo "from the same memory. What remains is storing two more artifacts, the signature and the provenance (the signed"
-  echo "summary replaces the unsigned record): into the blob store, then into the embedded registry, about 10 more writes"
-  echo "that its per-repository lock takes one at a time, each a few file writes (olareg rewrites the index and the"
-  echo "referrers list per manifest). The 5 ms goal is not met (docs/policy.md, What it costs)."
+  echo "A tiny run alone takes \`BenchmarkShip/plain\`'s time. What signing and policies add is \`BenchmarkSigningAdds\`'s"
+  echo "added-ms: plain and signed runs of the same content in turn, so that both halves of a pair see the machine at the"
+  echo "same moment (two BenchmarkShip rows a minute apart differ by more than the cost: this VM's speed moves by half"
+  echo "within an hour). Not cryptography (an ECDSA signature is ~50 µs, a CEL rule microseconds), nor reading the"
+  echo "evidence again (proofs are remembered, and one verification reads each artifact once): what remains is storing"
+  echo "the signature and the provenance, two artifacts of a few small blobs, in the blob store and then in the embedded"
+  echo "registry, and proving them there. On this VM's disk, every file the embedded registry (olareg) creates and"
+  echo "renames costs ~0.33 ms (0.02 ms on tmpfs, measured 2026-12-01), and it writes about four for each manifest"
+  echo "attached to an image, one at a time per repository: the in-memory rows are the pipeline's own cost."
+  # The 5 ms goal, as this run measured it.
+  awk '$1 ~ /^BenchmarkSigningAdds/ {
+         for (i = 3; i < NF; i += 2) if ($(i+1) == "added-ms") ms = $i
+         where = ($1 ~ /in-memory/) ? "with the data in memory" : "on this disk"
+         printf "Signing and policies add %.2f ms %s: the 5 ms goal is %s.\n", ms, where, (ms <= 5 ? "met" : "not met")
+       }' "$raw"
+  echo "See docs/policy.md, What it costs."
   echo
   echo "Under load, latency is queueing: with 200 runs in flight at once, a p50 of 50 ms would take"
   echo "200 / 0.05 s = 4000 runs/s (Little's law), so the burst shows the throughput"

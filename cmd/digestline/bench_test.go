@@ -51,6 +51,46 @@ func BenchmarkShip(b *testing.B) {
 	}
 }
 
+// BenchmarkSigningAdds measures what signing and policies add to a tiny
+// run, on two stacks side by side (one plain, one signed as
+// BenchmarkShip/signed): each iteration ships the same new content through
+// both, in turn, and the metric is the median of the pairs' differences.
+// Two separate BenchmarkShip rows each take the machine's speed of their
+// own moment; a pair shares it.
+func BenchmarkSigningAdds(b *testing.B) {
+	plain, _ := startStack(b)
+	signed, _ := startStack(b, withEvidence(b))
+	stacks := [2]*stack{plain, signed}
+	var added, plains []time.Duration
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		dir := sourceDir(b, fmt.Sprintf("pair %d", i))
+		b.StartTimer()
+		order := []int{0, 1}
+		if i%2 == 1 {
+			order = []int{1, 0} // every other pair, signed first
+		}
+		var took [2]time.Duration
+		for _, k := range order {
+			start := time.Now()
+			if _, out, err := stacks[k].ship(b, dir, fmt.Sprintf("pair/app%d:lab", i)); err != nil {
+				b.Fatalf("ship: %v\n%s", err, out)
+			}
+			took[k] = time.Since(start)
+		}
+		added, plains = append(added, took[1]-took[0]), append(plains, took[0])
+	}
+	b.ReportMetric(float64(median(added))/1e6, "added-ms")
+	b.ReportMetric(float64(median(plains))/1e6, "plain-ms")
+}
+
+// median is the middle of ds (of the two middle ones, the upper).
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
 // withEvidence signs every build and promotion with a fresh key, trusts it
 // in the verifier and the reporter, and gives dev a policy over the
 // evidence: what signing and policies cost a run.
