@@ -478,7 +478,7 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	opened := p.mountSessions[b.Digest]
 	delete(p.mountSessions, b.Digest) // used once: a retry opens its own
 	p.mu.Unlock()
-	if opened == nil && b.Size <= smallBlob {
+	if opened == nil && b.Size <= SmallBlob {
 		if err := p.uploadSmall(ctx, b, rc); err != nil {
 			return 0, err
 		}
@@ -555,7 +555,7 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 	return sent, nil
 }
 
-// uploadSmall uploads blob b, of at most smallBlob bytes, read from rc: in
+// uploadSmall uploads blob b, of at most SmallBlob bytes, read from rc: in
 // one POST to a registry that takes a single POST, else in a session. The
 // registry's answer to the first one is kept for the client's later pushes.
 func (p *pushRun) uploadSmall(ctx context.Context, b v1.Descriptor, rc io.Reader) error {
@@ -884,7 +884,7 @@ func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor) (*fallba
 // up unasked to a registry known to take single POSTs: one request, as
 // asking would be (the registry keeps one copy of a blob either way).
 func (p *pushRun) pushBlob(ctx context.Context, b v1.Descriptor) (uploaded bool, err error) {
-	small := b.Size <= smallBlob
+	small := b.Size <= SmallBlob
 	if known, _ := p.c.singlePost.Load(p.ref.Context().RegistryStr()); !small || known != Yes {
 		exists, err := p.repo.HeadBlob(ctx, b.Digest)
 		if err != nil || exists {

@@ -217,7 +217,7 @@ func (r *Repo) BlobBytes(ctx context.Context, d v1.Descriptor) ([]byte, error) {
 		}
 		return b, nil
 	}
-	if d.Size > smallBlob {
+	if d.Size > SmallBlob {
 		return fetch()
 	}
 	return read(ctx, r.reads, fmt.Sprintf("blob %s %d", d.Digest, d.Size), fetch)

@@ -42,12 +42,12 @@ func (r *Repo) startUpload(ctx context.Context) (*uploadSession, error) {
 	return s, nil
 }
 
-// smallBlob is the size up to which a blob goes up in a single POST
-// (POST .../blobs/uploads/?digest=, the blob as the body) to a registry
-// that takes one: configs, signatures, provenance, SBOMs, small layers. It
-// is read into memory first, to be sent again in a session if the registry
-// does not.
-const smallBlob = 1 << 20
+// SmallBlob is the size up to which a blob is handled whole in memory:
+// configs, signatures, provenance, SBOMs, small layers. It goes up in a
+// single POST (POST .../blobs/uploads/?digest=, the blob as the body) to a
+// registry that takes one, and is sent again in a session to one that does
+// not; a Shared Repo reads it once for all its readers.
+const SmallBlob = 1 << 20
 
 // postBlob sends a whole blob in the POST that opens an upload (the
 // distribution spec's single POST, which registries MAY support). The

@@ -351,7 +351,7 @@ func hashBlob(ctx context.Context, repo *registry.Repo, d v1.Descriptor) (int64,
 // A small blob is read whole (evidence read through the same Shared repo
 // shares it); a big one streams.
 func readInto(ctx context.Context, repo *registry.Repo, d v1.Descriptor, h io.Writer) (int64, error) {
-	if d.Size <= smallBlob {
+	if d.Size <= registry.SmallBlob {
 		b, err := repo.BlobBytes(ctx, d)
 		if err != nil {
 			return 0, err
@@ -372,11 +372,6 @@ func readInto(ctx context.Context, repo *registry.Repo, d v1.Descriptor, h io.Wr
 	}
 	return n, nil
 }
-
-// smallBlob is the size up to which a blob is read whole rather than
-// streamed into its hash: the signatures, attestations and SBOMs the
-// evidence's proof reads too.
-const smallBlob = 1 << 20
 
 // settled says whether a blob's failure is its content's (it is wrong, or
 // not there), not the moment's: hashing it again would say the same.
