@@ -42,6 +42,13 @@ func CopyBlob(ctx context.Context, dst BlobStore, src BlobReader, d v1.Descripto
 	return dst.Put(ctx, d, rc)
 }
 
+// Matches reports whether b is the blob desc describes: its size, and its
+// digest by desc's algorithm (false for one that is malformed or not
+// available here).
+func Matches(desc v1.Descriptor, b []byte) bool {
+	return int64(len(b)) == desc.Size && desc.Digest.Validate() == nil && desc.Digest.Algorithm().FromBytes(b) == desc.Digest
+}
+
 // MemStore is a BlobStore in memory, for small graphs built to be pushed at
 // once (an attestation, a signature). It verifies what it is given.
 type MemStore struct {
@@ -55,7 +62,7 @@ func (m *MemStore) Put(_ context.Context, desc v1.Descriptor, r io.Reader) error
 	if err != nil {
 		return err
 	}
-	if int64(len(b)) != desc.Size || desc.Digest.Algorithm().FromBytes(b) != desc.Digest {
+	if !Matches(desc, b) {
 		return fmt.Errorf("%w: blob %s does not match its descriptor", ErrStore, desc.Digest)
 	}
 	m.mu.Lock()

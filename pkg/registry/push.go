@@ -563,9 +563,7 @@ func (p *pushRun) uploadSmall(ctx context.Context, b v1.Descriptor, rc io.Reader
 	if err != nil {
 		return readError(err, b)
 	}
-	v := b.Digest.Verifier()
-	_, _ = v.Write(body)
-	if int64(len(body)) != b.Size || !v.Verified() {
+	if !oci.Matches(b, body) {
 		return sourceError(fmt.Errorf("%d bytes that do not match the descriptor", len(body)), "blob "+b.Digest.String())
 	}
 	host := p.ref.Context().RegistryStr()

@@ -194,7 +194,7 @@ func (r *Repo) ReadBlob(ctx context.Context, d v1.Descriptor) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(b)) != d.Size || digest.FromBytes(b) != d.Digest {
+	if !oci.Matches(d, b) {
 		return nil, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("blob %s does not match its descriptor", d.Digest),
 			Hint: "the registry serves other bytes for this digest: it is corrupted or substituted"}
 	}
