@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -137,22 +136,21 @@ func LoadPolicy(path string, chain []string) (*Policy, error) {
 			if err != nil {
 				return nil, fmt.Errorf("policy %s:%d: rule %q: %w", path, line, r.Name, err)
 			}
-			ep.rules = append(ep.rules, rule{Name: r.Name, Expr: r.Expr.Value, Line: line, prg: prg, vars: readVars(r.Expr.Value)})
+			ep.rules = append(ep.rules, rule{Name: r.Name, Expr: r.Expr.Value, Line: line, prg: prg, vars: readVars(ast)})
 		}
 		p.envs[name] = ep
 	}
 	return p, nil
 }
 
-// readVars lists the policy variables expr names.
-func readVars(expr string) []string {
-	var out []string
-	for _, v := range policyVars {
-		if regexp.MustCompile(`\b` + v + `\b`).MatchString(expr) {
-			out = append(out, v)
-		}
+// readVars lists the policy variables a checked expression reads, in
+// policyVars' order: the identifiers the type checker resolved to them.
+func readVars(ast *cel.Ast) []string {
+	names := map[string]bool{}
+	for _, r := range ast.NativeRep().ReferenceMap() {
+		names[r.Name] = true
 	}
-	return out
+	return slices.DeleteFunc(slices.Clone(policyVars), func(v string) bool { return !names[v] })
 }
 
 // Places are the environments' places the policy file names.
@@ -165,6 +163,15 @@ func (p *Policy) Places() map[string]Place {
 
 // Has reports whether the policy has rules or keys for env.
 func (p *Policy) Has(env string) bool { return p != nil && p.envs[env] != nil }
+
+// Reads reports whether any of env's rules reads the variable v: what no
+// rule reads is not gathered.
+func (p *Policy) Reads(env, v string) bool {
+	if p == nil || p.envs[env] == nil {
+		return false
+	}
+	return slices.ContainsFunc(p.envs[env].rules, func(r rule) bool { return slices.Contains(r.vars, v) })
+}
 
 // Keys are the keys whose evidence counts in env (nil: the reporter's
 // trusted keys).

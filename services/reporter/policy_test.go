@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -324,6 +325,48 @@ func TestABadPolicyIsAClearErrorAtStart(t *testing.T) {
 		_, err := reporter.LoadPolicy(writePolicy(t, tc.body), reporter.DefaultEnvironments)
 		if err == nil || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("LoadPolicy(%q) = %v, want an error saying %q", tc.body, err, tc.says)
+		}
+	}
+}
+
+// TestAPolicyReadsWhatItsRulesName: what a rule reads is what the type
+// checker resolves to a variable, not any word in its text, so the gate
+// gathers no evidence (registry requests, the approvals' listing on the
+// bus) that no rule needs.
+func TestAPolicyReadsWhatItsRulesName(t *testing.T) {
+	t.Parallel()
+	pol, err := reporter.LoadPolicy(writePolicy(t, `environments:
+  staging:
+    rules:
+      - name: word-in-a-string
+        expr: '!signatures.exists(s, s.key == "approvals")'
+      - name: attached
+        expr: referrers.exists(r, r.artifactType != "")
+  prod:
+    rules:
+      - name: approved
+        expr: approvals.size() >= 1 && now > timestamp("2026-01-01T00:00:00Z")
+`), reporter.DefaultEnvironments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  string
+		want []string
+	}{
+		{"dev", nil},
+		{"staging", []string{"signatures", "referrers"}},
+		{"prod", []string{"approvals", "now"}},
+	} {
+		var got []string
+		for _, v := range []string{"environment", "repository", "digest", "requested_by", "signatures", "attestations",
+			"provenance", "referrers", "packages", "approvals", "soak", "now"} {
+			if pol.Reads(tc.env, v) {
+				got = append(got, v)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s reads %v, want %v", tc.env, got, tc.want)
 		}
 	}
 }

@@ -18,18 +18,53 @@ import (
 // policy/<rule>.
 const GatePolicy = "policy/"
 
-// policyInput gathers what a policy's rules read about req's digest:
-// the signatures and attestations the environment's keys prove (the
-// reporter's trusted keys when the policy names none), every referrer,
-// the approvals, and the time spent in the previous environment.
+// policyInput gathers what the environment's rules read about req's
+// digest, and only that: the signatures and attestations the
+// environment's keys prove (the reporter's trusted keys when the policy
+// names none), every referrer, the packages of its SBOM, the approvals,
+// and the time spent in the previous environment. Each of these costs
+// requests to the registry or the bus.
 func (r *reporter) policyInput(ctx context.Context, reg *registry.Repo, req events.PromotionRequest, now time.Time) (map[string]any, error) {
+	input := map[string]any{"environment": req.To, "repository": req.Repository, "digest": req.Digest, "requested_by": req.RequestedBy, "now": now}
+	reads := func(vars ...string) bool {
+		return slices.ContainsFunc(vars, func(v string) bool { return r.cfg.Policy.Reads(req.To, v) })
+	}
+	if reads("signatures", "attestations", "provenance", "referrers", "packages") {
+		if err := r.evidenceInput(ctx, reg, req, input); err != nil {
+			return nil, err
+		}
+	}
+	if reads("approvals") {
+		recs, err := r.store.approvals(ctx, req.To, req.Repository, req.Digest)
+		if err != nil {
+			return nil, err
+		}
+		approvals := []any{}
+		for _, a := range recs {
+			approvals = append(approvals, map[string]any{"by": a.By, "at": a.At})
+		}
+		input["approvals"] = approvals
+	}
+	if reads("soak") {
+		soak, err := r.soak(ctx, req, now)
+		if err != nil {
+			return nil, err
+		}
+		input["soak"] = soak
+	}
+	return input, nil
+}
+
+// evidenceInput adds to input what is attached to req's digest:
+// signatures, attestations, provenance, referrers and packages.
+func (r *reporter) evidenceInput(ctx context.Context, reg *registry.Repo, req events.PromotionRequest, input map[string]any) error {
 	keys := r.cfg.Policy.Keys(req.To)
 	if len(keys) == 0 {
 		keys = r.cfg.Keys
 	}
 	ev, err := r.cfg.Proven.Collect(ctx, reg, digest.Digest(req.Digest), keys)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	signatures := []any{}
 	for _, s := range ev.Signatures {
@@ -52,27 +87,15 @@ func (r *reporter) policyInput(ctx context.Context, reg *registry.Repo, req even
 		}
 		referrers = append(referrers, map[string]any{"artifactType": d.ArtifactType, "digest": d.Digest.String(), "annotations": annotations})
 	}
-	packages, err := sbomPackages(ctx, reg, ev.Referrers)
-	if err != nil {
-		return nil, err
+	input["signatures"], input["attestations"], input["provenance"], input["referrers"] = signatures, attestations, provenance, referrers
+	if r.cfg.Policy.Reads(req.To, "packages") {
+		packages, err := sbomPackages(ctx, reg, ev.Referrers)
+		if err != nil {
+			return err
+		}
+		input["packages"] = packages
 	}
-	recs, err := r.store.approvals(ctx, req.To, req.Repository, req.Digest)
-	if err != nil {
-		return nil, err
-	}
-	approvals := []any{}
-	for _, a := range recs {
-		approvals = append(approvals, map[string]any{"by": a.By, "at": a.At})
-	}
-	soak, err := r.soak(ctx, req, now)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{
-		"environment": req.To, "repository": req.Repository, "digest": req.Digest, "requested_by": req.RequestedBy,
-		"signatures": signatures, "attestations": attestations, "provenance": provenance, "referrers": referrers, "packages": packages,
-		"approvals": approvals, "soak": soak, "now": now,
-	}, nil
+	return nil
 }
 
 // soak is how long, at now, the digest has been in the environment before
