@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 )
 
 // EmptyJSON is the OCI empty descriptor: the config of an artifact that has
@@ -56,17 +57,26 @@ func BuildArtifact(ctx context.Context, cfg ArtifactConfig, store BlobStore) (Gr
 	if cfg.ArtifactType == "" {
 		return Graph{}, fmt.Errorf("an artifact needs an artifactType, e.g. application/vnd.example.config.v1+json")
 	}
+	// The config and the files go into the store at once: each is a round
+	// trip or more to the bus's store.
 	empty := EmptyDescriptor()
-	if err := store.Put(ctx, empty, bytes.NewReader(emptyJSON)); err != nil {
-		return Graph{}, fmt.Errorf("%w: put empty config: %w", ErrStore, err)
-	}
-	var layers []v1.Descriptor
-	for _, f := range cfg.Files {
-		d, err := putFile(ctx, store, f)
-		if err != nil {
-			return Graph{}, err
+	layers := make([]v1.Descriptor, len(cfg.Files))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	g.Go(func() error {
+		if err := store.Put(gctx, empty, bytes.NewReader(emptyJSON)); err != nil {
+			return fmt.Errorf("%w: put empty config: %w", ErrStore, err)
 		}
-		layers = append(layers, d)
+		return nil
+	})
+	for i, f := range cfg.Files {
+		g.Go(func() (err error) {
+			layers[i], err = putFile(gctx, store, f)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return Graph{}, err
 	}
 	config := empty
 	config.Data = nil // the manifest stays small; the blob is in the store

@@ -26,7 +26,8 @@ type BlobReader interface {
 }
 
 // BlobStore stores and opens blobs by digest. Put must be idempotent: putting
-// a blob that is already stored is a cheap no-op.
+// a blob that is already stored is a cheap no-op. Both are safe for
+// concurrent use, the same blob put twice at once included.
 type BlobStore interface {
 	BlobReader
 	Put(ctx context.Context, desc v1.Descriptor, r io.Reader) error

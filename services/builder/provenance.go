@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
@@ -134,8 +135,8 @@ func sourceDescriptor(o Origin) (ResourceDescriptor, bool) {
 }
 
 // version is the builder's module version (as built: "(devel)" from a
-// checkout).
-func version() string {
+// checkout), read from the build info once.
+var version = sync.OnceValue(func() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, m := range bi.Deps {
 			if m.Path == "github.com/digestline/digestline/services/builder" {
@@ -145,4 +146,4 @@ func version() string {
 		return bi.Main.Version
 	}
 	return "unknown"
-}
+})
