@@ -55,7 +55,8 @@ func newCopyCommand() *cobra.Command {
 			if err != nil {
 				return &exitCodeError{code: 2, err: err}
 			}
-			g, source, err := srcRepo.Graph(ctx, digest.Digest(src.DigestStr()), referrers)
+			// Read once, though the push reads the manifests again.
+			g, source, err := srcRepo.Shared().Graph(ctx, digest.Digest(src.DigestStr()), referrers)
 			if err != nil {
 				return &exitCodeError{code: 2, err: fmt.Errorf("read %s: %w", src, err)}
 			}

@@ -120,9 +120,16 @@ func (r *Repo) getManifest(ctx context.Context, ref string) ([]byte, v1.Descript
 		return nil, v1.Descriptor{}, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("manifest %s is larger than %d bytes", ref, oci.MaxManifestSize), Hint: "refusing an oversized manifest"}
 	}
 	desc := v1.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: digest.FromBytes(b), Size: int64(len(b))}
-	if want, err := digest.Parse(ref); err == nil && want != desc.Digest {
-		return b, desc, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("manifest served as %s hashes to %s", want, desc.Digest),
-			Hint: "the registry serves a manifest that does not match the requested digest: it is corrupted or substituted"}
+	if want, err := digest.Parse(ref); err == nil {
+		got := desc.Digest
+		if want.Algorithm().Available() {
+			got = want.Algorithm().FromBytes(b) // by the algorithm it was asked for
+		}
+		if got != want {
+			return b, desc, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("manifest served as %s hashes to %s", want, got),
+				Hint: "the registry serves a manifest that does not match the requested digest: it is corrupted or substituted"}
+		}
+		desc.Digest = want
 	}
 	if said, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && said.Algorithm() == desc.Digest.Algorithm() && said != desc.Digest {
 		return b, desc, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("manifest %s: the registry says its digest is %s, its bytes hash to %s", ref, said, desc.Digest),
@@ -248,22 +255,19 @@ func sizeString(n int64) string {
 
 // Manifests returns a BlobReader over the repository's manifests endpoint,
 // so code that reads manifests by digest (oci.ReadManifest, oci.Walk) works
-// on a registry as on a layout. The reader checks nothing; ReadManifest
-// verifies the digest.
+// on a registry as on a layout.
 func (r *Repo) Manifests() oci.BlobReader { return manifestReader{r} }
 
+// manifestReader reads manifests whole, checked against their digests,
+// through GetManifest: once for all the readers of a Shared Repo.
 type manifestReader struct{ r *Repo }
 
 func (m manifestReader) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
-	resp, err := m.r.do(ctx, http.MethodGet, m.r.repoURL("manifests", d.String()), nil, http.Header{"Accept": {manifestAccept}})
+	b, _, err := m.r.GetManifest(ctx, d.String())
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
-		defer drain(resp)
-		return nil, classifyResponse(resp, m.r.name)
-	}
-	return resp.Body, nil
+	return io.NopCloser(bytes.NewReader(b)), nil
 }
 
 // mountBlob asks the registry to link a blob that another repository of the

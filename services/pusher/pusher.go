@@ -117,10 +117,12 @@ func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approva
 	}
 	// The graph is read back from the registry: the digest was pushed and
 	// verified before, and the verifier compares against this graph again.
+	// Its manifests are read once, however many stages read them again.
 	repo, err := p.Registry.Open(ctx, from, false)
 	if err != nil {
 		return fail(err)
 	}
+	repo = repo.Shared()
 	d, err := digest.Parse(a.Digest)
 	if err != nil {
 		return events.Permanent(err)

@@ -2,9 +2,14 @@ package pusher_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,5 +165,46 @@ func TestTheHandlerTimeoutEndsAPushThatTakesTooLong(t *testing.T) {
 	}
 	if n := eventstest.Count(evs, events.PushFailed); n != 1 {
 		t.Fatalf("%d push.failed events", n)
+	}
+}
+
+// TestAPromotionReadsTheImageOnceAndUploadsNothing: promoting a pushed
+// digest in its own repository reads its manifest from the registry once
+// (for the graph, the stages and the tag), uploads nothing and moves the
+// environment's tag onto it.
+func TestAPromotionReadsTheImageOnceAndUploadsNothing(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	gets := map[string]int{}
+	reg := httptest.NewServer(httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: registrytest.Memory(t, true)}))
+	t.Cleanup(reg.Close)
+	counting := reg.Config.Handler
+	reg.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			mu.Lock()
+			gets[r.URL.Path]++
+			mu.Unlock()
+		}
+		counting.ServeHTTP(w, r)
+	})
+	addr := strings.TrimPrefix(reg.URL, "http://")
+	h := start(t, client())
+	pushed, g := h.built(t, addr+"/team/app:build", "promoted", events.TagGuard{})
+	h.srv.WaitRun(t, pushed, events.PushCompleted)
+
+	run := uuid.NewString()
+	if _, err := h.bus.Start(context.Background(), events.PromotionApproved, run, "app", events.Approval{
+		Environment: "dev", Repository: addr + "/team/app", Digest: g.Root.Digest.String(), Tag: "dev",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res := eventstest.Last[events.PushResult](t, h.srv.WaitRun(t, run, events.PushCompleted, events.PushFailed), events.PushCompleted)
+	if res.Digest != g.Root.Digest.String() || res.BlobsUploaded != 0 || res.Target != addr+"/team/app:dev" {
+		t.Fatalf("push.completed %+v", res)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := gets["/v2/team/app/manifests/"+g.Root.Digest.String()]; n != 1 {
+		t.Fatalf("the promotion read the image's manifest %d times, want once", n)
 	}
 }
