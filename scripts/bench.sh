@@ -18,6 +18,8 @@ if want go; then
   if [ -d /dev/shm ]; then
     TMPDIR=/dev/shm go test -run '^$' -bench 'BenchmarkShip|BenchmarkSigningAdds' -benchmem -benchtime "${BENCHTIME:-20x}" -count 1 ./cmd/digestline/ 2>/dev/null |
       sed -n 's#^BenchmarkShip/\([a-z]*\)#BenchmarkShip/\1-in-memory#p; s#^BenchmarkSigningAdds#BenchmarkSigningAdds/in-memory#p' >>"$raw"
+    TMPDIR=/dev/shm go test -run '^$' -bench 'BenchmarkLoad/paced' -benchmem -benchtime 2x -count 1 ./cmd/digestline/ 2>/dev/null |
+      sed -n 's#^BenchmarkLoad/\([a-z]*\(-[a-z][a-z]*\)*\)#BenchmarkLoad/\1-in-memory#p' >>"$raw"
   fi
   BENCHTIME=2x run -run '^$' -bench BenchmarkLoad ./cmd/digestline/ # 200 runs per iteration
 fi
@@ -365,6 +367,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
       what["BenchmarkLoad/burst"]  = "200 build.requested at once (as from webhooks) on one `digestline dev` (2 cores): runs/s, p50/p99 build.requested → promoted"
       what["BenchmarkLoad/paced"]  = "the same 200 runs sent at a steady 50 per second: runs/s and the latency a run sees at that rate"
       what["BenchmarkLoad/paced-signed"] = "the paced 200, signed and under dev policy as BenchmarkShip/signed"
+      what["BenchmarkLoad/paced-in-memory"] = "BenchmarkLoad/paced with its data in /dev/shm (tmpfs)"
+      what["BenchmarkLoad/paced-signed-in-memory"] = "BenchmarkLoad/paced-signed with its data in /dev/shm (tmpfs)"
     }
     {
       name = $1; sub(/-[0-9]+$/, "", name)
