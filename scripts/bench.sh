@@ -411,7 +411,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo "code gave 40–130 ms (and the code before the change 90 ms). On 2026-12-01, with handlers on the router and its"
   echo "middleware, five paced runs on their own gave a p50 of 25–28 ms (the code before it, back to back: 20–25 ms), and"
   echo "the burst 52–81 runs/s against 61–104 before on the same busy host: within its noise. Measure with:"
-  echo "\`go test -run '^\$' -bench BenchmarkLoad/paced -benchtime 2x ./cmd/digestline/\`."
+  echo "\`go test -run '^\$' -bench BenchmarkLoad/paced -benchtime 2x ./cmd/digestline/\`. The -in-memory rows are the"
+  echo "same with the data in /dev/shm: signed runs write more files into the embedded registry, and on this disk they"
+  echo "queue behind those writes when the host's disk is slow (docs/policy.md, What it costs)."
   echo
   if want builder; then builder_vs_crane; echo; fi
   if want push; then push_vs_peers; echo; fi
