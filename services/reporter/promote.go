@@ -3,6 +3,7 @@ package reporter
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -129,73 +130,147 @@ func (r *reporter) decide(ctx context.Context, parent cloudevents.Event, req eve
 // names the first gate that refuses. An error means a gate could not be
 // checked (the registry or the bus is unreachable), not that it refused.
 func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, requestID string, at time.Time) (decision, error) {
-	reject := func(gate, hint, format string, a ...any) (decision, error) {
-		return decision{Rejection: &events.Rejection{Environment: req.To, Repository: req.Repository, Digest: req.Digest, Gate: gate,
-			Reason: fmt.Sprintf(format, a...), Hint: hint, RequestedBy: req.RequestedBy, RejectedAt: at}}, nil
+	a, err := r.admit(ctx, req, requestID, at)
+	var no *refusal
+	if errors.As(err, &no) {
+		return decision{Rejection: &events.Rejection{Environment: req.To, Repository: req.Repository, Digest: req.Digest, Gate: no.gate,
+			Reason: no.reason, Hint: no.hint, RequestedBy: req.RequestedBy, RejectedAt: at}}, nil
 	}
-	i := slices.Index(r.cfg.Environments, req.To)
-	if i < 0 {
-		return reject(GateEnvironment, "promote to one of "+strings.Join(r.cfg.Environments, ", "),
-			"%q is not in the promotion chain %s", req.To, strings.Join(r.cfg.Environments, " → "))
+	if err != nil {
+		return decision{}, err
+	}
+	return decision{Approval: a}, nil
+}
+
+// refusal is a gate's answer no: the gate, why, and what to do.
+type refusal struct{ gate, hint, reason string }
+
+func (e *refusal) Error() string { return e.gate + ": " + e.reason }
+
+func refuse(gate, hint, format string, a ...any) error {
+	return &refusal{gate: gate, hint: hint, reason: fmt.Sprintf(format, a...)}
+}
+
+// unreachable is a registry failure met at gate: a registry that fails for
+// a moment is asked again (the request is retried); one that refuses for
+// good refuses at the gate it blocks.
+func unreachable(gate string, err error) error {
+	e := failure.As(err)
+	if e.Temporary() {
+		return err
+	}
+	return refuse(gate, e.Hint, "cannot check the registry: %v", err)
+}
+
+// admit runs the gates in order: the approval when all pass, a *refusal
+// naming the first that does not, or the error that kept one from being
+// checked.
+func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, requestID string, at time.Time) (*events.Approval, error) {
+	v, err := r.inChain(ctx, req)
+	if err != nil {
+		return nil, err
 	}
 	repo, err := name.NewRepository(req.Repository)
 	if err != nil {
-		return reject(GateVerified, "name the repository as registry/path", "repository %q: %v", req.Repository, err)
-	}
-	if _, err := digest.Parse(req.Digest); err != nil {
-		return reject(GateVerified, "promote by digest: sha256:<64 hex>", "digest %q: %v", req.Digest, err)
-	}
-
-	v, ok, err := r.store.verifiedDigest(ctx, req.Repository, req.Digest)
-	if err != nil {
-		return decision{}, err
-	}
-	if !ok {
-		return reject(GateVerified, "ship it through the pipeline first: only digests the verifier proved can be promoted",
-			"%s@%s was never verified by this pipeline", req.Repository, req.Digest)
-	}
-
-	if i > 0 {
-		prevEnv := r.cfg.Environments[i-1]
-		prev, ok, err := r.store.current(ctx, prevEnv, req.Repository)
-		if err != nil {
-			return decision{}, err
-		}
-		rollback := slices.Contains(v.PromotedTo, req.To)
-		if (!ok || prev.Digest != req.Digest) && !rollback {
-			holds := "nothing"
-			if ok {
-				holds = prev.Digest
-			}
-			return reject(GatePreviousEnv, fmt.Sprintf("promote it to %s first", prevEnv),
-				"%s is not promoted in %s, which holds %s", req.Digest, prevEnv, holds)
-		}
-	}
-
-	cur, hasCur, err := r.store.current(ctx, req.To, req.Repository)
-	if err != nil {
-		return decision{}, err
+		return nil, err // inChain parsed it
 	}
 	place, tag, err := r.placeOf(req.To, req.Repository)
 	if err != nil {
-		return reject(GateEnvironment, "fix the environment's place (docs/promotion.md)", "%v", err)
+		return nil, refuse(GateEnvironment, "fix the environment's place (docs/promotion.md)", "%v", err)
 	}
-	// A registry that fails for a moment is asked again (the request is
-	// retried); one that refuses for good rejects at the gate it blocks.
-	unreachable := func(gate string, err error) (decision, error) {
-		e := failure.As(err)
-		if e.Temporary() {
-			return decision{}, err
+	got, err := r.tagInPlace(ctx, req, place, tag)
+	if err != nil {
+		return nil, err
+	}
+	// The evidence is read where the digest comes from: the repository
+	// builds are pushed to, or the previous environment's place when the
+	// promotion copies from there.
+	source, err := r.sourceOf(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := r.Registry.Open(ctx, source, false)
+	if err != nil {
+		return nil, unreachable(GateVerified, err)
+	}
+	if err := r.requiredReferrers(ctx, reg, req); err != nil {
+		return nil, err
+	}
+	if clauses, err := r.checkPolicy(ctx, reg, req, at); err != nil {
+		return nil, unreachable(GatePolicy+"evidence", err)
+	} else if failed := firstFailed(clauses); failed != nil {
+		return nil, refuse(GatePolicy+failed.Name, "meet the rule (docs/policy.md): digestline promote --dry-run shows every clause with its values",
+			"%s", failed.Reason())
+	}
+	a := &events.Approval{
+		Environment: req.To, Repository: req.Repository, Digest: req.Digest, Tag: tag, Previous: got,
+		RequestedBy: req.RequestedBy, Evidence: events.Evidence{Request: requestID, Build: v.Evidence.Build},
+	}
+	if place.String() != repo.String() {
+		a.Location, a.Source = place.String(), source.String()
+	}
+	return a, nil
+}
+
+// inChain checks the gates of the promotion chain: the environment is in
+// it, the digest was verified by this pipeline, and it is promoted in the
+// environment before (or was in this one: a rollback). It returns the
+// digest's verification.
+func (r *reporter) inChain(ctx context.Context, req events.PromotionRequest) (Verified, error) {
+	i := slices.Index(r.cfg.Environments, req.To)
+	if i < 0 {
+		return Verified{}, refuse(GateEnvironment, "promote to one of "+strings.Join(r.cfg.Environments, ", "),
+			"%q is not in the promotion chain %s", req.To, strings.Join(r.cfg.Environments, " → "))
+	}
+	if _, err := name.NewRepository(req.Repository); err != nil {
+		return Verified{}, refuse(GateVerified, "name the repository as registry/path", "repository %q: %v", req.Repository, err)
+	}
+	if _, err := digest.Parse(req.Digest); err != nil {
+		return Verified{}, refuse(GateVerified, "promote by digest: sha256:<64 hex>", "digest %q: %v", req.Digest, err)
+	}
+	v, ok, err := r.store.verifiedDigest(ctx, req.Repository, req.Digest)
+	if err != nil {
+		return Verified{}, err
+	}
+	if !ok {
+		return Verified{}, refuse(GateVerified, "ship it through the pipeline first: only digests the verifier proved can be promoted",
+			"%s@%s was never verified by this pipeline", req.Repository, req.Digest)
+	}
+	if i == 0 {
+		return v, nil
+	}
+	prevEnv := r.cfg.Environments[i-1]
+	prev, ok, err := r.store.current(ctx, prevEnv, req.Repository)
+	if err != nil {
+		return Verified{}, err
+	}
+	rollback := slices.Contains(v.PromotedTo, req.To)
+	if (!ok || prev.Digest != req.Digest) && !rollback {
+		holds := "nothing"
+		if ok {
+			holds = prev.Digest
 		}
-		return reject(gate, e.Hint, "cannot check the registry: %v", err)
+		return Verified{}, refuse(GatePreviousEnv, fmt.Sprintf("promote it to %s first", prevEnv),
+			"%s is not promoted in %s, which holds %s", req.Digest, prevEnv, holds)
+	}
+	return v, nil
+}
+
+// tagInPlace checks the tag-drift gate: the environment's tag in its place
+// points where the environment's record says, or at the digest already.
+// It returns where the tag points ("" for nowhere).
+func (r *reporter) tagInPlace(ctx context.Context, req events.PromotionRequest, place name.Repository, tag string) (string, error) {
+	cur, hasCur, err := r.store.current(ctx, req.To, req.Repository)
+	if err != nil {
+		return "", err
 	}
 	there, err := r.Registry.Open(ctx, place, false)
 	if err != nil {
-		return unreachable(GateTagDrift, err)
+		return "", unreachable(GateTagDrift, err)
 	}
 	found, present, err := there.HeadManifest(ctx, tag)
 	if err != nil {
-		return unreachable(GateTagDrift, err)
+		return "", unreachable(GateTagDrift, err)
 	}
 	var want, got string
 	if hasCur {
@@ -204,62 +279,42 @@ func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, reque
 	if present {
 		got = found.Digest.String()
 	}
-	if got != want && got != req.Digest {
-		hint := fmt.Sprintf("someone moved %s:%s outside the pipeline: inspect %s, then put the tag back on %s (or delete it) and promote again",
-			place, tag, cmp.Or(got, "the tag"), cmp.Or(want, "nothing"))
-		if hasCur && cur.Place() != place.String() {
-			// The environment has moved to another place since its last
-			// promotion: what it holds is to be brought along first.
-			hint = fmt.Sprintf("%s now lives at %s, its record at %s: copy what it holds there first (digestline copy %s %s:%s), then promote again",
-				req.To, place, cur.Place(), cur.Ref(), place, tag)
-		}
-		return reject(GateTagDrift, hint, "tag %s points at %s, but %s's record says %s", tag, cmp.Or(got, "nothing"), req.To, cmp.Or(want, "nothing"))
+	if got == want || got == req.Digest {
+		return got, nil
 	}
+	hint := fmt.Sprintf("someone moved %s:%s outside the pipeline: inspect %s, then put the tag back on %s (or delete it) and promote again",
+		place, tag, cmp.Or(got, "the tag"), cmp.Or(want, "nothing"))
+	if hasCur && cur.Place() != place.String() {
+		// The environment has moved to another place since its last
+		// promotion: what it holds is to be brought along first.
+		hint = fmt.Sprintf("%s now lives at %s, its record at %s: copy what it holds there first (digestline copy %s %s:%s), then promote again",
+			req.To, place, cur.Place(), cur.Ref(), place, tag)
+	}
+	return "", refuse(GateTagDrift, hint, "tag %s points at %s, but %s's record says %s", tag, cmp.Or(got, "nothing"), req.To, cmp.Or(want, "nothing"))
+}
 
-	// The evidence is read where the digest comes from: the repository
-	// builds are pushed to, or the previous environment's place when the
-	// promotion copies from there.
-	source, err := r.sourceOf(ctx, req)
+// requiredReferrers checks that the artifacts the environment requires
+// (by artifact type) are attached to the digest in reg.
+func (r *reporter) requiredReferrers(ctx context.Context, reg *registry.Repo, req events.PromotionRequest) error {
+	required := r.cfg.RequiredReferrers[req.To]
+	if len(required) == 0 {
+		return nil
+	}
+	refs, err := reg.Referrers(ctx, digest.Digest(req.Digest))
 	if err != nil {
-		return decision{}, err
+		return unreachable(GateRequiredReferrers, err)
 	}
-	reg, err := r.Registry.Open(ctx, source, false)
-	if err != nil {
-		return unreachable(GateVerified, err)
-	}
-
-	if required := r.cfg.RequiredReferrers[req.To]; len(required) > 0 {
-		refs, err := reg.Referrers(ctx, digest.Digest(req.Digest))
-		if err != nil {
-			return unreachable(GateRequiredReferrers, err)
-		}
-		var missing []string
-		for _, t := range required {
-			if !slices.ContainsFunc(refs, func(d v1.Descriptor) bool { return d.ArtifactType == t }) {
-				missing = append(missing, t)
-			}
-		}
-		if len(missing) > 0 {
-			return reject(GateRequiredReferrers, "attach them (digestline attach, or ship with --sbom) and promote again",
-				"%s requires referrers of type %s; missing: %s", req.To, strings.Join(required, ", "), strings.Join(missing, ", "))
+	var missing []string
+	for _, t := range required {
+		if !slices.ContainsFunc(refs, func(d v1.Descriptor) bool { return d.ArtifactType == t }) {
+			missing = append(missing, t)
 		}
 	}
-
-	if clauses, err := r.checkPolicy(ctx, reg, req, at); err != nil {
-		return unreachable(GatePolicy+"evidence", err)
-	} else if failed := firstFailed(clauses); failed != nil {
-		return reject(GatePolicy+failed.Name, "meet the rule (docs/policy.md): digestline promote --dry-run shows every clause with its values",
-			"%s", failed.Reason())
+	if len(missing) > 0 {
+		return refuse(GateRequiredReferrers, "attach them (digestline attach, or ship with --sbom) and promote again",
+			"%s requires referrers of type %s; missing: %s", req.To, strings.Join(required, ", "), strings.Join(missing, ", "))
 	}
-
-	a := &events.Approval{
-		Environment: req.To, Repository: req.Repository, Digest: req.Digest, Tag: tag, Previous: got,
-		RequestedBy: req.RequestedBy, Evidence: events.Evidence{Request: requestID, Build: v.Evidence.Build},
-	}
-	if place.String() != repo.String() {
-		a.Location, a.Source = place.String(), source.String()
-	}
-	return decision{Approval: a}, nil
+	return nil
 }
 
 // sourceOf is where a promotion reads the digest and its evidence, and
