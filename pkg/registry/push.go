@@ -473,7 +473,6 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 		return 0, sourceError(err, "blob "+b.Digest.String())
 	}
 	defer rc.Close()
-	host := p.ref.Context().RegistryStr()
 	p.mu.Lock()
 	opened := p.mountSessions[b.Digest]
 	delete(p.mountSessions, b.Digest) // used once: a retry opens its own
@@ -496,8 +495,15 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 		}
 		return b.Size, nil
 	}
+	return p.uploadChunked(ctx, b, rc, opened, size)
+}
 
-	// A retried stage finds its session and asks the registry how far it got.
+// uploadChunked uploads blob b, read from rc, in chunks of size into a
+// session: the one a mount opened, or one of a failed attempt (the registry
+// is asked how far it got, and what it has is skipped, not sent again), or
+// a new one. A registry that refuses the first chunk gets the blob streamed
+// instead, now and for the rest of the process.
+func (p *pushRun) uploadChunked(ctx context.Context, b v1.Descriptor, rc io.Reader, opened *uploadSession, size int64) (int64, error) {
 	p.mu.Lock()
 	s := p.sessions[b.Digest]
 	p.mu.Unlock()
@@ -509,20 +515,18 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 			s = nil // the session expired: start over
 		}
 	}
-	if s == nil && opened != nil {
+	if s == nil {
 		s = opened
-		p.mu.Lock()
-		p.sessions[b.Digest] = s
-		p.mu.Unlock()
 	}
 	if s == nil {
+		var err error
 		if s, err = p.repo.startUpload(ctx); err != nil {
 			return 0, err
 		}
-		p.mu.Lock()
-		p.sessions[b.Digest] = s
-		p.mu.Unlock()
 	}
+	p.mu.Lock()
+	p.sessions[b.Digest] = s // for a retried stage to resume
+	p.mu.Unlock()
 	if _, err := io.CopyN(io.Discard, rc, s.offset); err != nil { // already at the registry: skipped, not re-sent
 		return 0, fmt.Errorf("skip %d bytes of %s: %w", s.offset, b.Digest, err)
 	}
@@ -536,7 +540,7 @@ func (p *pushRun) uploadOne(ctx context.Context, b v1.Descriptor) (int64, error)
 			if first && refusesChunks(err) {
 				// Artifact Registry and others take no Content-Range: the
 				// blob goes up streamed, now and from now on.
-				p.c.chunks.Store(host, No)
+				p.c.chunks.Store(p.ref.Context().RegistryStr(), No)
 				p.mu.Lock()
 				delete(p.sessions, b.Digest)
 				p.mu.Unlock()
