@@ -119,17 +119,16 @@ func (r *Repo) getManifest(ctx context.Context, ref string) ([]byte, v1.Descript
 	if len(b) > oci.MaxManifestSize {
 		return nil, v1.Descriptor{}, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("manifest %s is larger than %d bytes", ref, oci.MaxManifestSize), Hint: "refusing an oversized manifest"}
 	}
-	desc := v1.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: digest.FromBytes(b), Size: int64(len(b))}
-	if want, err := digest.Parse(ref); err == nil {
-		got := desc.Digest
-		if want.Algorithm().Available() {
-			got = want.Algorithm().FromBytes(b) // by the algorithm it was asked for
-		}
-		if got != want {
-			return b, desc, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("manifest served as %s hashes to %s", want, got),
-				Hint: "the registry serves a manifest that does not match the requested digest: it is corrupted or substituted"}
-		}
-		desc.Digest = want
+	// Hashed once, by the algorithm a digest reference asks for (sha256 for a tag).
+	want, byDigest := digest.Parse(ref)
+	algorithm := digest.Canonical
+	if byDigest == nil && want.Algorithm().Available() {
+		algorithm = want.Algorithm()
+	}
+	desc := v1.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: algorithm.FromBytes(b), Size: int64(len(b))}
+	if byDigest == nil && desc.Digest != want {
+		return b, desc, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("manifest served as %s hashes to %s", want, desc.Digest),
+			Hint: "the registry serves a manifest that does not match the requested digest: it is corrupted or substituted"}
 	}
 	if said, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && said.Algorithm() == desc.Digest.Algorithm() && said != desc.Digest {
 		return b, desc, &failure.Error{Class: failure.Integrity, Err: fmt.Errorf("manifest %s: the registry says its digest is %s, its bytes hash to %s", ref, said, desc.Digest),
