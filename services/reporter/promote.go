@@ -166,13 +166,9 @@ func unreachable(gate string, err error) error {
 // naming the first that does not, or the error that kept one from being
 // checked.
 func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, requestID string, at time.Time) (*events.Approval, error) {
-	v, err := r.inChain(ctx, req)
+	repo, v, err := r.inChain(ctx, req)
 	if err != nil {
 		return nil, err
-	}
-	repo, err := name.NewRepository(req.Repository)
-	if err != nil {
-		return nil, err // inChain parsed it
 	}
 	place, tag, err := r.placeOf(req.To, req.Repository)
 	if err != nil {
@@ -215,34 +211,35 @@ func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, reque
 // inChain checks the gates of the promotion chain: the environment is in
 // it, the digest was verified by this pipeline, and it is promoted in the
 // environment before (or was in this one: a rollback). It returns the
-// digest's verification.
-func (r *reporter) inChain(ctx context.Context, req events.PromotionRequest) (Verified, error) {
+// repository and the digest's verification.
+func (r *reporter) inChain(ctx context.Context, req events.PromotionRequest) (name.Repository, Verified, error) {
 	i := slices.Index(r.cfg.Environments, req.To)
 	if i < 0 {
-		return Verified{}, refuse(GateEnvironment, "promote to one of "+strings.Join(r.cfg.Environments, ", "),
+		return name.Repository{}, Verified{}, refuse(GateEnvironment, "promote to one of "+strings.Join(r.cfg.Environments, ", "),
 			"%q is not in the promotion chain %s", req.To, strings.Join(r.cfg.Environments, " → "))
 	}
-	if _, err := name.NewRepository(req.Repository); err != nil {
-		return Verified{}, refuse(GateVerified, "name the repository as registry/path", "repository %q: %v", req.Repository, err)
+	repo, err := name.NewRepository(req.Repository)
+	if err != nil {
+		return name.Repository{}, Verified{}, refuse(GateVerified, "name the repository as registry/path", "repository %q: %v", req.Repository, err)
 	}
 	if _, err := digest.Parse(req.Digest); err != nil {
-		return Verified{}, refuse(GateVerified, "promote by digest: sha256:<64 hex>", "digest %q: %v", req.Digest, err)
+		return name.Repository{}, Verified{}, refuse(GateVerified, "promote by digest: sha256:<64 hex>", "digest %q: %v", req.Digest, err)
 	}
 	v, ok, err := r.store.verifiedDigest(ctx, req.Repository, req.Digest)
 	if err != nil {
-		return Verified{}, err
+		return name.Repository{}, Verified{}, err
 	}
 	if !ok {
-		return Verified{}, refuse(GateVerified, "ship it through the pipeline first: only digests the verifier proved can be promoted",
+		return name.Repository{}, Verified{}, refuse(GateVerified, "ship it through the pipeline first: only digests the verifier proved can be promoted",
 			"%s@%s was never verified by this pipeline", req.Repository, req.Digest)
 	}
 	if i == 0 {
-		return v, nil
+		return repo, v, nil
 	}
 	prevEnv := r.cfg.Environments[i-1]
 	prev, ok, err := r.store.current(ctx, prevEnv, req.Repository)
 	if err != nil {
-		return Verified{}, err
+		return name.Repository{}, Verified{}, err
 	}
 	rollback := slices.Contains(v.PromotedTo, req.To)
 	if (!ok || prev.Digest != req.Digest) && !rollback {
@@ -250,10 +247,10 @@ func (r *reporter) inChain(ctx context.Context, req events.PromotionRequest) (Ve
 		if ok {
 			holds = prev.Digest
 		}
-		return Verified{}, refuse(GatePreviousEnv, fmt.Sprintf("promote it to %s first", prevEnv),
+		return name.Repository{}, Verified{}, refuse(GatePreviousEnv, fmt.Sprintf("promote it to %s first", prevEnv),
 			"%s is not promoted in %s, which holds %s", req.Digest, prevEnv, holds)
 	}
-	return v, nil
+	return repo, v, nil
 }
 
 // tagInPlace checks the tag-drift gate: the environment's tag in its place
