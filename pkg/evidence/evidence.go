@@ -136,12 +136,12 @@ func prove(ctx context.Context, repo *registry.Repo, d v1.Descriptor, subject di
 	if err == nil {
 		return p, nil
 	}
-	e := failure.As(err)
+	e := *failure.As(err) // a copy to name the referrer in: err may be shared
 	if e.Temporary() {
-		return proof{}, e
+		return proof{}, &e
 	}
 	e.Path = fmt.Sprintf("manifest → referrer %s %s", d.ArtifactType, d.Digest)
-	p.problem = &Problem{Referrer: d, Err: e}
+	p.problem = &Problem{Referrer: d, Err: &e}
 	return p, nil
 }
 

@@ -88,7 +88,35 @@ func prove(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 }
 
 // image proves ref's bytes, and those of the referrers want has, in repo.
+// The referrers' proofs need nothing from the image's: both go at once.
 func image(ctx context.Context, repo *registry.Repo, ref name.Digest, want *oci.Graph, jobs int, hashed map[digest.Digest]error) (Report, error) {
+	var (
+		refs    referrersProof
+		refsErr error
+		wg      sync.WaitGroup
+	)
+	refsCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if want != nil && len(want.Referrers) > 0 {
+		wg.Go(func() { refs, refsErr = verifyReferrers(refsCtx, repo, ref, *want, jobs, hashed) })
+	}
+	rep, err := graph(ctx, repo, ref, want, jobs, hashed)
+	if err != nil {
+		cancel() // the image's failure is the answer: its referrers' proofs need not finish
+	}
+	wg.Wait()
+	if err = cmp.Or(err, refsErr); err != nil {
+		return Report{}, err // the image's failure first: it is what the run is about
+	}
+	rep.Descriptors += refs.descriptors
+	rep.BytesHashed += refs.bytes
+	rep.Checks = append(rep.Checks, refs.checks...)
+	return rep, nil
+}
+
+// graph proves the bytes of ref's own graph (its manifests and blobs, not
+// its referrers) and, when want is given, that they are the build's.
+func graph(ctx context.Context, repo *registry.Repo, ref name.Digest, want *oci.Graph, jobs int, hashed map[digest.Digest]error) (Report, error) {
 	root, err := digest.Parse(ref.DigestStr())
 	if err != nil {
 		return Report{}, &failure.Error{Class: failure.Schema, Err: err, Hint: "verify takes REPOSITORY@sha256:<hex>"}
@@ -118,17 +146,21 @@ func image(ctx context.Context, repo *registry.Repo, ref name.Digest, want *oci.
 	}
 	if want != nil {
 		rep.Checks = append(rep.Checks, "[VERIFY] graph matches the build")
-		if err := verifyReferrers(ctx, repo, ref, *want, jobs, hashed, &rep); err != nil {
-			return Report{}, err
-		}
 	}
 	return rep, nil
+}
+
+// referrersProof is what proving an image's referrers counted and said.
+type referrersProof struct {
+	descriptors int
+	bytes       int64
+	checks      []string
 }
 
 // verifyReferrers proves each artifact the graph has attached (an SBOM, a
 // signature, a signature of the SBOM) byte for byte, concurrently, and that
 // the registry lists it as a referrer of its subject.
-func verifyReferrers(ctx context.Context, repo *registry.Repo, ref name.Digest, want oci.Graph, jobs int, hashed map[digest.Digest]error, rep *Report) error {
+func verifyReferrers(ctx context.Context, repo *registry.Repo, ref name.Digest, want oci.Graph, jobs int, hashed map[digest.Digest]error) (referrersProof, error) {
 	subs := make([]Report, len(want.Referrers))
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(max(jobs, 1))
@@ -153,30 +185,31 @@ func verifyReferrers(ctx context.Context, repo *registry.Repo, ref name.Digest, 
 		})
 	}
 	if err := eg.Wait(); err != nil {
-		return err
+		return referrersProof{}, err
 	}
+	var proof referrersProof
 	listed := map[digest.Digest][]v1.Descriptor{} // by subject, read once each
 	for i, r := range want.Referrers {
 		sub, path := subs[i], fmt.Sprintf("manifest → referrer %s", r.Root.ArtifactType)
-		rep.Descriptors += sub.Descriptors
-		rep.BytesHashed += sub.BytesHashed
+		proof.descriptors += sub.Descriptors
+		proof.bytes += sub.BytesHashed
 		if tag := registry.TaggedAs(r); tag != "" {
-			rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] %s %s: digest match", tag, r.Root.Digest))
+			proof.checks = append(proof.checks, fmt.Sprintf("[VERIFY] %s %s: digest match", tag, r.Root.Digest))
 			continue
 		}
 		if _, ok := listed[sub.Subject]; !ok {
 			var err error
 			if listed[sub.Subject], err = repo.Referrers(ctx, sub.Subject); err != nil {
-				return registryError(err, "manifest → referrers")
+				return referrersProof{}, registryError(err, "manifest → referrers")
 			}
 		}
 		if !slices.ContainsFunc(listed[sub.Subject], func(d v1.Descriptor) bool { return d.Digest == r.Root.Digest }) {
-			return &failure.Error{Class: failure.NotFound, Path: path, Err: fmt.Errorf("%s is in the registry but not listed as a referrer of %s", r.Root.Digest, sub.Subject),
+			return referrersProof{}, &failure.Error{Class: failure.NotFound, Path: path, Err: fmt.Errorf("%s is in the registry but not listed as a referrer of %s", r.Root.Digest, sub.Subject),
 				Hint: "the registry lost the referrer link: push again (digestline updates the referrers API or the fallback tag)"}
 		}
-		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] referrer %s %s: digest match", r.Root.ArtifactType, r.Root.Digest))
+		proof.checks = append(proof.checks, fmt.Sprintf("[VERIFY] referrer %s %s: digest match", r.Root.ArtifactType, r.Root.Digest))
 	}
-	return nil
+	return proof, nil
 }
 
 // taggedAs checks that an artifact cosign keeps under a tag is there.
@@ -288,13 +321,9 @@ func (v *verification) hashBlobs(ctx context.Context, jobs int) error {
 	for i, d := range v.blobs {
 		eg.Go(func() error {
 			err, done := v.hashed[d.Digest]
-			switch {
-			case done && err == nil:
+			if done && err == nil {
 				v.bytes.Add(d.Size)
 				return nil
-			case done:
-				e := *failure.As(err) // its own copy: it is given a path below
-				err = &e
 			}
 			if !done || !settled(err) {
 				var n int64
@@ -433,11 +462,13 @@ func Tag(ctx context.Context, c *registry.Client, tag name.Tag, want digest.Dige
 }
 
 // registryError is err as a failure at path in the graph (where it has
-// no path of its own yet).
+// no path of its own yet). It is a copy, free to change: the error may be
+// shared (a shared read's, or the cause a cancelled context hands every
+// request in flight).
 func registryError(err error, path string) *failure.Error {
-	e := failure.As(err)
+	e := *failure.As(err)
 	if e.Path == "" {
 		e.Path = path
 	}
-	return e
+	return &e
 }
