@@ -642,7 +642,11 @@ func (p *pushRun) manifestPublish(ctx context.Context, r *StageReport) error {
 		return skip("manifest already in the registry")
 	}
 	for _, m := range p.g.Manifests() {
-		link, err := p.publishManifest(ctx, m)
+		body, err := oci.ReadManifest(ctx, p.src, m)
+		if err != nil {
+			return sourceError(err, "manifest "+m.Digest.String())
+		}
+		link, err := p.publishManifest(ctx, m, body)
 		if err != nil {
 			return err
 		}
@@ -789,35 +793,64 @@ func (p *pushRun) attach(ctx context.Context, ref oci.Graph, blobs func(v1.Descr
 		}
 	}
 	a := attached{tagged: tag != ""}
-	for _, b := range ref.Blobs() {
-		uploaded, err := blobs(b)
-		if err != nil {
-			return attached{}, err
-		}
-		if uploaded {
-			a.uploaded++
-			a.bytes += b.Size
-		}
+	bodies, err := p.pushBlobsOf(ctx, ref, blobs, &a)
+	if err != nil {
+		return attached{}, err
 	}
-	for _, m := range ref.Manifests() {
-		link, err := p.publishManifest(ctx, m)
+	var root []byte
+	for i, m := range ref.Manifests() {
+		link, err := p.publishManifest(ctx, m, bodies[i])
 		if err != nil {
 			return attached{}, err
 		}
 		if link != nil {
 			a.links = append(a.links, *link)
 		}
+		if m.Digest == ref.Root.Digest {
+			root = bodies[i]
+		}
 	}
 	if tag != "" {
-		body, err := oci.ReadManifest(ctx, p.src, ref.Root)
-		if err != nil {
-			return attached{}, sourceError(err, "manifest "+ref.Root.Digest.String())
-		}
-		if _, err := p.repo.PutManifest(ctx, tag, ref.Root.MediaType, body); err != nil {
+		if _, err := p.repo.PutManifest(ctx, tag, ref.Root.MediaType, root); err != nil {
 			return attached{}, err
 		}
 	}
 	return a, nil
+}
+
+// pushBlobsOf pushes an attached artifact's blobs at once, and meanwhile
+// reads its manifests (children first) from the source: a round trip or
+// more apiece, none waiting for another. It counts what it uploaded into a.
+func (p *pushRun) pushBlobsOf(ctx context.Context, ref oci.Graph, blobs func(v1.Descriptor) (bool, error), a *attached) ([][]byte, error) {
+	manifests := ref.Manifests()
+	bodies := make([][]byte, len(manifests))
+	var mu sync.Mutex
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(p.c.jobs)
+	eg.Go(func() error {
+		for i, m := range manifests {
+			body, err := oci.ReadManifest(ectx, p.src, m)
+			if err != nil {
+				return sourceError(err, "manifest "+m.Digest.String())
+			}
+			bodies[i] = body
+		}
+		return nil
+	})
+	for _, b := range ref.Blobs() {
+		eg.Go(func() error {
+			uploaded, err := blobs(b)
+			if err != nil || !uploaded {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			a.uploaded++
+			a.bytes += b.Size
+			return nil
+		})
+	}
+	return bodies, eg.Wait()
 }
 
 // oncePerBlob pushes each blob once however many artifacts share it (an
@@ -854,15 +887,11 @@ type fallbackLink struct {
 	entry   v1.Descriptor
 }
 
-// publishManifest puts a manifest by digest. When it has a subject and the
-// registry did not acknowledge it (no referrers API), it returns the entry
-// the subject's fallback tag index must list so the manifest is still
-// discoverable.
-func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor) (*fallbackLink, error) {
-	body, err := oci.ReadManifest(ctx, p.src, m)
-	if err != nil {
-		return nil, sourceError(err, "manifest "+m.Digest.String())
-	}
+// publishManifest puts a manifest (m, its bytes body) by digest. When it
+// has a subject and the registry did not acknowledge it (no referrers API),
+// it returns the entry the subject's fallback tag index must list so the
+// manifest is still discoverable.
+func (p *pushRun) publishManifest(ctx context.Context, m v1.Descriptor, body []byte) (*fallbackLink, error) {
 	acknowledged, err := p.repo.PutManifest(ctx, m.Digest.String(), m.MediaType, body)
 	if err != nil || acknowledged {
 		return nil, err
