@@ -3,6 +3,7 @@ package oci
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -53,31 +54,30 @@ type ArtifactConfig struct {
 }
 
 // BuildArtifact puts the files and the artifact manifest into store.
+//
+// Each file is hashed first, so the manifest is known before anything is
+// stored; then the config, the files and the manifest go into the store at
+// once, each a round trip or more to the bus's store. It returns when all
+// are stored: until then nothing names the artifact (a failed build may
+// leave a manifest without its files, which the next put of the same
+// artifact completes).
 func BuildArtifact(ctx context.Context, cfg ArtifactConfig, store BlobStore) (Graph, error) {
 	if cfg.ArtifactType == "" {
 		return Graph{}, fmt.Errorf("an artifact needs an artifactType, e.g. application/vnd.example.config.v1+json")
 	}
-	// The config and the files go into the store at once: each is a round
-	// trip or more to the bus's store.
-	empty := EmptyDescriptor()
 	layers := make([]v1.Descriptor, len(cfg.Files))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
-	g.Go(func() error {
-		if err := store.Put(gctx, empty, bytes.NewReader(emptyJSON)); err != nil {
-			return fmt.Errorf("%w: put empty config: %w", ErrStore, err)
-		}
-		return nil
-	})
 	for i, f := range cfg.Files {
 		g.Go(func() (err error) {
-			layers[i], err = putFile(gctx, store, f)
+			layers[i], err = describeFile(f)
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return Graph{}, err
 	}
+	empty := EmptyDescriptor()
 	config := empty
 	config.Data = nil // the manifest stays small; the blob is in the store
 	if cfg.ConfigMediaType != "" {
@@ -85,7 +85,7 @@ func BuildArtifact(ctx context.Context, cfg ArtifactConfig, store BlobStore) (Gr
 	}
 	blobs := append([]v1.Descriptor{config}, layers...)
 	if len(layers) == 0 {
-		layers = []v1.Descriptor{empty}
+		layers = []v1.Descriptor{empty} // with its data inline, as the image spec shows it
 	}
 	created := cfg.Created.UTC()
 	if created.IsZero() {
@@ -95,7 +95,7 @@ func BuildArtifact(ctx context.Context, cfg ArtifactConfig, store BlobStore) (Gr
 	for k, v := range cfg.Annotations {
 		annotations[k] = v
 	}
-	manifest := v1.Manifest{
+	manifest, err := json.Marshal(v1.Manifest{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    v1.MediaTypeImageManifest,
 		ArtifactType: cfg.ArtifactType,
@@ -103,52 +103,89 @@ func BuildArtifact(ctx context.Context, cfg ArtifactConfig, store BlobStore) (Gr
 		Layers:       layers,
 		Subject:      cfg.Subject,
 		Annotations:  annotations,
-	}
-	desc, err := putJSON(ctx, store, v1.MediaTypeImageManifest, manifest)
+	})
 	if err != nil {
-		return Graph{}, fmt.Errorf("%w: put artifact manifest: %w", ErrStore, err)
+		return Graph{}, err
+	}
+	desc := v1.Descriptor{MediaType: v1.MediaTypeImageManifest, Digest: digest.FromBytes(manifest), Size: int64(len(manifest))}
+
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	g.Go(func() error {
+		if err := store.Put(gctx, empty, bytes.NewReader(emptyJSON)); err != nil {
+			return fmt.Errorf("%w: put empty config: %w", ErrStore, err)
+		}
+		return nil
+	})
+	for i, f := range cfg.Files {
+		g.Go(func() error { return putFile(gctx, store, f, layers[i]) })
+	}
+	g.Go(func() error {
+		if err := store.Put(gctx, desc, bytes.NewReader(manifest)); err != nil {
+			return fmt.Errorf("%w: put artifact manifest: %w", ErrStore, err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return Graph{}, err
 	}
 	desc.ArtifactType = cfg.ArtifactType
-	for i := range blobs {
-		blobs[i].Data = nil
-	}
 	return Graph{Root: desc, Descriptors: append(blobs, desc)}, nil
 }
 
-// putFile streams one file into store, hashing it first.
-func putFile(ctx context.Context, store BlobStore, f ArtifactFile) (v1.Descriptor, error) {
-	var fh io.ReadSeeker = bytes.NewReader(f.Content)
-	if f.Content == nil {
-		file, err := os.Open(f.Path)
-		if err != nil {
-			return v1.Descriptor{}, fmt.Errorf("artifact file: %w", err)
-		}
-		defer file.Close()
-		fh = file
+// describeFile hashes one file: its layer descriptor, titled.
+func describeFile(f ArtifactFile) (v1.Descriptor, error) {
+	fh, closeFile, err := openFile(f)
+	if err != nil {
+		return v1.Descriptor{}, err
 	}
+	defer closeFile()
 	h := digest.SHA256.Digester()
 	n, err := io.Copy(h.Hash(), fh)
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("read %s: %w", f.Path, err)
 	}
-	title := f.Title
-	if title == "" {
-		title = filepath.Base(f.Path)
-	}
 	mediaType := f.MediaType
 	if mediaType == "" {
 		mediaType = "application/octet-stream"
 	}
-	annotations := map[string]string{v1.AnnotationTitle: title}
+	annotations := map[string]string{v1.AnnotationTitle: title(f)}
 	for k, v := range f.Annotations {
 		annotations[k] = v
 	}
-	d := v1.Descriptor{MediaType: mediaType, Digest: h.Digest(), Size: n, Annotations: annotations}
-	if _, err := fh.Seek(0, io.SeekStart); err != nil {
-		return v1.Descriptor{}, err
+	return v1.Descriptor{MediaType: mediaType, Digest: h.Digest(), Size: n, Annotations: annotations}, nil
+}
+
+// putFile streams one file, as describeFile described it (d), into store;
+// the store checks it still is what was hashed.
+func putFile(ctx context.Context, store BlobStore, f ArtifactFile, d v1.Descriptor) error {
+	fh, closeFile, err := openFile(f)
+	if err != nil {
+		return err
 	}
+	defer closeFile()
 	if err := store.Put(ctx, d, fh); err != nil {
-		return v1.Descriptor{}, fmt.Errorf("%w: put %s: %w", ErrStore, title, err)
+		return fmt.Errorf("%w: put %s: %w", ErrStore, title(f), err)
 	}
-	return d, nil
+	return nil
+}
+
+// openFile reads an artifact file's bytes: its Content, else its Path.
+func openFile(f ArtifactFile) (io.Reader, func(), error) {
+	if f.Content != nil {
+		return bytes.NewReader(f.Content), func() {}, nil
+	}
+	file, err := os.Open(f.Path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("artifact file: %w", err)
+	}
+	return file, func() { _ = file.Close() }, nil
+}
+
+// title is a file's org.opencontainers.image.title.
+func title(f ArtifactFile) string {
+	if f.Title != "" {
+		return f.Title
+	}
+	return filepath.Base(f.Path)
 }
