@@ -76,7 +76,23 @@ func (s *BlobStore) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) er
 // object's info and its chunk, and checked against d here. The Object
 // Store's own Get makes a consumer on the server for every object, and
 // deletes it after: for one small blob, most of its cost.
+//
+// Two builds that make the same new blob at once both store it, and the
+// second put purges the first one's chunk: a read between the info and the
+// chunk finds the chunk gone. It reads the new info then, a few times.
 func (s *BlobStore) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	for attempt := 1; ; attempt++ {
+		rc, err := s.open(ctx, d)
+		if !errors.Is(err, errChunkGone) || attempt == 5 {
+			return rc, err
+		}
+	}
+}
+
+// errChunkGone: an object's info names a chunk the store no longer has.
+var errChunkGone = errors.New("its chunk is gone (the blob was stored again meanwhile)")
+
+func (s *BlobStore) open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
 	info, err := s.obs.GetInfo(ctx, d.String())
 	if err != nil {
 		return nil, s.getError(d, err)
@@ -91,6 +107,9 @@ func (s *BlobStore) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, e
 	var data []byte
 	if info.Chunks == 1 {
 		m, err := s.stream.GetLastMsgForSubject(ctx, blobChunkPrefix+info.NUID)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, fmt.Errorf("%s in %s: %w: %w", d, BlobBucket, errChunkGone, oci.ErrBlobNotFound)
+		}
 		if err != nil {
 			return nil, s.getError(d, err)
 		}

@@ -72,3 +72,51 @@ func apiRequests(t *testing.T, srv *eventstest.Server) uint64 {
 	}
 	return jsz.API.Total
 }
+
+// Two builds that make the same new blob at once both store it: the second
+// put writes its chunk anew and purges the first one's. A reader between
+// the two (a pusher of the first build) still reads the blob.
+func TestABlobStoredAgainMeanwhileIsStillRead(t *testing.T) {
+	t.Parallel()
+	srv := eventstest.NewServer(t)
+	ctx := context.Background()
+	store, err := events.OpenBlobStore(ctx, srv.JetStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := srv.JetStream.ObjectStore(ctx, events.BlobBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := []byte("{}")
+	desc := v1.Descriptor{Digest: digest.FromBytes(content), Size: int64(len(content))}
+	if err := store.Put(ctx, desc, bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 300
+	done := make(chan error, 1)
+	go func() {
+		for range rounds {
+			// As the Object Store stores it for a put that found nothing
+			// yet: new chunk, new info, the old chunk purged.
+			if _, err := obs.PutBytes(ctx, desc.Digest.String(), content); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range rounds {
+		rc, err := store.Open(ctx, desc.Digest)
+		if err != nil {
+			t.Fatalf("open %d, while the blob is stored again: %v", i, err)
+		}
+		if got, _ := io.ReadAll(rc); !bytes.Equal(got, content) {
+			t.Fatalf("open %d read %q", i, got)
+		}
+		_ = rc.Close()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
