@@ -18,12 +18,8 @@ import (
 
 func TestTheBlobStoreGivesBackEachBlobAsStored(t *testing.T) {
 	t.Parallel()
-	srv := eventstest.NewServer(t)
+	srv, store := blobStore(t)
 	ctx := context.Background()
-	store, err := events.OpenBlobStore(ctx, srv.JetStream)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for name, content := range map[string][]byte{
 		"empty":       {},
 		"one chunk":   []byte(`{"architecture":"amd64","os":"linux"}`),
@@ -63,6 +59,18 @@ func TestTheBlobStoreGivesBackEachBlobAsStored(t *testing.T) {
 	}
 }
 
+// blobStore starts a NATS server with the bus provisioned and opens its
+// blob store.
+func blobStore(t *testing.T) (*eventstest.Server, *events.BlobStore) {
+	t.Helper()
+	srv := eventstest.NewServer(t)
+	store, err := events.OpenBlobStore(context.Background(), srv.JetStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, store
+}
+
 // apiRequests counts the JetStream API requests the server has answered.
 func apiRequests(t *testing.T, srv *eventstest.Server) uint64 {
 	t.Helper()
@@ -78,12 +86,8 @@ func apiRequests(t *testing.T, srv *eventstest.Server) uint64 {
 // the two (a pusher of the first build) still reads the blob.
 func TestABlobStoredAgainMeanwhileIsStillRead(t *testing.T) {
 	t.Parallel()
-	srv := eventstest.NewServer(t)
+	srv, store := blobStore(t)
 	ctx := context.Background()
-	store, err := events.OpenBlobStore(ctx, srv.JetStream)
-	if err != nil {
-		t.Fatal(err)
-	}
 	obs, err := srv.JetStream.ObjectStore(ctx, events.BlobBucket)
 	if err != nil {
 		t.Fatal(err)
