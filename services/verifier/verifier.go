@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +39,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Proven == nil {
 		cfg.Proven = evidence.NewCache(0)
 	}
+	cfg.Jobs = cmp.Or(cfg.Jobs, 4)
 	v := &verifier{Worker: w, cfg: cfg}
 	// Instrument errors only say a name is malformed; this one is fixed.
 	v.bytesVerified, _ = cfg.Meters().Meter("github.com/digestline/digestline/services/verifier").Int64Counter("digestline.verify.bytes",

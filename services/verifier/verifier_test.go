@@ -2,7 +2,13 @@ package verifier_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,5 +95,57 @@ func TestVerifiesEveryByteAndTheTag(t *testing.T) {
 	f := eventstest.Last[events.Failure](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyFailed)
 	if f.Class != string(failure.Integrity) || len(f.Mismatches) != 2 || f.Path == "" || f.Hint == "" {
 		t.Fatalf("verify.failed %+v", f)
+	}
+}
+
+// The verifier pulls an image's blobs side by side (4 at a time unless
+// told otherwise), not one after another: to a registry far away, each
+// blob waited for would be a round trip more.
+func TestPullsBlobsSideBySide(t *testing.T) {
+	t.Parallel()
+	backend := registrytest.Memory(t, false)
+	// A registry that holds each blob read until a second one is being
+	// read (or 5 s have passed), and counts how many it held at once.
+	var (
+		reading, most atomic.Int32
+		second        = make(chan struct{})
+		once          sync.Once
+	)
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: backend})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			n := reading.Add(1)
+			defer reading.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			if n >= 2 {
+				once.Do(func() { close(second) })
+			}
+			select {
+			case <-second:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	srv := eventstest.NewServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- verifier.Run(ctx, verifier.Config{Deps: service.Deps{JetStream: srv.JetStream, Registry: client()}})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("verifier: %v", err)
+		}
+	})
+
+	g := push(t, backend+"/team/app:1", "two blobs: a config and a layer")
+	run := published(t, srv, strings.TrimPrefix(front.URL, "http://")+"/team/app:1", g)
+	eventstest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
+	if n := most.Load(); n < 2 {
+		t.Errorf("the verifier read at most %d blob at a time, want its 2 side by side", n)
 	}
 }
