@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"io"
 	"net/http"
 	"net/url"
@@ -417,10 +418,15 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 	if code := apiCall(t, http.MethodPost, h.api+"/v1/approvals", tokens["bob"], reporter.ApproveRequest{Ref: h.repo + "@" + d, To: "prod"}, nil); code != http.StatusCreated {
 		t.Fatalf("approve: %d", code)
 	}
-	evs = promote(t, request("prod"))
+	prodRun := request("prod")
+	evs = promote(t, prodRun)
 	if p := eventstest.Last[events.Promotion](t, evs, events.Promoted); p.Environment != "prod" || p.Digest != d {
 		t.Fatalf("promoted %+v", p)
 	}
+	// The run's last step again, as a redelivery brings it once the
+	// summary was pushed: the same summary, not a second one that lists
+	// the first among its inputs or the same inputs in another order.
+	redeliverLastStep(t, h, prodRun, evs)
 
 	// Each promotion left a verification summary the release key signed;
 	// prod's names the policy file and the evidence it admitted: the
@@ -448,8 +454,36 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 		}
 	}
 	prod, ok := summaries["prod"]
+	if n := len(ev.Attestations) - 1; n != 3 { // but the provenance
+		t.Errorf("%d verification summaries for 3 promotions", n)
+	}
 	if len(summaries) != 3 || !ok || prod.VerificationResult != "PASSED" || prod.Policy.Digest["sha256"] == "" || len(prod.InputAttestations) != 4 {
 		t.Fatalf("verification summaries %+v; prod %+v", summaries, prod)
+	}
+}
+
+// redeliverLastStep hands the reporter the verify.completed that ended
+// run's promotion (its tag moved, the digest verified again) once more,
+// under another event id, and waits for its second promoted.
+func redeliverLastStep(t *testing.T, h *harness, run string, evs []eventstest.Event) {
+	t.Helper()
+	a := eventstest.Last[events.Approval](t, evs, events.PromotionApproved)
+	var approved cloudevents.Event
+	for _, e := range evs {
+		if e.Name == events.PromotionApproved {
+			approved = e.Event
+		}
+	}
+	if _, err := h.bus.Emit(context.Background(), approved, events.VerifyCompleted, "again", events.VerifyResult{
+		Target: a.Repository + ":" + a.Tag, Digest: a.Digest, Checks: []string{"[VERIFY] digest match"}, Promotion: &a, Evidence: a.Evidence,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); eventstest.Count(h.srv.WaitRun(t, run, events.Promoted), events.Promoted) < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("the redelivered step was not promoted again")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -2,10 +2,14 @@ package reporter
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
@@ -75,10 +79,28 @@ func (r *reporter) summary(ctx context.Context, reg *registry.Repo, rec events.P
 			v.InputAttestations = append(v.InputAttestations, ResourceRef{URI: "oci://" + rec.Place() + "@" + s.Digest.String(), Digest: digestSet(s.Digest)})
 		}
 		for _, a := range ev.Attestations {
+			if summarizes(a, rec) {
+				continue // this promotion's own summary, which an earlier try pushed: not evidence for it
+			}
 			v.InputAttestations = append(v.InputAttestations, ResourceRef{URI: "oci://" + rec.Place() + "@" + a.Digest.String(), Digest: digestSet(a.Digest)})
 		}
+		// In one order whatever the registry lists them in (it may list
+		// them in another once more are attached): the same summary.
+		slices.SortFunc(v.InputAttestations, func(a, b ResourceRef) int { return strings.Compare(a.URI, b.URI) })
 	}
 	return v, nil
+}
+
+// summarizes says whether a is the verification summary of rec itself.
+// Leaving it out of rec's inputs keeps the summary the same however many
+// times the promotion's last step runs, so a redelivery pushes it again
+// (nothing new) instead of a second one listing the first.
+func summarizes(a evidence.Attestation, rec events.Promotion) bool {
+	if a.Statement.PredicateType != sign.PredicateSLSAVSA {
+		return false
+	}
+	var v VSA
+	return json.Unmarshal(a.Statement.Predicate, &v) == nil && v.Promotion.Environment == rec.Environment && v.Promotion.RunID == rec.RunID
 }
 
 // signedSummary attests rec's verification summary about subject into
