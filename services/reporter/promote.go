@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -174,29 +175,19 @@ func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, reque
 	if err != nil {
 		return nil, refuse(GateEnvironment, "fix the environment's place (docs/promotion.md)", "%v", err)
 	}
-	got, err := r.tagInPlace(ctx, req, place, tag)
-	if err != nil {
+	// The tag's gate reads the environment's place, the evidence's gates
+	// read the source: both at once (a round trip less to a registry far
+	// away), their refusals still reported in the gates' order.
+	var (
+		got    string
+		tagErr error
+		wg     sync.WaitGroup
+	)
+	wg.Go(func() { got, tagErr = r.tagInPlace(ctx, req, place, tag) })
+	source, err := r.evidenceGates(ctx, req, at)
+	wg.Wait()
+	if err = cmp.Or(tagErr, err); err != nil {
 		return nil, err
-	}
-	// The evidence is read where the digest comes from: the repository
-	// builds are pushed to, or the previous environment's place when the
-	// promotion copies from there.
-	source, err := r.sourceOf(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	reg, err := r.Registry.Open(ctx, source, false)
-	if err != nil {
-		return nil, unreachable(GateVerified, err)
-	}
-	if err := r.requiredReferrers(ctx, reg, req); err != nil {
-		return nil, err
-	}
-	if clauses, err := r.checkPolicy(ctx, reg, req, at); err != nil {
-		return nil, unreachable(GatePolicy+"evidence", err)
-	} else if failed := firstFailed(clauses); failed != nil {
-		return nil, refuse(GatePolicy+failed.Name, "meet the rule (docs/policy.md): digestline promote --dry-run shows every clause with its values",
-			"%s", failed.Reason())
 	}
 	a := &events.Approval{
 		Environment: req.To, Repository: req.Repository, Digest: req.Digest, Tag: tag, Previous: got,
@@ -206,6 +197,32 @@ func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, reque
 		a.Location, a.Source = place.String(), source.String()
 	}
 	return a, nil
+}
+
+// evidenceGates checks the gates over what is attached to the digest: the
+// referrers the environment requires, and its policy. The evidence is read
+// where the digest comes from, which it returns: the repository builds are
+// pushed to, or the previous environment's place when the promotion copies
+// from there.
+func (r *reporter) evidenceGates(ctx context.Context, req events.PromotionRequest, at time.Time) (name.Repository, error) {
+	source, err := r.sourceOf(ctx, req)
+	if err != nil {
+		return source, err
+	}
+	reg, err := r.Registry.Open(ctx, source, false)
+	if err != nil {
+		return source, unreachable(GateVerified, err)
+	}
+	if err := r.requiredReferrers(ctx, reg, req); err != nil {
+		return source, err
+	}
+	if clauses, err := r.checkPolicy(ctx, reg, req, at); err != nil {
+		return source, unreachable(GatePolicy+"evidence", err)
+	} else if failed := firstFailed(clauses); failed != nil {
+		return source, refuse(GatePolicy+failed.Name, "meet the rule (docs/policy.md): digestline promote --dry-run shows every clause with its values",
+			"%s", failed.Reason())
+	}
+	return source, nil
 }
 
 // inChain checks the gates of the promotion chain: the environment is in
