@@ -1,13 +1,16 @@
 package reporter
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/sign"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.opentelemetry.io/otel/codes"
@@ -55,8 +58,18 @@ func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) er
 	if err != nil {
 		return err
 	}
+	// The subject's descriptor and the summary's evidence are read at once.
+	var (
+		summary    VSA
+		summaryErr error
+		wg         sync.WaitGroup
+	)
+	if r.cfg.Signer != nil {
+		wg.Go(func() { summary, summaryErr = r.summary(ctx, reg, rec) })
+	}
 	subject, found, err := reg.HeadManifest(ctx, rec.Digest)
-	if err != nil {
+	wg.Wait()
+	if err = cmp.Or(err, summaryErr); err != nil {
 		return err
 	}
 	if !found {
@@ -66,7 +79,7 @@ func (r *reporter) pushAttestation(ctx context.Context, rec events.Promotion) er
 	var store oci.MemStore
 	var g oci.Graph
 	if r.cfg.Signer != nil {
-		g, err = r.signedSummary(ctx, reg, rec, subject, &store)
+		g, err = sign.Attest(ctx, r.cfg.Signer, rec.Place(), subject, sign.PredicateSLSAVSA, summary, rec.PromotedAt, &store)
 	} else {
 		g, err = promotionRecord(ctx, rec, subject, &store)
 	}

@@ -10,11 +10,9 @@ import (
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/evidence"
-	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/opencontainers/go-digest"
-	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // VerifierID names the reporter as the verifier of its summaries.
@@ -101,14 +99,4 @@ func summarizes(a evidence.Attestation, rec events.Promotion) bool {
 	}
 	var v VSA
 	return json.Unmarshal(a.Statement.Predicate, &v) == nil && v.Promotion.Environment == rec.Environment && v.Promotion.RunID == rec.RunID
-}
-
-// signedSummary attests rec's verification summary about subject into
-// store, signed with the reporter's key.
-func (r *reporter) signedSummary(ctx context.Context, reg *registry.Repo, rec events.Promotion, subject v1.Descriptor, store oci.BlobStore) (oci.Graph, error) {
-	v, err := r.summary(ctx, reg, rec)
-	if err != nil {
-		return oci.Graph{}, err
-	}
-	return sign.Attest(ctx, r.cfg.Signer, rec.Place(), subject, sign.PredicateSLSAVSA, v, rec.PromotedAt, store)
 }
