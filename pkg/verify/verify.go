@@ -38,7 +38,8 @@ type Report struct {
 
 // Options tune a verification.
 type Options struct {
-	// Jobs bounds blobs hashed at once (default 1).
+	// Jobs bounds the blobs of one graph hashed at once (default 1): an
+	// image's, or one of its referrers', which are proven beside it.
 	Jobs int
 	// Keys, when given, are the trusted keys: the image must carry a
 	// signature by one of them, and every cosign signature and attestation
