@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"io"
 	"net/http"
 	"net/url"
@@ -467,18 +466,7 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 // under another event id, and waits for its second promoted.
 func redeliverLastStep(t *testing.T, h *harness, run string, evs []eventstest.Event) {
 	t.Helper()
-	a := eventstest.Last[events.Approval](t, evs, events.PromotionApproved)
-	var approved cloudevents.Event
-	for _, e := range evs {
-		if e.Name == events.PromotionApproved {
-			approved = e.Event
-		}
-	}
-	if _, err := h.bus.Emit(context.Background(), approved, events.VerifyCompleted, "again", events.VerifyResult{
-		Target: a.Repository + ":" + a.Tag, Digest: a.Digest, Checks: []string{"[VERIFY] digest match"}, Promotion: &a, Evidence: a.Evidence,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	h.reverified(t, evs, "again")
 	for deadline := time.Now().Add(30 * time.Second); eventstest.Count(h.srv.WaitRun(t, run, events.Promoted), events.Promoted) < 2; {
 		if time.Now().After(deadline) {
 			t.Fatal("the redelivered step was not promoted again")

@@ -97,13 +97,22 @@ func (h *harness) moveAndReverify(t *testing.T, run string, evs []eventstest.Eve
 	t.Helper()
 	a := eventstest.Last[events.Approval](t, evs, events.PromotionApproved)
 	moveTag(t, h.repo, a.Tag, a.Digest)
+	h.reverified(t, evs, "")
+}
+
+// reverified emits the verify.completed that answers the run's
+// promotion.approved (among evs) once its tag moved: under key, a new
+// event each.
+func (h *harness) reverified(t *testing.T, evs []eventstest.Event, key string) {
+	t.Helper()
+	a := eventstest.Last[events.Approval](t, evs, events.PromotionApproved)
 	var approved cloudevents.Event
 	for _, e := range evs {
 		if e.Name == events.PromotionApproved {
 			approved = e.Event
 		}
 	}
-	if _, err := h.bus.Emit(context.Background(), approved, events.VerifyCompleted, "", events.VerifyResult{
+	if _, err := h.bus.Emit(context.Background(), approved, events.VerifyCompleted, key, events.VerifyResult{
 		Target: a.Repository + ":" + a.Tag, Digest: a.Digest, Checks: []string{"[VERIFY] digest match"}, Promotion: &a, Evidence: a.Evidence,
 	}); err != nil {
 		t.Fatal(err)

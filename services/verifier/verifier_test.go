@@ -54,9 +54,10 @@ func published(t *testing.T, srv *eventstest.Server, target string, g oci.Graph)
 	return run
 }
 
-func TestVerifiesEveryByteAndTheTag(t *testing.T) {
-	t.Parallel()
-	addr, corrupting := registrytest.CorruptingProxy(t, registrytest.Memory(t, false))
+// runVerifier runs a verifier with its defaults on a new NATS server,
+// which it returns, until the test ends.
+func runVerifier(t *testing.T) *eventstest.Server {
+	t.Helper()
 	srv := eventstest.NewServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -69,6 +70,13 @@ func TestVerifiesEveryByteAndTheTag(t *testing.T) {
 			t.Errorf("verifier: %v", err)
 		}
 	})
+	return srv
+}
+
+func TestVerifiesEveryByteAndTheTag(t *testing.T) {
+	t.Parallel()
+	addr, corrupting := registrytest.CorruptingProxy(t, registrytest.Memory(t, false))
+	srv := runVerifier(t)
 
 	run, g := pushed(t, srv, addr+"/team/app:1", "good")
 	ok := eventstest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
@@ -129,18 +137,7 @@ func TestPullsBlobsSideBySide(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(front.Close)
-	srv := eventstest.NewServer(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- verifier.Run(ctx, verifier.Config{Deps: service.Deps{JetStream: srv.JetStream, Registry: client()}})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("verifier: %v", err)
-		}
-	})
+	srv := runVerifier(t)
 
 	g := push(t, backend+"/team/app:1", "two blobs: a config and a layer")
 	run := published(t, srv, strings.TrimPrefix(front.URL, "http://")+"/team/app:1", g)
