@@ -59,7 +59,12 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{}, sessions: map[digest.Digest]*uploadSession{},
 		mountSessions: map[digest.Digest]*uploadSession{},
 		opts:          pushOptions{policy: TagFail}}
+	p.attached.p = p
 	ctx = countRequests(ctx, &p.counter)
+	// The blobs sent ahead end with the push: cut short when it fails.
+	ctx, cancel := context.WithCancel(ctx)
+	defer p.early.Wait()
+	defer cancel()
 	for _, o := range opts {
 		o(&p.opts)
 	}
@@ -110,6 +115,11 @@ type pushRun struct {
 	manifestPresent bool          // the registry has the root manifest
 	missing         []v1.Descriptor
 	announced       bool // the blobs to upload were announced to opts.progress
+
+	// attached pushes the attached artifacts' blobs, each once for the
+	// whole push; early are those the upload stage sent ahead.
+	attached attachedBlobs
+	early    sync.WaitGroup
 
 	mu       sync.Mutex
 	uploaded map[digest.Digest]bool
@@ -419,6 +429,7 @@ func (p *pushRun) baseLayers(ctx context.Context, b baseRef) ([]digest.Digest, e
 
 func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
 	if p.manifestPresent || len(p.missing) == 0 {
+		p.sendAttachedAhead(ctx)
 		return skip("nothing missing")
 	}
 	// Largest first: the registry hashes each blob on one core, so the
@@ -457,6 +468,9 @@ func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
 	r.Total, r.Uploaded, r.Bytes = len(p.missing), p.res.Uploaded, p.res.BytesUploaded
 	p.mu.Unlock()
 	r.Detail = fmt.Sprintf("%d/%d blobs, %s", r.Uploaded, r.Total, sizeString(r.Bytes))
+	if err == nil {
+		p.sendAttachedAhead(ctx) // now that the image's uploads told how the registry takes small blobs
+	}
 	return err
 }
 
@@ -723,7 +737,7 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 	)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(p.c.jobs)
-	blobs := p.oncePerBlob(ectx)
+	blobs := func(b v1.Descriptor) (bool, error) { return p.attached.push(ectx, b, true) }
 	for _, ref := range p.g.Referrers {
 		eg.Go(func() error {
 			a, err := p.attach(ectx, ref, blobs)
@@ -853,31 +867,87 @@ func (p *pushRun) pushBlobsOf(ctx context.Context, ref oci.Graph, blobs func(v1.
 	return bodies, eg.Wait()
 }
 
-// oncePerBlob pushes each blob once however many artifacts share it (an
-// empty config): the others wait for it before their manifests go up. It
-// reports a blob uploaded to its first caller only.
-func (p *pushRun) oncePerBlob(ctx context.Context) func(v1.Descriptor) (bool, error) {
-	var (
-		mu     sync.Mutex
-		pushes = map[digest.Digest]func() (bool, error){}
-	)
-	return func(b v1.Descriptor) (bool, error) {
-		mu.Lock()
-		push, seen := pushes[b.Digest]
-		if !seen {
-			push = sync.OnceValues(func() (bool, error) {
-				uploaded, err := p.pushBlob(ctx, b)
-				if err == nil {
-					p.arrived(b)
-				}
-				return uploaded, err
-			})
-			pushes[b.Digest] = push
-		}
-		mu.Unlock()
-		uploaded, err := push()
-		return uploaded && !seen, err
+// sendAttachedAhead starts pushing the blobs of the artifacts attached to
+// an image the registry did not have, once the image's own blobs are up:
+// they are new too. They go up while the image's manifest is published and
+// its tag moved, and the referrers stage then only waits for them before
+// their manifests go up (a round trip less to a registry far away). One
+// kept under a cosign tag is asked for first, there: not sent ahead.
+func (p *pushRun) sendAttachedAhead(ctx context.Context) {
+	if p.manifestPresent || p.attached.started {
+		return
 	}
+	p.attached.started = true
+	for _, ref := range p.g.Referrers {
+		if TaggedAs(ref) != "" {
+			continue
+		}
+		for _, b := range ref.Blobs() {
+			p.early.Go(func() { _, _ = p.attached.push(ctx, b, false) }) // a failure is the referrers stage's to retry and report
+		}
+	}
+}
+
+// attachedBlobs pushes each blob of the attached artifacts once for the
+// whole push, however many artifacts share it (an empty config) and
+// whoever asks first (the upload stage sending it ahead, or the referrers
+// stage): the others wait for it. One that failed is pushed again by the
+// next caller.
+type attachedBlobs struct {
+	p       *pushRun
+	started bool // the upload stage sent them ahead
+
+	mu     sync.Mutex
+	pushes map[digest.Digest]*blobPush
+}
+
+type blobPush struct {
+	done     chan struct{}
+	uploaded bool
+	err      error
+	counted  bool // reported uploaded to the referrers stage
+}
+
+// push pushes b unless it is pushed or being pushed, and waits for it.
+// With count, it says whether b was uploaded and not counted yet: the
+// referrers stage counts each blob it uploaded once.
+func (a *attachedBlobs) push(ctx context.Context, b v1.Descriptor, count bool) (bool, error) {
+	a.mu.Lock()
+	c := a.pushes[b.Digest]
+	mine := c == nil || c.err != nil
+	if mine {
+		c = &blobPush{done: make(chan struct{})}
+		if a.pushes == nil {
+			a.pushes = map[digest.Digest]*blobPush{}
+		}
+		a.pushes[b.Digest] = c
+	}
+	a.mu.Unlock()
+	if mine {
+		uploaded, err := a.p.pushBlob(ctx, b)
+		if err == nil {
+			a.p.arrived(b)
+		}
+		a.mu.Lock()
+		c.uploaded, c.err = uploaded, err
+		a.mu.Unlock()
+		close(c.done)
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c.err != nil {
+		return false, c.err
+	}
+	if count && c.uploaded && !c.counted {
+		c.counted = true
+		return true, nil
+	}
+	return false, nil
 }
 
 // fallbackLink is an entry the subject's fallback tag index must list: the
