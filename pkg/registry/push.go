@@ -656,9 +656,9 @@ func (p *pushRun) manifestPublish(ctx context.Context, r *StageReport) error {
 		return skip("manifest already in the registry")
 	}
 	for _, m := range p.g.Manifests() {
-		body, err := oci.ReadManifest(ctx, p.src, m)
+		body, err := p.readManifest(ctx, m)
 		if err != nil {
-			return sourceError(err, "manifest "+m.Digest.String())
+			return err
 		}
 		link, err := p.publishManifest(ctx, m, body)
 		if err != nil {
@@ -700,9 +700,9 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
 			return err
 		}
 	}
-	b, err := oci.ReadManifest(ctx, p.src, p.g.Root)
+	b, err := p.readManifest(ctx, p.g.Root)
 	if err != nil {
-		return sourceError(err, "manifest "+p.g.Root.Digest.String())
+		return err
 	}
 	if _, err := p.repo.PutManifest(ctx, tag.TagStr(), p.g.Root.MediaType, b); err != nil {
 		return err
@@ -737,10 +737,9 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 	)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(p.c.jobs)
-	blobs := func(b v1.Descriptor) (bool, error) { return p.attached.push(ectx, b, true) }
 	for _, ref := range p.g.Referrers {
 		eg.Go(func() error {
-			a, err := p.attach(ectx, ref, blobs)
+			a, err := p.attach(ectx, ref)
 			if err != nil {
 				return err
 			}
@@ -792,7 +791,7 @@ type attached struct {
 // attach pushes one attached artifact, unless it is there: listed (by
 // the API, or by the fallback tag when it was pushed), or — one cosign
 // keeps under a tag — with its tag pointing at it.
-func (p *pushRun) attach(ctx context.Context, ref oci.Graph, blobs func(v1.Descriptor) (bool, error)) (attached, error) {
+func (p *pushRun) attach(ctx context.Context, ref oci.Graph) (attached, error) {
 	tag := TaggedAs(ref)
 	// What is attached to a subject the registry did not have when the
 	// push began is new too, unless a tag says otherwise: not asked for
@@ -807,7 +806,7 @@ func (p *pushRun) attach(ctx context.Context, ref oci.Graph, blobs func(v1.Descr
 		}
 	}
 	a := attached{tagged: tag != ""}
-	bodies, err := p.pushBlobsOf(ctx, ref, blobs, &a)
+	bodies, err := p.pushBlobsOf(ctx, ref, &a)
 	if err != nil {
 		return attached{}, err
 	}
@@ -835,7 +834,7 @@ func (p *pushRun) attach(ctx context.Context, ref oci.Graph, blobs func(v1.Descr
 // pushBlobsOf pushes an attached artifact's blobs at once, and meanwhile
 // reads its manifests (children first) from the source: a round trip or
 // more apiece, none waiting for another. It counts what it uploaded into a.
-func (p *pushRun) pushBlobsOf(ctx context.Context, ref oci.Graph, blobs func(v1.Descriptor) (bool, error), a *attached) ([][]byte, error) {
+func (p *pushRun) pushBlobsOf(ctx context.Context, ref oci.Graph, a *attached) ([][]byte, error) {
 	manifests := ref.Manifests()
 	bodies := make([][]byte, len(manifests))
 	var mu sync.Mutex
@@ -843,17 +842,16 @@ func (p *pushRun) pushBlobsOf(ctx context.Context, ref oci.Graph, blobs func(v1.
 	eg.SetLimit(p.c.jobs)
 	eg.Go(func() error {
 		for i, m := range manifests {
-			body, err := oci.ReadManifest(ectx, p.src, m)
-			if err != nil {
-				return sourceError(err, "manifest "+m.Digest.String())
+			var err error
+			if bodies[i], err = p.readManifest(ectx, m); err != nil {
+				return err
 			}
-			bodies[i] = body
 		}
 		return nil
 	})
 	for _, b := range ref.Blobs() {
 		eg.Go(func() error {
-			uploaded, err := blobs(b)
+			uploaded, err := p.attached.push(ectx, b, true)
 			if err != nil || !uploaded {
 				return err
 			}
@@ -955,6 +953,15 @@ func (a *attachedBlobs) push(ctx context.Context, b v1.Descriptor, count bool) (
 type fallbackLink struct {
 	subject digest.Digest
 	entry   v1.Descriptor
+}
+
+// readManifest reads manifest m from where the push reads from, checked.
+func (p *pushRun) readManifest(ctx context.Context, m v1.Descriptor) ([]byte, error) {
+	body, err := oci.ReadManifest(ctx, p.src, m)
+	if err != nil {
+		return nil, sourceError(err, "manifest "+m.Digest.String())
+	}
+	return body, nil
 }
 
 // publishManifest puts a manifest (m, its bytes body) by digest. When it
