@@ -59,7 +59,7 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{}, sessions: map[digest.Digest]*uploadSession{},
 		mountSessions: map[digest.Digest]*uploadSession{},
 		opts:          pushOptions{policy: TagFail}}
-	p.attached.p = p
+	p.attached = attachedBlobs{p: p, pushes: sharedReads{calls: map[string]*sharedRead{}}, counted: map[digest.Digest]bool{}}
 	ctx = countRequests(ctx, &p.counter)
 	// The blobs sent ahead end with the push: cut short when it fails.
 	ctx, cancel := context.WithCancel(ctx)
@@ -889,63 +889,38 @@ func (p *pushRun) sendAttachedAhead(ctx context.Context) {
 // attachedBlobs pushes each blob of the attached artifacts once for the
 // whole push, however many artifacts share it (an empty config) and
 // whoever asks first (the upload stage sending it ahead, or the referrers
-// stage): the others wait for it. One that failed is pushed again by the
-// next caller.
+// stage): the others wait for it, as for a Shared Repo's reads. One that
+// failed is pushed again by the next caller.
 type attachedBlobs struct {
 	p       *pushRun
 	started bool // the upload stage sent them ahead
+	pushes  sharedReads
 
-	mu     sync.Mutex
-	pushes map[digest.Digest]*blobPush
-}
-
-type blobPush struct {
-	done     chan struct{}
-	uploaded bool
-	err      error
-	counted  bool // reported uploaded to the referrers stage
+	mu      sync.Mutex
+	counted map[digest.Digest]bool // reported uploaded to the referrers stage
 }
 
 // push pushes b unless it is pushed or being pushed, and waits for it.
 // With count, it says whether b was uploaded and not counted yet: the
 // referrers stage counts each blob it uploaded once.
 func (a *attachedBlobs) push(ctx context.Context, b v1.Descriptor, count bool) (bool, error) {
-	a.mu.Lock()
-	c := a.pushes[b.Digest]
-	mine := c == nil || c.err != nil
-	if mine {
-		c = &blobPush{done: make(chan struct{})}
-		if a.pushes == nil {
-			a.pushes = map[digest.Digest]*blobPush{}
-		}
-		a.pushes[b.Digest] = c
-	}
-	a.mu.Unlock()
-	if mine {
+	uploaded, err := read(ctx, &a.pushes, b.Digest.String(), func() (bool, error) {
 		uploaded, err := a.p.pushBlob(ctx, b)
 		if err == nil {
 			a.p.arrived(b)
 		}
-		a.mu.Lock()
-		c.uploaded, c.err = uploaded, err
-		a.mu.Unlock()
-		close(c.done)
-	}
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		return false, ctx.Err()
+		return uploaded, err
+	})
+	if err != nil || !uploaded || !count {
+		return false, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if c.err != nil {
-		return false, c.err
+	if a.counted[b.Digest] {
+		return false, nil
 	}
-	if count && c.uploaded && !c.counted {
-		c.counted = true
-		return true, nil
-	}
-	return false, nil
+	a.counted[b.Digest] = true
+	return true, nil
 }
 
 // fallbackLink is an entry the subject's fallback tag index must list: the
