@@ -28,15 +28,8 @@ type Ahead struct {
 	// Report is what Prove proved, once it has.
 	Report Report
 
-	ctx    context.Context // bounds the early hashing
-	cancel context.CancelFunc
-	repo   func() (*registry.Repo, error)
-	slots  chan struct{} // bounds blobs hashed at once
-	wg     sync.WaitGroup
-
-	mu      sync.Mutex
-	started map[digest.Digest]bool
-	hashed  map[digest.Digest]error // what each blob hashed to, once it has
+	cancel context.CancelFunc // stops the early hashing
+	hashes *blobHashes
 }
 
 // NewAhead starts a proof of ref against want, the graph being pushed
@@ -44,51 +37,18 @@ type Ahead struct {
 // Close when the push ends, proven or not.
 func NewAhead(ctx context.Context, c *registry.Client, ref name.Digest, want oci.Graph, opts Options) *Ahead {
 	ctx, cancel := context.WithCancel(ctx)
-	a := &Ahead{c: c, ref: ref, want: want, opts: opts, ctx: ctx, cancel: cancel,
-		slots: make(chan struct{}, max(opts.Jobs, 1)), started: map[digest.Digest]bool{}, hashed: map[digest.Digest]error{}}
-	a.repo = sync.OnceValues(func() (*registry.Repo, error) { return c.Open(ctx, ref.Context(), false) })
-	return a
+	repo := sync.OnceValues(func() (*registry.Repo, error) { return c.Open(ctx, ref.Context(), false) })
+	return &Ahead{c: c, ref: ref, want: want, opts: opts, cancel: cancel, hashes: newBlobHashes(ctx, repo, opts.Jobs, nil)}
 }
 
 // Arrived starts hashing b from the destination, unless it has already.
-func (a *Ahead) Arrived(b v1.Descriptor) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.started[b.Digest] {
-		return
-	}
-	a.started[b.Digest] = true
-	a.wg.Go(func() {
-		err := a.hash(b)
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		a.hashed[b.Digest] = err
-	})
-}
-
-func (a *Ahead) hash(b v1.Descriptor) error {
-	select {
-	case a.slots <- struct{}{}:
-		defer func() { <-a.slots }()
-	case <-a.ctx.Done():
-		return a.ctx.Err()
-	}
-	repo, err := a.repo()
-	if err != nil {
-		return err
-	}
-	_, err = hashBlob(a.ctx, repo, b)
-	return err
-}
+func (a *Ahead) Arrived(b v1.Descriptor) { a.hashes.start(b) }
 
 // Prove waits for the blobs being hashed, then proves the image as Image
 // does, pulling only the blobs not hashed yet (and those whose hashing
 // failed for a moment), and returns the verify stage's detail.
 func (a *Ahead) Prove(ctx context.Context) (string, error) {
-	a.wg.Wait()
-	a.mu.Lock()
-	hashed := maps.Clone(a.hashed)
-	a.mu.Unlock()
+	hashed := a.hashes.wait()
 	rep, err := prove(ctx, a.c, a.ref, &a.want, a.opts, hashed)
 	if err != nil {
 		return "", err
@@ -102,5 +62,70 @@ func (a *Ahead) Prove(ctx context.Context) (string, error) {
 // Close stops the early hashing and waits for it.
 func (a *Ahead) Close() {
 	a.cancel()
-	a.wg.Wait()
+	a.hashes.wait()
+}
+
+// blobHashes hashes blobs from a repository in the background, jobs at a
+// time and each once, and remembers what each hashed to.
+type blobHashes struct {
+	ctx   context.Context // bounds the hashing
+	repo  func() (*registry.Repo, error)
+	slots chan struct{}
+	wg    sync.WaitGroup
+
+	mu      sync.Mutex
+	started map[digest.Digest]bool
+	hashed  map[digest.Digest]error // what each blob hashed to, once it has
+}
+
+// newBlobHashes hashes from repo within ctx; known is what blobs hashed to
+// before (they are not hashed again).
+func newBlobHashes(ctx context.Context, repo func() (*registry.Repo, error), jobs int, known map[digest.Digest]error) *blobHashes {
+	h := &blobHashes{ctx: ctx, repo: repo, slots: make(chan struct{}, max(jobs, 1)),
+		started: map[digest.Digest]bool{}, hashed: map[digest.Digest]error{}}
+	for d, err := range known {
+		h.started[d], h.hashed[d] = true, err
+	}
+	return h
+}
+
+// start hashes b, unless it is hashed or being hashed.
+func (h *blobHashes) start(b v1.Descriptor) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.started[b.Digest] {
+		return
+	}
+	h.started[b.Digest] = true
+	h.wg.Go(func() {
+		err := h.hash(b)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.hashed[b.Digest] = err
+	})
+}
+
+func (h *blobHashes) hash(b v1.Descriptor) error {
+	select {
+	case h.slots <- struct{}{}:
+		defer func() { <-h.slots }()
+	case <-h.ctx.Done():
+		return h.ctx.Err()
+	}
+	repo, err := h.repo()
+	if err != nil {
+		return err
+	}
+	_, err = hashBlob(h.ctx, repo, b)
+	return err
+}
+
+// wait waits for the blobs started, and returns what each hashed to (a
+// failure for a moment, such as being stopped, is hashed again by
+// hashBlobs).
+func (h *blobHashes) wait() map[digest.Digest]error {
+	h.wg.Wait()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.hashed)
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -131,12 +130,17 @@ func graph(ctx context.Context, repo *registry.Repo, ref name.Digest, want *oci.
 		// while the manifests are read, not after them (a round trip less
 		// to a registry far away). The manifests must then name exactly
 		// those, or compare says what differs.
-		ahead, cancel := hashAhead(ctx, repo, want.Blobs(), jobs, hashed)
+		hashCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		hashes := newBlobHashes(hashCtx, func() (*registry.Repo, error) { return repo, nil }, jobs, hashed)
+		for _, b := range want.Blobs() {
+			hashes.start(b)
+		}
 		err := v.manifest(ctx, rootDesc, "")
 		if err != nil {
-			cancel()
+			cancel() // the manifest is wrong: its blobs need no proof
 		}
-		v.hashed = ahead()
+		v.hashed = hashes.wait()
 		if err != nil {
 			return Report{}, err
 		}
@@ -368,50 +372,6 @@ func (v *verification) hashBlobs(ctx context.Context, jobs int) error {
 		return first
 	}
 	return nil
-}
-
-// hashAhead starts hashing blobs (but those hashed holds already), jobs at
-// a time. Its wait returns what each hashed to, beside what hashed held;
-// its cancel stops the hashing not done yet (those blobs are missing from
-// what wait returns).
-func hashAhead(ctx context.Context, repo *registry.Repo, blobs []v1.Descriptor, jobs int, hashed map[digest.Digest]error) (wait func() map[digest.Digest]error, cancel func()) {
-	ctx, cancel = context.WithCancel(ctx)
-	out := maps.Clone(hashed)
-	if out == nil {
-		out = map[digest.Digest]error{}
-	}
-	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		slots = make(chan struct{}, max(jobs, 1))
-		seen  = map[digest.Digest]bool{}
-	)
-	for _, b := range blobs {
-		if _, done := hashed[b.Digest]; done || seen[b.Digest] {
-			continue
-		}
-		seen[b.Digest] = true
-		wg.Go(func() {
-			select {
-			case slots <- struct{}{}:
-				defer func() { <-slots }()
-			case <-ctx.Done():
-				return
-			}
-			_, err := hashBlob(ctx, repo, b)
-			if ctx.Err() != nil {
-				return // stopped: not an answer about the blob
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			out[b.Digest] = err
-		})
-	}
-	return func() map[digest.Digest]error {
-		wg.Wait()
-		cancel()
-		return out
-	}, cancel
 }
 
 // hashBlob pulls one blob and hashes it against its descriptor; it returns
