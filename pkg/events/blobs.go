@@ -3,12 +3,17 @@ package events
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -17,8 +22,9 @@ import (
 // named by digest, so storing the same blob twice stores it once, and any
 // process on the bus can read what the builder wrote.
 type BlobStore struct {
+	js     jetstream.JetStream
 	obs    jetstream.ObjectStore
-	stream jetstream.Stream // the bucket's stream, to read one-chunk objects directly
+	stream jetstream.Stream // the bucket's stream, to read and write one-chunk objects directly
 }
 
 var _ oci.BlobStore = (*BlobStore)(nil)
@@ -33,15 +39,22 @@ func OpenBlobStore(ctx context.Context, js jetstream.JetStream) (*BlobStore, err
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s of object store %s (is the bus provisioned?): %w", blobStream, BlobBucket, err)
 	}
-	return &BlobStore{obs: obs, stream: stream}, nil
+	return &BlobStore{js: js, obs: obs, stream: stream}, nil
 }
 
-// The Object Store's layout (NATS ADR-20): bucket B is the stream OBJ_B,
-// and an object's chunks are the messages on $O.B.C.<the object's NUID>.
+// The Object Store's layout (NATS ADR-20): bucket B is the stream OBJ_B;
+// an object's chunks are the messages on $O.B.C.<the object's NUID>, and
+// its info (an ObjectInfo in JSON, its SHA-256 as "SHA-256=<base64url>")
+// the last message on $O.B.M.<its name in base64url>.
 const (
 	blobStream      = "OBJ_" + BlobBucket
 	blobChunkPrefix = "$O." + BlobBucket + ".C."
+	blobMetaPrefix  = "$O." + BlobBucket + ".M."
 )
+
+func metaSubject(name string) string {
+	return blobMetaPrefix + base64.URLEncoding.EncodeToString([]byte(name))
+}
 
 // blobChunkSize is the Object Store's own default chunk size.
 const blobChunkSize = 128 << 10
@@ -50,22 +63,149 @@ const blobChunkSize = 128 << 10
 // It verifies what it read: a blob that does not match desc is not kept.
 func (s *BlobStore) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) error {
 	name := desc.Digest.String()
-	if info, err := s.obs.GetInfo(ctx, name); err == nil && info.Size == uint64(desc.Size) {
+	cur, err := s.info(ctx, name)
+	if err != nil {
+		return s.putError(name, err)
+	}
+	if cur.seq != 0 && !cur.Deleted && cur.Size == uint64(desc.Size) {
 		return nil
 	}
+	if desc.Size <= blobChunkSize && desc.Digest.Algorithm() == digest.SHA256 {
+		return s.putSmall(ctx, desc, r, cur)
+	}
 	v := desc.Digest.Verifier()
-	// Chunks no bigger than the blob: the Object Store allocates one chunk
-	// buffer per put, 128 KiB by default, for blobs that are mostly a few
-	// hundred bytes (configs, manifests, small layers).
-	meta := jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(min(max(desc.Size, 1), blobChunkSize))}}
+	meta := jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: blobChunkSize}}
 	if _, err := s.obs.Put(ctx, meta, io.TeeReader(r, v)); err != nil {
-		return fmt.Errorf("%w: put %s into %s: %w", oci.ErrStore, name, BlobBucket, err)
+		return s.putError(name, err)
 	}
 	if !v.Verified() {
 		_ = s.obs.Delete(context.WithoutCancel(ctx), name)
 		return fmt.Errorf("put %s: content does not match its digest", name)
 	}
 	return nil
+}
+
+func (s *BlobStore) putError(name string, err error) error {
+	return fmt.Errorf("%w: put %s into %s: %w", oci.ErrStore, name, BlobBucket, err)
+}
+
+// stored is an object's info as last written, and the sequence of that
+// write in the bucket's stream (0: never written).
+type stored struct {
+	jetstream.ObjectInfo
+	seq uint64
+}
+
+// info reads an object's info directly, as the Object Store's GetInfo
+// does, and its sequence.
+func (s *BlobStore) info(ctx context.Context, name string) (stored, error) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, metaSubject(name))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return stored{}, nil
+	}
+	if err != nil {
+		return stored{}, err
+	}
+	st := stored{seq: m.Sequence}
+	if err := json.Unmarshal(m.Data, &st.ObjectInfo); err != nil {
+		return stored{}, fmt.Errorf("the info of %s: %w", name, err)
+	}
+	return st, nil
+}
+
+// putSmall stores a blob of one chunk or none — read whole and checked
+// before anything is written — with two publishes acknowledged together:
+// its chunk, then its info. The Object Store's Put would read the info
+// again and make and remove a reply subscription for the object: a third
+// more time and work for the configs, manifests and signatures most blobs
+// are.
+//
+// The info is written only over cur's (the stream checks the subject's
+// last sequence): of two puts of the same new blob at once, the second to
+// arrive leaves the first's in place and removes its own chunk.
+func (s *BlobStore) putSmall(ctx context.Context, desc v1.Descriptor, r io.Reader, cur stored) error {
+	name := desc.Digest.String()
+	data, err := io.ReadAll(io.LimitReader(r, desc.Size+1))
+	if err != nil {
+		return fmt.Errorf("put %s: read: %w", name, err)
+	}
+	if !oci.Matches(desc, data) {
+		return fmt.Errorf("put %s: content does not match its digest", name)
+	}
+	sum, err := hex.DecodeString(desc.Digest.Encoded())
+	if err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	}
+	info := jetstream.ObjectInfo{
+		ObjectMeta: jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: blobChunkSize}},
+		Bucket:     BlobBucket, NUID: nuid.Next(), Size: uint64(len(data)),
+		Digest: "SHA-256=" + base64.URLEncoding.EncodeToString(sum),
+	}
+	var msgs []*nats.Msg
+	if len(data) > 0 {
+		info.Chunks = 1
+		msgs = append(msgs, &nats.Msg{Subject: blobChunkPrefix + info.NUID, Data: data})
+	}
+	meta := nats.NewMsg(metaSubject(name))
+	meta.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	if meta.Data, err = json.Marshal(info); err != nil {
+		return err
+	}
+	msgs = append(msgs, meta)
+
+	chunkSubject := blobChunkPrefix + info.NUID
+	acks := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		var opts []jetstream.PublishOpt
+		if m == meta {
+			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(cur.seq))
+		}
+		if acks[i], err = s.js.PublishMsgAsync(m, opts...); err != nil {
+			if i > 0 {
+				s.purge(ctx, chunkSubject)
+			}
+			return s.putError(name, err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	errs := make([]error, len(acks))
+	for i, a := range acks {
+		select {
+		case <-a.Ok():
+		case errs[i] = <-a.Err():
+		case <-wctx.Done():
+			errs[i] = fmt.Errorf("no acknowledgement from JetStream: %w", wctx.Err())
+		}
+	}
+	chunkErr, infoErr := errs[0], errs[len(errs)-1]
+	if len(errs) == 1 {
+		chunkErr = nil
+	}
+	var refused *jetstream.APIError
+	switch {
+	case chunkErr == nil && infoErr == nil:
+		if cur.seq != 0 && !cur.Deleted && cur.Chunks > 0 {
+			s.purge(ctx, blobChunkPrefix+cur.NUID) // the chunk of the info replaced, as the Object Store's Put does
+		}
+		return nil
+	case errors.As(infoErr, &refused):
+		s.purge(ctx, chunkSubject) // nothing names it
+		if refused.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || refused.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant {
+			return nil // stored meanwhile by another put, whose info stays
+		}
+	case infoErr == nil:
+		s.purge(ctx, meta.Subject) // the info names a chunk that may not be there
+	}
+	// An info whose acknowledgement was lost may be stored: its chunk stays.
+	return s.putError(name, errors.Join(chunkErr, infoErr))
+}
+
+// purge removes a subject's messages, after a put whatever its context.
+func (s *BlobStore) purge(ctx context.Context, subject string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	_ = s.stream.Purge(ctx, jetstream.WithPurgeSubject(subject))
 }
 
 // Open streams a blob; the digest is checked when the object store reads it
@@ -77,9 +217,10 @@ func (s *BlobStore) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) er
 // Store's own Get makes a consumer on the server for every object, and
 // deletes it after: for one small blob, most of its cost.
 //
-// Two builds that make the same new blob at once both store it, and the
-// second put purges the first one's chunk: a read between the info and the
-// chunk finds the chunk gone. It reads the new info then, a few times.
+// A blob stored again by the Object Store's own Put (a large blob here,
+// or another client) gets a new chunk and the old one is purged: a read
+// between the info and the chunk finds the chunk gone. It reads the new
+// info then, a few times.
 func (s *BlobStore) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
 	for attempt := 1; ; attempt++ {
 		rc, err := s.open(ctx, d)
@@ -93,9 +234,12 @@ func (s *BlobStore) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, e
 var errChunkGone = errors.New("its chunk is gone (the blob was stored again meanwhile)")
 
 func (s *BlobStore) open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
-	info, err := s.obs.GetInfo(ctx, d.String())
+	info, err := s.info(ctx, d.String())
 	if err != nil {
 		return nil, s.getError(d, err)
+	}
+	if info.seq == 0 || info.Deleted {
+		return nil, fmt.Errorf("%s in %s: %w", d, BlobBucket, oci.ErrBlobNotFound)
 	}
 	if info.Chunks > 1 || info.Opts != nil && info.Opts.Link != nil {
 		r, err := s.obs.Get(ctx, d.String())

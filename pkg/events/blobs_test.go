@@ -12,14 +12,20 @@ import (
 	"github.com/digestline/digestline/pkg/events/eventstest"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 )
 
 func TestTheBlobStoreGivesBackEachBlobAsStored(t *testing.T) {
 	t.Parallel()
 	srv, store := blobStore(t)
 	ctx := context.Background()
+	obs, err := srv.JetStream.ObjectStore(ctx, events.BlobBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, content := range map[string][]byte{
 		"empty":       {},
 		"one chunk":   []byte(`{"architecture":"amd64","os":"linux"}`),
@@ -43,6 +49,10 @@ func TestTheBlobStoreGivesBackEachBlobAsStored(t *testing.T) {
 		// JetStream API requests: no consumer is made and deleted for it.
 		if made := apiRequests(t, srv) - before; (len(content) <= 128<<10) != (made == 0) {
 			t.Errorf("%s: reading it took %d JetStream API requests", name, made)
+		}
+		// Written as the Object Store writes: its own client reads it.
+		if got, err := obs.GetBytes(ctx, desc.Digest.String()); err != nil || !bytes.Equal(got, content) {
+			t.Errorf("%s: the Object Store read %d bytes (%v), want the %d stored", name, len(got), err, len(content))
 		}
 	}
 
@@ -81,9 +91,45 @@ func apiRequests(t *testing.T, srv *eventstest.Server) uint64 {
 	return jsz.API.Total
 }
 
-// Two builds that make the same new blob at once both store it: the second
-// put writes its chunk anew and purges the first one's. A reader between
-// the two (a pusher of the first build) still reads the blob.
+// Builds that make the same new blob at once store it once: one chunk
+// and one info are left, whoever came first.
+func TestABlobPutManyTimesAtOnceIsStoredOnce(t *testing.T) {
+	t.Parallel()
+	srv, store := blobStore(t)
+	ctx := context.Background()
+	content := []byte(`{"critical":{"type":"cosign container image signature"}}`)
+	desc := v1.Descriptor{Digest: digest.FromBytes(content), Size: int64(len(content))}
+	var g errgroup.Group
+	for range 8 {
+		g.Go(func() error { return store.Put(ctx, desc, bytes.NewReader(content)) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := srv.JetStream.Stream(ctx, "OBJ_"+events.BlobBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter("$O."+events.BlobBucket+".>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Errorf("the stream holds %d messages for the blob (%v), want its chunk and its info", info.State.Msgs, info.State.Subjects)
+	}
+	rc, err := store.Open(ctx, desc.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if got, _ := io.ReadAll(rc); !bytes.Equal(got, content) {
+		t.Fatalf("read %q", got)
+	}
+}
+
+// A blob stored again by another client of the Object Store gets a new
+// chunk and its old one is purged. A reader between the two (a pusher)
+// still reads the blob.
 func TestABlobStoredAgainMeanwhileIsStillRead(t *testing.T) {
 	t.Parallel()
 	srv, store := blobStore(t)
@@ -101,8 +147,7 @@ func TestABlobStoredAgainMeanwhileIsStillRead(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		for range rounds {
-			// As the Object Store stores it for a put that found nothing
-			// yet: new chunk, new info, the old chunk purged.
+			// New chunk, new info, the old chunk purged.
 			if _, err := obs.PutBytes(ctx, desc.Digest.String(), content); err != nil {
 				done <- err
 				return
