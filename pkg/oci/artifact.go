@@ -111,21 +111,11 @@ func BuildArtifact(ctx context.Context, cfg ArtifactConfig, store BlobStore) (Gr
 
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(4)
-	g.Go(func() error {
-		if err := store.Put(gctx, empty, bytes.NewReader(emptyJSON)); err != nil {
-			return fmt.Errorf("%w: put empty config: %w", ErrStore, err)
-		}
-		return nil
-	})
+	g.Go(func() error { return putBytes(gctx, store, empty, emptyJSON, "empty config") })
 	for i, f := range cfg.Files {
 		g.Go(func() error { return putFile(gctx, store, f, layers[i]) })
 	}
-	g.Go(func() error {
-		if err := store.Put(gctx, desc, bytes.NewReader(manifest)); err != nil {
-			return fmt.Errorf("%w: put artifact manifest: %w", ErrStore, err)
-		}
-		return nil
-	})
+	g.Go(func() error { return putBytes(gctx, store, desc, manifest, "artifact manifest") })
 	if err := g.Wait(); err != nil {
 		return Graph{}, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 )
 
 // AnnotationLayerName names the layer rule a layer was built from.
@@ -128,9 +129,9 @@ func BuildImage(ctx context.Context, dir string, cfg ImageConfig, store BlobStor
 		layers = append(baseLayers(cfg.Base.Manifest.Layers, cfg.Format), layers...)
 	}
 	config.RootFS.DiffIDs = append(slices.Clone(config.RootFS.DiffIDs), diffIDs...)
-	configDesc, err := putJSON(ctx, store, cfg.Format.ConfigMediaType(), config)
+	configBody, configDesc, err := describeJSON(cfg.Format.ConfigMediaType(), config)
 	if err != nil {
-		return Graph{}, fmt.Errorf("%w: put config: %w", ErrStore, err)
+		return Graph{}, err
 	}
 
 	annotations := map[string]string{v1.AnnotationCreated: created.Format(time.RFC3339)}
@@ -151,9 +152,16 @@ func BuildImage(ctx context.Context, dir string, cfg ImageConfig, store BlobStor
 		Layers:      layers,
 		Annotations: annotations,
 	}
-	manifestDesc, err := putJSON(ctx, store, cfg.Format.ManifestMediaType(), manifest)
+	manifestBody, manifestDesc, err := describeJSON(cfg.Format.ManifestMediaType(), manifest)
 	if err != nil {
-		return Graph{}, fmt.Errorf("%w: put manifest: %w", ErrStore, err)
+		return Graph{}, err
+	}
+	// The config and the manifest go into the store at once: a round trip apiece.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return putBytes(gctx, store, configDesc, configBody, "config") })
+	g.Go(func() error { return putBytes(gctx, store, manifestDesc, manifestBody, "manifest") })
+	if err := g.Wait(); err != nil {
+		return Graph{}, err
 	}
 	manifestDesc.Platform = &cfg.Platform
 	return Graph{Root: manifestDesc, Descriptors: append(append([]v1.Descriptor{configDesc}, layers...), manifestDesc)}, nil
@@ -243,12 +251,28 @@ func portSet(ports []string) map[string]struct{} {
 
 // putJSON stores v as JSON and returns its descriptor.
 func putJSON(ctx context.Context, store BlobStore, mediaType string, v any) (v1.Descriptor, error) {
-	b, err := json.Marshal(v)
+	b, desc, err := describeJSON(mediaType, v)
 	if err != nil {
 		return v1.Descriptor{}, err
 	}
-	desc := v1.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(b), Size: int64(len(b))}
 	return desc, store.Put(ctx, desc, bytes.NewReader(b))
+}
+
+// describeJSON is v in JSON and its descriptor.
+func describeJSON(mediaType string, v any) ([]byte, v1.Descriptor, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, v1.Descriptor{}, err
+	}
+	return b, v1.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(b), Size: int64(len(b))}, nil
+}
+
+// putBytes puts b, described by desc, into store; what names the blob in an error.
+func putBytes(ctx context.Context, store BlobStore, desc v1.Descriptor, b []byte, what string) error {
+	if err := store.Put(ctx, desc, bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("%w: put %s: %w", ErrStore, what, err)
+	}
+	return nil
 }
 
 // writeLayer tars and compresses entries into a temporary file, hashing the

@@ -163,10 +163,11 @@ func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options,
 	if err != nil {
 		return oci.Graph{}, failure.New(failure.Input, err, "fix "+SpecFile+" or "+IgnoreFile+" in the source")
 	}
-	graph, err := build(ctx, dir, spec, opts, store)
+	graph, base, err := build(ctx, dir, spec, opts, store)
 	if err != nil || opts.Signer == nil {
 		return graph, err
 	}
+	prov := provenance(graph.Root, base, opts.Origin, spec, started)
 	// The signature and the attested provenance are stored at once: each is
 	// a few small blobs, a round trip to the store apiece.
 	var sig, att oci.Graph
@@ -177,12 +178,8 @@ func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options,
 		}
 		return nil
 	})
-	g.Go(func() error {
-		prov, err := provenance(gctx, graph.Root, opts.Origin, spec, started, store)
-		if err == nil {
-			att, err = sign.Attest(gctx, opts.Signer, opts.Name, graph.Root, sign.PredicateSLSAProvenance, prov, opts.Created, store)
-		}
-		if err != nil {
+	g.Go(func() (err error) {
+		if att, err = sign.Attest(gctx, opts.Signer, opts.Name, graph.Root, sign.PredicateSLSAProvenance, prov, opts.Created, store); err != nil {
 			return fmt.Errorf("provenance: %w", err)
 		}
 		return nil
@@ -195,16 +192,17 @@ func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options,
 }
 
 // build builds the image (or index) of the resolved spec, and its SBOM.
-func build(ctx context.Context, dir string, spec events.BuildSpec, opts Options, store oci.BlobStore) (oci.Graph, error) {
+// It returns the base the image was built on (nil: scratch, or an index).
+func build(ctx context.Context, dir string, spec events.BuildSpec, opts Options, store oci.BlobStore) (oci.Graph, *oci.BaseImage, error) {
 	config, err := spec.ImageConfig(opts.Created)
 	if err != nil {
-		return oci.Graph{}, failure.New(failure.Input, err, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)")
+		return oci.Graph{}, nil, failure.New(failure.Input, err, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)")
 	}
 	config.Format.Jobs = opts.Jobs
 	if opts.Registry == nil {
 		ropts, err := registry.OptionsFromEnv()
 		if err != nil {
-			return oci.Graph{}, failure.New(failure.Input, err, "fix the registry settings in the builder's environment")
+			return oci.Graph{}, nil, failure.New(failure.Input, err, "fix the registry settings in the builder's environment")
 		}
 		opts.Registry = registry.New(ropts...)
 	}
@@ -213,31 +211,32 @@ func build(ctx context.Context, dir string, spec events.BuildSpec, opts Options,
 	}
 	if multiPlatform(spec) {
 		if spec.SBOM {
-			return oci.Graph{}, failure.New(failure.Input, errors.New("sbom is not supported for multi-platform builds yet"), "drop sbom for multi-platform builds, or build each platform's image with its own")
+			return oci.Graph{}, nil, failure.New(failure.Input, errors.New("sbom is not supported for multi-platform builds yet"), "drop sbom for multi-platform builds, or build each platform's image with its own")
 		}
-		return buildIndex(ctx, dir, spec, config, opts, store)
+		graph, err := buildIndex(ctx, dir, spec, config, opts, store)
+		return graph, nil, err
 	}
 	tree, cleanup, err := platformTree(ctx, dir, spec.Platform, config.Platform, spec)
 	if err != nil {
-		return oci.Graph{}, err
+		return oci.Graph{}, nil, err
 	}
 	defer cleanup()
 	if config.Base, err = ResolveBase(ctx, spec.Base, config.Platform, opts.Registry, store); err != nil {
-		return oci.Graph{}, baseError(err)
+		return oci.Graph{}, nil, baseError(err)
 	}
 	graph, err := oci.BuildImage(ctx, tree, config, store)
 	if err != nil {
-		return oci.Graph{}, imageError(ctx, err)
+		return oci.Graph{}, nil, imageError(ctx, err)
 	}
 	if !spec.SBOM {
-		return graph, nil
+		return graph, config.Base, nil
 	}
 	sboms, err := oci.BuildSBOMs(ctx, graph, opts.Name, config.Created, store)
 	if err != nil {
-		return oci.Graph{}, fmt.Errorf("sbom: %w", err)
+		return oci.Graph{}, nil, fmt.Errorf("sbom: %w", err)
 	}
 	graph.Referrers = append(graph.Referrers, sboms...)
-	return graph, nil
+	return graph, config.Base, nil
 }
 
 // baseError classifies a base image failure: a registry's class when it came

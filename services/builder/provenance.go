@@ -1,9 +1,6 @@
 package builder
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"path/filepath"
 	"runtime/debug"
 	"sync"
@@ -78,9 +75,8 @@ type BuildMetadata struct {
 }
 
 // provenance describes the build of image from origin with spec, started
-// at started: its source, its base image (from the image's annotations),
-// the builder and its version.
-func provenance(ctx context.Context, image v1.Descriptor, origin Origin, spec events.BuildSpec, started time.Time, store oci.BlobReader) (Provenance, error) {
+// at started: its source, its base image, the builder and its version.
+func provenance(image v1.Descriptor, base *oci.BaseImage, origin Origin, spec events.BuildSpec, started time.Time) Provenance {
 	var p Provenance
 	p.BuildDefinition.BuildType = BuildType
 	src := origin.Source
@@ -89,23 +85,13 @@ func provenance(ctx context.Context, image v1.Descriptor, origin Origin, spec ev
 	if src, ok := sourceDescriptor(origin); ok {
 		p.BuildDefinition.ResolvedDependencies = append(p.BuildDefinition.ResolvedDependencies, src)
 	}
-	body, err := oci.ReadManifest(ctx, store, image)
-	if err != nil {
-		return Provenance{}, fmt.Errorf("read the image's manifest: %w", err)
-	}
-	var m struct {
-		Annotations map[string]string `json:"annotations"`
-	}
-	if err := json.Unmarshal(body, &m); err != nil {
-		return Provenance{}, fmt.Errorf("the image's manifest: %w", err)
-	}
-	if base, err := digest.Parse(m.Annotations[v1.AnnotationBaseImageDigest]); err == nil {
+	if base != nil {
 		p.BuildDefinition.ResolvedDependencies = append(p.BuildDefinition.ResolvedDependencies, ResourceDescriptor{
-			Name: "base", URI: "oci://" + m.Annotations[v1.AnnotationBaseImageName], Digest: map[string]string{base.Algorithm().String(): base.Encoded()}})
+			Name: "base", URI: "oci://" + base.Name, Digest: map[string]string{base.Digest.Algorithm().String(): base.Digest.Encoded()}})
 	}
 	p.RunDetails.Builder = BuilderIdentity{ID: BuilderID, Version: map[string]string{"digestline": version()}}
 	p.RunDetails.Metadata = BuildMetadata{InvocationID: origin.RunID, StartedOn: started.UTC(), FinishedOn: time.Now().UTC()}
-	return p, nil
+	return p
 }
 
 // sourceDescriptor names the source as SLSA does: a git repository by
