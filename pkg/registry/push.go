@@ -60,6 +60,7 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 		mountSessions: map[digest.Digest]*uploadSession{},
 		opts:          pushOptions{policy: TagFail}}
 	p.attached = attachedBlobs{p: p, pushes: sharedReads{calls: map[string]*sharedRead{}}, counted: map[digest.Digest]bool{}}
+	p.attachments = sharedReads{calls: map[string]*sharedRead{}}
 	ctx = countRequests(ctx, &p.counter)
 	// The blobs sent ahead end with the push: cut short when it fails.
 	ctx, cancel := context.WithCancel(ctx)
@@ -117,9 +118,11 @@ type pushRun struct {
 	announced       bool // the blobs to upload were announced to opts.progress
 
 	// attached pushes the attached artifacts' blobs, each once for the
-	// whole push; early are those the upload stage sent ahead.
-	attached attachedBlobs
-	early    sync.WaitGroup
+	// whole push, and attachments the artifacts; early is what the upload
+	// and manifest publish stages started ahead.
+	attached    attachedBlobs
+	attachments sharedReads
+	early       sync.WaitGroup
 
 	mu       sync.Mutex
 	uploaded map[digest.Digest]bool
@@ -672,6 +675,7 @@ func (p *pushRun) manifestPublish(ctx context.Context, r *StageReport) error {
 		r.Total++
 	}
 	r.Detail = short(p.g.Root.Digest)
+	p.attachAhead(ctx)
 	return nil
 }
 
@@ -739,7 +743,7 @@ func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
 	eg.SetLimit(p.c.jobs)
 	for _, ref := range p.g.Referrers {
 		eg.Go(func() error {
-			a, err := p.attach(ectx, ref)
+			a, err := p.attachOnce(ectx, ref)
 			if err != nil {
 				return err
 			}
@@ -786,6 +790,25 @@ type attached struct {
 	uploaded int
 	bytes    int64
 	links    []fallbackLink // what the subjects' fallback tags must list
+}
+
+// attachOnce attaches ref as attach does, once for the whole push: the
+// referrers stage waits for one attached ahead, and a stage tried again
+// does not put again what its first attempt put.
+func (p *pushRun) attachOnce(ctx context.Context, ref oci.Graph) (attached, error) {
+	return read(ctx, &p.attachments, ref.Root.Digest.String(), func() (attached, error) { return p.attach(ctx, ref) })
+}
+
+// attachAhead starts attaching the artifacts of an image the registry has
+// just been given, as sendAttachedAhead their blobs: their manifests go up
+// while its tag moves, and the referrers stage waits for them (a round
+// trip less). Their requests are in the trace under this stage's span.
+func (p *pushRun) attachAhead(ctx context.Context) {
+	for _, ref := range p.g.Referrers {
+		if TaggedAs(ref) == "" {
+			p.early.Go(func() { _, _ = p.attachOnce(ctx, ref) }) // a failure is the referrers stage's to retry and report
+		}
+	}
 }
 
 // attach pushes one attached artifact, unless it is there: listed (by
@@ -867,10 +890,10 @@ func (p *pushRun) pushBlobsOf(ctx context.Context, ref oci.Graph, a *attached) (
 
 // sendAttachedAhead starts pushing the blobs of the artifacts attached to
 // an image the registry did not have, once the image's own blobs are up:
-// they are new too. They go up while the image's manifest is published and
-// its tag moved, and the referrers stage then only waits for them before
-// their manifests go up (a round trip less to a registry far away). One
-// kept under a cosign tag is asked for first, there: not sent ahead.
+// they are new too. They go up while the image's manifest is published,
+// and their manifests right after it (attachAhead): a round trip less
+// apiece to a registry far away. One kept under a cosign tag is asked for
+// first, there: not sent ahead.
 func (p *pushRun) sendAttachedAhead(ctx context.Context) {
 	if p.manifestPresent || p.attached.started {
 		return

@@ -3,8 +3,10 @@ package registry_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,6 +93,45 @@ func TestPushAttachesReferrers(t *testing.T) {
 				t.Fatalf("after a second push: %d referrers", len(refs))
 			}
 		})
+	}
+}
+
+// When the image is new, what is attached to it goes up while its tag
+// moves: the registry holds the tag's PUT until the SBOM's manifest
+// arrives (or 5 s have passed).
+func TestAttachedManifestsGoUpWhileTheTagMoves(t *testing.T) {
+	t.Parallel()
+	g, l := imageWithSBOM(t)
+	sbom := "/manifests/" + g.Referrers[0].Root.Digest.String()
+	var (
+		arrived = make(chan struct{})
+		once    sync.Once
+		beside  atomic.Bool // the tag's PUT saw the SBOM's arrive
+	)
+	host := newOlareg(t, func(r *http.Request) (int, http.Header, bool) {
+		switch {
+		case r.Method != http.MethodPut:
+		case strings.HasSuffix(r.URL.Path, sbom):
+			once.Do(func() { close(arrived) })
+		case strings.HasSuffix(r.URL.Path, "/manifests/lab"):
+			select {
+			case <-arrived:
+				beside.Store(true)
+			case <-time.After(5 * time.Second):
+			}
+		}
+		return 0, nil, false
+	})
+	ref, _ := name.ParseReference(host + "/team/app:lab")
+	rec := &recorder{}
+	if _, err := newClient().Push(context.Background(), ref, g, l, rec.observe); err != nil {
+		t.Fatal(err)
+	}
+	if !beside.Load() {
+		t.Error("the SBOM's manifest went up after the tag moved, not while it did")
+	}
+	if d := rec.final()[registry.StageReferrers].Detail; !strings.Contains(d, "1 via referrers API") {
+		t.Errorf("referrers stage says %q, want it to report the SBOM attached", d)
 	}
 }
 
