@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/evidence"
@@ -13,6 +14,7 @@ import (
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
 	"go.opentelemetry.io/otel/metric"
 )
 
@@ -67,10 +69,19 @@ func (v *verifier) verify(ctx context.Context, m events.Message, push events.Pus
 	ref := target.Context().Digest(push.Digest)
 	ctx, span := v.cfg.Traces().Tracer("github.com/digestline/digestline/services/verifier").Start(ctx, "verify "+ref.String())
 	defer span.End()
+	// The tag is looked up while the digest is proven: one round trip
+	// less. Its answer counts only when the proof holds.
+	tag, tagged := target.(name.Tag)
+	var tagErr error
+	var looked sync.WaitGroup
+	if tagged {
+		looked.Go(func() { tagErr = verify.Tag(ctx, v.Registry, tag, digest.Digest(push.Digest)) })
+	}
 	rep, err := verify.Image(ctx, v.Registry, ref, &push.Graph, verify.Options{Jobs: v.cfg.Jobs, Keys: v.cfg.Keys, Proven: v.cfg.Proven})
-	if tag, ok := target.(name.Tag); ok && err == nil {
+	looked.Wait()
+	if tagged && err == nil {
 		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()))
-		err = verify.Tag(ctx, v.Registry, tag, rep.Digest)
+		err = tagErr
 		if drift := (*failure.Error)(nil); errors.As(err, &drift) && drift.Class == failure.Conflict {
 			if _, err := v.Bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
 				Target: push.Target, Tag: tag.TagStr(), Expected: push.Digest, Found: drift.Mismatches[0].Found,

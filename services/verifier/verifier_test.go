@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,8 +120,7 @@ func TestPullsBlobsSideBySide(t *testing.T) {
 		second        = make(chan struct{})
 		once          sync.Once
 	)
-	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: backend})
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front := proxy(t, backend, func(r *http.Request) {
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
 			n := reading.Add(1)
 			defer reading.Add(-1)
@@ -134,15 +134,62 @@ func TestPullsBlobsSideBySide(t *testing.T) {
 			case <-time.After(5 * time.Second):
 			}
 		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
+	})
 	srv := runVerifier(t)
 
 	g := push(t, backend+"/team/app:1", "two blobs: a config and a layer")
-	run := published(t, srv, strings.TrimPrefix(front.URL, "http://")+"/team/app:1", g)
+	run := published(t, srv, front+"/team/app:1", g)
 	eventstest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
 	if n := most.Load(); n < 2 {
 		t.Errorf("the verifier read at most %d blob at a time, want its 2 side by side", n)
 	}
+}
+
+// The tag is looked up while the digest is proven, not after: a registry
+// that holds each blob read until the tag's HEAD arrives (or 5 s have
+// passed).
+func TestLooksUpTheTagWhileItProves(t *testing.T) {
+	t.Parallel()
+	backend := registrytest.Memory(t, false)
+	var (
+		looked = make(chan struct{})
+		once   sync.Once
+		beside atomic.Bool // a blob read saw the tag's HEAD arrive
+	)
+	front := proxy(t, backend, func(r *http.Request) {
+		switch {
+		case r.Method == http.MethodHead && strings.HasSuffix(r.URL.Path, "/manifests/1"):
+			once.Do(func() { close(looked) })
+		case r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/"):
+			select {
+			case <-looked:
+				beside.Store(true)
+			case <-time.After(5 * time.Second):
+			}
+		}
+	})
+	srv := runVerifier(t)
+
+	g := push(t, backend+"/team/app:1", "a tag looked up beside the proof")
+	run := published(t, srv, front+"/team/app:1", g)
+	got := eventstest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
+	if !beside.Load() {
+		t.Error("the verifier looked up the tag after it had read the blobs, not while")
+	}
+	if !slices.Contains(got.Checks, "[VERIFY] tag 1 points at the digest") {
+		t.Errorf("checks %q: the tag's is missing", got.Checks)
+	}
+}
+
+// proxy serves backend (host:port) behind before, which sees each request
+// first (and may hold it), and returns its host:port.
+func proxy(t *testing.T, backend string, before func(*http.Request)) string {
+	t.Helper()
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: backend})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		before(r)
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	return strings.TrimPrefix(front.URL, "http://")
 }
