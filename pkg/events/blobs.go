@@ -56,7 +56,8 @@ func metaSubject(name string) string {
 	return blobMetaPrefix + base64.URLEncoding.EncodeToString([]byte(name))
 }
 
-// blobChunkSize is the Object Store's own default chunk size.
+// blobChunkSize is the Object Store's own default chunk size: Put stores
+// a blob up to this size itself, bigger ones through the Object Store.
 const blobChunkSize = 128 << 10
 
 // Put streams r into the store under desc's digest unless it is there already.
@@ -74,8 +75,7 @@ func (s *BlobStore) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) er
 		return s.putSmall(ctx, desc, r, cur)
 	}
 	v := desc.Digest.Verifier()
-	meta := jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: blobChunkSize}}
-	if _, err := s.obs.Put(ctx, meta, io.TeeReader(r, v)); err != nil {
+	if _, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: name}, io.TeeReader(r, v)); err != nil {
 		return s.putError(name, err)
 	}
 	if !v.Verified() {
@@ -138,59 +138,38 @@ func (s *BlobStore) putSmall(ctx context.Context, desc v1.Descriptor, r io.Reade
 	}
 	info := jetstream.ObjectInfo{
 		ObjectMeta: jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: blobChunkSize}},
-		Bucket:     BlobBucket, NUID: nuid.Next(), Size: uint64(len(data)),
+		Bucket:     BlobBucket, NUID: nuid.Next(), Size: uint64(len(data)), Chunks: uint32(min(len(data), 1)),
 		Digest: "SHA-256=" + base64.URLEncoding.EncodeToString(sum),
-	}
-	var msgs []*nats.Msg
-	if len(data) > 0 {
-		info.Chunks = 1
-		msgs = append(msgs, &nats.Msg{Subject: blobChunkPrefix + info.NUID, Data: data})
 	}
 	meta := nats.NewMsg(metaSubject(name))
 	meta.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	if meta.Data, err = json.Marshal(info); err != nil {
 		return err
 	}
-	msgs = append(msgs, meta)
-
-	chunkSubject := blobChunkPrefix + info.NUID
-	acks := make([]jetstream.PubAckFuture, len(msgs))
-	for i, m := range msgs {
-		var opts []jetstream.PublishOpt
-		if m == meta {
-			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(cur.seq))
-		}
-		if acks[i], err = s.js.PublishMsgAsync(m, opts...); err != nil {
-			if i > 0 {
-				s.purge(ctx, chunkSubject)
-			}
+	chunk := blobChunkPrefix + info.NUID
+	var chunkAck jetstream.PubAckFuture
+	if info.Chunks > 0 {
+		if chunkAck, err = s.js.PublishMsgAsync(&nats.Msg{Subject: chunk, Data: data}); err != nil {
 			return s.putError(name, err)
 		}
 	}
+	infoAck, err := s.js.PublishMsgAsync(meta, jetstream.WithExpectLastSequencePerSubject(cur.seq))
+	if err != nil {
+		s.purge(ctx, chunk)
+		return s.putError(name, err)
+	}
 	wctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	errs := make([]error, len(acks))
-	for i, a := range acks {
-		select {
-		case <-a.Ok():
-		case errs[i] = <-a.Err():
-		case <-wctx.Done():
-			errs[i] = fmt.Errorf("no acknowledgement from JetStream: %w", wctx.Err())
-		}
-	}
-	chunkErr, infoErr := errs[0], errs[len(errs)-1]
-	if len(errs) == 1 {
-		chunkErr = nil
-	}
+	chunkErr, infoErr := acknowledged(wctx, chunkAck), acknowledged(wctx, infoAck)
 	var refused *jetstream.APIError
 	switch {
 	case chunkErr == nil && infoErr == nil:
 		if cur.seq != 0 && !cur.Deleted && cur.Chunks > 0 {
-			s.purge(ctx, blobChunkPrefix+cur.NUID) // the chunk of the info replaced, as the Object Store's Put does
+			s.purge(ctx, blobChunkPrefix+cur.NUID) // the replaced info's, as the Object Store's Put does
 		}
 		return nil
 	case errors.As(infoErr, &refused):
-		s.purge(ctx, chunkSubject) // nothing names it
+		s.purge(ctx, chunk) // nothing names it
 		if refused.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || refused.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant {
 			return nil // stored meanwhile by another put, whose info stays
 		}
@@ -199,6 +178,21 @@ func (s *BlobStore) putSmall(ctx context.Context, desc v1.Descriptor, r io.Reade
 	}
 	// An info whose acknowledgement was lost may be stored: its chunk stays.
 	return s.putError(name, errors.Join(chunkErr, infoErr))
+}
+
+// acknowledged waits for a publish's acknowledgement, if there is one.
+func acknowledged(ctx context.Context, ack jetstream.PubAckFuture) error {
+	if ack == nil {
+		return nil
+	}
+	select {
+	case <-ack.Ok():
+		return nil
+	case err := <-ack.Err():
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("no acknowledgement from JetStream: %w", ctx.Err())
+	}
 }
 
 // purge removes a subject's messages, after a put whatever its context.
