@@ -2,6 +2,7 @@ package events
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"embed"
 	"fmt"
 	"sync"
@@ -57,6 +58,10 @@ func ValidateData(n Name, data []byte) error {
 	if !ok {
 		return fmt.Errorf("%w: no schema for %q", ErrInvalid, n)
 	}
+	key := validKey{n, sha256.Sum256(data)}
+	if valid.has(key) {
+		return nil
+	}
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		return fmt.Errorf("%w: %s data is not JSON: %v", ErrInvalid, n, err)
@@ -64,5 +69,41 @@ func ValidateData(n Name, data []byte) error {
 	if err := sch.Validate(inst); err != nil {
 		return fmt.Errorf("%w: %s data: %v", ErrInvalid, n, err)
 	}
+	valid.add(key)
 	return nil
+}
+
+// valid remembers the data found valid lately, by its SHA-256: an event
+// is checked once per process, however many of its handlers read it (in
+// `digestline dev` the publisher, each service and the CLI following the
+// run are one process). A check costs far more than the hash.
+var valid = validSet{seen: map[validKey]struct{}{}}
+
+type validKey struct {
+	name Name
+	sum  [sha256.Size]byte
+}
+
+// validSet is a set of at most validSetMax keys, emptied when full.
+type validSet struct {
+	mu   sync.Mutex
+	seen map[validKey]struct{}
+}
+
+const validSetMax = 4096
+
+func (s *validSet) has(k validKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.seen[k]
+	return ok
+}
+
+func (s *validSet) add(k validKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.seen) >= validSetMax {
+		clear(s.seen)
+	}
+	s.seen[k] = struct{}{}
 }

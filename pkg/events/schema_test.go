@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"reflect"
@@ -68,6 +69,23 @@ func TestContractSubject(t *testing.T) {
 	} {
 		if got := contractSubject(subject); got != want {
 			t.Errorf("contractSubject(%q) = %v, want %v", subject, got, want)
+		}
+	}
+}
+
+// Data found valid is remembered for its event type only: the same bytes
+// may be valid for one type and not for another, the second time too.
+func TestValidDataIsRememberedPerType(t *testing.T) {
+	data, err := json.Marshal(Drift{Target: "registry.example/app:1", Tag: "1", Expected: "sha256:aa", Found: "sha256:bb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		if err := ValidateData(DriftDetected, data); err != nil {
+			t.Fatalf("round %d: a drift's data as drift.detected: %v", round, err)
+		}
+		if err := ValidateData(BuildRequested, data); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("round %d: a drift's data as build.requested: %v, want ErrInvalid", round, err)
 		}
 	}
 }
