@@ -43,7 +43,14 @@ type pushOptions struct {
 	progress Progress
 	prove    Proof
 	mounts   []name.Repository // MountFrom
+	present  bool              // ManifestsPresent
 }
+
+// ManifestsPresent tells the push that the target repository holds the
+// graph's manifests: the caller has just read them from there (a
+// promotion within one repository). The manifest check then asks about
+// the tag only: a round trip less.
+func ManifestsPresent() PushOption { return func(o *pushOptions) { o.present = true } }
 
 // MountFrom names a repository that holds the artifact being pushed: when
 // it is in the destination's registry, the push mounts the artifact's

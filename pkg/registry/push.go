@@ -258,9 +258,12 @@ func (p *pushRun) manifestCheck(ctx context.Context, r *StageReport) error {
 			return err
 		}
 	}
-	_, found, err := p.repo.HeadManifest(ctx, root.String())
-	if err != nil {
-		return err
+	found := p.opts.present
+	if !found {
+		var err error
+		if _, found, err = p.repo.HeadManifest(ctx, root.String()); err != nil {
+			return err
+		}
 	}
 	p.manifestPresent = found
 	if found {

@@ -150,6 +150,8 @@ func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approva
 		proof := verify.NewAhead(ctx, p.Registry, ref.Context().Digest(a.Digest), g, verify.Options{Jobs: p.cfg.Jobs, Keys: p.cfg.Keys, Proven: p.cfg.Proven})
 		defer proof.Close()
 		opts = append(opts, registry.MountFrom(from), registry.VerifyBeforeTag(proof))
+	} else {
+		opts = append(opts, registry.ManifestsPresent()) // the graph was read from there just now
 	}
 	res, err := p.pushStages(ctx, m, ref, g, src, opts...)
 	if err != nil {

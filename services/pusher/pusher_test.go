@@ -170,27 +170,28 @@ func TestTheHandlerTimeoutEndsAPushThatTakesTooLong(t *testing.T) {
 
 // TestAPromotionReadsTheImageOnceAndUploadsNothing: promoting a pushed
 // digest in its own repository reads its manifest from the registry once
-// (for the graph, the stages and the tag), uploads nothing and moves the
-// environment's tag onto it.
+// (for the graph, the stages and the tag) and does not ask for it again,
+// uploads nothing and moves the environment's tag onto it.
 func TestAPromotionReadsTheImageOnceAndUploadsNothing(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
-	gets := map[string]int{}
+	requests := map[string]int{} // "METHOD path"
 	reg := httptest.NewServer(httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: registrytest.Memory(t, true)}))
 	t.Cleanup(reg.Close)
 	counting := reg.Config.Handler
 	reg.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet {
-			mu.Lock()
-			gets[r.URL.Path]++
-			mu.Unlock()
-		}
+		mu.Lock()
+		requests[r.Method+" "+r.URL.Path]++
+		mu.Unlock()
 		counting.ServeHTTP(w, r)
 	})
 	addr := strings.TrimPrefix(reg.URL, "http://")
 	h := start(t, client())
 	pushed, g := h.built(t, addr+"/team/app:build", "promoted", events.TagGuard{})
 	h.srv.WaitRun(t, pushed, events.PushCompleted)
+	mu.Lock()
+	clear(requests)
+	mu.Unlock()
 
 	run := uuid.NewString()
 	if _, err := h.bus.Start(context.Background(), events.PromotionApproved, run, "app", events.Approval{
@@ -204,7 +205,11 @@ func TestAPromotionReadsTheImageOnceAndUploadsNothing(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if n := gets["/v2/team/app/manifests/"+g.Root.Digest.String()]; n != 1 {
+	manifest := "/v2/team/app/manifests/" + g.Root.Digest.String()
+	if n := requests["GET "+manifest]; n != 1 {
 		t.Fatalf("the promotion read the image's manifest %d times, want once", n)
+	}
+	if n := requests["HEAD "+manifest]; n != 0 {
+		t.Fatalf("the promotion asked %d times whether the manifest it had read is there", n)
 	}
 }
