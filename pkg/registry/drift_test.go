@@ -3,7 +3,9 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/digestline/digestline/pkg/failure"
@@ -73,5 +75,42 @@ func TestTagDriftPolicies(t *testing.T) {
 	}
 	if _, err := registry.ParseTagPolicy("sometimes"); err == nil {
 		t.Error("an unknown policy was accepted")
+	}
+}
+
+// A promotion's tag move that is tried again looks at the tag again: one
+// moved by someone else meanwhile is not overwritten.
+func TestATagMoveTriedAgainLooksAgain(t *testing.T) {
+	t.Parallel()
+	old, l := buildImage(t, "someone else's release")
+	next, l2 := buildImage(t, "the promoted release")
+	var (
+		prod  name.Reference
+		moved atomic.Bool
+	)
+	host := newRegistry(t, func(r *http.Request) (int, http.Header, bool) {
+		if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/manifests/prod") && moved.CompareAndSwap(false, true) {
+			// Someone moves the tag, and the registry fails this move.
+			if _, err := newClient().Push(context.Background(), prod, old, l, nil); err != nil {
+				t.Error(err)
+			}
+			return http.StatusServiceUnavailable, nil, true
+		}
+		return 0, nil, false
+	})
+	prod, _ = name.ParseReference(host + "/team/app:prod")
+	ctx := context.Background()
+	client := newClient()
+	build, _ := name.ParseReference(host + "/team/app:build")
+	if _, err := client.Push(ctx, build, next, l2, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := client.Push(ctx, prod, next, l2, nil, registry.WithTagPolicy(registry.TagIfAbsent), registry.ManifestsPresent())
+	if !errors.Is(err, failure.Conflict) {
+		t.Errorf("the move tried again over someone else's tag: %v, want a conflict", err)
+	}
+	repo, _ := client.Open(ctx, prod.Context(), false)
+	if now, _, _ := repo.HeadManifest(ctx, "prod"); now.Digest != old.Root.Digest {
+		t.Errorf("prod points at %s, want someone else's %s left in place", now.Digest, old.Root.Digest)
 	}
 }

@@ -691,7 +691,7 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
 		return skip("%s already points at %s", tag.TagStr(), short(p.g.Root.Digest))
 	}
 	now := p.tagFound
-	if p.opts.guarded() {
+	if p.opts.guarded() && !p.tagJustSeen(r) {
 		// Look again right before moving it: the tag may have moved during
 		// the upload. This is as close to a compare-and-swap as the
 		// distribution protocol allows.
@@ -719,6 +719,15 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
 		r.Detail += fmt.Sprintf(" (was %s)", short(now))
 	}
 	return nil
+}
+
+// tagJustSeen reports whether the manifest check's look at the tag is
+// as fresh as a second look would be: the manifest was there, so every
+// stage since skipped (nothing uploaded, nothing proven), and this is the
+// tag update's first try. A tag moved onto an image the registry has
+// (a promotion) asks once.
+func (p *pushRun) tagJustSeen(r *StageReport) bool {
+	return p.manifestPresent && p.opts.prove == nil && r.Attempt == 1
 }
 
 // verify runs the push's proof of what it wrote (VerifyBeforeTag).

@@ -171,7 +171,8 @@ func TestTheHandlerTimeoutEndsAPushThatTakesTooLong(t *testing.T) {
 // TestAPromotionReadsTheImageOnceAndUploadsNothing: promoting a pushed
 // digest in its own repository reads its manifest from the registry once
 // (for the graph, the stages and the tag) and does not ask for it again,
-// uploads nothing and moves the environment's tag onto it.
+// uploads nothing and moves the environment's tag onto it, looking at the
+// tag once.
 func TestAPromotionReadsTheImageOnceAndUploadsNothing(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
@@ -211,5 +212,10 @@ func TestAPromotionReadsTheImageOnceAndUploadsNothing(t *testing.T) {
 	}
 	if n := requests["HEAD "+manifest]; n != 0 {
 		t.Fatalf("the promotion asked %d times whether the manifest it had read is there", n)
+	}
+	// Nothing happens between the manifest check's look at the tag and the
+	// tag's move: one look.
+	if n := requests["HEAD /v2/team/app/manifests/dev"]; n != 1 {
+		t.Fatalf("the promotion looked at the dev tag %d times, want once", n)
 	}
 }
