@@ -29,11 +29,13 @@ type sharedRead struct {
 	done chan struct{}
 	val  any
 	err  error
+	cut  bool // the first caller's context ended before its read did
 }
 
 // read returns what fetch returns for key: fetched by the first caller,
 // waited for by those that come while it runs, kept for later ones when
-// it succeeded.
+// it succeeded. A caller whose wait ends in the first caller's own end
+// (its context cancelled, or past its deadline) reads again itself.
 func read[T any](ctx context.Context, s *sharedReads, key string, fetch func() (T, error)) (T, error) {
 	if s == nil {
 		return fetch()
@@ -47,7 +49,7 @@ func read[T any](ctx context.Context, s *sharedReads, key string, fetch func() (
 	s.mu.Unlock()
 	if !waiting {
 		v, err := fetch()
-		c.val, c.err = v, err
+		c.val, c.err, c.cut = v, err, err != nil && ctx.Err() != nil
 		if err != nil {
 			s.mu.Lock()
 			delete(s.calls, key)
@@ -61,6 +63,9 @@ func read[T any](ctx context.Context, s *sharedReads, key string, fetch func() (
 	case <-ctx.Done():
 		var zero T
 		return zero, ctx.Err()
+	}
+	if c.cut && ctx.Err() == nil {
+		return read(ctx, s, key, fetch)
 	}
 	if c.err != nil {
 		var zero T
