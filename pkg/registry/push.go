@@ -61,6 +61,7 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 		opts:          pushOptions{policy: TagFail}}
 	p.attached = attachedBlobs{p: p, pushes: sharedReads{calls: map[string]*sharedRead{}}, counted: map[digest.Digest]bool{}}
 	p.attachments = sharedReads{calls: map[string]*sharedRead{}}
+	p.manifests = sharedReads{calls: map[string]*sharedRead{}}
 	ctx = countRequests(ctx, &p.counter)
 	// The blobs sent ahead end with the push: cut short when it fails.
 	ctx, cancel := context.WithCancel(ctx)
@@ -69,7 +70,7 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 	for _, o := range opts {
 		o(&p.opts)
 	}
-	p.bases = append(findBases(ctx, g, src, ref), p.opts.mountFrom(ref.Context(), g.Root.Digest)...)
+	p.bases = append(p.findBases(ctx), p.opts.mountFrom(ref.Context(), g.Root.Digest)...)
 	content := []stage{
 		{StageAuth, p.auth},
 		{StageManifestCheck, p.manifestCheck},
@@ -123,6 +124,7 @@ type pushRun struct {
 	attached    attachedBlobs
 	attachments sharedReads
 	early       sync.WaitGroup
+	manifests   sharedReads // the source's manifests, each read once
 
 	mu       sync.Mutex
 	uploaded map[digest.Digest]bool
@@ -366,16 +368,17 @@ type baseRef struct {
 	whole bool
 }
 
-// findBases reads the graph's image manifests (from src, no request) for
-// bases in other repositories of the target's registry.
-func findBases(ctx context.Context, g oci.Graph, src oci.BlobReader, target name.Reference) []baseRef {
+// findBases reads the graph's image manifests (from the source, no
+// request) for bases in other repositories of the target's registry.
+func (p *pushRun) findBases(ctx context.Context) []baseRef {
+	target := p.ref
 	var out []baseRef
 	seen := map[baseRef]bool{}
-	for _, m := range g.Manifests() {
+	for _, m := range p.g.Manifests() {
 		if oci.IsIndex(m.MediaType) {
 			continue
 		}
-		body, err := oci.ReadManifest(ctx, src, m)
+		body, err := p.readManifest(ctx, m)
 		if err != nil {
 			continue // publishing the manifest will report it
 		}
@@ -965,13 +968,17 @@ type fallbackLink struct {
 	entry   v1.Descriptor
 }
 
-// readManifest reads manifest m from where the push reads from, checked.
+// readManifest reads manifest m from where the push reads from, checked,
+// once for the whole push: the bases' lookup, the publish and the tag all
+// read the root's.
 func (p *pushRun) readManifest(ctx context.Context, m v1.Descriptor) ([]byte, error) {
-	body, err := oci.ReadManifest(ctx, p.src, m)
-	if err != nil {
-		return nil, sourceError(err, "manifest "+m.Digest.String())
-	}
-	return body, nil
+	return read(ctx, &p.manifests, m.Digest.String(), func() ([]byte, error) {
+		body, err := oci.ReadManifest(ctx, p.src, m)
+		if err != nil {
+			return nil, sourceError(err, "manifest "+m.Digest.String())
+		}
+		return body, nil
+	})
 }
 
 // publishManifest puts a manifest (m, its bytes body) by digest. When it

@@ -25,6 +25,7 @@ import (
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/opencontainers/go-digest"
 )
 
 // fault decides, per request, whether to answer instead of the registry.
@@ -384,5 +385,34 @@ func TestACopyWithinARegistryMountsEverything(t *testing.T) {
 	elsewhere, _ := name.ParseReference(other + "/prod/app:prod")
 	if res, err = c.Push(ctx, elsewhere, read, src, nil, registry.MountFrom(from)); err != nil || res.Mounted != 0 || res.Uploaded != len(g.Blobs()) {
 		t.Fatalf("copied to another registry: %+v %v", res, err)
+	}
+}
+
+// countingSource counts how often each blob is opened.
+type countingSource struct {
+	oci.BlobReader
+	mu    sync.Mutex
+	opens map[digest.Digest]int
+}
+
+func (s *countingSource) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	s.mu.Lock()
+	s.opens[d]++
+	s.mu.Unlock()
+	return s.BlobReader.Open(ctx, d)
+}
+
+// A push reads its manifest from its source once, though the bases'
+// lookup, the publish and the tag all use it.
+func TestAPushReadsItsManifestFromItsSourceOnce(t *testing.T) {
+	t.Parallel()
+	g, l := buildImage(t, "read once")
+	src := &countingSource{BlobReader: l, opens: map[digest.Digest]int{}}
+	ref, _ := name.ParseReference(newRegistry(t) + "/team/app:1")
+	if _, err := newClient().Push(context.Background(), ref, g, src, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := src.opens[g.Root.Digest]; n != 1 {
+		t.Errorf("the push read its manifest from its source %d times, want once", n)
 	}
 }
