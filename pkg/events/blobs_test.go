@@ -22,10 +22,7 @@ func TestTheBlobStoreGivesBackEachBlobAsStored(t *testing.T) {
 	t.Parallel()
 	srv, store := blobStore(t)
 	ctx := context.Background()
-	obs, err := srv.JetStream.ObjectStore(ctx, events.BlobBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	obs := objectStore(t, srv)
 	for name, content := range map[string][]byte{
 		"empty":       {},
 		"one chunk":   []byte(`{"architecture":"amd64","os":"linux"}`),
@@ -81,6 +78,16 @@ func blobStore(t *testing.T) (*eventstest.Server, *events.BlobStore) {
 	return srv, store
 }
 
+// objectStore opens the blob bucket as NATS's own Object Store client does.
+func objectStore(t *testing.T, srv *eventstest.Server) jetstream.ObjectStore {
+	t.Helper()
+	obs, err := srv.JetStream.ObjectStore(context.Background(), events.BlobBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obs
+}
+
 // apiRequests counts the JetStream API requests the server has answered.
 func apiRequests(t *testing.T, srv *eventstest.Server) uint64 {
 	t.Helper()
@@ -134,10 +141,7 @@ func TestABlobStoredAgainMeanwhileIsStillRead(t *testing.T) {
 	t.Parallel()
 	srv, store := blobStore(t)
 	ctx := context.Background()
-	obs, err := srv.JetStream.ObjectStore(ctx, events.BlobBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	obs := objectStore(t, srv)
 	content := []byte("{}")
 	desc := v1.Descriptor{Digest: digest.FromBytes(content), Size: int64(len(content))}
 	if err := store.Put(ctx, desc, bytes.NewReader(content)); err != nil {

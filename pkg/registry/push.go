@@ -59,9 +59,7 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{}, sessions: map[digest.Digest]*uploadSession{},
 		mountSessions: map[digest.Digest]*uploadSession{},
 		opts:          pushOptions{policy: TagFail}}
-	p.attached = attachedBlobs{p: p, pushes: sharedReads{calls: map[string]*sharedRead{}}, counted: map[digest.Digest]bool{}}
-	p.attachments = sharedReads{calls: map[string]*sharedRead{}}
-	p.manifests = sharedReads{calls: map[string]*sharedRead{}}
+	p.attached = attachedBlobs{p: p, counted: map[digest.Digest]bool{}}
 	ctx = countRequests(ctx, &p.counter)
 	// The blobs sent ahead end with the push: cut short when it fails.
 	ctx, cancel := context.WithCancel(ctx)

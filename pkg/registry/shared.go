@@ -15,11 +15,12 @@ import (
 // and its bytes are the same slice for every reader: read, never changed.
 func (r *Repo) Shared() *Repo {
 	s := *r
-	s.reads = &sharedReads{calls: map[string]*sharedRead{}}
+	s.reads = &sharedReads{}
 	return &s
 }
 
-// sharedReads are the reads of a Shared Repo, by what they read.
+// sharedReads are the reads of a Shared Repo (or of a push), by what
+// they read. The zero value is ready to use.
 type sharedReads struct {
 	mu    sync.Mutex
 	calls map[string]*sharedRead
@@ -44,6 +45,9 @@ func read[T any](ctx context.Context, s *sharedReads, key string, fetch func() (
 	c, waiting := s.calls[key]
 	if !waiting {
 		c = &sharedRead{done: make(chan struct{})}
+		if s.calls == nil {
+			s.calls = map[string]*sharedRead{}
+		}
 		s.calls[key] = c
 	}
 	s.mu.Unlock()
