@@ -13,6 +13,7 @@ import (
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
@@ -196,7 +197,7 @@ func benchLoad(b *testing.B, perSecond int, opts ...stackOption) {
 	var elapsed time.Duration
 	for b.Loop() {
 		// One follower for the whole batch: promoted events, from now on.
-		from, err := events.FollowFrom(ctx, s.JetStream)
+		from, err := bus.FollowFrom(ctx, s.JetStream)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
+
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
@@ -36,15 +38,15 @@ import (
 // duplicate promoted event, no duplicate record.
 func TestChaosExactlyOncePromotion(t *testing.T) {
 	const runs = 100
-	bus := newNATSBus(t)
+	b := newNATSBus(t)
 	olr := olareg.New(olaregconfig.Config{Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreMem}})
 	t.Cleanup(func() { _ = olr.Close() })
 	reg := httptest.NewServer(olr)
 	t.Cleanup(reg.Close)
 	host := strings.TrimPrefix(reg.URL, "http://")
 
-	procs, js := serviceProcesses(t, bus, "127.0.0.1:0")
-	shipBus := events.NewBus(js, "/digestline/test/chaos")
+	procs, js := serviceProcesses(t, b, "127.0.0.1:0")
+	shipBus := bus.NewBus(js, "/digestline/test/chaos")
 
 	// The monkey: every 100–600 ms, SIGKILL a random service and restart it
 	// 50–300 ms later, until every run is promoted.
@@ -144,8 +146,8 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 	if entries != runs {
 		t.Errorf("%d history entries, want %d", entries, runs)
 	}
-	var dls []events.DeadLetter
-	if dls, err = events.DeadLetters(context.Background(), js, 0); err != nil || len(dls) != 0 {
+	var dls []bus.DeadLetter
+	if dls, err = bus.DeadLetters(context.Background(), js, 0); err != nil || len(dls) != 0 {
 		b, _ := json.Marshal(dls)
 		t.Errorf("dead letters after the chaos: %s %v", b, err)
 	}
@@ -157,7 +159,7 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 // resumes the copy: no blob that arrived is sent again, the promotion
 // completes once, with one record and one promoted event.
 func TestChaosPusherKilledMidCopy(t *testing.T) {
-	bus := newNATSBus(t)
+	b := newNATSBus(t)
 	devHost := embeddedRegistry(t)
 
 	var (
@@ -192,12 +194,12 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 	}))
 
 	api := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	procs, js := serviceProcesses(t, bus, api, "DIGESTLINE_ENVIRONMENTS=dev,prod", "DIGESTLINE_PLACES=prod="+prodHost+"/prod/{path}",
+	procs, js := serviceProcesses(t, b, api, "DIGESTLINE_ENVIRONMENTS=dev,prod", "DIGESTLINE_PLACES=prod="+prodHost+"/prod/{path}",
 		"DIGESTLINE_API_TOKENS=alice="+aliceToken)
 	pusher = procs[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := shipUntilPromoted(ctx, events.NewBus(js, "/digestline/test/chaos"), ship.Request{Dir: sourceDir(t, "killed mid-copy"),
+	res, err := shipUntilPromoted(ctx, bus.NewBus(js, "/digestline/test/chaos"), ship.Request{Dir: sourceDir(t, "killed mid-copy"),
 		Target: devHost + "/team/app:1", Spec: events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -294,14 +296,14 @@ func getJSON(t *testing.T, u string, v any) int {
 // reporter, in that order) as real processes on bus, the reporter's API on
 // api, with env added to their environment, until the test ends. It
 // returns them and a JetStream connection with the streams provisioned.
-func serviceProcesses(t *testing.T, bus *natsBus, api string, env ...string) ([]*process, jetstream.JetStream) {
+func serviceProcesses(t *testing.T, b *natsBus, api string, env ...string) ([]*process, jetstream.JetStream) {
 	t.Helper()
 	bins := serviceBinaries(t)
 	logs, err := os.Create(filepath.Join(t.TempDir(), "services.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	env = append(append(os.Environ(), "DIGESTLINE_NATS_URL="+bus.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
+	env = append(append(os.Environ(), "DIGESTLINE_NATS_URL="+b.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
 		"DIGESTLINE_ACK_WAIT=2s", "DOCKER_CONFIG="+t.TempDir(), "OTEL_EXPORTER_OTLP_ENDPOINT="), env...)
 	var procs []*process
 	for _, name := range []string{"builder", "pusher", "verifier", "reporter"} {
@@ -319,12 +321,12 @@ func serviceProcesses(t *testing.T, bus *natsBus, api string, env ...string) ([]
 		}
 		_ = logs.Close()
 	})
-	nc, js, err := service.Connect(bus.url(), "chaos-test")
+	nc, js, err := service.Connect(b.url(), "chaos-test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	if err := events.Provision(context.Background(), js, events.ProvisionOptions{}); err != nil {
+	if err := bus.Provision(context.Background(), js, bus.ProvisionOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return procs, js

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
@@ -85,7 +86,7 @@ func TestRunsSurviveLosingAClusterNode(t *testing.T) {
 	defer cancel()
 	for {
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		err := events.Provision(actx, js, events.ProvisionOptions{Replicas: 3})
+		err := bus.Provision(actx, js, bus.ProvisionOptions{Replicas: 3})
 		acancel()
 		if err == nil {
 			break
@@ -116,9 +117,9 @@ func TestRunsSurviveLosingAClusterNode(t *testing.T) {
 		victim.Shutdown()
 		close(killed)
 	})
-	runServices(t, urls, registry.New(registry.WithKeychain(authn.NewMultiKeychain())), events.ProvisionOptions{Replicas: 3})
+	runServices(t, urls, registry.New(registry.WithKeychain(authn.NewMultiKeychain())), bus.ProvisionOptions{Replicas: 3})
 
-	shipBus := events.NewBus(js, "/digestline/test/cluster")
+	shipBus := bus.NewBus(js, "/digestline/test/cluster")
 	g, gctx := errgroup.WithContext(context.Background())
 	for i := 1; i <= 6; i++ {
 		if i == 4 {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
@@ -50,7 +51,7 @@ func newCopyCommand() *cobra.Command {
 				return err
 			}
 			ctx, out := cmd.Context(), cmd.OutOrStdout()
-			observe := func(_ context.Context, r registry.StageReport) { fmt.Fprintln(out, r.Line) }
+			observe := func(_ context.Context, r events.StageReport) { fmt.Fprintln(out, r.Line) }
 			srcRepo, err := client.Open(ctx, src.Context(), false)
 			if err != nil {
 				return &exitCodeError{code: 2, err: err}
@@ -71,7 +72,7 @@ func newCopyCommand() *cobra.Command {
 			defer proof.Close()
 			res, err := client.Push(ctx, to, g, source, observe, registry.VerifyBeforeTag(proof), registry.MountFrom(src.Context()))
 			if err != nil {
-				if failure.As(err).Stage == registry.StageVerify {
+				if failure.As(err).Stage == events.StageVerify {
 					err = fmt.Errorf("%s arrived, but its proof failed, so nothing is tagged: %w", byDigest, err)
 				}
 				return &exitCodeError{code: 2, err: err}

@@ -7,7 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/bus"
+
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,7 +37,7 @@ func newDLQCommand() *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			dls, err := events.DeadLetters(cmd.Context(), js, 0)
+			dls, err := bus.DeadLetters(cmd.Context(), js, 0)
 			if err != nil {
 				return err
 			}
@@ -68,14 +69,14 @@ func newDLQCommand() *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			dl, err := events.DeadLetterAt(cmd.Context(), js, seq)
+			dl, err := bus.DeadLetterAt(cmd.Context(), js, seq)
 			if err != nil {
 				return err
 			}
 			body := dl.Body
 			dl.Body = nil
 			view := struct {
-				events.DeadLetter
+				bus.DeadLetter
 				Event json.RawMessage `json:"event,omitempty"`
 				Raw   string          `json:"raw,omitempty"` // a body that is not JSON
 			}{DeadLetter: dl}
@@ -103,7 +104,7 @@ func newDLQCommand() *cobra.Command {
 			ctx := cmd.Context()
 			var seqs []uint64
 			if all {
-				dls, err := events.DeadLetters(ctx, js, 0)
+				dls, err := bus.DeadLetters(ctx, js, 0)
 				if err != nil {
 					return err
 				}
@@ -122,7 +123,7 @@ func newDLQCommand() *cobra.Command {
 				return fmt.Errorf("name the dead letters to replay (see digestline dlq list), or pass --all")
 			}
 			for _, seq := range seqs {
-				dl, err := events.Replay(ctx, js, seq)
+				dl, err := bus.Replay(ctx, js, seq)
 				if err != nil {
 					return err
 				}

@@ -166,13 +166,13 @@ func newPushCommand() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			enc := json.NewEncoder(w)
-			observe := func(_ context.Context, r registry.StageReport) {
+			observe := func(_ context.Context, r events.StageReport) {
 				_ = enc.Encode(r)
 			}
 			var view *progress.View
 			if !asJSON {
 				view = progress.New(w)
-				observe = func(_ context.Context, r registry.StageReport) { view.Println(r.Line) }
+				observe = func(_ context.Context, r events.StageReport) { view.Println(r.Line) }
 				if view.Live() { // otherwise blob files go to the socket untouched (sendfile)
 					opts = append(opts, registry.WithProgress(view.Blob))
 				}

@@ -18,6 +18,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/digestline/digestline/pkg/runs"
+
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/services/reporter"
@@ -226,7 +228,7 @@ func newApproveCommand() *cobra.Command {
 // followRun prints a run's events from the API as they are stored,
 // until one ends the run; a run that ends without promotion exits 2.
 func followRun(ctx context.Context, c *apiClient, runID string, out io.Writer) error {
-	var run events.Run
+	var run runs.Run
 	seen := 0
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"time"
 
+	"github.com/digestline/digestline/pkg/runs"
+
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
-	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/telemetry"
 	"github.com/spf13/cobra"
@@ -45,13 +47,13 @@ func newShipCommand() *cobra.Command {
 			return err
 		}
 		defer nc.Close()
-		bus := events.NewBus(js, "/digestline/cli/ship", events.WithTracerProvider(tel.TracerProvider), events.WithLogger(tel.Logger))
+		b := bus.NewBus(js, "/digestline/cli/ship", bus.WithTracerProvider(tel.TracerProvider), bus.WithLogger(tel.Logger))
 		shipFn := ship.Ship
 		if asJSON {
 			shipFn = ship.ShipJSON
 		}
-		_, err = shipFn(ctx, bus, ship.Request{Dir: args[0], Target: args[1], Env: envName, Spec: s, Tag: *guard}, cmd.OutOrStdout())
-		var runErr *events.RunError
+		_, err = shipFn(ctx, b, ship.Request{Dir: args[0], Target: args[1], Env: envName, Spec: s, Tag: *guard}, cmd.OutOrStdout())
+		var runErr *runs.Error
 		if errors.As(err, &runErr) {
 			return &exitCodeError{code: 2, err: err}
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/moby/moby/api/types/container"
@@ -130,7 +131,7 @@ func TestPipelineInContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	res, err := ship.Ship(ctx, events.NewBus(js, "/digestline/test/containers"), ship.Request{Dir: sourceDir(t, "in containers"), Target: "registry:5000/team/app:1"}, io.Discard)
+	res, err := ship.Ship(ctx, bus.NewBus(js, "/digestline/test/containers"), ship.Request{Dir: sourceDir(t, "in containers"), Target: "registry:5000/team/app:1"}, io.Discard)
 	if err != nil {
 		t.Fatalf("ship through the containers: %v", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
+
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/events"
@@ -18,7 +20,7 @@ import (
 
 func withFastRedelivery() stackOption {
 	return func(c *dev.Config) {
-		c.BusOptions = append(c.BusOptions, events.WithRedeliveryBackoff(func(uint64) time.Duration { return 10 * time.Millisecond }))
+		c.BusOptions = append(c.BusOptions, bus.WithRedeliveryBackoff(func(uint64) time.Duration { return 10 * time.Millisecond }))
 	}
 }
 
@@ -48,7 +50,7 @@ func TestDeadLettersAreListedAndReplayed(t *testing.T) {
 		t.Fatalf("ship while the registry is down: %v, %+v", err, res)
 	}
 
-	var dls []events.DeadLetter
+	var dls []bus.DeadLetter
 	waitFor(t, "the reporter's dead letter", func() bool {
 		dls = nil
 		return json.Unmarshal([]byte(cli(t, "dlq", "list", "--json", nats)), &dls) == nil && len(dls) == 1
@@ -64,7 +66,7 @@ func TestDeadLettersAreListedAndReplayed(t *testing.T) {
 		t.Fatalf("dlq show printed:\n%s", shown)
 	}
 
-	var listed []events.DeadLetter
+	var listed []bus.DeadLetter
 	if s.getJSON(t, "/v1/dlq", &listed) != http.StatusOK || len(listed) != 1 || listed[0].Sequence != dl.Sequence {
 		t.Fatalf("GET /v1/dlq: %+v", listed)
 	}

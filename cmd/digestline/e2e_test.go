@@ -18,8 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/runs"
+
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
@@ -38,7 +41,7 @@ import (
 type stack struct {
 	*dev.Env
 	spans *tracetest.SpanRecorder
-	bus   *events.Bus
+	bus   *bus.Bus
 }
 
 type stackOption func(*dev.Config)
@@ -83,7 +86,7 @@ func startStack(t testing.TB, opts ...stackOption) (*stack, func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return &stack{Env: env, spans: rec, bus: events.NewBus(env.JetStream, "/digestline/test/ship", events.WithTracerProvider(tp))}, stop
+	return &stack{Env: env, spans: rec, bus: bus.NewBus(env.JetStream, "/digestline/test/ship", bus.WithTracerProvider(tp))}, stop
 }
 
 // sourceDir writes a small tree to ship.
@@ -345,7 +348,7 @@ func TestShipWithWrongCredentialsFailsAsAuth(t *testing.T) {
 	s, _ := startStack(t, withRegistryWrapper(requireAuth),
 		withRegistryClient(registry.New(registry.WithKeychain(badKeychain{}), registry.WithRetries(2, time.Millisecond))))
 	res, out, err := s.ship(t, sourceDir(t, "auth"), "team/app:lab")
-	var runErr *events.RunError
+	var runErr *runs.Error
 	if !errors.As(err, &runErr) || runErr.Event != events.PushFailed || runErr.Failure.Class != "auth" || runErr.Failure.Stage != "auth" {
 		t.Fatalf("ship = %v\n%s", err, out)
 	}
@@ -355,7 +358,7 @@ func TestShipWithWrongCredentialsFailsAsAuth(t *testing.T) {
 	evs := s.runEvents(t, res.RunID)
 	for _, ev := range evs {
 		n, _ := events.NameOfType(ev["type"].(string))
-		if n == events.PushStage && dataOf[registry.StageReport](t, ev).Status == registry.StatusRetrying {
+		if n == events.PushStage && dataOf[events.StageReport](t, ev).Status == events.StatusRetrying {
 			t.Fatal("an auth failure was retried")
 		}
 		if n == events.Promoted {
@@ -435,7 +438,7 @@ func TestTamperedRegistriesFailVerificationAndNothingIsPromoted(t *testing.T) {
 	} {
 		t.Run(tc.repo, func(t *testing.T) {
 			res, out, err := s.ship(t, sourceDir(t, tc.repo), tc.repo+"/app:lab")
-			var runErr *events.RunError
+			var runErr *runs.Error
 			if !errors.As(err, &runErr) || runErr.Event != events.VerifyFailed || runErr.Failure.Class != tc.class {
 				t.Fatalf("ship = %v, want verify.failed of class %s\n%s", err, tc.class, out)
 			}
@@ -493,7 +496,7 @@ func TestMalformedEventsAreDeadLetteredAndServicesKeepWorking(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", subj, err)
 		}
-		if got := m.Header.Get(events.HeaderDLQReason); !strings.Contains(got, reason) {
+		if got := m.Header.Get(bus.HeaderDLQReason); !strings.Contains(got, reason) {
 			t.Errorf("dead-letter reason for %s: %q, want %q", subj, got, reason)
 		}
 	}
@@ -715,7 +718,7 @@ func TestShipRefusesToMoveADriftedTag(t *testing.T) {
 	var buf bytes.Buffer
 	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "release 2"), Target: s.RegistryAddr + "/team/app:prod",
 		Tag: events.TagGuard{Expect: stale}}, &buf)
-	var runErr *events.RunError
+	var runErr *runs.Error
 	if !errors.As(err, &runErr) || runErr.Event != events.PushFailed || runErr.Failure.Class != "conflict" {
 		t.Fatalf("ship = %v\n%s", err, buf.String())
 	}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
-	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/olareg/olareg"
 	olaregconfig "github.com/olareg/olareg/config"
@@ -158,7 +157,7 @@ func findTraces(t *testing.T, query, service, runID string) []jaegerTrace {
 // push stage; the failed run's upload span is an error of class auth.
 func TestJaegerShowsOneTracePerRun(t *testing.T) {
 	otlp, query := startJaeger(t)
-	bus := newNATSBus(t)
+	b := newNATSBus(t)
 
 	// A registry that refuses uploads to denied/*, as one whose credential
 	// lacks push rights would.
@@ -188,7 +187,7 @@ func TestJaegerShowsOneTracePerRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logs.Close()
-	env := append(os.Environ(), "DIGESTLINE_NATS_URL="+bus.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
+	env := append(os.Environ(), "DIGESTLINE_NATS_URL="+b.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
 		"DOCKER_CONFIG="+t.TempDir(), "DIGESTLINE_WEBHOOK_SECRET="+webhookSecret,
 		"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="+otlp, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTEL_BSP_SCHEDULE_DELAY=100")
 	bins := serviceBinaries(t)
@@ -290,11 +289,11 @@ func traceProblems(t *testing.T, query, promotedRun, failedRun string) []string 
 			problems = append(problems, fmt.Sprintf("the failed run's trace has no %q span", op))
 		}
 	}
-	upload := failed.tags("push " + registry.StageUpload)
+	upload := failed.tags("push " + events.StageUpload)
 	if upload["error"] != true || upload["otel.status_code"] != "ERROR" || upload["error.type"] != string(failure.Auth) || upload["digestline.error.hint"] == "" {
 		problems = append(problems, fmt.Sprintf("the failed upload's span has tags %v, want an error of class auth with a hint", upload))
 	}
-	if failed.tags("push "+registry.StageManifestPublish) != nil {
+	if failed.tags("push "+events.StageManifestPublish) != nil {
 		problems = append(problems, "the failed run went on past the upload")
 	}
 	return problems

@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/runs"
+
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
-	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/service"
@@ -80,7 +82,7 @@ func (b *natsBus) stop() {
 // runServices runs the four services, each on its own NATS connection as
 // separate processes would be, until the test ends; natsURL may list
 // several servers, comma-separated.
-func runServices(t *testing.T, natsURL string, reg *registry.Client, prov events.ProvisionOptions) {
+func runServices(t *testing.T, natsURL string, reg *registry.Client, prov bus.ProvisionOptions) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g, gctx := errgroup.WithContext(ctx)
 	deps := func(name string) service.Deps {
@@ -92,7 +94,7 @@ func runServices(t *testing.T, natsURL string, reg *registry.Client, prov events
 		return service.Deps{JetStream: js, Instance: "outage", Registry: reg}
 	}
 	d := deps("provision")
-	if err := events.Provision(ctx, d.JetStream, prov); err != nil {
+	if err := bus.Provision(ctx, d.JetStream, prov); err != nil {
 		t.Fatal(err)
 	}
 	api, err := net.Listen("tcp", "127.0.0.1:0")
@@ -130,10 +132,10 @@ func registryOnce(t *testing.T, part string, hook func()) string {
 // shipUntilPromoted ships req, asking again while the request itself cannot
 // get through (the bus is away: ship says so clearly); a run that ends in a
 // failure is an error.
-func shipUntilPromoted(ctx context.Context, bus *events.Bus, req ship.Request) (ship.Result, error) {
+func shipUntilPromoted(ctx context.Context, b *bus.Bus, req ship.Request) (ship.Result, error) {
 	for {
-		res, err := ship.Ship(ctx, bus, req, io.Discard)
-		var runErr *events.RunError
+		res, err := ship.Ship(ctx, b, req, io.Discard)
+		var runErr *runs.Error
 		if err == nil || errors.As(err, &runErr) || ctx.Err() != nil {
 			return res, err
 		}
@@ -144,24 +146,24 @@ func shipUntilPromoted(ctx context.Context, bus *events.Bus, req ship.Request) (
 // TestRunsSurviveABusOutage stops NATS in the middle of a run's upload for
 // a few seconds: every run still ends promoted, once.
 func TestRunsSurviveABusOutage(t *testing.T) {
-	bus := newNATSBus(t)
+	b := newNATSBus(t)
 	down := make(chan struct{})
 	// The first blob upload of run 3 takes the bus down, mid-push.
 	host := registryOnce(t, "/outage3/blobs/uploads/", func() {
-		bus.stop()
+		b.stop()
 		close(down)
 		time.Sleep(3 * time.Second)
-		bus.start()
+		b.start()
 	})
 	reg := registry.New(registry.WithKeychain(authn.NewMultiKeychain()))
-	runServices(t, bus.url(), reg, events.ProvisionOptions{})
+	runServices(t, b.url(), reg, bus.ProvisionOptions{})
 
-	nc, js, err := service.Connect(bus.url(), "test-ship")
+	nc, js, err := service.Connect(b.url(), "test-ship")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	shipBus := events.NewBus(js, "/digestline/test/ship")
+	shipBus := bus.NewBus(js, "/digestline/test/ship")
 	const runs = 6
 	var promoted atomic.Int32
 	g, ctx := errgroup.WithContext(context.Background())

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
 )
 
 // TestThePageShowsRunsPromotionsAndHistory: the reporter's page shows a
@@ -24,15 +24,15 @@ func TestThePageShowsRunsPromotionsAndHistory(t *testing.T) {
 		t.Fatal("the corrupted run passed")
 	}
 
-	var runs []events.Run
-	if s.getJSON(t, "/v1/runs", &runs) != http.StatusOK || len(runs) != 2 || runs[0].ID != bad.RunID || runs[1].ID != ok.RunID {
-		t.Fatalf("GET /v1/runs: %+v", runs)
+	var recent []runs.Run
+	if s.getJSON(t, "/v1/runs", &recent) != http.StatusOK || len(recent) != 2 || recent[0].ID != bad.RunID || recent[1].ID != ok.RunID {
+		t.Fatalf("GET /v1/runs: %+v", recent)
 	}
-	if runs[1].Status != "promoted" || runs[0].Status != "failed" {
-		t.Fatalf("statuses %s, %s", runs[1].Status, runs[0].Status)
+	if recent[1].Status != "promoted" || recent[0].Status != "failed" {
+		t.Fatalf("statuses %s, %s", recent[1].Status, recent[0].Status)
 	}
 	var names []string
-	for _, st := range runs[1].Steps {
+	for _, st := range recent[1].Steps {
 		names = append(names, st.Name)
 	}
 	for _, want := range []string{"build", "upload", "tag update", "verify", "gates", "promote"} {
@@ -40,9 +40,9 @@ func TestThePageShowsRunsPromotionsAndHistory(t *testing.T) {
 			t.Errorf("the promoted run's timeline lacks %q: %v", want, names)
 		}
 	}
-	failed := slices.IndexFunc(runs[0].Steps, func(st events.Step) bool { return st.Status == "failed" })
-	if failed < 0 || runs[0].Steps[failed].Hint == "" {
-		t.Fatalf("the failed run's timeline has no failed step with a hint: %+v", runs[0].Steps)
+	failed := slices.IndexFunc(recent[0].Steps, func(st runs.Step) bool { return st.Status == "failed" })
+	if failed < 0 || recent[0].Steps[failed].Hint == "" {
+		t.Fatalf("the failed run's timeline has no failed step with a hint: %+v", recent[0].Steps)
 	}
 
 	resp, err := http.Get(s.APIURL + "/")
@@ -54,7 +54,7 @@ func TestThePageShowsRunsPromotionsAndHistory(t *testing.T) {
 	html := string(b)
 	for _, want := range []string{
 		"<title>digestline</title>", `http-equiv="refresh"`, ok.RunID[:19], bad.RunID[:19],
-		`class="status promoted"`, `class="status failed"`, `class="bar failed"`, escapeHTML(runs[0].Steps[failed].Hint),
+		`class="status promoted"`, `class="status failed"`, `class="bar failed"`, escapeHTML(recent[0].Steps[failed].Hint),
 		`class="bar ok"`, ">upload<", s.RegistryAddr + "/team/page", "Promoted now", "History",
 	} {
 		if !strings.Contains(html, want) {

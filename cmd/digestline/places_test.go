@@ -9,7 +9,6 @@ import (
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
-	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
@@ -57,7 +56,7 @@ func TestPromotionAcrossRegistries(t *testing.T) {
 	// with its class and hint.
 	failed := false
 	for _, sp := range s.spans.Ended() {
-		if sp.Name() == "push "+registry.StageVerify && sp.Status().Code == codes.Error {
+		if sp.Name() == "push "+events.StageVerify && sp.Status().Code == codes.Error {
 			for _, kv := range sp.Attributes() {
 				if kv.Key == "error.type" && kv.Value.AsString() == string(failure.Integrity) {
 					failed = true

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/runs"
+
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/events"
@@ -117,7 +119,7 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 	defer cancel()
 	for _, env := range []string{"qa", "not even a name!"} {
 		_, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "qa"), Target: repo + ":qa", Env: env}, io.Discard)
-		var runErr *events.RunError
+		var runErr *runs.Error
 		if !errors.As(err, &runErr) || runErr.Failure.Stage != reporter.GateEnvironment {
 			t.Fatalf("ship --env %q: %v", env, err)
 		}

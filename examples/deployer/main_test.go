@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/events/eventstest"
 )
 
 // syncBuffer is a bytes.Buffer safe for the consumer's goroutine.
@@ -26,20 +27,20 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestFollowPrintsEachPromotionToItsEnvironmentOnce(t *testing.T) {
-	ns := eventstest.NewServer(t)
+	ns := bustest.NewServer(t)
 	js := ns.JetStream
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	bus := events.NewBus(js, "/digestline/test/reporter")
+	b := bus.NewBus(js, "/digestline/test/reporter")
 	promote := func(env, dgst, location string) {
 		t.Helper()
 		p := events.Promotion{Environment: env, Repository: "registry.example/team/app", Digest: dgst, Tag: env,
 			PromotedAt: time.Now().UTC(), RunID: "run-" + env, Location: location}
-		ev, err := bus.Start(ctx, events.Promoted, p.RunID, p.Repository, p)
+		ev, err := b.Start(ctx, events.Promoted, p.RunID, p.Repository, p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := bus.Publish(ctx, ev); err != nil { // a duplicate publish is stored once
+		if err := b.Publish(ctx, ev); err != nil { // a duplicate publish is stored once
 			t.Fatal(err)
 		}
 	}

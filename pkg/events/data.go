@@ -2,12 +2,10 @@ package events
 
 import (
 	"cmp"
-	"fmt"
 	"time"
 
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
-	"github.com/digestline/digestline/pkg/registry"
 )
 
 // dataTypes maps every event to a zero value of its data type: the schema
@@ -17,7 +15,7 @@ var dataTypes = map[Name]any{
 	BuildRequested:     BuildRequest{},
 	BuildCompleted:     BuildResult{},
 	BuildFailed:        Failure{},
-	PushStage:          registry.StageReport{},
+	PushStage:          StageReport{},
 	PushCompleted:      PushResult{},
 	PushFailed:         Failure{},
 	VerifyCompleted:    VerifyResult{},
@@ -263,28 +261,4 @@ type Rejection struct {
 	Hint        string    `json:"hint,omitempty"`
 	RequestedBy string    `json:"requestedBy,omitempty"`
 	RejectedAt  time.Time `json:"rejectedAt"`
-}
-
-// ImageConfig is the image configuration the spec asks for, stamped with created.
-func (s BuildSpec) ImageConfig(created time.Time) (oci.ImageConfig, error) {
-	platform, err := oci.ParsePlatform(s.Platform)
-	if err != nil {
-		return oci.ImageConfig{}, err
-	}
-	format := oci.LayerFormat{Compression: oci.Compression(s.Compression), Level: s.CompressionLevel}
-	switch s.MediaTypes {
-	case "", "oci":
-	case "docker":
-		format.Docker = true
-	default:
-		return oci.ImageConfig{}, fmt.Errorf("media types %q: want oci or docker", s.MediaTypes)
-	}
-	if err := format.Validate(); err != nil {
-		return oci.ImageConfig{}, err
-	}
-	return oci.ImageConfig{
-		Entrypoint: s.Entrypoint, Cmd: s.Cmd, Env: s.Env, WorkingDir: s.WorkingDir, User: s.User,
-		ExposedPorts: s.Ports, Labels: s.Labels, Annotations: s.Annotations, Platform: platform,
-		Created: created, Layers: s.Layers, Ignore: s.Ignore, Format: format,
-	}, nil
 }

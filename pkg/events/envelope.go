@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
 )
 
@@ -28,7 +28,7 @@ var idNamespace = uuid.MustParse("5b0f3c1e-8a55-4f0e-9d2a-6c1d7e0b9a41")
 
 // NewEvent builds a new event of the given name with a fresh id. subject is
 // the image repository the event is about.
-func NewEvent(source string, name Name, runID, subject string, data any) (cloudevents.Event, error) {
+func NewEvent(source string, name Name, runID, subject string, data any) (event.Event, error) {
 	return build(uuid.NewString(), source, name, runID, subject, data)
 }
 
@@ -37,16 +37,16 @@ func NewEvent(source string, name Name, runID, subject string, data any) (cloude
 // redelivered parent therefore yields the same id, and JetStream's
 // de-duplication stores the event once. key distinguishes several events of
 // one name answering the same parent (e.g. the stages of one push).
-func Follow(source string, parent cloudevents.Event, name Name, key string, data any) (cloudevents.Event, error) {
+func Follow(source string, parent event.Event, name Name, key string, data any) (event.Event, error) {
 	id := uuid.NewSHA1(idNamespace, []byte(parent.ID()+"\x00"+string(name)+"\x00"+key)).String()
 	return build(id, source, name, RunID(parent), parent.Subject(), data)
 }
 
-func build(id, source string, name Name, runID, subject string, data any) (cloudevents.Event, error) {
+func build(id, source string, name Name, runID, subject string, data any) (event.Event, error) {
 	if _, ok := dataTypes[name]; !ok {
-		return cloudevents.Event{}, fmt.Errorf("event %q is not part of the contract", name)
+		return event.Event{}, fmt.Errorf("event %q is not part of the contract", name)
 	}
-	ev := cloudevents.NewEvent(cloudevents.VersionV1)
+	ev := event.New(event.CloudEventsVersionV1)
 	ev.SetID(id)
 	ev.SetSource(source)
 	ev.SetType(name.Type())
@@ -57,20 +57,20 @@ func build(id, source string, name Name, runID, subject string, data any) (cloud
 	if runID != "" {
 		ev.SetExtension(ExtRunID, runID)
 	}
-	if err := ev.SetData(cloudevents.ApplicationJSON, data); err != nil {
-		return cloudevents.Event{}, fmt.Errorf("encode %s data: %w", name, err)
+	if err := ev.SetData(event.ApplicationJSON, data); err != nil {
+		return event.Event{}, fmt.Errorf("encode %s data: %w", name, err)
 	}
 	return ev, nil
 }
 
 // RunID returns the event's run id, or "".
-func RunID(ev cloudevents.Event) string {
+func RunID(ev event.Event) string {
 	s, _ := ev.Extensions()[ExtRunID].(string)
 	return s
 }
 
 // Decode unmarshals an event's data into T.
-func Decode[T any](ev cloudevents.Event) (T, error) {
+func Decode[T any](ev event.Event) (T, error) {
 	var v T
 	if err := json.Unmarshal(ev.Data(), &v); err != nil {
 		return v, fmt.Errorf("%w: decode %s data: %v", ErrInvalid, ev.Type(), err)
@@ -82,7 +82,7 @@ func Decode[T any](ev cloudevents.Event) (T, error) {
 // be the one its subject names, that event of that run. A run's history is
 // what its subjects hold, so an event filed under another run, or as
 // another event, would falsify it.
-func ParseMsg(subject string, body []byte) (cloudevents.Event, Name, error) {
+func ParseMsg(subject string, body []byte) (event.Event, Name, error) {
 	ev, name, err := Parse(body)
 	if err == nil && subject != name.Subject(RunID(ev)) {
 		err = fmt.Errorf("%w: a %s of run %s was published on %s", ErrInvalid, name, RunID(ev), subject)
@@ -94,8 +94,8 @@ func ParseMsg(subject string, body []byte) (cloudevents.Event, Name, error) {
 // contract: a valid CloudEvents 1.0 envelope, a known type and version, a
 // run id, JSON data that validates against the type's schema. Every failure
 // wraps ErrInvalid and says why.
-func Parse(body []byte) (cloudevents.Event, Name, error) {
-	var ev cloudevents.Event
+func Parse(body []byte) (event.Event, Name, error) {
+	var ev event.Event
 	if len(body) > MaxEventSize {
 		return ev, "", fmt.Errorf("%w: %d bytes is over the %d-byte limit of an event", ErrInvalid, len(body), MaxEventSize)
 	}
@@ -115,8 +115,8 @@ func Parse(body []byte) (cloudevents.Event, Name, error) {
 	if err := CheckRunID(RunID(ev)); err != nil {
 		return ev, name, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if ct := ev.DataContentType(); ct != cloudevents.ApplicationJSON {
-		return ev, name, fmt.Errorf("%w: %s has datacontenttype %q, want %s", ErrInvalid, ev.Type(), ct, cloudevents.ApplicationJSON)
+	if ct := ev.DataContentType(); ct != event.ApplicationJSON {
+		return ev, name, fmt.Errorf("%w: %s has datacontenttype %q, want %s", ErrInvalid, ev.Type(), ct, event.ApplicationJSON)
 	}
 	if err := ValidateData(name, ev.Data()); err != nil {
 		return ev, name, err

@@ -62,9 +62,9 @@ func RunSubjects(runID string) []string {
 	return out
 }
 
-// contractSubject reports whether subject is one an event of the contract
+// IsContractSubject reports whether subject is one an event of the contract
 // is published on: digestline.<event>.<run id>.
-func contractSubject(subject string) bool {
+func IsContractSubject(subject string) bool {
 	rest, ok := strings.CutPrefix(subject, subjectPrefix)
 	i := strings.LastIndexByte(rest, '.')
 	if !ok || i < 0 {

@@ -67,8 +67,8 @@ func TestContractSubject(t *testing.T) {
 		"digestline.promoted.*":                false,
 		"dlq.digestline.promoted.run-1":        false,
 	} {
-		if got := contractSubject(subject); got != want {
-			t.Errorf("contractSubject(%q) = %v, want %v", subject, got, want)
+		if got := IsContractSubject(subject); got != want {
+			t.Errorf("IsContractSubject(%q) = %v, want %v", subject, got, want)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -102,7 +103,7 @@ func TestBearerTokenFlow(t *testing.T) {
 	ref, _ = name.ParseReference(wrong.host + "/team/app:1")
 	_, err = newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "nope"})).Push(ctx, ref, g, l, nil)
 	var rerr *failure.Error
-	if !errors.As(err, &rerr) || rerr.Class != failure.Auth || rerr.Stage != registry.StageAuth {
+	if !errors.As(err, &rerr) || rerr.Class != failure.Auth || rerr.Stage != events.StageAuth {
 		t.Fatalf("wrong password: %v, want an auth failure at the auth stage", err)
 	}
 
@@ -146,7 +147,7 @@ func TestAnAnonymousClientMeetsTheChallengeWhenItComes(t *testing.T) {
 	other, otherL := buildImage(t, "anonymous push")
 	_, err = anonymous.Push(ctx, mustRef(t, tr.host+"/library/app:2"), other, otherL, nil)
 	var e *failure.Error
-	if !errors.As(err, &e) || e.Class != failure.Auth || e.Stage != registry.StageUpload || !strings.Contains(e.Hint, "push") {
+	if !errors.As(err, &e) || e.Class != failure.Auth || e.Stage != events.StageUpload || !strings.Contains(e.Hint, "push") {
 		t.Fatalf("anonymous push of new content = %v, want auth at upload with a hint about push scope", err)
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
-	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -77,7 +77,7 @@ func TestPushMountsBaseLayersFromTheirRepository(t *testing.T) {
 			if res.Mounted != tc.mounted || res.Uploaded != tc.uploaded {
 				t.Fatalf("mounted %d, uploaded %d; want %d and %d", res.Mounted, res.Uploaded, tc.mounted, tc.uploaded)
 			}
-			if d := rec.final()[registry.StageMount].Detail; !strings.Contains(d, "mounted") {
+			if d := rec.final()[events.StageMount].Detail; !strings.Contains(d, "mounted") {
 				t.Errorf("mount stage says %q", d)
 			}
 			// Either way the image is whole in its own repository.

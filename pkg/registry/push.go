@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -29,7 +30,7 @@ import (
 
 // Observer receives every stage report as it happens, one at a time, in
 // stage order; ctx carries the stage's span.
-type Observer func(ctx context.Context, r StageReport)
+type Observer func(ctx context.Context, r events.StageReport)
 
 // PushResult summarizes a push.
 type PushResult struct {
@@ -54,7 +55,7 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 			Hint: "push by tag, or by the artifact's own digest"}
 	}
 	if observe == nil {
-		observe = func(context.Context, StageReport) {}
+		observe = func(context.Context, events.StageReport) {}
 	}
 	p := &pushRun{c: c, ref: ref, g: g, src: src, observe: observe, uploaded: map[digest.Digest]bool{}, sessions: map[digest.Digest]*uploadSession{},
 		mountSessions: map[digest.Digest]*uploadSession{},
@@ -70,17 +71,17 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 	}
 	p.bases = append(p.findBases(ctx), p.opts.mountFrom(ref.Context(), g.Root.Digest)...)
 	content := []stage{
-		{StageAuth, p.auth},
-		{StageManifestCheck, p.manifestCheck},
-		{StageBlobCheck, p.blobCheck},
-		{StageMount, p.mount},
-		{StageUpload, p.upload},
-		{StageManifestPublish, p.manifestPublish},
+		{events.StageAuth, p.auth},
+		{events.StageManifestCheck, p.manifestCheck},
+		{events.StageBlobCheck, p.blobCheck},
+		{events.StageMount, p.mount},
+		{events.StageUpload, p.upload},
+		{events.StageManifestPublish, p.manifestPublish},
 	}
-	steps := slices.Concat(content, []stage{{StageTagUpdate, p.tagUpdate}, {StageReferrers, p.referrers}})
+	steps := slices.Concat(content, []stage{{events.StageTagUpdate, p.tagUpdate}, {events.StageReferrers, p.referrers}})
 	if p.opts.prove != nil {
 		// The tag moves last, onto what is proven where it is.
-		steps = slices.Concat(content, []stage{{StageReferrers, p.referrers}, {StageVerify, p.verify}, {StageTagUpdate, p.tagUpdate}})
+		steps = slices.Concat(content, []stage{{events.StageReferrers, p.referrers}, {events.StageVerify, p.verify}, {events.StageTagUpdate, p.tagUpdate}})
 	}
 	for _, s := range steps {
 		if err := p.run(ctx, s.name, s.fn); err != nil {
@@ -90,7 +91,7 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 	return p.result(), nil
 }
 
-type stageFunc func(ctx context.Context, r *StageReport) error
+type stageFunc func(ctx context.Context, r *events.StageReport) error
 
 type stage struct {
 	name string
@@ -158,13 +159,13 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 	bo.InitialInterval = p.c.retryBase
 	start, reqs := time.Now(), p.requests()
 	for attempt := 1; ; attempt++ {
-		r := StageReport{Target: p.ref.String(), Digest: p.g.Root.Digest.String(), Stage: stage, Attempt: attempt}
+		r := events.StageReport{Target: p.ref.String(), Digest: p.g.Root.Digest.String(), Stage: stage, Attempt: attempt}
 		err := fn(ctx, &r)
 		r.Requests = p.requests() - reqs
 		if reason, ok := asSkip(err); ok {
-			r.Status, r.Detail, err = StatusSkipped, reason, nil
+			r.Status, r.Detail, err = events.StatusSkipped, reason, nil
 		} else if err == nil {
-			r.Status = StatusOK
+			r.Status = events.StatusOK
 		}
 		if err == nil {
 			span.SetAttributes(attribute.String("digestline.stage.status", r.Status),
@@ -184,7 +185,7 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 				// redelivery of the whole push may find it back.
 				e.Exhausted = true
 			}
-			r.Status = StatusFailed
+			r.Status = events.StatusFailed
 			span.RecordError(e)
 			span.SetStatus(codes.Error, e.Error())
 			span.SetAttributes(attribute.String("digestline.stage.status", r.Status),
@@ -193,9 +194,9 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 			p.report(ctx, r, start)
 			return e
 		}
-		r.Status = StatusRetrying
+		r.Status = events.StatusRetrying
 		span.AddEvent("retry", trace.WithAttributes(attribute.Int("attempt", attempt), attribute.String("error.type", string(e.Class))))
-		r.DurationMS, r.Line = time.Since(start).Milliseconds(), r.line()
+		r.DurationMS, r.Line = time.Since(start).Milliseconds(), r.RenderLine()
 		p.observe(ctx, r)
 		delay := e.RetryAfter
 		if delay <= 0 {
@@ -216,15 +217,15 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 
 // report hands a stage's final report to the observer and the
 // stage-duration histogram.
-func (p *pushRun) report(ctx context.Context, r StageReport, start time.Time) {
+func (p *pushRun) report(ctx context.Context, r events.StageReport, start time.Time) {
 	d := time.Since(start)
-	r.DurationMS, r.Line = d.Milliseconds(), r.line()
+	r.DurationMS, r.Line = d.Milliseconds(), r.RenderLine()
 	p.c.metrics.stageDuration.Record(ctx, d.Seconds(), metric.WithAttributes(
 		attribute.String("stage", r.Stage), attribute.String("status", r.Status)))
 	p.observe(ctx, r)
 }
 
-func (p *pushRun) auth(ctx context.Context, r *StageReport) error {
+func (p *pushRun) auth(ctx context.Context, r *events.StageReport) error {
 	var from []string
 	for _, b := range p.bases {
 		from = append(from, b.repo)
@@ -238,7 +239,7 @@ func (p *pushRun) auth(ctx context.Context, r *StageReport) error {
 	return nil
 }
 
-func (p *pushRun) manifestCheck(ctx context.Context, r *StageReport) error {
+func (p *pushRun) manifestCheck(ctx context.Context, r *events.StageReport) error {
 	root := p.g.Root.Digest
 	if tag, ok := p.ref.(name.Tag); ok {
 		d, found, err := p.repo.HeadManifest(ctx, tag.TagStr())
@@ -274,7 +275,7 @@ func (p *pushRun) manifestCheck(ctx context.Context, r *StageReport) error {
 	return nil
 }
 
-func (p *pushRun) blobCheck(ctx context.Context, r *StageReport) error {
+func (p *pushRun) blobCheck(ctx context.Context, r *events.StageReport) error {
 	if p.manifestPresent {
 		return skip("manifest already in the registry")
 	}
@@ -309,7 +310,7 @@ func (p *pushRun) blobCheck(ctx context.Context, r *StageReport) error {
 // mount links missing blobs that another repository of the same registry
 // holds — the layers of the image's base — instead of uploading them. A
 // registry that refuses a mount is not an error: the blob is uploaded.
-func (p *pushRun) mount(ctx context.Context, r *StageReport) error {
+func (p *pushRun) mount(ctx context.Context, r *events.StageReport) error {
 	if p.manifestPresent || len(p.missing) == 0 {
 		return skip("nothing missing")
 	}
@@ -434,7 +435,7 @@ func (p *pushRun) baseLayers(ctx context.Context, b baseRef) ([]digest.Digest, e
 	return out, nil
 }
 
-func (p *pushRun) upload(ctx context.Context, r *StageReport) error {
+func (p *pushRun) upload(ctx context.Context, r *events.StageReport) error {
 	if p.manifestPresent || len(p.missing) == 0 {
 		p.sendAttachedAhead(ctx)
 		return skip("nothing missing")
@@ -658,7 +659,7 @@ func (p *pushRun) watch(r io.Reader, b v1.Descriptor, done int64) io.Reader {
 	return &progressReader{r: r, blob: b, done: done, fn: p.opts.progress}
 }
 
-func (p *pushRun) manifestPublish(ctx context.Context, r *StageReport) error {
+func (p *pushRun) manifestPublish(ctx context.Context, r *events.StageReport) error {
 	if p.manifestPresent {
 		return skip("manifest already in the registry")
 	}
@@ -683,7 +684,7 @@ func (p *pushRun) manifestPublish(ctx context.Context, r *StageReport) error {
 	return nil
 }
 
-func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
+func (p *pushRun) tagUpdate(ctx context.Context, r *events.StageReport) error {
 	tag, ok := p.ref.(name.Tag)
 	if !ok {
 		return skip("pushed by digest, no tag")
@@ -727,12 +728,12 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *StageReport) error {
 // stage since skipped (nothing uploaded, nothing proven), and this is the
 // tag update's first try. A tag moved onto an image the registry has
 // (a promotion) asks once.
-func (p *pushRun) tagJustSeen(r *StageReport) bool {
+func (p *pushRun) tagJustSeen(r *events.StageReport) bool {
 	return p.manifestPresent && p.opts.prove == nil && r.Attempt == 1
 }
 
 // verify runs the push's proof of what it wrote (VerifyBeforeTag).
-func (p *pushRun) verify(ctx context.Context, r *StageReport) error {
+func (p *pushRun) verify(ctx context.Context, r *events.StageReport) error {
 	detail, err := p.opts.prove.Prove(ctx)
 	r.Detail = detail
 	return err
@@ -743,7 +744,7 @@ func (p *pushRun) verify(ctx context.Context, r *StageReport) error {
 // A registry with the referrers API lists them from the manifest's subject;
 // for one without it, each subject's sha256-<hex> fallback tag index is
 // updated once, with all of its new referrers.
-func (p *pushRun) referrers(ctx context.Context, r *StageReport) error {
+func (p *pushRun) referrers(ctx context.Context, r *events.StageReport) error {
 	if len(p.g.Referrers) == 0 {
 		return skip("no artifacts attached")
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
@@ -89,21 +90,21 @@ func buildImage(t testing.TB, content string) (oci.Graph, *oci.Layout) {
 // recorder collects stage reports.
 type recorder struct {
 	mu      sync.Mutex
-	reports []registry.StageReport
+	reports []events.StageReport
 }
 
-func (r *recorder) observe(_ context.Context, s registry.StageReport) {
+func (r *recorder) observe(_ context.Context, s events.StageReport) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reports = append(r.reports, s)
 }
 
-func (r *recorder) final() map[string]registry.StageReport {
+func (r *recorder) final() map[string]events.StageReport {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := map[string]registry.StageReport{}
+	out := map[string]events.StageReport{}
 	for _, s := range r.reports {
-		if s.Status != registry.StatusRetrying {
+		if s.Status != events.StatusRetrying {
 			out[s.Stage] = s
 		}
 	}
@@ -141,8 +142,8 @@ func TestPushColdThenWarm(t *testing.T) {
 	if res.Uploaded != 2 || res.Digest != g.Root.Digest {
 		t.Fatalf("cold push: %+v", res)
 	}
-	stages := []string{registry.StageAuth, registry.StageManifestCheck, registry.StageBlobCheck, registry.StageMount,
-		registry.StageUpload, registry.StageManifestPublish, registry.StageTagUpdate, registry.StageReferrers}
+	stages := []string{events.StageAuth, events.StageManifestCheck, events.StageBlobCheck, events.StageMount,
+		events.StageUpload, events.StageManifestPublish, events.StageTagUpdate, events.StageReferrers}
 	if len(cold.reports) != len(stages) {
 		t.Fatalf("%d stage reports, want one per stage: %+v", len(cold.reports), cold.reports)
 	}
@@ -151,7 +152,7 @@ func TestPushColdThenWarm(t *testing.T) {
 			t.Errorf("stage %d is %q, want %q", i, cold.reports[i].Stage, s)
 		}
 	}
-	if got := cold.final()[registry.StageBlobCheck].Line; got != "[STAGE] blob check: 0/2 exists" {
+	if got := cold.final()[events.StageBlobCheck].Line; got != "[STAGE] blob check: 0/2 exists" {
 		t.Errorf("blob check line %q", got)
 	}
 
@@ -201,7 +202,7 @@ func TestPushUploadsOnlyMissingBlobs(t *testing.T) {
 	if res.Uploaded != 1 || res.Existing != 1 {
 		t.Fatalf("uploaded %d, existing %d; want 1 and 1", res.Uploaded, res.Existing)
 	}
-	if got := rec.final()[registry.StageBlobCheck].Line; got != "[STAGE] blob check: 1/2 exists" {
+	if got := rec.final()[events.StageBlobCheck].Line; got != "[STAGE] blob check: 1/2 exists" {
 		t.Errorf("blob check line %q", got)
 	}
 }
@@ -224,11 +225,11 @@ func TestPushClassifiesFailures(t *testing.T) {
 		"wrong credentials are auth, not retried": {
 			faults: []fault{requireBasicAuth("ci", "right")},
 			opts:   []registry.Option{registry.WithAuth(&authn.Basic{Username: "ci", Password: "wrong"})},
-			class:  failure.Auth, stage: registry.StageAuth, hintNames: "credentials",
+			class:  failure.Auth, stage: events.StageAuth, hintNames: "credentials",
 		},
 		"forbidden upload is auth": {
 			faults: []fault{failTimes(99, http.StatusForbidden, nil, registrytest.CarriesBlob)},
-			class:  failure.Auth, stage: registry.StageUpload, hintNames: "scope",
+			class:  failure.Auth, stage: events.StageUpload, hintNames: "scope",
 		},
 		"server errors are retried then succeed": {
 			faults:  []fault{failTimes(2, http.StatusBadGateway, nil, isLayerUpload)},
@@ -240,14 +241,14 @@ func TestPushClassifiesFailures(t *testing.T) {
 		},
 		"persistent server errors fail as transport": {
 			faults: []fault{failTimes(99, http.StatusServiceUnavailable, nil, isLayerUpload)},
-			class:  failure.Transport, stage: registry.StageUpload, retries: 3,
+			class:  failure.Transport, stage: events.StageUpload, retries: 3,
 			hintNames: "registry",
 		},
 		"refused manifest is schema": {
 			faults: []fault{failTimes(99, http.StatusBadRequest, nil, func(r *http.Request) bool {
 				return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/")
 			})},
-			class: failure.Schema, stage: registry.StageManifestPublish, hintNames: "media type",
+			class: failure.Schema, stage: events.StageManifestPublish, hintNames: "media type",
 		},
 	}
 	for label, tc := range cases {
@@ -257,7 +258,7 @@ func TestPushClassifiesFailures(t *testing.T) {
 			ref, _ := name.ParseReference(host + "/team/app:lab")
 			rec := &recorder{}
 			_, err := newClient(tc.opts...).Push(context.Background(), ref, g, l, rec.observe)
-			if got := rec.count(registry.StatusRetrying); got != tc.retries {
+			if got := rec.count(events.StatusRetrying); got != tc.retries {
 				t.Errorf("%d retries, want %d", got, tc.retries)
 			}
 			if tc.succeeds {
@@ -276,7 +277,7 @@ func TestPushClassifiesFailures(t *testing.T) {
 			if !strings.Contains(rerr.Hint, tc.hintNames) {
 				t.Errorf("hint %q does not mention %q", rerr.Hint, tc.hintNames)
 			}
-			if f := rec.final()[tc.stage]; f.Status != registry.StatusFailed || !strings.Contains(f.Line, "FAILED ("+string(tc.class)+")") {
+			if f := rec.final()[tc.stage]; f.Status != events.StatusFailed || !strings.Contains(f.Line, "FAILED ("+string(tc.class)+")") {
 				t.Errorf("failed stage line %q", f.Line)
 			}
 		})
@@ -322,13 +323,13 @@ func TestATagMovesOnlyOntoWhatIsProven(t *testing.T) {
 		return "", &failure.Error{Class: failure.Integrity, Err: errors.New("layer 1 hashes to something else"), Hint: "find what altered it"}
 	})))
 	var e *failure.Error
-	if !errors.As(err, &e) || e.Class != failure.Integrity || e.Stage != registry.StageVerify {
+	if !errors.As(err, &e) || e.Class != failure.Integrity || e.Stage != events.StageVerify {
 		t.Fatalf("a failed proof: %v, want an integrity failure at the verify stage", err)
 	}
 	if d, err := remote.Head(ref); err != nil || d.Digest.String() != old.Root.Digest.String() {
 		t.Fatalf("the tag moved onto what was not proven: %v %v", d, err)
 	}
-	if last := refused.reports[len(refused.reports)-1]; last.Stage != registry.StageVerify || last.Status != registry.StatusFailed {
+	if last := refused.reports[len(refused.reports)-1]; last.Stage != events.StageVerify || last.Status != events.StatusFailed {
 		t.Errorf("the last stage reported is %s %s, want verify failed", last.Stage, last.Status)
 	}
 
@@ -342,12 +343,12 @@ func TestATagMovesOnlyOntoWhatIsProven(t *testing.T) {
 	for _, r := range proven.reports {
 		stages = append(stages, r.Stage)
 	}
-	want := []string{registry.StageAuth, registry.StageManifestCheck, registry.StageBlobCheck, registry.StageMount, registry.StageUpload,
-		registry.StageManifestPublish, registry.StageReferrers, registry.StageVerify, registry.StageTagUpdate}
+	want := []string{events.StageAuth, events.StageManifestCheck, events.StageBlobCheck, events.StageMount, events.StageUpload,
+		events.StageManifestPublish, events.StageReferrers, events.StageVerify, events.StageTagUpdate}
 	if !slices.Equal(stages, want) {
 		t.Fatalf("stages %v, want %v", stages, want)
 	}
-	if got := proven.final()[registry.StageVerify].Line; !strings.Contains(got, "3 descriptors proven") {
+	if got := proven.final()[events.StageVerify].Line; !strings.Contains(got, "3 descriptors proven") {
 		t.Errorf("verify line %q does not say what was proven", got)
 	}
 	if d, err := remote.Head(ref); err != nil || d.Digest.String() != g.Root.Digest.String() {

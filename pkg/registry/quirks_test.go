@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
@@ -68,7 +69,7 @@ func TestPushAndDiscoverThroughRegistryQuirks(t *testing.T) {
 			if err != nil || res.Uploaded != 0 {
 				t.Fatalf("warm push: %v, %d uploaded", err, res.Uploaded)
 			}
-			if s := rec.final()[registry.StageManifestCheck]; s.Status != registry.StatusOK {
+			if s := rec.final()[events.StageManifestCheck]; s.Status != events.StatusOK {
 				t.Fatalf("warm manifest check: %+v", s)
 			}
 			refs, err := repo.Referrers(ctx, g.Root.Digest)
@@ -94,11 +95,11 @@ func TestRegistryRefusalsHaveTheirClassAndAPreciseHint(t *testing.T) {
 		succeeds   bool
 		retryNamed string
 	}{
-		{quirk: registrytest.NoCreateOnPush, stage: registry.StageUpload, class: failure.NotFound, hintNames: "create it first"},
-		{quirk: registrytest.ImmutableTags, pushTwice: true, stage: registry.StageTagUpdate, class: failure.Conflict, hintNames: "immutable"},
-		{quirk: registrytest.PolicyRefusal, stage: registry.StageTagUpdate, class: failure.Auth, hintNames: "policy"},
-		{quirk: registrytest.RefusesArtifacts, withSBOM: true, stage: registry.StageReferrers, class: failure.Schema, hintNames: "artifact type"},
-		{quirk: registrytest.DigestForFallbackTag, withSBOM: true, stage: registry.StageReferrers, class: failure.Schema, hintNames: "fallback tag"},
+		{quirk: registrytest.NoCreateOnPush, stage: events.StageUpload, class: failure.NotFound, hintNames: "create it first"},
+		{quirk: registrytest.ImmutableTags, pushTwice: true, stage: events.StageTagUpdate, class: failure.Conflict, hintNames: "immutable"},
+		{quirk: registrytest.PolicyRefusal, stage: events.StageTagUpdate, class: failure.Auth, hintNames: "policy"},
+		{quirk: registrytest.RefusesArtifacts, withSBOM: true, stage: events.StageReferrers, class: failure.Schema, hintNames: "artifact type"},
+		{quirk: registrytest.DigestForFallbackTag, withSBOM: true, stage: events.StageReferrers, class: failure.Schema, hintNames: "fallback tag"},
 		{quirk: registrytest.Throttles, succeeds: true},
 	} {
 		t.Run(string(tc.quirk), func(t *testing.T) {
@@ -119,8 +120,8 @@ func TestRegistryRefusalsHaveTheirClassAndAPreciseHint(t *testing.T) {
 			rec := &recorder{}
 			_, err := client.Push(ctx, mustRef(t, host+"/team/app:1"), g, l, rec.observe)
 			if tc.succeeds {
-				if err != nil || rec.count(registry.StatusRetrying) != 1 {
-					t.Fatalf("push = %v after %d retries, want success after one", err, rec.count(registry.StatusRetrying))
+				if err != nil || rec.count(events.StatusRetrying) != 1 {
+					t.Fatalf("push = %v after %d retries, want success after one", err, rec.count(events.StatusRetrying))
 				}
 				return
 			}
@@ -187,7 +188,7 @@ func TestARegistryThatRefusesChunksGetsStreamedUploads(t *testing.T) {
 		if err != nil || res.Uploaded != 2 {
 			t.Fatalf("push %d: %v, %d uploaded", i+1, err, res.Uploaded)
 		}
-		if rec.count(registry.StatusRetrying) != 0 {
+		if rec.count(events.StatusRetrying) != 0 {
 			t.Errorf("push %d retried a stage: the fallback belongs inside the upload", i+1)
 		}
 	}

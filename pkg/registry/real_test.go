@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
@@ -23,7 +24,7 @@ func TestPushToARealRegistryWithoutReferrersAPI(t *testing.T) {
 	if _, err := client.Push(ctx, ref, g, l, rec.observe); err != nil {
 		t.Fatal(err)
 	}
-	if d := rec.final()[registry.StageReferrers].Detail; d != "1 attached (0 via referrers API, 1 via fallback tag, 0 present)" {
+	if d := rec.final()[events.StageReferrers].Detail; d != "1 attached (0 via referrers API, 1 via fallback tag, 0 present)" {
 		t.Errorf("referrers stage: %q", d)
 	}
 	repo, err := client.Open(ctx, ref.Context(), true)

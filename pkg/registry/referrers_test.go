@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
-	"github.com/digestline/digestline/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/olareg/olareg"
 	olaregconfig "github.com/olareg/olareg/config"
@@ -66,7 +66,7 @@ func TestPushAttachesReferrers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := rec.final()[registry.StageReferrers].Detail; !strings.Contains(d, tc.viaWhat) {
+			if d := rec.final()[events.StageReferrers].Detail; !strings.Contains(d, tc.viaWhat) {
 				t.Errorf("referrers stage says %q, want %q", d, tc.viaWhat)
 			}
 			if res.Requests != tc.requests {
@@ -130,7 +130,7 @@ func TestAttachedManifestsGoUpWhileTheTagMoves(t *testing.T) {
 	if !beside.Load() {
 		t.Error("the SBOM's manifest went up after the tag moved, not while it did")
 	}
-	if d := rec.final()[registry.StageReferrers].Detail; !strings.Contains(d, "1 via referrers API") {
+	if d := rec.final()[events.StageReferrers].Detail; !strings.Contains(d, "1 via referrers API") {
 		t.Errorf("referrers stage says %q, want it to report the SBOM attached", d)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
@@ -32,7 +33,7 @@ func TestASilentRegistryEndsAsATransportFailureByItself(t *testing.T) {
 	_, err := c.Push(context.Background(), mustRef(t, addr+"/team/app:1"), g, l, nil)
 	took := time.Since(start)
 	var e *failure.Error
-	if !errors.As(err, &e) || e.Class != failure.Transport || e.Stage != registry.StageManifestCheck {
+	if !errors.As(err, &e) || e.Class != failure.Transport || e.Stage != events.StageManifestCheck {
 		t.Fatalf("push to a silent registry = %v, want a transport failure at manifest check", err)
 	}
 	if !strings.Contains(e.Hint, addr) || !strings.Contains(e.Hint, "200ms") || !strings.Contains(e.Hint, "DIGESTLINE_REGISTRY_TIMEOUT") {

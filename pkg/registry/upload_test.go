@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -85,8 +86,8 @@ func TestChunkedUploadResumesAfterAReset(t *testing.T) {
 	if !proxy.reset {
 		t.Fatal("the proxy never reset the upload: the test proved nothing")
 	}
-	if rec.count(registry.StatusRetrying) != 1 {
-		t.Errorf("%d retries, want 1", rec.count(registry.StatusRetrying))
+	if rec.count(events.StatusRetrying) != 1 {
+		t.Errorf("%d retries, want 1", rec.count(events.StatusRetrying))
 	}
 	// Everything before the reset was kept: at most the lost chunk is sent twice.
 	if proxy.received > layer.Size+chunk {

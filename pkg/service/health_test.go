@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/pkg/events/eventstest"
+	"github.com/digestline/digestline/pkg/bus/bustest"
 )
 
 func TestReadinessNamesWhatIsDown(t *testing.T) {
-	ns := eventstest.NewServer(t)
+	ns := bustest.NewServer(t)
 	nc, js, err := Connect(ns.URL(), "test")
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/blobstore"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/telemetry"
 	"github.com/nats-io/nats.go"
@@ -37,7 +38,7 @@ type Deps struct {
 	// Instance names this process in event sources (/digestline/<service>/<instance>).
 	Instance string
 	// BusOptions tune every service's bus (e.g. a faster redelivery backoff in tests).
-	BusOptions    []events.Option
+	BusOptions    []bus.Option
 	MeterProvider metric.MeterProvider // nil means the global provider
 	// Health is the process's readiness; a service with an HTTP server of
 	// its own (the reporter) serves it there.
@@ -49,9 +50,9 @@ type Deps struct {
 }
 
 // Bus returns the event bus of service, publishing as /digestline/<service>/<instance>.
-func (d Deps) Bus(service string) *events.Bus {
-	return events.NewBus(d.JetStream, "/digestline/"+service+"/"+cmp.Or(d.Instance, "local"),
-		append([]events.Option{events.WithLogger(d.Log()), events.WithTracerProvider(d.Traces()), events.WithMeterProvider(d.Meters())}, d.BusOptions...)...)
+func (d Deps) Bus(service string) *bus.Bus {
+	return bus.NewBus(d.JetStream, "/digestline/"+service+"/"+cmp.Or(d.Instance, "local"),
+		append([]bus.Option{bus.WithLogger(d.Log()), bus.WithTracerProvider(d.Traces()), bus.WithMeterProvider(d.Meters())}, d.BusOptions...)...)
 }
 
 // Meters returns the meter provider, the global one when none was set.
@@ -204,30 +205,30 @@ func (p process) serve(ctx context.Context, name string, run func(context.Contex
 	if err != nil || replicas < 1 {
 		return fmt.Errorf("DIGESTLINE_NATS_REPLICAS %q: want 1, or 3 on a cluster", Env("NATS_REPLICAS", ""))
 	}
-	if err := events.Provision(ctx, js, events.ProvisionOptions{Replicas: replicas}); err != nil {
+	if err := bus.Provision(ctx, js, bus.ProvisionOptions{Replicas: replicas}); err != nil {
 		return err
 	}
-	if err := events.RegisterDLQDepth(tel.MeterProvider, js); err != nil {
+	if err := bus.RegisterDLQDepth(tel.MeterProvider, js); err != nil {
 		return err
 	}
 	health := &Health{NC: nc, JS: js, Registries: registries, Metrics: tel.Metrics}
 	host, _ := os.Hostname()
 	deps := Deps{JetStream: js, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Logger: tel.Logger,
 		Instance: cmp.Or(host, "local"), Health: health}
-	deps.BusOptions = append(deps.BusOptions, events.WithShutdownGrace(p.grace-handBack(p.grace)))
+	deps.BusOptions = append(deps.BusOptions, bus.WithShutdownGrace(p.grace-handBack(p.grace)))
 	if s := Env("HANDLER_TIMEOUT", ""); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < time.Second {
 			return fmt.Errorf("DIGESTLINE_HANDLER_TIMEOUT %q: want a duration of at least 1s, e.g. 10m", s)
 		}
-		deps.BusOptions = append(deps.BusOptions, events.WithHandlerTimeout(d))
+		deps.BusOptions = append(deps.BusOptions, bus.WithHandlerTimeout(d))
 	}
 	if s := Env("ACK_WAIT", ""); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < time.Second {
 			return fmt.Errorf("DIGESTLINE_ACK_WAIT %q: want a duration of at least 1s, e.g. 10s", s)
 		}
-		deps.BusOptions = append(deps.BusOptions, events.WithAckWait(d))
+		deps.BusOptions = append(deps.BusOptions, bus.WithAckWait(d))
 	}
 	if healthAddr == "" {
 		tel.Logger.Info("started", slog.String("nats", natsURL))
@@ -254,8 +255,8 @@ func (p process) serve(ctx context.Context, name string, run func(context.Contex
 // Worker is what a service's handlers share: the service's bus, the blob
 // store between builder and pusher, and the registry client.
 type Worker struct {
-	Bus      *events.Bus
-	Blobs    *events.BlobStore
+	Bus      *bus.Bus
+	Blobs    *blobstore.Store
 	Registry *registry.Client
 }
 
@@ -266,7 +267,7 @@ func (d Deps) Worker(ctx context.Context, service string) (Worker, error) {
 	if err != nil {
 		return Worker{}, err
 	}
-	blobs, err := events.OpenBlobStore(ctx, d.JetStream)
+	blobs, err := blobstore.Open(ctx, d.JetStream)
 	if err != nil {
 		return Worker{}, err
 	}

@@ -6,13 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/pkg/events/eventstest"
+	"github.com/digestline/digestline/pkg/bus/bustest"
 )
 
 // TestShutdownDrainsWithinTheGrace: on the signal, a service whose work
 // finishes exits cleanly; one whose work hangs is cut off at the grace.
 func TestShutdownDrainsWithinTheGrace(t *testing.T) {
-	ns := eventstest.NewServer(t)
+	ns := bustest.NewServer(t)
 	clearNATSEnv(t)
 	p := process{natsURL: ns.URL(), logLevel: "error", healthAddr: "127.0.0.1:0", grace: 300 * time.Millisecond}
 

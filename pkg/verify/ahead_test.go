@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/events"
+
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
@@ -43,8 +45,8 @@ func TestAheadProvesEachBlobAsItArrives(t *testing.T) {
 		proof := verify.NewAhead(ctx, c, ref.Context().Digest(g.Root.Digest.String()), g, verify.Options{Jobs: 2, Keys: []sign.Verifier{trusted}})
 		defer proof.Close()
 		var detail string
-		_, err = c.Push(ctx, ref, g, l, func(_ context.Context, r registry.StageReport) {
-			if r.Stage == registry.StageVerify {
+		_, err = c.Push(ctx, ref, g, l, func(_ context.Context, r events.StageReport) {
+			if r.Stage == events.StageVerify {
 				detail = r.Detail
 			}
 		}, registry.VerifyBeforeTag(proof))
@@ -66,7 +68,7 @@ func TestAheadProvesEachBlobAsItArrives(t *testing.T) {
 	corrupt.Store(true)
 	_, _, err = push("corrupted on arrival")
 	var e *failure.Error
-	if !errors.As(err, &e) || e.Class != failure.Integrity || e.Stage != registry.StageVerify {
+	if !errors.As(err, &e) || e.Class != failure.Integrity || e.Stage != events.StageVerify {
 		t.Fatalf("a destination serving other bytes: %v, want integrity at the verify stage", err)
 	}
 	corrupt.Store(false)

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
+
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
@@ -45,8 +47,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b := &builder{Worker: w, cfg: cfg}
-	r := b.Bus.Router(events.ConsumerSpec{Durable: "builder"})
-	r.Handle(events.BuildRequested, events.Data(b.handle))
+	r := b.Bus.Router(bus.ConsumerSpec{Durable: "builder"})
+	r.Handle(events.BuildRequested, bus.Data(b.handle))
 	if cfg.WebhookListener == nil {
 		return r.Run(ctx)
 	}
@@ -68,7 +70,7 @@ type builder struct {
 // as asked (a *failure.Error of class input, not-found or auth) ends the
 // run with build.failed; a failure of the blob store or a registry that may
 // pass is tried again (Bus.Fail).
-func (b *builder) handle(ctx context.Context, m events.Message, req events.BuildRequest) error {
+func (b *builder) handle(ctx context.Context, m bus.Message, req events.BuildRequest) error {
 	graph, err := b.build(ctx, events.RunID(m.Event), req)
 	if err != nil {
 		return b.Bus.Fail(ctx, m, events.BuildFailed, err, events.Failure{Target: req.Target, Report: failure.Report{Stage: "build"},
@@ -194,7 +196,7 @@ func Build(ctx context.Context, dir string, spec events.BuildSpec, opts Options,
 // build builds the image (or index) of the resolved spec, and its SBOM.
 // It returns the base the image was built on (nil: scratch, or an index).
 func build(ctx context.Context, dir string, spec events.BuildSpec, opts Options, store oci.BlobStore) (oci.Graph, *oci.BaseImage, error) {
-	config, err := spec.ImageConfig(opts.Created)
+	config, err := ImageConfig(spec, opts.Created)
 	if err != nil {
 		return oci.Graph{}, nil, failure.New(failure.Input, err, "fix the build spec (platform os/arch, compression gzip|zstd|none, mediaTypes oci|docker)")
 	}

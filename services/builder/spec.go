@@ -12,8 +12,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/oci"
 	"sigs.k8s.io/yaml"
 )
 
@@ -106,4 +108,29 @@ func uniq(s []string) []string {
 		}
 	}
 	return out
+}
+
+// ImageConfig is the image configuration a build spec asks for, stamped
+// with created: where the contract's spec meets the OCI builder.
+func ImageConfig(s events.BuildSpec, created time.Time) (oci.ImageConfig, error) {
+	platform, err := oci.ParsePlatform(s.Platform)
+	if err != nil {
+		return oci.ImageConfig{}, err
+	}
+	format := oci.LayerFormat{Compression: oci.Compression(s.Compression), Level: s.CompressionLevel}
+	switch s.MediaTypes {
+	case "", "oci":
+	case "docker":
+		format.Docker = true
+	default:
+		return oci.ImageConfig{}, fmt.Errorf("media types %q: want oci or docker", s.MediaTypes)
+	}
+	if err := format.Validate(); err != nil {
+		return oci.ImageConfig{}, err
+	}
+	return oci.ImageConfig{
+		Entrypoint: s.Entrypoint, Cmd: s.Cmd, Env: s.Env, WorkingDir: s.WorkingDir, User: s.User,
+		ExposedPorts: s.Ports, Labels: s.Labels, Annotations: s.Annotations, Platform: platform,
+		Created: created, Layers: s.Layers, Ignore: s.Ignore, Format: format,
+	}, nil
 }

@@ -59,7 +59,7 @@ ignore: ["*.log"]
 			t.Errorf("ignore %v lacks %q", spec.Ignore, want)
 		}
 	}
-	if _, err := spec.ImageConfig(zeroTime); err != nil {
+	if _, err := builder.ImageConfig(spec, zeroTime); err != nil {
 		t.Fatalf("the merged spec does not build: %v", err)
 	}
 }
@@ -79,7 +79,7 @@ func TestResolveSpecRefusesTyposAndBadValues(t *testing.T) {
 			write(t, dir, builder.SpecFile, content)
 			spec, err := builder.ResolveSpec(dir, events.BuildSpec{})
 			if err == nil {
-				_, err = spec.ImageConfig(zeroTime)
+				_, err = builder.ImageConfig(spec, zeroTime)
 			}
 			if err == nil {
 				t.Fatalf("%q was accepted", content)

@@ -15,6 +15,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/digestline/digestline/pkg/bus"
+
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/service"
@@ -88,11 +90,11 @@ func LoadWebhookConfig(path string) (WebhookConfig, error) {
 // again (same delivery id) is the same run, stored once.
 type Webhooks struct {
 	cfg WebhookConfig
-	bus *events.Bus
+	bus *bus.Bus
 }
 
 // NewWebhooks returns the ingress publishing on bus.
-func NewWebhooks(cfg WebhookConfig, bus *events.Bus) *Webhooks { return &Webhooks{cfg: cfg, bus: bus} }
+func NewWebhooks(cfg WebhookConfig, b *bus.Bus) *Webhooks { return &Webhooks{cfg: cfg, bus: b} }
 
 // Register adds the webhook endpoints to mux.
 func (h *Webhooks) Register(mux *http.ServeMux) {

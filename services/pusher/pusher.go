@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
+
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/failure"
@@ -46,9 +48,9 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Proven = evidence.NewCache(0)
 	}
 	p := &pusher{Worker: w, cfg: cfg}
-	r := p.Bus.Router(events.ConsumerSpec{Durable: "pusher"})
-	r.Handle(events.BuildCompleted, events.Data(p.push))
-	r.Handle(events.PromotionApproved, events.Data(p.promote))
+	r := p.Bus.Router(bus.ConsumerSpec{Durable: "pusher"})
+	r.Handle(events.BuildCompleted, bus.Data(p.push))
+	r.Handle(events.PromotionApproved, bus.Data(p.promote))
 	return r.Run(ctx)
 }
 
@@ -58,7 +60,7 @@ type pusher struct {
 }
 
 // push pushes a build's graph to its target, stage by stage.
-func (p *pusher) push(ctx context.Context, m events.Message, build events.BuildResult) error {
+func (p *pusher) push(ctx context.Context, m bus.Message, build events.BuildResult) error {
 	evidence := build.Evidence
 	evidence.Build = m.Event.ID()
 	fail := func(err error) error {
@@ -66,17 +68,17 @@ func (p *pusher) push(ctx context.Context, m events.Message, build events.BuildR
 	}
 	ref, err := name.ParseReference(build.Target)
 	if err != nil {
-		return fail(&failure.Error{Class: failure.Schema, Stage: registry.StageAuth, Err: err,
+		return fail(&failure.Error{Class: failure.Schema, Stage: events.StageAuth, Err: err,
 			Hint: "the target must be an image reference such as registry.example.com/team/app:tag"})
 	}
 	opts, err := TagOptions(build.Tag)
 	if err != nil {
-		return fail(&failure.Error{Class: failure.Schema, Stage: registry.StageTagUpdate, Err: err,
+		return fail(&failure.Error{Class: failure.Schema, Stage: events.StageTagUpdate, Err: err,
 			Hint: "set tag.policy to fail, force or if-absent, and tag.expect to a digest"})
 	}
 	// Upload progress goes out a few times a second for whoever watches
 	// (digestline ship draws it); it is not stored.
-	feed := events.NewProgressFeed(p.cfg.JetStream.Conn(), events.RunID(m.Event), build.Target, build.Graph.Root.Digest.String())
+	feed := bus.NewProgressFeed(p.cfg.JetStream.Conn(), events.RunID(m.Event), build.Target, build.Graph.Root.Digest.String())
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	fed := make(chan struct{})
 	go func() { defer close(fed); feed.Run(feedCtx, 250*time.Millisecond) }()
@@ -102,18 +104,18 @@ func (p *pusher) push(ctx context.Context, m events.Message, build events.BuildR
 // attached to it, registry to registry, and proven there — every byte, and
 // with trusted keys every signature — before the tag moves. push.completed
 // then sends the digest to be verified again where the tag is.
-func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approval) error {
+func (p *pusher) promote(ctx context.Context, m bus.Message, a events.Approval) error {
 	target := a.Place() + ":" + a.Tag
 	fail := func(err error) error {
 		return p.Bus.Fail(ctx, m, events.PushFailed, err, events.Failure{Target: target, Digest: a.Digest, Evidence: a.Evidence})
 	}
 	ref, err := name.NewTag(target)
 	if err != nil {
-		return events.Permanent(err)
+		return bus.Permanent(err)
 	}
 	from, err := name.NewRepository(cmp.Or(a.Source, a.Repository))
 	if err != nil {
-		return events.Permanent(err)
+		return bus.Permanent(err)
 	}
 	// The graph is read back from the registry: the digest was pushed and
 	// verified before, and the verifier compares against this graph again.
@@ -125,12 +127,12 @@ func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approva
 	repo = repo.Shared()
 	d, err := digest.Parse(a.Digest)
 	if err != nil {
-		return events.Permanent(err)
+		return bus.Permanent(err)
 	}
 	copying := from.String() != ref.Context().String()
 	g, src, err := repo.Graph(ctx, d, copying)
 	if errors.Is(err, failure.NotFound) {
-		err = &failure.Error{Class: failure.NotFound, Stage: registry.StageManifestCheck,
+		err = &failure.Error{Class: failure.NotFound, Stage: events.StageManifestCheck,
 			Err: fmt.Errorf("%s@%s is not in the registry: %w", from, a.Digest, err), Hint: "the approved digest was deleted: ship it again"}
 	}
 	if err != nil {
@@ -142,7 +144,7 @@ func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approva
 	}
 	opts, err := TagOptions(guard)
 	if err != nil {
-		return events.Permanent(err)
+		return bus.Permanent(err)
 	}
 	if copying {
 		// Proven at the destination before the tag moves: each blob is
@@ -170,9 +172,9 @@ func (p *pusher) promote(ctx context.Context, m events.Message, a events.Approva
 // are all stored before it returns; if one was not, the delivery fails and
 // the push is redone (cheaply: it is warm). A tag found where it should not
 // be is reported as drift.detected before the push's failure.
-func (p *pusher) pushStages(ctx context.Context, m events.Message, ref name.Reference, g oci.Graph, src oci.BlobReader, opts ...registry.PushOption) (registry.PushResult, error) {
+func (p *pusher) pushStages(ctx context.Context, m bus.Message, ref name.Reference, g oci.Graph, src oci.BlobReader, opts ...registry.PushOption) (registry.PushResult, error) {
 	emitter := p.Bus.Emitter(m.Event)
-	observe := func(ctx context.Context, r registry.StageReport) {
+	observe := func(ctx context.Context, r events.StageReport) {
 		p.cfg.Log().Info(r.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status, "attempt", r.Attempt, "requests", r.Requests)
 		emitter.Emit(ctx, events.PushStage, fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt), r)
 	}

@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/blobstore"
+	"github.com/digestline/digestline/pkg/bus"
+
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/events/eventstest"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
@@ -27,15 +30,15 @@ import (
 
 // harness is a pusher on an embedded NATS server.
 type harness struct {
-	srv   *eventstest.Server
-	bus   *events.Bus
-	blobs *events.BlobStore
+	srv   *bustest.Server
+	bus   *bus.Bus
+	blobs *blobstore.Store
 }
 
 // start runs a pusher with reg and bus options until the test ends.
-func start(t *testing.T, reg *registry.Client, opts ...events.Option) *harness {
+func start(t *testing.T, reg *registry.Client, opts ...bus.Option) *harness {
 	t.Helper()
-	srv := eventstest.NewServer(t)
+	srv := bustest.NewServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -47,11 +50,11 @@ func start(t *testing.T, reg *registry.Client, opts ...events.Option) *harness {
 			t.Errorf("pusher: %v", err)
 		}
 	})
-	blobs, err := events.OpenBlobStore(context.Background(), srv.JetStream)
+	blobs, err := blobstore.Open(context.Background(), srv.JetStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{srv: srv, bus: events.NewBus(srv.JetStream, "/digestline/test/builder"), blobs: blobs}
+	return &harness{srv: srv, bus: bus.NewBus(srv.JetStream, "/digestline/test/builder"), blobs: blobs}
 }
 
 func client(opts ...registry.Option) *registry.Client {
@@ -87,27 +90,27 @@ func TestPushesABuildStageByStageAndAWarmOneUploadsNothing(t *testing.T) {
 	target := addr + "/team/app:1"
 	run, g := h.built(t, target, "cold", events.TagGuard{})
 	evs := h.srv.WaitRun(t, run, events.PushCompleted, events.PushFailed)
-	res := eventstest.Last[events.PushResult](t, evs, events.PushCompleted)
+	res := bustest.Last[events.PushResult](t, evs, events.PushCompleted)
 	if res.Digest != g.Root.Digest.String() || res.BlobsUploaded != 2 || res.Target != target {
 		t.Fatalf("push.completed %+v", res)
 	}
 	var stages []string
 	for _, e := range evs {
 		if e.Name == events.PushStage {
-			s, _ := events.Decode[registry.StageReport](e.Event)
+			s, _ := events.Decode[events.StageReport](e.Event)
 			stages = append(stages, s.Stage)
 			if !strings.HasPrefix(s.Line, "[STAGE] "+s.Stage) || s.Target != target || s.Digest != res.Digest {
 				t.Errorf("stage report %+v", s)
 			}
 		}
 	}
-	if want := []string{registry.StageAuth, registry.StageManifestCheck, registry.StageBlobCheck, registry.StageMount,
-		registry.StageUpload, registry.StageManifestPublish, registry.StageTagUpdate, registry.StageReferrers}; strings.Join(stages, ",") != strings.Join(want, ",") {
+	if want := []string{events.StageAuth, events.StageManifestCheck, events.StageBlobCheck, events.StageMount,
+		events.StageUpload, events.StageManifestPublish, events.StageTagUpdate, events.StageReferrers}; strings.Join(stages, ",") != strings.Join(want, ",") {
 		t.Fatalf("stages %v, want one event per stage in order %v", stages, want)
 	}
 
 	warm, _ := h.built(t, target, "cold", events.TagGuard{})
-	res = eventstest.Last[events.PushResult](t, h.srv.WaitRun(t, warm, events.PushCompleted, events.PushFailed), events.PushCompleted)
+	res = bustest.Last[events.PushResult](t, h.srv.WaitRun(t, warm, events.PushCompleted, events.PushFailed), events.PushCompleted)
 	if res.BlobsUploaded != 0 || res.BytesUploaded != 0 {
 		t.Fatalf("a warm push uploaded %d blobs", res.BlobsUploaded)
 	}
@@ -125,8 +128,8 @@ func TestTagDriftIsReportedAndNothingMoves(t *testing.T) {
 	other := "sha256:" + strings.Repeat("0", 64)
 	run, _ := h.built(t, target, "two", events.TagGuard{Expect: other})
 	evs := h.srv.WaitRun(t, run, events.PushFailed, events.PushCompleted)
-	f := eventstest.Last[events.Failure](t, evs, events.PushFailed)
-	d := eventstest.Last[events.Drift](t, evs, events.DriftDetected)
+	f := bustest.Last[events.Failure](t, evs, events.PushFailed)
+	d := bustest.Last[events.Drift](t, evs, events.DriftDetected)
 	if f.Class != string(failure.Conflict) || d.Found != g.Root.Digest.String() || d.Expected != other {
 		t.Fatalf("failure %+v, drift %+v", f, d)
 	}
@@ -140,8 +143,8 @@ func TestASilentRegistryEndsTheRunVisibly(t *testing.T) {
 	addr := registrytest.Silent(t)
 	h := start(t, client(registry.WithTimeout(300*time.Millisecond)))
 	run, _ := h.built(t, addr+"/team/app:1", "silent", events.TagGuard{})
-	f := eventstest.Last[events.Failure](t, h.srv.WaitRun(t, run, events.PushFailed, events.PushCompleted), events.PushFailed)
-	if f.Class != string(failure.Transport) || f.Stage != registry.StageManifestCheck || !strings.Contains(f.Hint, addr) || !strings.Contains(f.Hint, "300ms") {
+	f := bustest.Last[events.Failure](t, h.srv.WaitRun(t, run, events.PushFailed, events.PushCompleted), events.PushFailed)
+	if f.Class != string(failure.Transport) || f.Stage != events.StageManifestCheck || !strings.Contains(f.Hint, addr) || !strings.Contains(f.Hint, "300ms") {
 		t.Fatalf("push.failed %+v", f)
 	}
 }
@@ -152,18 +155,18 @@ func TestASilentRegistryEndsTheRunVisibly(t *testing.T) {
 func TestTheHandlerTimeoutEndsAPushThatTakesTooLong(t *testing.T) {
 	t.Parallel()
 	addr := registrytest.Silent(t)
-	h := start(t, client(registry.WithTimeout(time.Hour)), events.WithHandlerTimeout(500*time.Millisecond))
+	h := start(t, client(registry.WithTimeout(time.Hour)), bus.WithHandlerTimeout(500*time.Millisecond))
 	run, _ := h.built(t, addr+"/team/app:1", "slow", events.TagGuard{})
 	start := time.Now()
 	evs := h.srv.WaitRun(t, run, events.PushFailed, events.PushCompleted)
-	f := eventstest.Last[events.Failure](t, evs, events.PushFailed)
+	f := bustest.Last[events.Failure](t, evs, events.PushFailed)
 	if f.Class != string(failure.Transport) || !strings.Contains(f.Hint, "DIGESTLINE_HANDLER_TIMEOUT") || !strings.Contains(f.Hint, addr) {
 		t.Fatalf("push.failed %+v", f)
 	}
 	if took := time.Since(start); took > 15*time.Second {
 		t.Fatalf("the run ended after %s", took)
 	}
-	if n := eventstest.Count(evs, events.PushFailed); n != 1 {
+	if n := bustest.Count(evs, events.PushFailed); n != 1 {
 		t.Fatalf("%d push.failed events", n)
 	}
 }
@@ -200,7 +203,7 @@ func TestAPromotionReadsTheImageOnceAndUploadsNothing(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	res := eventstest.Last[events.PushResult](t, h.srv.WaitRun(t, run, events.PushCompleted, events.PushFailed), events.PushCompleted)
+	res := bustest.Last[events.PushResult](t, h.srv.WaitRun(t, run, events.PushCompleted, events.PushFailed), events.PushCompleted)
 	if res.Digest != g.Root.Digest.String() || res.BlobsUploaded != 0 || res.Target != addr+"/team/app:dev" {
 		t.Fatalf("push.completed %+v", res)
 	}

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/digestline/digestline/pkg/bus"
+	"github.com/digestline/digestline/pkg/runs"
+
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -85,15 +88,15 @@ func (r *reporter) routes() http.Handler {
 			service.WriteError(w, http.StatusBadRequest, "limit is a number from 1 to 200")
 			return
 		}
-		runs, err := r.recentRuns(req.Context(), limit, 5000)
+		recent, err := r.recentRuns(req.Context(), limit, 5000)
 		if err != nil {
 			service.WriteError(w, http.StatusServiceUnavailable, "read runs: "+err.Error())
 			return
 		}
-		service.WriteJSON(w, http.StatusOK, runs)
+		service.WriteJSON(w, http.StatusOK, recent)
 	})
 	mux.HandleFunc("GET /v1/dlq", func(w http.ResponseWriter, req *http.Request) {
-		dls, err := events.DeadLetters(req.Context(), r.cfg.JetStream, 1000)
+		dls, err := bus.DeadLetters(req.Context(), r.cfg.JetStream, 1000)
 		if err != nil {
 			service.WriteError(w, http.StatusServiceUnavailable, "read the dead-letter stream: "+err.Error())
 			return
@@ -110,7 +113,7 @@ func (r *reporter) routes() http.Handler {
 			service.WriteError(w, http.StatusBadRequest, "the sequence is a number from GET /v1/dlq")
 			return
 		}
-		dl, err := events.Replay(req.Context(), r.cfg.JetStream, seq)
+		dl, err := bus.Replay(req.Context(), r.cfg.JetStream, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			service.WriteError(w, http.StatusNotFound, err.Error())
 			return
@@ -128,7 +131,7 @@ func (r *reporter) routes() http.Handler {
 			service.WriteError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		evs, err := events.RunEvents(req.Context(), r.cfg.JetStream, run)
+		evs, err := runs.Events(req.Context(), r.cfg.JetStream, run)
 		if err != nil {
 			service.WriteError(w, http.StatusServiceUnavailable, "read run: "+err.Error())
 			return

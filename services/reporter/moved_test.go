@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/events/eventstest"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/services/reporter"
 )
@@ -15,7 +15,7 @@ import (
 // empty tag there for the record, and says how to bring prod along.
 func TestAnEnvironmentMovedToAnotherPlace(t *testing.T) {
 	t.Parallel()
-	srv, addr, elsewhere := eventstest.NewServer(t), registrytest.Memory(t, true), registrytest.Memory(t, false)
+	srv, addr, elsewhere := bustest.NewServer(t), registrytest.Memory(t, true), registrytest.Memory(t, false)
 	chain := func(c *reporter.Config) { c.Environments = []string{"prod"} }
 	h, stop := startOn(t, srv, addr, chain)
 	first := h.push(t, "1", "before the move")
@@ -29,7 +29,7 @@ func TestAnEnvironmentMovedToAnotherPlace(t *testing.T) {
 	})
 	second := h.push(t, "2", "after the move")
 	run = h.verified(t, "2", second, "")
-	rej := eventstest.Last[events.Rejection](t, srv.WaitRun(t, run, events.PromotionRejected), events.PromotionRejected)
+	rej := bustest.Last[events.Rejection](t, srv.WaitRun(t, run, events.PromotionRejected), events.PromotionRejected)
 	want := "prod now lives at " + elsewhere + "/prod/team/app, its record at " + addr + "/team/app: copy what it holds there first (digestline copy " +
 		addr + "/team/app@" + first + " " + elsewhere + "/prod/team/app:prod)"
 	if rej.Gate != reporter.GateTagDrift || !strings.Contains(rej.Hint, want) {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/digestline/digestline/pkg/runs"
+
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -34,7 +36,7 @@ var page = template.Must(template.New("page.html").Funcs(template.FuncMap{
 
 // recentRuns reads the last events of the stream (scan of them at most) and
 // summarizes the runs they belong to, most recently active first.
-func (r *reporter) recentRuns(ctx context.Context, limit, scan int) ([]*events.Run, error) {
+func (r *reporter) recentRuns(ctx context.Context, limit, scan int) ([]*runs.Run, error) {
 	s, err := r.cfg.JetStream.Stream(ctx, events.StreamName)
 	if err != nil {
 		return nil, err
@@ -43,7 +45,7 @@ func (r *reporter) recentRuns(ctx context.Context, limit, scan int) ([]*events.R
 	if err != nil {
 		return nil, err
 	}
-	runs := map[string]*events.Run{}
+	byID := map[string]*runs.Run{}
 	var order []string
 	first := info.State.FirstSeq
 	if info.State.LastSeq > uint64(scan) {
@@ -55,10 +57,10 @@ func (r *reporter) recentRuns(ctx context.Context, limit, scan int) ([]*events.R
 			return // dead-lettered by its consumer: not part of the run
 		}
 		id := events.RunID(ev)
-		run := runs[id]
+		run := byID[id]
 		if run == nil {
-			run = &events.Run{}
-			runs[id] = run
+			run = &runs.Run{}
+			byID[id] = run
 			order = append(order, id)
 		}
 		run.Add(ev, name)
@@ -95,17 +97,17 @@ func (r *reporter) recentRuns(ctx context.Context, limit, scan int) ([]*events.R
 			done = done || n == 0
 		}
 	}
-	slices.SortStableFunc(order, func(a, b string) int { return runs[b].Updated.Compare(runs[a].Updated) })
-	out := []*events.Run{}
+	slices.SortStableFunc(order, func(a, b string) int { return byID[b].Updated.Compare(byID[a].Updated) })
+	out := []*runs.Run{}
 	for _, id := range order[:min(limit, len(order))] {
-		out = append(out, runs[id])
+		out = append(out, byID[id])
 	}
 	return out, nil
 }
 
 // pageData is what the page shows.
 type pageData struct {
-	Runs       []*events.Run
+	Runs       []*runs.Run
 	Promotions []events.Promotion
 	History    []HistoryEntry
 	Chain      []string
@@ -117,7 +119,7 @@ type pageData struct {
 // few seconds (a meta refresh: no JavaScript, no build chain).
 func (r *reporter) servePage(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
-	runs, err := r.recentRuns(ctx, 20, 2000)
+	recent, err := r.recentRuns(ctx, 20, 2000)
 	if err != nil {
 		http.Error(w, "read runs: "+err.Error(), http.StatusServiceUnavailable)
 		return
@@ -134,7 +136,7 @@ func (r *reporter) servePage(w http.ResponseWriter, req *http.Request) {
 	}
 	slices.Reverse(hist)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := page.Execute(w, pageData{Runs: runs, Promotions: recs, History: hist[:min(len(hist), 30)], Chain: r.cfg.Environments, Now: time.Now()}); err != nil {
+	if err := page.Execute(w, pageData{Runs: recent, Promotions: recs, History: hist[:min(len(hist), 30)], Chain: r.cfg.Environments, Now: time.Now()}); err != nil {
 		r.cfg.Log().Warn("render the page", "error", err)
 	}
 }

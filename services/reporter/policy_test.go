@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/events/eventstest"
 	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
@@ -389,10 +389,10 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 		c.Signer = releaseKey // the reporter signs its verification summaries
 	})
 	d := evidenced(t, h.repo, "1", "released", release(t, h.repo, releaseKey))
-	promote := func(t *testing.T, run string) []eventstest.Event {
+	promote := func(t *testing.T, run string) []bustest.Event {
 		t.Helper()
 		evs := h.srv.WaitRun(t, run, events.PromotionRejected, events.PromotionApproved)
-		if eventstest.Count(evs, events.PromotionApproved) == 0 {
+		if bustest.Count(evs, events.PromotionApproved) == 0 {
 			return evs
 		}
 		h.moveAndReverify(t, run, evs)
@@ -406,11 +406,11 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 		return run
 	}
 	promote(t, h.verified(t, "1", d, "dev"))
-	if evs := promote(t, request("staging")); eventstest.Count(evs, events.Promoted) != 1 {
+	if evs := promote(t, request("staging")); bustest.Count(evs, events.Promoted) != 1 {
 		t.Fatal("not promoted to staging")
 	}
 	evs := promote(t, request("prod"))
-	rej := eventstest.Last[events.Rejection](t, evs, events.PromotionRejected)
+	rej := bustest.Last[events.Rejection](t, evs, events.PromotionRejected)
 	if rej.Gate != reporter.GatePolicy+"approved" || !strings.Contains(rej.Reason, "approvals.size() >= 1") || rej.Hint == "" {
 		t.Fatalf("rejection %+v, want the approval clause with its expression", rej)
 	}
@@ -419,7 +419,7 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 	}
 	prodRun := request("prod")
 	evs = promote(t, prodRun)
-	if p := eventstest.Last[events.Promotion](t, evs, events.Promoted); p.Environment != "prod" || p.Digest != d {
+	if p := bustest.Last[events.Promotion](t, evs, events.Promoted); p.Environment != "prod" || p.Digest != d {
 		t.Fatalf("promoted %+v", p)
 	}
 	// The run's last step again, as a redelivery brings it once the
@@ -464,10 +464,10 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 // redeliverLastStep hands the reporter the verify.completed that ended
 // run's promotion (its tag moved, the digest verified again) once more,
 // under another event id, and waits for its second promoted.
-func redeliverLastStep(t *testing.T, h *harness, run string, evs []eventstest.Event) {
+func redeliverLastStep(t *testing.T, h *harness, run string, evs []bustest.Event) {
 	t.Helper()
 	h.reverified(t, evs, "again")
-	for deadline := time.Now().Add(30 * time.Second); eventstest.Count(h.srv.WaitRun(t, run, events.Promoted), events.Promoted) < 2; {
+	for deadline := time.Now().Add(30 * time.Second); bustest.Count(h.srv.WaitRun(t, run, events.Promoted), events.Promoted) < 2; {
 		if time.Now().After(deadline) {
 			t.Fatal("the redelivered step was not promoted again")
 		}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
+
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
@@ -29,7 +31,7 @@ const (
 )
 
 // requested handles promotion.requested: a person's request, through the gates.
-func (r *reporter) requested(ctx context.Context, m events.Message, req events.PromotionRequest) error {
+func (r *reporter) requested(ctx context.Context, m bus.Message, req events.PromotionRequest) error {
 	return r.decide(ctx, m.Event, req, m.Event.ID())
 }
 
@@ -38,10 +40,10 @@ func (r *reporter) requested(ctx context.Context, m events.Message, req events.P
 // first of the chain by default) through the gates. For a promotion's run,
 // the environment's tag has moved and the digest verified again: the
 // promotion is recorded, attested and announced.
-func (r *reporter) verified(ctx context.Context, m events.Message, vr events.VerifyResult) error {
+func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.VerifyResult) error {
 	repo, _, err := splitTarget(vr.Target)
 	if err != nil {
-		return events.Permanent(err)
+		return bus.Permanent(err)
 	}
 	trail := vr.Evidence
 	trail.Verify = m.Event.ID()

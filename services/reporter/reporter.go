@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
+
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/service"
@@ -134,9 +136,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		router := r.Bus.Router(events.ConsumerSpec{Durable: "reporter"})
-		router.Handle(events.VerifyCompleted, events.Data(r.verified))
-		router.Handle(events.PromotionRequested, events.Data(r.requested))
+		router := r.Bus.Router(bus.ConsumerSpec{Durable: "reporter"})
+		router.Handle(events.VerifyCompleted, bus.Data(r.verified))
+		router.Handle(events.PromotionRequested, bus.Data(r.requested))
 		return router.Run(gctx)
 	})
 	g.Go(func() error { return service.Serve(gctx, srv, ln, "reporter API") })

@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
+
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/events/eventstest"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/service"
@@ -25,8 +27,8 @@ import (
 // harness is a reporter on an embedded NATS server and an in-memory
 // registry; the test plays the pusher and the verifier.
 type harness struct {
-	srv  *eventstest.Server
-	bus  *events.Bus
+	srv  *bustest.Server
+	bus  *bus.Bus
 	repo string // registry/team/app
 	api  string
 }
@@ -37,13 +39,13 @@ func client() *registry.Client {
 
 func start(t *testing.T, configure ...func(*reporter.Config)) *harness {
 	t.Helper()
-	h, _ := startOn(t, eventstest.NewServer(t), registrytest.Memory(t, true), configure...)
+	h, _ := startOn(t, bustest.NewServer(t), registrytest.Memory(t, true), configure...)
 	return h
 }
 
 // startOn runs a reporter on srv for the repository team/app of the
 // registry at addr until the test ends, or until the stop it returns.
-func startOn(t *testing.T, srv *eventstest.Server, addr string, configure ...func(*reporter.Config)) (*harness, func()) {
+func startOn(t *testing.T, srv *bustest.Server, addr string, configure ...func(*reporter.Config)) (*harness, func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,7 +70,7 @@ func startOn(t *testing.T, srv *eventstest.Server, addr string, configure ...fun
 		})
 	}
 	t.Cleanup(stop)
-	return &harness{srv: srv, bus: events.NewBus(srv.JetStream, "/digestline/test/verifier"),
+	return &harness{srv: srv, bus: bus.NewBus(srv.JetStream, "/digestline/test/verifier"),
 		repo: addr + "/team/app", api: "http://" + ln.Addr().String()}, stop
 }
 
@@ -93,9 +95,9 @@ func (h *harness) verified(t *testing.T, tag, digest, to string) string {
 
 // moveAndReverify plays the pusher and the verifier for the run's
 // approval: the environment's tag moves, the digest is verified again.
-func (h *harness) moveAndReverify(t *testing.T, run string, evs []eventstest.Event) {
+func (h *harness) moveAndReverify(t *testing.T, run string, evs []bustest.Event) {
 	t.Helper()
-	a := eventstest.Last[events.Approval](t, evs, events.PromotionApproved)
+	a := bustest.Last[events.Approval](t, evs, events.PromotionApproved)
 	moveTag(t, h.repo, a.Tag, a.Digest)
 	h.reverified(t, evs, "")
 }
@@ -103,9 +105,9 @@ func (h *harness) moveAndReverify(t *testing.T, run string, evs []eventstest.Eve
 // reverified emits the verify.completed that answers the run's
 // promotion.approved (among evs) once its tag moved: under key, a new
 // event each.
-func (h *harness) reverified(t *testing.T, evs []eventstest.Event, key string) {
+func (h *harness) reverified(t *testing.T, evs []bustest.Event, key string) {
 	t.Helper()
-	a := eventstest.Last[events.Approval](t, evs, events.PromotionApproved)
+	a := bustest.Last[events.Approval](t, evs, events.PromotionApproved)
 	var approved cloudevents.Event
 	for _, e := range evs {
 		if e.Name == events.PromotionApproved {
@@ -169,7 +171,7 @@ func TestShippingTheHeldDigestAgainRecordsNoSecondPromotion(t *testing.T) {
 	for range 2 {
 		run := h.verified(t, "1", d, "")
 		h.moveAndReverify(t, run, h.srv.WaitRun(t, run, events.PromotionApproved, events.PromotionRejected))
-		p := eventstest.Last[events.Promotion](t, h.srv.WaitRun(t, run, events.Promoted), events.Promoted)
+		p := bustest.Last[events.Promotion](t, h.srv.WaitRun(t, run, events.Promoted), events.Promoted)
 		if p.Digest != d || p.PreviousDigest != "" || p.Environment != "dev" {
 			t.Fatalf("run %d promoted %+v", len(runs)+1, p)
 		}
@@ -184,7 +186,7 @@ func TestShippingTheHeldDigestAgainRecordsNoSecondPromotion(t *testing.T) {
 	d2 := h.push(t, "2", "new")
 	run := h.verified(t, "2", d2, "")
 	h.moveAndReverify(t, run, h.srv.WaitRun(t, run, events.PromotionApproved, events.PromotionRejected))
-	if p := eventstest.Last[events.Promotion](t, h.srv.WaitRun(t, run, events.Promoted), events.Promoted); p.PreviousDigest != d {
+	if p := bustest.Last[events.Promotion](t, h.srv.WaitRun(t, run, events.Promoted), events.Promoted); p.PreviousDigest != d {
 		t.Fatalf("previous %q, want %s", p.PreviousDigest, d)
 	}
 	if n := len(h.history(t)); n != 2 {
@@ -220,10 +222,10 @@ func TestGatesRejectWithTheirName(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			evs := h.srv.WaitRun(t, tc.run(t), events.PromotionRejected, events.PromotionApproved)
-			if eventstest.Count(evs, events.PromotionApproved) != 0 {
+			if bustest.Count(evs, events.PromotionApproved) != 0 {
 				t.Fatal("approved")
 			}
-			if r := eventstest.Last[events.Rejection](t, evs, events.PromotionRejected); r.Gate != tc.gate || r.Reason == "" || r.Hint == "" {
+			if r := bustest.Last[events.Rejection](t, evs, events.PromotionRejected); r.Gate != tc.gate || r.Reason == "" || r.Hint == "" {
 				t.Fatalf("rejection %+v, want gate %s with a reason and a hint", r, tc.gate)
 			}
 		})

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/digestline/digestline/pkg/bus"
+
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/failure"
@@ -46,8 +48,8 @@ func Run(ctx context.Context, cfg Config) error {
 	// Instrument errors only say a name is malformed; this one is fixed.
 	v.bytesVerified, _ = cfg.Meters().Meter("github.com/digestline/digestline/services/verifier").Int64Counter("digestline.verify.bytes",
 		metric.WithDescription("Bytes pulled and hashed by verifications that passed"), metric.WithUnit("By"))
-	r := v.Bus.Router(events.ConsumerSpec{Durable: "verifier"})
-	r.Handle(events.PushCompleted, events.Data(v.verify))
+	r := v.Bus.Router(bus.ConsumerSpec{Durable: "verifier"})
+	r.Handle(events.PushCompleted, bus.Data(v.verify))
 	return r.Run(ctx)
 }
 
@@ -59,12 +61,12 @@ type verifier struct {
 
 // verify pulls the pushed digest and proves every byte against the graph
 // that was built, and that the pushed tag still points at it.
-func (v *verifier) verify(ctx context.Context, m events.Message, push events.PushResult) error {
+func (v *verifier) verify(ctx context.Context, m bus.Message, push events.PushResult) error {
 	trail := push.Evidence
 	trail.Push = m.Event.ID()
 	target, err := name.ParseReference(push.Target)
 	if err != nil {
-		return events.Permanent(err)
+		return bus.Permanent(err)
 	}
 	ref := target.Context().Digest(push.Digest)
 	ctx, span := v.cfg.Traces().Tracer("github.com/digestline/digestline/services/verifier").Start(ctx, "verify "+ref.String())

@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
+
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/events/eventstest"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
@@ -31,7 +33,7 @@ func client() *registry.Client {
 
 // pushed pushes a small image to target and publishes its push.completed,
 // as the pusher does; it returns the run id and the graph.
-func pushed(t *testing.T, srv *eventstest.Server, target, content string) (string, oci.Graph) {
+func pushed(t *testing.T, srv *bustest.Server, target, content string) (string, oci.Graph) {
 	t.Helper()
 	g := push(t, target, content)
 	return published(t, srv, target, g), g
@@ -44,10 +46,10 @@ func push(t *testing.T, target, content string) oci.Graph {
 }
 
 // published publishes the push.completed of g pushed to target.
-func published(t *testing.T, srv *eventstest.Server, target string, g oci.Graph) string {
+func published(t *testing.T, srv *bustest.Server, target string, g oci.Graph) string {
 	t.Helper()
 	run := uuid.NewString()
-	if _, err := events.NewBus(srv.JetStream, "/digestline/test/pusher").Start(context.Background(), events.PushCompleted, run, "app", events.PushResult{
+	if _, err := bus.NewBus(srv.JetStream, "/digestline/test/pusher").Start(context.Background(), events.PushCompleted, run, "app", events.PushResult{
 		Target: target, Digest: g.Root.Digest.String(), Graph: g, PromoteTo: "staging",
 	}); err != nil {
 		t.Fatal(err)
@@ -57,9 +59,9 @@ func published(t *testing.T, srv *eventstest.Server, target string, g oci.Graph)
 
 // runVerifier runs a verifier with its defaults on a new NATS server,
 // which it returns, until the test ends.
-func runVerifier(t *testing.T) *eventstest.Server {
+func runVerifier(t *testing.T) *bustest.Server {
 	t.Helper()
-	srv := eventstest.NewServer(t)
+	srv := bustest.NewServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -80,7 +82,7 @@ func TestVerifiesEveryByteAndTheTag(t *testing.T) {
 	srv := runVerifier(t)
 
 	run, g := pushed(t, srv, addr+"/team/app:1", "good")
-	ok := eventstest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
+	ok := bustest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
 	if ok.Digest != g.Root.Digest.String() || ok.Descriptors != 3 || ok.PromoteTo != "staging" ||
 		!strings.Contains(strings.Join(ok.Checks, "\n"), "[VERIFY] digest match") || !strings.Contains(strings.Join(ok.Checks, "\n"), "[VERIFY] tag 1 points at the digest") {
 		t.Fatalf("verify.completed %+v", ok)
@@ -91,17 +93,17 @@ func TestVerifiesEveryByteAndTheTag(t *testing.T) {
 	push(t, addr+"/team/app:2", "second")
 	run = published(t, srv, addr+"/team/app:2", first)
 	evs := srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed)
-	if f := eventstest.Last[events.Failure](t, evs, events.VerifyFailed); f.Class != string(failure.Conflict) || f.Stage != "verify" {
+	if f := bustest.Last[events.Failure](t, evs, events.VerifyFailed); f.Class != string(failure.Conflict) || f.Stage != "verify" {
 		t.Fatalf("verify.failed %+v", f)
 	}
-	if d := eventstest.Last[events.Drift](t, evs, events.DriftDetected); d.Tag != "2" {
+	if d := bustest.Last[events.Drift](t, evs, events.DriftDetected); d.Tag != "2" {
 		t.Fatalf("drift.detected %+v", d)
 	}
 
 	// The registry serves other bytes: integrity, with every blob named.
 	corrupting.Store(true)
 	run, _ = pushed(t, srv, addr+"/team/app:3", "tampered")
-	f := eventstest.Last[events.Failure](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyFailed)
+	f := bustest.Last[events.Failure](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyFailed)
 	if f.Class != string(failure.Integrity) || len(f.Mismatches) != 2 || f.Path == "" || f.Hint == "" {
 		t.Fatalf("verify.failed %+v", f)
 	}
@@ -139,7 +141,7 @@ func TestPullsBlobsSideBySide(t *testing.T) {
 
 	g := push(t, backend+"/team/app:1", "two blobs: a config and a layer")
 	run := published(t, srv, front+"/team/app:1", g)
-	eventstest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
+	bustest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
 	if n := most.Load(); n < 2 {
 		t.Errorf("the verifier read at most %d blob at a time, want its 2 side by side", n)
 	}
@@ -172,7 +174,7 @@ func TestLooksUpTheTagWhileItProves(t *testing.T) {
 
 	g := push(t, backend+"/team/app:1", "a tag looked up beside the proof")
 	run := published(t, srv, front+"/team/app:1", g)
-	got := eventstest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
+	got := bustest.Last[events.VerifyResult](t, srv.WaitRun(t, run, events.VerifyCompleted, events.VerifyFailed), events.VerifyCompleted)
 	if !beside.Load() {
 		t.Error("the verifier looked up the tag after it had read the blobs, not while")
 	}

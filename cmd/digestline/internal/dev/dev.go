@@ -19,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
@@ -69,7 +69,7 @@ type Config struct {
 	Signer      sign.Signer
 	TrustedKeys []sign.Verifier
 	// BusOptions tune the services' buses (tests shorten the redelivery backoff).
-	BusOptions []events.Option
+	BusOptions []bus.Option
 	// Reporter configures promotions: the chain, the environment tag, the
 	// required referrers and the API's tokens. With no tokens, one is made
 	// and kept in <DataDir>/api-token.
@@ -115,12 +115,12 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 	}
 	env.Conn, env.JetStream = nc, js
 	closers = append(closers, func() { _ = nc.Drain() })
-	if err := events.Provision(ctx, js, events.ProvisionOptions{}); err != nil {
+	if err := bus.Provision(ctx, js, bus.ProvisionOptions{}); err != nil {
 		cleanup()
 		return nil, err
 	}
 	if cfg.MeterProvider != nil {
-		if err := events.RegisterDLQDepth(cfg.MeterProvider, js); err != nil {
+		if err := bus.RegisterDLQDepth(cfg.MeterProvider, js); err != nil {
 			cleanup()
 			return nil, err
 		}

@@ -14,7 +14,11 @@ import (
 	"os"
 	"time"
 
+	"github.com/digestline/digestline/pkg/runs"
+
 	"github.com/digestline/digestline/cmd/digestline/internal/progress"
+	"github.com/digestline/digestline/pkg/blobstore"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -49,23 +53,23 @@ const busTimeout = 10 * time.Second
 
 // Ship runs req through the pipeline on bus, writing the run's [STAGE],
 // [VERIFY] and promotion lines to out as they happen.
-func Ship(ctx context.Context, bus *events.Bus, req Request, out io.Writer) (Result, error) {
-	return run(ctx, bus, req, out, false)
+func Ship(ctx context.Context, b *bus.Bus, req Request, out io.Writer) (Result, error) {
+	return run(ctx, b, req, out, false)
 }
 
 // ShipJSON is Ship writing each of the run's events as one JSON line (the
 // structured CloudEvent) instead of human lines.
-func ShipJSON(ctx context.Context, bus *events.Bus, req Request, out io.Writer) (Result, error) {
-	return run(ctx, bus, req, out, true)
+func ShipJSON(ctx context.Context, b *bus.Bus, req Request, out io.Writer) (Result, error) {
+	return run(ctx, b, req, out, true)
 }
 
-func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSON bool) (Result, error) {
+func run(ctx context.Context, b *bus.Bus, req Request, out io.Writer, asJSON bool) (Result, error) {
 	ref, err := name.ParseReference(req.Target)
 	if err != nil {
 		return Result{}, fmt.Errorf("target %q: %w (want registry/repository:tag)", req.Target, err)
 	}
-	js := bus.JetStream()
-	ctx, span := bus.Tracer().Start(ctx, "ship "+ref.String(), trace.WithSpanKind(trace.SpanKindProducer))
+	js := b.JetStream()
+	ctx, span := b.Tracer().Start(ctx, "ship "+ref.String(), trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
 
 	src, err := Upload(ctx, js, req.Dir)
@@ -113,7 +117,7 @@ func run(ctx context.Context, bus *events.Bus, req Request, out io.Writer, asJSO
 	}
 	pctx, cancel := context.WithTimeout(ctx, busTimeout)
 	defer cancel()
-	if _, err := bus.Start(pctx, events.BuildRequested, runID, ref.Context().Name(), events.BuildRequest{
+	if _, err := b.Start(pctx, events.BuildRequested, runID, ref.Context().Name(), events.BuildRequest{
 		Source: events.Source{Kind: events.SourceObject, Object: src.String()},
 		Target: req.Target, Spec: req.Spec, PromoteTo: req.Env, Tag: req.Tag,
 	}); err != nil {
@@ -159,7 +163,7 @@ func Upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Dig
 	}
 	octx, cancel := context.WithTimeout(ctx, busTimeout)
 	defer cancel()
-	store, err := events.OpenBlobStore(octx, js)
+	store, err := blobstore.Open(octx, js)
 	if err != nil {
 		return "", err
 	}
@@ -175,9 +179,9 @@ func Upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Dig
 
 // follow prints the run's events until one ends it; raw sees each of the
 // run's events as it arrived. A run that ends without promotion is an
-// *events.RunError.
+// *runs.Error.
 func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw func([]byte)) (Result, error) {
-	var run events.Run
+	var run runs.Run
 	for !run.Done() {
 		msg, err := iter.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {

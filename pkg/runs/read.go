@@ -1,27 +1,28 @@
-package events
+package runs
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// RunEvents returns the events of one run, in stream order, as they were
+// Events returns the events of one run, in stream order, as they were
 // stored: the server reads them from the run's subjects. Only valid events
 // that are what their subject says are returned, the same ones a consumer
 // would hand to a handler, each once (a dead letter replayed is stored
 // again, with its id). A run that has no event yet has an empty history.
-func RunEvents(ctx context.Context, js jetstream.JetStream, runID string) ([]json.RawMessage, error) {
-	if err := CheckRunID(runID); err != nil {
+func Events(ctx context.Context, js jetstream.JetStream, runID string) ([]json.RawMessage, error) {
+	if err := events.CheckRunID(runID); err != nil {
 		return nil, err
 	}
-	s, err := js.Stream(ctx, StreamName)
+	s, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
-		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", StreamName, err)
+		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: RunSubjects(runID)})
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: events.RunSubjects(runID)})
 	if err != nil {
 		return nil, fmt.Errorf("read run %s: %w", runID, err)
 	}
@@ -40,7 +41,7 @@ func RunEvents(ctx context.Context, js jetstream.JetStream, runID string) ([]jso
 			if meta, err := m.Metadata(); err == nil {
 				last = meta.NumPending == 0
 			}
-			ev, _, err := ParseMsg(m.Subject(), m.Data())
+			ev, _, err := events.ParseMsg(m.Subject(), m.Data())
 			if err == nil && !seen[ev.ID()] {
 				seen[ev.ID()] = true
 				out = append(out, m.Data())

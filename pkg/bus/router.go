@@ -1,4 +1,4 @@
-package events
+package bus
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/digestline/digestline/pkg/events"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,7 +17,7 @@ import (
 type Message struct {
 	// Event and Name are the event, once Validate has parsed it.
 	Event cloudevents.Event
-	Name  Name
+	Name  events.Name
 	// Subject is where the event was published; Consumer is the durable
 	// consumer it was delivered to.
 	Subject  string
@@ -109,8 +111,8 @@ type ConsumerSpec struct {
 type Router struct {
 	bus        *Bus
 	spec       ConsumerSpec
-	handlers   map[Name]Handler
-	timeouts   map[Name]time.Duration
+	handlers   map[events.Name]Handler
+	timeouts   map[events.Name]time.Duration
 	middleware []Middleware
 }
 
@@ -124,7 +126,7 @@ func (b *Bus) Router(spec ConsumerSpec) *Router {
 	if spec.Concurrency <= 0 {
 		spec.Concurrency = 8
 	}
-	return &Router{bus: b, spec: spec, handlers: map[Name]Handler{}, timeouts: map[Name]time.Duration{}}
+	return &Router{bus: b, spec: spec, handlers: map[events.Name]Handler{}, timeouts: map[events.Name]time.Duration{}}
 }
 
 // firstPositive returns the first positive duration.
@@ -141,16 +143,16 @@ func firstPositive(ds ...time.Duration) time.Duration {
 const DefaultTimeout = 10 * time.Minute
 
 // HandleOption configures one event's handling.
-type HandleOption func(r *Router, n Name)
+type HandleOption func(r *Router, n events.Name)
 
 // WithTimeout bounds this event's handler (instead of the consumer's timeout).
 func WithTimeout(d time.Duration) HandleOption {
-	return func(r *Router, n Name) { r.timeouts[n] = d }
+	return func(r *Router, n events.Name) { r.timeouts[n] = d }
 }
 
 // Handle registers h for the event n: the consumer is filtered on the events
 // that have a handler.
-func (r *Router) Handle(n Name, h Handler, opts ...HandleOption) {
+func (r *Router) Handle(n events.Name, h Handler, opts ...HandleOption) {
 	r.handlers[n] = h
 	for _, o := range opts {
 		o(r, n)
@@ -175,7 +177,7 @@ func (r *Router) chain() Handler {
 		Trace(b.tracer, b.prop),
 		Recover(b.log),
 		KeepAlive(spec.AckWait / 2),
-		Timeout(func(n Name) time.Duration { return firstPositive(r.timeouts[n], spec.Timeout) }),
+		Timeout(func(n events.Name) time.Duration { return firstPositive(r.timeouts[n], spec.Timeout) }),
 	}
 	h := r.dispatch
 	all := append(mws, r.middleware...)
@@ -220,12 +222,12 @@ func (r *Router) Run(ctx context.Context) error {
 		// dead-letters with a reason, even for an event that crashed the process.
 		MaxDeliver: -1,
 	}
-	for _, n := range Names() {
+	for _, n := range events.Names() {
 		if _, ok := r.handlers[n]; ok {
 			cfg.FilterSubjects = append(cfg.FilterSubjects, n.Filter())
 		}
 	}
-	cons, err := r.bus.js.CreateOrUpdateConsumer(ctx, StreamName, cfg)
+	cons, err := r.bus.js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", spec.Durable, err)
 	}
@@ -289,7 +291,7 @@ func (r *Router) Run(ctx context.Context) error {
 // A service registers r.Handle(events.BuildCompleted, events.Data(p.push)).
 func Data[T any](h func(ctx context.Context, m Message, data T) error) Handler {
 	return func(ctx context.Context, m Message) error {
-		data, err := Decode[T](m.Event)
+		data, err := events.Decode[T](m.Event)
 		if err != nil {
 			return err
 		}

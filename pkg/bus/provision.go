@@ -1,4 +1,4 @@
-package events
+package bus
 
 import (
 	"context"
@@ -7,27 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
-)
-
-// The JetStream resources of the pipeline.
-const (
-	// StreamName holds every pipeline event, on digestline.<event>.<run id>.
-	StreamName = "DIGESTLINE"
-	// DeadLetterStream holds events no handler could process, with the reason.
-	DeadLetterStream = "DIGESTLINE_DLQ"
-	// DeadLetterPrefix prefixes the original subject of a dead-lettered event.
-	DeadLetterPrefix = "dlq."
-	// BlobBucket is the Object Store of blobs between builder and pusher, keyed by digest.
-	BlobBucket = "DIGESTLINE_BLOBS"
-	// PromotionsBucket is the KV bucket of current promotions per environment and repository.
-	PromotionsBucket = "DIGESTLINE_PROMOTIONS"
-	// VerifiedBucket holds every verified digest per repository: the
-	// promotion gates' proof, and where it has been promoted.
-	VerifiedBucket = "DIGESTLINE_VERIFIED"
-	// HistoryBucket keeps every promotion and rejection, and each promotion
-	// request's decision, for good.
-	HistoryBucket = "DIGESTLINE_HISTORY"
 )
 
 // ProvisionOptions size the JetStream resources.
@@ -62,19 +43,19 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 	// any other subject is refused (no responders) instead of being stored
 	// where no consumer reads it.
 	var subjects []string
-	for _, n := range Names() {
+	for _, n := range events.Names() {
 		subjects = append(subjects, n.Filter())
 	}
 	streams := []jetstream.StreamConfig{{
-		Name:       StreamName,
+		Name:       events.StreamName,
 		Subjects:   subjects,
 		Storage:    jetstream.FileStorage,
 		Replicas:   o.Replicas,
 		Duplicates: o.DuplicateWindow,
 		MaxAge:     o.MaxAge,
 	}, {
-		Name:       DeadLetterStream,
-		Subjects:   []string{DeadLetterPrefix + ">"},
+		Name:       events.DeadLetterStream,
+		Subjects:   []string{events.DeadLetterPrefix + ">"},
 		Storage:    jetstream.FileStorage,
 		Replicas:   o.Replicas,
 		Duplicates: o.DuplicateWindow,
@@ -86,18 +67,18 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		}
 	}
 	if err := ensureObjectStore(ctx, js, jetstream.ObjectStoreConfig{
-		Bucket:      BlobBucket,
+		Bucket:      events.BlobBucket,
 		Description: "digestline blobs between builder and pusher, keyed by digest",
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 		TTL:         o.MaxAge,
 	}); err != nil {
-		return fmt.Errorf("provision object store %s: %w", BlobBucket, err)
+		return fmt.Errorf("provision object store %s: %w", events.BlobBucket, err)
 	}
 	buckets := []jetstream.KeyValueConfig{
-		{Bucket: PromotionsBucket, Description: "current digest per environment and repository", History: 64, Storage: jetstream.FileStorage, Replicas: o.Replicas},
-		{Bucket: VerifiedBucket, Description: "verified digests per repository, and where they were promoted", Storage: jetstream.FileStorage, Replicas: o.Replicas},
-		{Bucket: HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: events.PromotionsBucket, Description: "current digest per environment and repository", History: 64, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: events.VerifiedBucket, Description: "verified digests per repository, and where they were promoted", Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: events.HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}
 	for _, cfg := range buckets {
 		if err := ensureStream(ctx, js, kvStream(cfg)); err != nil {
@@ -202,9 +183,9 @@ func kvStream(cfg jetstream.KeyValueConfig) jetstream.StreamConfig {
 // start "new" again and lose what came in between; a start sequence
 // survives resets.)
 func FollowFrom(ctx context.Context, js jetstream.JetStream) (jetstream.OrderedConsumerConfig, error) {
-	s, err := js.Stream(ctx, StreamName)
+	s, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
-		return jetstream.OrderedConsumerConfig{}, fmt.Errorf("open %s (is the bus provisioned?): %w", StreamName, err)
+		return jetstream.OrderedConsumerConfig{}, fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {

@@ -1,4 +1,4 @@
-package events_test
+package bus_test
 
 import (
 	"context"
@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
+
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/events/eventstest"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,14 +28,14 @@ import (
 // a router's consumer would.
 type deliveries struct {
 	t    *testing.T
-	srv  *eventstest.Server
+	srv  *bustest.Server
 	cons jetstream.Consumer
 }
 
-func newDeliveries(t *testing.T, srv *eventstest.Server, bus *events.Bus, run string, ackWait time.Duration) *deliveries {
+func newDeliveries(t *testing.T, srv *bustest.Server, b *bus.Bus, run string, ackWait time.Duration) *deliveries {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := bus.Start(ctx, events.BuildRequested, run, "app", validRequest()); err != nil {
+	if _, err := b.Start(ctx, events.BuildRequested, run, "app", validRequest()); err != nil {
 		t.Fatal(err)
 	}
 	cons, err := srv.JetStream.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
@@ -47,16 +49,16 @@ func newDeliveries(t *testing.T, srv *eventstest.Server, bus *events.Bus, run st
 }
 
 // next waits up to wait for the next delivery; ok is false when none came.
-func (d *deliveries) next(wait time.Duration, maxDeliver int) (events.Message, bool) {
+func (d *deliveries) next(wait time.Duration, maxDeliver int) (bus.Message, bool) {
 	d.t.Helper()
 	msg, err := d.cons.Next(jetstream.FetchMaxWait(wait))
 	if errors.Is(err, nats.ErrTimeout) {
-		return events.Message{}, false
+		return bus.Message{}, false
 	}
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	m, err := events.NewMessage(msg, "mw", maxDeliver)
+	m, err := bus.NewMessage(msg, "mw", maxDeliver)
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -67,15 +69,15 @@ func (d *deliveries) next(wait time.Duration, maxDeliver int) (events.Message, b
 var discard = slog.New(slog.DiscardHandler)
 
 // validated runs h on m through Validate, as the router does.
-func validated(h events.Handler) events.Handler { return events.Validate()(h) }
+func validated(h bus.Handler) bus.Handler { return bus.Validate()(h) }
 
 func TestValidateHandsOnOnlyTheEventItsSubjectNames(t *testing.T) {
 	t.Parallel()
-	bus, srv, _ := newBus(t)
-	d := newDeliveries(t, srv, bus, "run-valid", 10*time.Second)
+	b, srv, _ := newBus(t)
+	d := newDeliveries(t, srv, b, "run-valid", 10*time.Second)
 	m, _ := d.next(5*time.Second, 5)
 	var got events.Name
-	if err := validated(func(_ context.Context, m events.Message) error { got = m.Name; return nil })(context.Background(), m); err != nil || got != events.BuildRequested {
+	if err := validated(func(_ context.Context, m bus.Message) error { got = m.Name; return nil })(context.Background(), m); err != nil || got != events.BuildRequested {
 		t.Fatalf("a valid event: %v, handed on as %q", err, got)
 	}
 
@@ -85,7 +87,7 @@ func TestValidateHandsOnOnlyTheEventItsSubjectNames(t *testing.T) {
 	if _, err := srv.JetStream.Publish(ctx, bad, []byte(`{"specversion":"1.0"`)); err != nil {
 		t.Fatal(err)
 	}
-	other, _ := events.NewEvent(bus.Source(), events.BuildRequested, "run-other", "app", validRequest())
+	other, _ := events.NewEvent(b.Source(), events.BuildRequested, "run-other", "app", validRequest())
 	body, _ := other.MarshalJSON()
 	if _, err := srv.JetStream.Publish(ctx, bad, body); err != nil {
 		t.Fatal(err)
@@ -99,9 +101,9 @@ func TestValidateHandsOnOnlyTheEventItsSubjectNames(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, _ := events.NewMessage(msg, "bad", 5)
+		m, _ := bus.NewMessage(msg, "bad", 5)
 		called := false
-		err = validated(func(context.Context, events.Message) error { called = true; return nil })(ctx, m)
+		err = validated(func(context.Context, bus.Message) error { called = true; return nil })(ctx, m)
 		if !errors.Is(err, events.ErrInvalid) || !strings.Contains(err.Error(), want) || called {
 			t.Errorf("Validate = %v (handler called: %v), want ErrInvalid saying %q", err, called, want)
 		}
@@ -110,13 +112,13 @@ func TestValidateHandsOnOnlyTheEventItsSubjectNames(t *testing.T) {
 
 func TestRecoverTurnsAPanicIntoAPermanentFailure(t *testing.T) {
 	t.Parallel()
-	h := events.Recover(discard)(func(context.Context, events.Message) error { panic("boom") })
-	err := h(context.Background(), events.Message{})
+	h := bus.Recover(discard)(func(context.Context, bus.Message) error { panic("boom") })
+	err := h(context.Background(), bus.Message{})
 	if err == nil || !strings.Contains(err.Error(), "handler panicked: boom") {
 		t.Fatalf("Recover = %v", err)
 	}
 	// Permanent: dead-lettered at once, not retried.
-	if !events.IsPermanent(err) {
+	if !bus.IsPermanent(err) {
 		t.Fatalf("a panic is retried: %v", err)
 	}
 }
@@ -124,7 +126,7 @@ func TestRecoverTurnsAPanicIntoAPermanentFailure(t *testing.T) {
 func TestTimeoutEndsAHandlerThatWaitsForever(t *testing.T) {
 	t.Parallel()
 	timeouts := map[events.Name]time.Duration{events.BuildRequested: 50 * time.Millisecond, events.PushCompleted: time.Hour}
-	h := events.Timeout(func(n events.Name) time.Duration { return timeouts[n] })(func(ctx context.Context, m events.Message) error {
+	h := bus.Timeout(func(n events.Name) time.Duration { return timeouts[n] })(func(ctx context.Context, m bus.Message) error {
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
@@ -133,7 +135,7 @@ func TestTimeoutEndsAHandlerThatWaitsForever(t *testing.T) {
 		}
 	})
 	start := time.Now()
-	err := h(context.Background(), events.Message{Consumer: "pusher", Name: events.BuildRequested})
+	err := h(context.Background(), bus.Message{Consumer: "pusher", Name: events.BuildRequested})
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("the handler ran %s past a 50ms timeout", took)
 	}
@@ -151,15 +153,15 @@ func TestTimeoutEndsAHandlerThatWaitsForever(t *testing.T) {
 
 func TestTraceContinuesTheEventsTrace(t *testing.T) {
 	t.Parallel()
-	bus, srv, _ := newBus(t)
+	b, srv, _ := newBus(t)
 	rec := tracetest.NewSpanRecorder()
 	tp := trace.NewTracerProvider(trace.WithSpanProcessor(rec))
 	ctx, parent := tp.Tracer("t").Start(context.Background(), "root")
-	ev, err := events.NewEvent(bus.Source(), events.BuildRequested, "run-trace", "app", validRequest())
+	ev, err := events.NewEvent(b.Source(), events.BuildRequested, "run-trace", "app", validRequest())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := events.NewBus(srv.JetStream, "/t", events.WithTracerProvider(tp)).Publish(ctx, ev); err != nil {
+	if err := bus.NewBus(srv.JetStream, "/t", bus.WithTracerProvider(tp)).Publish(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
 	parent.End()
@@ -169,7 +171,7 @@ func TestTraceContinuesTheEventsTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := d.next(5*time.Second, 5)
-	h := validated(events.Trace(tp.Tracer("t"), propagation.TraceContext{})(func(context.Context, events.Message) error { return errors.New("refused") }))
+	h := validated(bus.Trace(tp.Tracer("t"), propagation.TraceContext{})(func(context.Context, bus.Message) error { return errors.New("refused") }))
 	_ = h(context.Background(), m)
 	spans := rec.Ended()
 	last := spans[len(spans)-1]
@@ -183,10 +185,10 @@ func TestTraceContinuesTheEventsTrace(t *testing.T) {
 
 func TestKeepAliveHoldsADeliveryPastAckWait(t *testing.T) {
 	t.Parallel()
-	bus, srv, _ := newBus(t)
-	d := newDeliveries(t, srv, bus, "run-slow", time.Second)
+	b, srv, _ := newBus(t)
+	d := newDeliveries(t, srv, b, "run-slow", time.Second)
 	m, _ := d.next(5*time.Second, 5)
-	h := events.KeepAlive(300 * time.Millisecond)(func(context.Context, events.Message) error {
+	h := bus.KeepAlive(300 * time.Millisecond)(func(context.Context, bus.Message) error {
 		time.Sleep(2500 * time.Millisecond) // 2.5 × AckWait
 		return nil
 	})
@@ -202,15 +204,15 @@ func TestKeepAliveHoldsADeliveryPastAckWait(t *testing.T) {
 
 func TestAcknowledgeRetryAndDeadLettering(t *testing.T) {
 	t.Parallel()
-	bus, srv, _ := newBus(t)
-	settle := func(h events.Handler) events.Handler {
-		return events.Acknowledge(discard)(events.DeadLettering(bus, 3)(events.Retry(func(uint64) time.Duration { return 300 * time.Millisecond }, discard)(h)))
+	b, srv, _ := newBus(t)
+	settle := func(h bus.Handler) bus.Handler {
+		return bus.Acknowledge(discard)(bus.DeadLettering(b, 3)(bus.Retry(func(uint64) time.Duration { return 300 * time.Millisecond }, discard)(h)))
 	}
 
 	t.Run("success is acked", func(t *testing.T) {
-		d := newDeliveries(t, srv, bus, "run-ok", time.Second)
+		d := newDeliveries(t, srv, b, "run-ok", time.Second)
 		m, _ := d.next(5*time.Second, 3)
-		if err := settle(func(context.Context, events.Message) error { return nil })(context.Background(), m); err != nil || m.Outcome() != events.OutcomeAck {
+		if err := settle(func(context.Context, bus.Message) error { return nil })(context.Background(), m); err != nil || m.Outcome() != bus.OutcomeAck {
 			t.Fatalf("%v, outcome %q", err, m.Outcome())
 		}
 		if again, ok := d.next(1500*time.Millisecond, 3); ok {
@@ -219,11 +221,11 @@ func TestAcknowledgeRetryAndDeadLettering(t *testing.T) {
 	})
 
 	t.Run("a transient failure comes back after the backoff, and is dead-lettered on the last try", func(t *testing.T) {
-		d := newDeliveries(t, srv, bus, "run-flaky", 10*time.Second)
-		fail := settle(func(context.Context, events.Message) error { return errors.New("registry away") })
+		d := newDeliveries(t, srv, b, "run-flaky", 10*time.Second)
+		fail := settle(func(context.Context, bus.Message) error { return errors.New("registry away") })
 		m, _ := d.next(5*time.Second, 3)
 		start := time.Now()
-		if err := fail(context.Background(), m); err == nil || m.Outcome() != events.OutcomeRetry {
+		if err := fail(context.Background(), m); err == nil || m.Outcome() != bus.OutcomeRetry {
 			t.Fatalf("%v, outcome %q", err, m.Outcome())
 		}
 		m, ok := d.next(5*time.Second, 3)
@@ -236,7 +238,7 @@ func TestAcknowledgeRetryAndDeadLettering(t *testing.T) {
 			t.Fatalf("delivery %d of 3 is not the last try", m.Delivery)
 		}
 		_ = fail(context.Background(), m)
-		if m.Outcome() != events.OutcomeDeadLetter {
+		if m.Outcome() != bus.OutcomeDeadLetter {
 			t.Fatalf("last try settled as %q", m.Outcome())
 		}
 		if again, ok := d.next(time.Second, 3); ok {
@@ -248,21 +250,21 @@ func TestAcknowledgeRetryAndDeadLettering(t *testing.T) {
 	})
 
 	t.Run("a permanent failure is dead-lettered at once", func(t *testing.T) {
-		d := newDeliveries(t, srv, bus, "run-bad", 10*time.Second)
+		d := newDeliveries(t, srv, b, "run-bad", 10*time.Second)
 		m, _ := d.next(5*time.Second, 3)
-		_ = settle(func(context.Context, events.Message) error { return events.Permanent(errors.New("cannot be built")) })(context.Background(), m)
-		if m.Outcome() != events.OutcomeDeadLetter || !hasDeadLetter(t, srv, "run-bad", "cannot be built", "1") {
+		_ = settle(func(context.Context, bus.Message) error { return bus.Permanent(errors.New("cannot be built")) })(context.Background(), m)
+		if m.Outcome() != bus.OutcomeDeadLetter || !hasDeadLetter(t, srv, "run-bad", "cannot be built", "1") {
 			t.Fatalf("outcome %q; dead letters %v", m.Outcome(), srv.DeadLetters(t))
 		}
 	})
 
 	t.Run("a failure during shutdown is handed back, not dead-lettered", func(t *testing.T) {
-		d := newDeliveries(t, srv, bus, "run-stop", 10*time.Second)
+		d := newDeliveries(t, srv, b, "run-stop", 10*time.Second)
 		m, _ := d.next(5*time.Second, 1) // its only try
 		ctx, cancel := context.WithCancelCause(context.Background())
-		cancel(events.ErrShutdown)
-		_ = settle(func(ctx context.Context, _ events.Message) error { return ctx.Err() })(ctx, m)
-		if m.Outcome() != events.OutcomeRetry {
+		cancel(bus.ErrShutdown)
+		_ = settle(func(ctx context.Context, _ bus.Message) error { return ctx.Err() })(ctx, m)
+		if m.Outcome() != bus.OutcomeRetry {
 			t.Fatalf("outcome %q", m.Outcome())
 		}
 		if again, ok := d.next(5*time.Second, 1); !ok || again.Delivery != 2 {
@@ -274,10 +276,10 @@ func TestAcknowledgeRetryAndDeadLettering(t *testing.T) {
 	})
 }
 
-func hasDeadLetter(t *testing.T, srv *eventstest.Server, run, reason, deliveries string) bool {
+func hasDeadLetter(t *testing.T, srv *bustest.Server, run, reason, deliveries string) bool {
 	for _, dl := range srv.DeadLetters(t) {
-		if strings.HasSuffix(dl.Header.Get(events.HeaderDLQSubject), "."+run) && strings.Contains(dl.Header.Get(events.HeaderDLQReason), reason) &&
-			(deliveries == "" || dl.Header.Get(events.HeaderDLQDeliveries) == deliveries) {
+		if strings.HasSuffix(dl.Header.Get(bus.HeaderDLQSubject), "."+run) && strings.Contains(dl.Header.Get(bus.HeaderDLQReason), reason) &&
+			(deliveries == "" || dl.Header.Get(bus.HeaderDLQDeliveries) == deliveries) {
 			return true
 		}
 	}
@@ -286,12 +288,12 @@ func hasDeadLetter(t *testing.T, srv *eventstest.Server, run, reason, deliveries
 
 func TestMetricsCountsEveryOutcome(t *testing.T) {
 	t.Parallel()
-	srv := eventstest.NewServer(t)
+	srv := bustest.NewServer(t)
 	reader := metric.NewManualReader()
-	bus := events.NewBus(srv.JetStream, "/t", events.WithMeterProvider(metric.NewMeterProvider(metric.WithReader(reader))))
-	d := newDeliveries(t, srv, bus, "run-count", 10*time.Second)
+	b := bus.NewBus(srv.JetStream, "/t", bus.WithMeterProvider(metric.NewMeterProvider(metric.WithReader(reader))))
+	d := newDeliveries(t, srv, b, "run-count", 10*time.Second)
 	m, _ := d.next(5*time.Second, 5)
-	if err := events.Metrics(bus)(events.Acknowledge(discard)(func(context.Context, events.Message) error { return nil }))(context.Background(), m); err != nil {
+	if err := bus.Metrics(b)(bus.Acknowledge(discard)(func(context.Context, bus.Message) error { return nil }))(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
 	var rm metricdata.ResourceMetrics
@@ -302,7 +304,7 @@ func TestMetricsCountsEveryOutcome(t *testing.T) {
 		for _, mt := range sm.Metrics {
 			if sum, ok := mt.Data.(metricdata.Sum[int64]); ok && mt.Name == "digestline.events.handled" {
 				for _, dp := range sum.DataPoints {
-					if o, _ := dp.Attributes.Value("outcome"); o.AsString() == events.OutcomeAck && dp.Value == 1 {
+					if o, _ := dp.Attributes.Value("outcome"); o.AsString() == bus.OutcomeAck && dp.Value == 1 {
 						return
 					}
 				}
@@ -318,14 +320,14 @@ func TestMetricsCountsEveryOutcome(t *testing.T) {
 // handed back for another instance, not failed or dead-lettered.
 func TestRouterHandsEachEventToItsHandlerAndStopsWithinTheGrace(t *testing.T) {
 	t.Parallel()
-	srv := eventstest.NewServer(t)
-	bus := events.NewBus(srv.JetStream, "/t", events.WithShutdownGrace(200*time.Millisecond))
+	srv := bustest.NewServer(t)
+	b := bus.NewBus(srv.JetStream, "/t", bus.WithShutdownGrace(200*time.Millisecond))
 	ctx := context.Background()
 	var built, approved atomic.Int32
 	started := make(chan struct{})
 	var cause atomic.Value
-	r := bus.Router(events.ConsumerSpec{Durable: "svc"})
-	r.Handle(events.BuildRequested, func(ctx context.Context, m events.Message) error {
+	r := b.Router(bus.ConsumerSpec{Durable: "svc"})
+	r.Handle(events.BuildRequested, func(ctx context.Context, m bus.Message) error {
 		built.Add(1)
 		req, _ := events.Decode[events.BuildRequest](m.Event)
 		if req.Target != "registry.local/hangs:1" {
@@ -336,22 +338,22 @@ func TestRouterHandsEachEventToItsHandlerAndStopsWithinTheGrace(t *testing.T) {
 		cause.Store(context.Cause(ctx))
 		return ctx.Err()
 	})
-	r.Handle(events.PromotionApproved, func(context.Context, events.Message) error { approved.Add(1); return nil })
+	r.Handle(events.PromotionApproved, func(context.Context, bus.Message) error { approved.Add(1); return nil })
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(runCtx) }()
 
-	if _, err := bus.Start(ctx, events.BuildRequested, "run-a", "app", validRequest()); err != nil {
+	if _, err := b.Start(ctx, events.BuildRequested, "run-a", "app", validRequest()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.Start(ctx, events.PromotionApproved, "run-b", "app", events.Approval{Environment: "dev", Repository: "r/a", Digest: "sha256:" + strings.Repeat("a", 64), Tag: "dev"}); err != nil {
+	if _, err := b.Start(ctx, events.PromotionApproved, "run-b", "app", events.Approval{Environment: "dev", Repository: "r/a", Digest: "sha256:" + strings.Repeat("a", 64), Tag: "dev"}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "each event at its handler", func() bool { return built.Load() == 1 && approved.Load() == 1 })
 
 	hang := validRequest()
 	hang.Target = "registry.local/hangs:1"
-	if _, err := bus.Start(ctx, events.BuildRequested, "run-hang", "app", hang); err != nil {
+	if _, err := b.Start(ctx, events.BuildRequested, "run-hang", "app", hang); err != nil {
 		t.Fatal(err)
 	}
 	<-started
@@ -364,14 +366,14 @@ func TestRouterHandsEachEventToItsHandlerAndStopsWithinTheGrace(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after the shutdown grace")
 	}
-	if c, _ := cause.Load().(error); !errors.Is(c, events.ErrShutdown) {
+	if c, _ := cause.Load().(error); !errors.Is(c, bus.ErrShutdown) {
 		t.Fatalf("the running handler's context ended with %v, want ErrShutdown", c)
 	}
 	// The event is handed back: another instance gets it at once.
-	next := bus.Router(events.ConsumerSpec{Durable: "svc"})
+	next := b.Router(bus.ConsumerSpec{Durable: "svc"})
 	var redelivered atomic.Uint64
-	next.Handle(events.BuildRequested, func(_ context.Context, m events.Message) error { redelivered.Store(m.Delivery); return nil })
-	next.Handle(events.PromotionApproved, func(context.Context, events.Message) error { return nil })
+	next.Handle(events.BuildRequested, func(_ context.Context, m bus.Message) error { redelivered.Store(m.Delivery); return nil })
+	next.Handle(events.PromotionApproved, func(context.Context, bus.Message) error { return nil })
 	nctx, nstop := context.WithCancel(ctx)
 	ndone := make(chan error, 1)
 	go func() { ndone <- next.Run(nctx) }()

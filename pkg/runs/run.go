@@ -1,13 +1,14 @@
-package events
+package runs
 
 import (
 	"cmp"
 	"fmt"
 	"time"
 
+	"github.com/digestline/digestline/pkg/events"
+
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/failure"
-	"github.com/digestline/digestline/pkg/registry"
 )
 
 // Run is one run as people read it, folded from its events in stream
@@ -26,9 +27,9 @@ type Run struct {
 	Steps   []Step    `json:"steps"`
 	TotalMS int64     `json:"totalMs"`
 	// Promotion is the record a promoted run ended with.
-	Promotion *Promotion `json:"promotion,omitempty"`
+	Promotion *events.Promotion `json:"promotion,omitempty"`
 	// Err is why a failed or rejected run ended.
-	Err *RunError `json:"-"`
+	Err *Error `json:"-"`
 }
 
 // Step is one bar of a run's timeline: the build, a push stage, the
@@ -44,22 +45,22 @@ type Step struct {
 
 // Run statuses.
 const (
-	RunRunning  = "running"
-	RunPromoted = "promoted"
-	RunRejected = "rejected"
-	RunFailed   = "failed"
+	Running  = "running"
+	Promoted = "promoted"
+	Rejected = "rejected"
+	Failed   = "failed"
 )
 
-// RunError is a run that ended without promotion: the event that ended it
+// Error is a run that ended without promotion: the event that ended it
 // and its failure (a rejection's gate is its stage, of class "gate").
-type RunError struct {
+type Error struct {
 	RunID   string
-	Event   Name
+	Event   events.Name
 	Failure failure.Report
 }
 
-func (e *RunError) Error() string {
-	if e.Event == PromotionRejected {
+func (e *Error) Error() string {
+	if e.Event == events.PromotionRejected {
 		msg := fmt.Sprintf("rejected by gate %s: %s", e.Failure.Stage, e.Failure.Message)
 		if e.Failure.Hint != "" {
 			msg += "\nhint: " + e.Failure.Hint
@@ -70,44 +71,44 @@ func (e *RunError) Error() string {
 }
 
 // Done reports whether the run has ended.
-func (r *Run) Done() bool { return r.Status != "" && r.Status != RunRunning }
+func (r *Run) Done() bool { return r.Status != "" && r.Status != Running }
 
 // Add folds the run's next event into it and returns the lines a person
 // reads for it ([BUILD], [STAGE], [VERIFY], promoted…). An event whose
 // data does not decode is skipped: it was valid when it was stored, so
 // only a newer producer's event can be one.
-func (r *Run) Add(ev cloudevents.Event, name Name) []string {
+func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 	if r.ID == "" {
-		r.ID, r.Status, r.Started = RunID(ev), RunRunning, ev.Time()
+		r.ID, r.Status, r.Started = events.RunID(ev), Running, ev.Time()
 	}
 	at := ev.Time()
 	r.Updated = at
 	defer func() { r.TotalMS = max(r.Updated.Sub(r.Started).Milliseconds(), 1) }()
 	switch name {
-	case BuildRequested:
-		if req, err := Decode[BuildRequest](ev); err == nil {
+	case events.BuildRequested:
+		if req, err := events.Decode[events.BuildRequest](ev); err == nil {
 			r.Target = req.Target
 		}
-	case PromotionRequested:
-		if req, err := Decode[PromotionRequest](ev); err == nil {
+	case events.PromotionRequested:
+		if req, err := events.Decode[events.PromotionRequest](ev); err == nil {
 			r.Target = req.Repository + "@" + req.Digest
 		}
-	case BuildCompleted:
-		if b, err := Decode[BuildResult](ev); err == nil {
-			r.step("build", registry.StatusOK, at, 0, "")
+	case events.BuildCompleted:
+		if b, err := events.Decode[events.BuildResult](ev); err == nil {
+			r.step("build", events.StatusOK, at, 0, "")
 			return []string{fmt.Sprintf("[BUILD] %s (%d descriptors)", b.Graph.Root.Digest, len(b.Graph.Descriptors))}
 		}
-	case PromotionApproved:
-		if a, err := Decode[Approval](ev); err == nil {
-			r.step("gates", registry.StatusOK, at, 0, "")
+	case events.PromotionApproved:
+		if a, err := events.Decode[events.Approval](ev); err == nil {
+			r.step("gates", events.StatusOK, at, 0, "")
 			line := fmt.Sprintf("[GATE] every gate passed: moving %s:%s from %s", a.Place(), a.Tag, cmp.Or(a.Previous, "nothing"))
 			if a.Source != "" {
 				line += fmt.Sprintf(", once %s@%s is copied there from %s and proven", a.Place(), a.Digest, a.Source)
 			}
 			return []string{line}
 		}
-	case PushStage:
-		if s, err := Decode[registry.StageReport](ev); err == nil {
+	case events.PushStage:
+		if s, err := events.Decode[events.StageReport](ev); err == nil {
 			hint := ""
 			if s.Error != nil {
 				hint = s.Error.Class + ": " + s.Error.Message + " — " + s.Error.Hint
@@ -115,42 +116,42 @@ func (r *Run) Add(ev cloudevents.Event, name Name) []string {
 			r.step(s.Stage, s.Status, at, time.Duration(s.DurationMS)*time.Millisecond, hint)
 			return []string{s.Line}
 		}
-	case PushCompleted:
-		if p, err := Decode[PushResult](ev); err == nil {
+	case events.PushCompleted:
+		if p, err := events.Decode[events.PushResult](ev); err == nil {
 			return []string{fmt.Sprintf("[PUSH] %s@%s: %d uploaded, %d existing, %d requests", p.Target, p.Digest, p.BlobsUploaded, p.BlobsExisting, p.Requests)}
 		}
-	case VerifyCompleted:
-		if v, err := Decode[VerifyResult](ev); err == nil {
-			r.step("verify", registry.StatusOK, at, 0, "")
+	case events.VerifyCompleted:
+		if v, err := events.Decode[events.VerifyResult](ev); err == nil {
+			r.step("verify", events.StatusOK, at, 0, "")
 			return v.Checks
 		}
-	case DriftDetected:
-		if d, err := Decode[Drift](ev); err == nil {
+	case events.DriftDetected:
+		if d, err := events.Decode[events.Drift](ev); err == nil {
 			return []string{fmt.Sprintf("[DRIFT] tag %s points at %s, expected %s", d.Tag, d.Found, cmp.Or(d.Expected, "nothing"))}
 		}
-	case Promoted:
-		if p, err := Decode[Promotion](ev); err == nil {
-			r.step("promote", registry.StatusOK, at, 0, "")
-			r.Status, r.Detail, r.Promotion = RunPromoted, p.Environment+" "+p.Ref(), &p
+	case events.Promoted:
+		if p, err := events.Decode[events.Promotion](ev); err == nil {
+			r.step("promote", events.StatusOK, at, 0, "")
+			r.Status, r.Detail, r.Promotion = Promoted, p.Environment+" "+p.Ref(), &p
 			line := fmt.Sprintf("promoted %s %s (tag %s, previous %s)", p.Environment, p.Ref(), cmp.Or(p.Tag, "none"), cmp.Or(p.PreviousDigest, "none"))
 			if p.Source != "" {
 				line += fmt.Sprintf(", copied from %s@%s and proven there", p.Source, p.Digest)
 			}
 			return []string{line}
 		}
-	case BuildFailed, PushFailed, VerifyFailed:
-		if f, err := Decode[Failure](ev); err == nil {
-			r.Status, r.Err = RunFailed, &RunError{RunID: r.ID, Event: name, Failure: f.Report}
+	case events.BuildFailed, events.PushFailed, events.VerifyFailed:
+		if f, err := events.Decode[events.Failure](ev); err == nil {
+			r.Status, r.Err = Failed, &Error{RunID: r.ID, Event: name, Failure: f.Report}
 			r.Detail = string(name) + ": " + f.Class + " at " + cmp.Or(f.Path, f.Stage)
-			if name != PushFailed { // the push's failing stage has its bar and hint already
-				r.step(cmp.Or(f.Stage, string(name)), registry.StatusFailed, at, 0, f.Hint)
+			if name != events.PushFailed { // the push's failing stage has its bar and hint already
+				r.step(cmp.Or(f.Stage, string(name)), events.StatusFailed, at, 0, f.Hint)
 			}
 		}
-	case PromotionRejected:
-		if rj, err := Decode[Rejection](ev); err == nil {
-			r.Status, r.Detail = RunRejected, "gate "+rj.Gate+": "+rj.Reason
-			r.Err = &RunError{RunID: r.ID, Event: name, Failure: failure.Report{Class: "gate", Stage: rj.Gate, Message: rj.Reason, Hint: rj.Hint}}
-			r.step("gates", registry.StatusFailed, at, 0, rj.Reason)
+	case events.PromotionRejected:
+		if rj, err := events.Decode[events.Rejection](ev); err == nil {
+			r.Status, r.Detail = Rejected, "gate "+rj.Gate+": "+rj.Reason
+			r.Err = &Error{RunID: r.ID, Event: name, Failure: failure.Report{Class: "gate", Stage: rj.Gate, Message: rj.Reason, Hint: rj.Hint}}
+			r.step("gates", events.StatusFailed, at, 0, rj.Reason)
 		}
 	}
 	return nil

@@ -1,6 +1,6 @@
-// Package eventstest starts an embedded NATS server with JetStream for tests,
+// Package bustest starts an embedded NATS server with JetStream for tests,
 // the way net/http/httptest starts an HTTP server.
-package eventstest
+package bustest
 
 import (
 	"context"
@@ -10,7 +10,9 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -52,7 +54,7 @@ func NewServer(t testing.TB) *Server {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := events.Provision(ctx, js, events.ProvisionOptions{}); err != nil {
+	if err := bus.Provision(ctx, js, bus.ProvisionOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return &Server{NATS: ns, Conn: nc, JetStream: js}
@@ -95,7 +97,7 @@ func (s *Server) WaitRun(t testing.TB, runID string, until ...events.Name) []Eve
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		raw, err := events.RunEvents(ctx, s.JetStream, runID)
+		raw, err := runs.Events(ctx, s.JetStream, runID)
 		cancel()
 		if err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-package events
+package bus
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -35,9 +36,9 @@ type DeadLetter struct {
 // DeadLetters lists the dead-letter stream, oldest first, at most limit
 // entries (0: all).
 func DeadLetters(ctx context.Context, js jetstream.JetStream, limit int) ([]DeadLetter, error) {
-	s, err := js.Stream(ctx, DeadLetterStream)
+	s, err := js.Stream(ctx, events.DeadLetterStream)
 	if err != nil {
-		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", DeadLetterStream, err)
+		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.DeadLetterStream, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
@@ -63,9 +64,9 @@ func DeadLetters(ctx context.Context, js jetstream.JetStream, limit int) ([]Dead
 
 // DeadLetterAt returns one dead letter, body included.
 func DeadLetterAt(ctx context.Context, js jetstream.JetStream, seq uint64) (DeadLetter, error) {
-	s, err := js.Stream(ctx, DeadLetterStream)
+	s, err := js.Stream(ctx, events.DeadLetterStream)
 	if err != nil {
-		return DeadLetter{}, fmt.Errorf("open %s (is the bus provisioned?): %w", DeadLetterStream, err)
+		return DeadLetter{}, fmt.Errorf("open %s (is the bus provisioned?): %w", events.DeadLetterStream, err)
 	}
 	dl, err := deadLetterAt(ctx, s, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -84,8 +85,8 @@ func deadLetterAt(ctx context.Context, s jetstream.Stream, seq uint64) (DeadLett
 		Reason: h.Get(HeaderDLQReason), Body: m.Data}
 	dl.Deliveries, _ = strconv.Atoi(h.Get(HeaderDLQDeliveries))
 	dl.StreamSequence, _ = strconv.ParseUint(h.Get(HeaderDLQSequence), 10, 64)
-	if ev, _, err := Parse(m.Data); err == nil {
-		dl.EventID, dl.Type, dl.RunID = ev.ID(), ev.Type(), RunID(ev)
+	if ev, _, err := events.Parse(m.Data); err == nil {
+		dl.EventID, dl.Type, dl.RunID = ev.ID(), ev.Type(), events.RunID(ev)
 	}
 	return dl, nil
 }
@@ -103,17 +104,17 @@ func Replay(ctx context.Context, js jetstream.JetStream, seq uint64) (DeadLetter
 	if dl.Subject == "" {
 		return dl, fmt.Errorf("dead letter #%d does not say where it was published", seq)
 	}
-	if !contractSubject(dl.Subject) {
-		return dl, fmt.Errorf("dead letter #%d was published on %s, which is not digestline.<event>.<run id>: %s takes nothing there (republish its event with Bus.Publish instead)", seq, dl.Subject, StreamName)
+	if !events.IsContractSubject(dl.Subject) {
+		return dl, fmt.Errorf("dead letter #%d was published on %s, which is not digestline.<event>.<run id>: %s takes nothing there (republish its event with Bus.Publish instead)", seq, dl.Subject, events.StreamName)
 	}
 	msg := nats.NewMsg(dl.Subject)
 	msg.Data = dl.Body
-	msg.Header.Set("Content-Type", ContentType)
+	msg.Header.Set("Content-Type", events.ContentType)
 	msg.Header.Set(HeaderReplayOf, strconv.FormatUint(seq, 10))
-	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("replay-%d", seq)), jetstream.WithExpectStream(StreamName)); err != nil {
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("replay-%d", seq)), jetstream.WithExpectStream(events.StreamName)); err != nil {
 		return dl, fmt.Errorf("replay dead letter #%d: %w", seq, err)
 	}
-	s, err := js.Stream(ctx, DeadLetterStream)
+	s, err := js.Stream(ctx, events.DeadLetterStream)
 	if err != nil {
 		return dl, err
 	}

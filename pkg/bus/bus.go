@@ -1,4 +1,4 @@
-package events
+package bus
 
 import (
 	"cmp"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,9 +20,6 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
-
-// ContentType is the NATS Content-Type header of a structured CloudEvent.
-const ContentType = "application/cloudevents+json"
 
 // Bus publishes and consumes pipeline events on JetStream on behalf of one
 // service instance.
@@ -43,7 +41,7 @@ type Option func(*Bus)
 
 // WithTracerProvider sets where the bus's spans go (default: the global one).
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(b *Bus) { b.tracer = tp.Tracer("github.com/digestline/digestline/pkg/events") }
+	return func(b *Bus) { b.tracer = tp.Tracer("github.com/digestline/digestline/pkg/bus") }
 }
 
 // WithLogger sets the bus's logger.
@@ -114,17 +112,17 @@ func (b *Bus) Publish(ctx context.Context, ev cloudevents.Event) error {
 }
 
 // message validates ev and turns it into the NATS message that stores it.
-func (b *Bus) message(ctx context.Context, ev cloudevents.Event) (Name, *nats.Msg, error) {
-	name, ok := NameOfType(ev.Type())
+func (b *Bus) message(ctx context.Context, ev cloudevents.Event) (events.Name, *nats.Msg, error) {
+	name, ok := events.NameOfType(ev.Type())
 	if !ok {
 		return "", nil, fmt.Errorf("publish: unknown event type %q", ev.Type())
 	}
-	run := RunID(ev)
-	if err := CheckRunID(run); err != nil {
-		return name, nil, fmt.Errorf("publish %s: %w: %v", name, ErrInvalid, err)
+	run := events.RunID(ev)
+	if err := events.CheckRunID(run); err != nil {
+		return name, nil, fmt.Errorf("publish %s: %w: %v", name, events.ErrInvalid, err)
 	}
 	b.prop.Inject(ctx, extensionCarrier{&ev})
-	if err := ValidateData(name, ev.Data()); err != nil {
+	if err := events.ValidateData(name, ev.Data()); err != nil {
 		return name, nil, fmt.Errorf("publish %s: %w", name, err)
 	}
 	body, err := json.Marshal(ev)
@@ -133,7 +131,7 @@ func (b *Bus) message(ctx context.Context, ev cloudevents.Event) (Name, *nats.Ms
 	}
 	msg := nats.NewMsg(name.Subject(run))
 	msg.Data = body
-	msg.Header.Set("Content-Type", ContentType)
+	msg.Header.Set("Content-Type", events.ContentType)
 	return name, msg, nil
 }
 
@@ -142,11 +140,11 @@ func (b *Bus) message(ctx context.Context, ev cloudevents.Event) (Name, *nats.Ms
 const publishTimeout = 5 * time.Second
 
 func publishOpts(ev cloudevents.Event) []jetstream.PublishOpt {
-	return []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID()), jetstream.WithExpectStream(StreamName)}
+	return []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID()), jetstream.WithExpectStream(events.StreamName)}
 }
 
 // count records a published failure event in the failures metric.
-func (b *Bus) count(ctx context.Context, name Name, ev cloudevents.Event) {
+func (b *Bus) count(ctx context.Context, name events.Name, ev cloudevents.Event) {
 	if class, ok := failureClass(name, ev.Data()); ok {
 		b.metrics.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("event", string(name)), attribute.String("class", class)))
 	}
@@ -166,7 +164,7 @@ type Emitter struct {
 }
 
 type pendingEvent struct {
-	name Name
+	name events.Name
 	ev   cloudevents.Event
 	ack  jetstream.PubAckFuture
 }
@@ -176,11 +174,11 @@ func (b *Bus) Emitter(parent cloudevents.Event) *Emitter { return &Emitter{b: b,
 
 // Emit sends the event that answers the emitter's parent; an error to build
 // or send it is kept for Wait.
-func (e *Emitter) Emit(ctx context.Context, name Name, key string, data any) {
+func (e *Emitter) Emit(ctx context.Context, name events.Name, key string, data any) {
 	if e.err != nil {
 		return
 	}
-	ev, err := Follow(e.b.source, e.parent, name, key, data)
+	ev, err := events.Follow(e.b.source, e.parent, name, key, data)
 	if err != nil {
 		e.err = err
 		return
@@ -226,8 +224,8 @@ func (e *Emitter) Wait(ctx context.Context) error {
 }
 
 // Emit builds the event that answers parent (see Follow) and publishes it.
-func (b *Bus) Emit(ctx context.Context, parent cloudevents.Event, name Name, key string, data any) (cloudevents.Event, error) {
-	ev, err := Follow(b.source, parent, name, key, data)
+func (b *Bus) Emit(ctx context.Context, parent cloudevents.Event, name events.Name, key string, data any) (cloudevents.Event, error) {
+	ev, err := events.Follow(b.source, parent, name, key, data)
 	if err != nil {
 		return ev, err
 	}
@@ -235,8 +233,8 @@ func (b *Bus) Emit(ctx context.Context, parent cloudevents.Event, name Name, key
 }
 
 // Start builds a new event that begins a run and publishes it.
-func (b *Bus) Start(ctx context.Context, name Name, runID, subject string, data any) (cloudevents.Event, error) {
-	ev, err := NewEvent(b.source, name, runID, subject, data)
+func (b *Bus) Start(ctx context.Context, name events.Name, runID, subject string, data any) (cloudevents.Event, error) {
+	ev, err := events.NewEvent(b.source, name, runID, subject, data)
 	if err != nil {
 		return ev, err
 	}
@@ -252,7 +250,7 @@ func (b *Bus) ExtractContext(ctx context.Context, ev cloudevents.Event) context.
 // stream, with why, and terminates it. The message id makes it idempotent.
 func (b *Bus) deadLetter(ctx context.Context, m Message, reason string) error {
 	msg, consumer := m.d.msg, m.Consumer
-	dl := nats.NewMsg(DeadLetterPrefix + msg.Subject())
+	dl := nats.NewMsg(events.DeadLetterPrefix + msg.Subject())
 	dl.Data = msg.Data()
 	for k, v := range msg.Headers() {
 		dl.Header[k] = v
@@ -264,7 +262,7 @@ func (b *Bus) deadLetter(ctx context.Context, m Message, reason string) error {
 	dl.Header.Set(HeaderDLQDeliveries, fmt.Sprint(m.Delivery))
 	dl.Header.Set(HeaderDLQSequence, fmt.Sprint(m.Sequence))
 	id := fmt.Sprintf("dlq-%s-%d", consumer, m.Sequence)
-	if _, err := b.js.PublishMsg(ctx, dl, jetstream.WithMsgID(id), jetstream.WithExpectStream(DeadLetterStream)); err != nil {
+	if _, err := b.js.PublishMsg(ctx, dl, jetstream.WithMsgID(id), jetstream.WithExpectStream(events.DeadLetterStream)); err != nil {
 		return fmt.Errorf("dead-letter %s #%d: %w", msg.Subject(), m.Sequence, err)
 	}
 	b.log.Warn("event dead-lettered", "consumer", consumer, "subject", msg.Subject(),
@@ -300,7 +298,7 @@ func Permanent(err error) error {
 // or an invalid event.
 func IsPermanent(err error) bool {
 	var p errPermanent
-	return errors.As(err, &p) || errors.Is(err, ErrInvalid)
+	return errors.As(err, &p) || errors.Is(err, events.ErrInvalid)
 }
 
 // Fail ends m's run with the failure event name (build.failed,
@@ -311,7 +309,7 @@ func IsPermanent(err error) bool {
 // shutting down, it publishes nothing and returns err, so the event comes
 // again. The failure is published even when the handler ran past its
 // bound: that is what it reports.
-func (b *Bus) Fail(ctx context.Context, m Message, name Name, err error, f Failure) error {
+func (b *Bus) Fail(ctx context.Context, m Message, name events.Name, err error, f events.Failure) error {
 	if shuttingDown(ctx) {
 		return err
 	}
@@ -328,7 +326,7 @@ func (b *Bus) Fail(ctx context.Context, m Message, name Name, err error, f Failu
 	stage := f.Stage
 	f.Report = e.Report()
 	f.Stage = cmp.Or(f.Stage, stage)
-	b.log.Warn(fmt.Sprintf("%s: %s", name, f.Report), "run_id", RunID(m.Event), "class", f.Class, "stage", f.Stage)
+	b.log.Warn(fmt.Sprintf("%s: %s", name, f.Report), "run_id", events.RunID(m.Event), "class", f.Class, "stage", f.Stage)
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
 	_, perr := b.Emit(pctx, m.Event, name, "", f)

@@ -1,9 +1,10 @@
-package events
+package bus
 
 import (
 	"context"
 	"encoding/json"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -26,7 +27,7 @@ const (
 // WithMeterProvider sets where the bus's metrics go (default: the global one).
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return func(b *Bus) {
-		m := mp.Meter("github.com/digestline/digestline/pkg/events")
+		m := mp.Meter("github.com/digestline/digestline/pkg/bus")
 		// Instrument errors only say a name is malformed; ours are fixed.
 		b.metrics.handled, _ = m.Int64Counter("digestline.events.handled",
 			metric.WithDescription("Deliveries settled by a consumer: acked, retried or dead-lettered"), metric.WithUnit("{event}"))
@@ -47,14 +48,14 @@ func (m busMetrics) settled(ctx context.Context, consumer, subject, outcome stri
 
 // failureClass reads the class a failure event carries (the gate, for a
 // rejection), for the failures counter.
-func failureClass(name Name, data []byte) (string, bool) {
+func failureClass(name events.Name, data []byte) (string, bool) {
 	switch name {
-	case BuildFailed, PushFailed, VerifyFailed:
+	case events.BuildFailed, events.PushFailed, events.VerifyFailed:
 		var f struct {
 			Class string `json:"class"`
 		}
 		return f.Class, json.Unmarshal(data, &f) == nil
-	case PromotionRejected:
+	case events.PromotionRejected:
 		var r struct {
 			Gate string `json:"gate"`
 		}
@@ -66,10 +67,10 @@ func failureClass(name Name, data []byte) (string, bool) {
 // RegisterDLQDepth reports the number of dead letters as the
 // digestline.dlq.depth gauge, read when metrics are collected.
 func RegisterDLQDepth(mp metric.MeterProvider, js jetstream.JetStream) error {
-	m := mp.Meter("github.com/digestline/digestline/pkg/events")
+	m := mp.Meter("github.com/digestline/digestline/pkg/bus")
 	_, err := m.Int64ObservableGauge("digestline.dlq.depth", metric.WithDescription("Events in the dead-letter stream"), metric.WithUnit("{event}"),
 		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
-			s, err := js.Stream(ctx, DeadLetterStream)
+			s, err := js.Stream(ctx, events.DeadLetterStream)
 			if err != nil {
 				return err
 			}
@@ -81,4 +82,16 @@ func RegisterDLQDepth(mp metric.MeterProvider, js jetstream.JetStream) error {
 			return nil
 		}))
 	return err
+}
+
+// Metrics counts every settled delivery by consumer, subject and outcome,
+// and every redelivery.
+func Metrics(b *Bus) Middleware {
+	return func(next Handler) Handler {
+		return func(ctx context.Context, msg Message) error {
+			err := next(ctx, msg)
+			b.metrics.settled(ctx, msg.Consumer, msg.Subject, msg.Outcome(), msg.Delivery)
+			return err
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package events
+package blobstore
 
 import (
 	"bytes"
@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,28 +20,28 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// BlobStore is the JetStream Object Store as an oci.BlobStore: objects are
+// Store is the JetStream Object Store as an oci.BlobStore: objects are
 // named by digest, so storing the same blob twice stores it once, and any
 // process on the bus can read what the builder wrote.
-type BlobStore struct {
+type Store struct {
 	js     jetstream.JetStream
 	obs    jetstream.ObjectStore
 	stream jetstream.Stream // the bucket's stream, to read and write one-chunk objects directly
 }
 
-var _ oci.BlobStore = (*BlobStore)(nil)
+var _ oci.BlobStore = (*Store)(nil)
 
-// OpenBlobStore opens the provisioned blob bucket.
-func OpenBlobStore(ctx context.Context, js jetstream.JetStream) (*BlobStore, error) {
-	obs, err := js.ObjectStore(ctx, BlobBucket)
+// Open opens the provisioned blob bucket.
+func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	obs, err := js.ObjectStore(ctx, events.BlobBucket)
 	if err != nil {
-		return nil, fmt.Errorf("open object store %s (is the bus provisioned?): %w", BlobBucket, err)
+		return nil, fmt.Errorf("open object store %s (is the bus provisioned?): %w", events.BlobBucket, err)
 	}
 	stream, err := js.Stream(ctx, blobStream)
 	if err != nil {
-		return nil, fmt.Errorf("open stream %s of object store %s (is the bus provisioned?): %w", blobStream, BlobBucket, err)
+		return nil, fmt.Errorf("open stream %s of object store %s (is the bus provisioned?): %w", blobStream, events.BlobBucket, err)
 	}
-	return &BlobStore{js: js, obs: obs, stream: stream}, nil
+	return &Store{js: js, obs: obs, stream: stream}, nil
 }
 
 // The Object Store's layout (NATS ADR-20): bucket B is the stream OBJ_B;
@@ -47,9 +49,9 @@ func OpenBlobStore(ctx context.Context, js jetstream.JetStream) (*BlobStore, err
 // its info (an ObjectInfo in JSON, its SHA-256 as "SHA-256=<base64url>")
 // the last message on $O.B.M.<its name in base64url>.
 const (
-	blobStream      = "OBJ_" + BlobBucket
-	blobChunkPrefix = "$O." + BlobBucket + ".C."
-	blobMetaPrefix  = "$O." + BlobBucket + ".M."
+	blobStream      = "OBJ_" + events.BlobBucket
+	blobChunkPrefix = "$O." + events.BlobBucket + ".C."
+	blobMetaPrefix  = "$O." + events.BlobBucket + ".M."
 )
 
 func metaSubject(name string) string {
@@ -62,7 +64,7 @@ const blobChunkSize = 128 << 10
 
 // Put streams r into the store under desc's digest unless it is there already.
 // It verifies what it read: a blob that does not match desc is not kept.
-func (s *BlobStore) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) error {
+func (s *Store) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) error {
 	name := desc.Digest.String()
 	cur, err := s.info(ctx, name)
 	if err != nil {
@@ -85,8 +87,8 @@ func (s *BlobStore) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) er
 	return nil
 }
 
-func (s *BlobStore) putError(name string, err error) error {
-	return fmt.Errorf("%w: put %s into %s: %w", oci.ErrStore, name, BlobBucket, err)
+func (s *Store) putError(name string, err error) error {
+	return fmt.Errorf("%w: put %s into %s: %w", oci.ErrStore, name, events.BlobBucket, err)
 }
 
 // stored is an object's info as last written, and the sequence of that
@@ -98,7 +100,7 @@ type stored struct {
 
 // info reads an object's info directly, as the Object Store's GetInfo
 // does, and its sequence.
-func (s *BlobStore) info(ctx context.Context, name string) (stored, error) {
+func (s *Store) info(ctx context.Context, name string) (stored, error) {
 	m, err := s.stream.GetLastMsgForSubject(ctx, metaSubject(name))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return stored{}, nil
@@ -123,7 +125,7 @@ func (s *BlobStore) info(ctx context.Context, name string) (stored, error) {
 // The info is written only over cur's (the stream checks the subject's
 // last sequence): of two puts of the same new blob at once, the second to
 // arrive leaves the first's in place and removes its own chunk.
-func (s *BlobStore) putSmall(ctx context.Context, desc v1.Descriptor, r io.Reader, cur stored) error {
+func (s *Store) putSmall(ctx context.Context, desc v1.Descriptor, r io.Reader, cur stored) error {
 	name := desc.Digest.String()
 	data, err := io.ReadAll(io.LimitReader(r, desc.Size+1))
 	if err != nil {
@@ -138,7 +140,7 @@ func (s *BlobStore) putSmall(ctx context.Context, desc v1.Descriptor, r io.Reade
 	}
 	info := jetstream.ObjectInfo{
 		ObjectMeta: jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: blobChunkSize}},
-		Bucket:     BlobBucket, NUID: nuid.Next(), Size: uint64(len(data)), Chunks: uint32(min(len(data), 1)),
+		Bucket:     events.BlobBucket, NUID: nuid.Next(), Size: uint64(len(data)), Chunks: uint32(min(len(data), 1)),
 		Digest: "SHA-256=" + base64.URLEncoding.EncodeToString(sum),
 	}
 	meta := nats.NewMsg(metaSubject(name))
@@ -195,8 +197,12 @@ func acknowledged(ctx context.Context, ack jetstream.PubAckFuture) error {
 	}
 }
 
+// publishTimeout bounds the wait for an asynchronous publish's
+// acknowledgement, as jetstream's own default bounds a synchronous one.
+const publishTimeout = 5 * time.Second
+
 // purge removes a subject's messages, after a put whatever its context.
-func (s *BlobStore) purge(ctx context.Context, subject string) {
+func (s *Store) purge(ctx context.Context, subject string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
 	_ = s.stream.Purge(ctx, jetstream.WithPurgeSubject(subject))
@@ -215,7 +221,7 @@ func (s *BlobStore) purge(ctx context.Context, subject string) {
 // or another client) gets a new chunk and the old one is purged: a read
 // between the info and the chunk finds the chunk gone. It reads the new
 // info then, a few times.
-func (s *BlobStore) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+func (s *Store) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
 	for attempt := 1; ; attempt++ {
 		rc, err := s.open(ctx, d)
 		if !errors.Is(err, errChunkGone) || attempt == 5 {
@@ -227,13 +233,13 @@ func (s *BlobStore) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, e
 // errChunkGone: an object's info names a chunk the store no longer has.
 var errChunkGone = errors.New("its chunk is gone (the blob was stored again meanwhile)")
 
-func (s *BlobStore) open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+func (s *Store) open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
 	info, err := s.info(ctx, d.String())
 	if err != nil {
 		return nil, s.getError(d, err)
 	}
 	if info.seq == 0 || info.Deleted {
-		return nil, fmt.Errorf("%s in %s: %w", d, BlobBucket, oci.ErrBlobNotFound)
+		return nil, fmt.Errorf("%s in %s: %w", d, events.BlobBucket, oci.ErrBlobNotFound)
 	}
 	if info.Chunks > 1 || info.Opts != nil && info.Opts.Link != nil {
 		r, err := s.obs.Get(ctx, d.String())
@@ -246,7 +252,7 @@ func (s *BlobStore) open(ctx context.Context, d digest.Digest) (io.ReadCloser, e
 	if info.Chunks == 1 {
 		m, err := s.stream.GetLastMsgForSubject(ctx, blobChunkPrefix+info.NUID)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil, fmt.Errorf("%s in %s: %w: %w", d, BlobBucket, errChunkGone, oci.ErrBlobNotFound)
+			return nil, fmt.Errorf("%s in %s: %w: %w", d, events.BlobBucket, errChunkGone, oci.ErrBlobNotFound)
 		}
 		if err != nil {
 			return nil, s.getError(d, err)
@@ -254,14 +260,14 @@ func (s *BlobStore) open(ctx context.Context, d digest.Digest) (io.ReadCloser, e
 		data = m.Data
 	}
 	if !oci.Matches(v1.Descriptor{Digest: d, Size: int64(info.Size)}, data) {
-		return nil, fmt.Errorf("%w: %s in %s does not match its digest: put it again", oci.ErrStore, d, BlobBucket)
+		return nil, fmt.Errorf("%w: %s in %s does not match its digest: put it again", oci.ErrStore, d, events.BlobBucket)
 	}
 	return io.NopCloser(bytes.NewReader(data)), nil
 }
 
-func (s *BlobStore) getError(d digest.Digest, err error) error {
+func (s *Store) getError(d digest.Digest, err error) error {
 	if errors.Is(err, jetstream.ErrObjectNotFound) || errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("%s in %s: %w", d, BlobBucket, oci.ErrBlobNotFound)
+		return fmt.Errorf("%s in %s: %w", d, events.BlobBucket, oci.ErrBlobNotFound)
 	}
-	return fmt.Errorf("%w: get %s from %s: %w", oci.ErrStore, d, BlobBucket, err)
+	return fmt.Errorf("%w: get %s from %s: %w", oci.ErrStore, d, events.BlobBucket, err)
 }

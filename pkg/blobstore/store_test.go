@@ -1,4 +1,4 @@
-package events_test
+package blobstore_test
 
 import (
 	"bytes"
@@ -8,8 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/blobstore"
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/events/eventstest"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
@@ -68,10 +69,10 @@ func TestTheBlobStoreGivesBackEachBlobAsStored(t *testing.T) {
 
 // blobStore starts a NATS server with the bus provisioned and opens its
 // blob store.
-func blobStore(t *testing.T) (*eventstest.Server, *events.BlobStore) {
+func blobStore(t *testing.T) (*bustest.Server, *blobstore.Store) {
 	t.Helper()
-	srv := eventstest.NewServer(t)
-	store, err := events.OpenBlobStore(context.Background(), srv.JetStream)
+	srv := bustest.NewServer(t)
+	store, err := blobstore.Open(context.Background(), srv.JetStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func blobStore(t *testing.T) (*eventstest.Server, *events.BlobStore) {
 }
 
 // objectStore opens the blob bucket as NATS's own Object Store client does.
-func objectStore(t *testing.T, srv *eventstest.Server) jetstream.ObjectStore {
+func objectStore(t *testing.T, srv *bustest.Server) jetstream.ObjectStore {
 	t.Helper()
 	obs, err := srv.JetStream.ObjectStore(context.Background(), events.BlobBucket)
 	if err != nil {
@@ -89,7 +90,7 @@ func objectStore(t *testing.T, srv *eventstest.Server) jetstream.ObjectStore {
 }
 
 // apiRequests counts the JetStream API requests the server has answered.
-func apiRequests(t *testing.T, srv *eventstest.Server) uint64 {
+func apiRequests(t *testing.T, srv *bustest.Server) uint64 {
 	t.Helper()
 	jsz, err := srv.NATS.Jsz(&server.JSzOptions{})
 	if err != nil {

@@ -1,0 +1,30 @@
+package events
+
+// The JetStream resources of the pipeline.
+const (
+	// StreamName holds every pipeline event, on digestline.<event>.<run id>.
+	StreamName = "DIGESTLINE"
+	// DeadLetterStream holds events no handler could process, with the reason.
+	DeadLetterStream = "DIGESTLINE_DLQ"
+	// DeadLetterPrefix prefixes the original subject of a dead-lettered event.
+	DeadLetterPrefix = "dlq."
+	// BlobBucket is the Object Store of blobs between builder and pusher, keyed by digest.
+	BlobBucket = "DIGESTLINE_BLOBS"
+	// PromotionsBucket is the KV bucket of current promotions per environment and repository.
+	PromotionsBucket = "DIGESTLINE_PROMOTIONS"
+	// VerifiedBucket holds every verified digest per repository: the
+	// promotion gates' proof, and where it has been promoted.
+	VerifiedBucket = "DIGESTLINE_VERIFIED"
+	// HistoryBucket keeps every promotion and rejection, and each promotion
+	// request's decision, for good.
+	HistoryBucket = "DIGESTLINE_HISTORY"
+)
+
+// ContentType is the NATS Content-Type header of a structured CloudEvent.
+const ContentType = "application/cloudevents+json"
+
+// The distributed-tracing extension's attribute names.
+const (
+	ExtTraceParent = "traceparent"
+	ExtTraceState  = "tracestate"
+)

@@ -1,0 +1,87 @@
+package runs_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+
+	"github.com/digestline/digestline/pkg/bus"
+
+	"github.com/digestline/digestline/pkg/bus/bustest"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/runs"
+)
+
+func validRequest() events.BuildRequest {
+	return events.BuildRequest{Source: events.Source{Kind: events.SourceDir, Path: "/src"}, Target: "registry.local/app:lab"}
+}
+
+// TestEventsReadsOneRunInOrder: a run's history is what its subjects
+// hold, in stream order, without the other runs' events and without an
+// event that claims another run than its subject says.
+func TestEventsReadsOneRunInOrder(t *testing.T) {
+	t.Parallel()
+	srv := bustest.NewServer(t)
+	b := bus.NewBus(srv.JetStream, "/digestline/test/1")
+	ctx := context.Background()
+	var want []string
+	for i := range 3 {
+		for _, run := range []string{"run-a", "run-b"} {
+			ev, err := b.Start(ctx, events.BuildRequested, run, "app", validRequest())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if run == "run-a" {
+				want = append(want, ev.ID())
+			}
+			if i == 2 && run == "run-a" {
+				next, err := b.Emit(ctx, ev, events.BuildFailed, "", events.NewFailure(failure.Errorf(failure.Input, "yes", "no")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, next.ID())
+			}
+		}
+	}
+	// run-b's event, filed under run-a's subject by a careless publisher;
+	// and run-a's first event stored again, as a replayed dead letter is.
+	stray, _ := events.NewEvent(b.Source(), events.BuildRequested, "run-b", "app", validRequest())
+	stream, err := srv.JetStream.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := stream.GetLastMsgForSubject(ctx, events.BuildRequested.Subject("run-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(stray)
+	for _, b := range [][]byte{body, stored.Data} {
+		if _, err := srv.JetStream.Publish(ctx, events.BuildRequested.Subject("run-a"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	raw, err := runs.Events(ctx, srv.JetStream, "run-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range raw {
+		ev, _, err := events.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.ID())
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("run-a's events %v, want %v", got, want)
+	}
+	if raw, err := runs.Events(ctx, srv.JetStream, "run-c"); err != nil || len(raw) != 0 {
+		t.Errorf("a run with no events: %d events, %v", len(raw), err)
+	}
+	if _, err := runs.Events(ctx, srv.JetStream, "run.*"); err == nil {
+		t.Error("a run id with wildcards was read")
+	}
+}
