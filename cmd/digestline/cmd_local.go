@@ -18,7 +18,6 @@ import (
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/pkg/verify"
 	"github.com/digestline/digestline/services/builder"
-	"github.com/digestline/digestline/services/pusher"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 )
@@ -160,7 +159,7 @@ func newPushCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts, err := pusher.TagOptions(*guard)
+			opts, err := registry.TagOptions(*guard)
 			if err != nil {
 				return err
 			}

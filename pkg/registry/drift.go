@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/digestline/digestline/pkg/failure"
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -33,52 +32,6 @@ func ParseTagPolicy(s string) (TagPolicy, error) {
 	}
 	return "", fmt.Errorf("tag policy %q: want fail, force or if-absent", s)
 }
-
-// PushOption configures one push.
-type PushOption func(*pushOptions)
-
-type pushOptions struct {
-	policy   TagPolicy
-	expect   digest.Digest
-	progress Progress
-	prove    Proof
-	mounts   []name.Repository // MountFrom
-	present  bool              // ManifestsPresent
-}
-
-// ManifestsPresent tells the push that the target repository holds the
-// graph's manifests: the caller has just read them from there (a
-// promotion within one repository). The manifest check then asks about
-// the tag only: a round trip less.
-func ManifestsPresent() PushOption { return func(o *pushOptions) { o.present = true } }
-
-// MountFrom names a repository that holds the artifact being pushed: when
-// it is in the destination's registry, the push mounts the artifact's
-// blobs from there instead of uploading them (a promotion between two
-// places of one registry, a copy within it). A repository elsewhere, or
-// that no longer holds it, offers nothing and costs nothing.
-func MountFrom(repo name.Repository) PushOption {
-	return func(o *pushOptions) { o.mounts = append(o.mounts, repo) }
-}
-
-// mountFrom is where the artifact root may be mounted from in target's
-// registry.
-func (o pushOptions) mountFrom(target name.Repository, root digest.Digest) []baseRef {
-	var out []baseRef
-	for _, r := range o.mounts {
-		if r.RegistryStr() == target.RegistryStr() && r.RepositoryStr() != target.RepositoryStr() {
-			out = append(out, baseRef{repo: r.RepositoryStr(), digest: root, whole: true})
-		}
-	}
-	return out
-}
-
-// WithTagPolicy sets how the tag update treats a tag that points elsewhere.
-func WithTagPolicy(p TagPolicy) PushOption { return func(o *pushOptions) { o.policy = p } }
-
-// ExpectTag says which digest the tag should point at before the push; with
-// TagFail, any other is a conflict (drift) and the tag is not moved.
-func ExpectTag(d digest.Digest) PushOption { return func(o *pushOptions) { o.expect = d } }
 
 // guarded reports whether the policy can refuse to move a tag.
 func (o pushOptions) guarded() bool {

@@ -11,10 +11,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/digestline/digestline/pkg/registry/transport"
+
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	ggcr "github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -69,7 +71,7 @@ func (c *Client) Probe(ctx context.Context, repo name.Repository) (Capabilities,
 		}
 		repo.Registry = reg
 	}
-	ping, err := transport.Ping(ctx, repo.Registry, c.base)
+	ping, err := ggcr.Ping(ctx, repo.Registry, c.base)
 	if err != nil {
 		return caps, (&Repo{name: repo, timeout: c.timeout}).classifyTransport(ctx, err)
 	}
@@ -128,7 +130,7 @@ func (r *Repo) probeChunks(ctx context.Context) (Capability, int64) {
 // expire).
 func (r *Repo) cancelUpload(ctx context.Context, s *uploadSession) {
 	if resp, err := r.do(ctx, http.MethodDelete, s.location.String(), nil, nil); err == nil {
-		drain(resp)
+		transport.Drain(resp)
 	}
 }
 
@@ -140,7 +142,7 @@ func (r *Repo) probeMount(ctx context.Context) Capability {
 	if err != nil {
 		return Capability{Unknown, err.Error()}
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	switch resp.StatusCode {
 	case http.StatusCreated:
 		return Capability{Support: Yes}
@@ -150,7 +152,7 @@ func (r *Repo) probeMount(ctx context.Context) Capability {
 		}
 		return Capability{Unknown, "the registry answered with an upload session: it mounts only blobs it holds, and this repository holds no empty JSON blob to try"}
 	}
-	return Capability{No, classifyResponse(resp, r.name).Error()}
+	return Capability{No, transport.Classify(resp, r.name).Error()}
 }
 
 // probeDelete deletes a blob that does not exist: 404 or 202 says deletes
@@ -160,14 +162,14 @@ func (r *Repo) probeDelete(ctx context.Context) Capability {
 	if err != nil {
 		return Capability{Unknown, err.Error()}
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	switch resp.StatusCode {
 	case http.StatusNotFound, http.StatusAccepted:
 		return Capability{Support: Yes}
 	case http.StatusMethodNotAllowed:
 		return Capability{No, "the registry serves no DELETE"}
 	}
-	return Capability{Unknown, classifyResponse(resp, r.name).Error()}
+	return Capability{Unknown, transport.Classify(resp, r.name).Error()}
 }
 
 // probeTags lists the tags, then one tag per page: a Link header says the
@@ -187,7 +189,7 @@ func (r *Repo) probeTags(ctx context.Context) (digestHeader, pagination Capabili
 	}
 	err = decodeJSON(resp, &body)
 	link := resp.Header.Get("Link")
-	drain(resp)
+	transport.Drain(resp)
 	if err != nil {
 		return Capability{Unknown, err.Error()}, Capability{Unknown, err.Error()}
 	}
@@ -207,9 +209,9 @@ func (r *Repo) probeTags(ctx context.Context) (digestHeader, pagination Capabili
 	if err != nil {
 		return Capability{Unknown, err.Error()}, pagination
 	}
-	drain(head)
+	transport.Drain(head)
 	if head.StatusCode != http.StatusOK {
-		return Capability{Unknown, classifyResponse(head, r.name).Error()}, pagination
+		return Capability{Unknown, transport.Classify(head, r.name).Error()}, pagination
 	}
 	if _, err := digest.Parse(head.Header.Get("Docker-Content-Digest")); err != nil {
 		return Capability{No, "digestline reads and hashes manifests instead"}, pagination

@@ -14,11 +14,6 @@ import (
 // Progress must be safe for concurrent use.
 type Progress func(blob v1.Descriptor, done int64)
 
-// WithProgress reports upload progress to fn. Without it, blob files are
-// handed to the HTTP transport untouched, so the kernel can send them
-// without copying (sendfile); with it, every read is counted first.
-func WithProgress(fn Progress) PushOption { return func(o *pushOptions) { o.progress = fn } }
-
 // progressReader reports each read of one blob's bytes.
 type progressReader struct {
 	r    io.Reader

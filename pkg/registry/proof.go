@@ -26,13 +26,6 @@ func (ProofFunc) Arrived(v1.Descriptor) {}
 // Prove calls f.
 func (f ProofFunc) Prove(ctx context.Context) (string, error) { return f(ctx) }
 
-// VerifyBeforeTag runs proof as a stage of the push, "verify", after the
-// referrers and before the tag update: the tag moves only once what it
-// will point at, and everything attached to it, is proven where it is.
-// The proof hears of each blob as it arrives. A failed proof fails the
-// push, and the tag stays where it was.
-func VerifyBeforeTag(proof Proof) PushOption { return func(o *pushOptions) { o.prove = proof } }
-
 // arrived tells the push's proof, if it has one, that the destination
 // holds b.
 func (p *pushRun) arrived(b v1.Descriptor) {

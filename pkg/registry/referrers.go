@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/digestline/digestline/pkg/registry/transport"
+
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/opencontainers/go-digest"
@@ -147,12 +149,12 @@ func (r *Repo) referrersAPI(ctx context.Context, subject digest.Digest) (v1.Inde
 	if err != nil {
 		return v1.Index{}, false, r.classifyTransport(ctx, err)
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	switch {
 	case resp.StatusCode == http.StatusNotFound, resp.StatusCode >= 300 && resp.StatusCode < 400:
 		return v1.Index{}, false, nil
 	case resp.StatusCode != http.StatusOK:
-		return v1.Index{}, false, classifyResponse(resp, r.name)
+		return v1.Index{}, false, transport.Classify(resp, r.name)
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != v1.MediaTypeImageIndex {
 		return v1.Index{}, false, nil
@@ -180,12 +182,12 @@ func (r *Repo) fallbackIndex(ctx context.Context, subject digest.Digest) (v1.Ind
 	if err != nil {
 		return v1.Index{}, "", err
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	if resp.StatusCode == http.StatusNotFound {
 		return empty, "", nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return v1.Index{}, "", classifyResponse(resp, r.name)
+		return v1.Index{}, "", transport.Classify(resp, r.name)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, oci.MaxManifestSize))
 	if err != nil {

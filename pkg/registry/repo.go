@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/digestline/digestline/pkg/registry/transport"
+
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -59,10 +61,10 @@ func (r *Repo) do(ctx context.Context, method, u string, body io.Reader, hdr htt
 	return resp, nil
 }
 
-// drain discards what is left of a body so the connection can be reused.
-func drain(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	_ = resp.Body.Close()
+// classifyTransport classifies an error that came back instead of an
+// answer from r's registry (transport.ClassifyError).
+func (r *Repo) classifyTransport(ctx context.Context, err error) *failure.Error {
+	return transport.ClassifyError(ctx, err, r.name, r.timeout)
 }
 
 // HeadManifest returns the descriptor a tag or digest resolves to, and false
@@ -72,7 +74,7 @@ func (r *Repo) HeadManifest(ctx context.Context, ref string) (v1.Descriptor, boo
 	if err != nil {
 		return v1.Descriptor{}, false, err
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	switch resp.StatusCode {
 	case http.StatusOK:
 		d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
@@ -86,7 +88,7 @@ func (r *Repo) HeadManifest(ctx context.Context, ref string) (v1.Descriptor, boo
 	case http.StatusNotFound:
 		return v1.Descriptor{}, false, nil
 	}
-	return v1.Descriptor{}, false, classifyResponse(resp, r.name)
+	return v1.Descriptor{}, false, transport.Classify(resp, r.name)
 }
 
 // GetManifest fetches a manifest by tag or digest. When ref is a digest the
@@ -108,9 +110,9 @@ func (r *Repo) getManifest(ctx context.Context, ref string) ([]byte, v1.Descript
 	if err != nil {
 		return nil, v1.Descriptor{}, err
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	if resp.StatusCode != http.StatusOK {
-		return nil, v1.Descriptor{}, classifyResponse(resp, r.name)
+		return nil, v1.Descriptor{}, transport.Classify(resp, r.name)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, oci.MaxManifestSize+1))
 	if err != nil {
@@ -155,9 +157,9 @@ func (r *Repo) putManifest(ctx context.Context, ref, mediaType string, body []by
 	if err != nil {
 		return false, err
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return false, classifyResponse(resp, r.name)
+		return false, transport.Classify(resp, r.name)
 	}
 	return resp.Header.Get("OCI-Subject") != "", nil
 }
@@ -168,14 +170,14 @@ func (r *Repo) HeadBlob(ctx context.Context, d digest.Digest) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	switch resp.StatusCode {
 	case http.StatusOK:
 		return true, nil
 	case http.StatusNotFound:
 		return false, nil
 	}
-	return false, classifyResponse(resp, r.name)
+	return false, transport.Classify(resp, r.name)
 }
 
 // Open streams a blob; it implements oci.BlobReader. The caller verifies the
@@ -186,8 +188,8 @@ func (r *Repo) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		defer drain(resp)
-		return nil, classifyResponse(resp, r.name)
+		defer transport.Drain(resp)
+		return nil, transport.Classify(resp, r.name)
 	}
 	return resp.Body, nil
 }
@@ -281,7 +283,7 @@ func (r *Repo) mountBlob(ctx context.Context, d digest.Digest, from string) (boo
 	if err != nil {
 		return false, nil, err
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	switch {
 	case resp.StatusCode == http.StatusCreated:
 		return true, nil, nil
@@ -293,7 +295,7 @@ func (r *Repo) mountBlob(ctx context.Context, d digest.Digest, from string) (boo
 		s.offset = 0
 		return false, s, nil
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
-		return false, nil, classifyResponse(resp, r.name)
+		return false, nil, transport.Classify(resp, r.name)
 	}
 	return false, nil, nil
 }
@@ -324,15 +326,15 @@ func (r *Repo) Tags(ctx context.Context, pageSize int) ([]string, error) {
 			return tags, err
 		}
 		if resp.StatusCode != http.StatusOK {
-			defer drain(resp)
-			return tags, classifyResponse(resp, r.name)
+			defer transport.Drain(resp)
+			return tags, transport.Classify(resp, r.name)
 		}
 		var body struct {
 			Tags []string `json:"tags"`
 		}
 		err = json.NewDecoder(io.LimitReader(resp.Body, oci.MaxManifestSize)).Decode(&body)
 		link := resp.Header.Get("Link")
-		drain(resp)
+		transport.Drain(resp)
 		if err != nil {
 			return tags, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("tag list: %w", err), Hint: "the registry's tag list is not valid JSON"}
 		}

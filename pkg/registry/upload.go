@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/digestline/digestline/pkg/registry/transport"
+
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/opencontainers/go-digest"
 )
@@ -29,9 +31,9 @@ func (r *Repo) startUpload(ctx context.Context) (*uploadSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	if resp.StatusCode != http.StatusAccepted {
-		return nil, classifyResponse(resp, r.name)
+		return nil, transport.Classify(resp, r.name)
 	}
 	s := &uploadSession{}
 	if err := s.update(resp); err != nil {
@@ -60,7 +62,7 @@ func (r *Repo) postBlob(ctx context.Context, d digest.Digest, content []byte) (s
 	if err != nil {
 		return nil, err
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	switch resp.StatusCode {
 	case http.StatusCreated:
 		return nil, nil
@@ -72,7 +74,7 @@ func (r *Repo) postBlob(ctx context.Context, d digest.Digest, content []byte) (s
 		s.offset = 0 // it kept nothing: the blob was not taken
 		return s, nil
 	}
-	return nil, classifyResponse(resp, r.name)
+	return nil, transport.Classify(resp, r.name)
 }
 
 // refusesSinglePost reports whether a single POST's failure says the
@@ -122,9 +124,9 @@ func (r *Repo) status(ctx context.Context, s *uploadSession) error {
 	if err != nil {
 		return err
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	if resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusOK {
-		return classifyResponse(resp, r.name)
+		return transport.Classify(resp, r.name)
 	}
 	s.offset = 0
 	return s.update(resp)
@@ -143,9 +145,9 @@ func (r *Repo) patch(ctx context.Context, s *uploadSession, chunk io.Reader, n i
 	if err != nil {
 		return r.classifyTransport(ctx, err)
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	if resp.StatusCode != http.StatusAccepted {
-		return classifyResponse(resp, r.name)
+		return transport.Classify(resp, r.name)
 	}
 	before := s.offset
 	if err := s.update(resp); err != nil {
@@ -174,9 +176,9 @@ func (r *Repo) finish(ctx context.Context, s *uploadSession, d digest.Digest, co
 	if err != nil {
 		return r.classifyTransport(ctx, err)
 	}
-	defer drain(resp)
+	defer transport.Drain(resp)
 	if resp.StatusCode != http.StatusCreated {
-		return classifyResponse(resp, r.name)
+		return transport.Classify(resp, r.name)
 	}
 	return nil
 }

@@ -71,7 +71,7 @@ func (p *pusher) push(ctx context.Context, m bus.Message, build events.BuildResu
 		return fail(&failure.Error{Class: failure.Schema, Stage: events.StageAuth, Err: err,
 			Hint: "the target must be an image reference such as registry.example.com/team/app:tag"})
 	}
-	opts, err := TagOptions(build.Tag)
+	opts, err := registry.TagOptions(build.Tag)
 	if err != nil {
 		return fail(&failure.Error{Class: failure.Schema, Stage: events.StageTagUpdate, Err: err,
 			Hint: "set tag.policy to fail, force or if-absent, and tag.expect to a digest"})
@@ -142,7 +142,7 @@ func (p *pusher) promote(ctx context.Context, m bus.Message, a events.Approval) 
 	if a.Previous != "" {
 		guard = events.TagGuard{Policy: string(registry.TagFail), Expect: a.Previous}
 	}
-	opts, err := TagOptions(guard)
+	opts, err := registry.TagOptions(guard)
 	if err != nil {
 		return bus.Permanent(err)
 	}
@@ -192,21 +192,4 @@ func (p *pusher) pushStages(ctx context.Context, m bus.Message, ref name.Referen
 		}
 	}
 	return res, err
-}
-
-// TagOptions turns a tag guard into push options.
-func TagOptions(g events.TagGuard) ([]registry.PushOption, error) {
-	policy, err := registry.ParseTagPolicy(g.Policy)
-	if err != nil {
-		return nil, err
-	}
-	opts := []registry.PushOption{registry.WithTagPolicy(policy)}
-	if g.Expect != "" {
-		d, err := digest.Parse(g.Expect)
-		if err != nil {
-			return nil, fmt.Errorf("tag.expect: %w", err)
-		}
-		opts = append(opts, registry.ExpectTag(d))
-	}
-	return opts, nil
 }

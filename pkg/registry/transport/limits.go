@@ -1,4 +1,4 @@
-package registry
+package transport
 
 import (
 	"context"
@@ -11,21 +11,10 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// WithRateLimit bounds the requests sent to each registry to perSecond
-// (bursts of burst), so many pushes at once stay under a registry's own
-// limits (Docker Hub's, for one) instead of tripping them; 0 (the default)
-// is no bound. Time spent waiting is counted in the
-// digestline.registry.throttled.wait metric.
-func WithRateLimit(perSecond float64, burst int) Option {
-	return func(c *Client) { c.limits.perSecond, c.limits.burst = perSecond, max(burst, 1) }
-}
-
-// WithUploadLimit bounds the blob uploads running at once to each registry,
-// across all of the client's pushes; 0 (the default) is no bound.
-func WithUploadLimit(n int) Option { return func(c *Client) { c.limits.uploads = max(n, 0) } }
-
-// limits are the client's per-registry bounds and their state.
-type limits struct {
+// Limits are a client's per-registry bounds and their state: a request
+// rate and a number of uploads at once per registry host. The zero value
+// bounds nothing; set the bounds before the first request.
+type Limits struct {
 	perSecond float64
 	burst     int
 	uploads   int
@@ -39,7 +28,7 @@ type hostLimits struct {
 	uploads chan struct{} // nil: no bound
 }
 
-func (l *limits) of(host string) *hostLimits {
+func (l *Limits) of(host string) *hostLimits {
 	if h, ok := l.hosts.Load(host); ok {
 		return h.(*hostLimits)
 	}
@@ -56,7 +45,7 @@ func (l *limits) of(host string) *hostLimits {
 
 // waitTurn waits until host may be sent another request, and counts the
 // wait.
-func (l *limits) waitTurn(ctx context.Context, host string) error {
+func (l *Limits) waitTurn(ctx context.Context, host string) error {
 	h := l.of(host)
 	if h.rate == nil {
 		return nil
@@ -73,8 +62,26 @@ func (l *limits) waitTurn(ctx context.Context, host string) error {
 	return nil
 }
 
-// uploadSlot takes one of host's upload slots; release gives it back.
-func (l *limits) uploadSlot(ctx context.Context, host string) (release func(), err error) {
+// SetRate bounds the requests to each registry to perSecond, in bursts
+// of burst (0: no bound).
+func (l *Limits) SetRate(perSecond float64, burst int) {
+	l.perSecond, l.burst = perSecond, max(burst, 1)
+}
+
+// SetUploads bounds the uploads at once to each registry (0: no bound).
+func (l *Limits) SetUploads(n int) { l.uploads = max(n, 0) }
+
+// Instrument counts the requests held back, and the time they waited, in m.
+func (l *Limits) Instrument(m metric.Meter) {
+	// Instrument errors only say a name is malformed; ours are fixed.
+	l.delayed, _ = m.Int64Counter("digestline.registry.throttled",
+		metric.WithDescription("Requests held back by the client's rate limit for their registry"), metric.WithUnit("{request}"))
+	l.waited, _ = m.Float64Counter("digestline.registry.throttled.wait",
+		metric.WithDescription("Time requests waited for the client's rate limit for their registry"), metric.WithUnit("s"))
+}
+
+// UploadSlot takes one of host's upload slots; release gives it back.
+func (l *Limits) UploadSlot(ctx context.Context, host string) (release func(), err error) {
 	h := l.of(host)
 	if h.uploads == nil {
 		return func() {}, nil
@@ -90,7 +97,7 @@ func (l *limits) uploadSlot(ctx context.Context, host string) (release func(), e
 // limitedTransport sends each request when its registry's rate allows.
 type limitedTransport struct {
 	next   http.RoundTripper
-	limits *limits
+	limits *Limits
 }
 
 func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {

@@ -1,4 +1,4 @@
-package registry
+package transport
 
 import (
 	"context"
@@ -10,23 +10,10 @@ import (
 	"time"
 )
 
-// DefaultTimeout is how long a registry may leave a request unanswered, or
-// a connection without a byte moving either way, unless WithTimeout says
-// otherwise.
-const DefaultTimeout = 60 * time.Second
-
-// WithTimeout bounds how long a registry may stay silent: no response
-// headers d after a request was sent, or no byte read or written on a
-// connection for d (a body that stops mid-blob, an upload the registry
-// stops reading), is a transport failure naming the registry and d.
-// Default DefaultTimeout; it applies to the client's own transport, not
-// to one given by WithTransport.
-func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
-
-// idleDialer dials connections that fail once nothing has moved on them for
+// IdleDialer dials connections that fail once nothing has moved on them for
 // idle: every read and write pushes both deadlines on, so a long upload or
 // download lives as long as bytes flow, and a silent peer ends it.
-func idleDialer(idle time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func IdleDialer(idle time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := d.DialContext(ctx, network, addr)

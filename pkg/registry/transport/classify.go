@@ -1,4 +1,4 @@
-package registry
+package transport
 
 import (
 	"context"
@@ -12,14 +12,16 @@ import (
 
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	ggcr "github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
-// classifyResponse turns a failed response into an *failure.Error. The body is read
+// Classify turns a failed response from repo's registry into a
+// *failure.Error: its class, the registry's error codes, and a hint naming
+// what to do. The body is read
 // (bounded) for the registry's error codes; the caller closes it.
-func classifyResponse(resp *http.Response, repo name.Repository) *failure.Error {
-	e := &failure.Error{Status: resp.StatusCode, Err: transport.CheckError(resp)}
-	var terr *transport.Error
+func Classify(resp *http.Response, repo name.Repository) *failure.Error {
+	e := &failure.Error{Status: resp.StatusCode, Err: ggcr.CheckError(resp)}
+	var terr *ggcr.Error
 	if errors.As(e.Err, &terr) {
 		for _, d := range terr.Errors {
 			e.Codes = append(e.Codes, string(d.Code))
@@ -77,17 +79,17 @@ func classifyResponse(resp *http.Response, repo name.Repository) *failure.Error 
 	return e
 }
 
-// classifyTransport classifies an error that came back instead of a
-// response: the auth handshake's refusal, the registry's silence past the
+// ClassifyError classifies an error that came back from repo's registry
+// instead of a response: the auth handshake's refusal, the registry's silence past the
 // client's timeout, the caller's deadline or cancellation, or no
 // connection at all — each naming the registry.
-func (r *Repo) classifyTransport(ctx context.Context, err error) *failure.Error {
+func ClassifyError(ctx context.Context, err error, repo name.Repository, timeout time.Duration) *failure.Error {
 	var e *failure.Error
 	if errors.As(err, &e) {
 		return e
 	}
-	reg, path := r.name.RegistryStr(), r.name.RepositoryStr()
-	var terr *transport.Error
+	reg, path := repo.RegistryStr(), repo.RepositoryStr()
+	var terr *ggcr.Error
 	if errors.As(err, &terr) { // from the auth handshake (token endpoint)
 		e = &failure.Error{Status: terr.StatusCode, Err: err}
 		for _, d := range terr.Errors {
@@ -115,12 +117,13 @@ func (r *Repo) classifyTransport(ctx context.Context, err error) *failure.Error 
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &failure.Error{Class: failure.Transport, Err: err,
-			Hint: fmt.Sprintf("the registry %s sent nothing for %s (DIGESTLINE_REGISTRY_TIMEOUT): it is retried; if it persists, check the registry's health and the network to it", reg, r.timeout)}
+			Hint: fmt.Sprintf("the registry %s sent nothing for %s (DIGESTLINE_REGISTRY_TIMEOUT): it is retried; if it persists, check the registry's health and the network to it", reg, timeout)}
 	}
 	return &failure.Error{Class: failure.Transport, Err: err,
 		Hint: fmt.Sprintf("could not reach the registry %s: check the address, that it is running, and the network", reg)}
 }
 
+// parseRetryAfter reads a Retry-After header: seconds, or an HTTP date.
 func parseRetryAfter(v string) time.Duration {
 	if v == "" {
 		return 0
