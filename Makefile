@@ -58,7 +58,8 @@ screenshot: build
 bench: build tools
 	./scripts/bench.sh
 
-## lint: gofmt and go vet across all modules
+## lint: gofmt, go vet, and the code's shape (file and function sizes, the layers' imports: scripts/shape)
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) run ./scripts/shape .

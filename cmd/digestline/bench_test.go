@@ -15,6 +15,7 @@ import (
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/uuid"
@@ -125,8 +126,8 @@ func withEvidence(t testing.TB) stackOption {
 	t.Helper()
 	dir := t.TempDir()
 	signing := withSigningKey(t, dir)
-	policy := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policy, []byte(`environments:
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte(`environments:
   dev:
     rules:
       - name: signed
@@ -138,7 +139,7 @@ func withEvidence(t testing.TB) stackOption {
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pol, err := reporter.LoadPolicy(policy, reporter.DefaultEnvironments)
+	pol, err := policy.Load(policyFile, reporter.DefaultEnvironments)
 	if err != nil {
 		t.Fatal(err)
 	}

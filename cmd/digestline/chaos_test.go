@@ -20,9 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/pkg/bus"
-
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/service"

@@ -11,10 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/pkg/bus"
-
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 )
 

@@ -18,14 +18,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/pkg/runs"
-
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -527,7 +527,7 @@ func TestRestartKeepsRecordsAndImages(t *testing.T) {
 	if err != nil {
 		t.Fatalf("promote after restart: %v\n%s", err, out)
 	}
-	var hist []reporter.HistoryEntry
+	var hist []api.HistoryEntry
 	if s2.getJSON(t, "/v1/history?repo="+res.Promotion.Repository, &hist) != http.StatusOK || len(hist) != 2 ||
 		hist[0].Promotion.Environment != "dev" || hist[1].Promotion.Environment != "staging" {
 		t.Fatalf("history after restart: %+v", hist)

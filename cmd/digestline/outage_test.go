@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/pkg/runs"
-
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/pusher"

@@ -9,6 +9,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
@@ -29,7 +30,7 @@ func TestPromotionAcrossRegistries(t *testing.T) {
 	keys := t.TempDir()
 	b := registrytest.Distribution(t, registrytest.DockerRegistry)
 	prodHost, corrupting := registrytest.CorruptingProxy(t, b)
-	places, err := reporter.ParsePlaces("prod=" + prodHost + "/prod/{path}")
+	places, err := policy.ParsePlaces("prod=" + prodHost + "/prod/{path}")
 	if err != nil {
 		t.Fatal(err)
 	}

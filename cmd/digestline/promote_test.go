@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/pkg/runs"
-
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -182,8 +182,8 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 
 	// The record: who asked, what it replaced, and the evidence.
 	var detail struct {
-		Current *events.Promotion       `json:"current"`
-		History []reporter.HistoryEntry `json:"history"`
+		Current *events.Promotion  `json:"current"`
+		History []api.HistoryEntry `json:"history"`
 	}
 	if s.getJSON(t, "/v1/promotions/prod/"+repo, &detail) != http.StatusOK || detail.Current == nil {
 		t.Fatal("GET /v1/promotions/prod/{repo} failed")
@@ -209,7 +209,7 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 	}
 
 	// Every gate's rejection is in the history, and records lists prod.
-	var hist []reporter.HistoryEntry
+	var hist []api.HistoryEntry
 	if s.getJSON(t, "/v1/history", &hist) != http.StatusOK {
 		t.Fatal("GET /v1/history failed")
 	}

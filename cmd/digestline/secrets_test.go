@@ -19,9 +19,9 @@ import (
 	"testing"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
-	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 )
@@ -112,7 +112,7 @@ func TestNoSecretReachesALogAnEventOrASpan(t *testing.T) {
 		}
 		seen.WriteString(sp.Status().Description)
 	}
-	var hist []reporter.HistoryEntry
+	var hist []api.HistoryEntry
 	s.getJSON(t, "/v1/history", &hist)
 	b, _ := json.Marshal(hist)
 	seen.Write(b)

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/pkg/bus"
-
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go"

@@ -7,9 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/digestline/digestline/pkg/events"
-
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
 

@@ -102,21 +102,9 @@ func BuildImage(ctx context.Context, dir string, cfg ImageConfig, store BlobStor
 		return Graph{}, err
 	}
 
-	var layers []v1.Descriptor
-	var diffIDs []digest.Digest
-	for k := 0; k <= len(cfg.Layers); k++ {
-		sub := layerEntries(entries, k, len(cfg.Layers))
-		if len(sub) == 0 {
-			continue
-		}
-		layer, diffID, err := writeLayer(ctx, dir, sub, created, cfg.Format, store)
-		if err != nil {
-			return Graph{}, err
-		}
-		if k < len(cfg.Layers) && cfg.Layers[k].Name != "" {
-			layer.Annotations = map[string]string{AnnotationLayerName: cfg.Layers[k].Name}
-		}
-		layers, diffIDs = append(layers, layer), append(diffIDs, diffID)
+	layers, diffIDs, err := writeLayers(ctx, dir, entries, created, cfg, store)
+	if err != nil {
+		return Graph{}, err
 	}
 
 	config := imageConfig(cfg, created)
@@ -165,6 +153,29 @@ func BuildImage(ctx context.Context, dir string, cfg ImageConfig, store BlobStor
 	}
 	manifestDesc.Platform = &cfg.Platform
 	return Graph{Root: manifestDesc, Descriptors: append(append([]v1.Descriptor{configDesc}, layers...), manifestDesc)}, nil
+}
+
+// writeLayers writes the tree's layers, one per layer rule with files (in
+// order) and one of the files no rule matches, and returns them with their
+// diff ids.
+func writeLayers(ctx context.Context, dir string, entries []treeEntry, created time.Time, cfg ImageConfig, store BlobStore) ([]v1.Descriptor, []digest.Digest, error) {
+	var layers []v1.Descriptor
+	var diffIDs []digest.Digest
+	for k := 0; k <= len(cfg.Layers); k++ {
+		sub := layerEntries(entries, k, len(cfg.Layers))
+		if len(sub) == 0 {
+			continue
+		}
+		layer, diffID, err := writeLayer(ctx, dir, sub, created, cfg.Format, store)
+		if err != nil {
+			return nil, nil, err
+		}
+		if k < len(cfg.Layers) && cfg.Layers[k].Name != "" {
+			layer.Annotations = map[string]string{AnnotationLayerName: cfg.Layers[k].Name}
+		}
+		layers, diffIDs = append(layers, layer), append(diffIDs, diffID)
+	}
+	return layers, diffIDs, nil
 }
 
 // imageConfig is the new image's config: the base's (when there is one) with

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/registry/transport"
-
 	"github.com/google/go-containerregistry/pkg/authn"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"

@@ -11,10 +11,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/digestline/digestline/pkg/registry/transport"
-
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry/transport"
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"

@@ -14,10 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/digestline/digestline/pkg/registry/transport"
-
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry/transport"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"

@@ -12,10 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/digestline/digestline/pkg/registry/transport"
-
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/registry/transport"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"

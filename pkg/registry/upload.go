@@ -11,9 +11,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/digestline/digestline/pkg/registry/transport"
-
 	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/registry/transport"
 	"github.com/opencontainers/go-digest"
 )
 

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/digestline/digestline/pkg/bus"
-
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"

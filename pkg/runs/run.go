@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/digestline/digestline/pkg/events"
-
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 )
 

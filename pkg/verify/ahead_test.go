@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
-
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"

@@ -6,7 +6,8 @@
 //   - the event contract (pkg/events) imports no NATS client and no HTTP client;
 //   - no service imports another service, and nothing in pkg imports a
 //     service or the CLI;
-//   - the CLI imports a service package only where it runs it (internal/dev).
+//   - the CLI imports a service package only where it runs it: internal/dev,
+//     and build.go (the standalone build runs the builder's code).
 //
 // Usage: go run ./scripts/shape [ROOT]   (ROOT: the repository, default .)
 package main
@@ -71,7 +72,11 @@ func check(root string) ([]string, error) {
 		return nil, err
 	}
 	imports, err := checkImports(root)
-	return append(problems, imports...), err
+	if err != nil {
+		return nil, err
+	}
+	cli, err := checkCLIImports(root)
+	return append(append(problems, imports...), cli...), err
 }
 
 // checkFile reports a file over maxFileLines and its functions over maxFuncLines.
@@ -150,10 +155,38 @@ func layerRule(pkg, imp string) string {
 		return "a library never imports a service"
 	case service(pkg) != "" && service(pkg) != service(imp):
 		return "a service never imports another service: share through pkg/"
-	case strings.HasPrefix(pkg, "cmd/digestline") && !strings.HasPrefix(pkg, "cmd/digestline/internal/dev"):
-		return "the CLI imports a service only to run it (cmd/digestline/internal/dev)"
 	}
 	return ""
+}
+
+// cliRunsServices is where in the CLI a service may be imported: the files
+// that run one.
+func cliRunsServices(file string) bool {
+	return strings.HasPrefix(file, "cmd/digestline/internal/dev/") || file == "cmd/digestline/build.go"
+}
+
+// checkCLIImports checks each non-test file of the CLI imports a service
+// only where it runs it.
+func checkCLIImports(root string) ([]string, error) {
+	var problems []string
+	err := filepath.WalkDir(filepath.Join(root, "cmd"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		for _, imp := range f.Imports {
+			p := strings.Trim(imp.Path.Value, `"`)
+			if strings.HasPrefix(p, module+"/services/") && !cliRunsServices(filepath.ToSlash(rel)) {
+				problems = append(problems, fmt.Sprintf("%s imports %s: the CLI imports a service only where it runs it (internal/dev, build.go); its types belong in pkg/", rel, p))
+			}
+		}
+		return nil
+	})
+	return problems, err
 }
 
 func goList(dir string, args ...string) (string, error) {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/bus"
-
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"

@@ -15,9 +15,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/digestline/digestline/pkg/bus"
-
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/name"

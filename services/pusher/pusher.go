@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/bus"
-
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/failure"

@@ -15,7 +15,6 @@ import (
 
 	"github.com/digestline/digestline/pkg/blobstore"
 	"github.com/digestline/digestline/pkg/bus"
-
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"

@@ -6,6 +6,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/services/reporter"
 )
@@ -25,7 +26,7 @@ func TestAnEnvironmentMovedToAnotherPlace(t *testing.T) {
 	stop()
 
 	h, _ = startOn(t, srv, addr, chain, func(c *reporter.Config) {
-		c.Places = map[string]reporter.Place{"prod": {Repository: elsewhere + "/prod/{path}"}}
+		c.Places = map[string]policy.Place{"prod": {Repository: elsewhere + "/prod/{path}"}}
 	})
 	second := h.push(t, "2", "after the move")
 	run = h.verified(t, "2", second, "")

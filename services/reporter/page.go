@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/digestline/digestline/pkg/runs"
-
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -109,7 +109,7 @@ func (r *reporter) recentRuns(ctx context.Context, limit, scan int) ([]*runs.Run
 type pageData struct {
 	Runs       []*runs.Run
 	Promotions []events.Promotion
-	History    []HistoryEntry
+	History    []api.HistoryEntry
 	Chain      []string
 	Now        time.Time
 }

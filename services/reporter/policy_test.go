@@ -21,10 +21,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
@@ -159,7 +161,7 @@ func TestPolicyClausesNameWhatFailsAndItsValues(t *testing.T) {
 	pol := writePolicy(t, fmt.Sprintf(prodPolicy, releasePub, 2, "1h"))
 	h := start(t, func(c *reporter.Config) {
 		var err error
-		if c.Policy, err = reporter.LoadPolicy(pol, reporter.DefaultEnvironments); err != nil {
+		if c.Policy, err = policy.Load(pol, reporter.DefaultEnvironments); err != nil {
 			t.Fatal(err)
 		}
 		c.Tokens = tokens
@@ -196,22 +198,22 @@ func TestPolicyClausesNameWhatFailsAndItsValues(t *testing.T) {
 		refs := release(t, h.repo, releaseKey)(g, l)
 		return append(refs[:2], sbomListing(t, g, l, "libc6", "2.36-9+deb12u1")...)
 	})
-	clauses := func(t *testing.T, d string) map[string]reporter.Clause {
+	clauses := func(t *testing.T, d string) map[string]policy.Clause {
 		t.Helper()
-		var rep reporter.PolicyReport
+		var rep api.PolicyReport
 		if code := apiCall(t, http.MethodGet, h.api+"/v1/policy/prod?ref="+url.QueryEscape(h.repo+"@"+d), "", nil, &rep); code != http.StatusOK {
 			t.Fatalf("dry run: %d", code)
 		}
 		if rep.Allowed || rep.Gate == "" {
 			t.Fatalf("a digest never in staging is allowed into prod: %+v", rep)
 		}
-		out := map[string]reporter.Clause{}
+		out := map[string]policy.Clause{}
 		for _, c := range rep.Clauses {
 			out[c.Name] = c
 		}
 		return out
 	}
-	failing := func(cs map[string]reporter.Clause) []string {
+	failing := func(cs map[string]policy.Clause) []string {
 		var out []string
 		for _, name := range []string{"signed", "provenance-from-main", "sbom", "no-vulnerable-libc", "approved", "soaked"} {
 			if c, ok := cs[name]; !ok || !c.Passed {
@@ -238,7 +240,7 @@ func TestPolicyClausesNameWhatFailsAndItsValues(t *testing.T) {
 
 	// One approval of two, then two.
 	ref := h.repo + "@" + good
-	if code := apiCall(t, http.MethodPost, h.api+"/v1/approvals", tokens["alice"], reporter.ApproveRequest{Ref: ref, To: "prod"}, nil); code != http.StatusCreated {
+	if code := apiCall(t, http.MethodPost, h.api+"/v1/approvals", tokens["alice"], api.ApproveRequest{Ref: ref, To: "prod"}, nil); code != http.StatusCreated {
 		t.Fatalf("approve: %d", code)
 	}
 	approved := clauses(t, good)["approved"]
@@ -246,12 +248,12 @@ func TestPolicyClausesNameWhatFailsAndItsValues(t *testing.T) {
 		t.Fatalf("one approval of two: %+v", approved)
 	}
 	for _, who := range []string{"alice", "bob"} { // alice again counts once
-		apiCall(t, http.MethodPost, h.api+"/v1/approvals", tokens[who], reporter.ApproveRequest{Ref: ref, To: "prod"}, nil)
+		apiCall(t, http.MethodPost, h.api+"/v1/approvals", tokens[who], api.ApproveRequest{Ref: ref, To: "prod"}, nil)
 	}
 	if c := clauses(t, good)["approved"]; !c.Passed {
 		t.Fatalf("two approvals: %+v", c)
 	}
-	if code := apiCall(t, http.MethodPost, h.api+"/v1/approvals", "not-a-token-at-all", reporter.ApproveRequest{Ref: ref, To: "prod"}, nil); code != http.StatusUnauthorized {
+	if code := apiCall(t, http.MethodPost, h.api+"/v1/approvals", "not-a-token-at-all", api.ApproveRequest{Ref: ref, To: "prod"}, nil); code != http.StatusUnauthorized {
 		t.Fatalf("an approval without a valid token: %d", code)
 	}
 	if soaked := clauses(t, good)["soaked"]; soaked.Passed || soaked.Values["soak"] != "0s" {
@@ -322,7 +324,7 @@ func TestABadPolicyIsAClearErrorAtStart(t *testing.T) {
 		{"environments:\n  qa:\n    rules: []\n", "not in the promotion chain"},
 		{"environments:\n  prod:\n    rulez: []\n", "field rulez not found"},
 	} {
-		_, err := reporter.LoadPolicy(writePolicy(t, tc.body), reporter.DefaultEnvironments)
+		_, err := policy.Load(writePolicy(t, tc.body), reporter.DefaultEnvironments)
 		if err == nil || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("LoadPolicy(%q) = %v, want an error saying %q", tc.body, err, tc.says)
 		}
@@ -335,7 +337,7 @@ func TestABadPolicyIsAClearErrorAtStart(t *testing.T) {
 // bus) that no rule needs.
 func TestAPolicyReadsWhatItsRulesName(t *testing.T) {
 	t.Parallel()
-	pol, err := reporter.LoadPolicy(writePolicy(t, `environments:
+	pol, err := policy.Load(writePolicy(t, `environments:
   staging:
     rules:
       - name: word-in-a-string
@@ -382,7 +384,7 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 	pol := writePolicy(t, fmt.Sprintf(prodPolicy, releasePub, 1, "0s"))
 	h := start(t, func(c *reporter.Config) {
 		var err error
-		if c.Policy, err = reporter.LoadPolicy(pol, reporter.DefaultEnvironments); err != nil {
+		if c.Policy, err = policy.Load(pol, reporter.DefaultEnvironments); err != nil {
 			t.Fatal(err)
 		}
 		c.Tokens = tokens
@@ -414,7 +416,7 @@ func TestPromotionChainUnderAPolicy(t *testing.T) {
 	if rej.Gate != reporter.GatePolicy+"approved" || !strings.Contains(rej.Reason, "approvals.size() >= 1") || rej.Hint == "" {
 		t.Fatalf("rejection %+v, want the approval clause with its expression", rej)
 	}
-	if code := apiCall(t, http.MethodPost, h.api+"/v1/approvals", tokens["bob"], reporter.ApproveRequest{Ref: h.repo + "@" + d, To: "prod"}, nil); code != http.StatusCreated {
+	if code := apiCall(t, http.MethodPost, h.api+"/v1/approvals", tokens["bob"], api.ApproveRequest{Ref: h.repo + "@" + d, To: "prod"}, nil); code != http.StatusCreated {
 		t.Fatalf("approve: %d", code)
 	}
 	prodRun := request("prod")

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/bus"
-
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/evidence"
+	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -38,7 +38,7 @@ type Config struct {
 	// builds are pushed to (DIGESTLINE_PLACES, or place: in the policy
 	// file): a promotion there copies the digest, with everything attached
 	// to it, and proves it before the tag moves.
-	Places map[string]Place
+	Places map[string]policy.Place
 	// RequiredReferrers lists, per environment, artifact types that must be
 	// attached to a digest before it may enter (e.g. an SPDX SBOM for prod).
 	RequiredReferrers map[string][]string
@@ -51,7 +51,7 @@ type Config struct {
 	APIAddr string
 	// Policy holds each environment's rules in CEL and the keys whose
 	// evidence counts there (DIGESTLINE_POLICY; none: the built-in gates only).
-	Policy *Policy
+	Policy *policy.Policy
 	// Keys are the trusted public keys for environments whose policy names
 	// none (DIGESTLINE_TRUSTED_KEYS).
 	Keys []sign.Verifier

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/pkg/bus"
-
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
@@ -146,14 +146,14 @@ func mustRepo(t *testing.T, s string) name.Repository {
 	return r
 }
 
-func (h *harness) history(t *testing.T) []reporter.HistoryEntry {
+func (h *harness) history(t *testing.T) []api.HistoryEntry {
 	t.Helper()
 	resp, err := http.Get(h.api + "/v1/history")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out []reporter.HistoryEntry
+	var out []api.HistoryEntry
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/nats-io/nats.go/jetstream"
@@ -144,19 +145,9 @@ func isWrongSequence(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
-// HistoryEntry is one promotion or rejection, as GET /v1/history lists them.
-type HistoryEntry struct {
-	Kind      string            `json:"kind"` // promoted or rejected
-	At        time.Time         `json:"at"`
-	Promotion *events.Promotion `json:"promotion,omitempty"`
-	Rejection *events.Rejection `json:"rejection,omitempty"`
-	RunID     string            `json:"runId"`
-	EventID   string            `json:"eventId"` // the promoted or rejected event
-}
-
 // addHistory files an entry under its environment and repository; the key
 // is the event's id, so a redelivery rewrites the same entry.
-func (s *store) addHistory(ctx context.Context, env, repo string, e HistoryEntry) error {
+func (s *store) addHistory(ctx context.Context, env, repo string, e api.HistoryEntry) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
@@ -168,7 +159,7 @@ func (s *store) addHistory(ctx context.Context, env, repo string, e HistoryEntry
 }
 
 // listHistory returns entries, oldest first, for env and repo ("" = any).
-func (s *store) listHistory(ctx context.Context, env, repo string) ([]HistoryEntry, error) {
+func (s *store) listHistory(ctx context.Context, env, repo string) ([]api.HistoryEntry, error) {
 	filter := "h." + cmp.Or(envToken(env), "*") + "."
 	if repo != "" {
 		filter += repoToken(repo) + ".*"
@@ -179,16 +170,16 @@ func (s *store) listHistory(ctx context.Context, env, repo string) ([]HistoryEnt
 	if err != nil {
 		return nil, err
 	}
-	out := []HistoryEntry{}
+	out := []api.HistoryEntry{}
 	for key := range lister.Keys() {
-		var e HistoryEntry
+		var e api.HistoryEntry
 		if _, found, err := getJSON(ctx, s.history, key, &e); err != nil {
 			return nil, err
 		} else if found {
 			out = append(out, e)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b HistoryEntry) int { return a.At.Compare(b.At) })
+	slices.SortStableFunc(out, func(a, b api.HistoryEntry) int { return a.At.Compare(b.At) })
 	return out, nil
 }
 
@@ -301,16 +292,6 @@ func splitTarget(target string) (repo, tag string, err error) {
 	return ref.Context().Name(), tag, nil
 }
 
-// ApprovalRecord is one approval of a digest for an environment: who
-// (the API token's name) and when.
-type ApprovalRecord struct {
-	Environment string    `json:"environment"`
-	Repository  string    `json:"repository"`
-	Digest      string    `json:"digest"`
-	By          string    `json:"by"`
-	At          time.Time `json:"at"`
-}
-
 // approvalPrefix is a.<env>.<repo>.<hex>: one key per approver below it.
 func approvalPrefix(env, repo, dgst string) string {
 	_, hex, _ := strings.Cut(dgst, ":")
@@ -319,7 +300,7 @@ func approvalPrefix(env, repo, dgst string) string {
 
 // approve records a's approval, once per approver: approving again keeps
 // the first record (and its time), which it returns.
-func (s *store) approve(ctx context.Context, a ApprovalRecord) (ApprovalRecord, error) {
+func (s *store) approve(ctx context.Context, a api.ApprovalRecord) (api.ApprovalRecord, error) {
 	key := approvalPrefix(a.Environment, a.Repository, a.Digest) + "." + repoToken(a.By)
 	b, err := json.Marshal(a)
 	if err != nil {
@@ -330,26 +311,26 @@ func (s *store) approve(ctx context.Context, a ApprovalRecord) (ApprovalRecord, 
 	} else if !errors.Is(err, jetstream.ErrKeyExists) {
 		return a, fmt.Errorf("record approval: %w", err)
 	}
-	var stored ApprovalRecord
+	var stored api.ApprovalRecord
 	_, _, err = getJSON(ctx, s.history, key, &stored)
 	return stored, err
 }
 
 // approvals lists the approvals of dgst in repo for env, oldest first.
-func (s *store) approvals(ctx context.Context, env, repo, dgst string) ([]ApprovalRecord, error) {
+func (s *store) approvals(ctx context.Context, env, repo, dgst string) ([]api.ApprovalRecord, error) {
 	lister, err := s.history.ListKeysFiltered(ctx, approvalPrefix(env, repo, dgst)+".*")
 	if err != nil {
 		return nil, err
 	}
-	out := []ApprovalRecord{}
+	out := []api.ApprovalRecord{}
 	for key := range lister.Keys() {
-		var a ApprovalRecord
+		var a api.ApprovalRecord
 		if _, found, err := getJSON(ctx, s.history, key, &a); err != nil {
 			return nil, err
 		} else if found {
 			out = append(out, a)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b ApprovalRecord) int { return a.At.Compare(b.At) })
+	slices.SortStableFunc(out, func(a, b api.ApprovalRecord) int { return a.At.Compare(b.At) })
 	return out, nil
 }

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/digestline/digestline/pkg/service"
 )
 
 // TokensFromEnv reads the API's bearer tokens: DIGESTLINE_API_TOKENS as
@@ -74,4 +77,31 @@ func ParseRequiredReferrers(s string) (map[string][]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// authorize returns the name of the token the request bears. Every token
+// is compared, in constant time over equal-length hashes, so neither the
+// answer's timing nor the token's length gives a token away.
+func (r *reporter) authorize(req *http.Request) (string, bool) {
+	given, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	if !ok || given == "" {
+		return "", false
+	}
+	who, found := "", false
+	for name, token := range r.cfg.Tokens { // every token is compared, whichever matches
+		if service.SameSecret(given, token) {
+			who, found = name, true
+		}
+	}
+	return who, found
+}
+
+// unauthorized answers a write without a valid token.
+func unauthorized(w http.ResponseWriter, noTokens bool) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="digestline"`)
+	msg := "a bearer token is required: set DIGESTLINE_API_TOKEN"
+	if noTokens {
+		msg = "this reporter accepts no writes: start it with DIGESTLINE_API_TOKEN set"
+	}
+	service.WriteError(w, http.StatusUnauthorized, msg)
 }

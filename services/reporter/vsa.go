@@ -60,8 +60,8 @@ func (r *reporter) summary(ctx context.Context, reg *registry.Repo, rec events.P
 	v.Promotion = rec
 	v.Policy = ResourceRef{URI: "https://github.com/digestline/digestline/blob/main/docs/policy.md#built-in-gates"}
 	if p := r.cfg.Policy; p.Has(rec.Environment) {
-		abs, _ := filepath.Abs(p.path)
-		v.Policy = ResourceRef{URI: "file://" + abs + "#" + rec.Environment, Digest: digestSet(p.digest)}
+		abs, _ := filepath.Abs(p.Path())
+		v.Policy = ResourceRef{URI: "file://" + abs + "#" + rec.Environment, Digest: digestSet(p.Digest())}
 	}
 	keys := r.cfg.Policy.Keys(rec.Environment)
 	if len(keys) == 0 {

@@ -95,79 +95,97 @@ type Env struct {
 // events finish), then the registry and NATS; Wait reports how that went.
 func Start(ctx context.Context, cfg Config) (*Env, error) {
 	log := cmp.Or(cfg.Logger, slog.Default())
-	ns, err := startNATS(cfg)
-	if err != nil {
+	env := &Env{done: make(chan struct{})}
+	var c closers
+	if err := env.startBus(ctx, cfg, &c); err != nil {
+		c.close()
 		return nil, err
 	}
-	env := &Env{NATSURL: ns.ClientURL(), done: make(chan struct{})}
-	var closers []func()
-	cleanup := func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
-	}
-	closers = append(closers, func() { ns.Shutdown(); ns.WaitForShutdown() })
-
-	nc, js, err := service.Connect(ns.ClientURL(), "digestline-dev", nats.InProcessServer(ns))
-	if err != nil {
-		cleanup()
-		return nil, err
-	}
-	env.Conn, env.JetStream = nc, js
-	closers = append(closers, func() { _ = nc.Drain() })
-	if err := bus.Provision(ctx, js, bus.ProvisionOptions{}); err != nil {
-		cleanup()
-		return nil, err
-	}
-	if cfg.MeterProvider != nil {
-		if err := bus.RegisterDLQDepth(cfg.MeterProvider, js); err != nil {
-			cleanup()
-			return nil, err
-		}
-	}
-
 	if len(cfg.Reporter.Tokens) == 0 {
 		env.TokenFile = filepath.Join(cfg.DataDir, "api-token")
 		token, err := reporter.TokenFile(env.TokenFile)
 		if err != nil {
-			cleanup()
+			c.close()
 			return nil, err
 		}
 		cfg.Reporter.Tokens = map[string]string{"dev": token}
 	}
-
-	var hookLn net.Listener
-	if cfg.WebhookAddr != "" {
-		if hookLn, err = net.Listen("tcp", cfg.WebhookAddr); err != nil {
-			cleanup()
-			return nil, fmt.Errorf("webhooks (pass --webhook-addr): %w", err)
-		}
-		env.WebhookURL = "http://" + hookLn.Addr().String()
-		closers = append(closers, func() { _ = hookLn.Close() })
-	}
-
-	apiLn, err := net.Listen("tcp", cmp.Or(cfg.APIAddr, "127.0.0.1:8080"))
+	hookLn, apiLn, err := env.listen(cfg, &c)
 	if err != nil {
-		cleanup()
-		return nil, fmt.Errorf("reporter API (pass --api-addr): %w", err)
+		c.close()
+		return nil, err
 	}
-	env.APIURL = "http://" + apiLn.Addr().String()
-	closers = append(closers, func() { _ = apiLn.Close() })
-
-	// Last to start, so nothing after it can fail: from here the errgroup
-	// owns its shutdown.
+	// Last to start, so nothing after it can fail: from here run owns the
+	// shutdown.
 	regSrv, regLn, err := startRegistry(cfg, log)
 	if err != nil {
-		cleanup()
+		c.close()
 		return nil, err
 	}
 	env.RegistryAddr = regLn.Addr().String()
-
-	deps := service.Deps{JetStream: js, TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Logger: log, Instance: "dev",
-		BusOptions: cfg.BusOptions, Health: &service.Health{NC: nc, JS: js, Registries: []string{env.RegistryAddr}, Metrics: cfg.Metrics},
+	deps := service.Deps{JetStream: env.JetStream, TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Logger: log, Instance: "dev",
+		BusOptions: cfg.BusOptions, Health: &service.Health{NC: env.Conn, JS: env.JetStream, Registries: []string{env.RegistryAddr}, Metrics: cfg.Metrics},
 		Registry: cfg.Registry}
-	// The registry serves until the services have drained (their in-flight
-	// pushes need it); if it fails, the services stop.
+	env.run(ctx, cfg, deps, regSrv, regLn, hookLn, apiLn, &c)
+	return env, nil
+}
+
+// closers undo what Start did so far, last first.
+type closers []func()
+
+func (c *closers) add(f func()) { *c = append(*c, f) }
+
+func (c *closers) close() {
+	for i := len(*c) - 1; i >= 0; i-- {
+		(*c)[i]()
+	}
+}
+
+// startBus starts the embedded NATS server, connects to it and provisions
+// the bus.
+func (env *Env) startBus(ctx context.Context, cfg Config, c *closers) error {
+	ns, err := startNATS(cfg)
+	if err != nil {
+		return err
+	}
+	env.NATSURL = ns.ClientURL()
+	c.add(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, js, err := service.Connect(ns.ClientURL(), "digestline-dev", nats.InProcessServer(ns))
+	if err != nil {
+		return err
+	}
+	env.Conn, env.JetStream = nc, js
+	c.add(func() { _ = nc.Drain() })
+	if err := bus.Provision(ctx, js, bus.ProvisionOptions{}); err != nil {
+		return err
+	}
+	if cfg.MeterProvider != nil {
+		return bus.RegisterDLQDepth(cfg.MeterProvider, js)
+	}
+	return nil
+}
+
+// listen opens the webhooks' listener (when they are served) and the API's.
+func (env *Env) listen(cfg Config, c *closers) (hookLn, apiLn net.Listener, err error) {
+	if cfg.WebhookAddr != "" {
+		if hookLn, err = net.Listen("tcp", cfg.WebhookAddr); err != nil {
+			return nil, nil, fmt.Errorf("webhooks (pass --webhook-addr): %w", err)
+		}
+		env.WebhookURL = "http://" + hookLn.Addr().String()
+		c.add(func() { _ = hookLn.Close() })
+	}
+	if apiLn, err = net.Listen("tcp", cmp.Or(cfg.APIAddr, "127.0.0.1:8080")); err != nil {
+		return nil, nil, fmt.Errorf("reporter API (pass --api-addr): %w", err)
+	}
+	env.APIURL = "http://" + apiLn.Addr().String()
+	c.add(func() { _ = apiLn.Close() })
+	return hookLn, apiLn, nil
+}
+
+// run serves the registry and runs the four services until ctx ends: the
+// registry serves until the services have drained (their in-flight pushes
+// need it); if it fails, the services stop. Then c closes the rest.
+func (env *Env) run(ctx context.Context, cfg Config, deps service.Deps, regSrv *http.Server, regLn net.Listener, hookLn, apiLn net.Listener, c *closers) {
 	sctx, stopServices := context.WithCancel(ctx)
 	regCtx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
 	regDone := make(chan error, 1)
@@ -200,9 +218,8 @@ func Start(ctx context.Context, cfg Config) (*Env, error) {
 		stopServices()
 		stopRegistry()
 		env.err = errors.Join(err, <-regDone)
-		cleanup()
+		c.close()
 	}()
-	return env, nil
 }
 
 // Wait blocks until the environment has stopped and returns the first error.

@@ -14,13 +14,12 @@ import (
 	"os"
 	"time"
 
-	"github.com/digestline/digestline/pkg/runs"
-
 	"github.com/digestline/digestline/cmd/digestline/internal/progress"
 	"github.com/digestline/digestline/pkg/blobstore"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"

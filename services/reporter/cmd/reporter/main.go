@@ -6,6 +6,7 @@ import (
 	"flag"
 	"strings"
 
+	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
@@ -19,7 +20,7 @@ func main() {
 		"artifact types an environment requires, e.g. prod=application/spdx+json;staging=… (DIGESTLINE_REQUIRED_REFERRERS)")
 	places := flag.String("places", service.Env("PLACES", ""),
 		"where environments live when not in the repository builds go to, e.g. prod=registry-b.example/prod/{path}:{env} (DIGESTLINE_PLACES; docs/promotion.md)")
-	policy := flag.String("policy", service.Env("POLICY", ""), "policy file: each environment's keys and rules in CEL (DIGESTLINE_POLICY; docs/policy.md)")
+	policyFile := flag.String("policy", service.Env("POLICY", ""), "policy file: each environment's keys and rules in CEL (DIGESTLINE_POLICY; docs/policy.md)")
 	service.Main("reporter", "", func(ctx context.Context, d service.Deps) error {
 		tokens, err := reporter.TokensFromEnv()
 		if err != nil {
@@ -30,13 +31,13 @@ func main() {
 			return err
 		}
 		chain := strings.Split(*envs, ",")
-		where, err := reporter.ParsePlaces(*places)
+		where, err := policy.ParsePlaces(*places)
 		if err != nil {
 			return err
 		}
-		var pol *reporter.Policy
-		if *policy != "" {
-			if pol, err = reporter.LoadPolicy(*policy, chain); err != nil {
+		var pol *policy.Policy
+		if *policyFile != "" {
+			if pol, err = policy.Load(*policyFile, chain); err != nil {
 				return err
 			}
 		}

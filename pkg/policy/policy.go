@@ -1,4 +1,4 @@
-package reporter
+package policy
 
 import (
 	"bytes"
@@ -67,7 +67,7 @@ func policyEnv() (*cel.Env, error) {
 // policyFile is the YAML a policy is written in.
 type policyFile struct {
 	Environments map[string]struct {
-		// Place is where the environment lives (places.go), when it is not
+		// Place is where the environment lives (place.go), when it is not
 		// the repository builds are pushed to.
 		Place string   `yaml:"place"`
 		Keys  []string `yaml:"keys"`
@@ -78,11 +78,11 @@ type policyFile struct {
 	} `yaml:"environments"`
 }
 
-// LoadPolicy reads and compiles the policy at path for the promotion
+// Load reads and compiles the policy at path for the promotion
 // chain. Every error names the file and line: an unknown field, an
 // environment outside the chain, a key that does not load, a rule whose
 // expression does not compile or is not a bool.
-func LoadPolicy(path string, chain []string) (*Policy, error) {
+func Load(path string, chain []string) (*Policy, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
@@ -152,6 +152,13 @@ func readVars(ast *cel.Ast) []string {
 	}
 	return slices.DeleteFunc(slices.Clone(policyVars), func(v string) bool { return !names[v] })
 }
+
+// Path is the file the policy was read from.
+func (p *Policy) Path() string { return p.path }
+
+// Digest is the SHA-256 of the policy file's bytes, as a verification
+// summary names the policy.
+func (p *Policy) Digest() digest.Digest { return p.digest }
 
 // Places are the environments' places the policy file names.
 func (p *Policy) Places() map[string]Place {

@@ -48,13 +48,14 @@ func (n node) print(w io.Writer, prefix string, last, root bool) {
 	}
 }
 
-func emit(cmd *cobra.Command, asJSON bool, tree node) error {
+// emit prints tree, as JSON or drawn.
+func emit(w io.Writer, asJSON bool, tree node) error {
 	if asJSON {
-		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(tree)
 	}
-	tree.print(cmd.OutOrStdout(), "", true, true)
+	tree.print(w, "", true, true)
 	return nil
 }
 
@@ -75,26 +76,38 @@ func openRef(ctx context.Context, s string) (*registry.Repo, name.Reference, v1.
 	return repo, ref, desc, nil
 }
 
+// readOptions are the flags of the read-side commands: inspect, discover
+// and tags.
+type readOptions struct {
+	asJSON   bool
+	pageSize int // tags
+}
+
 func newInspectCommand() *cobra.Command {
-	var asJSON bool
+	o := &readOptions{}
 	cmd := &cobra.Command{
 		Use:   "inspect REF",
 		Short: "Print the descriptor tree of an image or index: platform manifests, config and layers, with sizes and media types",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			repo, ref, desc, err := openRef(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			tree, err := inspect(cmd.Context(), repo, desc, ref.Context().Name())
-			if err != nil {
-				return err
-			}
-			return emit(cmd, asJSON, tree)
+			return o.inspect(cmd.Context(), args[0], cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the tree as JSON")
+	cmd.Flags().BoolVar(&o.asJSON, "json", false, "print the tree as JSON")
 	return cmd
+}
+
+// inspect prints the descriptor tree of target.
+func (o *readOptions) inspect(ctx context.Context, target string, w io.Writer) error {
+	repo, ref, desc, err := openRef(ctx, target)
+	if err != nil {
+		return err
+	}
+	tree, err := inspect(ctx, repo, desc, ref.Context().Name())
+	if err != nil {
+		return err
+	}
+	return emit(w, o.asJSON, tree)
 }
 
 // inspect reads a manifest (checked against its digest) and its children.
@@ -141,27 +154,33 @@ func inspect(ctx context.Context, repo *registry.Repo, d v1.Descriptor, label st
 const maxReferrerDepth = 16
 
 func newDiscoverCommand() *cobra.Command {
-	var asJSON bool
+	o := &readOptions{}
 	cmd := &cobra.Command{
 		Use:   "discover REF",
 		Short: "Print the tree of artifacts attached to an image (signatures, SBOMs, their signatures…), via the referrers API or the fallback tag",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			repo, ref, desc, err := openRef(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			tree := node{Label: ref.Context().Name(), MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
-			if tree.Children, err = discover(cmd.Context(), repo, desc.Digest, map[digest.Digest]bool{desc.Digest: true}, 0); err != nil {
-				return err
-			}
-			return emit(cmd, asJSON, tree)
+			return o.discover(cmd.Context(), args[0], cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the tree as JSON")
+	cmd.Flags().BoolVar(&o.asJSON, "json", false, "print the tree as JSON")
 	return cmd
 }
 
+// discover prints the tree of what is attached to target.
+func (o *readOptions) discover(ctx context.Context, target string, w io.Writer) error {
+	repo, ref, desc, err := openRef(ctx, target)
+	if err != nil {
+		return err
+	}
+	tree := node{Label: ref.Context().Name(), MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
+	if tree.Children, err = discover(ctx, repo, desc.Digest, map[digest.Digest]bool{desc.Digest: true}, 0); err != nil {
+		return err
+	}
+	return emit(w, o.asJSON, tree)
+}
+
+// discover lists subject's referrers, and theirs, to maxReferrerDepth.
 func discover(ctx context.Context, repo *registry.Repo, subject digest.Digest, seen map[digest.Digest]bool, depth int) ([]node, error) {
 	if depth >= maxReferrerDepth {
 		return nil, nil
@@ -186,40 +205,42 @@ func discover(ctx context.Context, repo *registry.Repo, subject digest.Digest, s
 }
 
 func newTagsCommand() *cobra.Command {
-	var (
-		asJSON   bool
-		pageSize int
-	)
+	o := &readOptions{}
 	cmd := &cobra.Command{
 		Use:   "tags REPOSITORY",
 		Short: "List a repository's tags (all pages)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			repoName, err := name.NewRepository(args[0])
-			if err != nil {
-				return fmt.Errorf("repository %q: %w", args[0], err)
-			}
-			repo, err := openRepo(cmd.Context(), repoName)
-			if err != nil {
-				return err
-			}
-			tags, err := repo.Tags(cmd.Context(), pageSize)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				if tags == nil {
-					tags = []string{}
-				}
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(tags)
-			}
-			if len(tags) > 0 {
-				fmt.Fprintln(cmd.OutOrStdout(), strings.Join(tags, "\n"))
-			}
-			return nil
+			return o.tags(cmd.Context(), args[0], cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the tags as a JSON array")
-	cmd.Flags().IntVar(&pageSize, "page-size", 100, "tags asked for per request")
+	cmd.Flags().BoolVar(&o.asJSON, "json", false, "print the tags as a JSON array")
+	cmd.Flags().IntVar(&o.pageSize, "page-size", 100, "tags asked for per request")
 	return cmd
+}
+
+// tags prints every tag of repository, following the registry's pages.
+func (o *readOptions) tags(ctx context.Context, repository string, w io.Writer) error {
+	repoName, err := name.NewRepository(repository)
+	if err != nil {
+		return fmt.Errorf("repository %q: %w", repository, err)
+	}
+	repo, err := openRepo(ctx, repoName)
+	if err != nil {
+		return err
+	}
+	tags, err := repo.Tags(ctx, o.pageSize)
+	if err != nil {
+		return err
+	}
+	if o.asJSON {
+		if tags == nil {
+			tags = []string{}
+		}
+		return json.NewEncoder(w).Encode(tags)
+	}
+	if len(tags) > 0 {
+		fmt.Fprintln(w, strings.Join(tags, "\n"))
+	}
+	return nil
 }

@@ -14,10 +14,6 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// GatePolicy prefixes the gate a policy rule's rejection names:
-// policy/<rule>.
-const GatePolicy = "policy/"
-
 // policyInput gathers what the environment's rules read about req's
 // digest, and only that: the signatures and attestations the
 // environment's keys prove (the reporter's trusted keys when the policy

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/spf13/cobra"
+)
+
+// promoteOptions are promote's flags.
+type promoteOptions struct {
+	api            apiOptions
+	to             string
+	timeout        time.Duration
+	noWait, dryRun bool
+}
+
+func newPromoteCommand() *cobra.Command {
+	o := &promoteOptions{api: apiOptions{write: true}}
+	cmd := &cobra.Command{
+		Use:   "promote REPOSITORY@sha256:... --to ENV [--dry-run]",
+		Short: "Promote a verified digest to an environment through the gates, and follow it until it is promoted or rejected",
+		Long: "promote asks the reporter (POST /v1/promotions, with the bearer token in DIGESTLINE_API_TOKEN or --token-file)\n" +
+			"to promote the digest. The gates check that it was verified, is promoted in the previous environment (or was in\n" +
+			"this one: a rollback), that the environment's tag has not drifted and that required referrers are attached;\n" +
+			"then the environment's tag moves, the digest is verified again and recorded. Exit status 2 means rejected or failed.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return o.run(cmd.Context(), args[0], cmd.OutOrStdout()) },
+	}
+	fs := cmd.Flags()
+	o.api.addFlags(fs)
+	fs.StringVar(&o.to, "to", "", "environment to promote to (required)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up following after this long (the promotion goes on)")
+	fs.BoolVar(&o.noWait, "no-wait", false, "return once the request is accepted")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "show each gate and policy clause a promotion would meet now, with its values, and promote nothing (exit status 2: it would be rejected)")
+	_ = cmd.MarkFlagRequired("to")
+	return cmd
+}
+
+// run promotes target (or, with --dry-run, shows what a promotion would
+// meet) and follows the run it starts.
+func (o *promoteOptions) run(ctx context.Context, target string, out io.Writer) error {
+	ref, err := name.NewDigest(target)
+	if err != nil {
+		return fmt.Errorf("promote by digest, REPOSITORY@sha256:<hex>: %w", err)
+	}
+	c, err := o.api.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	if o.dryRun {
+		return showPolicy(ctx, c, ref, o.to, out)
+	}
+	if err := c.requireToken(); err != nil {
+		return err
+	}
+	var accepted api.PromoteAccepted
+	if _, err := c.do(ctx, http.MethodPost, "/v1/promotions", api.PromoteRequest{Ref: ref.String(), To: o.to}, &accepted); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "run %s: promoting %s to %s\n", accepted.RunID, ref, o.to)
+	if o.noWait {
+		return nil
+	}
+	return followRun(ctx, c, accepted.RunID, out)
+}
+
+// showPolicy prints what a promotion of ref to env would meet now
+// (GET /v1/policy/{env}); a promotion that would be rejected exits 2.
+func showPolicy(ctx context.Context, c *apiClient, ref name.Digest, env string, out io.Writer) error {
+	var rep api.PolicyReport
+	if _, err := c.do(ctx, http.MethodGet, "/v1/policy/"+url.PathEscape(env)+"?ref="+url.QueryEscape(ref.String()), nil, &rep); err != nil {
+		return err
+	}
+	for _, cl := range rep.Clauses {
+		status := "pass"
+		if !cl.Passed {
+			status = "FAIL"
+		}
+		fmt.Fprintf(out, "[POLICY] %s %s (line %d): %s\n", status, cl.Name, cl.Line, cl.Expr)
+		for _, k := range slices.Sorted(maps.Keys(cl.Values)) {
+			v, _ := json.Marshal(cl.Values[k])
+			if len(v) > 160 { // a statement or a referrer list: the API has it whole
+				v = append(v[:160], "…"...)
+			}
+			fmt.Fprintf(out, "         %s = %s\n", k, v)
+		}
+		if cl.Error != "" {
+			fmt.Fprintf(out, "         error: %s\n", cl.Error)
+		}
+	}
+	if rep.Allowed {
+		fmt.Fprintf(out, "%s may be promoted to %s\n", ref, env)
+		return nil
+	}
+	fmt.Fprintf(out, "%s would be rejected at gate %s: %s\nhint: %s\n", ref, rep.Gate, rep.Reason, rep.Hint)
+	return &exitCodeError{code: 2, err: fmt.Errorf("a promotion to %s would be rejected at gate %s", env, rep.Gate)}
+}
+
+// followRun prints a run's events from the API as they are stored,
+// until one ends the run; a run that ends without promotion exits 2.
+func followRun(ctx context.Context, c *apiClient, runID string, out io.Writer) error {
+	var run runs.Run
+	seen := 0
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var raw []json.RawMessage
+		if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID, nil, &raw); err != nil {
+			return err
+		}
+		for ; seen < len(raw) && !run.Done(); seen++ {
+			if ev, name, err := events.Parse(raw[seen]); err == nil {
+				for _, line := range run.Add(ev, name) {
+					fmt.Fprintln(out, line)
+				}
+			}
+		}
+		if run.Err != nil {
+			return &exitCodeError{code: 2, err: run.Err}
+		}
+		if run.Done() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("run %s: %w (it goes on: GET /v1/runs/%s)", runID, ctx.Err(), runID)
+		case <-tick.C:
+		}
+	}
+}

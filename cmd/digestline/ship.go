@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/bus"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/telemetry"
+	"github.com/spf13/cobra"
+)
+
+// shipOptions are ship's flags.
+type shipOptions struct {
+	spec             func() (events.BuildSpec, error)
+	guard            *events.TagGuard
+	natsURL, envName string
+	timeout          time.Duration
+	asJSON           bool
+}
+
+func newShipCommand() *cobra.Command {
+	o := &shipOptions{}
+	cmd := &cobra.Command{
+		Use:   "ship DIR REF",
+		Short: "Build DIR, push it to REF, verify it and promote it, following the run live",
+		Long: "ship uploads DIR as a tarball to the bus's blob store, publishes build.requested and prints the run's\n" +
+			"[STAGE] and [VERIFY] lines as the services work. It exits 0 once the digest is promoted, and non-zero\n" +
+			"with the failure's class and hint otherwise.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd.Context(), args[0], args[1], cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	fs := cmd.Flags()
+	o.spec = specFlags(fs)
+	o.guard = tagGuardFlags(fs)
+	fs.StringVar(&o.natsURL, "nats", service.Env("NATS_URL", service.DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
+	fs.StringVar(&o.envName, "env", "", "environment to promote to (default: the first of the chain)")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up following the run after this long")
+	fs.BoolVar(&o.asJSON, "json", false, "print each of the run's events as a JSON line (structured CloudEvents) instead of [STAGE] lines")
+	return cmd
+}
+
+// run ships dir to target through the bus and follows the run; a run that
+// ends without promotion exits 2.
+func (o *shipOptions) run(ctx context.Context, dir, target string, out, errOut io.Writer) error {
+	s, err := o.spec()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	tel, err := telemetry.Setup(ctx, "digestline-cli", errOut, "warn")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
+	nc, js, err := service.ConnectFromEnv(o.natsURL, "digestline-ship")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	b := bus.NewBus(js, "/digestline/cli/ship", bus.WithTracerProvider(tel.TracerProvider), bus.WithLogger(tel.Logger))
+	shipFn := ship.Ship
+	if o.asJSON {
+		shipFn = ship.ShipJSON
+	}
+	_, err = shipFn(ctx, b, ship.Request{Dir: dir, Target: target, Env: o.envName, Spec: s, Tag: *o.guard}, out)
+	var runErr *runs.Error
+	if errors.As(err, &runErr) {
+		return &exitCodeError{code: 2, err: err}
+	}
+	return err
+}

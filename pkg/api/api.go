@@ -1,0 +1,93 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/policy"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// PromoteRequest is the body of POST /v1/promotions: promote
+// repository@digest (or ref, "repository@sha256:…") to environment to.
+type PromoteRequest struct {
+	Ref        string `json:"ref,omitempty"`
+	Repository string `json:"repository,omitempty"`
+	Digest     string `json:"digest,omitempty"`
+	To         string `json:"to"`
+}
+
+// PromoteAccepted is the answer to POST /v1/promotions: follow the run at
+// GET /v1/runs/{runId}.
+type PromoteAccepted struct {
+	RunID   string `json:"runId"`
+	EventID string `json:"eventId"`
+}
+
+// Request validates the body into a promotion.requested payload.
+func (b PromoteRequest) Request() (events.PromotionRequest, error) {
+	repo, dgst := b.Repository, b.Digest
+	if b.Ref != "" {
+		d, err := name.NewDigest(b.Ref)
+		if err != nil {
+			return events.PromotionRequest{}, fmt.Errorf("ref %q: promote by digest, registry/repo@sha256:<hex>: %w", b.Ref, err)
+		}
+		repo, dgst = d.Context().Name(), d.DigestStr()
+	}
+	if _, err := name.NewDigest(repo + "@" + dgst); err != nil {
+		return events.PromotionRequest{}, fmt.Errorf("give ref (registry/repo@sha256:<hex>) or repository and digest: %w", err)
+	}
+	if b.To == "" {
+		return events.PromotionRequest{}, errors.New(`"to" names the environment to promote to`)
+	}
+	return events.PromotionRequest{Repository: repo, Digest: dgst, To: b.To}, nil
+}
+
+// ApproveRequest is the body of POST /v1/approvals: the digest (ref, or
+// repository and digest) and the environment the approval is for.
+type ApproveRequest = PromoteRequest
+
+// PolicyReport is the answer to GET /v1/policy/{env}: what a promotion of
+// the digest would meet now, without promoting it.
+type PolicyReport struct {
+	Environment string `json:"environment"`
+	Repository  string `json:"repository"`
+	Digest      string `json:"digest"`
+	// Allowed is true when every built-in gate and every rule passes.
+	Allowed bool `json:"allowed"`
+	// Gate and Reason name what refuses it, when something does.
+	Gate    string          `json:"gate,omitempty"`
+	Reason  string          `json:"reason,omitempty"`
+	Hint    string          `json:"hint,omitempty"`
+	Clauses []policy.Clause `json:"clauses"`
+}
+
+// HistoryEntry is one promotion or rejection, as GET /v1/history lists them.
+type HistoryEntry struct {
+	Kind      string            `json:"kind"` // promoted or rejected
+	At        time.Time         `json:"at"`
+	Promotion *events.Promotion `json:"promotion,omitempty"`
+	Rejection *events.Rejection `json:"rejection,omitempty"`
+	RunID     string            `json:"runId"`
+	EventID   string            `json:"eventId"` // the promoted or rejected event
+}
+
+// ApprovalRecord is one approval of a digest for an environment: who
+// (the API token's name) and when.
+type ApprovalRecord struct {
+	Environment string    `json:"environment"`
+	Repository  string    `json:"repository"`
+	Digest      string    `json:"digest"`
+	By          string    `json:"by"`
+	At          time.Time `json:"at"`
+}
+
+// PromotionRecord is the answer to GET /v1/promotions/{env}/{repo}: the
+// environment's current record for the repository (nil when none) and its
+// history.
+type PromotionRecord struct {
+	Current *events.Promotion `json:"current"`
+	History []HistoryEntry    `json:"history"`
+}
