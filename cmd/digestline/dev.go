@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/pkg/oci"
@@ -55,13 +54,7 @@ func (o *devOptions) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// ctx is cancelled by now (Ctrl-C): the last spans and metrics get
-		// a context of their own to be exported.
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	}()
+	defer tel.Close()
 	cfg := o.cfg
 	if cfg.Created, err = oci.SourceDateEpoch(); err != nil {
 		return err

@@ -20,10 +20,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
-func validRequest() events.BuildRequest {
-	return events.BuildRequest{Source: events.Source{Kind: events.SourceDir, Path: "/src"}, Target: "registry.local/app:lab"}
-}
-
 // newBus starts an embedded server and returns a bus whose spans go to rec.
 func newBus(t *testing.T) (*bus.Bus, *bustest.Server, *tracetest.SpanRecorder) {
 	t.Helper()
@@ -68,7 +64,7 @@ func TestPublishIsDeduplicatedByEventID(t *testing.T) {
 	t.Parallel()
 	b, srv, _ := newBus(t)
 	ctx := context.Background()
-	ev, err := events.NewEvent(b.Source(), events.BuildRequested, "run-1", "app", validRequest())
+	ev, err := events.NewEvent(b.Source(), events.BuildRequested, "run-1", "app", bustest.BuildRequest())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +87,7 @@ func TestPublishRefusesDataThatBreaksTheContract(t *testing.T) {
 	if err := b.Publish(context.Background(), ev); !errors.Is(err, events.ErrInvalid) {
 		t.Fatalf("Publish(invalid) = %v, want ErrInvalid", err)
 	}
-	ev, _ = events.NewEvent(b.Source(), events.BuildRequested, "run.1", "app", validRequest())
+	ev, _ = events.NewEvent(b.Source(), events.BuildRequested, "run.1", "app", bustest.BuildRequest())
 	if err := b.Publish(context.Background(), ev); !errors.Is(err, events.ErrInvalid) {
 		t.Fatalf("Publish(run id that is two subject tokens) = %v, want ErrInvalid", err)
 	}
@@ -105,7 +101,7 @@ func TestEmitterStoresInOrderOnceWaited(t *testing.T) {
 	t.Parallel()
 	b, srv, _ := newBus(t)
 	ctx := context.Background()
-	parent, _ := events.NewEvent(b.Source(), events.BuildRequested, "run-1", "app", validRequest())
+	parent, _ := events.NewEvent(b.Source(), events.BuildRequested, "run-1", "app", bustest.BuildRequest())
 	stage := func(i int) events.StageReport {
 		return events.StageReport{Stage: fmt.Sprintf("stage %d", i), Status: "ok", Line: fmt.Sprintf("[STAGE] stage %d OK", i)}
 	}
@@ -183,7 +179,7 @@ func TestConsumeHandlesRetriesAndDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish := func(target string) cloudevents.Event {
-		req := validRequest()
+		req := bustest.BuildRequest()
 		req.Target = target
 		ev, err := b.Start(ctx, events.BuildRequested, "run-"+strings.Split(target, "/")[1][:3], "app", req)
 		if err != nil {
@@ -247,7 +243,7 @@ func TestTraceContextTravelsInTheEvent(t *testing.T) {
 	t.Parallel()
 	b, _, rec := newBus(t)
 	ctx, parent := b.Tracer().Start(context.Background(), "root")
-	if _, err := b.Start(ctx, events.BuildRequested, "run-1", "app", validRequest()); err != nil {
+	if _, err := b.Start(ctx, events.BuildRequested, "run-1", "app", bustest.BuildRequest()); err != nil {
 		t.Fatal(err)
 	}
 	parent.End()

@@ -34,7 +34,7 @@ type deliveries struct {
 func newDeliveries(t *testing.T, srv *bustest.Server, b *bus.Bus, run string, ackWait time.Duration) *deliveries {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := b.Start(ctx, events.BuildRequested, run, "app", validRequest()); err != nil {
+	if _, err := b.Start(ctx, events.BuildRequested, run, "app", bustest.BuildRequest()); err != nil {
 		t.Fatal(err)
 	}
 	cons, err := srv.JetStream.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
@@ -86,7 +86,7 @@ func TestValidateHandsOnOnlyTheEventItsSubjectNames(t *testing.T) {
 	if _, err := srv.JetStream.Publish(ctx, bad, []byte(`{"specversion":"1.0"`)); err != nil {
 		t.Fatal(err)
 	}
-	other, _ := events.NewEvent(b.Source(), events.BuildRequested, "run-other", "app", validRequest())
+	other, _ := events.NewEvent(b.Source(), events.BuildRequested, "run-other", "app", bustest.BuildRequest())
 	body, _ := other.MarshalJSON()
 	if _, err := srv.JetStream.Publish(ctx, bad, body); err != nil {
 		t.Fatal(err)
@@ -156,7 +156,7 @@ func TestTraceContinuesTheEventsTrace(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := trace.NewTracerProvider(trace.WithSpanProcessor(rec))
 	ctx, parent := tp.Tracer("t").Start(context.Background(), "root")
-	ev, err := events.NewEvent(b.Source(), events.BuildRequested, "run-trace", "app", validRequest())
+	ev, err := events.NewEvent(b.Source(), events.BuildRequested, "run-trace", "app", bustest.BuildRequest())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestRouterHandsEachEventToItsHandlerAndStopsWithinTheGrace(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- r.Run(runCtx) }()
 
-	if _, err := b.Start(ctx, events.BuildRequested, "run-a", "app", validRequest()); err != nil {
+	if _, err := b.Start(ctx, events.BuildRequested, "run-a", "app", bustest.BuildRequest()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Start(ctx, events.PromotionApproved, "run-b", "app", events.Approval{Environment: "dev", Repository: "r/a", Digest: "sha256:" + strings.Repeat("a", 64), Tag: "dev"}); err != nil {
@@ -350,7 +350,7 @@ func TestRouterHandsEachEventToItsHandlerAndStopsWithinTheGrace(t *testing.T) {
 	}
 	waitFor(t, "each event at its handler", func() bool { return built.Load() == 1 && approved.Load() == 1 })
 
-	hang := validRequest()
+	hang := bustest.BuildRequest()
 	hang.Target = "registry.local/hangs:1"
 	if _, err := b.Start(ctx, events.BuildRequested, "run-hang", "app", hang); err != nil {
 		t.Fatal(err)

@@ -6,13 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 )
-
-func validRequest() events.BuildRequest {
-	return events.BuildRequest{Source: events.Source{Kind: events.SourceDir, Path: "/src"}, Target: "registry.local/app:lab"}
-}
 
 func TestNamesDeriveTypeAndSubject(t *testing.T) {
 	t.Parallel()
@@ -39,7 +36,7 @@ func TestNamesDeriveTypeAndSubject(t *testing.T) {
 
 func TestParseRejectsWhatTheContractForbids(t *testing.T) {
 	t.Parallel()
-	good, err := events.NewEvent("/test", events.BuildRequested, "run-1", "app", validRequest())
+	good, err := events.NewEvent("/test", events.BuildRequested, "run-1", "app", bustest.BuildRequest())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +84,7 @@ func TestParseRejectsWhatTheContractForbids(t *testing.T) {
 
 func TestFollowDerivesStableIDs(t *testing.T) {
 	t.Parallel()
-	parent, _ := events.NewEvent("/test", events.BuildRequested, "run-1", "app", validRequest())
+	parent, _ := events.NewEvent("/test", events.BuildRequested, "run-1", "app", bustest.BuildRequest())
 	data := events.NewFailure(failure.Errorf(failure.Input, "fix it", "x"))
 	a, _ := events.Follow("/b", parent, events.BuildFailed, "", data)
 	b, _ := events.Follow("/b", parent, events.BuildFailed, "", data)

@@ -13,10 +13,6 @@ import (
 	"github.com/digestline/digestline/pkg/runs"
 )
 
-func validRequest() events.BuildRequest {
-	return events.BuildRequest{Source: events.Source{Kind: events.SourceDir, Path: "/src"}, Target: "registry.local/app:lab"}
-}
-
 // TestEventsReadsOneRunInOrder: a run's history is what its subjects
 // hold, in stream order, without the other runs' events and without an
 // event that claims another run than its subject says.
@@ -28,7 +24,7 @@ func TestEventsReadsOneRunInOrder(t *testing.T) {
 	var want []string
 	for i := range 3 {
 		for _, run := range []string{"run-a", "run-b"} {
-			ev, err := b.Start(ctx, events.BuildRequested, run, "app", validRequest())
+			ev, err := b.Start(ctx, events.BuildRequested, run, "app", bustest.BuildRequest())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,7 +42,7 @@ func TestEventsReadsOneRunInOrder(t *testing.T) {
 	}
 	// run-b's event, filed under run-a's subject by a careless publisher;
 	// and run-a's first event stored again, as a replayed dead letter is.
-	stray, _ := events.NewEvent(b.Source(), events.BuildRequested, "run-b", "app", validRequest())
+	stray, _ := events.NewEvent(b.Source(), events.BuildRequested, "run-b", "app", bustest.BuildRequest())
 	stream, err := srv.JetStream.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)

@@ -191,11 +191,7 @@ func (p process) serve(ctx context.Context, name string, run func(context.Contex
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	}()
+	defer tel.Close()
 	nc, js, err := ConnectFromEnv(natsURL, "digestline-"+name)
 	if err != nil {
 		return err

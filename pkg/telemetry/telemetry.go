@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -45,6 +46,15 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	return t.shutdown(ctx)
+}
+
+// Close flushes and stops the providers on a context of its own, bounded
+// by 5 s: at a process's end the caller's context is cancelled (Ctrl-C,
+// SIGTERM), and the last spans and metrics still go out.
+func (t *Telemetry) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = t.Shutdown(ctx)
 }
 
 // Setup builds the tracer provider and logger for service. Spans are exported

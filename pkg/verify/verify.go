@@ -49,6 +49,17 @@ type Options struct {
 	Proven *evidence.Cache
 }
 
+// OrDefaults is o with what a service proves with when it is told
+// nothing: 4 blobs at a time, and a memory of the evidence proven of its
+// own.
+func (o Options) OrDefaults() Options {
+	o.Jobs = cmp.Or(o.Jobs, 4)
+	if o.Proven == nil {
+		o.Proven = evidence.NewCache(0)
+	}
+	return o
+}
+
 // Image pulls ref by digest from its registry and proves every byte: each
 // manifest hashes to the digest it is served under, each blob streams through
 // a hasher and matches its descriptor's digest and size, and — when want is

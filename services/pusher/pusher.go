@@ -9,12 +9,10 @@ import (
 
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
-	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -23,15 +21,12 @@ import (
 // Config configures the pusher.
 type Config struct {
 	service.Deps
-	// Jobs bounds blobs hashed at once when a promotion's copy is proven
-	// at its destination (default 4).
-	Jobs int
-	// Keys are the trusted public keys (DIGESTLINE_TRUSTED_KEYS): a copy
-	// must carry a signature by one of them at its destination, and every
-	// signature and attestation there must verify.
-	Keys []sign.Verifier
-	// Proven remembers the evidence proven (default: a cache of its own).
-	Proven *evidence.Cache
+	// Proof is how a promotion's copy is proven at its destination before
+	// the tag moves (verify.Options.OrDefaults): its Keys are the trusted
+	// public keys (DIGESTLINE_TRUSTED_KEYS), and the copy must carry a
+	// signature by one of them there, every signature and attestation
+	// verifying.
+	Proof verify.Options
 }
 
 // Run pushes what the builder built (build.completed) and moves the
@@ -42,10 +37,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	cfg.Jobs = cmp.Or(cfg.Jobs, 4)
-	if cfg.Proven == nil {
-		cfg.Proven = evidence.NewCache(0)
-	}
+	cfg.Proof = cfg.Proof.OrDefaults()
 	p := &pusher{Worker: w, cfg: cfg}
 	r := p.Bus.Router(bus.ConsumerSpec{Durable: "pusher"})
 	r.Handle(events.BuildCompleted, bus.Data(p.push))
@@ -148,7 +140,7 @@ func (p *pusher) promote(ctx context.Context, m bus.Message, a events.Approval) 
 	if copying {
 		// Proven at the destination before the tag moves: each blob is
 		// hashed there as soon as it has arrived, while the rest is copied.
-		proof := verify.NewAhead(ctx, p.Registry, ref.Context().Digest(a.Digest), g, verify.Options{Jobs: p.cfg.Jobs, Keys: p.cfg.Keys, Proven: p.cfg.Proven})
+		proof := verify.NewAhead(ctx, p.Registry, ref.Context().Digest(a.Digest), g, p.cfg.Proof)
 		defer proof.Close()
 		opts = append(opts, registry.MountFrom(from), registry.VerifyBeforeTag(proof))
 	} else {

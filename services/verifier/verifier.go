@@ -1,7 +1,6 @@
 package verifier
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,10 +8,8 @@ import (
 
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/service"
-	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -22,14 +19,11 @@ import (
 // Config configures the verifier.
 type Config struct {
 	service.Deps
-	// Jobs bounds blobs hashed at once (default 4).
-	Jobs int
-	// Keys are the trusted public keys (DIGESTLINE_TRUSTED_KEYS): when
-	// set, every image must carry a signature by one of them.
-	Keys []sign.Verifier
-	// Proven remembers the evidence proven (default: a cache of its own),
-	// so a digest verified again has only new referrers read and proven.
-	Proven *evidence.Cache
+	// Proof is how every push is proven (verify.Options.OrDefaults): with
+	// Keys, the trusted public keys (DIGESTLINE_TRUSTED_KEYS), every image
+	// must carry a signature by one of them; Proven remembers the evidence
+	// proven, so a digest verified again has only new referrers read.
+	Proof verify.Options
 }
 
 // Run verifies what the pusher pushed (push.completed) until ctx is
@@ -39,10 +33,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Proven == nil {
-		cfg.Proven = evidence.NewCache(0)
-	}
-	cfg.Jobs = cmp.Or(cfg.Jobs, 4)
+	cfg.Proof = cfg.Proof.OrDefaults()
 	v := &verifier{Worker: w, cfg: cfg}
 	// Instrument errors only say a name is malformed; this one is fixed.
 	v.bytesVerified, _ = cfg.Meters().Meter("github.com/digestline/digestline/services/verifier").Int64Counter("digestline.verify.bytes",
@@ -78,7 +69,7 @@ func (v *verifier) verify(ctx context.Context, m bus.Message, push events.PushRe
 	if tagged {
 		looked.Go(func() { tagErr = verify.Tag(ctx, v.Registry, tag, digest.Digest(push.Digest)) })
 	}
-	rep, err := verify.Image(ctx, v.Registry, ref, &push.Graph, verify.Options{Jobs: v.cfg.Jobs, Keys: v.cfg.Keys, Proven: v.cfg.Proven})
+	rep, err := verify.Image(ctx, v.Registry, ref, &push.Graph, v.cfg.Proof)
 	looked.Wait()
 	if tagged && err == nil {
 		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()))

@@ -152,3 +152,9 @@ func Count(evs []Event, n events.Name) int {
 	}
 	return c
 }
+
+// BuildRequest is a build request the contract accepts, for tests that
+// need an event to publish.
+func BuildRequest() events.BuildRequest {
+	return events.BuildRequest{Source: events.Source{Kind: events.SourceDir, Path: "/src"}, Target: "registry.local/app:lab"}
+}

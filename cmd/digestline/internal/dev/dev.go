@@ -24,6 +24,7 @@ import (
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/pkg/verify"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/pusher"
 	"github.com/digestline/digestline/services/reporter"
@@ -204,10 +205,10 @@ func (env *Env) run(ctx context.Context, cfg Config, deps service.Deps, regSrv *
 	// not read again the signatures the verifier has just proven.
 	proven := evidence.NewCache(0)
 	g.Go(func() error {
-		return pusher.Run(gctx, pusher.Config{Deps: deps, Keys: cfg.TrustedKeys, Proven: proven})
+		return pusher.Run(gctx, pusher.Config{Deps: deps, Proof: verify.Options{Keys: cfg.TrustedKeys, Proven: proven}})
 	})
 	g.Go(func() error {
-		return verifier.Run(gctx, verifier.Config{Deps: deps, Keys: cfg.TrustedKeys, Proven: proven})
+		return verifier.Run(gctx, verifier.Config{Deps: deps, Proof: verify.Options{Keys: cfg.TrustedKeys, Proven: proven}})
 	})
 	rcfg := cfg.Reporter
 	rcfg.Deps, rcfg.Listener, rcfg.Proven = deps, apiLn, proven

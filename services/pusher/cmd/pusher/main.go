@@ -6,6 +6,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/pkg/verify"
 	"github.com/digestline/digestline/services/pusher"
 )
 
@@ -17,6 +18,6 @@ func main() {
 		if err != nil {
 			return err
 		}
-		return pusher.Run(ctx, pusher.Config{Deps: d, Keys: keys})
+		return pusher.Run(ctx, pusher.Config{Deps: d, Proof: verify.Options{Keys: keys}})
 	})
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/pkg/verify"
 	"github.com/digestline/digestline/services/verifier"
 )
 
@@ -15,6 +16,6 @@ func main() {
 		if err != nil {
 			return err
 		}
-		return verifier.Run(ctx, verifier.Config{Deps: d, Keys: keys})
+		return verifier.Run(ctx, verifier.Config{Deps: d, Proof: verify.Options{Keys: keys}})
 	})
 }
