@@ -36,7 +36,7 @@ test: lint tools
 
 ## test-chaos: only the heavy reliability tests (services SIGKILLed at random, NATS outages)
 test-chaos: tools
-	$(GO) test -race -count=1 -timeout 10m -tags chaos -run 'Chaos|Outage' ./cmd/digestline/
+	$(GO) test -race -count=1 -timeout 10m -tags chaos -run 'Chaos|Outage' ./cmd/digestline/systemtest/
 
 ## images: every service (and nats-server, and the CLI/registry) as a FROM-scratch OCI image built by digestline
 images: build

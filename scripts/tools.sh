@@ -3,28 +3,51 @@
 # distribution's registry v3, cosign and jaeger from the Go module proxy into .digestline/tools;
 # skopeo and docker-registry from Debian (when root and missing). Idempotent and quick
 # when already there.
+#
+# The installs run at once (their downloads and links overlap), and one
+# installer runs at a time per clone: .ci/run starts this in the background
+# while it fetches and builds the project, and `make test`'s own call then
+# waits for it and finds everything in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$PWD/.digestline/tools
 mkdir -p "$tools"
-install() { # binary module@version
-  [ -x "$tools/$1" ] || { echo "installing $1 ($2)" >&2; GOBIN=$tools GOFLAGS= GOWORK=off go install "$2"; }
+exec 9>"$tools/.lock"
+flock 9
+
+# install BINARY MODULE@VERSION [NAME]: go install into a directory of its
+# own, then move the binary (built as NAME, default BINARY) into place, so
+# a half-built tool is never found.
+install() {
+  local bin=$1 module=$2 built=${3:-$1}
+  [ -x "$tools/$bin" ] && return 0
+  echo "installing $bin ($module)" >&2
+  local tmp
+  tmp=$(mktemp -d "$tools/.install-$bin.XXXXXX")
+  GOBIN=$tmp GOFLAGS= GOWORK=off go install "$module"
+  mv "$tmp/$built" "$tools/$bin"
+  rm -rf "$tmp"
 }
-install crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
-install oras oras.land/oras/cmd/oras@v1.3.6
-install regctl github.com/regclient/regclient/cmd/regctl@v0.11.7
+
+# cached NAME SCRIPT: link the binary a per-machine cached build prints
+# (scripts/cosign.sh, scripts/jaeger.sh: large builds, kept across clones).
+cached() {
+  local path
+  path=$("scripts/$2")
+  ln -sf "$path" "$tools/$1"
+}
+
+pids=()
+install crane github.com/google/go-containerregistry/cmd/crane@v0.22.1 & pids+=($!)
+install oras oras.land/oras/cmd/oras@v1.3.6 & pids+=($!)
+install regctl github.com/regclient/regclient/cmd/regctl@v0.11.7 & pids+=($!)
 # distribution v3 (the registry of Docker Hub, GitLab and many self-hosted ones),
 # for the registry matrix test; built by this Go (sha256 with SHA-NI). Its
 # binary is called registry: renamed so nothing mistakes it for another.
-if [ ! -x "$tools/distribution-registry" ]; then
-  install registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2
-  mv "$tools/registry" "$tools/distribution-registry"
-fi
-# cosign, for the signing tests (see scripts/cosign.sh).
-ln -sf "$(scripts/cosign.sh)" "$tools/cosign"
-# Jaeger v2 all-in-one, for the trace test (see scripts/jaeger.sh).
-jaeger=$(scripts/jaeger.sh)
-ln -sf "$jaeger" "$tools/jaeger"
+install distribution-registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2 registry & pids+=($!)
+# cosign, for the signing tests; Jaeger v2 all-in-one, for the trace test.
+cached cosign cosign.sh & pids+=($!)
+cached jaeger jaeger.sh & pids+=($!)
 # From Debian: skopeo, and docker-registry (distribution 2.8, a real registry
 # without the referrers API).
 apt_missing=()
@@ -33,8 +56,17 @@ command -v docker-registry >/dev/null 2>&1 || apt_missing+=(docker-registry)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing ${apt_missing[*]}" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}"; } >/dev/null
+    { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${apt_missing[@]}"; } >/dev/null &
+    pids+=($!)
   else
     echo "missing ${apt_missing[*]}: install with apt-get for the interoperability tests" >&2
   fi
+fi
+failed=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || failed=1
+done
+if [ "$failed" != 0 ]; then
+  echo "scripts/tools.sh: an install failed (see above)" >&2
+  exit 1
 fi

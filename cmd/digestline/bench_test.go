@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/policy"
-	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
@@ -33,20 +33,20 @@ import (
 func BenchmarkShip(b *testing.B) {
 	for _, tc := range []struct {
 		name string
-		opts []stackOption
-	}{{"plain", nil}, {"signed", []stackOption{withEvidence(b)}}} {
+		opts []e2etest.Option
+	}{{"plain", nil}, {"signed", []e2etest.Option{withEvidence(b)}}} {
 		b.Run(tc.name, func(b *testing.B) {
-			s, _ := startStack(b, tc.opts...)
+			s, _ := e2etest.StartStack(b, tc.opts...)
 			i := 0
 			for b.Loop() {
 				// A repository of its own: the embedded registry (olareg)
 				// rewrites a repository's whole index on every manifest
 				// pushed, so one repository would make later runs slower.
 				b.StopTimer()
-				dir, target := sourceDir(b, fmt.Sprintf("bench %d", i)), fmt.Sprintf("bench/app%d:lab", i)
+				dir, target := e2etest.SourceDir(b, fmt.Sprintf("bench %d", i)), fmt.Sprintf("bench/app%d:lab", i)
 				i++
 				b.StartTimer()
-				if _, out, err := s.ship(b, dir, target); err != nil {
+				if _, out, err := s.Ship(b, dir, target); err != nil {
 					b.Fatalf("ship: %v\n%s", err, out)
 				}
 			}
@@ -74,14 +74,14 @@ func BenchmarkAway(b *testing.B) {
 // opts, one plain and one signed, in turn; every other pair the signed one
 // first. It reports the median of the pairs' differences (added-ms) and of
 // the plain runs (plain-ms).
-func signingAdds(b *testing.B, opts ...stackOption) {
-	plain, _ := startStack(b, opts...)
-	signed, _ := startStack(b, append(opts, withEvidence(b))...)
-	stacks := [2]*stack{plain, signed}
+func signingAdds(b *testing.B, opts ...e2etest.Option) {
+	plain, _ := e2etest.StartStack(b, opts...)
+	signed, _ := e2etest.StartStack(b, append(opts, withEvidence(b))...)
+	stacks := [2]*e2etest.Stack{plain, signed}
 	var added, plains []time.Duration
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		dir := sourceDir(b, fmt.Sprintf("pair %d", i))
+		dir := e2etest.SourceDir(b, fmt.Sprintf("pair %d", i))
 		b.StartTimer()
 		order := []int{0, 1}
 		if i%2 == 1 {
@@ -90,7 +90,7 @@ func signingAdds(b *testing.B, opts ...stackOption) {
 		var took [2]time.Duration
 		for _, k := range order {
 			start := time.Now()
-			if _, out, err := stacks[k].ship(b, dir, fmt.Sprintf("pair/app%d:lab", i)); err != nil {
+			if _, out, err := stacks[k].Ship(b, dir, fmt.Sprintf("pair/app%d:lab", i)); err != nil {
 				b.Fatalf("ship: %v\n%s", err, out)
 			}
 			took[k] = time.Since(start)
@@ -103,8 +103,8 @@ func signingAdds(b *testing.B, opts ...stackOption) {
 
 // withRegistryLatency makes the embedded registry answer every request d
 // late.
-func withRegistryLatency(d time.Duration) stackOption {
-	return withRegistryWrapper(func(h http.Handler) http.Handler {
+func withRegistryLatency(d time.Duration) e2etest.Option {
+	return e2etest.WithRegistryWrapper(func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(d)
 			h.ServeHTTP(w, r)
@@ -122,10 +122,10 @@ func median(ds []time.Duration) time.Duration {
 // withEvidence signs every build and promotion with a fresh key, trusts it
 // in the verifier and the reporter, and gives dev a policy over the
 // evidence: what signing and policies cost a run.
-func withEvidence(t testing.TB) stackOption {
+func withEvidence(t testing.TB) e2etest.Option {
 	t.Helper()
 	dir := t.TempDir()
-	signing := withSigningKey(t, dir)
+	signing := e2etest.WithSigningKey(t, dir)
 	policyFile := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policyFile, []byte(`environments:
   dev:
@@ -149,24 +149,6 @@ func withEvidence(t testing.TB) stackOption {
 	}
 }
 
-// withSigningKey signs every build and promotion with a new key written to
-// dir (digestline.key, digestline.pub), which every service trusts.
-func withSigningKey(t testing.TB, dir string) stackOption {
-	t.Helper()
-	signer, err := sign.Generate(filepath.Join(dir, "digestline.key"), filepath.Join(dir, "digestline.pub"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := sign.NewVerifier(signer.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(c *dev.Config) {
-		c.Signer, c.TrustedKeys = signer, []sign.Verifier{own}
-		c.Reporter.Signer, c.Reporter.Keys = signer, []sign.Verifier{own}
-	}
-}
-
 // BenchmarkLoad sends 200 build.requested b.N times and reports how many
 // runs reach promoted per second and the p50/p99 latency from
 // build.requested to promoted (the events' own times). Every run must be
@@ -183,14 +165,14 @@ func BenchmarkLoad(b *testing.B) {
 }
 
 // benchLoad sends 200 runs at perSecond (0: all at once).
-func benchLoad(b *testing.B, perSecond int, opts ...stackOption) {
+func benchLoad(b *testing.B, perSecond int, opts ...e2etest.Option) {
 	const runs = 200
-	s, _ := startStack(b, opts...)
+	s, _ := e2etest.StartStack(b, opts...)
 	ctx := context.Background()
 	srcs := make([]digest.Digest, runs)
 	for i := range srcs {
 		var err error
-		if srcs[i], err = ship.Upload(ctx, s.JetStream, sourceDir(b, fmt.Sprintf("load %d", i))); err != nil {
+		if srcs[i], err = ship.Upload(ctx, s.JetStream, e2etest.SourceDir(b, fmt.Sprintf("load %d", i))); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -229,14 +211,14 @@ func benchLoad(b *testing.B, perSecond int, opts ...stackOption) {
 				if tick != nil && i > 0 {
 					<-tick
 				}
-				ev, err := events.NewEvent(s.bus.Source(), events.BuildRequested, uuid.NewString(), "load", events.BuildRequest{
+				ev, err := events.NewEvent(s.Bus.Source(), events.BuildRequested, uuid.NewString(), "load", events.BuildRequest{
 					Source: events.Source{Kind: events.SourceObject, Object: src.String()},
 					Target: fmt.Sprintf("%s/load/app%d:1", s.RegistryAddr, i)})
 				if err == nil {
 					mu.Lock() // before it is sent: its promoted event may come first
 					requested[events.RunID(ev)] = ev.Time()
 					mu.Unlock()
-					err = s.bus.Publish(ctx, ev)
+					err = s.Bus.Publish(ctx, ev)
 				}
 				if err != nil {
 					sent <- err

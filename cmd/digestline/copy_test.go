@@ -2,37 +2,15 @@ package main
 
 import (
 	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
-	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
-
-// artifactTypes is discover's tree as sorted lines of depth and artifact
-// type and digest: what two registries must answer alike.
-func artifactTypes(t *testing.T, ref string) []string {
-	t.Helper()
-	var tree node
-	if err := json.Unmarshal([]byte(cli(t, "discover", ref, "--json")), &tree); err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	var walk func(n node, depth int)
-	walk = func(n node, depth int) {
-		for _, c := range n.Children {
-			out = append(out, strings.Repeat(" ", depth)+c.ArtifactType+" "+c.Digest.String())
-			walk(c, depth+1)
-		}
-	}
-	walk(tree, 0)
-	slices.Sort(out)
-	return out
-}
 
 // TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt: an image signed,
 // attested, with its SBOMs and a signature of its SBOM, copied from a
@@ -46,13 +24,13 @@ func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
 	keys := t.TempDir()
 	cli(t, "keygen", "--out", keys)
 	pub := filepath.Join(keys, "digestline.pub")
-	a := embeddedRegistry(t) + "/team/app"
+	a := e2etest.EmbeddedRegistry(t) + "/team/app"
 	layout := filepath.Join(t.TempDir(), "layout")
-	out := cli(t, "build", sourceDir(t, "copied"), "-o", layout, "--sbom", "--sign-key", filepath.Join(keys, "digestline.key"), "--name", a)
+	out := cli(t, "build", e2etest.SourceDir(t, "copied"), "-o", layout, "--sbom", "--sign-key", filepath.Join(keys, "digestline.key"), "--name", a)
 	digest := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
 	cli(t, "push", layout, a+":dev")
 	sbom := ""
-	for _, line := range artifactTypes(t, a+"@"+digest) {
+	for _, line := range e2etest.ArtifactTypes(t, cli(t, "discover", a+"@"+digest, "--json")) {
 		if strings.HasPrefix(line, "application/spdx+json ") {
 			sbom = strings.Fields(line)[1]
 		}
@@ -62,7 +40,7 @@ func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	cli(t, "attach", a+"@"+sbom, note, "--artifact-type", "application/vnd.example.review.v1+json")
-	atSource := artifactTypes(t, a+"@"+digest)
+	atSource := e2etest.ArtifactTypes(t, cli(t, "discover", a+"@"+digest, "--json"))
 	if len(atSource) != 5 { // SPDX (with its review), CycloneDX, signature, provenance
 		t.Fatalf("at the source: %v", atSource)
 	}
@@ -73,11 +51,11 @@ func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
 			t.Fatalf("copy printed no %q:\n%s", want, out)
 		}
 	}
-	if atDestination := artifactTypes(t, b+"/prod/app@"+digest); !slices.Equal(atDestination, atSource) {
+	if atDestination := e2etest.ArtifactTypes(t, cli(t, "discover", b+"/prod/app@"+digest, "--json")); !slices.Equal(atDestination, atSource) {
 		t.Fatalf("referrers at the destination:\n%v\nat the source:\n%v", atDestination, atSource)
 	}
-	if out, err := cosign(t, keys, "verify", "--key", "digestline.pub", "--insecure-ignore-tlog=true", "--experimental-oci11",
-		"--allow-http-registry", "--trusted-root", emptyTrustedRoot(t), b+"/prod/app@"+digest); err != nil {
+	if out, err := e2etest.Cosign(t, keys, "verify", "--key", "digestline.pub", "--insecure-ignore-tlog=true", "--experimental-oci11",
+		"--allow-http-registry", "--trusted-root", e2etest.EmptyTrustedRoot(t), b+"/prod/app@"+digest); err != nil {
 		t.Fatalf("cosign verify at the destination: %v\n%s", err, out)
 	}
 	var oras struct {
@@ -85,7 +63,7 @@ func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
 			ArtifactType string `json:"artifactType"`
 		} `json:"referrers"`
 	}
-	if err := json.Unmarshal([]byte(runTool(t, "oras", "discover", "--plain-http", "--format", "json", "--depth", "1", b+"/prod/app@"+digest)), &oras); err != nil || len(oras.Referrers) != 4 {
+	if err := json.Unmarshal([]byte(e2etest.RunTool(t, "oras", "discover", "--plain-http", "--format", "json", "--depth", "1", b+"/prod/app@"+digest)), &oras); err != nil || len(oras.Referrers) != 4 {
 		t.Fatalf("oras discover at the destination: %+v %v", oras, err)
 	}
 	// Copying again sends nothing.
@@ -100,7 +78,7 @@ func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
 	if _, err := cliErr(t, "copy", a+"@"+digest, corrupted+"/prod/app:prod", "--key", pub); err == nil || !strings.Contains(describe(err), "nothing is tagged") {
 		t.Fatalf("a copy to a corrupting registry = %v", err)
 	}
-	if tagExists(t, c, "prod/app", "prod") {
+	if e2etest.TagExists(t, c, "prod/app", "prod") {
 		t.Fatal("the tag exists after a failed proof")
 	}
 }
@@ -111,14 +89,14 @@ func TestCopyAcrossRegistriesKeepsTheEvidenceAndProvesIt(t *testing.T) {
 // destination, where cosign verifies it.
 func TestCopyKeepsCosignsLegacyTags(t *testing.T) {
 	keys := t.TempDir()
-	if out, err := cosign(t, keys, "generate-key-pair"); err != nil {
+	if out, err := e2etest.Cosign(t, keys, "generate-key-pair"); err != nil {
 		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
 	}
-	a := embeddedRegistry(t) + "/team/legacy"
+	a := e2etest.EmbeddedRegistry(t) + "/team/legacy"
 	layout := filepath.Join(t.TempDir(), "layout")
-	digest := strings.TrimSpace(strings.SplitN(cli(t, "build", sourceDir(t, "signed the old way"), "-o", layout, "--sign-key", ""), "\n", 2)[0])
+	digest := strings.TrimSpace(strings.SplitN(cli(t, "build", e2etest.SourceDir(t, "signed the old way"), "-o", layout, "--sign-key", ""), "\n", 2)[0])
 	cli(t, "push", layout, a+":1")
-	if out, err := cosign(t, keys, "sign", "--key", "cosign.key", "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry", "--yes", a+"@"+digest); err != nil {
+	if out, err := e2etest.Cosign(t, keys, "sign", "--key", "cosign.key", "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry", "--yes", a+"@"+digest); err != nil {
 		t.Fatalf("cosign sign: %v\n%s", err, out)
 	}
 	sigTag := "sha256-" + strings.TrimPrefix(digest, "sha256:") + ".sig"
@@ -129,11 +107,11 @@ func TestCopyKeepsCosignsLegacyTags(t *testing.T) {
 			t.Fatalf("copy printed no %q:\n%s", want, out)
 		}
 	}
-	if !tagExists(t, b, "prod/legacy", sigTag) {
+	if !e2etest.TagExists(t, b, "prod/legacy", sigTag) {
 		t.Fatalf("%s is not at the destination", sigTag)
 	}
 	verify := func(ref string) (string, error) {
-		return cosign(t, keys, "verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry", "--trusted-root", emptyTrustedRoot(t), ref)
+		return e2etest.Cosign(t, keys, "verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry", "--trusted-root", e2etest.EmptyTrustedRoot(t), ref)
 	}
 	if out, err := verify(b + "/prod/legacy@" + digest); err != nil {
 		t.Fatalf("cosign verify at the destination: %v\n%s", err, out)
@@ -141,20 +119,4 @@ func TestCopyKeepsCosignsLegacyTags(t *testing.T) {
 	if out := cli(t, "copy", a+"@"+digest, b+"/prod/legacy:prod"); !strings.Contains(out, "0 uploaded") {
 		t.Fatalf("a second copy:\n%s", out)
 	}
-}
-
-// tagExists asks the registry at host whether repo:tag exists.
-func tagExists(t *testing.T, host, repo, tag string) bool {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodHead, "http://"+host+"/v2/"+repo+"/manifests/"+tag, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", v1.MediaTypeImageManifest+", "+v1.MediaTypeImageIndex)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }

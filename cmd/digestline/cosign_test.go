@@ -1,30 +1,13 @@
 package main
 
 import (
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 )
-
-// cosign runs the real cosign CLI offline: no transparency log (there is
-// none here), its HOME the test's, plain HTTP to the test's registries.
-// Verifying takes the OCI 1.1 referrers (--experimental-oci11) and a
-// trusted root that trusts nothing but the key (emptyTrustedRoot): cosign
-// reads any sigstore bundle among the referrers (our provenance is one) and
-// then wants a root, which it would otherwise fetch from the network.
-func cosign(t *testing.T, dir string, args ...string) (string, error) {
-	t.Helper()
-	cmd := exec.Command(peerTool(t, "cosign"), args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir, "COSIGN_PASSWORD=test-password", "COSIGN_EXPERIMENTAL=1",
-		"SIGSTORE_NO_CACHE=1", "TUF_ROOT="+filepath.Join(dir, "tuf"))
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
 
 // TestCosignVerifiesOurSignaturesAndWeVerifyCosigns: an image digestline
 // builds with a cosign key pair (cosign generate-key-pair: an encrypted
@@ -35,30 +18,30 @@ func cosign(t *testing.T, dir string, args ...string) (string, error) {
 // passes `cosign verify-attestation --type slsaprovenance1`.
 func TestCosignVerifiesOurSignaturesAndWeVerifyCosigns(t *testing.T) {
 	keys := t.TempDir()
-	if out, err := cosign(t, keys, "generate-key-pair"); err != nil {
+	if out, err := e2etest.Cosign(t, keys, "generate-key-pair"); err != nil {
 		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
 	}
 	other := t.TempDir()
-	if out, err := cosign(t, other, "generate-key-pair"); err != nil {
+	if out, err := e2etest.Cosign(t, other, "generate-key-pair"); err != nil {
 		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
 	}
 	t.Setenv("COSIGN_PASSWORD", "test-password")
 	verifyFlags := []string{"--insecure-ignore-tlog=true", "--experimental-oci11", "--allow-http-registry", "--allow-insecure-registry",
-		"--trusted-root", emptyTrustedRoot(t)}
+		"--trusted-root", e2etest.EmptyTrustedRoot(t)}
 	for regName, host := range map[string]string{
-		"embedded (referrers API)":       embeddedRegistry(t),
+		"embedded (referrers API)":       e2etest.EmbeddedRegistry(t),
 		"docker-registry (fallback tag)": registrytest.Distribution(t, registrytest.DockerRegistry),
 	} {
 		t.Run(regName, func(t *testing.T) {
 			repo := host + "/team/signed"
 			layout := filepath.Join(t.TempDir(), "layout")
-			out := cli(t, "build", sourceDir(t, "signed by digestline"), "-o", layout, "--sign-key", filepath.Join(keys, "cosign.key"), "--name", repo)
+			out := cli(t, "build", e2etest.SourceDir(t, "signed by digestline"), "-o", layout, "--sign-key", filepath.Join(keys, "cosign.key"), "--name", repo)
 			ours := repo + "@" + strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
 			cli(t, "push", layout, repo+":1")
-			if out, err := cosign(t, keys, append([]string{"verify", "--key", "cosign.pub"}, append(verifyFlags, ours)...)...); err != nil || !strings.Contains(out, "The signatures were verified against the specified public key") {
+			if out, err := e2etest.Cosign(t, keys, append([]string{"verify", "--key", "cosign.pub"}, append(verifyFlags, ours)...)...); err != nil || !strings.Contains(out, "The signatures were verified against the specified public key") {
 				t.Fatalf("cosign verify of digestline's signature: %v\n%s", err, out)
 			}
-			if out, err := cosign(t, other, append([]string{"verify", "--key", "cosign.pub"}, append(verifyFlags, ours)...)...); err == nil {
+			if out, err := e2etest.Cosign(t, other, append([]string{"verify", "--key", "cosign.pub"}, append(verifyFlags, ours)...)...); err == nil {
 				t.Fatalf("cosign verify passed with another key:\n%s", out)
 			}
 			if out := cli(t, "verify", ours, "--key", filepath.Join(keys, "cosign.pub")); !strings.Contains(out, "signature") || !strings.Contains(out, "attestation https://slsa.dev/provenance/v1") {
@@ -66,18 +49,18 @@ func TestCosignVerifiesOurSignaturesAndWeVerifyCosigns(t *testing.T) {
 			}
 			// The provenance: a sigstore bundle cosign reads offline given a
 			// trusted root with nothing in it (the key is the trust).
-			if out, err := cosign(t, keys, "verify-attestation", "--key", "cosign.pub", "--type", "slsaprovenance1", "--new-bundle-format",
-				"--trusted-root", emptyTrustedRoot(t), "--insecure-ignore-tlog=true", "--allow-http-registry", "--allow-insecure-registry", ours); err != nil ||
+			if out, err := e2etest.Cosign(t, keys, "verify-attestation", "--key", "cosign.pub", "--type", "slsaprovenance1", "--new-bundle-format",
+				"--trusted-root", e2etest.EmptyTrustedRoot(t), "--insecure-ignore-tlog=true", "--allow-http-registry", "--allow-insecure-registry", ours); err != nil ||
 				!strings.Contains(out, "The signatures were verified against the specified public key") {
 				t.Fatalf("cosign verify-attestation of digestline's provenance: %v\n%s", err, out)
 			}
 
 			// cosign signs an image digestline pushed unsigned.
 			unsigned := filepath.Join(t.TempDir(), "layout")
-			out = cli(t, "build", sourceDir(t, "signed by cosign"), "-o", unsigned, "--sign-key", "")
+			out = cli(t, "build", e2etest.SourceDir(t, "signed by cosign"), "-o", unsigned, "--sign-key", "")
 			theirs := repo + "@" + strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
 			cli(t, "push", unsigned, repo+":2")
-			if out, err := cosign(t, keys, "sign", "--key", "cosign.key", "--tlog-upload=false", "--registry-referrers-mode=oci-1-1",
+			if out, err := e2etest.Cosign(t, keys, "sign", "--key", "cosign.key", "--tlog-upload=false", "--registry-referrers-mode=oci-1-1",
 				"--allow-http-registry", "--allow-insecure-registry", "--yes", theirs); err != nil {
 				t.Fatalf("cosign sign: %v\n%s", err, out)
 			}
@@ -91,30 +74,18 @@ func TestCosignVerifiesOurSignaturesAndWeVerifyCosigns(t *testing.T) {
 	}
 }
 
-// emptyTrustedRoot writes a sigstore trusted root that trusts no
-// certificate authority, log or timestamp authority: cosign's bundle
-// verifier needs one, and with --key the key is all there is to trust.
-func emptyTrustedRoot(t *testing.T) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "trusted_root.json")
-	if err := os.WriteFile(p, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // TestCosignVerifiesAnEd25519Signature: a key from digestline keygen
 // --ed25519 signs what cosign verifies.
 func TestCosignVerifiesAnEd25519Signature(t *testing.T) {
 	keys := t.TempDir()
 	cli(t, "keygen", "--out", keys, "--ed25519")
-	repo := embeddedRegistry(t) + "/team/ed25519"
+	repo := e2etest.EmbeddedRegistry(t) + "/team/ed25519"
 	layout := filepath.Join(t.TempDir(), "layout")
-	out := cli(t, "build", sourceDir(t, "ed25519"), "-o", layout, "--sign-key", filepath.Join(keys, "digestline.key"), "--name", repo)
+	out := cli(t, "build", e2etest.SourceDir(t, "ed25519"), "-o", layout, "--sign-key", filepath.Join(keys, "digestline.key"), "--name", repo)
 	image := repo + "@" + strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
 	cli(t, "push", layout, repo+":1")
-	if out, err := cosign(t, keys, "verify", "--key", "digestline.pub", "--insecure-ignore-tlog=true", "--experimental-oci11",
-		"--allow-http-registry", "--trusted-root", emptyTrustedRoot(t), image); err != nil || !strings.Contains(out, "verified against the specified public key") {
+	if out, err := e2etest.Cosign(t, keys, "verify", "--key", "digestline.pub", "--insecure-ignore-tlog=true", "--experimental-oci11",
+		"--allow-http-registry", "--trusted-root", e2etest.EmptyTrustedRoot(t), image); err != nil || !strings.Contains(out, "verified against the specified public key") {
 		t.Fatalf("cosign verify of an Ed25519 signature: %v\n%s", err, out)
 	}
 }

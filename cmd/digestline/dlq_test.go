@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 )
 
-func withFastRedelivery() stackOption {
+func withFastRedelivery() e2etest.Option {
 	return func(c *dev.Config) {
 		c.BusOptions = append(c.BusOptions, bus.WithRedeliveryBackoff(func(uint64) time.Duration { return 10 * time.Millisecond }))
 	}
@@ -39,18 +40,18 @@ func TestDeadLettersAreListedAndReplayed(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	s, _ := startStack(t, withRegistryWrapper(flaky), withFastRedelivery())
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryWrapper(flaky), withFastRedelivery())
 	nats := "--nats=" + s.NATSURL
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "dead letter"), Target: s.RegistryAddr + "/team/dlq:1"}, io.Discard)
+	res, err := ship.Ship(ctx, s.Bus, ship.Request{Dir: e2etest.SourceDir(t, "dead letter"), Target: s.RegistryAddr + "/team/dlq:1"}, io.Discard)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("ship while the registry is down: %v, %+v", err, res)
 	}
 
 	var dls []bus.DeadLetter
-	waitFor(t, "the reporter's dead letter", func() bool {
+	e2etest.WaitFor(t, "the reporter's dead letter", func() bool {
 		dls = nil
 		return json.Unmarshal([]byte(cli(t, "dlq", "list", "--json", nats)), &dls) == nil && len(dls) == 1
 	})
@@ -66,11 +67,11 @@ func TestDeadLettersAreListedAndReplayed(t *testing.T) {
 	}
 
 	var listed []bus.DeadLetter
-	if s.getJSON(t, "/v1/dlq", &listed) != http.StatusOK || len(listed) != 1 || listed[0].Sequence != dl.Sequence {
+	if s.GetJSON(t, "/v1/dlq", &listed) != http.StatusOK || len(listed) != 1 || listed[0].Sequence != dl.Sequence {
 		t.Fatalf("GET /v1/dlq: %+v", listed)
 	}
 	for token, want := range map[string]int{"": http.StatusUnauthorized, "wrong-token-0123456789": http.StatusUnauthorized} {
-		if got := s.post(t, "/v1/dlq/1/replay", token, ""); got != want {
+		if got := s.Post(t, "/v1/dlq/1/replay", token, ""); got != want {
 			t.Errorf("replay with token %q: %d, want %d", token, got, want)
 		}
 	}
@@ -79,14 +80,14 @@ func TestDeadLettersAreListedAndReplayed(t *testing.T) {
 	if out := cli(t, "dlq", "replay", "--all", nats); !strings.Contains(out, "replayed #1 on "+events.VerifyCompleted.Subject(dl.RunID)+" for reporter") {
 		t.Fatalf("dlq replay printed %q", out)
 	}
-	waitFor(t, "the replayed run's promotion", func() bool { return s.current(t, "dev", s.RegistryAddr+"/team/dlq") != "" })
+	e2etest.WaitFor(t, "the replayed run's promotion", func() bool { return s.Current(t, "dev", s.RegistryAddr+"/team/dlq") != "" })
 	if left := cli(t, "dlq", "list", "--json", nats); strings.TrimSpace(left) != "[]" {
 		t.Fatalf("dead letters left after the replay: %s", left)
 	}
 	// The run's history shows the event once, though the stream holds it
 	// twice: where it was dead-lettered, and the replay.
 	n := 0
-	for _, name := range names(s.runEvents(t, dl.RunID)) {
+	for _, name := range e2etest.Names(s.RunEvents(t, dl.RunID)) {
 		if name == "verify.completed" {
 			n++
 		}

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,11 +13,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus"
@@ -33,153 +31,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/nats-io/nats.go/jetstream"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// stack is a running `digestline dev` for one test.
-type stack struct {
-	*dev.Env
-	spans *tracetest.SpanRecorder
-	bus   *bus.Bus
-}
-
-type stackOption func(*dev.Config)
-
-func withDataDir(dir string) stackOption { return func(c *dev.Config) { c.DataDir = dir } }
-func withRegistryWrapper(w func(http.Handler) http.Handler) stackOption {
-	return func(c *dev.Config) { c.WrapRegistry = w }
-}
-func withRegistryAddr(addr string) stackOption { return func(c *dev.Config) { c.RegistryAddr = addr } }
-func withRegistryClient(rc *registry.Client) stackOption {
-	return func(c *dev.Config) { c.Registry = rc }
-}
-
-// startStack starts everything on free ports; it stops at cleanup, or when
-// the returned stop is called.
-func startStack(t testing.TB, opts ...stackOption) (*stack, func()) {
-	t.Helper()
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	cfg := dev.Config{
-		DataDir: t.TempDir(), NATSPort: -1, RegistryAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
-		TracerProvider: tp,
-		// Tests never read the machine's docker credentials.
-		Registry: registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithTracerProvider(tp), registry.WithRetries(2, time.Millisecond)),
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	env, err := dev.Start(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := env.Wait(); err != nil {
-				t.Errorf("dev environment stopped with: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return &stack{Env: env, spans: rec, bus: bus.NewBus(env.JetStream, "/digestline/test/ship", bus.WithTracerProvider(tp))}, stop
-}
-
-// sourceDir writes a small tree to ship.
-func sourceDir(t testing.TB, content string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "app"), []byte("#!/bin/sh\necho "+content+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "data.txt"), bytes.Repeat([]byte(content), 1000), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-func (s *stack) ship(t testing.TB, dir, repo string) (ship.Result, string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	var out bytes.Buffer
-	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: dir, Target: s.RegistryAddr + "/" + repo, Spec: events.BuildSpec{Entrypoint: []string{"/bin/app"}}}, &out)
-	return res, out.String(), err
-}
-
-func (s *stack) getJSON(t testing.TB, path string, v any) int {
-	t.Helper()
-	resp, err := http.Get(s.APIURL + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if v != nil && resp.StatusCode == http.StatusOK {
-		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return resp.StatusCode
-}
-
-// runEvents waits until the run's terminal event is indexed and returns the
-// run's events in order.
-func (s *stack) runEvents(t *testing.T, runID string) []map[string]any {
-	t.Helper()
-	var evs []map[string]any
-	waitFor(t, "the run's terminal event in /v1/runs", func() bool {
-		evs = nil
-		if s.getJSON(t, "/v1/runs/"+runID, &evs) != http.StatusOK || len(evs) == 0 {
-			return false
-		}
-		n, _ := events.NameOfType(evs[len(evs)-1]["type"].(string))
-		return n.Terminal()
-	})
-	return evs
-}
-
-func names(evs []map[string]any) []string {
-	out := make([]string, len(evs))
-	for i, e := range evs {
-		n, _ := events.NameOfType(e["type"].(string))
-		out[i] = string(n)
-	}
-	return out
-}
-
-func dataOf[T any](t *testing.T, ev map[string]any) T {
-	t.Helper()
-	b, _ := json.Marshal(ev["data"])
-	var v T
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-var pushStages = []string{"auth", "manifest check", "blob check", "mount", "upload", "manifest publish", "tag update", "referrers"}
-
 func TestShipEndToEnd(t *testing.T) {
-	s, _ := startStack(t)
-	res, out, err := s.ship(t, sourceDir(t, "e2e"), "team/app:lab")
+	s, _ := e2etest.StartStack(t)
+	res, out, err := s.Ship(t, e2etest.SourceDir(t, "e2e"), "team/app:lab")
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, out)
 	}
@@ -196,15 +53,15 @@ func TestShipEndToEnd(t *testing.T) {
 	}
 
 	t.Run("event sequence", func(t *testing.T) {
-		got := names(s.runEvents(t, res.RunID))
+		got := e2etest.Names(s.RunEvents(t, res.RunID))
 		want := []string{"build.requested", "build.completed"}
-		for range pushStages {
+		for range e2etest.PushStages() {
 			want = append(want, "push.stage")
 		}
 		// The gates approve dev; the pusher moves repo:dev (uploading
 		// nothing) and the verifier proves the digest again.
 		want = append(want, "push.completed", "verify.completed", "promotion.approved")
-		for range pushStages {
+		for range e2etest.PushStages() {
 			want = append(want, "push.stage")
 		}
 		want = append(want, "push.completed", "verify.completed", "promoted")
@@ -244,7 +101,7 @@ func TestShipEndToEnd(t *testing.T) {
 
 	t.Run("promotion record in KV and API", func(t *testing.T) {
 		var recs []events.Promotion
-		if s.getJSON(t, "/v1/promotions", &recs) != http.StatusOK {
+		if s.GetJSON(t, "/v1/promotions", &recs) != http.StatusOK {
 			t.Fatal("GET /v1/promotions failed")
 		}
 		if len(recs) != 1 || recs[0].Digest != digest || recs[0].RunID != res.RunID || recs[0].Evidence.Verify == "" || recs[0].Evidence.Push == "" || recs[0].Evidence.Build == "" {
@@ -262,7 +119,7 @@ func TestShipEndToEnd(t *testing.T) {
 
 	t.Run("one trace with a span per service and per push stage", func(t *testing.T) {
 		var root sdktrace.ReadOnlySpan
-		for _, sp := range s.spans.Ended() {
+		for _, sp := range s.Spans.Ended() {
 			if strings.HasPrefix(sp.Name(), "ship ") {
 				root = sp
 			}
@@ -272,12 +129,12 @@ func TestShipEndToEnd(t *testing.T) {
 		}
 		want := []string{"builder process build.requested", "pusher process build.completed",
 			"verifier process push.completed", "reporter process verify.completed", "pusher process promotion.approved"}
-		for _, st := range pushStages {
+		for _, st := range e2etest.PushStages() {
 			want = append(want, "push "+st)
 		}
-		waitFor(t, "every span of the run", func() bool {
+		e2etest.WaitFor(t, "every span of the run", func() bool {
 			have := map[string]bool{}
-			for _, sp := range s.spans.Ended() {
+			for _, sp := range s.Spans.Ended() {
 				if sp.SpanContext().TraceID() == root.SpanContext().TraceID() {
 					have[sp.Name()] = true
 				}
@@ -292,7 +149,7 @@ func TestShipEndToEnd(t *testing.T) {
 		// Registry calls are HTTP client spans, by OpenTelemetry's HTTP
 		// conventions, inside the push stage that made them.
 		httpSpans := 0
-		for _, sp := range s.spans.Ended() {
+		for _, sp := range s.Spans.Ended() {
 			if sp.SpanContext().TraceID() != root.SpanContext().TraceID() || sp.SpanKind() != trace.SpanKindClient {
 				continue
 			}
@@ -308,16 +165,16 @@ func TestShipEndToEnd(t *testing.T) {
 	})
 
 	t.Run("warm ship: same digest, nothing uploaded", func(t *testing.T) {
-		again, out, err := s.ship(t, sourceDir(t, "e2e"), "team/app:lab")
+		again, out, err := s.Ship(t, e2etest.SourceDir(t, "e2e"), "team/app:lab")
 		if err != nil {
 			t.Fatalf("ship: %v\n%s", err, out)
 		}
 		if again.Promotion.Digest != digest {
 			t.Fatalf("same source gave %s, then %s", digest, again.Promotion.Digest)
 		}
-		for _, ev := range s.runEvents(t, again.RunID) {
+		for _, ev := range s.RunEvents(t, again.RunID) {
 			if n, _ := events.NameOfType(ev["type"].(string)); n == events.PushCompleted {
-				if p := dataOf[events.PushResult](t, ev); p.BlobsUploaded != 0 {
+				if p := e2etest.DataOf[events.PushResult](t, ev); p.BlobsUploaded != 0 {
 					t.Fatalf("warm push uploaded %d blobs", p.BlobsUploaded)
 				}
 				return
@@ -345,9 +202,9 @@ func TestShipWithWrongCredentialsFailsAsAuth(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	s, _ := startStack(t, withRegistryWrapper(requireAuth),
-		withRegistryClient(registry.New(registry.WithKeychain(badKeychain{}), registry.WithRetries(2, time.Millisecond))))
-	res, out, err := s.ship(t, sourceDir(t, "auth"), "team/app:lab")
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryWrapper(requireAuth),
+		e2etest.WithRegistryClient(registry.New(registry.WithKeychain(badKeychain{}), registry.WithRetries(2, time.Millisecond))))
+	res, out, err := s.Ship(t, e2etest.SourceDir(t, "auth"), "team/app:lab")
 	var runErr *runs.Error
 	if !errors.As(err, &runErr) || runErr.Event != events.PushFailed || runErr.Failure.Class != "auth" || runErr.Failure.Stage != "auth" {
 		t.Fatalf("ship = %v\n%s", err, out)
@@ -355,10 +212,10 @@ func TestShipWithWrongCredentialsFailsAsAuth(t *testing.T) {
 	if runErr.Failure.Hint == "" || strings.Contains(out+err.Error(), "wrong-password") {
 		t.Fatalf("hint %q; output must not hold the password:\n%s", runErr.Failure.Hint, out)
 	}
-	evs := s.runEvents(t, res.RunID)
+	evs := s.RunEvents(t, res.RunID)
 	for _, ev := range evs {
 		n, _ := events.NameOfType(ev["type"].(string))
-		if n == events.PushStage && dataOf[events.StageReport](t, ev).Status == events.StatusRetrying {
+		if n == events.PushStage && e2etest.DataOf[events.StageReport](t, ev).Status == events.StatusRetrying {
 			t.Fatal("an auth failure was retried")
 		}
 		if n == events.Promoted {
@@ -366,7 +223,7 @@ func TestShipWithWrongCredentialsFailsAsAuth(t *testing.T) {
 		}
 	}
 	var recs []events.Promotion
-	s.getJSON(t, "/v1/promotions", &recs)
+	s.GetJSON(t, "/v1/promotions", &recs)
 	if len(recs) != 0 {
 		t.Fatalf("promotion records after a failed push: %+v", recs)
 	}
@@ -425,7 +282,7 @@ func tamper(h http.Handler) http.Handler {
 // registry can serve something else than what was pushed ends the run in a
 // verify.failed of the right class, at the right place, with no promotion.
 func TestTamperedRegistriesFailVerificationAndNothingIsPromoted(t *testing.T) {
-	s, _ := startStack(t, withRegistryWrapper(tamper))
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryWrapper(tamper))
 	for _, tc := range []struct {
 		repo, class, path, message string
 		mismatches                 int
@@ -437,7 +294,7 @@ func TestTamperedRegistriesFailVerificationAndNothingIsPromoted(t *testing.T) {
 		{"moved", "conflict", "tag lab", "points at sha256:0000", 1},
 	} {
 		t.Run(tc.repo, func(t *testing.T) {
-			res, out, err := s.ship(t, sourceDir(t, tc.repo), tc.repo+"/app:lab")
+			res, out, err := s.Ship(t, e2etest.SourceDir(t, tc.repo), tc.repo+"/app:lab")
 			var runErr *runs.Error
 			if !errors.As(err, &runErr) || runErr.Event != events.VerifyFailed || runErr.Failure.Class != tc.class {
 				t.Fatalf("ship = %v, want verify.failed of class %s\n%s", err, tc.class, out)
@@ -446,7 +303,7 @@ func TestTamperedRegistriesFailVerificationAndNothingIsPromoted(t *testing.T) {
 			if !strings.HasPrefix(f.Path, tc.path) || !strings.Contains(f.Message, tc.message) || len(f.Mismatches) != tc.mismatches || f.Hint == "" {
 				t.Fatalf("failure %+v", f)
 			}
-			names := names(s.runEvents(t, res.RunID))
+			names := e2etest.Names(s.RunEvents(t, res.RunID))
 			if slices.Contains(names, "promoted") || slices.Contains(names, "promotion.approved") {
 				t.Fatalf("a tampered image went on to promotion: %v", names)
 			}
@@ -458,7 +315,7 @@ func TestTamperedRegistriesFailVerificationAndNothingIsPromoted(t *testing.T) {
 }
 
 func TestMalformedEventsAreDeadLetteredAndServicesKeepWorking(t *testing.T) {
-	s, _ := startStack(t)
+	s, _ := e2etest.StartStack(t)
 	ctx := context.Background()
 	bad := map[string][]byte{
 		events.BuildRequested.Subject("r0"): []byte("definitely not json"),
@@ -484,7 +341,7 @@ func TestMalformedEventsAreDeadLetteredAndServicesKeepWorking(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Each malformed event reaches the one service that reads its subject.
-	waitFor(t, "the malformed events in the dead-letter stream", func() bool {
+	e2etest.WaitFor(t, "the malformed events in the dead-letter stream", func() bool {
 		info, err := dlq.Info(ctx)
 		return err == nil && info.State.Msgs >= uint64(len(bad))
 	})
@@ -501,34 +358,34 @@ func TestMalformedEventsAreDeadLetteredAndServicesKeepWorking(t *testing.T) {
 		}
 	}
 
-	if _, out, err := s.ship(t, sourceDir(t, "after poison"), "team/app:ok"); err != nil {
+	if _, out, err := s.Ship(t, e2etest.SourceDir(t, "after poison"), "team/app:ok"); err != nil {
 		t.Fatalf("the pipeline stopped working after malformed events: %v\n%s", err, out)
 	}
 }
 
 func TestRestartKeepsRecordsAndImages(t *testing.T) {
 	data := t.TempDir()
-	s, stop := startStack(t, withDataDir(data))
-	res, out, err := s.ship(t, sourceDir(t, "persist"), "team/app:lab")
+	s, stop := e2etest.StartStack(t, e2etest.WithDataDir(data))
+	res, out, err := s.Ship(t, e2etest.SourceDir(t, "persist"), "team/app:lab")
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, out)
 	}
 	stop()
 
-	s2, _ := startStack(t, withDataDir(data), withRegistryAddr(s.RegistryAddr))
+	s2, _ := e2etest.StartStack(t, e2etest.WithDataDir(data), e2etest.WithRegistryAddr(s.RegistryAddr))
 	var recs []events.Promotion
-	if s2.getJSON(t, "/v1/promotions", &recs) != http.StatusOK || len(recs) != 1 || recs[0].Digest != res.Promotion.Digest {
+	if s2.GetJSON(t, "/v1/promotions", &recs) != http.StatusOK || len(recs) != 1 || recs[0].Digest != res.Promotion.Digest {
 		t.Fatalf("records after restart: %+v", recs)
 	}
 	// What the gates rely on survived too: the digest was verified and is
 	// in dev, so it goes on to staging (with the token dev keeps in its data).
 	t.Setenv("DIGESTLINE_API_TOKEN", "")
-	out, err = s2.promoteCLI(t, res.Promotion.Repository+"@"+res.Promotion.Digest, "staging", "--token-file", filepath.Join(data, "api-token"))
+	out, err = promoteCLI(t, s2, res.Promotion.Repository+"@"+res.Promotion.Digest, "staging", "--token-file", filepath.Join(data, "api-token"))
 	if err != nil {
 		t.Fatalf("promote after restart: %v\n%s", err, out)
 	}
 	var hist []api.HistoryEntry
-	if s2.getJSON(t, "/v1/history?repo="+res.Promotion.Repository, &hist) != http.StatusOK || len(hist) != 2 ||
+	if s2.GetJSON(t, "/v1/history?repo="+res.Promotion.Repository, &hist) != http.StatusOK || len(hist) != 2 ||
 		hist[0].Promotion.Environment != "dev" || hist[1].Promotion.Environment != "staging" {
 		t.Fatalf("history after restart: %+v", hist)
 	}
@@ -536,16 +393,16 @@ func TestRestartKeepsRecordsAndImages(t *testing.T) {
 	if _, err := remote.Head(ref); err != nil {
 		t.Fatalf("image gone after restart: %v", err)
 	}
-	if got := len(s2.runEvents(t, res.RunID)); got == 0 {
+	if got := len(s2.RunEvents(t, res.RunID)); got == 0 {
 		t.Fatal("run history gone after restart")
 	}
 }
 
 func TestStandaloneBuildPushVerify(t *testing.T) {
-	s, _ := startStack(t)
+	s, _ := e2etest.StartStack(t)
 	layout := filepath.Join(t.TempDir(), "layout")
 	run := func(args ...string) string { t.Helper(); return cli(t, args...) }
-	out := run("build", sourceDir(t, "standalone"), "-o", layout, "--entrypoint", "/bin/app", "--sbom")
+	out := run("build", e2etest.SourceDir(t, "standalone"), "-o", layout, "--entrypoint", "/bin/app", "--sbom")
 	digest := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
 	if !strings.HasPrefix(digest, "sha256:") || !strings.Contains(out, "attached application/spdx+json") {
 		t.Fatalf("build printed %q", out)
@@ -563,7 +420,7 @@ func TestStandaloneBuildPushVerify(t *testing.T) {
 	}
 	out = run("push", layout, ref+":v2", "--json")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != len(pushStages) {
+	if len(lines) != len(e2etest.PushStages()) {
 		t.Fatalf("push --json printed %d lines, want one per stage:\n%s", len(lines), out)
 	}
 	for _, l := range lines {
@@ -584,7 +441,7 @@ func TestStandaloneBuildPushVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := oci.WriteTar(context.Background(), f, sourceDir(t, "standalone"), time.Time{}); err != nil {
+	if err := oci.WriteTar(context.Background(), f, e2etest.SourceDir(t, "standalone"), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	_ = f.Close()
@@ -604,11 +461,11 @@ func TestStandaloneBuildPushVerify(t *testing.T) {
 }
 
 func TestShipWithSBOMAttachesAndVerifiesIt(t *testing.T) {
-	s, _ := startStack(t)
+	s, _ := e2etest.StartStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "sbom"), Target: s.RegistryAddr + "/team/sbom:lab",
+	res, err := ship.Ship(ctx, s.Bus, ship.Request{Dir: e2etest.SourceDir(t, "sbom"), Target: s.RegistryAddr + "/team/sbom:lab",
 		Spec: events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: true}}, &out)
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, out.String())
@@ -620,35 +477,11 @@ func TestShipWithSBOMAttachesAndVerifiesIt(t *testing.T) {
 	}
 	// The registry lists the SBOMs (and the promotion's attestation) for the
 	// promoted digest, in the order they arrived: they are pushed at once.
-	got := s.referrerTypes(t, "team/sbom", res.Promotion.Digest)
+	got := s.ReferrerTypes(t, "team/sbom", res.Promotion.Digest)
 	slices.Sort(got)
 	if !slices.Equal(got, []string{"application/spdx+json", "application/vnd.cyclonedx+json", reporter.ArtifactTypePromotion}) {
 		t.Fatalf("referrers of the promoted digest: %v", got)
 	}
-}
-
-// referrerTypes asks the embedded registry's referrers API which artifact
-// types are attached to repo@digest.
-func (s *stack) referrerTypes(t *testing.T, repo, digest string) []string {
-	t.Helper()
-	resp, err := http.Get("http://" + s.RegistryAddr + "/v2/" + repo + "/referrers/" + digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var idx struct {
-		Manifests []struct {
-			ArtifactType string `json:"artifactType"`
-		} `json:"manifests"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil {
-		t.Fatalf("referrers of %s@%s: %v", repo, digest, err)
-	}
-	var types []string
-	for _, m := range idx.Manifests {
-		types = append(types, m.ArtifactType)
-	}
-	return types
 }
 
 // tarFiles reads a tar stream's regular files.
@@ -672,8 +505,8 @@ func tarFiles(t *testing.T, r io.Reader) map[string]string {
 }
 
 func TestAttachAnArtifactToAnImage(t *testing.T) {
-	s, _ := startStack(t)
-	res, out, err := s.ship(t, sourceDir(t, "attach"), "team/signed:1")
+	s, _ := e2etest.StartStack(t)
+	res, out, err := s.Ship(t, e2etest.SourceDir(t, "attach"), "team/signed:1")
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, out)
 	}
@@ -692,7 +525,7 @@ func TestAttachAnArtifactToAnImage(t *testing.T) {
 	if !strings.Contains(buf.String(), "attached application/vnd.example.signature.v1+json sha256:") {
 		t.Fatalf("attach printed %q", buf.String())
 	}
-	if got := s.referrerTypes(t, "team/signed", res.Promotion.Digest); !slices.Equal(got, []string{reporter.ArtifactTypePromotion, "application/vnd.example.signature.v1+json"}) {
+	if got := s.ReferrerTypes(t, "team/signed", res.Promotion.Digest); !slices.Equal(got, []string{reporter.ArtifactTypePromotion, "application/vnd.example.signature.v1+json"}) {
 		t.Fatalf("referrers %v", got)
 	}
 
@@ -706,8 +539,8 @@ func TestAttachAnArtifactToAnImage(t *testing.T) {
 }
 
 func TestShipRefusesToMoveADriftedTag(t *testing.T) {
-	s, _ := startStack(t)
-	first, out, err := s.ship(t, sourceDir(t, "release 1"), "team/app:prod")
+	s, _ := e2etest.StartStack(t)
+	first, out, err := s.Ship(t, e2etest.SourceDir(t, "release 1"), "team/app:prod")
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, out)
 	}
@@ -716,7 +549,7 @@ func TestShipRefusesToMoveADriftedTag(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var buf bytes.Buffer
-	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "release 2"), Target: s.RegistryAddr + "/team/app:prod",
+	res, err := ship.Ship(ctx, s.Bus, ship.Request{Dir: e2etest.SourceDir(t, "release 2"), Target: s.RegistryAddr + "/team/app:prod",
 		Tag: events.TagGuard{Expect: stale}}, &buf)
 	var runErr *runs.Error
 	if !errors.As(err, &runErr) || runErr.Event != events.PushFailed || runErr.Failure.Class != "conflict" {
@@ -726,9 +559,9 @@ func TestShipRefusesToMoveADriftedTag(t *testing.T) {
 		t.Errorf("no drift line in:\n%s", buf.String())
 	}
 	var drift bool
-	for _, ev := range s.runEvents(t, res.RunID) {
+	for _, ev := range s.RunEvents(t, res.RunID) {
 		if n, _ := events.NameOfType(ev["type"].(string)); n == events.DriftDetected {
-			d := dataOf[events.Drift](t, ev)
+			d := e2etest.DataOf[events.Drift](t, ev)
 			drift = d.Found == first.Promotion.Digest && d.Expected == stale && d.Tag == "prod"
 		}
 	}
@@ -742,18 +575,18 @@ func TestShipRefusesToMoveADriftedTag(t *testing.T) {
 
 	// With the right expectation the tag moves.
 	buf.Reset()
-	if _, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "release 2"), Target: s.RegistryAddr + "/team/app:prod",
+	if _, err := ship.Ship(ctx, s.Bus, ship.Request{Dir: e2etest.SourceDir(t, "release 2"), Target: s.RegistryAddr + "/team/app:prod",
 		Tag: events.TagGuard{Expect: first.Promotion.Digest}}, &buf); err != nil {
 		t.Fatalf("ship with the right expectation: %v\n%s", err, buf.String())
 	}
 }
 
 func TestShipJSONPrintsTheRunsEvents(t *testing.T) {
-	s, _ := startStack(t)
+	s, _ := e2etest.StartStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var buf bytes.Buffer
-	res, err := ship.ShipJSON(ctx, s.bus, ship.Request{Dir: sourceDir(t, "json"), Target: s.RegistryAddr + "/team/json:1"}, &buf)
+	res, err := ship.ShipJSON(ctx, s.Bus, ship.Request{Dir: e2etest.SourceDir(t, "json"), Target: s.RegistryAddr + "/team/json:1"}, &buf)
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, buf.String())
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 )
 
@@ -19,7 +20,7 @@ func TestPushToARegistryThatNeverAnswersExitsByItself(t *testing.T) {
 	t.Setenv("DIGESTLINE_REGISTRY_TIMEOUT", "300ms")
 	addr := registrytest.Silent(t)
 	layout := filepath.Join(t.TempDir(), "layout")
-	cli(t, "build", sourceDir(t, "hang"), "-o", layout)
+	cli(t, "build", e2etest.SourceDir(t, "hang"), "-o", layout)
 
 	cmd := newRootCommand()
 	cmd.SetOut(io.Discard)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/telemetry"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -20,11 +21,11 @@ func TestHealthAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := startStack(t, func(c *dev.Config) {
+	s, _ := e2etest.StartStack(t, func(c *dev.Config) {
 		c.MeterProvider, c.Metrics = mp, metrics
 		c.Registry = registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithMeterProvider(mp))
 	})
-	if _, out, err := s.ship(t, sourceDir(t, "metrics"), "team/metrics:1"); err != nil {
+	if _, out, err := s.Ship(t, e2etest.SourceDir(t, "metrics"), "team/metrics:1"); err != nil {
 		t.Fatalf("ship: %v\n%s", err, out)
 	}
 	get := func(path string) (int, string) {

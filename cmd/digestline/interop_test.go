@@ -9,33 +9,21 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
-	"github.com/digestline/digestline/pkg/tooltest"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// peerTool finds a peer tool (see tooltest.Find).
-func peerTool(t *testing.T, bin string) string { t.Helper(); return tooltest.Find(t, bin) }
-
-func runTool(t *testing.T, bin string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(peerTool(t, bin), args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", bin, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // TestPeerToolsReadOurLayouts has skopeo, crane and oras read layouts that
 // digestline wrote and push them: the registry must end up with exactly the
 // digests digestline computed, and digestline must verify them.
 func TestPeerToolsReadOurLayouts(t *testing.T) {
-	s, _ := startStack(t)
+	s, _ := e2etest.StartStack(t)
 	ctx := context.Background()
 	build := func(spec events.BuildSpec, src string) (oci.Graph, string) {
 		dir := t.TempDir()
@@ -52,8 +40,8 @@ func TestPeerToolsReadOurLayouts(t *testing.T) {
 		}
 		return g, dir
 	}
-	image, imageLayout := build(events.BuildSpec{Entrypoint: []string{"/bin/app"}}, sourceDir(t, "interop"))
-	withSBOM, sbomLayout := build(events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: true}, sourceDir(t, "interop sbom"))
+	image, imageLayout := build(events.BuildSpec{Entrypoint: []string{"/bin/app"}}, e2etest.SourceDir(t, "interop"))
+	withSBOM, sbomLayout := build(events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: true}, e2etest.SourceDir(t, "interop sbom"))
 	multi := t.TempDir()
 	for _, arch := range []string{"amd64", "arm64"} {
 		if err := os.MkdirAll(filepath.Join(multi, arch), 0o755); err != nil {
@@ -82,16 +70,16 @@ func TestPeerToolsReadOurLayouts(t *testing.T) {
 		push       func(ref string)
 	}{
 		{"skopeo", "interop/skopeo", image, func(ref string) {
-			runTool(t, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+imageLayout+":lab", "docker://"+ref)
+			e2etest.RunTool(t, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+imageLayout+":lab", "docker://"+ref)
 		}},
 		{"skopeo --all (index)", "interop/skopeo-index", index, func(ref string) {
-			runTool(t, "skopeo", "copy", "--all", "--dest-tls-verify=false", "oci:"+indexLayout+":lab", "docker://"+ref)
+			e2etest.RunTool(t, "skopeo", "copy", "--all", "--dest-tls-verify=false", "oci:"+indexLayout+":lab", "docker://"+ref)
 		}},
 		{"crane", "interop/crane", image, func(ref string) {
-			runTool(t, "crane", "push", imageLayout, ref, "--insecure")
+			e2etest.RunTool(t, "crane", "push", imageLayout, ref, "--insecure")
 		}},
 		{"oras (with the SBOM referrer)", "interop/oras", withSBOM, func(ref string) {
-			runTool(t, "oras", "copy", "--recursive", "--from-oci-layout", sbomLayout+":lab", ref, "--to-plain-http")
+			e2etest.RunTool(t, "oras", "copy", "--recursive", "--from-oci-layout", sbomLayout+":lab", ref, "--to-plain-http")
 		}},
 	}
 	for _, tc := range cases {
@@ -110,43 +98,26 @@ func TestPeerToolsReadOurLayouts(t *testing.T) {
 	}
 
 	// oras copied the SBOM along and finds it as a referrer.
-	out := runTool(t, "oras", "discover", "--plain-http", "--format", "json", s.RegistryAddr+"/interop/oras@"+withSBOM.Root.Digest.String())
+	out := e2etest.RunTool(t, "oras", "discover", "--plain-http", "--format", "json", s.RegistryAddr+"/interop/oras@"+withSBOM.Root.Digest.String())
 	if !strings.Contains(out, withSBOM.Referrers[0].Root.Digest.String()) || !strings.Contains(out, "application/spdx+json") {
 		t.Errorf("oras discover does not list the SBOM:\n%s", out)
 	}
 
 	// A shipped image carries its promotion as an attestation oras can see.
-	res, shipped, err := s.ship(t, sourceDir(t, "attested"), "interop/attested:1")
+	res, shipped, err := s.Ship(t, e2etest.SourceDir(t, "attested"), "interop/attested:1")
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, shipped)
 	}
-	out = runTool(t, "oras", "discover", "--plain-http", "--format", "json", res.Promotion.Repository+"@"+res.Promotion.Digest)
+	out = e2etest.RunTool(t, "oras", "discover", "--plain-http", "--format", "json", res.Promotion.Repository+"@"+res.Promotion.Digest)
 	if !strings.Contains(out, reporter.ArtifactTypePromotion) {
 		t.Errorf("oras discover does not list the promotion attestation:\n%s", out)
 	}
 }
 
-// requireContainers skips a container test when no engine is set up — the
-// podman binary and the exports of ../shared/tools/container-engine
-// (DOCKER_HOST, CONTAINERS_CONF) — unless DIGESTLINE_REQUIRE_CONTAINERS=1
-// (CI), where that is a failure.
-func requireContainers(t *testing.T) string {
-	t.Helper()
-	podman, err := exec.LookPath("podman")
-	if err == nil && os.Getenv("DOCKER_HOST") != "" {
-		return podman
-	}
-	if os.Getenv("DIGESTLINE_REQUIRE_CONTAINERS") == "1" {
-		t.Fatal("no container engine: run ../shared/tools/container-engine (DIGESTLINE_REQUIRE_CONTAINERS=1 makes this a failure)")
-	}
-	t.Skip(`no container engine set up: run eval "$(../shared/tools/container-engine)" to run the container tests`)
-	return ""
-}
-
 // TestPodmanRunsTheBuiltImage loads a FROM-scratch image of a static Go
 // binary from digestline's layout into podman and runs it.
 func TestPodmanRunsTheBuiltImage(t *testing.T) {
-	podman := requireContainers(t)
+	podman := e2etest.RequireContainers(t)
 	_, file, _, _ := runtime.Caller(0)
 	app := t.TempDir()
 	build := exec.Command("go", "build", "-o", filepath.Join(app, "hello"), "./hello")

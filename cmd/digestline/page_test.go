@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/runs"
 )
 
@@ -14,18 +15,18 @@ import (
 // finished run's stage timeline, a failed run's failing stage in red with
 // its hint, what is promoted where, and the history.
 func TestThePageShowsRunsPromotionsAndHistory(t *testing.T) {
-	s, _ := startStack(t, withRegistryWrapper(tamper))
-	ok, out, err := s.ship(t, sourceDir(t, "page"), "team/page:1")
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryWrapper(tamper))
+	ok, out, err := s.Ship(t, e2etest.SourceDir(t, "page"), "team/page:1")
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, out)
 	}
-	bad, _, err := s.ship(t, sourceDir(t, "page corrupt"), "corrupt/page:1")
+	bad, _, err := s.Ship(t, e2etest.SourceDir(t, "page corrupt"), "corrupt/page:1")
 	if err == nil {
 		t.Fatal("the corrupted run passed")
 	}
 
 	var recent []runs.Run
-	if s.getJSON(t, "/v1/runs", &recent) != http.StatusOK || len(recent) != 2 || recent[0].ID != bad.RunID || recent[1].ID != ok.RunID {
+	if s.GetJSON(t, "/v1/runs", &recent) != http.StatusOK || len(recent) != 2 || recent[0].ID != bad.RunID || recent[1].ID != ok.RunID {
 		t.Fatalf("GET /v1/runs: %+v", recent)
 	}
 	if recent[1].Status != "promoted" || recent[0].Status != "failed" {

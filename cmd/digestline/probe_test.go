@@ -5,14 +5,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/registry"
 )
 
 // TestRegistryProbe: digestline registry probe says what the dev registry
 // supports, as text and as JSON.
 func TestRegistryProbe(t *testing.T) {
-	s, _ := startStack(t)
-	if _, out, err := s.ship(t, sourceDir(t, "probed"), "team/probed:1"); err != nil {
+	s, _ := e2etest.StartStack(t)
+	if _, out, err := s.Ship(t, e2etest.SourceDir(t, "probed"), "team/probed:1"); err != nil {
 		t.Fatalf("ship: %v\n%s", err, out)
 	}
 	var caps registry.Capabilities

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 )
@@ -89,11 +90,11 @@ func TestPushShowsLiveProgressOnATerminal(t *testing.T) {
 // TestShipShowsThePushersProgressOnATerminal: the upload runs in the pusher
 // service; ship draws its progress from the frames the pusher publishes.
 func TestShipShowsThePushersProgressOnATerminal(t *testing.T) {
-	s, _ := startStack(t)
+	s, _ := e2etest.StartStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := onTerminal(t, func(tty *os.File) error {
-		_, err := ship.Ship(ctx, s.bus, ship.Request{Dir: noiseDir(t, 8<<20), Target: s.RegistryAddr + "/progress/ship:1"}, tty)
+		_, err := ship.Ship(ctx, s.Bus, ship.Request{Dir: noiseDir(t, 8<<20), Target: s.RegistryAddr + "/progress/ship:1"}, tty)
 		return err
 	})
 	if err != nil {

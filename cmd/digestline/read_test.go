@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/services/reporter"
@@ -41,10 +42,10 @@ func cliErr(t *testing.T, args ...string) (string, error) {
 }
 
 func TestInspectDiscoverAndTags(t *testing.T) {
-	s, _ := startStack(t)
+	s, _ := e2etest.StartStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "read"), Target: s.RegistryAddr + "/team/read:1",
+	res, err := ship.Ship(ctx, s.Bus, ship.Request{Dir: e2etest.SourceDir(t, "read"), Target: s.RegistryAddr + "/team/read:1",
 		Spec: events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: true}}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +98,7 @@ func TestInspectDiscoverAndTags(t *testing.T) {
 
 	// Tags, one per page.
 	layout := filepath.Join(t.TempDir(), "l")
-	cli(t, "build", sourceDir(t, "tags"), "-o", layout)
+	cli(t, "build", e2etest.SourceDir(t, "tags"), "-o", layout)
 	for _, tag := range []string{"a", "b", "c"} {
 		cli(t, "push", layout, repo+":"+tag)
 	}
@@ -112,9 +113,9 @@ func TestInspectDiscoverAndTags(t *testing.T) {
 }
 
 func TestVerifiedPullIntoALayout(t *testing.T) {
-	s, _ := startStack(t, withRegistryWrapper(tamper))
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryWrapper(tamper))
 	layout := filepath.Join(t.TempDir(), "src")
-	out := cli(t, "build", sourceDir(t, "pull me"), "-o", layout)
+	out := cli(t, "build", e2etest.SourceDir(t, "pull me"), "-o", layout)
 	digest := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
 	for _, repo := range []string{"team/pull", "corrupt/pull"} {
 		cli(t, "push", layout, s.RegistryAddr+"/"+repo+":1")
@@ -145,4 +146,11 @@ func TestVerifiedPullIntoALayout(t *testing.T) {
 	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "does not match its descriptor") {
 		t.Fatalf("pull of a corrupted blob: %v", err)
 	}
+}
+
+// promoteCLI runs `digestline promote` against the stack's API and returns
+// what it printed and how it ended.
+func promoteCLI(t *testing.T, s *e2etest.Stack, ref, env string, flags ...string) (string, error) {
+	t.Helper()
+	return cliErr(t, append([]string{"promote", ref, "--to", env, "--api", s.APIURL, "--timeout", "1m"}, flags...)...)
 }

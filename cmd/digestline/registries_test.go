@@ -4,11 +4,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 )
@@ -33,7 +29,7 @@ import (
 func TestEveryRegistryThroughEveryQuirk(t *testing.T) {
 	layout, root := bigLayoutWithSBOM(t)
 	registries := map[string]func(*testing.T) string{
-		"embedded":                  embeddedRegistry,
+		"embedded":                  e2etest.EmbeddedRegistry,
 		registrytest.DockerRegistry: func(t *testing.T) string { return registrytest.Distribution(t, registrytest.DockerRegistry) },
 		registrytest.DistributionV3: func(t *testing.T) string { return registrytest.Distribution(t, registrytest.DistributionV3) },
 	}
@@ -98,28 +94,6 @@ func bigLayoutWithSBOM(t *testing.T) (layout, root string) {
 	layout = filepath.Join(t.TempDir(), "layout")
 	out := cli(t, "build", src, "-o", layout, "--sbom")
 	return layout, strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
-}
-
-// embeddedRegistry serves the registry of digestline dev on a free port.
-func embeddedRegistry(t *testing.T) string {
-	t.Helper()
-	return embeddedRegistryWrapped(t, nil)
-}
-
-// embeddedRegistryWrapped is embeddedRegistry with its handler wrapped.
-func embeddedRegistryWrapped(t *testing.T, wrap func(http.Handler) http.Handler) string {
-	t.Helper()
-	srv, err := dev.Registry(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)), wrap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
 }
 
 type pushCount struct{ uploaded, existing, requests int }

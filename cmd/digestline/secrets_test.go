@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
@@ -79,28 +80,28 @@ func TestNoSecretReachesALogAnEventOrASpan(t *testing.T) {
 	}
 	var logs lockedBuffer
 	client := registry.New(registry.WithAuth(&authn.Basic{Username: "ci", Password: password}))
-	s, _ := startStack(t, withRegistryWrapper(requireAuth), withRegistryClient(client), func(c *dev.Config) {
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryWrapper(requireAuth), e2etest.WithRegistryClient(client), func(c *dev.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		c.Reporter.Tokens = map[string]string{"ci": token}
 		c.Signer, c.TrustedKeys = signer, []sign.Verifier{own}
 		c.Reporter.Signer, c.Reporter.Keys = signer, []sign.Verifier{own}
 	})
-	res, out, err := s.ship(t, sourceDir(t, "secrets"), "team/secret:1")
+	res, out, err := s.Ship(t, e2etest.SourceDir(t, "secrets"), "team/secret:1")
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, out)
 	}
-	if out, err := s.promoteCLI(t, res.Promotion.Repository+"@"+res.Promotion.Digest, "staging"); err != nil {
+	if out, err := promoteCLI(t, s, res.Promotion.Repository+"@"+res.Promotion.Digest, "staging"); err != nil {
 		t.Fatalf("promote: %v\n%s", err, out)
 	}
 
 	var seen strings.Builder
 	seen.WriteString(logs.String())
 	seen.WriteString(out)
-	for _, ev := range s.runEvents(t, res.RunID) {
+	for _, ev := range s.RunEvents(t, res.RunID) {
 		b, _ := json.Marshal(ev)
 		seen.Write(b)
 	}
-	for _, sp := range s.spans.Ended() {
+	for _, sp := range s.Spans.Ended() {
 		seen.WriteString(sp.Name())
 		for _, a := range sp.Attributes() {
 			seen.WriteString(a.Value.Emit())
@@ -113,10 +114,10 @@ func TestNoSecretReachesALogAnEventOrASpan(t *testing.T) {
 		seen.WriteString(sp.Status().Description)
 	}
 	var hist []api.HistoryEntry
-	s.getJSON(t, "/v1/history", &hist)
+	s.GetJSON(t, "/v1/history", &hist)
 	b, _ := json.Marshal(hist)
 	seen.Write(b)
-	if logs.String() == "" || len(s.spans.Ended()) == 0 {
+	if logs.String() == "" || len(s.Spans.Ended()) == 0 {
 		t.Fatal("nothing was captured: the test proves nothing")
 	}
 	if !strings.Contains(seen.String(), own.KeyID()) {

@@ -4,11 +4,10 @@ import (
 	"context"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/tooltest"
@@ -18,56 +17,44 @@ import (
 )
 
 // request publishes a build request and returns the run's last event.
-func (s *stack) request(t *testing.T, req events.BuildRequest) (events.Name, map[string]any) {
+func request(t *testing.T, s *e2etest.Stack, req events.BuildRequest) (events.Name, map[string]any) {
 	t.Helper()
 	run := uuid.NewString()
-	if _, err := s.bus.Start(context.Background(), events.BuildRequested, run, "test", req); err != nil {
+	if _, err := s.Bus.Start(context.Background(), events.BuildRequested, run, "test", req); err != nil {
 		t.Fatal(err)
 	}
-	evs := s.runEvents(t, run)
+	evs := s.RunEvents(t, run)
 	last := evs[len(evs)-1]
 	n, _ := events.NameOfType(last["type"].(string))
 	return n, last
 }
 
-func git(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 func TestBuildFromAGitRevision(t *testing.T) {
 	tooltest.Find(t, "git")
-	s, _ := startStack(t)
+	s, _ := e2etest.StartStack(t)
 	repo := t.TempDir()
-	git(t, repo, "init", "--quiet", "--initial-branch=main")
+	e2etest.Git(t, repo, "init", "--quiet", "--initial-branch=main")
 	if err := os.WriteFile(filepath.Join(repo, "version.txt"), []byte("v1"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(repo, "digestline.yaml"), []byte("entrypoint: [/version.txt]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	git(t, repo, "add", ".")
-	git(t, repo, "commit", "--quiet", "-m", "v1")
-	v1commit := git(t, repo, "rev-parse", "HEAD")
+	e2etest.Git(t, repo, "add", ".")
+	e2etest.Git(t, repo, "commit", "--quiet", "-m", "v1")
+	v1commit := e2etest.Git(t, repo, "rev-parse", "HEAD")
 	if err := os.WriteFile(filepath.Join(repo, "version.txt"), []byte("v2"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	git(t, repo, "commit", "--quiet", "-am", "v2")
+	e2etest.Git(t, repo, "commit", "--quiet", "-am", "v2")
 
 	url := "file://" + repo
 	target := s.RegistryAddr + "/git/app:v1"
-	n, ev := s.request(t, events.BuildRequest{Source: events.Source{Kind: events.SourceGit, URL: url, Rev: v1commit[:12]}, Target: target})
+	n, ev := request(t, s, events.BuildRequest{Source: events.Source{Kind: events.SourceGit, URL: url, Rev: v1commit[:12]}, Target: target})
 	if n != events.Promoted {
 		t.Fatalf("run ended with %s: %v", n, ev["data"])
 	}
-	p := dataOf[events.Promotion](t, ev)
+	p := e2etest.DataOf[events.Promotion](t, ev)
 	ref, _ := name.NewDigest(s.RegistryAddr + "/git/app@" + p.Digest)
 	img, err := remote.Image(ref)
 	if err != nil {
@@ -96,12 +83,12 @@ func TestBuildFromAGitRevision(t *testing.T) {
 		"ext transport":    {Kind: events.SourceGit, URL: "ext::sh -c touch% /tmp/pwned", Rev: "main"},
 		"option as rev":    {Kind: events.SourceGit, URL: url, Rev: "--upload-pack=touch /tmp/pwned"},
 	} {
-		n, ev := s.request(t, events.BuildRequest{Source: src, Target: target})
+		n, ev := request(t, s, events.BuildRequest{Source: src, Target: target})
 		if n != events.BuildFailed {
 			t.Errorf("%s: run ended with %s", label, n)
 			continue
 		}
-		if f := dataOf[events.Failure](t, ev); f.Hint == "" {
+		if f := e2etest.DataOf[events.Failure](t, ev); f.Hint == "" {
 			t.Errorf("%s: failure without a hint: %+v", label, f)
 		}
 	}
@@ -111,25 +98,25 @@ func TestBuildFromAGitRevision(t *testing.T) {
 }
 
 func TestShipAnExistingLayout(t *testing.T) {
-	s, _ := startStack(t)
+	s, _ := e2etest.StartStack(t)
 	layoutDir := t.TempDir()
 	l, err := oci.CreateLayout(layoutDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, _ := oci.ParsePlatform("")
-	g, err := oci.BuildImage(context.Background(), sourceDir(t, "prebuilt"), oci.ImageConfig{Platform: p}, l)
+	g, err := oci.BuildImage(context.Background(), e2etest.SourceDir(t, "prebuilt"), oci.ImageConfig{Platform: p}, l)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := l.SetRoot(g.Root, ""); err != nil {
 		t.Fatal(err)
 	}
-	n, ev := s.request(t, events.BuildRequest{Source: events.Source{Kind: events.SourceLayout, Path: layoutDir}, Target: s.RegistryAddr + "/prebuilt/app:1"})
-	if n != events.Promoted || dataOf[events.Promotion](t, ev).Digest != g.Root.Digest.String() {
+	n, ev := request(t, s, events.BuildRequest{Source: events.Source{Kind: events.SourceLayout, Path: layoutDir}, Target: s.RegistryAddr + "/prebuilt/app:1"})
+	if n != events.Promoted || e2etest.DataOf[events.Promotion](t, ev).Digest != g.Root.Digest.String() {
 		t.Fatalf("run ended with %s %v, want the layout's digest %s promoted", n, ev["data"], g.Root.Digest)
 	}
-	if code := s.getJSON(t, "/v1/promotions", nil); code != http.StatusOK {
+	if code := s.GetJSON(t, "/v1/promotions", nil); code != http.StatusOK {
 		t.Fatalf("GET /v1/promotions: %d", code)
 	}
 }

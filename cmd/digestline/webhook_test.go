@@ -3,42 +3,36 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-const webhookSecret = "hook-secret-0123456789"
 
 // TestWebhooksStartRunsOncePerDelivery: a signed GitHub push builds the
 // pushed commit and ends promoted; the same delivery sent again is the same
 // run; forged, malformed and oversized deliveries are refused and publish
 // nothing.
 func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
-	repo, sha := gitRepo(t, "from a webhook")
+	repo, sha := e2etest.GitRepo(t, "from a webhook")
 
-	regAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // the rule names the image by it
-	s, _ := startStack(t, withRegistryAddr(regAddr), func(c *dev.Config) {
+	regAddr := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t)) // the rule names the image by it
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryAddr(regAddr), func(c *dev.Config) {
 		c.WebhookAddr = "127.0.0.1:0"
-		c.Webhook = builder.WebhookConfig{Secret: webhookSecret, GitLabToken: "gitlab-token-0123456789",
+		c.Webhook = builder.WebhookConfig{Secret: e2etest.WebhookSecret, GitLabToken: "gitlab-token-0123456789",
 			Repositories: []builder.WebhookRule{{Match: "acme/app", Git: "file://" + repo, Image: regAddr + "/acme/app", PromoteTo: "dev"}}}
 	})
-	body := gitPushBody("acme/app", "v1.0.0", sha)
-	sign := func(b []byte) string { return signGitHub(webhookSecret, b) }
+	body := e2etest.GitPushBody("acme/app", "v1.0.0", sha)
+	sign := func(b []byte) string { return e2etest.SignGitHub(e2etest.WebhookSecret, b) }
 	send := func(path, signature, delivery string, b []byte) (int, builder.WebhookAccepted) {
-		return sendGitHub(t, s.WebhookURL+path, signature, delivery, b)
+		return e2etest.SendGitHub(t, s.WebhookURL+path, signature, delivery, b)
 	}
 	requests := func() uint64 {
 		st, err := s.JetStream.Stream(context.Background(), events.StreamName)
@@ -84,7 +78,7 @@ func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
 		t.Fatalf("redelivery: %d %+v, want run %s", code, again, first.RunID)
 	}
 	n, ev := func() (events.Name, map[string]any) {
-		evs := s.runEvents(t, first.RunID)
+		evs := s.RunEvents(t, first.RunID)
 		last := evs[len(evs)-1]
 		n, _ := events.NameOfType(last["type"].(string))
 		return n, last
@@ -92,7 +86,7 @@ func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
 	if n != events.Promoted {
 		t.Fatalf("the webhook's run ended with %s: %v", n, ev["data"])
 	}
-	if p := dataOf[events.Promotion](t, ev); p.Repository != s.RegistryAddr+"/acme/app" {
+	if p := e2etest.DataOf[events.Promotion](t, ev); p.Repository != s.RegistryAddr+"/acme/app" {
 		t.Fatalf("promoted %+v", p)
 	}
 	if n := requests(); n != 1 {
@@ -100,7 +94,7 @@ func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
 	}
 	// The run's trace starts at the webhook request and reaches promotion.
 	traces := map[string]map[string]bool{}
-	for _, sp := range s.spans.Ended() {
+	for _, sp := range s.Spans.Ended() {
 		id := sp.SpanContext().TraceID().String()
 		if traces[id] == nil {
 			traces[id] = map[string]bool{}
@@ -149,7 +143,7 @@ func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
 	if code := post(""); code != http.StatusUnauthorized {
 		t.Fatalf("cloudevent without the token: %d", code)
 	}
-	if code := post(webhookSecret); code != http.StatusAccepted {
+	if code := post(e2etest.WebhookSecret); code != http.StatusAccepted {
 		t.Fatalf("cloudevent: %d", code)
 	}
 	if n := requests(); n != 2 {
@@ -176,53 +170,4 @@ func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
 	if n := requests(); n != 3 {
 		t.Fatalf("%d build.requested after the GitLab push, want 3", n)
 	}
-}
-
-// signGitHub is GitHub's X-Hub-Signature-256 of body.
-func signGitHub(secret string, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
-	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
-}
-
-// sendGitHub delivers a push event as GitHub does; an empty signature sends
-// none.
-func sendGitHub(t *testing.T, url, signature, delivery string, body []byte) (int, builder.WebhookAccepted) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("X-GitHub-Delivery", delivery)
-	if signature != "" {
-		req.Header.Set("X-Hub-Signature-256", signature)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var acc builder.WebhookAccepted
-	_ = json.NewDecoder(resp.Body).Decode(&acc)
-	return resp.StatusCode, acc
-}
-
-// gitPushBody is a GitHub push event of a tag at sha in repository.
-func gitPushBody(repository, tag, sha string) []byte {
-	body, _ := json.Marshal(map[string]any{"ref": "refs/tags/" + tag, "after": sha,
-		"repository": map[string]string{"full_name": repository, "clone_url": "https://github.example/" + repository + ".git"}})
-	return body
-}
-
-// gitRepo is a git repository of one commit (app.txt holding content) and
-// that commit's sha.
-func gitRepo(t *testing.T, content string) (dir, sha string) {
-	t.Helper()
-	dir = t.TempDir()
-	git(t, dir, "init", "--quiet", "--initial-branch=main")
-	if err := os.WriteFile(filepath.Join(dir, "app.txt"), []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	git(t, dir, "add", ".")
-	git(t, dir, "commit", "--quiet", "-m", "v1")
-	return dir, git(t, dir, "rev-parse", "HEAD")
 }

@@ -1,6 +1,6 @@
 //go:build chaos
 
-package main
+package systemtest
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
@@ -72,7 +73,7 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 	g, ctx := errgroup.WithContext(context.Background())
 	g.SetLimit(10)
 	for i := range runs {
-		dir := sourceDir(t, fmt.Sprintf("chaos %d", i))
+		dir := e2etest.SourceDir(t, fmt.Sprintf("chaos %d", i))
 		g.Go(func() error {
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 			defer cancel()
@@ -159,7 +160,7 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 // completes once, with one record and one promoted event.
 func TestChaosPusherKilledMidCopy(t *testing.T) {
 	b := newNATSBus(t)
-	devHost := embeddedRegistry(t)
+	devHost := e2etest.EmbeddedRegistry(t)
 
 	var (
 		pusher   *process
@@ -192,13 +193,13 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 		}
 	}))
 
-	api := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	api := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
 	procs, js := serviceProcesses(t, b, api, "DIGESTLINE_ENVIRONMENTS=dev,prod", "DIGESTLINE_PLACES=prod="+prodHost+"/prod/{path}",
 		"DIGESTLINE_API_TOKENS=alice="+aliceToken)
 	pusher = procs[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := shipUntilPromoted(ctx, bus.NewBus(js, "/digestline/test/chaos"), ship.Request{Dir: sourceDir(t, "killed mid-copy"),
+	res, err := shipUntilPromoted(ctx, bus.NewBus(js, "/digestline/test/chaos"), ship.Request{Dir: e2etest.SourceDir(t, "killed mid-copy"),
 		Target: devHost + "/team/app:1", Spec: events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +238,7 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 	// One promotion: one record, one promoted event for the run, the tag in
 	// prod's registry.
 	var recs []events.Promotion
-	if code := getJSON(t, "http://"+api+"/v1/promotions?env=prod", &recs); code != http.StatusOK || len(recs) != 1 ||
+	if code := e2etest.GetJSON(t, "http://"+api+"/v1/promotions?env=prod", &recs); code != http.StatusOK || len(recs) != 1 ||
 		recs[0].Digest != digest || recs[0].Location != prodHost+"/prod/team/app" {
 		t.Fatalf("prod's records (%d): %+v", code, recs)
 	}
@@ -252,7 +253,7 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 	if got := info.State.Subjects[events.Promoted.Subject(recs[0].RunID)]; got != 1 {
 		t.Fatalf("%d promoted events for the prod run, want 1", got)
 	}
-	if !tagExists(t, prod, "prod/team/app", "prod") {
+	if !e2etest.TagExists(t, prod, "prod/team/app", "prod") {
 		t.Fatal("prod's tag is not in prod's registry")
 	}
 }
@@ -275,20 +276,6 @@ func serveHandler(t *testing.T, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
-}
-
-// getJSON GETs u into v and returns the status.
-func getJSON(t *testing.T, u string, v any) int {
-	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatalf("GET %s: %v", u, err)
-	}
-	return resp.StatusCode
 }
 
 // serviceProcesses runs the four services (builder, pusher, verifier,

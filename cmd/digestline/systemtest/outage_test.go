@@ -1,4 +1,4 @@
-package main
+package systemtest
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/registry"
@@ -118,7 +119,7 @@ func runServices(t *testing.T, natsURL string, reg *registry.Client, prov bus.Pr
 // (in a goroutine of its own, while the upload goes on).
 func registryOnce(t *testing.T, part string, hook func()) string {
 	var once sync.Once
-	return embeddedRegistryWrapped(t, func(h http.Handler) http.Handler {
+	return e2etest.EmbeddedRegistryWrapped(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if registrytest.CarriesBlob(r) && strings.Contains(r.URL.Path, part) {
 				once.Do(func() { go hook() })
@@ -170,7 +171,7 @@ func TestRunsSurviveABusOutage(t *testing.T) {
 		if i == 4 {
 			<-down // the rest start while the bus is down or coming back
 		}
-		dir := sourceDir(t, fmt.Sprintf("outage %d", i))
+		dir := e2etest.SourceDir(t, fmt.Sprintf("outage %d", i))
 		g.Go(func() error {
 			ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 			defer cancel()

@@ -1,14 +1,13 @@
-package main
+package systemtest
 
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
@@ -19,33 +18,11 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// givenPorts are the ports freePort has handed out: the kernel may offer a
-// port it just freed again, and two servers of one test must not race for
-// the same one.
-var givenPorts sync.Map
-
-// freePort is a loopback port that nothing listens on, and that no other
-// caller in this process got.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-		if _, taken := givenPorts.LoadOrStore(port, true); !taken {
-			return port
-		}
-	}
-}
-
 // natsCluster starts three JetStream servers routed into one cluster and
 // returns them with the client URL list.
 func natsCluster(t *testing.T) ([]*server.Server, string) {
 	var routes []string
-	clusterPorts := []int{freePort(t), freePort(t), freePort(t)}
+	clusterPorts := []int{e2etest.FreePort(t), e2etest.FreePort(t), e2etest.FreePort(t)}
 	for _, p := range clusterPorts {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
 	}
@@ -125,7 +102,7 @@ func TestRunsSurviveLosingAClusterNode(t *testing.T) {
 		if i == 4 {
 			<-killed
 		}
-		dir := sourceDir(t, fmt.Sprintf("cluster %d", i))
+		dir := e2etest.SourceDir(t, fmt.Sprintf("cluster %d", i))
 		g.Go(func() error {
 			ctx, cancel := context.WithTimeout(gctx, 2*time.Minute)
 			defer cancel()
@@ -146,7 +123,7 @@ func TestDeployedNATSConfigIsAClusterOfThree(t *testing.T) {
 	t.Setenv("SERVER_NAME", "nats-1")
 	t.Setenv("DIGESTLINE_NATS_USER", "digestline")
 	t.Setenv("DIGESTLINE_NATS_PASSWORD", "secret-from-the-deployment")
-	opts, err := server.ProcessConfigFile("../../deploy/nats/cluster.conf")
+	opts, err := server.ProcessConfigFile("../../../deploy/nats/cluster.conf")
 	if err != nil {
 		t.Fatal(err)
 	}

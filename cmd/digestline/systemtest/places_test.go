@@ -1,4 +1,4 @@
-package main
+package systemtest
 
 import (
 	"encoding/json"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/policy"
@@ -34,29 +35,29 @@ func TestPromotionAcrossRegistries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := startStack(t, withSigningKey(t, keys), withReporter(func(c *reporter.Config) {
+	s, _ := e2etest.StartStack(t, e2etest.WithSigningKey(t, keys), e2etest.WithReporter(func(c *reporter.Config) {
 		c.Tokens, c.Places = map[string]string{"alice": aliceToken}, places
 	}))
 	repo := s.RegistryAddr + "/team/app"
-	digest := s.shipWith(t, "across registries", "team/app", true)
-	if out, err := s.promoteCLI(t, repo+"@"+digest, "staging"); err != nil {
+	digest := s.ShipWith(t, "across registries", "team/app", true)
+	if out, err := promoteCLI(t, s, repo+"@"+digest, "staging"); err != nil {
 		t.Fatalf("promote to staging: %v\n%s", err, out)
 	}
 
 	// The copy lands, but prod's registry serves a corrupted blob: the
 	// proof fails before the tag moves.
 	corrupting.Store(true)
-	out, err := s.promoteCLI(t, repo+"@"+digest, "prod")
+	out, err := promoteCLI(t, s, repo+"@"+digest, "prod")
 	if err == nil || !strings.Contains(out, "[STAGE] verify FAILED") || !strings.Contains(out, "integrity") {
 		t.Fatalf("a promotion to a registry that corrupts a blob: %v\n%s", err, out)
 	}
-	if tagExists(t, b, "prod/team/app", "prod") || s.current(t, "prod", repo) != "" {
+	if e2etest.TagExists(t, b, "prod/team/app", "prod") || s.Current(t, "prod", repo) != "" {
 		t.Fatal("prod is tagged or recorded after a failed proof")
 	}
 	// One trace shows where it stopped: the verify stage's span, failed,
 	// with its class and hint.
 	failed := false
-	for _, sp := range s.spans.Ended() {
+	for _, sp := range s.Spans.Ended() {
 		if sp.Name() == "push "+events.StageVerify && sp.Status().Code == codes.Error {
 			for _, kv := range sp.Attributes() {
 				if kv.Key == "error.type" && kv.Value.AsString() == string(failure.Integrity) {
@@ -70,7 +71,7 @@ func TestPromotionAcrossRegistries(t *testing.T) {
 	}
 
 	corrupting.Store(false)
-	out, err = s.promoteCLI(t, repo+"@"+digest, "prod")
+	out, err = promoteCLI(t, s, repo+"@"+digest, "prod")
 	if err != nil {
 		t.Fatalf("promote to prod: %v\n%s", err, out)
 	}
@@ -82,19 +83,19 @@ func TestPromotionAcrossRegistries(t *testing.T) {
 		}
 	}
 	var recs []events.Promotion
-	if s.getJSON(t, "/v1/promotions?env=prod&repo="+repo, &recs) != http.StatusOK || len(recs) != 1 {
+	if s.GetJSON(t, "/v1/promotions?env=prod&repo="+repo, &recs) != http.StatusOK || len(recs) != 1 {
 		t.Fatalf("prod's records: %+v", recs)
 	}
 	if r := recs[0]; r.Digest != digest || r.Location != prod || r.Source != repo || r.Ref() != prod+"@"+digest {
 		t.Fatalf("prod's record: %+v", r)
 	}
-	if !tagExists(t, b, "prod/team/app", "prod") {
+	if !e2etest.TagExists(t, b, "prod/team/app", "prod") {
 		t.Fatal("prod's tag is not in prod's registry")
 	}
 
 	// Everything attached in dev is attached in prod, and prod has its own
 	// verification summary besides.
-	atSource, atProd := artifactTypes(t, repo+"@"+digest), artifactTypes(t, b+"/prod/team/app@"+digest)
+	atSource, atProd := e2etest.ArtifactTypes(t, repo+"@"+digest), e2etest.ArtifactTypes(t, b+"/prod/team/app@"+digest)
 	var extra []string
 	for _, line := range atProd {
 		if !slices.Contains(atSource, line) {
@@ -107,17 +108,17 @@ func TestPromotionAcrossRegistries(t *testing.T) {
 	var oras struct {
 		Referrers []struct{} `json:"referrers"`
 	}
-	mustJSON(t, runTool(t, "oras", "discover", "--plain-http", "--format", "json", "--depth", "1", b+"/prod/team/app@"+digest), &oras)
+	mustJSON(t, e2etest.RunTool(t, "oras", "discover", "--plain-http", "--format", "json", "--depth", "1", b+"/prod/team/app@"+digest), &oras)
 	var orasDev struct {
 		Referrers []struct{} `json:"referrers"`
 	}
-	mustJSON(t, runTool(t, "oras", "discover", "--plain-http", "--format", "json", "--depth", "1", repo+"@"+digest), &orasDev)
+	mustJSON(t, e2etest.RunTool(t, "oras", "discover", "--plain-http", "--format", "json", "--depth", "1", repo+"@"+digest), &orasDev)
 	if len(oras.Referrers) != len(orasDev.Referrers)+1 {
 		t.Fatalf("oras discover: %d referrers in prod, %d in dev", len(oras.Referrers), len(orasDev.Referrers))
 	}
 	for _, at := range []string{repo, b + "/prod/team/app"} {
-		if out, err := cosign(t, keys, "verify", "--key", "digestline.pub", "--insecure-ignore-tlog=true", "--experimental-oci11",
-			"--allow-http-registry", "--trusted-root", emptyTrustedRoot(t), at+"@"+digest); err != nil {
+		if out, err := e2etest.Cosign(t, keys, "verify", "--key", "digestline.pub", "--insecure-ignore-tlog=true", "--experimental-oci11",
+			"--allow-http-registry", "--trusted-root", e2etest.EmptyTrustedRoot(t), at+"@"+digest); err != nil {
 			t.Fatalf("cosign verify in %s: %v\n%s", at, err, out)
 		}
 	}

@@ -1,18 +1,18 @@
-package main
+package systemtest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
@@ -29,51 +29,6 @@ const (
 	aliceToken = "alice-token-0123456789abcdef"
 	sbomType   = "application/spdx+json"
 )
-
-func withReporter(f func(*reporter.Config)) stackOption {
-	return func(c *dev.Config) { f(&c.Reporter) }
-}
-
-// promoteCLI runs `digestline promote` against the stack's API and returns
-// what it printed and how it ended.
-func (s *stack) promoteCLI(t *testing.T, ref, env string, flags ...string) (string, error) {
-	t.Helper()
-	cmd := newRootCommand()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(io.Discard)
-	cmd.SetArgs(append([]string{"promote", ref, "--to", env, "--api", s.APIURL, "--timeout", "1m"}, flags...))
-	err := cmd.ExecuteContext(context.Background())
-	return out.String(), err
-}
-
-// shipWith ships a tree, with an SBOM when sbom is set, and returns the
-// digest promoted to the first environment.
-func (s *stack) shipWith(t *testing.T, content, repo string, sbom bool) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	var out bytes.Buffer
-	res, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, content), Target: s.RegistryAddr + "/" + repo,
-		Spec: events.BuildSpec{Entrypoint: []string{"/bin/app"}, SBOM: sbom}}, &out)
-	if err != nil {
-		t.Fatalf("ship %s: %v\n%s", content, err, out.String())
-	}
-	return res.Promotion.Digest
-}
-
-// current is the environment's record for repo ("" when there is none).
-func (s *stack) current(t *testing.T, env, repo string) string {
-	t.Helper()
-	var recs []events.Promotion
-	if s.getJSON(t, "/v1/promotions?env="+env+"&repo="+repo, &recs) != http.StatusOK {
-		t.Fatal("GET /v1/promotions failed")
-	}
-	if len(recs) == 0 {
-		return ""
-	}
-	return recs[0].Digest
-}
 
 // moveTag points repo:tag at dgst behind the pipeline's back.
 func moveTag(t *testing.T, repo, tag, dgst string) {
@@ -95,15 +50,15 @@ func moveTag(t *testing.T, repo, tag, dgst string) {
 // prod while each gate rejects once, then rolls prod back.
 func TestPromotionChainThroughEveryGate(t *testing.T) {
 	t.Setenv("DIGESTLINE_API_TOKEN", aliceToken)
-	s, _ := startStack(t, withReporter(func(c *reporter.Config) {
+	s, _ := e2etest.StartStack(t, e2etest.WithReporter(func(c *reporter.Config) {
 		c.Tokens = map[string]string{"alice": aliceToken}
 		c.RequiredReferrers = map[string][]string{"prod": {sbomType}}
 	}))
 	repo := s.RegistryAddr + "/team/chain"
 	rejected := func(out string, err error, gate string) {
 		t.Helper()
-		var ce *exitCodeError
-		if !errors.As(err, &ce) || ce.code != 2 || !strings.Contains(err.Error(), "rejected by gate "+gate+":") {
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(err.Error(), "rejected by gate "+gate+":") {
 			t.Fatalf("want a rejection by gate %s, got %v\n%s", gate, err, out)
 		}
 	}
@@ -118,66 +73,66 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, env := range []string{"qa", "not even a name!"} {
-		_, err := ship.Ship(ctx, s.bus, ship.Request{Dir: sourceDir(t, "qa"), Target: repo + ":qa", Env: env}, io.Discard)
+		_, err := ship.Ship(ctx, s.Bus, ship.Request{Dir: e2etest.SourceDir(t, "qa"), Target: repo + ":qa", Env: env}, io.Discard)
 		var runErr *runs.Error
 		if !errors.As(err, &runErr) || runErr.Failure.Stage != reporter.GateEnvironment {
 			t.Fatalf("ship --env %q: %v", env, err)
 		}
 	}
-	if code := s.getJSON(t, "/v1/promotions/qa/"+repo, nil); code != http.StatusNotFound {
+	if code := s.GetJSON(t, "/v1/promotions/qa/"+repo, nil); code != http.StatusNotFound {
 		t.Fatalf("GET /v1/promotions/qa/{repo}: %d", code)
 	}
 
 	// Gate "verified": a digest pushed around the pipeline was never proved.
 	layout := t.TempDir() + "/layout"
-	built := cli(t, "build", sourceDir(t, "unverified"), "-o", layout)
+	built := cli(t, "build", e2etest.SourceDir(t, "unverified"), "-o", layout)
 	unverified := strings.TrimSpace(strings.SplitN(built, "\n", 2)[0])
 	cli(t, "push", layout, repo+":side")
-	out, err := s.promoteCLI(t, repo+"@"+unverified, "dev")
+	out, err := promoteCLI(t, s, repo+"@"+unverified, "dev")
 	rejected(out, err, reporter.GateVerified)
 
-	a := s.shipWith(t, "A", "team/chain:a", false)
-	if s.current(t, "dev", repo) != a {
+	a := s.ShipWith(t, "A", "team/chain:a", false)
+	if s.Current(t, "dev", repo) != a {
 		t.Fatal("a shipped digest is not in dev")
 	}
 
 	// Gate "previous-environment": prod before staging.
-	out, err = s.promoteCLI(t, repo+"@"+a, "prod")
+	out, err = promoteCLI(t, s, repo+"@"+a, "prod")
 	rejected(out, err, reporter.GatePreviousEnv)
 
-	out, err = s.promoteCLI(t, repo+"@"+a, "staging")
+	out, err = promoteCLI(t, s, repo+"@"+a, "staging")
 	promoted(out, err, "staging", a)
 
 	// Gate "required-referrers": prod wants an SBOM; A has none.
-	out, err = s.promoteCLI(t, repo+"@"+a, "prod")
+	out, err = promoteCLI(t, s, repo+"@"+a, "prod")
 	rejected(out, err, reporter.GateRequiredReferrers)
 	if !strings.Contains(err.Error(), sbomType) {
 		t.Errorf("the rejection does not name the missing type: %v", err)
 	}
 
-	b := s.shipWith(t, "B", "team/chain:b", true)
-	out, err = s.promoteCLI(t, repo+"@"+b, "staging")
+	b := s.ShipWith(t, "B", "team/chain:b", true)
+	out, err = promoteCLI(t, s, repo+"@"+b, "staging")
 	promoted(out, err, "staging", b)
-	out, err = s.promoteCLI(t, repo+"@"+b, "prod")
+	out, err = promoteCLI(t, s, repo+"@"+b, "prod")
 	promoted(out, err, "prod", b)
 
 	// Gate "tag-drift": someone points repo:prod elsewhere by hand.
 	moveTag(t, repo, "prod", a)
-	c := s.shipWith(t, "C", "team/chain:c", true)
-	if out, err := s.promoteCLI(t, repo+"@"+c, "staging"); err != nil {
+	c := s.ShipWith(t, "C", "team/chain:c", true)
+	if out, err := promoteCLI(t, s, repo+"@"+c, "staging"); err != nil {
 		t.Fatalf("promote C to staging: %v\n%s", err, out)
 	}
-	out, err = s.promoteCLI(t, repo+"@"+c, "prod")
+	out, err = promoteCLI(t, s, repo+"@"+c, "prod")
 	rejected(out, err, reporter.GateTagDrift)
-	if s.current(t, "prod", repo) != b {
+	if s.Current(t, "prod", repo) != b {
 		t.Fatal("a rejected promotion changed the prod record")
 	}
 	moveTag(t, repo, "prod", b) // put it back
-	out, err = s.promoteCLI(t, repo+"@"+c, "prod")
+	out, err = promoteCLI(t, s, repo+"@"+c, "prod")
 	promoted(out, err, "prod", c)
 
 	// Rollback: B left staging, but it was in prod before.
-	out, err = s.promoteCLI(t, repo+"@"+b, "prod")
+	out, err = promoteCLI(t, s, repo+"@"+b, "prod")
 	promoted(out, err, "prod", b)
 
 	// The record: who asked, what it replaced, and the evidence.
@@ -185,7 +140,7 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 		Current *events.Promotion  `json:"current"`
 		History []api.HistoryEntry `json:"history"`
 	}
-	if s.getJSON(t, "/v1/promotions/prod/"+repo, &detail) != http.StatusOK || detail.Current == nil {
+	if s.GetJSON(t, "/v1/promotions/prod/"+repo, &detail) != http.StatusOK || detail.Current == nil {
 		t.Fatal("GET /v1/promotions/prod/{repo} failed")
 	}
 	cur := detail.Current
@@ -210,7 +165,7 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 
 	// Every gate's rejection is in the history, and records lists prod.
 	var hist []api.HistoryEntry
-	if s.getJSON(t, "/v1/history", &hist) != http.StatusOK {
+	if s.GetJSON(t, "/v1/history", &hist) != http.StatusOK {
 		t.Fatal("GET /v1/history failed")
 	}
 	gates := map[string]bool{}
@@ -230,7 +185,7 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 	}
 
 	// The promotions are attested on the digest itself.
-	types := s.referrerTypes(t, "team/chain", b)
+	types := s.ReferrerTypes(t, "team/chain", b)
 	if n := countOf(types, reporter.ArtifactTypePromotion); n != 4 { // dev, staging, prod, prod again
 		t.Errorf("B carries %d promotion attestations, want 4: %v", n, types)
 	}
@@ -246,33 +201,14 @@ func countOf(xs []string, x string) int {
 	return n
 }
 
-// post sends body to the API with the bearer token (none when "") and
-// returns the status.
-func (s *stack) post(t *testing.T, path, token, body string) int {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.APIURL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // TestPromotionAPIRequiresAToken: writes without the right bearer token are
 // refused, and nothing reaches the bus.
 func TestPromotionAPIRequiresAToken(t *testing.T) {
-	s, _ := startStack(t, withReporter(func(c *reporter.Config) { c.Tokens = map[string]string{"alice": aliceToken} }))
+	s, _ := e2etest.StartStack(t, e2etest.WithReporter(func(c *reporter.Config) { c.Tokens = map[string]string{"alice": aliceToken} }))
 	repo := s.RegistryAddr + "/team/guarded"
-	dgst := s.shipWith(t, "guarded", "team/guarded:1", false)
+	dgst := s.ShipWith(t, "guarded", "team/guarded:1", false)
 	body := `{"ref": "` + repo + "@" + dgst + `", "to": "staging"}`
-	post := func(token, body string) int { return s.post(t, "/v1/promotions", token, body) }
+	post := func(token, body string) int { return s.Post(t, "/v1/promotions", token, body) }
 	for _, tc := range []struct {
 		name, token, body string
 		want              int
@@ -300,9 +236,9 @@ func TestPromotionAPIRequiresAToken(t *testing.T) {
 	if got := post(aliceToken, body); got != http.StatusAccepted {
 		t.Fatalf("alice's request: %d", got)
 	}
-	waitFor(t, "the promotion to staging", func() bool { return s.current(t, "staging", repo) == dgst })
+	e2etest.WaitFor(t, "the promotion to staging", func() bool { return s.Current(t, "staging", repo) == dgst })
 	var recs []events.Promotion
-	s.getJSON(t, "/v1/promotions?env=staging", &recs)
+	s.GetJSON(t, "/v1/promotions?env=staging", &recs)
 	if len(recs) != 1 || recs[0].RequestedBy != "alice" {
 		t.Fatalf("staging records %+v", recs)
 	}
@@ -315,8 +251,8 @@ func TestPromotionAPIRequiresAToken(t *testing.T) {
 // TestAttestationThroughTheFallbackTag: on a registry without the referrers
 // API, the promotion attestation is listed in the sha256-<hex> tag index.
 func TestAttestationThroughTheFallbackTag(t *testing.T) {
-	s, _ := startStack(t, withRegistryWrapper(withoutReferrersAPI))
-	dgst := s.shipWith(t, "fallback", "team/fallback:1", false)
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryWrapper(withoutReferrersAPI))
+	dgst := s.ShipWith(t, "fallback", "team/fallback:1", false)
 	repo := s.RegistryAddr + "/team/fallback"
 	r, err := name.NewRepository(repo)
 	if err != nil {

@@ -1,4 +1,4 @@
-package main
+package systemtest
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 // liveness and readiness, bounded, non-root; every file kustomize names
 // exists; every compose service of ours has a health check its image can run.
 func TestDeploymentManifests(t *testing.T) {
-	root := filepath.Join("..", "..")
+	root := filepath.Join("..", "..", "..")
 	kust := readYAML(t, filepath.Join(root, "deploy", "k8s", "kustomization.yaml"))[0]
 	deployments := 0
 	for _, r := range kust["resources"].([]any) {

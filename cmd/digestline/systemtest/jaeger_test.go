@@ -1,4 +1,4 @@
-package main
+package systemtest
 
 import (
 	"encoding/json"
@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/service"
@@ -97,16 +98,16 @@ func (tr jaegerTrace) tags(op string) map[string]any {
 // and its query API's base URL, once it is healthy.
 func startJaeger(t *testing.T) (otlp, query string) {
 	t.Helper()
-	health, queryPort, otlpGRPC := freePort(t), freePort(t), freePort(t)
+	health, queryPort, otlpGRPC := e2etest.FreePort(t), e2etest.FreePort(t), e2etest.FreePort(t)
 	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, health, queryPort, freePort(t), otlpGRPC, freePort(t)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, health, queryPort, e2etest.FreePort(t), otlpGRPC, e2etest.FreePort(t)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	logs, err := os.Create(filepath.Join(t.TempDir(), "jaeger.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(peerTool(t, "jaeger"), "--config", cfg)
+	cmd := exec.Command(e2etest.PeerTool(t, "jaeger"), "--config", cfg)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -175,20 +176,20 @@ func TestJaegerShowsOneTracePerRun(t *testing.T) {
 	t.Cleanup(reg.Close)
 	host := strings.TrimPrefix(reg.URL, "http://")
 
-	repo, sha := gitRepo(t, "traced")
+	repo, sha := e2etest.GitRepo(t, "traced")
 	rules := filepath.Join(t.TempDir(), "webhooks.yaml")
 	if err := os.WriteFile(rules, fmt.Appendf(nil, "repositories:\n- {match: acme/app, git: %q, image: %s/acme/app, promoteTo: dev}\n- {match: acme/denied, git: %q, image: %s/denied/app}\n",
 		"file://"+repo, host, "file://"+repo, host), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	webhookAddr, apiAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	webhookAddr, apiAddr := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
 	logs, err := os.Create(filepath.Join(t.TempDir(), "services.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logs.Close()
 	env := append(os.Environ(), "DIGESTLINE_NATS_URL="+b.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
-		"DOCKER_CONFIG="+t.TempDir(), "DIGESTLINE_WEBHOOK_SECRET="+webhookSecret,
+		"DOCKER_CONFIG="+t.TempDir(), "DIGESTLINE_WEBHOOK_SECRET="+e2etest.WebhookSecret,
 		"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="+otlp, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTEL_BSP_SCHEDULE_DELAY=100")
 	bins := serviceBinaries(t)
 	procs := []*process{
@@ -206,7 +207,7 @@ func TestJaegerShowsOneTracePerRun(t *testing.T) {
 		}
 	}
 	t.Cleanup(stopAll)
-	waitFor(t, "the builder's webhooks and the reporter's API", func() bool {
+	e2etest.WaitFor(t, "the builder's webhooks and the reporter's API", func() bool {
 		conn, err := net.Dial("tcp", webhookAddr)
 		if err != nil {
 			return false
@@ -217,8 +218,8 @@ func TestJaegerShowsOneTracePerRun(t *testing.T) {
 
 	runs := map[string]string{} // repository → run id
 	for _, name := range []string{"acme/app", "acme/denied"} {
-		body := gitPushBody(name, "v1.0.0", sha)
-		code, acc := sendGitHub(t, "http://"+webhookAddr+"/webhooks/github", signGitHub(webhookSecret, body), "trace-"+name, body)
+		body := e2etest.GitPushBody(name, "v1.0.0", sha)
+		code, acc := e2etest.SendGitHub(t, "http://"+webhookAddr+"/webhooks/github", e2etest.SignGitHub(e2etest.WebhookSecret, body), "trace-"+name, body)
 		if code != http.StatusAccepted {
 			t.Fatalf("webhook for %s: %d", name, code)
 		}
@@ -226,7 +227,7 @@ func TestJaegerShowsOneTracePerRun(t *testing.T) {
 	}
 	for name, want := range map[string]events.Name{"acme/app": events.Promoted, "acme/denied": events.PushFailed} {
 		var last events.Name
-		waitFor(t, name+"'s run to end", func() bool {
+		e2etest.WaitFor(t, name+"'s run to end", func() bool {
 			var evs []map[string]any
 			resp, err := http.Get("http://" + apiAddr + "/v1/runs/" + runs[name])
 			if err != nil {
@@ -270,7 +271,7 @@ func traceProblems(t *testing.T, query, promotedRun, failedRun string) []string 
 	if got, want := promoted.services(), []string{"digestline-builder", "digestline-pusher", "digestline-reporter", "digestline-verifier"}; !slices.Equal(got, want) {
 		problems = append(problems, fmt.Sprintf("the promoted run's trace has spans of %v, want %v", got, want))
 	}
-	for _, op := range append([]string{"webhook github", "reporter process verify.completed"}, stageSpans(pushStages)...) {
+	for _, op := range append([]string{"webhook github", "reporter process verify.completed"}, stageSpans(e2etest.PushStages())...) {
 		if promoted.tags(op) == nil {
 			problems = append(problems, fmt.Sprintf("the promoted run's trace has no %q span", op))
 		}
@@ -284,7 +285,7 @@ func traceProblems(t *testing.T, query, promotedRun, failedRun string) []string 
 
 	// The failed push: the upload span is the error, with its class and
 	// hint, and no stage runs after it.
-	for _, op := range stageSpans(pushStages[:5]) {
+	for _, op := range stageSpans(e2etest.PushStages()[:5]) {
 		if failed.tags(op) == nil {
 			problems = append(problems, fmt.Sprintf("the failed run's trace has no %q span", op))
 		}

@@ -1,4 +1,4 @@
-package main
+package systemtest
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
@@ -29,9 +30,9 @@ import (
 // container engine, starts NATS, the registry and the four services as
 // containers on one network, and ships an image through them to promoted.
 func TestPipelineInContainers(t *testing.T) {
-	podman := requireContainers(t)
+	podman := e2etest.RequireContainers(t)
 	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
+	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
 	images := t.TempDir()
 	build := exec.Command("./scripts/images.sh", images)
 	build.Dir = root
@@ -131,7 +132,7 @@ func TestPipelineInContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	res, err := ship.Ship(ctx, bus.NewBus(js, "/digestline/test/containers"), ship.Request{Dir: sourceDir(t, "in containers"), Target: "registry:5000/team/app:1"}, io.Discard)
+	res, err := ship.Ship(ctx, bus.NewBus(js, "/digestline/test/containers"), ship.Request{Dir: e2etest.SourceDir(t, "in containers"), Target: "registry:5000/team/app:1"}, io.Discard)
 	if err != nil {
 		t.Fatalf("ship through the containers: %v", err)
 	}

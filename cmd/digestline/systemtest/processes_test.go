@@ -1,27 +1,79 @@
-package main
+package systemtest
 
 import (
+	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 )
 
-// serviceBinaries builds the four services as the binaries that run in
-// production, into a directory of the test's.
-func serviceBinaries(t *testing.T) string {
-	t.Helper()
-	bins := t.TempDir()
-	build := exec.Command("go", "build", "-o", bins+"/",
+// binaries is the directory TestMain built the CLI and the four services
+// into, once for every test: the binaries that run in production.
+var binaries string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "digestline-systemtest-*")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	build := exec.Command("go", "build", "-o", dir+"/", "github.com/digestline/digestline/cmd/digestline",
 		"github.com/digestline/digestline/services/builder/cmd/builder", "github.com/digestline/digestline/services/pusher/cmd/pusher",
 		"github.com/digestline/digestline/services/verifier/cmd/verifier", "github.com/digestline/digestline/services/reporter/cmd/reporter")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the services: %v\n%s", err, out)
+		fmt.Fprintf(os.Stderr, "build the binaries: %v\n%s", err, out)
+		os.Exit(1)
 	}
-	return bins
+	binaries = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// serviceBinaries is the directory of the service binaries.
+func serviceBinaries(t *testing.T) string {
+	t.Helper()
+	return binaries
+}
+
+// cli runs the digestline binary and returns what it printed, failing the
+// test when it fails.
+func cli(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := cliErr(t, args...)
+	if err != nil {
+		t.Fatalf("digestline %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// cliErr runs the digestline binary and returns what it printed on its
+// standard output and how it ended.
+func cliErr(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binaries, "digestline"), args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), err
+}
+
+// promoteCLI runs `digestline promote` against the stack's API and returns
+// what it printed and how it ended.
+func promoteCLI(t *testing.T, s *e2etest.Stack, ref, env string, flags ...string) (string, error) {
+	t.Helper()
+	return cliErr(t, append([]string{"promote", ref, "--to", env, "--api", s.APIURL, "--timeout", "1m"}, flags...)...)
 }
 
 // process is one service binary run as a real process, which a test may
