@@ -6,8 +6,9 @@
 //   - the event contract (pkg/events) imports no NATS client and no HTTP client;
 //   - no service imports another service, and nothing in pkg imports a
 //     service or the CLI;
-//   - the CLI imports a service package only where it runs it: internal/dev,
-//     and build.go (the standalone build runs the builder's code).
+//   - the CLI imports a service package only where it runs it: internal/dev
+//     and internal/e2etest (the stacks of dev and of the tests), and
+//     build.go (the standalone build runs the builder's code).
 //
 // Usage: go run ./scripts/shape [ROOT]   (ROOT: the repository, default .)
 package main
@@ -160,9 +161,10 @@ func layerRule(pkg, imp string) string {
 }
 
 // cliRunsServices is where in the CLI a service may be imported: the files
-// that run one.
+// that run one (dev's stack, the tests' stacks, the standalone build).
 func cliRunsServices(file string) bool {
-	return strings.HasPrefix(file, "cmd/digestline/internal/dev/") || file == "cmd/digestline/build.go"
+	return strings.HasPrefix(file, "cmd/digestline/internal/dev/") || strings.HasPrefix(file, "cmd/digestline/internal/e2etest/") ||
+		file == "cmd/digestline/build.go"
 }
 
 // checkCLIImports checks each non-test file of the CLI imports a service
@@ -181,7 +183,7 @@ func checkCLIImports(root string) ([]string, error) {
 		for _, imp := range f.Imports {
 			p := strings.Trim(imp.Path.Value, `"`)
 			if strings.HasPrefix(p, module+"/services/") && !cliRunsServices(filepath.ToSlash(rel)) {
-				problems = append(problems, fmt.Sprintf("%s imports %s: the CLI imports a service only where it runs it (internal/dev, build.go); its types belong in pkg/", rel, p))
+				problems = append(problems, fmt.Sprintf("%s imports %s: the CLI imports a service only where it runs it (internal/dev, internal/e2etest, build.go); its types belong in pkg/", rel, p))
 			}
 		}
 		return nil
