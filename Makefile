@@ -61,5 +61,5 @@ bench: build tools
 ## lint: gofmt, go vet, and the code's shape (file and function sizes, the layers' imports: scripts/shape)
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet $(PKGS)
+	$(GO) vet -tags chaos $(PKGS)
 	$(GO) run ./scripts/shape .

@@ -18,15 +18,11 @@ import (
 	"github.com/digestline/digestline/services/reporter"
 )
 
-// cli runs a digestline command and returns what it printed.
-func cli(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := cliErr(t, args...)
-	if err != nil {
-		t.Fatalf("digestline %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
+// cli and promoteCLI run the CLI in the test's process (cliErr).
+var (
+	cli        = e2etest.CLI(cliErr).Must
+	promoteCLI = e2etest.CLI(cliErr).Promote
+)
 
 // cliErr runs a digestline command and returns what it printed and how it
 // ended.
@@ -146,11 +142,4 @@ func TestVerifiedPullIntoALayout(t *testing.T) {
 	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "does not match its descriptor") {
 		t.Fatalf("pull of a corrupted blob: %v", err)
 	}
-}
-
-// promoteCLI runs `digestline promote` against the stack's API and returns
-// what it printed and how it ended.
-func promoteCLI(t *testing.T, s *e2etest.Stack, ref, env string, flags ...string) (string, error) {
-	t.Helper()
-	return cliErr(t, append([]string{"promote", ref, "--to", env, "--api", s.APIURL, "--timeout", "1m"}, flags...)...)
 }

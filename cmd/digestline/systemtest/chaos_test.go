@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -207,13 +206,8 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 	digest := res.Promotion.Digest
 
 	t.Setenv("DIGESTLINE_API_TOKEN", aliceToken)
-	cmd := newRootCommand()
-	var out strings.Builder
-	cmd.SetOut(&out)
-	cmd.SetErr(io.Discard)
-	cmd.SetArgs([]string{"promote", devHost + "/team/app@" + digest, "--to", "prod", "--api", "http://" + api, "--timeout", "2m"})
-	if err := cmd.ExecuteContext(ctx); err != nil {
-		t.Fatalf("promote to prod: %v\n%s", err, out.String())
+	if out, err := cliErr(t, "promote", devHost+"/team/app@"+digest, "--to", "prod", "--api", "http://"+api, "--timeout", "2m"); err != nil {
+		t.Fatalf("promote to prod: %v\n%s", err, out)
 	}
 	select {
 	case <-killed:

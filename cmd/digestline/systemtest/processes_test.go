@@ -44,16 +44,11 @@ func serviceBinaries(t *testing.T) string {
 	return binaries
 }
 
-// cli runs the digestline binary and returns what it printed, failing the
-// test when it fails.
-func cli(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := cliErr(t, args...)
-	if err != nil {
-		t.Fatalf("digestline %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
+// cli and promoteCLI run the digestline binary (cliErr).
+var (
+	cli        = e2etest.CLI(cliErr).Must
+	promoteCLI = e2etest.CLI(cliErr).Promote
+)
 
 // cliErr runs the digestline binary and returns what it printed on its
 // standard output and how it ended.
@@ -67,13 +62,6 @@ func cliErr(t *testing.T, args ...string) (string, error) {
 		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), err
-}
-
-// promoteCLI runs `digestline promote` against the stack's API and returns
-// what it printed and how it ended.
-func promoteCLI(t *testing.T, s *e2etest.Stack, ref, env string, flags ...string) (string, error) {
-	t.Helper()
-	return cliErr(t, append([]string{"promote", ref, "--to", env, "--api", s.APIURL, "--timeout", "1m"}, flags...)...)
 }
 
 // process is one service binary run as a real process, which a test may
