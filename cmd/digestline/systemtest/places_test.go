@@ -95,7 +95,7 @@ func TestPromotionAcrossRegistries(t *testing.T) {
 
 	// Everything attached in dev is attached in prod, and prod has its own
 	// verification summary besides.
-	atSource, atProd := e2etest.ArtifactTypes(t, repo+"@"+digest), e2etest.ArtifactTypes(t, b+"/prod/team/app@"+digest)
+	atSource, atProd := e2etest.ArtifactTypes(t, cli(t, "discover", repo+"@"+digest, "--json")), e2etest.ArtifactTypes(t, cli(t, "discover", b+"/prod/team/app@"+digest, "--json"))
 	var extra []string
 	for _, line := range atProd {
 		if !slices.Contains(atSource, line) {

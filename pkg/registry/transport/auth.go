@@ -2,7 +2,6 @@ package transport
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -167,9 +166,3 @@ func challengeOf(ctx context.Context, reg name.Registry, resp *http.Response) (*
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
-// Drain discards what is left of a body so the connection can be reused.
-func Drain(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	_ = resp.Body.Close()
-}
