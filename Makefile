@@ -30,11 +30,9 @@ demo: build
 tools:
 	./scripts/tools.sh
 
-## test: every module's tests, with the race detector, the chaos tests included. The peer
-## tools install beside them (scripts/tools.sh --background); a test waits for its own.
-test: lint
-	./scripts/tools.sh --background
-	DIGESTLINE_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 30m -tags chaos $(PKGS)
+## test: every module's tests, with the race detector, the chaos tests included
+test: lint tools
+	DIGESTLINE_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 20m -tags chaos $(PKGS)
 
 ## test-chaos: only the heavy reliability tests (services SIGKILLed at random, NATS outages)
 test-chaos: tools

@@ -5,32 +5,15 @@
 # when already there.
 #
 # The installs run at once (their downloads and links overlap), and one
-# installer runs at a time per clone, holding .digestline/tools/.lock.
-#
-# Usage: scripts/tools.sh               install, and return when all is in place
-#        scripts/tools.sh --background  install beside whatever comes next, at
-#                                       the lowest CPU priority, logging to
-#                                       .digestline/tools/install.log; returns at
-#                                       once (also when an installer already runs).
-#                                       make test and .ci/run use it: the tests
-#                                       start at once, and one whose tool is not
-#                                       there yet waits for it (pkg/tooltest).
+# installer runs at a time per clone: .ci/run starts this in the background
+# while it fetches and builds the project, and `make test`'s own call then
+# waits for it and finds everything in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$PWD/.digestline/tools
 mkdir -p "$tools"
-# --locked: run by --background, with the lock held on the inherited fd 9.
-[ "${1:-}" = --locked ] || exec 9>"$tools/.lock"
-if [ "${1:-}" = --background ]; then
-  if ! flock -n 9; then
-    echo "scripts/tools.sh: an installer is at work; the tests wait for the tools they need" >&2
-    exit 0
-  fi
-  # The child keeps the lock (fd 9) until it is done.
-  nohup nice -n 19 "$0" --locked >"$tools/install.log" 2>&1 &
-  exit 0
-fi
-[ "${1:-}" = --locked ] || flock 9
+exec 9>"$tools/.lock"
+flock 9
 
 # install BINARY MODULE@VERSION [NAME]: go install into a directory of its
 # own, then move the binary (built as NAME, default BINARY) into place, so
