@@ -8,14 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/digestline/digestline/pkg/service"
 	"github.com/spf13/pflag"
 )
 
@@ -23,11 +21,15 @@ import (
 type apiClient struct {
 	base  string
 	token string
-	http  *http.Client
+	// tokenFrom says where the token came from, for the answer to a
+	// token the reporter refuses.
+	tokenFrom string
+	http      *http.Client
 }
 
 // apiOptions are the flags of a command that talks to the reporter's API:
-// --api, and for writes --token-file.
+// --api, and for writes --token-file. Unset, they come from the
+// environment or the context digestline dev wrote (stack.go).
 type apiOptions struct {
 	base, tokenFile string
 	write           bool
@@ -35,26 +37,39 @@ type apiOptions struct {
 
 // addFlags registers --api (and, when o.write, --token-file).
 func (o *apiOptions) addFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.base, "api", service.Env("API_URL", "http://127.0.0.1:8080"), "reporter API base URL (DIGESTLINE_API_URL)")
+	fs.StringVar(&o.base, "api", "", apiHelp)
 	if o.write {
-		fs.StringVar(&o.tokenFile, "token-file", filepath.Join(service.Env("DATA", filepath.Join(".digestline", "dev")), "api-token"),
-			"file with the API token, read when DIGESTLINE_API_TOKEN is unset (digestline dev writes one)")
+		fs.StringVar(&o.tokenFile, "token-file", "",
+			"file with the API token, read when DIGESTLINE_API_TOKEN is unset (default: DIGESTLINE_API_TOKEN_FILE, else the one digestline dev wrote)")
 	}
 }
 
-// client is the API client the flags describe.
+// client is the API client the flags, the environment and the context
+// describe.
 func (o *apiOptions) client() (*apiClient, error) {
-	if _, err := url.Parse(o.base); err != nil {
-		return nil, fmt.Errorf("--api %q: %w", o.base, err)
+	base, _, err := apiURL(o.base)
+	if err != nil {
+		return nil, fmt.Errorf("--api: %w", err)
 	}
-	c := &apiClient{base: strings.TrimSuffix(o.base, "/"), http: &http.Client{Timeout: 30 * time.Second}}
-	if o.write {
-		c.token = os.Getenv("DIGESTLINE_API_TOKEN")
-		if c.token == "" {
-			if b, err := os.ReadFile(o.tokenFile); err == nil {
-				c.token = strings.TrimSpace(string(b))
-			}
-		}
+	c := &apiClient{base: base, http: &http.Client{Timeout: 30 * time.Second}}
+	if !o.write {
+		return c, nil
+	}
+	if c.token = os.Getenv("DIGESTLINE_API_TOKEN"); c.token != "" {
+		c.tokenFrom = "DIGESTLINE_API_TOKEN"
+		return c, nil
+	}
+	file, err := tokenFile(o.tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	c.tokenFrom = file
+	b, err := os.ReadFile(file)
+	switch {
+	case err == nil:
+		c.token = strings.TrimSpace(string(b))
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("read the API token: %w", err)
 	}
 	return c, nil
 }
@@ -62,7 +77,7 @@ func (o *apiOptions) client() (*apiClient, error) {
 // requireToken says what to do when a write has no token to send.
 func (c *apiClient) requireToken() error {
 	if c.token == "" {
-		return errors.New("no API token: set DIGESTLINE_API_TOKEN (or --token-file; digestline dev writes one to .digestline/dev/api-token)")
+		return fmt.Errorf("no API token: set DIGESTLINE_API_TOKEN, or --token-file (nothing at %s; digestline dev writes one to <data>/api-token)", c.tokenFrom)
 	}
 	return nil
 }
@@ -98,6 +113,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 			Error string `json:"error"`
 		}
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		if resp.StatusCode == http.StatusUnauthorized && c.token != "" {
+			return resp.StatusCode, fmt.Errorf("the reporter at %s refused the API token from %s: %s", c.base, c.tokenFrom, cmp.Or(e.Error, "no details"))
+		}
 		return resp.StatusCode, fmt.Errorf("reporter API: %s: %s", resp.Status, cmp.Or(e.Error, "no details"))
 	}
 	if out != nil {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/stack"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/telemetry"
@@ -67,17 +68,51 @@ func (o *devOptions) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctxFile, err := stack.Save(stack.Context{NATSURL: env.NATSURL, APIURL: env.APIURL, TokenFile: absPath(env.TokenFile),
+		Registry: env.RegistryAddr, WebhookURL: env.WebhookURL, DataDir: absPath(cfg.DataDir)})
+	if err != nil {
+		return err
+	}
+	o.banner(out, env, cfg, ctxFile)
+	return env.Wait()
+}
+
+// banner says where each part listens, where the context is, and how to
+// reach the stack from another shell or machine.
+func (o *devOptions) banner(out io.Writer, env *dev.Env, cfg dev.Config, ctxFile string) {
 	fmt.Fprintf(out, "digestline dev is running (data in %s)\n", cfg.DataDir)
 	fmt.Fprintf(out, "  NATS      %s\n", env.NATSURL)
 	fmt.Fprintf(out, "  registry  http://%s\n", env.RegistryAddr)
+	fmt.Fprintf(out, "  page      %s/\n", env.APIURL)
 	fmt.Fprintf(out, "  API       %s/v1/promotions\n", env.APIURL)
 	if env.WebhookURL != "" {
 		fmt.Fprintf(out, "  webhooks  %s/webhooks/{github,gitlab,cloudevents}\n", env.WebhookURL)
+		if cfg.Webhook.Secret == "" && cfg.Webhook.GitLabToken == "" {
+			fmt.Fprintln(out, "  webhooks have no secret: every request is refused until one is set (DIGESTLINE_WEBHOOK_SECRET; docs/webhooks.md)")
+		}
 	}
 	if env.TokenFile != "" {
-		fmt.Fprintf(out, "  API token in %s (digestline promote reads it; or set DIGESTLINE_API_TOKEN)\n", env.TokenFile)
+		fmt.Fprintf(out, "  API token in %s\n", env.TokenFile)
 	}
-	fmt.Fprintf(out, "ship with:  digestline ship DIR %s/demo:latest --nats %s\n", env.RegistryAddr, env.NATSURL)
+	fmt.Fprintf(out, "The commands read this stack from %s: no flags needed.\n", ctxFile)
+	fmt.Fprintf(out, "  digestline ship DIR %s/demo:latest\n", env.RegistryAddr)
+	fmt.Fprintln(out, "  digestline records")
+	fmt.Fprintln(out, "From another machine or user, export:")
+	fmt.Fprintf(out, "  export DIGESTLINE_NATS_URL=%s DIGESTLINE_API_URL=%s", env.NATSURL, env.APIURL)
+	if env.TokenFile != "" {
+		fmt.Fprintf(out, " DIGESTLINE_API_TOKEN_FILE=%s", absPath(env.TokenFile))
+	}
+	fmt.Fprintln(out)
 	fmt.Fprintln(out, "Ctrl-C stops.")
-	return env.Wait()
+}
+
+// absPath is p made absolute, so the context works from any directory.
+func absPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
 }

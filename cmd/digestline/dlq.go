@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/bus"
-	"github.com/digestline/digestline/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 )
@@ -28,7 +27,7 @@ func newDLQCommand() *cobra.Command {
 		Use:   "dlq",
 		Short: "See and recover events no handler could process (the dead-letter stream)",
 	}
-	cmd.PersistentFlags().StringVar(&o.natsURL, "nats", service.Env("NATS_URL", service.DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
+	cmd.PersistentFlags().StringVar(&o.natsURL, "nats", "", natsHelp)
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List dead letters: sequence, time, consumer, event, deliveries and reason",
@@ -62,7 +61,7 @@ func newDLQCommand() *cobra.Command {
 
 // withBus runs fn connected to the bus.
 func (o *dlqOptions) withBus(ctx context.Context, out io.Writer, fn func(context.Context, jetstream.JetStream, io.Writer) error) error {
-	nc, js, err := service.ConnectFromEnv(o.natsURL, "digestline-dlq")
+	nc, js, err := connectBus(o.natsURL, "digestline-dlq")
 	if err != nil {
 		return err
 	}

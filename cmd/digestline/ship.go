@@ -10,7 +10,6 @@ import (
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/runs"
-	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/telemetry"
 	"github.com/spf13/cobra"
 )
@@ -40,7 +39,7 @@ func newShipCommand() *cobra.Command {
 	fs := cmd.Flags()
 	o.spec = specFlags(fs)
 	o.guard = tagGuardFlags(fs)
-	fs.StringVar(&o.natsURL, "nats", service.Env("NATS_URL", service.DefaultNATSURL), "NATS server URL (DIGESTLINE_NATS_URL)")
+	fs.StringVar(&o.natsURL, "nats", "", natsHelp)
 	fs.StringVar(&o.envName, "env", "", "environment to promote to (default: the first of the chain)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up following the run after this long")
 	fs.BoolVar(&o.asJSON, "json", false, "print each of the run's events as a JSON line (structured CloudEvents) instead of [STAGE] lines")
@@ -61,7 +60,7 @@ func (o *shipOptions) run(ctx context.Context, dir, target string, out, errOut i
 		return err
 	}
 	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
-	nc, js, err := service.ConnectFromEnv(o.natsURL, "digestline-ship")
+	nc, js, err := connectBus(o.natsURL, "digestline-ship")
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 // nothing.
 func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
 	repo, sha := e2etest.GitRepo(t, "from a webhook")
+	e2etest.Git(t, repo, "tag", "v1.0.0") // the tag the push below announces
 
 	regAddr := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t)) // the rule names the image by it
 	s, _ := e2etest.StartStack(t, e2etest.WithRegistryAddr(regAddr), func(c *dev.Config) {

@@ -45,6 +45,10 @@ type Source struct {
 	// URL and Rev name the repository and revision, for Kind "git".
 	URL string `json:"url,omitempty"`
 	Rev string `json:"rev,omitempty"`
+	// Ref is the full name of the ref Rev was pushed to (refs/heads/main,
+	// refs/tags/v1.0.0), for Kind "git": only that ref is fetched, and Rev
+	// must be on it. Without it every branch and tag is fetched.
+	Ref string `json:"ref,omitempty"`
 }
 
 // BuildSpec is what the image runs, how it is labelled and how its files

@@ -298,7 +298,7 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 		if err != nil {
 			return sourceTree{}, noop, err
 		}
-		commit, err := gitCheckout(ctx, src.URL, src.Rev, dir)
+		commit, err := gitCheckout(ctx, src, dir)
 		if err != nil {
 			cleanup()
 			return sourceTree{}, noop, err

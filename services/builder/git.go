@@ -12,9 +12,11 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/go-git/go-git/v5"
+	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -35,17 +37,25 @@ var gitProtocols = []string{"https", "http", "ssh", "git", "file"}
 // go-git would otherwise take for an scp-like ssh address.
 var gitRemoteHelper = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*::`)
 
-// gitCheckout writes a clean tree of url at rev into dir (no .git, nothing
-// untracked) and returns the full commit id. The repository is cloned with
-// go-git, so the builder needs no git installed (its image has none); only
-// file:// URLs run git's upload-pack. The tree is streamed as a tarball
-// through the same safe extraction as any untrusted tarball.
-func gitCheckout(ctx context.Context, url, rev, dir string) (string, error) {
+// gitCheckout writes a clean tree of the source's repository at its
+// revision into dir (no .git, nothing untracked) and returns the full
+// commit id. It fetches what the source names and nothing that depends on
+// the remote's HEAD: with a ref (the one a webhook's push moved), that ref
+// alone, and the revision must be on it; without one, every branch and
+// tag. The repository is fetched with go-git, so the builder needs no git
+// installed (its image has none); only file:// URLs run git's
+// upload-pack. The tree is streamed as a tarball through the same safe
+// extraction as any untrusted tarball.
+func gitCheckout(ctx context.Context, src events.Source, dir string) (string, error) {
+	url, rev, ref := src.URL, cmp.Or(src.Rev, src.Ref), src.Ref
 	if url == "" || strings.HasPrefix(url, "-") {
 		return "", failure.New(failure.Input, fmt.Errorf("git url %q", url), "source.url must be a git URL")
 	}
 	if !gitRevPattern.MatchString(rev) {
 		return "", failure.New(failure.Input, fmt.Errorf("git revision %q", rev), "source.rev must be a commit id, branch or tag")
+	}
+	if ref != "" && (!strings.HasPrefix(ref, "refs/") || !gitRevPattern.MatchString(ref) || strings.Contains(ref, "..")) {
+		return "", failure.New(failure.Input, fmt.Errorf("git ref %q", ref), "source.ref must be a full ref name, e.g. refs/heads/main or refs/tags/v1.0.0")
 	}
 	ep, err := transport.NewEndpoint(url)
 	if err != nil || gitRemoteHelper.MatchString(url) || !slices.Contains(gitProtocols, ep.Protocol) {
@@ -56,19 +66,17 @@ func gitCheckout(ctx context.Context, url, rev, dir string) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(bare)
-	shown := redactGitURL(url)
-	repo, err := git.PlainCloneContext(ctx, bare, true, &git.CloneOptions{URL: url, Tags: git.AllTags, Auth: gitAuth(ep)})
-	if errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) {
-		return "", failure.New(failure.Auth, fmt.Errorf("git clone %s: %w", shown, err), "the repository needs credentials the builder lacks: set DIGESTLINE_GIT_USERNAME and DIGESTLINE_GIT_PASSWORD (a token with read access) where the builder runs")
-	}
-	if ctx.Err() != nil { // the handler's deadline, or the shutdown: not the repository's fault
-		return "", fmt.Errorf("git clone %s: %w (%w)", shown, err, context.Cause(ctx))
-	}
+	repo, err := gitFetch(ctx, bare, url, ref, ep)
 	if err != nil {
-		return "", failure.New(failure.NotFound, fmt.Errorf("git clone %s: %w", shown, err), "check source.url and that the builder can reach it")
+		return "", err
 	}
+	shown := redactGitURL(url)
 	hash, err := repo.ResolveRevision(plumbing.Revision(rev))
 	if err != nil {
+		if ref != "" {
+			return "", failure.New(failure.NotFound, fmt.Errorf("git revision %q is not on %s of %s: %w", rev, ref, shown, err),
+				"the commit is no longer on the pushed ref (force-pushed away?): push again to build the ref's new head")
+		}
 		return "", failure.New(failure.NotFound, fmt.Errorf("git revision %q not found in %s: %w", rev, shown, err), "check that the revision exists in the repository")
 	}
 	commit, err := repo.CommitObject(*hash)
@@ -98,6 +106,39 @@ func gitCheckout(ctx context.Context, url, rev, dir string) (string, error) {
 		return "", failure.New(failure.Input, extractErr, "the repository's tree cannot be unpacked safely")
 	}
 	return commit.Hash.String(), nil
+}
+
+// gitFetch fetches ref (every branch and tag when ref is empty) of url
+// into a new bare repository at dir.
+func gitFetch(ctx context.Context, dir, url, ref string, ep *transport.Endpoint) (*git.Repository, error) {
+	repo, err := git.PlainInit(dir, true)
+	if err != nil {
+		return nil, fmt.Errorf("git init: %w", err)
+	}
+	remote, err := repo.CreateRemote(&gitconfig.RemoteConfig{Name: "origin", URLs: []string{url}})
+	if err != nil {
+		return nil, fmt.Errorf("git remote: %w", err)
+	}
+	specs, tags := []gitconfig.RefSpec{"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"}, git.AllTags
+	if ref != "" {
+		specs, tags = []gitconfig.RefSpec{gitconfig.RefSpec("+" + ref + ":" + ref)}, git.NoTags
+	}
+	err = remote.FetchContext(ctx, &git.FetchOptions{RefSpecs: specs, Tags: tags, Auth: gitAuth(ep)})
+	shown := redactGitURL(url)
+	switch {
+	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
+		return repo, nil
+	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
+		return nil, failure.New(failure.Auth, fmt.Errorf("git fetch %s: %w", shown, err), "the repository needs credentials the builder lacks: set DIGESTLINE_GIT_USERNAME and DIGESTLINE_GIT_PASSWORD (a token with read access) where the builder runs")
+	case ctx.Err() != nil: // the handler's deadline, or the shutdown: not the repository's fault
+		return nil, fmt.Errorf("git fetch %s: %w (%w)", shown, err, context.Cause(ctx))
+	case ref != "" && (errors.As(err, new(git.NoMatchingRefSpecError)) || errors.Is(err, transport.ErrEmptyRemoteRepository)):
+		return nil, failure.New(failure.NotFound, fmt.Errorf("git fetch %s of %s: %w", ref, shown, err), "the ref was deleted or renamed since the push: push it again")
+	case errors.Is(err, transport.ErrRepositoryNotFound), errors.Is(err, transport.ErrEmptyRemoteRepository):
+		return nil, failure.New(failure.NotFound, fmt.Errorf("git fetch %s: %w", shown, err), "check source.url and that the builder can reach it")
+	default:
+		return nil, failure.New(failure.Transport, fmt.Errorf("git fetch %s: %w", shown, err), "check source.url and that the builder can reach the forge")
+	}
 }
 
 // gitAuth is HTTP basic auth from DIGESTLINE_GIT_USERNAME and

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/tooltest"
 )
@@ -69,7 +70,7 @@ func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
 	t.Setenv("PATH", "") // the builder runs with no git at all
 
 	dir := t.TempDir()
-	commit, err := gitCheckout(context.Background(), srv.URL+"/app.git", "v1.0.0", dir)
+	commit, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: "v1.0.0"}, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,27 +98,32 @@ func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
 	v6 := &httptest.Server{Listener: ln, Config: &http.Server{Handler: backend}}
 	v6.Start()
 	t.Cleanup(v6.Close)
-	if got, err := gitCheckout(context.Background(), v6.URL+"/app.git", "v1.0.0", t.TempDir()); err != nil || got != v1 {
+	if got, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: v6.URL + "/app.git", Rev: "v1.0.0"}, t.TempDir()); err != nil || got != v1 {
 		t.Errorf("%s: %s %v", v6.URL, got, err)
 	}
 
 	// A short commit id resolves too; what cannot be fetched or found fails
 	// with the class a user acts on.
-	if got, err := gitCheckout(context.Background(), srv.URL+"/app.git", v1[:10], t.TempDir()); err != nil || got != v1 {
+	if got, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: v1[:10]}, t.TempDir()); err != nil || got != v1 {
 		t.Errorf("short id: %s %v", got, err)
 	}
+	v2 := run("rev-parse", "HEAD")
 	for _, tc := range []struct {
-		url, rev string
-		class    failure.Class
+		url, rev, ref string
+		class         failure.Class
 	}{
-		{srv.URL + "/app.git", "no-such-tag", failure.NotFound},
-		{srv.URL + "/missing.git", "main", failure.NotFound},
-		{"ext::sh -c touch% /tmp/pwned", "main", failure.Input},
-		{"fd::17", "main", failure.Input},
-		{"git+ext::sh -c x", "main", failure.Input},
-		{srv.URL + "/app.git", "--upload-pack=x", failure.Input},
+		{srv.URL + "/app.git", "no-such-tag", "", failure.NotFound},
+		{srv.URL + "/app.git", v2, "refs/tags/v1.0.0", failure.NotFound}, // not on the pushed ref
+		{srv.URL + "/app.git", v1, "refs/heads/gone", failure.NotFound},  // a ref deleted since the push
+		{srv.URL + "/app.git", v1, "refs/heads/../x", failure.Input},
+		{srv.URL + "/app.git", v1, "main", failure.Input},
+		{srv.URL + "/missing.git", "main", "", failure.NotFound},
+		{"ext::sh -c touch% /tmp/pwned", "main", "", failure.Input},
+		{"fd::17", "main", "", failure.Input},
+		{"git+ext::sh -c x", "main", "", failure.Input},
+		{srv.URL + "/app.git", "--upload-pack=x", "", failure.Input},
 	} {
-		_, err := gitCheckout(context.Background(), tc.url, tc.rev, t.TempDir())
+		_, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: tc.url, Rev: tc.rev, Ref: tc.ref}, t.TempDir())
 		var be *failure.Error
 		if !errors.As(err, &be) || be.Class != tc.class || be.Hint == "" {
 			t.Errorf("%s at %s: %v, want a %s error with a hint", tc.url, tc.rev, err, tc.class)
@@ -136,18 +142,18 @@ func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
 		backend.ServeHTTP(w, r)
 	}))
 	t.Cleanup(private.Close)
-	_, err = gitCheckout(context.Background(), private.URL+"/app.git", "main", t.TempDir())
+	_, err = gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: private.URL + "/app.git", Rev: "main"}, t.TempDir())
 	var be *failure.Error
 	if !errors.As(err, &be) || be.Class != failure.Auth || !strings.Contains(be.Hint, "DIGESTLINE_GIT_PASSWORD") {
 		t.Errorf("private repository without credentials: %v", err)
 	}
 	withToken := strings.Replace(private.URL, "http://", "http://ci:"+token+"@", 1) + "/app.git"
-	if _, err := gitCheckout(context.Background(), withToken, "no-such-tag", t.TempDir()); err == nil || strings.Contains(err.Error(), token) {
+	if _, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: withToken, Rev: "no-such-tag"}, t.TempDir()); err == nil || strings.Contains(err.Error(), token) {
 		t.Errorf("error with a token in the URL: %v", err)
 	}
 	t.Setenv("DIGESTLINE_GIT_USERNAME", "ci")
 	t.Setenv("DIGESTLINE_GIT_PASSWORD", token)
-	if got, err := gitCheckout(context.Background(), private.URL+"/app.git", "v1.0.0", t.TempDir()); err != nil || got != v1 {
+	if got, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: private.URL + "/app.git", Rev: "v1.0.0"}, t.TempDir()); err != nil || got != v1 {
 		t.Errorf("private repository with DIGESTLINE_GIT_PASSWORD: %s %v", got, err)
 	}
 }

@@ -37,6 +37,9 @@ type WebhookConfig struct {
 	Secret string `json:"-"`
 	// GitLabToken is compared with GitLab's X-Gitlab-Token.
 	GitLabToken string `json:"-"`
+	// PageURL is the reporter's base URL (DIGESTLINE_API_URL): an accepted
+	// webhook answers with its run's page there.
+	PageURL string `json:"-"`
 	// Repositories lists what to build for which repository.
 	Repositories []WebhookRule `json:"repositories"`
 }
@@ -59,10 +62,11 @@ type WebhookRule struct {
 }
 
 // LoadWebhookConfig reads the rules from a YAML file (strict: an unknown key
-// is an error) and the secrets from DIGESTLINE_WEBHOOK_SECRET and
-// DIGESTLINE_GITLAB_TOKEN.
+// is an error), the secrets from DIGESTLINE_WEBHOOK_SECRET and
+// DIGESTLINE_GITLAB_TOKEN, and the page's URL from DIGESTLINE_API_URL.
 func LoadWebhookConfig(path string) (WebhookConfig, error) {
-	cfg := WebhookConfig{Secret: os.Getenv("DIGESTLINE_WEBHOOK_SECRET"), GitLabToken: os.Getenv("DIGESTLINE_GITLAB_TOKEN")}
+	cfg := WebhookConfig{Secret: os.Getenv("DIGESTLINE_WEBHOOK_SECRET"), GitLabToken: os.Getenv("DIGESTLINE_GITLAB_TOKEN"),
+		PageURL: strings.TrimSuffix(os.Getenv("DIGESTLINE_API_URL"), "/")}
 	if path == "" {
 		return cfg, nil
 	}
@@ -106,7 +110,12 @@ func (h *Webhooks) Register(mux *http.ServeMux) {
 type WebhookAccepted struct {
 	RunID   string `json:"runId"`
 	EventID string `json:"eventId"`
+	// RunURL is the run's page, when the reporter's URL is known.
+	RunURL string `json:"runUrl,omitempty"`
 }
+
+// noSecret is the answer to every webhook while none is configured.
+const noSecret = "no webhook secret is configured, so every request is refused: start the builder (or digestline dev) with DIGESTLINE_WEBHOOK_SECRET set (DIGESTLINE_GITLAB_TOKEN for GitLab; docs/webhooks.md)"
 
 // push is what a forge's push event says, once read.
 type push struct {
@@ -118,7 +127,11 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if h.cfg.Secret == "" || !validSignature(h.cfg.Secret, r.Header.Get("X-Hub-Signature-256"), body) {
+	if h.cfg.Secret == "" {
+		reply(w, http.StatusUnauthorized, noSecret)
+		return
+	}
+	if !validSignature(h.cfg.Secret, r.Header.Get("X-Hub-Signature-256"), body) {
 		reply(w, http.StatusUnauthorized, "bad or missing X-Hub-Signature-256 (HMAC-SHA256 of the body with the webhook secret)")
 		return
 	}
@@ -156,6 +169,10 @@ func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if h.cfg.GitLabToken == "" {
+		reply(w, http.StatusUnauthorized, noSecret)
+		return
+	}
 	if !service.SameSecret(r.Header.Get("X-Gitlab-Token"), h.cfg.GitLabToken) {
 		reply(w, http.StatusUnauthorized, "bad or missing X-Gitlab-Token")
 		return
@@ -183,6 +200,10 @@ func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
 // cloudevents takes a build.requested CloudEvent in binary or structured
 // mode, with the webhook secret as bearer token; its id dedupes deliveries.
 func (h *Webhooks) cloudevents(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Secret == "" {
+		reply(w, http.StatusUnauthorized, noSecret)
+		return
+	}
 	if !service.SameSecret(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), h.cfg.Secret) {
 		reply(w, http.StatusUnauthorized, "bearer token required (the webhook secret)")
 		return
@@ -220,9 +241,13 @@ func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery stri
 		reply(w, http.StatusOK, fmt.Sprintf("ignored: no rule for %s in the webhook config", p.repo))
 		return
 	}
-	branch, isBranch := strings.CutPrefix(p.ref, "refs/heads/")
-	tagName, isTag := strings.CutPrefix(p.ref, "refs/tags/")
-	if !isBranch && !isTag {
+	// (CutPrefix gives back the whole ref when it is not of that kind.)
+	branch, tagName := "", ""
+	if b, ok := strings.CutPrefix(p.ref, "refs/heads/"); ok {
+		branch = b
+	} else if tg, ok := strings.CutPrefix(p.ref, "refs/tags/"); ok {
+		tagName = tg
+	} else {
 		reply(w, http.StatusOK, fmt.Sprintf("ignored: %s is neither a branch nor a tag", p.ref))
 		return
 	}
@@ -247,7 +272,7 @@ func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery stri
 		return
 	}
 	h.publish(w, r.Context(), delivery, events.BuildRequest{
-		Source: events.Source{Kind: events.SourceGit, URL: cmp.Or(rule.Git, p.cloneURL), Rev: p.sha},
+		Source: events.Source{Kind: events.SourceGit, URL: cmp.Or(rule.Git, p.cloneURL), Rev: p.sha, Ref: p.ref},
 		Target: target, PromoteTo: rule.PromoteTo,
 	})
 }
@@ -289,7 +314,11 @@ func (h *Webhooks) publish(w http.ResponseWriter, ctx context.Context, delivery 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
-	_ = json.NewEncoder(w).Encode(WebhookAccepted{RunID: runID, EventID: ev.ID()})
+	acc := WebhookAccepted{RunID: runID, EventID: ev.ID()}
+	if h.cfg.PageURL != "" {
+		acc.RunURL = h.cfg.PageURL + "/runs/" + runID
+	}
+	_ = json.NewEncoder(w).Encode(acc)
 }
 
 func repositoryOf(target string) string {

@@ -24,8 +24,7 @@ const maxRequestBody = 64 << 10
 // replayDeadLetter answers POST /v1/dlq/{seq}/replay for an authorized
 // caller: the dead letter is published again, as it was.
 func (r *reporter) replayDeadLetter(w http.ResponseWriter, req *http.Request) {
-	if _, ok := r.authorize(req); !ok {
-		unauthorized(w, len(r.cfg.Tokens) == 0)
+	if _, ok := r.authorize(w, req); !ok {
 		return
 	}
 	seq, err := strconv.ParseUint(req.PathValue("seq"), 10, 64)
@@ -68,9 +67,8 @@ func (r *reporter) requestPromotion(w http.ResponseWriter, req *http.Request) {
 // environment of the chain, by the token's name. When it returns false it
 // has answered the request.
 func (r *reporter) promotionBody(w http.ResponseWriter, req *http.Request) (events.PromotionRequest, bool) {
-	who, ok := r.authorize(req)
+	who, ok := r.authorize(w, req)
 	if !ok {
-		unauthorized(w, len(r.cfg.Tokens) == 0)
 		return events.PromotionRequest{}, false
 	}
 	var body api.PromoteRequest

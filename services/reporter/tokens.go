@@ -79,29 +79,33 @@ func ParseRequiredReferrers(s string) (map[string][]string, error) {
 	return out, nil
 }
 
-// authorize returns the name of the token the request bears. Every token
-// is compared, in constant time over equal-length hashes, so neither the
-// answer's timing nor the token's length gives a token away.
-func (r *reporter) authorize(req *http.Request) (string, bool) {
-	given, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
-	if !ok || given == "" {
-		return "", false
-	}
-	who, found := "", false
-	for name, token := range r.cfg.Tokens { // every token is compared, whichever matches
-		if service.SameSecret(given, token) {
-			who, found = name, true
-		}
-	}
-	return who, found
-}
-
-// unauthorized answers a write without a valid token.
-func unauthorized(w http.ResponseWriter, noTokens bool) {
-	w.Header().Set("WWW-Authenticate", `Bearer realm="digestline"`)
-	msg := "a bearer token is required: set DIGESTLINE_API_TOKEN"
-	if noTokens {
+// authorize returns the name of the token the request bears. A request
+// with no token, or one this reporter does not accept, is answered 401
+// saying which (RFC 6750: a wrong token is "invalid_token"), and ok is
+// false. Every token is compared, in constant time over equal-length
+// hashes, so neither the answer's timing nor the token's length gives a
+// token away.
+func (r *reporter) authorize(w http.ResponseWriter, req *http.Request) (who string, ok bool) {
+	given, bearer := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	challenge, msg := `Bearer realm="digestline"`, ""
+	switch {
+	case len(r.cfg.Tokens) == 0:
 		msg = "this reporter accepts no writes: start it with DIGESTLINE_API_TOKEN set"
+	case !bearer || given == "":
+		msg = "no bearer token: set DIGESTLINE_API_TOKEN, or point --token-file at the token (digestline dev writes one to <data>/api-token)"
+	default:
+		for name, token := range r.cfg.Tokens { // every token is compared, whichever matches
+			if service.SameSecret(given, token) {
+				who, ok = name, true
+			}
+		}
+		if ok {
+			return who, true
+		}
+		challenge += `, error="invalid_token"`
+		msg = "the bearer token is not one this reporter accepts: check DIGESTLINE_API_TOKEN or --token-file (a token from another stack's data directory?)"
 	}
+	w.Header().Set("WWW-Authenticate", challenge)
 	service.WriteError(w, http.StatusUnauthorized, msg)
+	return "", false
 }

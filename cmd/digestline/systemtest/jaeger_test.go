@@ -177,6 +177,7 @@ func TestJaegerShowsOneTracePerRun(t *testing.T) {
 	host := strings.TrimPrefix(reg.URL, "http://")
 
 	repo, sha := e2etest.GitRepo(t, "traced")
+	e2etest.Git(t, repo, "tag", "v1.0.0") // the tag the pushes below announce
 	rules := filepath.Join(t.TempDir(), "webhooks.yaml")
 	if err := os.WriteFile(rules, fmt.Appendf(nil, "repositories:\n- {match: acme/app, git: %q, image: %s/acme/app, promoteTo: dev}\n- {match: acme/denied, git: %q, image: %s/denied/app}\n",
 		"file://"+repo, host, "file://"+repo, host), 0o644); err != nil {

@@ -199,7 +199,9 @@ func (env *Env) run(ctx context.Context, cfg Config, deps service.Deps, regSrv *
 	}()
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error {
-		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, WebhookListener: hookLn, Webhook: cfg.Webhook, Signer: cfg.Signer})
+		hooks := cfg.Webhook
+		hooks.PageURL = env.APIURL
+		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, WebhookListener: hookLn, Webhook: hooks, Signer: cfg.Signer})
 	})
 	// One process, one memory of what is proven: the reporter's policy does
 	// not read again the signatures the verifier has just proven.

@@ -41,12 +41,21 @@ func SignGitHub(secret string, body []byte) string {
 // none.
 func SendGitHub(t *testing.T, url, signature, delivery string, body []byte) (int, builder.WebhookAccepted) {
 	t.Helper()
+	headers := map[string]string{"X-GitHub-Event": "push", "X-GitHub-Delivery": delivery}
+	if signature != "" {
+		headers["X-Hub-Signature-256"] = signature
+	}
+	return SendForge(t, url, headers, body)
+}
+
+// SendForge posts a webhook's JSON body with the forge's headers and reads
+// the answer.
+func SendForge(t *testing.T, url string, headers map[string]string, body []byte) (int, builder.WebhookAccepted) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("X-GitHub-Delivery", delivery)
-	if signature != "" {
-		req.Header.Set("X-Hub-Signature-256", signature)
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/services/builder"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// TestForgeExamplePayloads delivers GitHub's and GitLab's own example
+// payloads (testdata/forges), as the forges send them, for a bare
+// repository whose HEAD names a branch that does not exist: each push
+// fetches exactly its ref, builds the pushed commit and is tagged as
+// docs/webhooks.md says; a deleted tag and a ping build nothing.
+func TestForgeExamplePayloads(t *testing.T) {
+	work, _ := e2etest.GitRepo(t, "main: not what the examples push")
+	e2etest.Git(t, work, "checkout", "--quiet", "-b", "master")
+	if err := os.WriteFile(filepath.Join(work, "app.txt"), []byte("master"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.Git(t, work, "commit", "--quiet", "-am", "master")
+	master := e2etest.Git(t, work, "rev-parse", "HEAD")
+	e2etest.Git(t, work, "tag", "-a", "v1.0.0", "-m", "release")
+	bare := filepath.Join(t.TempDir(), "app.git")
+	e2etest.Git(t, work, "clone", "--quiet", "--bare", work, bare)
+	e2etest.Git(t, bare, "symbolic-ref", "HEAD", "refs/heads/gone")
+
+	regAddr := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryAddr(regAddr), func(c *dev.Config) {
+		c.WebhookAddr = "127.0.0.1:0"
+		c.Webhook = builder.WebhookConfig{Secret: e2etest.WebhookSecret, GitLabToken: "gitlab-token-0123456789",
+			Repositories: []builder.WebhookRule{
+				{Match: "Codertocat/Hello-World", Image: regAddr + "/codertocat/hello"},
+				{Match: "mike/diaspora", Image: regAddr + "/mike/diaspora", Tag: "{branch}-{sha}"},
+				{Match: "jsmith/example", Image: regAddr + "/jsmith/example"},
+			}}
+	})
+	clone := "file://" + bare
+
+	for _, tc := range []struct {
+		file, event string
+		adjust      func(p map[string]any)
+		want        int
+		image, tag  string // the build it starts, when want is 202
+	}{
+		{"github-ping.json", "ping", nil, http.StatusOK, "", ""},
+		{"github-push-deleted-tag.json", "push", func(p map[string]any) { field(p, "repository")["clone_url"] = clone }, http.StatusOK, "", ""},
+		{"github-push-new-branch.json", "push", func(p map[string]any) {
+			p["after"] = master
+			field(p, "repository")["clone_url"] = clone
+		}, http.StatusAccepted, "codertocat/hello", "master"},
+		{"gitlab-push.json", "Push Hook", func(p map[string]any) {
+			p["after"], p["checkout_sha"] = master, master
+			field(p, "project")["git_http_url"] = clone
+		}, http.StatusAccepted, "mike/diaspora", "master-" + master[:12]},
+		{"gitlab-tag-push.json", "Tag Push Hook", func(p map[string]any) {
+			p["after"], p["checkout_sha"] = master, master
+			field(p, "project")["git_http_url"] = clone
+		}, http.StatusAccepted, "jsmith/example", "v1.0.0"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			body := forgePayload(t, tc.file, tc.adjust)
+			var code int
+			var acc builder.WebhookAccepted
+			if tc.event == "push" || tc.event == "ping" {
+				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/github", map[string]string{"X-GitHub-Event": tc.event,
+					"X-GitHub-Delivery": "gh-" + tc.file, "X-Hub-Signature-256": e2etest.SignGitHub(e2etest.WebhookSecret, body)}, body)
+			} else {
+				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/gitlab", map[string]string{"X-Gitlab-Event": tc.event,
+					"X-Gitlab-Event-UUID": "gl-" + tc.file, "X-Gitlab-Token": "gitlab-token-0123456789"}, body)
+			}
+			if code != tc.want {
+				t.Fatalf("answered %d, want %d", code, tc.want)
+			}
+			if tc.want != http.StatusAccepted {
+				if acc.RunID != "" {
+					t.Fatalf("started run %s", acc.RunID)
+				}
+				return
+			}
+			if acc.RunURL != s.APIURL+"/runs/"+acc.RunID {
+				t.Errorf("the answer links the run at %q", acc.RunURL)
+			}
+			evs := s.RunEvents(t, acc.RunID)
+			if n, _ := events.NameOfType(evs[len(evs)-1]["type"].(string)); n != events.Promoted {
+				t.Fatalf("the run ended with %s: %v", n, evs[len(evs)-1]["data"])
+			}
+			if got := revisionOf(t, regAddr+"/"+tc.image+":"+tc.tag); got != master {
+				t.Fatalf("%s:%s was built from %q, want the pushed commit %s", tc.image, tc.tag, got, master)
+			}
+		})
+	}
+}
+
+// forgePayload reads an example payload and applies adjust to it.
+func forgePayload(t *testing.T, file string, adjust func(map[string]any)) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "forges", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adjust == nil {
+		return b
+	}
+	var p map[string]any
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	adjust(p)
+	out, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func field(p map[string]any, key string) map[string]any { return p[key].(map[string]any) }
+
+// revisionOf is the org.opencontainers.image.revision annotation of ref's
+// manifest.
+func revisionOf(t *testing.T, ref string) string {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Get(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m.Annotations[v1.AnnotationRevision]
+}
