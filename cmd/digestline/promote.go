@@ -71,7 +71,7 @@ func (o *promoteOptions) run(ctx context.Context, target string, out io.Writer) 
 	if _, err := c.do(ctx, http.MethodPost, "/v1/promotions", api.PromoteRequest{Ref: ref.String(), To: o.to}, &accepted); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "run %s: promoting %s to %s\n", accepted.RunID, ref, o.to)
+	fmt.Fprintf(out, "run %s: promoting %s to %s\n  page %s/runs/%s\n", accepted.RunID, ref, o.to, c.base, accepted.RunID)
 	if o.noWait {
 		return nil
 	}
@@ -110,9 +110,20 @@ func showPolicy(ctx context.Context, c *apiClient, ref name.Digest, env string, 
 	return &exitCodeError{code: 2, err: fmt.Errorf("a promotion to %s would be rejected at gate %s", env, rep.Gate)}
 }
 
-// followRun prints a run's events from the API as they are stored,
-// until one ends the run; a run that ends without promotion exits 2.
+// followRun prints a run's lines from the API as they are stored, until
+// one ends the run; a run that ends without promotion exits 2.
 func followRun(ctx context.Context, c *apiClient, runID string, out io.Writer) error {
+	return pollRun(ctx, c, runID, func(_ json.RawMessage, lines []string) {
+		for _, line := range lines {
+			fmt.Fprintln(out, line)
+		}
+	})
+}
+
+// pollRun reads a run's events from the API as they are stored and calls
+// each with every new one and its lines, until one ends the run; a run
+// that ends without promotion exits 2.
+func pollRun(ctx context.Context, c *apiClient, runID string, each func(raw json.RawMessage, lines []string)) error {
 	var run runs.Run
 	seen := 0
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -124,9 +135,7 @@ func followRun(ctx context.Context, c *apiClient, runID string, out io.Writer) e
 		}
 		for ; seen < len(raw) && !run.Done(); seen++ {
 			if ev, name, err := events.Parse(raw[seen]); err == nil {
-				for _, line := range run.Add(ev, name) {
-					fmt.Fprintln(out, line)
-				}
+				each(raw[seen], run.Add(ev, name))
 			}
 		}
 		if run.Err != nil {
@@ -137,7 +146,7 @@ func followRun(ctx context.Context, c *apiClient, runID string, out io.Writer) e
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("run %s: %w (it goes on: GET /v1/runs/%s)", runID, ctx.Err(), runID)
+			return fmt.Errorf("run %s has not ended: %w (it goes on: digestline run follow %s)", runID, ctx.Err(), runID)
 		case <-tick.C:
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -19,6 +20,7 @@ type shipOptions struct {
 	spec             func() (events.BuildSpec, error)
 	guard            *events.TagGuard
 	natsURL, envName string
+	api              string
 	timeout          time.Duration
 	asJSON           bool
 }
@@ -40,6 +42,7 @@ func newShipCommand() *cobra.Command {
 	o.spec = specFlags(fs)
 	o.guard = tagGuardFlags(fs)
 	fs.StringVar(&o.natsURL, "nats", "", natsHelp)
+	fs.StringVar(&o.api, "api", "", apiHelp+"; ship prints the run's page there")
 	fs.StringVar(&o.envName, "env", "", "environment to promote to (default: the first of the chain)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up following the run after this long")
 	fs.BoolVar(&o.asJSON, "json", false, "print each of the run's events as a JSON line (structured CloudEvents) instead of [STAGE] lines")
@@ -70,7 +73,13 @@ func (o *shipOptions) run(ctx context.Context, dir, target string, out, errOut i
 	if o.asJSON {
 		shipFn = ship.ShipJSON
 	}
-	_, err = shipFn(ctx, b, ship.Request{Dir: dir, Target: target, Env: o.envName, Spec: s, Tag: *o.guard}, out)
+	req := ship.Request{Dir: dir, Target: target, Env: o.envName, Spec: s, Tag: *o.guard}
+	if base, known, err := apiURL(o.api); err != nil {
+		return fmt.Errorf("--api: %w", err)
+	} else if known {
+		req.PageURL = base
+	}
+	_, err = shipFn(ctx, b, req, out)
 	var runErr *runs.Error
 	if errors.As(err, &runErr) {
 		return &exitCodeError{code: 2, err: err}

@@ -3,6 +3,7 @@ package runs
 import (
 	"cmp"
 	"fmt"
+	"strings"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -25,6 +26,9 @@ type Run struct {
 	Updated time.Time `json:"updated"`
 	Steps   []Step    `json:"steps"`
 	TotalMS int64     `json:"totalMs"`
+	// TraceID is the run's trace (W3C, 32 hex digits), from the
+	// traceparent its events carry; "" when they carry none.
+	TraceID string `json:"traceId,omitempty"`
 	// Promotion is the record a promoted run ended with.
 	Promotion *events.Promotion `json:"promotion,omitempty"`
 	// Err is why a failed or rejected run ended.
@@ -39,7 +43,14 @@ type Step struct {
 	Status     string `json:"status"` // ok, skipped, retrying, failed
 	StartMS    int64  `json:"startMs"`
 	DurationMS int64  `json:"durationMs"`
-	Hint       string `json:"hint,omitempty"`
+	// Attempt is the push stage's attempt (a retried stage has a step per
+	// attempt); 0 for the other steps.
+	Attempt int `json:"attempt,omitempty"`
+	// Detail is what the step did, or why it failed; Class and Hint
+	// classify a failure and say what to do next.
+	Detail string `json:"detail,omitempty"`
+	Class  string `json:"class,omitempty"`
+	Hint   string `json:"hint,omitempty"`
 }
 
 // Run statuses.
@@ -80,6 +91,9 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 	if r.ID == "" {
 		r.ID, r.Status, r.Started = events.RunID(ev), Running, ev.Time()
 	}
+	if r.TraceID == "" {
+		r.TraceID = traceID(ev)
+	}
 	at := ev.Time()
 	r.Updated = at
 	defer func() { r.TotalMS = max(r.Updated.Sub(r.Started).Milliseconds(), 1) }()
@@ -94,12 +108,12 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		}
 	case events.BuildCompleted:
 		if b, err := events.Decode[events.BuildResult](ev); err == nil {
-			r.step("build", events.StatusOK, at, 0, "")
+			r.step(Step{Name: "build", Status: events.StatusOK, Detail: b.Graph.Root.Digest.String()}, at, 0)
 			return []string{fmt.Sprintf("[BUILD] %s (%d descriptors)", b.Graph.Root.Digest, len(b.Graph.Descriptors))}
 		}
 	case events.PromotionApproved:
 		if a, err := events.Decode[events.Approval](ev); err == nil {
-			r.step("gates", events.StatusOK, at, 0, "")
+			r.step(Step{Name: "gates", Status: events.StatusOK, Detail: "every gate passed"}, at, 0)
 			line := fmt.Sprintf("[GATE] every gate passed: moving %s:%s from %s", a.Place(), a.Tag, cmp.Or(a.Previous, "nothing"))
 			if a.Source != "" {
 				line += fmt.Sprintf(", once %s@%s is copied there from %s and proven", a.Place(), a.Digest, a.Source)
@@ -108,11 +122,11 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		}
 	case events.PushStage:
 		if s, err := events.Decode[events.StageReport](ev); err == nil {
-			hint := ""
+			step := Step{Name: s.Stage, Status: s.Status, Attempt: s.Attempt, Detail: s.Detail}
 			if s.Error != nil {
-				hint = s.Error.Class + ": " + s.Error.Message + " — " + s.Error.Hint
+				step.Detail, step.Class, step.Hint = s.Error.Message, s.Error.Class, s.Error.Hint
 			}
-			r.step(s.Stage, s.Status, at, time.Duration(s.DurationMS)*time.Millisecond, hint)
+			r.step(step, at, time.Duration(s.DurationMS)*time.Millisecond)
 			return []string{s.Line}
 		}
 	case events.PushCompleted:
@@ -121,7 +135,7 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		}
 	case events.VerifyCompleted:
 		if v, err := events.Decode[events.VerifyResult](ev); err == nil {
-			r.step("verify", events.StatusOK, at, 0, "")
+			r.step(Step{Name: "verify", Status: events.StatusOK, Detail: "every byte matches the build"}, at, 0)
 			return v.Checks
 		}
 	case events.DriftDetected:
@@ -130,7 +144,7 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		}
 	case events.Promoted:
 		if p, err := events.Decode[events.Promotion](ev); err == nil {
-			r.step("promote", events.StatusOK, at, 0, "")
+			r.step(Step{Name: "promote", Status: events.StatusOK, Detail: p.Environment + " " + p.Ref()}, at, 0)
 			r.Status, r.Detail, r.Promotion = Promoted, p.Environment+" "+p.Ref(), &p
 			line := fmt.Sprintf("promoted %s %s (tag %s, previous %s)", p.Environment, p.Ref(), cmp.Or(p.Tag, "none"), cmp.Or(p.PreviousDigest, "none"))
 			if p.Source != "" {
@@ -143,14 +157,14 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 			r.Status, r.Err = Failed, &Error{RunID: r.ID, Event: name, Failure: f.Report}
 			r.Detail = string(name) + ": " + f.Class + " at " + cmp.Or(f.Path, f.Stage)
 			if name != events.PushFailed { // the push's failing stage has its bar and hint already
-				r.step(cmp.Or(f.Stage, string(name)), events.StatusFailed, at, 0, f.Hint)
+				r.step(Step{Name: cmp.Or(f.Stage, string(name)), Status: events.StatusFailed, Detail: f.Message, Class: f.Class, Hint: f.Hint}, at, 0)
 			}
 		}
 	case events.PromotionRejected:
 		if rj, err := events.Decode[events.Rejection](ev); err == nil {
 			r.Status, r.Detail = Rejected, "gate "+rj.Gate+": "+rj.Reason
 			r.Err = &Error{RunID: r.ID, Event: name, Failure: failure.Report{Class: "gate", Stage: rj.Gate, Message: rj.Reason, Hint: rj.Hint}}
-			r.step("gates", events.StatusFailed, at, 0, rj.Reason)
+			r.step(Step{Name: "gates", Status: events.StatusFailed, Detail: "gate " + rj.Gate + ": " + rj.Reason, Class: "gate", Hint: rj.Hint}, at, 0)
 		}
 	}
 	return nil
@@ -158,7 +172,7 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 
 // step adds a bar ending at at; one without a duration of its own lasted
 // since the previous bar ended.
-func (r *Run) step(name, status string, at time.Time, dur time.Duration, hint string) {
+func (r *Run) step(s Step, at time.Time, dur time.Duration) {
 	start := at.Add(-dur)
 	if dur == 0 {
 		start = r.Started
@@ -167,6 +181,17 @@ func (r *Run) step(name, status string, at time.Time, dur time.Duration, hint st
 			start = r.Started.Add(time.Duration(last.StartMS+last.DurationMS) * time.Millisecond)
 		}
 	}
-	r.Steps = append(r.Steps, Step{Name: name, Status: status, StartMS: start.Sub(r.Started).Milliseconds(),
-		DurationMS: max(at.Sub(start).Milliseconds(), 1), Hint: hint})
+	s.StartMS, s.DurationMS = start.Sub(r.Started).Milliseconds(), max(at.Sub(start).Milliseconds(), 1)
+	r.Steps = append(r.Steps, s)
+}
+
+// traceID is the trace id of the traceparent ev carries
+// (00-<trace id>-<span id>-<flags>), or "".
+func traceID(ev cloudevents.Event) string {
+	tp, _ := ev.Extensions()[events.ExtTraceParent].(string)
+	parts := strings.Split(tp, "-")
+	if len(parts) != 4 || len(parts[1]) != 32 || strings.Trim(parts[1], "0") == "" {
+		return ""
+	}
+	return parts[1]
 }

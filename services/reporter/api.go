@@ -2,6 +2,9 @@ package reporter
 
 import (
 	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -107,23 +110,54 @@ func (r *reporter) listRuns(w http.ResponseWriter, req *http.Request) {
 }
 
 // getRun answers GET /v1/runs/{runid}: the run's CloudEvents, in stream
-// order.
+// order. The id may be cut to any prefix only one run's id has.
 func (r *reporter) getRun(w http.ResponseWriter, req *http.Request) {
-	run := req.PathValue("runid")
-	if err := events.CheckRunID(run); err != nil {
-		service.WriteError(w, http.StatusBadRequest, err.Error())
+	id, evs, status, err := r.runEvents(req.Context(), req.PathValue("runid"))
+	if err != nil {
+		service.WriteError(w, status, err.Error())
 		return
 	}
-	evs, err := runs.Events(req.Context(), r.cfg.JetStream, run)
+	w.Header().Set("Content-Location", "/v1/runs/"+id)
+	service.WriteJSON(w, http.StatusOK, evs)
+}
+
+// runEvents reads the events of the run id names: the run of that id,
+// else the one whose id it starts. When there is none it says why, with
+// the status that says so.
+func (r *reporter) runEvents(ctx context.Context, id string) (string, []json.RawMessage, int, error) {
+	if err := events.CheckRunID(id); err != nil {
+		return "", nil, http.StatusBadRequest, err
+	}
+	evs, err := runs.Events(ctx, r.cfg.JetStream, id)
+	if err == nil && len(evs) == 0 {
+		var status int
+		if id, status, err = r.resolveRun(ctx, id); err != nil {
+			return "", nil, status, err
+		}
+		evs, err = runs.Events(ctx, r.cfg.JetStream, id)
+	}
 	if err != nil {
-		service.WriteError(w, http.StatusServiceUnavailable, "read run: "+err.Error())
-		return
+		return "", nil, http.StatusServiceUnavailable, fmt.Errorf("read run: %w", err)
 	}
 	if len(evs) == 0 {
-		service.WriteError(w, http.StatusNotFound, "no events for run "+run)
-		return
+		return "", nil, http.StatusNotFound, fmt.Errorf("%w: no events for run %s", runs.ErrNoRun, id)
 	}
-	service.WriteJSON(w, http.StatusOK, evs)
+	return id, evs, http.StatusOK, nil
+}
+
+// resolveRun is the whole id of the run id names (runs.Resolve), or why
+// there is none, with the status that says so.
+func (r *reporter) resolveRun(ctx context.Context, id string) (string, int, error) {
+	full, err := runs.Resolve(ctx, r.cfg.JetStream, id)
+	switch {
+	case errors.Is(err, runs.ErrNoRun):
+		return "", http.StatusNotFound, err
+	case errors.Is(err, runs.ErrAmbiguous):
+		return "", http.StatusConflict, err
+	case err != nil:
+		return "", http.StatusServiceUnavailable, err
+	}
+	return full, http.StatusOK, nil
 }
 
 // listDeadLetters answers GET /v1/dlq: the dead-letter stream, oldest first.

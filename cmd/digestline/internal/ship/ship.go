@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -37,6 +36,9 @@ type Request struct {
 	Env    string // environment to promote to ("" = first of the chain)
 	Spec   events.BuildSpec
 	Tag    events.TagGuard
+	// PageURL is the reporter's base URL, when known: ship prints the
+	// run's page there.
+	PageURL string
 }
 
 // Result is a promoted run.
@@ -123,6 +125,9 @@ func run(ctx context.Context, b *bus.Bus, req Request, out io.Writer, asJSON boo
 		return Result{}, err
 	}
 	fmt.Fprintf(human, "run %s: building %s\n", runID, req.Target)
+	if req.PageURL != "" {
+		fmt.Fprintf(human, "  page %s/runs/%s\n", req.PageURL, runID)
+	}
 	res, err := follow(iter, runID, human, func(raw []byte) {
 		if asJSON {
 			_, _ = out.Write(append(raw, '\n'))
@@ -180,26 +185,14 @@ func Upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Dig
 // run's events as it arrived. A run that ends without promotion is an
 // *runs.Error.
 func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw func([]byte)) (Result, error) {
-	var run runs.Run
-	for !run.Done() {
-		msg, err := iter.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return Result{}, fmt.Errorf("stopped following run %s: %w", runID, context.Canceled)
-		}
-		if err != nil {
-			return Result{}, fmt.Errorf("follow run %s: %w", runID, err)
-		}
-		ev, name, err := events.ParseMsg(msg.Subject(), msg.Data())
-		if err != nil {
-			continue // one the services dead-letter (the subjects are this run's)
-		}
-		raw(msg.Data())
-		for _, line := range run.Add(ev, name) {
+	run, err := runs.FollowMessages(iter, runID, func(data []byte, lines []string) {
+		raw(data)
+		for _, line := range lines {
 			fmt.Fprintln(out, line)
 		}
-	}
-	if run.Err != nil {
-		return Result{RunID: runID}, run.Err
+	})
+	if err != nil {
+		return Result{RunID: runID}, err
 	}
 	return Result{RunID: runID, Promotion: *run.Promotion}, nil
 }

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
+	"github.com/spf13/cobra"
+)
+
+// runOptions are the flags of run show and run follow.
+type runOptions struct {
+	api     apiOptions
+	asJSON  bool
+	timeout time.Duration
+}
+
+func newRunCommand() *cobra.Command {
+	o := &runOptions{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Show or follow one run: its stages, how it ended, its trace and its page",
+	}
+	show := &cobra.Command{
+		Use:   "show RUNID",
+		Short: "Print a run (any unique prefix of its id): target, status, a table of its steps with hints, its trace and its events",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.show(cmd.Context(), args[0], cmd.OutOrStdout())
+		},
+	}
+	o.api.addFlags(cmd.PersistentFlags())
+	show.Flags().BoolVar(&o.asJSON, "json", false, "print the run (steps, status, trace id) as JSON")
+	follow := &cobra.Command{
+		Use:   "follow RUNID",
+		Short: "Print a run's lines from its start and live until it ends; exits 0 when promoted, 2 when it failed or was rejected",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.follow(cmd.Context(), args[0], cmd.OutOrStdout())
+		},
+	}
+	o.api.addFlags(follow.Flags())
+	follow.Flags().DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up following after this long")
+	follow.Flags().BoolVar(&o.asJSON, "json", false, "print each of the run's events as a JSON line (structured CloudEvents)")
+	cmd.AddCommand(show, follow)
+	return cmd
+}
+
+// show reads the run from the API, folds it and prints it.
+func (o *runOptions) show(ctx context.Context, id string, out io.Writer) error {
+	c, err := o.api.client()
+	if err != nil {
+		return err
+	}
+	var raw []json.RawMessage
+	if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+url.PathEscape(id), nil, &raw); err != nil {
+		return err
+	}
+	run, lines := &runs.Run{}, []string{}
+	for _, r := range raw {
+		ev, name, err := events.Parse(r)
+		if err != nil {
+			continue // a newer producer's event: the API serves only valid ones
+		}
+		lines = append(lines, run.Add(ev, name)...)
+	}
+	if o.asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(run)
+	}
+	printRun(out, run, c.base)
+	fmt.Fprintln(out)
+	for _, l := range lines {
+		fmt.Fprintln(out, l)
+	}
+	return nil
+}
+
+// printRun prints a run's head and its steps as a table.
+func printRun(out io.Writer, run *runs.Run, apiBase string) {
+	fmt.Fprintf(out, "run %s  %s", run.ID, strings.ToUpper(run.Status))
+	if run.Detail != "" {
+		fmt.Fprintf(out, "  %s", run.Detail)
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintf(out, "  target   %s\n", run.Target)
+	fmt.Fprintf(out, "  started  %s, took %s\n", run.Started.UTC().Format(time.RFC3339), time.Duration(run.TotalMS)*time.Millisecond)
+	if run.TraceID != "" {
+		fmt.Fprintf(out, "  trace    %s\n", cmp.Or(traceLink(run.TraceID), run.TraceID))
+	}
+	fmt.Fprintf(out, "  page     %s/runs/%s\n", apiBase, run.ID)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tRESULT\tATTEMPT\tSTART\tTOOK\tCLASS\tDETAIL")
+	for _, s := range run.Steps {
+		attempt := ""
+		if s.Attempt > 1 || s.Status == events.StatusRetrying {
+			attempt = fmt.Sprint(s.Attempt)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t+%s\t%s\t%s\t%s\n", s.Name, s.Status, attempt, time.Duration(s.StartMS)*time.Millisecond,
+			time.Duration(s.DurationMS)*time.Millisecond, cmp.Or(s.Class, "-"), s.Detail)
+		if s.Hint != "" {
+			fmt.Fprintf(tw, "\t\t\t\t\t\thint: %s\n", s.Hint)
+		}
+	}
+	_ = tw.Flush()
+}
+
+// traceLink is the trace's page from DIGESTLINE_TRACE_URL (a template with
+// {traceId}, e.g. http://jaeger:16686/trace/{traceId}), or "".
+func traceLink(traceID string) string {
+	tmpl := os.Getenv("DIGESTLINE_TRACE_URL")
+	if tmpl == "" {
+		return ""
+	}
+	return strings.ReplaceAll(tmpl, "{traceId}", traceID)
+}
+
+// follow prints the run's lines from the API, from its start and as
+// they are stored, until the run ends; a run that ends without promotion
+// exits 2.
+func (o *runOptions) follow(ctx context.Context, id string, out io.Writer) error {
+	c, err := o.api.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	var first []json.RawMessage
+	if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+url.PathEscape(id), nil, &first); err != nil {
+		return err
+	}
+	if ev, _, err := events.Parse(first[0]); err == nil { // the whole id, when id is a prefix of it
+		id = events.RunID(ev)
+	}
+	if !o.asJSON {
+		fmt.Fprintf(out, "following run %s\n  page %s/runs/%s\n", id, c.base, id)
+	}
+	return pollRun(ctx, c, id, func(raw json.RawMessage, lines []string) {
+		if o.asJSON {
+			_, _ = out.Write(append(raw, '\n'))
+			return
+		}
+		for _, l := range lines {
+			fmt.Fprintln(out, l)
+		}
+	})
+}
