@@ -152,22 +152,29 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 			}
 			return []string{line}
 		}
-	case events.BuildFailed, events.PushFailed, events.VerifyFailed:
-		if f, err := events.Decode[events.Failure](ev); err == nil {
-			r.Status, r.Err = Failed, &Error{RunID: r.ID, Event: name, Failure: f.Report}
-			r.Detail = string(name) + ": " + f.Class + " at " + cmp.Or(f.Path, f.Stage)
-			if name != events.PushFailed { // the push's failing stage has its bar and hint already
-				r.step(Step{Name: cmp.Or(f.Stage, string(name)), Status: events.StatusFailed, Detail: f.Message, Class: f.Class, Hint: f.Hint}, at, 0)
-			}
-		}
-	case events.PromotionRejected:
+	case events.BuildFailed, events.PushFailed, events.VerifyFailed, events.PromotionRejected:
+		r.fail(ev, name, at)
+	}
+	return nil
+}
+
+// fail ends the run with the failure or the rejection ev carries.
+func (r *Run) fail(ev cloudevents.Event, name events.Name, at time.Time) {
+	if name == events.PromotionRejected {
 		if rj, err := events.Decode[events.Rejection](ev); err == nil {
 			r.Status, r.Detail = Rejected, "gate "+rj.Gate+": "+rj.Reason
 			r.Err = &Error{RunID: r.ID, Event: name, Failure: failure.Report{Class: "gate", Stage: rj.Gate, Message: rj.Reason, Hint: rj.Hint}}
 			r.step(Step{Name: "gates", Status: events.StatusFailed, Detail: "gate " + rj.Gate + ": " + rj.Reason, Class: "gate", Hint: rj.Hint}, at, 0)
 		}
+		return
 	}
-	return nil
+	if f, err := events.Decode[events.Failure](ev); err == nil {
+		r.Status, r.Err = Failed, &Error{RunID: r.ID, Event: name, Failure: f.Report}
+		r.Detail = string(name) + ": " + f.Class + " at " + cmp.Or(f.Path, f.Stage)
+		if name != events.PushFailed { // the push's failing stage has its bar and hint already
+			r.step(Step{Name: cmp.Or(f.Stage, string(name)), Status: events.StatusFailed, Detail: f.Message, Class: f.Class, Hint: f.Hint}, at, 0)
+		}
+	}
 }
 
 // step adds a bar ending at at; one without a duration of its own lasted
