@@ -50,7 +50,7 @@ compose-up: images
 compose-down:
 	$(COMPOSE) down
 
-## screenshot: the reporter's page in headless Chromium, after a promoted and a failed run (docs/page.png)
+## screenshot: the reporter's pages in headless Chromium at 1280 and 390 px, after a promoted, a failed and a rejected run (docs/page-*.png, docs/run-*.png)
 screenshot: build
 	./scripts/screenshot.sh
 

@@ -3,19 +3,28 @@ package main
 import (
 	"io"
 	"net/http"
+	"net/url"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/runs"
+	"github.com/digestline/digestline/services/reporter"
 )
 
-// TestThePageShowsRunsPromotionsAndHistory: the reporter's page shows a
-// finished run's stage timeline, a failed run's failing stage in red with
-// its hint, what is promoted where, and the history.
-func TestThePageShowsRunsPromotionsAndHistory(t *testing.T) {
-	s, _ := e2etest.StartStack(t, e2etest.WithRegistryWrapper(tamper))
+// TestThePagesLinkEveryRunEnvironmentAndDigest: after a promoted run, a
+// run that fails its verification and a rejected promotion, every link on
+// the pages resolves; a click reaches each run's steps, hints and trace
+// link, and from a digest where it is promoted; a rejection's reason shows
+// once, with its hint.
+func TestThePagesLinkEveryRunEnvironmentAndDigest(t *testing.T) {
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryWrapper(tamper), e2etest.WithReporter(func(c *reporter.Config) {
+		c.TraceURL = "http://traces.example/trace/{traceId}"
+	}))
 	ok, out, err := s.Ship(t, e2etest.SourceDir(t, "page"), "team/page:1")
 	if err != nil {
 		t.Fatalf("ship: %v\n%s", err, out)
@@ -24,47 +33,129 @@ func TestThePageShowsRunsPromotionsAndHistory(t *testing.T) {
 	if err == nil {
 		t.Fatal("the corrupted run passed")
 	}
-
-	var recent []runs.Run
-	if s.GetJSON(t, "/v1/runs", &recent) != http.StatusOK || len(recent) != 2 || recent[0].ID != bad.RunID || recent[1].ID != ok.RunID {
-		t.Fatalf("GET /v1/runs: %+v", recent)
-	}
-	if recent[1].Status != "promoted" || recent[0].Status != "failed" {
-		t.Fatalf("statuses %s, %s", recent[1].Status, recent[0].Status)
-	}
-	var names []string
-	for _, st := range recent[1].Steps {
-		names = append(names, st.Name)
-	}
-	for _, want := range []string{"build", "upload", "tag update", "verify", "gates", "promote"} {
-		if !slices.Contains(names, want) {
-			t.Errorf("the promoted run's timeline lacks %q: %v", want, names)
-		}
-	}
-	failed := slices.IndexFunc(recent[0].Steps, func(st runs.Step) bool { return st.Status == "failed" })
-	if failed < 0 || recent[0].Steps[failed].Hint == "" {
-		t.Fatalf("the failed run's timeline has no failed step with a hint: %+v", recent[0].Steps)
-	}
-
-	resp, err := http.Get(s.APIURL + "/")
+	token, err := os.ReadFile(s.TokenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	html := string(b)
-	for _, want := range []string{
-		"<title>digestline</title>", `http-equiv="refresh"`, ok.RunID[:19], bad.RunID[:19],
-		`class="status promoted"`, `class="status failed"`, `class="bar failed"`, escapeHTML(recent[0].Steps[failed].Hint),
-		`class="bar ok"`, ">upload<", s.RegistryAddr + "/team/page", "Promoted now", "History",
-	} {
-		if !strings.Contains(html, want) {
-			t.Errorf("the page lacks %q", want)
+	ref := ok.Promotion.Repository + "@" + ok.Promotion.Digest
+	if code := s.Post(t, "/v1/promotions", strings.TrimSpace(string(token)), `{"ref":"`+ref+`","to":"prod"}`); code != http.StatusAccepted {
+		t.Fatalf("promotion request: %d", code)
+	}
+	e2etest.WaitFor(t, "the rejection in the history", func() bool {
+		var hist []api.HistoryEntry
+		s.GetJSON(t, "/v1/history", &hist)
+		return slices.ContainsFunc(hist, func(h api.HistoryEntry) bool { return h.Rejection != nil })
+	})
+
+	var recent []runs.Run
+	if s.GetJSON(t, "/v1/runs", &recent) != http.StatusOK || len(recent) != 3 {
+		t.Fatalf("GET /v1/runs: %+v", recent)
+	}
+	pages := crawl(t, s.APIURL)
+	index := pages["/"]
+	for _, want := range []string{`http-equiv="refresh"`, `href="/runs/` + ok.RunID + `"`, `href="/runs/` + bad.RunID + `"`,
+		`href="/envs/dev"`, `href="/digests/` + ok.Promotion.Digest + `"`, `class="status failed"`, `class="bar failed"`} {
+		if !strings.Contains(index, want) {
+			t.Errorf("the front page lacks %s", want)
 		}
 	}
-	if t.Failed() {
-		t.Log(html)
+	// The rejection: its reason once, and its hint.
+	var rejection api.HistoryEntry
+	var hist []api.HistoryEntry
+	s.GetJSON(t, "/v1/history", &hist)
+	for _, h := range hist {
+		if h.Rejection != nil {
+			rejection = h
+		}
 	}
+	runsTable, _, _ := strings.Cut(index, "<h2>Promoted now</h2>")
+	reason, hint := escapeHTML(rejection.Rejection.Reason), escapeHTML(rejection.Rejection.Hint)
+	if strings.Count(runsTable, reason) != 1 || !strings.Contains(runsTable, hint) {
+		t.Errorf("the rejected run's row shows its reason %d times (want once), its hint: %v", strings.Count(runsTable, reason), strings.Contains(runsTable, hint))
+	}
+	if rp := pages["/runs/"+rejection.RunID]; strings.Count(rp, reason) != 1 || !strings.Contains(rp, hint) {
+		t.Errorf("the rejected run's page shows its reason %d times (want once), its hint: %v", strings.Count(rp, reason), strings.Contains(rp, hint))
+	}
+
+	// A failed run's page: its failing step, class and hint, and its trace.
+	var failed runs.Run
+	for _, r := range recent {
+		if r.ID == bad.RunID {
+			failed = r
+		}
+	}
+	step := failed.Steps[slices.IndexFunc(failed.Steps, func(st runs.Step) bool { return st.Status == "failed" })]
+	runPage := pages["/runs/"+bad.RunID]
+	for _, want := range []string{bad.RunID, step.Class, escapeHTML(step.Hint), `href="http://traces.example/trace/` + failed.TraceID + `"`, "<h2>Events</h2>"} {
+		if !strings.Contains(runPage, want) {
+			t.Errorf("the failed run's page lacks %s", want)
+		}
+	}
+	if failed.TraceID == "" {
+		t.Error("the failed run has no trace id")
+	}
+	// From the digest, a click reaches where it is promoted.
+	if dg := pages["/digests/"+ok.Promotion.Digest]; !strings.Contains(dg, `href="/envs/dev"`) || !strings.Contains(dg, `href="/runs/`+ok.RunID+`"`) {
+		t.Errorf("the digest's page does not link its environment and run:\n%s", dg)
+	}
+	if env := pages["/envs/dev"]; !strings.Contains(env, ok.Promotion.Repository) {
+		t.Errorf("dev's page does not show %s", ok.Promotion.Repository)
+	}
+	var where api.DigestReport
+	if s.GetJSON(t, "/v1/digests/"+ok.Promotion.Digest, &where) != http.StatusOK || len(where.Current) != 1 || where.Current[0].Environment != "dev" ||
+		!slices.Contains(where.Runs, ok.RunID) {
+		t.Errorf("GET /v1/digests: %+v", where)
+	}
+	// Any unique prefix of a run's id finds it.
+	resp, err := http.Get(s.APIURL + "/runs/" + ok.RunID[:8])
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/runs/"+ok.RunID {
+		t.Errorf("/runs/%s: %d at %s", ok.RunID[:8], resp.StatusCode, resp.Request.URL.Path)
+	}
+}
+
+// crawl fetches every page reachable from base's front page by its links
+// on base, failing the test for any that does not answer 200; it returns
+// each page's HTML by path.
+func crawl(t *testing.T, base string) map[string]string {
+	t.Helper()
+	href := regexp.MustCompile(`href="([^"]+)"`)
+	pages := map[string]string{}
+	queue := []string{"/"}
+	for len(queue) > 0 && len(pages) < 200 {
+		path := queue[0]
+		queue = queue[1:]
+		if _, seen := pages[path]; seen {
+			continue
+		}
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s answers %d: %s", path, resp.StatusCode, b)
+		}
+		pages[path] = string(b)
+		if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+			continue // the API's JSON, linked from the pages
+		}
+		for _, m := range href.FindAllStringSubmatch(string(b), -1) {
+			u, err := url.Parse(strings.ReplaceAll(m[1], "&amp;", "&"))
+			if err != nil {
+				t.Errorf("%s links %q: %v", path, m[1], err)
+				continue
+			}
+			if u.Host == "" {
+				queue = append(queue, u.RequestURI())
+			}
+		}
+	}
+	return pages
 }
 
 // escapeHTML escapes s as html/template does in text.

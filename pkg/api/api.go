@@ -91,3 +91,25 @@ type PromotionRecord struct {
 	Current *events.Promotion `json:"current"`
 	History []HistoryEntry    `json:"history"`
 }
+
+// DigestReport answers GET /v1/digests/{digest}: where a digest is
+// promoted now, where it was and until when, and the runs that built,
+// pushed, verified or promoted it ("where is this digest?").
+type DigestReport struct {
+	Digest  string             `json:"digest"`
+	Current []events.Promotion `json:"current"`
+	Held    []Holding          `json:"held"`
+	// Runs are the ids of the runs that promoted it, and of the recent runs
+	// that built or pushed it.
+	Runs []string `json:"runs"`
+}
+
+// Holding is a time an environment held a digest: from its promotion
+// until the next one moved the environment on (nil: it still does).
+type Holding struct {
+	Environment string     `json:"environment"`
+	Repository  string     `json:"repository"`
+	From        time.Time  `json:"from"`
+	Until       *time.Time `json:"until,omitempty"`
+	RunID       string     `json:"runId"`
+}

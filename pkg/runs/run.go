@@ -19,6 +19,8 @@ import (
 type Run struct {
 	ID     string `json:"runId"`
 	Target string `json:"target"`
+	// Digest is what the run built, or asked to promote, once known.
+	Digest string `json:"digest,omitempty"`
 	// Status is running, promoted, rejected or failed.
 	Status  string    `json:"status"`
 	Detail  string    `json:"detail,omitempty"`
@@ -104,11 +106,12 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		}
 	case events.PromotionRequested:
 		if req, err := events.Decode[events.PromotionRequest](ev); err == nil {
-			r.Target = req.Repository + "@" + req.Digest
+			r.Target, r.Digest = req.Repository+"@"+req.Digest, req.Digest
 		}
 	case events.BuildCompleted:
 		if b, err := events.Decode[events.BuildResult](ev); err == nil {
-			r.step(Step{Name: "build", Status: events.StatusOK, Detail: b.Graph.Root.Digest.String()}, at, 0)
+			r.Digest = b.Graph.Root.Digest.String()
+			r.step(Step{Name: "build", Status: events.StatusOK, Detail: r.Digest}, at, 0)
 			return []string{fmt.Sprintf("[BUILD] %s (%d descriptors)", b.Graph.Root.Digest, len(b.Graph.Descriptors))}
 		}
 	case events.PromotionApproved:
@@ -162,7 +165,7 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 func (r *Run) fail(ev cloudevents.Event, name events.Name, at time.Time) {
 	if name == events.PromotionRejected {
 		if rj, err := events.Decode[events.Rejection](ev); err == nil {
-			r.Status, r.Detail = Rejected, "gate "+rj.Gate+": "+rj.Reason
+			r.Status, r.Detail = Rejected, "rejected by gate "+rj.Gate
 			r.Err = &Error{RunID: r.ID, Event: name, Failure: failure.Report{Class: "gate", Stage: rj.Gate, Message: rj.Reason, Hint: rj.Hint}}
 			r.step(Step{Name: "gates", Status: events.StatusFailed, Detail: "gate " + rj.Gate + ": " + rj.Reason, Class: "gate", Hint: rj.Hint}, at, 0)
 		}

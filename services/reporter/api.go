@@ -27,6 +27,10 @@ func (r *reporter) routes() http.Handler {
 	}
 	health.Register(mux)
 	mux.HandleFunc("GET /{$}", r.servePage)
+	mux.HandleFunc("GET /runs/{runid}", r.serveRun)
+	mux.HandleFunc("GET /envs/{env}", r.serveEnv)
+	mux.HandleFunc("GET /digests/{digest}", r.serveDigest)
+	mux.HandleFunc("GET /v1/digests/{digest}", r.getDigest)
 	mux.HandleFunc("GET /v1/promotions", r.listPromotions)
 	mux.HandleFunc("GET /v1/promotions/{env}/{repo...}", r.getPromotion)
 	mux.HandleFunc("POST /v1/promotions", r.requestPromotion)

@@ -31,6 +31,9 @@ type Config struct {
 	service.Deps
 	// Environments is the promotion chain, first to last (default dev, staging, prod).
 	Environments []string
+	// TraceURL is a trace's page, {traceId} replaced by a run's trace id
+	// (e.g. http://jaeger:16686/trace/{traceId}): run pages link it.
+	TraceURL string
 	// TagFormat names the tag a promotion to an environment moves; {env} is
 	// replaced by the environment (default "{env}": repo:staging).
 	TagFormat string

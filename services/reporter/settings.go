@@ -1,6 +1,7 @@
 package reporter
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/digestline/digestline/pkg/policy"
@@ -14,6 +15,7 @@ type Settings struct {
 	RequiredReferrers string // env=artifactType,…;…
 	Places            string // env=REGISTRY/PATH[:TAG];…
 	PolicyFile        string
+	TraceURL          string // a trace's page, with {traceId}
 }
 
 // Configure reads s, and the API tokens of the environment
@@ -27,6 +29,10 @@ func (s Settings) Configure(cfg *Config) error {
 		return err
 	}
 	cfg.Environments = strings.Split(s.Environments, ",")
+	if s.TraceURL != "" && !strings.Contains(s.TraceURL, "{traceId}") {
+		return fmt.Errorf("trace URL %q has no {traceId}: e.g. http://jaeger:16686/trace/{traceId}", s.TraceURL)
+	}
+	cfg.TraceURL = s.TraceURL
 	if cfg.Places, err = policy.ParsePlaces(s.Places); err != nil {
 		return err
 	}

@@ -1,0 +1,350 @@
+package reporter
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"embed"
+	"fmt"
+	"html/template"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// The reporter's pages: server-rendered HTML, no JavaScript, one layout
+// (pages/layout.html) around each page's content. Every run, environment
+// and digest on a page links to its own page.
+//
+//go:embed pages/*.html
+var pagesFS embed.FS
+
+var pageFuncs = template.FuncMap{
+	"short": func(d string) string { // sha256: and 12 hex digits
+		if alg, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
+			return alg + ":" + hex[:12]
+		}
+		return d
+	},
+	"shortID": func(id string) string { return id[:min(len(id), 8)] }, // any unique prefix finds the run
+	"ago":     func(t time.Time) string { return time.Since(t).Round(time.Second).String() + " ago" },
+	"ms":      func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
+	"pct": func(part, whole int64) string {
+		if whole <= 0 {
+			return "0"
+		}
+		return strconv.FormatFloat(max(float64(part)*100/float64(whole), 0.5), 'f', 1, 64)
+	},
+	// failedStep is the step a run failed at (nil when none did): the one
+	// line that says why, with its hint.
+	"failedStep": func(r *runs.Run) *runs.Step {
+		for i := len(r.Steps) - 1; i >= 0; i-- {
+			if r.Steps[i].Status == events.StatusFailed {
+				return &r.Steps[i]
+			}
+		}
+		return nil
+	},
+	"retries": func(r *runs.Run) string {
+		n := 0
+		for _, s := range r.Steps {
+			if s.Status == events.StatusRetrying {
+				n++
+			}
+		}
+		if n == 0 {
+			return ""
+		}
+		return fmt.Sprintf("%d retried", n)
+	},
+}
+
+// pages are the views by name, each parsed with the layout.
+var pages = func() map[string]*template.Template {
+	layout := template.Must(template.New("layout.html").Funcs(pageFuncs).ParseFS(pagesFS, "pages/layout.html"))
+	out := map[string]*template.Template{}
+	for _, page := range []string{"index", "run", "env", "digest"} {
+		out[page] = template.Must(template.Must(layout.Clone()).ParseFS(pagesFS, "pages/"+page+".html"))
+	}
+	return out
+}()
+
+// page is what every page has: the chain (the header's links) and how
+// often it reloads itself (0: never).
+type page struct {
+	Chain   []string
+	Refresh int
+}
+
+// render writes a page, or a 500 when its template fails (nothing half
+// written).
+func (r *reporter) render(w http.ResponseWriter, view string, data any) {
+	var buf bytes.Buffer
+	if err := pages[view].ExecuteTemplate(&buf, "layout.html", data); err != nil {
+		r.cfg.Log().Warn("render a page", "page", view, "error", err)
+		http.Error(w, "render the page: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = buf.WriteTo(w)
+}
+
+// servePage renders the front page: recent runs with their steps, what is
+// promoted now and the latest history. It reloads itself every few
+// seconds (a meta refresh: no JavaScript).
+func (r *reporter) servePage(w http.ResponseWriter, req *http.Request) {
+	ctx := req.Context()
+	recent, err := r.recentRuns(ctx, 20, 2000)
+	if err != nil {
+		http.Error(w, "read runs: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	recs, err := r.store.list(ctx, "", "")
+	if err != nil {
+		http.Error(w, "read promotions: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	hist, err := r.store.listHistory(ctx, "", "")
+	if err != nil {
+		http.Error(w, "read history: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	slices.Reverse(hist)
+	r.render(w, "index", struct {
+		page
+		Runs       []*runs.Run
+		Promotions []events.Promotion
+		History    []api.HistoryEntry
+	}{page{r.cfg.Environments, 3}, recent, recs, hist[:min(len(hist), 30)]})
+}
+
+// runEvent is one of a run's events as its page lists it.
+type runEvent struct {
+	AfterMS int64
+	Name    events.Name
+	Lines   []string
+}
+
+// serveRun renders GET /runs/{runid} (any unique prefix of the id): the
+// run's facts, its trace link, its steps with hints, the evidence attached
+// to its digest and its events. A running run's page reloads itself.
+func (r *reporter) serveRun(w http.ResponseWriter, req *http.Request) {
+	id, raw, status, err := r.runEvents(req.Context(), req.PathValue("runid"))
+	if err != nil {
+		http.Error(w, err.Error(), status)
+		return
+	}
+	if id != req.PathValue("runid") { // a prefix: the run's own address
+		http.Redirect(w, req, "/runs/"+id, http.StatusFound)
+		return
+	}
+	run, evs := &runs.Run{}, []runEvent{}
+	for _, b := range raw {
+		ev, n, err := events.Parse(b)
+		if err != nil {
+			continue
+		}
+		lines := run.Add(ev, n)
+		evs = append(evs, runEvent{AfterMS: ev.Time().Sub(run.Started).Milliseconds(), Name: n, Lines: lines})
+	}
+	data := struct {
+		page
+		Run           *runs.Run
+		TraceURL      string
+		Events        []runEvent
+		Referrers     []v1.Descriptor
+		ReferrersNote string
+	}{page: page{Chain: r.cfg.Environments}, Run: run, Events: evs}
+	if !run.Done() {
+		data.Refresh = 2
+	}
+	if run.TraceID != "" && r.cfg.TraceURL != "" {
+		data.TraceURL = strings.ReplaceAll(r.cfg.TraceURL, "{traceId}", run.TraceID)
+	}
+	switch {
+	case run.Digest == "":
+		data.ReferrersNote = "The run built nothing yet."
+	case run.Err != nil && run.Err.Event == events.PushFailed:
+		data.ReferrersNote = "The push did not complete: nothing is attached in the registry."
+	case run.Promotion != nil:
+		data.Referrers, data.ReferrersNote = r.referrersOf(req.Context(), run.Promotion.Place(), run.Digest)
+	default:
+		data.Referrers, data.ReferrersNote = r.referrersOf(req.Context(), run.Target, run.Digest)
+	}
+	r.render(w, "run", data)
+}
+
+// referrersOf lists what is attached to d in ref's repository (the
+// signature, SBOMs, provenance, verification summary), or says why it
+// cannot: a page shows what it can, in a few seconds at most.
+func (r *reporter) referrersOf(ctx context.Context, ref, d string) ([]v1.Descriptor, string) {
+	parsed, err := name.ParseReference(ref) // repository, repository:tag or repository@digest
+	if err != nil {
+		return nil, "No repository to read its referrers from."
+	}
+	repo := parsed.Context()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	reg, err := r.Registry.Open(ctx, repo, false)
+	if err != nil {
+		return nil, "The referrers cannot be read now: " + err.Error()
+	}
+	refs, err := reg.Referrers(ctx, digest.Digest(d))
+	if err != nil {
+		return nil, "The referrers cannot be read now: " + err.Error()
+	}
+	return refs, ""
+}
+
+// historyPage is how many entries an environment's page shows at once.
+const historyPage = 25
+
+// serveEnv renders GET /envs/{env}: what the environment holds now, per
+// repository, and its history, newest first, a page at a time (?page=N).
+func (r *reporter) serveEnv(w http.ResponseWriter, req *http.Request) {
+	env := req.PathValue("env")
+	if !slices.Contains(r.cfg.Environments, env) {
+		http.Error(w, fmt.Sprintf("%q is not in the promotion chain %s", env, strings.Join(r.cfg.Environments, " → ")), http.StatusNotFound)
+		return
+	}
+	n, err := strconv.Atoi(cmp.Or(req.URL.Query().Get("page"), "1"))
+	if err != nil || n < 1 {
+		http.Error(w, "page is a number from 1", http.StatusBadRequest)
+		return
+	}
+	cur, err := r.store.list(req.Context(), env, "")
+	if err != nil {
+		http.Error(w, "read promotions: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	hist, err := r.store.listHistory(req.Context(), env, "")
+	if err != nil {
+		http.Error(w, "read history: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	slices.Reverse(hist)
+	pages := max(1, (len(hist)+historyPage-1)/historyPage)
+	from := min((n-1)*historyPage, len(hist))
+	data := struct {
+		page
+		Env          string
+		Current      []events.Promotion
+		History      []api.HistoryEntry
+		Page, Pages  int
+		Newer, Older string
+	}{page: page{Chain: r.cfg.Environments}, Env: env, Current: cur, History: hist[from:min(from+historyPage, len(hist))], Page: n, Pages: pages}
+	if n > 1 {
+		data.Newer = fmt.Sprintf("/envs/%s?page=%d", env, n-1)
+	}
+	if n < pages {
+		data.Older = fmt.Sprintf("/envs/%s?page=%d", env, n+1)
+	}
+	r.render(w, "env", data)
+}
+
+// serveDigest renders GET /digests/{digest}: where the digest is and was,
+// the runs that made and moved it, and what is attached to it.
+func (r *reporter) serveDigest(w http.ResponseWriter, req *http.Request) {
+	rep, recent, status, err := r.digestReport(req.Context(), req.PathValue("digest"))
+	if err != nil {
+		http.Error(w, err.Error(), status)
+		return
+	}
+	data := struct {
+		page
+		Report        api.DigestReport
+		Runs          []*runs.Run
+		Referrers     []v1.Descriptor
+		ReferrersNote string
+	}{page: page{Chain: r.cfg.Environments}, Report: rep, Runs: recent}
+	repo := ""
+	switch {
+	case len(rep.Current) > 0:
+		repo = rep.Current[0].Place()
+	case len(recent) > 0:
+		repo = recent[0].Target
+	case len(rep.Held) > 0:
+		repo = rep.Held[0].Repository
+	}
+	if repo != "" {
+		data.Referrers, data.ReferrersNote = r.referrersOf(req.Context(), repo, rep.Digest)
+	}
+	r.render(w, "digest", data)
+}
+
+// getDigest answers GET /v1/digests/{digest}: where the digest is promoted
+// now, where it was until when, and the runs that made and moved it.
+func (r *reporter) getDigest(w http.ResponseWriter, req *http.Request) {
+	rep, _, status, err := r.digestReport(req.Context(), req.PathValue("digest"))
+	if err != nil {
+		service.WriteError(w, status, err.Error())
+		return
+	}
+	service.WriteJSON(w, http.StatusOK, rep)
+}
+
+// digestReport gathers what is known of d: the records that hold it now,
+// the times environments held it (from the history: until the next
+// promotion of that environment and repository), and the runs that
+// promoted it or, among the recent ones, built or pushed it.
+func (r *reporter) digestReport(ctx context.Context, d string) (api.DigestReport, []*runs.Run, int, error) {
+	if _, err := digest.Parse(d); err != nil {
+		return api.DigestReport{}, nil, http.StatusBadRequest, fmt.Errorf("digest %q: want sha256:<64 hex digits>", d)
+	}
+	rep := api.DigestReport{Digest: d, Current: []events.Promotion{}, Held: []api.Holding{}, Runs: []string{}}
+	recs, err := r.store.list(ctx, "", "")
+	if err != nil {
+		return rep, nil, http.StatusServiceUnavailable, fmt.Errorf("read promotions: %w", err)
+	}
+	for _, p := range recs {
+		if p.Digest == d {
+			rep.Current = append(rep.Current, p)
+		}
+	}
+	hist, err := r.store.listHistory(ctx, "", "")
+	if err != nil {
+		return rep, nil, http.StatusServiceUnavailable, fmt.Errorf("read history: %w", err)
+	}
+	open := map[[2]string]int{} // environment and repository → its open holding of d
+	for _, h := range hist {
+		p := h.Promotion
+		if p == nil {
+			continue
+		}
+		key := [2]string{p.Environment, p.Repository}
+		if i, ok := open[key]; ok {
+			at := h.At
+			rep.Held[i].Until = &at
+			delete(open, key)
+		}
+		if p.Digest == d {
+			rep.Held = append(rep.Held, api.Holding{Environment: p.Environment, Repository: p.Repository, From: h.At, RunID: h.RunID})
+			open[key] = len(rep.Held) - 1
+			rep.Runs = append(rep.Runs, h.RunID)
+		}
+	}
+	recent, err := r.recentRuns(ctx, 200, 5000)
+	if err != nil {
+		return rep, nil, http.StatusServiceUnavailable, fmt.Errorf("read runs: %w", err)
+	}
+	recent = slices.DeleteFunc(recent, func(run *runs.Run) bool { return run.Digest != d })
+	for _, run := range recent {
+		if !slices.Contains(rep.Runs, run.ID) {
+			rep.Runs = append(rep.Runs, run.ID)
+		}
+	}
+	if len(rep.Current) == 0 && len(rep.Held) == 0 && len(recent) == 0 {
+		return rep, nil, http.StatusNotFound, fmt.Errorf("no recent run built %s and no environment held it", d)
+	}
+	return rep, recent, http.StatusOK, nil
+}
