@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/registry/transport"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/pflag"
 )
@@ -72,15 +75,38 @@ func keyValues(flag string, pairs []string) (map[string]string, error) {
 	return out, nil
 }
 
+// The CLI's registry bounds: a person waits at a terminal, so a registry
+// that does not answer is told of within seconds and given up on within
+// two minutes (DIGESTLINE_REGISTRY_TIMEOUT and DIGESTLINE_REGISTRY_WAIT
+// change them); the services keep registry.DefaultTimeout and their
+// retries.
+const (
+	cliRegistryTimeout = 20 * time.Second
+	cliRegistryWait    = 2 * time.Minute
+)
+
 // registryClient is the CLI's registry client: credentials from
-// DIGESTLINE_REGISTRY_USERNAME/PASSWORD or the docker config, and the
-// other DIGESTLINE_ registry settings (registry.OptionsFromEnv).
+// DIGESTLINE_REGISTRY_USERNAME/PASSWORD or the docker config, the other
+// DIGESTLINE_ registry settings (registry.OptionsFromEnv), the CLI's
+// bounds, and a line on standard error while a registry keeps a request
+// waiting.
 func registryClient(opts ...registry.Option) (*registry.Client, error) {
 	env, err := registry.OptionsFromEnv()
 	if err != nil {
 		return nil, err
 	}
-	return registry.New(append(env, opts...)...), nil
+	cli := []registry.Option{registry.WithTimeout(cliRegistryTimeout), registry.WithWait(cliRegistryWait), registry.WithWaitNotice(noticeWait)}
+	return registry.New(append(append(cli, env...), opts...)...), nil
+}
+
+// noticeWait tells the person at the terminal what a registry keeps them
+// waiting on.
+func noticeWait(w transport.Wait) {
+	stage := ""
+	if w.Stage != "" {
+		stage = " in the " + w.Stage + " stage"
+	}
+	fmt.Fprintf(os.Stderr, "digestline: waiting on %s%s (%s %s), %s so far\n", w.Host, stage, w.Method, w.Path, w.Waited.Round(time.Second))
 }
 
 // openRepo opens repo for reading with the CLI's registry client.

@@ -35,6 +35,10 @@ type Client struct {
 	singlePost           sync.Map          // registry host → Support: whether it takes a small blob in one POST
 	limits               *transport.Limits // per-registry request rate and concurrent uploads
 	timeout              time.Duration     // how long a registry may stay silent
+	// wait bounds how long a stage goes on retrying a registry that fails
+	// (0: only the retry count does); notice hears of silent requests.
+	wait   time.Duration
+	notice func(transport.Wait)
 }
 
 // New returns a Client.
@@ -60,9 +64,16 @@ func New(opts ...Option) *Client {
 	// HTTP semantic conventions) under its stage's span, and held to its
 	// registry's limits.
 	c.base = transport.New(c.base, c.tracer, c.limits)
+	if c.notice != nil {
+		c.base = transport.NoticeWaits(c.base, noticeAfter, noticeEvery, c.notice)
+	}
 	c.auths = map[string]authEntry{}
 	return c
 }
+
+// A request unanswered for noticeAfter is told of, and again every
+// noticeEvery (WithWaitNotice).
+const noticeAfter, noticeEvery = 3 * time.Second, 10 * time.Second
 
 // bigBlob is the size above which a blob goes up in chunks to a registry
 // that takes them (in chunks of bigChunk, or the registry's

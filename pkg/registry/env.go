@@ -15,6 +15,7 @@ import (
 // are set (otherwise the docker config keychain applies), WithInsecure for
 // the comma-separated hosts of DIGESTLINE_INSECURE_REGISTRIES, and
 // WithTimeout for DIGESTLINE_REGISTRY_TIMEOUT (a duration such as 30s),
+// WithWait for DIGESTLINE_REGISTRY_WAIT (how long a stage keeps retrying),
 // WithRateLimit for DIGESTLINE_REGISTRY_RPS (requests per second to each
 // registry, bursts of as many) and WithUploadLimit for
 // DIGESTLINE_REGISTRY_UPLOADS (blob uploads at once to each registry).
@@ -38,6 +39,13 @@ func OptionsFromEnv() ([]Option, error) {
 			return nil, fmt.Errorf("DIGESTLINE_REGISTRY_TIMEOUT %q: want a positive duration, e.g. 60s", s)
 		}
 		opts = append(opts, WithTimeout(d))
+	}
+	if s := os.Getenv("DIGESTLINE_REGISTRY_WAIT"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("DIGESTLINE_REGISTRY_WAIT %q: want a positive duration, e.g. 2m", s)
+		}
+		opts = append(opts, WithWait(d))
 	}
 	if s := os.Getenv("DIGESTLINE_REGISTRY_RPS"); s != "" {
 		rps, err := strconv.ParseFloat(s, 64)

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/digestline/digestline/pkg/registry/transport"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -57,6 +58,17 @@ func WithInsecure(hosts ...string) Option {
 
 // WithJobs bounds concurrent blob requests (default 4).
 func WithJobs(n int) Option { return func(c *Client) { c.jobs = max(n, 1) } }
+
+// WithWait bounds how long a push stage goes on retrying a registry that
+// fails or does not answer: no attempt starts that could end (by the
+// client's timeout) more than d after the stage's first failed attempt
+// began. A person at a terminal gets an answer in d; services, which
+// nobody watches, leave it unset and keep to the retry count.
+func WithWait(d time.Duration) Option { return func(c *Client) { c.wait = d } }
+
+// WithWaitNotice makes the client tell notice of every request a registry
+// leaves unanswered for a few seconds, and again every few seconds after.
+func WithWaitNotice(notice func(transport.Wait)) Option { return func(c *Client) { c.notice = notice } }
 
 // WithRetries sets how often a transient failure is retried (default 4) and
 // the first backoff delay (default 200ms, doubling with jitter).

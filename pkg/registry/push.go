@@ -143,6 +143,7 @@ func (p *pushRun) requests() int { return int(p.counter.Load()) }
 // run executes one stage in its own span, retrying transient failures with
 // exponential backoff and jitter (or the registry's Retry-After).
 func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
+	ctx = transport.WithStage(ctx, stage)
 	ctx, span := p.c.tracer.Start(ctx, "push "+stage, trace.WithAttributes(
 		attribute.String("digestline.stage", stage),
 		attribute.String("oci.reference", p.ref.String()),
@@ -153,8 +154,10 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = p.c.retryBase
 	start, reqs := time.Now(), p.requests()
+	var failingSince time.Time // when the stage's first failed attempt began
 	for attempt := 1; ; attempt++ {
 		r := events.StageReport{Target: p.ref.String(), Digest: p.g.Root.Digest.String(), Stage: stage, Attempt: attempt}
+		attemptStart := time.Now()
 		err := fn(ctx, &r)
 		r.Requests = p.requests() - reqs
 		if reason, ok := asSkip(err); ok {
@@ -172,9 +175,21 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 		}
 		e := failure.As(err)
 		e.Stage = stage
+		if failingSince.IsZero() {
+			failingSince = attemptStart
+		}
+		delay := e.RetryAfter
+		if delay <= 0 {
+			delay = bo.NextBackOff()
+		}
+		outwaited := p.c.wait > 0 && time.Since(failingSince)+delay+p.c.timeout > p.c.wait
+		if outwaited && e.Temporary() {
+			e.Hint = fmt.Sprintf("%s (gave up after %s of failed tries: DIGESTLINE_REGISTRY_WAIT sets how long to keep trying)",
+				e.Hint, time.Since(failingSince).Round(time.Second))
+		}
 		report := e.Report()
 		r.Error = &report
-		if !e.Temporary() || attempt > p.c.retries || ctx.Err() != nil {
+		if !e.Temporary() || attempt > p.c.retries || outwaited || ctx.Err() != nil {
 			if e.Temporary() && !errors.Is(e, oci.ErrStore) {
 				// Retried here already; the blob store is the bus's, and a
 				// redelivery of the whole push may find it back.
@@ -193,10 +208,6 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 		span.AddEvent("retry", trace.WithAttributes(attribute.Int("attempt", attempt), attribute.String("error.type", string(e.Class))))
 		r.DurationMS, r.Line = time.Since(start).Milliseconds(), r.RenderLine()
 		p.observe(ctx, r)
-		delay := e.RetryAfter
-		if delay <= 0 {
-			delay = bo.NextBackOff()
-		}
 		select {
 		case <-ctx.Done():
 			hint := "the push was cancelled"

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
+	"github.com/digestline/digestline/pkg/registry/transport"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -44,6 +46,42 @@ func TestASilentRegistryEndsAsATransportFailureByItself(t *testing.T) {
 	}
 	if took > 10*time.Second {
 		t.Errorf("gave up after %s", took)
+	}
+}
+
+// TestWaitBoundsTheRetriesOfASilentRegistry: with WithWait, a stage
+// stops retrying once another attempt could end past the wait, however
+// many retries are left, and the hint says which setting to change; every
+// request left unanswered is told of, with its registry and stage.
+func TestWaitBoundsTheRetriesOfASilentRegistry(t *testing.T) {
+	t.Parallel()
+	addr := registrytest.Silent(t)
+	g, l := buildImage(t, "silent wait")
+	var mu sync.Mutex
+	var waits []transport.Wait
+	c := registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithTimeout(300*time.Millisecond), registry.WithRetries(20, time.Millisecond),
+		registry.WithWait(time.Second))
+	start := time.Now()
+	_, err := c.Push(context.Background(), mustRef(t, addr+"/team/app:1"), g, l, nil)
+	took := time.Since(start)
+	var e *failure.Error
+	if !errors.As(err, &e) || e.Class != failure.Transport || !strings.Contains(e.Hint, "DIGESTLINE_REGISTRY_WAIT") {
+		t.Fatalf("push = %v, want a transport failure whose hint names DIGESTLINE_REGISTRY_WAIT", err)
+	}
+	if took > 2*time.Second { // 20 retries of 300ms would take over 6s
+		t.Errorf("gave up after %s, want about the 1s wait", took)
+	}
+
+	// The notice, with a request left waiting longer than it waits to tell.
+	c = registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithTimeout(4*time.Second), registry.WithRetries(0, time.Millisecond),
+		registry.WithWaitNotice(func(w transport.Wait) { mu.Lock(); waits = append(waits, w); mu.Unlock() }))
+	if _, err := c.Push(context.Background(), mustRef(t, addr+"/team/app:1"), g, l, nil); err == nil {
+		t.Fatal("a push to a silent registry passed")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(waits) == 0 || waits[0].Host != addr || waits[0].Stage != events.StageManifestCheck || waits[0].Waited < 3*time.Second {
+		t.Errorf("notices %+v, want one for %s in the manifest check after 3s", waits, addr)
 	}
 }
 
