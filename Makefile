@@ -22,8 +22,8 @@ deps:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ $(BINARIES)
 
-## demo: the whole pipeline on embedded NATS and an embedded registry
-demo: build
+## demo: the whole pipeline on embedded NATS and an embedded registry (DEMO_KEEP=1 keeps it running)
+demo:
 	./scripts/demo.sh
 
 ## tools: peer tools the tests compare with (crane, oras, skopeo)

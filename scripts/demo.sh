@@ -7,7 +7,8 @@
 # yet), approve it and promote it to prod — which lives in another
 # registry: the digest is copied there with its signatures, provenance and
 # SBOMs and proven before prod's tag moves — then verify the promoted digest
-# there standalone, with digestline and with cosign.
+# there standalone, with digestline and with cosign. DEMO_KEEP=1 keeps the
+# stack running at the end (Ctrl-C stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=./bin/digestline
@@ -21,6 +22,26 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# The demo's stack is found by its own context, not the user's current one.
+export DIGESTLINE_CONTEXT=$work/context.json
+
+# during MESSAGE COMMAND...: runs COMMAND, saying every 15 s that it still
+# does (a cold Go build is minutes of silence otherwise).
+during() {
+  local what=$1 start=$SECONDS rc=0 ticker
+  shift
+  (while sleep 15; do echo "   … still $what ($((SECONDS - start)) s)" >&2; done) &
+  ticker=$!
+  "$@" || rc=$?
+  kill "$ticker" 2>/dev/null
+  wait "$ticker" 2>/dev/null || true
+  return "$rc"
+}
+
+echo "== compiling digestline and its four services into bin/ (the first time Go compiles every dependency: minutes on 2 cores; then seconds)"
+during compiling make -s build
+echo "== cosign, to check digestline's signatures with the ecosystem's own tool (built once per machine: several minutes the first time)"
+cosign=$(during "building cosign" scripts/cosign.sh)
 
 echo "== building the payload: a static Go binary in an empty root"
 mkdir -p "$work/app"
@@ -57,31 +78,31 @@ for _ in $(seq 1 100); do curl -fsS "http://$api/healthz" >/dev/null 2>&1 && bre
 cat "$work/dev.log"
 
 echo; echo "== ship (cold): build, sign and attest, push stage by stage, verify every byte and signature, promote"
-"$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --sbom --nats "nats://127.0.0.1:$nats_port"
+"$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --sbom
 
 echo; echo "== ship again (warm): same digest, nothing uploaded"
-"$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --sbom --nats "nats://127.0.0.1:$nats_port"
+"$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --sbom
 
 digest=$(curl -fsS "http://$api/v1/promotions" | sed -n 's/.*"digest": "\(sha256:[0-9a-f]*\)".*/\1/p' | head -1)
 echo; echo "== promote to prod before staging: the previous-environment gate refuses"
-"$bin" promote "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token" || true
+"$bin" promote "$registry/demo/hello@$digest" --to prod || true
 
 echo; echo "== promote to staging: gates, tag move, re-verify, record, signed verification summary"
-"$bin" promote "$registry/demo/hello@$digest" --to staging --api "http://$api" --token-file "$work/data/api-token"
+"$bin" promote "$registry/demo/hello@$digest" --to staging
 
 echo; echo "== prod's policy, clause by clause (dry run: nothing is promoted)"
-"$bin" promote "$registry/demo/hello@$digest" --to prod --dry-run --api "http://$api" || true
+"$bin" promote "$registry/demo/hello@$digest" --to prod --dry-run || true
 
 echo; echo "== promote to prod: the policy refuses it, naming the clause"
-"$bin" promote "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token" || true
+"$bin" promote "$registry/demo/hello@$digest" --to prod || true
 
 echo; echo "== approve it for prod, then promote it: copied to $prod_registry with everything attached, proven there, then tagged"
-"$bin" approve "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token"
-"$bin" promote "$registry/demo/hello@$digest" --to prod --api "http://$api" --token-file "$work/data/api-token"
+"$bin" approve "$registry/demo/hello@$digest" --to prod
+"$bin" promote "$registry/demo/hello@$digest" --to prod
 
 echo; echo "== records, and the history"
-"$bin" records --api "http://$api"
-"$bin" records --history --api "http://$api"
+"$bin" records
+"$bin" records --history
 
 prod="$prod_registry/prod/demo/hello@$digest"
 echo; echo "== standalone verify of prod's $prod: every byte, every signature and attestation"
@@ -89,7 +110,18 @@ echo; echo "== standalone verify of prod's $prod: every byte, every signature an
 "$bin" discover "$prod"
 
 echo; echo "== cosign verify of the promoted digest (the ecosystem's tool; offline: no transparency log here)"
-cosign=$(scripts/cosign.sh)
 echo '{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}' >"$work/trusted_root.json"
 HOME=$work "$cosign" verify --key "$work/digestline.pub" --insecure-ignore-tlog=true --experimental-oci11 \
   --allow-http-registry --trusted-root "$work/trusted_root.json" "$prod" 2>&1 | grep -v '^\[{' || exit 1
+
+echo
+echo "== the pipeline ran end to end. Next, try:"
+echo "   1. the page: every run, environment and digest, one click each — http://$api/ (DEMO_KEEP=1 make demo keeps it up)"
+echo "   2. your own directory: digestline dev, then digestline ship DIR 127.0.0.1:5000/mine:1 (README: \"Ship your own directory\")"
+echo "   3. a run's stages, failure and trace: digestline run show RUNID (docs/operations.md)"
+if [ "${DEMO_KEEP:-0}" = 1 ]; then
+  echo
+  echo "The stack keeps running: page http://$api/, registry $registry, prod's registry $prod_registry."
+  echo "In another shell: export DIGESTLINE_CONTEXT=$DIGESTLINE_CONTEXT, then digestline records, run show, promote… Ctrl-C stops it."
+  wait "$dev_pid"
+fi
