@@ -29,7 +29,7 @@ type promoteOptions struct {
 func newPromoteCommand() *cobra.Command {
 	o := &promoteOptions{api: apiOptions{write: true}}
 	cmd := &cobra.Command{
-		Use:   "promote REPOSITORY@sha256:... --to ENV [--dry-run]",
+		Use:   "promote REPOSITORY@sha256:...|REPOSITORY:TAG --to ENV [--dry-run]",
 		Short: "Promote a verified digest to an environment through the gates, and follow it until it is promoted or rejected",
 		Long: "promote asks the reporter (POST /v1/promotions, with the bearer token in DIGESTLINE_API_TOKEN or --token-file)\n" +
 			"to promote the digest. The gates check that it was verified, is promoted in the previous environment (or was in\n" +
@@ -51,9 +51,9 @@ func newPromoteCommand() *cobra.Command {
 // run promotes target (or, with --dry-run, shows what a promotion would
 // meet) and follows the run it starts.
 func (o *promoteOptions) run(ctx context.Context, target string, out io.Writer) error {
-	ref, err := name.NewDigest(target)
+	ref, err := promotedDigest(ctx, target, out)
 	if err != nil {
-		return fmt.Errorf("promote by digest, REPOSITORY@sha256:<hex>: %w", err)
+		return err
 	}
 	c, err := o.api.client()
 	if err != nil {
@@ -76,6 +76,33 @@ func (o *promoteOptions) run(ctx context.Context, target string, out io.Writer) 
 		return nil
 	}
 	return followRun(ctx, c, accepted.RunID, out)
+}
+
+// promotedDigest is the digest target names: target itself when it is
+// REPOSITORY@sha256:…, else the digest its tag points at now, read from
+// the registry and said (a promotion is always of a digest).
+func promotedDigest(ctx context.Context, target string, out io.Writer) (name.Digest, error) {
+	if d, err := name.NewDigest(target); err == nil {
+		return d, nil
+	}
+	tag, err := name.NewTag(target)
+	if err != nil {
+		return name.Digest{}, fmt.Errorf("%q: want REPOSITORY@sha256:<hex>, or REPOSITORY:TAG to promote the digest the tag points at: %w", target, err)
+	}
+	repo, err := openRepo(ctx, tag.Context())
+	if err != nil {
+		return name.Digest{}, err
+	}
+	desc, found, err := repo.HeadManifest(ctx, tag.TagStr())
+	if err != nil {
+		return name.Digest{}, err
+	}
+	if !found {
+		return name.Digest{}, fmt.Errorf("%s: no such tag (promote by digest, REPOSITORY@sha256:<hex>)", tag)
+	}
+	d := tag.Context().Digest(desc.Digest.String())
+	fmt.Fprintf(out, "%s points at %s\n", tag, desc.Digest)
+	return d, nil
 }
 
 // showPolicy prints what a promotion of ref to env would meet now

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,11 +33,11 @@ func newRunCommand() *cobra.Command {
 		Short: "Show or follow one run: its stages, how it ended, its trace and its page",
 	}
 	show := &cobra.Command{
-		Use:   "show RUNID",
-		Short: "Print a run (any unique prefix of its id): target, status, a table of its steps with hints, its trace and its events",
-		Args:  cobra.ExactArgs(1),
+		Use:   "show [RUNID]",
+		Short: "Print a run (any unique prefix of its id; the latest without one): target, status, a table of its steps with hints, its trace and its events",
+		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.show(cmd.Context(), args[0], cmd.OutOrStdout())
+			return o.show(cmd.Context(), strings.Join(args, ""), cmd.OutOrStdout())
 		},
 	}
 	o.api.addFlags(cmd.PersistentFlags())
@@ -61,6 +62,16 @@ func (o *runOptions) show(ctx context.Context, id string, out io.Writer) error {
 	c, err := o.api.client()
 	if err != nil {
 		return err
+	}
+	if id == "" {
+		var latest []runs.Run
+		if _, err := c.do(ctx, http.MethodGet, "/v1/runs?limit=1", nil, &latest); err != nil {
+			return err
+		}
+		if len(latest) == 0 {
+			return errors.New("no run yet: digestline ship DIR REF starts one")
+		}
+		id = latest[0].ID
 	}
 	var raw []json.RawMessage
 	if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+url.PathEscape(id), nil, &raw); err != nil {
