@@ -77,7 +77,11 @@ func check(root string) ([]string, error) {
 		return nil, err
 	}
 	cli, err := checkCLIImports(root)
-	return append(append(problems, imports...), cli...), err
+	if err != nil {
+		return nil, err
+	}
+	links, err := checkLinks(root)
+	return append(append(append(problems, imports...), cli...), links...), err
 }
 
 // checkFile reports a file over maxFileLines and its functions over maxFuncLines.
