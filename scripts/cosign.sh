@@ -10,6 +10,6 @@ version=v2.6.5
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/digestline/cosign-$version
 if [ ! -x "$cache/cosign" ]; then
   echo "installing cosign ($version; several minutes the first time)" >&2
-  GOBIN=$cache GOFLAGS=-trimpath GOWORK=off go install -ldflags=-s "github.com/sigstore/cosign/v2/cmd/cosign@$version" >&2
+  GOBIN=$cache GOFLAGS=-trimpath CGO_ENABLED=0 GOWORK=off go install -ldflags="-s -w" "github.com/sigstore/cosign/v2/cmd/cosign@$version" >&2
 fi
 echo "$cache/cosign"

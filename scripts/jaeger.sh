@@ -12,6 +12,6 @@ cd "$(dirname "$0")/.."
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/digestline/jaeger-static-$(sha256sum scripts/jaeger/go.sum | cut -c1-12)
 if [ ! -x "$cache/jaeger" ]; then
   echo "installing jaeger (from scripts/jaeger; several minutes the first time)" >&2
-  (cd scripts/jaeger && CGO_ENABLED=0 GOBIN=$cache GOFLAGS=-trimpath GOWORK=off go install -ldflags=-s github.com/jaegertracing/jaeger/cmd/jaeger) >&2
+  (cd scripts/jaeger && CGO_ENABLED=0 GOBIN=$cache GOFLAGS=-trimpath GOWORK=off go install -ldflags="-s -w" github.com/jaegertracing/jaeger/cmd/jaeger) >&2
 fi
 echo "$cache/jaeger"

@@ -17,14 +17,16 @@ flock 9
 
 # install BINARY MODULE@VERSION [NAME]: go install into a directory of its
 # own, then move the binary (built as NAME, default BINARY) into place, so
-# a half-built tool is never found.
+# a half-built tool is never found. Every tool is built with the same flags
+# as cosign and Jaeger (static, -trimpath, no symbols), so the packages
+# they share at the same version are compiled once.
 install() {
   local bin=$1 module=$2 built=${3:-$1}
   [ -x "$tools/$bin" ] && return 0
   echo "installing $bin ($module)" >&2
   local tmp
   tmp=$(mktemp -d "$tools/.install-$bin.XXXXXX")
-  GOBIN=$tmp GOFLAGS= GOWORK=off go install "$module"
+  GOBIN=$tmp GOFLAGS=-trimpath CGO_ENABLED=0 GOWORK=off go install -ldflags="-s -w" "$module"
   mv "$tmp/$built" "$tools/$bin"
   rm -rf "$tmp"
 }

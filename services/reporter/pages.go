@@ -203,6 +203,9 @@ func (r *reporter) referrersOf(ctx context.Context, ref, d string) ([]v1.Descrip
 	if err != nil {
 		return nil, "The referrers cannot be read now: " + err.Error()
 	}
+	if len(refs) == 0 {
+		return nil, "No signature, SBOM, provenance or verification summary is attached."
+	}
 	return refs, ""
 }
 
@@ -276,6 +279,7 @@ func (r *reporter) serveDigest(w http.ResponseWriter, req *http.Request) {
 	case len(rep.Held) > 0:
 		repo = rep.Held[0].Repository
 	}
+	data.ReferrersNote = "No repository is known to hold it."
 	if repo != "" {
 		data.Referrers, data.ReferrersNote = r.referrersOf(req.Context(), repo, rep.Digest)
 	}
