@@ -8,7 +8,7 @@ PKGS     := $(addsuffix /...,$(MODULES))
 BINARIES := ./cmd/digestline ./services/builder/cmd/builder ./services/pusher/cmd/pusher \
             ./services/verifier/cmd/verifier ./services/reporter/cmd/reporter
 
-.PHONY: all demo test test-chaos build bench lint deps tools images compose-up compose-down screenshot
+.PHONY: all demo test test-build test-chaos build bench lint deps tools images compose-up compose-down screenshot
 # podman-compose (Debian's package) where it is installed, else podman's own
 # `podman compose` (podman 4.7+); COMPOSE="docker compose" for docker.
 COMPOSE ?= $(shell command -v podman-compose >/dev/null 2>&1 && echo podman-compose || echo podman compose)
@@ -33,6 +33,10 @@ tools:
 ## test: every module's tests, with the race detector, the chaos tests included
 test: lint tools
 	DIGESTLINE_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 20m -tags chaos $(PKGS)
+
+## test-build: compile what make test runs (race-instrumented test binaries, the system tests' binaries) without running a test
+test-build:
+	$(GO) test -race -count=1 -tags chaos -run '^$$' $(PKGS) >/dev/null
 
 ## test-chaos: only the heavy reliability tests (services SIGKILLed at random, NATS outages)
 test-chaos: tools
