@@ -62,8 +62,9 @@ screenshot: build
 bench: build tools
 	./scripts/bench.sh
 
-## lint: gofmt, go vet, and the code's shape (file and function sizes, the layers' imports: scripts/shape)
+## lint: gofmt, go vet, and the code's shape (file and function sizes, the layers' imports, Markdown links: scripts/shape);
+## vet builds with -race, so what it compiles is what make test's race-instrumented tests reuse
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet -tags chaos $(PKGS)
+	$(GO) vet -race -tags chaos $(PKGS)
 	$(GO) run ./scripts/shape .

@@ -18,8 +18,11 @@ type ProvisionOptions struct {
 	// DuplicateWindow is how long JetStream remembers message ids; a
 	// redelivered handler that re-publishes within it stores nothing new.
 	DuplicateWindow time.Duration
-	// MaxAge bounds how long events are kept.
-	MaxAge time.Duration
+	// Events bounds the run events (DefaultEventRetention when zero),
+	// DeadLetters the dead letters (DefaultDeadLetterRetention), History
+	// the promotion history and decisions (kept for good when zero).
+	// RetentionFromEnv reads what a user set.
+	Events, DeadLetters, History Retention
 }
 
 func (o ProvisionOptions) withDefaults() ProvisionOptions {
@@ -29,8 +32,11 @@ func (o ProvisionOptions) withDefaults() ProvisionOptions {
 	if o.DuplicateWindow <= 0 {
 		o.DuplicateWindow = 30 * time.Minute
 	}
-	if o.MaxAge <= 0 {
-		o.MaxAge = 30 * 24 * time.Hour
+	if o.Events == (Retention{}) {
+		o.Events = DefaultEventRetention
+	}
+	if o.DeadLetters == (Retention{}) {
+		o.DeadLetters = DefaultDeadLetterRetention
 	}
 	return o
 }
@@ -52,14 +58,16 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		Storage:    jetstream.FileStorage,
 		Replicas:   o.Replicas,
 		Duplicates: o.DuplicateWindow,
-		MaxAge:     o.MaxAge,
+		MaxAge:     o.Events.MaxAge,
+		MaxBytes:   o.Events.MaxBytes,
 	}, {
 		Name:       events.DeadLetterStream,
 		Subjects:   []string{events.DeadLetterPrefix + ">"},
 		Storage:    jetstream.FileStorage,
 		Replicas:   o.Replicas,
 		Duplicates: o.DuplicateWindow,
-		MaxAge:     o.MaxAge,
+		MaxAge:     o.DeadLetters.MaxAge,
+		MaxBytes:   o.DeadLetters.MaxBytes,
 	}}
 	for _, cfg := range streams {
 		if err := ensureStream(ctx, js, cfg); err != nil {
@@ -71,14 +79,14 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		Description: "digestline blobs between builder and pusher, keyed by digest",
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
-		TTL:         o.MaxAge,
+		TTL:         o.Events.MaxAge, // a blob outlives no run that needs it
 	}); err != nil {
 		return fmt.Errorf("provision object store %s: %w", events.BlobBucket, err)
 	}
 	buckets := []jetstream.KeyValueConfig{
 		{Bucket: events.PromotionsBucket, Description: "current digest per environment and repository", History: 64, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		{Bucket: events.VerifiedBucket, Description: "verified digests per repository, and where they were promoted", Storage: jetstream.FileStorage, Replicas: o.Replicas},
-		{Bucket: events.HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: events.HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.History.MaxAge},
 	}
 	for _, cfg := range buckets {
 		if err := ensureStream(ctx, js, kvStream(cfg)); err != nil {

@@ -201,7 +201,11 @@ func (p process) serve(ctx context.Context, name string, run func(context.Contex
 	if err != nil || replicas < 1 {
 		return fmt.Errorf("DIGESTLINE_NATS_REPLICAS %q: want 1, or 3 on a cluster", Env("NATS_REPLICAS", ""))
 	}
-	if err := bus.Provision(ctx, js, bus.ProvisionOptions{Replicas: replicas}); err != nil {
+	provision, err := bus.RetentionFromEnv(bus.ProvisionOptions{Replicas: replicas})
+	if err != nil {
+		return err
+	}
+	if err := bus.Provision(ctx, js, provision); err != nil {
 		return err
 	}
 	if err := bus.RegisterDLQDepth(tel.MeterProvider, js); err != nil {

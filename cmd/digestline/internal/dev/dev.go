@@ -71,6 +71,9 @@ type Config struct {
 	TrustedKeys []sign.Verifier
 	// BusOptions tune the services' buses (tests shorten the redelivery backoff).
 	BusOptions []bus.Option
+	// Provision sizes the streams and buckets: what they keep, and for how
+	// long (bus.RetentionFromEnv).
+	Provision bus.ProvisionOptions
 	// Reporter configures promotions: the chain, the environment tag, the
 	// required referrers and the API's tokens. With no tokens, one is made
 	// and kept in <DataDir>/api-token.
@@ -157,7 +160,7 @@ func (env *Env) startBus(ctx context.Context, cfg Config, c *closers) error {
 	}
 	env.Conn, env.JetStream = nc, js
 	c.add(func() { _ = nc.Drain() })
-	if err := bus.Provision(ctx, js, bus.ProvisionOptions{}); err != nil {
+	if err := bus.Provision(ctx, js, cfg.Provision); err != nil {
 		return err
 	}
 	if cfg.MeterProvider != nil {

@@ -1,6 +1,7 @@
 package dev
 
 import (
+	"github.com/digestline/digestline/pkg/bus"
 	"strings"
 
 	"github.com/digestline/digestline/pkg/sign"
@@ -20,15 +21,18 @@ type Settings struct {
 // DefaultEnvironments is the promotion chain when none is named.
 func DefaultEnvironments() string { return strings.Join(reporter.DefaultEnvironments, ",") }
 
-// Configure reads s, the API tokens and the signing and trusted keys of
-// the environment (DIGESTLINE_API_TOKEN, DIGESTLINE_SIGNING_KEY,
-// DIGESTLINE_TRUSTED_KEYS) into cfg. What the builder signs, the verifier
-// and the reporter trust.
+// Configure reads s, the API tokens, the signing and trusted keys
+// (DIGESTLINE_API_TOKEN, DIGESTLINE_SIGNING_KEY, DIGESTLINE_TRUSTED_KEYS) and
+// the retention (bus.RetentionFromEnv) of the environment into cfg. What
+// the builder signs, the verifier and the reporter trust.
 func (s Settings) Configure(cfg *Config) error {
 	if err := s.Settings.Configure(&cfg.Reporter); err != nil {
 		return err
 	}
 	var err error
+	if cfg.Provision, err = bus.RetentionFromEnv(cfg.Provision); err != nil {
+		return err
+	}
 	if cfg.Signer, err = sign.SignerFromEnv(); err != nil {
 		return err
 	}

@@ -98,7 +98,7 @@ func Save(c Context) (string, error) {
 // APIBase turns what --api and DIGESTLINE_API_URL accept (a URL, or the
 // host:port --api-addr takes) into a base URL without a trailing slash.
 func APIBase(s string) (string, error) {
-	s = strings.TrimSuffix(strings.TrimSpace(s), "/")
+	s = strings.TrimSpace(s)
 	if s == "" {
 		return "", errors.New("empty API address: want http://host:port or host:port")
 	}
@@ -108,15 +108,14 @@ func APIBase(s string) (string, error) {
 	if !strings.Contains(s, "://") {
 		s = "http://" + s
 	}
-	scheme, rest, _ := strings.Cut(s, "://")
-	if scheme != "http" && scheme != "https" {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("API address: %w", err)
+	case u.Scheme != "http" && u.Scheme != "https":
 		return "", fmt.Errorf("API address %q: want an http or https URL, or host:port", s)
-	}
-	if host, _, _ := strings.Cut(rest, "/"); host == "" || strings.HasPrefix(host, ":") {
+	case u.Hostname() == "":
 		return "", fmt.Errorf("API address %q has no host: want http://host:port or host:port", s)
 	}
-	if _, err := url.Parse(s); err != nil {
-		return "", fmt.Errorf("API address: %w", err)
-	}
-	return s, nil
+	return strings.TrimSuffix(s, "/"), nil
 }
