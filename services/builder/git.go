@@ -79,6 +79,9 @@ func gitCheckout(ctx context.Context, src events.Source, dir string) (string, er
 		}
 		return "", failure.New(failure.NotFound, fmt.Errorf("git revision %q not found in %s: %w", rev, shown, err), "check that the revision exists in the repository")
 	}
+	if tag, err := repo.TagObject(*hash); err == nil { // an annotated tag's own id: its commit
+		*hash = tag.Target
+	}
 	commit, err := repo.CommitObject(*hash)
 	if err != nil {
 		return "", failure.New(failure.NotFound, fmt.Errorf("git revision %q of %s: %w", rev, shown, err), "source.rev must name a commit")

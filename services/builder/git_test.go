@@ -60,6 +60,7 @@ func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
 	run("commit", "--quiet", "-m", "v1")
 	v1 := run("rev-parse", "HEAD")
 	run("tag", "-a", "v1.0.0", "-m", "release v1")
+	tagObject := run("rev-parse", "v1.0.0") // the annotated tag's own id, as some forges send it
 	write("version.txt", "v2")
 	run("commit", "--quiet", "-am", "v2")
 
@@ -106,6 +107,9 @@ func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
 	// with the class a user acts on.
 	if got, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: v1[:10]}, t.TempDir()); err != nil || got != v1 {
 		t.Errorf("short id: %s %v", got, err)
+	}
+	if got, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: tagObject, Ref: "refs/tags/v1.0.0"}, t.TempDir()); err != nil || got != v1 {
+		t.Errorf("an annotated tag's id on its ref: %s %v, want its commit %s", got, err, v1)
 	}
 	v2 := run("rev-parse", "HEAD")
 	for _, tc := range []struct {
