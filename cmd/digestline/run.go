@@ -50,7 +50,6 @@ func newRunCommand() *cobra.Command {
 			return o.follow(cmd.Context(), args[0], cmd.OutOrStdout())
 		},
 	}
-	o.api.addFlags(follow.Flags())
 	follow.Flags().DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up following after this long")
 	follow.Flags().BoolVar(&o.asJSON, "json", false, "print each of the run's events as a JSON line (structured CloudEvents)")
 	cmd.AddCommand(show, follow)
@@ -150,6 +149,9 @@ func (o *runOptions) follow(ctx context.Context, id string, out io.Writer) error
 	var first []json.RawMessage
 	if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+url.PathEscape(id), nil, &first); err != nil {
 		return err
+	}
+	if len(first) == 0 {
+		return fmt.Errorf("run %s has no events yet", id)
 	}
 	if ev, _, err := events.Parse(first[0]); err == nil { // the whole id, when id is a prefix of it
 		id = events.RunID(ev)

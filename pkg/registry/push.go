@@ -183,7 +183,7 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 			delay = bo.NextBackOff()
 		}
 		outwaited := p.c.wait > 0 && time.Since(failingSince)+delay+p.c.timeout > p.c.wait
-		if outwaited && e.Temporary() {
+		if outwaited && e.Temporary() && attempt <= p.c.retries { // the wait, not the retry count, stopped it
 			e.Hint = fmt.Sprintf("%s (gave up after %s of failed tries: DIGESTLINE_REGISTRY_WAIT sets how long to keep trying)",
 				e.Hint, time.Since(failingSince).Round(time.Second))
 		}
