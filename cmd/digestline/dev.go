@@ -31,7 +31,7 @@ func newDevCommand() *cobra.Command {
 		RunE:  func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context(), cmd.OutOrStdout()) },
 	}
 	fs, cfg, s := cmd.Flags(), &o.cfg, &o.settings
-	fs.StringVar(&cfg.DataDir, "data", service.Env("DATA", filepath.Join(".digestline", "dev")), "directory for NATS and registry state (kept across restarts)")
+	fs.StringVar(&cfg.DataDir, "data", devDataDir(), "directory for NATS and registry state (kept across restarts)")
 	fs.IntVar(&cfg.NATSPort, "nats-port", 4222, "NATS client port (-1 picks a free one)")
 	fs.StringVar(&cfg.RegistryAddr, "registry-addr", "127.0.0.1:5000", "embedded registry listen address")
 	fs.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:8080", "reporter API listen address")

@@ -8,12 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/spf13/cobra"
 )
 
@@ -90,10 +90,10 @@ func printHistory(out io.Writer, hist []api.HistoryEntry) error {
 		switch {
 		case h.Promotion != nil:
 			p := h.Promotion
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\tprevious %s\n", h.At.Format(time.RFC3339), h.Kind, p.Environment, p.Repository, short(p.Digest), p.RequestedBy, cmp.Or(short(p.PreviousDigest), "none"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\tprevious %s\n", h.At.Format(time.RFC3339), h.Kind, p.Environment, p.Repository, runs.ShortDigest(p.Digest), p.RequestedBy, cmp.Or(runs.ShortDigest(p.PreviousDigest), "none"))
 		case h.Rejection != nil:
 			r := h.Rejection
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\tgate %s: %s\n", h.At.Format(time.RFC3339), h.Kind, r.Environment, r.Repository, short(r.Digest), r.RequestedBy, r.Gate, r.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\tgate %s: %s\n", h.At.Format(time.RFC3339), h.Kind, r.Environment, r.Repository, runs.ShortDigest(r.Digest), r.RequestedBy, r.Gate, r.Reason)
 		}
 	}
 	return tw.Flush()
@@ -108,15 +108,7 @@ func printRecords(out io.Writer, recs []events.Promotion) error {
 		if p.Location != "" { // the environment lives in another repository
 			tag = p.Location + ":" + p.Tag
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Environment, p.Repository, p.Digest, tag, p.PromotedAt.Format(time.RFC3339), cmp.Or(short(p.PreviousDigest), "none"), p.RequestedBy)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Environment, p.Repository, p.Digest, tag, p.PromotedAt.Format(time.RFC3339), cmp.Or(runs.ShortDigest(p.PreviousDigest), "none"), p.RequestedBy)
 	}
 	return tw.Flush()
-}
-
-// short abbreviates a digest to sha256:0123456789ab ("" stays "").
-func short(d string) string {
-	if alg, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
-		return alg + ":" + hex[:12]
-	}
-	return d
 }

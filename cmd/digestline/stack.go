@@ -74,5 +74,9 @@ func tokenFile(flag string) (string, error) {
 		return v, nil
 	}
 	c, err := currentStack()
-	return cmp.Or(c.TokenFile, filepath.Join(service.Env("DATA", filepath.Join(".digestline", "dev")), "api-token")), err
+	return cmp.Or(c.TokenFile, filepath.Join(devDataDir(), "api-token")), err
 }
+
+// devDataDir is where digestline dev keeps its state unless --data says
+// otherwise: DIGESTLINE_DATA, else .digestline/dev.
+func devDataDir() string { return service.Env("DATA", filepath.Join(".digestline", "dev")) }

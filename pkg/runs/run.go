@@ -205,3 +205,12 @@ func traceID(ev cloudevents.Event) string {
 	}
 	return parts[1]
 }
+
+// ShortDigest abbreviates a digest as people read it, sha256: and 12 hex
+// digits ("" stays ""): the CLI's tables and the reporter's pages alike.
+func ShortDigest(d string) string {
+	if alg, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
+		return alg + ":" + hex[:12]
+	}
+	return d
+}

@@ -114,6 +114,15 @@ type WebhookAccepted struct {
 	RunURL string `json:"runUrl,omitempty"`
 }
 
+// configured reports whether the endpoint's secret is set; while it is
+// not, every request is answered 401 saying so.
+func configured(w http.ResponseWriter, secret string) bool {
+	if secret == "" {
+		reply(w, http.StatusUnauthorized, noSecret)
+	}
+	return secret != ""
+}
+
 // noSecret is the answer to every webhook while none is configured.
 const noSecret = "no webhook secret is configured, so every request is refused: start the builder (or digestline dev) with DIGESTLINE_WEBHOOK_SECRET set (DIGESTLINE_GITLAB_TOKEN for GitLab; docs/webhooks.md)"
 
@@ -127,8 +136,7 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if h.cfg.Secret == "" {
-		reply(w, http.StatusUnauthorized, noSecret)
+	if !configured(w, h.cfg.Secret) {
 		return
 	}
 	if !validSignature(h.cfg.Secret, r.Header.Get("X-Hub-Signature-256"), body) {
@@ -169,8 +177,7 @@ func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if h.cfg.GitLabToken == "" {
-		reply(w, http.StatusUnauthorized, noSecret)
+	if !configured(w, h.cfg.GitLabToken) {
 		return
 	}
 	if !service.SameSecret(r.Header.Get("X-Gitlab-Token"), h.cfg.GitLabToken) {
@@ -200,8 +207,7 @@ func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
 // cloudevents takes a build.requested CloudEvent in binary or structured
 // mode, with the webhook secret as bearer token; its id dedupes deliveries.
 func (h *Webhooks) cloudevents(w http.ResponseWriter, r *http.Request) {
-	if h.cfg.Secret == "" {
-		reply(w, http.StatusUnauthorized, noSecret)
+	if !configured(w, h.cfg.Secret) {
 		return
 	}
 	if !service.SameSecret(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), h.cfg.Secret) {

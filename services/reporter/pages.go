@@ -30,12 +30,7 @@ import (
 var pagesFS embed.FS
 
 var pageFuncs = template.FuncMap{
-	"short": func(d string) string { // sha256: and 12 hex digits
-		if alg, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
-			return alg + ":" + hex[:12]
-		}
-		return d
-	},
+	"short":   runs.ShortDigest,
 	"shortID": func(id string) string { return id[:min(len(id), 8)] }, // any unique prefix finds the run
 	"ago":     func(t time.Time) string { return time.Since(t).Round(time.Second).String() + " ago" },
 	"ms":      func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
