@@ -30,6 +30,9 @@ if want go; then
       sed -n 's#^BenchmarkLoad/\([a-z]*\(-[a-z][a-z]*\)*\)#BenchmarkLoad/\1-in-memory#p' >>"$raw"
   fi
   BENCHTIME=2x run -run '^$' -bench BenchmarkLoad ./cmd/digestline/ # 200 runs per iteration
+  # The API's reads at 1k, 10k and 100k history entries (seeding 100k takes
+  # minutes: the store's own write path, an entry at a time).
+  BENCHTIME=${API_READS:-200x} run -bench BenchmarkAPIHistory ./services/reporter/
 fi
 
 # The builder side by side with `crane append` on the same inputs in the same
@@ -378,6 +381,14 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
       what["BenchmarkLoad/paced-signed"] = "the paced 200, signed and under dev policy as BenchmarkShip/signed"
       what["BenchmarkLoad/paced-in-memory"] = "BenchmarkLoad/paced with its data in /dev/shm (tmpfs)"
       what["BenchmarkLoad/paced-signed-in-memory"] = "BenchmarkLoad/paced-signed with its data in /dev/shm (tmpfs)"
+      split("1 10 100", ks, " ")
+      for (k in ks) {
+        n = ks[k] "k"
+        what["BenchmarkAPIHistory/" n "/first"] = "GET /v1/history?limit=20 with " n " entries in the history: the newest page (goal: p99 ≤ 50 ms at 100k, flat from 1k)"
+        what["BenchmarkAPIHistory/" n "/deep"]  = "the same query, the page nine tenths down the history (by its cursor)"
+        what["BenchmarkAPIHistory/" n "/env"]   = "GET /v1/history?env=prod&limit=20: the newest page of one environment"
+        what["BenchmarkAPIHistory/" n "/until"] = "GET /v1/history?until=<the middle>&limit=20: a time range deep in the history"
+      }
     }
     {
       name = $1; sub(/-[0-9]+$/, "", name)

@@ -41,7 +41,7 @@ during() {
 echo "== compiling digestline and its four services into bin/ (the first time Go compiles every dependency: minutes on 2 cores; then seconds)"
 during compiling make -s build
 echo "== cosign, to check digestline's signatures with the ecosystem's own tool (built once per machine: several minutes the first time)"
-cosign=$(during "building cosign" scripts/cosign.sh)
+cosign=$(during "building cosign" scripts/peer.sh cosign)
 
 echo "== building the payload: a static Go binary in an empty root"
 mkdir -p "$work/app"

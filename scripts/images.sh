@@ -5,7 +5,7 @@
 #   builder pusher verifier reporter   the services
 #   digestline                         the CLI (also `digestline registry`, the registry of the compose file)
 #   nats                               nats-server with JetStream, from its Go module
-#   jaeger                             Jaeger v2 all-in-one, in memory (scripts/jaeger.sh)
+#   jaeger                             Jaeger v2 all-in-one, in memory (scripts/peer.sh jaeger)
 # Usage: scripts/images.sh [OUT]  (make images; default OUT .digestline/images)
 #   podman load -i OUT/builder.tar   # or: podman pull oci-archive:OUT/builder.tar
 set -euo pipefail
@@ -59,5 +59,5 @@ image verifier github.com/digestline/digestline/services/verifier/cmd/verifier '
 image reporter github.com/digestline/digestline/services/reporter/cmd/reporter '"8080/tcp"' "digestline reporter: promotions, gates, API" /usr/local/bin/reporter
 image digestline github.com/digestline/digestline/cmd/digestline '"5000/tcp"' "digestline CLI and standalone registry" /usr/local/bin/digestline
 image nats github.com/nats-io/nats-server/v2 '"4222/tcp", "8222/tcp"' "nats-server with JetStream" /usr/local/bin/nats-server -js -sd /data/jetstream -m 8222
-jaeger=$(scripts/jaeger.sh) # built once per machine (several minutes the first time)
+jaeger=$(scripts/peer.sh jaeger) # built once per machine (several minutes the first time)
 image jaeger "$jaeger" '"4317/tcp", "4318/tcp", "16686/tcp", "13133/tcp"' "Jaeger v2 all-in-one (in memory), built from its Go module" /usr/local/bin/jaeger

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the peer tools the tests and benchmarks use, pinned: crane, oras, regctl,
-# distribution's registry v3, cosign and jaeger from the Go module proxy into .digestline/tools;
+# Installs the peer tools the tests and benchmarks use, pinned: cosign, jaeger, oras
+# and regctl (built together, scripts/peer.sh), crane and distribution's registry v3
+# from the Go module proxy into .digestline/tools;
 # skopeo and docker-registry from Debian (when root and missing). Idempotent and quick
 # when already there.
 #
@@ -31,25 +32,27 @@ install() {
   rm -rf "$tmp"
 }
 
-# cached NAME SCRIPT: link the binary a per-machine cached build prints
-# (scripts/cosign.sh, scripts/jaeger.sh: large builds, kept across clones).
-cached() {
-  local path
-  path=$("scripts/$2")
-  ln -sf "$path" "$tools/$1"
+# peers: link the tools scripts/peer.sh builds together, once per machine
+# (cosign and Jaeger are large builds, kept across clones).
+peers() {
+  local name path
+  for name in cosign jaeger oras regctl; do
+    path=$(scripts/peer.sh "$name")
+    ln -sf "$path" "$tools/$name"
+  done
 }
 
 pids=()
+# cosign, for the signing tests; Jaeger v2 all-in-one, for the trace test;
+# oras and regctl, for the interoperability tests and benchmarks.
+peers & pids+=($!)
+# crane apart: its go-containerregistry asks for an OpenTelemetry SDK newer
+# than Jaeger's collector runs with (scripts/peers/tools.go).
 install crane github.com/google/go-containerregistry/cmd/crane@v0.22.1 & pids+=($!)
-install oras oras.land/oras/cmd/oras@v1.3.6 & pids+=($!)
-install regctl github.com/regclient/regclient/cmd/regctl@v0.11.7 & pids+=($!)
 # distribution v3 (the registry of Docker Hub, GitLab and many self-hosted ones),
 # for the registry matrix test; built by this Go (sha256 with SHA-NI). Its
 # binary is called registry: renamed so nothing mistakes it for another.
 install distribution-registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2 registry & pids+=($!)
-# cosign, for the signing tests; Jaeger v2 all-in-one, for the trace test.
-cached cosign cosign.sh & pids+=($!)
-cached jaeger jaeger.sh & pids+=($!)
 # From Debian: skopeo, and docker-registry (distribution 2.8, a real registry
 # without the referrers API).
 apt_missing=()

@@ -14,6 +14,7 @@ import (
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 )
@@ -66,8 +67,8 @@ func TestDeadLettersAreListedAndReplayed(t *testing.T) {
 		t.Fatalf("dlq show printed:\n%s", shown)
 	}
 
-	var listed []bus.DeadLetter
-	if s.GetJSON(t, "/v1/dlq", &listed) != http.StatusOK || len(listed) != 1 || listed[0].Sequence != dl.Sequence {
+	var listed api.Page[bus.DeadLetter]
+	if s.GetJSON(t, "/v1/dlq", &listed) != http.StatusOK || len(listed.Items) != 1 || listed.Items[0].Sequence != dl.Sequence {
 		t.Fatalf("GET /v1/dlq: %+v", listed)
 	}
 	for token, want := range map[string]int{"": http.StatusUnauthorized, "wrong-token-0123456789": http.StatusUnauthorized} {

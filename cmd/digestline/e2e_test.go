@@ -100,12 +100,12 @@ func TestShipEndToEnd(t *testing.T) {
 	})
 
 	t.Run("promotion record in KV and API", func(t *testing.T) {
-		var recs []events.Promotion
+		var recs api.Page[events.Promotion]
 		if s.GetJSON(t, "/v1/promotions", &recs) != http.StatusOK {
 			t.Fatal("GET /v1/promotions failed")
 		}
-		if len(recs) != 1 || recs[0].Digest != digest || recs[0].RunID != res.RunID || recs[0].Evidence.Verify == "" || recs[0].Evidence.Push == "" || recs[0].Evidence.Build == "" {
-			t.Fatalf("records %+v", recs)
+		if len(recs.Items) != 1 || recs.Items[0].Digest != digest || recs.Items[0].RunID != res.RunID || recs.Items[0].Evidence.Verify == "" || recs.Items[0].Evidence.Push == "" || recs.Items[0].Evidence.Build == "" {
+			t.Fatalf("records %+v", recs.Items)
 		}
 		kv, err := s.JetStream.KeyValue(context.Background(), events.PromotionsBucket)
 		if err != nil {
@@ -222,10 +222,10 @@ func TestShipWithWrongCredentialsFailsAsAuth(t *testing.T) {
 			t.Fatal("a failed push was promoted")
 		}
 	}
-	var recs []events.Promotion
+	var recs api.Page[events.Promotion]
 	s.GetJSON(t, "/v1/promotions", &recs)
-	if len(recs) != 0 {
-		t.Fatalf("promotion records after a failed push: %+v", recs)
+	if len(recs.Items) != 0 {
+		t.Fatalf("promotion records after a failed push: %+v", recs.Items)
 	}
 }
 
@@ -373,9 +373,9 @@ func TestRestartKeepsRecordsAndImages(t *testing.T) {
 	stop()
 
 	s2, _ := e2etest.StartStack(t, e2etest.WithDataDir(data), e2etest.WithRegistryAddr(s.RegistryAddr))
-	var recs []events.Promotion
-	if s2.GetJSON(t, "/v1/promotions", &recs) != http.StatusOK || len(recs) != 1 || recs[0].Digest != res.Promotion.Digest {
-		t.Fatalf("records after restart: %+v", recs)
+	var recs api.Page[events.Promotion]
+	if s2.GetJSON(t, "/v1/promotions", &recs) != http.StatusOK || len(recs.Items) != 1 || recs.Items[0].Digest != res.Promotion.Digest {
+		t.Fatalf("records after restart: %+v", recs.Items)
 	}
 	// What the gates rely on survived too: the digest was verified and is
 	// in dev, so it goes on to staging (with the token dev keeps in its data).
@@ -384,10 +384,10 @@ func TestRestartKeepsRecordsAndImages(t *testing.T) {
 	if err != nil {
 		t.Fatalf("promote after restart: %v\n%s", err, out)
 	}
-	var hist []api.HistoryEntry
-	if s2.GetJSON(t, "/v1/history?repo="+res.Promotion.Repository, &hist) != http.StatusOK || len(hist) != 2 ||
-		hist[0].Promotion.Environment != "dev" || hist[1].Promotion.Environment != "staging" {
-		t.Fatalf("history after restart: %+v", hist)
+	var hist api.Page[api.HistoryEntry]
+	if s2.GetJSON(t, "/v1/history?repo="+res.Promotion.Repository, &hist) != http.StatusOK || len(hist.Items) != 2 ||
+		hist.Items[0].Promotion.Environment != "staging" || hist.Items[1].Promotion.Environment != "dev" {
+		t.Fatalf("history after restart, newest first: %+v", hist)
 	}
 	ref, _ := name.NewDigest(s2.RegistryAddr + "/team/app@" + res.Promotion.Digest)
 	if _, err := remote.Head(ref); err != nil {

@@ -42,13 +42,13 @@ func TestThePagesLinkEveryRunEnvironmentAndDigest(t *testing.T) {
 		t.Fatalf("promotion request: %d", code)
 	}
 	e2etest.WaitFor(t, "the rejection in the history", func() bool {
-		var hist []api.HistoryEntry
-		s.GetJSON(t, "/v1/history", &hist)
-		return slices.ContainsFunc(hist, func(h api.HistoryEntry) bool { return h.Rejection != nil })
+		var hist api.Page[api.HistoryEntry]
+		s.GetJSON(t, "/v1/history?kind=rejected", &hist)
+		return len(hist.Items) > 0
 	})
 
-	var recent []runs.Run
-	if s.GetJSON(t, "/v1/runs", &recent) != http.StatusOK || len(recent) != 3 {
+	var recent api.Page[runs.Run]
+	if s.GetJSON(t, "/v1/runs", &recent) != http.StatusOK || len(recent.Items) != 3 {
 		t.Fatalf("GET /v1/runs: %+v", recent)
 	}
 	pages := crawl(t, s.APIURL)
@@ -60,14 +60,9 @@ func TestThePagesLinkEveryRunEnvironmentAndDigest(t *testing.T) {
 		}
 	}
 	// The rejection: its reason once, and its hint.
-	var rejection api.HistoryEntry
-	var hist []api.HistoryEntry
-	s.GetJSON(t, "/v1/history", &hist)
-	for _, h := range hist {
-		if h.Rejection != nil {
-			rejection = h
-		}
-	}
+	var hist api.Page[api.HistoryEntry]
+	s.GetJSON(t, "/v1/history?kind=rejected", &hist)
+	rejection := hist.Items[0]
 	runsTable, _, _ := strings.Cut(index, "<h2>Promoted now</h2>")
 	reason, hint := escapeHTML(rejection.Rejection.Reason), escapeHTML(rejection.Rejection.Hint)
 	if strings.Count(runsTable, reason) != 1 || !strings.Contains(runsTable, hint) {
@@ -79,7 +74,7 @@ func TestThePagesLinkEveryRunEnvironmentAndDigest(t *testing.T) {
 
 	// A failed run's page: its failing step, class and hint, and its trace.
 	var failed runs.Run
-	for _, r := range recent {
+	for _, r := range recent.Items {
 		if r.ID == bad.RunID {
 			failed = r
 		}

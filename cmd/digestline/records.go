@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,7 @@ type recordsOptions struct {
 	api             apiOptions
 	env, repo       string
 	history, asJSON bool
+	query           api.HistoryQuery
 }
 
 func newRecordsCommand() *cobra.Command {
@@ -36,13 +38,20 @@ func newRecordsCommand() *cobra.Command {
 	o.api.addFlags(fs)
 	fs.StringVar(&o.env, "env", "", "only this environment")
 	fs.StringVar(&o.repo, "repo", "", "only this repository (registry/path)")
-	fs.BoolVar(&o.history, "history", false, "every promotion and rejection, oldest first")
+	fs.BoolVar(&o.history, "history", false, "promotions and rejections, newest first, a page at a time")
+	fs.StringVar(&o.query.Digest, "digest", "", "with --history: only entries about this digest")
+	fs.StringVar(&o.query.Kind, "kind", "", "with --history: only promoted or rejected")
+	fs.IntVar(&o.query.Limit, "limit", api.DefaultLimit, fmt.Sprintf("with --history: entries a page (at most %d)", api.MaxLimit))
+	fs.StringVar(&o.query.Cursor, "cursor", "", "with --history: the page a previous one named as next")
 	fs.BoolVar(&o.asJSON, "json", false, "print JSON")
 	return cmd
 }
 
 // run prints the records, or the history, the filters select.
 func (o *recordsOptions) run(ctx context.Context, out io.Writer) error {
+	if !o.history && (o.query.Digest != "" || o.query.Kind != "" || o.query.Cursor != "") {
+		return errors.New("--digest, --kind and --cursor select history entries: add --history")
+	}
 	c, err := o.api.client()
 	if err != nil {
 		return err
@@ -55,18 +64,35 @@ func (o *recordsOptions) run(ctx context.Context, out io.Writer) error {
 		q.Set("repo", o.repo)
 	}
 	if o.history {
-		var hist []api.HistoryEntry
-		if _, err := c.do(ctx, http.MethodGet, withQuery("/v1/history", q), nil, &hist); err != nil {
+		hq := o.query
+		hq.Env, hq.Repo = o.env, o.repo
+		var page api.Page[api.HistoryEntry]
+		if _, err := c.do(ctx, http.MethodGet, withQuery("/v1/history", hq.Values()), nil, &page); err != nil {
 			return err
 		}
 		if o.asJSON {
-			return json.NewEncoder(out).Encode(hist)
+			return json.NewEncoder(out).Encode(page)
 		}
-		return printHistory(out, hist)
+		if err := printHistory(out, page.Items); err != nil {
+			return err
+		}
+		if page.Next != "" {
+			fmt.Fprintf(out, "older: the same command with --cursor %s\n", page.Next)
+		}
+		return nil
 	}
-	var recs []events.Promotion
-	if _, err := c.do(ctx, http.MethodGet, withQuery("/v1/promotions", q), nil, &recs); err != nil {
-		return err
+	// Every record: one per environment and repository, a page at a time.
+	recs := []events.Promotion{}
+	for {
+		var page api.Page[events.Promotion]
+		if _, err := c.do(ctx, http.MethodGet, withQuery("/v1/promotions", q), nil, &page); err != nil {
+			return err
+		}
+		recs = append(recs, page.Items...)
+		if page.Next == "" {
+			break
+		}
+		q.Set("cursor", page.Next)
 	}
 	if o.asJSON {
 		return json.NewEncoder(out).Encode(recs)

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/runs"
 	"github.com/spf13/cobra"
@@ -63,18 +64,23 @@ func (o *runOptions) show(ctx context.Context, id string, out io.Writer) error {
 		return err
 	}
 	if id == "" {
-		var latest []runs.Run
+		var latest api.Page[runs.Run]
 		if _, err := c.do(ctx, http.MethodGet, "/v1/runs?limit=1", nil, &latest); err != nil {
 			return err
 		}
-		if len(latest) == 0 {
+		if len(latest.Items) == 0 {
 			return errors.New("no run yet: digestline ship DIR REF starts one")
 		}
-		id = latest[0].ID
+		id = latest.Items[0].ID
 	}
 	var raw []json.RawMessage
 	if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+url.PathEscape(id), nil, &raw); err != nil {
-		return err
+		// Past the events' retention a run keeps its summary.
+		var run runs.Run
+		if _, serr := c.do(ctx, http.MethodGet, "/v1/runs/"+url.PathEscape(id)+"/summary", nil, &run); serr != nil {
+			return err
+		}
+		return o.print(out, &run, nil, c.base, "its events are past the stream's retention: this is its summary")
 	}
 	run, lines := &runs.Run{}, []string{}
 	for _, r := range raw {
@@ -84,13 +90,22 @@ func (o *runOptions) show(ctx context.Context, id string, out io.Writer) error {
 		}
 		lines = append(lines, run.Add(ev, name)...)
 	}
+	return o.print(out, run, lines, c.base, "")
+}
+
+// print prints a run (JSON with --json): its head and steps, then its
+// events' lines, or note when it has none to show.
+func (o *runOptions) print(out io.Writer, run *runs.Run, lines []string, base, note string) error {
 	if o.asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(run)
 	}
-	printRun(out, run, c.base)
+	printRun(out, run, base)
 	fmt.Fprintln(out)
+	if note != "" {
+		fmt.Fprintln(out, note)
+	}
 	for _, l := range lines {
 		fmt.Fprintln(out, l)
 	}

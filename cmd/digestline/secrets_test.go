@@ -113,7 +113,7 @@ func TestNoSecretReachesALogAnEventOrASpan(t *testing.T) {
 		}
 		seen.WriteString(sp.Status().Description)
 	}
-	var hist []api.HistoryEntry
+	var hist api.Page[api.HistoryEntry]
 	s.GetJSON(t, "/v1/history", &hist)
 	b, _ := json.Marshal(hist)
 	seen.Write(b)

@@ -64,7 +64,8 @@ type PolicyReport struct {
 	Clauses []policy.Clause `json:"clauses"`
 }
 
-// HistoryEntry is one promotion or rejection, as GET /v1/history lists them.
+// HistoryEntry is one promotion or rejection, as GET /v1/history lists
+// them (newest first, a Page at a time).
 type HistoryEntry struct {
 	Kind      string            `json:"kind"` // promoted or rejected
 	At        time.Time         `json:"at"`
@@ -85,11 +86,13 @@ type ApprovalRecord struct {
 }
 
 // PromotionRecord is the answer to GET /v1/promotions/{env}/{repo}: the
-// environment's current record for the repository (nil when none) and its
-// history.
+// environment's current record for the repository (nil when none) and the
+// newest page of its history; Next, when set, is the cursor of the next
+// page at GET /v1/history?env=&repo=&cursor=.
 type PromotionRecord struct {
 	Current *events.Promotion `json:"current"`
 	History []HistoryEntry    `json:"history"`
+	Next    string            `json:"next,omitempty"`
 }
 
 // DigestReport answers GET /v1/digests/{digest}: where a digest is

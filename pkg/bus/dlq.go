@@ -62,6 +62,45 @@ func DeadLetters(ctx context.Context, js jetstream.JetStream, limit int) ([]Dead
 	return out, nil
 }
 
+// DeadLetterPage lists dead letters newest first, without their bodies:
+// at most limit of those before sequence before (0: from the newest), and
+// the before of the next page (0: none). It reads at most 4×limit
+// sequences, so a page costs the same however long the stream; one with
+// many replayed (deleted) letters may hold fewer than limit.
+func DeadLetterPage(ctx context.Context, js jetstream.JetStream, before uint64, limit int) ([]DeadLetter, uint64, error) {
+	s, err := js.Stream(ctx, events.DeadLetterStream)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open %s (is the bus provisioned?): %w", events.DeadLetterStream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := []DeadLetter{}
+	if info.State.Msgs == 0 {
+		return out, 0, nil
+	}
+	seq := info.State.LastSeq
+	if before > 0 {
+		seq = min(seq, before-1)
+	}
+	for read := 0; seq >= info.State.FirstSeq && seq > 0 && len(out) < limit && read < 4*limit; seq, read = seq-1, read+1 {
+		dl, err := deadLetterAt(ctx, s, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // replayed (deleted) since
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		dl.Body = nil
+		out = append(out, dl)
+	}
+	if seq < info.State.FirstSeq || seq == 0 {
+		return out, 0, nil
+	}
+	return out, seq + 1, nil
+}
+
 // DeadLetterAt returns one dead letter, body included.
 func DeadLetterAt(ctx context.Context, js jetstream.JetStream, seq uint64) (DeadLetter, error) {
 	s, err := js.Stream(ctx, events.DeadLetterStream)

@@ -57,7 +57,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		Subjects:   subjects,
 		Storage:    jetstream.FileStorage,
 		Replicas:   o.Replicas,
-		Duplicates: o.DuplicateWindow,
+		Duplicates: duplicates(o.DuplicateWindow, o.Events.MaxAge),
 		MaxAge:     o.Events.MaxAge,
 		MaxBytes:   o.Events.MaxBytes,
 	}, {
@@ -65,9 +65,20 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		Subjects:   []string{events.DeadLetterPrefix + ">"},
 		Storage:    jetstream.FileStorage,
 		Replicas:   o.Replicas,
-		Duplicates: o.DuplicateWindow,
+		Duplicates: duplicates(o.DuplicateWindow, o.DeadLetters.MaxAge),
 		MaxAge:     o.DeadLetters.MaxAge,
 		MaxBytes:   o.DeadLetters.MaxBytes,
+	}, {
+		// The lists the API reads a page at a time (package index): kept
+		// as long as the history they index. Without direct gets, as the
+		// buckets: every read sees every acknowledged append.
+		Name:        events.IndexStream,
+		Description: "newest-first lists of the history and the runs, read a page at a time",
+		Subjects:    []string{"index.>"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		Duplicates:  duplicates(o.DuplicateWindow, o.History.MaxAge),
+		MaxAge:      o.History.MaxAge,
 	}}
 	for _, cfg := range streams {
 		if err := ensureStream(ctx, js, cfg); err != nil {
@@ -87,6 +98,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		{Bucket: events.PromotionsBucket, Description: "current digest per environment and repository", History: 64, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		{Bucket: events.VerifiedBucket, Description: "verified digests per repository, and where they were promoted", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		{Bucket: events.HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.History.MaxAge},
+		{Bucket: events.RunsBucket, Description: "each run's summary, as it started and as it ended", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.History.MaxAge},
 	}
 	for _, cfg := range buckets {
 		if err := ensureStream(ctx, js, kvStream(cfg)); err != nil {
@@ -94,6 +106,15 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		}
 	}
 	return nil
+}
+
+// duplicates is the duplicate window of a stream that keeps messages for
+// maxAge (zero: for good): the server refuses a window longer than that.
+func duplicates(window, maxAge time.Duration) time.Duration {
+	if maxAge > 0 && maxAge < window {
+		return maxAge
+	}
+	return window
 }
 
 // ensureStream creates the stream, or updates it when its configuration

@@ -18,6 +18,13 @@ const (
 	// HistoryBucket keeps every promotion and rejection, and each promotion
 	// request's decision, for good.
 	HistoryBucket = "DIGESTLINE_HISTORY"
+	// RunsBucket holds each run's summary, from its start, and as it
+	// ended: what the API lists, kept as long as the history.
+	RunsBucket = "DIGESTLINE_RUNS"
+	// IndexStream holds the lists the API pages through, newest first
+	// (package index): history by environment, repository and digest, and
+	// the runs.
+	IndexStream = "DIGESTLINE_INDEX"
 )
 
 // ContentType is the NATS Content-Type header of a structured CloudEvent.

@@ -34,7 +34,7 @@ type Run struct {
 	// Promotion is the record a promoted run ended with.
 	Promotion *events.Promotion `json:"promotion,omitempty"`
 	// Err is why a failed or rejected run ended.
-	Err *Error `json:"-"`
+	Err *Error `json:"error,omitempty"`
 }
 
 // Step is one bar of a run's timeline: the build, a push stage, the
@@ -66,9 +66,9 @@ const (
 // Error is a run that ended without promotion: the event that ended it
 // and its failure (a rejection's gate is its stage, of class "gate").
 type Error struct {
-	RunID   string
-	Event   events.Name
-	Failure failure.Report
+	RunID   string         `json:"runId"`
+	Event   events.Name    `json:"event"`
+	Failure failure.Report `json:"failure"`
 }
 
 func (e *Error) Error() string {

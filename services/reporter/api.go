@@ -1,14 +1,12 @@
 package reporter
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/digestline/digestline/pkg/api"
@@ -39,21 +37,43 @@ func (r *reporter) routes() http.Handler {
 	mux.HandleFunc("GET /v1/policy/{env}", r.dryRun)
 	mux.HandleFunc("GET /v1/runs", r.listRuns)
 	mux.HandleFunc("GET /v1/runs/{runid}", r.getRun)
+	mux.HandleFunc("GET /v1/runs/{runid}/summary", r.getRunSummary)
 	mux.HandleFunc("GET /v1/dlq", r.listDeadLetters)
 	mux.HandleFunc("POST /v1/dlq/{seq}/replay", r.replayDeadLetter)
 	return mux
 }
 
-// listPromotions answers GET /v1/promotions?env=&repo=: the current
-// record per environment and repository.
+// listPromotions answers GET /v1/promotions?env=&repo=&cursor=&limit=:
+// the current record per environment and repository, by environment then
+// repository, a page at a time.
 func (r *reporter) listPromotions(w http.ResponseWriter, req *http.Request) {
 	q := req.URL.Query()
-	recs, err := r.store.list(req.Context(), q.Get("env"), q.Get("repo"))
+	lq, err := api.ParseListQuery(q)
+	if err == nil && (!lq.Since.IsZero() || !lq.Until.IsZero()) {
+		err = errors.New("the current records page by cursor and limit; their history takes since and until (GET /v1/history)")
+	}
 	if err != nil {
-		service.WriteError(w, http.StatusServiceUnavailable, "read promotions: "+err.Error())
+		service.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	service.WriteJSON(w, http.StatusOK, recs)
+	recs, next, err := r.store.list(req.Context(), q.Get("env"), q.Get("repo"), lq.Cursor, lq.Limit)
+	if err != nil {
+		err = fmt.Errorf("read promotions: %w", err)
+	}
+	writePage(w, api.Page[events.Promotion]{Items: recs, Next: next}, err)
+}
+
+// writePage answers a list request with its page, or with why there is
+// none: the query's mistake (400) or the store's failure (503).
+func writePage(w http.ResponseWriter, page any, err error) {
+	switch {
+	case errors.Is(err, errBadQuery):
+		service.WriteError(w, http.StatusBadRequest, err.Error())
+	case err != nil:
+		service.WriteError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		service.WriteJSON(w, http.StatusOK, page)
+	}
 }
 
 // getPromotion answers GET /v1/promotions/{env}/{repo}: one record and its
@@ -69,48 +89,65 @@ func (r *reporter) getPromotion(w http.ResponseWriter, req *http.Request) {
 		service.WriteError(w, http.StatusServiceUnavailable, "read promotion: "+err.Error())
 		return
 	}
-	hist, err := r.store.listHistory(req.Context(), env, repo)
+	hist, err := r.store.historyPage(req.Context(), api.HistoryQuery{ListQuery: api.ListQuery{Limit: api.DefaultLimit}, Env: env, Repo: repo})
 	if err != nil {
-		service.WriteError(w, http.StatusServiceUnavailable, "read history: "+err.Error())
+		service.WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	if !found && len(hist) == 0 {
+	if !found && len(hist.Items) == 0 {
 		service.WriteError(w, http.StatusNotFound, fmt.Sprintf("%s has never been promoted to %s", repo, env))
 		return
 	}
-	out := api.PromotionRecord{History: hist}
+	out := api.PromotionRecord{History: hist.Items, Next: hist.Next}
 	if found {
 		out.Current = &cur
 	}
 	service.WriteJSON(w, http.StatusOK, out)
 }
 
-// listHistory answers GET /v1/history?env=&repo=: every promotion and
-// rejection, oldest first.
+// listHistory answers GET /v1/history (api.HistoryQuery: env, repo,
+// digest, kind, since, until, cursor, limit): promotions and rejections,
+// newest first, a page at a time.
 func (r *reporter) listHistory(w http.ResponseWriter, req *http.Request) {
-	q := req.URL.Query()
-	hist, err := r.store.listHistory(req.Context(), q.Get("env"), q.Get("repo"))
+	q, err := api.ParseHistoryQuery(req.URL.Query())
 	if err != nil {
-		service.WriteError(w, http.StatusServiceUnavailable, "read history: "+err.Error())
+		service.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	service.WriteJSON(w, http.StatusOK, hist)
+	page, err := r.store.historyPage(req.Context(), q)
+	writePage(w, page, err)
 }
 
-// listRuns answers GET /v1/runs?limit=: the recent runs, each folded from
-// its events.
+// listRuns answers GET /v1/runs (api.RunQuery: status, digest, repo,
+// since, until, cursor, limit): runs, newest first, a page at a time.
 func (r *reporter) listRuns(w http.ResponseWriter, req *http.Request) {
-	limit, err := strconv.Atoi(cmp.Or(req.URL.Query().Get("limit"), "20"))
-	if err != nil || limit < 1 || limit > 200 {
-		service.WriteError(w, http.StatusBadRequest, "limit is a number from 1 to 200")
-		return
-	}
-	recent, err := r.recentRuns(req.Context(), limit, 5000)
+	q, err := api.ParseRunQuery(req.URL.Query())
 	if err != nil {
-		service.WriteError(w, http.StatusServiceUnavailable, "read runs: "+err.Error())
+		service.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	service.WriteJSON(w, http.StatusOK, recent)
+	page, err := r.runs.page(req.Context(), q)
+	writePage(w, page, err)
+}
+
+// getRunSummary answers GET /v1/runs/{runid}/summary: the run as
+// GET /v1/runs lists it; a run past the events' retention keeps it.
+func (r *reporter) getRunSummary(w http.ResponseWriter, req *http.Request) {
+	id := req.PathValue("runid")
+	if err := events.CheckRunID(id); err != nil {
+		service.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	run, err := r.runs.summary(req.Context(), id)
+	if errors.Is(err, runs.ErrNoRun) {
+		service.WriteError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	if err != nil {
+		service.WriteError(w, http.StatusServiceUnavailable, "read run: "+err.Error())
+		return
+	}
+	service.WriteJSON(w, http.StatusOK, run)
 }
 
 // getRun answers GET /v1/runs/{runid}: the run's CloudEvents, in stream
@@ -164,12 +201,25 @@ func (r *reporter) resolveRun(ctx context.Context, id string) (string, int, erro
 	return full, http.StatusOK, nil
 }
 
-// listDeadLetters answers GET /v1/dlq: the dead-letter stream, oldest first.
+// listDeadLetters answers GET /v1/dlq?cursor=&limit=: the dead letters,
+// newest first, a page at a time.
 func (r *reporter) listDeadLetters(w http.ResponseWriter, req *http.Request) {
-	dls, err := bus.DeadLetters(req.Context(), r.cfg.JetStream, 1000)
+	q, err := api.ParseListQuery(req.URL.Query())
+	if err == nil && (!q.Since.IsZero() || !q.Until.IsZero()) {
+		err = errors.New("the dead letters page by cursor and limit only")
+	}
+	var before uint64
+	if err == nil {
+		before, err = decodeCursor(q.Cursor)
+	}
+	if err != nil {
+		service.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	dls, next, err := bus.DeadLetterPage(req.Context(), r.cfg.JetStream, before, q.Limit)
 	if err != nil {
 		service.WriteError(w, http.StatusServiceUnavailable, "read the dead-letter stream: "+err.Error())
 		return
 	}
-	service.WriteJSON(w, http.StatusOK, dls)
+	service.WriteJSON(w, http.StatusOK, api.Page[bus.DeadLetter]{Items: dls, Next: encodeCursor(next)})
 }

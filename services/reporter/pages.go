@@ -2,11 +2,12 @@ package reporter
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -99,28 +100,27 @@ func (r *reporter) render(w http.ResponseWriter, view string, data any) {
 // seconds (a meta refresh: no JavaScript).
 func (r *reporter) servePage(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
-	recent, err := r.recentRuns(ctx, 20, 2000)
+	recent, err := r.runs.recent(ctx, 20)
 	if err != nil {
 		http.Error(w, "read runs: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	recs, err := r.store.list(ctx, "", "")
+	recs, _, err := r.store.list(ctx, "", "", "", frontPageRecords)
 	if err != nil {
 		http.Error(w, "read promotions: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	hist, err := r.store.listHistory(ctx, "", "")
+	hist, err := r.store.historyPage(ctx, api.HistoryQuery{ListQuery: api.ListQuery{Limit: 30}})
 	if err != nil {
-		http.Error(w, "read history: "+err.Error(), http.StatusServiceUnavailable)
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	slices.Reverse(hist)
 	r.render(w, "index", struct {
 		page
 		Runs       []*runs.Run
 		Promotions []events.Promotion
 		History    []api.HistoryEntry
-	}{page{r.cfg.Environments, 3}, recent, recs, hist[:min(len(hist), 30)]})
+	}{page{r.cfg.Environments, 3}, recent, recs, hist.Items})
 }
 
 // runEvent is one of a run's events as its page lists it.
@@ -135,6 +135,10 @@ type runEvent struct {
 // to its digest and its events. A running run's page reloads itself.
 func (r *reporter) serveRun(w http.ResponseWriter, req *http.Request) {
 	id, raw, status, err := r.runEvents(req.Context(), req.PathValue("runid"))
+	if status == http.StatusNotFound {
+		r.serveRunSummary(w, req, err)
+		return
+	}
 	if err != nil {
 		http.Error(w, err.Error(), status)
 		return
@@ -152,14 +156,36 @@ func (r *reporter) serveRun(w http.ResponseWriter, req *http.Request) {
 		lines := run.Add(ev, n)
 		evs = append(evs, runEvent{AfterMS: ev.Time().Sub(run.Started).Milliseconds(), Name: n, Lines: lines})
 	}
+	r.renderRun(w, req, run, evs, "")
+}
+
+// serveRunSummary renders the page of a run whose events are past the
+// stream's retention from its stored summary, or says why there is none.
+func (r *reporter) serveRunSummary(w http.ResponseWriter, req *http.Request, notFound error) {
+	run, err := r.runs.summary(req.Context(), req.PathValue("runid"))
+	if errors.Is(err, runs.ErrNoRun) {
+		http.Error(w, notFound.Error(), http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		http.Error(w, "read run: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	r.renderRun(w, req, run, nil, "Its events are past the stream's retention (DIGESTLINE_EVENTS_MAX_AGE): this summary is what is kept of it.")
+}
+
+// renderRun renders a run's page: its facts, trace link, steps, evidence
+// and events (eventsNote, when they are gone).
+func (r *reporter) renderRun(w http.ResponseWriter, req *http.Request, run *runs.Run, evs []runEvent, eventsNote string) {
 	data := struct {
 		page
 		Run           *runs.Run
 		TraceURL      string
 		Events        []runEvent
+		EventsNote    string
 		Referrers     []v1.Descriptor
 		ReferrersNote string
-	}{page: page{Chain: r.cfg.Environments}, Run: run, Events: evs}
+	}{page: page{Chain: r.cfg.Environments}, Run: run, Events: evs, EventsNote: eventsNote}
 	if !run.Done() {
 		data.Refresh = 2
 	}
@@ -204,48 +230,49 @@ func (r *reporter) referrersOf(ctx context.Context, ref, d string) ([]v1.Descrip
 	return refs, ""
 }
 
+// frontPageRecords is how many current records the front page shows (the
+// environments' pages show all of theirs).
+const frontPageRecords = 100
+
 // historyPage is how many entries an environment's page shows at once.
 const historyPage = 25
 
 // serveEnv renders GET /envs/{env}: what the environment holds now, per
-// repository, and its history, newest first, a page at a time (?page=N).
+// repository, and its history, newest first, a page at a time
+// (?cursor=, the API's cursor).
 func (r *reporter) serveEnv(w http.ResponseWriter, req *http.Request) {
 	env := req.PathValue("env")
 	if !slices.Contains(r.cfg.Environments, env) {
 		http.Error(w, fmt.Sprintf("%q is not in the promotion chain %s", env, strings.Join(r.cfg.Environments, " → ")), http.StatusNotFound)
 		return
 	}
-	n, err := strconv.Atoi(cmp.Or(req.URL.Query().Get("page"), "1"))
-	if err != nil || n < 1 {
-		http.Error(w, "page is a number from 1", http.StatusBadRequest)
-		return
-	}
-	cur, err := r.store.list(req.Context(), env, "")
+	cur, _, err := r.store.list(req.Context(), env, "", "", 0)
 	if err != nil {
 		http.Error(w, "read promotions: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	hist, err := r.store.listHistory(req.Context(), env, "")
-	if err != nil {
-		http.Error(w, "read history: "+err.Error(), http.StatusServiceUnavailable)
+	cursor := req.URL.Query().Get("cursor")
+	hist, err := r.store.historyPage(req.Context(), api.HistoryQuery{ListQuery: api.ListQuery{Cursor: cursor, Limit: historyPage}, Env: env})
+	if errors.Is(err, errBadQuery) {
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	slices.Reverse(hist)
-	pages := max(1, (len(hist)+historyPage-1)/historyPage)
-	from := min((n-1)*historyPage, len(hist))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	data := struct {
 		page
-		Env          string
-		Current      []events.Promotion
-		History      []api.HistoryEntry
-		Page, Pages  int
-		Newer, Older string
-	}{page: page{Chain: r.cfg.Environments}, Env: env, Current: cur, History: hist[from:min(from+historyPage, len(hist))], Page: n, Pages: pages}
-	if n > 1 {
-		data.Newer = fmt.Sprintf("/envs/%s?page=%d", env, n-1)
+		Env           string
+		Current       []events.Promotion
+		History       []api.HistoryEntry
+		Newest, Older string
+	}{page: page{Chain: r.cfg.Environments}, Env: env, Current: cur, History: hist.Items}
+	if cursor != "" {
+		data.Newest = "/envs/" + env
 	}
-	if n < pages {
-		data.Older = fmt.Sprintf("/envs/%s?page=%d", env, n+1)
+	if hist.Next != "" {
+		data.Older = "/envs/" + env + "?cursor=" + hist.Next
 	}
 	r.render(w, "env", data)
 }
@@ -292,36 +319,30 @@ func (r *reporter) getDigest(w http.ResponseWriter, req *http.Request) {
 	service.WriteJSON(w, http.StatusOK, rep)
 }
 
-// digestReport gathers what is known of d: the records that hold it now,
-// the times environments held it (from the history: until the next
-// promotion of that environment and repository), and the runs that
-// promoted it or, among the recent ones, built or pushed it.
+// maxDigestMoves bounds the history one digest's view folds.
+const maxDigestMoves = 2000
+
+// digestReport gathers what is known of d from its own lists, whatever
+// the history's length: the times environments held it (from its history:
+// until a promotion moved the environment off it), the records that hold
+// it now, and the runs that promoted it or ended after building or
+// pushing it.
 func (r *reporter) digestReport(ctx context.Context, d string) (api.DigestReport, []*runs.Run, int, error) {
 	if _, err := digest.Parse(d); err != nil {
 		return api.DigestReport{}, nil, http.StatusBadRequest, fmt.Errorf("digest %q: want sha256:<64 hex digits>", d)
 	}
 	rep := api.DigestReport{Digest: d, Current: []events.Promotion{}, Held: []api.Holding{}, Runs: []string{}}
-	recs, err := r.store.list(ctx, "", "")
+	// The digest's own list: the promotions that brought it to an
+	// environment, and the ones that moved the environment off it.
+	hist, err := r.store.allHistory(ctx, api.HistoryQuery{Digest: d, Kind: "promoted"}, maxDigestMoves)
 	if err != nil {
-		return rep, nil, http.StatusServiceUnavailable, fmt.Errorf("read promotions: %w", err)
-	}
-	for _, p := range recs {
-		if p.Digest == d {
-			rep.Current = append(rep.Current, p)
-		}
-	}
-	hist, err := r.store.listHistory(ctx, "", "")
-	if err != nil {
-		return rep, nil, http.StatusServiceUnavailable, fmt.Errorf("read history: %w", err)
+		return rep, nil, http.StatusServiceUnavailable, err
 	}
 	open := map[[2]string]int{} // environment and repository → its open holding of d
 	for _, h := range hist {
 		p := h.Promotion
-		if p == nil {
-			continue
-		}
 		key := [2]string{p.Environment, p.Repository}
-		if i, ok := open[key]; ok {
+		if i, ok := open[key]; ok && p.PreviousDigest == d {
 			at := h.At
 			rep.Held[i].Until = &at
 			delete(open, key)
@@ -332,11 +353,21 @@ func (r *reporter) digestReport(ctx context.Context, d string) (api.DigestReport
 			rep.Runs = append(rep.Runs, h.RunID)
 		}
 	}
-	recent, err := r.recentRuns(ctx, 200, 5000)
-	if err != nil {
-		return rep, nil, http.StatusServiceUnavailable, fmt.Errorf("read runs: %w", err)
+	// What holds it now: the records of the places its history left it in.
+	for _, place := range slices.SortedFunc(maps.Keys(open), cmpPlace) {
+		cur, found, err := r.store.current(ctx, place[0], place[1])
+		if err != nil {
+			return rep, nil, http.StatusServiceUnavailable, fmt.Errorf("read promotions: %w", err)
+		}
+		if found && cur.Digest == d {
+			rep.Current = append(rep.Current, cur)
+		}
 	}
-	recent = slices.DeleteFunc(recent, func(run *runs.Run) bool { return run.Digest != d })
+	made, err := r.runs.page(ctx, api.RunQuery{ListQuery: api.ListQuery{Limit: api.DefaultLimit}, Digest: d})
+	if err != nil {
+		return rep, nil, http.StatusServiceUnavailable, err
+	}
+	recent := made.Items
 	for _, run := range recent {
 		if !slices.Contains(rep.Runs, run.ID) {
 			rep.Runs = append(rep.Runs, run.ID)

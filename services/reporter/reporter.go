@@ -123,6 +123,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if err := store.indexHistory(ctx); err != nil {
+		return err
+	}
+	ri, err := openRunIndexer(ctx, cfg.JetStream, store.index)
+	if err != nil {
+		return err
+	}
+	if err := ri.indexRuns(ctx); err != nil {
+		return fmt.Errorf("index the runs the stream holds: %w", err)
+	}
 	// Earlier versions filed every event in a KV index through this
 	// consumer; runs are read from their subjects now. Its bucket ages out.
 	if err := cfg.JetStream.DeleteConsumer(ctx, events.StreamName, "reporter-runs"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -134,7 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("reporter API: %w", err)
 		}
 	}
-	r := &reporter{Worker: w, cfg: cfg, store: store}
+	r := &reporter{Worker: w, cfg: cfg, store: store, runs: ri}
 	srv := &http.Server{Handler: r.routes(), ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -144,6 +154,7 @@ func Run(ctx context.Context, cfg Config) error {
 		router.Handle(events.PromotionRequested, bus.Data(r.requested))
 		return router.Run(gctx)
 	})
+	g.Go(func() error { return ri.router(r.Bus).Run(gctx) })
 	g.Go(func() error { return service.Serve(gctx, srv, ln, "reporter API") })
 	return g.Wait()
 }
@@ -152,4 +163,5 @@ type reporter struct {
 	service.Worker
 	cfg   Config
 	store *store
+	runs  *runIndexer
 }

@@ -153,11 +153,11 @@ func (h *harness) history(t *testing.T) []api.HistoryEntry {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out []api.HistoryEntry
+	var out api.Page[api.HistoryEntry]
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return out.Items
 }
 
 // TestShippingTheHeldDigestAgainRecordsNoSecondPromotion: a second run of

@@ -13,6 +13,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/index"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -23,6 +24,7 @@ type store struct {
 	promotions jetstream.KeyValue // <env>.<repo>: the current promotion
 	verified   jetstream.KeyValue // <repo>.<hex>: a verified digest
 	history    jetstream.KeyValue // h.<env>.<repo>.<event id>: promotions and rejections; d.<event id>: decisions
+	index      *index.Index       // the history's lists, read a page at a time (history.go)
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
@@ -35,6 +37,10 @@ func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
 		if *kv, err = js.KeyValue(ctx, bucket); err != nil {
 			return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", bucket, err)
 		}
+	}
+	var err error
+	if s.index, err = index.Open(ctx, js); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -145,44 +151,6 @@ func isWrongSequence(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
-// addHistory files an entry under its environment and repository; the key
-// is the event's id, so a redelivery rewrites the same entry.
-func (s *store) addHistory(ctx context.Context, env, repo string, e api.HistoryEntry) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	if _, err := s.history.Put(ctx, "h."+envToken(env)+"."+repoToken(repo)+"."+e.EventID, b); err != nil {
-		return fmt.Errorf("record history: %w", err)
-	}
-	return nil
-}
-
-// listHistory returns entries, oldest first, for env and repo ("" = any).
-func (s *store) listHistory(ctx context.Context, env, repo string) ([]api.HistoryEntry, error) {
-	filter := "h." + cmp.Or(envToken(env), "*") + "."
-	if repo != "" {
-		filter += repoToken(repo) + ".*"
-	} else {
-		filter += "*.*"
-	}
-	lister, err := s.history.ListKeysFiltered(ctx, filter)
-	if err != nil {
-		return nil, err
-	}
-	out := []api.HistoryEntry{}
-	for key := range lister.Keys() {
-		var e api.HistoryEntry
-		if _, found, err := getJSON(ctx, s.history, key, &e); err != nil {
-			return nil, err
-		} else if found {
-			out = append(out, e)
-		}
-	}
-	slices.SortStableFunc(out, func(a, b api.HistoryEntry) int { return a.At.Compare(b.At) })
-	return out, nil
-}
-
 // decision is what the gates said to one promotion request.
 type decision struct {
 	Approval  *events.Approval  `json:"approval,omitempty"`
@@ -253,31 +221,72 @@ func (s *store) record(ctx context.Context, rec events.Promotion) (current event
 }
 
 // list returns the current records for env and repo ("" = any), by
-// environment then repository.
-func (s *store) list(ctx context.Context, env, repo string) ([]events.Promotion, error) {
+// environment then repository, a page at a time: limit records after the
+// place cursor names ("": from the first), and the cursor of the next
+// page ("" when none). It lists the bucket's keys (one per environment
+// and repository that ever held a promotion, not per promotion) and reads
+// the page's records alone.
+func (s *store) list(ctx context.Context, env, repo, cursor string, limit int) ([]events.Promotion, string, error) {
 	filter := cmp.Or(envToken(env), "*") + "."
 	if repo != "" {
 		filter += repoToken(repo)
 	} else {
 		filter += "*"
 	}
+	after, err := decodePlace(cursor)
+	if err != nil {
+		return nil, "", err
+	}
 	lister, err := s.promotions.ListKeysFiltered(ctx, filter)
 	if err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	var places [][2]string // environment token and repository, sortable
+	for key := range lister.Keys() {
+		e, tok, _ := strings.Cut(key, ".")
+		r, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil {
+			continue // not a key this store writes
+		}
+		if p := [2]string{e, string(r)}; cmpPlace(p, after) > 0 {
+			places = append(places, p)
+		}
+	}
+	slices.SortFunc(places, cmpPlace)
+	next := ""
+	if limit > 0 && len(places) > limit {
+		places, next = places[:limit], encodePlace(places[limit-1])
 	}
 	out := []events.Promotion{}
-	for key := range lister.Keys() {
+	for _, p := range places {
 		var rec events.Promotion
-		if _, found, err := getJSON(ctx, s.promotions, key, &rec); err != nil {
-			return nil, err
+		if _, found, err := getJSON(ctx, s.promotions, p[0]+"."+repoToken(p[1]), &rec); err != nil {
+			return nil, "", err
 		} else if found { // not deleted since listed
 			out = append(out, rec)
 		}
 	}
-	slices.SortFunc(out, func(a, b events.Promotion) int {
-		return cmp.Or(cmp.Compare(a.Environment, b.Environment), cmp.Compare(a.Repository, b.Repository))
-	})
-	return out, nil
+	return out, next, nil
+}
+
+func cmpPlace(a, b [2]string) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) }
+
+// A place cursor is the last environment and repository of a page.
+func encodePlace(p [2]string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("p." + p[0] + "\x00" + p[1]))
+}
+
+func decodePlace(c string) ([2]string, error) {
+	if c == "" {
+		return [2]string{}, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if rest, ok := strings.CutPrefix(string(b), "p."); err == nil && ok {
+		if e, r, ok := strings.Cut(rest, "\x00"); ok {
+			return [2]string{e, r}, nil
+		}
+	}
+	return [2]string{}, fmt.Errorf("%w: cursor %q is not one a page gave (ask again without it)", errBadQuery, c)
 }
 
 // splitTarget returns a target's repository and tag ("" when by digest).

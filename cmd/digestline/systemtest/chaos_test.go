@@ -21,6 +21,7 @@ import (
 
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
@@ -192,8 +193,8 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 		}
 	}))
 
-	api := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
-	procs, js := serviceProcesses(t, b, api, "DIGESTLINE_ENVIRONMENTS=dev,prod", "DIGESTLINE_PLACES=prod="+prodHost+"/prod/{path}",
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
+	procs, js := serviceProcesses(t, b, apiAddr, "DIGESTLINE_ENVIRONMENTS=dev,prod", "DIGESTLINE_PLACES=prod="+prodHost+"/prod/{path}",
 		"DIGESTLINE_API_TOKENS=alice="+aliceToken)
 	pusher = procs[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -206,7 +207,7 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 	digest := res.Promotion.Digest
 
 	t.Setenv("DIGESTLINE_API_TOKEN", aliceToken)
-	if out, err := cliErr(t, "promote", devHost+"/team/app@"+digest, "--to", "prod", "--api", "http://"+api, "--timeout", "2m"); err != nil {
+	if out, err := cliErr(t, "promote", devHost+"/team/app@"+digest, "--to", "prod", "--api", "http://"+apiAddr, "--timeout", "2m"); err != nil {
 		t.Fatalf("promote to prod: %v\n%s", err, out)
 	}
 	select {
@@ -231,10 +232,10 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 
 	// One promotion: one record, one promoted event for the run, the tag in
 	// prod's registry.
-	var recs []events.Promotion
-	if code := e2etest.GetJSON(t, "http://"+api+"/v1/promotions?env=prod", &recs); code != http.StatusOK || len(recs) != 1 ||
-		recs[0].Digest != digest || recs[0].Location != prodHost+"/prod/team/app" {
-		t.Fatalf("prod's records (%d): %+v", code, recs)
+	var recs api.Page[events.Promotion]
+	if code := e2etest.GetJSON(t, "http://"+apiAddr+"/v1/promotions?env=prod", &recs); code != http.StatusOK || len(recs.Items) != 1 ||
+		recs.Items[0].Digest != digest || recs.Items[0].Location != prodHost+"/prod/team/app" {
+		t.Fatalf("prod's records (%d): %+v", code, recs.Items)
 	}
 	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
@@ -244,7 +245,7 @@ func TestChaosPusherKilledMidCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := info.State.Subjects[events.Promoted.Subject(recs[0].RunID)]; got != 1 {
+	if got := info.State.Subjects[events.Promoted.Subject(recs.Items[0].RunID)]; got != 1 {
 		t.Fatalf("%d promoted events for the prod run, want 1", got)
 	}
 	if !e2etest.TagExists(t, prod, "prod/team/app", "prod") {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/service"
@@ -136,17 +137,17 @@ func TestPipelineInContainers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ship through the containers: %v", err)
 	}
-	api, err := reporter.PortEndpoint(ctx, "8080/tcp", "http")
+	apiURL, err := reporter.PortEndpoint(ctx, "8080/tcp", "http")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(api + "/v1/promotions")
+	resp, err := http.Get(apiURL + "/v1/promotions")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var recs []events.Promotion
-	if err := json.NewDecoder(resp.Body).Decode(&recs); err != nil || len(recs) != 1 || recs[0].Digest != res.Promotion.Digest {
-		t.Fatalf("the reporter container's records: %+v %v", recs, err)
+	var recs api.Page[events.Promotion]
+	if err := json.NewDecoder(resp.Body).Decode(&recs); err != nil || len(recs.Items) != 1 || recs.Items[0].Digest != res.Promotion.Digest {
+		t.Fatalf("the reporter container's records: %+v %v", recs.Items, err)
 	}
 }

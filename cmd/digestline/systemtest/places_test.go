@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/policy"
@@ -82,11 +83,11 @@ func TestPromotionAcrossRegistries(t *testing.T) {
 			t.Errorf("promote printed no %q:\n%s", want, out)
 		}
 	}
-	var recs []events.Promotion
-	if s.GetJSON(t, "/v1/promotions?env=prod&repo="+repo, &recs) != http.StatusOK || len(recs) != 1 {
-		t.Fatalf("prod's records: %+v", recs)
+	var recs api.Page[events.Promotion]
+	if s.GetJSON(t, "/v1/promotions?env=prod&repo="+repo, &recs) != http.StatusOK || len(recs.Items) != 1 {
+		t.Fatalf("prod's records: %+v", recs.Items)
 	}
-	if r := recs[0]; r.Digest != digest || r.Location != prod || r.Source != repo || r.Ref() != prod+"@"+digest {
+	if r := recs.Items[0]; r.Digest != digest || r.Location != prod || r.Source != repo || r.Ref() != prod+"@"+digest {
 		t.Fatalf("prod's record: %+v", r)
 	}
 	if !e2etest.TagExists(t, b, "prod/team/app", "prod") {

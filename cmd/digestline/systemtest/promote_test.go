@@ -159,17 +159,17 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 	for _, h := range detail.History {
 		kinds = append(kinds, h.Kind)
 	}
-	if want := []string{"rejected", "rejected", "promoted", "rejected", "promoted", "promoted"}; !slices.Equal(kinds, want) {
-		t.Errorf("prod history %v, want %v", kinds, want)
+	if want := []string{"promoted", "promoted", "rejected", "promoted", "rejected", "rejected"}; !slices.Equal(kinds, want) {
+		t.Errorf("prod history, newest first: %v, want %v", kinds, want)
 	}
 
 	// Every gate's rejection is in the history, and records lists prod.
-	var hist []api.HistoryEntry
-	if s.GetJSON(t, "/v1/history", &hist) != http.StatusOK {
+	var hist api.Page[api.HistoryEntry]
+	if s.GetJSON(t, "/v1/history?kind=rejected", &hist) != http.StatusOK {
 		t.Fatal("GET /v1/history failed")
 	}
 	gates := map[string]bool{}
-	for _, h := range hist {
+	for _, h := range hist.Items {
 		if h.Rejection != nil {
 			gates[h.Rejection.Gate] = true
 		}
@@ -182,6 +182,17 @@ func TestPromotionChainThroughEveryGate(t *testing.T) {
 	records := cli(t, "records", "--env", "prod", "--api", s.APIURL)
 	if !strings.Contains(records, b) || !strings.Contains(records, "alice") {
 		t.Errorf("records --env prod:\n%s", records)
+	}
+	// The history a page at a time: the newest rejection, then the next
+	// page by the cursor the first names.
+	first := cli(t, "records", "--history", "--env", "prod", "--kind", "rejected", "--limit", "1", "--api", s.APIURL)
+	_, cursor, ok := strings.Cut(first, "--cursor ")
+	if !ok || strings.Count(first, "rejected") != 1 {
+		t.Fatalf("records --history --limit 1:\n%s", first)
+	}
+	second := cli(t, "records", "--history", "--env", "prod", "--kind", "rejected", "--limit", "1", "--cursor", strings.TrimSpace(cursor), "--api", s.APIURL)
+	if strings.Count(second, "rejected") != 1 || second == first {
+		t.Errorf("the next page:\n%s\nafter:\n%s", second, first)
 	}
 
 	// The promotions are attested on the digest itself.
@@ -237,12 +248,12 @@ func TestPromotionAPIRequiresAToken(t *testing.T) {
 		t.Fatalf("alice's request: %d", got)
 	}
 	e2etest.WaitFor(t, "the promotion to staging", func() bool { return s.Current(t, "staging", repo) == dgst })
-	var recs []events.Promotion
+	var recs api.Page[events.Promotion]
 	s.GetJSON(t, "/v1/promotions?env=staging", &recs)
-	if len(recs) != 1 || recs[0].RequestedBy != "alice" {
-		t.Fatalf("staging records %+v", recs)
+	if len(recs.Items) != 1 || recs.Items[0].RequestedBy != "alice" {
+		t.Fatalf("staging records %+v", recs.Items)
 	}
-	raw, _ := json.Marshal(recs)
+	raw, _ := json.Marshal(recs.Items)
 	if strings.Contains(string(raw), aliceToken) {
 		t.Fatal("the token is in the record")
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
@@ -242,14 +243,14 @@ func (s *Stack) ShipWith(t *testing.T, content, repo string, sbom bool) string {
 // Current is the environment's record for repo ("" when there is none).
 func (s *Stack) Current(t *testing.T, env, repo string) string {
 	t.Helper()
-	var recs []events.Promotion
+	var recs api.Page[events.Promotion]
 	if s.GetJSON(t, "/v1/promotions?env="+env+"&repo="+repo, &recs) != http.StatusOK {
 		t.Fatal("GET /v1/promotions failed")
 	}
-	if len(recs) == 0 {
+	if len(recs.Items) == 0 {
 		return ""
 	}
-	return recs[0].Digest
+	return recs.Items[0].Digest
 }
 
 // Post sends body to the API with the bearer token (none when "") and

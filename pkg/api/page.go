@@ -1,0 +1,171 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Page is one page of a list the API returns newest first. Next, when
+// set, is the cursor of the page after it: ask again with ?cursor=Next and
+// the same filters. A page may hold fewer than limit items and still have
+// a Next when the filters skip many: each page reads a bounded number of
+// entries, whatever the history's length.
+type Page[T any] struct {
+	Items []T    `json:"items"`
+	Next  string `json:"next,omitempty"`
+}
+
+// Page sizes: DefaultLimit when a request names none, MaxLimit at most.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 500
+)
+
+// ListQuery is what every list endpoint takes: where to start (a cursor
+// from a page's Next), how many items at most, and a time range
+// (Since inclusive, Until exclusive; zero: open).
+type ListQuery struct {
+	Cursor       string
+	Limit        int
+	Since, Until time.Time
+}
+
+// HistoryQuery filters GET /v1/history: every filter set must match.
+type HistoryQuery struct {
+	ListQuery
+	Env, Repo, Digest string
+	// Kind is "promoted" or "rejected".
+	Kind string
+}
+
+// Values is q as the query of a request.
+func (q HistoryQuery) Values() url.Values {
+	v := q.ListQuery.Values()
+	for k, s := range map[string]string{"env": q.Env, "repo": q.Repo, "digest": q.Digest, "kind": q.Kind} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	return v
+}
+
+// ParseHistoryQuery reads a GET /v1/history query, naming what is wrong.
+func ParseHistoryQuery(v url.Values) (HistoryQuery, error) {
+	lq, err := ParseListQuery(v)
+	q := HistoryQuery{ListQuery: lq, Env: v.Get("env"), Repo: v.Get("repo"), Digest: v.Get("digest"), Kind: v.Get("kind")}
+	if err != nil {
+		return q, err
+	}
+	switch q.Kind {
+	case "", "promoted", "rejected":
+	default:
+		return q, fmt.Errorf("kind %q: promoted or rejected", q.Kind)
+	}
+	if q.Digest != "" {
+		if _, err := digest.Parse(q.Digest); err != nil {
+			return q, fmt.Errorf("digest %q: want sha256:<64 hex digits>", q.Digest)
+		}
+	}
+	return q, nil
+}
+
+// RunQuery filters GET /v1/runs: every filter set must match. Without
+// one, runs come newest started first; with a status other than running,
+// a digest or a repository, they are the runs that ended so, newest ended
+// first.
+type RunQuery struct {
+	ListQuery
+	// Status is running, promoted, rejected or failed.
+	Status, Digest, Repo string
+}
+
+// Values is q as the query of a request.
+func (q RunQuery) Values() url.Values {
+	v := q.ListQuery.Values()
+	for k, s := range map[string]string{"status": q.Status, "digest": q.Digest, "repo": q.Repo} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	return v
+}
+
+// ParseRunQuery reads a GET /v1/runs query, naming what is wrong.
+func ParseRunQuery(v url.Values) (RunQuery, error) {
+	lq, err := ParseListQuery(v)
+	q := RunQuery{ListQuery: lq, Status: v.Get("status"), Digest: v.Get("digest"), Repo: v.Get("repo")}
+	if err != nil {
+		return q, err
+	}
+	switch q.Status {
+	case "", "running", "promoted", "rejected", "failed":
+	default:
+		return q, fmt.Errorf("status %q: running, promoted, rejected or failed", q.Status)
+	}
+	if q.Digest != "" {
+		if _, err := digest.Parse(q.Digest); err != nil {
+			return q, fmt.Errorf("digest %q: want sha256:<64 hex digits>", q.Digest)
+		}
+	}
+	return q, nil
+}
+
+// Values is q as the query of a request.
+func (q ListQuery) Values() url.Values {
+	v := url.Values{}
+	if q.Cursor != "" {
+		v.Set("cursor", q.Cursor)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.Format(time.RFC3339Nano))
+	}
+	if !q.Until.IsZero() {
+		v.Set("until", q.Until.Format(time.RFC3339Nano))
+	}
+	return v
+}
+
+// ParseListQuery reads cursor, limit (DefaultLimit when absent), since
+// and until (RFC 3339 times) from a request's query.
+func ParseListQuery(v url.Values) (ListQuery, error) {
+	q := ListQuery{Cursor: v.Get("cursor"), Limit: DefaultLimit}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxLimit {
+			return q, fmt.Errorf("limit %q: a number from 1 to %d", s, MaxLimit)
+		}
+		q.Limit = n
+	}
+	for name, t := range map[string]*time.Time{"since": &q.Since, "until": &q.Until} {
+		s := v.Get(name)
+		if s == "" {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return q, fmt.Errorf("%s %q: an RFC 3339 time, e.g. 2026-12-01T00:00:00Z", name, s)
+		}
+		*t = at
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Since.Before(q.Until) {
+		return q, errors.New("since must be before until")
+	}
+	return q, nil
+}
+
+// InRange reports whether t is in q's time range, and whether anything
+// older could be (false once t is before Since: a newest-first list ends).
+func (q ListQuery) InRange(t time.Time) (in, older bool) {
+	if !q.Since.IsZero() && t.Before(q.Since) {
+		return false, false
+	}
+	return q.Until.IsZero() || t.Before(q.Until), true
+}

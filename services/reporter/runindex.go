@@ -1,0 +1,318 @@
+package reporter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/bus"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/index"
+	"github.com/digestline/digestline/pkg/runs"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The run read model: each run's summary in the runs bucket, from its
+// first event (running) and again when it ends (folded from its events),
+// and its place in the index's lists — every run by when it started, and,
+// once it ended, by its status, its digest and its repository, by when it
+// ended. GET /v1/runs and the pages read a page of a list and a summary
+// per run, so they cost a page at any history; and a run whose events are
+// past the stream's retention still has its summary.
+var runsAll = index.List("runs", "all")
+
+// runStarts are the events a run starts with; runEnds those it ends with.
+var (
+	runStarts = []events.Name{events.BuildRequested, events.PromotionRequested}
+	runEnds   = []events.Name{events.Promoted, events.PromotionRejected, events.BuildFailed, events.PushFailed, events.VerifyFailed}
+)
+
+// runIndexer keeps the run read model; its own durable consumer reads the
+// events runs start and end with, one at a time, so that one reporter
+// files runs in the order they started and ended (replicas interleave
+// theirs: the lists are then in that order within moments).
+type runIndexer struct {
+	js    jetstream.JetStream
+	kv    jetstream.KeyValue
+	index *index.Index
+}
+
+func openRunIndexer(ctx context.Context, js jetstream.JetStream, x *index.Index) (*runIndexer, error) {
+	kv, err := js.KeyValue(ctx, events.RunsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.RunsBucket, err)
+	}
+	return &runIndexer{js: js, kv: kv, index: x}, nil
+}
+
+// router routes the starts and ends of runs to the indexer.
+func (ri *runIndexer) router(b *bus.Bus) *bus.Router {
+	router := b.Router(bus.ConsumerSpec{Durable: "reporter-run-index", Concurrency: 1})
+	for _, n := range runStarts {
+		router.Handle(n, ri.started)
+	}
+	for _, n := range runEnds {
+		router.Handle(n, ri.ended)
+	}
+	return router
+}
+
+// started files a new run: its summary (running, its target) and its
+// entry in the list of every run. A redelivery, or the start of a run
+// filed already, files nothing.
+func (ri *runIndexer) started(ctx context.Context, m bus.Message) error {
+	run := &runs.Run{}
+	run.Add(m.Event, m.Name)
+	if _, err := ri.kv.Get(ctx, run.ID); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("file run %s: %w", run.ID, err)
+	}
+	if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), runsAll); err != nil {
+		return fmt.Errorf("file run %s: %w", run.ID, err)
+	}
+	return ri.put(ctx, run, func(cur *runs.Run) bool { return cur == nil })
+}
+
+// ended stores the summary the run's events fold into and files it by
+// status, digest and repository. A redelivery finds it filed.
+func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
+	id := events.RunID(m.Event)
+	var cur runs.Run
+	_, found, err := getJSON(ctx, ri.kv, id, &cur)
+	if err != nil {
+		return err
+	}
+	if found && cur.Done() {
+		return nil
+	}
+	raw, err := runs.Events(ctx, ri.js, id)
+	if err != nil {
+		return err
+	}
+	run := &runs.Run{}
+	for _, b := range raw {
+		if ev, n, err := events.Parse(b); err == nil {
+			run.Add(ev, n)
+		}
+	}
+	if !run.Done() {
+		return nil // an end the stream holds no more (past retention): nothing to fold
+	}
+	if !found {
+		// Its start is not filed yet (another replica's, or a consumer
+		// that fell behind): file it here, which its start then finds.
+		if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), runsAll); err != nil {
+			return fmt.Errorf("file run %s: %w", run.ID, err)
+		}
+	}
+	b, err := json.Marshal(run.ID)
+	if err != nil {
+		return err
+	}
+	if err := ri.index.Append(ctx, run.ID, run.Updated, b, runEndLists(run)...); err != nil {
+		return fmt.Errorf("file run %s: %w", run.ID, err)
+	}
+	return ri.put(ctx, run, func(cur *runs.Run) bool { return cur == nil || !cur.Done() })
+}
+
+// runEndLists are the lists an ended run is filed in.
+func runEndLists(run *runs.Run) []string {
+	lists := []string{index.List("runs", "status", run.Status)}
+	if _, hex, ok := strings.Cut(run.Digest, ":"); ok {
+		lists = append(lists, index.List("runs", "digest", hex))
+	}
+	if repo := runRepository(run.Target); repo != "" {
+		lists = append(lists, index.List("runs", "repo", repoToken(repo)))
+	}
+	return lists
+}
+
+// runRepository is the repository of a run's target ("" when it names none).
+func runRepository(target string) string {
+	ref, err := name.ParseReference(target)
+	if err != nil {
+		return ""
+	}
+	return ref.Context().Name()
+}
+
+// put stores run as its summary when replace says the stored one (nil:
+// none) may be replaced; a writer that raced it reads again.
+func (ri *runIndexer) put(ctx context.Context, run *runs.Run, replace func(*runs.Run) bool) error {
+	b, err := json.Marshal(run)
+	if err != nil {
+		return err
+	}
+	for {
+		var cur runs.Run
+		rev, found, err := getJSON(ctx, ri.kv, run.ID, &cur)
+		if err != nil {
+			return err
+		}
+		if found && !replace(&cur) || !found && !replace(nil) {
+			return nil
+		}
+		if found {
+			_, err = ri.kv.Update(ctx, run.ID, b, rev)
+		} else {
+			_, err = ri.kv.Create(ctx, run.ID, b)
+		}
+		if err == nil || !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return err
+		}
+	}
+}
+
+// summary is a run as the API shows it: folded from its events while it
+// runs (its steps as they happen), the stored summary once it ended (the
+// same fold, kept past the events' retention).
+func (ri *runIndexer) summary(ctx context.Context, id string) (*runs.Run, error) {
+	var stored runs.Run
+	_, found, err := getJSON(ctx, ri.kv, id, &stored)
+	if err != nil {
+		return nil, err
+	}
+	if found && stored.Done() {
+		return &stored, nil
+	}
+	raw, err := runs.Events(ctx, ri.js, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) == 0 {
+		if found {
+			return &stored, nil
+		}
+		return nil, fmt.Errorf("%w: no events for run %s", runs.ErrNoRun, id)
+	}
+	run := &runs.Run{}
+	for _, b := range raw {
+		if ev, n, err := events.Parse(b); err == nil {
+			run.Add(ev, n)
+		}
+	}
+	return run, nil
+}
+
+// page reads a page of runs, newest first: every run by when it started,
+// or, filtered by status, digest or repository, the runs that ended so, by
+// when they ended.
+func (ri *runIndexer) page(ctx context.Context, q api.RunQuery) (api.Page[*runs.Run], error) {
+	list := runsAll
+	switch {
+	case q.Digest != "":
+		_, hex, _ := strings.Cut(q.Digest, ":")
+		list = index.List("runs", "digest", hex)
+	case q.Repo != "":
+		list = index.List("runs", "repo", repoToken(q.Repo))
+	case q.Status != "" && q.Status != runs.Running:
+		list = index.List("runs", "status", q.Status)
+	}
+	from, err := decodeCursor(q.Cursor)
+	if err != nil {
+		return api.Page[*runs.Run]{}, err
+	}
+	out := api.Page[*runs.Run]{Items: []*runs.Run{}}
+	var failed error
+	p, err := ri.index.Read(ctx, list, index.Query{From: from, Before: q.Until, Limit: q.Limit, Keep: func(en index.Entry) (bool, bool) {
+		in, older := q.InRange(en.Time)
+		if !in {
+			return false, older
+		}
+		var id string
+		if err := json.Unmarshal(en.Data, &id); err != nil {
+			id = string(en.Data) // the list of every run holds the bare id
+		}
+		run, err := ri.summary(ctx, id)
+		if errors.Is(err, runs.ErrNoRun) {
+			return false, true // past retention before it was ever summarized
+		}
+		if err != nil {
+			failed = err
+			return false, false
+		}
+		if !runMatches(q, run) {
+			return false, true
+		}
+		out.Items = append(out.Items, run)
+		return true, true
+	}})
+	if errors.Is(err, index.ErrCursor) {
+		return out, fmt.Errorf("%w: %w (ask again without it)", errBadQuery, err)
+	}
+	if err := errors.Join(err, failed); err != nil {
+		return out, fmt.Errorf("read runs: %w", err)
+	}
+	out.Next = encodeCursor(p.Next)
+	return out, nil
+}
+
+// runMatches reports whether run passes q's filters.
+func runMatches(q api.RunQuery, run *runs.Run) bool {
+	return (q.Status == "" || q.Status == run.Status) && (q.Digest == "" || q.Digest == run.Digest) &&
+		(q.Repo == "" || q.Repo == runRepository(run.Target))
+}
+
+// recent is the newest limit runs (the front page's).
+func (ri *runIndexer) recent(ctx context.Context, limit int) ([]*runs.Run, error) {
+	p, err := ri.page(ctx, api.RunQuery{ListQuery: api.ListQuery{Limit: limit}})
+	return p.Items, err
+}
+
+// indexRuns files the runs the stream still holds that the index has not
+// (those of an earlier version, which kept no summaries): once, at start,
+// when the list of every run is empty. Their starts are read from the
+// stream's first events per run, in order.
+func (ri *runIndexer) indexRuns(ctx context.Context) error {
+	p, err := ri.index.Read(ctx, runsAll, index.Query{Limit: 1})
+	if err != nil || len(p.Entries) > 0 {
+		return err
+	}
+	s, err := ri.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return err
+	}
+	var filters []string
+	for _, n := range runStarts {
+		filters = append(filters, n.Filter())
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: filters})
+	if err != nil {
+		return err
+	}
+	for {
+		batch, err := cons.FetchNoWait(500)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			ev, name, err := events.ParseMsg(msg.Subject(), msg.Data())
+			if err != nil {
+				continue
+			}
+			start := bus.Message{Event: ev, Name: name}
+			if err := ri.started(ctx, start); err != nil {
+				return err
+			}
+			run, err := ri.summary(ctx, events.RunID(ev))
+			if err == nil && run.Done() {
+				if err := ri.ended(ctx, start); err != nil {
+					return err
+				}
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}

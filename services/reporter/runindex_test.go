@@ -1,0 +1,187 @@
+package reporter
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/bus"
+	"github.com/digestline/digestline/pkg/bus/bustest"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/runs"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// seededRuns starts n runs on the bus, the oldest first, and ends them:
+// run i fails its build when i%3 is 0, promotes when it is 1 (a
+// promotion's run, of digest i%2), and is still running when it is 2.
+// It returns the runs' ids and a reporter API whose run index (its own
+// consumer) has filed them.
+func seededRuns(t *testing.T, n int) (*bustest.Server, *httptest.Server, []string) {
+	t.Helper()
+	srv := bustest.NewServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	b := bus.NewBus(srv.JetStream, "/digestline/test")
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("run-%03d", i)
+		ids = append(ids, id)
+		switch i % 3 {
+		case 0:
+			start, err := b.Start(ctx, events.BuildRequested, id, "app", bustest.BuildRequest())
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := events.Failure{Target: "registry.local/app:lab", Report: failure.Report{Class: "schema", Stage: "build", Message: "no such directory"}}
+			if _, err := b.Emit(ctx, start, events.BuildFailed, "", f); err != nil {
+				t.Fatal(err)
+			}
+		case 1, 2:
+			d := fmt.Sprintf("sha256:%064x", i%2)
+			start, err := b.Start(ctx, events.PromotionRequested, id, "app", events.PromotionRequest{Repository: "registry.local/app", Digest: d, To: "dev"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i%3 == 1 {
+				p := events.Promotion{Environment: "dev", Repository: "registry.local/app", Digest: d, PromotedAt: time.Now(), RunID: id}
+				if _, err := b.Emit(ctx, start, events.Promoted, "", p); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	s, err := openStore(ctx, srv.JetStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri, err := openRunIndexer(ctx, srv.JetStream, s.index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = ri.router(b).Run(ctx) }()
+	r := &reporter{cfg: Config{Deps: service.Deps{JetStream: srv.JetStream}, Environments: []string{"dev"}}, store: s, runs: ri}
+	hs := httptest.NewServer(r.routes())
+	t.Cleanup(hs.Close)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p, err := ri.page(ctx, api.RunQuery{ListQuery: api.ListQuery{Limit: n}, Status: runs.Promoted})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Items) == (n+1)/3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d promoted runs filed, want %d", len(p.Items), (n+1)/3)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return srv, hs, ids
+}
+
+// runPages follows a run query's pages to the end and returns the ids.
+func runPages(t *testing.T, base string, q url.Values) []string {
+	t.Helper()
+	var ids []string
+	for {
+		var p api.Page[runs.Run]
+		if code := httpJSON(t, base+"/v1/runs?"+q.Encode(), &p); code != http.StatusOK {
+			t.Fatalf("GET /v1/runs?%s: %d", q.Encode(), code)
+		}
+		for _, run := range p.Items {
+			ids = append(ids, run.ID)
+		}
+		if p.Next == "" {
+			return ids
+		}
+		q.Set("cursor", p.Next)
+	}
+}
+
+// TestRunsPageNewestFirstByStatusAndDigest: GET /v1/runs lists every run,
+// newest started first, through cursors; by status (running ones too), and
+// by digest, it lists exactly the runs that match.
+func TestRunsPageNewestFirstByStatusAndDigest(t *testing.T) {
+	t.Parallel()
+	_, hs, ids := seededRuns(t, 24)
+	want := func(keep func(i int) bool) []string {
+		var out []string
+		for i, id := range slices.Backward(ids) {
+			if keep(i) {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		query string
+		keep  func(i int) bool
+	}{
+		{"", func(int) bool { return true }},
+		{"status=failed", func(i int) bool { return i%3 == 0 }},
+		{"status=promoted", func(i int) bool { return i%3 == 1 }},
+		{"status=running", func(i int) bool { return i%3 == 2 }},
+		{"digest=" + fmt.Sprintf("sha256:%064x", 1), func(i int) bool { return i%3 == 1 && i%2 == 1 }},
+		{"repo=registry.local/app&status=promoted", func(i int) bool { return i%3 == 1 }},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			q, _ := url.ParseQuery(tc.query)
+			q.Set("limit", "5")
+			if got, want := runPages(t, hs.URL, q), want(tc.keep); !slices.Equal(got, want) {
+				t.Errorf("\n got %v\nwant %v", got, want)
+			}
+		})
+	}
+	for _, q := range []string{"status=done", "limit=0", "digest=sha256:1", "cursor=x"} {
+		var p api.Page[runs.Run]
+		if code := httpJSON(t, hs.URL+"/v1/runs?"+q, &p); code != http.StatusBadRequest {
+			t.Errorf("?%s: %d, want 400", q, code)
+		}
+	}
+}
+
+// TestARunPastRetentionKeepsItsSummary: once a run's events are gone from
+// the stream, its summary is still listed, served and shown on its page.
+func TestARunPastRetentionKeepsItsSummary(t *testing.T) {
+	t.Parallel()
+	srv, hs, ids := seededRuns(t, 3)
+	failed := ids[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := srv.JetStream.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, subject := range events.RunSubjects(failed) {
+		if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var run runs.Run
+	if code := httpJSON(t, hs.URL+"/v1/runs/"+failed+"/summary", &run); code != http.StatusOK || run.Status != runs.Failed || run.Err == nil || run.Err.Failure.Message != "no such directory" {
+		t.Fatalf("summary past retention: %d %+v", code, run)
+	}
+	if got := runPages(t, hs.URL, url.Values{"status": {"failed"}}); !slices.Equal(got, []string{failed}) {
+		t.Errorf("failed runs: %v", got)
+	}
+	resp, err := http.Get(hs.URL + "/runs/" + failed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "past the stream&#39;s retention") || !strings.Contains(string(body), "no such directory") {
+		t.Errorf("the run's page past retention: %d\n%s", resp.StatusCode, body)
+	}
+}
