@@ -25,9 +25,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	build := exec.Command("go", "build", "-o", dir+"/", "github.com/digestline/digestline/cmd/digestline",
+	// The binaries as they ship (make build, the images): static and
+	// -trimpath, which also makes this build the one the container test's
+	// images reuse, and the standard library the one the peer tools share.
+	build := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "github.com/digestline/digestline/cmd/digestline",
 		"github.com/digestline/digestline/services/builder/cmd/builder", "github.com/digestline/digestline/services/pusher/cmd/pusher",
 		"github.com/digestline/digestline/services/verifier/cmd/verifier", "github.com/digestline/digestline/services/reporter/cmd/reporter")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build the binaries: %v\n%s", err, out)
 		os.Exit(1)
