@@ -130,9 +130,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := ri.indexRuns(ctx); err != nil {
-		return fmt.Errorf("index the runs the stream holds: %w", err)
-	}
 	// Earlier versions filed every event in a KV index through this
 	// consumer; runs are read from their subjects now. Its bucket ages out.
 	if err := cfg.JetStream.DeleteConsumer(ctx, events.StreamName, "reporter-runs"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
