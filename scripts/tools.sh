@@ -32,7 +32,7 @@ install() {
   rm -rf "$tmp"
 }
 
-# peers: link the tools scripts/peer.sh builds together, once per machine
+# peers: link the tools scripts/peer.sh builds from one module, once per machine
 # (cosign and Jaeger are large builds, kept across clones).
 peers() {
   local name path

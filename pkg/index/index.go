@@ -65,6 +65,8 @@ type Entry struct {
 	// Data is what was appended.
 	Data []byte
 	prev uint64
+	// gone: the entry holding its data is past retention.
+	gone bool
 }
 
 // Append adds data, which records what happened at t, to the front of
@@ -183,7 +185,7 @@ func (x *Index) Read(ctx context.Context, list string, q Query) (Page, error) {
 			return page, err
 		}
 		next = e.prev
-		if e.Data == nil || (!q.Before.IsZero() && !e.Time.Before(q.Before)) {
+		if e.gone || (!q.Before.IsZero() && !e.Time.Before(q.Before)) {
 			continue // its data is past retention, or it is too new
 		}
 		keep, more := true, true
@@ -244,15 +246,12 @@ func (x *Index) entry(ctx context.Context, list string, seq uint64) (Entry, erro
 		d, err := x.stream.GetMsg(ctx, at)
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
-			e.Data = nil
+			e.Data, e.gone = nil, true
 		case err != nil:
 			return Entry{}, err
 		default:
 			e.Data = d.Data
 		}
-	}
-	if e.Data == nil {
-		e.Data = []byte{} // not nil: only data past retention is
 	}
 	return e, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/bus/bustest"
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/index"
 )
 
@@ -164,6 +165,39 @@ func TestWritersAppendingAtOnceLoseNothing(t *testing.T) {
 	}
 	if mine, _ := pages(t, ctx, x, index.List("t", "w2"), index.Query{Limit: 30}); len(mine) != 25 || mine[0] != "2-24" {
 		t.Errorf("one writer's list: %d entries from %v", len(mine), mine[:min(len(mine), 1)])
+	}
+}
+
+// TestAnEntryWhoseDataIsGoneIsSkipped: a list's reference to an entry
+// past retention (its message deleted) is left out of the page, and the
+// entries around it stay.
+func TestAnEntryWhoseDataIsGoneIsSkipped(t *testing.T) {
+	srv := bustest.NewServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	x, err := index.Open(ctx, srv.JetStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, refs := index.List("t", "all"), index.List("t", "refs")
+	for i := range 3 {
+		if err := x.Append(ctx, strconv.Itoa(i), time.Now(), []byte(strconv.Itoa(i)), all, refs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := x.Read(ctx, all, index.Query{Limit: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := srv.JetStream.Stream(ctx, events.IndexStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMsg(ctx, p.Entries[1].Seq); err != nil { // "1", as retention would
+		t.Fatal(err)
+	}
+	if got, _ := pages(t, ctx, x, refs, index.Query{Limit: 3}); fmt.Sprint(got) != "[2 0]" {
+		t.Errorf("references with one entry gone: %v, want [2 0]", got)
 	}
 }
 

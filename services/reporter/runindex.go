@@ -110,11 +110,7 @@ func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 			return fmt.Errorf("file run %s: %w", run.ID, err)
 		}
 	}
-	b, err := json.Marshal(run.ID)
-	if err != nil {
-		return err
-	}
-	if err := ri.index.Append(ctx, run.ID, run.Updated, b, runEndLists(run)...); err != nil {
+	if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), runEndLists(run)...); err != nil {
 		return fmt.Errorf("file run %s: %w", run.ID, err)
 	}
 	return ri.put(ctx, run, func(cur *runs.Run) bool { return cur == nil || !cur.Done() })
@@ -224,11 +220,7 @@ func (ri *runIndexer) page(ctx context.Context, q api.RunQuery) (api.Page[*runs.
 		if !in {
 			return false, older
 		}
-		var id string
-		if err := json.Unmarshal(en.Data, &id); err != nil {
-			id = string(en.Data) // the list of every run holds the bare id
-		}
-		run, err := ri.summary(ctx, id)
+		run, err := ri.summary(ctx, string(en.Data)) // every run list holds run ids
 		if errors.Is(err, runs.ErrNoRun) {
 			return false, true // past retention before it was ever summarized
 		}

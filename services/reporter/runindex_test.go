@@ -29,7 +29,7 @@ import (
 // consumer) has filed them.
 func seededRuns(t *testing.T, n int) (*bustest.Server, *httptest.Server, []string) {
 	t.Helper()
-	srv := bustest.NewServer(t)
+	srv, s := newStore(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	b := bus.NewBus(srv.JetStream, "/digestline/test")
@@ -60,10 +60,6 @@ func seededRuns(t *testing.T, n int) (*bustest.Server, *httptest.Server, []strin
 				}
 			}
 		}
-	}
-	s, err := openStore(ctx, srv.JetStream)
-	if err != nil {
-		t.Fatal(err)
 	}
 	ri, err := openRunIndexer(ctx, srv.JetStream, s.index)
 	if err != nil {
