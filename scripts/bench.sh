@@ -8,8 +8,8 @@ raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 
 run() { go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-20x}" -count 1 "$@" 2>/dev/null | grep '^Benchmark' >>"$raw"; }
-# BENCH_SECTIONS picks what to run (default: all): go builder push verify copy.
-sections=" ${BENCH_SECTIONS:-go builder push verify copy} "
+# BENCH_SECTIONS picks what to run (default: all): go order builder push verify copy.
+sections=" ${BENCH_SECTIONS:-go order builder push verify copy} "
 want() { [[ $sections == *" $1 "* ]]; }
 if want go; then
   run -skip 'BenchmarkLoad|BenchmarkSigningAdds|BenchmarkAway' ./pkg/oci/ ./pkg/registry/ ./cmd/digestline/
@@ -34,6 +34,34 @@ if want go; then
   # minutes: the store's own write path, an entry at a time).
   BENCHTIME=${API_READS:-200x} run -bench BenchmarkAPIHistory ./services/reporter/
 fi
+
+# Runs to one tag: the order tests at full size (ONE_TAG, RUNSxAT), one row
+# each: ships of different content to app:dev, so many at a time.
+one_tag() {
+  local size=${ONE_TAG:-200x8} spec where dir test log start secs counts
+  echo "## Runs to one tag"
+  echo
+  echo "${size%x*} ships of different content to one tag (\`app:dev\`, also the first environment's tag), ${size#*x} at a"
+  echo "time, as CI does when commits land close together. Goal: 0 failed; every run promoted or superseded; the tag and"
+  echo "the record at the newest request's digest; the history's previous-digest chain unbroken (the tests check all four)."
+  echo
+  echo "| where | promoted | superseded | failed | wall time |"
+  echo "|---|---|---|---|---|"
+  for spec in "one node, services in one process|cmd/digestline|TestShipsToOneTagLandInOrder\$" \
+              "3-node cluster, 2 replicas of each service|cmd/digestline/systemtest|TestShipsToOneTagLandInOrderOnACluster" \
+              "services as processes, the pusher SIGKILLed once|cmd/digestline/systemtest|TestChaosShipsToOneTagWithThePusherKilled"; do
+    IFS='|' read -r where dir test <<<"$spec"
+    start=$(date +%s)
+    if log=$(DIGESTLINE_ONE_TAG=$size go -C "$dir" test -tags chaos -count 1 -timeout 30m -v -run "$test" . 2>&1); then
+      secs=$(( $(date +%s) - start ))
+      counts=$(grep -o '[0-9]* promoted, [0-9]* superseded' <<<"$log" | tail -1)
+      echo "| $where | ${counts%% promoted*} | $(awk '{print $3}' <<<"$counts") | 0 | ${secs} s |"
+    else
+      echo "| $where | test failed: see make bench's output | | | |"
+      grep -E -- '--- FAIL|_test.go:' <<<"$log" | head -20 >&2
+    fi
+  done
+}
 
 # The builder side by side with `crane append` on the same inputs in the same
 # run: wall time, throughput, layer size and peak RSS (GNU time).
@@ -442,6 +470,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo "same with the data in /dev/shm: signed runs write more files into the embedded registry, and on this disk they"
   echo "queue behind those writes when the host's disk is slow (docs/policy.md, What it costs)."
   echo
+  if want order; then one_tag; echo; fi
   if want builder; then builder_vs_crane; echo; fi
   if want push; then push_vs_peers; echo; fi
   if want verify; then verify_vs_peers; echo; fi

@@ -65,9 +65,11 @@ type PolicyReport struct {
 }
 
 // HistoryEntry is one promotion or rejection, as GET /v1/history lists
-// them (newest first, a Page at a time).
+// them (newest first, a Page at a time). A superseded entry is a promotion
+// whose tag moved, then on to a newer request's digest recorded before it:
+// the environment held it in between, and no promoted event announced it.
 type HistoryEntry struct {
-	Kind      string            `json:"kind"` // promoted or rejected
+	Kind      string            `json:"kind"` // promoted, rejected or superseded
 	At        time.Time         `json:"at"`
 	Promotion *events.Promotion `json:"promotion,omitempty"`
 	Rejection *events.Rejection `json:"rejection,omitempty"`

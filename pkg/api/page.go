@@ -39,7 +39,7 @@ type ListQuery struct {
 type HistoryQuery struct {
 	ListQuery
 	Env, Repo, Digest string
-	// Kind is "promoted" or "rejected".
+	// Kind is "promoted", "rejected" or "superseded".
 	Kind string
 }
 
@@ -62,9 +62,9 @@ func ParseHistoryQuery(v url.Values) (HistoryQuery, error) {
 		return q, err
 	}
 	switch q.Kind {
-	case "", "promoted", "rejected":
+	case "", "promoted", "rejected", "superseded":
 	default:
-		return q, fmt.Errorf("kind %q: promoted or rejected", q.Kind)
+		return q, fmt.Errorf("kind %q: promoted, rejected or superseded", q.Kind)
 	}
 	if q.Digest != "" {
 		if _, err := digest.Parse(q.Digest); err != nil {
@@ -103,9 +103,9 @@ func ParseRunQuery(v url.Values) (RunQuery, error) {
 		return q, err
 	}
 	switch q.Status {
-	case "", "running", "promoted", "rejected", "failed":
+	case "", "running", "promoted", "rejected", "failed", "superseded":
 	default:
-		return q, fmt.Errorf("status %q: running, promoted, rejected or failed", q.Status)
+		return q, fmt.Errorf("status %q: running, promoted, superseded, rejected or failed", q.Status)
 	}
 	if q.Digest != "" {
 		if _, err := digest.Parse(q.Digest); err != nil {

@@ -25,6 +25,7 @@ var dataTypes = map[Name]any{
 	PromotionApproved:  Approval{},
 	Promoted:           Promotion{},
 	PromotionRejected:  Rejection{},
+	Superseded:         Supersession{},
 }
 
 // Source kinds a build can start from.
@@ -124,7 +125,10 @@ type BuildResult struct {
 	BlobStore string    `json:"blobStore"`
 	PromoteTo string    `json:"promoteTo,omitempty"`
 	Tag       TagGuard  `json:"tag,omitempty"`
-	Evidence  Evidence  `json:"evidence"`
+	// RequestedAt is when the run was asked for (build.requested's time):
+	// the order in which runs move a tag (package tags).
+	RequestedAt time.Time `json:"requestedAt,omitzero"`
+	Evidence    Evidence  `json:"evidence"`
 }
 
 // Evidence names the events that prove each step of a run, by event id.
@@ -162,9 +166,11 @@ type PushResult struct {
 	Requests      int       `json:"requests"`
 	PromoteTo     string    `json:"promoteTo,omitempty"`
 	// Promotion is set when the push moved an environment's tag for an
-	// approved promotion, and travels on to verify.completed.
-	Promotion *Approval `json:"promotion,omitempty"`
-	Evidence  Evidence  `json:"evidence"`
+	// approved promotion, and travels on to verify.completed; its Previous
+	// is then where the tag moved from.
+	Promotion   *Approval `json:"promotion,omitempty"`
+	RequestedAt time.Time `json:"requestedAt,omitzero"`
+	Evidence    Evidence  `json:"evidence"`
 }
 
 // VerifyResult is the data of verify.completed.
@@ -177,8 +183,9 @@ type VerifyResult struct {
 	PromoteTo   string   `json:"promoteTo,omitempty"`
 	// Promotion is the approved promotion this verification re-checks,
 	// after the environment's tag moved (nil for a build's own run).
-	Promotion *Approval `json:"promotion,omitempty"`
-	Evidence  Evidence  `json:"evidence"`
+	Promotion   *Approval `json:"promotion,omitempty"`
+	RequestedAt time.Time `json:"requestedAt,omitzero"`
+	Evidence    Evidence  `json:"evidence"`
 }
 
 // Drift is the data of drift.detected: a tag that does not point where it should.
@@ -219,6 +226,9 @@ type Approval struct {
 	// Source is the repository the copy reads from: the previous
 	// environment's when it holds the digest, else Repository.
 	Source string `json:"source,omitempty"`
+	// RequestedAt is when the promotion was asked for (for a build's own
+	// promotion, when the build was): moves of one tag keep that order.
+	RequestedAt time.Time `json:"requestedAt,omitzero"`
 	// Evidence names the events that built, pushed and verified the digest.
 	Evidence Evidence `json:"evidence"`
 }
@@ -239,6 +249,9 @@ type Promotion struct {
 	PreviousDigest string    `json:"previousDigest,omitempty"`
 	RunID          string    `json:"runId"`
 	RequestedBy    string    `json:"requestedBy,omitempty"`
+	// RequestedAt is when the promotion was asked for: of two records of
+	// one environment, the later request's is current.
+	RequestedAt time.Time `json:"requestedAt,omitzero"`
 	// Location is the repository the environment's tag is in, when it is
 	// not Repository; Digest was proven there, byte for byte, before the
 	// tag moved.
@@ -265,4 +278,24 @@ type Rejection struct {
 	Hint        string    `json:"hint,omitempty"`
 	RequestedBy string    `json:"requestedBy,omitempty"`
 	RejectedAt  time.Time `json:"rejectedAt"`
+}
+
+// Supersession is the data of superseded: the run was overtaken by a newer
+// request for the same tag before its own move landed (package tags). The
+// tag is where the newer request put it. It ends the run, and is not a
+// failure: nothing is wrong, and no one is to act.
+type Supersession struct {
+	// Tag is the tag the run was to move (registry/repository:tag).
+	Tag         string `json:"tag" jsonschema:"minLength=1"`
+	Environment string `json:"environment,omitempty"` // when the tag is an environment's
+	Repository  string `json:"repository" jsonschema:"minLength=1"`
+	Digest      string `json:"digest" jsonschema:"minLength=1"` // this run's digest
+	// By is the newer run, and ByDigest where it put the tag.
+	By       string `json:"by" jsonschema:"minLength=1"`
+	ByDigest string `json:"byDigest,omitempty"`
+	// Step is where the run was overtaken: push (the build's tag), gates,
+	// promote (the environment's tag), or record (the tag moved, but a
+	// newer promotion was recorded first).
+	Step     string   `json:"step" jsonschema:"enum=push,enum=gates,enum=promote,enum=record"`
+	Evidence Evidence `json:"evidence"`
 }

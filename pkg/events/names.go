@@ -27,6 +27,7 @@ const (
 	PromotionApproved  Name = "promotion.approved"
 	Promoted           Name = "promoted"
 	PromotionRejected  Name = "promotion.rejected"
+	Superseded         Name = "superseded"
 )
 
 const (
@@ -106,7 +107,7 @@ func NameOfType(ceType string) (Name, bool) {
 // happens for that run unless someone asks again.
 func (n Name) Terminal() bool {
 	switch n {
-	case BuildFailed, PushFailed, VerifyFailed, Promoted, PromotionRejected:
+	case BuildFailed, PushFailed, VerifyFailed, Promoted, PromotionRejected, Superseded:
 		return true
 	}
 	return false

@@ -21,6 +21,10 @@ const (
 	// RunsBucket holds each run's summary, from its start, and as it
 	// ended: what the API lists, kept as long as the history.
 	RunsBucket = "DIGESTLINE_RUNS"
+	// TagsBucket holds, per tag the pipeline moves, its last move and the
+	// move in progress (package tags): the moves of one tag, in the order
+	// they were requested.
+	TagsBucket = "DIGESTLINE_TAGS"
 	// IndexStream holds the lists the API pages through, newest first
 	// (package index): history by environment, repository and digest, and
 	// the runs.

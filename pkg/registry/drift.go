@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/opencontainers/go-digest"
@@ -57,6 +58,30 @@ func (o pushOptions) checkTag(tag string, found, root digest.Digest) error {
 			fmt.Sprintf("someone moved the tag since you looked: inspect %s, then push with --expect %s (or --tag-policy force)", found, found))
 	}
 	return nil
+}
+
+// checkTagKnown is checkTag for a tag the pipeline orders (MoveTagVia).
+// A digest the caller expects (ExpectTag) holds as it is; otherwise the
+// tag may move from where the pipeline's runs left it (known: a run moved
+// it, in order, since this one's move was decided), else from where it
+// was seen (SeenAt), and from anywhere else is drift.
+func (o pushOptions) checkTagKnown(tag string, found, root digest.Digest, known []string) error {
+	if o.policy == TagForce || found == "" || found == root {
+		return nil
+	}
+	if o.expect != "" || known == nil && !o.seenSet {
+		return o.checkTag(tag, found, root)
+	}
+	if known == nil {
+		known = []string{o.seen.String()}
+	}
+	if slices.Contains(known, found.String()) {
+		return nil
+	}
+	expected := digest.Digest(known[0])
+	return &failure.Error{Class: failure.Conflict, Drift: &failure.Drift{Tag: tag, Expected: expected, Found: found},
+		Err:  fmt.Errorf("tag %s points at %s, but the pipeline left it at %s", tag, found, orNone(expected)),
+		Hint: fmt.Sprintf("someone moved the tag outside the pipeline: find out who, then put it back on %s (or delete it) and run again", orNone(expected))}
 }
 
 func orNone(d digest.Digest) string {

@@ -83,7 +83,7 @@ func (c *Client) Push(ctx context.Context, ref name.Reference, g oci.Graph, src 
 			return p.result(), err
 		}
 	}
-	return p.result(), nil
+	return p.result(), p.overtaken
 }
 
 type stageFunc func(ctx context.Context, r *events.StageReport) error
@@ -108,6 +108,7 @@ type pushRun struct {
 
 	tagCurrent      bool          // the tag already points at the root
 	tagFound        digest.Digest // where the tag pointed before the push ("" if absent)
+	overtaken       error         // the mover's refusal: a newer request moved the tag (MoveTagVia)
 	manifestPresent bool          // the registry has the root manifest
 	missing         []v1.Descriptor
 	announced       bool // the blobs to upload were announced to opts.progress

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/digestline/digestline/pkg/events"
@@ -43,8 +44,10 @@ func (p *pushRun) manifestCheck(ctx context.Context, r *events.StageReport) erro
 		if found {
 			p.tagFound = d.Digest
 		}
-		// Refuse before uploading anything when the tag may not move.
-		if err := p.opts.checkTag(tag.TagStr(), p.tagFound, root); err != nil {
+		// Refuse before uploading anything when the tag may not move; a
+		// tag the pipeline orders may have moved within it, which the
+		// tag update finds out.
+		if err := p.opts.checkTag(tag.TagStr(), p.tagFound, root); err != nil && p.opts.mover == nil {
 			return err
 		}
 	}
@@ -254,6 +257,9 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *events.StageReport) error {
 	if !ok {
 		return skip("pushed by digest, no tag")
 	}
+	if p.opts.mover != nil {
+		return p.moveInOrder(ctx, r, tag)
+	}
 	if p.tagCurrent {
 		return skip("%s already points at %s", tag.TagStr(), short(p.g.Root.Digest))
 	}
@@ -286,6 +292,67 @@ func (p *pushRun) tagUpdate(ctx context.Context, r *events.StageReport) error {
 		r.Detail += fmt.Sprintf(" (was %s)", short(now))
 	}
 	return nil
+}
+
+// moveInOrder moves the tag through the pipeline's order (MoveTagVia):
+// it looks at the tag once its turn has come, refuses drift from where
+// the pipeline left the tag, and puts it.
+func (p *pushRun) moveInOrder(ctx context.Context, r *events.StageReport, tag name.Tag) error {
+	root := p.g.Root.Digest
+	from, err := p.opts.mover(ctx, tag.Name(), func(ctx context.Context, known []string) (string, error) {
+		was, err := p.tagNow(ctx, r, tag, known)
+		if err != nil {
+			return "", err
+		}
+		if err := p.opts.checkTagKnown(tag.TagStr(), was, root, known); err != nil {
+			return "", err
+		}
+		if was == root {
+			return was.String(), nil
+		}
+		b, err := p.readManifest(ctx, p.g.Root)
+		if err != nil {
+			return "", err
+		}
+		_, err = p.repo.PutManifest(ctx, tag.TagStr(), p.g.Root.MediaType, b)
+		return was.String(), err
+	})
+	var o interface{ Overtaken() string }
+	if errors.As(err, &o) {
+		p.overtaken = err
+		return skip("%s", o.Overtaken())
+	}
+	if err != nil {
+		return err
+	}
+	was := digest.Digest(from)
+	if was == root {
+		return skip("%s already points at %s", tag.TagStr(), short(root))
+	}
+	r.Detail = fmt.Sprintf("%s:%s -> %s", tag.RepositoryStr(), tag.TagStr(), root)
+	if was != "" {
+		r.Detail += fmt.Sprintf(" (was %s)", short(was))
+	}
+	return nil
+}
+
+// tagNow is where the tag points once the run's turn to move it has come.
+// The manifest check's look serves when it is as fresh as a second one
+// (tagJustSeen) and no run has moved the tag since: the pipeline never
+// moved it, or its last move left it where the look found it.
+func (p *pushRun) tagNow(ctx context.Context, r *events.StageReport, tag name.Tag, known []string) (digest.Digest, error) {
+	seen := p.tagFound
+	if p.tagCurrent {
+		seen = p.g.Root.Digest
+	}
+	if p.tagJustSeen(r) && (known == nil || len(known) == 1 && known[0] == seen.String()) {
+		return seen, nil
+	}
+	d, found, err := p.repo.HeadManifest(ctx, tag.TagStr())
+	if err != nil || !found {
+		return "", err
+	}
+	return d.Digest, nil
 }
 
 // tagJustSeen reports whether the manifest check's look at the tag is

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/digestline/digestline/pkg/events"
@@ -18,6 +19,9 @@ type pushOptions struct {
 	prove    Proof
 	mounts   []name.Repository // MountFrom
 	present  bool              // ManifestsPresent
+	mover    TagMover          // MoveTagVia
+	seen     digest.Digest     // SeenAt
+	seenSet  bool
 }
 
 // ManifestsPresent tells the push that the target repository holds the
@@ -45,6 +49,32 @@ func (o pushOptions) mountFrom(target name.Repository, root digest.Digest) []bas
 		}
 	}
 	return out
+}
+
+// TagMover moves a push's tag in the order the pipeline keeps for it
+// (package tags): it calls move once no other run is moving the tag, with
+// where the pipeline left the tag (nil when it never moved it), and
+// returns move's error; or it refuses without calling move, with an error
+// that has an Overtaken() string method when a newer request moved the
+// tag already. tag is the tag's full name. It returns where the run moved
+// the tag from (a run that moved it before, redelivered, gets the same
+// answer).
+type TagMover func(ctx context.Context, tag string, move func(ctx context.Context, known []string) (from string, err error)) (from string, err error)
+
+// MoveTagVia moves the tag through m. A tag found where the pipeline left
+// it (or at the digest being pushed) moves, unless the push was told to
+// expect another digest (ExpectTag): a run of the pipeline moved it in
+// between, in order. (A tag meant never to move once set is not to be
+// ordered: push it with TagIfAbsent and without a mover.)
+// A push that m refuses as overtaken skips the tag update and ends with
+// m's error, once the referrers are pushed.
+func MoveTagVia(m TagMover) PushOption { return func(o *pushOptions) { o.mover = m } }
+
+// SeenAt says where the tag was seen when its move was decided ("":
+// nowhere). With MoveTagVia, the tag moves from there, or from where a run
+// of the pipeline moved it since; from anywhere else is drift.
+func SeenAt(d digest.Digest) PushOption {
+	return func(o *pushOptions) { o.seen, o.seenSet = d, true }
 }
 
 // WithTagPolicy sets how the tag update treats a tag that points elsewhere.

@@ -21,7 +21,7 @@ type Run struct {
 	Target string `json:"target"`
 	// Digest is what the run built, or asked to promote, once known.
 	Digest string `json:"digest,omitempty"`
-	// Status is running, promoted, rejected or failed.
+	// Status is running, promoted, superseded, rejected or failed.
 	Status  string    `json:"status"`
 	Detail  string    `json:"detail,omitempty"`
 	Started time.Time `json:"started"`
@@ -33,6 +33,8 @@ type Run struct {
 	TraceID string `json:"traceId,omitempty"`
 	// Promotion is the record a promoted run ended with.
 	Promotion *events.Promotion `json:"promotion,omitempty"`
+	// Superseded says which newer run overtook a superseded one.
+	Superseded *events.Supersession `json:"superseded,omitempty"`
 	// Err is why a failed or rejected run ended.
 	Err *Error `json:"error,omitempty"`
 }
@@ -59,8 +61,11 @@ type Step struct {
 const (
 	Running  = "running"
 	Promoted = "promoted"
-	Rejected = "rejected"
-	Failed   = "failed"
+	// Superseded is a run overtaken by a newer request for its tag: the
+	// tag is at the newer run's digest, and nothing failed.
+	Superseded = "superseded"
+	Rejected   = "rejected"
+	Failed     = "failed"
 )
 
 // Error is a run that ended without promotion: the event that ended it
@@ -153,6 +158,13 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 			if p.Source != "" {
 				line += fmt.Sprintf(", copied from %s@%s and proven there", p.Source, p.Digest)
 			}
+			return []string{line}
+		}
+	case events.Superseded:
+		if s, err := events.Decode[events.Supersession](ev); err == nil {
+			line := fmt.Sprintf("superseded by run %s, requested later, which moved %s to %s", s.By, s.Tag, cmp.Or(s.ByDigest, "its digest"))
+			r.step(Step{Name: s.Step, Status: events.StatusSkipped, Detail: line}, at, 0)
+			r.Status, r.Detail, r.Superseded = Superseded, "superseded by run "+s.By, &s
 			return []string{line}
 		}
 	case events.BuildFailed, events.PushFailed, events.VerifyFailed, events.PromotionRejected:

@@ -18,6 +18,7 @@ import (
 	"github.com/digestline/digestline/pkg/blobstore"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/tags"
 	"github.com/digestline/digestline/pkg/telemetry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,6 +48,8 @@ type Deps struct {
 	// with; nil means one with credentials and settings from the
 	// environment (see RegistryClient).
 	Registry *registry.Client
+	// Tags orders the runs' moves of each tag by request time.
+	Tags *tags.Ledger
 }
 
 // Bus returns the event bus of service, publishing as /digestline/<service>/<instance>.
@@ -253,11 +256,13 @@ func (p process) serve(ctx context.Context, name string, run func(context.Contex
 }
 
 // Worker is what a service's handlers share: the service's bus, the blob
-// store between builder and pusher, and the registry client.
+// store between builder and pusher, the registry client, and the order
+// of the runs' tag moves.
 type Worker struct {
 	Bus      *bus.Bus
 	Blobs    *blobstore.Store
 	Registry *registry.Client
+	Tags     *tags.Ledger
 }
 
 // Worker opens what the handlers of service share, publishing as
@@ -271,5 +276,9 @@ func (d Deps) Worker(ctx context.Context, service string) (Worker, error) {
 	if err != nil {
 		return Worker{}, err
 	}
-	return Worker{Bus: d.Bus(service), Blobs: blobs, Registry: reg}, nil
+	ledger, err := tags.Open(ctx, d.JetStream)
+	if err != nil {
+		return Worker{}, err
+	}
+	return Worker{Bus: d.Bus(service), Blobs: blobs, Registry: reg, Tags: ledger}, nil
 }

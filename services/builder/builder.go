@@ -79,7 +79,7 @@ func (b *builder) handle(ctx context.Context, m bus.Message, req events.BuildReq
 		"run_id", events.RunID(m.Event), "digest", graph.Root.Digest.String())
 	_, err = b.Bus.Emit(ctx, m.Event, events.BuildCompleted, "", events.BuildResult{
 		Target: req.Target, Graph: graph, BlobStore: events.BlobBucket, PromoteTo: req.PromoteTo, Tag: req.Tag,
-		Evidence: events.Evidence{Request: m.Event.ID()},
+		RequestedAt: m.Event.Time().UTC(), Evidence: events.Evidence{Request: m.Event.ID()},
 	})
 	return err
 }

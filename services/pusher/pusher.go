@@ -13,6 +13,7 @@ import (
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/tags"
 	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -73,17 +74,50 @@ func (p *pusher) push(ctx context.Context, m bus.Message, build events.BuildResu
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	fed := make(chan struct{})
 	go func() { defer close(fed); feed.Run(feedCtx, 250*time.Millisecond) }()
-	res, err := p.pushStages(ctx, m, ref, build.Graph, p.Blobs, append(opts, registry.WithProgress(feed.Update))...)
+	requestedAt := cmp.Or(build.RequestedAt, m.Event.Time().UTC())
+	opts = append(opts, registry.WithProgress(feed.Update))
+	if build.Tag.Policy != string(registry.TagIfAbsent) { // a tag set once for good is not a tag runs take turns at
+		opts = append(opts, p.inOrder(m, tags.Request{Digest: build.Graph.Root.Digest.String(), RequestedAt: requestedAt}, nil))
+	}
+	res, err := p.pushStages(ctx, m, ref, build.Graph, p.Blobs, opts...)
 	stopFeed()
 	<-fed
+	if s := (*tags.SupersededError)(nil); errors.As(err, &s) {
+		return p.superseded(ctx, m, s, events.Supersession{Repository: ref.Context().Name(), Digest: build.Graph.Root.Digest.String(), Step: "push", Evidence: evidence})
+	}
 	if err != nil {
 		return fail(err)
 	}
 	_, err = p.Bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
 		Target: build.Target, Digest: res.Digest.String(), Graph: build.Graph,
 		BlobsUploaded: res.Uploaded, BlobsExisting: res.Existing, BlobsMounted: res.Mounted,
-		BytesUploaded: res.BytesUploaded, Requests: res.Requests, PromoteTo: build.PromoteTo, Evidence: evidence,
+		BytesUploaded: res.BytesUploaded, Requests: res.Requests, PromoteTo: build.PromoteTo,
+		RequestedAt: requestedAt, Evidence: evidence,
 	})
+	return err
+}
+
+// inOrder moves the push's tag for req (the message's run) in the order
+// of the runs' requests (package tags): a run overtaken by a newer request
+// for the tag leaves it where that request put it. moved, when not nil,
+// learns the move.
+func (p *pusher) inOrder(m bus.Message, req tags.Request, moved *tags.Move) registry.PushOption {
+	req.RunID = events.RunID(m.Event)
+	return registry.MoveTagVia(func(ctx context.Context, tag string, move func(context.Context, []string) (string, error)) (string, error) {
+		done, err := p.Tags.Move(ctx, tag, req, move)
+		if moved != nil {
+			*moved = done
+		}
+		return done.From, err
+	})
+}
+
+// superseded ends a run overtaken at its tag move: what it pushed stays in
+// the registry by digest, and the tag where the newer run put it.
+func (p *pusher) superseded(ctx context.Context, m bus.Message, s *tags.SupersededError, data events.Supersession) error {
+	data.Tag, data.By, data.ByDigest = s.Tag, s.By.RunID, s.By.Digest
+	p.cfg.Log().Info(fmt.Sprintf("superseded: %s", s.Overtaken()), "run_id", events.RunID(m.Event), "tag", s.Tag)
+	_, err := p.Bus.Emit(ctx, m.Event, events.Superseded, "", data)
 	return err
 }
 
@@ -129,14 +163,9 @@ func (p *pusher) promote(ctx context.Context, m bus.Message, a events.Approval) 
 	if err != nil {
 		return fail(err)
 	}
-	guard := events.TagGuard{Policy: string(registry.TagIfAbsent)}
-	if a.Previous != "" {
-		guard = events.TagGuard{Policy: string(registry.TagFail), Expect: a.Previous}
-	}
-	opts, err := registry.TagOptions(guard)
-	if err != nil {
-		return bus.Permanent(err)
-	}
+	// The tag moves from where the gates saw it, or from where a run
+	// requested before this one moved it since.
+	opts := []registry.PushOption{registry.WithTagPolicy(registry.TagFail), registry.SeenAt(digest.Digest(a.Previous))}
 	if copying {
 		// Proven at the destination before the tag moves: each blob is
 		// hashed there as soon as it has arrived, while the rest is copied.
@@ -146,14 +175,22 @@ func (p *pusher) promote(ctx context.Context, m bus.Message, a events.Approval) 
 	} else {
 		opts = append(opts, registry.ManifestsPresent()) // the graph was read from there just now
 	}
-	res, err := p.pushStages(ctx, m, ref, g, src, opts...)
+	requestedAt := cmp.Or(a.RequestedAt, m.Event.Time().UTC())
+	var moved tags.Move
+	res, err := p.pushStages(ctx, m, ref, g, src, append(opts, p.inOrder(m, tags.Request{Digest: a.Digest, RequestedAt: requestedAt, Promotes: true}, &moved))...)
+	if s := (*tags.SupersededError)(nil); errors.As(err, &s) {
+		return p.superseded(ctx, m, s, events.Supersession{Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Step: "promote", Evidence: a.Evidence})
+	}
 	if err != nil {
 		return fail(err)
 	}
+	// The environment's previous digest is the promotion's before this one
+	// in the order the moves landed: the gates saw the tag earlier.
+	a.Previous = moved.Held
 	_, err = p.Bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
 		Target: target, Digest: res.Digest.String(), Graph: g,
 		BlobsUploaded: res.Uploaded, BlobsExisting: res.Existing, BlobsMounted: res.Mounted, BytesUploaded: res.BytesUploaded, Requests: res.Requests,
-		Promotion: &a, Evidence: a.Evidence,
+		Promotion: &a, RequestedAt: requestedAt, Evidence: a.Evidence,
 	})
 	return err
 }

@@ -1,6 +1,7 @@
 package reporter
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/tags"
 )
 
 // dryRun answers GET /v1/policy/{env}?ref=… (or repository=…&digest=…):
@@ -24,13 +26,16 @@ func (r *reporter) dryRun(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
 	now := time.Now().UTC()
 	rep := api.PolicyReport{Environment: pr.To, Repository: pr.Repository, Digest: pr.Digest, Clauses: []policy.Clause{}}
-	d, err := r.gates(ctx, pr, "", now)
+	d, err := r.gates(ctx, pr, "", now, tags.Request{RunID: "dry-run", RequestedAt: now, Digest: pr.Digest})
 	if err != nil {
 		service.WriteError(w, http.StatusServiceUnavailable, "the gates could not be checked: "+err.Error())
 		return
 	}
 	if rej := d.Rejection; rej != nil {
 		rep.Gate, rep.Reason, rep.Hint = rej.Gate, rej.Reason, rej.Hint
+	}
+	if s := d.Supersession; s != nil {
+		rep.Gate, rep.Reason = GateTagDrift, fmt.Sprintf("run %s, requested after now, moved tag %s to %s", s.By, s.Tag, s.ByDigest)
 	}
 	rep.Allowed = d.Approval != nil
 	// The rules, all of them, whichever gate refused first.

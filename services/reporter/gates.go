@@ -14,6 +14,7 @@ import (
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/registry"
+	"github.com/digestline/digestline/pkg/tags"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -79,9 +80,16 @@ const (
 // gates checks a request against every gate, in order, and approves it or
 // names the first gate that refuses. An error means a gate could not be
 // checked (the registry or the bus is unreachable), not that it refused.
-func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, requestID string, at time.Time) (decision, error) {
-	a, err := r.admit(ctx, req, requestID, at)
+// turn is the run asking, and when it was asked for: a newer request that
+// moved the environment's tag already supersedes it.
+func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, requestID string, at time.Time, turn tags.Request) (decision, error) {
+	a, err := r.admit(ctx, req, requestID, at, turn)
 	var no *refusal
+	var later *overtaken
+	if errors.As(err, &later) {
+		return decision{Supersession: &events.Supersession{Tag: later.Tag, Environment: req.To, Repository: req.Repository, Digest: req.Digest,
+			By: later.By.RunID, ByDigest: later.By.Digest, Step: "gates"}}, nil
+	}
 	if errors.As(err, &no) {
 		return decision{Rejection: &events.Rejection{Environment: req.To, Repository: req.Repository, Digest: req.Digest, Gate: no.gate,
 			Reason: no.reason, Hint: no.hint, RequestedBy: req.RequestedBy, RejectedAt: at}}, nil
@@ -96,6 +104,17 @@ func (r *reporter) gates(ctx context.Context, req events.PromotionRequest, reque
 type refusal struct{ gate, hint, reason string }
 
 func (e *refusal) Error() string { return e.gate + ": " + e.reason }
+
+// overtaken is the tag gate's answer "not this one": a newer request of
+// the pipeline moved the environment's tag already (package tags).
+type overtaken struct {
+	Tag string
+	By  tags.Request
+}
+
+func (e *overtaken) Error() string {
+	return fmt.Sprintf("tag %s moved for run %s, requested later", e.Tag, e.By.RunID)
+}
 
 func refuse(gate, hint, format string, a ...any) error {
 	return &refusal{gate: gate, hint: hint, reason: fmt.Sprintf(format, a...)}
@@ -115,7 +134,7 @@ func unreachable(gate string, err error) error {
 // admit runs the gates in order: the approval when all pass, a *refusal
 // naming the first that does not, or the error that kept one from being
 // checked.
-func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, requestID string, at time.Time) (*events.Approval, error) {
+func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, requestID string, at time.Time, turn tags.Request) (*events.Approval, error) {
 	repo, v, err := r.inChain(ctx, req)
 	if err != nil {
 		return nil, err
@@ -132,7 +151,7 @@ func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, reque
 		tagErr error
 		wg     sync.WaitGroup
 	)
-	wg.Go(func() { got, tagErr = r.tagInPlace(ctx, req, place, tag) })
+	wg.Go(func() { got, tagErr = r.tagInPlace(ctx, req, turn, place, tag) })
 	source, err := r.evidenceGates(ctx, req, at)
 	wg.Wait()
 	if err = cmp.Or(tagErr, err); err != nil {
@@ -140,7 +159,7 @@ func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, reque
 	}
 	a := &events.Approval{
 		Environment: req.To, Repository: req.Repository, Digest: req.Digest, Tag: tag, Previous: got,
-		RequestedBy: req.RequestedBy, Evidence: events.Evidence{Request: requestID, Build: v.Evidence.Build},
+		RequestedBy: req.RequestedBy, RequestedAt: turn.RequestedAt, Evidence: events.Evidence{Request: requestID, Build: v.Evidence.Build},
 	}
 	if place.String() != repo.String() {
 		a.Location, a.Source = place.String(), source.String()
@@ -175,9 +194,11 @@ func (r *reporter) evidenceGates(ctx context.Context, req events.PromotionReques
 }
 
 // tagInPlace checks the tag-drift gate: the environment's tag in its place
-// points where the environment's record says, or at the digest already.
-// It returns where the tag points ("" for nowhere).
-func (r *reporter) tagInPlace(ctx context.Context, req events.PromotionRequest, place name.Repository, tag string) (string, error) {
+// points where the environment's record says, or at the digest already,
+// or where a run of the pipeline moved it (package tags: a move the record
+// does not show yet). A newer request's move overtakes this one
+// (*overtaken). It returns where the tag points ("" for nowhere).
+func (r *reporter) tagInPlace(ctx context.Context, req events.PromotionRequest, turn tags.Request, place name.Repository, tag string) (string, error) {
 	cur, hasCur, err := r.store.current(ctx, req.To, req.Repository)
 	if err != nil {
 		return "", err
@@ -186,18 +207,31 @@ func (r *reporter) tagInPlace(ctx context.Context, req events.PromotionRequest, 
 	if err != nil {
 		return "", unreachable(GateTagDrift, err)
 	}
-	found, present, err := there.HeadManifest(ctx, tag)
-	if err != nil {
-		return "", unreachable(GateTagDrift, err)
+	look := func(ctx context.Context) (string, error) {
+		found, present, err := there.HeadManifest(ctx, tag)
+		if err != nil {
+			return "", unreachable(GateTagDrift, err)
+		}
+		if !present {
+			return "", nil
+		}
+		return found.Digest.String(), nil
 	}
-	var want, got string
+	got, mover, err := r.Tags.Mover(ctx, place.Name()+":"+tag, look)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case mover != nil && mover.Newer(turn) && got != req.Digest:
+		return "", &overtaken{Tag: place.Name() + ":" + tag, By: *mover}
+	case mover != nil || got == req.Digest:
+		return got, nil
+	}
+	var want string
 	if hasCur {
 		want = cur.Digest
 	}
-	if present {
-		got = found.Digest.String()
-	}
-	if got == want || got == req.Digest {
+	if got == want {
 		return got, nil
 	}
 	hint := fmt.Sprintf("someone moved %s:%s outside the pipeline: inspect %s, then put the tag back on %s (or delete it) and promote again",

@@ -334,13 +334,16 @@ func (r *reporter) digestReport(ctx context.Context, d string) (api.DigestReport
 	rep := api.DigestReport{Digest: d, Current: []events.Promotion{}, Held: []api.Holding{}, Runs: []string{}}
 	// The digest's own list: the promotions that brought it to an
 	// environment, and the ones that moved the environment off it.
-	hist, err := r.store.allHistory(ctx, api.HistoryQuery{Digest: d, Kind: "promoted"}, maxDigestMoves)
+	hist, err := r.store.allHistory(ctx, api.HistoryQuery{Digest: d}, maxDigestMoves)
 	if err != nil {
 		return rep, nil, http.StatusServiceUnavailable, err
 	}
 	open := map[[2]string]int{} // environment and repository → its open holding of d
 	for _, h := range hist {
-		p := h.Promotion
+		p := h.Promotion // promoted, or superseded: it held the tag too
+		if p == nil {
+			continue
+		}
 		key := [2]string{p.Environment, p.Repository}
 		if i, ok := open[key]; ok && p.PreviousDigest == d {
 			at := h.At

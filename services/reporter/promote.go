@@ -3,20 +3,23 @@ package reporter
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/tags"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // requested handles promotion.requested: a person's request, through the gates.
 func (r *reporter) requested(ctx context.Context, m bus.Message, req events.PromotionRequest) error {
-	return r.decide(ctx, m.Event, req, m.Event.ID())
+	return r.decide(ctx, m.Event, req, m.Event.ID(), m.Event.Time().UTC())
 }
 
 // verified handles verify.completed. For a build's own run, the digest is
@@ -37,15 +40,20 @@ func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.Verify
 			return err
 		}
 		to := cmp.Or(vr.PromoteTo, r.cfg.Environments[0])
-		return r.decide(ctx, m.Event, events.PromotionRequest{Repository: repo, Digest: vr.Digest, To: to, RequestedBy: "pipeline"}, trail.Request)
+		req := events.PromotionRequest{Repository: repo, Digest: vr.Digest, To: to, RequestedBy: "pipeline"}
+		return r.decide(ctx, m.Event, req, trail.Request, cmp.Or(vr.RequestedAt, m.Event.Time().UTC()))
 	}
 
 	a := vr.Promotion
 	rec, made, err := r.store.record(ctx, events.Promotion{
 		Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Tag: a.Tag,
-		PromotedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), RequestedBy: a.RequestedBy, Location: a.Location, Source: a.Source,
+		PromotedAt: m.Event.Time().UTC(), PreviousDigest: a.Previous, RunID: events.RunID(m.Event), RequestedBy: a.RequestedBy,
+		RequestedAt: a.RequestedAt, Location: a.Location, Source: a.Source,
 		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: trail.Push, Verify: trail.Verify},
 	})
+	if later := (*recordedLater)(nil); errors.As(err, &later) {
+		return r.movedOn(ctx, m, rec, later.current)
+	}
 	if err != nil {
 		return err
 	}
@@ -81,13 +89,14 @@ func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.Verify
 // under the request's event id before it is emitted, so a redelivered
 // request gets the same answer even if the world moved in between (say, the
 // approved tag move already happened).
-func (r *reporter) decide(ctx context.Context, parent cloudevents.Event, req events.PromotionRequest, requestID string) error {
+func (r *reporter) decide(ctx context.Context, parent cloudevents.Event, req events.PromotionRequest, requestID string, requestedAt time.Time) error {
 	d, found, err := r.store.decided(ctx, parent.ID())
 	if err != nil {
 		return err
 	}
 	if !found {
-		if d, err = r.gates(ctx, req, requestID, parent.Time().UTC()); err != nil {
+		turn := tags.Request{RunID: events.RunID(parent), RequestedAt: requestedAt, Digest: req.Digest}
+		if d, err = r.gates(ctx, req, requestID, parent.Time().UTC(), turn); err != nil {
 			return err // the registry or the bus failed us: try again
 		}
 		if d, err = r.store.decide(ctx, parent.ID(), d); err != nil {
@@ -97,6 +106,12 @@ func (r *reporter) decide(ctx context.Context, parent cloudevents.Event, req eve
 	if a := d.Approval; a != nil {
 		r.cfg.Log().Info(fmt.Sprintf("approved %s %s@%s: moving tag %s", a.Environment, a.Repository, a.Digest, a.Tag), "run_id", events.RunID(parent))
 		_, err := r.Bus.Emit(ctx, parent, events.PromotionApproved, "", *a)
+		return err
+	}
+	if s := d.Supersession; s != nil {
+		r.cfg.Log().Info(fmt.Sprintf("superseded: %s %s@%s: run %s, requested later, moved tag %s to %s", s.Environment, s.Repository, s.Digest, s.By, s.Tag, s.ByDigest),
+			"run_id", events.RunID(parent))
+		_, err := r.Bus.Emit(ctx, parent, events.Superseded, "", *s)
 		return err
 	}
 	rej := *d.Rejection
@@ -159,6 +174,28 @@ func (r *reporter) sourceOf(ctx context.Context, req events.PromotionRequest) (n
 		return app, err
 	}
 	return name.NewRepository(prev.Location)
+}
+
+// movedOn ends a promotion whose tag moved, in order, and then on to a
+// newer request's digest that was recorded before it: the newer record
+// stays current, the history shows this digest held the tag between the
+// two (so every record's previous digest is in it), and the run ends
+// superseded, so that no deployer is told to deploy it after the newer one.
+func (r *reporter) movedOn(ctx context.Context, m bus.Message, rec, current events.Promotion) error {
+	s := events.Supersession{Tag: rec.Place() + ":" + rec.Tag, Environment: rec.Environment, Repository: rec.Repository, Digest: rec.Digest,
+		By: current.RunID, ByDigest: current.Digest, Step: "record", Evidence: rec.Evidence}
+	ev, err := events.Follow(r.Bus.Source(), m.Event, events.Superseded, "", s)
+	if err != nil {
+		return err
+	}
+	if err := r.store.addHistory(ctx, rec.Environment, rec.Repository, api.HistoryEntry{
+		Kind: "superseded", At: rec.PromotedAt, Promotion: &rec, RunID: rec.RunID, EventID: ev.ID(),
+	}); err != nil {
+		return err
+	}
+	r.cfg.Log().Info(fmt.Sprintf("superseded: %s held %s until run %s, requested later, moved it on to %s", rec.Environment, rec.Ref(), current.RunID, current.Digest),
+		"run_id", rec.RunID)
+	return r.Bus.Publish(ctx, ev)
 }
 
 // tagOf is the tag an environment's promotions move.

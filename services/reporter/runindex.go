@@ -28,7 +28,7 @@ var runsAll = index.List("runs", "all")
 // runStarts are the events a run starts with; runEnds those it ends with.
 var (
 	runStarts = []events.Name{events.BuildRequested, events.PromotionRequested}
-	runEnds   = []events.Name{events.Promoted, events.PromotionRejected, events.BuildFailed, events.PushFailed, events.VerifyFailed}
+	runEnds   = []events.Name{events.Promoted, events.Superseded, events.PromotionRejected, events.BuildFailed, events.PushFailed, events.VerifyFailed}
 )
 
 // runIndexer keeps the run read model; its own durable consumer reads the

@@ -153,8 +153,9 @@ func isWrongSequence(err error) bool {
 
 // decision is what the gates said to one promotion request.
 type decision struct {
-	Approval  *events.Approval  `json:"approval,omitempty"`
-	Rejection *events.Rejection `json:"rejection,omitempty"`
+	Approval     *events.Approval     `json:"approval,omitempty"`
+	Rejection    *events.Rejection    `json:"rejection,omitempty"`
+	Supersession *events.Supersession `json:"supersession,omitempty"`
 }
 
 // decide stores d as the decision on request id unless one is stored
@@ -202,7 +203,10 @@ func (s *store) record(ctx context.Context, rec events.Promotion) (current event
 	if found && cur.Digest == rec.Digest {
 		return cur, cur.RunID == rec.RunID, nil
 	}
-	if found {
+	if found && !rec.RequestedAt.IsZero() && cur.RequestedAt.After(rec.RequestedAt) {
+		return rec, false, &recordedLater{current: cur}
+	}
+	if found && rec.PreviousDigest == "" {
 		rec.PreviousDigest = cur.Digest
 	}
 	b, err := json.Marshal(rec)
@@ -218,6 +222,15 @@ func (s *store) record(ctx context.Context, rec events.Promotion) (current event
 		return rec, false, fmt.Errorf("write promotion %s/%s (a concurrent writer is retried): %w", rec.Environment, rec.Repository, err)
 	}
 	return rec, true, nil
+}
+
+// recordedLater is record's answer for a promotion older than the
+// environment's current one: the tag moved for both, in order, and the
+// newer was recorded first.
+type recordedLater struct{ current events.Promotion }
+
+func (e *recordedLater) Error() string {
+	return fmt.Sprintf("%s holds %s since run %s, requested later", e.current.Environment, e.current.Digest, e.current.RunID)
 }
 
 // list returns the current records for env and repo ("" = any), by

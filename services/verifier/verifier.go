@@ -1,15 +1,18 @@
 package verifier
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/tags"
 	"github.com/digestline/digestline/pkg/verify"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -72,8 +75,9 @@ func (v *verifier) verify(ctx context.Context, m bus.Message, push events.PushRe
 	rep, err := verify.Image(ctx, v.Registry, ref, &push.Graph, v.cfg.Proof)
 	looked.Wait()
 	if tagged && err == nil {
-		rep.Checks = append(rep.Checks, fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()))
-		err = tagErr
+		var check string
+		check, err = v.tagCheck(ctx, m, push, tag, tagErr)
+		rep.Checks = append(rep.Checks, check)
 		if drift := (*failure.Error)(nil); errors.As(err, &drift) && drift.Class == failure.Conflict {
 			if _, err := v.Bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
 				Target: push.Target, Tag: tag.TagStr(), Expected: push.Digest, Found: drift.Mismatches[0].Found,
@@ -93,7 +97,48 @@ func (v *verifier) verify(ctx context.Context, m bus.Message, push events.PushRe
 	v.bytesVerified.Add(ctx, rep.BytesHashed)
 	_, err = v.Bus.Emit(ctx, m.Event, events.VerifyCompleted, "", events.VerifyResult{
 		Target: push.Target, Digest: push.Digest, Descriptors: rep.Descriptors, BytesHashed: rep.BytesHashed,
-		Checks: rep.Checks, PromoteTo: push.PromoteTo, Promotion: push.Promotion, Evidence: trail,
+		Checks: rep.Checks, PromoteTo: push.PromoteTo, Promotion: push.Promotion, RequestedAt: push.RequestedAt, Evidence: trail,
 	})
 	return err
+}
+
+// tagCheck is the [VERIFY] line of the pushed tag, given verify.Tag's
+// answer: the tag points at the digest; or a newer request of the
+// pipeline moved it on since (package tags), which is no drift; or the
+// drift.
+func (v *verifier) tagCheck(ctx context.Context, m bus.Message, push events.PushResult, tag name.Tag, tagErr error) (string, error) {
+	if tagErr == nil {
+		return fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()), nil
+	}
+	drift := (*failure.Error)(nil)
+	if !errors.As(tagErr, &drift) || drift.Class != failure.Conflict {
+		return "", tagErr
+	}
+	repo, err := v.Registry.Open(ctx, tag.Context(), false)
+	if err != nil {
+		return "", err
+	}
+	looked := false
+	found, mover, err := v.Tags.Mover(ctx, tag.Name(), func(ctx context.Context) (string, error) {
+		if !looked { // verify.Tag's look
+			looked = true
+			return strings.TrimPrefix(drift.Mismatches[0].Found, "nothing"), nil
+		}
+		d, ok, err := repo.HeadManifest(ctx, tag.TagStr())
+		if !ok || err != nil {
+			return "", err
+		}
+		return d.Digest.String(), nil
+	})
+	if err != nil {
+		return "", err
+	}
+	this := tags.Request{RunID: events.RunID(m.Event), RequestedAt: cmp.Or(push.RequestedAt, m.Event.Time().UTC())}
+	if found == push.Digest {
+		return fmt.Sprintf("[VERIFY] tag %s points at the digest", tag.TagStr()), nil
+	}
+	if mover == nil || !mover.Newer(this) {
+		return "", tagErr
+	}
+	return fmt.Sprintf("[VERIFY] tag %s moved on to %s since, for run %s (requested later)", tag.TagStr(), mover.Digest, mover.RunID), nil
 }

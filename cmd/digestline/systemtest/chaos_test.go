@@ -312,3 +312,41 @@ func serviceProcesses(t *testing.T, b *natsBus, api string, env ...string) ([]*p
 	}
 	return procs, js
 }
+
+// TestChaosShipsToOneTagWithThePusherKilled: ships to one tag, 4 at a time
+// (make bench: 200, 8 at a time), through the services as processes, and
+// the pusher is SIGKILLed once the tag has first moved, and restarted. A
+// move it held when it died is taken over by its redelivery; every run is
+// still promoted or superseded, the tag at the newest request's digest.
+func TestChaosShipsToOneTagWithThePusherKilled(t *testing.T) {
+	b := newNATSBus(t)
+	host := e2etest.EmbeddedRegistry(t)
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
+	procs, js := serviceProcesses(t, b, apiAddr)
+	target := host + "/team/app:dev"
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		for {
+			req, _ := http.NewRequest(http.MethodHead, "http://"+host+"/v2/team/app/manifests/dev", nil)
+			req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond)
+		procs[1].kill() // the pusher
+		time.Sleep(300 * time.Millisecond)
+		procs[1].start(t)
+	}()
+	n, at := e2etest.OneTagRuns(t)
+	ids := e2etest.ShipToOneTag(t, bus.NewBus(js, "/digestline/test/chaos"), target, n, at)
+	<-killed
+	promoted, superseded := e2etest.LandedInOrder(t, "http://"+apiAddr, target, "dev", ids)
+	t.Logf("%d promoted, %d superseded, the pusher killed once", promoted, superseded)
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -58,21 +59,9 @@ func TestRunsSurviveLosingAClusterNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	// Provisioning R3 needs the cluster's meta leader: wait for it.
+	provisionR3(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		err := bus.Provision(actx, js, bus.ProvisionOptions{Replicas: 3})
-		acancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("provision R3: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 	info, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +104,48 @@ func TestRunsSurviveLosingAClusterNode(t *testing.T) {
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// provisionR3 provisions every stream and bucket replicated three times,
+// once the cluster has its meta leader.
+func provisionR3(t *testing.T, js jetstream.JetStream) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		err := bus.Provision(actx, js, bus.ProvisionOptions{Replicas: 3})
+		acancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("provision R3: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestShipsToOneTagLandInOrderOnACluster: ships to one tag, 4 at a time,
+// through two replicas of each service on a 3-node cluster, land as on
+// one node (TestShipsToOneTagLandInOrder): each promoted or superseded,
+// the tag and the record at the newest request's digest, the history's
+// chain unbroken.
+func TestShipsToOneTagLandInOrderOnACluster(t *testing.T) {
+	_, urls := natsCluster(t)
+	nc, js, err := service.Connect(urls, "test-cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	provisionR3(t, js)
+	reg := registry.New(registry.WithKeychain(authn.NewMultiKeychain()))
+	apiURL := runServices(t, urls, reg, bus.ProvisionOptions{Replicas: 3})
+	runServices(t, urls, reg, bus.ProvisionOptions{Replicas: 3}) // the second replica of each
+	target := e2etest.EmbeddedRegistry(t) + "/team/app:dev"
+	n, at := e2etest.OneTagRuns(t)
+	ids := e2etest.ShipToOneTag(t, bus.NewBus(js, "/digestline/test/cluster"), target, n, at)
+	promoted, superseded := e2etest.LandedInOrder(t, apiURL, target, "dev", ids)
+	t.Logf("%d promoted, %d superseded", promoted, superseded)
 }
 
 // TestDeployedNATSConfigIsAClusterOfThree reads deploy/nats/cluster.conf as

@@ -82,7 +82,7 @@ func (b *natsBus) stop() {
 // runServices runs the four services, each on its own NATS connection as
 // separate processes would be, until the test ends; natsURL may list
 // several servers, comma-separated.
-func runServices(t *testing.T, natsURL string, reg *registry.Client, prov bus.ProvisionOptions) {
+func runServices(t *testing.T, natsURL string, reg *registry.Client, prov bus.ProvisionOptions) (apiURL string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g, gctx := errgroup.WithContext(ctx)
 	deps := func(name string) service.Deps {
@@ -112,6 +112,7 @@ func runServices(t *testing.T, natsURL string, reg *registry.Client, prov bus.Pr
 			t.Errorf("services: %v", err)
 		}
 	})
+	return "http://" + api.Addr().String()
 }
 
 // registryOnce serves the embedded registry on a free port and returns its

@@ -212,7 +212,7 @@ func FreePort(t *testing.T) int {
 }
 
 // GetJSON GETs u into v and returns the status.
-func GetJSON(t *testing.T, u string, v any) int {
+func GetJSON(t testing.TB, u string, v any) int {
 	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {

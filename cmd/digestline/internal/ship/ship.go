@@ -45,6 +45,9 @@ type Request struct {
 type Result struct {
 	RunID     string
 	Promotion events.Promotion
+	// Superseded is set, and Promotion empty, when a newer request for
+	// the run's tag overtook it.
+	Superseded *events.Supersession
 }
 
 // busTimeout bounds each request ship makes of the bus: while NATS is away,
@@ -193,6 +196,9 @@ func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw fun
 	})
 	if err != nil {
 		return Result{RunID: runID}, err
+	}
+	if run.Superseded != nil { // overtaken by a newer request for the tag: no failure
+		return Result{RunID: runID, Superseded: run.Superseded}, nil
 	}
 	return Result{RunID: runID, Promotion: *run.Promotion}, nil
 }
