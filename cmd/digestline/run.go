@@ -45,7 +45,7 @@ func newRunCommand() *cobra.Command {
 	show.Flags().BoolVar(&o.asJSON, "json", false, "print the run (steps, status, trace id) as JSON")
 	follow := &cobra.Command{
 		Use:   "follow RUNID",
-		Short: "Print a run's lines from its start and live until it ends; exits 0 when promoted, 2 when it failed or was rejected",
+		Short: "Print a run's lines from its start and live until it ends; exits 0 when promoted or superseded, 2 when it failed or was rejected",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.follow(cmd.Context(), args[0], cmd.OutOrStdout())

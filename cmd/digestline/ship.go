@@ -31,8 +31,9 @@ func newShipCommand() *cobra.Command {
 		Use:   "ship DIR REF",
 		Short: "Build DIR, push it to REF, verify it and promote it, following the run live",
 		Long: "ship uploads DIR as a tarball to the bus's blob store, publishes build.requested and prints the run's\n" +
-			"[STAGE] and [VERIFY] lines as the services work. It exits 0 once the digest is promoted, and non-zero\n" +
-			"with the failure's class and hint otherwise.",
+			"[STAGE] and [VERIFY] lines as the services work. It exits 0 once the digest is promoted, or when a newer\n" +
+			"request for the same tag supersedes the run (docs/promotion.md), and non-zero with the failure's class and\n" +
+			"hint otherwise.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), args[0], args[1], cmd.OutOrStdout(), cmd.ErrOrStderr())
