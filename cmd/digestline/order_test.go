@@ -1,14 +1,20 @@
 package main
 
 import (
+	"cmp"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/runs"
+	"github.com/digestline/digestline/services/reporter"
 )
 
 // TestShipsToOneTagLandInOrder: commits land close together on one branch,
@@ -44,5 +50,49 @@ func TestShipsToOneTagLandInOrder(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if run.Superseded == nil || !strings.Contains(string(body), "superseded by run "+run.Superseded.By) {
 		t.Errorf("run %s's page does not say which run superseded it (%+v)", run.ID, run.Superseded)
+	}
+}
+
+// TestQueuedEnvironmentTakesEveryDigest: an environment whose policy says
+// promotions: queue takes every digest, in the order requested. Twelve
+// commits shipped 4 at a time all end promoted (none superseded), and
+// dev's history holds them in request order, each the previous of the
+// next.
+func TestQueuedEnvironmentTakesEveryDigest(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte("environments:\n  dev:\n    promotions: queue\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Load(file, reporter.DefaultEnvironments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := e2etest.StartStack(t, e2etest.WithReporter(func(c *reporter.Config) { c.Policy = pol }))
+	ids := e2etest.ShipToOneTag(t, s.Bus, s.RegistryAddr+"/team/app:build", 12, 4)
+	var landed []runs.Run
+	for _, id := range ids {
+		var r runs.Run
+		e2etest.WaitFor(t, "run "+id+"'s summary", func() bool {
+			return s.GetJSON(t, "/v1/runs/"+id+"/summary", &r) == http.StatusOK && r.Done()
+		})
+		if r.Status != runs.Promoted {
+			t.Errorf("run %s ended %s (%s), want promoted", id, r.Status, r.Detail)
+		}
+		landed = append(landed, r)
+	}
+	slices.SortFunc(landed, func(a, b runs.Run) int { return cmp.Or(a.Started.Compare(b.Started), strings.Compare(a.ID, b.ID)) })
+	previous := ""
+	for _, r := range landed {
+		if r.Promotion == nil {
+			continue
+		}
+		if r.Promotion.PreviousDigest != previous {
+			t.Errorf("run %s's promotion follows %s, want %s: the one requested before it", r.ID, r.Promotion.PreviousDigest, cmp.Or(previous, "none"))
+		}
+		previous = r.Promotion.Digest
+	}
+	if cur := s.Current(t, "dev", s.RegistryAddr+"/team/app"); cur != previous {
+		t.Errorf("dev holds %s, want the newest request's %s", cur, previous)
 	}
 }

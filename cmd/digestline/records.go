@@ -40,7 +40,7 @@ func newRecordsCommand() *cobra.Command {
 	fs.StringVar(&o.repo, "repo", "", "only this repository (registry/path)")
 	fs.BoolVar(&o.history, "history", false, "promotions and rejections, newest first, a page at a time")
 	fs.StringVar(&o.query.Digest, "digest", "", "with --history: only entries about this digest")
-	fs.StringVar(&o.query.Kind, "kind", "", "with --history: only promoted or rejected")
+	fs.StringVar(&o.query.Kind, "kind", "", "with --history: only promoted, rejected or superseded")
 	fs.IntVar(&o.query.Limit, "limit", api.DefaultLimit, fmt.Sprintf("with --history: entries a page (at most %d)", api.MaxLimit))
 	fs.StringVar(&o.query.Cursor, "cursor", "", "with --history: the page a previous one named as next")
 	fs.BoolVar(&o.asJSON, "json", false, "print JSON")

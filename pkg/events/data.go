@@ -293,9 +293,10 @@ type Supersession struct {
 	// By is the newer run, and ByDigest where it put the tag.
 	By       string `json:"by" jsonschema:"minLength=1"`
 	ByDigest string `json:"byDigest,omitempty"`
-	// Step is where the run was overtaken: push (the build's tag), gates,
-	// promote (the environment's tag), or record (the tag moved, but a
-	// newer promotion was recorded first).
-	Step     string   `json:"step" jsonschema:"enum=push,enum=gates,enum=promote,enum=record"`
+	// Step is where the run was overtaken: gates, promote (the
+	// environment's tag update), or record (the tag moved, but a newer
+	// promotion was recorded first). A run whose build's tag a newer run
+	// moved first goes on by digest: its environment's tag decides.
+	Step     string   `json:"step" jsonschema:"enum=gates,enum=promote,enum=record"`
 	Evidence Evidence `json:"evidence"`
 }

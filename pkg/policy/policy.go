@@ -25,6 +25,7 @@ type Policy struct {
 	digest digest.Digest // of the file's bytes, as a verification summary names the policy
 	envs   map[string]*envPolicy
 	places map[string]Place
+	queues map[string]bool // Queues
 }
 
 type envPolicy struct {
@@ -69,9 +70,13 @@ type policyFile struct {
 	Environments map[string]struct {
 		// Place is where the environment lives (place.go), when it is not
 		// the repository builds are pushed to.
-		Place string   `yaml:"place"`
-		Keys  []string `yaml:"keys"`
-		Rules []struct {
+		Place string `yaml:"place"`
+		// Promotions is newest (default: a request overtaken by a newer
+		// one for the environment is superseded) or queue (every digest
+		// passes through the environment, in the order requested).
+		Promotions string   `yaml:"promotions"`
+		Keys       []string `yaml:"keys"`
+		Rules      []struct {
 			Name string    `yaml:"name"`
 			Expr yaml.Node `yaml:"expr"`
 		} `yaml:"rules"`
@@ -97,7 +102,7 @@ func Load(path string, chain []string) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{path: path, digest: digest.FromBytes(data), envs: map[string]*envPolicy{}, places: map[string]Place{}}
+	p := &Policy{path: path, digest: digest.FromBytes(data), envs: map[string]*envPolicy{}, places: map[string]Place{}, queues: map[string]bool{}}
 	for name, e := range f.Environments {
 		if !slices.Contains(chain, name) {
 			return nil, fmt.Errorf("policy %s: environment %q is not in the promotion chain %s", path, name, strings.Join(chain, " → "))
@@ -108,6 +113,13 @@ func Load(path string, chain []string) (*Policy, error) {
 				return nil, fmt.Errorf("policy %s: environment %s: %w", path, name, err)
 			}
 			p.places[name] = place
+		}
+		switch e.Promotions {
+		case "", "newest":
+		case "queue":
+			p.queues[name] = true
+		default:
+			return nil, fmt.Errorf("policy %s: environment %s: promotions %q: want newest (the default) or queue", path, name, e.Promotions)
 		}
 		if len(e.Keys) == 0 && len(e.Rules) == 0 {
 			continue // a place alone: no rules
@@ -170,6 +182,14 @@ func (p *Policy) Places() map[string]Place {
 
 // Has reports whether the policy has rules or keys for env.
 func (p *Policy) Has(env string) bool { return p != nil && p.envs[env] != nil }
+
+// Queues reports whether env takes every digest in turn (promotions:
+// queue): its promotions wait for the ones requested before them instead
+// of superseding them (package tags).
+func (p *Policy) Queues(env string) bool { return p != nil && p.queues[env] }
+
+// Queueing reports whether any environment queues its promotions.
+func (p *Policy) Queueing() bool { return p != nil && len(p.queues) > 0 }
 
 // Reads reports whether any of env's rules reads the variable v: what no
 // rule reads is not gathered.

@@ -37,6 +37,7 @@ func TestLoadRefusesWhatCannotBeEnforced(t *testing.T) {
 		"a rule with no name":  {"environments:\n  prod:\n    rules:\n      - expr: 'true'\n", "rule 1: want a name and an expr"},
 		"a key that is no key": {"environments:\n  prod:\n    keys: [/nonexistent/key.pub]\n", "environment prod"},
 		"a bad place":          {"environments:\n  prod:\n    place: prod\n", "environment prod: place"},
+		"an unknown order":     {"environments:\n  prod:\n    promotions: fifo\n", `promotions "fifo": want newest (the default) or queue`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -45,6 +46,21 @@ func TestLoadRefusesWhatCannotBeEnforced(t *testing.T) {
 				t.Fatalf("Load = %v, want an error saying %q", err, tc.says)
 			}
 		})
+	}
+}
+
+func TestQueuesIsPerEnvironment(t *testing.T) {
+	t.Parallel()
+	p, err := policy.Load(write(t, "environments:\n  prod:\n    promotions: queue\n  staging:\n    promotions: newest\n"), chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Queues("prod") || p.Queues("staging") || p.Queues("dev") || !p.Queueing() {
+		t.Errorf("queues prod %t, staging %t, dev %t", p.Queues("prod"), p.Queues("staging"), p.Queues("dev"))
+	}
+	var none *policy.Policy
+	if none.Queues("prod") || none.Queueing() {
+		t.Error("no policy queues")
 	}
 }
 

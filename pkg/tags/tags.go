@@ -74,11 +74,16 @@ type entry struct {
 	Moving *lease `json:"moving,omitempty"`
 	// Promoted is the digest the last promotion moved the tag to.
 	Promoted string `json:"promoted,omitempty"`
+	// Queue holds the requests that must each move the tag in turn
+	// (queue.go), until they have.
+	Queue []lease `json:"queue,omitempty"`
 }
 
-// moved is the entry once done has landed.
+// moved is the entry once done has landed: no move in progress, and
+// done's request out of the queue.
 func (e entry) moved(done Move) entry {
-	next := entry{Last: &done, Promoted: e.Promoted}
+	next := e
+	next.Last, next.Moving, next.Queue = &done, nil, without(e.Queue, done.RunID)
 	if done.Promotes {
 		next.Promoted = done.Digest
 	}
@@ -181,6 +186,15 @@ func (l *Ledger) Move(ctx context.Context, tag string, req Request, move MoveFun
 			wait = min(2*wait, 500*time.Millisecond)
 			continue
 		}
+		if q := l.ahead(e, req); q != nil {
+			// The tag's environment takes every digest in turn: wait for
+			// the older request's move, or its end.
+			if err := sleep(ctx, wait); err != nil {
+				return Move{}, fmt.Errorf("waiting for run %s, requested before, to move tag %s first (or end): %w", q.RunID, tag, err)
+			}
+			wait = min(2*wait, 500*time.Millisecond)
+			continue
+		}
 		var known []string
 		if e.Last != nil {
 			known = append(known, e.Last.Digest)
@@ -188,7 +202,8 @@ func (l *Ledger) Move(ctx context.Context, tag string, req Request, move MoveFun
 		if e.Moving != nil { // a mover that died (or this run, redelivered): its move may have landed
 			known = append(known, e.Moving.Digest)
 		}
-		claim := entry{Last: e.Last, Moving: &lease{Request: req, Since: l.now()}, Promoted: e.Promoted}
+		claim := e
+		claim.Moving = &lease{Request: req, Since: l.now()}
 		claimed, err := l.put(ctx, tag, claim, rev)
 		if errors.Is(err, errRaced) {
 			continue
@@ -233,7 +248,8 @@ func (l *Ledger) promoteOwn(ctx context.Context, tag string, e entry, rev uint64
 // progress is still req's.
 func (l *Ledger) finish(ctx context.Context, tag string, req Request, e entry, rev uint64, done *Move) error {
 	for {
-		next := entry{Last: e.Last, Promoted: e.Promoted}
+		next := e
+		next.Moving = nil
 		if done != nil {
 			if req.Promotes {
 				done.Held = e.Promoted

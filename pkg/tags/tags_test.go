@@ -246,3 +246,57 @@ func TestAPromotionOfTheBuildsOwnMoveKeepsAnotherRunsMove(t *testing.T) {
 		t.Errorf("last move %+v, %v; want %s's, after the promotion of %s", last, err, c.RunID, a.Digest)
 	}
 }
+
+// In an environment that takes every digest in turn, a request waits for
+// the older ones queued before it: each moves the tag, oldest first, and
+// none is superseded. A run that ends without moving (its build failed)
+// leaves the queue, and the ones after it go on.
+func TestQueuedRequestsEachMoveInTurn(t *testing.T) {
+	l, ctx := open(t)
+	reg := &registryTag{}
+	const tag = "reg.example/app:prod"
+	t0 := time.Now()
+	failed, a, b := request(0, t0), request(1, t0.Add(time.Millisecond)), request(2, t0.Add(2*time.Millisecond))
+	for _, r := range []tags.Request{failed, a, b} {
+		if err := l.Enqueue(ctx, tag, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var order []string
+	var mu sync.Mutex
+	moveAs := func(r tags.Request) error {
+		r.Promotes = true
+		_, err := l.Move(ctx, tag, r, func(ctx context.Context, known []string) (string, error) {
+			mu.Lock()
+			order = append(order, r.RunID)
+			mu.Unlock()
+			return reg.move(r.Digest)(ctx, known)
+		})
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	wg.Go(func() { errs[1] = moveAs(b) }) // the newer one arrives first
+	time.Sleep(100 * time.Millisecond)
+	wg.Go(func() { errs[0] = moveAs(a) })
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	if len(order) != 0 {
+		t.Errorf("%v moved while an older request was queued", order)
+	}
+	mu.Unlock()
+	if err := l.Dequeue(ctx, failed.RunID); err != nil { // its build failed
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("moves: %v", errs)
+	}
+	if !slices.Equal(order, []string{a.RunID, b.RunID}) || reg.digest != b.Digest {
+		t.Errorf("moved in order %v, tag at %s; want %s then %s", order, reg.digest, a.RunID, b.RunID)
+	}
+	last, err := l.Last(ctx, tag)
+	if err != nil || last.Held != a.Digest {
+		t.Errorf("last move %+v, %v: want it to follow %s's promotion", last, err, a.RunID)
+	}
+}

@@ -83,7 +83,12 @@ func (p *pusher) push(ctx context.Context, m bus.Message, build events.BuildResu
 	stopFeed()
 	<-fed
 	if s := (*tags.SupersededError)(nil); errors.As(err, &s) {
-		return p.superseded(ctx, m, s, events.Supersession{Repository: ref.Context().Name(), Digest: build.Graph.Root.Digest.String(), Step: "push", Evidence: evidence})
+		// A newer run moved the build's tag first: the tag stays there,
+		// and the run goes on by digest. Its environment's tag decides
+		// whether it is superseded too, or (an environment that takes
+		// every digest) takes its turn.
+		p.cfg.Log().Info(fmt.Sprintf("tag left to the newer run: %s", s.Overtaken()), "run_id", events.RunID(m.Event), "tag", s.Tag)
+		err = nil
 	}
 	if err != nil {
 		return fail(err)

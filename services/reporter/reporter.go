@@ -142,6 +142,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	r := &reporter{Worker: w, cfg: cfg, store: store, runs: ri}
+	ri.onStart, ri.onEnd = r.queueRun, r.unqueueRun
 	srv := &http.Server{Handler: r.routes(), ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -39,6 +39,9 @@ type runIndexer struct {
 	js    jetstream.JetStream
 	kv    jetstream.KeyValue
 	index *index.Index
+	// onStart and onEnd hear of each run's start and end first (queue.go:
+	// the queues of environments that take every digest in turn).
+	onStart, onEnd func(context.Context, bus.Message) error
 }
 
 func openRunIndexer(ctx context.Context, js jetstream.JetStream, x *index.Index) (*runIndexer, error) {
@@ -46,7 +49,8 @@ func openRunIndexer(ctx context.Context, js jetstream.JetStream, x *index.Index)
 	if err != nil {
 		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.RunsBucket, err)
 	}
-	return &runIndexer{js: js, kv: kv, index: x}, nil
+	none := func(context.Context, bus.Message) error { return nil }
+	return &runIndexer{js: js, kv: kv, index: x, onStart: none, onEnd: none}, nil
 }
 
 // router routes the starts and ends of runs to the indexer.
@@ -65,6 +69,9 @@ func (ri *runIndexer) router(b *bus.Bus) *bus.Router {
 // entry in the list of every run. A redelivery, or the start of a run
 // filed already, files nothing.
 func (ri *runIndexer) started(ctx context.Context, m bus.Message) error {
+	if err := ri.onStart(ctx, m); err != nil {
+		return err
+	}
 	run := &runs.Run{}
 	run.Add(m.Event, m.Name)
 	if _, err := ri.kv.Get(ctx, run.ID); err == nil {
@@ -81,6 +88,9 @@ func (ri *runIndexer) started(ctx context.Context, m bus.Message) error {
 // ended stores the summary the run's events fold into and files it by
 // status, digest and repository. A redelivery finds it filed.
 func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
+	if err := ri.onEnd(ctx, m); err != nil {
+		return err
+	}
 	id := events.RunID(m.Event)
 	var cur runs.Run
 	_, found, err := getJSON(ctx, ri.kv, id, &cur)
