@@ -167,7 +167,8 @@ type PushResult struct {
 	PromoteTo     string    `json:"promoteTo,omitempty"`
 	// Promotion is set when the push moved an environment's tag for an
 	// approved promotion, and travels on to verify.completed; its Previous
-	// is then where the tag moved from.
+	// is then the digest the environment's promotion before this one put
+	// the tag at, in the order the moves landed ("" when not known).
 	Promotion   *Approval `json:"promotion,omitempty"`
 	RequestedAt time.Time `json:"requestedAt,omitzero"`
 	Evidence    Evidence  `json:"evidence"`

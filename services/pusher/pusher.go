@@ -117,8 +117,8 @@ func (p *pusher) inOrder(m bus.Message, req tags.Request, moved *tags.Move) regi
 	})
 }
 
-// superseded ends a run overtaken at its tag move: what it pushed stays in
-// the registry by digest, and the tag where the newer run put it.
+// superseded ends a promotion overtaken at its tag move: the digest stays
+// in the registry, and the environment's tag where the newer run put it.
 func (p *pusher) superseded(ctx context.Context, m bus.Message, s *tags.SupersededError, data events.Supersession) error {
 	data.Tag, data.By, data.ByDigest = s.Tag, s.By.RunID, s.By.Digest
 	p.cfg.Log().Info(fmt.Sprintf("superseded: %s", s.Overtaken()), "run_id", events.RunID(m.Event), "tag", s.Tag)
