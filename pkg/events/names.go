@@ -52,15 +52,13 @@ func (n Name) Filter() string { return n.Subject("*") }
 // Names lists every event of the contract (each has a data type), sorted.
 func Names() []Name { return slices.Sorted(maps.Keys(dataTypes)) }
 
-// RunSubjects are the subjects of every event of one run: a consumer
-// filtered on them reads that run alone, in stream order.
+// RunSubjects are the filters of every event of one run: a consumer
+// filtered on them reads that run alone, in stream order. Two wildcards
+// (digestline.<noun>.<verb>.<run> and digestline.<verb>.<run>) rather than
+// a subject per event: the server matches a new consumer's filters against
+// the stream's subjects, and it does so once per run read.
 func RunSubjects(runID string) []string {
-	names := Names()
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = n.Subject(runID)
-	}
-	return out
+	return []string{subjectPrefix + "*.*." + runID, subjectPrefix + "*." + runID}
 }
 
 // IsContractSubject reports whether subject is one an event of the contract
