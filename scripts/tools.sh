@@ -16,7 +16,7 @@ mkdir -p "$tools"
 exec 9>"$tools/.lock"
 flock 9
 
-# install BINARY MODULE@VERSION [NAME]: go install into a directory of its
+# install BINARY MODULE@VERSION|DIR [NAME]: go install into a directory of its
 # own, then move the binary (built as NAME, default BINARY) into place, so
 # a half-built tool is never found. Every tool is built with the same flags
 # as cosign and Jaeger (static, -trimpath, no symbols), so the packages
@@ -27,7 +27,11 @@ install() {
   echo "installing $bin ($module)" >&2
   local tmp
   tmp=$(mktemp -d "$tools/.install-$bin.XXXXXX")
-  GOBIN=$tmp GOFLAGS=-trimpath CGO_ENABLED=0 GOWORK=off go install -ldflags="-s -w" "$module"
+  if [ -d "$module" ]; then # a wrapper module of our own (scripts/registry)
+    (cd "$module" && GOBIN=$tmp GOFLAGS=-trimpath CGO_ENABLED=0 GOWORK=off go install -ldflags="-s -w" .)
+  else
+    GOBIN=$tmp GOFLAGS=-trimpath CGO_ENABLED=0 GOWORK=off go install -ldflags="-s -w" "$module"
+  fi
   mv "$tmp/$built" "$tools/$bin"
   rm -rf "$tmp"
 }
@@ -50,9 +54,10 @@ peers & pids+=($!)
 # than Jaeger's collector runs with (scripts/peers/tools.go).
 install crane github.com/google/go-containerregistry/cmd/crane@v0.22.1 & pids+=($!)
 # distribution v3 (the registry of Docker Hub, GitLab and many self-hosted ones),
-# for the registry matrix test; built by this Go (sha256 with SHA-NI). Its
-# binary is called registry: renamed so nothing mistakes it for another.
-install distribution-registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2 registry & pids+=($!)
+# for the registry matrix test; built by this Go (sha256 with SHA-NI) from
+# scripts/registry (its storage drivers without the cloud ones). Called
+# distribution-registry, so nothing mistakes it for another registry.
+install distribution-registry ./scripts/registry registry & pids+=($!)
 # From Debian: skopeo, and docker-registry (distribution 2.8, a real registry
 # without the referrers API).
 apt_missing=()

@@ -19,7 +19,8 @@ const (
 	// DockerRegistry is Debian's docker-registry: distribution 2.8, no
 	// referrers API, the registry most self-hosted ones still run.
 	DockerRegistry = "docker-registry"
-	// DistributionV3 is distribution v3.1.2 (`make tools` builds it): the
+	// DistributionV3 is distribution v3.1.2 (`make tools` builds it from
+	// scripts/registry, with its local storage drivers only): the
 	// registry behind Docker Hub, GitLab's and many others; no referrers
 	// API either.
 	DistributionV3 = "distribution-registry"
