@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -34,8 +35,16 @@ func TestShipsToOneTagLandInOrder(t *testing.T) {
 	promoted, superseded := e2etest.LandedInOrder(t, s.APIURL, target, "dev", ids)
 	t.Logf("%d promoted, %d superseded", promoted, superseded)
 
+	// The lists are filed by the reporter's run-index consumer, one run's
+	// end at a time, moments after the run's own summary answers: with
+	// 200 runs ending within seconds the list catches up after them.
 	var page api.Page[runs.Run]
-	if s.GetJSON(t, "/v1/runs?status=superseded&limit=500", &page) != http.StatusOK || len(page.Items) != superseded {
+	listed := func() bool {
+		page = api.Page[runs.Run]{}
+		return s.GetJSON(t, "/v1/runs?status=superseded&limit=500", &page) == http.StatusOK && len(page.Items) >= superseded
+	}
+	e2etest.WaitFor(t, fmt.Sprintf("GET /v1/runs?status=superseded to list the %d superseded runs", superseded), listed)
+	if len(page.Items) != superseded {
 		t.Fatalf("GET /v1/runs?status=superseded: %d runs, want %d", len(page.Items), superseded)
 	}
 	if superseded == 0 {
