@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the peer tools the tests and benchmarks use, pinned: cosign, jaeger, oras
-# and regctl (built together, scripts/peer.sh), crane and distribution's registry v3
-# from the Go module proxy into .digestline/tools;
+# and regctl (built together, scripts/peer.sh), crane, and distribution's registry v3
+# (built from scripts/registry), from the Go module proxy into .digestline/tools;
 # skopeo and docker-registry from Debian (when root and missing). Idempotent and quick
 # when already there.
 #

@@ -2,7 +2,6 @@ package e2etest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -160,17 +159,11 @@ func summary(t testing.TB, apiURL, id string) (runs.Run, bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		// Until the run is filed the answer is an error ({"error": …}),
-		// which is read as no summary yet.
+		// Until the run is filed the answer is an error: no summary yet.
 		var r runs.Run
-		code := 0
-		if resp, err := http.Get(apiURL + "/v1/runs/" + id + "/summary"); err == nil {
-			code = resp.StatusCode
-			if code == http.StatusOK && json.NewDecoder(resp.Body).Decode(&r) == nil && r.Done() {
-				_ = resp.Body.Close()
-				return r, true
-			}
-			_ = resp.Body.Close()
+		code := GetJSON(t, apiURL+"/v1/runs/"+id+"/summary", &r)
+		if code == http.StatusOK && r.Done() {
+			return r, true
 		}
 		if time.Now().After(deadline) {
 			t.Errorf("run %s: no summary of its end after 30 s (%d, %s)", id, code, r.Status)
