@@ -5,12 +5,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/benchmarks.md
 raw=$(mktemp)
-trap 'rm -f "$raw"' EXIT
+old=$(mktemp) # the file as the run before wrote it: the sections not run now are kept from it
+cp "$out" "$old" 2>/dev/null || true
+trap 'rm -f "$raw" "$old"' EXIT
 
 run() { go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-20x}" -count 1 "$@" 2>/dev/null | grep '^Benchmark' >>"$raw"; }
 # BENCH_SECTIONS picks what to run (default: all): go order builder push verify copy.
+# The others keep what the file says already.
 sections=" ${BENCH_SECTIONS:-go order builder push verify copy} "
 want() { [[ $sections == *" $1 "* ]]; }
+# kept prints the section of the file before this run whose heading starts
+# with $1 ("" for the part before the first section), up to the next one.
+kept() {
+  awk -v h="$1" '
+    /^## / { in_section = (h != "" && index($0, h) == 1); next_seen = 1 }
+    (h == "" && !next_seen) || in_section { print }
+  ' "$old"
+}
 if want go; then
   run -skip 'BenchmarkLoad|BenchmarkSigningAdds|BenchmarkAway' ./pkg/oci/ ./pkg/registry/ ./cmd/digestline/
   # What signing adds is a median of pairs' differences: 100 pairs, as this
@@ -26,7 +37,7 @@ if want go; then
     }
     in_memory -bench BenchmarkShip -benchtime "${BENCHTIME:-20x}"
     in_memory -bench BenchmarkSigningAdds -benchtime "${PAIRS:-100x}"
-    TMPDIR=/dev/shm go test -run '^$' -bench 'BenchmarkLoad/paced' -benchmem -benchtime 2x -count 1 ./cmd/digestline/ 2>/dev/null |
+    TMPDIR=/dev/shm go test -run '^$' -bench 'BenchmarkLoad/paced(-signed)?$' -benchmem -benchtime 2x -count 1 ./cmd/digestline/ 2>/dev/null |
       sed -n 's#^BenchmarkLoad/\([a-z]*\(-[a-z][a-z]*\)*\)#BenchmarkLoad/\1-in-memory#p' >>"$raw"
   fi
   BENCHTIME=2x run -run '^$' -bench BenchmarkLoad ./cmd/digestline/ # 200 runs per iteration
@@ -381,10 +392,11 @@ row() { # input tool seconds bytes layer-bytes rss-kb ratio
 }
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
-{
+go_section() {
   echo "# Benchmarks"
   echo
   echo "Written by \`make bench\` (scripts/bench.sh) on $(date -u +%Y-%m-%d), $(nproc) cores${cpu:+, $cpu}, $(go version | cut -d' ' -f3)."
+  [ -z "${BENCH_SECTIONS:-}" ] || echo "This run: \`BENCH_SECTIONS=\"${BENCH_SECTIONS}\"\`; the other sections are kept from an earlier \`make bench\`."
   echo "Each row is \`go test -bench\` with \`-benchtime ${BENCHTIME:-20x}\` (the pairs of BenchmarkSigningAdds and BenchmarkAway: \`${PAIRS:-100x}\`); rerun the command to reproduce."
   echo
   echo "| benchmark | what it measures | time/op | MB/s | extra | B/op | allocs/op |"
@@ -406,6 +418,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
       what["BenchmarkAway/signing-adds"] = "BenchmarkSigningAdds with the embedded registry 2 ms away (every answer 2 ms late, as a registry in the same region): plain-ms is a whole plain run, added-ms what signing adds"
       what["BenchmarkLoad/burst"]  = "200 build.requested at once (as from webhooks) on one `digestline dev` (2 cores): runs/s, p50/p99 build.requested → promoted"
       what["BenchmarkLoad/paced"]  = "the same 200 runs sent at a steady 50 per second: runs/s and the latency a run sees at that rate"
+      what["BenchmarkLoad/paced-history"] = "the paced 200 on a bus that holds 5,000 earlier runs (105k events) already: cpu-ms/run is what a run costs once history has grown"
       what["BenchmarkLoad/paced-signed"] = "the paced 200, signed and under dev policy as BenchmarkShip/signed"
       what["BenchmarkLoad/paced-in-memory"] = "BenchmarkLoad/paced with its data in /dev/shm (tmpfs)"
       what["BenchmarkLoad/paced-signed-in-memory"] = "BenchmarkLoad/paced-signed with its data in /dev/shm (tmpfs)"
@@ -470,10 +483,15 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo "same with the data in /dev/shm: signed runs write more files into the embedded registry, and on this disk they"
   echo "queue behind those writes when the host's disk is slow (docs/policy.md, What it costs)."
   echo
-  if want order; then one_tag; echo; fi
-  if want builder; then builder_vs_crane; echo; fi
-  if want push; then push_vs_peers; echo; fi
-  if want verify; then verify_vs_peers; echo; fi
-  if want copy; then copy_vs_peers; fi
-} >"$out"
+}
+
+{
+  if want go; then go_section; else kept ""; fi
+  if want order; then one_tag; echo; else kept "## Runs to one tag"; fi
+  if want builder; then builder_vs_crane; echo; else kept "## Builder vs crane"; fi
+  if want push; then push_vs_peers; echo; else kept "## Push:"; fi
+  if want verify; then verify_vs_peers; echo; else kept "## Verify:"; fi
+  if want copy; then copy_vs_peers; else kept "## Copy between registries"; fi
+} >"$out.new"
+mv "$out.new" "$out"
 cat "$out"

@@ -61,6 +61,18 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		MaxAge:     o.Events.MaxAge,
 		MaxBytes:   o.Events.MaxBytes,
 	}, {
+		// One run's events, read a run at a time (package runs): the
+		// server copies each event here a moment after it is stored, on a
+		// subject that starts with its run id (events.RunLogFilter).
+		Name:        events.RunLogStream,
+		Description: "the run events again, by run: runlog.<run id>.<event>",
+		Sources:     []*jetstream.StreamSource{runLogSource()},
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		Duplicates:  duplicates(o.DuplicateWindow, o.Events.MaxAge),
+		MaxAge:      o.Events.MaxAge,
+		MaxBytes:    o.Events.MaxBytes,
+	}, {
 		Name:       events.DeadLetterStream,
 		Subjects:   []string{events.DeadLetterPrefix + ">"},
 		Storage:    jetstream.FileStorage,
@@ -118,6 +130,16 @@ func duplicates(window, maxAge time.Duration) time.Duration {
 	return window
 }
 
+// runLogSource sources the events stream into the run log, each event on
+// its run's subject.
+func runLogSource() *jetstream.StreamSource {
+	src := &jetstream.StreamSource{Name: events.StreamName}
+	for _, t := range events.RunLogTransforms() {
+		src.SubjectTransforms = append(src.SubjectTransforms, jetstream.SubjectTransformConfig{Source: t[0], Destination: t[1]})
+	}
+	return src
+}
+
 // ensureStream creates the stream, or updates it when its configuration
 // differs from cfg in what digestline sets, and leaves it alone when it is
 // as cfg says: services provision at every start, and an update racing a
@@ -172,7 +194,10 @@ func sameStream(want, have jetstream.StreamConfig) bool {
 		limit(int64(want.MaxMsgSize)) == limit(int64(have.MaxMsgSize)) && limit(want.MaxMsgs) == limit(have.MaxMsgs) &&
 		limit(int64(want.MaxConsumers)) == limit(int64(have.MaxConsumers)) &&
 		want.AllowRollup == have.AllowRollup && want.DenyDelete == have.DenyDelete &&
-		want.AllowDirect == have.AllowDirect && want.Discard == have.Discard
+		want.AllowDirect == have.AllowDirect && want.Discard == have.Discard &&
+		slices.EqualFunc(want.Sources, have.Sources, func(w, h *jetstream.StreamSource) bool {
+			return w.Name == h.Name && slices.Equal(w.SubjectTransforms, h.SubjectTransforms)
+		})
 }
 
 // kvStream is the stream behind a key-value bucket, as

@@ -56,6 +56,7 @@ func TestRetentionIsWhatTheUserSet(t *testing.T) {
 		size int64
 	}{
 		events.StreamName:               {7 * 24 * time.Hour, 2 << 30},
+		events.RunLogStream:             {7 * 24 * time.Hour, 2 << 30},
 		events.DeadLetterStream:         {90 * 24 * time.Hour, -1},
 		"KV_" + events.HistoryBucket:    {365 * 24 * time.Hour, -1},
 		"KV_" + events.PromotionsBucket: {0, -1}, // the current records are never aged out

@@ -78,13 +78,13 @@ func Decode[T any](ev event.Event) (T, error) {
 	return v, nil
 }
 
-// ParseMsg is Parse for a message read from the stream: the event must also
-// be the one its subject names, that event of that run. A run's history is
-// what its subjects hold, so an event filed under another run, or as
-// another event, would falsify it.
+// ParseMsg is Parse for a message read from the stream or the run log: the
+// event must also be the one its subject names, that event of that run. A
+// run's history is what its subjects hold, so an event filed under another
+// run, or as another event, would falsify it.
 func ParseMsg(subject string, body []byte) (event.Event, Name, error) {
 	ev, name, err := Parse(body)
-	if err == nil && subject != name.Subject(RunID(ev)) {
+	if err == nil && subject != name.Subject(RunID(ev)) && subject != name.RunLogSubject(RunID(ev)) {
 		err = fmt.Errorf("%w: a %s of run %s was published on %s", ErrInvalid, name, RunID(ev), subject)
 	}
 	return ev, name, err

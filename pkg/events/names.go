@@ -52,13 +52,41 @@ func (n Name) Filter() string { return n.Subject("*") }
 // Names lists every event of the contract (each has a data type), sorted.
 func Names() []Name { return slices.Sorted(maps.Keys(dataTypes)) }
 
-// RunSubjects are the filters of every event of one run: a consumer
-// filtered on them reads that run alone, in stream order. Two wildcards
-// (digestline.<noun>.<verb>.<run> and digestline.<verb>.<run>) rather than
-// a subject per event: the server matches a new consumer's filters against
-// the stream's subjects, and it does so once per run read.
-func RunSubjects(runID string) []string {
-	return []string{subjectPrefix + "*.*." + runID, subjectPrefix + "*." + runID}
+// The run log (RunLogStream) holds the stream's events again, on
+// runlog.<run id>.<event>: the run id first, so that the server finds one
+// run's events by their common prefix. On digestline.<event>.<run id> it
+// has to visit every subject of the stream to find one run's (the run id
+// is the last token: nothing before it narrows the search), which made
+// each run read cost the whole history: 2–3 ms of the server's CPU at 15k
+// events, growing with every run.
+const runLogPrefix = "runlog."
+
+// RunLogSubject is where the run log holds this event of one run:
+// runlog.<run id>.build.requested.
+func (n Name) RunLogSubject(runID string) string { return runLogPrefix + runID + "." + string(n) }
+
+// RunLogFilter matches every event of one run in the run log.
+func RunLogFilter(runID string) string { return runLogPrefix + runID + ".>" }
+
+// RunLogTransforms are the subject transforms (source, destination) that
+// file the stream's events in the run log: one per shape of event name
+// (promoted, build.requested).
+func RunLogTransforms() [][2]string {
+	var out [][2]string
+	seen := map[int]bool{}
+	for _, n := range Names() {
+		tokens := strings.Count(string(n), ".") + 1
+		if seen[tokens] {
+			continue
+		}
+		seen[tokens] = true
+		src, dest := subjectPrefix+strings.Repeat("*.", tokens)+"*", runLogPrefix+fmt.Sprintf("{{wildcard(%d)}}", tokens+1)
+		for i := 1; i <= tokens; i++ {
+			dest += fmt.Sprintf(".{{wildcard(%d)}}", i)
+		}
+		out = append(out, [2]string{src, dest})
+	}
+	return out
 }
 
 // IsContractSubject reports whether subject is one an event of the contract

@@ -4,6 +4,9 @@ package events
 const (
 	// StreamName holds every pipeline event, on digestline.<event>.<run id>.
 	StreamName = "DIGESTLINE"
+	// RunLogStream holds the same events, sourced from StreamName, on
+	// runlog.<run id>.<event>: where one run's events are read.
+	RunLogStream = "DIGESTLINE_RUNLOG"
 	// DeadLetterStream holds events no handler could process, with the reason.
 	DeadLetterStream = "DIGESTLINE_DLQ"
 	// DeadLetterPrefix prefixes the original subject of a dead-lettered event.

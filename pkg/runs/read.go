@@ -3,55 +3,165 @@ package runs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Events returns the events of one run, in stream order, as they were
-// stored: the server reads them from the run's subjects. Only valid events
-// that are what their subject says are returned, the same ones a consumer
-// would hand to a handler, each once (a dead letter replayed is stored
-// again, with its id). A run that has no event yet has an empty history.
+// ErrLogBehind is a run read that waited for an event the run log has not
+// received from the events stream.
+var ErrLogBehind = errors.New("the run log is behind the events stream")
+
+// Events returns the events of one run, in stream order: the server reads
+// them from the run's subjects in the run log (events.RunLogStream), at a
+// cost that is the run's, whatever the history. The run log fills a moment
+// behind the stream, so Events first waits (up to a few seconds) until it
+// has every event the stream held when it was called: a run read right
+// after its request was accepted has that request. Only
+// valid events that are what their subject says are returned, the same
+// ones a consumer would hand to a handler, each once (a dead letter
+// replayed is stored again, with its id). A run that has no event yet has
+// an empty history.
 func Events(ctx context.Context, js jetstream.JetStream, runID string) ([]json.RawMessage, error) {
+	return read(ctx, js, runID, "")
+}
+
+// EventsThrough is Events up to the event whose id is last, which the
+// events stream holds: the run log receives each event a moment after the
+// stream stored it, so this waits for it (until ctx ends, or a minute),
+// and fails with ErrLogBehind when it does not come.
+func EventsThrough(ctx context.Context, js jetstream.JetStream, runID, last string) ([]json.RawMessage, error) {
+	return read(ctx, js, runID, last)
+}
+
+// logWait is how long EventsThrough waits for the run log at most.
+const logWait = time.Minute
+
+func read(ctx context.Context, js jetstream.JetStream, runID, last string) ([]json.RawMessage, error) {
 	if err := events.CheckRunID(runID); err != nil {
 		return nil, err
 	}
-	s, err := js.Stream(ctx, events.StreamName)
+	s, err := js.Stream(ctx, events.RunLogStream)
 	if err != nil {
-		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
+		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.RunLogStream, err)
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: events.RunSubjects(runID)})
+	if last == "" {
+		if err := awaitLog(ctx, js, s); err != nil {
+			return nil, fmt.Errorf("read run %s: %w", runID, err)
+		}
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RunLogFilter(runID)}})
 	if err != nil {
 		return nil, fmt.Errorf("read run %s: %w", runID, err)
 	}
-	out := []json.RawMessage{}
-	seen := map[string]bool{}
+	h := history{out: []json.RawMessage{}, seen: map[string]bool{}}
+	if last == "" {
+		err = h.fetch(cons)
+	} else {
+		err = h.through(ctx, cons, last)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read run %s: %w", runID, err)
+	}
+	return h.out, nil
+}
+
+// catchUpWait bounds awaitLog: an event deleted from the stream before the
+// run log received it (a purge) is never received, and a read then shows
+// what the run log holds rather than wait on.
+const catchUpWait = 5 * time.Second
+
+// awaitLog waits until the run log has received every event the stream
+// holds now: its source has read through the stream's last sequence.
+func awaitLog(ctx context.Context, js jetstream.JetStream, runLog jetstream.Stream) error {
+	origin, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
+	}
+	last := origin.CachedInfo().State.LastSeq // js.Stream has just read it
+	deadline := time.Now().Add(catchUpWait)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		info, err := runLog.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if len(info.Sources) == 0 || info.Sources[0].Seq >= last || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s to receive the events: %w", events.RunLogStream, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// history is a run's events as they are read: each valid one, once.
+type history struct {
+	out  []json.RawMessage
+	seen map[string]bool
+}
+
+func (h *history) add(m jetstream.Msg) {
+	ev, _, err := events.ParseMsg(m.Subject(), m.Data())
+	if err == nil && !h.seen[ev.ID()] {
+		h.seen[ev.ID()] = true
+		h.out = append(h.out, m.Data())
+	}
+}
+
+// fetch reads what the run log holds now. A run is a few dozen events:
+// one batch, usually. Each fetch of an ordered consumer makes a new
+// server-side consumer (after the last event read), so batches are big.
+func (h *history) fetch(cons jetstream.Consumer) error {
 	for {
-		// A run is a few dozen events: one batch, usually. Each fetch of an
-		// ordered consumer makes a new server-side consumer, so batches are big.
 		batch, err := cons.FetchNoWait(500)
 		if err != nil {
-			return nil, fmt.Errorf("read run %s: %w", runID, err)
+			return err
 		}
-		n, last := 0, true
+		n, caughtUp := 0, true
 		for m := range batch.Messages() {
 			n++
 			if meta, err := m.Metadata(); err == nil {
-				last = meta.NumPending == 0
+				caughtUp = meta.NumPending == 0
 			}
-			ev, _, err := events.ParseMsg(m.Subject(), m.Data())
-			if err == nil && !seen[ev.ID()] {
-				seen[ev.ID()] = true
-				out = append(out, m.Data())
-			}
+			h.add(m)
 		}
 		if err := batch.Error(); err != nil {
-			return nil, fmt.Errorf("read run %s: %w", runID, err)
+			return err
 		}
-		if n == 0 || last {
-			return out, nil
+		if n == 0 || caughtUp {
+			return nil
 		}
 	}
+}
+
+// through reads until the event whose id is last: the server sends each
+// event as the run log receives it, on one consumer.
+func (h *history) through(ctx context.Context, cons jetstream.Consumer, last string) error {
+	iter, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	defer iter.Stop()
+	wctx, cancel := context.WithTimeout(ctx, logWait)
+	defer cancel()
+	defer context.AfterFunc(wctx, iter.Stop)()
+	for !h.seen[last] {
+		m, err := iter.Next()
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("waiting for event %s: %w", last, ctx.Err())
+		case wctx.Err() != nil:
+			return fmt.Errorf("%w: event %s is not in %s after %s (check the stream's source: nats stream info %s)",
+				ErrLogBehind, last, events.RunLogStream, logWait, events.RunLogStream)
+		case err != nil:
+			return err
+		}
+		h.add(m)
+	}
+	return nil
 }

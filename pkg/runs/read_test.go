@@ -3,8 +3,11 @@ package runs_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/bus/bustest"
@@ -12,6 +15,37 @@ import (
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/runs"
 )
+
+// TestEventsThroughWaitsForTheRunLog: the run log fills a moment after the
+// stream; a read through an event the stream holds returns it, and one
+// through an event that never comes fails when ctx ends (or, at the
+// latest, with ErrLogBehind after a minute).
+func TestEventsThroughWaitsForTheRunLog(t *testing.T) {
+	t.Parallel()
+	srv := bustest.NewServer(t)
+	b := bus.NewBus(srv.JetStream, "/digestline/test/1")
+	ctx := context.Background()
+	for i := range 20 {
+		start, err := b.Start(ctx, events.BuildRequested, fmt.Sprintf("run-%d", i), "app", bustest.BuildRequest())
+		if err != nil {
+			t.Fatal(err)
+		}
+		end, err := b.Emit(ctx, start, events.BuildFailed, "", events.NewFailure(failure.Errorf(failure.Input, "yes", "no")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Read at once, as the run indexer does when the end is delivered.
+		raw, err := runs.EventsThrough(ctx, srv.JetStream, fmt.Sprintf("run-%d", i), end.ID())
+		if err != nil || len(raw) != 2 {
+			t.Fatalf("run %d: %d events, %v", i, len(raw), err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := runs.EventsThrough(short, srv.JetStream, "run-0", "no-such-event"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a read through an event that never comes: %v", err)
+	}
+}
 
 // TestEventsReadsOneRunInOrder: a run's history is what its subjects
 // hold, in stream order, without the other runs' events and without an
@@ -58,6 +92,8 @@ func TestEventsReadsOneRunInOrder(t *testing.T) {
 		}
 	}
 
+	// Read at once: the run log has them all, the strays too, when Events
+	// returns (it waits for what the stream held when it was called).
 	raw, err := runs.Events(ctx, srv.JetStream, "run-a")
 	if err != nil {
 		t.Fatal(err)

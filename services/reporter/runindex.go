@@ -100,7 +100,7 @@ func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 	if found && cur.Done() {
 		return nil
 	}
-	raw, err := runs.Events(ctx, ri.js, id)
+	raw, err := runs.EventsThrough(ctx, ri.js, id, m.Event.ID())
 	if err != nil {
 		return err
 	}

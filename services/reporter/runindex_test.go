@@ -155,13 +155,20 @@ func TestARunPastRetentionKeepsItsSummary(t *testing.T) {
 	failed := ids[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := srv.JetStream.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
+	// Both streams age out alike: the events, and the run log they are read from.
+	purge := map[string][]string{events.RunLogStream: {events.RunLogFilter(failed)}}
+	for _, n := range events.Names() {
+		purge[events.StreamName] = append(purge[events.StreamName], n.Subject(failed))
 	}
-	for _, subject := range events.RunSubjects(failed) {
-		if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+	for stream, subjects := range purge {
+		s, err := srv.JetStream.Stream(ctx, stream)
+		if err != nil {
 			t.Fatal(err)
+		}
+		for _, subject := range subjects {
+			if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	var run runs.Run

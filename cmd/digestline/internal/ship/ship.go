@@ -86,7 +86,7 @@ func run(ctx context.Context, b *bus.Bus, req Request, out io.Writer, asJSON boo
 	runID := uuid.NewString()
 	cctx, cancel := context.WithTimeout(ctx, busTimeout)
 	defer cancel()
-	cons, err := js.OrderedConsumer(cctx, events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: events.RunSubjects(runID)})
+	cons, err := js.OrderedConsumer(cctx, events.RunLogStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RunLogFilter(runID)}})
 	if err != nil {
 		return Result{}, fmt.Errorf("follow the run (is the bus provisioned?): %w", err)
 	}
