@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -40,7 +41,7 @@ func newRecordsCommand() *cobra.Command {
 	fs.StringVar(&o.repo, "repo", "", "only this repository (registry/path)")
 	fs.BoolVar(&o.history, "history", false, "promotions and rejections, newest first, a page at a time")
 	fs.StringVar(&o.query.Digest, "digest", "", "with --history: only entries about this digest")
-	fs.StringVar(&o.query.Kind, "kind", "", "with --history: only promoted, rejected or superseded")
+	fs.StringVar(&o.query.Kind, "kind", "", "with --history: only "+strings.Join(api.HistoryKinds, ", "))
 	fs.IntVar(&o.query.Limit, "limit", api.DefaultLimit, fmt.Sprintf("with --history: entries a page (at most %d)", api.MaxLimit))
 	fs.StringVar(&o.query.Cursor, "cursor", "", "with --history: the page a previous one named as next")
 	fs.BoolVar(&o.asJSON, "json", false, "print JSON")
@@ -116,7 +117,14 @@ func printHistory(out io.Writer, hist []api.HistoryEntry) error {
 		switch {
 		case h.Promotion != nil:
 			p := h.Promotion
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\tprevious %s\n", h.At.Format(time.RFC3339), h.Kind, p.Environment, p.Repository, runs.ShortDigest(p.Digest), p.RequestedBy, cmp.Or(runs.ShortDigest(p.PreviousDigest), "none"))
+			detail := "previous " + cmp.Or(runs.ShortDigest(p.PreviousDigest), "none")
+			if p.Rollback {
+				detail += ", a rollback: " + p.Reason
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.At.Format(time.RFC3339), h.Kind, p.Environment, p.Repository, runs.ShortDigest(p.Digest), p.RequestedBy, detail)
+		case h.Pin != nil:
+			p := h.Pin
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.At.Format(time.RFC3339), h.Kind, p.Environment, p.Repository, runs.ShortDigest(p.Digest), p.By, p.Reason)
 		case h.Rejection != nil:
 			r := h.Rejection
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\tgate %s: %s\n", h.At.Format(time.RFC3339), h.Kind, r.Environment, r.Repository, runs.ShortDigest(r.Digest), r.RequestedBy, r.Gate, r.Reason)

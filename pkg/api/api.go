@@ -45,6 +45,31 @@ func (b PromoteRequest) Request() (events.PromotionRequest, error) {
 	return events.PromotionRequest{Repository: repo, Digest: dgst, To: b.To}, nil
 }
 
+// RollbackRequest is the body of POST /v1/rollbacks: move environment
+// back, for repository, to the digest it held before its current one, or
+// to To, a digest it held before; Reason says why (required).
+type RollbackRequest struct {
+	Environment string `json:"environment"`
+	Repository  string `json:"repository"`
+	To          string `json:"to,omitempty"`
+	Reason      string `json:"reason"`
+}
+
+// Pin is an environment held at a digest for a repository: every
+// promotion into it but a rollback is refused until someone unpins it
+// (DELETE /v1/pins/{env}/{repo}). A rollback pins, so that automation
+// does not undo it. In the history's unpinned entry, By and At are who
+// lifted it and when.
+type Pin struct {
+	Environment string    `json:"environment"`
+	Repository  string    `json:"repository"`
+	Digest      string    `json:"digest"` // what the rollback asked to move it back to
+	Reason      string    `json:"reason"`
+	By          string    `json:"by"`
+	At          time.Time `json:"at"`
+	RunID       string    `json:"runId,omitempty"` // the rollback's run
+}
+
 // ApproveRequest is the body of POST /v1/approvals: the digest (ref, or
 // repository and digest) and the environment the approval is for.
 type ApproveRequest = PromoteRequest
@@ -69,10 +94,11 @@ type PolicyReport struct {
 // whose tag moved, then on to a newer request's digest recorded before it:
 // the environment held it in between, and no promoted event announced it.
 type HistoryEntry struct {
-	Kind      string            `json:"kind"` // promoted, rejected or superseded
+	Kind      string            `json:"kind"` // one of HistoryKinds
 	At        time.Time         `json:"at"`
 	Promotion *events.Promotion `json:"promotion,omitempty"`
 	Rejection *events.Rejection `json:"rejection,omitempty"`
+	Pin       *Pin              `json:"pin,omitempty"` // pinned and unpinned: the pin
 	RunID     string            `json:"runId"`
 	EventID   string            `json:"eventId"` // the promoted or rejected event
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -35,11 +37,16 @@ type ListQuery struct {
 	Since, Until time.Time
 }
 
+// HistoryKinds are the kinds of history entry: a promotion, a rejection,
+// a promotion overtaken by a newer one, a rollback, and an environment
+// pinned (by a rollback) and unpinned.
+var HistoryKinds = []string{"promoted", "rejected", "superseded", "rollback", "pinned", "unpinned"}
+
 // HistoryQuery filters GET /v1/history: every filter set must match.
 type HistoryQuery struct {
 	ListQuery
 	Env, Repo, Digest string
-	// Kind is "promoted", "rejected" or "superseded".
+	// Kind is one of HistoryKinds.
 	Kind string
 }
 
@@ -61,10 +68,8 @@ func ParseHistoryQuery(v url.Values) (HistoryQuery, error) {
 	if err != nil {
 		return q, err
 	}
-	switch q.Kind {
-	case "", "promoted", "rejected", "superseded":
-	default:
-		return q, fmt.Errorf("kind %q: promoted, rejected or superseded", q.Kind)
+	if q.Kind != "" && !slices.Contains(HistoryKinds, q.Kind) {
+		return q, fmt.Errorf("kind %q: one of %s", q.Kind, strings.Join(HistoryKinds, ", "))
 	}
 	if q.Digest != "" {
 		if _, err := digest.Parse(q.Digest); err != nil {

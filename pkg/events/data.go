@@ -204,6 +204,17 @@ type PromotionRequest struct {
 	From        string `json:"from,omitempty"`
 	To          string `json:"to" jsonschema:"minLength=1"`
 	RequestedBy string `json:"requestedBy,omitempty"`
+	// Rollback, when set, asks for the environment to go back to Digest,
+	// which it held before: the gates still check its evidence.
+	Rollback *Rollback `json:"rollback,omitempty"`
+}
+
+// Rollback is why an environment goes back to a digest it held before,
+// and what it leaves.
+type Rollback struct {
+	Reason string `json:"reason" jsonschema:"minLength=1"`
+	// From is the digest the environment held when the rollback was asked.
+	From string `json:"from,omitempty"`
 }
 
 // Approval is the data of promotion.approved: every gate passed, and the
@@ -232,6 +243,8 @@ type Approval struct {
 	RequestedAt time.Time `json:"requestedAt,omitzero"`
 	// Evidence names the events that built, pushed and verified the digest.
 	Evidence Evidence `json:"evidence"`
+	// Rollback is the request's, when it asked for one.
+	Rollback *Rollback `json:"rollback,omitempty"`
 }
 
 // Place is the repository an approval's tag moves in.
@@ -261,6 +274,10 @@ type Promotion struct {
 	// the same Digest, read there.
 	Source   string   `json:"source,omitempty"`
 	Evidence Evidence `json:"evidence"`
+	// Rollback says the environment went back to a digest it held before
+	// (deployers can tell a rollback from a new release), and Reason why.
+	Rollback bool   `json:"rollback,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 // Place is the repository the environment's tag is in.

@@ -28,6 +28,10 @@ const (
 	// move in progress (package tags): the moves of one tag, in the order
 	// they were requested.
 	TagsBucket = "DIGESTLINE_TAGS"
+	// ControlsBucket holds what promotions into an environment must
+	// respect besides the gates: its pins (a rollback's), kept until
+	// someone lifts them.
+	ControlsBucket = "DIGESTLINE_CONTROLS"
 	// IndexStream holds the lists the API pages through, newest first
 	// (package index): history by environment, repository and digest, and
 	// the runs.

@@ -72,15 +72,7 @@ func (r *reporter) promotionBody(w http.ResponseWriter, req *http.Request) (even
 		return events.PromotionRequest{}, false
 	}
 	var body api.PromoteRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, maxRequestBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			service.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over %d bytes", maxRequestBody))
-			return events.PromotionRequest{}, false
-		}
-		service.WriteError(w, http.StatusBadRequest, "the body must be JSON: {\"ref\": \"registry/repo@sha256:…\", \"to\": \"staging\"}: "+err.Error())
+	if !decodeBody(w, req, &body, `{"ref": "registry/repo@sha256:…", "to": "staging"}`) {
 		return events.PromotionRequest{}, false
 	}
 	pr, err := body.Request()
@@ -94,6 +86,23 @@ func (r *reporter) promotionBody(w http.ResponseWriter, req *http.Request) (even
 	}
 	pr.RequestedBy = who
 	return pr, true
+}
+
+// decodeBody reads a write's JSON body into v, refusing unknown fields and
+// bodies over maxRequestBody. When it returns false it has answered the
+// request, showing example.
+func decodeBody(w http.ResponseWriter, req *http.Request, v any, example string) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		service.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over %d bytes", maxRequestBody))
+	case err != nil:
+		service.WriteError(w, http.StatusBadRequest, "the body must be JSON: "+example+": "+err.Error())
+	}
+	return err == nil
 }
 
 // approve records the caller's approval of a digest for an environment

@@ -23,7 +23,8 @@ import (
 // The gates a promotion passes, in order (admit): the environment is in
 // the chain, the digest was verified here, the environment before holds it
 // (requestGates and chainGates, which need only what the store holds, and
-// are table-tested in gates_test.go); then, at once, the environment's tag
+// are table-tested in gates_test.go); the environment is not pinned
+// (pinGate, controls.go); then, at once, the environment's tag
 // has not drifted (tagInPlace) and the evidence holds (evidenceGates: the
 // required referrers, then the policy's rules over policyinput.go's
 // inputs). A gate refuses with refuse(gate, hint, reason); a registry that
@@ -55,6 +56,10 @@ func chainGates(chain []string, req events.PromotionRequest, v Verified, verifie
 	if !verified {
 		return refuse(GateVerified, "ship it through the pipeline first: only digests the verifier proved can be promoted",
 			"%s@%s was never verified by this pipeline", req.Repository, req.Digest)
+	}
+	if req.Rollback != nil && !slices.Contains(v.PromotedTo, req.To) {
+		return refuse(GatePreviousEnv, "roll back to a digest it held: digestline records --history --env "+req.To,
+			"a rollback goes back to a digest %s held before, and it never held %s", req.To, req.Digest)
 	}
 	i := slices.Index(chain, req.To)
 	if i <= 0 || slices.Contains(v.PromotedTo, req.To) || (prev != nil && prev.Digest == req.Digest) {
@@ -139,6 +144,9 @@ func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, reque
 	if err != nil {
 		return nil, err
 	}
+	if err := r.pinGate(ctx, req); err != nil {
+		return nil, err
+	}
 	place, tag, err := r.placeOf(req.To, req.Repository)
 	if err != nil {
 		return nil, refuse(GateEnvironment, "fix the environment's place (docs/promotion.md)", "%v", err)
@@ -160,6 +168,7 @@ func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, reque
 	a := &events.Approval{
 		Environment: req.To, Repository: req.Repository, Digest: req.Digest, Tag: tag, Previous: got,
 		RequestedBy: req.RequestedBy, RequestedAt: turn.RequestedAt, Evidence: events.Evidence{Request: requestID, Build: v.Evidence.Build},
+		Rollback: req.Rollback,
 	}
 	if place.String() != repo.String() {
 		a.Location, a.Source = place.String(), source.String()

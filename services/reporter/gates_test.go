@@ -45,6 +45,11 @@ func TestChainGates(t *testing.T) {
 		return events.PromotionRequest{Repository: "r.example/app", Digest: someDigest, To: to}
 	}
 	held := func(d string) *events.Promotion { return &events.Promotion{Digest: d} }
+	rollback := func(to string) events.PromotionRequest {
+		r := req(to)
+		r.Rollback = &events.Rollback{Reason: "broken", From: other}
+		return r
+	}
 	for name, tc := range map[string]struct {
 		req      events.PromotionRequest
 		v        Verified
@@ -60,6 +65,9 @@ func TestChainGates(t *testing.T) {
 		"it holds another digest":           {req("prod"), Verified{}, true, held(other), GatePreviousEnv, "staging, which holds " + other},
 		"a rollback":                        {req("prod"), Verified{PromotedTo: []string{"dev", "staging", "prod"}}, true, held(other), "", ""},
 		"promoted elsewhere is no rollback": {req("prod"), Verified{PromotedTo: []string{"dev"}}, true, held(other), GatePreviousEnv, "promote it to staging first"},
+		"a rollback asked for":              {rollback("prod"), Verified{PromotedTo: []string{"dev", "staging", "prod"}}, true, held(other), "", ""},
+		"a rollback to a digest never held": {rollback("staging"), Verified{PromotedTo: []string{"dev"}}, true, held(someDigest), GatePreviousEnv, "never held " + someDigest},
+		"a rollback of the first one":       {rollback("dev"), Verified{}, true, nil, GatePreviousEnv, "never held"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

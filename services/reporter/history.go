@@ -47,6 +47,8 @@ func entryDigests(e api.HistoryEntry) []string {
 		}
 	case e.Rejection != nil:
 		ds = append(ds, e.Rejection.Digest)
+	case e.Pin != nil:
+		ds = append(ds, e.Pin.Digest)
 	}
 	return ds
 }
@@ -222,6 +224,8 @@ func entryPlace(e api.HistoryEntry) (env, repo string) {
 		return e.Promotion.Environment, e.Promotion.Repository
 	case e.Rejection != nil:
 		return e.Rejection.Environment, e.Rejection.Repository
+	case e.Pin != nil:
+		return e.Pin.Environment, e.Pin.Repository
 	}
 	return "", ""
 }

@@ -45,12 +45,16 @@ func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.Verify
 	}
 
 	a := vr.Promotion
-	rec, made, err := r.store.record(ctx, events.Promotion{
+	p := events.Promotion{
 		Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Tag: a.Tag,
 		PromotedAt: m.Event.Time().UTC(), PreviousDigest: a.Previous, RunID: events.RunID(m.Event), RequestedBy: a.RequestedBy,
 		RequestedAt: a.RequestedAt, Location: a.Location, Source: a.Source,
 		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: trail.Push, Verify: trail.Verify},
-	})
+	}
+	if a.Rollback != nil {
+		p.Rollback, p.Reason = true, a.Rollback.Reason
+	}
+	rec, made, err := r.store.record(ctx, p)
 	if later := (*recordedLater)(nil); errors.As(err, &later) {
 		return r.movedOn(ctx, m, rec, later.current)
 	}
@@ -75,12 +79,16 @@ func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.Verify
 		r.cfg.Log().Info(fmt.Sprintf("%s already holds %s@%s (since run %s): nothing to record", rec.Environment, rec.Repository, rec.Digest, rec.RunID), "run_id", events.RunID(m.Event))
 		return r.Bus.Publish(ctx, ev)
 	}
+	kind := "promoted"
+	if rec.Rollback {
+		kind = "rollback"
+	}
 	if err := r.store.addHistory(ctx, rec.Environment, rec.Repository, api.HistoryEntry{
-		Kind: "promoted", At: rec.PromotedAt, Promotion: &rec, RunID: rec.RunID, EventID: ev.ID(),
+		Kind: kind, At: rec.PromotedAt, Promotion: &rec, RunID: rec.RunID, EventID: ev.ID(),
 	}); err != nil {
 		return err
 	}
-	r.cfg.Log().Info(fmt.Sprintf("promoted %s %s", rec.Environment, rec.Ref()), "run_id", rec.RunID)
+	r.cfg.Log().Info(fmt.Sprintf("%s %s %s", kind, rec.Environment, rec.Ref()), "run_id", rec.RunID)
 	return r.Bus.Publish(ctx, ev)
 }
 

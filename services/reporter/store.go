@@ -24,6 +24,7 @@ type store struct {
 	promotions jetstream.KeyValue // <env>.<repo>: the current promotion
 	verified   jetstream.KeyValue // <repo>.<hex>: a verified digest
 	history    jetstream.KeyValue // h.<env>.<repo>.<event id>: promotions and rejections; d.<event id>: decisions
+	controls   jetstream.KeyValue // pin.<env>.<repo>: an environment's pin (controls.go)
 	index      *index.Index       // the history's lists, read a page at a time (history.go)
 }
 
@@ -31,7 +32,7 @@ func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
 	s := &store{}
 	for bucket, kv := range map[string]*jetstream.KeyValue{
 		events.PromotionsBucket: &s.promotions, events.VerifiedBucket: &s.verified,
-		events.HistoryBucket: &s.history,
+		events.HistoryBucket: &s.history, events.ControlsBucket: &s.controls,
 	} {
 		var err error
 		if *kv, err = js.KeyValue(ctx, bucket); err != nil {
