@@ -15,6 +15,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/digestline/digestline/pkg/service"
 )
 
@@ -25,18 +26,7 @@ import (
 // with its p50 and p99 over the iterations. The goal: p99 ≤ 50 ms for any
 // page at 100k, flat from 1k.
 func BenchmarkAPIHistory(b *testing.B) {
-	sizes := []int{1000, 10000, 100000}
-	if s := os.Getenv("BENCH_HISTORY_SIZES"); s != "" {
-		sizes = nil
-		for _, f := range strings.Split(s, ",") {
-			n, err := strconv.Atoi(f)
-			if err != nil {
-				b.Fatal(err)
-			}
-			sizes = append(sizes, n)
-		}
-	}
-	for _, n := range sizes {
+	for _, n := range benchSizes(b) {
 		hs, t0, deep := seedHistory(b, n)
 		mid := t0.Add(time.Duration(n/2) * time.Minute).Format(time.RFC3339)
 		for _, q := range []struct{ name, query string }{
@@ -50,6 +40,90 @@ func BenchmarkAPIHistory(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkAPIRuns measures GET /v1/runs at 1k, 10k and 100k runs (as
+// BenchmarkAPIHistory, BENCH_HISTORY_SIZES overrides), each run filed
+// through the run indexer's own writes as it starts and as it ends: the
+// first page, a page deep in the list (by its cursor), and the newest
+// failed runs (one in ten).
+func BenchmarkAPIRuns(b *testing.B) {
+	for _, n := range benchSizes(b) {
+		hs, deep := seedRuns(b, n)
+		for _, q := range []struct{ name, query string }{
+			{"first", "limit=20"},
+			{"deep", "limit=20&cursor=" + deep},
+			{"failed", "status=failed&limit=20"},
+		} {
+			b.Run(fmt.Sprintf("%dk/%s", n/1000, q.name), func(b *testing.B) {
+				timeGets(b, hs.URL+"/v1/runs?"+q.query)
+			})
+		}
+	}
+}
+
+// benchSizes are the history sizes the API benchmarks seed.
+func benchSizes(b *testing.B) []int {
+	s := os.Getenv("BENCH_HISTORY_SIZES")
+	if s == "" {
+		return []int{1000, 10000, 100000}
+	}
+	var sizes []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
+// seedRuns files n ended runs, a second apart, as the run indexer files
+// them (its index appends and its summary writes): one in ten failed, the
+// rest promoted, over four repositories. It returns the API and the
+// cursor of a page nine tenths down the list of every run.
+func seedRuns(b *testing.B, n int) (*httptest.Server, string) {
+	b.Helper()
+	srv, s := newStore(b)
+	ctx := context.Background()
+	ri, err := openRunIndexer(ctx, srv.JetStream, s.index)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	start := time.Now()
+	for i := range n {
+		run := &runs.Run{ID: fmt.Sprint("run-", i), Target: fmt.Sprintf("reg.example/app-%d:1", i%4), Digest: fmt.Sprintf("sha256:%064x", i),
+			Status: runs.Promoted, Started: t0.Add(time.Duration(i) * time.Second)}
+		if i%10 == 0 {
+			run.Status = runs.Failed
+		}
+		run.Updated = run.Started.Add(time.Second / 2)
+		if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), runsAll); err != nil {
+			b.Fatal(err)
+		}
+		if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), runEndLists(run)...); err != nil {
+			b.Fatal(err)
+		}
+		if err := ri.put(ctx, run, func(cur *runs.Run) bool { return cur == nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Logf("seeded %d runs in %s", n, time.Since(start).Round(time.Millisecond))
+	r := &reporter{cfg: Config{Deps: service.Deps{JetStream: srv.JetStream}, Environments: []string{"dev", "prod"}}, store: s, runs: ri}
+	hs := httptest.NewServer(r.routes())
+	b.Cleanup(hs.Close)
+	q := api.RunQuery{ListQuery: api.ListQuery{Limit: api.MaxLimit}}
+	for read := 0; read < n*9/10; {
+		p, err := ri.page(ctx, q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		read += len(p.Items)
+		q.Cursor = p.Next
+	}
+	return hs, q.Cursor
 }
 
 // timeGets GETs u b.N times and reports the latencies' p50 and p99.
