@@ -7,8 +7,10 @@
 # yet), approve it and promote it to prod — which lives in another
 # registry: the digest is copied there with its signatures, provenance and
 # SBOMs and proven before prod's tag moves — then verify the promoted digest
-# there standalone, with digestline and with cosign. DEMO_KEEP=1 keeps the
-# stack running at the end (Ctrl-C stops it).
+# there standalone, with digestline and with cosign. Then day two: a freeze
+# refuses a promotion, a rollback moves dev back and pins it, and the pin
+# refuses the pipeline until it is lifted. DEMO_KEEP=1 keeps the stack
+# running at the end (Ctrl-C stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=./bin/digestline
@@ -99,6 +101,23 @@ echo; echo "== promote to prod: the policy refuses it, naming the clause"
 echo; echo "== approve it for prod, then promote it: copied to $prod_registry with everything attached, proven there, then tagged"
 "$bin" approve "$registry/demo/hello@$digest" --to prod
 "$bin" promote "$registry/demo/hello@$digest" --to prod
+
+echo; echo "== day two (docs/day-two.md): v2 reaches dev"
+echo v2 >"$work/app/VERSION"
+"$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --sbom
+v2=$(curl -fsS "http://$api/v1/promotions/dev/$registry/demo/hello" | sed -n 's/.*"digest": "\(sha256:[0-9a-f]*\)".*/\1/p' | head -1)
+
+echo; echo "== staging is frozen for the holidays: a promotion is refused, naming the freeze and when it ends"
+"$bin" freeze staging --until 72h --reason "holiday freeze"
+"$bin" promote "$registry/demo/hello@$v2" --to staging || true
+"$bin" unfreeze staging
+
+echo; echo "== v2 fails in dev: roll dev back to the digest before it, which pins dev there"
+"$bin" rollback dev "$registry/demo/hello" --reason "v2 fails its smoke test"
+
+echo; echo "== the pin keeps the pipeline out of dev (v2 shipped again is refused) until someone unpins it"
+"$bin" ship "$work/app" "$registry/demo/hello:lab" --entrypoint /hello --sbom || true
+"$bin" unpin dev "$registry/demo/hello"
 
 echo; echo "== records, and the history"
 "$bin" records

@@ -121,7 +121,16 @@ func printHistory(out io.Writer, hist []api.HistoryEntry) error {
 			if p.Rollback {
 				detail += ", a rollback: " + p.Reason
 			}
+			if p.Emergency != "" {
+				detail += ", an emergency " + p.Emergency
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.At.Format(time.RFC3339), h.Kind, p.Environment, p.Repository, runs.ShortDigest(p.Digest), p.RequestedBy, detail)
+		case h.Deployment != nil:
+			d := h.Deployment
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.At.Format(time.RFC3339), h.Kind, d.Environment, d.Repository, runs.ShortDigest(d.Digest), d.Deployer, d.Detail)
+		case h.Freeze != nil:
+			f := h.Freeze
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\tuntil %s: %s\n", h.At.Format(time.RFC3339), h.Kind, f.Environment, "*", "", f.By, f.Until.Format(time.RFC3339), f.Reason)
 		case h.Pin != nil:
 			p := h.Pin
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.At.Format(time.RFC3339), h.Kind, p.Environment, p.Repository, runs.ShortDigest(p.Digest), p.By, p.Reason)

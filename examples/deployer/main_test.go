@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -26,7 +27,11 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-func TestFollowPrintsEachPromotionToItsEnvironmentOnce(t *testing.T) {
+// TestFollowDeploysEachPromotionToItsEnvironmentOnceAndReportsIt: the
+// deployer deploys each promotion to its environment once, even across a
+// restart, and reports it in the promoted run: ok, or failed with what
+// the deploy said.
+func TestFollowDeploysEachPromotionToItsEnvironmentOnceAndReportsIt(t *testing.T) {
 	ns := bustest.NewServer(t)
 	js := ns.JetStream
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -49,9 +54,13 @@ func TestFollowPrintsEachPromotionToItsEnvironmentOnce(t *testing.T) {
 	promote("prod", prod, "registry-b.example/prod/team/app") // prod lives in another registry
 
 	var out syncBuffer
+	failing := func(_ context.Context, p events.Promotion) (string, error) {
+		return "kubectl: deployment \"app\" exceeded its progress deadline", errors.New("exit status 1")
+	}
+	d := Deployer{Name: "test-deployer", Env: "prod", Deploy: failing, Out: &out}
 	fctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- Follow(fctx, js, "test-deployer", "prod", &out) }()
+	go func() { done <- d.Follow(fctx, js) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), prod) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -60,16 +69,22 @@ func TestFollowPrintsEachPromotionToItsEnvironmentOnce(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	want := "deploy prod registry-b.example/prod/team/app@" + prod + " (previous none, run run-prod)\n"
+	want := "deploy prod registry-b.example/prod/team/app@" + prod + " (previous none, run run-prod): failed\n"
 	if out.String() != want {
 		t.Fatalf("printed %q, want %q", out.String(), want)
+	}
+	evs := ns.WaitRun(t, "run-prod", events.DeploymentReported)
+	rep := bustest.Last[events.DeploymentReport](t, evs, events.DeploymentReported)
+	if rep.Status != events.DeployFailed || rep.Deployer != "test-deployer" || rep.Digest != prod || !strings.Contains(rep.Detail, "progress deadline") {
+		t.Errorf("the report: %+v", rep)
 	}
 
 	// A restarted deployer with the same name does not deploy it again.
 	var again syncBuffer
 	fctx, stop = context.WithTimeout(ctx, 500*time.Millisecond)
 	defer stop()
-	if err := Follow(fctx, js, "test-deployer", "prod", &again); err != nil {
+	d.Out = &again
+	if err := d.Follow(fctx, js); err != nil {
 		t.Fatal(err)
 	}
 	if again.String() != "" {

@@ -70,6 +70,27 @@ type Pin struct {
 	RunID       string    `json:"runId,omitempty"` // the rollback's run
 }
 
+// FreezeRequest is the body of POST /v1/freezes: refuse every promotion
+// into environment until Until, for Reason.
+type FreezeRequest struct {
+	Environment string    `json:"environment"`
+	Until       time.Time `json:"until"`
+	Reason      string    `json:"reason"`
+}
+
+// Freeze is an environment frozen: every promotion into it is refused
+// until Until (but one an emergency approver approved). Name is the
+// policy's window, or "" for a freeze someone set (By, At); in the
+// history's unfrozen entry, By and At are who lifted it and when.
+type Freeze struct {
+	Environment string    `json:"environment"`
+	Name        string    `json:"name,omitempty"`
+	Until       time.Time `json:"until"`
+	Reason      string    `json:"reason"`
+	By          string    `json:"by,omitempty"`
+	At          time.Time `json:"at,omitzero"`
+}
+
 // ApproveRequest is the body of POST /v1/approvals: the digest (ref, or
 // repository and digest) and the environment the approval is for.
 type ApproveRequest = PromoteRequest
@@ -98,9 +119,12 @@ type HistoryEntry struct {
 	At        time.Time         `json:"at"`
 	Promotion *events.Promotion `json:"promotion,omitempty"`
 	Rejection *events.Rejection `json:"rejection,omitempty"`
-	Pin       *Pin              `json:"pin,omitempty"` // pinned and unpinned: the pin
-	RunID     string            `json:"runId"`
-	EventID   string            `json:"eventId"` // the promoted or rejected event
+	Pin       *Pin              `json:"pin,omitempty"`    // pinned and unpinned: the pin
+	Freeze    *Freeze           `json:"freeze,omitempty"` // frozen and unfrozen: the freeze
+	// Deployment is a deployer's report (deployed, deploy-failed).
+	Deployment *events.DeploymentReport `json:"deployment,omitempty"`
+	RunID      string                   `json:"runId"`
+	EventID    string                   `json:"eventId"` // the promoted or rejected event
 }
 
 // ApprovalRecord is one approval of a digest for an environment: who

@@ -38,9 +38,10 @@ type ListQuery struct {
 }
 
 // HistoryKinds are the kinds of history entry: a promotion, a rejection,
-// a promotion overtaken by a newer one, a rollback, and an environment
-// pinned (by a rollback) and unpinned.
-var HistoryKinds = []string{"promoted", "rejected", "superseded", "rollback", "pinned", "unpinned"}
+// a promotion overtaken by a newer one, a rollback, an environment pinned
+// (by a rollback) and unpinned, frozen and unfrozen, and a deployer's
+// report of a deployment that went well or failed.
+var HistoryKinds = []string{"promoted", "rejected", "superseded", "rollback", "pinned", "unpinned", "frozen", "unfrozen", "deployed", "deploy-failed"}
 
 // HistoryQuery filters GET /v1/history: every filter set must match.
 type HistoryQuery struct {

@@ -26,6 +26,7 @@ var dataTypes = map[Name]any{
 	Promoted:           Promotion{},
 	PromotionRejected:  Rejection{},
 	Superseded:         Supersession{},
+	DeploymentReported: DeploymentReport{},
 }
 
 // Source kinds a build can start from.
@@ -215,6 +216,9 @@ type Rollback struct {
 	Reason string `json:"reason" jsonschema:"minLength=1"`
 	// From is the digest the environment held when the rollback was asked.
 	From string `json:"from,omitempty"`
+	// Report is the deployment.reported event that caused an automatic
+	// rollback (an environment whose policy says rollbackOn: failed).
+	Report string `json:"report,omitempty"`
 }
 
 // Approval is the data of promotion.approved: every gate passed, and the
@@ -245,6 +249,9 @@ type Approval struct {
 	Evidence Evidence `json:"evidence"`
 	// Rollback is the request's, when it asked for one.
 	Rollback *Rollback `json:"rollback,omitempty"`
+	// Emergency says the promotion went through a freeze, which, and
+	// whose approval let it.
+	Emergency string `json:"emergency,omitempty"`
 }
 
 // Place is the repository an approval's tag moves in.
@@ -278,6 +285,11 @@ type Promotion struct {
 	// (deployers can tell a rollback from a new release), and Reason why.
 	Rollback bool   `json:"rollback,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// Report is the deployment report that caused an automatic rollback.
+	Report string `json:"report,omitempty"`
+	// Emergency says the promotion went through a freeze: which, and
+	// whose approval let it.
+	Emergency string `json:"emergency,omitempty"`
 }
 
 // Place is the repository the environment's tag is in.
@@ -291,11 +303,30 @@ type Rejection struct {
 	Environment string    `json:"environment"`
 	Repository  string    `json:"repository"`
 	Digest      string    `json:"digest"`
-	Gate        string    `json:"gate" jsonschema:"minLength=1"` // the gate that refused: environment, verified, previous-environment, tag-drift, required-referrers
+	Gate        string    `json:"gate" jsonschema:"minLength=1"` // the gate that refused: environment, verified, previous-environment, pinned, freeze, tag-drift, required-referrers, policy/<rule>
 	Reason      string    `json:"reason"`
 	Hint        string    `json:"hint,omitempty"`
 	RequestedBy string    `json:"requestedBy,omitempty"`
 	RejectedAt  time.Time `json:"rejectedAt"`
+}
+
+// Deployment report statuses.
+const (
+	DeployOK     = "ok"
+	DeployFailed = "failed"
+)
+
+// DeploymentReport is the data of deployment.reported: a deployer says
+// how its deployment of a promotion went. It is sent in the promoted
+// run (events.Follow of the promoted event, keyed by deployer and
+// status, so a deployer that reports again sends the same event).
+type DeploymentReport struct {
+	Environment string `json:"environment" jsonschema:"minLength=1"`
+	Repository  string `json:"repository" jsonschema:"minLength=1"`
+	Digest      string `json:"digest" jsonschema:"minLength=1"`
+	Deployer    string `json:"deployer" jsonschema:"minLength=1"`
+	Status      string `json:"status" jsonschema:"enum=ok,enum=failed"`
+	Detail      string `json:"detail,omitempty"`
 }
 
 // Supersession is the data of superseded: the run was overtaken by a newer

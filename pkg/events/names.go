@@ -28,6 +28,9 @@ const (
 	Promoted           Name = "promoted"
 	PromotionRejected  Name = "promotion.rejected"
 	Superseded         Name = "superseded"
+	// DeploymentReported is a deployer's word on a promotion it deployed,
+	// in the promoted run.
+	DeploymentReported Name = "deployment.reported"
 )
 
 const (

@@ -29,8 +29,8 @@ const (
 	// they were requested.
 	TagsBucket = "DIGESTLINE_TAGS"
 	// ControlsBucket holds what promotions into an environment must
-	// respect besides the gates: its pins (a rollback's), kept until
-	// someone lifts them.
+	// respect besides the evidence: its pins (a rollback's) and the
+	// freezes someone set, kept until they end or someone lifts them.
 	ControlsBucket = "DIGESTLINE_CONTROLS"
 	// IndexStream holds the lists the API pages through, newest first
 	// (package index): history by environment, repository and digest, and

@@ -26,6 +26,13 @@ type Policy struct {
 	envs   map[string]*envPolicy
 	places map[string]Place
 	queues map[string]bool // Queues
+	// freezes are the environments' freeze windows (freeze.go), and
+	// emergency who may approve a promotion through one.
+	freezes   map[string][]Window
+	emergency map[string][]string
+	// rollbackOnFailure are the environments a failed deployment report
+	// rolls back (RollbackOnFailure).
+	rollbackOnFailure map[string]bool
 }
 
 type envPolicy struct {
@@ -67,20 +74,31 @@ func policyEnv() (*cel.Env, error) {
 
 // policyFile is the YAML a policy is written in.
 type policyFile struct {
-	Environments map[string]struct {
-		// Place is where the environment lives (place.go), when it is not
-		// the repository builds are pushed to.
-		Place string `yaml:"place"`
-		// Promotions is newest (default: a request overtaken by a newer
-		// one for the environment is superseded) or queue (every digest
-		// passes through the environment, in the order requested).
-		Promotions string   `yaml:"promotions"`
-		Keys       []string `yaml:"keys"`
-		Rules      []struct {
-			Name string    `yaml:"name"`
-			Expr yaml.Node `yaml:"expr"`
-		} `yaml:"rules"`
-	} `yaml:"environments"`
+	Environments map[string]envFile `yaml:"environments"`
+}
+
+// envFile is one environment of a policy file.
+type envFile struct {
+	// Place is where the environment lives (place.go), when it is not
+	// the repository builds are pushed to.
+	Place string `yaml:"place"`
+	// Promotions is newest (default: a request overtaken by a newer
+	// one for the environment is superseded) or queue (every digest
+	// passes through the environment, in the order requested).
+	Promotions string `yaml:"promotions"`
+	// Freezes are when promotions into the environment are refused
+	// (freeze.go); Emergency names the API tokens whose approval of a
+	// digest lets its promotion through a freeze.
+	Freezes   []freezeFile `yaml:"freezes"`
+	Emergency []string     `yaml:"emergency"`
+	// RollbackOn: failed rolls the environment back when a deployer
+	// reports a failed deployment of what it holds.
+	RollbackOn string   `yaml:"rollbackOn"`
+	Keys       []string `yaml:"keys"`
+	Rules      []struct {
+		Name string    `yaml:"name"`
+		Expr yaml.Node `yaml:"expr"`
+	} `yaml:"rules"`
 }
 
 // Load reads and compiles the policy at path for the promotion
@@ -102,7 +120,8 @@ func Load(path string, chain []string) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{path: path, digest: digest.FromBytes(data), envs: map[string]*envPolicy{}, places: map[string]Place{}, queues: map[string]bool{}}
+	p := &Policy{path: path, digest: digest.FromBytes(data), envs: map[string]*envPolicy{}, places: map[string]Place{}, queues: map[string]bool{},
+		freezes: map[string][]Window{}, emergency: map[string][]string{}, rollbackOnFailure: map[string]bool{}}
 	for name, e := range f.Environments {
 		if !slices.Contains(chain, name) {
 			return nil, fmt.Errorf("policy %s: environment %q is not in the promotion chain %s", path, name, strings.Join(chain, " → "))
@@ -120,6 +139,9 @@ func Load(path string, chain []string) (*Policy, error) {
 			p.queues[name] = true
 		default:
 			return nil, fmt.Errorf("policy %s: environment %s: promotions %q: want newest (the default) or queue", path, name, e.Promotions)
+		}
+		if err := p.loadControls(name, e); err != nil {
+			return nil, fmt.Errorf("policy %s: environment %s: %w", path, name, err)
 		}
 		if len(e.Keys) == 0 && len(e.Rules) == 0 {
 			continue // a place alone: no rules
@@ -155,6 +177,28 @@ func Load(path string, chain []string) (*Policy, error) {
 	return p, nil
 }
 
+// loadControls reads what an environment's promotions wait for besides
+// the rules: its freezes, who may approve one through them, and whether a
+// failed deployment rolls it back.
+func (p *Policy) loadControls(env string, e envFile) error {
+	for _, f := range e.Freezes {
+		w, err := f.window()
+		if err != nil {
+			return err
+		}
+		p.freezes[env] = append(p.freezes[env], w)
+	}
+	p.emergency[env] = e.Emergency
+	switch e.RollbackOn {
+	case "":
+	case "failed":
+		p.rollbackOnFailure[env] = true
+	default:
+		return fmt.Errorf("rollbackOn %q: want failed (or leave it out)", e.RollbackOn)
+	}
+	return nil
+}
+
 // readVars lists the policy variables a checked expression reads, in
 // policyVars' order: the identifiers the type checker resolved to them.
 func readVars(ast *cel.Ast) []string {
@@ -187,6 +231,10 @@ func (p *Policy) Has(env string) bool { return p != nil && p.envs[env] != nil }
 // queue): its promotions wait for the ones requested before them instead
 // of superseding them (package tags).
 func (p *Policy) Queues(env string) bool { return p != nil && p.queues[env] }
+
+// RollbackOnFailure reports whether a failed deployment report of what env
+// holds rolls env back to the last digest reported deployed.
+func (p *Policy) RollbackOnFailure(env string) bool { return p != nil && p.rollbackOnFailure[env] }
 
 // Queueing reports whether any environment queues its promotions.
 func (p *Policy) Queueing() bool { return p != nil && len(p.queues) > 0 }

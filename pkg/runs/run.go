@@ -98,8 +98,9 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 	if r.ID == "" {
 		r.ID, r.Status, r.Started = events.RunID(ev), Running, ev.Time()
 	}
-	if r.TraceID == "" {
-		r.TraceID = traceID(ev)
+	r.TraceID = cmp.Or(r.TraceID, traceID(ev))
+	if name == events.DeploymentReported {
+		return deployLine(ev) // after the run ended: a line, and the run as it was
 	}
 	at := ev.Time()
 	r.Updated = at
@@ -171,6 +172,15 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		r.fail(ev, name, at)
 	}
 	return nil
+}
+
+// deployLine is what a person reads of a deployer's report.
+func deployLine(ev cloudevents.Event) []string {
+	d, err := events.Decode[events.DeploymentReport](ev)
+	if err != nil {
+		return nil
+	}
+	return []string{fmt.Sprintf("[DEPLOY] %s %s@%s by %s: %s", d.Status, d.Repository, d.Digest, d.Deployer, cmp.Or(d.Detail, "no detail"))}
 }
 
 // fail ends the run with the failure or the rejection ev carries.

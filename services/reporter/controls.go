@@ -52,7 +52,9 @@ func (s *store) pin(ctx context.Context, p api.Pin) error {
 	if _, err := s.controls.Put(ctx, pinKey(p.Environment, p.Repository), b); err != nil {
 		return fmt.Errorf("pin %s: %w", p.Environment, err)
 	}
-	return s.addHistory(ctx, p.Environment, p.Repository, api.HistoryEntry{Kind: "pinned", At: p.At, Pin: &p, RunID: p.RunID, EventID: uuid.NewString()})
+	// Named after the rollback's run: an automatic rollback pins once,
+	// however often its cause is delivered.
+	return s.addHistory(ctx, p.Environment, p.Repository, api.HistoryEntry{Kind: "pinned", At: p.At, Pin: &p, RunID: p.RunID, EventID: "pin-" + p.RunID})
 }
 
 // unpin lifts the environment's pin for repo, as by asked, and says so in
@@ -208,5 +210,170 @@ func (r *reporter) unpinEnv(w http.ResponseWriter, req *http.Request) {
 	default:
 		r.cfg.Log().Info(fmt.Sprintf("unpinned %s for %s by %s", env, repo, who))
 		service.WriteJSON(w, http.StatusOK, p)
+	}
+}
+
+// Freezes. An environment is frozen by someone (POST /v1/freezes, until a
+// time) or by a window of the policy (weekends, a holiday, nights, in a
+// time zone): every promotion into it is refused at the freeze gate,
+// naming the freeze, why, and when it ends, unless an API token the
+// policy names for emergencies approved the digest for it (digestline
+// approve); the record and the history then say it was an emergency, and
+// whose approval let it through. A freeze someone set is in the controls
+// bucket under freeze.<env>, until it ends or is lifted.
+
+// GateFreeze refuses a promotion into a frozen environment.
+const GateFreeze = "freeze"
+
+func freezeKey(env string) string { return "freeze." + envToken(env) }
+
+// freezeOf returns the freeze someone set on env that covers at, if one
+// does.
+func (s *store) freezeOf(ctx context.Context, env string, at time.Time) (api.Freeze, bool, error) {
+	var f api.Freeze
+	_, found, err := getJSON(ctx, s.controls, freezeKey(env), &f)
+	return f, found && at.Before(f.Until), err
+}
+
+// freeze sets f (replacing a freeze set before), and says so in the
+// history.
+func (s *store) freeze(ctx context.Context, f api.Freeze) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	if _, err := s.controls.Put(ctx, freezeKey(f.Environment), b); err != nil {
+		return fmt.Errorf("freeze %s: %w", f.Environment, err)
+	}
+	return s.addHistory(ctx, f.Environment, "", api.HistoryEntry{Kind: "frozen", At: f.At, Freeze: &f, EventID: uuid.NewString()})
+}
+
+// unfreeze lifts the freeze someone set on env, as by asked, and says so
+// in the history; found is false when none is in force.
+func (s *store) unfreeze(ctx context.Context, env, by string) (api.Freeze, bool, error) {
+	var f api.Freeze
+	rev, found, err := getJSON(ctx, s.controls, freezeKey(env), &f)
+	now := time.Now().UTC()
+	if err != nil || !found || !now.Before(f.Until) {
+		return f, false, err
+	}
+	if err := s.controls.Delete(ctx, freezeKey(env), jetstream.LastRevision(rev)); err != nil {
+		return f, true, fmt.Errorf("unfreeze %s: %w (frozen again meanwhile? read GET /v1/freezes)", env, err)
+	}
+	lifted := f
+	lifted.By, lifted.At = by, now
+	return f, true, s.addHistory(ctx, env, "", api.HistoryEntry{Kind: "unfrozen", At: now, Freeze: &lifted, EventID: uuid.NewString()})
+}
+
+// frozen returns the freeze that covers env at t: one someone set, else a
+// window of the policy.
+func (r *reporter) frozen(ctx context.Context, env string, at time.Time) (*api.Freeze, error) {
+	f, found, err := r.store.freezeOf(ctx, env, at)
+	if err != nil || found {
+		return &f, err
+	}
+	if w, ends, ok := r.cfg.Policy.Frozen(env, at); ok {
+		return &api.Freeze{Environment: env, Name: w.Name, Until: ends, Reason: w.Reason, By: "policy"}, nil
+	}
+	return nil, nil
+}
+
+// freezeGate refuses a promotion into an environment frozen at at, unless
+// one of the policy's emergency approvers approved its digest for it: it
+// then returns what the record says of that.
+func (r *reporter) freezeGate(ctx context.Context, req events.PromotionRequest, at time.Time) (emergency string, err error) {
+	f, err := r.frozen(ctx, req.To, at)
+	if err != nil || f == nil {
+		return "", err
+	}
+	what := "a freeze by " + f.By
+	if f.Name != "" {
+		what = "freeze window " + f.Name
+	}
+	approvers := r.cfg.Policy.Emergency(req.To)
+	if len(approvers) > 0 {
+		approvals, err := r.store.approvals(ctx, req.To, req.Repository, req.Digest)
+		if err != nil {
+			return "", err
+		}
+		for _, a := range approvals {
+			if slices.Contains(approvers, a.By) {
+				return fmt.Sprintf("through %s (%s), approved by %s", what, f.Reason, a.By), nil
+			}
+		}
+	}
+	hint := "wait until it ends"
+	if len(approvers) > 0 {
+		hint += fmt.Sprintf(", or, for an emergency, have %s run: digestline approve %s@%s --to %s", strings.Join(approvers, " or "), req.Repository, req.Digest, req.To)
+	} else {
+		hint += fmt.Sprintf(" (the policy names no emergency approvers for %s)", req.To)
+	}
+	return "", refuse(GateFreeze, hint, "%s is frozen until %s by %s: %s", req.To, f.Until.Format(time.RFC3339), what, f.Reason)
+}
+
+// requestFreeze answers POST /v1/freezes for an authorized caller.
+func (r *reporter) requestFreeze(w http.ResponseWriter, req *http.Request) {
+	who, ok := r.authorize(w, req)
+	if !ok {
+		return
+	}
+	var body api.FreezeRequest
+	if !decodeBody(w, req, &body, `{"environment": "prod", "until": "2026-12-28T09:00:00+01:00", "reason": "why"}`) {
+		return
+	}
+	now := time.Now().UTC()
+	switch {
+	case !slices.Contains(r.cfg.Environments, body.Environment):
+		service.WriteError(w, http.StatusBadRequest, fmt.Sprintf("environment %q is not in the promotion chain %s", body.Environment, strings.Join(r.cfg.Environments, " → ")))
+	case !body.Until.After(now):
+		service.WriteError(w, http.StatusBadRequest, fmt.Sprintf(`"until" (%s) is not in the future`, body.Until.Format(time.RFC3339)))
+	case strings.TrimSpace(body.Reason) == "":
+		service.WriteError(w, http.StatusBadRequest, `"reason" says why (a refused promotion names it)`)
+	default:
+		f := api.Freeze{Environment: body.Environment, Until: body.Until.UTC(), Reason: strings.TrimSpace(body.Reason), By: who, At: now}
+		if err := r.store.freeze(req.Context(), f); err != nil {
+			service.WriteError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		r.cfg.Log().Info(fmt.Sprintf("frozen %s until %s by %s: %s", f.Environment, f.Until.Format(time.RFC3339), who, f.Reason))
+		service.WriteJSON(w, http.StatusCreated, f)
+	}
+}
+
+// listFreezes answers GET /v1/freezes: the freeze in force now in each
+// environment that has one, someone's or the policy's.
+func (r *reporter) listFreezes(w http.ResponseWriter, req *http.Request) {
+	out := []api.Freeze{}
+	for _, env := range r.cfg.Environments {
+		f, err := r.frozen(req.Context(), env, time.Now())
+		if err != nil {
+			service.WriteError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		if f != nil {
+			out = append(out, *f)
+		}
+	}
+	service.WriteJSON(w, http.StatusOK, out)
+}
+
+// unfreezeEnv answers DELETE /v1/freezes/{env} for an authorized caller:
+// it lifts the freeze someone set (a policy's window is lifted in the
+// policy file).
+func (r *reporter) unfreezeEnv(w http.ResponseWriter, req *http.Request) {
+	who, ok := r.authorize(w, req)
+	if !ok {
+		return
+	}
+	env := req.PathValue("env")
+	f, found, err := r.store.unfreeze(req.Context(), env, who)
+	switch {
+	case err != nil:
+		service.WriteError(w, http.StatusServiceUnavailable, err.Error())
+	case !found:
+		service.WriteError(w, http.StatusNotFound, fmt.Sprintf("no one froze %s (a freeze window of the policy is lifted in the policy file; GET /v1/freezes lists them)", env))
+	default:
+		r.cfg.Log().Info(fmt.Sprintf("unfrozen %s by %s", env, who))
+		service.WriteJSON(w, http.StatusOK, f)
 	}
 }

@@ -24,7 +24,7 @@ import (
 // the chain, the digest was verified here, the environment before holds it
 // (requestGates and chainGates, which need only what the store holds, and
 // are table-tested in gates_test.go); the environment is not pinned
-// (pinGate, controls.go); then, at once, the environment's tag
+// (pinGate, controls.go) nor frozen (freezeGate); then, at once, the environment's tag
 // has not drifted (tagInPlace) and the evidence holds (evidenceGates: the
 // required referrers, then the policy's rules over policyinput.go's
 // inputs). A gate refuses with refuse(gate, hint, reason); a registry that
@@ -147,6 +147,10 @@ func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, reque
 	if err := r.pinGate(ctx, req); err != nil {
 		return nil, err
 	}
+	emergency, err := r.freezeGate(ctx, req, at)
+	if err != nil {
+		return nil, err
+	}
 	place, tag, err := r.placeOf(req.To, req.Repository)
 	if err != nil {
 		return nil, refuse(GateEnvironment, "fix the environment's place (docs/promotion.md)", "%v", err)
@@ -168,7 +172,7 @@ func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, reque
 	a := &events.Approval{
 		Environment: req.To, Repository: req.Repository, Digest: req.Digest, Tag: tag, Previous: got,
 		RequestedBy: req.RequestedBy, RequestedAt: turn.RequestedAt, Evidence: events.Evidence{Request: requestID, Build: v.Evidence.Build},
-		Rollback: req.Rollback,
+		Rollback: req.Rollback, Emergency: emergency,
 	}
 	if place.String() != repo.String() {
 		a.Location, a.Source = place.String(), source.String()

@@ -23,8 +23,12 @@ import (
 var historyAll = index.List("history", "all")
 
 func historyLists(env, repo string, e api.HistoryEntry) []string {
-	env, repo = envToken(env), repoToken(repo)
-	lists := []string{historyAll, index.List("history", "env", env), index.List("history", "repo", repo), index.List("history", "at", env, repo)}
+	env = envToken(env)
+	lists := []string{historyAll, index.List("history", "env", env)}
+	if repo != "" { // a freeze is the environment's, of no one repository
+		repo = repoToken(repo)
+		lists = append(lists, index.List("history", "repo", repo), index.List("history", "at", env, repo))
+	}
 	for _, d := range entryDigests(e) {
 		lists = append(lists, digestList(d))
 	}
@@ -49,13 +53,21 @@ func entryDigests(e api.HistoryEntry) []string {
 		ds = append(ds, e.Rejection.Digest)
 	case e.Pin != nil:
 		ds = append(ds, e.Pin.Digest)
+	case e.Deployment != nil:
+		ds = append(ds, e.Deployment.Digest)
 	}
 	return ds
 }
 
-// historyKey is h.<env>.<repo>.<event id>.
+// historyKey is h.<env>.<repo>.<event id>, with "-" (no repository's
+// token: those are two characters or more) for an entry of the whole
+// environment.
 func historyKey(env, repo, eventID string) string {
-	return "h." + envToken(env) + "." + repoToken(repo) + "." + eventID
+	token := "-"
+	if repo != "" {
+		token = repoToken(repo)
+	}
+	return "h." + envToken(env) + "." + token + "." + eventID
 }
 
 // addHistory files an entry under its environment and repository, once:
@@ -226,6 +238,10 @@ func entryPlace(e api.HistoryEntry) (env, repo string) {
 		return e.Rejection.Environment, e.Rejection.Repository
 	case e.Pin != nil:
 		return e.Pin.Environment, e.Pin.Repository
+	case e.Freeze != nil:
+		return e.Freeze.Environment, ""
+	case e.Deployment != nil:
+		return e.Deployment.Environment, e.Deployment.Repository
 	}
 	return "", ""
 }

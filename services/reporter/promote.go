@@ -52,8 +52,9 @@ func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.Verify
 		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: trail.Push, Verify: trail.Verify},
 	}
 	if a.Rollback != nil {
-		p.Rollback, p.Reason = true, a.Rollback.Reason
+		p.Rollback, p.Reason, p.Report = true, a.Rollback.Reason, a.Rollback.Report
 	}
+	p.Emergency = a.Emergency
 	rec, made, err := r.store.record(ctx, p)
 	if later := (*recordedLater)(nil); errors.As(err, &later) {
 		return r.movedOn(ctx, m, rec, later.current)

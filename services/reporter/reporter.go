@@ -150,6 +150,7 @@ func Run(ctx context.Context, cfg Config) error {
 		router := r.Bus.Router(bus.ConsumerSpec{Durable: "reporter"})
 		router.Handle(events.VerifyCompleted, bus.Data(r.verified))
 		router.Handle(events.PromotionRequested, bus.Data(r.requested))
+		router.Handle(events.DeploymentReported, bus.Data(r.deployed))
 		return router.Run(gctx)
 	})
 	g.Go(func() error { return ri.router(r.Bus).Run(gctx) })
