@@ -155,11 +155,7 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		if p, err := events.Decode[events.Promotion](ev); err == nil {
 			r.step(Step{Name: "promote", Status: events.StatusOK, Detail: p.Environment + " " + p.Ref()}, at, 0)
 			r.Status, r.Detail, r.Promotion = Promoted, p.Environment+" "+p.Ref(), &p
-			line := fmt.Sprintf("promoted %s %s (tag %s, previous %s)", p.Environment, p.Ref(), cmp.Or(p.Tag, "none"), cmp.Or(p.PreviousDigest, "none"))
-			if p.Source != "" {
-				line += fmt.Sprintf(", copied from %s@%s and proven there", p.Source, p.Digest)
-			}
-			return []string{line}
+			return []string{promotedLine(p)}
 		}
 	case events.Superseded:
 		if s, err := events.Decode[events.Supersession](ev); err == nil {
@@ -172,6 +168,21 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		r.fail(ev, name, at)
 	}
 	return nil
+}
+
+// promotedLine is what a person reads of a promotion.
+func promotedLine(p events.Promotion) string {
+	line := fmt.Sprintf("promoted %s %s (tag %s, previous %s)", p.Environment, p.Ref(), cmp.Or(p.Tag, "none"), cmp.Or(p.PreviousDigest, "none"))
+	if p.Source != "" {
+		line += fmt.Sprintf(", copied from %s@%s and proven there", p.Source, p.Digest)
+	}
+	if p.Rollback {
+		line += ", a rollback: " + p.Reason
+	}
+	if p.Emergency != "" {
+		line += ", an emergency " + p.Emergency
+	}
+	return line
 }
 
 // deployLine is what a person reads of a deployer's report.

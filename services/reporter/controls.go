@@ -286,9 +286,9 @@ func (r *reporter) freezeGate(ctx context.Context, req events.PromotionRequest, 
 	if err != nil || f == nil {
 		return "", err
 	}
-	what := "a freeze by " + f.By
+	what := "by " + f.By
 	if f.Name != "" {
-		what = "freeze window " + f.Name
+		what = "by freeze window " + f.Name
 	}
 	approvers := r.cfg.Policy.Emergency(req.To)
 	if len(approvers) > 0 {
@@ -298,7 +298,7 @@ func (r *reporter) freezeGate(ctx context.Context, req events.PromotionRequest, 
 		}
 		for _, a := range approvals {
 			if slices.Contains(approvers, a.By) {
-				return fmt.Sprintf("through %s (%s), approved by %s", what, f.Reason, a.By), nil
+				return fmt.Sprintf("through the freeze %s (%s), approved by %s", what, f.Reason, a.By), nil
 			}
 		}
 	}
