@@ -8,6 +8,9 @@
 #   jaeger                             Jaeger v2 all-in-one, in memory (scripts/peer.sh jaeger)
 # Usage: scripts/images.sh [OUT]  (make images; default OUT .digestline/images)
 #   podman load -i OUT/builder.tar   # or: podman pull oci-archive:OUT/builder.tar
+# IMAGES_BINARIES=DIR takes the five digestline binaries from DIR, built
+# already (static, -trimpath: the system tests' TestMain), instead of
+# linking them again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-.digestline/images}
@@ -17,7 +20,13 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/n
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
-[ -x bin/digestline ] || CGO_ENABLED=0 go build -trimpath -o bin/ ./cmd/digestline
+given=${IMAGES_BINARIES:-}
+digestline=bin/digestline # what builds the images
+if [ -n "$given" ]; then
+  digestline=$given/digestline
+else
+  [ -x bin/digestline ] || CGO_ENABLED=0 go build -trimpath -o bin/ ./cmd/digestline
+fi
 
 # image NAME PACKAGE PORTS DESCRIPTION ENTRYPOINT-ARGS...: a root of /usr/local/bin/<binary>
 # (PACKAGE built static, or copied when it is the path of a binary), a world-writable /tmp
@@ -30,6 +39,8 @@ image() {
   chmod 1777 "$root/tmp" "$root/data"
   if [ -f "$pkg" ]; then
     cp "$pkg" "$root/usr/local/bin/$bin"
+  elif [ -n "$given" ] && [ -x "$given/$bin" ]; then
+    cp "$given/$bin" "$root/usr/local/bin/$bin"
   else
     (cd cmd/digestline && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$root/usr/local/bin/$bin" "$pkg")
   fi
@@ -48,7 +59,7 @@ image() {
     echo '  org.opencontainers.image.licenses: Apache-2.0'
   } >"$root/digestline.yaml"
   rm -rf "${out:?}/$name"
-  bin/digestline build "$root" -o "$out/$name" -t "$tag" >"$work/$name.out"
+  "$digestline" build "$root" -o "$out/$name" -t "$tag" >"$work/$name.out"
   tar -C "$out/$name" -cf "$out/$name.tar" .
   echo "$name $(awk 'NR == 1' "$work/$name.out") $out/$name.tar"
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -37,6 +38,7 @@ func TestPipelineInContainers(t *testing.T) {
 	images := t.TempDir()
 	build := exec.Command("./scripts/images.sh", images)
 	build.Dir = root
+	build.Env = append(os.Environ(), "IMAGES_BINARIES="+binaries) // TestMain's, linked once
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("scripts/images.sh: %v\n%s", err, out)
 	}
