@@ -6,7 +6,7 @@ export GOTOOLCHAIN ?= local
 MODULES  := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 PKGS     := $(addsuffix /...,$(MODULES))
 BINARIES := ./cmd/digestline ./services/builder/cmd/builder ./services/pusher/cmd/pusher \
-            ./services/verifier/cmd/verifier ./services/reporter/cmd/reporter
+            ./services/verifier/cmd/verifier ./services/reporter/cmd/reporter ./services/notifier/cmd/notifier
 
 .PHONY: all demo test test-build test-chaos build bench lint deps tools images compose-up compose-down screenshot
 # podman-compose (Debian's package) where it is installed, else podman's own

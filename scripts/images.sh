@@ -2,13 +2,13 @@
 # Builds every image of a deployment with digestline itself — FROM scratch,
 # one static binary, a non-root user, OCI labels — as OCI layouts and
 # oci-archive tarballs that podman and docker load without pulling anything:
-#   builder pusher verifier reporter   the services
+#   builder pusher verifier reporter notifier   the services
 #   digestline                         the CLI (also `digestline registry`, the registry of the compose file)
 #   nats                               nats-server with JetStream, from its Go module
 #   jaeger                             Jaeger v2 all-in-one, in memory (scripts/peer.sh jaeger)
 # Usage: scripts/images.sh [OUT]  (make images; default OUT .digestline/images)
 #   podman load -i OUT/builder.tar   # or: podman pull oci-archive:OUT/builder.tar
-# IMAGES_BINARIES=DIR takes the five digestline binaries from DIR, built
+# IMAGES_BINARIES=DIR takes the six digestline binaries from DIR, built
 # already (static, -trimpath: the system tests' TestMain), instead of
 # linking them again.
 set -euo pipefail
@@ -68,6 +68,7 @@ image builder github.com/digestline/digestline/services/builder/cmd/builder '"80
 image pusher github.com/digestline/digestline/services/pusher/cmd/pusher '"8082/tcp"' "digestline pusher: images to registries, stage by stage" /usr/local/bin/pusher
 image verifier github.com/digestline/digestline/services/verifier/cmd/verifier '"8083/tcp"' "digestline verifier: every byte proved" /usr/local/bin/verifier
 image reporter github.com/digestline/digestline/services/reporter/cmd/reporter '"8080/tcp"' "digestline reporter: promotions, gates, API" /usr/local/bin/reporter
+image notifier github.com/digestline/digestline/services/notifier/cmd/notifier '"8084/tcp"' "digestline notifier: chosen events to webhooks" /usr/local/bin/notifier
 image digestline github.com/digestline/digestline/cmd/digestline '"5000/tcp"' "digestline CLI and standalone registry" /usr/local/bin/digestline
 image nats github.com/nats-io/nats-server/v2 '"4222/tcp", "8222/tcp"' "nats-server with JetStream" /usr/local/bin/nats-server -js -sd /data/jetstream -m 8222
 jaeger=$(scripts/peer.sh jaeger) # built once per machine (several minutes the first time)

@@ -2,19 +2,24 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/runs"
+	"github.com/digestline/digestline/services/notifier"
 	"github.com/digestline/digestline/services/reporter"
 )
 
@@ -22,7 +27,8 @@ import (
 // in the promoted runs; in an environment whose policy says rollbackOn:
 // failed, a failed one rolls back to the last digest reported deployed,
 // once (the same report delivered again rolls nothing back), records the
-// report as the cause, and pins the environment.
+// report as the cause, and pins the environment; and the team's webhook
+// (the notifier in digestline dev) hears of the failure and the rollback.
 func TestAFailedDeploymentRollsBackOnce(t *testing.T) {
 	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(policyFile, []byte("environments:\n  dev:\n    rollbackOn: failed\n"), 0o644); err != nil {
@@ -32,7 +38,19 @@ func TestAFailedDeploymentRollsBackOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := e2etest.StartStack(t, e2etest.WithReporter(func(c *reporter.Config) { c.Policy = pol }))
+	var mu sync.Mutex
+	var heard []string
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ Text string }
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		mu.Lock()
+		heard = append(heard, body.Text)
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	s, _ := e2etest.StartStack(t, e2etest.WithReporter(func(c *reporter.Config) { c.Policy = pol }), func(c *dev.Config) {
+		c.Notifications = []notifier.Rule{{Name: "team", Kinds: []string{notifier.KindRolledBack, notifier.KindDeployFailed}, URL: hook.URL, Format: notifier.FormatSlack}}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	repo := s.RegistryAddr + "/team/app"
@@ -105,6 +123,13 @@ func TestAFailedDeploymentRollsBackOnce(t *testing.T) {
 	if count["rollback"] != 1 || count["pinned"] != 1 || count["deploy-failed"] != 1 || count["deployed"] != 1 || count["promoted"] != 2 {
 		t.Errorf("dev's history: %v", count)
 	}
+	e2etest.WaitFor(t, "the webhook to hear of the failure and the rollback", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		all := strings.Join(heard, "\n")
+		return len(heard) == 2 && strings.Contains(all, "deployment of "+repo+"@"+v2+" to dev failed, reported by k8s-dev: readiness probe failed") &&
+			strings.Contains(all, "rolled back dev to "+repo+"@"+v1)
+	})
 	// The digest's page shows its deployment.
 	var digestHist api.Page[api.HistoryEntry]
 	if s.GetJSON(t, "/v1/history?digest="+v2+"&kind=deploy-failed", &digestHist) != http.StatusOK || len(digestHist.Items) != 1 ||

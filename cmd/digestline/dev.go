@@ -45,6 +45,7 @@ func newDevCommand() *cobra.Command {
 	fs.StringVar(&s.PolicyFile, "policy", service.Env("POLICY", ""), "policy file: each environment's keys and rules in CEL (DIGESTLINE_POLICY; docs/policy.md)")
 	fs.StringVar(&cfg.WebhookAddr, "webhook-addr", service.Env("WEBHOOK_ADDR", ""), "serve the builder's webhooks here (DIGESTLINE_WEBHOOK_ADDR; off when empty)")
 	fs.StringVar(&s.WebhookConfig, "webhook-config", service.Env("WEBHOOK_CONFIG", ""), "YAML mapping repositories to images (DIGESTLINE_WEBHOOK_CONFIG)")
+	fs.StringVar(&s.Notifications, "notifications", service.Env("NOTIFICATIONS", ""), "run the notifier with this file's webhooks (DIGESTLINE_NOTIFICATIONS; docs/day-two.md)")
 	fs.StringVar(&o.logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error")
 	return cmd
 }

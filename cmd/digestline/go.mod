@@ -3,9 +3,11 @@ module github.com/digestline/digestline/cmd/digestline
 go 1.26.0
 
 require (
+	github.com/cloudevents/sdk-go/v2 v2.16.2
 	github.com/creack/pty v1.1.24
 	github.com/digestline/digestline/pkg v0.0.0
 	github.com/digestline/digestline/services/builder v0.0.0
+	github.com/digestline/digestline/services/notifier v0.0.0
 	github.com/digestline/digestline/services/pusher v0.0.0
 	github.com/digestline/digestline/services/reporter v0.0.0
 	github.com/digestline/digestline/services/verifier v0.0.0
@@ -42,7 +44,6 @@ require (
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/clipperhouse/uax29/v2 v2.7.0 // indirect
-	github.com/cloudevents/sdk-go/v2 v2.16.2 // indirect
 	github.com/cloudflare/circl v1.6.3 // indirect
 	github.com/cyphar/filepath-securejoin v0.6.1 // indirect
 	github.com/docker/cli v29.7.2+incompatible // indirect
@@ -115,6 +116,7 @@ require (
 replace (
 	github.com/digestline/digestline/pkg => ../../pkg
 	github.com/digestline/digestline/services/builder => ../../services/builder
+	github.com/digestline/digestline/services/notifier => ../../services/notifier
 	github.com/digestline/digestline/services/pusher => ../../services/pusher
 	github.com/digestline/digestline/services/reporter => ../../services/reporter
 	github.com/digestline/digestline/services/verifier => ../../services/verifier

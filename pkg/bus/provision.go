@@ -111,6 +111,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		{Bucket: events.VerifiedBucket, Description: "verified digests per repository, and where they were promoted", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		{Bucket: events.HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.History.MaxAge},
 		{Bucket: events.TagsBucket, Description: "the pipeline's last move of each tag, and the move in progress", Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: events.NotifiedBucket, Description: "the notifications each webhook was sent", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.Events.MaxAge},
 		{Bucket: events.ControlsBucket, Description: "pins and freezes of environments, until they end or someone lifts them", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		{Bucket: events.RunsBucket, Description: "each run's summary, as it started and as it ended", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.History.MaxAge},
 	}

@@ -32,6 +32,10 @@ const (
 	// respect besides the evidence: its pins (a rollback's) and the
 	// freezes someone set, kept until they end or someone lifts them.
 	ControlsBucket = "DIGESTLINE_CONTROLS"
+	// NotifiedBucket remembers which notifications each webhook was sent
+	// (package notifier), as long as the events: an event stored twice,
+	// or delivered again, is sent once.
+	NotifiedBucket = "DIGESTLINE_NOTIFIED"
 	// IndexStream holds the lists the API pages through, newest first
 	// (package index): history by environment, repository and digest, and
 	// the runs.

@@ -10,6 +10,7 @@ require (
 	github.com/digestline/digestline/cmd/digestline v0.0.0
 	github.com/digestline/digestline/pkg v0.0.0
 	github.com/digestline/digestline/services/builder v0.0.0
+	github.com/digestline/digestline/services/notifier v0.0.0 // indirect
 	github.com/digestline/digestline/services/pusher v0.0.0
 	github.com/digestline/digestline/services/reporter v0.0.0
 	github.com/digestline/digestline/services/verifier v0.0.0
@@ -148,6 +149,7 @@ replace (
 	github.com/digestline/digestline/cmd/digestline => ../
 	github.com/digestline/digestline/pkg => ../../../pkg
 	github.com/digestline/digestline/services/builder => ../../../services/builder
+	github.com/digestline/digestline/services/notifier => ../../../services/notifier
 	github.com/digestline/digestline/services/pusher => ../../../services/pusher
 	github.com/digestline/digestline/services/reporter => ../../../services/reporter
 	github.com/digestline/digestline/services/verifier => ../../../services/verifier

@@ -30,7 +30,8 @@ func TestMain(m *testing.M) {
 	// images reuse, and the standard library the one the peer tools share.
 	build := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "github.com/digestline/digestline/cmd/digestline",
 		"github.com/digestline/digestline/services/builder/cmd/builder", "github.com/digestline/digestline/services/pusher/cmd/pusher",
-		"github.com/digestline/digestline/services/verifier/cmd/verifier", "github.com/digestline/digestline/services/reporter/cmd/reporter")
+		"github.com/digestline/digestline/services/verifier/cmd/verifier", "github.com/digestline/digestline/services/reporter/cmd/reporter",
+		"github.com/digestline/digestline/services/notifier/cmd/notifier")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build the binaries: %v\n%s", err, out)

@@ -26,6 +26,7 @@ import (
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/pkg/verify"
 	"github.com/digestline/digestline/services/builder"
+	"github.com/digestline/digestline/services/notifier"
 	"github.com/digestline/digestline/services/pusher"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/digestline/digestline/services/verifier"
@@ -78,6 +79,8 @@ type Config struct {
 	// required referrers and the API's tokens. With no tokens, one is made
 	// and kept in <DataDir>/api-token.
 	Reporter reporter.Config
+	// Notifications, when set, runs the notifier with these webhooks.
+	Notifications []notifier.Rule
 }
 
 // Env is a running dev environment.
@@ -218,6 +221,9 @@ func (env *Env) run(ctx context.Context, cfg Config, deps service.Deps, regSrv *
 	rcfg := cfg.Reporter
 	rcfg.Deps, rcfg.Listener, rcfg.Proven = deps, apiLn, proven
 	g.Go(func() error { return reporter.Run(gctx, rcfg) })
+	if len(cfg.Notifications) > 0 {
+		g.Go(func() error { return notifier.Run(gctx, notifier.Config{Deps: deps, Rules: cfg.Notifications}) })
+	}
 	go func() {
 		defer close(env.done)
 		err := g.Wait()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/services/builder"
+	"github.com/digestline/digestline/services/notifier"
 	"github.com/digestline/digestline/services/reporter"
 )
 
@@ -16,6 +17,8 @@ import (
 type Settings struct {
 	reporter.Settings
 	WebhookConfig string
+	// Notifications is the notifier's file (off when empty).
+	Notifications string
 }
 
 // DefaultEnvironments is the promotion chain when none is named.
@@ -49,6 +52,11 @@ func (s Settings) Configure(cfg *Config) error {
 	cfg.Reporter.Keys, cfg.Reporter.Signer = cfg.TrustedKeys, cfg.Signer
 	if cfg.WebhookAddr != "" {
 		if cfg.Webhook, err = builder.LoadWebhookConfig(s.WebhookConfig); err != nil {
+			return err
+		}
+	}
+	if s.Notifications != "" {
+		if cfg.Notifications, err = notifier.LoadRules(s.Notifications); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,261 @@
+package notifier
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/digestline/digestline/pkg/bus"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+)
+
+// Config configures the notifier.
+type Config struct {
+	service.Deps
+	// Rules are the webhooks and what each is sent (LoadRules).
+	Rules []Rule
+	// Timeout bounds each webhook call (default 10s): a webhook slower
+	// than that is retried as one that is down.
+	Timeout time.Duration
+}
+
+// Run sends each rule's notifications until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	if len(cfg.Rules) == 0 {
+		return errors.New("notifier: no webhooks (DIGESTLINE_NOTIFICATIONS names the file: docs/day-two.md)")
+	}
+	b := cfg.Bus("notifier") // no registry, blobs or tags: the bus alone
+	sent, err := cfg.JetStream.KeyValue(ctx, events.NotifiedBucket)
+	if err != nil {
+		return fmt.Errorf("open %s (is the bus provisioned?): %w", events.NotifiedBucket, err)
+	}
+	client := &http.Client{Timeout: cmp.Or(cfg.Timeout, 10*time.Second)}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, rule := range cfg.Rules {
+		s := &sender{rule: rule, client: client, sent: sent, log: cfg.Log().With("webhook", rule.Name)}
+		// A consumer per webhook: one that is down is retried and
+		// dead-lettered alone, and the others' are sent once.
+		r := b.Router(bus.ConsumerSpec{Durable: "notifier-" + rule.Name, Concurrency: 4})
+		for _, name := range namesFor(rule.Kinds) {
+			r.Handle(name, s.notify)
+		}
+		g.Go(func() error { return r.Run(gctx) })
+	}
+	return g.Wait()
+}
+
+// namesFor are the events that carry notifications of kinds.
+func namesFor(kinds []string) []events.Name {
+	var names []events.Name
+	add := func(ns ...events.Name) {
+		for _, n := range ns {
+			if !containsName(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	for _, k := range kinds {
+		switch k {
+		case KindPromoted, KindRolledBack:
+			add(events.Promoted)
+		case KindRejected:
+			add(events.PromotionRejected)
+		case KindFailed:
+			add(events.BuildFailed, events.PushFailed, events.VerifyFailed)
+		case KindDeployFailed:
+			add(events.DeploymentReported)
+		}
+	}
+	return names
+}
+
+func containsName(ns []events.Name, n events.Name) bool {
+	for _, x := range ns {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
+// sender sends one rule's notifications.
+type sender struct {
+	rule   Rule
+	client *http.Client
+	sent   jetstream.KeyValue // what was sent: <rule>.<hash of the event id>
+	log    *slog.Logger
+}
+
+// notify sends m to the rule's webhook when the rule wants it.
+func (s *sender) notify(ctx context.Context, m bus.Message) error {
+	kind, env, text, err := notification(m)
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	if kind == "" || !s.rule.wants(kind, env) {
+		return nil
+	}
+	id := sha256.Sum256([]byte(m.Event.ID()))
+	key := s.rule.Name + "." + hex.EncodeToString(id[:16])
+	if _, err := s.sent.Get(ctx, key); err == nil {
+		return nil // sent already: the event was stored twice, or delivered again
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("webhook %s: read what was sent: %w", s.rule.Name, err)
+	}
+	if s.rule.Format == FormatCloudEvents {
+		err = s.sendEvent(ctx, m.Event)
+	} else {
+		err = s.sendSlack(ctx, text)
+	}
+	if err != nil {
+		return fmt.Errorf("webhook %s, %s notification: %w", s.rule.Name, kind, err)
+	}
+	s.log.Info(fmt.Sprintf("sent %s to webhook %s", kind, s.rule.Name), "run_id", events.RunID(m.Event))
+	if _, err := s.sent.Put(ctx, key, []byte(m.Event.ID())); err != nil {
+		// Sent: sending it again would be worse than not remembering it.
+		s.log.Warn(fmt.Sprintf("sent %s to webhook %s, but could not remember it (a redelivery would send it again): %v", kind, s.rule.Name, err))
+	}
+	return nil
+}
+
+// notification is what m tells people: its kind ("" for none), the
+// environment it is about ("" for none) and a line of text.
+func notification(m bus.Message) (kind, env, text string, err error) {
+	run := events.RunID(m.Event)
+	switch m.Name {
+	case events.Promoted:
+		p, err := events.Decode[events.Promotion](m.Event)
+		if err != nil {
+			return "", "", "", err
+		}
+		if p.Rollback {
+			return KindRolledBack, p.Environment, fmt.Sprintf(":rewind: rolled back %s to %s (from %s): %s — by %s, run %s",
+				p.Environment, p.Ref(), cmp.Or(p.PreviousDigest, "nothing"), p.Reason, cmp.Or(p.RequestedBy, "the pipeline"), run), nil
+		}
+		return KindPromoted, p.Environment, fmt.Sprintf(":white_check_mark: promoted %s to %s (previous %s) — by %s, run %s",
+			p.Ref(), p.Environment, cmp.Or(p.PreviousDigest, "none"), cmp.Or(p.RequestedBy, "the pipeline"), run), nil
+	case events.PromotionRejected:
+		rj, err := events.Decode[events.Rejection](m.Event)
+		if err != nil {
+			return "", "", "", err
+		}
+		return KindRejected, rj.Environment, fmt.Sprintf(":no_entry: rejected %s@%s for %s at gate %s: %s (run %s)",
+			rj.Repository, rj.Digest, rj.Environment, rj.Gate, rj.Reason, run), nil
+	case events.BuildFailed, events.PushFailed, events.VerifyFailed:
+		f, err := events.Decode[events.Failure](m.Event)
+		if err != nil {
+			return "", "", "", err
+		}
+		return KindFailed, "", failedText(m.Name, f, run), nil
+	case events.DeploymentReported:
+		d, err := events.Decode[events.DeploymentReport](m.Event)
+		if err != nil || d.Status != events.DeployFailed {
+			return "", "", "", err
+		}
+		return KindDeployFailed, d.Environment, fmt.Sprintf(":boom: deployment of %s@%s to %s failed, reported by %s: %s (run %s)",
+			d.Repository, d.Digest, d.Environment, d.Deployer, cmp.Or(d.Detail, "no detail"), run), nil
+	}
+	return "", "", "", nil
+}
+
+func failedText(name events.Name, f events.Failure, run string) string {
+	text := fmt.Sprintf(":x: %s: %s failed at %s (%s): %s", cmp.Or(f.Target, "a run"), strings.TrimSuffix(string(name), ".failed"),
+		cmp.Or(f.Stage, "?"), f.Class, f.Message)
+	if f.Hint != "" {
+		text += " — " + f.Hint
+	}
+	return text + " (run " + run + ")"
+}
+
+// sendSlack posts {"text": text}, as Slack's incoming webhooks take it.
+func (s *sender) sendSlack(ctx context.Context, text string) error {
+	body, err := json.Marshal(map[string]string{"text": text})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.rule.URL, bytes.NewReader(body))
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range s.rule.Headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return sendFailure(failure.Transport, "is the webhook up? the notification is retried, then dead-lettered", redact(err, s.rule.URL))
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	return statusError(resp.StatusCode)
+}
+
+// sendEvent sends ev as a CloudEvent over HTTP.
+func (s *sender) sendEvent(ctx context.Context, ev cloudevents.Event) error {
+	opts := []cehttp.Option{cehttp.WithTarget(s.rule.URL), cehttp.WithClient(*s.client)}
+	for k, v := range s.rule.Headers {
+		opts = append(opts, cehttp.WithHeader(k, v))
+	}
+	p, err := cehttp.New(opts...)
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	c, err := cloudevents.NewClient(p)
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	res := c.Send(ctx, ev)
+	if cloudevents.IsACK(res) {
+		return nil
+	}
+	var status *cehttp.Result
+	if cloudevents.ResultAs(res, &status) {
+		return statusError(status.StatusCode)
+	}
+	return sendFailure(failure.Transport, "is the webhook up? the notification is retried, then dead-lettered", redact(res, s.rule.URL))
+}
+
+// statusError classifies a webhook's answer: 2xx is sent; 408, 429 and
+// 5xx are retried; any other refuses it for good (dead-lettered at once).
+func statusError(code int) error {
+	switch {
+	case code >= 200 && code < 300:
+		return nil
+	case code == http.StatusTooManyRequests:
+		return sendFailure(failure.RateLimit, "the webhook asks for less: retried after a backoff", fmt.Errorf("HTTP %d", code))
+	case code == http.StatusRequestTimeout || code >= 500:
+		return sendFailure(failure.Transport, "the webhook failed: retried, then dead-lettered", fmt.Errorf("HTTP %d", code))
+	}
+	return bus.Permanent(sendFailure(failure.Input, "check the webhook's URL and headers in the notifications file", fmt.Errorf("HTTP %d", code)))
+}
+
+// sendFailure is a webhook call that failed, classified, with what to do.
+func sendFailure(class failure.Class, hint string, err error) *failure.Error {
+	e := failure.New(class, err, hint)
+	e.Stage = "notify"
+	return e
+}
+
+// redact keeps a webhook's URL, which may hold its secret, out of err.
+func redact(err error, url string) error {
+	if err == nil {
+		return nil
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), url, "<the webhook's URL>"))
+}

@@ -1,0 +1,215 @@
+package notifier_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/digestline/digestline/pkg/bus"
+	"github.com/digestline/digestline/pkg/bus/bustest"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/services/notifier"
+)
+
+// receiver is a webhook that keeps what it was sent.
+type receiver struct {
+	mu     sync.Mutex
+	slack  []string // the texts
+	events []string // the CloudEvents' ids and types
+	auth   []string // the Authorization headers
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.auth = append(rc.auth, r.Header.Get("Authorization"))
+	switch r.URL.Path {
+	case "/slack":
+		var body struct{ Text string }
+		if json.NewDecoder(r.Body).Decode(&body) != nil || body.Text == "" {
+			http.Error(w, "want {\"text\": …}", http.StatusBadRequest)
+			return
+		}
+		rc.slack = append(rc.slack, body.Text)
+	case "/ce":
+		// Read by the CloudEvents SDK's own HTTP binding, which validates it.
+		ev, err := cehttp.NewEventFromHTTPRequest(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := ev.Validate(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		rc.events = append(rc.events, ev.ID()+" "+ev.Type())
+	}
+}
+
+func (rc *receiver) got() (slack, evs, auth []string) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return slices.Clone(rc.slack), slices.Clone(rc.events), slices.Clone(rc.auth)
+}
+
+// TestNotifierSendsEachChosenEventOnce: each webhook of the file is sent
+// the notifications it chose, each once (an event stored twice too), as
+// Slack JSON (with its secret
+// header from the environment) or as CloudEvents over HTTP; a webhook that
+// is down is retried, then its notifications are dead-lettered, and the
+// others are not held up.
+func TestNotifierSendsEachChosenEventOnce(t *testing.T) {
+	rc := &receiver{}
+	hs := httptest.NewServer(rc)
+	defer hs.Close()
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downURL := "http://" + down.Addr().String() + "/hook"
+	down.Close() // nothing listens there
+	t.Setenv("TEST_HOOK_TOKEN", "s3cret-token")
+	t.Setenv("TEST_HOOK_BASE", hs.URL)
+	file := filepath.Join(t.TempDir(), "notifications.yaml")
+	if err := os.WriteFile(file, fmt.Appendf(nil, `webhooks:
+  - name: team-chat
+    events: [promoted, rolled-back, rejected]
+    environments: [prod]
+    url: ${TEST_HOOK_BASE}/slack
+    headers:
+      Authorization: Bearer ${TEST_HOOK_TOKEN}
+  - name: audit
+    events: [promoted, rolled-back, rejected, failed, deploy-failed]
+    format: cloudevents
+    url: ${TEST_HOOK_BASE}/ce
+  - name: pager
+    events: [promoted]
+    url: %s
+`, downURL), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := notifier.LoadRules(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := bustest.NewServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- notifier.Run(ctx, notifier.Config{Rules: rules, Timeout: time.Second, Deps: service.Deps{JetStream: srv.JetStream,
+			BusOptions: []bus.Option{bus.WithRedeliveryBackoff(func(uint64) time.Duration { return 10 * time.Millisecond })}}})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	b := bus.NewBus(srv.JetStream, "/digestline/test/reporter")
+	var first []byte
+	start := func(run string, n events.Name, data any) {
+		t.Helper()
+		ev, err := b.Start(ctx, n, run, "registry.example/app", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == nil {
+			first, _ = ev.MarshalJSON()
+		}
+	}
+	const app = "registry.example/app"
+	d := func(c string) string { return "sha256:" + strings.Repeat(c, 64) }
+	start("r1", events.Promoted, events.Promotion{Environment: "prod", Repository: app, Digest: d("a"), RunID: "r1", PromotedAt: time.Now()})
+	start("r2", events.Promoted, events.Promotion{Environment: "staging", Repository: app, Digest: d("b"), RunID: "r2", PromotedAt: time.Now()})
+	start("r3", events.Promoted, events.Promotion{Environment: "prod", Repository: app, Digest: d("c"), RunID: "r3", PromotedAt: time.Now(),
+		PreviousDigest: d("a"), Rollback: true, Reason: "checkout 500s"})
+	start("r4", events.PromotionRejected, events.Rejection{Environment: "prod", Repository: app, Digest: d("d"), Gate: "freeze", Reason: "holidays", RejectedAt: time.Now()})
+	start("r5", events.BuildFailed, events.NewFailure(failure.Errorf(failure.Input, "fix the path", "no such directory")))
+	start("r6", events.DeploymentReported, events.DeploymentReport{Environment: "prod", Repository: app, Digest: d("a"), Deployer: "k8s", Status: events.DeployFailed, Detail: "probe failed"})
+	start("r7", events.DeploymentReported, events.DeploymentReport{Environment: "prod", Repository: app, Digest: d("a"), Deployer: "k8s", Status: events.DeployOK})
+	// The first promotion stored again (a producer's retry past the
+	// duplicate window): it is not sent twice.
+	if _, err := srv.JetStream.Publish(ctx, events.Promoted.Subject("r1"), first); err != nil {
+		t.Fatal(err)
+	}
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		slack, evs, _ := rc.got()
+		if len(slack) >= 3 && len(evs) >= 6 && len(srv.DeadLetters(t)) >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // anything sent twice comes by now
+	slack, evs, auth := rc.got()
+	if len(slack) != 3 || !strings.Contains(slack[0]+slack[1]+slack[2], "rolled back prod") || !strings.Contains(strings.Join(slack, "\n"), "at gate freeze: holidays") ||
+		strings.Contains(strings.Join(slack, "\n"), "staging") {
+		t.Errorf("team-chat was sent %d: %q", len(slack), slack)
+	}
+	if !slices.Contains(auth, "Bearer s3cret-token") {
+		t.Errorf("the secret header was not sent: %q", auth)
+	}
+	types := map[string]int{}
+	for _, e := range evs {
+		types[strings.Fields(e)[1]]++
+	}
+	if len(evs) != 6 || len(slices.Compact(slices.Sorted(slices.Values(evs)))) != 6 || types[events.Promoted.Type()] != 3 || types[events.DeploymentReported.Type()] != 1 {
+		t.Errorf("audit was sent %d CloudEvents: %v", len(evs), evs)
+	}
+	var dead []string
+	for _, m := range srv.DeadLetters(t) {
+		if m.Header.Get(bus.HeaderDLQConsumer) == "notifier-pager" {
+			dead = append(dead, m.Subject)
+		}
+		if strings.Contains(m.Header.Get(bus.HeaderDLQReason), downURL) {
+			t.Errorf("a dead letter's reason shows the webhook's URL: %s", m.Header.Get(bus.HeaderDLQReason))
+		}
+	}
+	// Both promotions (the first one's two copies each its own letter: it
+	// was never sent).
+	if slices.Sort(dead); !slices.Equal(slices.Compact(dead), []string{"dlq." + events.Promoted.Subject("r1"), "dlq." + events.Promoted.Subject("r2")}) {
+		t.Errorf("pager's dead letters: %v, want the two promotions", dead)
+	}
+}
+
+// TestLoadRulesSaysWhatIsWrong: a notifications file that cannot be sent
+// is refused at start, naming the webhook and what is wrong, and a URL
+// with a secret is not repeated.
+func TestLoadRulesSaysWhatIsWrong(t *testing.T) {
+	for name, tc := range map[string]struct{ body, says string }{
+		"no webhooks":      {"webhooks: []\n", "no webhooks"},
+		"an unknown event": {"webhooks:\n  - name: a\n    events: [deployed-ok]\n    url: http://x.example/\n", `event "deployed-ok"`},
+		"no events":        {"webhooks:\n  - name: a\n    url: http://x.example/\n", "events: name one or more"},
+		"a bad name":       {"webhooks:\n  - name: Team Chat\n    events: [promoted]\n    url: http://x.example/\n", `name "Team Chat"`},
+		"a missing secret": {"webhooks:\n  - name: a\n    events: [promoted]\n    url: https://hooks.example/${NO_SUCH_VAR_HERE}\n", "NO_SUCH_VAR_HERE is not set"},
+		"not http":         {"webhooks:\n  - name: a\n    events: [promoted]\n    url: ftp://secret@x.example/\n", "want an http or https URL"},
+		"a bad format":     {"webhooks:\n  - name: a\n    events: [promoted]\n    url: http://x.example/\n    format: xml\n", `format "xml"`},
+		"an unknown field": {"webhooks:\n  - name: a\n    evnts: [promoted]\n", "field evnts not found"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "n.yaml")
+			if err := os.WriteFile(file, []byte(tc.body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := notifier.LoadRules(file)
+			if err == nil || !strings.Contains(err.Error(), tc.says) || strings.Contains(err.Error(), "secret@") {
+				t.Errorf("%v, want an error saying %q", err, tc.says)
+			}
+		})
+	}
+}
