@@ -75,6 +75,16 @@ func (o *apiOptions) client() (*apiClient, error) {
 }
 
 // requireToken says what to do when a write has no token to send.
+// writer is the client of a write: one with a token, or an error saying
+// where to find one.
+func (o *apiOptions) writer() (*apiClient, error) {
+	c, err := o.client()
+	if err != nil {
+		return nil, err
+	}
+	return c, c.requireToken()
+}
+
 func (c *apiClient) requireToken() error {
 	if c.token == "" {
 		return fmt.Errorf("no API token: set DIGESTLINE_API_TOKEN, or --token-file (nothing at %s; digestline dev writes one to <data>/api-token)", c.tokenFrom)

@@ -38,11 +38,8 @@ func (o *approveOptions) run(ctx context.Context, target string, out io.Writer) 
 	if err != nil {
 		return fmt.Errorf("approve a digest, REPOSITORY@sha256:<hex>: %w", err)
 	}
-	c, err := o.api.client()
+	c, err := o.api.writer()
 	if err != nil {
-		return err
-	}
-	if err := c.requireToken(); err != nil {
 		return err
 	}
 	var rec api.ApprovalRecord

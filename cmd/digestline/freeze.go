@@ -25,11 +25,8 @@ func newFreezeCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := o.client()
+			c, err := o.writer()
 			if err != nil {
-				return err
-			}
-			if err := c.requireToken(); err != nil {
 				return err
 			}
 			var f api.Freeze
@@ -67,11 +64,8 @@ func newUnfreezeCommand() *cobra.Command {
 		Short: "Lift the freeze someone set on an environment (a policy's freeze window is lifted in the policy file)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
+			c, err := o.writer()
 			if err != nil {
-				return err
-			}
-			if err := c.requireToken(); err != nil {
 				return err
 			}
 			var f api.Freeze

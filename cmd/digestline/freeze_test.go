@@ -69,6 +69,9 @@ func TestFreezesRefuseUntilAnEmergencyApproval(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "freeze window release-review: the release board meets") || !strings.Contains(err.Error(), "have dev run: digestline approve") {
 		t.Fatalf("a promotion into frozen staging: %v\n%s", err, out)
 	}
+	if page := getPage(t, s.APIURL+"/envs/staging"); !strings.Contains(page, "Frozen until") || !strings.Contains(page, "release-review") {
+		t.Errorf("staging's page does not show its freeze:\n%s", page)
+	}
 	var freezes []api.Freeze
 	if s.GetJSON(t, "/v1/freezes", &freezes) != http.StatusOK || len(freezes) != 2 || freezes[0].Reason != "incident 42" || freezes[1].Name != "release-review" {
 		t.Fatalf("freezes: %+v", freezes)

@@ -52,11 +52,8 @@ func (o *rollbackOptions) run(ctx context.Context, env, repo string, out io.Writ
 	if err != nil {
 		return fmt.Errorf("repository %q: want registry/path: %w", repo, err)
 	}
-	c, err := o.api.client()
+	c, err := o.api.writer()
 	if err != nil {
-		return err
-	}
-	if err := c.requireToken(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
@@ -85,11 +82,8 @@ func newUnpinCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("repository %q: want registry/path: %w", args[1], err)
 			}
-			c, err := o.client()
+			c, err := o.writer()
 			if err != nil {
-				return err
-			}
-			if err := c.requireToken(); err != nil {
 				return err
 			}
 			var p api.Pin

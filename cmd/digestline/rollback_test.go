@@ -80,6 +80,9 @@ func TestRollbackPinsUntilUnpinned(t *testing.T) {
 		t.Errorf("the rollback's last event: %v", last)
 	}
 
+	if page := getPage(t, s.APIURL+"/envs/staging"); !strings.Contains(page, "Pinned for") || !strings.Contains(page, "v2 breaks checkout") {
+		t.Errorf("staging's page does not show its pin:\n%s", page)
+	}
 	// Pinned: a person's promotion is refused, naming the pin.
 	if out, err := promoteCLI(t, s, repo+"@"+v2, "staging", "--token-file", s.TokenFile); err == nil || !strings.Contains(err.Error(), "gate pinned") || !strings.Contains(err.Error(), "v2 breaks checkout") {
 		t.Fatalf("a promotion into pinned staging: %v\n%s", err, out)
@@ -144,6 +147,21 @@ func apiWrite(t *testing.T, s *e2etest.Stack, method, path string, body any) (in
 		return resp.StatusCode, failed.Error
 	}
 	return resp.StatusCode, string(answer)
+}
+
+// getPage GETs a page of the stack and returns it.
+func getPage(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d\n%s", u, resp.StatusCode, b)
+	}
+	return string(b)
 }
 
 // historyKinds are the entries' kinds, space-separated, in order.

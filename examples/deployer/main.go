@@ -113,7 +113,11 @@ func (d Deployer) Follow(ctx context.Context, js jetstream.JetStream) error {
 			_ = msg.Ack()
 			return
 		}
-		if err := d.deploy(ctx, b, ev, p); err != nil {
+		// A deployment under way is finished and reported when the
+		// deployer is asked to stop (Drain waits for it), within a bound.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
+		defer cancel()
+		if err := d.deploy(dctx, b, ev, p); err != nil {
 			log.Printf("report the deployment of %s: %v (it is delivered again)", p.Ref(), err)
 			_ = msg.Nak()
 			return

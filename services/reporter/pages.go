@@ -261,13 +261,26 @@ func (r *reporter) serveEnv(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	frozen, err := r.frozen(req.Context(), env, time.Now())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	pins, err := r.store.pins(req.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	pins = slices.DeleteFunc(pins, func(p api.Pin) bool { return p.Environment != env })
 	data := struct {
 		page
 		Env           string
+		Frozen        *api.Freeze
+		Pins          []api.Pin
 		Current       []events.Promotion
 		History       []api.HistoryEntry
 		Newest, Older string
-	}{page: page{Chain: r.cfg.Environments}, Env: env, Current: cur, History: hist.Items}
+	}{page: page{Chain: r.cfg.Environments}, Env: env, Frozen: frozen, Pins: pins, Current: cur, History: hist.Items}
 	if cursor != "" {
 		data.Newest = "/envs/" + env
 	}
