@@ -24,10 +24,10 @@ import (
 // the chain, the digest was verified here, the environment before holds it
 // (requestGates and chainGates, which need only what the store holds, and
 // are table-tested in gates_test.go); the environment is not pinned
-// (pinGate, controls.go) nor frozen (freezeGate); then, at once, the environment's tag
-// has not drifted (tagInPlace) and the evidence holds (evidenceGates: the
-// required referrers, then the policy's rules over policyinput.go's
-// inputs). A gate refuses with refuse(gate, hint, reason); a registry that
+// (pinGate, controls.go) nor frozen (freezeGate); then, at once, the
+// environment's tag has not drifted (tagInPlace) and the evidence holds
+// (evidenceGates: the required referrers, then the policy's rules over
+// policyinput.go's inputs). A gate refuses with refuse(gate, hint, reason); a registry that
 // cannot be read is asked again (unreachable).
 
 // requestGates checks what a request names: an environment of the chain
