@@ -14,6 +14,12 @@ run() { go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-20x}" -cou
 # The others keep what the file says already.
 sections=" ${BENCH_SECTIONS:-go order builder push verify copy} "
 want() { [[ $sections == *" $1 "* ]]; }
+# regctl, a peer of the push, verify and copy sections, is the benchmarks'
+# alone: built here (once per machine), not by make tools.
+if want push || want verify || want copy; then
+  mkdir -p .digestline/tools
+  ln -sf "$(scripts/peer.sh regctl)" .digestline/tools/regctl
+fi
 # kept prints the section of the file before this run whose heading starts
 # with $1 ("" for the part before the first section), up to the next one.
 kept() {

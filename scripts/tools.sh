@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the peer tools the tests and benchmarks use, pinned: cosign, jaeger, oras
-# and regctl (built together, scripts/peer.sh), crane, and distribution's registry v3
+# Installs the peer tools the tests use, pinned: cosign, jaeger and oras (built
+# from one wrapper module, scripts/peer.sh), crane, and distribution's registry v3
 # (built from scripts/registry), from the Go module proxy into .digestline/tools;
 # skopeo and docker-registry from Debian (when root and missing). Idempotent and quick
 # when already there.
@@ -40,7 +40,7 @@ install() {
 # (cosign and Jaeger are large builds, kept across clones).
 peers() {
   local name path
-  for name in cosign jaeger oras regctl; do
+  for name in cosign jaeger oras; do
     path=$(scripts/peer.sh "$name")
     ln -sf "$path" "$tools/$name"
   done
@@ -48,7 +48,9 @@ peers() {
 
 pids=()
 # cosign, for the signing tests; Jaeger v2 all-in-one, for the trace test;
-# oras and regctl, for the interoperability tests and benchmarks.
+# oras, for the interoperability tests. (regctl, which only the benchmarks
+# run, is built by scripts/bench.sh when it needs it: a fresh CI run is
+# CPU-bound, and builds nothing it does not run.)
 peers & pids+=($!)
 # crane apart: its go-containerregistry asks for an OpenTelemetry SDK newer
 # than Jaeger's collector runs with (scripts/peers/tools.go).
