@@ -44,14 +44,15 @@ func read(ctx context.Context, js jetstream.JetStream, runID, last string) ([]js
 	if err := events.CheckRunID(runID); err != nil {
 		return nil, err
 	}
-	s, err := js.Stream(ctx, events.RunLogStream)
-	if err != nil {
-		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.RunLogStream, err)
-	}
+	var s jetstream.Stream
+	var err error
 	if last == "" {
-		if err := awaitLog(ctx, js, s); err != nil {
-			return nil, fmt.Errorf("read run %s: %w", runID, err)
-		}
+		s, err = awaitLog(ctx, js)
+	} else {
+		s, err = openRunLog(ctx, js)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read run %s: %w", runID, err)
 	}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RunLogFilter(runID)}})
 	if err != nil {
@@ -74,26 +75,36 @@ func read(ctx context.Context, js jetstream.JetStream, runID, last string) ([]js
 // what the run log holds rather than wait on.
 const catchUpWait = 5 * time.Second
 
-// awaitLog waits until the run log has received every event the stream
+// openRunLog opens the run log; its cached info is read as it opens.
+func openRunLog(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, events.RunLogStream)
+	if err != nil {
+		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.RunLogStream, err)
+	}
+	return s, nil
+}
+
+// awaitLog opens the run log once it has received every event the stream
 // holds now: its source has read through the stream's last sequence.
-func awaitLog(ctx context.Context, js jetstream.JetStream, runLog jetstream.Stream) error {
+func awaitLog(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
 	origin, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
-		return fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
+		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
 	}
 	last := origin.CachedInfo().State.LastSeq // js.Stream has just read it
 	deadline := time.Now().Add(catchUpWait)
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		info, err := runLog.Info(ctx)
+		runLog, err := openRunLog(ctx, js) // its info read after the stream's
 		if err != nil {
-			return err
+			return nil, err
 		}
+		info := runLog.CachedInfo()
 		if len(info.Sources) == 0 || info.Sources[0].Seq >= last || time.Now().After(deadline) {
-			return nil
+			return runLog, nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s to receive the events: %w", events.RunLogStream, ctx.Err())
+			return nil, fmt.Errorf("waiting for %s to receive the events: %w", events.RunLogStream, ctx.Err())
 		case <-time.After(wait):
 		}
 	}

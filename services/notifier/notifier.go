@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,7 +66,7 @@ func namesFor(kinds []string) []events.Name {
 	var names []events.Name
 	add := func(ns ...events.Name) {
 		for _, n := range ns {
-			if !containsName(names, n) {
+			if !slices.Contains(names, n) {
 				names = append(names, n)
 			}
 		}
@@ -83,15 +84,6 @@ func namesFor(kinds []string) []events.Name {
 		}
 	}
 	return names
-}
-
-func containsName(ns []events.Name, n events.Name) bool {
-	for _, x := range ns {
-		if x == n {
-			return true
-		}
-	}
-	return false
 }
 
 // sender sends one rule's notifications.

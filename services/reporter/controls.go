@@ -74,20 +74,7 @@ func (s *store) unpin(ctx context.Context, env, repo, by string) (p api.Pin, fou
 
 // pins lists every pin: a few, one per rollback not yet lifted.
 func (s *store) pins(ctx context.Context) ([]api.Pin, error) {
-	lister, err := s.controls.ListKeysFiltered(ctx, "pin.>")
-	if err != nil {
-		return nil, fmt.Errorf("list pins: %w", err)
-	}
-	out := []api.Pin{}
-	for key := range lister.Keys() {
-		var p api.Pin
-		if _, found, err := getJSON(ctx, s.controls, key, &p); err != nil {
-			return nil, err
-		} else if found {
-			out = append(out, p)
-		}
-	}
-	return out, nil
+	return allJSON[api.Pin](ctx, s.controls, "pin.>")
 }
 
 // pinGate refuses a promotion into an environment pinned for its

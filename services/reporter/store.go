@@ -341,19 +341,26 @@ func (s *store) approve(ctx context.Context, a api.ApprovalRecord) (api.Approval
 
 // approvals lists the approvals of dgst in repo for env, oldest first.
 func (s *store) approvals(ctx context.Context, env, repo, dgst string) ([]api.ApprovalRecord, error) {
-	lister, err := s.history.ListKeysFiltered(ctx, approvalPrefix(env, repo, dgst)+".*")
+	out, err := allJSON[api.ApprovalRecord](ctx, s.history, approvalPrefix(env, repo, dgst)+".*")
+	slices.SortStableFunc(out, func(a, b api.ApprovalRecord) int { return a.At.Compare(b.At) })
+	return out, err
+}
+
+// allJSON reads every value under the keys filter matches: for the few
+// keys of one digest's approvals, or of the pins.
+func allJSON[T any](ctx context.Context, kv jetstream.KeyValue, filter string) ([]T, error) {
+	lister, err := kv.ListKeysFiltered(ctx, filter)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list %s: %w", filter, err)
 	}
-	out := []api.ApprovalRecord{}
+	out := []T{}
 	for key := range lister.Keys() {
-		var a api.ApprovalRecord
-		if _, found, err := getJSON(ctx, s.history, key, &a); err != nil {
+		var v T
+		if _, found, err := getJSON(ctx, kv, key, &v); err != nil {
 			return nil, err
 		} else if found {
-			out = append(out, a)
+			out = append(out, v)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b api.ApprovalRecord) int { return a.At.Compare(b.At) })
 	return out, nil
 }
