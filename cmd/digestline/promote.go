@@ -1,13 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"time"
 
@@ -16,12 +19,14 @@ import (
 	"github.com/digestline/digestline/pkg/runs"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 )
 
 // promoteOptions are promote's flags.
 type promoteOptions struct {
 	api            apiOptions
 	to             string
+	release        string
 	timeout        time.Duration
 	noWait, dryRun bool
 }
@@ -29,23 +34,87 @@ type promoteOptions struct {
 func newPromoteCommand() *cobra.Command {
 	o := &promoteOptions{api: apiOptions{write: true}}
 	cmd := &cobra.Command{
-		Use:   "promote REPOSITORY@sha256:...|REPOSITORY:TAG --to ENV [--dry-run]",
+		Use:   "promote REPOSITORY@sha256:...|REPOSITORY:TAG --to ENV [--dry-run] | promote --release FILE [--to ENV]",
 		Short: "Promote a verified digest to an environment through the gates, and follow it until it is promoted or rejected",
 		Long: "promote asks the reporter (POST /v1/promotions, with the bearer token in DIGESTLINE_API_TOKEN or --token-file)\n" +
 			"to promote the digest. The gates check that it was verified, is promoted in the previous environment (or was in\n" +
 			"this one: a rollback), that the environment's tag has not drifted and that required referrers are attached;\n" +
-			"then the environment's tag moves, the digest is verified again and recorded. Exit status 2 means rejected or failed.",
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return o.run(cmd.Context(), args[0], cmd.OutOrStdout()) },
+			"then the environment's tag moves, the digest is verified again and recorded. Exit status 2 means rejected or failed.\n\n" +
+			"With --release, a release file names several images tested together (name, to, images: registry/repo@sha256:…),\n" +
+			"promoted as one (POST /v1/releases): every gate for every image first, then every tag moves; if one move\n" +
+			"fails, the tags moved before it are put back, and the run fails naming the image.",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if o.release != "" {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.release != "" {
+				return o.runRelease(cmd.Context(), cmd.OutOrStdout())
+			}
+			if o.to == "" {
+				return errors.New(`required flag "to" not set: the environment to promote to`)
+			}
+			return o.run(cmd.Context(), args[0], cmd.OutOrStdout())
+		},
 	}
 	fs := cmd.Flags()
 	o.api.addFlags(fs)
-	fs.StringVar(&o.to, "to", "", "environment to promote to (required)")
+	fs.StringVar(&o.to, "to", "", "environment to promote to (required, but with --release: the file's to)")
+	fs.StringVar(&o.release, "release", "", "a release file (YAML or JSON: name, to, images) to promote as one")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up following after this long (the promotion goes on)")
 	fs.BoolVar(&o.noWait, "no-wait", false, "return once the request is accepted")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "show each gate and policy clause a promotion would meet now, with its values, and promote nothing (exit status 2: it would be rejected)")
-	_ = cmd.MarkFlagRequired("to")
 	return cmd
+}
+
+// runRelease promotes the images of the release file as one (or, with
+// --dry-run, shows what each would meet) and follows the run.
+func (o *promoteOptions) runRelease(ctx context.Context, out io.Writer) error {
+	b, err := os.ReadFile(o.release)
+	if err != nil {
+		return err
+	}
+	var body api.ReleaseRequest
+	if err := yaml.UnmarshalStrict(b, &body); err != nil {
+		return fmt.Errorf("release file %s: want name, to and images (registry/repo@sha256:…): %w", o.release, err)
+	}
+	body.To = cmp.Or(o.to, body.To)
+	if _, err := body.Request(); err != nil {
+		return fmt.Errorf("release file %s: %w", o.release, err)
+	}
+	c, err := o.api.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	if o.dryRun {
+		var refused error
+		for _, im := range body.Images {
+			ref, _ := name.NewDigest(im) // checked by Request
+			if err := showPolicy(ctx, c, ref, body.To, out); err != nil {
+				if !errors.As(err, new(*exitCodeError)) {
+					return err
+				}
+				refused = cmp.Or(refused, err)
+			}
+		}
+		return refused
+	}
+	if err := c.requireToken(); err != nil {
+		return err
+	}
+	var accepted api.PromoteAccepted
+	if _, err := c.do(ctx, http.MethodPost, "/v1/releases", body, &accepted); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "run %s: releasing %s (%d images) to %s\n  page %s/runs/%s\n", accepted.RunID, body.Name, len(body.Images), body.To, c.base, accepted.RunID)
+	if o.noWait {
+		return nil
+	}
+	return followRun(ctx, c, accepted.RunID, out)
 }
 
 // run promotes target (or, with --dry-run, shows what a promotion would

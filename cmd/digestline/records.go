@@ -115,9 +115,26 @@ func printHistory(out io.Writer, hist []api.HistoryEntry) error {
 	fmt.Fprintln(tw, "TIME\tKIND\tENV\tREPOSITORY\tDIGEST\tBY\tDETAIL")
 	for _, h := range hist {
 		switch {
+		case h.Promotion != nil && h.Promotion.Release != nil && h.Promotion.Digest == "": // a release
+			p := h.Promotion
+			images := make([]string, len(p.Release.Images))
+			for i, im := range p.Release.Images {
+				images[i] = im.Repository + "@" + runs.ShortDigest(im.Digest)
+			}
+			detail := p.Release.Name + ": " + strings.Join(images, ", ")
+			if p.Rollback {
+				detail += ", a rollback: " + p.Reason
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.At.Format(time.RFC3339), h.Kind, p.Environment, "*", "", p.RequestedBy, detail)
+		case h.Failure != nil && h.Failure.Release != nil:
+			f := h.Failure
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s: %s\n", h.At.Format(time.RFC3339), h.Kind, f.Release.Environment, "*", "", "", runs.ReleaseFailure(*f.Release), f.Message)
 		case h.Promotion != nil:
 			p := h.Promotion
 			detail := "previous " + cmp.Or(runs.ShortDigest(p.PreviousDigest), "none")
+			if p.Release != nil {
+				detail += ", in release " + p.Release.Name
+			}
 			if p.Rollback {
 				detail += ", a rollback: " + p.Reason
 			}

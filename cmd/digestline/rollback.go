@@ -18,6 +18,7 @@ import (
 type rollbackOptions struct {
 	api        apiOptions
 	to, reason string
+	release    string
 	timeout    time.Duration
 	noWait     bool
 }
@@ -25,15 +26,25 @@ type rollbackOptions struct {
 func newRollbackCommand() *cobra.Command {
 	o := &rollbackOptions{api: apiOptions{write: true}}
 	cmd := &cobra.Command{
-		Use:   "rollback ENV REPOSITORY --reason TEXT [--to sha256:...]",
+		Use:   "rollback ENV REPOSITORY --reason TEXT [--to sha256:...] | rollback ENV --release NAME --reason TEXT",
 		Short: "Move an environment back to the digest it held before (or to one it held) through the gates, and pin it there",
 		Long: "rollback asks the reporter (POST /v1/rollbacks) to move ENV back, for REPOSITORY, to the digest it held before\n" +
 			"its current one, or to --to, a digest it held. The gates still check it: a digest whose signatures or policy no\n" +
 			"longer hold is refused, naming why. The history and the promoted event say it is a rollback, with --reason and\n" +
 			"your token's name. It pins ENV for REPOSITORY first: every promotion into it but another rollback is refused\n" +
-			"until `digestline unpin ENV REPOSITORY`, so that no automation undoes it. Exit status 2 means rejected or failed.",
-		Args: cobra.ExactArgs(2),
+			"until `digestline unpin ENV REPOSITORY`, so that no automation undoes it. Exit status 2 means rejected or failed.\n\n" +
+			"With --release, every image of a release goes back, as one release, to the digest ENV held before it, and ENV\n" +
+			"is pinned for each.",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if o.release != "" {
+				return cobra.ExactArgs(1)(cmd, args)
+			}
+			return cobra.ExactArgs(2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.release != "" {
+				return o.runRelease(cmd.Context(), args[0], cmd.OutOrStdout())
+			}
 			return o.run(cmd.Context(), args[0], args[1], cmd.OutOrStdout())
 		},
 	}
@@ -41,6 +52,7 @@ func newRollbackCommand() *cobra.Command {
 	o.api.addFlags(fs)
 	fs.StringVar(&o.reason, "reason", "", "why (required): the history and the pin keep it")
 	fs.StringVar(&o.to, "to", "", "a digest the environment held (default: the one before its current one)")
+	fs.StringVar(&o.release, "release", "", "roll back every image of this release, as one")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up following after this long (the rollback goes on)")
 	fs.BoolVar(&o.noWait, "no-wait", false, "return once the request is accepted")
 	_ = cmd.MarkFlagRequired("reason")
@@ -65,6 +77,27 @@ func (o *rollbackOptions) run(ctx context.Context, env, repo string, out io.Writ
 	}
 	fmt.Fprintf(out, "run %s: rolling %s back for %s (pinned until digestline unpin %s %s)\n  page %s/runs/%s\n",
 		accepted.RunID, env, r.Name(), env, r.Name(), c.base, accepted.RunID)
+	if o.noWait {
+		return nil
+	}
+	return followRun(ctx, c, accepted.RunID, out)
+}
+
+// runRelease rolls the release back as one, and follows the run.
+func (o *rollbackOptions) runRelease(ctx context.Context, env string, out io.Writer) error {
+	c, err := o.api.writer()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	var accepted api.PromoteAccepted
+	body := api.RollbackRequest{Environment: env, Release: o.release, Reason: o.reason}
+	if _, err := c.do(ctx, http.MethodPost, "/v1/rollbacks", body, &accepted); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "run %s: rolling %s back from release %s (each image pinned until digestline unpin)\n  page %s/runs/%s\n",
+		accepted.RunID, env, o.release, c.base, accepted.RunID)
 	if o.noWait {
 		return nil
 	}

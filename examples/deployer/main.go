@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -117,10 +118,14 @@ func (d Deployer) Follow(ctx context.Context, js jetstream.JetStream) error {
 		// deployer is asked to stop (Drain waits for it), within a bound.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
 		defer cancel()
-		if err := d.deploy(dctx, b, ev, p); err != nil {
-			log.Printf("report the deployment of %s: %v (it is delivered again)", p.Ref(), err)
-			_ = msg.Nak()
-			return
+		// A release deploys each of its images, in its order, each
+		// reported on its own (naming the release).
+		for i, im := range images(p) {
+			if err := d.deploy(dctx, b, ev, im, i); err != nil {
+				log.Printf("report the deployment of %s: %v (it is delivered again)", im.Ref(), err)
+				_ = msg.Nak()
+				return
+			}
 		}
 		_ = msg.Ack() // only once it is deployed and reported
 	})
@@ -133,13 +138,26 @@ func (d Deployer) Follow(ctx context.Context, js jetstream.JetStream) error {
 	return nil
 }
 
-// deploy deploys p, prints it and reports it in the promoted run.
-func (d Deployer) deploy(ctx context.Context, b *bus.Bus, promoted cloudevents.Event, p events.Promotion) error {
+// images are what a promoted event asks to deploy: its digest, or each
+// image of a release.
+func images(p events.Promotion) []events.Promotion {
+	if p.Release != nil && p.Digest == "" {
+		return p.Release.Images
+	}
+	return []events.Promotion{p}
+}
+
+// deploy deploys p, the i-th image of its promoted event, prints it and
+// reports it in the promoted run.
+func (d Deployer) deploy(ctx context.Context, b *bus.Bus, promoted cloudevents.Event, p events.Promotion, i int) error {
 	detail, err := "printed", error(nil)
 	if d.Deploy != nil {
 		detail, err = d.Deploy(ctx, p)
 	}
 	rep := events.DeploymentReport{Environment: p.Environment, Repository: p.Repository, Digest: p.Digest, Deployer: d.Name, Status: events.DeployOK, Detail: detail}
+	if p.Release != nil {
+		rep.Release = p.Release.Name
+	}
 	if err != nil {
 		rep.Status, rep.Detail = events.DeployFailed, strings.TrimSpace(detail+" ("+err.Error()+")")
 	}
@@ -152,6 +170,10 @@ func (d Deployer) deploy(ctx context.Context, b *bus.Bus, promoted cloudevents.E
 	_, _ = d.Out.Write(line.Bytes())
 	// Keyed by the deployer and the status: reporting the same deployment
 	// again sends the same event, which the bus stores once.
-	_, err = b.Emit(ctx, promoted, events.DeploymentReported, d.Name+"/"+rep.Status, rep)
+	key := d.Name + "/" + rep.Status
+	if i > 0 { // a release's later images
+		key += "/" + strconv.Itoa(i)
+	}
+	_, err = b.Emit(ctx, promoted, events.DeploymentReported, key, rep)
 	return err
 }

@@ -91,3 +91,47 @@ func TestFollowDeploysEachPromotionToItsEnvironmentOnceAndReportsIt(t *testing.T
 		t.Fatalf("the restarted deployer printed %q", again.String())
 	}
 }
+
+// TestFollowDeploysEveryImageOfARelease: a release's promoted event is
+// deployed image by image, each reported on its own, naming the release.
+func TestFollowDeploysEveryImageOfARelease(t *testing.T) {
+	ns := bustest.NewServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := bus.NewBus(ns.JetStream, "/digestline/test/reporter")
+	now := time.Now().UTC()
+	image := func(app, hex string) events.Promotion {
+		return events.Promotion{Environment: "prod", Repository: "registry.example/shop/" + app, Digest: "sha256:" + strings.Repeat(hex, 64),
+			Tag: "prod", PromotedAt: now, RunID: "run-release", Release: &events.ReleaseRecord{Name: "shop-1"}}
+	}
+	rel := events.Promotion{Environment: "prod", PromotedAt: now, RunID: "run-release",
+		Release: &events.ReleaseRecord{Name: "shop-1", Images: []events.Promotion{image("cart", "c"), image("checkout", "d")}}}
+	if _, err := b.Start(ctx, events.Promoted, rel.RunID, "shop-1", rel); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	d := Deployer{Name: "test-deployer", Out: &out}
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Follow(fctx, ns.JetStream) }()
+	var reports []string
+	for deadline := time.Now().Add(10 * time.Second); len(reports) < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		reports = nil
+		for _, ev := range ns.WaitRun(t, "run-release", events.DeploymentReported) {
+			if ev.Name == events.DeploymentReported {
+				rep, err := events.Decode[events.DeploymentReport](ev.Event)
+				if err != nil {
+					t.Fatal(err)
+				}
+				reports = append(reports, rep.Repository+" "+rep.Status+" "+rep.Release)
+			}
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if want := "registry.example/shop/cart ok shop-1,registry.example/shop/checkout ok shop-1"; strings.Join(reports, ",") != want {
+		t.Errorf("reports: %s, want %s\n%s", strings.Join(reports, ","), want, out.String())
+	}
+}

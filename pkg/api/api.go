@@ -47,12 +47,40 @@ func (b PromoteRequest) Request() (events.PromotionRequest, error) {
 
 // RollbackRequest is the body of POST /v1/rollbacks: move environment
 // back, for repository, to the digest it held before its current one, or
-// to To, a digest it held before; Reason says why (required).
+// to To, a digest it held before; or, with Release instead, every image
+// of that release back to the digest it held before the release. Reason
+// says why (required).
 type RollbackRequest struct {
 	Environment string `json:"environment"`
-	Repository  string `json:"repository"`
+	Repository  string `json:"repository,omitempty"`
+	Release     string `json:"release,omitempty"`
 	To          string `json:"to,omitempty"`
 	Reason      string `json:"reason"`
+}
+
+// ReleaseRequest is the body of POST /v1/releases, and the release file
+// of digestline promote --release: several images, by digest, promoted
+// to an environment as one.
+type ReleaseRequest struct {
+	Name   string   `json:"name"`
+	To     string   `json:"to"`
+	Images []string `json:"images"` // registry/repo@sha256:<hex>
+}
+
+// Request validates the body into a release.requested payload.
+func (b ReleaseRequest) Request() (events.ReleaseRequest, error) {
+	rr := events.ReleaseRequest{Name: b.Name, To: b.To}
+	if b.To == "" {
+		return rr, errors.New(`"to" names the environment to promote the release to`)
+	}
+	for _, ref := range b.Images {
+		d, err := name.NewDigest(ref)
+		if err != nil {
+			return rr, fmt.Errorf("image %q: name each image by digest, registry/repo@sha256:<hex>: %w", ref, err)
+		}
+		rr.Images = append(rr.Images, events.ReleaseImage{Repository: d.Context().Name(), Digest: d.DigestStr()})
+	}
+	return rr, rr.Check()
 }
 
 // Pin is an environment held at a digest for a repository: every
@@ -123,8 +151,11 @@ type HistoryEntry struct {
 	Freeze    *Freeze           `json:"freeze,omitempty"` // frozen and unfrozen: the freeze
 	// Deployment is a deployer's report (deployed, deploy-failed).
 	Deployment *events.DeploymentReport `json:"deployment,omitempty"`
-	RunID      string                   `json:"runId"`
-	EventID    string                   `json:"eventId"` // the promoted or rejected event
+	// Failure is why a release failed (release-failed), and what became
+	// of its tags (its Release).
+	Failure *events.Failure `json:"failure,omitempty"`
+	RunID   string          `json:"runId"`
+	EventID string          `json:"eventId"` // the promoted or rejected event
 }
 
 // ApprovalRecord is one approval of a digest for an environment: who

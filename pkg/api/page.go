@@ -39,9 +39,11 @@ type ListQuery struct {
 
 // HistoryKinds are the kinds of history entry: a promotion, a rejection,
 // a promotion overtaken by a newer one, a rollback, an environment pinned
-// (by a rollback) and unpinned, frozen and unfrozen, and a deployer's
-// report of a deployment that went well or failed.
-var HistoryKinds = []string{"promoted", "rejected", "superseded", "rollback", "pinned", "unpinned", "frozen", "unfrozen", "deployed", "deploy-failed"}
+// (by a rollback) and unpinned, frozen and unfrozen, a deployer's report
+// of a deployment that went well or failed, and a release of several
+// images promoted as one (the images' own entries are promoted or
+// rollback) or failed.
+var HistoryKinds = []string{"promoted", "rejected", "superseded", "rollback", "pinned", "unpinned", "frozen", "unfrozen", "deployed", "deploy-failed", "release", "release-failed"}
 
 // HistoryQuery filters GET /v1/history: every filter set must match.
 type HistoryQuery struct {

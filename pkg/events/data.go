@@ -27,6 +27,10 @@ var dataTypes = map[Name]any{
 	PromotionRejected:  Rejection{},
 	Superseded:         Supersession{},
 	DeploymentReported: DeploymentReport{},
+	ReleaseRequested:   ReleaseRequest{},
+	ReleaseApproved:    ReleaseApproval{},
+	ReleaseMoved:       ReleaseMoves{},
+	ReleaseVerified:    ReleaseVerification{},
 }
 
 // Source kinds a build can start from.
@@ -149,6 +153,9 @@ type Failure struct {
 	Digest string `json:"digest,omitempty"`
 	failure.Report
 	Evidence Evidence `json:"evidence"`
+	// Release is set when the run was a release's: which image failed,
+	// and what became of the tags moved before it.
+	Release *ReleaseFailure `json:"release,omitempty"`
 }
 
 // NewFailure is the one conversion of an error into a run's failure: its
@@ -261,10 +268,13 @@ func (a Approval) Place() string { return cmp.Or(a.Location, a.Repository) }
 // repository (the repository builds are pushed to: the application's
 // name). Deployers deploy Ref(): Location@Digest when the environment lives
 // in another repository, else Repository@Digest.
+//
+// A release's promoted event and record have no Repository and Digest of
+// their own: Release lists its images, each with its own promotion.
 type Promotion struct {
 	Environment    string    `json:"environment" jsonschema:"minLength=1"`
-	Repository     string    `json:"repository" jsonschema:"minLength=1"`
-	Digest         string    `json:"digest" jsonschema:"minLength=1"`
+	Repository     string    `json:"repository,omitempty"`
+	Digest         string    `json:"digest,omitempty"`
 	Tag            string    `json:"tag,omitempty"`
 	PromotedAt     time.Time `json:"promotedAt"`
 	PreviousDigest string    `json:"previousDigest,omitempty"`
@@ -290,6 +300,9 @@ type Promotion struct {
 	// Emergency says the promotion went through a freeze: which, and
 	// whose approval let it.
 	Emergency string `json:"emergency,omitempty"`
+	// Release is the release the promotion was part of: on the release's
+	// own event and record, with every image; on an image's, its name.
+	Release *ReleaseRecord `json:"release,omitempty"`
 }
 
 // Place is the repository the environment's tag is in.
@@ -308,6 +321,9 @@ type Rejection struct {
 	Hint        string    `json:"hint,omitempty"`
 	RequestedBy string    `json:"requestedBy,omitempty"`
 	RejectedAt  time.Time `json:"rejectedAt"`
+	// Release names the release the refused image was part of: none of
+	// its images moved.
+	Release string `json:"release,omitempty"`
 }
 
 // Deployment report statuses.
@@ -327,6 +343,8 @@ type DeploymentReport struct {
 	Deployer    string `json:"deployer" jsonschema:"minLength=1"`
 	Status      string `json:"status" jsonschema:"enum=ok,enum=failed"`
 	Detail      string `json:"detail,omitempty"`
+	// Release names the release the image was deployed in, if any.
+	Release string `json:"release,omitempty"`
 }
 
 // Supersession is the data of superseded: the run was overtaken by a newer
@@ -348,4 +366,7 @@ type Supersession struct {
 	// moved first goes on by digest: its environment's tag decides.
 	Step     string   `json:"step" jsonschema:"enum=gates,enum=promote,enum=record"`
 	Evidence Evidence `json:"evidence"`
+	// Release names the release the overtaken image was part of: its
+	// other images' tags were put back.
+	Release string `json:"release,omitempty"`
 }

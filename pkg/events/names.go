@@ -31,6 +31,13 @@ const (
 	// DeploymentReported is a deployer's word on a promotion it deployed,
 	// in the promoted run.
 	DeploymentReported Name = "deployment.reported"
+	// A release promotes several images as one (release.go): its request,
+	// its gates' approval of every image, the moves of every tag, and
+	// their verification; it ends as any promotion does.
+	ReleaseRequested Name = "release.requested"
+	ReleaseApproved  Name = "release.approved"
+	ReleaseMoved     Name = "release.moved"
+	ReleaseVerified  Name = "release.verified"
 )
 
 const (

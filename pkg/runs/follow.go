@@ -58,7 +58,7 @@ func Resolve(ctx context.Context, js jetstream.JetStream, prefix string) (string
 		return "", fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
 	}
 	var found []string
-	for _, n := range []events.Name{events.BuildRequested, events.PromotionRequested} {
+	for _, n := range []events.Name{events.BuildRequested, events.PromotionRequested, events.ReleaseRequested} {
 		info, err := s.Info(ctx, jetstream.WithSubjectFilter(n.Subject(prefix)))
 		if err != nil {
 			return "", fmt.Errorf("find run %s: %w", prefix, err)

@@ -153,9 +153,7 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		}
 	case events.Promoted:
 		if p, err := events.Decode[events.Promotion](ev); err == nil {
-			r.step(Step{Name: "promote", Status: events.StatusOK, Detail: p.Environment + " " + p.Ref()}, at, 0)
-			r.Status, r.Detail, r.Promotion = Promoted, p.Environment+" "+p.Ref(), &p
-			return []string{promotedLine(p)}
+			return r.promoted(p, at)
 		}
 	case events.Superseded:
 		if s, err := events.Decode[events.Supersession](ev); err == nil {
@@ -166,8 +164,38 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		}
 	case events.BuildFailed, events.PushFailed, events.VerifyFailed, events.PromotionRejected:
 		r.fail(ev, name, at)
+	case events.ReleaseRequested, events.ReleaseApproved, events.ReleaseMoved, events.ReleaseVerified:
+		return r.addRelease(ev, name, at)
 	}
 	return nil
+}
+
+// promoted ends the run promoted, and returns its lines.
+func (r *Run) promoted(p events.Promotion, at time.Time) []string {
+	what := p.Environment + " " + p.Ref()
+	if p.Release != nil && p.Digest == "" {
+		what = fmt.Sprintf("%s release %s (%d images)", p.Environment, p.Release.Name, len(p.Release.Images))
+	}
+	r.step(Step{Name: "promote", Status: events.StatusOK, Detail: what}, at, 0)
+	r.Status, r.Detail, r.Promotion = Promoted, what, &p
+	return promotedLines(p)
+}
+
+// promotedLines are what a person reads of a promotion: one line, or for
+// a release a line for it and one for each image.
+func promotedLines(p events.Promotion) []string {
+	if p.Release == nil || p.Digest != "" {
+		return []string{promotedLine(p)}
+	}
+	line := fmt.Sprintf("released %s to %s: %d images", p.Release.Name, p.Environment, len(p.Release.Images))
+	if p.Rollback {
+		line += ", a rollback: " + p.Reason
+	}
+	lines := []string{line}
+	for _, im := range p.Release.Images {
+		lines = append(lines, "  "+promotedLine(im))
+	}
+	return lines
 }
 
 // promotedLine is what a person reads of a promotion.
@@ -207,6 +235,10 @@ func (r *Run) fail(ev cloudevents.Event, name events.Name, at time.Time) {
 	if f, err := events.Decode[events.Failure](ev); err == nil {
 		r.Status, r.Err = Failed, &Error{RunID: r.ID, Event: name, Failure: f.Report}
 		r.Detail = string(name) + ": " + f.Class + " at " + cmp.Or(f.Path, f.Stage)
+		if rel := f.Release; rel != nil {
+			what := ReleaseFailure(*rel)
+			r.Detail, r.Err.Failure.Message = what+": "+r.Detail, what+": "+f.Message
+		}
 		if name != events.PushFailed { // the push's failing stage has its bar and hint already
 			r.step(Step{Name: cmp.Or(f.Stage, string(name)), Status: events.StatusFailed, Detail: f.Message, Class: f.Class, Hint: f.Hint}, at, 0)
 		}

@@ -136,6 +136,9 @@ func notification(m bus.Message) (kind, env, text string, err error) {
 		if err != nil {
 			return "", "", "", err
 		}
+		if p.Release != nil && p.Digest == "" {
+			return releaseNotification(p, run)
+		}
 		if p.Rollback {
 			return KindRolledBack, p.Environment, fmt.Sprintf(":rewind: rolled back %s to %s (from %s): %s — by %s, run %s",
 				p.Environment, p.Ref(), cmp.Or(p.PreviousDigest, "nothing"), p.Reason, cmp.Or(p.RequestedBy, "the pipeline"), run), nil
@@ -250,4 +253,19 @@ func redact(err error, url string) error {
 		return nil
 	}
 	return errors.New(strings.ReplaceAll(err.Error(), url, "<the webhook's URL>"))
+}
+
+// releaseNotification is what a release's promoted event tells people:
+// the release, and each image.
+func releaseNotification(p events.Promotion, run string) (kind, env, text string, err error) {
+	images := make([]string, len(p.Release.Images))
+	for i, im := range p.Release.Images {
+		images[i] = im.Ref()
+	}
+	if p.Rollback {
+		return KindRolledBack, p.Environment, fmt.Sprintf(":rewind: rolled back release %s in %s: %s — %s, by %s, run %s",
+			p.Release.Name, p.Environment, strings.Join(images, ", "), p.Reason, cmp.Or(p.RequestedBy, "the pipeline"), run), nil
+	}
+	return KindPromoted, p.Environment, fmt.Sprintf(":white_check_mark: released %s to %s: %s — by %s, run %s",
+		p.Release.Name, p.Environment, strings.Join(images, ", "), cmp.Or(p.RequestedBy, "the pipeline"), run), nil
 }

@@ -43,6 +43,7 @@ func Run(ctx context.Context, cfg Config) error {
 	r := p.Bus.Router(bus.ConsumerSpec{Durable: "pusher"})
 	r.Handle(events.BuildCompleted, bus.Data(p.push))
 	r.Handle(events.PromotionApproved, bus.Data(p.promote))
+	r.Handle(events.ReleaseApproved, bus.Data(p.release))
 	return r.Run(ctx)
 }
 
@@ -79,7 +80,7 @@ func (p *pusher) push(ctx context.Context, m bus.Message, build events.BuildResu
 	if build.Tag.Policy != string(registry.TagIfAbsent) { // a tag set once for good is not a tag runs take turns at
 		opts = append(opts, p.inOrder(m, tags.Request{Digest: build.Graph.Root.Digest.String(), RequestedAt: requestedAt}, nil))
 	}
-	res, err := p.pushStages(ctx, m, ref, build.Graph, p.Blobs, opts...)
+	res, err := p.pushStages(ctx, m, "", ref, build.Graph, p.Blobs, opts...)
 	stopFeed()
 	<-fed
 	if s := (*tags.SupersededError)(nil); errors.As(err, &s) {
@@ -126,39 +127,51 @@ func (p *pusher) superseded(ctx context.Context, m bus.Message, s *tags.Supersed
 	return err
 }
 
-// promote moves an environment's tag to an approved digest through the same
+// promote moves an environment's tag to an approved digest (move), and
+// sends it to be verified again where the tag is (push.completed).
+func (p *pusher) promote(ctx context.Context, m bus.Message, a events.Approval) error {
+	res, err := p.move(ctx, m, a, "")
+	if s := (*tags.SupersededError)(nil); errors.As(err, &s) {
+		return p.superseded(ctx, m, s, events.Supersession{Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Step: "promote", Evidence: a.Evidence})
+	}
+	if err != nil {
+		return p.Bus.Fail(ctx, m, events.PushFailed, err, events.Failure{Target: a.Place() + ":" + a.Tag, Digest: a.Digest, Evidence: a.Evidence})
+	}
+	_, err = p.Bus.Emit(ctx, m.Event, events.PushCompleted, "", res)
+	return err
+}
+
+// move moves an environment's tag to an approved digest through the same
 // stages as any push, and the tag moves only from where the gates saw it
 // (drift protection). In the environment's own repository the manifest is
 // found, so nothing is uploaded. When the environment lives elsewhere
 // (a.Location), the digest is copied there from a.Source with everything
 // attached to it, registry to registry, and proven there — every byte, and
-// with trusted keys every signature — before the tag moves. push.completed
-// then sends the digest to be verified again where the tag is.
-func (p *pusher) promote(ctx context.Context, m bus.Message, a events.Approval) error {
+// with trusted keys every signature — before the tag moves. It returns
+// what push.completed says of the move; key tells the stages' events of
+// one image of a release from another's.
+func (p *pusher) move(ctx context.Context, m bus.Message, a events.Approval, key string) (events.PushResult, error) {
 	target := a.Place() + ":" + a.Tag
-	fail := func(err error) error {
-		return p.Bus.Fail(ctx, m, events.PushFailed, err, events.Failure{Target: target, Digest: a.Digest, Evidence: a.Evidence})
-	}
 	ref, err := name.NewTag(target)
 	if err != nil {
-		return bus.Permanent(err)
+		return events.PushResult{}, &failure.Error{Class: failure.Schema, Stage: events.StageTagUpdate, Err: err, Hint: "the environment's tag format makes no valid tag"}
 	}
 	from, err := name.NewRepository(cmp.Or(a.Source, a.Repository))
 	if err != nil {
-		return bus.Permanent(err)
+		return events.PushResult{}, &failure.Error{Class: failure.Schema, Stage: events.StageAuth, Err: err, Hint: "name the repository as registry/path"}
+	}
+	d, err := digest.Parse(a.Digest)
+	if err != nil {
+		return events.PushResult{}, &failure.Error{Class: failure.Schema, Stage: events.StageManifestCheck, Err: err, Hint: "promote by digest: sha256:<64 hex>"}
 	}
 	// The graph is read back from the registry: the digest was pushed and
 	// verified before, and the verifier compares against this graph again.
 	// Its manifests are read once, however many stages read them again.
 	repo, err := p.Registry.Open(ctx, from, false)
 	if err != nil {
-		return fail(err)
+		return events.PushResult{}, err
 	}
 	repo = repo.Shared()
-	d, err := digest.Parse(a.Digest)
-	if err != nil {
-		return bus.Permanent(err)
-	}
 	copying := from.String() != ref.Context().String()
 	g, src, err := repo.Graph(ctx, d, copying)
 	if errors.Is(err, failure.NotFound) {
@@ -166,7 +179,7 @@ func (p *pusher) promote(ctx context.Context, m bus.Message, a events.Approval) 
 			Err: fmt.Errorf("%s@%s is not in the registry: %w", from, a.Digest, err), Hint: "the approved digest was deleted: ship it again"}
 	}
 	if err != nil {
-		return fail(err)
+		return events.PushResult{}, err
 	}
 	// The tag moves from where the gates saw it, or from where a run
 	// requested before this one moved it since.
@@ -182,34 +195,31 @@ func (p *pusher) promote(ctx context.Context, m bus.Message, a events.Approval) 
 	}
 	requestedAt := cmp.Or(a.RequestedAt, m.Event.Time().UTC())
 	var moved tags.Move
-	res, err := p.pushStages(ctx, m, ref, g, src, append(opts, p.inOrder(m, tags.Request{Digest: a.Digest, RequestedAt: requestedAt, Promotes: true}, &moved))...)
-	if s := (*tags.SupersededError)(nil); errors.As(err, &s) {
-		return p.superseded(ctx, m, s, events.Supersession{Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Step: "promote", Evidence: a.Evidence})
-	}
+	res, err := p.pushStages(ctx, m, key, ref, g, src, append(opts, p.inOrder(m, tags.Request{Digest: a.Digest, RequestedAt: requestedAt, Promotes: true}, &moved))...)
 	if err != nil {
-		return fail(err)
+		return events.PushResult{}, err
 	}
 	// The environment's previous digest is the promotion's before this one
 	// in the order the moves landed: the gates saw the tag earlier.
 	a.Previous = moved.Held
-	_, err = p.Bus.Emit(ctx, m.Event, events.PushCompleted, "", events.PushResult{
+	return events.PushResult{
 		Target: target, Digest: res.Digest.String(), Graph: g,
 		BlobsUploaded: res.Uploaded, BlobsExisting: res.Existing, BlobsMounted: res.Mounted, BytesUploaded: res.BytesUploaded, Requests: res.Requests,
 		Promotion: &a, RequestedAt: requestedAt, Evidence: a.Evidence,
-	})
-	return err
+	}, nil
 }
 
 // pushStages pushes g to ref, reporting each stage as it ends: a [STAGE]
 // log line and a push.stage event, sent without waiting for the bus. They
 // are all stored before it returns; if one was not, the delivery fails and
 // the push is redone (cheaply: it is warm). A tag found where it should not
-// be is reported as drift.detected before the push's failure.
-func (p *pusher) pushStages(ctx context.Context, m bus.Message, ref name.Reference, g oci.Graph, src oci.BlobReader, opts ...registry.PushOption) (registry.PushResult, error) {
+// be is reported as drift.detected before the push's failure. key, when
+// not "", sets the events of one push of a run apart from another's.
+func (p *pusher) pushStages(ctx context.Context, m bus.Message, key string, ref name.Reference, g oci.Graph, src oci.BlobReader, opts ...registry.PushOption) (registry.PushResult, error) {
 	emitter := p.Bus.Emitter(m.Event)
 	observe := func(ctx context.Context, r events.StageReport) {
 		p.cfg.Log().Info(r.Line, "run_id", events.RunID(m.Event), "stage", r.Stage, "status", r.Status, "attempt", r.Attempt, "requests", r.Requests)
-		emitter.Emit(ctx, events.PushStage, fmt.Sprintf("%s/%s/%d", r.Stage, r.Status, r.Attempt), r)
+		emitter.Emit(ctx, events.PushStage, fmt.Sprintf("%s%s/%s/%d", key, r.Stage, r.Status, r.Attempt), r)
 	}
 	res, err := p.Registry.Push(ctx, ref, g, src, observe, opts...)
 	if werr := emitter.Wait(ctx); werr != nil {
@@ -218,7 +228,7 @@ func (p *pusher) pushStages(ctx context.Context, m bus.Message, ref name.Referen
 	var ferr *failure.Error
 	if errors.As(err, &ferr) && ferr.Drift != nil {
 		d := ferr.Drift
-		if _, derr := p.Bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
+		if _, derr := p.Bus.Emit(ctx, m.Event, events.DriftDetected, key, events.Drift{
 			Target: ref.String(), Tag: d.Tag, Expected: d.Expected.String(), Found: d.Found.String(),
 		}); derr != nil {
 			return res, derr

@@ -35,6 +35,8 @@ func (r *reporter) routes() http.Handler {
 	mux.HandleFunc("GET /v1/history", r.listHistory)
 	mux.HandleFunc("POST /v1/approvals", r.approve)
 	mux.HandleFunc("POST /v1/rollbacks", r.requestRollback)
+	mux.HandleFunc("POST /v1/releases", r.requestRelease)
+	mux.HandleFunc("GET /v1/releases/{env}/{name}", r.getRelease)
 	mux.HandleFunc("GET /v1/pins", r.listPins)
 	mux.HandleFunc("DELETE /v1/pins/{env}/{repo...}", r.unpinEnv)
 	mux.HandleFunc("POST /v1/freezes", r.requestFreeze)

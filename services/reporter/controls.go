@@ -103,6 +103,10 @@ func (r *reporter) requestRollback(w http.ResponseWriter, req *http.Request) {
 	if !decodeBody(w, req, &body, `{"environment": "prod", "repository": "registry/repo", "reason": "why", "to": "sha256:… (optional)"}`) {
 		return
 	}
+	if body.Release != "" {
+		r.rollBackRelease(w, req, body, who)
+		return
+	}
 	pr, status, err := r.rollbackTo(req.Context(), body)
 	if err != nil {
 		service.WriteError(w, status, err.Error())
@@ -124,17 +128,52 @@ func (r *reporter) requestRollback(w http.ResponseWriter, req *http.Request) {
 	service.WriteJSON(w, http.StatusAccepted, api.PromoteAccepted{RunID: runID, EventID: ev.ID()})
 }
 
+// rollBackRelease answers POST /v1/rollbacks for a release: it pins the
+// environment for each of its images, and publishes the release request
+// that moves them all back.
+func (r *reporter) rollBackRelease(w http.ResponseWriter, req *http.Request, body api.RollbackRequest, who string) {
+	if err := checkRollback(r.cfg.Environments, body); err != nil {
+		service.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	rr, status, err := r.rollbackRelease(req.Context(), body.Environment, body.Release, strings.TrimSpace(body.Reason))
+	if err != nil {
+		service.WriteError(w, status, err.Error())
+		return
+	}
+	rr.RequestedBy = who
+	runID := uuid.NewString()
+	if err := r.pinRelease(req.Context(), rr, runID); err != nil {
+		service.WriteError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	r.startRelease(w, req, rr, runID)
+}
+
+// checkRollback checks what every rollback names: an environment of the
+// chain, a reason, and a repository or a release (not both).
+func checkRollback(chain []string, body api.RollbackRequest) error {
+	switch {
+	case !slices.Contains(chain, body.Environment):
+		return fmt.Errorf("environment %q is not in the promotion chain %s", body.Environment, strings.Join(chain, " → "))
+	case strings.TrimSpace(body.Reason) == "":
+		return errors.New(`"reason" says why (the history and the pin keep it)`)
+	case (body.Repository == "") == (body.Release == ""):
+		return errors.New(`name a "repository" or a "release" to roll back`)
+	case body.Release != "" && body.To != "":
+		return errors.New(`a release goes back to where it found each image: "to" is for one repository`)
+	}
+	return nil
+}
+
 // rollbackTo is the promotion request a rollback asks for: back to the
 // digest the environment held before its current one, or to the one the
 // body names, which it must have held. A request that cannot be one says
 // why, with its status.
 func (r *reporter) rollbackTo(ctx context.Context, body api.RollbackRequest) (events.PromotionRequest, int, error) {
 	env, reason := body.Environment, strings.TrimSpace(body.Reason)
-	switch {
-	case !slices.Contains(r.cfg.Environments, env):
-		return events.PromotionRequest{}, http.StatusBadRequest, fmt.Errorf("environment %q is not in the promotion chain %s", env, strings.Join(r.cfg.Environments, " → "))
-	case reason == "":
-		return events.PromotionRequest{}, http.StatusBadRequest, errors.New(`"reason" says why (the history and the pin keep it)`)
+	if err := checkRollback(r.cfg.Environments, body); err != nil {
+		return events.PromotionRequest{}, http.StatusBadRequest, err
 	}
 	repo, err := name.NewRepository(body.Repository)
 	if err != nil {

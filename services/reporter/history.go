@@ -44,11 +44,17 @@ func digestList(d string) string {
 func entryDigests(e api.HistoryEntry) []string {
 	var ds []string
 	switch {
+	case e.Promotion != nil && e.Promotion.Release != nil && e.Promotion.Digest == "": // a release: its images'
+		for _, im := range e.Promotion.Release.Images {
+			ds = append(ds, im.Digest)
+		}
 	case e.Promotion != nil:
 		ds = append(ds, e.Promotion.Digest)
 		if prev := e.Promotion.PreviousDigest; prev != "" && prev != e.Promotion.Digest {
 			ds = append(ds, prev)
 		}
+	case e.Failure != nil:
+		ds = append(ds, e.Failure.Digest)
 	case e.Rejection != nil:
 		ds = append(ds, e.Rejection.Digest)
 	case e.Pin != nil:
@@ -242,6 +248,8 @@ func entryPlace(e api.HistoryEntry) (env, repo string) {
 		return e.Freeze.Environment, ""
 	case e.Deployment != nil:
 		return e.Deployment.Environment, e.Deployment.Repository
+	case e.Failure != nil && e.Failure.Release != nil: // a release's: the environment's
+		return e.Failure.Release.Environment, ""
 	}
 	return "", ""
 }

@@ -44,31 +44,12 @@ func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.Verify
 		return r.decide(ctx, m.Event, req, trail.Request, cmp.Or(vr.RequestedAt, m.Event.Time().UTC()))
 	}
 
-	a := vr.Promotion
-	p := events.Promotion{
-		Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Tag: a.Tag,
-		PromotedAt: m.Event.Time().UTC(), PreviousDigest: a.Previous, RunID: events.RunID(m.Event), RequestedBy: a.RequestedBy,
-		RequestedAt: a.RequestedAt, Location: a.Location, Source: a.Source,
-		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: trail.Push, Verify: trail.Verify},
-	}
-	if a.Rollback != nil {
-		p.Rollback, p.Reason, p.Report = true, a.Rollback.Reason, a.Rollback.Report
-	}
-	p.Emergency = a.Emergency
-	rec, made, err := r.store.record(ctx, p)
+	rec, made, err := r.keep(ctx, promotionOf(vr, m.Event))
 	if later := (*recordedLater)(nil); errors.As(err, &later) {
 		return r.movedOn(ctx, m, rec, later.current)
 	}
 	if err != nil {
 		return err
-	}
-	if err := r.store.markVerified(ctx, Verified{Repository: rec.Repository, Digest: rec.Digest, VerifiedAt: rec.PromotedAt, RunID: rec.RunID, Evidence: rec.Evidence}, rec.Environment); err != nil {
-		return err
-	}
-	if made { // an environment that held the digest already has its attestation
-		if err := r.attest(ctx, rec); err != nil {
-			return err
-		}
 	}
 	ev, err := events.Follow(r.Bus.Source(), m.Event, events.Promoted, "", rec)
 	if err != nil {
@@ -93,6 +74,43 @@ func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.Verify
 	return r.Bus.Publish(ctx, ev)
 }
 
+// keep records a promotion whose tag moved (store.record: made says
+// whether this run made it current), remembers that the digest reached
+// the environment, and attests it there. A *recordedLater error says a
+// newer promotion was recorded first.
+func (r *reporter) keep(ctx context.Context, p events.Promotion) (rec events.Promotion, made bool, err error) {
+	rec, made, err = r.store.record(ctx, p)
+	if err != nil {
+		return rec, made, err
+	}
+	if err := r.store.markVerified(ctx, Verified{Repository: rec.Repository, Digest: rec.Digest, VerifiedAt: rec.PromotedAt, RunID: rec.RunID, Evidence: rec.Evidence}, rec.Environment); err != nil {
+		return rec, made, err
+	}
+	if made { // an environment that held the digest already has its attestation
+		if err := r.attest(ctx, rec); err != nil {
+			return rec, made, err
+		}
+	}
+	return rec, made, nil
+}
+
+// promotionOf is the record of a promotion whose tag moved, verified again
+// by the event verified (verify.completed, or release.verified for an
+// image of a release): promoted at its time, in its run.
+func promotionOf(vr events.VerifyResult, verified cloudevents.Event) events.Promotion {
+	a := vr.Promotion
+	p := events.Promotion{
+		Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Tag: a.Tag, RunID: events.RunID(verified),
+		PromotedAt: verified.Time().UTC(), PreviousDigest: a.Previous, RequestedBy: a.RequestedBy,
+		RequestedAt: a.RequestedAt, Location: a.Location, Source: a.Source, Emergency: a.Emergency,
+		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: vr.Evidence.Push, Verify: verified.ID()},
+	}
+	if a.Rollback != nil {
+		p.Rollback, p.Reason, p.Report = true, a.Rollback.Reason, a.Rollback.Report
+	}
+	return p
+}
+
 // decide answers a promotion request — a person's, or a build run's own —
 // with promotion.approved or promotion.rejected. The decision is stored
 // under the request's event id before it is emitted, so a redelivered
@@ -111,6 +129,18 @@ func (r *reporter) decide(ctx context.Context, parent cloudevents.Event, req eve
 		if d, err = r.store.decide(ctx, parent.ID(), d); err != nil {
 			return err
 		}
+	}
+	return r.announce(ctx, parent, d)
+}
+
+// announce emits a decision on the request parent: promotion.approved
+// (release.approved for a release), superseded, or promotion.rejected,
+// filed in the history.
+func (r *reporter) announce(ctx context.Context, parent cloudevents.Event, d decision) error {
+	if ra := d.Release; ra != nil {
+		r.cfg.Log().Info(fmt.Sprintf("approved release %s for %s: moving %d tags", ra.Name, ra.Environment, len(ra.Images)), "run_id", events.RunID(parent))
+		_, err := r.Bus.Emit(ctx, parent, events.ReleaseApproved, "", *ra)
+		return err
 	}
 	if a := d.Approval; a != nil {
 		r.cfg.Log().Info(fmt.Sprintf("approved %s %s@%s: moving tag %s", a.Environment, a.Repository, a.Digest, a.Tag), "run_id", events.RunID(parent))

@@ -154,9 +154,10 @@ func isWrongSequence(err error) bool {
 
 // decision is what the gates said to one promotion request.
 type decision struct {
-	Approval     *events.Approval     `json:"approval,omitempty"`
-	Rejection    *events.Rejection    `json:"rejection,omitempty"`
-	Supersession *events.Supersession `json:"supersession,omitempty"`
+	Approval     *events.Approval        `json:"approval,omitempty"`
+	Release      *events.ReleaseApproval `json:"release,omitempty"`
+	Rejection    *events.Rejection       `json:"rejection,omitempty"`
+	Supersession *events.Supersession    `json:"supersession,omitempty"`
 }
 
 // decide stores d as the decision on request id unless one is stored

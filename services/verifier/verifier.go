@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -43,6 +44,7 @@ func Run(ctx context.Context, cfg Config) error {
 		metric.WithDescription("Bytes pulled and hashed by verifications that passed"), metric.WithUnit("By"))
 	r := v.Bus.Router(bus.ConsumerSpec{Durable: "verifier"})
 	r.Handle(events.PushCompleted, bus.Data(v.verify))
+	r.Handle(events.ReleaseMoved, bus.Data(v.verifyRelease))
 	return r.Run(ctx)
 }
 
@@ -52,14 +54,46 @@ type verifier struct {
 	bytesVerified metric.Int64Counter
 }
 
-// verify pulls the pushed digest and proves every byte against the graph
-// that was built, and that the pushed tag still points at it.
+// verify proves a push (prove) and sends it on to the reporter.
 func (v *verifier) verify(ctx context.Context, m bus.Message, push events.PushResult) error {
+	res, err := v.prove(ctx, m, push, "")
+	if err != nil {
+		return v.Bus.Fail(ctx, m, events.VerifyFailed, err, events.Failure{Target: push.Target, Digest: push.Digest, Report: failure.Report{Stage: "verify"}, Evidence: res.Evidence})
+	}
+	_, err = v.Bus.Emit(ctx, m.Event, events.VerifyCompleted, "", res)
+	return err
+}
+
+// verifyRelease proves every image of a release where its tag moved, and
+// sends them on to the reporter as one. The first image that fails ends
+// the release's run, naming it; the tags stay where the release moved
+// them (they were proven before they moved: what fails now is the
+// registry's copy, which a person looks at).
+func (v *verifier) verifyRelease(ctx context.Context, m bus.Message, rm events.ReleaseMoves) error {
+	out := events.ReleaseVerification{Name: rm.Name, Environment: rm.Environment, RequestedAt: rm.RequestedAt}
+	for i, push := range rm.Images {
+		res, err := v.prove(ctx, m, push, strconv.Itoa(i))
+		if err != nil {
+			f := events.Failure{Target: push.Target, Digest: push.Digest, Report: failure.Report{Stage: "verify"}, Evidence: res.Evidence,
+				Release: &events.ReleaseFailure{Name: rm.Name, Environment: rm.Environment, Image: push.Promotion.Repository + "@" + push.Digest}}
+			return v.Bus.Fail(ctx, m, events.VerifyFailed, err, f)
+		}
+		out.Images = append(out.Images, res)
+	}
+	_, err := v.Bus.Emit(ctx, m.Event, events.ReleaseVerified, "", out)
+	return err
+}
+
+// prove pulls the pushed digest and proves every byte against the graph
+// that was built, and that the pushed tag still points at it. key, when
+// not "", sets its drift.detected apart from another push's of the run.
+func (v *verifier) prove(ctx context.Context, m bus.Message, push events.PushResult, key string) (events.VerifyResult, error) {
 	trail := push.Evidence
 	trail.Push = m.Event.ID()
+	res := events.VerifyResult{Target: push.Target, Digest: push.Digest, PromoteTo: push.PromoteTo, Promotion: push.Promotion, RequestedAt: push.RequestedAt, Evidence: trail}
 	target, err := name.ParseReference(push.Target)
 	if err != nil {
-		return bus.Permanent(err)
+		return res, &failure.Error{Class: failure.Schema, Stage: "verify", Err: err, Hint: "the pushed target is no image reference"}
 	}
 	ref := target.Context().Digest(push.Digest)
 	ctx, span := v.cfg.Traces().Tracer("github.com/digestline/digestline/services/verifier").Start(ctx, "verify "+ref.String())
@@ -79,27 +113,24 @@ func (v *verifier) verify(ctx context.Context, m bus.Message, push events.PushRe
 		check, err = v.tagCheck(ctx, m, push, tag, tagErr)
 		rep.Checks = append(rep.Checks, check)
 		if drift := (*failure.Error)(nil); errors.As(err, &drift) && drift.Class == failure.Conflict {
-			if _, err := v.Bus.Emit(ctx, m.Event, events.DriftDetected, "", events.Drift{
+			if _, err := v.Bus.Emit(ctx, m.Event, events.DriftDetected, key, events.Drift{
 				Target: push.Target, Tag: tag.TagStr(), Expected: push.Digest, Found: drift.Mismatches[0].Found,
 			}); err != nil {
-				return err
+				return res, err
 			}
 		}
 	}
 	if err != nil {
 		span.RecordError(err)
-		return v.Bus.Fail(ctx, m, events.VerifyFailed, err, events.Failure{Target: push.Target, Digest: push.Digest, Report: failure.Report{Stage: "verify"}, Evidence: trail})
+		return res, err
 	}
 	log := v.cfg.Log().With("run_id", events.RunID(m.Event))
 	for _, c := range rep.Checks {
 		log.Info(c, "digest", push.Digest)
 	}
 	v.bytesVerified.Add(ctx, rep.BytesHashed)
-	_, err = v.Bus.Emit(ctx, m.Event, events.VerifyCompleted, "", events.VerifyResult{
-		Target: push.Target, Digest: push.Digest, Descriptors: rep.Descriptors, BytesHashed: rep.BytesHashed,
-		Checks: rep.Checks, PromoteTo: push.PromoteTo, Promotion: push.Promotion, RequestedAt: push.RequestedAt, Evidence: trail,
-	})
-	return err
+	res.Descriptors, res.BytesHashed, res.Checks = rep.Descriptors, rep.BytesHashed, rep.Checks
+	return res, nil
 }
 
 // tagCheck is the [VERIFY] line of the pushed tag, given verify.Tag's
