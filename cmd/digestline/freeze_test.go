@@ -1,18 +1,22 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/services/reporter"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestFreezesRefuseUntilAnEmergencyApproval: a freeze someone set and a
@@ -103,5 +107,41 @@ func TestFreezesRefuseUntilAnEmergencyApproval(t *testing.T) {
 	var hist api.Page[api.HistoryEntry]
 	if s.GetJSON(t, "/v1/history?env=dev", &hist) != http.StatusOK || !strings.HasPrefix(historyKinds(hist.Items), "promoted unfrozen rejected frozen promoted") {
 		t.Errorf("dev's history, newest first: %s", historyKinds(hist.Items))
+	}
+	// Each freeze was announced on the bus, for the notifier: the window
+	// as it was in force when the reporter started, dev's freeze and its
+	// lifting by hand.
+	if got, want := freezeEvents(t, s), []string{"environment.frozen staging policy release-review", "environment.frozen dev dev ",
+		"environment.unfrozen dev dev "}; !slices.Equal(got, want) {
+		t.Errorf("freeze events: %q, want %q", got, want)
+	}
+}
+
+// freezeEvents are the stack's environment.frozen and .unfrozen events, in
+// order: name, environment, by, window.
+func freezeEvents(t *testing.T, s *e2etest.Stack) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := s.Env.JetStream.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.EnvironmentFrozen.Filter(), events.EnvironmentUnfrozen.Filter()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for {
+		msg, err := c.Next(jetstream.FetchMaxWait(500 * time.Millisecond))
+		if err != nil {
+			return out
+		}
+		ev, name, err := events.Parse(msg.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := events.Decode[events.FreezeNotice](ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%s %s %s %s", name, f.Environment, f.By, f.Window))
 	}
 }

@@ -12,25 +12,27 @@ import (
 // generator and the decoder both read it, so an event without a Go type (or
 // the reverse) cannot exist.
 var dataTypes = map[Name]any{
-	BuildRequested:     BuildRequest{},
-	BuildCompleted:     BuildResult{},
-	BuildFailed:        Failure{},
-	PushStage:          StageReport{},
-	PushCompleted:      PushResult{},
-	PushFailed:         Failure{},
-	VerifyCompleted:    VerifyResult{},
-	VerifyFailed:       Failure{},
-	DriftDetected:      Drift{},
-	PromotionRequested: PromotionRequest{},
-	PromotionApproved:  Approval{},
-	Promoted:           Promotion{},
-	PromotionRejected:  Rejection{},
-	Superseded:         Supersession{},
-	DeploymentReported: DeploymentReport{},
-	ReleaseRequested:   ReleaseRequest{},
-	ReleaseApproved:    ReleaseApproval{},
-	ReleaseMoved:       ReleaseMoves{},
-	ReleaseVerified:    ReleaseVerification{},
+	BuildRequested:      BuildRequest{},
+	BuildCompleted:      BuildResult{},
+	BuildFailed:         Failure{},
+	PushStage:           StageReport{},
+	PushCompleted:       PushResult{},
+	PushFailed:          Failure{},
+	VerifyCompleted:     VerifyResult{},
+	VerifyFailed:        Failure{},
+	DriftDetected:       Drift{},
+	PromotionRequested:  PromotionRequest{},
+	PromotionApproved:   Approval{},
+	Promoted:            Promotion{},
+	PromotionRejected:   Rejection{},
+	Superseded:          Supersession{},
+	DeploymentReported:  DeploymentReport{},
+	ReleaseRequested:    ReleaseRequest{},
+	ReleaseApproved:     ReleaseApproval{},
+	ReleaseMoved:        ReleaseMoves{},
+	ReleaseVerified:     ReleaseVerification{},
+	EnvironmentFrozen:   FreezeNotice{},
+	EnvironmentUnfrozen: FreezeNotice{},
 }
 
 // Source kinds a build can start from.
@@ -345,6 +347,20 @@ type DeploymentReport struct {
 	Detail      string `json:"detail,omitempty"`
 	// Release names the release the image was deployed in, if any.
 	Release string `json:"release,omitempty"`
+}
+
+// FreezeNotice is the data of environment.frozen and environment.unfrozen:
+// an environment where every promotion is refused (but an emergency
+// approver's) until Until, or no longer. A freeze someone set names who
+// (By, At: when they set or lifted it); a window of the policy is named
+// (Window), and By is "policy".
+type FreezeNotice struct {
+	Environment string    `json:"environment" jsonschema:"minLength=1"`
+	Until       time.Time `json:"until"`
+	Reason      string    `json:"reason"`
+	By          string    `json:"by,omitempty"`
+	Window      string    `json:"window,omitempty"`
+	At          time.Time `json:"at,omitzero"`
 }
 
 // Supersession is the data of superseded: the run was overtaken by a newer

@@ -38,6 +38,10 @@ const (
 	ReleaseApproved  Name = "release.approved"
 	ReleaseMoved     Name = "release.moved"
 	ReleaseVerified  Name = "release.verified"
+	// An environment frozen, by someone or by a window of its policy, and
+	// unfrozen: each in a run of its own, for whoever is to hear of it.
+	EnvironmentFrozen   Name = "environment.frozen"
+	EnvironmentUnfrozen Name = "environment.unfrozen"
 )
 
 const (

@@ -176,6 +176,19 @@ func (p *Policy) Frozen(env string, t time.Time) (Window, time.Time, bool) {
 	return Window{}, time.Time{}, false
 }
 
+// HasWindows reports whether any environment has freeze windows.
+func (p *Policy) HasWindows() bool {
+	if p == nil {
+		return false
+	}
+	for _, ws := range p.freezes {
+		if len(ws) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // Emergency names the API tokens whose approval lets a promotion into env
 // through a freeze.
 func (p *Policy) Emergency(env string) []string {

@@ -81,6 +81,10 @@ func namesFor(kinds []string) []events.Name {
 			add(events.BuildFailed, events.PushFailed, events.VerifyFailed)
 		case KindDeployFailed:
 			add(events.DeploymentReported)
+		case KindFrozen:
+			add(events.EnvironmentFrozen)
+		case KindUnfrozen:
+			add(events.EnvironmentUnfrozen)
 		}
 	}
 	return names
@@ -165,8 +169,29 @@ func notification(m bus.Message) (kind, env, text string, err error) {
 		}
 		return KindDeployFailed, d.Environment, fmt.Sprintf(":boom: deployment of %s@%s to %s failed, reported by %s: %s (run %s)",
 			d.Repository, d.Digest, d.Environment, d.Deployer, cmp.Or(d.Detail, "no detail"), run), nil
+	case events.EnvironmentFrozen, events.EnvironmentUnfrozen:
+		f, err := events.Decode[events.FreezeNotice](m.Event)
+		if err != nil {
+			return "", "", "", err
+		}
+		return freezeText(m.Name, f)
 	}
 	return "", "", "", nil
+}
+
+// freezeText is what a freeze's event tells people.
+func freezeText(name events.Name, f events.FreezeNotice) (kind, env, text string, err error) {
+	by := "by " + f.By
+	if f.Window != "" {
+		by = "by freeze window " + f.Window
+	}
+	switch {
+	case name == events.EnvironmentUnfrozen && f.Window != "":
+		return KindUnfrozen, f.Environment, fmt.Sprintf(":sunny: %s is open again: freeze window %s (%s) has ended", f.Environment, f.Window, f.Reason), nil
+	case name == events.EnvironmentUnfrozen:
+		return KindUnfrozen, f.Environment, fmt.Sprintf(":sunny: %s is open again: %s lifted the freeze (%s)", f.Environment, f.By, f.Reason), nil
+	}
+	return KindFrozen, f.Environment, fmt.Sprintf(":snowflake: %s is frozen until %s %s: %s", f.Environment, f.Until.Format(time.RFC3339), by, f.Reason), nil
 }
 
 func failedText(name events.Name, f events.Failure, run string) string {

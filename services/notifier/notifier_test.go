@@ -86,7 +86,7 @@ func TestNotifierSendsEachChosenEventOnce(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "notifications.yaml")
 	if err := os.WriteFile(file, fmt.Appendf(nil, `webhooks:
   - name: team-chat
-    events: [promoted, rolled-back, rejected]
+    events: [promoted, rolled-back, rejected, frozen, unfrozen]
     environments: [prod]
     url: ${TEST_HOOK_BASE}/slack
     headers:
@@ -141,6 +141,9 @@ func TestNotifierSendsEachChosenEventOnce(t *testing.T) {
 	start("r5", events.BuildFailed, events.NewFailure(failure.Errorf(failure.Input, "fix the path", "no such directory")))
 	start("r6", events.DeploymentReported, events.DeploymentReport{Environment: "prod", Repository: app, Digest: d("a"), Deployer: "k8s", Status: events.DeployFailed, Detail: "probe failed"})
 	start("r7", events.DeploymentReported, events.DeploymentReport{Environment: "prod", Repository: app, Digest: d("a"), Deployer: "k8s", Status: events.DeployOK})
+	start("r8", events.EnvironmentFrozen, events.FreezeNotice{Environment: "prod", Until: time.Date(2027, 1, 4, 5, 0, 0, 0, time.UTC), Reason: "holidays", By: "policy", Window: "year-end"})
+	start("r9", events.EnvironmentFrozen, events.FreezeNotice{Environment: "staging", Until: time.Now().Add(time.Hour), Reason: "load test", By: "alice"})
+	start("r10", events.EnvironmentUnfrozen, events.FreezeNotice{Environment: "prod", Until: time.Now().Add(time.Hour), Reason: "incident 42", By: "bob"})
 	// The first promotion stored again (a producer's retry past the
 	// duplicate window): it is not sent twice.
 	if _, err := srv.JetStream.Publish(ctx, events.Promoted.Subject("r1"), first); err != nil {
@@ -150,15 +153,17 @@ func TestNotifierSendsEachChosenEventOnce(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		slack, evs, _ := rc.got()
-		if len(slack) >= 3 && len(evs) >= 6 && len(srv.DeadLetters(t)) >= 3 || time.Now().After(deadline) {
+		if len(slack) >= 5 && len(evs) >= 6 && len(srv.DeadLetters(t)) >= 3 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond) // anything sent twice comes by now
 	slack, evs, auth := rc.got()
-	if len(slack) != 3 || !strings.Contains(slack[0]+slack[1]+slack[2], "rolled back prod") || !strings.Contains(strings.Join(slack, "\n"), "at gate freeze: holidays") ||
-		strings.Contains(strings.Join(slack, "\n"), "staging") {
+	all := strings.Join(slack, "\n")
+	if len(slack) != 5 || !strings.Contains(all, "rolled back prod") || !strings.Contains(all, "at gate freeze: holidays") ||
+		!strings.Contains(all, "prod is frozen until 2027-01-04T05:00:00Z by freeze window year-end: holidays") ||
+		!strings.Contains(all, "prod is open again: bob lifted the freeze (incident 42)") || strings.Contains(all, "staging") {
 		t.Errorf("team-chat was sent %d: %q", len(slack), slack)
 	}
 	if !slices.Contains(auth, "Bearer s3cret-token") {

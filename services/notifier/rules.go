@@ -19,10 +19,12 @@ const (
 	KindRejected     = "rejected"      // promotion.rejected: a gate refused
 	KindFailed       = "failed"        // build.failed, push.failed, verify.failed
 	KindDeployFailed = "deploy-failed" // deployment.reported, failed
+	KindFrozen       = "frozen"        // environment.frozen: by someone, or a window of the policy began
+	KindUnfrozen     = "unfrozen"      // environment.unfrozen
 )
 
 // Kinds are every kind of notification, in the order a file lists them.
-var Kinds = []string{KindPromoted, KindRolledBack, KindRejected, KindFailed, KindDeployFailed}
+var Kinds = []string{KindPromoted, KindRolledBack, KindRejected, KindFailed, KindDeployFailed, KindFrozen, KindUnfrozen}
 
 // Formats a webhook takes.
 const (

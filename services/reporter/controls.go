@@ -262,8 +262,8 @@ func (s *store) freezeOf(ctx context.Context, env string, at time.Time) (api.Fre
 }
 
 // freeze sets f (replacing a freeze set before), and says so in the
-// history.
-func (s *store) freeze(ctx context.Context, f api.Freeze) error {
+// history, under the id of the event that announces it.
+func (s *store) freeze(ctx context.Context, f api.Freeze, eventID string) error {
 	b, err := json.Marshal(f)
 	if err != nil {
 		return err
@@ -271,12 +271,13 @@ func (s *store) freeze(ctx context.Context, f api.Freeze) error {
 	if _, err := s.controls.Put(ctx, freezeKey(f.Environment), b); err != nil {
 		return fmt.Errorf("freeze %s: %w", f.Environment, err)
 	}
-	return s.addHistory(ctx, f.Environment, "", api.HistoryEntry{Kind: "frozen", At: f.At, Freeze: &f, EventID: uuid.NewString()})
+	return s.addHistory(ctx, f.Environment, "", api.HistoryEntry{Kind: "frozen", At: f.At, Freeze: &f, EventID: eventID})
 }
 
 // unfreeze lifts the freeze someone set on env, as by asked, and says so
-// in the history; found is false when none is in force.
-func (s *store) unfreeze(ctx context.Context, env, by string) (api.Freeze, bool, error) {
+// in the history, under the id of the event that announces it; found is
+// false when none is in force.
+func (s *store) unfreeze(ctx context.Context, env, by, eventID string) (api.Freeze, bool, error) {
 	var f api.Freeze
 	rev, found, err := getJSON(ctx, s.controls, freezeKey(env), &f)
 	now := time.Now().UTC()
@@ -288,7 +289,7 @@ func (s *store) unfreeze(ctx context.Context, env, by string) (api.Freeze, bool,
 	}
 	lifted := f
 	lifted.By, lifted.At = by, now
-	return f, true, s.addHistory(ctx, env, "", api.HistoryEntry{Kind: "unfrozen", At: now, Freeze: &lifted, EventID: uuid.NewString()})
+	return f, true, s.addHistory(ctx, env, "", api.HistoryEntry{Kind: "unfrozen", At: now, Freeze: &lifted, EventID: eventID})
 }
 
 // frozen returns the freeze that covers env at t: one someone set, else a
@@ -357,8 +358,13 @@ func (r *reporter) requestFreeze(w http.ResponseWriter, req *http.Request) {
 		service.WriteError(w, http.StatusBadRequest, `"reason" says why (a refused promotion names it)`)
 	default:
 		f := api.Freeze{Environment: body.Environment, Until: body.Until.UTC(), Reason: strings.TrimSpace(body.Reason), By: who, At: now}
-		if err := r.store.freeze(req.Context(), f); err != nil {
+		runID := uuid.NewString()
+		if err := r.store.freeze(req.Context(), f, runID); err != nil {
 			service.WriteError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		if err := r.announceFreeze(req.Context(), events.EnvironmentFrozen, runID, freezeNotice(f)); err != nil {
+			service.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("%s is frozen, but the bus did not take the news (freeze again to announce it): %v", f.Environment, err))
 			return
 		}
 		r.cfg.Log().Info(fmt.Sprintf("frozen %s until %s by %s: %s", f.Environment, f.Until.Format(time.RFC3339), who, f.Reason))
@@ -392,7 +398,8 @@ func (r *reporter) unfreezeEnv(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	env := req.PathValue("env")
-	f, found, err := r.store.unfreeze(req.Context(), env, who)
+	runID := uuid.NewString()
+	f, found, err := r.store.unfreeze(req.Context(), env, who, runID)
 	switch {
 	case err != nil:
 		service.WriteError(w, http.StatusServiceUnavailable, err.Error())
@@ -400,6 +407,75 @@ func (r *reporter) unfreezeEnv(w http.ResponseWriter, req *http.Request) {
 		service.WriteError(w, http.StatusNotFound, fmt.Sprintf("no one froze %s (a freeze window of the policy is lifted in the policy file; GET /v1/freezes lists them)", env))
 	default:
 		r.cfg.Log().Info(fmt.Sprintf("unfrozen %s by %s", env, who))
+		lifted := freezeNotice(f)
+		lifted.By, lifted.At = who, time.Now().UTC()
+		if err := r.announceFreeze(req.Context(), events.EnvironmentUnfrozen, runID, lifted); err != nil {
+			service.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("%s is unfrozen, but the bus did not take the news: %v", env, err))
+			return
+		}
 		service.WriteJSON(w, http.StatusOK, f)
+	}
+}
+
+// freezeNotice is what environment.frozen says of f.
+func freezeNotice(f api.Freeze) events.FreezeNotice {
+	return events.FreezeNotice{Environment: f.Environment, Until: f.Until, Reason: f.Reason, By: f.By, Window: f.Name, At: f.At}
+}
+
+// announceFreeze publishes a freeze's event n, in a run of its own whose id
+// is also the event's (a history entry names it).
+func (r *reporter) announceFreeze(ctx context.Context, n events.Name, id string, f events.FreezeNotice) error {
+	ev, err := events.NewEvent(r.Bus.Source(), n, id, f.Environment, f)
+	if err != nil {
+		return err
+	}
+	ev.SetID(id)
+	return r.Bus.Publish(ctx, ev)
+}
+
+// announceWindows announces each freeze window of the policy as it begins
+// and ends (environment.frozen and .unfrozen), looking every interval
+// until ctx ends. Every replica looks; the events' ids are derived from
+// the environment, the window and when it ends, so the bus stores each
+// once (and the notifier sends it once). A window that ended while no
+// reporter ran is not announced as ended.
+func (r *reporter) announceWindows(ctx context.Context, interval time.Duration) error {
+	held := map[string]events.FreezeNotice{} // by environment: the window in force when last looked
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		now := time.Now().UTC()
+		for _, env := range r.cfg.Environments {
+			var cur *events.FreezeNotice
+			if w, ends, ok := r.cfg.Policy.Frozen(env, now); ok {
+				cur = &events.FreezeNotice{Environment: env, Until: ends, Reason: w.Reason, By: "policy", Window: w.Name}
+			}
+			prev, had := held[env]
+			n, f := events.Name(""), events.FreezeNotice{}
+			switch {
+			case cur != nil && (!had || !prev.Until.Equal(cur.Until)): // windows that follow each other are one freeze
+				n, f = events.EnvironmentFrozen, *cur
+			case cur == nil && had:
+				n, f = events.EnvironmentUnfrozen, prev
+			}
+			if n == "" {
+				continue
+			}
+			id := uuid.NewSHA1(uuid.NameSpaceURL, []byte(fmt.Sprintf("digestline:%s/%s/%s/%s", n, env, f.Window, f.Until.Format(time.RFC3339)))).String()
+			if err := r.announceFreeze(ctx, n, id, f); err != nil {
+				r.cfg.Log().Warn(fmt.Sprintf("announce %s of %s by window %s (tried again in %s): %v", n, env, f.Window, interval, err))
+				continue
+			}
+			if cur != nil {
+				held[env] = *cur
+			} else {
+				delete(held, env)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
 	}
 }

@@ -158,6 +158,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return router.Run(gctx)
 	})
 	g.Go(func() error { return ri.router(r.Bus).Run(gctx) })
+	if r.cfg.Policy.HasWindows() {
+		g.Go(func() error { return r.announceWindows(gctx, 30*time.Second) })
+	}
 	g.Go(func() error { return service.Serve(gctx, srv, ln, "reporter API") })
 	return g.Wait()
 }
