@@ -147,11 +147,19 @@ func runLogSource() *jetstream.StreamSource {
 // as cfg says: services provision at every start, and an update racing a
 // consumer's creation on the same stream trips a data race inside
 // nats-server (v2.15.2, fileStore.UpdateConfig against ConsumerStore).
+//
+// Services that start at once on a new bus all find no stream: each then
+// creates it, never updates it (CreateOrUpdateStream tries an update
+// first), since two updates at once trip another data race in the server.
+// Creating what is there already as cfg says is no error; one that
+// differs is read again, and updated.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
 	st, err := js.Stream(ctx, cfg.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = js.CreateOrUpdateStream(ctx, cfg)
-		return err
+		if _, err = js.CreateStream(ctx, cfg); !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return err
+		}
+		st, err = js.Stream(ctx, cfg.Name) // another provisioner made it, otherwise
 	}
 	if err != nil {
 		return err
@@ -165,7 +173,17 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 
 // ensureObjectStore is ensureStream for an object store.
 func ensureObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) error {
-	if obs, err := js.ObjectStore(ctx, cfg.Bucket); err == nil {
+	for range 2 {
+		obs, err := js.ObjectStore(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			if _, err := js.CreateObjectStore(ctx, cfg); !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				return err
+			}
+			continue // another provisioner made it: look at it
+		}
+		if err != nil {
+			return err
+		}
 		st, err := obs.Status(ctx)
 		if err != nil {
 			return err
@@ -173,11 +191,10 @@ func ensureObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstrea
 		if st.Description() == cfg.Description && st.TTL() == cfg.TTL && st.Storage() == cfg.Storage && st.Replicas() == max(cfg.Replicas, 1) {
 			return nil
 		}
-	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = js.UpdateObjectStore(ctx, cfg)
 		return err
 	}
-	_, err := js.CreateOrUpdateObjectStore(ctx, cfg)
-	return err
+	return fmt.Errorf("object store %s was made, and is gone again", cfg.Bucket)
 }
 
 // sameStream reports whether have is configured as want in every field
