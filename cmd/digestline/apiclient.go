@@ -121,8 +121,12 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 	if resp.StatusCode >= 400 {
 		var e struct {
 			Error string `json:"error"`
+			Hint  string `json:"hint"`
 		}
-		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
+		if e.Hint != "" {
+			e.Error += "\nhint: " + e.Hint
+		}
 		if resp.StatusCode == http.StatusUnauthorized && c.token != "" {
 			return resp.StatusCode, fmt.Errorf("the reporter at %s refused the API token from %s: %s", c.base, c.tokenFrom, cmp.Or(e.Error, "no details"))
 		}

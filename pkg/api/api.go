@@ -154,8 +154,10 @@ type HistoryEntry struct {
 	// Failure is why a release failed (release-failed), and what became
 	// of its tags (its Release).
 	Failure *events.Failure `json:"failure,omitempty"`
-	RunID   string          `json:"runId"`
-	EventID string          `json:"eventId"` // the promoted or rejected event
+	// Deletion is a manifest garbage collection deleted (deleted).
+	Deletion *events.Deletion `json:"deletion,omitempty"`
+	RunID    string           `json:"runId"`
+	EventID  string           `json:"eventId"` // the promoted or rejected event
 }
 
 // ApprovalRecord is one approval of a digest for an environment: who
@@ -188,6 +190,9 @@ type DigestReport struct {
 	// Runs are the ids of the runs that promoted it, and of the recent runs
 	// that built or pushed it.
 	Runs []string `json:"runs"`
+	// Deleted says when garbage collection deleted it, from which
+	// repository, and why.
+	Deleted []events.Deletion `json:"deleted,omitempty"`
 }
 
 // Holding is a time an environment held a digest: from its promotion

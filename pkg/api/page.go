@@ -42,8 +42,8 @@ type ListQuery struct {
 // (by a rollback) and unpinned, frozen and unfrozen, a deployer's report
 // of a deployment that went well or failed, and a release of several
 // images promoted as one (the images' own entries are promoted or
-// rollback) or failed.
-var HistoryKinds = []string{"promoted", "rejected", "superseded", "rollback", "pinned", "unpinned", "frozen", "unfrozen", "deployed", "deploy-failed", "release", "release-failed"}
+// rollback) or failed, and a manifest garbage collection deleted.
+var HistoryKinds = []string{"promoted", "rejected", "superseded", "rollback", "pinned", "unpinned", "frozen", "unfrozen", "deployed", "deploy-failed", "release", "release-failed", "deleted"}
 
 // HistoryQuery filters GET /v1/history: every filter set must match.
 type HistoryQuery struct {

@@ -33,6 +33,7 @@ var dataTypes = map[Name]any{
 	ReleaseVerified:     ReleaseVerification{},
 	EnvironmentFrozen:   FreezeNotice{},
 	EnvironmentUnfrozen: FreezeNotice{},
+	DigestDeleted:       Deletion{},
 }
 
 // Source kinds a build can start from.
@@ -361,6 +362,20 @@ type FreezeNotice struct {
 	By          string    `json:"by,omitempty"`
 	Window      string    `json:"window,omitempty"`
 	At          time.Time `json:"at,omitzero"`
+}
+
+// Deletion is the data of digest.deleted: a manifest garbage collection
+// deleted from Repository (with the tags that pointed at it), what it was
+// (an image, an index's platform manifest, a referrer of Subject, the
+// referrers' fallback index), and the rule that let it go.
+type Deletion struct {
+	Repository string    `json:"repository" jsonschema:"minLength=1"`
+	Digest     string    `json:"digest" jsonschema:"minLength=1"`
+	Kind       string    `json:"kind" jsonschema:"enum=image,enum=platform,enum=referrer,enum=fallback-index"`
+	Subject    string    `json:"subject,omitempty"`
+	Tags       []string  `json:"tags,omitempty"`
+	Rule       string    `json:"rule" jsonschema:"minLength=1"`
+	DeletedAt  time.Time `json:"deletedAt"`
 }
 
 // Supersession is the data of superseded: the run was overtaken by a newer

@@ -42,6 +42,9 @@ const (
 	// unfrozen: each in a run of its own, for whoever is to hear of it.
 	EnvironmentFrozen   Name = "environment.frozen"
 	EnvironmentUnfrozen Name = "environment.unfrozen"
+	// DigestDeleted is a manifest garbage collection deleted from a
+	// registry, and the rule that let it: in the gc's run.
+	DigestDeleted Name = "digest.deleted"
 )
 
 const (

@@ -33,6 +33,9 @@ type Policy struct {
 	// rollbackOnFailure are the environments a failed deployment report
 	// rolls back (RollbackOnFailure).
 	rollbackOnFailure map[string]bool
+	// rollbackDepth is how many digests before its current one each
+	// environment may roll back to (RollbackDepth).
+	rollbackDepth map[string]int
 }
 
 type envPolicy struct {
@@ -93,9 +96,12 @@ type envFile struct {
 	Emergency []string     `yaml:"emergency"`
 	// RollbackOn: failed rolls the environment back when a deployer
 	// reports a failed deployment of what it holds.
-	RollbackOn string   `yaml:"rollbackOn"`
-	Keys       []string `yaml:"keys"`
-	Rules      []struct {
+	RollbackOn string `yaml:"rollbackOn"`
+	// RollbackDepth is how many digests before its current one the
+	// environment may roll back to: garbage collection keeps them.
+	RollbackDepth *int     `yaml:"rollbackDepth"`
+	Keys          []string `yaml:"keys"`
+	Rules         []struct {
 		Name string    `yaml:"name"`
 		Expr yaml.Node `yaml:"expr"`
 	} `yaml:"rules"`
@@ -121,7 +127,7 @@ func Load(path string, chain []string) (*Policy, error) {
 		return nil, err
 	}
 	p := &Policy{path: path, digest: digest.FromBytes(data), envs: map[string]*envPolicy{}, places: map[string]Place{}, queues: map[string]bool{},
-		freezes: map[string][]Window{}, emergency: map[string][]string{}, rollbackOnFailure: map[string]bool{}}
+		freezes: map[string][]Window{}, emergency: map[string][]string{}, rollbackOnFailure: map[string]bool{}, rollbackDepth: map[string]int{}}
 	for name, e := range f.Environments {
 		if !slices.Contains(chain, name) {
 			return nil, fmt.Errorf("policy %s: environment %q is not in the promotion chain %s", path, name, strings.Join(chain, " → "))
@@ -196,6 +202,12 @@ func (p *Policy) loadControls(env string, e envFile) error {
 	default:
 		return fmt.Errorf("rollbackOn %q: want failed (or leave it out)", e.RollbackOn)
 	}
+	if d := e.RollbackDepth; d != nil {
+		if *d < 0 {
+			return fmt.Errorf("rollbackDepth %d: want 0 or more digests", *d)
+		}
+		p.rollbackDepth[env] = *d
+	}
 	return nil
 }
 
@@ -235,6 +247,27 @@ func (p *Policy) Queues(env string) bool { return p != nil && p.queues[env] }
 // RollbackOnFailure reports whether a failed deployment report of what env
 // holds rolls env back to the last digest reported deployed.
 func (p *Policy) RollbackOnFailure(env string) bool { return p != nil && p.rollbackOnFailure[env] }
+
+// DefaultRollbackDepth is how many digests before its current one an
+// environment may roll back to when its policy does not say.
+const DefaultRollbackDepth = 5
+
+// RollbackDepth is how many digests before its current one env may roll
+// back to (rollbackDepth), which garbage collection keeps.
+func (p *Policy) RollbackDepth(env string) int {
+	if d, ok := p.rollbackDepthOf(env); ok {
+		return d
+	}
+	return DefaultRollbackDepth
+}
+
+func (p *Policy) rollbackDepthOf(env string) (int, bool) {
+	if p == nil {
+		return 0, false
+	}
+	d, ok := p.rollbackDepth[env]
+	return d, ok
+}
 
 // Queueing reports whether any environment queues its promotions.
 func (p *Policy) Queueing() bool { return p != nil && len(p.queues) > 0 }

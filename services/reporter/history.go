@@ -24,10 +24,16 @@ var historyAll = index.List("history", "all")
 
 func historyLists(env, repo string, e api.HistoryEntry) []string {
 	env = envToken(env)
-	lists := []string{historyAll, index.List("history", "env", env)}
+	lists := []string{historyAll}
+	if env != "" { // a deletion is the repository's, of no one environment
+		lists = append(lists, index.List("history", "env", env))
+	}
 	if repo != "" { // a freeze is the environment's, of no one repository
 		repo = repoToken(repo)
-		lists = append(lists, index.List("history", "repo", repo), index.List("history", "at", env, repo))
+		lists = append(lists, index.List("history", "repo", repo))
+		if env != "" {
+			lists = append(lists, index.List("history", "at", env, repo))
+		}
 	}
 	for _, d := range entryDigests(e) {
 		lists = append(lists, digestList(d))
@@ -55,6 +61,8 @@ func entryDigests(e api.HistoryEntry) []string {
 		}
 	case e.Failure != nil:
 		ds = append(ds, e.Failure.Digest)
+	case e.Deletion != nil:
+		ds = append(ds, e.Deletion.Digest)
 	case e.Rejection != nil:
 		ds = append(ds, e.Rejection.Digest)
 	case e.Pin != nil:
@@ -67,13 +75,14 @@ func entryDigests(e api.HistoryEntry) []string {
 
 // historyKey is h.<env>.<repo>.<event id>, with "-" (no repository's
 // token: those are two characters or more) for an entry of the whole
-// environment.
+// environment, and "=" (no environment's token) for an entry of no
+// environment (a deletion).
 func historyKey(env, repo, eventID string) string {
-	token := "-"
+	envTok, token := cmp.Or(envToken(env), "="), "-"
 	if repo != "" {
 		token = repoToken(repo)
 	}
-	return "h." + envToken(env) + "." + token + "." + eventID
+	return "h." + envTok + "." + token + "." + eventID
 }
 
 // addHistory files an entry under its environment and repository, once:
@@ -250,6 +259,8 @@ func entryPlace(e api.HistoryEntry) (env, repo string) {
 		return e.Deployment.Environment, e.Deployment.Repository
 	case e.Failure != nil && e.Failure.Release != nil: // a release's: the environment's
 		return e.Failure.Release.Environment, ""
+	case e.Deletion != nil:
+		return "", e.Deletion.Repository
 	}
 	return "", ""
 }

@@ -353,6 +353,9 @@ func (r *reporter) digestReport(ctx context.Context, d string) (api.DigestReport
 	}
 	open := map[[2]string]int{} // environment and repository → its open holding of d
 	for _, h := range hist {
+		if h.Deletion != nil && h.Deletion.Digest == d {
+			rep.Deleted = append(rep.Deleted, *h.Deletion)
+		}
 		p := h.Promotion // promoted, or superseded: it held the tag too
 		if p == nil {
 			continue
@@ -389,7 +392,7 @@ func (r *reporter) digestReport(ctx context.Context, d string) (api.DigestReport
 			rep.Runs = append(rep.Runs, run.ID)
 		}
 	}
-	if len(rep.Current) == 0 && len(rep.Held) == 0 && len(recent) == 0 {
+	if len(rep.Current) == 0 && len(rep.Held) == 0 && len(recent) == 0 && len(rep.Deleted) == 0 {
 		return rep, nil, http.StatusNotFound, fmt.Errorf("no recent run built %s and no environment held it", d)
 	}
 	return rep, recent, http.StatusOK, nil

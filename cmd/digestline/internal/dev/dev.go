@@ -284,13 +284,17 @@ func startRegistry(cfg Config, log *slog.Logger) (*http.Server, net.Listener, er
 
 // Registry is the OCI registry of digestline dev (olareg, with the
 // referrers API) storing under dir, as an HTTP server to serve; wrap, when
-// set, wraps its handler.
+// set, wraps its handler. It deletes manifests (digestline gc), and its
+// own garbage collection reclaims the blobs nothing refers to any more,
+// every 15 minutes, once they are an hour old.
 func Registry(dir string, log *slog.Logger, wrap func(http.Handler) http.Handler) (*http.Server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	deletes := true
 	reg := olareg.New(olaregconfig.Config{
 		Storage: olaregconfig.ConfigStorage{StoreType: olaregconfig.StoreDir, RootDir: dir},
+		API:     olaregconfig.ConfigAPI{DeleteEnabled: &deletes},
 		Log:     log.With("component", "registry"),
 	})
 	var h http.Handler = firstStatusOnly(guardRepoState(reg))

@@ -1,0 +1,56 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/registry/transport"
+	"github.com/opencontainers/go-digest"
+)
+
+// DeleteManifest deletes the manifest d from the repository, and with it
+// the tags that point at it (the distribution registry, olareg and most
+// others untag what they delete). A manifest that is not there is no
+// error: gone is false then. A registry that serves no deletes answers
+// with a *failure.Error naming the setting that turns them on.
+func (r *Repo) DeleteManifest(ctx context.Context, d digest.Digest) (gone bool, err error) {
+	resp, err := r.do(ctx, http.MethodDelete, r.repoURL("manifests", d.String()), nil, nil)
+	if err != nil {
+		return false, err
+	}
+	defer transport.Drain(resp)
+	switch resp.StatusCode {
+	case http.StatusAccepted, http.StatusOK, http.StatusNoContent:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	e := transport.Classify(resp, r.name)
+	if refusesDeletes(e) {
+		e.Class, e.Hint = failure.Conflict, deletesHint(r.name.RegistryStr())
+	}
+	return false, e
+}
+
+// CheckDeletes asks the registry whether it deletes manifests, by deleting
+// one that is not there: nothing is deleted. A registry that does not
+// answers with a *failure.Error naming the setting that turns deletes on.
+func (r *Repo) CheckDeletes(ctx context.Context) error {
+	_, err := r.DeleteManifest(ctx, digest.FromString("digestline: a manifest no registry holds"))
+	return err
+}
+
+// refusesDeletes reports whether e is a registry's "no deletes here": 405
+// (the distribution registry with storage.delete.enabled false, olareg
+// without deletes), or UNSUPPORTED.
+func refusesDeletes(e *failure.Error) bool {
+	return e.Status == http.StatusMethodNotAllowed || slices.Contains(e.Codes, "UNSUPPORTED")
+}
+
+func deletesHint(registry string) string {
+	return fmt.Sprintf("%s does not delete manifests: turn deletes on (the distribution registry: storage.delete.enabled: true, "+
+		"or REGISTRY_STORAGE_DELETE_ENABLED=true; Harbor and Quay: a robot account or token with delete rights), then run gc again", registry)
+}
