@@ -164,12 +164,22 @@ func TestReleaseMovesEveryTagOrNone(t *testing.T) {
 // tagDigest is the digest the stack's registry's repo:tag points at.
 func tagDigest(t *testing.T, s *e2etest.Stack, repo, tag string) string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodHead, "http://"+s.RegistryAddr+"/v2/"+repo+"/manifests/"+tag, nil)
-	req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json")
+	return tagDigestAt(t, s.RegistryAddr, repo, tag)
+}
+
+// tagDigestAt is the digest repo:tag (or repo@digest) points at in the
+// registry at host, "" when it has none.
+func tagDigestAt(t *testing.T, host, repo, tag string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodHead, "http://"+host+"/v2/"+repo+"/manifests/"+tag, nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return ""
+	}
 	return resp.Header.Get("Docker-Content-Digest")
 }

@@ -32,12 +32,21 @@ const (
 // host:port once it answers. It stops at the test's cleanup.
 func Distribution(t testing.TB, bin string) string {
 	t.Helper()
+	addr, _ := DistributionWithGC(t, bin)
+	return addr
+}
+
+// DistributionWithGC is Distribution, and a func that runs the registry's
+// own garbage collection (`registry garbage-collect`) over its storage:
+// it removes the blobs no manifest refers to any more.
+func DistributionWithGC(t testing.TB, bin string) (addr string, collect func() ([]byte, error)) {
+	t.Helper()
 	path := tooltest.Find(t, bin)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
+	addr = ln.Addr().String()
 	_ = ln.Close()
 	dir := t.TempDir()
 	config := filepath.Join(dir, "config.yml")
@@ -60,7 +69,7 @@ http: {addr: %s}
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return addr
+				return addr, func() ([]byte, error) { return exec.Command(path, "garbage-collect", config).CombinedOutput() }
 			}
 		}
 		if time.Now().After(deadline) {
