@@ -30,7 +30,8 @@ import (
 // the last five runs', with their trees; the registry's own
 // garbage-collect then runs; and every digest kept still verifies with
 // digestline and with cosign, and oras lists its whole referrer tree as
-// before.
+// before. cosign's own signatures, kept in its legacy tags, go with the
+// image they sign, and stay with one kept.
 func TestGCOnDockerRegistry(t *testing.T) {
 	t.Setenv("DIGESTLINE_API_TOKEN", "")
 	host, collect := registrytest.DistributionWithGC(t, registrytest.DockerRegistry)
@@ -66,6 +67,21 @@ func TestGCOnDockerRegistry(t *testing.T) {
 		}
 	}
 	cli(t, append([]string{"rollback", "prod", repo, "--reason", "v9 corrupts carts"}, token...)...) // back to v6, pinned
+	// Another pipeline signs v1 and v12 with cosign, in its legacy layout:
+	// a sha256-<hex>.sig tag beside each.
+	keys := t.TempDir()
+	if out, err := e2etest.Cosign(t, keys, "generate-key-pair"); err != nil {
+		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
+	}
+	for _, i := range []int{1, 12} {
+		if out, err := e2etest.Cosign(t, keys, "sign", "--key", "cosign.key", "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry", "--yes", repo+"@"+v[i]); err != nil {
+			t.Fatalf("cosign sign v%d: %v\n%s", i, err, out)
+		}
+	}
+	sigTag := func(i int) string { return strings.Replace(v[i], ":", "-", 1) + ".sig" }
+	if tagDigestAt(t, host, "team/shop", sigTag(1)) == "" {
+		t.Fatal("cosign left no .sig tag")
+	}
 	trees := map[int]string{}
 	for i := range v {
 		trees[i] = orasTree(t, repo+"@"+v[i])
@@ -109,6 +125,13 @@ func TestGCOnDockerRegistry(t *testing.T) {
 		if got := tagDigestAt(t, host, "team/shop", v[i]); got != "" {
 			t.Errorf("v%d is still in the registry", i)
 		}
+	}
+	// cosign's signature of v1 went with it; v12's stayed, and verifies.
+	if tagDigestAt(t, host, "team/shop", sigTag(1)) != "" {
+		t.Error("the .sig tag of v1, deleted, is still there")
+	}
+	if out, err := e2etest.Cosign(t, keys, "verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry", "--allow-insecure-registry", repo+"@"+v[12]); err != nil {
+		t.Errorf("cosign verify of v12's own cosign signature after gc: %v\n%s", err, out)
 	}
 }
 
