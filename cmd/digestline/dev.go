@@ -42,6 +42,7 @@ func newDevCommand() *cobra.Command {
 	fs.StringVar(&s.Places, "places", service.Env("PLACES", ""),
 		"where environments live when not in the repository builds go to, e.g. prod=registry-b.example/prod/{path}:{env} (DIGESTLINE_PLACES; docs/promotion.md)")
 	fs.StringVar(&s.TraceURL, "trace-url", service.Env("TRACE_URL", ""), "a trace's page, with {traceId}: run pages link their trace there, e.g. http://127.0.0.1:16686/trace/{traceId} (DIGESTLINE_TRACE_URL)")
+	fs.StringVar(&s.GCFile, "gc", service.Env("GC", ""), "garbage collection schedule: which repositories, how often, dry run or not (DIGESTLINE_GC; docs/day-two.md)")
 	fs.StringVar(&s.PolicyFile, "policy", service.Env("POLICY", ""), "policy file: each environment's keys and rules in CEL (DIGESTLINE_POLICY; docs/policy.md)")
 	fs.StringVar(&cfg.WebhookAddr, "webhook-addr", service.Env("WEBHOOK_ADDR", ""), "serve the builder's webhooks here (DIGESTLINE_WEBHOOK_ADDR; off when empty)")
 	fs.StringVar(&s.WebhookConfig, "webhook-config", service.Env("WEBHOOK_CONFIG", ""), "YAML mapping repositories to images (DIGESTLINE_WEBHOOK_CONFIG)")

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -179,4 +180,56 @@ func lineOf(out, part string) string {
 		}
 	}
 	return ""
+}
+
+// TestScheduledGCIsADryRunUntilTurnedOn: the reporter's scheduled
+// collection plans, keeps its plan as the repository's last report, and
+// deletes nothing until the schedule says delete.
+func TestScheduledGCIsADryRunUntilTurnedOn(t *testing.T) {
+	dir := t.TempDir()
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte("environments:\n  dev:\n    rollbackDepth: 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Load(policyFile, reporter.DefaultEnvironments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
+	schedule := filepath.Join(dir, "gc.yaml")
+	if err := os.WriteFile(schedule, fmt.Appendf(nil, "every: 1s\nrepositories:\n  - {repository: %s/team/app, keepLast: 0, keepDays: 0}\n", host), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gcs, err := reporter.LoadGCSchedule(schedule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryAddr(host), e2etest.WithReporter(func(c *reporter.Config) { c.Policy, c.GC = pol, gcs }))
+	v1 := s.ShipWith(t, "v1", "team/app:v1", false)
+	s.ShipWith(t, "v2", "team/app:v2", false)
+	var rep api.GCReport
+	e2etest.WaitFor(t, "a scheduled plan that deletes v1", func() bool {
+		return s.GetJSON(t, "/v1/gc/"+host+"/team/app", &rep) == http.StatusOK && slices.ContainsFunc(rep.Items, func(it api.GCItem) bool {
+			return it.Digest == v1 && it.Kind == "image" && it.Action == api.GCDelete
+		})
+	})
+	if !rep.DryRun || rep.Deleted != 0 || tagDigest(t, s, "team/app", v1) != v1 {
+		t.Errorf("the scheduled collection deleted: dry run %v, %d deleted, v1 there: %v", rep.DryRun, rep.Deleted, tagDigest(t, s, "team/app", v1) == v1)
+	}
+
+	// A schedule that cannot be run says why at start.
+	for body, says := range map[string]string{
+		"every: 1s\n": "names no repository",
+		"every: 1ms\nrepositories: [{repository: a.io/b}]\n":   "a second or more",
+		"repositories: [{repository: 'not a repo!'}]\n":        "want registry/path",
+		"repositories: [{repository: a.io/b, keep: 3}]\n":      "field keep not found",
+		"repositories: [{repository: a.io/b, keepLast: -1}]\n": "0 or more",
+	} {
+		if err := os.WriteFile(schedule, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reporter.LoadGCSchedule(schedule); err == nil || !strings.Contains(err.Error(), says) {
+			t.Errorf("schedule %q: %v, want it to say %q", body, err, says)
+		}
+	}
 }

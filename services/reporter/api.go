@@ -38,6 +38,7 @@ func (r *reporter) routes() http.Handler {
 	mux.HandleFunc("POST /v1/releases", r.requestRelease)
 	mux.HandleFunc("GET /v1/releases/{env}/{name}", r.getRelease)
 	mux.HandleFunc("POST /v1/gc", r.requestGC)
+	mux.HandleFunc("GET /v1/gc/{repo...}", r.lastGC)
 	mux.HandleFunc("GET /v1/pins", r.listPins)
 	mux.HandleFunc("DELETE /v1/pins/{env}/{repo...}", r.unpinEnv)
 	mux.HandleFunc("POST /v1/freezes", r.requestFreeze)

@@ -45,8 +45,26 @@ type gcRun struct {
 var errGCBusy = errors.New("a garbage collection of this repository is running")
 
 // collect runs one collection: its report, and the error that stopped it
-// (what it deleted before stays deleted, with nothing referring to it).
+// (what it deleted before stays deleted, with nothing referring to it),
+// also in the report. The report is kept as the repository's last
+// (GET /v1/gc/{repository}).
 func (r *reporter) collect(ctx context.Context, q api.GCRequest) (api.GCReport, error) {
+	rep, err := r.collectGarbage(ctx, q)
+	if err != nil {
+		rep.Error, rep.Hint = err.Error(), failure.As(err).Hint
+	}
+	rep.Ended = time.Now().UTC()
+	if errors.Is(err, errGCBusy) || errors.Is(err, errBadQuery) {
+		return rep, err
+	}
+	if perr := r.store.putJSON(context.WithoutCancel(ctx), r.store.controls, gcReportKey(rep.Repository), rep); perr != nil {
+		return rep, errors.Join(err, fmt.Errorf("keep the report: %w", perr))
+	}
+	return rep, err
+}
+
+// collectGarbage is collect, without keeping the report.
+func (r *reporter) collectGarbage(ctx context.Context, q api.GCRequest) (api.GCReport, error) {
 	g := &gcRun{r: r, runID: uuid.NewString(), keepLast: api.DefaultKeepLast, keepDays: api.DefaultKeepDays, started: time.Now().UTC()}
 	rep := api.GCReport{Repository: q.Repository, RunID: g.runID, DryRun: q.DryRun, Started: g.started, Items: []api.GCItem{}}
 	var err error
@@ -81,7 +99,6 @@ func (r *reporter) collect(ctx context.Context, q api.GCRequest) (api.GCReport, 
 		for _, grp := range plan.groups {
 			rep.Items = append(rep.Items, grp.items...)
 		}
-		rep.Ended = time.Now().UTC()
 		return rep, nil
 	}
 	if len(plan.groups) > 0 {
@@ -104,7 +121,6 @@ func (r *reporter) collect(ctx context.Context, q api.GCRequest) (api.GCReport, 
 			rep.Skipped++
 		}
 	}
-	rep.Ended = time.Now().UTC()
 	return rep, nil
 }
 
@@ -227,20 +243,15 @@ func (r *reporter) requestGC(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	rep, err := r.collect(req.Context(), body)
-	if err == nil {
-		service.WriteJSON(w, http.StatusOK, rep)
-		return
-	}
-	status := http.StatusBadGateway
-	f := failure.As(err)
+	status := http.StatusOK
 	switch {
+	case err == nil:
 	case errors.Is(err, errBadQuery):
 		status = http.StatusBadRequest
-	case errors.Is(err, errGCBusy):
+	case errors.Is(err, errGCBusy) || failure.As(err).Class == failure.Conflict:
 		status = http.StatusConflict
-	case f.Class == failure.Conflict:
-		status = http.StatusConflict
+	default:
+		status = http.StatusBadGateway
 	}
-	rep.Error, rep.Hint, rep.Ended = err.Error(), f.Hint, time.Now().UTC()
 	service.WriteJSON(w, status, rep)
 }

@@ -3,6 +3,7 @@ package reporter
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/runs"
@@ -147,6 +149,9 @@ func (g *gcRun) rule() string {
 // of what is attached to another (which go with it), each with its tags.
 func (g *gcRun) tagged(ctx context.Context) (map[digest.Digest][]string, error) {
 	tags, err := g.reg.Tags(ctx, 1000)
+	if errors.Is(err, failure.NotFound) {
+		return map[digest.Digest][]string{}, nil // no such repository (yet): nothing to collect
+	}
 	if err != nil {
 		return nil, err
 	}

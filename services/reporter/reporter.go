@@ -61,6 +61,9 @@ type Config struct {
 	// Signer, when set, signs a SLSA verification summary of every
 	// promotion (DIGESTLINE_SIGNING_KEY), attached to the promoted digest.
 	Signer sign.Signer
+	// GC collects garbage on a schedule (DIGESTLINE_GC; nil: only when
+	// asked, POST /v1/gc).
+	GC *GCSchedule
 	// Proven remembers the evidence proven (default: a cache of its own), so
 	// the summary after a promotion, and the next environment's policy,
 	// read only the listing and new referrers.
@@ -158,6 +161,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return router.Run(gctx)
 	})
 	g.Go(func() error { return ri.router(r.Bus).Run(gctx) })
+	if r.cfg.GC != nil {
+		g.Go(func() error { return r.collectEvery(gctx, r.cfg.GC) })
+	}
 	if r.cfg.Policy.HasWindows() {
 		g.Go(func() error { return r.announceWindows(gctx, 30*time.Second) })
 	}

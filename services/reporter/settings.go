@@ -16,6 +16,7 @@ type Settings struct {
 	Places            string // env=REGISTRY/PATH[:TAG];…
 	PolicyFile        string
 	TraceURL          string // a trace's page, with {traceId}
+	GCFile            string // the garbage collection schedule (GCSchedule)
 }
 
 // Configure reads s, and the API tokens of the environment
@@ -35,6 +36,11 @@ func (s Settings) Configure(cfg *Config) error {
 	cfg.TraceURL = s.TraceURL
 	if cfg.Places, err = policy.ParsePlaces(s.Places); err != nil {
 		return err
+	}
+	if s.GCFile != "" {
+		if cfg.GC, err = LoadGCSchedule(s.GCFile); err != nil {
+			return err
+		}
 	}
 	if s.PolicyFile != "" {
 		if cfg.Policy, err = policy.Load(s.PolicyFile, cfg.Environments); err != nil {

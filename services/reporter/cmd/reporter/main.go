@@ -21,6 +21,7 @@ func main() {
 	flag.StringVar(&set.Places, "places", service.Env("PLACES", ""),
 		"where environments live when not in the repository builds go to, e.g. prod=registry-b.example/prod/{path}:{env} (DIGESTLINE_PLACES; docs/promotion.md)")
 	flag.StringVar(&set.TraceURL, "trace-url", service.Env("TRACE_URL", ""), "a trace's page, with {traceId}: run pages link their trace there, e.g. http://jaeger:16686/trace/{traceId} (DIGESTLINE_TRACE_URL)")
+	flag.StringVar(&set.GCFile, "gc", service.Env("GC", ""), "garbage collection schedule: which repositories, how often, dry run or not (DIGESTLINE_GC; docs/day-two.md)")
 	flag.StringVar(&set.PolicyFile, "policy", service.Env("POLICY", ""), "policy file: each environment's keys and rules in CEL (DIGESTLINE_POLICY; docs/policy.md)")
 	service.Main("reporter", "", func(ctx context.Context, d service.Deps) error {
 		cfg := reporter.Config{Deps: d, APIAddr: *addr, TagFormat: *tagFormat}
