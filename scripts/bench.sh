@@ -10,13 +10,13 @@ cp "$out" "$old" 2>/dev/null || true
 trap 'rm -f "$raw" "$old"' EXIT
 
 run() { go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-20x}" -count 1 "$@" 2>/dev/null | grep '^Benchmark' >>"$raw"; }
-# BENCH_SECTIONS picks what to run (default: all): go order builder push verify copy.
+# BENCH_SECTIONS picks what to run (default: all): go order builder push verify copy gc.
 # The others keep what the file says already.
-sections=" ${BENCH_SECTIONS:-go order builder push verify copy} "
+sections=" ${BENCH_SECTIONS:-go order builder push verify copy gc} "
 want() { [[ $sections == *" $1 "* ]]; }
 # regctl, a peer of the push, verify and copy sections, is the benchmarks'
 # alone: built here (once per machine), not by make tools.
-if want push || want verify || want copy; then
+if want push || want verify || want copy || want gc; then
   mkdir -p .digestline/tools
   ln -sf "$(scripts/peer.sh regctl)" .digestline/tools/regctl
 fi
@@ -392,6 +392,34 @@ copy_vs_peers() {
   rm -rf "$work"
 }
 
+# Garbage collection: plan and delete on a repository of GC_DIGESTS (2,000)
+# tagged digests with 5 referrers each on distribution v3, digestline's
+# collection against a naive pruning script with regctl deleting the same
+# manifests (BenchmarkGC, services/reporter).
+gc_vs_regctl() {
+  local n=${GC_DIGESTS:-2000} line
+  line=$(cd services/reporter && BENCH_GC_DIGESTS=$n DIGESTLINE_REQUIRE_TOOLS=1 go test -run '^$' -bench BenchmarkGC -benchtime 1x -timeout 60m . 2>/dev/null | grep '^BenchmarkGC')
+  [ -n "$line" ] || { echo "BenchmarkGC failed" >&2; return 1; }
+  echo "## Garbage collection: digestline gc vs a pruning script with regctl"
+  echo
+  echo "A repository of $n tagged digests on distribution v3 (no referrers API: each digest's 5 referrers are listed in its"
+  echo "fallback index), of which dev holds the last and every other is garbage. \`digestline gc\` (the reporter's collection, as"
+  echo "\`POST /v1/gc\` runs it) lists the tags, reads every digest's tree and the records, and deletes each garbage digest with"
+  echo "its tree, referrers first, checking the records again before each. The script is told which digests to delete and"
+  echo "deletes the same manifests with regctl, one command each: \`regctl artifact list\`, \`regctl manifest rm\` for each"
+  echo "referrer, then the image, then its fallback index. Both through a proxy that counts requests, each on a seeded"
+  echo "repository of its own."
+  echo
+  echo "| tool | time | requests | manifests deleted | decides what to keep |"
+  echo "|---|---|---|---|---|"
+  awk '{ for (i = 3; i < NF; i += 2) m[$(i+1)] = $i }
+       END {
+         printf "| digestline gc | %.1f s | %d | %d | yes: environments, rollback depth, pins, runs, age, trees |\n", m["digestline-s"], m["digestline-requests"], m["digestline-deleted"]
+         printf "| regctl script | %.1f s | %d | %d | no: given the list |\n", m["regctl-s"], m["regctl-requests"], m["regctl-deleted"]
+         printf "\ndigestline is %.1f× as fast, with %.2f× the requests (it reads every tree to decide; the script is told).\n", m["regctl-s"] / m["digestline-s"], m["digestline-requests"] / m["regctl-requests"]
+       }' <<<"$line"
+}
+
 row() { # input tool seconds bytes layer-bytes rss-kb ratio
   awk -v input="$1" -v tool="$2" -v t="$3" -v b="$4" -v s="$5" -v r="$6" -v x="$7" \
     'BEGIN {printf "| %s | %s | %.2f s | %.0f | %.1f MB | %.0f MB | %s |\n", input, tool, t, b/1e6/t, s/1e6, r/1024, x}'
@@ -511,7 +539,8 @@ go_section() {
   if want builder; then builder_vs_crane; echo; else kept "## Builder vs crane"; fi
   if want push; then push_vs_peers; echo; else kept "## Push:"; fi
   if want verify; then verify_vs_peers; echo; else kept "## Verify:"; fi
-  if want copy; then copy_vs_peers; else kept "## Copy between registries"; fi
+  if want copy; then copy_vs_peers; echo; else kept "## Copy between registries"; fi
+  if want gc; then gc_vs_regctl; else kept "## Garbage collection"; fi
 } >"$out.new"
 mv "$out.new" "$out"
 cat "$out"

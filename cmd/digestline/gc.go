@@ -98,6 +98,11 @@ func printGC(out io.Writer, rep api.GCReport) error {
 		_, err := fmt.Fprintf(out, "dry run of %s: %d manifests kept, %d would be deleted (run %s)\n", rep.Repository, rep.Kept, deleting, rep.RunID)
 		return err
 	}
+	if rep.Untagged > 0 {
+		_, err := fmt.Fprintf(out, "gc of %s: %d manifests kept, %d untagged or left, %d skipped: %s deletes tags only; its own garbage collection must remove them (run %s)\n",
+			rep.Repository, rep.Kept, rep.Untagged, rep.Skipped, strings.SplitN(rep.Repository, "/", 2)[0], rep.RunID)
+		return err
+	}
 	_, err := fmt.Fprintf(out, "gc of %s: %d manifests kept, %d deleted, %d skipped (run %s)\n", rep.Repository, rep.Kept, rep.Deleted, rep.Skipped, rep.RunID)
 	return err
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/policy"
+	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/runs"
 	"github.com/digestline/digestline/services/reporter"
 )
@@ -231,5 +232,41 @@ func TestScheduledGCIsADryRunUntilTurnedOn(t *testing.T) {
 		if _, err := reporter.LoadGCSchedule(schedule); err == nil || !strings.Contains(err.Error(), says) {
 			t.Errorf("schedule %q: %v, want it to say %q", body, err, says)
 		}
+	}
+}
+
+// TestGCOnARegistryThatDeletesTagsOnly: where the registry refuses to
+// delete a manifest by digest but deletes tags, gc untags what it would
+// delete (the image's tags, its cosign and fallback tags) and says that
+// the registry's own garbage collection must remove the manifests, which
+// are still there; what it keeps keeps its tags.
+func TestGCOnARegistryThatDeletesTagsOnly(t *testing.T) {
+	t.Setenv("DIGESTLINE_API_TOKEN", "")
+	dir := t.TempDir()
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte("environments:\n  dev:\n    rollbackDepth: 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Load(policyFile, reporter.DefaultEnvironments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := e2etest.StartStack(t, e2etest.WithSigningKey(t, dir), func(c *dev.Config) { c.Reporter.Policy = pol },
+		e2etest.WithRegistryWrapper(registrytest.TagDeletesOnly))
+	repo := s.RegistryAddr + "/team/app"
+	v1 := s.ShipWith(t, "v1", "team/app:v1", false)
+	v2 := s.ShipWith(t, "v2", "team/app:v2", false)
+	out := cli(t, "gc", repo, "--keep-last", "0", "--keep-days", "0", "--api", s.APIURL, "--token-file", s.TokenFile)
+	if !strings.Contains(out, "deletes tags only; its own garbage collection must remove them") {
+		t.Fatalf("gc on a registry that deletes tags only:\n%s", out)
+	}
+	if line := lineOf(out, runs.ShortDigest(v1)+"  image"); !strings.HasPrefix(line, "untagged ") || !strings.Contains(line, "own garbage collection") {
+		t.Errorf("v1's line: %q\n%s", line, out)
+	}
+	if tagDigest(t, s, "team/app", "v1") != "" || tagDigest(t, s, "team/app", v1) != v1 {
+		t.Errorf("v1: its tag should be gone (%q), its manifest still there (%q)", tagDigest(t, s, "team/app", "v1"), tagDigest(t, s, "team/app", v1))
+	}
+	if tagDigest(t, s, "team/app", "v2") != v2 || tagDigest(t, s, "team/app", "dev") != v2 {
+		t.Error("v2, which dev holds, lost a tag")
 	}
 }

@@ -27,6 +27,11 @@ const (
 	GCDeleted = "deleted" // done
 	GCSkipped = "skipped" // planned, but promoted, pinned or run since: kept
 	GCGone    = "gone"    // planned, but no longer in the registry
+	// On a registry that deletes tags only: its tags deleted, and a
+	// manifest (untagged, or never tagged: a referrer) left to the
+	// registry's own garbage collection.
+	GCUntagged = "untagged"
+	GCLeft     = "left"
 )
 
 // GCItem is one manifest of a repository as garbage collection saw it:
@@ -56,6 +61,9 @@ type GCReport struct {
 	Kept       int       `json:"kept"`
 	Deleted    int       `json:"deleted"`
 	Skipped    int       `json:"skipped,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	Hint       string    `json:"hint,omitempty"`
+	// Untagged counts the manifests a registry that deletes tags only
+	// was left to remove (untagged and left).
+	Untagged int    `json:"untagged,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Hint     string `json:"hint,omitempty"`
 }

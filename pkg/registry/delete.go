@@ -35,12 +35,55 @@ func (r *Repo) DeleteManifest(ctx context.Context, d digest.Digest) (gone bool, 
 	return false, e
 }
 
-// CheckDeletes asks the registry whether it deletes manifests, by deleting
-// one that is not there: nothing is deleted. A registry that does not
-// answers with a *failure.Error naming the setting that turns deletes on.
-func (r *Repo) CheckDeletes(ctx context.Context) error {
+// DeleteTag deletes a tag, and nothing else: the manifest it pointed at
+// stays until the registry's own garbage collection finds it untagged. A
+// tag that is not there is no error: gone is false then.
+func (r *Repo) DeleteTag(ctx context.Context, tag string) (gone bool, err error) {
+	resp, err := r.do(ctx, http.MethodDelete, r.repoURL("manifests", tag), nil, nil)
+	if err != nil {
+		return false, err
+	}
+	defer transport.Drain(resp)
+	switch resp.StatusCode {
+	case http.StatusAccepted, http.StatusOK, http.StatusNoContent:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	e := transport.Classify(resp, r.name)
+	if refusesDeletes(e) {
+		e.Class, e.Hint = failure.Conflict, deletesHint(r.name.RegistryStr())
+	}
+	return false, e
+}
+
+// Deletes is what a registry deletes.
+type Deletes int
+
+const (
+	// DeletesManifests: manifests by digest, with their tags.
+	DeletesManifests Deletes = iota + 1
+	// DeletesTagsOnly: tags only; a manifest left untagged goes with the
+	// registry's own garbage collection.
+	DeletesTagsOnly
+)
+
+// CheckDeletes asks the registry what it deletes, by deleting a manifest
+// that is not there, and then, if it refuses, a tag that is not there:
+// nothing is deleted. A registry that deletes neither answers with a
+// *failure.Error naming the setting that turns deletes on.
+func (r *Repo) CheckDeletes(ctx context.Context) (Deletes, error) {
 	_, err := r.DeleteManifest(ctx, digest.FromString("digestline: a manifest no registry holds"))
-	return err
+	if err == nil {
+		return DeletesManifests, nil
+	}
+	if f := failure.As(err); f.Class != failure.Conflict {
+		return 0, err
+	}
+	if _, terr := r.DeleteTag(ctx, "digestline-no-such-tag"); terr != nil {
+		return 0, err
+	}
+	return DeletesTagsOnly, nil
 }
 
 // refusesDeletes reports whether e is a registry's "no deletes here": 405

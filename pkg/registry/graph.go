@@ -118,6 +118,9 @@ func cosignTagged(ctx context.Context, r *Repo, subject digest.Digest) ([]oci.Gr
 	eg, ectx := errgroup.WithContext(ctx)
 	for i, suffix := range cosignSuffixes {
 		tag := FallbackTag(subject) + suffix
+		if !r.MayHave(tag) {
+			continue
+		}
 		eg.Go(func() error {
 			d, ok, err := r.HeadManifest(ectx, tag)
 			if err != nil || !ok {

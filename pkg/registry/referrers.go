@@ -89,12 +89,20 @@ func (r *Repo) Referrers(ctx context.Context, subject digest.Digest) ([]v1.Descr
 }
 
 func (r *Repo) referrers(ctx context.Context, subject digest.Digest) ([]v1.Descriptor, error) {
-	idx, ok, err := r.referrersAPI(ctx, subject)
-	if err != nil {
-		return nil, err
+	if r.listed == nil || !r.listed.noAPI.Load() {
+		idx, ok, err := r.referrersAPI(ctx, subject)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return r.withArtifactTypes(ctx, idx.Manifests)
+		}
+		if r.listed != nil {
+			r.listed.noAPI.Store(true)
+		}
 	}
-	if ok {
-		return r.withArtifactTypes(ctx, idx.Manifests)
+	if !r.MayHave(FallbackTag(subject)) {
+		return nil, nil // not listed: no referrers kept under it
 	}
 	fb, _, err := r.fallbackIndex(ctx, subject)
 	if errors.Is(err, errNoFallbackTag) {

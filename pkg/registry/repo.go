@@ -32,6 +32,7 @@ type Repo struct {
 	client  *http.Client
 	timeout time.Duration // the client's: how long the registry may stay silent
 	reads   *sharedReads  // when Shared: reads shared by its users
+	listed  *listedTags   // when WithTags: the repository's tags
 }
 
 var _ oci.BlobReader = (*Repo)(nil)

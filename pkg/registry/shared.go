@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -18,6 +19,30 @@ func (r *Repo) Shared() *Repo {
 	s.reads = &sharedReads{}
 	return &s
 }
+
+// WithTags returns r knowing every tag its repository has: tags, a list
+// read just now by a reader that lists them anyway (garbage collection
+// walks every tagged digest's tree). It then asks for cosign's tags and a
+// referrers fallback tag only when they are listed, and asks the
+// referrers API once: a registry without one is not asked again.
+func (r *Repo) WithTags(tags []string) *Repo {
+	s := *r
+	s.listed = &listedTags{tags: make(map[string]bool, len(tags))}
+	for _, t := range tags {
+		s.listed.tags[t] = true
+	}
+	return &s
+}
+
+// listedTags is what a WithTags Repo knows of its repository.
+type listedTags struct {
+	tags  map[string]bool
+	noAPI atomic.Bool // the registry answered that it has no referrers API
+}
+
+// MayHave reports whether the repository may have tag: it is listed, or
+// r does not know its tags.
+func (r *Repo) MayHave(tag string) bool { return r.listed == nil || r.listed.tags[tag] }
 
 // sharedReads are the reads of a Shared Repo (or of a push), by what
 // they read. The zero value is ready to use.

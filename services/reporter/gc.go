@@ -39,6 +39,7 @@ type gcRun struct {
 	runID              string
 	keepLast, keepDays int
 	started            time.Time
+	deletes            registry.Deletes // what the registry deletes (CheckDeletes)
 }
 
 // errGCBusy is a collection of the repository that is running already.
@@ -102,7 +103,7 @@ func (r *reporter) collectGarbage(ctx context.Context, q api.GCRequest) (api.GCR
 		return rep, nil
 	}
 	if len(plan.groups) > 0 {
-		if err := g.reg.CheckDeletes(ctx); err != nil {
+		if g.deletes, err = g.reg.CheckDeletes(ctx); err != nil {
 			return rep, err // before anything is deleted
 		}
 	}
@@ -117,6 +118,8 @@ func (r *reporter) collectGarbage(ctx context.Context, q api.GCRequest) (api.GCR
 		switch it.Action {
 		case api.GCDeleted:
 			rep.Deleted++
+		case api.GCUntagged, api.GCLeft:
+			rep.Untagged++
 		case api.GCSkipped:
 			rep.Skipped++
 		}
@@ -133,6 +136,9 @@ func (g *gcRun) delete(ctx context.Context, grp gcGroup) ([]api.GCItem, error) {
 			items[i].Action, items[i].Why = api.GCSkipped, why
 		}
 		return items, err
+	}
+	if g.deletes == registry.DeletesTagsOnly {
+		return g.untag(ctx, items)
 	}
 	for i, it := range items {
 		gone, err := g.reg.DeleteManifest(ctx, digest.Digest(it.Digest))
@@ -153,6 +159,26 @@ func (g *gcRun) delete(ctx context.Context, grp gcGroup) ([]api.GCItem, error) {
 		}
 	}
 	g.r.cfg.Log().Info(fmt.Sprintf("gc: deleted %s@%s and its tree (%d manifests)", g.repo.Name(), grp.root, len(items)), "run_id", g.runID)
+	return items, nil
+}
+
+// untag deletes the tags of a group's manifests, on a registry that
+// deletes tags only: each manifest is then untagged, and the registry's
+// own garbage collection removes it (the report says which). The tags of
+// its referrers go before the image's.
+func (g *gcRun) untag(ctx context.Context, items []api.GCItem) ([]api.GCItem, error) {
+	for i, it := range items {
+		for _, tag := range it.Tags {
+			if _, err := g.reg.DeleteTag(ctx, tag); err != nil {
+				return items, fmt.Errorf("untag %s:%s: %w", g.repo.Name(), tag, err)
+			}
+		}
+		items[i].Action = api.GCLeft
+		items[i].Why = "untagged: " + g.repo.RegistryStr() + " deletes tags only, and its own garbage collection removes what no tag holds (" + it.Why + ")"
+		if len(it.Tags) > 0 {
+			items[i].Action = api.GCUntagged
+		}
+	}
 	return items, nil
 }
 

@@ -135,7 +135,7 @@ func deleteOrder(tree []api.GCItem) []api.GCItem {
 }
 
 func withTags(it api.GCItem, tagged map[digest.Digest][]string) api.GCItem {
-	it.Tags = tagged[digest.Digest(it.Digest)]
+	it.Tags = append(slices.Clone(tagged[digest.Digest(it.Digest)]), it.Tags...)
 	return it
 }
 
@@ -155,7 +155,10 @@ func (g *gcRun) tagged(ctx context.Context) (map[digest.Digest][]string, error) 
 	if err != nil {
 		return nil, err
 	}
-	tags = slices.DeleteFunc(tags, attachedTag.MatchString)
+	// The trees are read knowing the tags: no request for a cosign or
+	// fallback tag that is not there.
+	g.reg = g.reg.WithTags(tags)
+	tags = slices.DeleteFunc(slices.Clone(tags), attachedTag.MatchString)
 	out := map[digest.Digest][]string{}
 	var mu sync.Mutex
 	eg, ectx := errgroup.WithContext(ctx)
@@ -327,12 +330,12 @@ func (g *gcRun) tree(ctx context.Context, d digest.Digest) ([]api.GCItem, error)
 	}
 	var items []api.GCItem
 	seen := map[digest.Digest]bool{}
-	add := func(desc digest.Digest, kind string) {
+	add := func(desc digest.Digest, kind string, tags ...string) {
 		if seen[desc] {
 			return
 		}
 		seen[desc] = true
-		it := api.GCItem{Digest: desc.String(), Kind: kind}
+		it := api.GCItem{Digest: desc.String(), Kind: kind, Tags: tags}
 		if kind != "image" {
 			it.Subject = d.String()
 		}
@@ -348,15 +351,22 @@ func (g *gcRun) tree(ctx context.Context, d digest.Digest) ([]api.GCItem, error)
 	for _, sub := range append([]oci.Graph{graph}, graph.Referrers...) {
 		if sub.Root.Digest != d {
 			for _, m := range sub.Manifests() {
-				add(m.Digest, "referrer")
+				var tags []string
+				if tag := registry.TaggedAs(sub); tag != "" && m.Digest == sub.Root.Digest { // cosign's
+					tags = append(tags, tag)
+				}
+				add(m.Digest, "referrer", tags...)
 			}
+		}
+		if !g.reg.MayHave(registry.FallbackTag(sub.Root.Digest)) {
+			continue
 		}
 		fb, found, err := g.reg.HeadManifest(ctx, registry.FallbackTag(sub.Root.Digest))
 		if err != nil {
 			return nil, err
 		}
 		if found {
-			add(fb.Digest, "fallback-index")
+			add(fb.Digest, "fallback-index", registry.FallbackTag(sub.Root.Digest))
 		}
 	}
 	return items, nil

@@ -61,7 +61,32 @@ const (
 	// digest sha256:<hex>, so the referrers fallback tag of a manifest is
 	// that manifest (GitLab's registry; oras-project/oras-go#1396).
 	DigestForFallbackTag Quirk = "digest-for-fallback-tag"
+	// DeletesTagsOnly refuses to delete a manifest by digest (405
+	// UNSUPPORTED) and deletes tags: registries that untag, and leave the
+	// manifest to their own garbage collection.
+	DeletesTagsOnly Quirk = "deletes-tags-only"
 )
+
+// TagDeletesOnly wraps a registry's handler so that it deletes tags only
+// (the DeletesTagsOnly quirk), for a registry served in the test's own
+// process.
+func TagDeletesOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !refusedDigestDelete(w, r) {
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// refusedDigestDelete answers a DELETE of a manifest by digest as a
+// registry that deletes tags only does, and reports whether it did.
+func refusedDigestDelete(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodDelete || !strings.Contains(r.URL.Path, "/manifests/sha256:") {
+		return false
+	}
+	distributionError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "The operation is unsupported.")
+	return true
+}
 
 // distributionError writes the distribution spec's error body.
 func distributionError(w http.ResponseWriter, status int, code, message string) {
@@ -125,6 +150,8 @@ func Proxy(t testing.TB, target string, quirks ...Quirk) string {
 			r.URL.RawQuery = "" // a plain upload: the registry opens a session
 		case has[Throttles] && CarriesBlob(r) && throttled.CompareAndSwap(false, true):
 			distributionError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "slow down")
+			return
+		case has[DeletesTagsOnly] && refusedDigestDelete(w, r):
 			return
 		}
 		if has[DigestForFallbackTag] {
