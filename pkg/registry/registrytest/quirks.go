@@ -159,25 +159,31 @@ func Proxy(t testing.TB, target string, quirks ...Quirk) string {
 				r.URL.Path = before + "/manifests/sha256:" + ref
 			}
 		}
-		if strings.Contains(path, "/referrers/") {
-			switch {
-			case has[HTMLReferrers]:
-				w.Header().Set("Content-Type", "text/html; charset=utf-8")
-				_, _ = w.Write([]byte("<!DOCTYPE html><html><body>Sign in</body></html>"))
-				return
-			case has[RedirectReferrers]:
-				http.Redirect(w, r, "http://127.0.0.1:1/login", http.StatusSeeOther)
-				return
-			case has[NotIndexReferrers]:
-				w.Header().Set("Content-Type", "application/json")
-				_, _ = w.Write([]byte(`{"errors":[]}`))
-				return
-			}
+		if strings.Contains(path, "/referrers/") && answerReferrers(has, w, r) {
+			return
 		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// answerReferrers answers the referrers API as a registry without one
+// does, by its quirk, and reports whether it did.
+func answerReferrers(has map[Quirk]bool, w http.ResponseWriter, r *http.Request) bool {
+	switch {
+	case has[HTMLReferrers]:
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte("<!DOCTYPE html><html><body>Sign in</body></html>"))
+	case has[RedirectReferrers]:
+		http.Redirect(w, r, "http://127.0.0.1:1/login", http.StatusSeeOther)
+	case has[NotIndexReferrers]:
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"errors":[]}`))
+	default:
+		return false
+	}
+	return true
 }
 
 // CarriesBlob reports whether r uploads a whole blob, or the end of one,
