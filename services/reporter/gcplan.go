@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
@@ -186,7 +187,8 @@ func (g *gcRun) tagged(ctx context.Context) (map[digest.Digest][]string, error) 
 
 // protected is what the records keep, and why: each environment's
 // current digest and the ones it held before it, to its rollback depth;
-// the pins; the digests of the last keepLast runs.
+// the pins; the images of every release recorded, and what each would
+// roll back to; the digests of the last keepLast runs.
 func (g *gcRun) protected(ctx context.Context) (map[digest.Digest]string, error) {
 	why := map[digest.Digest]string{}
 	mark := func(d, reason string) {
@@ -214,6 +216,20 @@ func (g *gcRun) protected(ctx context.Context) (map[digest.Digest]string, error)
 	for _, p := range pins {
 		if p.Repository == g.repo.Name() {
 			mark(p.Digest, "pinned in "+p.Environment+" by a rollback")
+		}
+	}
+	// A release's images are kept while any environment keeps its record:
+	// the release may be rolled back as one.
+	releases, err := allJSON[events.Promotion](ctx, g.r.store.controls, "release.*.*")
+	if err != nil {
+		return nil, err
+	}
+	for _, rel := range releases {
+		for _, im := range rel.Release.Images {
+			if im.Repository == g.repo.Name() {
+				mark(im.Digest, fmt.Sprintf("in release %s, recorded in %s", rel.Release.Name, rel.Environment))
+				mark(im.PreviousDigest, fmt.Sprintf("what release %s in %s rolls back to", rel.Release.Name, rel.Environment))
+			}
 		}
 	}
 	last, err := g.lastRuns(ctx)
