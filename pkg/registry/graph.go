@@ -3,9 +3,12 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"slices"
 
+	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -76,6 +79,99 @@ func (r *Repo) Graph(ctx context.Context, d digest.Digest, referrers bool) (oci.
 		}
 	}
 	return g, src, nil
+}
+
+// Tree is the manifests of the artifact root (a descriptor the registry
+// gave, by HeadManifest) and of everything attached to it, nested, as
+// Graph finds them (the referrers API, the fallback tag, cosign's tags),
+// without the blobs: what deleting root with its tree deletes. An image
+// manifest's children are blobs, so only an index is read for its own;
+// the root first, then each referrer, subjects before what refers to
+// them, each after its own children. Each TreeNode names the tag an
+// artifact is kept under (cosign's), if any.
+func (r *Repo) Tree(ctx context.Context, root v1.Descriptor) ([]TreeNode, error) {
+	var nodes []TreeNode
+	seen := map[digest.Digest]bool{}
+	add := func(desc v1.Descriptor, tag string) error {
+		kids, err := r.childManifests(ctx, desc)
+		if err != nil {
+			return err
+		}
+		for _, k := range kids {
+			if !seen[k.Digest] {
+				seen[k.Digest] = true
+				nodes = append(nodes, TreeNode{Descriptor: k, Parent: desc.Digest})
+			}
+		}
+		seen[desc.Digest] = true
+		nodes = append(nodes, TreeNode{Descriptor: desc, Tag: tag})
+		return nil
+	}
+	if err := add(root, ""); err != nil {
+		return nil, err
+	}
+	for _, suffix := range cosignSuffixes {
+		tag := FallbackTag(root.Digest) + suffix
+		if !r.MayHave(tag) {
+			continue
+		}
+		desc, ok, err := r.HeadManifest(ctx, tag)
+		if err != nil {
+			return nil, err
+		}
+		if ok && !seen[desc.Digest] {
+			if err := add(desc, tag); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for queue := []digest.Digest{root.Digest}; len(queue) > 0; queue = queue[1:] {
+		listed, err := r.Referrers(ctx, queue[0])
+		if err != nil {
+			return nil, err
+		}
+		for _, ref := range listed {
+			if seen[ref.Digest] {
+				continue
+			}
+			if err := add(ref, ""); err != nil {
+				return nil, err
+			}
+			queue = append(queue, ref.Digest)
+		}
+	}
+	return nodes, nil
+}
+
+// TreeNode is one manifest of a Tree: Parent is the index that lists it
+// (a platform manifest), and Tag the tag it is kept under (cosign's).
+type TreeNode struct {
+	v1.Descriptor
+	Parent digest.Digest
+	Tag    string
+}
+
+// childManifests are the manifests an index lists (none for an image
+// manifest, whose children are blobs), read from the registry.
+func (r *Repo) childManifests(ctx context.Context, desc v1.Descriptor) ([]v1.Descriptor, error) {
+	if desc.MediaType != v1.MediaTypeImageIndex && desc.MediaType != oci.MediaTypeDockerManifestList {
+		return nil, nil
+	}
+	body, _, err := r.GetManifest(ctx, desc.Digest.String())
+	if err != nil {
+		return nil, err
+	}
+	var idx v1.Index
+	if err := json.Unmarshal(body, &idx); err != nil {
+		return nil, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("index %s: %w", desc.Digest, err), Hint: "the registry holds an index that does not parse"}
+	}
+	var out []v1.Descriptor
+	for _, m := range idx.Manifests {
+		if oci.IsManifest(m.MediaType) {
+			out = append(out, m)
+		}
+	}
+	return out, nil
 }
 
 // readManifest serves a manifest already read, and the others from rest.

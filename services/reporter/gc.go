@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Garbage collection of a repository (POST /v1/gc, digestline gc): plan
@@ -40,6 +41,8 @@ type gcRun struct {
 	keepLast, keepDays int
 	started            time.Time
 	deletes            registry.Deletes // what the registry deletes (CheckDeletes)
+	// roots are the tagged digests as the registry described them.
+	roots map[digest.Digest]v1.Descriptor
 }
 
 // errGCBusy is a collection of the repository that is running already.

@@ -13,10 +13,10 @@ import (
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
-	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/runs"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -161,6 +161,7 @@ func (g *gcRun) tagged(ctx context.Context) (map[digest.Digest][]string, error) 
 	g.reg = g.reg.WithTags(tags)
 	tags = slices.DeleteFunc(slices.Clone(tags), attachedTag.MatchString)
 	out := map[digest.Digest][]string{}
+	g.roots = map[digest.Digest]v1.Descriptor{}
 	var mu sync.Mutex
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(8)
@@ -173,6 +174,7 @@ func (g *gcRun) tagged(ctx context.Context) (map[digest.Digest][]string, error) 
 			mu.Lock()
 			defer mu.Unlock()
 			out[desc.Digest] = append(out[desc.Digest], tag)
+			g.roots[desc.Digest] = desc
 			return nil
 		})
 	}
@@ -326,7 +328,7 @@ func (g *gcRun) trees(ctx context.Context, roots []digest.Digest) (map[digest.Di
 	eg.SetLimit(8)
 	for _, d := range roots {
 		eg.Go(func() error {
-			items, err := g.tree(ectx, d)
+			items, err := g.tree(ectx, g.roots[d])
 			mu.Lock()
 			defer mu.Unlock()
 			out[d] = items
@@ -337,52 +339,36 @@ func (g *gcRun) trees(ctx context.Context, roots []digest.Digest) (map[digest.Di
 }
 
 // tree is d's tree, each manifest once, in push order: the platform
-// manifests, the image, the fallback index of its referrers, then each
-// referrer (its own fallback index after it).
-func (g *gcRun) tree(ctx context.Context, d digest.Digest) ([]api.GCItem, error) {
-	graph, _, err := g.reg.Graph(ctx, d, true)
+// manifests, the image, then each referrer, each followed by the fallback
+// index of its referrers, if the repository has one.
+func (g *gcRun) tree(ctx context.Context, root v1.Descriptor) ([]api.GCItem, error) {
+	d := root.Digest
+	nodes, err := g.reg.Tree(ctx, root)
 	if err != nil {
 		return nil, fmt.Errorf("read the tree of %s@%s: %w", g.repo.Name(), d, err)
 	}
 	var items []api.GCItem
-	seen := map[digest.Digest]bool{}
-	add := func(desc digest.Digest, kind string, tags ...string) {
-		if seen[desc] {
-			return
+	for _, n := range nodes {
+		it := api.GCItem{Digest: n.Digest.String(), Kind: "referrer", Subject: d.String()}
+		switch {
+		case n.Digest == d:
+			it.Kind, it.Subject = "image", ""
+		case n.Parent == d:
+			it.Kind = "platform"
 		}
-		seen[desc] = true
-		it := api.GCItem{Digest: desc.String(), Kind: kind, Tags: tags}
-		if kind != "image" {
-			it.Subject = d.String()
+		if n.Tag != "" {
+			it.Tags = []string{n.Tag} // cosign's
 		}
 		items = append(items, it)
-	}
-	for _, m := range graph.Manifests() { // children first, the image last
-		kind := "platform"
-		if m.Digest == d {
-			kind = "image"
-		}
-		add(m.Digest, kind)
-	}
-	for _, sub := range append([]oci.Graph{graph}, graph.Referrers...) {
-		if sub.Root.Digest != d {
-			for _, m := range sub.Manifests() {
-				var tags []string
-				if tag := registry.TaggedAs(sub); tag != "" && m.Digest == sub.Root.Digest { // cosign's
-					tags = append(tags, tag)
-				}
-				add(m.Digest, "referrer", tags...)
-			}
-		}
-		if !g.reg.MayHave(registry.FallbackTag(sub.Root.Digest)) {
+		if it.Kind == "platform" || !g.reg.MayHave(registry.FallbackTag(n.Digest)) {
 			continue
 		}
-		fb, found, err := g.reg.HeadManifest(ctx, registry.FallbackTag(sub.Root.Digest))
+		fb, found, err := g.reg.HeadManifest(ctx, registry.FallbackTag(n.Digest))
 		if err != nil {
 			return nil, err
 		}
 		if found {
-			add(fb.Digest, "fallback-index", registry.FallbackTag(sub.Root.Digest))
+			items = append(items, api.GCItem{Digest: fb.Digest.String(), Kind: "fallback-index", Subject: d.String(), Tags: []string{registry.FallbackTag(n.Digest)}})
 		}
 	}
 	return items, nil
