@@ -63,7 +63,10 @@ type GCReport struct {
 	Skipped    int       `json:"skipped,omitempty"`
 	// Untagged counts the manifests a registry that deletes tags only
 	// was left to remove (untagged and left).
-	Untagged int    `json:"untagged,omitempty"`
-	Error    string `json:"error,omitempty"`
-	Hint     string `json:"hint,omitempty"`
+	Untagged int `json:"untagged,omitempty"`
+	// ItemsOmitted, in a kept report (GET /v1/gc/{repository}), counts the
+	// items left out: too many to keep (the collection's answer had them).
+	ItemsOmitted int    `json:"itemsOmitted,omitempty"`
+	Error        string `json:"error,omitempty"`
+	Hint         string `json:"hint,omitempty"`
 }

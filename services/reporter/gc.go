@@ -61,10 +61,25 @@ func (r *reporter) collect(ctx context.Context, q api.GCRequest) (api.GCReport, 
 	if errors.Is(err, errGCBusy) || errors.Is(err, errBadQuery) {
 		return rep, err
 	}
-	if perr := r.store.putJSON(context.WithoutCancel(ctx), r.store.controls, gcReportKey(rep.Repository), rep); perr != nil {
+	if perr := r.store.putJSON(context.WithoutCancel(ctx), r.store.controls, gcReportKey(rep.Repository), keptReport(rep)); perr != nil {
 		return rep, errors.Join(err, fmt.Errorf("keep the report: %w", perr))
 	}
 	return rep, err
+}
+
+// maxKeptReport bounds the report kept as a repository's last: a bus
+// message (1 MiB by default) holds it.
+const maxKeptReport = 768 << 10
+
+// keptReport is rep as it is kept: whole, or, when its items would not fit
+// in a bus message (thousands of manifests), with its counts and without
+// them (the whole report was the answer to the collection).
+func keptReport(rep api.GCReport) api.GCReport {
+	if b, err := json.Marshal(rep); err == nil && len(b) <= maxKeptReport {
+		return rep
+	}
+	rep.ItemsOmitted, rep.Items = len(rep.Items), []api.GCItem{}
+	return rep
 }
 
 // collectGarbage is collect, without keeping the report.
