@@ -419,7 +419,7 @@ gc_vs_regctl() {
          printf "\ndigestline is %.1f× as fast, with %.2f× the requests (it reads every tree to decide; the script is told).\n", m["regctl-s"] / m["digestline-s"], m["digestline-requests"] / m["regctl-requests"]
        }' <<<"$line"
   echo "Most of both times is the registry's: distribution deletes a manifest by reading every tag of its repository to"
-  echo "untag it, so each delete costs the repository's size (the first deletes of 4,000 tags take ~10 times the last)."
+  echo "untag it, so each delete costs the size of the repository, and they go faster as it empties."
   echo "The script also starts a regctl process per command."
 }
 
