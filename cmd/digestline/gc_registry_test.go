@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,9 +16,7 @@ import (
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/digestline/digestline/pkg/policy"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
-	"github.com/digestline/digestline/services/reporter"
 )
 
 // TestGCOnDockerRegistry: on Debian's docker-registry (deletes enabled, no
@@ -36,14 +33,7 @@ func TestGCOnDockerRegistry(t *testing.T) {
 	t.Setenv("DIGESTLINE_API_TOKEN", "")
 	host, collect := registrytest.DistributionWithGC(t, registrytest.DockerRegistry)
 	dir := t.TempDir()
-	policyFile := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyFile, []byte("environments:\n  dev:\n    rollbackDepth: 1\n  staging:\n    rollbackDepth: 1\n  prod:\n    rollbackDepth: 2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.Load(policyFile, reporter.DefaultEnvironments)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pol := policyOf(t, "environments:\n  dev:\n    rollbackDepth: 1\n  staging:\n    rollbackDepth: 1\n  prod:\n    rollbackDepth: 2\n")
 	s, _ := e2etest.StartStack(t, e2etest.WithSigningKey(t, dir), func(c *dev.Config) { c.Reporter.Policy = pol })
 	token := []string{"--api", s.APIURL, "--token-file", s.TokenFile, "--timeout", "1m"}
 	repo := host + "/team/shop"

@@ -35,14 +35,7 @@ import (
 func TestGCKeepsWhatEnvironmentsMayNeed(t *testing.T) {
 	t.Setenv("DIGESTLINE_API_TOKEN", "")
 	dir := t.TempDir()
-	policyFile := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyFile, []byte("environments:\n  dev:\n    rollbackDepth: 1\n  staging:\n    rollbackDepth: 1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.Load(policyFile, reporter.DefaultEnvironments)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pol := policyOf(t, "environments:\n  dev:\n    rollbackDepth: 1\n  staging:\n    rollbackDepth: 1\n")
 	var refuse atomic.Bool    // the registry answers DELETE with 405 UNSUPPORTED
 	var onDelete atomic.Value // runs once, at the first DELETE it sees
 	onDelete.Store(func() {})
@@ -188,14 +181,7 @@ func lineOf(out, part string) string {
 // deletes nothing until the schedule says delete.
 func TestScheduledGCIsADryRunUntilTurnedOn(t *testing.T) {
 	dir := t.TempDir()
-	policyFile := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyFile, []byte("environments:\n  dev:\n    rollbackDepth: 0\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.Load(policyFile, reporter.DefaultEnvironments)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pol := policyOf(t, "environments:\n  dev:\n    rollbackDepth: 0\n")
 	host := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
 	schedule := filepath.Join(dir, "gc.yaml")
 	if err := os.WriteFile(schedule, fmt.Appendf(nil, "every: 1s\nrepositories:\n  - {repository: %s/team/app, keepLast: 0, keepDays: 0}\n", host), 0o644); err != nil {
@@ -243,14 +229,7 @@ func TestScheduledGCIsADryRunUntilTurnedOn(t *testing.T) {
 func TestGCOnARegistryThatDeletesTagsOnly(t *testing.T) {
 	t.Setenv("DIGESTLINE_API_TOKEN", "")
 	dir := t.TempDir()
-	policyFile := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyFile, []byte("environments:\n  dev:\n    rollbackDepth: 0\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.Load(policyFile, reporter.DefaultEnvironments)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pol := policyOf(t, "environments:\n  dev:\n    rollbackDepth: 0\n")
 	s, _ := e2etest.StartStack(t, e2etest.WithSigningKey(t, dir), func(c *dev.Config) { c.Reporter.Policy = pol },
 		e2etest.WithRegistryWrapper(registrytest.TagDeletesOnly))
 	repo := s.RegistryAddr + "/team/app"
@@ -269,4 +248,18 @@ func TestGCOnARegistryThatDeletesTagsOnly(t *testing.T) {
 	if tagDigest(t, s, "team/app", "v2") != v2 || tagDigest(t, s, "team/app", "dev") != v2 {
 		t.Error("v2, which dev holds, lost a tag")
 	}
+}
+
+// policyOf loads a policy file of body for the default chain.
+func policyOf(t *testing.T, body string) *policy.Policy {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Load(file, reporter.DefaultEnvironments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
 }

@@ -17,29 +17,19 @@ import (
 // error: gone is false then. A registry that serves no deletes answers
 // with a *failure.Error naming the setting that turns them on.
 func (r *Repo) DeleteManifest(ctx context.Context, d digest.Digest) (gone bool, err error) {
-	resp, err := r.do(ctx, http.MethodDelete, r.repoURL("manifests", d.String()), nil, nil)
-	if err != nil {
-		return false, err
-	}
-	defer transport.Drain(resp)
-	switch resp.StatusCode {
-	case http.StatusAccepted, http.StatusOK, http.StatusNoContent:
-		return true, nil
-	case http.StatusNotFound:
-		return false, nil
-	}
-	e := transport.Classify(resp, r.name)
-	if refusesDeletes(e) {
-		e.Class, e.Hint = failure.Conflict, deletesHint(r.name.RegistryStr())
-	}
-	return false, e
+	return r.deleteRef(ctx, d.String())
 }
 
 // DeleteTag deletes a tag, and nothing else: the manifest it pointed at
 // stays until the registry's own garbage collection finds it untagged. A
 // tag that is not there is no error: gone is false then.
 func (r *Repo) DeleteTag(ctx context.Context, tag string) (gone bool, err error) {
-	resp, err := r.do(ctx, http.MethodDelete, r.repoURL("manifests", tag), nil, nil)
+	return r.deleteRef(ctx, tag)
+}
+
+// deleteRef deletes manifests/<ref>: a digest or a tag.
+func (r *Repo) deleteRef(ctx context.Context, ref string) (gone bool, err error) {
+	resp, err := r.do(ctx, http.MethodDelete, r.repoURL("manifests", ref), nil, nil)
 	if err != nil {
 		return false, err
 	}
