@@ -335,7 +335,7 @@ func (r *reporter) freezeGate(ctx context.Context, req events.PromotionRequest, 
 	} else {
 		hint += fmt.Sprintf(" (the policy names no emergency approvers for %s)", req.To)
 	}
-	return "", refuse(GateFreeze, hint, "%s is frozen until %s by %s: %s", req.To, f.Until.Format(time.RFC3339), what, f.Reason)
+	return "", refuse(GateFreeze, hint, "%s is frozen until %s %s: %s", req.To, f.Until.Format(time.RFC3339), what, f.Reason)
 }
 
 // requestFreeze answers POST /v1/freezes for an authorized caller.
