@@ -39,6 +39,19 @@ func (l *Ledger) Enqueue(ctx context.Context, tag string, req Request) error {
 	})
 }
 
+// Queued reports whether the run's request was filed in a queue (and
+// its run has not ended).
+func (l *Ledger) Queued(ctx context.Context, runID string) (bool, error) {
+	_, err := l.kv.Get(ctx, runKey(runID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("find run %s's queue: %w", runID, err)
+	}
+	return true, nil
+}
+
 // Dequeue takes the run's request out of the queue it is in, if any: the
 // run ended.
 func (l *Ledger) Dequeue(ctx context.Context, runID string) error {

@@ -122,6 +122,9 @@ func (r *reporter) decide(ctx context.Context, parent cloudevents.Event, req eve
 		return err
 	}
 	if !found {
+		if err := r.awaitQueued(ctx, req.To, events.RunID(parent)); err != nil {
+			return err
+		}
 		turn := tags.Request{RunID: events.RunID(parent), RequestedAt: requestedAt, Digest: req.Digest}
 		if d, err = r.gates(ctx, req, requestID, parent.Time().UTC(), turn); err != nil {
 			return err // the registry or the bus failed us: try again

@@ -3,6 +3,8 @@ package reporter
 import (
 	"cmp"
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
@@ -50,4 +52,30 @@ func (r *reporter) unqueueRun(ctx context.Context, m bus.Message) error {
 		return nil
 	}
 	return r.Tags.Dequeue(ctx, events.RunID(m.Event))
+}
+
+// awaitQueued waits, in an environment that takes every digest, until the
+// run-index consumer has filed the run in its tag's queue (it files every
+// start in stream order): then every run requested before it is filed
+// too, and its move waits for theirs. Without the wait a run's move could
+// come before an older run was filed, and supersede it. The wait is
+// bounded: a run never filed is decided all the same.
+func (r *reporter) awaitQueued(ctx context.Context, env, runID string) error {
+	if !r.cfg.Policy.Queues(env) || r.Tags == nil {
+		return nil
+	}
+	wait := 10 * time.Millisecond
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); wait = min(2*wait, 500*time.Millisecond) {
+		queued, err := r.Tags.Queued(ctx, runID)
+		if err != nil || queued {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	r.cfg.Log().Warn(fmt.Sprintf("run %s was not filed in %s's queue within 30 s: decided without waiting for the runs requested before it", runID, env), "run_id", runID)
+	return nil
 }
