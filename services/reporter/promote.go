@@ -77,9 +77,16 @@ func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.Verify
 // keep records a promotion whose tag moved (store.record: made says
 // whether this run made it current), remembers that the digest reached
 // the environment, and attests it there. A *recordedLater error says a
-// newer promotion was recorded first.
+// newer promotion was recorded first (but in an environment that takes
+// every digest, which promotes this one all the same).
 func (r *reporter) keep(ctx context.Context, p events.Promotion) (rec events.Promotion, made bool, err error) {
 	rec, made, err = r.store.record(ctx, p)
+	if later := (*recordedLater)(nil); errors.As(err, &later) && r.cfg.Policy.Queues(p.Environment) {
+		// An environment that takes every digest: this one held the tag in
+		// its turn, and is promoted, though a newer one was recorded first
+		// and stays current.
+		rec, made, err = p, true, nil
+	}
 	if err != nil {
 		return rec, made, err
 	}
