@@ -58,6 +58,6 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newDevCommand(), newShipCommand(), newBuildCommand(), newPushCommand(), newVerifyCommand(), newAttachCommand(),
-		newInspectCommand(), newDiscoverCommand(), newTagsCommand(), newPullCommand(), newPromoteCommand(), newRollbackCommand(), newUnpinCommand(), newFreezeCommand(), newUnfreezeCommand(), newApproveCommand(), newGCCommand(), newKeygenCommand(), newCopyCommand(), newRecordsCommand(), newRunCommand(), newDLQCommand(), newRegistryCommand())
+		newInspectCommand(), newDiscoverCommand(), newTagsCommand(), newPullCommand(), newPromoteCommand(), newAdmitCommand(), newRollbackCommand(), newUnpinCommand(), newFreezeCommand(), newUnfreezeCommand(), newApproveCommand(), newGCCommand(), newKeygenCommand(), newCopyCommand(), newRecordsCommand(), newRunCommand(), newDLQCommand(), newRegistryCommand())
 	return root
 }

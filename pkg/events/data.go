@@ -34,6 +34,7 @@ var dataTypes = map[Name]any{
 	EnvironmentFrozen:   FreezeNotice{},
 	EnvironmentUnfrozen: FreezeNotice{},
 	DigestDeleted:       Deletion{},
+	AdmissionRequested:  AdmissionRequest{},
 }
 
 // Source kinds a build can start from.
@@ -198,6 +199,9 @@ type VerifyResult struct {
 	Promotion   *Approval `json:"promotion,omitempty"`
 	RequestedAt time.Time `json:"requestedAt,omitzero"`
 	Evidence    Evidence  `json:"evidence"`
+	// Trust is what an admitted image was proven with (admission.go): its
+	// promotions prove it with the same.
+	Trust *Trust `json:"trust,omitempty"`
 }
 
 // Drift is the data of drift.detected: a tag that does not point where it should.
@@ -262,6 +266,9 @@ type Approval struct {
 	// Emergency says the promotion went through a freeze, which, and
 	// whose approval let it.
 	Emergency string `json:"emergency,omitempty"`
+	// Trust is an admitted image's (admission.go): the keys its
+	// verification after the move proves its evidence with.
+	Trust *Trust `json:"trust,omitempty"`
 }
 
 // Place is the repository an approval's tag moves in.

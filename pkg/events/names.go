@@ -45,7 +45,13 @@ const (
 	// DigestDeleted is a manifest garbage collection deleted from a
 	// registry, and the rule that let it: in the gc's run.
 	DigestDeleted Name = "digest.deleted"
+	// AdmissionRequested is an image another tool built and pushed, asked
+	// into the pipeline (admission.go): it starts a run as build.requested does.
+	AdmissionRequested Name = "admission.requested"
 )
+
+// RunStarts are the events a run starts with.
+var RunStarts = []Name{BuildRequested, PromotionRequested, ReleaseRequested, AdmissionRequested}
 
 const (
 	typePrefix    = "dev.digestline."

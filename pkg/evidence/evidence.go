@@ -6,10 +6,13 @@
 package evidence
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/oci"
@@ -61,7 +64,7 @@ func Collect(ctx context.Context, repo *registry.Repo, subject digest.Digest, ke
 // cache has not seen proven with these keys about this subject; the
 // listing is always read, so a referrer deleted since is not counted.
 func (c *Cache) Collect(ctx context.Context, repo *registry.Repo, subject digest.Digest, keys []sign.Verifier) (Evidence, error) {
-	listed, err := repo.Referrers(ctx, subject)
+	listed, err := attached(ctx, repo, subject)
 	if err != nil {
 		return Evidence{}, err
 	}
@@ -69,7 +72,9 @@ func (c *Cache) Collect(ctx context.Context, repo *registry.Repo, subject digest
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(8)
 	for i, d := range listed {
-		if d.ArtifactType != sign.ArtifactTypeCosignSignature && d.ArtifactType != sign.MediaTypeBundle {
+		switch d.ArtifactType {
+		case sign.ArtifactTypeCosignSignature, sign.MediaTypeBundle, artifactTypeLegacyAttestation:
+		default:
 			continue
 		}
 		key := cacheKey(d.Digest, subject, keys)
@@ -95,9 +100,7 @@ func (c *Cache) Collect(ctx context.Context, repo *registry.Repo, subject digest
 	ev := Evidence{Referrers: listed}
 	for _, p := range proofs {
 		ev.Signatures = append(ev.Signatures, p.signatures...)
-		if p.attestation != nil {
-			ev.Attestations = append(ev.Attestations, *p.attestation)
-		}
+		ev.Attestations = append(ev.Attestations, p.attestations...)
 		if p.problem != nil {
 			ev.Problems = append(ev.Problems, *p.problem)
 		}
@@ -105,12 +108,29 @@ func (c *Cache) Collect(ctx context.Context, repo *registry.Repo, subject digest
 	return ev, nil
 }
 
-// proof is what one referrer proved: its signatures, its attestation, or
-// the problem with it.
+// attached lists what is attached to subject: its referrers, and the
+// manifests under cosign's legacy tags (legacy.go), asked for at once.
+func attached(ctx context.Context, repo *registry.Repo, subject digest.Digest) ([]v1.Descriptor, error) {
+	var (
+		listed, tagged []v1.Descriptor
+		taggedErr      error
+		wg             sync.WaitGroup
+	)
+	wg.Go(func() { tagged, taggedErr = legacyTagged(ctx, repo, subject) })
+	listed, err := repo.Referrers(ctx, subject)
+	wg.Wait()
+	if err = cmp.Or(err, taggedErr); err != nil {
+		return nil, err
+	}
+	return append(slices.Clip(listed), tagged...), nil
+}
+
+// proof is what one referrer proved: its signatures, its attestations,
+// or the problem with it.
 type proof struct {
-	signatures  []Signature
-	attestation *Attestation
-	problem     *Problem
+	signatures   []Signature
+	attestations []Attestation
+	problem      *Problem
 }
 
 // prove reads and proves one signature or attestation referrer. A problem
@@ -127,10 +147,12 @@ func prove(ctx context.Context, repo *registry.Repo, d v1.Descriptor, subject di
 				p.signatures = append(p.signatures, Signature{Digest: d.Digest, KeyID: id})
 			}
 		}
+	} else if d.ArtifactType == artifactTypeLegacyAttestation {
+		p.attestations, err = legacyAttestations(ctx, repo, d.Digest, subject, keys)
 	} else {
 		var a Attestation
 		if a, err = attestation(ctx, repo, d.Digest, subject, keys); err == nil {
-			p.attestation = &a
+			p.attestations = []Attestation{a}
 		}
 	}
 	if err == nil {

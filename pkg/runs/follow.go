@@ -47,8 +47,8 @@ var (
 
 // Resolve finds the run whose id starts with prefix: the id itself when a
 // run has it, else the one run whose id has it as a prefix (as git takes
-// a commit's short id). Runs start with build.requested or
-// promotion.requested, so the ids are read from those subjects' list.
+// a commit's short id). Runs start with one of events.RunStarts, so the
+// ids are read from those subjects' list.
 func Resolve(ctx context.Context, js jetstream.JetStream, prefix string) (string, error) {
 	if err := events.CheckRunID(prefix); err != nil {
 		return "", err
@@ -58,7 +58,7 @@ func Resolve(ctx context.Context, js jetstream.JetStream, prefix string) (string
 		return "", fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
 	}
 	var found []string
-	for _, n := range []events.Name{events.BuildRequested, events.PromotionRequested, events.ReleaseRequested} {
+	for _, n := range events.RunStarts {
 		info, err := s.Info(ctx, jetstream.WithSubjectFilter(n.Subject(prefix)))
 		if err != nil {
 			return "", fmt.Errorf("find run %s: %w", prefix, err)

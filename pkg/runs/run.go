@@ -31,6 +31,9 @@ type Run struct {
 	// TraceID is the run's trace (W3C, 32 hex digits), from the
 	// traceparent its events carry; "" when they carry none.
 	TraceID string `json:"traceId,omitempty"`
+	// AdmittedFrom is who asked an admitted image in (an admission's
+	// sender: distribution, harbor, admit…); "" for a build's run.
+	AdmittedFrom string `json:"admittedFrom,omitempty"`
 	// Promotion is the record a promoted run ended with.
 	Promotion *events.Promotion `json:"promotion,omitempty"`
 	// Superseded says which newer run overtook a superseded one.
@@ -106,14 +109,8 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 	r.Updated = at
 	defer func() { r.TotalMS = max(r.Updated.Sub(r.Started).Milliseconds(), 1) }()
 	switch name {
-	case events.BuildRequested:
-		if req, err := events.Decode[events.BuildRequest](ev); err == nil {
-			r.Target = req.Target
-		}
-	case events.PromotionRequested:
-		if req, err := events.Decode[events.PromotionRequest](ev); err == nil {
-			r.Target, r.Digest = req.Repository+"@"+req.Digest, req.Digest
-		}
+	case events.BuildRequested, events.PromotionRequested, events.AdmissionRequested:
+		return r.start(ev, name, at)
 	case events.BuildCompleted:
 		if b, err := events.Decode[events.BuildResult](ev); err == nil {
 			r.Digest = b.Graph.Root.Digest.String()
@@ -144,7 +141,11 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		}
 	case events.VerifyCompleted:
 		if v, err := events.Decode[events.VerifyResult](ev); err == nil {
-			r.step(Step{Name: "verify", Status: events.StatusOK, Detail: "every byte matches the build"}, at, 0)
+			detail := "every byte matches the build"
+			if r.AdmittedFrom != "" && v.Promotion == nil {
+				detail = "every byte proven as the registry serves it"
+			}
+			r.step(Step{Name: "verify", Status: events.StatusOK, Detail: detail}, at, 0)
 			return v.Checks
 		}
 	case events.DriftDetected:
@@ -166,6 +167,29 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		r.fail(ev, name, at)
 	case events.ReleaseRequested, events.ReleaseApproved, events.ReleaseMoved, events.ReleaseVerified:
 		return r.addRelease(ev, name, at)
+	}
+	return nil
+}
+
+// start reads what the run targets from its first event, and returns
+// its lines.
+func (r *Run) start(ev cloudevents.Event, name events.Name, at time.Time) []string {
+	switch name {
+	case events.BuildRequested:
+		if req, err := events.Decode[events.BuildRequest](ev); err == nil {
+			r.Target = req.Target
+		}
+	case events.PromotionRequested:
+		if req, err := events.Decode[events.PromotionRequest](ev); err == nil {
+			r.Target, r.Digest = req.Repository+"@"+req.Digest, req.Digest
+		}
+	case events.AdmissionRequested:
+		if req, err := events.Decode[events.AdmissionRequest](ev); err == nil {
+			r.Target, r.Digest, r.AdmittedFrom = req.Target, req.Digest, req.Sender
+			line := fmt.Sprintf("[ADMIT] %s@%s, pushed by another tool (%s)", req.Target, req.Digest, req.Sender)
+			r.step(Step{Name: "admit", Status: events.StatusOK, Detail: line}, at, 0)
+			return []string{line}
+		}
 	}
 	return nil
 }

@@ -16,6 +16,14 @@ const PayloadTypeInToto = "application/vnd.in-toto+json"
 // StatementType is the in-toto statement's _type (v1).
 const StatementType = "https://in-toto.io/Statement/v1"
 
+// StatementTypeV01 is the _type of the in-toto statements cosign attest
+// writes in its legacy layout (sha256-<hex>.att): the same fields as v1.
+const StatementTypeV01 = "https://in-toto.io/Statement/v0.1"
+
+// MediaTypeDSSE is a layer holding one DSSE envelope: cosign's legacy
+// attestations (its .att tags) are image manifests of such layers.
+const MediaTypeDSSE = "application/vnd.dsse.envelope.v1+json"
+
 // The predicate types digestline attests: the builder's provenance and the
 // reporter's verification summary of a promotion.
 const (
@@ -101,8 +109,8 @@ func VerifyStatement(ctx context.Context, env *dsse.Envelope, d digest.Digest, k
 		return Statement{}, "", fmt.Errorf("%w with any trusted key: %v", ErrBadSignature, err)
 	}
 	var st Statement
-	if err := json.Unmarshal(body, &st); err != nil || st.Type != StatementType {
-		return Statement{}, "", fmt.Errorf("%w: the signed payload is no in-toto statement v1", ErrBadSignature)
+	if err := json.Unmarshal(body, &st); err != nil || (st.Type != StatementType && st.Type != StatementTypeV01) {
+		return Statement{}, "", fmt.Errorf("%w: the signed payload is no in-toto statement (v1 or v0.1)", ErrBadSignature)
 	}
 	if !st.About(d) {
 		return st, accepted[0].KeyID, fmt.Errorf("%w: the statement's subjects are %v, not %s", ErrWrongSubject, st.Subject, d)

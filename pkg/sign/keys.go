@@ -209,19 +209,25 @@ func LoadVerifier(path string) (Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("public key: %w", err)
 	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("public key %s: want a PEM PUBLIC KEY (PKIX), e.g. cosign.pub", path)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("public key %s: %w", path, err)
-	}
-	v, err := NewVerifier(pub)
+	v, err := ParseVerifier(data)
 	if err != nil {
 		return nil, fmt.Errorf("public key %s: %w", path, err)
 	}
 	return v, nil
+}
+
+// ParseVerifier reads a public key (PEM "PUBLIC KEY", PKIX: ECDSA P-256 or
+// Ed25519, as cosign.pub is).
+func ParseVerifier(data []byte) (Verifier, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return nil, errors.New("want a PEM PUBLIC KEY (PKIX), e.g. cosign.pub")
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	return NewVerifier(pub)
 }
 
 // Generate makes a key pair — ECDSA P-256, or Ed25519 when ed is true —

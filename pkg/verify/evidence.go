@@ -3,8 +3,9 @@ package verify
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
-	"github.com/digestline/digestline/pkg/evidence"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
@@ -16,29 +17,50 @@ import (
 // keys, and returns its [VERIFY] lines: every signature and attestation
 // attached must be one of the keys' about the digest (the first that is not
 // fails the verification as integrity, naming it), and at least one
-// signature must be there.
-func verifyEvidence(ctx context.Context, repo *registry.Repo, ref name.Digest, keys []sign.Verifier, proven *evidence.Cache) ([]string, error) {
+// signature must be there. Evidence by opts.Also's keys is proven too,
+// but only a signature by opts.Keys counts.
+func verifyEvidence(ctx context.Context, repo *registry.Repo, ref name.Digest, opts Options) ([]string, error) {
 	root, err := digest.Parse(ref.DigestStr())
 	if err != nil {
 		return nil, &failure.Error{Class: failure.Schema, Err: err, Hint: "verify takes REPOSITORY@sha256:<hex>"}
 	}
-	ev, err := proven.Collect(ctx, repo, root, keys)
+	ev, err := opts.Proven.Collect(ctx, repo, root, append(slices.Clip(opts.Keys), opts.Also...))
 	if err != nil {
 		return nil, registryError(err, "manifest → referrers")
 	}
 	if len(ev.Problems) > 0 {
 		return nil, ev.Problems[0].Err
 	}
-	var checks []string
+	var (
+		checks []string
+		signed bool
+	)
 	for _, s := range ev.Signatures {
 		checks = append(checks, fmt.Sprintf("[VERIFY] signature %s by key %s: valid", s.Digest, s.KeyID))
+		signed = signed || slices.ContainsFunc(opts.Keys, func(k sign.Verifier) bool { return k.KeyID() == s.KeyID })
 	}
 	for _, a := range ev.Attestations {
 		checks = append(checks, fmt.Sprintf("[VERIFY] attestation %s %s by key %s: valid", a.Statement.PredicateType, a.Digest, a.KeyID))
 	}
-	if len(ev.Signatures) == 0 {
-		return nil, &failure.Error{Class: failure.NotFound, Path: "manifest → referrers", Err: fmt.Errorf("%s has no signature", root),
-			Hint: "sign it: give the builder a key (DIGESTLINE_SIGNING_KEY), or cosign sign --key … --registry-referrers-mode=oci-1-1"}
+	if !signed {
+		return nil, &failure.Error{Class: failure.NotFound, Path: "manifest → referrers", Err: fmt.Errorf("%s has no signature by a trusted key (%s)", root, keyIDs(opts.Keys)),
+			Hint: "sign it: give the builder a key (DIGESTLINE_SIGNING_KEY), or cosign sign --key …"}
+	}
+	if opts.Provenance != nil {
+		check, err := requireProvenance(ev.Attestations, opts.Keys, *opts.Provenance)
+		if err != nil {
+			return nil, err
+		}
+		checks = append(checks, check)
 	}
 	return checks, nil
+}
+
+// keyIDs names the keys, for a person reading why nothing verified.
+func keyIDs(keys []sign.Verifier) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = "key " + k.KeyID()
+	}
+	return strings.Join(ids, ", ")
 }

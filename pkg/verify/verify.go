@@ -44,6 +44,13 @@ type Options struct {
 	// signature by one of them, and every cosign signature and attestation
 	// attached to it must be one of theirs about its digest.
 	Keys []sign.Verifier
+	// Also are keys whose signatures and attestations are proven, but
+	// whose signatures do not count as the one required: the pipeline's
+	// own, beside the keys an admitted image must be signed by.
+	Also []sign.Verifier
+	// Provenance, when set with Keys, requires a SLSA provenance among
+	// the attestations the keys signed, from its builder and source.
+	Provenance *Provenance
 	// Proven, when set, remembers the evidence proven, so that verifying
 	// the same digest again reads only new referrers' signatures.
 	Proven *evidence.Cache
@@ -90,7 +97,7 @@ func prove(ctx context.Context, c *registry.Client, ref name.Digest, want *oci.G
 		wg       sync.WaitGroup
 	)
 	wg.Go(func() { rep, err = image(ctx, repo, ref, want, opts.Jobs, hashed) })
-	wg.Go(func() { checks, proofErr = verifyEvidence(ctx, repo, ref, opts.Keys, opts.Proven) })
+	wg.Go(func() { checks, proofErr = verifyEvidence(ctx, repo, ref, opts) })
 	wg.Wait()
 	if err = cmp.Or(err, proofErr); err != nil {
 		return Report{}, err // the bytes' failure first: evidence read from bad bytes fails too

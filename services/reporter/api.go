@@ -36,6 +36,7 @@ func (r *reporter) routes() http.Handler {
 	mux.HandleFunc("POST /v1/approvals", r.approve)
 	mux.HandleFunc("POST /v1/rollbacks", r.requestRollback)
 	mux.HandleFunc("POST /v1/releases", r.requestRelease)
+	mux.HandleFunc("POST /v1/admissions", r.requestAdmission)
 	mux.HandleFunc("GET /v1/releases/{env}/{name}", r.getRelease)
 	mux.HandleFunc("POST /v1/gc", r.requestGC)
 	mux.HandleFunc("GET /v1/gc/{repo...}", r.lastGC)

@@ -35,7 +35,7 @@ func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.Verify
 	trail := vr.Evidence
 	trail.Verify = m.Event.ID()
 	if vr.Promotion == nil {
-		v := Verified{Repository: repo, Digest: vr.Digest, VerifiedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), Evidence: trail}
+		v := Verified{Repository: repo, Digest: vr.Digest, VerifiedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), Evidence: trail, Trust: vr.Trust}
 		if err := r.store.markVerified(ctx, v, ""); err != nil {
 			return err
 		}

@@ -28,6 +28,12 @@ func (r *reporter) queueRun(ctx context.Context, m bus.Message) error {
 			return nil // its builder refuses it
 		}
 		env, repo = cmp.Or(req.PromoteTo, r.cfg.Environments[0]), runRepository(req.Target)
+	case events.AdmissionRequested:
+		req, err := events.Decode[events.AdmissionRequest](m.Event)
+		if err != nil {
+			return nil // its verifier refuses it
+		}
+		env, repo = cmp.Or(req.PromoteTo, r.cfg.Environments[0]), runRepository(req.Target)
 	case events.PromotionRequested:
 		req, err := events.Decode[events.PromotionRequest](m.Event)
 		if err != nil {

@@ -27,7 +27,7 @@ var runsAll = index.List("runs", "all")
 
 // runStarts are the events a run starts with; runEnds those it ends with.
 var (
-	runStarts = []events.Name{events.BuildRequested, events.PromotionRequested, events.ReleaseRequested}
+	runStarts = events.RunStarts
 	runEnds   = []events.Name{events.Promoted, events.Superseded, events.PromotionRejected, events.BuildFailed, events.PushFailed, events.VerifyFailed}
 )
 

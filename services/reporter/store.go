@@ -96,6 +96,9 @@ type Verified struct {
 	// PromotedTo lists the environments the digest was ever promoted to, so
 	// a rollback to it passes the previous-environment gate.
 	PromotedTo []string `json:"promotedTo,omitempty"`
+	// Trust is what an admitted image was proven with: its promotions'
+	// verifications prove it with the same.
+	Trust *events.Trust `json:"trust,omitempty"`
 }
 
 func verifiedKey(repo, dgst string) string {

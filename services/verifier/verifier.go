@@ -30,7 +30,8 @@ type Config struct {
 	Proof verify.Options
 }
 
-// Run verifies what the pusher pushed (push.completed) until ctx is
+// Run verifies what the pusher pushed (push.completed, release.moved)
+// and what other tools pushed (admission.requested) until ctx is
 // cancelled.
 func Run(ctx context.Context, cfg Config) error {
 	w, err := cfg.Worker(ctx, "verifier")
@@ -45,6 +46,7 @@ func Run(ctx context.Context, cfg Config) error {
 	r := v.Bus.Router(bus.ConsumerSpec{Durable: "verifier"})
 	r.Handle(events.PushCompleted, bus.Data(v.verify))
 	r.Handle(events.ReleaseMoved, bus.Data(v.verifyRelease))
+	r.Handle(events.AdmissionRequested, bus.Data(v.admit))
 	return r.Run(ctx)
 }
 
@@ -106,7 +108,13 @@ func (v *verifier) prove(ctx context.Context, m bus.Message, push events.PushRes
 	if tagged {
 		looked.Go(func() { tagErr = verify.Tag(ctx, v.Registry, tag, digest.Digest(push.Digest)) })
 	}
-	rep, err := verify.Image(ctx, v.Registry, ref, &push.Graph, v.cfg.Proof)
+	opts := v.cfg.Proof
+	if push.Promotion != nil && push.Promotion.Trust != nil { // an admitted image's
+		if opts, err = v.trusting(*push.Promotion.Trust); err != nil {
+			return res, err
+		}
+	}
+	rep, err := verify.Image(ctx, v.Registry, ref, &push.Graph, opts)
 	looked.Wait()
 	if tagged && err == nil {
 		var check string
@@ -124,13 +132,18 @@ func (v *verifier) prove(ctx context.Context, m bus.Message, push events.PushRes
 		span.RecordError(err)
 		return res, err
 	}
-	log := v.cfg.Log().With("run_id", events.RunID(m.Event))
-	for _, c := range rep.Checks {
-		log.Info(c, "digest", push.Digest)
-	}
-	v.bytesVerified.Add(ctx, rep.BytesHashed)
+	v.proven(ctx, m, push.Digest, rep)
 	res.Descriptors, res.BytesHashed, res.Checks = rep.Descriptors, rep.BytesHashed, rep.Checks
 	return res, nil
+}
+
+// proven logs a proof's [VERIFY] lines and counts its bytes.
+func (v *verifier) proven(ctx context.Context, m bus.Message, digest string, rep verify.Report) {
+	log := v.cfg.Log().With("run_id", events.RunID(m.Event))
+	for _, c := range rep.Checks {
+		log.Info(c, "digest", digest)
+	}
+	v.bytesVerified.Add(ctx, rep.BytesHashed)
 }
 
 // tagCheck is the [VERIFY] line of the pushed tag, given verify.Tag's
