@@ -60,6 +60,11 @@ type Trust struct {
 	// Provenance, when set, requires a SLSA provenance attestation, by one
 	// of the keys, from this builder and source repository.
 	Provenance *ProvenanceRule `json:"provenance,omitempty"`
+	// WaitSeconds is how long after RequestedAt the verifier waits for
+	// the signature and provenance to be attached, while they are not:
+	// another pipeline signs after it pushes, and its registry notifies
+	// of the push at once.
+	WaitSeconds int `json:"waitSeconds,omitempty" jsonschema:"minimum=0,maximum=3600"`
 }
 
 // ProvenanceRule names the builder and the source a SLSA provenance must

@@ -146,6 +146,17 @@ func (l *Ledger) Last(ctx context.Context, tag string) (*Move, error) {
 	return e.Last, err
 }
 
+// MovedTo reports whether the pipeline's last move of tag, or its move
+// in progress, is to digest: a registry's notification of that push is of
+// the pipeline's own move, not of an image pushed by someone else.
+func (l *Ledger) MovedTo(ctx context.Context, tag, digest string) (bool, error) {
+	e, _, err := l.get(ctx, tag)
+	if err != nil {
+		return false, err
+	}
+	return e.Last != nil && e.Last.Digest == digest || e.Moving != nil && e.Moving.Digest == digest, nil
+}
+
 // MoveFunc moves the tag. known is where the pipeline left it (its last
 // move, and a dead mover's digest when its lease was taken over); nil when
 // the pipeline never moved it. It returns where the tag pointed before.

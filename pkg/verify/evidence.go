@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -43,7 +44,7 @@ func verifyEvidence(ctx context.Context, repo *registry.Repo, ref name.Digest, o
 		checks = append(checks, fmt.Sprintf("[VERIFY] attestation %s %s by key %s: valid", a.Statement.PredicateType, a.Digest, a.KeyID))
 	}
 	if !signed {
-		return nil, &failure.Error{Class: failure.NotFound, Path: "manifest → referrers", Err: fmt.Errorf("%s has no signature by a trusted key (%s)", root, keyIDs(opts.Keys)),
+		return nil, &failure.Error{Class: failure.NotFound, Path: "manifest → referrers", Err: unsigned(fmt.Sprintf("%s has no signature by a trusted key (%s)", root, keyIDs(opts.Keys))),
 			Hint: "sign it: give the builder a key (DIGESTLINE_SIGNING_KEY), or cosign sign --key …"}
 	}
 	if opts.Provenance != nil {
@@ -55,6 +56,16 @@ func verifyEvidence(ctx context.Context, repo *registry.Repo, ref name.Digest, o
 	}
 	return checks, nil
 }
+
+// ErrUnsigned is a verification that found no signature, or no
+// provenance, by the keys it asked for: not signed yet, or never.
+var ErrUnsigned = errors.New("no signature or provenance by the trusted keys")
+
+// unsigned is an error that is ErrUnsigned, in its own words.
+type unsigned string
+
+func (u unsigned) Error() string        { return string(u) }
+func (u unsigned) Is(target error) bool { return target == ErrUnsigned }
 
 // keyIDs names the keys, for a person reading why nothing verified.
 func keyIDs(keys []sign.Verifier) string {

@@ -3,6 +3,7 @@ package verify
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -125,11 +126,11 @@ func requireProvenance(atts []evidence.Attestation, keys []sign.Verifier, want P
 		}
 		seen = append(seen, fmt.Sprintf("%s (builder %s)", a.Digest, p.builder()))
 	}
-	found := "none is attached, signed by a trusted key"
+	msg := fmt.Sprintf("no SLSA provenance from builder %s and source %s: ", cmp.Or(want.Builder, "any"), cmp.Or(want.Source, "any"))
+	var err error = unsigned(msg + "none is attached, signed by a trusted key")
 	if len(seen) > 0 {
-		found = "found " + strings.Join(seen, ", ")
+		err = errors.New(msg + "found " + strings.Join(seen, ", "))
 	}
-	return "", &failure.Error{Class: failure.Integrity, Path: "manifest → referrers",
-		Err:  fmt.Errorf("no SLSA provenance from builder %s and source %s: %s", cmp.Or(want.Builder, "any"), cmp.Or(want.Source, "any"), found),
+	return "", &failure.Error{Class: failure.Integrity, Path: "manifest → referrers", Err: err,
 		Hint: "the rule requires provenance from that builder and source: attest the build there (cosign attest --type slsaprovenance1 --key …), or change the rule's provenance"}
 }

@@ -52,7 +52,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return r.Run(ctx)
 	}
 	mux := http.NewServeMux()
-	NewWebhooks(cfg.Webhook, b.Bus).Register(mux)
+	NewWebhooks(cfg.Webhook, b.Bus, b.Registry, b.Tags).Register(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return service.Serve(gctx, srv, cfg.WebhookListener, "webhooks") })

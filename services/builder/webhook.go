@@ -18,7 +18,9 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/digestline/digestline/pkg/tags"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
@@ -40,8 +42,15 @@ type WebhookConfig struct {
 	// PageURL is the reporter's base URL (DIGESTLINE_API_URL): an accepted
 	// webhook answers with its run's page there.
 	PageURL string `json:"-"`
+	// RegistryToken authenticates registries' notifications
+	// (/webhooks/registry/…: registryhooks.go), as a bearer token or in
+	// the URL's token parameter.
+	RegistryToken string `json:"-"`
 	// Repositories lists what to build for which repository.
 	Repositories []WebhookRule `json:"repositories"`
+	// Images lists which images other tools push are admitted
+	// (admissions.go).
+	Images []AdmissionRule `json:"images"`
 }
 
 // WebhookRule says how a push to one repository becomes a build.
@@ -66,7 +75,7 @@ type WebhookRule struct {
 // DIGESTLINE_GITLAB_TOKEN, and the page's URL from DIGESTLINE_API_URL.
 func LoadWebhookConfig(path string) (WebhookConfig, error) {
 	cfg := WebhookConfig{Secret: os.Getenv("DIGESTLINE_WEBHOOK_SECRET"), GitLabToken: os.Getenv("DIGESTLINE_GITLAB_TOKEN"),
-		PageURL: strings.TrimSuffix(os.Getenv("DIGESTLINE_API_URL"), "/")}
+		RegistryToken: os.Getenv("DIGESTLINE_REGISTRY_WEBHOOK_TOKEN"), PageURL: strings.TrimSuffix(os.Getenv("DIGESTLINE_API_URL"), "/")}
 	if path == "" {
 		return cfg, nil
 	}
@@ -85,6 +94,11 @@ func LoadWebhookConfig(path string) (WebhookConfig, error) {
 			return cfg, fmt.Errorf("webhook config %s: repositories[%d].image: %w", path, i, err)
 		}
 	}
+	for i := range cfg.Images {
+		if err := cfg.Images[i].load(); err != nil {
+			return cfg, fmt.Errorf("webhook config %s: images[%d]: %w", path, i, err)
+		}
+	}
 	return cfg, nil
 }
 
@@ -92,18 +106,26 @@ func LoadWebhookConfig(path string) (WebhookConfig, error) {
 // answers 202 only once the event is stored in JetStream; a delivery sent
 // again (same delivery id) is the same run, stored once.
 type Webhooks struct {
-	cfg WebhookConfig
-	bus *bus.Bus
+	cfg      WebhookConfig
+	bus      *bus.Bus
+	registry *registry.Client // reads the digest of a tag a registry's notification names alone
+	tags     *tags.Ledger     // the pipeline's own moves of tags, which registries notify of too
 }
 
-// NewWebhooks returns the ingress publishing on bus.
-func NewWebhooks(cfg WebhookConfig, b *bus.Bus) *Webhooks { return &Webhooks{cfg: cfg, bus: b} }
+// NewWebhooks returns the ingress publishing on bus; reg reads what a
+// registry's notification does not say (nil: such notifications fail),
+// and moves are the pipeline's own moves of tags, whose notifications
+// admit nothing (nil: every push is someone else's).
+func NewWebhooks(cfg WebhookConfig, b *bus.Bus, reg *registry.Client, moves *tags.Ledger) *Webhooks {
+	return &Webhooks{cfg: cfg, bus: b, registry: reg, tags: moves}
+}
 
 // Register adds the webhook endpoints to mux.
 func (h *Webhooks) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /webhooks/github", h.github)
 	mux.HandleFunc("POST /webhooks/gitlab", h.gitlab)
 	mux.HandleFunc("POST /webhooks/cloudevents", h.cloudevents)
+	h.registerRegistries(mux)
 }
 
 // WebhookAccepted is the answer to an accepted webhook.
@@ -148,8 +170,20 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, "pong")
 		return
 	case "push":
+	case "registry_package", "package": // a container pushed to GitHub's registry (registryhooks.go)
+		images, err := gitHubPackage(r.Header.Get("X-GitHub-Delivery"), body)
+		if err != nil {
+			reply(w, http.StatusBadRequest, "not a GitHub package event: "+err.Error())
+			return
+		}
+		if len(images) == 0 {
+			reply(w, http.StatusOK, "ignored: only a container's published version is admitted")
+			return
+		}
+		h.admit(w, r, events.SenderGitHub, images)
+		return
 	default:
-		reply(w, http.StatusOK, "ignored: only push events (branches and tags) start builds")
+		reply(w, http.StatusOK, "ignored: only push events (branches and tags) start builds, and package events admit images")
 		return
 	}
 	var ev struct {
@@ -295,36 +329,51 @@ func (h *Webhooks) rule(repo string) (WebhookRule, bool) {
 // webhookNamespace derives run and event ids from delivery ids.
 var webhookNamespace = uuid.MustParse("6a0f4b43-8d5a-4c9e-9d1e-3f2a1b7c5e90")
 
-// publish stores build.requested with ids derived from the delivery, so a
-// redelivered webhook is the same event — JetStream keeps it once — and
-// answers 202 with the run id.
+// publish stores build.requested with ids derived from the delivery, and
+// answers 202 with the run.
 func (h *Webhooks) publish(w http.ResponseWriter, ctx context.Context, delivery string, req events.BuildRequest) {
+	acc, err := h.publishEvent(ctx, delivery, events.BuildRequested, repositoryOf(req.Target), req)
+	if err != nil {
+		reply(w, publishStatus(err), err.Error())
+		return
+	}
+	service.WriteJSON(w, http.StatusAccepted, acc)
+}
+
+// publishEvent stores the event that starts a run, with ids derived from
+// the delivery, so a redelivered webhook is the same event — JetStream
+// keeps it once.
+func (h *Webhooks) publishEvent(ctx context.Context, delivery string, n events.Name, subject string, data any) (WebhookAccepted, error) {
 	runID := uuid.NewSHA1(webhookNamespace, []byte("run\x00"+delivery)).String()
 	// The run's trace starts here: the event carries this span's context.
 	ctx, span := h.bus.Tracer().Start(ctx, "webhook "+strings.SplitN(delivery, "/", 2)[0], trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("digestline.run_id", runID), attribute.String("oci.reference", req.Target)))
+		trace.WithAttributes(attribute.String("digestline.run_id", runID), attribute.String("oci.reference", subject)))
 	defer span.End()
-	ev, err := events.NewEvent(h.bus.Source(), events.BuildRequested, runID, repositoryOf(req.Target), req)
+	ev, err := events.NewEvent(h.bus.Source(), n, runID, subject, data)
 	if err != nil {
-		reply(w, http.StatusBadRequest, err.Error())
-		return
+		return WebhookAccepted{}, err
 	}
 	ev.SetID(uuid.NewSHA1(webhookNamespace, []byte("event\x00"+delivery)).String())
 	if err := h.bus.Publish(ctx, ev); err != nil {
 		if errors.Is(err, events.ErrInvalid) {
-			reply(w, http.StatusBadRequest, err.Error())
-			return
+			return WebhookAccepted{}, err
 		}
-		reply(w, http.StatusServiceUnavailable, "the bus did not take the build request: "+err.Error())
-		return
+		return WebhookAccepted{}, fmt.Errorf("the bus did not take the %s: %w", n, err)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusAccepted)
 	acc := WebhookAccepted{RunID: runID, EventID: ev.ID()}
 	if h.cfg.PageURL != "" {
 		acc.RunURL = h.cfg.PageURL + "/runs/" + runID
 	}
-	_ = json.NewEncoder(w).Encode(acc)
+	return acc, nil
+}
+
+// publishStatus is the answer to an event the bus did not store: 400 for
+// an invalid one, 503 when the bus failed.
+func publishStatus(err error) int {
+	if errors.Is(err, events.ErrInvalid) {
+		return http.StatusBadRequest
+	}
+	return http.StatusServiceUnavailable
 }
 
 func repositoryOf(target string) string {

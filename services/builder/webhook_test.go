@@ -13,7 +13,7 @@ import (
 // names the variable that sets one.
 func TestWebhooksWithoutSecretSayWhy(t *testing.T) {
 	mux := http.NewServeMux()
-	NewWebhooks(WebhookConfig{Repositories: []WebhookRule{{Match: "acme/app", Image: "registry.example/acme/app"}}}, nil).Register(mux)
+	NewWebhooks(WebhookConfig{Repositories: []WebhookRule{{Match: "acme/app", Image: "registry.example/acme/app"}}}, nil, nil, nil).Register(mux)
 	for path, headers := range map[string]map[string]string{
 		"/webhooks/github":      {"X-GitHub-Event": "ping", "X-Hub-Signature-256": "sha256=00"},
 		"/webhooks/gitlab":      {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": "anything"},

@@ -1,8 +1,11 @@
 package verifier
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
@@ -38,7 +41,7 @@ func (v *verifier) admit(ctx context.Context, m bus.Message, req events.Admissio
 	ref := target.Context().Digest(req.Digest)
 	ctx, span := v.cfg.Traces().Tracer("github.com/digestline/digestline/services/verifier").Start(ctx, "admit "+ref.String())
 	defer span.End()
-	rep, err := verify.Image(ctx, v.Registry, ref, nil, opts)
+	rep, err := v.awaitSigned(ctx, m, ref, opts, req)
 	if err != nil {
 		span.RecordError(err)
 		return fail(err)
@@ -48,6 +51,29 @@ func (v *verifier) admit(ctx context.Context, m bus.Message, req events.Admissio
 	res.Descriptors, res.BytesHashed, res.Checks = rep.Descriptors, rep.BytesHashed, rep.Checks
 	_, err = v.Bus.Emit(ctx, m.Event, events.VerifyCompleted, "", res)
 	return err
+}
+
+// awaitSigned proves ref, and proves it again while it lacks only its
+// signature or provenance, until req's wait since it was pushed is over:
+// the pipeline that pushed it signs it after, and its registry notified
+// us of the push at once.
+func (v *verifier) awaitSigned(ctx context.Context, m bus.Message, ref name.Digest, opts verify.Options, req events.AdmissionRequest) (verify.Report, error) {
+	deadline := cmp.Or(req.RequestedAt, m.Event.Time()).Add(time.Duration(req.Trust.WaitSeconds) * time.Second)
+	for waited := false; ; waited = true {
+		rep, err := verify.Image(ctx, v.Registry, ref, nil, opts)
+		if err == nil || !errors.Is(err, verify.ErrUnsigned) || time.Now().After(deadline) {
+			return rep, err
+		}
+		if !waited {
+			v.cfg.Log().Info(fmt.Sprintf("%s is not signed yet (%v): waiting until %s for its signature", ref, err, deadline.Format(time.RFC3339)),
+				"run_id", events.RunID(m.Event))
+		}
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case <-time.After(min(2*time.Second, time.Until(deadline)+time.Millisecond)):
+		}
+	}
 }
 
 // trusting is how an admission is proven: with its rule's keys, when it

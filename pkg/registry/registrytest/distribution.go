@@ -41,6 +41,30 @@ func Distribution(t testing.TB, bin string) string {
 // it removes the blobs no manifest refers to any more.
 func DistributionWithGC(t testing.TB, bin string) (addr string, collect func() ([]byte, error)) {
 	t.Helper()
+	return distribution(t, bin, "")
+}
+
+// DistributionNotifying is Distribution, configured to send its
+// notifications of pushes (not pulls) to url, with token as the bearer
+// token: its notifications.endpoints, as an operator configures them.
+func DistributionNotifying(t testing.TB, bin, url, token string) string {
+	t.Helper()
+	addr, _ := distribution(t, bin, fmt.Sprintf(`notifications:
+  endpoints:
+    - name: digestline
+      url: %s
+      headers: {Authorization: [Bearer %s]}
+      timeout: 5s
+      threshold: 3
+      backoff: 1s
+      ignore: {actions: [pull]}
+`, url, token))
+	return addr
+}
+
+// distribution runs bin with the config and extra lines of it.
+func distribution(t testing.TB, bin, extra string) (addr string, collect func() ([]byte, error)) {
+	t.Helper()
 	path := tooltest.Find(t, bin)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -54,7 +78,7 @@ func DistributionWithGC(t testing.TB, bin string) (addr string, collect func() (
 log: {level: error, accesslog: {disabled: true}}
 storage: {filesystem: {rootdirectory: %s}, delete: {enabled: true}}
 http: {addr: %s}
-`, filepath.Join(dir, "data"), addr)), 0o644); err != nil {
+%s`, filepath.Join(dir, "data"), addr, extra)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
