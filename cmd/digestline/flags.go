@@ -35,7 +35,7 @@ func specFlags(fs *pflag.FlagSet) func() (events.BuildSpec, error) {
 	fs.IntVar(&spec.CompressionLevel, "compression-level", 0, "gzip 1-9 or zstd 1-4; 0 means the default")
 	fs.StringVar(&spec.MediaTypes, "media-types", "", "oci (default), or docker for Docker v2.2 manifests")
 	fs.StringVar(&spec.Base, "base", "", "base image: scratch (default), oci:PATH, or registry/repository:tag|@digest")
-	fs.BoolVar(&spec.SBOM, "sbom", false, "attach an SPDX JSON SBOM of the image's files as a referrer")
+	fs.BoolVar(&spec.SBOM, "sbom", false, "attach SBOMs as referrers, in both formats scanners read (SPDX 2.3 JSON and CycloneDX 1.5 JSON): each lists every file with its SHA-256, and the packages found in them with their purls (Go modules, a Go binary's own main module with its version; Debian, Python and npm packages)")
 	return func() (events.BuildSpec, error) {
 		for _, e := range spec.Env {
 			if !strings.Contains(e, "=") {

@@ -94,9 +94,9 @@ func TestBuildSBOMListsEveryFileWithItsDigest(t *testing.T) {
 				got[f.FileName] = f.Checksums[0].Value
 			}
 			want := map[string]string{
-				"/bin/app":       sha256hex("binary"),
-				"/etc/app.conf":  sha256hex("x=1"),
-				"/vendor/lib.go": sha256hex("lib"),
+				"./bin/app":       sha256hex("binary"),
+				"./etc/app.conf":  sha256hex("x=1"),
+				"./vendor/lib.go": sha256hex("lib"),
 			}
 			if doc.SPDXVersion != "SPDX-2.3" || len(got) != len(want) {
 				t.Fatalf("SBOM %+v", doc)

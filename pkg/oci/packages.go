@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 )
 
 // Package is a software package found in an image's files, named as
@@ -53,6 +54,31 @@ func packagesIn(p string, data []byte) []Package {
 	return goPackages(p, data)
 }
 
+// mainVersion is the version of a Go binary's own module: the one go
+// build stamped (a tag, or a pseudo-version from the commit it was built
+// at), else one made from the commit its VCS settings name, as Go makes
+// pseudo-versions; "" when nothing says.
+func mainVersion(bi *buildinfo.BuildInfo) string {
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, at string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			if t, err := time.Parse(time.RFC3339, s.Value); err == nil {
+				at = t.UTC().Format("20060102150405")
+			}
+		}
+	}
+	if len(rev) < 12 || at == "" {
+		return ""
+	}
+	return "v0.0.0-" + at + "-" + rev[:12]
+}
+
 // goPackages reads a Go binary's build info: its main module and every
 // module it was built with.
 func goPackages(p string, data []byte) []Package {
@@ -62,12 +88,16 @@ func goPackages(p string, data []byte) []Package {
 	}
 	var out []Package
 	add := func(mod, version string) {
-		if mod == "" || version == "" || version == "(devel)" {
+		if mod == "" || version == "" {
 			return
 		}
 		out = append(out, Package{Name: mod, Version: version, PURL: "pkg:golang/" + purlPath(mod) + "@" + url.PathEscape(version), Source: p})
 	}
-	add(bi.Main.Path, bi.Main.Version)
+	if main := mainVersion(bi); main != "" {
+		add(bi.Main.Path, main)
+	} else if bi.Main.Path != "" { // the binary's own module, its version unknown: named all the same
+		out = append(out, Package{Name: bi.Main.Path, PURL: "pkg:golang/" + purlPath(bi.Main.Path), Source: p})
+	}
 	for _, d := range bi.Deps {
 		if d.Replace != nil {
 			d = d.Replace
@@ -161,6 +191,7 @@ func SBOMPackages(mediaType string, content []byte) ([]Package, error) {
 	case MediaTypeCycloneDX:
 		var doc struct {
 			Components []struct {
+				Type    string `json:"type"`
 				Name    string `json:"name"`
 				Version string `json:"version"`
 				PURL    string `json:"purl"`
@@ -170,7 +201,9 @@ func SBOMPackages(mediaType string, content []byte) ([]Package, error) {
 			return nil, fmt.Errorf("CycloneDX SBOM: %w", err)
 		}
 		for _, c := range doc.Components {
-			out = append(out, Package{Name: c.Name, Version: c.Version, PURL: c.PURL})
+			if c.Type != "file" {
+				out = append(out, Package{Name: c.Name, Version: c.Version, PURL: c.PURL})
+			}
 		}
 	case MediaTypeSPDX:
 		var doc struct {

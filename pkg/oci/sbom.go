@@ -101,7 +101,8 @@ func takeInventory(ctx context.Context, image Graph, store BlobReader) (inventor
 			if _, seen := files[path]; !seen {
 				order = append(order, path)
 			}
-			files[path] = spdxFile{FileName: path, Checksums: []spdxChecksum{{"SHA256", sum}}, Comment: fmt.Sprintf("layer %d", i+1)}
+			// SPDX names a file relative to its package's root, "./" first.
+			files[path] = spdxFile{FileName: "." + path, Checksums: []spdxChecksum{{"SHA256", sum}}, Comment: fmt.Sprintf("layer %d", i+1)}
 			pkgs[path] = found
 		}); err != nil {
 			return inventory{}, err
@@ -292,8 +293,14 @@ type cdxComponent struct {
 	Type       string        `json:"type"`
 	Name       string        `json:"name"`
 	Version    string        `json:"version,omitempty"`
+	Hashes     []cdxHash     `json:"hashes,omitempty"`
 	PURL       string        `json:"purl,omitempty"`
 	Properties []cdxProperty `json:"properties,omitempty"`
+}
+
+type cdxHash struct {
+	Alg     string `json:"alg"`
+	Content string `json:"content"`
 }
 
 type cdxProperty struct {
@@ -324,6 +331,10 @@ func cycloneDXSBOM(ctx context.Context, image Graph, name string, created time.T
 		seen[p.PURL] = true
 		doc.Components = append(doc.Components, cdxComponent{BOMRef: p.PURL, Type: "library", Name: p.Name, Version: p.Version, PURL: p.PURL,
 			Properties: []cdxProperty{{"digestline:source", p.Source}}})
+	}
+	for _, f := range inv.files { // every file too, as the SPDX one lists them
+		doc.Components = append(doc.Components, cdxComponent{BOMRef: "file:" + f.FileName, Type: "file", Name: f.FileName,
+			Hashes: []cdxHash{{"SHA-256", f.Checksums[0].Value}}, Properties: []cdxProperty{{"digestline:layer", f.Comment}}})
 	}
 	return sbomArtifact(ctx, image, created, doc, MediaTypeCycloneDX, "sbom.cdx.json", store)
 }
