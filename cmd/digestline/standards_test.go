@@ -254,7 +254,9 @@ func checkSPDX(t *testing.T, content []byte) {
 	if doc.SPDXVersion != "SPDX-2.3" || len(doc.Files) != 1 || doc.Files[0].FileName != "./bin/app" || len(doc.Files[0].Checksums) != 1 {
 		t.Errorf("SPDX %s, files %+v: want ./bin/app with its SHA-256", doc.SPDXVersion, doc.Files)
 	}
-	if !slices.ContainsFunc(doc.Packages, func(p *spdx.Package) bool { return p.PackageName == "example.com/acme/greeter" && p.PackageVersion == "v1.4.2" }) {
+	if !slices.ContainsFunc(doc.Packages, func(p *spdx.Package) bool {
+		return p.PackageName == "example.com/acme/greeter" && p.PackageVersion == "v1.4.2"
+	}) {
 		t.Errorf("SPDX lists no example.com/acme/greeter v1.4.2 (the binary's main module): %v", packageNames(doc))
 	}
 }
