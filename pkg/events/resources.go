@@ -36,6 +36,9 @@ const (
 	// (package notifier), as long as the events: an event stored twice,
 	// or delivered again, is sent once.
 	NotifiedBucket = "DIGESTLINE_NOTIFIED"
+	// WatchesBucket holds each watched repository's tags as last read, and
+	// the digest each tag was last admitted at (the builder's watches).
+	WatchesBucket = "DIGESTLINE_WATCHES"
 	// IndexStream holds the lists the API pages through, newest first
 	// (package index): history by environment, repository and digest, and
 	// the runs.

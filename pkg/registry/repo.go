@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -312,22 +313,49 @@ const maxTagPages = 10000
 // Tags lists the repository's tags, following the registry's pagination
 // (the Link header) page by page.
 func (r *Repo) Tags(ctx context.Context, pageSize int) ([]string, error) {
+	tags, _, err := r.TagsIfChanged(ctx, pageSize, "")
+	return tags, err
+}
+
+// ErrUnchanged is a conditional read the registry answered 304 Not
+// Modified: what was read before still holds.
+var ErrUnchanged = errors.New("unchanged since it was last read")
+
+// TagsIfChanged is Tags, asking the registry to answer only if the list
+// changed since the read whose ETag was etag (If-None-Match; "" asks
+// nothing): ErrUnchanged when it did not. It returns the list's ETag ("" when
+// the registry sends none: then every read is a whole one).
+func (r *Repo) TagsIfChanged(ctx context.Context, pageSize int, etag string) ([]string, string, error) {
 	next := r.url("/v2/" + r.name.RepositoryStr() + "/tags/list")
 	if pageSize > 0 {
 		next += "?n=" + strconv.Itoa(pageSize)
 	}
-	var tags []string
+	var (
+		tags    []string
+		newETag string
+	)
 	for page := 0; next != ""; page++ {
 		if page == maxTagPages {
-			return tags, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("more than %d pages of tags", maxTagPages), Hint: "the registry's pagination does not end"}
+			return tags, "", &failure.Error{Class: failure.Schema, Err: fmt.Errorf("more than %d pages of tags", maxTagPages), Hint: "the registry's pagination does not end"}
 		}
-		resp, err := r.do(ctx, http.MethodGet, next, nil, nil)
+		var hdr http.Header
+		if page == 0 && etag != "" {
+			hdr = http.Header{"If-None-Match": {etag}}
+		}
+		resp, err := r.do(ctx, http.MethodGet, next, nil, hdr)
 		if err != nil {
-			return tags, err
+			return tags, "", err
+		}
+		if page == 0 {
+			if resp.StatusCode == http.StatusNotModified {
+				transport.Drain(resp)
+				return nil, etag, ErrUnchanged
+			}
+			newETag = resp.Header.Get("ETag")
 		}
 		if resp.StatusCode != http.StatusOK {
 			defer transport.Drain(resp)
-			return tags, transport.Classify(resp, r.name)
+			return tags, "", transport.Classify(resp, r.name)
 		}
 		var body struct {
 			Tags []string `json:"tags"`
@@ -336,12 +364,12 @@ func (r *Repo) Tags(ctx context.Context, pageSize int) ([]string, error) {
 		link := resp.Header.Get("Link")
 		transport.Drain(resp)
 		if err != nil {
-			return tags, &failure.Error{Class: failure.Schema, Err: fmt.Errorf("tag list: %w", err), Hint: "the registry's tag list is not valid JSON"}
+			return tags, "", &failure.Error{Class: failure.Schema, Err: fmt.Errorf("tag list: %w", err), Hint: "the registry's tag list is not valid JSON"}
 		}
 		tags = append(tags, body.Tags...)
 		next = nextLink(resp.Request.URL, link)
 	}
-	return tags, nil
+	return tags, newETag, nil
 }
 
 // nextLink resolves the `<url>; rel="next"` entry of a Link header (the

@@ -48,15 +48,16 @@ func Run(ctx context.Context, cfg Config) error {
 	b := &builder{Worker: w, cfg: cfg}
 	r := b.Bus.Router(bus.ConsumerSpec{Durable: "builder"})
 	r.Handle(events.BuildRequested, bus.Data(b.handle))
-	if cfg.WebhookListener == nil {
-		return r.Run(ctx)
-	}
-	mux := http.NewServeMux()
-	NewWebhooks(cfg.Webhook, b.Bus, b.Registry, b.Tags).Register(mux)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	hooks := NewWebhooks(cfg.Webhook, b.Bus, b.Registry, b.Tags)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return service.Serve(gctx, srv, cfg.WebhookListener, "webhooks") })
 	g.Go(func() error { return r.Run(gctx) })
+	g.Go(func() error { return hooks.Watch(gctx, b.Bus.JetStream(), cfg.Log()) })
+	if cfg.WebhookListener != nil {
+		mux := http.NewServeMux()
+		hooks.Register(mux)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error { return service.Serve(gctx, srv, cfg.WebhookListener, "webhooks") })
+	}
 	return g.Wait()
 }
 

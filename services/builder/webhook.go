@@ -51,6 +51,9 @@ type WebhookConfig struct {
 	// Images lists which images other tools push are admitted
 	// (admissions.go).
 	Images []AdmissionRule `json:"images"`
+	// Watches lists repositories whose registries send no notifications:
+	// their tags are read on an interval instead (watch.go).
+	Watches []WatchRule `json:"watches"`
 }
 
 // WebhookRule says how a push to one repository becomes a build.
@@ -97,6 +100,11 @@ func LoadWebhookConfig(path string) (WebhookConfig, error) {
 	for i := range cfg.Images {
 		if err := cfg.Images[i].load(); err != nil {
 			return cfg, fmt.Errorf("webhook config %s: images[%d]: %w", path, i, err)
+		}
+	}
+	for i := range cfg.Watches {
+		if err := cfg.Watches[i].load(); err != nil {
+			return cfg, fmt.Errorf("webhook config %s: watches[%d]: %w", path, i, err)
 		}
 	}
 	return cfg, nil

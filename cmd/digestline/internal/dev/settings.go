@@ -50,7 +50,8 @@ func (s Settings) Configure(cfg *Config) error {
 		cfg.TrustedKeys = append(cfg.TrustedKeys, own)
 	}
 	cfg.Reporter.Keys, cfg.Reporter.Signer = cfg.TrustedKeys, cfg.Signer
-	if cfg.WebhookAddr != "" {
+	// The config's watches run without the webhooks' address.
+	if cfg.WebhookAddr != "" || s.WebhookConfig != "" {
 		if cfg.Webhook, err = builder.LoadWebhookConfig(s.WebhookConfig); err != nil {
 			return err
 		}

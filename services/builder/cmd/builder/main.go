@@ -26,10 +26,11 @@ func main() {
 			return err
 		}
 		cfg := builder.Config{Deps: d, Created: created, WorkDir: service.Env("WORK_DIR", ""), Signer: signer}
+		// The config's watches run without a listener; its webhooks need one.
+		if cfg.Webhook, err = builder.LoadWebhookConfig(*webhookConfig); err != nil {
+			return err
+		}
 		if *webhookAddr != "" {
-			if cfg.Webhook, err = builder.LoadWebhookConfig(*webhookConfig); err != nil {
-				return err
-			}
 			if cfg.WebhookListener, err = net.Listen("tcp", *webhookAddr); err != nil {
 				return fmt.Errorf("webhooks (set --webhook-addr): %w", err)
 			}
