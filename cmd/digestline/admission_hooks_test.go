@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,7 +40,7 @@ func TestRegistryNotificationsAdmitWhatOthersPush(t *testing.T) {
 	}
 	for _, bin := range []string{registrytest.DockerRegistry, registrytest.DistributionV3} {
 		t.Run(bin, func(t *testing.T) {
-			hooks := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
+			hooks, own := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t)), t.TempDir()
 			reg := registrytest.DistributionNotifying(t, bin, "http://"+hooks+"/webhooks/registry/distribution", registryToken)
 			s := admissionStack(t, hooks, fmt.Sprintf(`images:
   - match: team/signed
@@ -50,16 +51,40 @@ func TestRegistryNotificationsAdmitWhatOthersPush(t *testing.T) {
   - match: team/unsigned
     keys: [%[1]s]
     waitForSignature: 1s
-`, filepath.Join(ci, "cosign.pub")))
+`, filepath.Join(ci, "cosign.pub")), e2etest.WithSigningKey(t, own))
+			sign := func(d string) {
+				t.Helper()
+				if out, err := e2etest.Cosign(t, ci, "sign", "--key", "cosign.key", "--tlog-upload=false", "--allow-insecure-registry",
+					"--allow-http-registry", "--yes", reg+"/team/signed@"+d); err != nil {
+					t.Fatalf("cosign sign: %v\n%s", err, out)
+				}
+			}
 
 			d := cranePush(t, reg+"/team/signed:v1", "from another pipeline")
 			e2etest.RunTool(t, "crane", "tag", "--insecure", reg+"/team/signed:v1", "latest") // not a tag the rule takes
 			time.Sleep(500 * time.Millisecond)                                                // the admission is waiting for its signature
-			if out, err := e2etest.Cosign(t, ci, "sign", "--key", "cosign.key", "--tlog-upload=false", "--allow-insecure-registry",
-				"--allow-http-registry", "--yes", reg+"/team/signed@"+d); err != nil {
-				t.Fatalf("cosign sign: %v\n%s", err, out)
-			}
+			sign(d)
 			awaitRecord(t, s, "dev", reg+"/team/signed", d)
+			awaitSummary(t, reg+"/team/signed", d, filepath.Join(own, "digestline.pub"))
+			if bin == registrytest.DockerRegistry { // pushed by skopeo, and by oras (an artifact), signed after
+				cranePush(t, reg+"/team/source:1", "copied by skopeo")
+				e2etest.RunTool(t, "skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "docker://"+reg+"/team/source:1", "docker://"+reg+"/team/signed:v2")
+				v2 := strings.TrimSpace(e2etest.RunTool(t, "crane", "digest", "--insecure", reg+"/team/signed:v2"))
+				sign(v2)
+				awaitRecord(t, s, "dev", reg+"/team/signed", v2)
+				file := filepath.Join(t.TempDir(), "notes.txt")
+				if err := os.WriteFile(file, []byte("pushed by oras"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				cmd := exec.Command(e2etest.PeerTool(t, "oras"), "push", "--plain-http", reg+"/team/signed:v3", "notes.txt")
+				cmd.Dir = filepath.Dir(file)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("oras push: %v\n%s", err, out)
+				}
+				v3 := strings.TrimSpace(e2etest.RunTool(t, "crane", "digest", "--insecure", reg+"/team/signed:v3"))
+				sign(v3)
+				awaitRecord(t, s, "dev", reg+"/team/signed", v3)
+			}
 
 			unsigned := cranePush(t, reg+"/team/unsigned:1", "unsigned")
 			run := awaitRun(t, s, reg+"/team/unsigned", unsigned)
@@ -67,10 +92,11 @@ func TestRegistryNotificationsAdmitWhatOthersPush(t *testing.T) {
 				run.AdmittedFrom != events.SenderDistribution {
 				t.Errorf("the unsigned image's run: %+v %+v", run, run.Err)
 			}
-			// One admission per image pushed: not the .sig tag, not latest,
-			// not the pipeline's own dev.
-			if n := startsOf(t, s, events.AdmissionRequested); n != 2 {
-				t.Errorf("%d admissions, want 2 (team/signed:v1, team/unsigned:1)", n)
+			// One admission per image pushed: not the .sig tags, not latest,
+			// not the pipeline's own dev, nor its summaries' fallback tags.
+			want := map[string]int{registrytest.DockerRegistry: 4, registrytest.DistributionV3: 2}[bin]
+			if n := startsOf(t, s, events.AdmissionRequested); n != want {
+				t.Errorf("%d admissions, want %d (team/signed's pushes, team/unsigned:1)", n, want)
 			}
 		})
 	}
@@ -203,6 +229,23 @@ func postHook(t *testing.T, u string, header http.Header, body string) (int, str
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// awaitSummary waits until digestline's verification summary of dev, by
+// the key, is attached to repo@d.
+func awaitSummary(t *testing.T, repo, d, key string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if v, ok := verificationSummaries(t, repo, d, key)["dev"]; ok {
+			if v.VerificationResult != "PASSED" || len(v.InputAttestations) == 0 {
+				t.Errorf("dev's verification summary of %s@%s: %+v (want PASSED, naming the signature it admitted)", repo, d, v)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no verification summary of dev attached to %s@%s", repo, d)
+		}
+	}
 }
 
 // awaitRecord waits until env's record of repo is at d.

@@ -84,7 +84,8 @@ func TestAdmitsAnImageAnotherToolPushed(t *testing.T) {
 		t.Errorf("team/foreign:dev points at %s, want %s", got, signed)
 	}
 	summaries := verificationSummaries(t, repo, signed, filepath.Join(own, "digestline.pub"))
-	if v, ok := summaries["dev"]; !ok || v.VerificationResult != "PASSED" || len(v.InputAttestations) != 0 {
+	// It names what admitted the image: cosign's signature and provenance.
+	if v, ok := summaries["dev"]; !ok || v.VerificationResult != "PASSED" || len(v.InputAttestations) != 2 {
 		t.Errorf("digestline's verification summaries of the admitted image: %+v", summaries)
 	}
 	// On to staging: the promotion's verification proves it with the

@@ -1,6 +1,7 @@
 package reporter
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -48,4 +49,30 @@ func (r *reporter) requestAdmission(w http.ResponseWriter, req *http.Request) {
 	}
 	r.cfg.Log().Info(fmt.Sprintf("admission of %s@%s asked by %s", ar.Target, ar.Digest, who), "run_id", runID)
 	service.WriteJSON(w, http.StatusAccepted, api.PromoteAccepted{RunID: runID, EventID: ev.ID()})
+}
+
+// evidenceKeys are the keys whose signatures and attestations count as
+// evidence about repository@digest in env: the environment's keys (the
+// reporter's own when its policy names none), and, for an image admitted
+// from another tool, the keys its admission trusted.
+func (r *reporter) evidenceKeys(ctx context.Context, env, repository, dgst string) ([]sign.Verifier, error) {
+	keys := r.cfg.Policy.Keys(env)
+	if len(keys) == 0 {
+		keys = r.cfg.Keys
+	}
+	v, found, err := r.store.verifiedDigest(ctx, repository, dgst)
+	if err != nil || !found || v.Trust == nil {
+		return keys, err
+	}
+	keys = slices.Clone(keys)
+	for _, pem := range v.Trust.Keys {
+		k, err := sign.ParseVerifier([]byte(pem))
+		if err != nil {
+			continue // the verifier refused the admission for it already
+		}
+		if !slices.ContainsFunc(keys, func(o sign.Verifier) bool { return o.KeyID() == k.KeyID() }) {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
 }

@@ -54,9 +54,9 @@ func (r *reporter) policyInput(ctx context.Context, reg *registry.Repo, req even
 // evidenceInput adds to input what is attached to req's digest:
 // signatures, attestations, provenance, referrers and packages.
 func (r *reporter) evidenceInput(ctx context.Context, reg *registry.Repo, req events.PromotionRequest, input map[string]any) error {
-	keys := r.cfg.Policy.Keys(req.To)
-	if len(keys) == 0 {
-		keys = r.cfg.Keys
+	keys, err := r.evidenceKeys(ctx, req.To, req.Repository, req.Digest)
+	if err != nil {
+		return err
 	}
 	ev, err := r.cfg.Proven.Collect(ctx, reg, digest.Digest(req.Digest), keys)
 	if err != nil {

@@ -63,9 +63,9 @@ func (r *reporter) summary(ctx context.Context, reg *registry.Repo, rec events.P
 		abs, _ := filepath.Abs(p.Path())
 		v.Policy = ResourceRef{URI: "file://" + abs + "#" + rec.Environment, Digest: digestSet(p.Digest())}
 	}
-	keys := r.cfg.Policy.Keys(rec.Environment)
-	if len(keys) == 0 {
-		keys = r.cfg.Keys
+	keys, err := r.evidenceKeys(ctx, rec.Environment, rec.Repository, rec.Digest)
+	if err != nil {
+		return VSA{}, err
 	}
 	v.InputAttestations = []ResourceRef{}
 	if len(keys) > 0 {
