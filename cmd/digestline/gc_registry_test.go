@@ -100,8 +100,14 @@ func TestGCOnDockerRegistry(t *testing.T) {
 	}
 	for _, i := range []int{3, 6, 9, 10, 11, 12} {
 		ref := repo + "@" + v[i]
-		if out, err := cliErr(t, "verify", ref, "--key", filepath.Join(dir, "digestline.pub")); err != nil {
+		// Both keys: digestline reads cosign's .sig tag too, and every
+		// signature attached must be a trusted key's.
+		out, err := cliErr(t, "verify", ref, "--key", filepath.Join(dir, "digestline.pub"), "--key", filepath.Join(keys, "cosign.pub"))
+		if err != nil {
 			t.Errorf("digestline verify v%d after gc: %v\n%s", i, err, out)
+		}
+		if cosigned := strings.Count(out, "[VERIFY] signature"); i == 12 && cosigned != 2 {
+			t.Errorf("digestline verify v12 after gc proved %d signatures, want digestline's and cosign's:\n%s", cosigned, out)
 		}
 		if out, err := e2etest.Cosign(t, dir, "verify", "--key", "digestline.pub", "--insecure-ignore-tlog=true", "--experimental-oci11",
 			"--allow-http-registry", "--allow-insecure-registry", "--trusted-root", e2etest.EmptyTrustedRoot(t), ref); err != nil {
