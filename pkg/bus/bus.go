@@ -3,7 +3,6 @@ package bus
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -125,7 +124,7 @@ func (b *Bus) message(ctx context.Context, ev cloudevents.Event) (events.Name, *
 	if err := events.ValidateData(name, ev.Data()); err != nil {
 		return name, nil, fmt.Errorf("publish %s: %w", name, err)
 	}
-	body, err := json.Marshal(ev)
+	body, err := ev.MarshalJSON() // not json.Marshal: it would scan the output once more
 	if err != nil {
 		return name, nil, fmt.Errorf("publish %s: %w", name, err)
 	}
