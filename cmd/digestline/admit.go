@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -55,17 +54,11 @@ func newAdmitCommand() *cobra.Command {
 
 // run admits target and follows the run it starts.
 func (o *admitOptions) run(ctx context.Context, target string, out io.Writer) error {
-	body := api.AdmitRequest{To: o.to}
-	for _, path := range o.keys {
-		pem, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("--key: %w", err)
-		}
-		if _, err := sign.ParseVerifier(pem); err != nil {
-			return fmt.Errorf("--key %s: %w", path, err)
-		}
-		body.Keys = append(body.Keys, string(pem))
+	keys, err := sign.ReadPublicKeys(o.keys)
+	if err != nil {
+		return fmt.Errorf("--key: %w", err)
 	}
+	body := api.AdmitRequest{To: o.to, Keys: keys}
 	if o.builder != "" || o.source != "" {
 		if len(body.Keys) == 0 {
 			return fmt.Errorf("--builder and --source need --key: the provenance must be signed by a key you trust")

@@ -64,7 +64,7 @@ type Trust struct {
 	// the signature and provenance to be attached, while they are not:
 	// another pipeline signs after it pushes, and its registry notifies
 	// of the push at once.
-	WaitSeconds int `json:"waitSeconds,omitempty" jsonschema:"minimum=0,maximum=3600"`
+	WaitSeconds int `json:"waitSeconds,omitempty" jsonschema:"minimum=0,maximum=540"`
 }
 
 // ProvenanceRule names the builder and the source a SLSA provenance must

@@ -216,6 +216,24 @@ func LoadVerifier(path string) (Verifier, error) {
 	return v, nil
 }
 
+// ReadPublicKeys reads public key files, checks each is one ParseVerifier
+// takes, and returns their PEM text: what travels in an event for a
+// verifier elsewhere to prove with.
+func ReadPublicKeys(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("public key: %w", err)
+		}
+		if _, err := ParseVerifier(data); err != nil {
+			return nil, fmt.Errorf("public key %s: %w", p, err)
+		}
+		out = append(out, string(data))
+	}
+	return out, nil
+}
+
 // ParseVerifier reads a public key (PEM "PUBLIC KEY", PKIX: ECDSA P-256 or
 // Ed25519, as cosign.pub is).
 func ParseVerifier(data []byte) (Verifier, error) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"path"
 	"regexp"
 	"strings"
@@ -54,6 +53,10 @@ type AdmissionRule struct {
 	wait time.Duration
 }
 
+// maxSignatureWait bounds a rule's waitForSignature: the verifier waits
+// within one handling of the event, which the bus bounds at 10 minutes.
+const maxSignatureWait = 9 * time.Minute
+
 // load checks the rule and reads its keys.
 func (r *AdmissionRule) load() error {
 	if r.Match == "" {
@@ -68,15 +71,8 @@ func (r *AdmissionRule) load() error {
 			return fmt.Errorf("tags: %w", err)
 		}
 	}
-	for _, p := range r.Keys {
-		pem, err := os.ReadFile(p)
-		if err != nil {
-			return fmt.Errorf("keys: %w", err)
-		}
-		if _, err := sign.ParseVerifier(pem); err != nil {
-			return fmt.Errorf("keys: %s: %w", p, err)
-		}
-		r.pems = append(r.pems, string(pem))
+	if r.pems, err = sign.ReadPublicKeys(r.Keys); err != nil {
+		return fmt.Errorf("keys: %w", err)
 	}
 	if r.Provenance != nil && len(r.Keys) == 0 {
 		return fmt.Errorf("provenance needs keys: the provenance must be signed by a key the rule trusts")
@@ -85,8 +81,8 @@ func (r *AdmissionRule) load() error {
 		r.wait = 2 * time.Minute
 	}
 	if r.WaitForSignature != "" {
-		if r.wait, err = time.ParseDuration(r.WaitForSignature); err != nil || r.wait < 0 {
-			return fmt.Errorf("waitForSignature %q: want a duration, e.g. 2m", r.WaitForSignature)
+		if r.wait, err = time.ParseDuration(r.WaitForSignature); err != nil || r.wait < 0 || r.wait > maxSignatureWait {
+			return fmt.Errorf("waitForSignature %q: want a duration up to %s, e.g. 2m (the verifier waits within its handler's bound)", r.WaitForSignature, maxSignatureWait)
 		}
 	}
 	return nil
@@ -160,7 +156,10 @@ func (h *Webhooks) admit(w http.ResponseWriter, r *http.Request, sender string, 
 		ans.Runs = append(ans.Runs, acc)
 	}
 	if len(ans.Runs) == 0 {
-		reply(w, http.StatusOK, "ignored: "+strings.Join(append(ans.Ignored, "nothing was pushed")[:max(len(ans.Ignored), 1)], "; "))
+		if len(ans.Ignored) == 0 {
+			ans.Ignored = []string{"the notification names no image pushed"}
+		}
+		reply(w, http.StatusOK, "ignored: "+strings.Join(ans.Ignored, "; "))
 		return
 	}
 	service.WriteJSON(w, http.StatusAccepted, ans)
