@@ -528,6 +528,12 @@ go_section() {
   echo "medians of three runs of each went from 25.7 to 21.6 cpu-ms/run on a fresh bus and from 31.7 to 19.6 after that"
   echo "history (p50 37 → 11 ms): a run no longer costs more as the stream fills. Measure with"
   echo "\`go test -run '^\$' -bench 'BenchmarkLoad/paced(-history)?\$' -benchtime 3x -count 3 ./cmd/digestline/\`."
+  echo "Profiled on 2026-12-06 (\`-cpuprofile\` on \`BenchmarkLoad/paced\`), JSON decoding was a tenth of the process's"
+  echo "CPU, and half of it was parsing events; \`json.Unmarshal\` scanned each event's whole body once before the"
+  echo "CloudEvents SDK's decoder read it again. Calling the decoder directly halved a parse"
+  echo "(\`go test -run '^\$' -bench BenchmarkParse ./pkg/events\`: 12.2 → 6.1 µs, 48 → 43 allocations, a"
+  echo "\`verify.completed\` of a small image). The paced rows did not move measurably: back to back, before and"
+  echo "after gave 20–24 cpu-ms/run each, with the host's noise larger than the change."
   # The API's goal, as this run measured it.
   awk '$1 ~ /^BenchmarkAPI(History|Runs)\/100k\// {
          for (i = 3; i < NF; i += 2) if ($(i+1) == "p99-ms" && $i > worst) { worst = $i; at = $1 }
