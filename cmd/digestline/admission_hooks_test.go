@@ -103,26 +103,29 @@ func TestRegistryNotificationsAdmitWhatOthersPush(t *testing.T) {
 }
 
 // TestRegistrySendersDocumentedPayloads: each sender's documented example
-// of a push notification — Harbor's PUSH_ARTIFACT, Quay's repository
-// push, Docker Hub's webhook, GitHub's registry_package published, and a
-// distribution envelope — admits the image it names, under a rule that
-// reads it from this test's registry; a delivery sent again is the same
-// run; a wrong token or no token admits nothing.
+// of a push notification — Harbor's PUSH_ARTIFACT (in its default and its
+// CloudEvents format), Quay's repository push, Docker Hub's webhook,
+// GitHub's registry_package published — admits the image it names, under a
+// rule that reads it from this test's registry; a delivery sent again is
+// the same run. A distribution envelope with no token or a wrong one admits
+// nothing, nor one naming a repository no rule takes, a push by digest
+// alone, or cosign's signature tag.
 func TestRegistrySendersDocumentedPayloads(t *testing.T) {
 	hooks := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
 	regAddr := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
 	rules := "images:\n"
-	for _, repo := range []string{"test-webhook/debian", "mynamespace/repository", "svendowideit/testhook", "octo-org/hello-world", "team/app"} {
+	for _, repo := range []string{"test-webhook/debian", "test-webhook/busybox", "mynamespace/repository", "svendowideit/testhook", "octo-org/hello-world", "team/app"} {
 		rules += fmt.Sprintf("  - {match: %s, registry: '%s'}\n", repo, regAddr)
 	}
 	s := admissionStack(t, hooks, rules, e2etest.WithRegistryAddr(regAddr))
 	for _, c := range []struct{ sender, file, path, repo, header string }{
 		{"harbor", "harbor.json", "/webhooks/registry/harbor", "test-webhook/debian", "Authorization: " + registryToken},
+		{"harbor", "harbor-cloudevents.json", "/webhooks/registry/harbor", "test-webhook/busybox", "Authorization: Bearer " + registryToken},
 		{"quay", "quay.json", "/webhooks/registry/quay?token=" + registryToken, "mynamespace/repository", ""},
 		{"dockerhub", "dockerhub.json", "/webhooks/registry/dockerhub?token=" + registryToken, "svendowideit/testhook", ""},
 		{"github", "github.json", "/webhooks/github", "octo-org/hello-world", "X-GitHub-Event: registry_package"},
 	} {
-		t.Run(c.sender, func(t *testing.T) {
+		t.Run(c.file, func(t *testing.T) {
 			d := cranePush(t, regAddr+"/"+c.repo+":latest", "pushed for "+c.sender)
 			b, err := os.ReadFile(filepath.Join("testdata", "registries", c.file))
 			if err != nil {
@@ -148,8 +151,8 @@ func TestRegistrySendersDocumentedPayloads(t *testing.T) {
 			}
 		})
 	}
-	if n := startsOf(t, s, events.AdmissionRequested); n != 4 {
-		t.Errorf("%d admissions for 4 deliveries sent twice each, want 4", n)
+	if n := startsOf(t, s, events.AdmissionRequested); n != 5 {
+		t.Errorf("%d admissions for 5 deliveries sent twice each, want 5", n)
 	}
 
 	// Refused: no token, a wrong one; ignored: a repository no rule names,
@@ -176,8 +179,8 @@ func TestRegistrySendersDocumentedPayloads(t *testing.T) {
 	if code, out := postHook(t, s.WebhookURL+"/webhooks/registry/harbor", http.Header{"Authorization": {registryToken}}, `{"type": "PUSH_ARTIFACT", "event_data": {}}`); code != http.StatusBadRequest {
 		t.Errorf("a Harbor event with no repository: %d %s", code, out)
 	}
-	if n := startsOf(t, s, events.AdmissionRequested); n != 4 {
-		t.Errorf("%d admissions after refused and ignored deliveries, want 4", n)
+	if n := startsOf(t, s, events.AdmissionRequested); n != 5 {
+		t.Errorf("%d admissions after refused and ignored deliveries, want 5", n)
 	}
 }
 
