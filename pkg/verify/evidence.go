@@ -14,6 +14,18 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// Evidence proves what is signed about ref with opts' keys, as Image does
+// beside the bytes, and returns its [VERIFY] lines. A proof that found
+// no signature (or provenance) by the keys wraps ErrUnsigned: asked again
+// later, it reads only the listings and what was attached since.
+func Evidence(ctx context.Context, c *registry.Client, ref name.Digest, opts Options) ([]string, error) {
+	repo, err := c.Open(ctx, ref.Context(), false)
+	if err != nil {
+		return nil, registryError(err, "")
+	}
+	return verifyEvidence(ctx, repo.Shared(), ref, opts)
+}
+
 // verifyEvidence proves what is signed about the image with the trusted
 // keys, and returns its [VERIFY] lines: every signature and attestation
 // attached must be one of the keys' about the digest (the first that is not

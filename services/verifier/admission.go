@@ -53,15 +53,25 @@ func (v *verifier) admit(ctx context.Context, m bus.Message, req events.Admissio
 	return err
 }
 
-// awaitSigned proves ref, and proves it again while it lacks only its
-// signature or provenance, until req's wait since it was pushed is over:
-// the pipeline that pushed it signs it after, and its registry notified
-// us of the push at once.
+// awaitSigned proves ref's bytes once, then its evidence, and its
+// evidence again while it lacks only its signature or provenance, until
+// req's wait since it was pushed is over: the pipeline that pushed it
+// signs it after, and its registry notified us of the push at once.
 func (v *verifier) awaitSigned(ctx context.Context, m bus.Message, ref name.Digest, opts verify.Options, req events.AdmissionRequest) (verify.Report, error) {
+	bytesOnly := opts
+	bytesOnly.Keys, bytesOnly.Also, bytesOnly.Provenance = nil, nil, nil
+	rep, err := verify.Image(ctx, v.Registry, ref, nil, bytesOnly)
+	if err != nil || len(opts.Keys) == 0 {
+		return rep, err
+	}
 	deadline := cmp.Or(req.RequestedAt, m.Event.Time()).Add(time.Duration(req.Trust.WaitSeconds) * time.Second)
 	for waited := false; ; waited = true {
-		rep, err := verify.Image(ctx, v.Registry, ref, nil, opts)
-		if err == nil || !errors.Is(err, verify.ErrUnsigned) || time.Now().After(deadline) {
+		checks, err := verify.Evidence(ctx, v.Registry, ref, opts)
+		if err == nil {
+			rep.Checks = append(rep.Checks, checks...)
+			return rep, nil
+		}
+		if !errors.Is(err, verify.ErrUnsigned) || time.Now().After(deadline) {
 			return rep, err
 		}
 		if !waited {
