@@ -201,8 +201,12 @@ func (h *Webhooks) admission(ctx context.Context, sender string, p pushed) (req 
 	// A sender that names no delivery of its own (Quay) is redelivered
 	// as the same image and tag.
 	delivery := cmp.Or(p.delivery, p.repo+":"+p.tag+"@"+p.digest)
+	at := p.at
+	if at.Unix() <= 0 { // the sender said no time: now is when it was asked for
+		at = time.Now()
+	}
 	req = events.AdmissionRequest{Target: tag.Name(), Digest: p.digest, PromoteTo: rule.PromoteTo, Sender: sender, Delivery: delivery,
-		Rule: rule.Match, RequestedAt: p.at.UTC(),
+		Rule: rule.Match, RequestedAt: at.UTC(),
 		Trust: events.Trust{Keys: rule.pems, Provenance: rule.Provenance, WaitSeconds: int(rule.wait / time.Second)}}
 	if err := req.Check(); err != nil {
 		return req, err.Error(), nil

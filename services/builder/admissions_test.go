@@ -3,6 +3,7 @@ package builder
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/digestline/digestline/pkg/events"
 )
@@ -80,3 +81,20 @@ func TestSplitResource(t *testing.T) {
 }
 
 var hex64 = strings.Repeat("0", 64)
+
+// TestHarborCloudEventsKeepTheirTime: Harbor's CloudEvents format is read
+// as its default one, the event's time as the push's (not 1970: runs to
+// one tag are ordered by it, and a signature is waited for from it).
+func TestHarborCloudEventsKeepTheirTime(t *testing.T) {
+	body := `{"specversion": "1.0", "id": "4b2e", "source": "/projects/2/webhook/policies/3", "type": "harbor.artifact.pushed",
+		"time": "2026-12-06T10:00:00Z", "datacontenttype": "application/json",
+		"data": {"resources": [{"digest": "sha256:` + hex64 + `", "tag": "latest", "resource_url": "hub.harbor.com/test-webhook/busybox:latest"}],
+		"repository": {"repo_full_name": "test-webhook/busybox"}}}`
+	got, err := harborPushes(nil, []byte(body))
+	if err != nil || len(got) != 1 {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if p := got[0]; p.host != "hub.harbor.com" || p.repo != "test-webhook/busybox" || p.tag != "latest" || p.at.UTC().Format(time.RFC3339) != "2026-12-06T10:00:00Z" {
+		t.Errorf("%+v", p)
+	}
+}

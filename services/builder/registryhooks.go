@@ -262,14 +262,15 @@ func unwrapCloudEvent(body []byte) []byte {
 		SpecVersion string          `json:"specversion"`
 		Data        json.RawMessage `json:"data"`
 		Type        string          `json:"type"`
+		Time        time.Time       `json:"time"`
 	}
 	if json.Unmarshal(body, &ce) != nil || ce.SpecVersion == "" || len(ce.Data) == 0 {
 		return body
 	}
 	// Harbor's CloudEvents type is harbor.artifact.pushed; its data is
-	// the default format's event_data.
+	// the default format's event_data, and its time the occur_at.
 	if ce.Type == "harbor.artifact.pushed" {
-		wrapped, _ := json.Marshal(map[string]any{"type": "PUSH_ARTIFACT", "event_data": ce.Data})
+		wrapped, _ := json.Marshal(map[string]any{"type": "PUSH_ARTIFACT", "event_data": ce.Data, "occur_at": max(ce.Time.Unix(), 0)})
 		return wrapped
 	}
 	return ce.Data
