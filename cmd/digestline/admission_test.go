@@ -125,6 +125,25 @@ func TestAdmitsAnImageAnotherToolPushed(t *testing.T) {
 		})
 	}
 
+	// The API refuses what it cannot admit, and what a token does not allow.
+	apiToken, err := os.ReadFile(s.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for body, want := range map[string]int{
+		`{"ref": "` + repo + `:1.0"}`:                                   http.StatusBadRequest, // no digest
+		`{"ref": "` + repo + `@` + signed + `", "to": "nowhere"}`:       http.StatusBadRequest,
+		`{"ref": "` + repo + `@` + signed + `", "keys": ["not a key"]}`: http.StatusBadRequest,
+		`{"ref": "` + repo + `@` + signed + `", "unknown": true}`:       http.StatusBadRequest,
+	} {
+		if got := s.Post(t, "/v1/admissions", strings.TrimSpace(string(apiToken)), body); got != want {
+			t.Errorf("POST /v1/admissions %s: %d, want %d", body, got, want)
+		}
+	}
+	if got := s.Post(t, "/v1/admissions", "", `{"ref": "`+repo+`@`+signed+`"}`); got != http.StatusUnauthorized {
+		t.Errorf("POST /v1/admissions without a token: %d", got)
+	}
+
 	// Bad requests say why, and start nothing.
 	for _, args := range [][]string{
 		{"admit", repo + "@sha256:nothex"},
