@@ -267,10 +267,13 @@ func TestTraceContextTravelsInTheEvent(t *testing.T) {
 	})
 }
 
-// TestBucketsReadFromTheLeader: every bucket is a working key-value store
-// whose reads are not served by lagging replicas (no direct gets), also
-// when it was first made by jetstream's own CreateKeyValue (direct gets on).
-func TestBucketsReadFromTheLeader(t *testing.T) {
+// TestBucketsReadDirectlyFromTheirOneCopy: on one server every bucket and
+// the index are read by direct gets (no JetStream API request, no
+// advisory), and every bucket is a working key-value store that reads
+// what was written the moment before, also when it was first made by
+// jetstream's own CreateKeyValue. (With replicas reads go to the leader:
+// systemtest's TestRunsSurviveLosingAClusterNode checks that.)
+func TestBucketsReadDirectlyFromTheirOneCopy(t *testing.T) {
 	t.Parallel()
 	srv := bustest.NewServer(t)
 	ctx := context.Background()
@@ -280,13 +283,16 @@ func TestBucketsReadFromTheLeader(t *testing.T) {
 	if err := bus.Provision(ctx, srv.JetStream, bus.ProvisionOptions{}); err != nil {
 		t.Fatalf("provision over a bucket made by CreateKeyValue: %v", err)
 	}
+	if st, err := srv.JetStream.Stream(ctx, events.IndexStream); err != nil || !st.CachedInfo().Config.AllowDirect {
+		t.Errorf("%s: reads are API requests (allow_direct off): %v", events.IndexStream, err)
+	}
 	for _, bucket := range []string{events.PromotionsBucket, events.VerifiedBucket, events.HistoryBucket} {
 		st, err := srv.JetStream.Stream(ctx, "KV_"+bucket)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.CachedInfo().Config.AllowDirect {
-			t.Errorf("%s: reads may come from a lagging replica (allow_direct)", bucket)
+		if !st.CachedInfo().Config.AllowDirect {
+			t.Errorf("%s: reads are API requests (allow_direct off)", bucket)
 		}
 		kv, err := srv.JetStream.KeyValue(ctx, bucket)
 		if err != nil {
@@ -300,6 +306,12 @@ func TestBucketsReadFromTheLeader(t *testing.T) {
 		}
 		if e, err := kv.Get(ctx, "a.b"); err != nil || string(e.Value()) != "1" {
 			t.Errorf("%s: Get = %v %v", bucket, e, err)
+		}
+		if _, err := kv.Put(ctx, "a.b", []byte("3")); err != nil {
+			t.Fatal(err)
+		}
+		if e, err := kv.Get(ctx, "a.b"); err != nil || string(e.Value()) != "3" {
+			t.Errorf("%s: Get right after a Put = %v %v", bucket, e, err)
 		}
 		if err := kv.Delete(ctx, "a.b"); err != nil {
 			t.Fatal(err)

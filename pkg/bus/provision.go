@@ -81,9 +81,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		MaxAge:     o.DeadLetters.MaxAge,
 		MaxBytes:   o.DeadLetters.MaxBytes,
 	}, {
-		// The lists the API reads a page at a time (package index): kept
-		// as long as the history they index. Without direct gets, as the
-		// buckets: every read sees every acknowledged append.
+		// The lists the API reads a page at a time (package index), kept as
+		// long as the history they index, read as the buckets (directReads).
 		Name:        events.IndexStream,
 		Description: "newest-first lists of the history and the runs, read a page at a time",
 		Subjects:    []string{"index.>"},
@@ -91,6 +90,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		Replicas:    o.Replicas,
 		Duplicates:  duplicates(o.DuplicateWindow, o.History.MaxAge),
 		MaxAge:      o.History.MaxAge,
+		AllowDirect: directReads(o.Replicas),
 	}}
 	for _, cfg := range streams {
 		if err := ensureStream(ctx, js, cfg); err != nil {
@@ -117,7 +117,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		{Bucket: events.WatchesBucket, Description: "each watched repository's tags, and the digest each was last admitted at", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}
 	for _, cfg := range buckets {
-		if err := ensureStream(ctx, js, kvStream(cfg)); err != nil {
+		if err := ensureStream(ctx, js, kvStream(cfg, directReads(o.Replicas))); err != nil {
 			return fmt.Errorf("provision key-value bucket %s: %w", cfg.Bucket, err)
 		}
 	}
@@ -220,14 +220,23 @@ func sameStream(want, have jetstream.StreamConfig) bool {
 		})
 }
 
+// directReads says whether reads of the buckets and the index may be
+// direct gets, answered by whichever server holds a copy, rather than
+// requests to the stream's leader through the JetStream API (which also
+// publishes an API advisory for each). With one copy they are the same
+// server and see every acknowledged write, at a third of the cost (no
+// JSON either way, no advisory): a run reads a bucket or an index head
+// two dozen times. With replicas a follower that lags (or a node catching
+// up after a restart) would answer with an older value: the reporter then
+// read "never verified" for a digest the verifier had stored a moment
+// before, and decided a gate on it. So with replicas every read goes to
+// the leader.
+func directReads(replicas int) bool { return max(replicas, 1) == 1 }
+
 // kvStream is the stream behind a key-value bucket, as
-// jetstream.CreateOrUpdateKeyValue makes it but without direct gets. With
-// direct gets any replica answers a read, and a follower that lags (or a
-// node catching up after a restart) answers with an older value: the
-// reporter then read "never verified" for a digest the verifier had
-// stored a moment before, and decided a gate on it. Without them, every
-// read goes to the stream's leader and sees every acknowledged write.
-func kvStream(cfg jetstream.KeyValueConfig) jetstream.StreamConfig {
+// jetstream.CreateOrUpdateKeyValue makes it, with direct gets as
+// directReads says.
+func kvStream(cfg jetstream.KeyValueConfig, direct bool) jetstream.StreamConfig {
 	duplicates := 2 * time.Minute
 	if cfg.TTL > 0 && cfg.TTL < duplicates {
 		duplicates = cfg.TTL
@@ -247,7 +256,7 @@ func kvStream(cfg jetstream.KeyValueConfig) jetstream.StreamConfig {
 		Duplicates:        duplicates,
 		MaxMsgs:           -1,
 		MaxConsumers:      -1,
-		AllowDirect:       false,
+		AllowDirect:       direct,
 		Discard:           jetstream.DiscardNew,
 	}
 }

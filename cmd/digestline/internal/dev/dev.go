@@ -15,6 +15,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -197,32 +198,34 @@ func (env *Env) run(ctx context.Context, cfg Config, deps service.Deps, regSrv *
 	regCtx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
 	regDone := make(chan error, 1)
 	go func() {
-		err := service.Serve(regCtx, regSrv, regLn, "embedded registry")
+		err := as(regCtx, "registry", func(ctx context.Context) error { return service.Serve(ctx, regSrv, regLn, "embedded registry") })()
 		if err != nil {
 			stopServices()
 		}
 		regDone <- err
 	}()
 	g, gctx := errgroup.WithContext(sctx)
-	g.Go(func() error {
-		hooks := cfg.Webhook
-		hooks.PageURL = env.APIURL
-		return builder.Run(gctx, builder.Config{Deps: deps, Created: cfg.Created, WebhookListener: hookLn, Webhook: hooks, Signer: cfg.Signer})
-	})
+	hooks := cfg.Webhook
+	hooks.PageURL = env.APIURL
+	g.Go(as(gctx, "builder", func(ctx context.Context) error {
+		return builder.Run(ctx, builder.Config{Deps: deps, Created: cfg.Created, WebhookListener: hookLn, Webhook: hooks, Signer: cfg.Signer})
+	}))
 	// One process, one memory of what is proven: the reporter's policy does
 	// not read again the signatures the verifier has just proven.
 	proven := evidence.NewCache(0)
-	g.Go(func() error {
-		return pusher.Run(gctx, pusher.Config{Deps: deps, Proof: verify.Options{Keys: cfg.TrustedKeys, Proven: proven}})
-	})
-	g.Go(func() error {
-		return verifier.Run(gctx, verifier.Config{Deps: deps, Proof: verify.Options{Keys: cfg.TrustedKeys, Proven: proven}})
-	})
+	g.Go(as(gctx, "pusher", func(ctx context.Context) error {
+		return pusher.Run(ctx, pusher.Config{Deps: deps, Proof: verify.Options{Keys: cfg.TrustedKeys, Proven: proven}})
+	}))
+	g.Go(as(gctx, "verifier", func(ctx context.Context) error {
+		return verifier.Run(ctx, verifier.Config{Deps: deps, Proof: verify.Options{Keys: cfg.TrustedKeys, Proven: proven}})
+	}))
 	rcfg := cfg.Reporter
 	rcfg.Deps, rcfg.Listener, rcfg.Proven = deps, apiLn, proven
-	g.Go(func() error { return reporter.Run(gctx, rcfg) })
+	g.Go(as(gctx, "reporter", func(ctx context.Context) error { return reporter.Run(ctx, rcfg) }))
 	if len(cfg.Notifications) > 0 {
-		g.Go(func() error { return notifier.Run(gctx, notifier.Config{Deps: deps, Rules: cfg.Notifications}) })
+		g.Go(as(gctx, "notifier", func(ctx context.Context) error {
+			return notifier.Run(ctx, notifier.Config{Deps: deps, Rules: cfg.Notifications})
+		}))
 	}
 	go func() {
 		defer close(env.done)
@@ -232,6 +235,25 @@ func (env *Env) run(ctx context.Context, cfg Config, deps service.Deps, regSrv *
 		env.err = errors.Join(err, <-regDone)
 		c.close()
 	}()
+}
+
+// PartLabel is the pprof label that names the part of `digestline dev` a
+// goroutine works for: "nats" (the embedded server), "registry" (the
+// embedded registry), or a service ("builder", "pusher", "verifier",
+// "reporter", "notifier"). Every goroutine a part starts inherits it, so a
+// CPU profile (go tool pprof -tagfocus, or BenchmarkLoad's breakdown) tells
+// them apart; what carries none is the shared NATS client, the Go runtime
+// (its garbage collector) and the caller.
+const PartLabel = "digestline"
+
+func partLabel(name string) pprof.LabelSet { return pprof.Labels(PartLabel, name) }
+
+// as is f run as the part name (PartLabel).
+func as(ctx context.Context, name string, f func(context.Context) error) func() error {
+	return func() (err error) {
+		pprof.Do(ctx, partLabel(name), func(ctx context.Context) { err = f(ctx) })
+		return err
+	}
 }
 
 // Wait blocks until the environment has stopped and returns the first error.
@@ -261,7 +283,7 @@ func startNATS(cfg Config) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
-	ns.Start()
+	pprof.Do(context.Background(), partLabel("nats"), func(context.Context) { ns.Start() })
 	if !ns.ReadyForConnections(15 * time.Second) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded NATS did not start on 127.0.0.1:%d (is the port in use? pass --nats-port)", port)
