@@ -26,7 +26,21 @@ var ErrLogBehind = errors.New("the run log is behind the events stream")
 // replayed is stored again, with its id). A run that has no event yet has
 // an empty history.
 func Events(ctx context.Context, js jetstream.JetStream, runID string) ([]json.RawMessage, error) {
-	return read(ctx, js, runID, "")
+	h, err := read(ctx, js, runID, "")
+	return h.out, err
+}
+
+// Fold is the run its events (Events) fold into, each parsed once; a run
+// that has no event yet folds into an empty Run (no ID).
+func Fold(ctx context.Context, js jetstream.JetStream, runID string) (*Run, error) {
+	h, err := read(ctx, js, runID, "")
+	return h.run, err
+}
+
+// FoldThrough is Fold of the events up to last (EventsThrough).
+func FoldThrough(ctx context.Context, js jetstream.JetStream, runID, last string) (*Run, error) {
+	h, err := read(ctx, js, runID, last)
+	return h.run, err
 }
 
 // EventsThrough is Events up to the event whose id is last, which the
@@ -34,15 +48,19 @@ func Events(ctx context.Context, js jetstream.JetStream, runID string) ([]json.R
 // stream stored it, so this waits for it (until ctx ends, or a minute),
 // and fails with ErrLogBehind when it does not come.
 func EventsThrough(ctx context.Context, js jetstream.JetStream, runID, last string) ([]json.RawMessage, error) {
-	return read(ctx, js, runID, last)
+	h, err := read(ctx, js, runID, last)
+	return h.out, err
 }
 
 // logWait is how long EventsThrough waits for the run log at most.
 const logWait = time.Minute
 
-func read(ctx context.Context, js jetstream.JetStream, runID, last string) ([]json.RawMessage, error) {
+// read reads a run's events (through last, when it is set): on an error,
+// none.
+func read(ctx context.Context, js jetstream.JetStream, runID, last string) (*history, error) {
+	h := &history{out: []json.RawMessage{}, seen: map[string]bool{}, run: &Run{}}
 	if err := events.CheckRunID(runID); err != nil {
-		return nil, err
+		return &history{}, err
 	}
 	var s jetstream.Stream
 	var err error
@@ -52,22 +70,21 @@ func read(ctx context.Context, js jetstream.JetStream, runID, last string) ([]js
 		s, err = openRunLog(ctx, js)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read run %s: %w", runID, err)
+		return &history{}, fmt.Errorf("read run %s: %w", runID, err)
 	}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RunLogFilter(runID)}})
 	if err != nil {
-		return nil, fmt.Errorf("read run %s: %w", runID, err)
+		return &history{}, fmt.Errorf("read run %s: %w", runID, err)
 	}
-	h := history{out: []json.RawMessage{}, seen: map[string]bool{}}
 	if last == "" {
 		err = h.fetch(cons)
 	} else {
 		err = h.through(ctx, cons, last)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read run %s: %w", runID, err)
+		return &history{}, fmt.Errorf("read run %s: %w", runID, err)
 	}
-	return h.out, nil
+	return h, nil
 }
 
 // catchUpWait bounds awaitLog: an event deleted from the stream before the
@@ -110,17 +127,20 @@ func awaitLog(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, er
 	}
 }
 
-// history is a run's events as they are read: each valid one, once.
+// history is a run's events as they are read: each valid one, once, and
+// the run they fold into (parsed once for both).
 type history struct {
 	out  []json.RawMessage
 	seen map[string]bool
+	run  *Run
 }
 
 func (h *history) add(m jetstream.Msg) {
-	ev, _, err := events.ParseMsg(m.Subject(), m.Data())
+	ev, name, err := events.ParseMsg(m.Subject(), m.Data())
 	if err == nil && !h.seen[ev.ID()] {
 		h.seen[ev.ID()] = true
 		h.out = append(h.out, m.Data())
+		h.run.Add(ev, name)
 	}
 }
 

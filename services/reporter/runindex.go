@@ -100,15 +100,9 @@ func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 	if found && cur.Done() {
 		return nil
 	}
-	raw, err := runs.EventsThrough(ctx, ri.js, id, m.Event.ID())
+	run, err := runs.FoldThrough(ctx, ri.js, id, m.Event.ID())
 	if err != nil {
 		return err
-	}
-	run := &runs.Run{}
-	for _, b := range raw {
-		if ev, n, err := events.Parse(b); err == nil {
-			run.Add(ev, n)
-		}
 	}
 	if !run.Done() {
 		return nil // an end the stream holds no more (past retention): nothing to fold
@@ -186,21 +180,15 @@ func (ri *runIndexer) summary(ctx context.Context, id string) (*runs.Run, error)
 	if found && stored.Done() {
 		return &stored, nil
 	}
-	raw, err := runs.Events(ctx, ri.js, id)
+	run, err := runs.Fold(ctx, ri.js, id)
 	if err != nil {
 		return nil, err
 	}
-	if len(raw) == 0 {
+	if run.ID == "" {
 		if found {
 			return &stored, nil
 		}
 		return nil, fmt.Errorf("%w: no events for run %s", runs.ErrNoRun, id)
-	}
-	run := &runs.Run{}
-	for _, b := range raw {
-		if ev, n, err := events.Parse(b); err == nil {
-			run.Add(ev, n)
-		}
 	}
 	return run, nil
 }
