@@ -534,6 +534,21 @@ go_section() {
   echo "(\`go test -run '^\$' -bench BenchmarkParse ./pkg/events\`: 12.2 → 6.1 µs, 48 → 43 allocations, a"
   echo "\`verify.completed\` of a small image). The paced rows did not move measurably: back to back, before and"
   echo "after gave 20–24 cpu-ms/run each, with the host's noise larger than the change."
+  echo
+  echo "What of that is the pipeline's own (issue 28 asked to halve it): every \`BenchmarkLoad\` row also reports"
+  echo "\`own-cpu-ms/run\`, a run's CPU less hashing, compression and the embedded registry, from a CPU profile of the"
+  echo "loop (\`digestline dev\` labels its parts for pprof: \`go tool pprof -tagfocus digestline=registry\`; the test log"
+  echo "has each part's share). At 50 runs/s that is 85–90% of a run: the four services, the NATS server and its client,"
+  echo "the garbage collector. On 2026-12-06 a profile split it into the NATS server (about 5 ms), the services' handlers"
+  echo "(pusher 2–4, reporter 2–3, verifier 2, builder 1 in memory: unpacking the source), the NATS client and the runtime"
+  echo "(2–3 ms); within them the schema check of each published event (5%), the run summary folded at each run's end"
+  echo "(5%), log lines (2%). Two cuts landed: reads of the buckets and the index are direct gets on one server (each was"
+  echo "a JetStream API request and an API advisory, two dozen a run), and a run's events are parsed once when its summary"
+  echo "is folded. Back to back with the data in /dev/shm, the medians of four runs each went from 16.4 to 15.3"
+  echo "own-cpu-ms/run (18.5 → 17.1 cpu-ms/run): a tenth, not the half the issue asks for. What is left is per event"
+  echo "(24 a run, 16 of them push stages, each validated, stored twice: the events stream and the run log) and per"
+  echo "delivery; halving it means fewer stored copies and round trips per run, not faster code. Measure with"
+  echo "\`TMPDIR=/dev/shm go test -run '^\$' -bench 'BenchmarkLoad/paced\$' -benchtime 3x -count 4 ./cmd/digestline/\`."
   # The API's goal, as this run measured it.
   awk '$1 ~ /^BenchmarkAPI(History|Runs)\/100k\// {
          for (i = 3; i < NF; i += 2) if ($(i+1) == "p99-ms" && $i > worst) { worst = $i; at = $1 }
