@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -26,21 +27,18 @@ var ErrLogBehind = errors.New("the run log is behind the events stream")
 // replayed is stored again, with its id). A run that has no event yet has
 // an empty history.
 func Events(ctx context.Context, js jetstream.JetStream, runID string) ([]json.RawMessage, error) {
-	h, err := read(ctx, js, runID, "")
-	return h.out, err
+	return raw(ctx, js, runID, "")
 }
 
 // Fold is the run its events (Events) fold into, each parsed once; a run
 // that has no event yet folds into an empty Run (no ID).
 func Fold(ctx context.Context, js jetstream.JetStream, runID string) (*Run, error) {
-	h, err := read(ctx, js, runID, "")
-	return h.run, err
+	return fold(ctx, js, runID, "")
 }
 
 // FoldThrough is Fold of the events up to last (EventsThrough).
 func FoldThrough(ctx context.Context, js jetstream.JetStream, runID, last string) (*Run, error) {
-	h, err := read(ctx, js, runID, last)
-	return h.run, err
+	return fold(ctx, js, runID, last)
 }
 
 // EventsThrough is Events up to the event whose id is last, which the
@@ -48,19 +46,35 @@ func FoldThrough(ctx context.Context, js jetstream.JetStream, runID, last string
 // stream stored it, so this waits for it (until ctx ends, or a minute),
 // and fails with ErrLogBehind when it does not come.
 func EventsThrough(ctx context.Context, js jetstream.JetStream, runID, last string) ([]json.RawMessage, error) {
-	h, err := read(ctx, js, runID, last)
-	return h.out, err
+	return raw(ctx, js, runID, last)
 }
 
 // logWait is how long EventsThrough waits for the run log at most.
 const logWait = time.Minute
 
-// read reads a run's events (through last, when it is set): on an error,
-// none.
-func read(ctx context.Context, js jetstream.JetStream, runID, last string) (*history, error) {
-	h := &history{out: []json.RawMessage{}, seen: map[string]bool{}, run: &Run{}}
+// raw is the bytes of a run's events (through last, when it is set).
+func raw(ctx context.Context, js jetstream.JetStream, runID, last string) ([]json.RawMessage, error) {
+	out := []json.RawMessage{}
+	if err := read(ctx, js, runID, last, func(_ cloudevents.Event, _ events.Name, b json.RawMessage) { out = append(out, b) }); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// fold is the run a run's events (through last, when it is set) fold into.
+func fold(ctx context.Context, js jetstream.JetStream, runID, last string) (*Run, error) {
+	run := &Run{}
+	if err := read(ctx, js, runID, last, func(ev cloudevents.Event, name events.Name, _ json.RawMessage) { run.Add(ev, name) }); err != nil {
+		return nil, err
+	}
+	return run, nil
+}
+
+// read hands each valid event of a run (through last, when it is set) to
+// keep, once and in order.
+func read(ctx context.Context, js jetstream.JetStream, runID, last string, keep func(cloudevents.Event, events.Name, json.RawMessage)) error {
 	if err := events.CheckRunID(runID); err != nil {
-		return &history{}, err
+		return err
 	}
 	var s jetstream.Stream
 	var err error
@@ -70,21 +84,22 @@ func read(ctx context.Context, js jetstream.JetStream, runID, last string) (*his
 		s, err = openRunLog(ctx, js)
 	}
 	if err != nil {
-		return &history{}, fmt.Errorf("read run %s: %w", runID, err)
+		return fmt.Errorf("read run %s: %w", runID, err)
 	}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RunLogFilter(runID)}})
 	if err != nil {
-		return &history{}, fmt.Errorf("read run %s: %w", runID, err)
+		return fmt.Errorf("read run %s: %w", runID, err)
 	}
+	h := history{seen: map[string]bool{}, keep: keep}
 	if last == "" {
 		err = h.fetch(cons)
 	} else {
 		err = h.through(ctx, cons, last)
 	}
 	if err != nil {
-		return &history{}, fmt.Errorf("read run %s: %w", runID, err)
+		return fmt.Errorf("read run %s: %w", runID, err)
 	}
-	return h, nil
+	return nil
 }
 
 // catchUpWait bounds awaitLog: an event deleted from the stream before the
@@ -127,20 +142,18 @@ func awaitLog(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, er
 	}
 }
 
-// history is a run's events as they are read: each valid one, once, and
-// the run they fold into (parsed once for both).
+// history is a run's events as they are read: each valid one is parsed
+// and kept once.
 type history struct {
-	out  []json.RawMessage
 	seen map[string]bool
-	run  *Run
+	keep func(cloudevents.Event, events.Name, json.RawMessage)
 }
 
 func (h *history) add(m jetstream.Msg) {
 	ev, name, err := events.ParseMsg(m.Subject(), m.Data())
 	if err == nil && !h.seen[ev.ID()] {
 		h.seen[ev.ID()] = true
-		h.out = append(h.out, m.Data())
-		h.run.Add(ev, name)
+		h.keep(ev, name, m.Data())
 	}
 }
 
