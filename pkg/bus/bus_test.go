@@ -267,8 +267,8 @@ func TestTraceContextTravelsInTheEvent(t *testing.T) {
 	})
 }
 
-// TestBucketsReadDirectlyFromTheirOneCopy: on one server every bucket and
-// the index are read by direct gets (no JetStream API request, no
+// TestBucketsReadDirectlyFromTheirOneCopy: on one server every bucket, the
+// index and the run log are read by direct gets (no JetStream API request, no
 // advisory), and every bucket is a working key-value store that reads
 // what was written the moment before, also when it was first made by
 // jetstream's own CreateKeyValue. (With replicas reads go to the leader:
@@ -283,8 +283,10 @@ func TestBucketsReadDirectlyFromTheirOneCopy(t *testing.T) {
 	if err := bus.Provision(ctx, srv.JetStream, bus.ProvisionOptions{}); err != nil {
 		t.Fatalf("provision over a bucket made by CreateKeyValue: %v", err)
 	}
-	if st, err := srv.JetStream.Stream(ctx, events.IndexStream); err != nil || !st.CachedInfo().Config.AllowDirect {
-		t.Errorf("%s: reads are API requests (allow_direct off): %v", events.IndexStream, err)
+	for _, name := range []string{events.IndexStream, events.RunLogStream} {
+		if st, err := srv.JetStream.Stream(ctx, name); err != nil || !st.CachedInfo().Config.AllowDirect {
+			t.Errorf("%s: reads are API requests (allow_direct off): %v", name, err)
+		}
 	}
 	for _, bucket := range []string{events.PromotionsBucket, events.VerifiedBucket, events.HistoryBucket} {
 		st, err := srv.JetStream.Stream(ctx, "KV_"+bucket)

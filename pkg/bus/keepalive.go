@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -11,22 +12,28 @@ import (
 func KeepAlive(interval time.Duration) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, m Message) error {
-			done := make(chan struct{})
-			ticked := make(chan struct{})
-			go func() {
-				defer close(ticked)
-				t := time.NewTicker(interval)
-				defer t.Stop()
-				for {
-					select {
-					case <-done:
-						return
-					case <-t.C:
-						_ = m.d.msg.InProgress()
-					}
+			// A timer, not a goroutine of its own: most handlers end
+			// long before the first tick. Once the handler returns no
+			// tick sends anything, and none is scheduled again.
+			var mu sync.Mutex
+			done := false
+			var t *time.Timer
+			mu.Lock() // the first tick waits for t
+			t = time.AfterFunc(interval, func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if !done {
+					_ = m.d.msg.InProgress()
+					t.Reset(interval)
 				}
+			})
+			mu.Unlock()
+			defer func() {
+				mu.Lock()
+				defer mu.Unlock()
+				done = true
+				t.Stop()
 			}()
-			defer func() { close(done); <-ticked }()
 			return next(ctx, m)
 		}
 	}

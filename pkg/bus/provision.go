@@ -72,6 +72,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		Duplicates:  duplicates(o.DuplicateWindow, o.Events.MaxAge),
 		MaxAge:      o.Events.MaxAge,
 		MaxBytes:    o.Events.MaxBytes,
+		AllowDirect: directReads(o.Replicas), // a run is one request (package runs)
 	}, {
 		Name:       events.DeadLetterStream,
 		Subjects:   []string{events.DeadLetterPrefix + ">"},
@@ -220,10 +221,11 @@ func sameStream(want, have jetstream.StreamConfig) bool {
 		})
 }
 
-// directReads says whether reads of the buckets and the index may be
-// direct gets, answered by whichever server holds a copy, rather than
-// requests to the stream's leader through the JetStream API (which also
-// publishes an API advisory for each). With one copy they are the same
+// directReads says whether reads of the buckets, the index and the run
+// log may be direct gets, answered by whichever server holds a copy,
+// rather than requests to the stream's leader through the JetStream API
+// (which also publishes an API advisory for each), or, for the run log,
+// an ordered consumer made for each read. With one copy they are the same
 // server and see every acknowledged write, at a third of the cost (no
 // JSON either way, no advisory): a run reads a bucket or an index head
 // two dozen times. With replicas a follower that lags (or a node catching

@@ -242,21 +242,31 @@ func (r *Router) Run(ctx context.Context) error {
 	defer iter.Stop()
 	// In-flight work outlives ctx by the shutdown grace: a half-done
 	// handler would only be redelivered.
-	work, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer cancelWork(nil)
+	inflight, cancelInflight := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelInflight(nil)
 	stopGrace := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(r.bus.grace, func() { cancelWork(ErrShutdown) })
-		context.AfterFunc(work, func() { t.Stop() })
+		t := time.AfterFunc(r.bus.grace, func() { cancelInflight(ErrShutdown) })
+		context.AfterFunc(inflight, func() { t.Stop() })
 	})
 	defer stopGrace()
 
-	h := r.chain()
 	// Up to Concurrency events are handled at once (events of one run come
-	// one after another anyway: each is the answer to the one before).
-	// Run owns those goroutines and returns only when they are done.
-	slots := make(chan struct{}, spec.Concurrency)
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
+	// one after another anyway: each is the answer to the one before), by
+	// as many workers: Run owns them and returns only when they are done.
+	// Workers that live as long as the consumer keep the stacks their
+	// handlers grew, instead of growing a new one for every event.
+	h := r.chain()
+	work := make(chan Message)
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	defer close(work)
+	for range spec.Concurrency {
+		workers.Go(func() {
+			for m := range work {
+				_ = h(inflight, m)
+			}
+		})
+	}
 	for {
 		msg, err := iter.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -276,12 +286,7 @@ func (r *Router) Run(ctx context.Context) error {
 			_ = msg.Term()
 			continue
 		}
-		slots <- struct{}{}
-		inflight.Add(1)
-		go func() {
-			defer func() { <-slots; inflight.Done() }()
-			_ = h(work, m)
-		}()
+		work <- m
 	}
 }
 

@@ -19,8 +19,7 @@ type extensionCarrier struct{ ev *cloudevents.Event }
 var _ propagation.TextMapCarrier = extensionCarrier{}
 
 func (c extensionCarrier) Get(key string) string {
-	s, _ := c.ev.Extensions()[key].(string)
-	return s
+	return events.Extension(*c.ev, key)
 }
 
 func (c extensionCarrier) Set(key, value string) {

@@ -64,8 +64,20 @@ func build(id, source string, name Name, runID, subject string, data any) (event
 }
 
 // RunID returns the event's run id, or "".
-func RunID(ev event.Event) string {
-	s, _ := ev.Extensions()[ExtRunID].(string)
+func RunID(ev event.Event) string { return Extension(ev, ExtRunID) }
+
+// Extension is the string value of one of an event's extension attributes
+// ("" when it has none), read where the event keeps it: Event.Extensions
+// copies them all, on every event a handler reads.
+func Extension(ev event.Event, name string) string {
+	var exts map[string]any
+	switch ec := ev.Context.(type) {
+	case *event.EventContextV1:
+		exts = ec.Extensions
+	default:
+		exts = ev.Extensions()
+	}
+	s, _ := exts[name].(string)
 	return s
 }
 

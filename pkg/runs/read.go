@@ -9,7 +9,9 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // ErrLogBehind is a run read that waited for an event the run log has not
@@ -71,35 +73,111 @@ func fold(ctx context.Context, js jetstream.JetStream, runID, last string) (*Run
 }
 
 // read hands each valid event of a run (through last, when it is set) to
-// keep, once and in order.
+// keep, once and in order: by batched direct gets where the run log
+// allows them (readDirect), else through an ordered consumer.
 func read(ctx context.Context, js jetstream.JetStream, runID, last string, keep func(cloudevents.Event, events.Name, json.RawMessage)) error {
 	if err := events.CheckRunID(runID); err != nil {
 		return err
 	}
-	var s jetstream.Stream
-	var err error
 	if last == "" {
-		s, err = awaitLog(ctx, js)
-	} else {
-		s, err = openRunLog(ctx, js)
-	}
-	if err != nil {
-		return fmt.Errorf("read run %s: %w", runID, err)
-	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RunLogFilter(runID)}})
-	if err != nil {
-		return fmt.Errorf("read run %s: %w", runID, err)
+		// The run log is read once it caught up with the stream.
+		if _, err := awaitLog(ctx, js); err != nil {
+			return fmt.Errorf("read run %s: %w", runID, err)
+		}
 	}
 	h := history{seen: map[string]bool{}, keep: keep}
-	if last == "" {
-		err = h.fetch(cons)
-	} else {
-		err = h.through(ctx, cons, last)
+	read, err := h.direct(ctx, js, runID, last)
+	if err == nil && !read {
+		err = h.consume(ctx, js, runID, last)
 	}
 	if err != nil {
 		return fmt.Errorf("read run %s: %w", runID, err)
 	}
 	return nil
+}
+
+// consume reads the run through an ordered consumer: a consumer made on
+// the server for the read, and removed after it.
+func (h *history) consume(ctx context.Context, js jetstream.JetStream, runID, last string) error {
+	s, err := openRunLog(ctx, js)
+	if err != nil {
+		return err
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RunLogFilter(runID)}})
+	if err != nil {
+		return err
+	}
+	if last == "" {
+		return h.fetch(cons)
+	}
+	return h.through(ctx, cons, last)
+}
+
+// directBatch is how many events a direct read asks for at once: a run
+// is a few dozen.
+const directBatch = 256
+
+// direct reads the run with batched direct gets: a request, answered with
+// the run's events, instead of a consumer made and removed on the server
+// for each read. The run log answers them where it allows direct gets (on
+// one server: bus.Provision), and direct says false where it does not.
+// Waiting for last (the run log receives each event a moment after the
+// stream stored it), it asks again for what came after what it has.
+func (h *history) direct(ctx context.Context, js jetstream.JetStream, runID, last string) (bool, error) {
+	wctx, cancel := context.WithTimeout(ctx, logWait)
+	defer cancel()
+	next := uint64(1)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		msgs, err := jetstreamext.GetBatch(wctx, js, events.RunLogStream, directBatch,
+			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(events.RunLogFilter(runID)))
+		if err != nil {
+			return true, err
+		}
+		more := false
+		for m, err := range msgs {
+			switch {
+			case errors.Is(err, jetstreamext.ErrNoMessages): // none after next, yet
+			case next == 1 && (errors.Is(err, jetstreamext.ErrBatchUnsupported) || errors.Is(err, nats.ErrNoResponders)):
+				return false, nil // no direct gets here
+			case err != nil:
+				return true, err
+			default:
+				next = m.Sequence + 1
+				more = m.Header.Get(numPendingHeader) != "0"
+				h.add(m.Subject, m.Data)
+			}
+		}
+		switch {
+		case last != "" && h.seen[last]:
+			return true, nil
+		case ctx.Err() != nil: // an answer cut short ends quietly
+			return true, fmt.Errorf("reading %s: %w", events.RunLogStream, ctx.Err())
+		case wctx.Err() != nil:
+			return true, behind(last)
+		case more:
+			continue
+		case last == "":
+			return true, nil
+		}
+		select {
+		case <-wctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+// numPendingHeader says, on each event a batched direct get answers with,
+// how many more of those asked for the run log holds.
+const numPendingHeader = "Nats-Num-Pending"
+
+// behind is the error of a read that waited for last in vain (or, with
+// no last, for any answer).
+func behind(last string) error {
+	if last == "" {
+		return fmt.Errorf("%w: %s did not answer within %s", ErrLogBehind, events.RunLogStream, logWait)
+	}
+	return fmt.Errorf("%w: event %s is not in %s after %s (check the stream's source: nats stream info %s)",
+		ErrLogBehind, last, events.RunLogStream, logWait, events.RunLogStream)
 }
 
 // catchUpWait bounds awaitLog: an event deleted from the stream before the
@@ -149,11 +227,11 @@ type history struct {
 	keep func(cloudevents.Event, events.Name, json.RawMessage)
 }
 
-func (h *history) add(m jetstream.Msg) {
-	ev, name, err := events.ParseMsg(m.Subject(), m.Data())
+func (h *history) add(subject string, data []byte) {
+	ev, name, err := events.ParseMsg(subject, data)
 	if err == nil && !h.seen[ev.ID()] {
 		h.seen[ev.ID()] = true
-		h.keep(ev, name, m.Data())
+		h.keep(ev, name, data)
 	}
 }
 
@@ -172,7 +250,7 @@ func (h *history) fetch(cons jetstream.Consumer) error {
 			if meta, err := m.Metadata(); err == nil {
 				caughtUp = meta.NumPending == 0
 			}
-			h.add(m)
+			h.add(m.Subject(), m.Data())
 		}
 		if err := batch.Error(); err != nil {
 			return err
@@ -200,12 +278,11 @@ func (h *history) through(ctx context.Context, cons jetstream.Consumer, last str
 		case ctx.Err() != nil:
 			return fmt.Errorf("waiting for event %s: %w", last, ctx.Err())
 		case wctx.Err() != nil:
-			return fmt.Errorf("%w: event %s is not in %s after %s (check the stream's source: nats stream info %s)",
-				ErrLogBehind, last, events.RunLogStream, logWait, events.RunLogStream)
+			return behind(last)
 		case err != nil:
 			return err
 		}
-		h.add(m)
+		h.add(m.Subject(), m.Data())
 	}
 	return nil
 }

@@ -16,13 +16,44 @@ import (
 	"github.com/digestline/digestline/pkg/runs"
 )
 
+// eachWayOfReading runs a test of run reads on one server, where they are
+// direct gets (and make no consumer), and where the run log allows none
+// (as on a cluster: bus.Provision) and they go through a consumer.
+func eachWayOfReading(t *testing.T, test func(*testing.T, *bustest.Server)) {
+	for _, direct := range []bool{true, false} {
+		t.Run(map[bool]string{true: "direct gets", false: "a consumer"}[direct], func(t *testing.T) {
+			t.Parallel()
+			srv := bustest.NewServer(t)
+			ctx := context.Background()
+			runLog, err := srv.JetStream.Stream(ctx, events.RunLogStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !direct {
+				cfg := runLog.CachedInfo().Config
+				cfg.AllowDirect = false
+				if _, err := srv.JetStream.UpdateStream(ctx, cfg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			test(t, srv)
+			if info, err := runLog.Info(ctx); err != nil || direct && info.State.Consumers != 0 {
+				t.Errorf("direct reads left %d consumers on the run log: %v", info.State.Consumers, err)
+			}
+		})
+	}
+}
+
 // TestEventsThroughWaitsForTheRunLog: the run log fills a moment after the
 // stream; a read through an event the stream holds returns it, and one
 // through an event that never comes fails when ctx ends (or, at the
 // latest, with ErrLogBehind after a minute).
 func TestEventsThroughWaitsForTheRunLog(t *testing.T) {
 	t.Parallel()
-	srv := bustest.NewServer(t)
+	eachWayOfReading(t, eventsThroughWaitsForTheRunLog)
+}
+
+func eventsThroughWaitsForTheRunLog(t *testing.T, srv *bustest.Server) {
 	b := bus.NewBus(srv.JetStream, "/digestline/test/1")
 	ctx := context.Background()
 	for i := range 20 {
@@ -52,7 +83,10 @@ func TestEventsThroughWaitsForTheRunLog(t *testing.T) {
 // event that claims another run than its subject says.
 func TestEventsReadsOneRunInOrder(t *testing.T) {
 	t.Parallel()
-	srv := bustest.NewServer(t)
+	eachWayOfReading(t, eventsReadsOneRunInOrder)
+}
+
+func eventsReadsOneRunInOrder(t *testing.T, srv *bustest.Server) {
 	b := bus.NewBus(srv.JetStream, "/digestline/test/1")
 	ctx := context.Background()
 	var want []string

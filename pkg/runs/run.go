@@ -287,7 +287,7 @@ func (r *Run) step(s Step, at time.Time, dur time.Duration) {
 // traceID is the trace id of the traceparent ev carries
 // (00-<trace id>-<span id>-<flags>), or "".
 func traceID(ev cloudevents.Event) string {
-	tp, _ := ev.Extensions()[events.ExtTraceParent].(string)
+	tp := events.Extension(ev, events.ExtTraceParent)
 	parts := strings.Split(tp, "-")
 	if len(parts) != 4 || len(parts[1]) != 32 || strings.Trim(parts[1], "0") == "" {
 		return ""

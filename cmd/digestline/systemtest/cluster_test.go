@@ -69,9 +69,9 @@ func TestRunsSurviveLosingAClusterNode(t *testing.T) {
 	if si, err := info.Info(ctx); err != nil || si.Config.Replicas != 3 || si.Cluster == nil || len(si.Cluster.Replicas) != 2 {
 		t.Fatalf("the stream is not replicated three times: %+v %v", si, err)
 	}
-	// Reads of the buckets and the index go to the leader: a lagging
-	// replica would answer a direct get with an older value.
-	for _, name := range []string{"KV_" + events.VerifiedBucket, "KV_" + events.RunsBucket, events.IndexStream} {
+	// Reads of the buckets, the index and the run log go to the leader: a
+	// lagging replica would answer a direct get with an older value.
+	for _, name := range []string{"KV_" + events.VerifiedBucket, "KV_" + events.RunsBucket, events.IndexStream, events.RunLogStream} {
 		if st, err := js.Stream(ctx, name); err != nil || st.CachedInfo().Config.AllowDirect {
 			t.Errorf("%s: reads may come from a lagging replica (allow_direct): %v", name, err)
 		}
