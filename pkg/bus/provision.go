@@ -45,6 +45,41 @@ func (o ProvisionOptions) withDefaults() ProvisionOptions {
 // buckets. It is idempotent: every service runs it at start.
 func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOptions) error {
 	o := opts.withDefaults()
+	for _, cfg := range streamConfigs(o) {
+		if err := ensureStream(ctx, js, cfg); err != nil {
+			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
+		}
+	}
+	if err := ensureObjectStore(ctx, js, jetstream.ObjectStoreConfig{
+		Bucket:      events.BlobBucket,
+		Description: "digestline blobs between builder and pusher, keyed by digest",
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		TTL:         o.Events.MaxAge, // a blob outlives no run that needs it
+	}); err != nil {
+		return fmt.Errorf("provision object store %s: %w", events.BlobBucket, err)
+	}
+	buckets := []jetstream.KeyValueConfig{
+		{Bucket: events.PromotionsBucket, Description: "current digest per environment and repository", History: 64, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: events.VerifiedBucket, Description: "verified digests per repository, and where they were promoted", Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: events.HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.History.MaxAge},
+		{Bucket: events.TagsBucket, Description: "the pipeline's last move of each tag, and the move in progress", Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: events.NotifiedBucket, Description: "the notifications each webhook was sent", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.Events.MaxAge},
+		{Bucket: events.ControlsBucket, Description: "pins and freezes of environments, until they end or someone lifts them", Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		{Bucket: events.RunsBucket, Description: "each run's summary, as it started and as it ended", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.History.MaxAge},
+		{Bucket: events.WatchesBucket, Description: "each watched repository's tags, and the digest each was last admitted at", Storage: jetstream.FileStorage, Replicas: o.Replicas},
+	}
+	for _, cfg := range buckets {
+		if err := ensureStream(ctx, js, kvStream(cfg, directReads(o.Replicas))); err != nil {
+			return fmt.Errorf("provision key-value bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// streamConfigs are the streams' configurations: the events, the run log,
+// the dead letters and the index.
+func streamConfigs(o ProvisionOptions) []jetstream.StreamConfig {
 	// The stream takes the contract's events and nothing else: a publish on
 	// any other subject is refused (no responders) instead of being stored
 	// where no consumer reads it.
@@ -52,7 +87,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 	for _, n := range events.Names() {
 		subjects = append(subjects, n.Filter())
 	}
-	streams := []jetstream.StreamConfig{{
+	return []jetstream.StreamConfig{{
 		Name:       events.StreamName,
 		Subjects:   subjects,
 		Storage:    jetstream.FileStorage,
@@ -93,36 +128,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		MaxAge:      o.History.MaxAge,
 		AllowDirect: directReads(o.Replicas),
 	}}
-	for _, cfg := range streams {
-		if err := ensureStream(ctx, js, cfg); err != nil {
-			return fmt.Errorf("provision stream %s: %w", cfg.Name, err)
-		}
-	}
-	if err := ensureObjectStore(ctx, js, jetstream.ObjectStoreConfig{
-		Bucket:      events.BlobBucket,
-		Description: "digestline blobs between builder and pusher, keyed by digest",
-		Storage:     jetstream.FileStorage,
-		Replicas:    o.Replicas,
-		TTL:         o.Events.MaxAge, // a blob outlives no run that needs it
-	}); err != nil {
-		return fmt.Errorf("provision object store %s: %w", events.BlobBucket, err)
-	}
-	buckets := []jetstream.KeyValueConfig{
-		{Bucket: events.PromotionsBucket, Description: "current digest per environment and repository", History: 64, Storage: jetstream.FileStorage, Replicas: o.Replicas},
-		{Bucket: events.VerifiedBucket, Description: "verified digests per repository, and where they were promoted", Storage: jetstream.FileStorage, Replicas: o.Replicas},
-		{Bucket: events.HistoryBucket, Description: "every promotion, rejection and promotion decision", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.History.MaxAge},
-		{Bucket: events.TagsBucket, Description: "the pipeline's last move of each tag, and the move in progress", Storage: jetstream.FileStorage, Replicas: o.Replicas},
-		{Bucket: events.NotifiedBucket, Description: "the notifications each webhook was sent", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.Events.MaxAge},
-		{Bucket: events.ControlsBucket, Description: "pins and freezes of environments, until they end or someone lifts them", Storage: jetstream.FileStorage, Replicas: o.Replicas},
-		{Bucket: events.RunsBucket, Description: "each run's summary, as it started and as it ended", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.History.MaxAge},
-		{Bucket: events.WatchesBucket, Description: "each watched repository's tags, and the digest each was last admitted at", Storage: jetstream.FileStorage, Replicas: o.Replicas},
-	}
-	for _, cfg := range buckets {
-		if err := ensureStream(ctx, js, kvStream(cfg, directReads(o.Replicas))); err != nil {
-			return fmt.Errorf("provision key-value bucket %s: %w", cfg.Bucket, err)
-		}
-	}
-	return nil
 }
 
 // duplicates is the duplicate window of a stream that keeps messages for

@@ -213,20 +213,7 @@ func (r *Router) Run(ctx context.Context) error {
 	if len(r.handlers) == 0 {
 		return fmt.Errorf("consumer %s: no handler registered", spec.Durable)
 	}
-	cfg := jetstream.ConsumerConfig{
-		Durable:   spec.Durable,
-		AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait:   spec.AckWait,
-		// Unbounded on the server: the runtime counts deliveries itself and
-		// dead-letters with a reason, even for an event that crashed the process.
-		MaxDeliver: -1,
-	}
-	for _, n := range events.Names() {
-		if _, ok := r.handlers[n]; ok {
-			cfg.FilterSubjects = append(cfg.FilterSubjects, n.Filter())
-		}
-	}
-	cons, err := r.bus.js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
+	cons, err := r.bus.js.CreateOrUpdateConsumer(ctx, events.StreamName, r.consumerConfig())
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", spec.Durable, err)
 	}
@@ -288,6 +275,25 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 		work <- m
 	}
+}
+
+// consumerConfig is the durable consumer's: filtered on the events that
+// have a handler.
+func (r *Router) consumerConfig() jetstream.ConsumerConfig {
+	cfg := jetstream.ConsumerConfig{
+		Durable:   r.spec.Durable,
+		AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait:   r.spec.AckWait,
+		// Unbounded on the server: the runtime counts deliveries itself and
+		// dead-letters with a reason, even for an event that crashed the process.
+		MaxDeliver: -1,
+	}
+	for _, n := range events.Names() {
+		if _, ok := r.handlers[n]; ok {
+			cfg.FilterSubjects = append(cfg.FilterSubjects, n.Filter())
+		}
+	}
+	return cfg
 }
 
 // Data adapts a handler of an event's decoded data: the event is decoded
