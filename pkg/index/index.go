@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/digestline/digestline/pkg/events"
@@ -35,6 +36,7 @@ var ErrCursor = errors.New("the cursor belongs to another list or query")
 type Index struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	heads  heads
 }
 
 // Open opens the index stream (bus.Provision creates it).
@@ -43,7 +45,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s (is the bus provisioned?): %w", events.IndexStream, err)
 	}
-	return &Index{js: js, stream: s}, nil
+	return &Index{js: js, stream: s, heads: heads{of: map[string]head{}}}, nil
 }
 
 // List names a list by its tokens (each a valid NATS subject token: no
@@ -97,35 +99,43 @@ func (x *Index) Append(ctx context.Context, id string, t time.Time, data []byte,
 }
 
 // push appends one message to list and returns its sequence (the
-// original's, for a duplicate).
+// original's, for a duplicate). It follows the list's head as this Index
+// last appended it, without reading it: the server refuses the append
+// when another writer moved the head since, and push then reads it.
 func (x *Index) push(ctx context.Context, list, id string, hdr nats.Header, data []byte) (uint64, error) {
 	msgID := id + "@" + list
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
-		head, err := x.stream.GetLastMsgForSubject(ctx, list)
-		var prev uint64
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-		case err != nil:
-			return 0, fmt.Errorf("append to %s: %w", list, err)
-		case head.Header.Get(jetstream.MsgIDHeader) == msgID:
-			return head.Sequence, nil
-		default:
-			prev = head.Sequence
+		cur, known := x.heads.get(list)
+		if !known {
+			var err error
+			if cur, err = x.head(ctx, list); err != nil {
+				return 0, err
+			}
+		}
+		if cur.id == msgID {
+			return cur.seq, nil
 		}
 		msg := &nats.Msg{Subject: list, Header: nats.Header{}, Data: data}
 		for k, v := range hdr {
 			msg.Header[k] = v
 		}
-		if prev > 0 {
-			msg.Header.Set(prevHeader, strconv.FormatUint(prev, 10))
+		if cur.seq > 0 {
+			msg.Header.Set(prevHeader, strconv.FormatUint(cur.seq, 10))
 		}
-		ack, err := x.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(prev))
+		ack, err := x.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(cur.seq))
 		if err == nil {
+			if !ack.Duplicate {
+				x.heads.set(list, head{seq: ack.Sequence, id: msgID})
+			}
 			return ack.Sequence, nil
 		}
+		x.heads.forget(list)
 		var apiErr *jetstream.APIError
 		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
 			return 0, fmt.Errorf("append to %s: %w", list, err)
+		}
+		if known {
+			continue // only this Index's memory was behind
 		}
 		// Another writer appended first: follow its entry.
 		select {
@@ -134,6 +144,57 @@ func (x *Index) push(ctx context.Context, list, id string, hdr nats.Header, data
 		case <-time.After(wait):
 		}
 	}
+}
+
+// head reads list's newest entry (zero: the list is empty).
+func (x *Index) head(ctx context.Context, list string) (head, error) {
+	m, err := x.stream.GetLastMsgForSubject(ctx, list)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return head{}, nil
+	case err != nil:
+		return head{}, fmt.Errorf("append to %s: %w", list, err)
+	}
+	return head{seq: m.Sequence, id: m.Header.Get(jetstream.MsgIDHeader)}, nil
+}
+
+// head is a list's newest entry: its sequence, and the id it was appended
+// with.
+type head struct {
+	seq uint64
+	id  string
+}
+
+// heads are the heads of the lists an Index appended to last: its
+// appends follow them without reading them first. At most maxHeads are
+// kept; when full they are forgotten, and read again as needed.
+type heads struct {
+	mu sync.Mutex
+	of map[string]head
+}
+
+const maxHeads = 4096
+
+func (h *heads) get(list string) (head, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.of[list]
+	return v, ok
+}
+
+func (h *heads) set(list string, v head) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.of) >= maxHeads {
+		clear(h.of)
+	}
+	h.of[list] = v
+}
+
+func (h *heads) forget(list string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.of, list)
 }
 
 // Query reads a page of a list.

@@ -16,14 +16,25 @@ import (
 
 func open(t *testing.T) (*index.Index, context.Context) {
 	t.Helper()
+	xs, ctx := openReplicas(t, 1)
+	return xs[0], ctx
+}
+
+// openReplicas opens n Indexes of one index stream, as n replicas of a
+// service do.
+func openReplicas(t *testing.T, n int) ([]*index.Index, context.Context) {
+	t.Helper()
 	srv := bustest.NewServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	x, err := index.Open(ctx, srv.JetStream)
-	if err != nil {
-		t.Fatal(err)
+	xs := make([]*index.Index, n)
+	for i := range xs {
+		var err error
+		if xs[i], err = index.Open(ctx, srv.JetStream); err != nil {
+			t.Fatal(err)
+		}
 	}
-	return x, ctx
+	return xs, ctx
 }
 
 // pages reads list a page at a time and returns every entry's data.
@@ -136,17 +147,26 @@ func TestAQueryKeepsWhatItAsksForAndBoundsItsReads(t *testing.T) {
 }
 
 // TestWritersAppendingAtOnceLoseNothing: replicas appending to one list
-// at once are ordered by the server, and every entry is there once.
+// at once are ordered by the server, and every entry is there once, also
+// when each is appended twice (a redelivery) by a replica whose memory of
+// the list's head another replica made stale.
 func TestWritersAppendingAtOnceLoseNothing(t *testing.T) {
-	x, ctx := open(t)
+	// Two replicas' Indexes: each follows the heads it appended last,
+	// which the other's appends make stale.
+	xs, ctx := openReplicas(t, 2)
+	x := xs[0]
 	list := index.List("t", "all")
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Go(func() {
+			x := xs[w%2]
 			for i := range 25 {
 				id := fmt.Sprintf("%d-%d", w, i)
-				if err := x.Append(ctx, id, time.Now(), []byte(id), list, index.List("t", "w"+strconv.Itoa(w))); err != nil {
-					t.Error(err)
+				// Each append twice, as a redelivered handler does.
+				for range 2 {
+					if err := x.Append(ctx, id, time.Now(), []byte(id), list, index.List("t", "w"+strconv.Itoa(w))); err != nil {
+						t.Error(err)
+					}
 				}
 			}
 		})

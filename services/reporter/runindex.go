@@ -74,15 +74,14 @@ func (ri *runIndexer) started(ctx context.Context, m bus.Message) error {
 	}
 	run := &runs.Run{}
 	run.Add(m.Event, m.Name)
-	if _, err := ri.kv.Get(ctx, run.ID); err == nil {
-		return nil
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("file run %s: %w", run.ID, err)
+	seen, err := ri.stored(ctx, run.ID)
+	if err != nil || seen.found {
+		return err
 	}
 	if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), runsAll); err != nil {
 		return fmt.Errorf("file run %s: %w", run.ID, err)
 	}
-	return ri.put(ctx, run, func(cur *runs.Run) bool { return cur == nil })
+	return ri.put(ctx, run, seen, func(cur *runs.Run) bool { return cur == nil })
 }
 
 // ended stores the summary the run's events fold into and files it by
@@ -92,12 +91,11 @@ func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 		return err
 	}
 	id := events.RunID(m.Event)
-	var cur runs.Run
-	_, found, err := getJSON(ctx, ri.kv, id, &cur)
+	seen, err := ri.stored(ctx, id)
 	if err != nil {
 		return err
 	}
-	if found && cur.Done() {
+	if seen.found && seen.run.Done() {
 		return nil
 	}
 	run, err := runs.FoldThrough(ctx, ri.js, id, m.Event.ID())
@@ -107,7 +105,7 @@ func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 	if !run.Done() {
 		return nil // an end the stream holds no more (past retention): nothing to fold
 	}
-	if !found {
+	if !seen.found {
 		// Its start is not filed yet (another replica's, or a consumer
 		// that fell behind): file it here, which its start then finds.
 		if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), runsAll); err != nil {
@@ -117,7 +115,7 @@ func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 	if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), runEndLists(run)...); err != nil {
 		return fmt.Errorf("file run %s: %w", run.ID, err)
 	}
-	return ri.put(ctx, run, func(cur *runs.Run) bool { return cur == nil || !cur.Done() })
+	return ri.put(ctx, run, seen, func(cur *runs.Run) bool { return cur == nil || !cur.Done() })
 }
 
 // runEndLists are the lists an ended run is filed in.
@@ -141,28 +139,50 @@ func runRepository(target string) string {
 	return ref.Context().Name()
 }
 
-// put stores run as its summary when replace says the stored one (nil:
-// none) may be replaced; a writer that raced it reads again.
-func (ri *runIndexer) put(ctx context.Context, run *runs.Run, replace func(*runs.Run) bool) error {
+// storedRun is a run's summary as the runs bucket holds it, at revision
+// rev (found false: none).
+type storedRun struct {
+	run   runs.Run
+	rev   uint64
+	found bool
+}
+
+// stored reads a run's summary.
+func (ri *runIndexer) stored(ctx context.Context, id string) (storedRun, error) {
+	var s storedRun
+	var err error
+	s.rev, s.found, err = getJSON(ctx, ri.kv, id, &s.run)
+	if err != nil {
+		return storedRun{}, fmt.Errorf("file run %s: %w", id, err)
+	}
+	return s, nil
+}
+
+// put stores run as its summary when replace says the one stored (seen,
+// as the caller read it; nil: none) may be replaced. A writer that raced
+// it reads again.
+func (ri *runIndexer) put(ctx context.Context, run *runs.Run, seen storedRun, replace func(*runs.Run) bool) error {
 	b, err := json.Marshal(run)
 	if err != nil {
 		return err
 	}
 	for {
-		var cur runs.Run
-		rev, found, err := getJSON(ctx, ri.kv, run.ID, &cur)
-		if err != nil {
-			return err
+		cur := &seen.run
+		if !seen.found {
+			cur = nil
 		}
-		if found && !replace(&cur) || !found && !replace(nil) {
+		if !replace(cur) {
 			return nil
 		}
-		if found {
-			_, err = ri.kv.Update(ctx, run.ID, b, rev)
+		if seen.found {
+			_, err = ri.kv.Update(ctx, run.ID, b, seen.rev)
 		} else {
 			_, err = ri.kv.Create(ctx, run.ID, b)
 		}
 		if err == nil || !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return err
+		}
+		if seen, err = ri.stored(ctx, run.ID); err != nil {
 			return err
 		}
 	}
