@@ -74,7 +74,7 @@ func fold(ctx context.Context, js jetstream.JetStream, runID, last string) (*Run
 
 // read hands each valid event of a run (through last, when it is set) to
 // keep, once and in order: by batched direct gets where the run log
-// allows them (readDirect), else through an ordered consumer.
+// allows them (history.direct), else through an ordered consumer.
 func read(ctx context.Context, js jetstream.JetStream, runID, last string, keep func(cloudevents.Event, events.Name, json.RawMessage)) error {
 	if err := events.CheckRunID(runID); err != nil {
 		return err
