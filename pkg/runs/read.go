@@ -9,9 +9,7 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // ErrLogBehind is a run read that waited for an event the run log has not
@@ -128,24 +126,16 @@ func (h *history) direct(ctx context.Context, js jetstream.JetStream, runID, las
 	defer cancel()
 	next := uint64(1)
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		msgs, err := jetstreamext.GetBatch(wctx, js, events.RunLogStream, directBatch,
-			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(events.RunLogFilter(runID)))
-		if err != nil {
-			return true, err
-		}
 		more := false
-		for m, err := range msgs {
-			switch {
-			case errors.Is(err, jetstreamext.ErrNoMessages): // none after next, yet
-			case next == 1 && (errors.Is(err, jetstreamext.ErrBatchUnsupported) || errors.Is(err, nats.ErrNoResponders)):
-				return false, nil // no direct gets here
-			case err != nil:
-				return true, err
-			default:
-				next = m.Sequence + 1
-				more = m.Header.Get(numPendingHeader) != "0"
-				h.add(m.Subject, m.Data)
-			}
+		err := getBatch(wctx, js, events.RunLogStream, events.RunLogFilter(runID), next, directBatch, func(m directMsg) {
+			next, more = m.seq+1, m.more
+			h.add(m.subject, m.data)
+		})
+		switch {
+		case errors.Is(err, errNoDirect) && next == 1:
+			return false, nil // no direct gets here
+		case err != nil && ctx.Err() == nil && wctx.Err() == nil:
+			return true, err
 		}
 		switch {
 		case last != "" && h.seen[last]:
@@ -165,10 +155,6 @@ func (h *history) direct(ctx context.Context, js jetstream.JetStream, runID, las
 		}
 	}
 }
-
-// numPendingHeader says, on each event a batched direct get answers with,
-// how many more of those asked for the run log holds.
-const numPendingHeader = "Nats-Num-Pending"
 
 // behind is the error of a read that waited for last in vain (or, with
 // no last, for any answer).

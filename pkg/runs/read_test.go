@@ -86,6 +86,43 @@ func TestEventsReadsOneRunInOrder(t *testing.T) {
 	eachWayOfReading(t, eventsReadsOneRunInOrder)
 }
 
+// TestEventsReadsARunLongerThanABatch: a run of more events than one
+// direct get asks for (a release of many images, retried stages) is read
+// whole, in order, across batches, with another run's events between.
+func TestEventsReadsARunLongerThanABatch(t *testing.T) {
+	t.Parallel()
+	eachWayOfReading(t, eventsReadsARunLongerThanABatch)
+}
+
+func eventsReadsARunLongerThanABatch(t *testing.T, srv *bustest.Server) {
+	b := bus.NewBus(srv.JetStream, "/digestline/test/1")
+	ctx := context.Background()
+	var want []string
+	for i := range 600 {
+		run := []string{"long", "other"}[i%2]
+		ev, err := b.Start(ctx, events.BuildRequested, run, "app", bustest.BuildRequest())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run == "long" {
+			want = append(want, ev.ID())
+		}
+	}
+	run, err := runs.FoldThrough(ctx, srv.JetStream, "long", want[len(want)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := runs.Events(ctx, srv.JetStream, "long")
+	if err != nil || len(raw) != len(want) || run.ID != "long" {
+		t.Fatalf("read %d of %d events (run %q): %v", len(raw), len(want), run.ID, err)
+	}
+	for i, body := range raw {
+		if ev, _, err := events.Parse(body); err != nil || ev.ID() != want[i] {
+			t.Fatalf("event %d is %s, want %s: %v", i, ev.ID(), want[i], err)
+		}
+	}
+}
+
 func eventsReadsOneRunInOrder(t *testing.T, srv *bustest.Server) {
 	b := bus.NewBus(srv.JetStream, "/digestline/test/1")
 	ctx := context.Background()
