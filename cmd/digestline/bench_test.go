@@ -205,9 +205,10 @@ func benchLoad(b *testing.B, perSecond, history int, opts ...e2etest.Option) {
 	}
 	var latencies []time.Duration
 	var elapsed, cpu time.Duration
+	var msgs uint64
 	parts := startCPUParts()
 	for b.Loop() {
-		cpuBefore := cpuTime(b)
+		cpuBefore, statsBefore := cpuTime(b), s.Conn.Stats()
 		// One follower for the whole batch: promoted events, from now on.
 		from, err := bus.FollowFrom(ctx, s.JetStream)
 		if err != nil {
@@ -280,6 +281,8 @@ func benchLoad(b *testing.B, perSecond, history int, opts ...e2etest.Option) {
 		}
 		elapsed += time.Since(start)
 		cpu += cpuTime(b) - cpuBefore
+		stats := s.Conn.Stats()
+		msgs += stats.InMsgs - statsBefore.InMsgs + stats.OutMsgs - statsBefore.OutMsgs
 		giveUp.Stop()
 		iter.Stop()
 		if err := <-sent; err != nil {
@@ -296,6 +299,11 @@ func benchLoad(b *testing.B, perSecond, history int, opts ...e2etest.Option) {
 	perRun := float64(cpu.Microseconds()) / 1000 / float64(runs*b.N)
 	b.ReportMetric(perRun, "cpu-ms/run")
 	parts.report(b, perRun)
+	// What the host's noise cannot move: the messages the services (one
+	// connection in `digestline dev`) sent to the server and received from
+	// it for a run: events, acknowledgements, deliveries, reads and writes
+	// of the buckets and the index, and their replies.
+	b.ReportMetric(float64(msgs)/float64(runs*b.N), "msgs/run")
 }
 
 // cpuTime is the CPU time this process has used, user and system.
