@@ -104,15 +104,23 @@ func (x *Index) Append(ctx context.Context, id string, t time.Time, data []byte,
 // when another writer moved the head since, and push then reads it.
 func (x *Index) push(ctx context.Context, list, id string, hdr nats.Header, data []byte) (uint64, error) {
 	msgID := id + "@" + list
+	// A list this Index holds no head of is most often a new one (a new
+	// digest's, a new repository's): the first append tries it as empty,
+	// and the server, which refuses that when the list has entries, says
+	// when its head must be read.
+	guess := true
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 		cur, known := x.heads.get(list)
-		if !known {
+		guessed := !known && guess
+		guess = false
+		if !known && !guessed {
 			var err error
 			if cur, err = x.head(ctx, list); err != nil {
 				return 0, err
 			}
 		}
 		if cur.id == msgID {
+			x.heads.set(list, cur)
 			return cur.seq, nil
 		}
 		msg := &nats.Msg{Subject: list, Header: nats.Header{}, Data: data}
@@ -134,8 +142,8 @@ func (x *Index) push(ctx context.Context, list, id string, hdr nats.Header, data
 		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
 			return 0, fmt.Errorf("append to %s: %w", list, err)
 		}
-		if known {
-			continue // only this Index's memory was behind
+		if known || guessed {
+			continue // only this Index's memory (or guess) was behind
 		}
 		// Another writer appended first: follow its entry.
 		select {

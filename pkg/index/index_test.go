@@ -188,6 +188,31 @@ func TestWritersAppendingAtOnceLoseNothing(t *testing.T) {
 	}
 }
 
+// TestAnIndexOpenedLaterFollowsTheListsThere: a replica started after
+// lists were filled (a restart, a new instance) appends after their
+// newest entries, not as if they were new, and an append it repeats (a
+// redelivery the earlier instance had handled) adds nothing.
+func TestAnIndexOpenedLaterFollowsTheListsThere(t *testing.T) {
+	xs, ctx := openReplicas(t, 2)
+	before, later := xs[0], xs[1]
+	list, other := index.List("t", "all"), index.List("t", "other")
+	for _, id := range []string{"a", "b"} {
+		if err := before.Append(ctx, id, time.Now(), []byte(id), list, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"b", "c", "d"} {
+		if err := later.Append(ctx, id, time.Now(), []byte(id), list, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range []string{list, other} {
+		if got, _ := pages(t, ctx, later, l, index.Query{Limit: 2}); fmt.Sprint(got) != "[d c b a]" {
+			t.Errorf("%s: %v, want [d c b a]", l, got)
+		}
+	}
+}
+
 // TestAnEntryWhoseDataIsGoneIsSkipped: a list's reference to an entry
 // past retention (its message deleted) is left out of the page, and the
 // entries around it stay.
