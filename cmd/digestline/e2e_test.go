@@ -70,6 +70,42 @@ func TestShipEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("small blobs travel in build.completed and go no further", func(t *testing.T) {
+		raw, err := runs.Events(context.Background(), s.JetStream, res.RunID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range raw {
+			ev, name, err := events.Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch name {
+			case events.BuildCompleted:
+				build, err := events.Decode[events.BuildResult](ev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// A tiny image: its manifest, config and layer all travel.
+				for _, d := range build.Graph.Descriptors {
+					if !oci.Matches(d, d.Data) {
+						t.Errorf("build.completed's %s (%s, %d bytes) has %d bytes embedded, not its blob", d.Digest, d.MediaType, d.Size, len(d.Data))
+					}
+				}
+			case events.PushCompleted:
+				push, err := events.Decode[events.PushResult](ev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, d := range append(push.Graph.Descriptors, push.Graph.Root) {
+					if d.Data != nil {
+						t.Errorf("push.completed's %s carries embedded data", d.Digest)
+					}
+				}
+			}
+		}
+	})
+
 	t.Run("the environment's tag points at the digest", func(t *testing.T) {
 		tag, err := name.NewTag(repo + ":dev")
 		if err != nil {

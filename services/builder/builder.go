@@ -71,13 +71,17 @@ type builder struct {
 // run with build.failed; a failure of the blob store or a registry that may
 // pass is tried again (Bus.Fail).
 func (b *builder) handle(ctx context.Context, m bus.Message, req events.BuildRequest) error {
-	graph, err := b.build(ctx, events.RunID(m.Event), req)
+	// The event carries the build's small blobs (its manifests and
+	// configs, mostly): the pusher reads them from it (oci.EmbedLimit).
+	store := oci.NewEmbedding(b.Blobs)
+	graph, err := b.build(ctx, events.RunID(m.Event), req, store)
 	if err != nil {
 		return b.Bus.Fail(ctx, m, events.BuildFailed, err, events.Failure{Target: req.Target, Report: failure.Report{Stage: "build"},
 			Evidence: events.Evidence{Request: m.Event.ID()}})
 	}
 	b.cfg.Log().Info(fmt.Sprintf("[BUILD] %s: %d descriptors", graph.Root.Digest, len(graph.Descriptors)),
 		"run_id", events.RunID(m.Event), "digest", graph.Root.Digest.String())
+	store.Embed(&graph)
 	_, err = b.Bus.Emit(ctx, m.Event, events.BuildCompleted, "", events.BuildResult{
 		Target: req.Target, Graph: graph, BlobStore: events.BlobBucket, PromoteTo: req.PromoteTo, Tag: req.Tag,
 		RequestedAt: m.Event.Time().UTC(), Evidence: events.Evidence{Request: m.Event.ID()},
@@ -85,13 +89,13 @@ func (b *builder) handle(ctx context.Context, m bus.Message, req events.BuildReq
 	return err
 }
 
-func (b *builder) build(ctx context.Context, runID string, req events.BuildRequest) (oci.Graph, error) {
+func (b *builder) build(ctx context.Context, runID string, req events.BuildRequest, store oci.BlobStore) (oci.Graph, error) {
 	ref, err := name.ParseReference(req.Target)
 	if err != nil {
 		return oci.Graph{}, failure.New(failure.Input, err, "the target must be an image reference such as registry.example.com/team/app:tag")
 	}
 	if req.Source.Kind == events.SourceLayout {
-		return importLayout(ctx, req.Source.Path, b.Blobs)
+		return importLayout(ctx, req.Source.Path, store)
 	}
 	dir, cleanup, err := b.source(ctx, req.Source)
 	if err != nil {
@@ -106,7 +110,7 @@ func (b *builder) build(ctx context.Context, runID string, req events.BuildReque
 		})
 	}
 	return Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.Registry,
-		Signer: b.cfg.Signer, Origin: Origin{Source: req.Source, Commit: dir.commit, RunID: runID}}, b.Blobs)
+		Signer: b.cfg.Signer, Origin: Origin{Source: req.Source, Commit: dir.commit, RunID: runID}}, store)
 }
 
 // importLayout copies an existing OCI layout's artifact into the blob store,

@@ -80,7 +80,9 @@ func (p *pusher) push(ctx context.Context, m bus.Message, build events.BuildResu
 	if build.Tag.Policy != string(registry.TagIfAbsent) { // a tag set once for good is not a tag runs take turns at
 		opts = append(opts, p.inOrder(m, tags.Request{Digest: build.Graph.Root.Digest.String(), RequestedAt: requestedAt}, nil))
 	}
-	res, err := p.pushStages(ctx, m, "", ref, build.Graph, p.Blobs, opts...)
+	// Small blobs come in the event (oci.EmbedLimit); the graph goes on without them.
+	blobs := oci.Embedded(&build.Graph, p.Blobs)
+	res, err := p.pushStages(ctx, m, "", ref, build.Graph, blobs, opts...)
 	stopFeed()
 	<-fed
 	if s := (*tags.SupersededError)(nil); errors.As(err, &s) {

@@ -1,0 +1,119 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// A graph can carry its small blobs in its descriptors' data field (OCI's
+// embedded content, base64 in JSON): a build.completed does, so the pusher
+// takes the manifests and configs it uploads from the event instead of two
+// reads of the blob store each. The blob store keeps them all the same.
+const (
+	// EmbedLimit is the largest blob a graph carries embedded.
+	EmbedLimit = 4 << 10
+	// embedBudget bounds what one graph carries embedded in all.
+	embedBudget = 16 << 10
+)
+
+// Embedding is a BlobStore that keeps a copy of each blob of up to
+// EmbedLimit bytes put through it, for Embed.
+type Embedding struct {
+	BlobStore
+	mu   sync.Mutex
+	kept map[digest.Digest][]byte
+}
+
+// NewEmbedding wraps store.
+func NewEmbedding(store BlobStore) *Embedding {
+	return &Embedding{BlobStore: store, kept: map[digest.Digest][]byte{}}
+}
+
+// Put puts the blob into the wrapped store and, when it is small, keeps it.
+func (e *Embedding) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) error {
+	if desc.Size > EmbedLimit {
+		return e.BlobStore.Put(ctx, desc, r)
+	}
+	data, err := io.ReadAll(io.LimitReader(r, desc.Size+1))
+	if err != nil {
+		return err
+	}
+	if err := e.BlobStore.Put(ctx, desc, bytes.NewReader(data)); err != nil {
+		return err
+	}
+	if Matches(desc, data) { // what the store took; it refused anything else
+		e.mu.Lock()
+		e.kept[desc.Digest] = data
+		e.mu.Unlock()
+	}
+	return nil
+}
+
+// Embed sets the data of g's descriptors (its referrers' too) whose blobs
+// it kept, in order, until embedBudget bytes are embedded. Root is not
+// given data: it is one of g's descriptors already.
+func (e *Embedding) Embed(g *Graph) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	budget := embedBudget
+	var embed func(*Graph)
+	embed = func(g *Graph) {
+		for i, d := range g.Descriptors {
+			if data, ok := e.kept[d.Digest]; ok && len(data) <= budget {
+				g.Descriptors[i].Data = data
+				budget -= len(data)
+			}
+		}
+		for i := range g.Referrers {
+			embed(&g.Referrers[i])
+		}
+	}
+	embed(g)
+}
+
+// Embedded takes the data out of g's descriptors (its root's and its
+// referrers' too) and returns a BlobReader that serves it ahead of next:
+// g is left as a graph without data, for whatever is made of it (a
+// manifest's subject, a referrers index) to hold none. Data that does not
+// match its descriptor is dropped, and that blob read from next.
+func Embedded(g *Graph, next BlobReader) BlobReader {
+	kept := map[digest.Digest][]byte{}
+	take := func(d *v1.Descriptor) {
+		if d.Data != nil && Matches(*d, d.Data) {
+			kept[d.Digest] = d.Data
+		}
+		d.Data = nil
+	}
+	var strip func(*Graph)
+	strip = func(g *Graph) {
+		take(&g.Root)
+		for i := range g.Descriptors {
+			take(&g.Descriptors[i])
+		}
+		for i := range g.Referrers {
+			strip(&g.Referrers[i])
+		}
+	}
+	strip(g)
+	if len(kept) == 0 {
+		return next
+	}
+	return embedded{kept: kept, next: next}
+}
+
+type embedded struct {
+	kept map[digest.Digest][]byte
+	next BlobReader
+}
+
+func (e embedded) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	if data, ok := e.kept[d]; ok {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}
+	return e.next.Open(ctx, d)
+}
