@@ -19,14 +19,19 @@ const (
 	EmbedLimit = 4 << 10
 	// embedBudget bounds what one graph carries embedded in all.
 	embedBudget = 16 << 10
+	// keepBudget bounds what an Embedding keeps for it: a build of many
+	// small blobs keeps the first of them, and the rest are read from the
+	// store as any bigger blob is.
+	keepBudget = 1 << 20
 )
 
 // Embedding is a BlobStore that keeps a copy of each blob of up to
-// EmbedLimit bytes put through it, for Embed.
+// EmbedLimit bytes put through it (the first MiB of them), for Embed.
 type Embedding struct {
 	BlobStore
 	mu   sync.Mutex
 	kept map[digest.Digest][]byte
+	size int // of what is kept
 }
 
 // NewEmbedding wraps store.
@@ -46,10 +51,12 @@ func (e *Embedding) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) er
 	if err := e.BlobStore.Put(ctx, desc, bytes.NewReader(data)); err != nil {
 		return err
 	}
-	if Matches(desc, data) { // what the store took; it refused anything else
-		e.mu.Lock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// What the store took (it refused anything else), while there is room.
+	if _, ok := e.kept[desc.Digest]; !ok && Matches(desc, data) && e.size+len(data) <= keepBudget {
 		e.kept[desc.Digest] = data
-		e.mu.Unlock()
+		e.size += len(data)
 	}
 	return nil
 }
