@@ -110,17 +110,23 @@ func Embedded(g *Graph, next BlobReader) BlobReader {
 	if len(kept) == 0 {
 		return next
 	}
-	return embedded{kept: kept, next: next}
+	return InHand(kept, next)
 }
 
-type embedded struct {
-	kept map[digest.Digest][]byte
-	next BlobReader
+// InHand is a BlobReader that serves the blobs already in hand (read,
+// embedded) and reads the others from rest.
+func InHand(blobs map[digest.Digest][]byte, rest BlobReader) BlobReader {
+	return inHand{blobs: blobs, rest: rest}
 }
 
-func (e embedded) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
-	if data, ok := e.kept[d]; ok {
-		return io.NopCloser(bytes.NewReader(data)), nil
+type inHand struct {
+	blobs map[digest.Digest][]byte
+	rest  BlobReader
+}
+
+func (h inHand) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	if b, ok := h.blobs[d]; ok {
+		return io.NopCloser(bytes.NewReader(b)), nil
 	}
-	return e.next.Open(ctx, d)
+	return h.rest.Open(ctx, d)
 }

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -31,7 +30,7 @@ func (r *Repo) Graph(ctx context.Context, d digest.Digest, referrers bool) (oci.
 	if err != nil {
 		return oci.Graph{}, nil, err
 	}
-	g, err := oci.Walk(ctx, readManifest{d: root.Digest, body: body, rest: r.Manifests()}, root)
+	g, err := oci.Walk(ctx, oci.InHand(map[digest.Digest][]byte{root.Digest: body}, r.Manifests()), root)
 	if err != nil {
 		return oci.Graph{}, nil, err
 	}
@@ -172,20 +171,6 @@ func (r *Repo) childManifests(ctx context.Context, desc v1.Descriptor) ([]v1.Des
 		}
 	}
 	return out, nil
-}
-
-// readManifest serves a manifest already read, and the others from rest.
-type readManifest struct {
-	d    digest.Digest
-	body []byte
-	rest oci.BlobReader
-}
-
-func (m readManifest) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
-	if d == m.d {
-		return io.NopCloser(bytes.NewReader(m.body)), nil
-	}
-	return m.rest.Open(ctx, d)
 }
 
 // graphSource reads a graph from a registry: its manifests through the
