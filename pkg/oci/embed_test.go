@@ -3,6 +3,7 @@ package oci_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/oci"
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/schema"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -60,6 +62,15 @@ func TestSmallBlobsTravelInTheGraph(t *testing.T) {
 	embedded := 0
 	for _, d := range g.Descriptors {
 		embedded += len(d.Data)
+		// What the event carries is an OCI descriptor with embedded
+		// content, as the image-spec's own schema has it.
+		b, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := schema.ValidatorMediaTypeDescriptor.Validate(bytes.NewReader(b)); err != nil {
+			t.Errorf("%s: %v\n%s", d.Digest, err, b)
+		}
 		if rc, err := mem.Open(ctx, d.Digest); err != nil {
 			t.Errorf("%s is not in the store: %v", d.Digest, err)
 		} else {
