@@ -109,7 +109,33 @@ func TestRunsSurviveLosingAClusterNode(t *testing.T) {
 		})
 	}
 	if err := g.Wait(); err != nil {
+		logConsumers(t, js)
 		t.Fatal(err)
+	}
+}
+
+// logConsumers logs the state of the events' consumers, for a run that
+// stalled: what each delivered, holds unacknowledged, has redelivered,
+// and which node leads it.
+func logConsumers(t *testing.T, js jetstream.JetStream) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Logf("consumers: %v", err)
+		return
+	}
+	list := s.ListConsumers(ctx)
+	for info := range list.Info() {
+		leader := ""
+		if info.Cluster != nil {
+			leader = info.Cluster.Leader
+		}
+		t.Logf("consumer %s (leader %s): delivered %d, ack floor %d, pending %d, ack pending %d, redelivered %d, waiting pulls %d",
+			info.Name, leader, info.Delivered.Stream, info.AckFloor.Stream, info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting)
+	}
+	if err := list.Err(); err != nil {
+		t.Logf("consumers: %v", err)
 	}
 }
 
