@@ -573,7 +573,8 @@ go_section() {
   echo "3.0 → 5.2 ms, the NATS client and the runtime 2.3 → 2.9, the reporter 1.3 → 1.8; the pusher (3.5 → 3.1) and the"
   echo "verifier (1.9 → 1.7) cost a little less, the builder the same (1.1). The services exchange 113 messages with the server"
   echo "for a run at 873603e and 190 now (\`msgs/run\`, from the counters of the connection they share in \`digestline dev\`:"
-  echo "each publish, delivery, acknowledgement, read and reply is one; host noise does not move it). What the issue asked"
+  echo "each publish, delivery, acknowledgement, read and reply is one; on a quiet host, the same every time; a busy one"
+  echo "batches more deliveries a pull, a few less). What the issue asked"
   echo "for adds them: reading the run back when it ends to file its summary (a request and an answer per event: 26), the"
   echo "reads the ordered tag moves, the summaries and the index need (tags, runs, controls, index heads, with their replies:"
   echo "about 30), their writes and acknowledgements (about 30). The server also copies each event into the run log (24"
@@ -584,7 +585,9 @@ go_section() {
   echo "5%; log lines, 4%; the run summary at a run's end, 4%). Since that sitting, an append to a list the reporter holds no head of"
   echo "tries it as new first (most often it is: a new digest's), and reads its head only when the server refuses: 190 → 185"
   echo "msgs/run; and the pusher takes the small blobs it uploads (manifests, configs) from \`build.completed\`, where the"
-  echo "builder embeds them, instead of two reads of the blob store each: 185 → 177."
+  echo "builder embeds them, instead of two reads of the blob store each: 185 → 177 (at \`-benchtime 2x\`; 169.5 at 4x). A"
+  echo "handler's acknowledgement is no longer confirmed by the server (DoubleAck; docs/design.md): 169.5 → 160.5 at 4x,"
+  echo "with own CPU within the host's noise (medians 19.6 and 19.9 ms over five alternations, each binary between 15 and 21)."
   # The API's goal, as this run measured it.
   awk '$1 ~ /^BenchmarkAPI(History|Runs)\/100k\// {
          for (i = 3; i < NF; i += 2) if ($(i+1) == "p99-ms" && $i > worst) { worst = $i; at = $1 }
