@@ -588,6 +588,14 @@ go_section() {
   echo "builder embeds them, instead of two reads of the blob store each: 185 → 177 (at \`-benchtime 2x\`; 169.5 at 4x). A"
   echo "handler's acknowledgement is no longer confirmed by the server (DoubleAck; docs/design.md): 169.5 → 160.5 at 4x,"
   echo "with own CPU within the host's noise (medians 19.6 and 19.9 ms over five alternations, each binary between 15 and 21)."
+  echo "On disk (the paced row without /dev/shm), a profile of the whole process with the kernel's side (\`perf record -e cpu-clock -g\`"
+  echo "on the test binary, 2026-12-06) puts 40% of its CPU in the kernel, and most of that in ext4 allocating inodes"
+  echo "(\`find_inode_bit\`, \`recently_deleted\`, \`find_get_block_common\`): the embedded registry writing each blob to a"
+  echo "new file (16% of all the CPU, setup included) and the builder unpacking each source tarball into a new directory and"
+  echo "removing it (8%)."
+  echo "With the data in /dev/shm the kernel's share is 19%. That is why the on-disk rows move with the disk's history and"
+  echo "cost 3–4 ms more a run; unpacking over the previous build's tree (as CI runners reuse a workspace) would spare the"
+  echo "builder's part of it."
   # The API's goal, as this run measured it.
   awk '$1 ~ /^BenchmarkAPI(History|Runs)\/100k\// {
          for (i = 3; i < NF; i += 2) if ($(i+1) == "p99-ms" && $i > worst) { worst = $i; at = $1 }
