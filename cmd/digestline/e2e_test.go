@@ -218,6 +218,32 @@ func TestShipEndToEnd(t *testing.T) {
 		}
 		t.Fatal("no push.completed in the warm run")
 	})
+
+	t.Run("a source unpacked over another's tree builds as alone", func(t *testing.T) {
+		// The builder unpacks each source over the one before
+		// (oci.ExtractTarOver): one whose files are another's directories,
+		// with other modes and more files, leaves nothing behind.
+		other := t.TempDir()
+		for name, mode := range map[string]os.FileMode{"bin/app/run": 0o755, "data.txt/inside": 0o600, "more/file": 0o644} {
+			p := filepath.Join(other, filepath.FromSlash(name))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(name), mode); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, out, err := s.Ship(t, other, "team/other:lab"); err != nil {
+			t.Fatalf("ship: %v\n%s", err, out)
+		}
+		again, out, err := s.Ship(t, e2etest.SourceDir(t, "e2e"), "team/app:lab")
+		if err != nil {
+			t.Fatalf("ship: %v\n%s", err, out)
+		}
+		if again.Promotion.Digest != digest {
+			t.Fatalf("the source built %s alone, and %s over another's tree", digest, again.Promotion.Digest)
+		}
+	})
 }
 
 // badKeychain answers every registry with wrong credentials.

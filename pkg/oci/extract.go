@@ -51,6 +51,14 @@ type extractor struct {
 	// entry replaces whatever a lower layer left at its path.
 	layers  bool
 	written map[string]bool // paths the current layer wrote (an opaque directory keeps them)
+	// over turns on unpacking over an earlier tree (ExtractTarOver): kept
+	// holds what this tarball wrote and the directories above it, and
+	// umask is the process's (a file written over gets the mode a new
+	// file would have).
+	over  bool
+	kept  map[string]bool
+	links map[string]bool // the symlinks this tarball made
+	umask fs.FileMode
 }
 
 func newExtractor(dir string, lim ExtractLimits) (*extractor, error) {
@@ -103,6 +111,13 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header, name string) error {
 	if x.layers && strings.HasPrefix(base, whiteoutPrefix) {
 		return x.whiteout(dir, base, refuse)
 	}
+	if x.over {
+		if err := x.makeRoom(name, hdr.Typeflag); errors.Is(err, ErrNotOver) {
+			return err
+		} else if err != nil {
+			return refuse(err.Error())
+		}
+	}
 	if err := x.root.MkdirAll(dir, 0o755); err != nil && dir != "." {
 		return refuse(err.Error())
 	}
@@ -129,7 +144,12 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header, name string) error {
 		if err != nil {
 			return refuse(err.Error())
 		}
-		_, err = io.Copy(f, io.LimitReader(tr, hdr.Size))
+		if x.over { // a file written over keeps its mode unless told
+			err = f.Chmod((mode | 0o600) &^ x.umask)
+		}
+		if err == nil {
+			_, err = io.Copy(f, io.LimitReader(tr, hdr.Size))
+		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -148,6 +168,9 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header, name string) error {
 		target, err := cleanEntryName(hdr.Linkname)
 		if err != nil || target == "" {
 			return refuse(fmt.Sprintf("hardlink to %q points outside the root", hdr.Linkname))
+		}
+		if x.over && !x.kept[target] { // not the earlier tree's file
+			return refuse(fmt.Sprintf("hardlink to %q, which the tarball has not written", hdr.Linkname))
 		}
 		if err := x.root.Link(target, name); err != nil {
 			return refuse(err.Error())

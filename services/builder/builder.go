@@ -27,7 +27,10 @@ type Config struct {
 	service.Deps
 	// Created is the images' creation time and file mtime (SOURCE_DATE_EPOCH); zero is the epoch.
 	Created time.Time
-	// WorkDir is where object sources are unpacked (default: the system temp dir).
+	// WorkDir is where object sources are unpacked (default: the system
+	// temp dir). The builder keeps up to 8 unpacked sources there between
+	// builds, to unpack the next over (workdirs.go), and removes them as it
+	// stops.
 	WorkDir string
 	// WebhookListener, when set, serves POST /webhooks/github, /gitlab and
 	// /cloudevents, turning them into build.requested as Webhook says.
@@ -45,7 +48,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	b := &builder{Worker: w, cfg: cfg}
+	b := &builder{Worker: w, cfg: cfg, dirs: &workDirs{parent: cfg.WorkDir}}
+	defer b.dirs.close()
 	r := b.Bus.Router(bus.ConsumerSpec{Durable: "builder"})
 	r.Handle(events.BuildRequested, bus.Data(b.handle))
 	hooks := NewWebhooks(cfg.Webhook, b.Bus, b.Registry, b.Tags)
@@ -63,7 +67,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 type builder struct {
 	service.Worker
-	cfg Config
+	cfg  Config
+	dirs *workDirs
 }
 
 // handle builds what build.requested asks for. A build that cannot be made
@@ -288,16 +293,21 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 			return sourceTree{}, noop, err
 		}
 		defer rc.Close()
-		dir, cleanup, err := b.workDir()
+		dir, err := b.dirs.take()
 		if err != nil {
 			return sourceTree{}, noop, err
 		}
 		// The blob store checked the tarball against its digest when it was put.
-		if err := oci.ExtractTar(rc, dir, oci.DefaultExtractLimits); err != nil {
-			cleanup()
+		err = oci.ExtractTarOver(rc, dir, oci.DefaultExtractLimits)
+		if errors.Is(err, oci.ErrNotOver) {
+			_ = os.RemoveAll(dir)
+			return b.unpackFresh(ctx, d)
+		}
+		if err != nil {
+			_ = os.RemoveAll(dir)
 			return sourceTree{}, noop, failure.New(failure.Input, err, "the source tarball is unsafe or corrupt: rebuild it from a clean tree")
 		}
-		return sourceTree{path: dir}, cleanup, nil
+		return sourceTree{path: dir}, func() { b.dirs.give(dir) }, nil
 	case events.SourceGit:
 		dir, cleanup, err := b.workDir()
 		if err != nil {
@@ -311,6 +321,27 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 		return sourceTree{path: dir, commit: commit}, cleanup, nil
 	}
 	return sourceTree{}, noop, failure.New(failure.Input, fmt.Errorf("unknown source kind %q", src.Kind), "source.kind must be dir, object, git or layout")
+}
+
+// unpackFresh unpacks the source tarball d into a new directory, removed
+// after the build: for a tarball that cannot be unpacked over a tree
+// (oci.ErrNotOver).
+func (b *builder) unpackFresh(ctx context.Context, d digest.Digest) (sourceTree, func(), error) {
+	noop := func() {}
+	rc, err := b.Blobs.Open(ctx, d)
+	if err != nil {
+		return sourceTree{}, noop, err
+	}
+	defer rc.Close()
+	dir, cleanup, err := b.workDir()
+	if err != nil {
+		return sourceTree{}, noop, err
+	}
+	if err := oci.ExtractTar(rc, dir, oci.DefaultExtractLimits); err != nil {
+		cleanup()
+		return sourceTree{}, noop, failure.New(failure.Input, err, "the source tarball is unsafe or corrupt: rebuild it from a clean tree")
+	}
+	return sourceTree{path: dir}, cleanup, nil
 }
 
 func (b *builder) workDir() (string, func(), error) {
