@@ -286,15 +286,12 @@ func putBytes(ctx context.Context, store BlobStore, desc v1.Descriptor, b []byte
 	return nil
 }
 
-// writeLayer tars and compresses entries into a temporary file, hashing the
-// compressed stream (the layer digest) and the tar stream (the diff id) as it
-// goes, then puts the file into store.
+// writeLayer tars and compresses entries into memory (a temporary file past
+// spillLimit), hashing the compressed stream (the layer digest) and the tar
+// stream (the diff id) as it goes, then puts the layer into store.
 func writeLayer(ctx context.Context, dir string, entries []treeEntry, mtime time.Time, f LayerFormat, store BlobStore) (v1.Descriptor, digest.Digest, error) {
-	tmp, err := os.CreateTemp("", "digestline-layer-*")
-	if err != nil {
-		return v1.Descriptor{}, "", fmt.Errorf("layer temp file: %w", err)
-	}
-	defer func() { _ = tmp.Close(); _ = os.Remove(tmp.Name()) }()
+	tmp := &spill{}
+	defer tmp.close()
 
 	blobHash, diffHash := sha256.New(), sha256.New()
 	counter := &countingWriter{w: io.MultiWriter(tmp, blobHash)}
@@ -314,10 +311,11 @@ func writeLayer(ctx context.Context, dir string, entries []treeEntry, mtime time
 		Digest:    digest.NewDigest(digest.SHA256, blobHash),
 		Size:      counter.n,
 	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+	layer, err := tmp.reader()
+	if err != nil {
 		return v1.Descriptor{}, "", err
 	}
-	if err := store.Put(ctx, desc, tmp); err != nil {
+	if err := store.Put(ctx, desc, layer); err != nil {
 		return v1.Descriptor{}, "", fmt.Errorf("%w: put layer: %w", ErrStore, err)
 	}
 	return desc, digest.NewDigest(digest.SHA256, diffHash), nil
