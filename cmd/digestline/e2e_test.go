@@ -19,6 +19,7 @@ import (
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/cmd/digestline/internal/ship"
 	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/blobstore"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/oci"
@@ -29,7 +30,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	godigest "github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -242,6 +246,44 @@ func TestShipEndToEnd(t *testing.T) {
 		}
 		if again.Promotion.Digest != digest {
 			t.Fatalf("the source built %s alone, and %s over another's tree", digest, again.Promotion.Digest)
+		}
+	})
+
+	t.Run("a source that writes under its own symlink builds in a new directory", func(t *testing.T) {
+		// oci.ErrNotOver: the builder unpacks it afresh instead.
+		var tarball bytes.Buffer
+		tw := tar.NewWriter(&tarball)
+		for _, h := range []tar.Header{
+			{Name: "real/", Typeflag: tar.TypeDir, Mode: 0o755},
+			{Name: "a", Typeflag: tar.TypeSymlink, Linkname: "real", Mode: 0o777},
+			{Name: "a/f", Typeflag: tar.TypeReg, Mode: 0o644, Size: 2},
+		} {
+			if err := tw.WriteHeader(&h); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tw.Write([]byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		store, err := blobstore.Open(ctx, s.JetStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := godigest.FromBytes(tarball.Bytes())
+		if err := store.Put(ctx, v1.Descriptor{MediaType: "application/x-tar", Digest: d, Size: int64(tarball.Len())}, bytes.NewReader(tarball.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := s.Bus.Start(ctx, events.BuildRequested, uuid.NewString(), "e2e", events.BuildRequest{
+			Source: events.Source{Kind: events.SourceObject, Object: d.String()}, Target: s.RegistryAddr + "/team/linked:lab"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e2etest.Names(s.RunEvents(t, events.RunID(ev))); !slices.Contains(got, string(events.BuildCompleted)) {
+			t.Fatalf("the run's events: %v", got)
 		}
 	})
 }

@@ -144,7 +144,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header, name string) error {
 		if err != nil {
 			return refuse(err.Error())
 		}
-		if x.over { // a file written over keeps its mode unless told
+		if x.over { // the mode a new file gets: a file written over keeps its own
 			err = f.Chmod((mode | 0o600) &^ x.umask)
 		}
 		if err == nil {
