@@ -13,10 +13,11 @@ const keptWorkDirs = 8
 // one build to the next: the next source is unpacked over the tree there
 // (oci.ExtractTarOver), so a file both have is written over instead of
 // made anew. Making files cost more than writing a small source: on ext4,
-// unpacking each source into a new directory and removing it was 2–6 ms
-// of the builder's CPU a run, rising as the file system's recently deleted
-// inodes piled up (BenchmarkLoad/paced, docs/benchmarks.md). One build
-// has a directory at a time; those past keptWorkDirs are removed.
+// with each source unpacked into a new directory and removed, the
+// builder's part of a run was 4–10 ms of CPU, rising as the file system's
+// recently deleted inodes piled up; 2–3 ms over a kept tree
+// (BenchmarkLoad/paced on disk, docs/benchmarks.md). One build has a
+// directory at a time; those past keptWorkDirs are removed.
 type workDirs struct {
 	parent string // "": the system's temp dir
 	mu     sync.Mutex
