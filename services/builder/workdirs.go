@@ -16,7 +16,8 @@ const keptWorkDirs = 8
 // with each source unpacked into a new directory and removed, the
 // builder's part of a run was 4–10 ms of CPU, rising as the file system's
 // recently deleted inodes piled up; 2–3 ms over a kept tree
-// (BenchmarkLoad/paced on disk, docs/benchmarks.md). One build has a
+// (BenchmarkLoad/paced on disk, docs/benchmarks.md), 1–2 ms with its
+// layers built in memory too (pkg/oci's spill). One build has a
 // directory at a time; those past keptWorkDirs are removed.
 type workDirs struct {
 	parent string // "": the system's temp dir
