@@ -2,12 +2,7 @@
 
 package oci
 
-import (
-	"io/fs"
-	"os"
-)
-
-const osCreateExcl = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+import "io/fs"
 
 // singleLink reports whether fi is a file with no other name: not known
 // here, so no file is written over in place.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
 	"strings"
 	"sync"
@@ -137,7 +138,7 @@ func processUmask(x *extractor) (fs.FileMode, error) {
 	umaskOnce.Do(func() {
 		const probe = ".digestline-umask"
 		_ = x.root.RemoveAll(probe) // left by a process that stopped here
-		f, err := x.root.OpenFile(probe, osCreateExcl, 0o777)
+		f, err := x.root.OpenFile(probe, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o777)
 		if err != nil {
 			umaskOnce.err = fmt.Errorf("find the umask: %w", err)
 			return
