@@ -1,0 +1,41 @@
+package builder
+
+import (
+	"os"
+	"slices"
+	"testing"
+)
+
+// TestWorkDirsAreKeptAndRemoved: a build gets back a directory an earlier
+// build gave back; past keptWorkDirs a directory given back is removed,
+// and the builder leaves none behind as it stops.
+func TestWorkDirsAreKeptAndRemoved(t *testing.T) {
+	parent := t.TempDir()
+	w := &workDirs{parent: parent}
+	var dirs []string
+	for range keptWorkDirs + 2 { // as many builds at once
+		dir, err := w.take()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, dir)
+	}
+	for _, dir := range dirs {
+		w.give(dir)
+	}
+	if left, _ := os.ReadDir(parent); len(left) != keptWorkDirs {
+		t.Fatalf("%d directories kept, want %d", len(left), keptWorkDirs)
+	}
+	again, err := w.take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(dirs, again) {
+		t.Fatalf("a build got a new directory %s with %d kept", again, keptWorkDirs)
+	}
+	w.give(again)
+	w.close()
+	if left, _ := os.ReadDir(parent); len(left) != 0 {
+		t.Fatalf("%d directories left as the builder stopped", len(left))
+	}
+}
