@@ -68,19 +68,22 @@ func (e *Embedding) Embed(g *Graph) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	budget := embedBudget
-	var embed func(*Graph)
-	embed = func(g *Graph) {
+	eachGraph(g, func(g *Graph) {
 		for i, d := range g.Descriptors {
 			if data, ok := e.kept[d.Digest]; ok && len(data) <= budget {
 				g.Descriptors[i].Data = data
 				budget -= len(data)
 			}
 		}
-		for i := range g.Referrers {
-			embed(&g.Referrers[i])
-		}
+	})
+}
+
+// eachGraph calls f with g, then with each of its referrers, depth first.
+func eachGraph(g *Graph, f func(*Graph)) {
+	f(g)
+	for i := range g.Referrers {
+		eachGraph(&g.Referrers[i], f)
 	}
-	embed(g)
 }
 
 // Embedded takes the data out of g's descriptors (its root's and its
@@ -96,17 +99,12 @@ func Embedded(g *Graph, next BlobReader) BlobReader {
 		}
 		d.Data = nil
 	}
-	var strip func(*Graph)
-	strip = func(g *Graph) {
+	eachGraph(g, func(g *Graph) {
 		take(&g.Root)
 		for i := range g.Descriptors {
 			take(&g.Descriptors[i])
 		}
-		for i := range g.Referrers {
-			strip(&g.Referrers[i])
-		}
-	}
-	strip(g)
+	})
 	if len(kept) == 0 {
 		return next
 	}
