@@ -104,15 +104,13 @@ func (x *Index) Append(ctx context.Context, id string, t time.Time, data []byte,
 // when another writer moved the head since, and push then reads it.
 func (x *Index) push(ctx context.Context, list, id string, hdr nats.Header, data []byte) (uint64, error) {
 	msgID := id + "@" + list
-	// A list this Index holds no head of is most often a new one (a new
-	// digest's, a new repository's): the first append tries it as empty,
-	// and the server, which refuses that when the list has entries, says
-	// when its head must be read.
-	guess := true
-	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+	for try, wait := 0, time.Millisecond; ; try, wait = try+1, min(2*wait, 100*time.Millisecond) {
 		cur, known := x.heads.get(list)
-		guessed := !known && guess
-		guess = false
+		// A list this Index holds no head of is most often a new one (a
+		// new digest's, a new repository's): the first try appends as if
+		// it were empty, and the server, which refuses that when the list
+		// has entries, says when its head must be read.
+		guessed := !known && try == 0
 		if !known && !guessed {
 			var err error
 			if cur, err = x.head(ctx, list); err != nil {
