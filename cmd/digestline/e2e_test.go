@@ -277,13 +277,38 @@ func TestShipEndToEnd(t *testing.T) {
 		if err := store.Put(ctx, v1.Descriptor{MediaType: "application/x-tar", Digest: d, Size: int64(tarball.Len())}, bytes.NewReader(tarball.Bytes())); err != nil {
 			t.Fatal(err)
 		}
-		ev, err := s.Bus.Start(ctx, events.BuildRequested, uuid.NewString(), "e2e", events.BuildRequest{
-			Source: events.Source{Kind: events.SourceObject, Object: d.String()}, Target: s.RegistryAddr + "/team/linked:lab"})
+		built := func(d godigest.Digest) string {
+			ev, err := s.Bus.Start(ctx, events.BuildRequested, uuid.NewString(), "e2e", events.BuildRequest{
+				Source: events.Source{Kind: events.SourceObject, Object: d.String()}, Target: s.RegistryAddr + "/team/linked:lab"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs := s.RunEvents(t, events.RunID(ev))
+			for _, ev := range evs {
+				if n, _ := events.NameOfType(ev["type"].(string)); n == events.BuildCompleted {
+					return e2etest.DataOf[events.BuildResult](t, ev).Graph.Root.Digest.String()
+				}
+			}
+			t.Fatalf("the run's events: %v", e2etest.Names(evs))
+			return ""
+		}
+		// The tree it makes, as a directory: the same image.
+		tree := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(tree, "real"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tree, "real", "f"), []byte("hi"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("real", filepath.Join(tree, "a")); err != nil {
+			t.Fatal(err)
+		}
+		same, err := ship.Upload(ctx, s.JetStream, tree)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := e2etest.Names(s.RunEvents(t, events.RunID(ev))); !slices.Contains(got, string(events.BuildCompleted)) {
-			t.Fatalf("the run's events: %v", got)
+		if got, want := built(d), built(same); got != want {
+			t.Fatalf("built %s, want %s (the tree it writes, shipped as a directory)", got, want)
 		}
 	})
 }
