@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -285,29 +286,7 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 		if err != nil {
 			return sourceTree{}, noop, failure.New(failure.Input, err, "source.object must be the digest of a tarball in the blob store")
 		}
-		rc, err := b.Blobs.Open(ctx, d)
-		if errors.Is(err, oci.ErrBlobNotFound) {
-			return sourceTree{}, noop, failure.New(failure.NotFound, err, "upload the source tarball to the blob store before requesting the build ('digestline ship' does)")
-		}
-		if err != nil {
-			return sourceTree{}, noop, err
-		}
-		defer rc.Close()
-		dir, err := b.dirs.take()
-		if err != nil {
-			return sourceTree{}, noop, err
-		}
-		// The blob store checked the tarball against its digest when it was put.
-		err = oci.ExtractTarOver(rc, dir, oci.DefaultExtractLimits)
-		if errors.Is(err, oci.ErrNotOver) {
-			_ = os.RemoveAll(dir)
-			return b.unpackFresh(ctx, d)
-		}
-		if err != nil {
-			_ = os.RemoveAll(dir)
-			return sourceTree{}, noop, failure.New(failure.Input, err, "the source tarball is unsafe or corrupt: rebuild it from a clean tree")
-		}
-		return sourceTree{path: dir}, func() { b.dirs.give(dir) }, nil
+		return b.unpack(ctx, d)
 	case events.SourceGit:
 		dir, cleanup, err := b.workDir()
 		if err != nil {
@@ -323,25 +302,52 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 	return sourceTree{}, noop, failure.New(failure.Input, fmt.Errorf("unknown source kind %q", src.Kind), "source.kind must be dir, object, git or layout")
 }
 
-// unpackFresh unpacks the source tarball d into a new directory, removed
-// after the build: for a tarball that cannot be unpacked over a tree
-// (oci.ErrNotOver).
-func (b *builder) unpackFresh(ctx context.Context, d digest.Digest) (sourceTree, func(), error) {
+// unpack unpacks the source tarball d over the tree of a kept directory
+// (workDirs), or, when it cannot be unpacked over a tree (oci.ErrNotOver),
+// into a new directory removed after the build.
+func (b *builder) unpack(ctx context.Context, d digest.Digest) (sourceTree, func(), error) {
 	noop := func() {}
-	rc, err := b.Blobs.Open(ctx, d)
+	dir, err := b.dirs.take()
 	if err != nil {
 		return sourceTree{}, noop, err
 	}
-	defer rc.Close()
+	err = b.extract(ctx, d, func(r io.Reader) error { return oci.ExtractTarOver(r, dir, oci.DefaultExtractLimits) })
+	if err == nil {
+		return sourceTree{path: dir}, func() { b.dirs.give(dir) }, nil
+	}
+	_ = os.RemoveAll(dir)
+	if !errors.Is(err, oci.ErrNotOver) {
+		return sourceTree{}, noop, err
+	}
 	dir, cleanup, err := b.workDir()
 	if err != nil {
 		return sourceTree{}, noop, err
 	}
-	if err := oci.ExtractTar(rc, dir, oci.DefaultExtractLimits); err != nil {
+	if err := b.extract(ctx, d, func(r io.Reader) error { return oci.ExtractTar(r, dir, oci.DefaultExtractLimits) }); err != nil {
 		cleanup()
-		return sourceTree{}, noop, failure.New(failure.Input, err, "the source tarball is unsafe or corrupt: rebuild it from a clean tree")
+		return sourceTree{}, noop, err
 	}
 	return sourceTree{path: dir}, cleanup, nil
+}
+
+// extract hands the source tarball d to unpack. A tarball the blob store
+// does not hold, or one unpack refuses (but for oci.ErrNotOver), is a
+// *failure.Error that says what the requester must fix.
+func (b *builder) extract(ctx context.Context, d digest.Digest, unpack func(io.Reader) error) error {
+	rc, err := b.Blobs.Open(ctx, d)
+	if errors.Is(err, oci.ErrBlobNotFound) {
+		return failure.New(failure.NotFound, err, "upload the source tarball to the blob store before requesting the build ('digestline ship' does)")
+	}
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	// The blob store checked the tarball against its digest when it was put.
+	err = unpack(rc)
+	if err != nil && !errors.Is(err, oci.ErrNotOver) {
+		return failure.New(failure.Input, err, "the source tarball is unsafe or corrupt: rebuild it from a clean tree")
+	}
+	return err
 }
 
 func (b *builder) workDir() (string, func(), error) {
