@@ -3,7 +3,10 @@ package oci
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -12,34 +15,44 @@ import (
 
 // A graph can carry its small blobs in its descriptors' data field (OCI's
 // embedded content, base64 in JSON): a build.completed does, so the pusher
-// takes the manifests and configs it uploads from the event instead of two
-// reads of the blob store each. The blob store keeps them all the same.
+// takes the manifests and configs it uploads from the event, and the blob
+// store is neither written nor read for them. A blob goes into the store
+// only when the graph does not carry it.
 const (
 	// EmbedLimit is the largest blob a graph carries embedded.
 	EmbedLimit = 4 << 10
 	// embedBudget bounds what one graph carries embedded in all.
 	embedBudget = 16 << 10
-	// keepBudget bounds what an Embedding keeps for it: a build of many
-	// small blobs keeps the first of them, and the rest are read from the
-	// store as any bigger blob is.
+	// keepBudget bounds what an Embedding holds back from the store: a
+	// build of many small blobs holds the first of them, and puts the
+	// rest into the store as any bigger blob is.
 	keepBudget = 1 << 20
 )
 
-// Embedding is a BlobStore that keeps a copy of each blob of up to
-// EmbedLimit bytes put through it (the first MiB of them), for Embed.
+// Embedding is a BlobStore that holds back each blob of up to EmbedLimit
+// bytes put through it (the first MiB of them) instead of putting it into
+// the wrapped store, and serves it from memory, until Embed.
 type Embedding struct {
 	BlobStore
 	mu   sync.Mutex
-	kept map[digest.Digest][]byte
+	kept map[digest.Digest]keptBlob
 	size int // of what is kept
+}
+
+// keptBlob is a blob an Embedding holds back.
+type keptBlob struct {
+	desc v1.Descriptor
+	data []byte
 }
 
 // NewEmbedding wraps store.
 func NewEmbedding(store BlobStore) *Embedding {
-	return &Embedding{BlobStore: store, kept: map[digest.Digest][]byte{}}
+	return &Embedding{BlobStore: store, kept: map[digest.Digest]keptBlob{}}
 }
 
-// Put puts the blob into the wrapped store and, when it is small, keeps it.
+// Put holds the blob back when it is small and there is room, after
+// checking it against desc as the store would; it puts any other blob
+// into the wrapped store.
 func (e *Embedding) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) error {
 	if desc.Size > EmbedLimit {
 		return e.BlobStore.Put(ctx, desc, r)
@@ -48,34 +61,63 @@ func (e *Embedding) Put(ctx context.Context, desc v1.Descriptor, r io.Reader) er
 	if err != nil {
 		return err
 	}
-	if err := e.BlobStore.Put(ctx, desc, bytes.NewReader(data)); err != nil {
-		return err
+	if !Matches(desc, data) {
+		return fmt.Errorf("put %s: content does not match its digest and size", desc.Digest)
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	// What the store took (it refused anything else), while there is room.
-	if _, ok := e.kept[desc.Digest]; !ok && Matches(desc, data) && e.size+len(data) <= keepBudget {
-		e.kept[desc.Digest] = data
+	_, ok := e.kept[desc.Digest]
+	room := !ok && e.size+len(data) <= keepBudget
+	if room {
+		e.kept[desc.Digest] = keptBlob{desc, data}
 		e.size += len(data)
 	}
-	return nil
+	e.mu.Unlock()
+	if ok || room {
+		return nil
+	}
+	return e.BlobStore.Put(ctx, desc, bytes.NewReader(data))
+}
+
+// Open serves a blob held back from memory, any other from the store.
+func (e *Embedding) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	e.mu.Lock()
+	k, ok := e.kept[d]
+	e.mu.Unlock()
+	if ok {
+		return io.NopCloser(bytes.NewReader(k.data)), nil
+	}
+	return e.BlobStore.Open(ctx, d)
 }
 
 // Embed sets the data of g's descriptors (its referrers' too) whose blobs
-// it kept, in order, until embedBudget bytes are embedded. Root is not
-// given data: it is one of g's descriptors already.
-func (e *Embedding) Embed(g *Graph) {
+// it holds, in order, until embedBudget bytes are embedded (Root is not
+// given data: it is one of g's descriptors already), and puts every blob
+// it holds and did not embed into the store: each blob put through it is
+// then in g or in the store.
+func (e *Embedding) Embed(ctx context.Context, g *Graph) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	budget := embedBudget
+	embedded := map[digest.Digest]bool{}
 	eachGraph(g, func(g *Graph) {
 		for i, d := range g.Descriptors {
-			if data, ok := e.kept[d.Digest]; ok && len(data) <= budget {
-				g.Descriptors[i].Data = data
-				budget -= len(data)
+			if k, ok := e.kept[d.Digest]; ok && len(k.data) <= budget {
+				g.Descriptors[i].Data = k.data
+				budget -= len(k.data)
+				embedded[d.Digest] = true
 			}
 		}
 	})
+	for _, d := range slices.Sorted(maps.Keys(e.kept)) {
+		if k := e.kept[d]; !embedded[d] {
+			if err := e.BlobStore.Put(ctx, k.desc, bytes.NewReader(k.data)); err != nil {
+				return err
+			}
+			delete(e.kept, d)
+			e.size -= len(k.data)
+		}
+	}
+	return nil
 }
 
 // eachGraph calls f with g, then with each of its referrers, depth first.

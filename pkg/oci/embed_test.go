@@ -19,43 +19,63 @@ func descOf(b []byte) v1.Descriptor {
 	return v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: digest.FromBytes(b), Size: int64(len(b))}
 }
 
-// readsNothing is a blob store a test expects no read of.
-type readsNothing struct{ t *testing.T }
-
-func (r readsNothing) Open(_ context.Context, d digest.Digest) (io.ReadCloser, error) {
-	r.t.Errorf("read %s from the store", d)
-	return nil, errors.New("no")
+// readsOnly is a blob store a test expects no read of, but of one digest.
+type readsOnly struct {
+	t    *testing.T
+	from oci.BlobReader
+	only digest.Digest
 }
 
-// TestSmallBlobsTravelInTheGraph: what a build puts through an Embedding
-// is in the store, the small blobs are embedded in the graph's descriptors
-// (not the big one, not the root, and not past the budget), and Embedded
-// serves them back without reading the store, leaving the graph without
-// data; data that does not match its descriptor is read from the store.
+func (r readsOnly) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	if d != r.only {
+		r.t.Errorf("read %s from the store", d)
+	}
+	return r.from.Open(ctx, d)
+}
+
+// TestSmallBlobsTravelInTheGraph: the small blobs a build puts through an
+// Embedding are served from memory while it builds and embedded in the
+// graph's descriptors (not the big one, not the root, and not past the
+// budget) instead of stored; every blob not embedded is in the store.
+// Embedded serves them back without reading the store, leaving the graph
+// without data; data that does not match its descriptor is not served.
 func TestSmallBlobsTravelInTheGraph(t *testing.T) {
 	ctx := context.Background()
 	mem := &oci.MemStore{}
 	small, big := []byte(`{"config":true}`), bytes.Repeat([]byte("x"), oci.EmbedLimit+1)
 	store := oci.NewEmbedding(mem)
 	var g oci.Graph
-	for _, b := range [][]byte{small, big} {
+	put := func(b []byte) {
+		t.Helper()
 		d := descOf(b)
 		if err := store.Put(ctx, d, bytes.NewReader(b)); err != nil {
 			t.Fatal(err)
 		}
 		g.Descriptors = append(g.Descriptors, d)
 	}
+	put(small)
+	put(big)
 	// Many small blobs: what fits in the budget is embedded, the rest not.
 	for i := range 8 {
-		b := bytes.Repeat([]byte{byte('a' + i)}, oci.EmbedLimit)
-		d := descOf(b)
-		if err := store.Put(ctx, d, bytes.NewReader(b)); err != nil {
-			t.Fatal(err)
-		}
-		g.Descriptors = append(g.Descriptors, d)
+		put(bytes.Repeat([]byte{byte('a' + i)}, oci.EmbedLimit))
 	}
+	put(small) // twice, as a graph may hold one blob twice
 	g.Root = g.Descriptors[0]
-	store.Embed(&g)
+	// While the build goes on, what it put is there to read back.
+	for _, d := range g.Descriptors {
+		if rc, err := store.Open(ctx, d.Digest); err != nil {
+			t.Errorf("%s cannot be read back: %v", d.Digest, err)
+		} else {
+			rc.Close()
+		}
+	}
+	bad := descOf([]byte("what it claims"))
+	if err := store.Put(ctx, bad, strings.NewReader("something else!")); err == nil {
+		t.Error("a blob that does not match its descriptor was taken")
+	}
+	if err := store.Embed(ctx, &g); err != nil {
+		t.Fatal(err)
+	}
 	if !bytes.Equal(g.Descriptors[0].Data, small) || g.Descriptors[1].Data != nil || g.Root.Data != nil {
 		t.Fatalf("embedded: small %q, big %d bytes, root %d bytes", g.Descriptors[0].Data, len(g.Descriptors[1].Data), len(g.Root.Data))
 	}
@@ -71,9 +91,11 @@ func TestSmallBlobsTravelInTheGraph(t *testing.T) {
 		if err := schema.ValidatorMediaTypeDescriptor.Validate(bytes.NewReader(b)); err != nil {
 			t.Errorf("%s: %v\n%s", d.Digest, err, b)
 		}
-		if rc, err := mem.Open(ctx, d.Digest); err != nil {
-			t.Errorf("%s is not in the store: %v", d.Digest, err)
-		} else {
+		rc, err := mem.Open(ctx, d.Digest)
+		switch stored := err == nil; {
+		case stored == (d.Data != nil):
+			t.Errorf("%s: embedded %t, stored %t (%v)", d.Digest, d.Data != nil, stored, err)
+		case stored:
 			rc.Close()
 		}
 	}
@@ -83,8 +105,9 @@ func TestSmallBlobsTravelInTheGraph(t *testing.T) {
 
 	// The pusher's side: the graph as the event carries it, one blob's
 	// data tampered with.
+	tampered := g.Descriptors[2].Digest
 	g.Descriptors[2].Data = []byte(strings.Repeat("z", oci.EmbedLimit))
-	src := oci.Embedded(&g, readsNothing{t})
+	src := oci.Embedded(&g, readsOnly{t, mem, tampered})
 	for _, d := range g.Descriptors {
 		if d.Data != nil {
 			t.Fatalf("%s still has data", d.Digest)
@@ -97,10 +120,10 @@ func TestSmallBlobsTravelInTheGraph(t *testing.T) {
 	if got, _ := io.ReadAll(rc); !bytes.Equal(got, small) {
 		t.Errorf("served %q, want %q", got, small)
 	}
-	tampered := oci.Embedded(&oci.Graph{Descriptors: []v1.Descriptor{{Digest: digest.FromBytes(small), Size: int64(len(small)), Data: []byte("not it")}}}, mem)
-	if rc, err := tampered.Open(ctx, digest.FromBytes(small)); err != nil {
-		t.Fatal(err)
-	} else if got, _ := io.ReadAll(rc); !bytes.Equal(got, small) {
-		t.Errorf("tampered data served: %q", got)
+	if rc, err := src.Open(ctx, tampered); !errors.Is(err, oci.ErrBlobNotFound) {
+		if err == nil {
+			rc.Close()
+		}
+		t.Errorf("tampered data: %v, want it not served (and the store asked)", err)
 	}
 }

@@ -78,16 +78,19 @@ type builder struct {
 // pass is tried again (Bus.Fail).
 func (b *builder) handle(ctx context.Context, m bus.Message, req events.BuildRequest) error {
 	// The event carries the build's small blobs (its manifests and
-	// configs, mostly): the pusher reads them from it (oci.EmbedLimit).
+	// configs, mostly): the pusher reads them from it, and the blob store
+	// gets the rest (oci.EmbedLimit).
 	store := oci.NewEmbedding(b.Blobs)
 	graph, err := b.build(ctx, events.RunID(m.Event), req, store)
+	if err == nil {
+		err = store.Embed(ctx, &graph)
+	}
 	if err != nil {
 		return b.Bus.Fail(ctx, m, events.BuildFailed, err, events.Failure{Target: req.Target, Report: failure.Report{Stage: "build"},
 			Evidence: events.Evidence{Request: m.Event.ID()}})
 	}
 	b.cfg.Log().Info(fmt.Sprintf("[BUILD] %s: %d descriptors", graph.Root.Digest, len(graph.Descriptors)),
 		"run_id", events.RunID(m.Event), "digest", graph.Root.Digest.String())
-	store.Embed(&graph)
 	_, err = b.Bus.Emit(ctx, m.Event, events.BuildCompleted, "", events.BuildResult{
 		Target: req.Target, Graph: graph, BlobStore: events.BlobBucket, PromoteTo: req.PromoteTo, Tag: req.Tag,
 		RequestedAt: m.Event.Time().UTC(), Evidence: events.Evidence{Request: m.Event.ID()},
