@@ -28,10 +28,11 @@ type Config struct {
 	service.Deps
 	// Created is the images' creation time and file mtime (SOURCE_DATE_EPOCH); zero is the epoch.
 	Created time.Time
-	// WorkDir is where object sources are unpacked (default: the system
-	// temp dir). The builder keeps up to 8 unpacked sources there between
-	// builds, to unpack the next over (workdirs.go), and removes them as it
-	// stops.
+	// WorkDir is where sources are unpacked and checked out (default: the
+	// system temp dir), in a directory of the builder's own, which it
+	// removes as it stops (and a builder that starts removes those that
+	// crashed builders left). The builder keeps up to 8 unpacked sources
+	// there between builds, to unpack the next over (workdirs.go).
 	WorkDir string
 	// WebhookListener, when set, serves POST /webhooks/github, /gitlab and
 	// /cloudevents, turning them into build.requested as Webhook says.
@@ -49,8 +50,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	b := &builder{Worker: w, cfg: cfg, dirs: &workDirs{parent: cfg.WorkDir}}
-	defer b.dirs.close()
+	dirs, err := openWorkDirs(cfg.WorkDir)
+	if err != nil {
+		return err
+	}
+	defer dirs.close()
+	b := &builder{Worker: w, cfg: cfg, dirs: dirs}
 	r := b.Bus.Router(bus.ConsumerSpec{Durable: "builder"})
 	r.Handle(events.BuildRequested, bus.Data(b.handle))
 	hooks := NewWebhooks(cfg.Webhook, b.Bus, b.Registry, b.Tags)
@@ -291,7 +296,7 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 		}
 		return b.unpack(ctx, d)
 	case events.SourceGit:
-		dir, cleanup, err := b.workDir()
+		dir, cleanup, err := b.dirs.temp()
 		if err != nil {
 			return sourceTree{}, noop, err
 		}
@@ -322,7 +327,7 @@ func (b *builder) unpack(ctx context.Context, d digest.Digest) (sourceTree, func
 	if !errors.Is(err, oci.ErrNotOver) {
 		return sourceTree{}, noop, err
 	}
-	dir, cleanup, err := b.workDir()
+	dir, cleanup, err := b.dirs.temp()
 	if err != nil {
 		return sourceTree{}, noop, err
 	}
@@ -351,12 +356,4 @@ func (b *builder) extract(ctx context.Context, d digest.Digest, unpack func(io.R
 		return failure.New(failure.Input, err, "the source tarball is unsafe or corrupt: rebuild it from a clean tree")
 	}
 	return err
-}
-
-func (b *builder) workDir() (string, func(), error) {
-	dir, err := os.MkdirTemp(b.cfg.WorkDir, "digestline-src-*")
-	if err != nil {
-		return "", nil, err
-	}
-	return dir, func() { _ = os.RemoveAll(dir) }, nil
 }

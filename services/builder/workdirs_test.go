@@ -2,16 +2,20 @@ package builder
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
 
 // TestWorkDirsAreKeptAndRemoved: a build gets back a directory an earlier
 // build gave back; past keptWorkDirs a directory given back is removed,
-// and the builder leaves none behind as it stops.
+// and the builder leaves nothing behind as it stops.
 func TestWorkDirsAreKeptAndRemoved(t *testing.T) {
 	parent := t.TempDir()
-	w := &workDirs{parent: parent}
+	w, err := openWorkDirs(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var dirs []string
 	for range keptWorkDirs + 2 { // as many builds at once
 		dir, err := w.take()
@@ -20,10 +24,15 @@ func TestWorkDirsAreKeptAndRemoved(t *testing.T) {
 		}
 		dirs = append(dirs, dir)
 	}
+	tmp, remove, err := w.temp() // and one more, not kept
+	if err != nil {
+		t.Fatal(err)
+	}
+	remove()
 	for _, dir := range dirs {
 		w.give(dir)
 	}
-	if left, _ := os.ReadDir(parent); len(left) != keptWorkDirs {
+	if left, _ := os.ReadDir(w.dir); len(left) != keptWorkDirs || slices.ContainsFunc(left, func(e os.DirEntry) bool { return filepath.Join(w.dir, e.Name()) == tmp }) {
 		t.Fatalf("%d directories kept, want %d", len(left), keptWorkDirs)
 	}
 	again, err := w.take()

@@ -45,7 +45,8 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 	t.Cleanup(reg.Close)
 	host := strings.TrimPrefix(reg.URL, "http://")
 
-	procs, js := serviceProcesses(t, b, "127.0.0.1:0")
+	work := t.TempDir() // the builder's DIGESTLINE_WORK_DIR
+	procs, js := serviceProcesses(t, b, "127.0.0.1:0", "DIGESTLINE_WORK_DIR="+work)
 	shipBus := bus.NewBus(js, "/digestline/test/chaos")
 
 	// The monkey: every 100–600 ms, SIGKILL a random service and restart it
@@ -89,9 +90,12 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 	err := g.Wait()
 	close(done)
 	monkey.Wait()
-	kills := 0
+	kills, builderKills := 0, 0
 	for _, p := range procs {
 		kills += p.kills
+		if p.name == "builder" {
+			builderKills = p.kills
+		}
 		t.Logf("%s killed %d times", p.name, p.kills)
 	}
 	if err != nil {
@@ -99,6 +103,18 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 	}
 	if promoted.Load() != runs || kills < 10 {
 		t.Fatalf("%d of %d runs promoted with %d kills", promoted.Load(), runs, kills)
+	}
+	// What each killed builder left in the work dir, its kept source
+	// trees, went as the next builder started: the running builder's
+	// directory is the only one there (once it has started).
+	var left []os.DirEntry
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if left, err = os.ReadDir(work); err != nil || len(left) <= 1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(left) > 1 || err != nil {
+		t.Errorf("%d directories in the builder's work dir after %d kills of the builder, want the running builder's alone (%v)", len(left), builderKills, err)
 	}
 
 	// Exactly once: one promoted event per run in the stream, one record and
