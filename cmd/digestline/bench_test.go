@@ -18,6 +18,7 @@ import (
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/policy"
+	"github.com/digestline/digestline/pkg/telemetry"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
@@ -193,8 +194,15 @@ func BenchmarkLoad(b *testing.B) {
 // earlier runs' stages.
 func benchLoad(b *testing.B, perSecond, history int, opts ...e2etest.Option) {
 	const runs = 200
-	s, _ := e2etest.StartStack(b, opts...)
 	ctx := context.Background()
+	// Logs, traces and metrics as `digestline dev` has them (no span kept
+	// in memory, as the tests' recorder keeps every span of the load).
+	tel, err := telemetry.Setup(ctx, "digestline-dev", os.Stderr, "info")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(tel.Close)
+	s, _ := e2etest.StartStack(b, append([]e2etest.Option{e2etest.WithTelemetry(tel)}, opts...)...)
 	seedStages(b, s.Bus, history)
 	srcs := make([]digest.Digest, runs)
 	for i := range srcs {

@@ -20,6 +20,7 @@ import (
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
+	"github.com/digestline/digestline/pkg/telemetry"
 	"github.com/digestline/digestline/services/reporter"
 	"github.com/google/go-containerregistry/pkg/authn"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -47,20 +48,31 @@ func WithRegistryClient(rc *registry.Client) Option {
 	return func(c *dev.Config) { c.Registry = rc }
 }
 
+// WithTelemetry gives the stack the logger, traces and metrics
+// `digestline dev` sets up (telemetry.Setup) instead of a span recorder:
+// Stack.Spans then records nothing.
+func WithTelemetry(tel *telemetry.Telemetry) Option {
+	return func(c *dev.Config) {
+		c.Logger, c.TracerProvider, c.MeterProvider, c.Metrics = tel.Logger, tel.TracerProvider, tel.MeterProvider, tel.Metrics
+	}
+}
+
 // StartStack starts everything on free ports; it stops at cleanup, or when
 // the returned stop is called.
 func StartStack(t testing.TB, opts ...Option) (*Stack, func()) {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	cfg := dev.Config{
 		DataDir: t.TempDir(), NATSPort: -1, RegistryAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
-		TracerProvider: tp,
-		// Tests never read the machine's docker credentials.
-		Registry: registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithTracerProvider(tp), registry.WithRetries(2, time.Millisecond)),
+		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
 	}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	tp := cfg.TracerProvider
+	if cfg.Registry == nil {
+		// Tests never read the machine's docker credentials.
+		cfg.Registry = registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithTracerProvider(tp), registry.WithRetries(2, time.Millisecond))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	env, err := dev.Start(ctx, cfg)
