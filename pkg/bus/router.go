@@ -207,26 +207,22 @@ func shuttingDown(ctx context.Context) bool { return errors.Is(context.Cause(ctx
 // events it had pulled but not started, and lets those in flight finish
 // within the bus's shutdown grace (WithShutdownGrace); past it, their
 // context is cancelled with ErrShutdown and they are handed back too. Run
-// returns when no handler is running.
+// returns when no handler is running; before ctx ends only with an error
+// (the NATS connection closed for good): a consumer that goes away while
+// it runs is made again (pull.go).
 func (r *Router) Run(ctx context.Context) error {
 	spec := r.spec
 	if len(r.handlers) == 0 {
 		return fmt.Errorf("consumer %s: no handler registered", spec.Durable)
 	}
-	cons, err := r.bus.js.CreateOrUpdateConsumer(ctx, events.StreamName, r.consumerConfig())
-	if err != nil {
-		return fmt.Errorf("consumer %s: %w", spec.Durable, err)
-	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * spec.Concurrency))
-	if err != nil {
-		return fmt.Errorf("consumer %s: %w", spec.Durable, err)
-	}
 	// On cancel, stop pulling; messages already pulled into the buffer are
 	// handed back (nak) so they are redelivered at once — to another
 	// instance, or to this one after a restart — instead of after AckWait.
-	stop := context.AfterFunc(ctx, iter.Drain)
-	defer stop()
-	defer iter.Stop()
+	p, err := r.startPull(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.close()
 	// In-flight work outlives ctx by the shutdown grace: a half-done
 	// handler would only be redelivered.
 	inflight, cancelInflight := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -255,13 +251,12 @@ func (r *Router) Run(ctx context.Context) error {
 		})
 	}
 	for {
-		msg, err := iter.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+		msg, err := p.next(ctx)
+		if errors.Is(err, errStopped) {
 			return nil
 		}
 		if err != nil {
-			r.bus.log.Warn("consumer pull failed; retrying", "consumer", spec.Durable, "error", err)
-			continue
+			return err
 		}
 		if ctx.Err() != nil {
 			_ = msg.Nak()

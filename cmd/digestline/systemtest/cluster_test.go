@@ -3,6 +3,8 @@ package systemtest
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -110,8 +112,25 @@ func TestRunsSurviveLosingAClusterNode(t *testing.T) {
 	}
 	if err := g.Wait(); err != nil {
 		logConsumers(t, js)
+		dumpGoroutines(t)
 		t.Fatal(err)
 	}
+}
+
+// dumpGoroutines writes every goroutine's stack (the services run in this
+// process) to a file that outlives the test, for a run that stalled.
+func dumpGoroutines(t *testing.T) {
+	f, err := os.CreateTemp("", "digestline-stall-*.txt")
+	if err != nil {
+		t.Logf("goroutines: %v", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("goroutine").WriteTo(f, 2); err != nil {
+		t.Logf("goroutines: %v", err)
+		return
+	}
+	t.Logf("every goroutine's stack: %s", f.Name())
 }
 
 // logConsumers logs the state of the events' consumers, for a run that
