@@ -219,6 +219,9 @@ func (r *Router) Run(ctx context.Context) error {
 	// handed back (nak) so they are redelivered at once — to another
 	// instance, or to this one after a restart — instead of after AckWait.
 	p, err := r.startPull(ctx)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,4 +59,69 @@ func TestRouterPullsAgainWhenItsConsumerIsDeleted(t *testing.T) {
 			t.Fatal("the event after the consumer was deleted never came")
 		}
 	}
+}
+
+// TestRouterWaitsForItsStreamAsItStarts: a service that starts while the
+// bus cannot take its consumer (here: its stream is not there yet; on a
+// cluster, a leader being elected) tries again instead of stopping, and
+// consumes once it can.
+func TestRouterWaitsForItsStreamAsItStarts(t *testing.T) {
+	t.Parallel()
+	srv := bustest.NewServer(t)
+	ctx := context.Background()
+	if err := srv.JetStream.DeleteStream(ctx, events.StreamName); err != nil {
+		t.Fatal(err)
+	}
+	tried := make(chan struct{}, 1)
+	b := bus.NewBus(srv.JetStream, "/t", bus.WithLogger(slog.New(onMessage{"consumer could not be made; retrying", tried})))
+	var built atomic.Int32
+	r := b.Router(bus.ConsumerSpec{Durable: "svc"})
+	r.Handle(events.BuildRequested, func(context.Context, bus.Message) error { built.Add(1); return nil })
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return once stopped")
+		}
+	})
+
+	select { // a try without the stream
+	case <-tried:
+	case err := <-done:
+		done <- err
+		t.Fatalf("Run returned (%v) as it started", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the router never tried to make its consumer")
+	}
+	if err := bus.Provision(ctx, srv.JetStream, bus.ProvisionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Start(ctx, events.BuildRequested, "run-a", "app", bustest.BuildRequest()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the event, once the stream is there", func() bool { return built.Load() == 1 })
+}
+
+// onMessage is a log handler that signals when a record with message msg
+// is logged.
+type onMessage struct {
+	msg string
+	hit chan struct{}
+}
+
+func (h onMessage) Enabled(context.Context, slog.Level) bool { return true }
+func (h onMessage) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h onMessage) WithGroup(string) slog.Handler            { return h }
+func (h onMessage) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		select {
+		case h.hit <- struct{}{}:
+		default:
+		}
+	}
+	return nil
 }

@@ -102,15 +102,24 @@ func runServices(t *testing.T, natsURL string, reg *registry.Client, prov bus.Pr
 		t.Fatal(err)
 	}
 	b, p, v, r := deps("builder"), deps("pusher"), deps("verifier"), deps("reporter")
-	g.Go(func() error { return builder.Run(gctx, builder.Config{Deps: b}) })
-	g.Go(func() error { return pusher.Run(gctx, pusher.Config{Deps: p}) })
-	g.Go(func() error { return verifier.Run(gctx, verifier.Config{Deps: v}) })
-	g.Go(func() error { return reporter.Run(gctx, reporter.Config{Deps: r, Listener: api}) })
+	// A service that stops on its own stops the others (errgroup): say
+	// which, and why, when it happens, not after the test gave up.
+	run := func(name string, f func() error) {
+		g.Go(func() error {
+			err := f()
+			if gctx.Err() == nil { // not stopped by the test, nor by another service
+				t.Errorf("the %s stopped while the test ran: %v", name, err)
+			}
+			return err
+		})
+	}
+	run("builder", func() error { return builder.Run(gctx, builder.Config{Deps: b}) })
+	run("pusher", func() error { return pusher.Run(gctx, pusher.Config{Deps: p}) })
+	run("verifier", func() error { return verifier.Run(gctx, verifier.Config{Deps: v}) })
+	run("reporter", func() error { return reporter.Run(gctx, reporter.Config{Deps: r, Listener: api}) })
 	t.Cleanup(func() {
 		cancel()
-		if err := g.Wait(); err != nil && ctx.Err() == nil {
-			t.Errorf("services: %v", err)
-		}
+		_ = g.Wait() // each service's own stop is reported as it happens
 	})
 	return "http://" + api.Addr().String()
 }
