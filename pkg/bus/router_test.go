@@ -22,20 +22,7 @@ func TestRouterPullsAgainWhenItsConsumerIsDeleted(t *testing.T) {
 	srv := bustest.NewServer(t)
 	b := bus.NewBus(srv.JetStream, "/t")
 	ctx := context.Background()
-	var built atomic.Int32
-	r := b.Router(bus.ConsumerSpec{Durable: "svc"})
-	r.Handle(events.BuildRequested, func(context.Context, bus.Message) error { built.Add(1); return nil })
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return once stopped")
-		}
-	})
+	built, done := countBuilds(t, b)
 
 	if _, err := b.Start(ctx, events.BuildRequested, "run-a", "app", bustest.BuildRequest()); err != nil {
 		t.Fatal(err)
@@ -74,20 +61,7 @@ func TestRouterWaitsForItsStreamAsItStarts(t *testing.T) {
 	}
 	tried := make(chan struct{}, 1)
 	b := bus.NewBus(srv.JetStream, "/t", bus.WithLogger(slog.New(onMessage{"consumer could not be made; retrying", tried})))
-	var built atomic.Int32
-	r := b.Router(bus.ConsumerSpec{Durable: "svc"})
-	r.Handle(events.BuildRequested, func(context.Context, bus.Message) error { built.Add(1); return nil })
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return once stopped")
-		}
-	})
+	built, done := countBuilds(t, b)
 
 	select { // a try without the stream
 	case <-tried:
@@ -104,6 +78,25 @@ func TestRouterWaitsForItsStreamAsItStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the event, once the stream is there", func() bool { return built.Load() == 1 })
+}
+
+// countBuilds runs a router of b's that counts the build.requested events
+// it is handed, until the test ends; done says what its Run returned.
+func countBuilds(t *testing.T, b *bus.Bus) (built *atomic.Int32, done chan error) {
+	built, done = &atomic.Int32{}, make(chan error, 1)
+	r := b.Router(bus.ConsumerSpec{Durable: "svc"})
+	r.Handle(events.BuildRequested, func(context.Context, bus.Message) error { built.Add(1); return nil })
+	ctx, stop := context.WithCancel(context.Background())
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return once stopped")
+		}
+	})
+	return built, done
 }
 
 // onMessage is a log handler that signals when a record with message msg
