@@ -31,50 +31,31 @@ type pull struct {
 // pulled before is handed out.
 var errStopped = errors.New("the router stopped")
 
-// startWait bounds how long a router tries to make its consumer as it
-// starts: a cluster electing the stream's leader (a node lost, a rolling
-// restart) answers nothing for a few seconds, while a bus that refuses the
-// consumer for good should stop the service soon, saying why.
-const startWait = time.Minute
-
 // startPull makes the consumer and starts pulling from it, trying again
-// for up to startWait. When ctx ends it stops pulling: the messages pulled
+// for up to StartWait. When ctx ends it stops pulling: the messages pulled
 // already still come out of next (Run hands them back), then next says
 // errStopped.
 func (r *Router) startPull(ctx context.Context) (*pull, error) {
 	p := &pull{r: r}
-	if err := p.reopen(ctx, time.Now().Add(startWait)); err != nil {
+	if err := p.reopen(ctx, time.Now().Add(StartWait)); err != nil {
 		if errors.Is(err, errStopped) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w (tried for %s: is NATS reachable, with JetStream, and the bus provisioned?)", err, startWait)
+		return nil, fmt.Errorf("%w (tried for %s: is NATS reachable, with JetStream, and the bus provisioned?)", err, StartWait)
 	}
 	p.stop = context.AfterFunc(ctx, p.drain)
 	return p, nil
 }
 
-// reopen opens the pull, trying again (a second apart at first, 5 s at
-// most, a warning each) until it opens, ctx ends (errStopped), or the
-// deadline, when there is one, passes (the last error).
+// reopen opens the pull (UntilReady) until it opens, ctx ends
+// (errStopped), or the deadline, when there is one, passes (the last
+// error).
 func (p *pull) reopen(ctx context.Context, deadline time.Time) error {
-	for wait := time.Second; ; wait = min(2*wait, 5*time.Second) {
-		err := p.open(ctx)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return errStopped
-		}
-		if !deadline.IsZero() && time.Now().Add(wait).After(deadline) {
-			return err
-		}
-		p.r.bus.log.Warn("consumer could not be made; retrying", "consumer", p.r.spec.Durable, "retry_in", wait, "error", err)
-		select {
-		case <-ctx.Done():
-			return errStopped
-		case <-time.After(wait):
-		}
+	err := UntilReady(ctx, p.r.bus.log, "consumer "+p.r.spec.Durable, deadline, p.open)
+	if ctx.Err() != nil {
+		return errStopped
 	}
+	return err
 }
 
 // open makes (or updates) the consumer and a new iterator over it.

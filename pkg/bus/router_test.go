@@ -2,7 +2,6 @@ package bus_test
 
 import (
 	"context"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -59,8 +58,8 @@ func TestRouterWaitsForItsStreamAsItStarts(t *testing.T) {
 	if err := srv.JetStream.DeleteStream(ctx, events.StreamName); err != nil {
 		t.Fatal(err)
 	}
-	tried := make(chan struct{}, 1)
-	b := bus.NewBus(srv.JetStream, "/t", bus.WithLogger(slog.New(onMessage{"consumer could not be made; retrying", tried})))
+	log, tried := bustest.Logged("not ready; retrying")
+	b := bus.NewBus(srv.JetStream, "/t", bus.WithLogger(log))
 	built, done := countBuilds(t, b)
 
 	select { // a try without the stream
@@ -97,24 +96,4 @@ func countBuilds(t *testing.T, b *bus.Bus) (built *atomic.Int32, done chan error
 		}
 	})
 	return built, done
-}
-
-// onMessage is a log handler that signals when a record with message msg
-// is logged.
-type onMessage struct {
-	msg string
-	hit chan struct{}
-}
-
-func (h onMessage) Enabled(context.Context, slog.Level) bool { return true }
-func (h onMessage) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h onMessage) WithGroup(string) slog.Handler            { return h }
-func (h onMessage) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == h.msg {
-		select {
-		case h.hit <- struct{}{}:
-		default:
-		}
-	}
-	return nil
 }

@@ -266,17 +266,22 @@ type Worker struct {
 }
 
 // Worker opens what the handlers of service share, publishing as
-// /digestline/<service>/<instance>.
+// /digestline/<service>/<instance>, trying for up to bus.StartWait while
+// the bus does not answer (a cluster electing leaders).
 func (d Deps) Worker(ctx context.Context, service string) (Worker, error) {
 	reg, err := d.RegistryClient()
 	if err != nil {
 		return Worker{}, err
 	}
-	blobs, err := blobstore.Open(ctx, d.JetStream)
-	if err != nil {
-		return Worker{}, err
-	}
-	ledger, err := tags.Open(ctx, d.JetStream)
+	var blobs *blobstore.Store
+	var ledger *tags.Ledger
+	err = bus.UntilReady(ctx, d.Log(), service+"'s blob store and tag ledger", time.Now().Add(bus.StartWait), func(ctx context.Context) (err error) {
+		if blobs, err = blobstore.Open(ctx, d.JetStream); err != nil {
+			return err
+		}
+		ledger, err = tags.Open(ctx, d.JetStream)
+		return err
+	})
 	if err != nil {
 		return Worker{}, err
 	}

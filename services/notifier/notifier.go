@@ -42,7 +42,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return errors.New("notifier: no webhooks (DIGESTLINE_NOTIFICATIONS names the file: docs/day-two.md)")
 	}
 	b := cfg.Bus("notifier") // no registry, blobs or tags: the bus alone
-	sent, err := cfg.JetStream.KeyValue(ctx, events.NotifiedBucket)
+	var sent jetstream.KeyValue
+	err := bus.UntilReady(ctx, cfg.Log(), "the notifier's bucket", time.Now().Add(bus.StartWait), func(ctx context.Context) (err error) {
+		sent, err = cfg.JetStream.KeyValue(ctx, events.NotifiedBucket)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("open %s (is the bus provisioned?): %w", events.NotifiedBucket, err)
 	}

@@ -122,21 +122,27 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	store, err := openStore(ctx, cfg.JetStream)
+	var store *store
+	var ri *runIndexer
+	err = bus.UntilReady(ctx, cfg.Log(), "the reporter's buckets and lists", time.Now().Add(bus.StartWait), func(ctx context.Context) (err error) {
+		if store, err = openStore(ctx, cfg.JetStream); err != nil {
+			return err
+		}
+		if err := store.indexHistory(ctx); err != nil {
+			return err
+		}
+		if ri, err = openRunIndexer(ctx, cfg.JetStream, store.index); err != nil {
+			return err
+		}
+		// Earlier versions filed every event in a KV index through this
+		// consumer; runs are read from their subjects now. Its bucket ages out.
+		if err := cfg.JetStream.DeleteConsumer(ctx, events.StreamName, "reporter-runs"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("retire the reporter-runs consumer: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	if err := store.indexHistory(ctx); err != nil {
-		return err
-	}
-	ri, err := openRunIndexer(ctx, cfg.JetStream, store.index)
-	if err != nil {
-		return err
-	}
-	// Earlier versions filed every event in a KV index through this
-	// consumer; runs are read from their subjects now. Its bucket ages out.
-	if err := cfg.JetStream.DeleteConsumer(ctx, events.StreamName, "reporter-runs"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("retire the reporter-runs consumer: %w", err)
 	}
 	ln := cfg.Listener
 	if ln == nil {

@@ -4,6 +4,7 @@ package bustest
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -157,4 +158,30 @@ func Count(evs []Event, n events.Name) int {
 // need an event to publish.
 func BuildRequest() events.BuildRequest {
 	return events.BuildRequest{Source: events.Source{Kind: events.SourceDir, Path: "/src"}, Target: "registry.local/app:lab"}
+}
+
+// Logged is a logger that drops what it is given but says, on the channel,
+// that a record with message msg was logged (the first time, and each time
+// after the channel was read).
+func Logged(msg string) (*slog.Logger, <-chan struct{}) {
+	h := onMessage{msg, make(chan struct{}, 1)}
+	return slog.New(h), h.hit
+}
+
+type onMessage struct {
+	msg string
+	hit chan struct{}
+}
+
+func (h onMessage) Enabled(context.Context, slog.Level) bool { return true }
+func (h onMessage) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h onMessage) WithGroup(string) slog.Handler            { return h }
+func (h onMessage) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		select {
+		case h.hit <- struct{}{}:
+		default:
+		}
+	}
+	return nil
 }
