@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/index"
@@ -208,14 +209,25 @@ func decodeCursor(c string) (uint64, error) {
 	return 0, fmt.Errorf("%w: cursor %q is not one a page gave (ask again without it)", errBadQuery, c)
 }
 
+// historyIndexed is the history bucket's key that says the history an
+// earlier version kept in the bucket alone is in the index.
+const historyIndexed = "m.indexed"
+
 // indexHistory files in the index, oldest first, the history an earlier
-// version kept in the bucket alone: once, at start, when the index has no
-// history and the bucket has some. Replicas starting at once append the
-// same ids, which the index takes once.
+// version kept in the bucket alone, until it has done so once
+// (historyIndexed). A migration a crash stopped part way goes on where it
+// stopped: what the index holds already is not appended again, except its
+// newest entry, which may be missing from its other lists. Replicas
+// starting at once append the same ids, which the index takes once.
 func (s *store) indexHistory(ctx context.Context) error {
-	p, err := s.index.Read(ctx, historyAll, index.Query{Limit: 1})
-	if err != nil || len(p.Entries) > 0 {
-		return err
+	if _, err := s.history.Get(ctx, historyIndexed); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("index the history: %w", err)
+	}
+	indexed, err := s.indexedHistory(ctx)
+	if err != nil {
+		return fmt.Errorf("index the history: %w", err)
 	}
 	lister, err := s.history.ListKeysFiltered(ctx, "h.>")
 	if err != nil {
@@ -226,7 +238,7 @@ func (s *store) indexHistory(ctx context.Context) error {
 		var e api.HistoryEntry
 		if _, found, err := getJSON(ctx, s.history, key, &e); err != nil {
 			return fmt.Errorf("index the history: %w", err)
-		} else if found {
+		} else if found && !indexed[e.EventID] {
 			old = append(old, e)
 		}
 	}
@@ -241,7 +253,37 @@ func (s *store) indexHistory(ctx context.Context) error {
 			return fmt.Errorf("index the history: %w", err)
 		}
 	}
+	if _, err := s.history.Put(ctx, historyIndexed, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+		return fmt.Errorf("index the history: %w", err)
+	}
 	return nil
+}
+
+// indexedHistory is the ids of the entries on historyAll but its newest:
+// read once, when the history was never marked indexed.
+func (s *store) indexedHistory(ctx context.Context) (map[string]bool, error) {
+	ids := map[string]bool{}
+	newest := ""
+	for q := (index.Query{Limit: 1000}); ; {
+		p, err := s.index.Read(ctx, historyAll, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range p.Entries {
+			var h api.HistoryEntry
+			if err := json.Unmarshal(e.Data, &h); err != nil {
+				return nil, fmt.Errorf("history entry %d is corrupt: %w", e.Seq, err)
+			}
+			ids[h.EventID] = true
+			newest = cmp.Or(newest, h.EventID)
+		}
+		if p.Next == 0 {
+			break
+		}
+		q.From = p.Next
+	}
+	delete(ids, newest)
+	return ids, nil
 }
 
 // entryPlace is the environment and repository an entry is filed under.

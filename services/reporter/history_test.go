@@ -179,21 +179,72 @@ func TestHistoryKeptBeforeTheIndexIsIndexedOnce(t *testing.T) {
 	_, s := newStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	putOldHistory(ctx, t, s, 5)
+	for range 2 {
+		if err := s.indexHistory(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids := historyIDs(ctx, t, s, api.HistoryQuery{Env: "dev"}); ids != "[old-4 old-3 old-2 old-1 old-0]" {
+		t.Errorf("indexed history: %v", ids)
+	}
+}
+
+// TestHistoryIndexingStoppedPartWayGoesOn: a reporter that crashed while
+// it indexed the history (two entries filed, the third on one list of its
+// five) finishes the job as it starts again: every entry on every list.
+func TestHistoryIndexingStoppedPartWayGoesOn(t *testing.T) {
+	t.Parallel()
+	_, s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	old := putOldHistory(ctx, t, s, 5)
+	for i, e := range old[:3] {
+		lists := historyLists("dev", "reg.example/a", e)
+		if i == 2 {
+			lists = lists[:1] // historyAll alone: the crash came here
+		}
+		b, _ := json.Marshal(e)
+		if err := s.index.Append(ctx, e.EventID, e.At, b, lists...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.indexHistory(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []api.HistoryQuery{{}, {Env: "dev"}, {Repo: "reg.example/a"}, {Env: "dev", Repo: "reg.example/a"}} {
+		if ids := historyIDs(ctx, t, s, q); ids != "[old-4 old-3 old-2 old-1 old-0]" {
+			t.Errorf("history ?%s after the indexing went on: %v", q.Values().Encode(), ids)
+		}
+	}
+	if ids := historyIDs(ctx, t, s, api.HistoryQuery{Digest: old[2].Promotion.Digest}); ids != "[old-2]" {
+		t.Errorf("history of old-2's digest: %v", ids)
+	}
+}
+
+// putOldHistory puts n promotions to dev of reg.example/a into the history
+// bucket alone, as a version before the index did, a minute apart.
+func putOldHistory(ctx context.Context, t *testing.T, s *store, n int) []api.HistoryEntry {
+	t.Helper()
 	t0 := time.Now().Add(-time.Hour)
-	for i := range 5 {
+	var old []api.HistoryEntry
+	for i := range n {
 		e := api.HistoryEntry{Kind: "promoted", At: t0.Add(time.Duration(i) * time.Minute), EventID: fmt.Sprint("old-", i),
 			Promotion: &events.Promotion{Environment: "dev", Repository: "reg.example/a", Digest: fmt.Sprintf("sha256:%064x", i)}}
 		b, _ := json.Marshal(e)
 		if _, err := s.history.Put(ctx, historyKey("dev", "reg.example/a", e.EventID), b); err != nil {
 			t.Fatal(err)
 		}
+		old = append(old, e)
 	}
-	for range 2 {
-		if err := s.indexHistory(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p, err := s.historyPage(ctx, api.HistoryQuery{ListQuery: api.ListQuery{Limit: 10}, Env: "dev"})
+	return old
+}
+
+// historyIDs is the ids on the first page of q, newest first.
+func historyIDs(ctx context.Context, t *testing.T, s *store, q api.HistoryQuery) string {
+	t.Helper()
+	q.Limit = 10
+	p, err := s.historyPage(ctx, q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +252,5 @@ func TestHistoryKeptBeforeTheIndexIsIndexedOnce(t *testing.T) {
 	for _, e := range p.Items {
 		ids = append(ids, e.EventID)
 	}
-	if fmt.Sprint(ids) != "[old-4 old-3 old-2 old-1 old-0]" {
-		t.Errorf("indexed history: %v", ids)
-	}
+	return fmt.Sprint(ids)
 }
