@@ -50,7 +50,8 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 	shipBus := bus.NewBus(js, "/digestline/test/chaos")
 
 	// The monkey: every 100–600 ms, SIGKILL a random service and restart it
-	// 50–300 ms later, until every run is promoted.
+	// 50–300 ms later, until every run is promoted; never twice in a row
+	// before the service has been up for a crashLoop.
 	done := make(chan struct{})
 	var monkey sync.WaitGroup
 	monkey.Add(1)
@@ -63,6 +64,9 @@ func TestChaosExactlyOncePromotion(t *testing.T) {
 			case <-time.After(time.Duration(100+rand.IntN(500)) * time.Millisecond):
 			}
 			p := procs[rand.IntN(len(procs))]
+			if !p.mayKill() {
+				continue
+			}
 			p.kill()
 			time.Sleep(time.Duration(50+rand.IntN(250)) * time.Millisecond)
 			p.start(t)
@@ -301,7 +305,7 @@ func serviceProcesses(t *testing.T, b *natsBus, api string, env ...string) ([]*p
 		t.Fatal(err)
 	}
 	env = append(append(os.Environ(), "DIGESTLINE_NATS_URL="+b.url(), "DIGESTLINE_LOG_LEVEL=warn", "DIGESTLINE_HEALTH_ADDR=127.0.0.1:0",
-		"DIGESTLINE_ACK_WAIT=2s", "DOCKER_CONFIG="+t.TempDir(), "OTEL_EXPORTER_OTLP_ENDPOINT="), env...)
+		"DIGESTLINE_ACK_WAIT="+crashLoop.String(), "DOCKER_CONFIG="+t.TempDir(), "OTEL_EXPORTER_OTLP_ENDPOINT="), env...)
 	var procs []*process
 	for _, name := range []string{"builder", "pusher", "verifier", "reporter"} {
 		var args []string

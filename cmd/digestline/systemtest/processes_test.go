@@ -78,7 +78,9 @@ type process struct {
 	mu        sync.Mutex
 	cmd       *exec.Cmd
 	exited    chan struct{}
+	started   time.Time // when the running process was started
 	kills     int
+	killedNew bool // the last kill came before the process had been up for a crashLoop
 }
 
 // newProcess is the service binary name in bins (see serviceBinaries),
@@ -98,7 +100,7 @@ func (p *process) start(t *testing.T) {
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }() // reaped whether it is killed or exits
-	p.cmd, p.exited = cmd, exited
+	p.cmd, p.exited, p.started = cmd, exited, time.Now()
 }
 
 // kill sends SIGKILL: no drain, no goodbye — a crash at an arbitrary line.
@@ -108,7 +110,23 @@ func (p *process) kill() {
 	if p.cmd != nil && p.cmd.Process != nil {
 		_ = p.cmd.Process.Signal(syscall.SIGKILL)
 		p.kills++
+		p.killedNew = time.Since(p.started) < crashLoop
 	}
+}
+
+// crashLoop is how long a service must stay up after it was killed before
+// it started for good (the chaos tests' DIGESTLINE_ACK_WAIT): by then what
+// it held when it died has come back to it. A service killed sooner than
+// that, again and again, is a crash loop, and the events it holds are
+// dead-lettered once they were delivered MaxDeliver times (docs/design.md).
+const crashLoop = 2 * time.Second
+
+// mayKill says whether the monkey may kill p now: any time, except twice in
+// a row before it has been up for a crashLoop.
+func (p *process) mayKill() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.killedNew || time.Since(p.started) >= crashLoop
 }
 
 // stop sends SIGTERM and waits for the process to exit (killing it after
