@@ -469,6 +469,7 @@ go_section() {
         what["BenchmarkAPIRuns/" n "/first"] = "GET /v1/runs?limit=20 with " n " runs: the newest page"
         what["BenchmarkAPIRuns/" n "/deep"]  = "the same query, the page nine tenths down the runs (by its cursor)"
         what["BenchmarkAPIRuns/" n "/failed"] = "GET /v1/runs?status=failed&limit=20: the newest failed runs (one in ten)"
+        what["BenchmarkAPIRuns/" n "/prefix"] = "GET /v1/runs/{8 characters of an id}/summary: a run named as run show takes it"
       }
     }
     {

@@ -35,7 +35,7 @@ func newRunCommand() *cobra.Command {
 	}
 	show := &cobra.Command{
 		Use:   "show [RUNID]",
-		Short: "Print a run (any unique prefix of its id; the latest without one): target, status, a table of its steps with hints, its trace and its events",
+		Short: "Print a run (any unique prefix of its id, 4 characters or more; the latest without one): target, status, a table of its steps with hints, its trace and its events",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.show(cmd.Context(), strings.Join(args, ""), cmd.OutOrStdout())

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,48 +37,8 @@ func FollowMessages(iter jetstream.MessagesContext, runID string, each func(raw 
 }
 
 // ErrNoRun is a run id, or prefix of one, that no run has; ErrAmbiguous a
-// prefix several runs' ids have.
+// prefix several runs' ids have (the reporter resolves prefixes).
 var (
 	ErrNoRun     = errors.New("no such run")
 	ErrAmbiguous = errors.New("ambiguous run id")
 )
-
-// Resolve finds the run whose id starts with prefix: the id itself when a
-// run has it, else the one run whose id has it as a prefix (as git takes
-// a commit's short id). Runs start with one of events.RunStarts, so the
-// ids are read from those subjects' list.
-func Resolve(ctx context.Context, js jetstream.JetStream, prefix string) (string, error) {
-	if err := events.CheckRunID(prefix); err != nil {
-		return "", err
-	}
-	s, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		return "", fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
-	}
-	var found []string
-	for _, n := range events.RunStarts {
-		info, err := s.Info(ctx, jetstream.WithSubjectFilter(n.Subject(prefix)))
-		if err != nil {
-			return "", fmt.Errorf("find run %s: %w", prefix, err)
-		}
-		if len(info.State.Subjects) > 0 {
-			return prefix, nil // the whole id
-		}
-		if info, err = s.Info(ctx, jetstream.WithSubjectFilter(n.Filter())); err != nil {
-			return "", fmt.Errorf("find run %s: %w", prefix, err)
-		}
-		for subject := range info.State.Subjects {
-			if id := strings.TrimPrefix(subject, n.Subject("")); strings.HasPrefix(id, prefix) && !slices.Contains(found, id) {
-				found = append(found, id)
-			}
-		}
-	}
-	switch len(found) {
-	case 0:
-		return "", fmt.Errorf("%w: no run id starts with %s", ErrNoRun, prefix)
-	case 1:
-		return found[0], nil
-	}
-	slices.Sort(found)
-	return "", fmt.Errorf("%w: %s starts %s (give more of it)", ErrAmbiguous, prefix, strings.Join(found[:min(len(found), 5)], ", "))
-}

@@ -142,7 +142,8 @@ func (r *reporter) listRuns(w http.ResponseWriter, req *http.Request) {
 }
 
 // getRunSummary answers GET /v1/runs/{runid}/summary: the run as
-// GET /v1/runs lists it; a run past the events' retention keeps it.
+// GET /v1/runs lists it; a run past the events' retention keeps it. The
+// id may be cut to any prefix only one run's id has.
 func (r *reporter) getRunSummary(w http.ResponseWriter, req *http.Request) {
 	id := req.PathValue("runid")
 	if err := events.CheckRunID(id); err != nil {
@@ -151,6 +152,14 @@ func (r *reporter) getRunSummary(w http.ResponseWriter, req *http.Request) {
 	}
 	run, err := r.runs.summary(req.Context(), id)
 	if errors.Is(err, runs.ErrNoRun) {
+		var status int
+		if id, status, err = r.resolveRun(req.Context(), id); err != nil {
+			service.WriteError(w, status, err.Error())
+			return
+		}
+		run, err = r.runs.summary(req.Context(), id)
+	}
+	if errors.Is(err, runs.ErrNoRun) {
 		service.WriteError(w, http.StatusNotFound, err.Error())
 		return
 	}
@@ -158,6 +167,7 @@ func (r *reporter) getRunSummary(w http.ResponseWriter, req *http.Request) {
 		service.WriteError(w, http.StatusServiceUnavailable, "read run: "+err.Error())
 		return
 	}
+	w.Header().Set("Content-Location", "/v1/runs/"+id+"/summary")
 	service.WriteJSON(w, http.StatusOK, run)
 }
 
@@ -197,11 +207,13 @@ func (r *reporter) runEvents(ctx context.Context, id string) (string, []json.Raw
 	return id, evs, http.StatusOK, nil
 }
 
-// resolveRun is the whole id of the run id names (runs.Resolve), or why
-// there is none, with the status that says so.
+// resolveRun is the whole id of the run id names (runIndexer.resolve), or
+// why there is none, with the status that says so.
 func (r *reporter) resolveRun(ctx context.Context, id string) (string, int, error) {
-	full, err := runs.Resolve(ctx, r.cfg.JetStream, id)
+	full, err := r.runs.resolve(ctx, id)
 	switch {
+	case errors.Is(err, errBadQuery):
+		return "", http.StatusBadRequest, err
 	case errors.Is(err, runs.ErrNoRun):
 		return "", http.StatusNotFound, err
 	case errors.Is(err, runs.ErrAmbiguous):

@@ -17,6 +17,7 @@ import (
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/runs"
 	"github.com/digestline/digestline/pkg/service"
+	"github.com/google/uuid"
 )
 
 // BenchmarkAPIHistory measures GET /v1/history at 1k, 10k and 100k
@@ -45,21 +46,29 @@ func BenchmarkAPIHistory(b *testing.B) {
 // BenchmarkAPIRuns measures GET /v1/runs at 1k, 10k and 100k runs (as
 // BenchmarkAPIHistory, BENCH_HISTORY_SIZES overrides), each run filed
 // through the run indexer's own writes as it starts and as it ends: the
-// first page, a page deep in the list (by its cursor), and the newest
-// failed runs (one in ten).
+// first page, a page deep in the list (by its cursor), the newest failed
+// runs (one in ten), and an old run's summary named by the first 8
+// characters of its id (as `digestline run show` takes it).
 func BenchmarkAPIRuns(b *testing.B) {
 	for _, n := range benchSizes(b) {
 		hs, deep := seedRuns(b, n)
-		for _, q := range []struct{ name, query string }{
-			{"first", "limit=20"},
-			{"deep", "limit=20&cursor=" + deep},
-			{"failed", "status=failed&limit=20"},
+		for _, q := range []struct{ name, path string }{
+			{"first", "/v1/runs?limit=20"},
+			{"deep", "/v1/runs?limit=20&cursor=" + deep},
+			{"failed", "/v1/runs?status=failed&limit=20"},
+			{"prefix", "/v1/runs/" + seededRunID(n / 10)[:8] + "/summary"},
 		} {
 			b.Run(fmt.Sprintf("%dk/%s", n/1000, q.name), func(b *testing.B) {
-				timeGets(b, hs.URL+"/v1/runs?"+q.query)
+				timeGets(b, hs.URL+q.path)
 			})
 		}
 	}
+}
+
+// seededRunID is the id of the ith run seedRuns files: a UUID, as the
+// pipeline's run ids are, the same in every run of the benchmark.
+func seededRunID(i int) string {
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(strconv.Itoa(i))).String()
 }
 
 // benchSizes are the history sizes the API benchmarks seed.
@@ -94,13 +103,13 @@ func seedRuns(b *testing.B, n int) (*httptest.Server, string) {
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	start := time.Now()
 	for i := range n {
-		run := &runs.Run{ID: fmt.Sprint("run-", i), Target: fmt.Sprintf("reg.example/app-%d:1", i%4), Digest: fmt.Sprintf("sha256:%064x", i),
+		run := &runs.Run{ID: seededRunID(i), Target: fmt.Sprintf("reg.example/app-%d:1", i%4), Digest: fmt.Sprintf("sha256:%064x", i),
 			Status: runs.Promoted, Started: t0.Add(time.Duration(i) * time.Second)}
 		if i%10 == 0 {
 			run.Status = runs.Failed
 		}
 		run.Updated = run.Started.Add(time.Second / 2)
-		if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), runsAll); err != nil {
+		if err := ri.fileStart(ctx, run); err != nil {
 			b.Fatal(err)
 		}
 		if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), runEndLists(run)...); err != nil {

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/index"
@@ -209,21 +208,16 @@ func decodeCursor(c string) (uint64, error) {
 	return 0, fmt.Errorf("%w: cursor %q is not one a page gave (ask again without it)", errBadQuery, c)
 }
 
-// historyIndexed is the history bucket's key that says the history an
-// earlier version kept in the bucket alone is in the index.
-const historyIndexed = "m.indexed"
-
 // indexHistory files in the index, oldest first, the history an earlier
-// version kept in the bucket alone, until it has done so once
-// (historyIndexed). A migration a crash stopped part way goes on where it
-// stopped: what the index holds already is not appended again, except its
-// newest entry, which may be missing from its other lists. Replicas
-// starting at once append the same ids, which the index takes once.
+// version kept in the bucket alone, until it has done so once (the
+// upgrade "history-index"). A migration a crash stopped part way goes on
+// where it stopped: what the index holds already is not appended again,
+// except its newest entry, which may be missing from its other lists.
+// Replicas starting at once append the same ids, which the index takes
+// once.
 func (s *store) indexHistory(ctx context.Context) error {
-	if _, err := s.history.Get(ctx, historyIndexed); err == nil {
-		return nil
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("index the history: %w", err)
+	if done, err := s.upgraded(ctx, "history-index"); err != nil || done {
+		return err
 	}
 	indexed, err := s.indexedHistory(ctx)
 	if err != nil {
@@ -253,14 +247,11 @@ func (s *store) indexHistory(ctx context.Context) error {
 			return fmt.Errorf("index the history: %w", err)
 		}
 	}
-	if _, err := s.history.Put(ctx, historyIndexed, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
-		return fmt.Errorf("index the history: %w", err)
-	}
-	return nil
+	return s.markUpgraded(ctx, "history-index")
 }
 
 // indexedHistory is the ids of the entries on historyAll but its newest:
-// read once, when the history was never marked indexed.
+// read once, until the upgrade is done.
 func (s *store) indexedHistory(ctx context.Context) (map[string]bool, error) {
 	ids := map[string]bool{}
 	newest := ""

@@ -134,6 +134,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if ri, err = openRunIndexer(ctx, cfg.JetStream, store.index); err != nil {
 			return err
 		}
+		if err := ri.fileRunIDs(ctx, store); err != nil {
+			return err
+		}
 		// Earlier versions filed every event in a KV index through this
 		// consumer; runs are read from their subjects now. Its bucket ages out.
 		if err := cfg.JetStream.DeleteConsumer(ctx, events.StreamName, "reporter-runs"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {

@@ -18,9 +18,9 @@ import (
 
 // The run read model: each run's summary in the runs bucket, from its
 // first event (running) and again when it ends (folded from its events),
-// and its place in the index's lists — every run by when it started, and,
-// once it ended, by its status, its digest and its repository, by when it
-// ended. GET /v1/runs and the pages read a page of a list and a summary
+// and its place in the index's lists — every run by when it started (and
+// by the start of its id: runids.go), and, once it ended, by its status,
+// its digest and its repository, by when it ended. GET /v1/runs and the pages read a page of a list and a summary
 // per run, so they cost a page at any history; and a run whose events are
 // past the stream's retention still has its summary.
 var runsAll = index.List("runs", "all")
@@ -78,10 +78,19 @@ func (ri *runIndexer) started(ctx context.Context, m bus.Message) error {
 	if err != nil || seen.found {
 		return err
 	}
-	if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), runsAll); err != nil {
-		return fmt.Errorf("file run %s: %w", run.ID, err)
+	if err := ri.fileStart(ctx, run); err != nil {
+		return err
 	}
 	return ri.put(ctx, run, seen, func(cur *runs.Run) bool { return cur == nil })
+}
+
+// fileStart files a run in the list of every run, by when it started, and
+// in its id's list (idList).
+func (ri *runIndexer) fileStart(ctx context.Context, run *runs.Run) error {
+	if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), runsAll, idList(run.ID)); err != nil {
+		return fmt.Errorf("file run %s: %w", run.ID, err)
+	}
+	return nil
 }
 
 // ended stores the summary the run's events fold into and files it by
@@ -108,8 +117,8 @@ func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 	if !seen.found {
 		// Its start is not filed yet (another replica's, or a consumer
 		// that fell behind): file it here, which its start then finds.
-		if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), runsAll); err != nil {
-			return fmt.Errorf("file run %s: %w", run.ID, err)
+		if err := ri.fileStart(ctx, run); err != nil {
+			return err
 		}
 	}
 	if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), runEndLists(run)...); err != nil {

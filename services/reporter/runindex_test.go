@@ -155,22 +155,7 @@ func TestARunPastRetentionKeepsItsSummary(t *testing.T) {
 	failed := ids[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// Both streams age out alike: the events, and the run log they are read from.
-	purge := map[string][]string{events.RunLogStream: {events.RunLogFilter(failed)}}
-	for _, n := range events.Names() {
-		purge[events.StreamName] = append(purge[events.StreamName], n.Subject(failed))
-	}
-	for stream, subjects := range purge {
-		s, err := srv.JetStream.Stream(ctx, stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, subject := range subjects {
-			if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	purgeRun(ctx, t, srv.JetStream, failed)
 	var run runs.Run
 	if code := httpJSON(t, hs.URL+"/v1/runs/"+failed+"/summary", &run); code != http.StatusOK || run.Status != runs.Failed || run.Err == nil || run.Err.Failure.Message != "no such directory" {
 		t.Fatalf("summary past retention: %d %+v", code, run)
@@ -186,5 +171,26 @@ func TestARunPastRetentionKeepsItsSummary(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "past the stream&#39;s retention") || !strings.Contains(string(body), "no such directory") {
 		t.Errorf("the run's page past retention: %d\n%s", resp.StatusCode, body)
+	}
+}
+
+// purgeRun takes the run's events out of the streams, as their retention
+// does: the events, and the run log they are read from, age out alike.
+func purgeRun(ctx context.Context, t *testing.T, js jetstream.JetStream, id string) {
+	t.Helper()
+	purge := map[string][]string{events.RunLogStream: {events.RunLogFilter(id)}}
+	for _, n := range events.Names() {
+		purge[events.StreamName] = append(purge[events.StreamName], n.Subject(id))
+	}
+	for stream, subjects := range purge {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, subject := range subjects {
+			if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }

@@ -24,7 +24,7 @@ type store struct {
 	promotions jetstream.KeyValue // <env>.<repo>: the current promotion
 	verified   jetstream.KeyValue // <repo>.<hex>: a verified digest
 	history    jetstream.KeyValue // h.<env>.<repo>.<event id>: promotions and rejections; d.<event id>: decisions
-	controls   jetstream.KeyValue // pin.<env>.<repo>: an environment's pin (controls.go)
+	controls   jetstream.KeyValue // pin.<env>.<repo>: an environment's pin (controls.go); upgrade.<name>: an upgrade done
 	index      *index.Index       // the history's lists, read a page at a time (history.go)
 }
 
@@ -44,6 +44,28 @@ func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// upgraded says whether the one-time upgrade name of what earlier
+// versions stored is done on this bus. The marks are in the controls
+// bucket, which nothing ages out, so an upgrade is done once for good.
+func (s *store) upgraded(ctx context.Context, name string) (bool, error) {
+	_, err := s.controls.Get(ctx, "upgrade."+name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read whether %s is done: %w", name, err)
+	}
+	return true, nil
+}
+
+// markUpgraded marks the upgrade name done.
+func (s *store) markUpgraded(ctx context.Context, name string) error {
+	if _, err := s.controls.Put(ctx, "upgrade."+name, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+		return fmt.Errorf("mark %s done: %w", name, err)
+	}
+	return nil
 }
 
 // repoToken is a repository as one KV key token: repositories hold ':' and
