@@ -608,6 +608,13 @@ go_section() {
   echo "(nothing read them there): each spares a read of its info and two writes, three blobs a build here. Alternated with the"
   echo "code before (978d125) five times on disk: 160.8 → 152.0 msgs/run; own CPU medians 22.0 and 21.7 ms, each binary"
   echo "between 19 and 26 in that sitting, so within the host's noise."
+  echo "Since session 25 a run named by a prefix of its id is found in the list of the runs whose ids start alike"
+  echo "(\`BenchmarkAPIRuns/*/prefix\`; docs/design.md). Before, each lookup read the id of every run the events stream"
+  echo "held: 573 ms for an 8-character prefix at 100k runs (\`runs.Resolve\` over 100k run starts on an embedded server)."
+  echo "Filing each run in its id's list costs an append a run (two messages). The table of 2026-12-07 (session 25) was"
+  echo "written while the host ran slower than the day before: \`BenchmarkBuildImage\`, whose code did not change, took"
+  echo "200 ms in it (138 and 141 ms alone just after) against 102 ms on 2026-12-06, and the other rows moved with it."
+  echo "Compare rows of one sitting only."
   # The API's goal, as this run measured it.
   awk '$1 ~ /^BenchmarkAPI(History|Runs)\/100k\// {
          for (i = 3; i < NF; i += 2) if ($(i+1) == "p99-ms" && $i > worst) { worst = $i; at = $1 }

@@ -160,10 +160,16 @@ func (r *reporter) serveRun(w http.ResponseWriter, req *http.Request) {
 }
 
 // serveRunSummary renders the page of a run whose events are past the
-// stream's retention from its stored summary, or says why there is none.
+// stream's retention from its stored summary (named by a prefix, it sends
+// to the run's own address), or says why there is none.
 func (r *reporter) serveRunSummary(w http.ResponseWriter, req *http.Request, notFound error) {
-	run, err := r.runs.summary(req.Context(), req.PathValue("runid"))
+	id := req.PathValue("runid")
+	run, err := r.runs.summary(req.Context(), id)
 	if errors.Is(err, runs.ErrNoRun) {
+		if full, rerr := r.runs.resolve(req.Context(), id); rerr == nil && full != id {
+			http.Redirect(w, req, "/runs/"+full, http.StatusFound)
+			return
+		}
 		http.Error(w, notFound.Error(), http.StatusNotFound)
 		return
 	}

@@ -57,6 +57,15 @@ func TestARunIsNamedByAPrefixOfItsID(t *testing.T) {
 	if code := httpJSON(t, hs.URL+"/v1/runs/ffff/summary", &run); code != http.StatusOK || run.ID != ids[2] {
 		t.Errorf("GET /v1/runs/ffff/summary past retention: %d %+v", code, run)
 	}
+	resp, err := http.Get(hs.URL + "/runs/ffff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/runs/"+ids[2] || !strings.Contains(string(body), "past the stream&#39;s retention") {
+		t.Errorf("/runs/ffff past retention: %d at %s\n%s", resp.StatusCode, resp.Request.URL.Path, body)
+	}
 }
 
 // TestRunsFromBeforeTheIDListsAreNamedByAPrefix: runs that started before
