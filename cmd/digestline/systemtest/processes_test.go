@@ -114,11 +114,12 @@ func (p *process) kill() {
 	}
 }
 
-// crashLoop is how long a service must stay up after it was killed before
-// it started for good (the chaos tests' DIGESTLINE_ACK_WAIT): by then what
-// it held when it died has come back to it. A service killed sooner than
-// that, again and again, is a crash loop, and the events it holds are
-// dead-lettered once they were delivered MaxDeliver times (docs/design.md).
+// crashLoop is how long a service that was killed soon after it started
+// must stay up before it may be killed again: the chaos tests'
+// DIGESTLINE_ACK_WAIT, by when what it held as it died has come back to
+// it. Killed sooner, again and again, it is in a crash loop, and the
+// events it holds are dead-lettered once they were delivered MaxDeliver
+// times (docs/design.md).
 const crashLoop = 2 * time.Second
 
 // mayKill says whether the monkey may kill p now: any time, except twice in
