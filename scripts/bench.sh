@@ -615,6 +615,12 @@ go_section() {
   echo "written while the host ran slower than the day before: \`BenchmarkBuildImage\`, whose code did not change, took"
   echo "200 ms in it (138 and 141 ms alone just after) against 102 ms on 2026-12-06, and the other rows moved with it."
   echo "Compare rows of one sitting only."
+  echo "An upper bound of what the contract's 16 \`push.stage\` events a run cost (2026-12-07, session 25): a build of this"
+  echo "code that does not publish them, alternated three times on disk with the code as it is (\`-test.bench"
+  echo "'BenchmarkLoad/paced$' -test.benchtime 4x\`): 153.8 → 105.7 msgs/run, own CPU medians 19.2 → 15.3 ms (each binary"
+  echo "between 14.8 and 20.0 in that sitting). One stage event costs about 3 messages (its publish, its acknowledgement,"
+  echo "its read when the run is filed) and a quarter of a millisecond; with none of them a run would still cost four fifths"
+  echo "of its own CPU, so the stage events are not where a half could come from either."
   # The API's goal, as this run measured it.
   awk '$1 ~ /^BenchmarkAPI(History|Runs)\/100k\// {
          for (i = 3; i < NF; i += 2) if ($(i+1) == "p99-ms" && $i > worst) { worst = $i; at = $1 }
