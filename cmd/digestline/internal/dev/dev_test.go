@@ -1,11 +1,14 @@
 package dev
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -87,5 +90,25 @@ func TestRegistryServesRepositoriesConcurrently(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestStartNATSSaysItsPortIsTaken: digestline dev on a port something else
+// holds fails with the bind's error and what to do, not after the
+// server's start timeout with a guess.
+func TestStartNATSSaysItsPortIsTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	ns, err := startNATS(Config{DataDir: t.TempDir(), NATSPort: port})
+	if err == nil {
+		ns.Shutdown()
+		t.Fatalf("embedded NATS started on port %d, which a listener holds", port)
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "--nats-port") {
+		t.Errorf("error: %v; want the port in use and --nats-port", err)
 	}
 }
