@@ -272,14 +272,16 @@ func startNATS(cfg Config) (*server.Server, error) {
 	if port == 0 {
 		port = 4222
 	}
-	// The server, which logs nothing here, only stops answering when its
-	// port is taken: bind it first to say so at once.
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("embedded NATS on %s: %w (is another digestline dev or NATS server running? pass --nats-port)", addr, err)
+	if port > 0 { // -1 picks a free one
+		// The server, which logs nothing here, only stops answering when
+		// its port is taken: bind it first to say so at once.
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS on %s: %w (is another digestline dev or NATS server running? pass --nats-port)", addr, err)
+		}
+		_ = ln.Close()
 	}
-	_ = ln.Close()
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "digestline-dev",
 		Host:       "127.0.0.1",

@@ -112,3 +112,16 @@ func TestStartNATSSaysItsPortIsTaken(t *testing.T) {
 		t.Errorf("error: %v; want the port in use and --nats-port", err)
 	}
 }
+
+// TestStartNATSPicksAFreePort: --nats-port -1 (as the tests run dev)
+// starts the server on a port it picks.
+func TestStartNATSPicksAFreePort(t *testing.T) {
+	ns, err := startNATS(Config{DataDir: t.TempDir(), NATSPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	if addr, ok := ns.Addr().(*net.TCPAddr); !ok || addr.Port <= 0 {
+		t.Errorf("NATS listens on %v", ns.Addr())
+	}
+}
