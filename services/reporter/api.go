@@ -185,7 +185,8 @@ func (r *reporter) getRun(w http.ResponseWriter, req *http.Request) {
 
 // runEvents reads the events of the run id names: the run of that id,
 // else the one whose id it starts. When there is none it says why, with
-// the status that says so.
+// the status that says so, and the whole id when it found the run but
+// none of its events (past the stream's retention).
 func (r *reporter) runEvents(ctx context.Context, id string) (string, []json.RawMessage, int, error) {
 	if err := events.CheckRunID(id); err != nil {
 		return "", nil, http.StatusBadRequest, err
@@ -202,7 +203,7 @@ func (r *reporter) runEvents(ctx context.Context, id string) (string, []json.Raw
 		return "", nil, http.StatusServiceUnavailable, fmt.Errorf("read run: %w", err)
 	}
 	if len(evs) == 0 {
-		return "", nil, http.StatusNotFound, fmt.Errorf("%w: no events for run %s", runs.ErrNoRun, id)
+		return id, nil, http.StatusNotFound, fmt.Errorf("%w: no events for run %s", runs.ErrNoRun, id)
 	}
 	return id, evs, http.StatusOK, nil
 }

@@ -136,7 +136,7 @@ type runEvent struct {
 func (r *reporter) serveRun(w http.ResponseWriter, req *http.Request) {
 	id, raw, status, err := r.runEvents(req.Context(), req.PathValue("runid"))
 	if status == http.StatusNotFound {
-		r.serveRunSummary(w, req, err)
+		r.serveRunSummary(w, req, id, err)
 		return
 	}
 	if err != nil {
@@ -160,16 +160,17 @@ func (r *reporter) serveRun(w http.ResponseWriter, req *http.Request) {
 }
 
 // serveRunSummary renders the page of a run whose events are past the
-// stream's retention from its stored summary (named by a prefix, it sends
-// to the run's own address), or says why there is none.
-func (r *reporter) serveRunSummary(w http.ResponseWriter, req *http.Request, notFound error) {
+// stream's retention from its stored summary, or says why there is none.
+// found is the run's whole id when runEvents found the run ("" when not):
+// named by a prefix, the page sends to the run's own address.
+func (r *reporter) serveRunSummary(w http.ResponseWriter, req *http.Request, found string, notFound error) {
 	id := req.PathValue("runid")
+	if found != "" && found != id {
+		http.Redirect(w, req, "/runs/"+found, http.StatusFound)
+		return
+	}
 	run, err := r.runs.summary(req.Context(), id)
 	if errors.Is(err, runs.ErrNoRun) {
-		if full, rerr := r.runs.resolve(req.Context(), id); rerr == nil && full != id {
-			http.Redirect(w, req, "/runs/"+full, http.StatusFound)
-			return
-		}
 		http.Error(w, notFound.Error(), http.StatusNotFound)
 		return
 	}
