@@ -24,7 +24,7 @@ type dlqOptions struct {
 func newDLQCommand() *cobra.Command {
 	o := &dlqOptions{}
 	cmd := &cobra.Command{
-		Use:   "dlq",
+		Use:   "dlq COMMAND",
 		Short: "See and recover events no handler could process (the dead-letter stream)",
 	}
 	cmd.PersistentFlags().StringVar(&o.natsURL, "nats", "", natsHelp)

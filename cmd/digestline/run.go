@@ -30,7 +30,7 @@ type runOptions struct {
 func newRunCommand() *cobra.Command {
 	o := &runOptions{}
 	cmd := &cobra.Command{
-		Use:   "run",
+		Use:   "run COMMAND",
 		Short: "Show or follow one run: its stages, how it ended, its trace and its page",
 	}
 	show := &cobra.Command{
