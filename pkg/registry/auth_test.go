@@ -86,8 +86,12 @@ func TestBearerTokenFlow(t *testing.T) {
 
 	tr := newTokenRegistry(t, "ci", "s3cret", true)
 	ref, _ := name.ParseReference(tr.host + "/team/app:1")
-	if _, err := newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})).Push(ctx, ref, g, l, nil); err != nil {
+	rec := &recorder{}
+	if _, err := newClient(registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})).Push(ctx, ref, g, l, rec.observe); err != nil {
 		t.Fatalf("push with a token: %v", err)
+	}
+	if got, want := rec.final()[events.StageAuth].Line, "[STAGE] auth OK "+tr.host+" credentials accepted"; got != want {
+		t.Errorf("auth line %q, want %q", got, want)
 	}
 	if scope, _ := tr.sawScope.Load().(string); scope != "repository:team/app:push,pull" {
 		t.Errorf("token asked for scope %q", scope)

@@ -66,6 +66,7 @@ func (c *Client) open(ctx context.Context, repo name.Repository, push bool, extr
 	c.authMu.Lock()
 	e, ok := c.auths[key]
 	c.authMu.Unlock()
+	r.proven = auth != authn.Anonymous
 	if ok && time.Since(e.made) < authTTL {
 		r.client = &http.Client{Transport: e.rt}
 		return r, nil

@@ -25,7 +25,12 @@ func (p *pushRun) auth(ctx context.Context, r *events.StageReport) error {
 		return err
 	}
 	p.repo = repo
-	r.Detail = p.ref.Context().RegistryStr()
+	// Anonymous access sends nothing to prove: the registry is first
+	// reached by the manifest check.
+	r.Detail = p.ref.Context().RegistryStr() + " anonymous"
+	if repo.proven {
+		r.Detail = p.ref.Context().RegistryStr() + " credentials accepted"
+	}
 	return nil
 }
 

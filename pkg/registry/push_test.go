@@ -155,6 +155,10 @@ func TestPushColdThenWarm(t *testing.T) {
 	if got := cold.final()[events.StageBlobCheck].Line; got != "[STAGE] blob check: 0/2 exists" {
 		t.Errorf("blob check line %q", got)
 	}
+	// Anonymous: nothing was proven, and the line says so.
+	if got, want := cold.final()[events.StageAuth].Line, "[STAGE] auth OK "+host+" anonymous"; got != want {
+		t.Errorf("auth line %q, want %q", got, want)
+	}
 
 	// Pulled independently, by digest, the image is whole.
 	img, err := remote.Image(ref.Context().Digest(g.Root.Digest.String()))

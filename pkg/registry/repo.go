@@ -34,6 +34,7 @@ type Repo struct {
 	timeout time.Duration // the client's: how long the registry may stay silent
 	reads   *sharedReads  // when Shared: reads shared by its users
 	listed  *listedTags   // when WithTags: the repository's tags
+	proven  bool          // credentials were sent and accepted (never for anonymous)
 }
 
 var _ oci.BlobReader = (*Repo)(nil)
