@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/api"
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 )
 
@@ -34,9 +33,9 @@ func newApproveCommand() *cobra.Command {
 
 // run records the approval of target for o.to.
 func (o *approveOptions) run(ctx context.Context, target string, out io.Writer) error {
-	ref, err := name.NewDigest(target)
+	ref, err := digestRef("approve", target)
 	if err != nil {
-		return fmt.Errorf("approve a digest, REPOSITORY@sha256:<hex>: %w", err)
+		return err
 	}
 	c, err := o.api.writer()
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/digestline/digestline/pkg/oci"
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 )
 
@@ -39,9 +38,9 @@ func newAttachCommand() *cobra.Command {
 
 // run builds the artifact of files and pushes it with subject as its subject.
 func (o *attachOptions) run(ctx context.Context, subject string, fileArgs []string, w io.Writer) error {
-	subjectRef, err := name.NewDigest(subject)
+	subjectRef, err := digestRef("attach", subject)
 	if err != nil {
-		return fmt.Errorf("attach to a digest reference, REPOSITORY@sha256:<hex>: %w", err)
+		return err
 	}
 	ann, err := keyValues("--annotation", o.annotations)
 	if err != nil {

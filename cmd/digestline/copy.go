@@ -50,9 +50,9 @@ func newCopyCommand() *cobra.Command {
 
 // run copies from to to, proves it there, then tags it.
 func (o *copyOptions) run(ctx context.Context, from, to string, out io.Writer) error {
-	src, err := name.NewDigest(from)
+	src, err := digestRef("copy", from)
 	if err != nil {
-		return fmt.Errorf("copy from a digest, REPOSITORY@sha256:<hex>: %w", err)
+		return err
 	}
 	dst, tag, err := destination(to)
 	if err != nil {

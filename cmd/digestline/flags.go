@@ -117,3 +117,18 @@ func openRepo(ctx context.Context, repo name.Repository) (*registry.Repo, error)
 	}
 	return c.Open(ctx, repo, false)
 }
+
+// digestRef is target as a digest reference, which the command (verb)
+// takes: a tag moves, so reads and writes that prove or pin bytes name
+// them by digest. A tag is refused with the command that tells its digest.
+func digestRef(verb, target string) (name.Digest, error) {
+	ref, err := name.NewDigest(target)
+	if err == nil {
+		return ref, nil
+	}
+	if _, terr := name.NewTag(target); terr == nil {
+		return name.Digest{}, fmt.Errorf("%s takes a digest reference, REPOSITORY@sha256:<hex>, not the tag %s: `digestline inspect %s` prints the digest it points at now",
+			verb, target, target)
+	}
+	return name.Digest{}, fmt.Errorf("%s takes a digest reference, REPOSITORY@sha256:<hex>: %w", verb, err)
+}

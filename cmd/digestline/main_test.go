@@ -22,7 +22,8 @@ func TestWrongArgumentsSayHowTheCommandIsUsed(t *testing.T) {
 		{args: []string{"freeze", "dev"}, code: 1, say: `required flag(s) "reason", "until" not set`, withUsage: true},
 		{args: []string{"dlq", "lst"}, code: 1, say: `unknown command "lst" for "digestline dlq"`, withUsage: true},
 		{args: []string{"shipp"}, code: 1, say: "usage: digestline COMMAND", withUsage: true},
-		{args: []string{"verify", "127.0.0.1:1/app:v1"}, code: 1, say: "digest reference"},
+		{args: []string{"verify", "127.0.0.1:1/app:v1"}, code: 1, say: "not the tag 127.0.0.1:1/app:v1: `digestline inspect 127.0.0.1:1/app:v1` prints the digest"},
+		{args: []string{"pull", "NOT A REF"}, code: 1, say: "pull takes a digest reference, REPOSITORY@sha256:<hex>: "},
 		{args: []string{"dlq"}, code: 0},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -43,9 +43,9 @@ func newPullCommand() *cobra.Command {
 // run pulls target into the layout, every blob checked as it streams in,
 // then unpacks it when asked.
 func (o *pullOptions) run(ctx context.Context, target string, w io.Writer) error {
-	ref, err := name.NewDigest(target)
+	ref, err := digestRef("pull", target)
 	if err != nil {
-		return fmt.Errorf("pull takes a digest reference, REPOSITORY@sha256:<hex>: %w", err)
+		return err
 	}
 	repo, err := openRepo(ctx, ref.Context())
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/digestline/digestline/pkg/verify"
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 )
 
@@ -35,9 +34,9 @@ func newVerifyCommand() *cobra.Command {
 
 // run proves target and prints each check.
 func (o *verifyOptions) run(ctx context.Context, target string, w io.Writer) error {
-	ref, err := name.NewDigest(target)
+	ref, err := digestRef("verify", target)
 	if err != nil {
-		return fmt.Errorf("verify takes a digest reference, REPOSITORY@sha256:<hex>: %w", err)
+		return err
 	}
 	client, err := registryClient()
 	if err != nil {
