@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -53,3 +54,39 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 func WriteError(w http.ResponseWriter, status int, msg string) {
 	WriteJSON(w, status, map[string]string{"error": msg})
 }
+
+// JSONErrors serves mux, and answers a request under prefix that none of
+// its routes takes as every digestline endpoint fails, {"error": msg}: 404
+// for a path it does not know, 405 (with Allow) for a method the path does
+// not take. ServeMux's own answers are plain text, which API clients
+// cannot read as the API's errors.
+func JSONErrors(prefix string, mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		h, pattern := mux.Handler(req)
+		if pattern != "" || !strings.HasPrefix(req.URL.Path, prefix) {
+			mux.ServeHTTP(w, req)
+			return
+		}
+		// What the mux would answer: its status, and Allow with a 405.
+		rec := &recorder{header: http.Header{}, status: http.StatusOK}
+		h.ServeHTTP(rec, req)
+		if rec.status != http.StatusMethodNotAllowed {
+			WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))
+			return
+		}
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s takes %s, not %s", req.URL.Path, allow, req.Method))
+	})
+}
+
+// recorder keeps the status and header a handler answers with, and drops
+// its body.
+type recorder struct {
+	header http.Header
+	status int
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *recorder) WriteHeader(status int)      { r.status = status }

@@ -51,7 +51,7 @@ func (r *reporter) routes() http.Handler {
 	mux.HandleFunc("GET /v1/runs/{runid}/summary", r.getRunSummary)
 	mux.HandleFunc("GET /v1/dlq", r.listDeadLetters)
 	mux.HandleFunc("POST /v1/dlq/{seq}/replay", r.replayDeadLetter)
-	return mux
+	return service.JSONErrors("/v1/", mux)
 }
 
 // listPromotions answers GET /v1/promotions?env=&repo=&cursor=&limit=:

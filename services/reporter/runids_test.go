@@ -45,6 +45,7 @@ func TestARunIsNamedByAPrefixOfItsID(t *testing.T) {
 		{"abc", "too short", http.StatusBadRequest},
 		{"0000", "no run id starts with 0000", http.StatusNotFound},
 		{"ffff0001", "no run id starts with ffff0001", http.StatusNotFound},
+		{"ffff/steps", "no such endpoint: GET /v1/runs/ffff/steps", http.StatusNotFound}, // in JSON, as every API error
 	} {
 		status, got := getRunByPrefix(t, hs.URL, c.prefix)
 		if status != c.status || !strings.Contains(got, c.want) {
