@@ -25,6 +25,9 @@ func TestWrongArgumentsSayHowTheCommandIsUsed(t *testing.T) {
 		{args: []string{"verify", "127.0.0.1:1/app:v1"}, code: 1, say: "not the tag 127.0.0.1:1/app:v1: `digestline inspect 127.0.0.1:1/app:v1` prints the digest"},
 		{args: []string{"pull", "NOT A REF"}, code: 1, say: "pull takes a digest reference, REPOSITORY@sha256:<hex>: "},
 		{args: []string{"dlq"}, code: 0},
+		// Checked before the bus is reached: no stack runs here.
+		{args: []string{"ship", "no-such-dir", "127.0.0.1:1/app:1", "--nats", "nats://127.0.0.1:1"}, code: 1, say: `source "no-such-dir" is not a directory`},
+		{args: []string{"ship", ".", "127.0.0.1:1/App:1", "--nats", "nats://127.0.0.1:1"}, code: 1, say: `target "127.0.0.1:1/App:1"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stderr bytes.Buffer

@@ -57,6 +57,15 @@ func (o *shipOptions) run(ctx context.Context, dir, target string, out, errOut i
 	if err != nil {
 		return err
 	}
+	req := ship.Request{Dir: dir, Target: target, Env: o.envName, Spec: s, Tag: *o.guard}
+	if err := req.Check(); err != nil { // before reaching for the bus
+		return err
+	}
+	if base, known, err := apiURL(o.api); err != nil {
+		return fmt.Errorf("--api: %w", err)
+	} else if known {
+		req.PageURL = base
+	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	tel, err := telemetry.Setup(ctx, "digestline-cli", errOut, "warn")
@@ -73,12 +82,6 @@ func (o *shipOptions) run(ctx context.Context, dir, target string, out, errOut i
 	shipFn := ship.Ship
 	if o.asJSON {
 		shipFn = ship.ShipJSON
-	}
-	req := ship.Request{Dir: dir, Target: target, Env: o.envName, Spec: s, Tag: *o.guard}
-	if base, known, err := apiURL(o.api); err != nil {
-		return fmt.Errorf("--api: %w", err)
-	} else if known {
-		req.PageURL = base
 	}
 	_, err = shipFn(ctx, b, req, out)
 	var runErr *runs.Error

@@ -41,6 +41,18 @@ type Request struct {
 	PageURL string
 }
 
+// Check says what is wrong with req before anything is sent: a target
+// that is no image reference, a source that is no directory.
+func (r Request) Check() error {
+	if _, err := name.ParseReference(r.Target); err != nil {
+		return fmt.Errorf("target %q: %w (want registry/repository:tag)", r.Target, err)
+	}
+	if st, err := os.Stat(r.Dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("source %q is not a directory", r.Dir)
+	}
+	return nil
+}
+
 // Result is a promoted run.
 type Result struct {
 	RunID     string
@@ -68,10 +80,10 @@ func ShipJSON(ctx context.Context, b *bus.Bus, req Request, out io.Writer) (Resu
 }
 
 func run(ctx context.Context, b *bus.Bus, req Request, out io.Writer, asJSON bool) (Result, error) {
-	ref, err := name.ParseReference(req.Target)
-	if err != nil {
-		return Result{}, fmt.Errorf("target %q: %w (want registry/repository:tag)", req.Target, err)
+	if err := req.Check(); err != nil {
+		return Result{}, err
 	}
+	ref, _ := name.ParseReference(req.Target) // checked
 	js := b.JetStream()
 	ctx, span := b.Tracer().Start(ctx, "ship "+ref.String(), trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
