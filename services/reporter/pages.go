@@ -69,7 +69,7 @@ var pageFuncs = template.FuncMap{
 var pages = func() map[string]*template.Template {
 	layout := template.Must(template.New("layout.html").Funcs(pageFuncs).ParseFS(pagesFS, "pages/layout.html"))
 	out := map[string]*template.Template{}
-	for _, page := range []string{"index", "run", "env", "digest"} {
+	for _, page := range []string{"index", "run", "env", "digest", "error"} {
 		out[page] = template.Must(template.Must(layout.Clone()).ParseFS(pagesFS, "pages/"+page+".html"))
 	}
 	return out
@@ -85,6 +85,10 @@ type page struct {
 // render writes a page, or a 500 when its template fails (nothing half
 // written).
 func (r *reporter) render(w http.ResponseWriter, view string, data any) {
+	r.renderStatus(w, http.StatusOK, view, data)
+}
+
+func (r *reporter) renderStatus(w http.ResponseWriter, status int, view string, data any) {
 	var buf bytes.Buffer
 	if err := pages[view].ExecuteTemplate(&buf, "layout.html", data); err != nil {
 		r.cfg.Log().Warn("render a page", "page", view, "error", err)
@@ -92,7 +96,18 @@ func (r *reporter) render(w http.ResponseWriter, view string, data any) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
 	_, _ = buf.WriteTo(w)
+}
+
+// pageError answers a page that cannot be shown with one that says why,
+// in the layout, so that its links lead on (a link from a chat to a run
+// past every retention, a mistyped address).
+func (r *reporter) pageError(w http.ResponseWriter, status int, msg string) {
+	r.renderStatus(w, status, "error", struct {
+		page
+		StatusText, Message string
+	}{page{Chain: r.cfg.Environments}, http.StatusText(status), msg})
 }
 
 // servePage renders the front page: recent runs with their steps, what is
@@ -102,17 +117,17 @@ func (r *reporter) servePage(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
 	recent, err := r.runs.recent(ctx, 20)
 	if err != nil {
-		http.Error(w, "read runs: "+err.Error(), http.StatusServiceUnavailable)
+		r.pageError(w, http.StatusServiceUnavailable, "read runs: "+err.Error())
 		return
 	}
 	recs, _, err := r.store.list(ctx, "", "", "", frontPageRecords)
 	if err != nil {
-		http.Error(w, "read promotions: "+err.Error(), http.StatusServiceUnavailable)
+		r.pageError(w, http.StatusServiceUnavailable, "read promotions: "+err.Error())
 		return
 	}
 	hist, err := r.store.historyPage(ctx, api.HistoryQuery{ListQuery: api.ListQuery{Limit: 30}})
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		r.pageError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	r.render(w, "index", struct {
@@ -140,7 +155,7 @@ func (r *reporter) serveRun(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if err != nil {
-		http.Error(w, err.Error(), status)
+		r.pageError(w, status, err.Error())
 		return
 	}
 	if id != req.PathValue("runid") { // a prefix: the run's own address
@@ -171,11 +186,11 @@ func (r *reporter) serveRunSummary(w http.ResponseWriter, req *http.Request, fou
 	}
 	run, err := r.runs.summary(req.Context(), id)
 	if errors.Is(err, runs.ErrNoRun) {
-		http.Error(w, notFound.Error(), http.StatusNotFound)
+		r.pageError(w, http.StatusNotFound, notFound.Error())
 		return
 	}
 	if err != nil {
-		http.Error(w, "read run: "+err.Error(), http.StatusServiceUnavailable)
+		r.pageError(w, http.StatusServiceUnavailable, "read run: "+err.Error())
 		return
 	}
 	r.renderRun(w, req, run, nil, "Its events are past the stream's retention (DIGESTLINE_EVENTS_MAX_AGE): this summary is what is kept of it.")
@@ -250,32 +265,32 @@ const historyPage = 25
 func (r *reporter) serveEnv(w http.ResponseWriter, req *http.Request) {
 	env := req.PathValue("env")
 	if !slices.Contains(r.cfg.Environments, env) {
-		http.Error(w, fmt.Sprintf("%q is not in the promotion chain %s", env, strings.Join(r.cfg.Environments, " → ")), http.StatusNotFound)
+		r.pageError(w, http.StatusNotFound, fmt.Sprintf("%q is not in the promotion chain %s", env, strings.Join(r.cfg.Environments, " → ")))
 		return
 	}
 	cur, _, err := r.store.list(req.Context(), env, "", "", 0)
 	if err != nil {
-		http.Error(w, "read promotions: "+err.Error(), http.StatusServiceUnavailable)
+		r.pageError(w, http.StatusServiceUnavailable, "read promotions: "+err.Error())
 		return
 	}
 	cursor := req.URL.Query().Get("cursor")
 	hist, err := r.store.historyPage(req.Context(), api.HistoryQuery{ListQuery: api.ListQuery{Cursor: cursor, Limit: historyPage}, Env: env})
 	if errors.Is(err, errBadQuery) {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		r.pageError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		r.pageError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	frozen, err := r.frozen(req.Context(), env, time.Now())
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		r.pageError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	pins, err := r.store.pins(req.Context())
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		r.pageError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	pins = slices.DeleteFunc(pins, func(p api.Pin) bool { return p.Environment != env })
@@ -302,7 +317,7 @@ func (r *reporter) serveEnv(w http.ResponseWriter, req *http.Request) {
 func (r *reporter) serveDigest(w http.ResponseWriter, req *http.Request) {
 	rep, recent, status, err := r.digestReport(req.Context(), req.PathValue("digest"))
 	if err != nil {
-		http.Error(w, err.Error(), status)
+		r.pageError(w, status, err.Error())
 		return
 	}
 	data := struct {
