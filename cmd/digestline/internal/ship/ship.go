@@ -5,6 +5,7 @@
 package ship
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -39,6 +40,9 @@ type Request struct {
 	// PageURL is the reporter's base URL, when known: ship prints the
 	// run's page there.
 	PageURL string
+	// Quiet is how long the run may go without an event before ship says
+	// what it waits for (default 15s; waitNotes).
+	Quiet time.Duration
 }
 
 // Check says what is wrong with req before anything is sent: a target
@@ -143,7 +147,10 @@ func run(ctx context.Context, b *bus.Bus, req Request, out io.Writer, asJSON boo
 	if req.PageURL != "" {
 		fmt.Fprintf(human, "  page %s/runs/%s\n", req.PageURL, runID)
 	}
-	res, err := follow(iter, runID, human, func(raw []byte) {
+	notes := startWaitNotes(ctx, js, runID, human, cmp.Or(req.Quiet, 15*time.Second))
+	defer notes.stop()
+	res, err := follow(iter, runID, human, func(raw []byte, n events.Name) {
+		notes.event(n)
 		if asJSON {
 			_, _ = out.Write(append(raw, '\n'))
 		}
@@ -199,9 +206,9 @@ func Upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Dig
 // follow prints the run's events until one ends it; raw sees each of the
 // run's events as it arrived. A run that ends without promotion is an
 // *runs.Error.
-func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw func([]byte)) (Result, error) {
-	run, err := runs.FollowMessages(iter, runID, func(data []byte, lines []string) {
-		raw(data)
+func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw func([]byte, events.Name)) (Result, error) {
+	run, err := runs.FollowMessages(iter, runID, func(data []byte, n events.Name, lines []string) {
+		raw(data, n)
 		for _, line := range lines {
 			fmt.Fprintln(out, line)
 		}

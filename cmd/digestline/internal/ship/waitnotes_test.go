@@ -1,0 +1,101 @@
+package ship
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digestline/digestline/pkg/bus"
+	"github.com/digestline/digestline/pkg/bus/bustest"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A run whose service is down does not wait in silence: ship names the
+// service that takes the run's latest event and is not running, or says
+// that none takes it. A service that runs gets no such line.
+func TestShipSaysWhichServiceARunWaitsFor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		setup func(context.Context, *testing.T, *bustest.Server)
+		want  string // "" for no [WAIT] line
+	}{{
+		name:  "no service ever ran",
+		setup: func(context.Context, *testing.T, *bustest.Server) {},
+		want:  "since build.requested: no service takes it (is the pipeline running?",
+	}, {
+		name: "the builder is down",
+		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) { // it ran once: its consumer is there
+			if _, err := s.JetStream.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+				Durable: "builder", FilterSubjects: []string{events.BuildRequested.Filter()}, AckPolicy: jetstream.AckExplicitPolicy,
+			}); err != nil {
+				t.Fatal(err)
+			}
+		},
+		want: "since build.requested: builder not running (no worker asks its consumer for events); the run goes on once it starts",
+	}, {
+		name: "the builder runs (and never finishes)",
+		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) {
+			r := bus.NewBus(s.JetStream, "/t").Router(bus.ConsumerSpec{Durable: "builder"})
+			r.Handle(events.BuildRequested, func(context.Context, bus.Message) error { return nil })
+			ctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx) }()
+			t.Cleanup(func() { stop(); <-done })
+		},
+	}, {
+		// A report of the step it works on (a push.stage, before a long
+		// upload) is taken by no service: the run waits for the one
+		// working, which holds the event it answers.
+		name: "the builder is busy, after a report",
+		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) {
+			b := bus.NewBus(s.JetStream, "/t")
+			r := b.Router(bus.ConsumerSpec{Durable: "builder"})
+			release := make(chan struct{})
+			r.Handle(events.BuildRequested, func(ctx context.Context, m bus.Message) error {
+				if _, err := b.Emit(ctx, m.Event, events.PushStage, "app", events.StageReport{Stage: events.StageUpload, Status: events.StatusOK}); err != nil {
+					return err
+				}
+				<-release
+				return nil
+			})
+			ctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx) }()
+			t.Cleanup(func() { close(release); stop(); <-done })
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := bustest.NewServer(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			tc.setup(ctx, t, s)
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			runCtx, stop := context.WithTimeout(ctx, 2*time.Second)
+			defer stop()
+			_, err := Ship(runCtx, bus.NewBus(s.JetStream, "/t"), Request{Dir: dir, Target: "127.0.0.1:1/app:1", Quiet: 300 * time.Millisecond}, &out)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("ship ended %v, want it still waiting at its timeout\n%s", err, out.String())
+			}
+			t.Logf("ship said:\n%s", out.String())
+			waits := strings.Count(out.String(), "[WAIT]")
+			switch {
+			case tc.want == "" && waits > 0:
+				t.Fatalf("a [WAIT] line while the service runs:\n%s", out.String())
+			case tc.want != "" && (!strings.Contains(out.String(), tc.want) || waits != 1):
+				t.Fatalf("want one [WAIT] line saying %q (said once, though checked again):\n%s", tc.want, out.String())
+			}
+		})
+	}
+}
