@@ -50,6 +50,28 @@ const (
 	AdmissionRequested Name = "admission.requested"
 )
 
+// takers are the services whose handling of an event moves its run on
+// (the contract's "from → to"), by the name of their durable consumer.
+var takers = map[Name]string{
+	BuildRequested:     "builder",
+	BuildCompleted:     "pusher",
+	PromotionApproved:  "pusher",
+	ReleaseApproved:    "pusher",
+	PushCompleted:      "verifier",
+	ReleaseMoved:       "verifier",
+	AdmissionRequested: "verifier",
+	VerifyCompleted:    "reporter",
+	PromotionRequested: "reporter",
+	ReleaseRequested:   "reporter",
+	ReleaseVerified:    "reporter",
+}
+
+// Taker is the service that takes an event of n and moves its run on, by
+// the name of its durable consumer (build.requested: "builder"); "" for
+// an event after which a run waits for none (a report such as push.stage,
+// whose service holds the event it answers; an end).
+func (n Name) Taker() string { return takers[n] }
+
 // RunStarts are the events a run starts with.
 var RunStarts = []Name{BuildRequested, PromotionRequested, ReleaseRequested, AdmissionRequested}
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,14 +14,14 @@ import (
 )
 
 // waitNotes says why a run is quiet. Each time it has had no event for
-// quiet, it asks the bus which services take the run's latest event that
-// a service takes (bus.Idle: a push.stage is the pusher's report, taken by
-// none, while the pusher holds the build.completed it works on) and, when
-// one of them is not running, prints a [WAIT] line naming it: a run whose
-// builder, pusher, verifier or reporter is down waits for it, and would
-// otherwise wait in silence. A busy service, or a run waiting its turn
-// behind others to one tag, gets no line. A note is printed again only
-// when what it says changes.
+// quiet, it finds the service the run waits for — the taker of its latest
+// event that has one (events.Name.Taker: a push.stage is the pusher's
+// report, while the pusher holds the build.completed it works on) — and,
+// when that service is not running (bus.ConsumerLiveness), prints a
+// [WAIT] line naming it: a run whose builder, pusher, verifier or
+// reporter is down waits for it, and would otherwise wait in silence. A
+// busy service, or a run waiting its turn behind others to one tag, gets
+// no line. A note is printed again only when what it says changes.
 type waitNotes struct {
 	js     jetstream.JetStream
 	runID  string
@@ -83,45 +82,40 @@ func (w *waitNotes) check() {
 	names, since := slices.Clone(w.names), w.since
 	w.mu.Unlock()
 
+	// The latest event a service takes: the step the run is at.
+	i := len(names) - 1
+	for i > 0 && names[i].Taker() == "" {
+		i--
+	}
+	taker := names[i].Taker()
+	if taker == "" {
+		return // an event after which nothing is to come
+	}
 	ctx, cancel := context.WithTimeout(w.ctx, busTimeout)
 	defer cancel()
-	waits, takers, err := w.waitsFor(ctx, names)
+	live, err := bus.ConsumerLiveness(ctx, w.js, taker)
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped || w.since != since {
 		return // the run went on meanwhile
 	}
-	if note := waitNote(takers, err); note != "" && note != w.said {
-		fmt.Fprintf(w.out, "[WAIT] nothing for %s since %s: %s\n", time.Since(since).Round(100*time.Millisecond), waits, note)
+	if note := waitNote(taker, live, err); note != "" && note != w.said {
+		fmt.Fprintf(w.out, "[WAIT] nothing for %s since %s: %s\n", time.Since(since).Round(100*time.Millisecond), names[i], note)
 		w.said = note
 	}
 	w.timer.Reset(w.quiet)
 }
 
-// waitsFor is the latest of names that a service takes, and its takers;
-// the first of them (build.requested) when none is taken.
-func (w *waitNotes) waitsFor(ctx context.Context, names []events.Name) (events.Name, bus.Takers, error) {
-	for i := len(names) - 1; i >= 0; i-- {
-		takers, err := bus.Idle(ctx, w.js, names[i].Subject(w.runID))
-		if err != nil || len(takers.Names) > 0 || i == 0 {
-			return names[i], takers, err
-		}
-	}
-	return "", bus.Takers{}, nil // no names: not reached
-}
-
-// waitNote is what a run waits for, from the takers of its latest event:
-// none (no service ever took it) or those not running; "" when each runs
-// (busy, or the run waits its turn) or the bus could not say.
-func waitNote(t bus.Takers, err error) string {
+// waitNote is why a run waits for the service taker: it never ran on this
+// bus, or it is not running; "" when it runs (busy, or the run waits its
+// turn) or the bus could not say.
+func waitNote(taker string, live bus.Liveness, err error) string {
 	switch {
-	case err != nil:
+	case err != nil || live == bus.Running:
 		return ""
-	case len(t.Names) == 0:
-		return "no service takes it (is the pipeline running? digestline dev, or its services: docs/deployment.md)"
-	case len(t.Idle) > 0:
-		return strings.Join(t.Idle, ", ") + " not running (no worker asks its consumer for events); the run goes on once it starts"
+	case live == bus.Absent:
+		return fmt.Sprintf("no %s has ever run on this bus: start it (digestline dev runs every service; docs/deployment.md)", taker)
 	}
-	return ""
+	return fmt.Sprintf("%s not running (no worker asks its consumer for events); the run goes on once it starts", taker)
 }

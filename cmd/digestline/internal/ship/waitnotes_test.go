@@ -26,9 +26,11 @@ func TestShipSaysWhichServiceARunWaitsFor(t *testing.T) {
 		setup func(context.Context, *testing.T, *bustest.Server)
 		want  string // "" for no [WAIT] line
 	}{{
-		name:  "no service ever ran",
-		setup: func(context.Context, *testing.T, *bustest.Server) {},
-		want:  "since build.requested: no service takes it (is the pipeline running?",
+		name: "no builder ever ran (the run index did)",
+		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) {
+			serve(ctx, t, s, "reporter-run-index", func(context.Context, bus.Message) error { return nil })
+		},
+		want: "since build.requested: no builder has ever run on this bus: start it",
 	}, {
 		name: "the builder is down",
 		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) { // it ran once: its consumer is there
@@ -42,12 +44,7 @@ func TestShipSaysWhichServiceARunWaitsFor(t *testing.T) {
 	}, {
 		name: "the builder runs (and never finishes)",
 		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) {
-			r := bus.NewBus(s.JetStream, "/t").Router(bus.ConsumerSpec{Durable: "builder"})
-			r.Handle(events.BuildRequested, func(context.Context, bus.Message) error { return nil })
-			ctx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- r.Run(ctx) }()
-			t.Cleanup(func() { stop(); <-done })
+			serve(ctx, t, s, "builder", func(context.Context, bus.Message) error { return nil })
 		},
 	}, {
 		// A report of the step it works on (a push.stage, before a long
@@ -55,20 +52,15 @@ func TestShipSaysWhichServiceARunWaitsFor(t *testing.T) {
 		// working, which holds the event it answers.
 		name: "the builder is busy, after a report",
 		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) {
-			b := bus.NewBus(s.JetStream, "/t")
-			r := b.Router(bus.ConsumerSpec{Durable: "builder"})
-			release := make(chan struct{})
-			r.Handle(events.BuildRequested, func(ctx context.Context, m bus.Message) error {
+			b, release := bus.NewBus(s.JetStream, "/t"), make(chan struct{})
+			serve(ctx, t, s, "builder", func(ctx context.Context, m bus.Message) error {
 				if _, err := b.Emit(ctx, m.Event, events.PushStage, "app", events.StageReport{Stage: events.StageUpload, Status: events.StatusOK}); err != nil {
 					return err
 				}
 				<-release
 				return nil
 			})
-			ctx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- r.Run(ctx) }()
-			t.Cleanup(func() { close(release); stop(); <-done })
+			t.Cleanup(func() { close(release) }) // before the builder stops: it waits for its handler
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,4 +90,15 @@ func TestShipSaysWhichServiceARunWaitsFor(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serve runs a service with durable's consumer that handles build.requested
+// with h, until the test ends.
+func serve(ctx context.Context, t *testing.T, s *bustest.Server, durable string, h bus.Handler) {
+	r := bus.NewBus(s.JetStream, "/t").Router(bus.ConsumerSpec{Durable: durable})
+	r.Handle(events.BuildRequested, h)
+	ctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
 }
