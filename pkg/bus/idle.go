@@ -45,3 +45,16 @@ func ConsumerLiveness(ctx context.Context, js jetstream.JetStream, durable strin
 	}
 	return Running, nil
 }
+
+// Note says why a run waits for service, whose consumer is l: it never
+// ran on this bus, or it is not running; "" when it runs (busy, or the run
+// waits its turn behind others).
+func (l Liveness) Note(service string) string {
+	switch l {
+	case Absent:
+		return fmt.Sprintf("no %s has ever run on this bus: start it (digestline dev runs every service; docs/deployment.md)", service)
+	case Stopped:
+		return fmt.Sprintf("the run waits for the %s, which is not running (no worker asks its consumer for events); it goes on once the %s starts", service, service)
+	}
+	return ""
+}

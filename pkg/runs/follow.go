@@ -11,10 +11,10 @@ import (
 
 // FollowMessages reads a run's events from iter, a consumer of the run's
 // subjects (ship makes it before it starts the run), in stream order,
-// until the run ends: each is called with the event as stored, its name
-// and the lines a person reads for it. A run that ends without promotion returns
+// until the run ends: each is called with the event as stored, the run
+// as it stands after it, and the lines a person reads for it. A run that ends without promotion returns
 // its *Error.
-func FollowMessages(iter jetstream.MessagesContext, runID string, each func(raw []byte, name events.Name, lines []string)) (*Run, error) {
+func FollowMessages(iter jetstream.MessagesContext, runID string, each func(raw []byte, run *Run, lines []string)) (*Run, error) {
 	run := &Run{}
 	for !run.Done() {
 		msg, err := iter.Next()
@@ -28,7 +28,8 @@ func FollowMessages(iter jetstream.MessagesContext, runID string, each func(raw 
 		if err != nil {
 			continue // one the services dead-letter (the subjects are this run's)
 		}
-		each(msg.Data(), name, run.Add(ev, name))
+		lines := run.Add(ev, name)
+		each(msg.Data(), run, lines)
 	}
 	if run.Err != nil {
 		return run, run.Err

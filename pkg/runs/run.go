@@ -40,6 +40,10 @@ type Run struct {
 	Superseded *events.Supersession `json:"superseded,omitempty"`
 	// Err is why a failed or rejected run ended.
 	Err *Error `json:"error,omitempty"`
+	// WaitsFor is the service a running run's next step is for: the
+	// taker (events.Name.Taker) of its latest event that has one, by the
+	// name of its durable consumer; "" once the run ended.
+	WaitsFor string `json:"waitsFor,omitempty"`
 }
 
 // Step is one bar of a run's timeline: the build, a push stage, the
@@ -93,6 +97,18 @@ func (e *Error) Error() string {
 // Done reports whether the run has ended.
 func (r *Run) Done() bool { return r.Status != "" && r.Status != Running }
 
+// settle brings what follows from the run's events up to date after one
+// of name: how long it took, and the service it waits for.
+func (r *Run) settle(name events.Name) {
+	r.TotalMS = max(r.Updated.Sub(r.Started).Milliseconds(), 1)
+	if t := name.Taker(); t != "" {
+		r.WaitsFor = t
+	}
+	if r.Done() {
+		r.WaitsFor = ""
+	}
+}
+
 // Add folds the run's next event into it and returns the lines a person
 // reads for it ([BUILD], [STAGE], [VERIFY], promoted…). An event whose
 // data does not decode is skipped: it was valid when it was stored, so
@@ -107,7 +123,7 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 	}
 	at := ev.Time()
 	r.Updated = at
-	defer func() { r.TotalMS = max(r.Updated.Sub(r.Started).Milliseconds(), 1) }()
+	defer r.settle(name)
 	switch name {
 	case events.BuildRequested, events.PromotionRequested, events.AdmissionRequested:
 		return r.start(ev, name, at)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/runs"
 	"github.com/digestline/digestline/pkg/service"
@@ -207,9 +208,11 @@ func (r *reporter) renderRun(w http.ResponseWriter, req *http.Request, run *runs
 		EventsNote    string
 		Referrers     []v1.Descriptor
 		ReferrersNote string
+		Waiting       string
 	}{page: page{Chain: r.cfg.Environments}, Run: run, Events: evs, EventsNote: eventsNote}
 	if !run.Done() {
 		data.Refresh = 2
+		data.Waiting = r.waiting(req.Context(), run)
 	}
 	if run.TraceID != "" && r.cfg.TraceURL != "" {
 		data.TraceURL = strings.ReplaceAll(r.cfg.TraceURL, "{traceId}", run.TraceID)
@@ -225,6 +228,27 @@ func (r *reporter) renderRun(w http.ResponseWriter, req *http.Request, run *runs
 		data.Referrers, data.ReferrersNote = r.referrersOf(req.Context(), run.Target, run.Digest)
 	}
 	r.render(w, "run", data)
+}
+
+// stallAfter is how long a running run may go without an event before its
+// page asks whether the service it waits for runs.
+const stallAfter = 15 * time.Second
+
+// waiting says why a running run that has had no event for stallAfter
+// waits, when the service it waits for (runs.Run.WaitsFor) is not running
+// (bus.ConsumerLiveness); "" otherwise, or when the bus cannot say within
+// a few seconds.
+func (r *reporter) waiting(ctx context.Context, run *runs.Run) string {
+	if run.WaitsFor == "" || time.Since(run.Updated) < stallAfter {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	live, err := bus.ConsumerLiveness(ctx, r.cfg.JetStream, run.WaitsFor)
+	if err != nil {
+		return ""
+	}
+	return live.Note(run.WaitsFor)
 }
 
 // referrersOf lists what is attached to d in ref's repository (the

@@ -1,10 +1,16 @@
 package reporter
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/digestline/digestline/pkg/bus/bustest"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A page that cannot be shown (an unknown run, environment or digest) is
@@ -34,5 +40,51 @@ func TestAPageThatCannotBeShownSaysWhyAndLeadsOn(t *testing.T) {
 			t.Errorf("GET %s: %d %s, want %d, a page saying %q with links on:\n%s", c.path, resp.StatusCode,
 				resp.Header.Get("Content-Type"), c.status, c.why, page)
 		}
+	}
+}
+
+// A running run that has had no event for a while, and waits for a
+// service that is not running, says so on its page.
+func TestARunsPageSaysWhichStoppedServiceItWaitsFor(t *testing.T) {
+	t.Parallel()
+	hs, _, _, b := runIndexAPI(t)
+	js := b.JetStream()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ev, err := events.NewEvent("/t", events.BuildRequested, "0ld0-run", "app", bustest.BuildRequest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.SetTime(time.Now().Add(-time.Minute))
+	if err := b.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	page := func() string {
+		for {
+			resp, err := http.Get(hs.URL + "/runs/0ld0-run")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return string(body)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("the run's page: %d\n%s", resp.StatusCode, body)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if p := page(); !strings.Contains(p, "no builder has ever run on this bus") {
+		t.Fatalf("the page of a run no builder ever took does not say so:\n%s", p)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+		Durable: "builder", FilterSubjects: []string{events.BuildRequested.Filter()}, AckPolicy: jetstream.AckExplicitPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if p := page(); !strings.Contains(p, "the run waits for the builder, which is not running") {
+		t.Fatalf("the page of a run whose builder stopped does not say so:\n%s", p)
 	}
 }

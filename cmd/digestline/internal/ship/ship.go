@@ -147,10 +147,10 @@ func run(ctx context.Context, b *bus.Bus, req Request, out io.Writer, asJSON boo
 	if req.PageURL != "" {
 		fmt.Fprintf(human, "  page %s/runs/%s\n", req.PageURL, runID)
 	}
-	notes := startWaitNotes(ctx, js, runID, human, cmp.Or(req.Quiet, 15*time.Second))
+	notes := startWaitNotes(ctx, js, human, cmp.Or(req.Quiet, 15*time.Second))
 	defer notes.stop()
-	res, err := follow(iter, runID, human, func(raw []byte, n events.Name) {
-		notes.event(n)
+	res, err := follow(iter, runID, human, func(raw []byte, run *runs.Run) {
+		notes.event(run.WaitsFor)
 		if asJSON {
 			_, _ = out.Write(append(raw, '\n'))
 		}
@@ -206,9 +206,9 @@ func Upload(ctx context.Context, js jetstream.JetStream, dir string) (digest.Dig
 // follow prints the run's events until one ends it; raw sees each of the
 // run's events as it arrived. A run that ends without promotion is an
 // *runs.Error.
-func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw func([]byte, events.Name)) (Result, error) {
-	run, err := runs.FollowMessages(iter, runID, func(data []byte, n events.Name, lines []string) {
-		raw(data, n)
+func follow(iter jetstream.MessagesContext, runID string, out io.Writer, raw func([]byte, *runs.Run)) (Result, error) {
+	run, err := runs.FollowMessages(iter, runID, func(data []byte, run *runs.Run, lines []string) {
+		raw(data, run)
 		for _, line := range lines {
 			fmt.Fprintln(out, line)
 		}

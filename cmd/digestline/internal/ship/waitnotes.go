@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"sync"
 	"time"
 
@@ -14,45 +13,43 @@ import (
 )
 
 // waitNotes says why a run is quiet. Each time it has had no event for
-// quiet, it finds the service the run waits for — the taker of its latest
-// event that has one (events.Name.Taker: a push.stage is the pusher's
-// report, while the pusher holds the build.completed it works on) — and,
-// when that service is not running (bus.ConsumerLiveness), prints a
-// [WAIT] line naming it: a run whose builder, pusher, verifier or
-// reporter is down waits for it, and would otherwise wait in silence. A
-// busy service, or a run waiting its turn behind others to one tag, gets
-// no line. A note is printed again only when what it says changes.
+// quiet, it asks the bus whether the service the run waits for
+// (runs.Run.WaitsFor: the pusher while it reports the stages of a push)
+// is running (bus.ConsumerLiveness) and, when it is not, prints a [WAIT]
+// line naming it: a run whose builder, pusher, verifier or reporter is
+// down waits for it, and would otherwise wait in silence. A busy service,
+// or a run waiting its turn behind others to one tag, gets no line. A
+// note is printed again only when what it says changes.
 type waitNotes struct {
 	js     jetstream.JetStream
-	runID  string
 	out    io.Writer // safe for the timer's goroutine (progress.View)
 	quiet  time.Duration
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // a check in flight
 
-	mu      sync.Mutex
-	timer   *time.Timer
-	names   []events.Name // the run's events so far, each once, the latest last
-	since   time.Time     // of the latest
-	said    string
-	stopped bool
+	mu       sync.Mutex
+	timer    *time.Timer
+	waitsFor string    // the service
+	since    time.Time // the run's latest event
+	said     string
+	stopped  bool
 }
 
 // startWaitNotes starts watching a run that has just been requested.
-func startWaitNotes(ctx context.Context, js jetstream.JetStream, runID string, out io.Writer, quiet time.Duration) *waitNotes {
-	w := &waitNotes{js: js, runID: runID, out: out, quiet: quiet, names: []events.Name{events.BuildRequested}, since: time.Now()}
+func startWaitNotes(ctx context.Context, js jetstream.JetStream, out io.Writer, quiet time.Duration) *waitNotes {
+	w := &waitNotes{js: js, out: out, quiet: quiet, waitsFor: events.BuildRequested.Taker(), since: time.Now()}
 	w.ctx, w.cancel = context.WithCancel(ctx)
 	w.timer = time.AfterFunc(quiet, w.check)
 	return w
 }
 
-// event notes the run's latest event: the quiet starts again.
-func (w *waitNotes) event(n events.Name) {
+// event notes the run's latest event and the service it now waits for:
+// the quiet starts again.
+func (w *waitNotes) event(waitsFor string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.names = append(slices.DeleteFunc(w.names, func(m events.Name) bool { return m == n }), n)
-	w.since, w.said = time.Now(), ""
+	w.waitsFor, w.since, w.said = waitsFor, time.Now(), ""
 	if !w.stopped {
 		w.timer.Reset(w.quiet)
 	}
@@ -70,52 +67,30 @@ func (w *waitNotes) stop() {
 }
 
 // check runs on the timer's goroutine: it prints what the run waits for
-// when a service it needs is not running, and looks again after quiet.
+// when that service is not running, and looks again after quiet.
 func (w *waitNotes) check() {
 	w.mu.Lock()
-	if w.stopped {
+	if w.stopped || w.waitsFor == "" {
 		w.mu.Unlock()
 		return
 	}
 	w.wg.Add(1)
 	defer w.wg.Done()
-	names, since := slices.Clone(w.names), w.since
+	service, since := w.waitsFor, w.since
 	w.mu.Unlock()
 
-	// The latest event a service takes: the step the run is at.
-	i := len(names) - 1
-	for i > 0 && names[i].Taker() == "" {
-		i--
-	}
-	taker := names[i].Taker()
-	if taker == "" {
-		return // an event after which nothing is to come
-	}
 	ctx, cancel := context.WithTimeout(w.ctx, busTimeout)
 	defer cancel()
-	live, err := bus.ConsumerLiveness(ctx, w.js, taker)
+	live, err := bus.ConsumerLiveness(ctx, w.js, service)
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped || w.since != since {
 		return // the run went on meanwhile
 	}
-	if note := waitNote(taker, live, err); note != "" && note != w.said {
-		fmt.Fprintf(w.out, "[WAIT] nothing for %s since %s: %s\n", time.Since(since).Round(100*time.Millisecond), names[i], note)
+	if note := live.Note(service); err == nil && note != "" && note != w.said {
+		fmt.Fprintf(w.out, "[WAIT] nothing for %s: %s\n", time.Since(since).Round(100*time.Millisecond), note)
 		w.said = note
 	}
 	w.timer.Reset(w.quiet)
-}
-
-// waitNote is why a run waits for the service taker: it never ran on this
-// bus, or it is not running; "" when it runs (busy, or the run waits its
-// turn) or the bus could not say.
-func waitNote(taker string, live bus.Liveness, err error) string {
-	switch {
-	case err != nil || live == bus.Running:
-		return ""
-	case live == bus.Absent:
-		return fmt.Sprintf("no %s has ever run on this bus: start it (digestline dev runs every service; docs/deployment.md)", taker)
-	}
-	return fmt.Sprintf("%s not running (no worker asks its consumer for events); the run goes on once it starts", taker)
 }

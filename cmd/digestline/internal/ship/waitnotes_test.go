@@ -30,7 +30,7 @@ func TestShipSaysWhichServiceARunWaitsFor(t *testing.T) {
 		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) {
 			serve(ctx, t, s, "reporter-run-index", func(context.Context, bus.Message) error { return nil })
 		},
-		want: "since build.requested: no builder has ever run on this bus: start it",
+		want: ": no builder has ever run on this bus: start it",
 	}, {
 		name: "the builder is down",
 		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) { // it ran once: its consumer is there
@@ -40,7 +40,7 @@ func TestShipSaysWhichServiceARunWaitsFor(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
-		want: "since build.requested: builder not running (no worker asks its consumer for events); the run goes on once it starts",
+		want: ": the run waits for the builder, which is not running (no worker asks its consumer for events); it goes on once the builder starts",
 	}, {
 		name: "the builder runs (and never finishes)",
 		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) {

@@ -1,0 +1,46 @@
+package runs_test
+
+import (
+	"testing"
+
+	"github.com/digestline/digestline/pkg/bus/bustest"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/runs"
+)
+
+// A running run waits for the service that takes its latest event that
+// one takes — through the reports of the step it is at — and for none
+// once it ended.
+func TestARunWaitsForTheTakerOfItsLatestStep(t *testing.T) {
+	start, err := events.NewEvent("/t", events.BuildRequested, "run-1", "app", bustest.BuildRequest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	built, err := events.Follow("/t", start, events.BuildCompleted, "", events.BuildResult{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stage, err := events.Follow("/t", built, events.PushStage, "upload", events.StageReport{Stage: events.StageUpload, Status: events.StatusOK})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed, err := events.Follow("/t", stage, events.PushFailed, "", events.NewFailure(failure.Errorf(failure.Auth, "who", "no")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := &runs.Run{}
+	run.Add(start, events.BuildRequested)
+	if run.WaitsFor != "builder" {
+		t.Fatalf("after build.requested the run waits for %q, want the builder", run.WaitsFor)
+	}
+	run.Add(built, events.BuildCompleted)
+	run.Add(stage, events.PushStage)
+	if run.WaitsFor != "pusher" {
+		t.Fatalf("after build.completed and a push stage the run waits for %q, want the pusher", run.WaitsFor)
+	}
+	run.Add(failed, events.PushFailed)
+	if !run.Done() || run.WaitsFor != "" {
+		t.Fatalf("a failed run (%s) waits for %q", run.Status, run.WaitsFor)
+	}
+}
