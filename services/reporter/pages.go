@@ -52,6 +52,14 @@ var pageFuncs = template.FuncMap{
 		}
 		return nil
 	},
+	// stalled is what a running run that has had no event for stallAfter
+	// waits for ("" otherwise); its own page says whether that runs.
+	"stalled": func(r *runs.Run) string {
+		if r.Done() || r.WaitsFor == "" || time.Since(r.Updated) < stallAfter {
+			return ""
+		}
+		return "waits for the " + r.WaitsFor
+	},
 	"retries": func(r *runs.Run) string {
 		n := 0
 		for _, s := range r.Steps {

@@ -44,13 +44,15 @@ func TestAPageThatCannotBeShownSaysWhyAndLeadsOn(t *testing.T) {
 }
 
 // A running run that has had no event for a while, and waits for a
-// service that is not running, says so on its page.
+// service that is not running, says so on its page; the front page says
+// what it waits for.
 func TestARunsPageSaysWhichStoppedServiceItWaitsFor(t *testing.T) {
 	t.Parallel()
-	hs, _, _, b := runIndexAPI(t)
+	hs, ri, _, b := runIndexAPI(t)
 	js := b.JetStream()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	go func() { _ = ri.router(b).Run(ctx) }()
 	ev, err := events.NewEvent("/t", events.BuildRequested, "0ld0-run", "app", bustest.BuildRequest())
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +80,17 @@ func TestARunsPageSaysWhichStoppedServiceItWaitsFor(t *testing.T) {
 	}
 	if p := page(); !strings.Contains(p, "no builder has ever run on this bus") {
 		t.Fatalf("the page of a run no builder ever took does not say so:\n%s", p)
+	}
+	// The front page lists it as waiting for the builder.
+	waitResolved(ctx, t, ri, "0ld0-run")
+	resp, err := http.Get(hs.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	front, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(front), `<div class="retries">waits for the builder</div>`) {
+		t.Fatalf("the front page does not say what the quiet run waits for:\n%s", front)
 	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
 		Durable: "builder", FilterSubjects: []string{events.BuildRequested.Filter()}, AckPolicy: jetstream.AckExplicitPolicy,
