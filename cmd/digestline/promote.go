@@ -209,25 +209,35 @@ func showPolicy(ctx context.Context, c *apiClient, ref name.Digest, env string, 
 // followRun prints a run's lines from the API as they are stored, until
 // one ends the run; a run that ends without promotion exits 2.
 func followRun(ctx context.Context, c *apiClient, runID string, out io.Writer) error {
-	return pollRun(ctx, c, runID, func(_ json.RawMessage, lines []string) {
+	return pollRun(ctx, c, runID, out, func(_ json.RawMessage, lines []string) {
 		for _, line := range lines {
 			fmt.Fprintln(out, line)
 		}
 	})
 }
 
+// quietRun is how long a followed run may go without an event before the
+// follower asks the reporter why (runs.Run.Waiting).
+var quietRun = 15 * time.Second
+
 // pollRun reads a run's events from the API as they are stored and calls
 // each with every new one and its lines, until one ends the run; a run
-// that ends without promotion exits 2.
-func pollRun(ctx context.Context, c *apiClient, runID string, each func(raw json.RawMessage, lines []string)) error {
+// that ends without promotion exits 2. When the run has had no event for
+// quietRun and waits for a service that is not running, it says so on
+// notes, once.
+func pollRun(ctx context.Context, c *apiClient, runID string, notes io.Writer, each func(raw json.RawMessage, lines []string)) error {
 	var run runs.Run
-	seen := 0
+	seen, said := 0, ""
+	lastEvent, lastAsked := time.Now(), time.Now()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		var raw []json.RawMessage
 		if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID, nil, &raw); err != nil {
 			return err
+		}
+		if seen < len(raw) {
+			lastEvent = time.Now()
 		}
 		for ; seen < len(raw) && !run.Done(); seen++ {
 			if ev, name, err := events.Parse(raw[seen]); err == nil {
@@ -239,6 +249,15 @@ func pollRun(ctx context.Context, c *apiClient, runID string, each func(raw json
 		}
 		if run.Done() {
 			return nil
+		}
+		if time.Since(lastEvent) >= quietRun && time.Since(lastAsked) >= quietRun {
+			lastAsked = time.Now()
+			var summary runs.Run
+			if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID+"/summary", nil, &summary); err == nil &&
+				summary.Waiting != "" && summary.Waiting != said {
+				fmt.Fprintf(notes, "[WAIT] nothing for %s: %s\n", time.Since(lastEvent).Round(time.Second), summary.Waiting)
+				said = summary.Waiting
+			}
 		}
 		select {
 		case <-ctx.Done():

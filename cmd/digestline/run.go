@@ -48,7 +48,7 @@ func newRunCommand() *cobra.Command {
 		Short: "Print a run's lines from its start and live until it ends; exits 0 when promoted or superseded, 2 when it failed or was rejected",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.follow(cmd.Context(), args[0], cmd.OutOrStdout())
+			return o.follow(cmd.Context(), args[0], cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	follow.Flags().DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up following after this long")
@@ -157,8 +157,9 @@ func traceLink(traceID string) string {
 
 // follow prints the run's lines from the API, from its start and as
 // they are stored, until the run ends; a run that ends without promotion
-// exits 2.
-func (o *runOptions) follow(ctx context.Context, id string, out io.Writer) error {
+// exits 2. What a quiet run waits for goes to out with the lines, or to
+// errOut with --json.
+func (o *runOptions) follow(ctx context.Context, id string, out, errOut io.Writer) error {
 	c, err := o.api.client()
 	if err != nil {
 		return err
@@ -178,7 +179,11 @@ func (o *runOptions) follow(ctx context.Context, id string, out io.Writer) error
 	if !o.asJSON {
 		fmt.Fprintf(out, "following run %s\n  page %s/runs/%s\n", id, c.base, id)
 	}
-	return pollRun(ctx, c, id, func(raw json.RawMessage, lines []string) {
+	notes := out
+	if o.asJSON { // its standard output is events, one per line
+		notes = errOut
+	}
+	return pollRun(ctx, c, id, notes, func(raw json.RawMessage, lines []string) {
 		if o.asJSON {
 			_, _ = out.Write(append(raw, '\n'))
 			return

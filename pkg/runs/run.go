@@ -44,6 +44,11 @@ type Run struct {
 	// taker (events.Name.Taker) of its latest event that has one, by the
 	// name of its durable consumer; "" once the run ended.
 	WaitsFor string `json:"waitsFor,omitempty"`
+	// Waiting says why a running run has had no event for a while, when
+	// the service it waits for is not running: the reporter fills it as it
+	// serves the run (its page, GET /v1/runs/{id}/summary); never folded
+	// from events or stored.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // Step is one bar of a run's timeline: the build, a push stage, the

@@ -167,6 +167,7 @@ func (r *reporter) getRunSummary(w http.ResponseWriter, req *http.Request) {
 		service.WriteError(w, http.StatusServiceUnavailable, "read run: "+err.Error())
 		return
 	}
+	r.noteWaiting(req.Context(), run)
 	w.Header().Set("Content-Location", "/v1/runs/"+id+"/summary")
 	service.WriteJSON(w, http.StatusOK, run)
 }

@@ -216,11 +216,10 @@ func (r *reporter) renderRun(w http.ResponseWriter, req *http.Request, run *runs
 		EventsNote    string
 		Referrers     []v1.Descriptor
 		ReferrersNote string
-		Waiting       string
 	}{page: page{Chain: r.cfg.Environments}, Run: run, Events: evs, EventsNote: eventsNote}
 	if !run.Done() {
 		data.Refresh = 2
-		data.Waiting = r.waiting(req.Context(), run)
+		r.noteWaiting(req.Context(), run)
 	}
 	if run.TraceID != "" && r.cfg.TraceURL != "" {
 		data.TraceURL = strings.ReplaceAll(r.cfg.TraceURL, "{traceId}", run.TraceID)
@@ -242,21 +241,19 @@ func (r *reporter) renderRun(w http.ResponseWriter, req *http.Request, run *runs
 // page asks whether the service it waits for runs.
 const stallAfter = 15 * time.Second
 
-// waiting says why a running run that has had no event for stallAfter
-// waits, when the service it waits for (runs.Run.WaitsFor) is not running
-// (bus.ConsumerLiveness); "" otherwise, or when the bus cannot say within
-// a few seconds.
-func (r *reporter) waiting(ctx context.Context, run *runs.Run) string {
-	if run.WaitsFor == "" || time.Since(run.Updated) < stallAfter {
-		return ""
+// noteWaiting says in run.Waiting why a running run that has had no event
+// for stallAfter waits, when the service it waits for (runs.Run.WaitsFor)
+// is not running (bus.ConsumerLiveness); nothing otherwise, or when the
+// bus cannot say within a few seconds.
+func (r *reporter) noteWaiting(ctx context.Context, run *runs.Run) {
+	if run.Done() || run.WaitsFor == "" || time.Since(run.Updated) < stallAfter {
+		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	live, err := bus.ConsumerLiveness(ctx, r.cfg.JetStream, run.WaitsFor)
-	if err != nil {
-		return ""
+	if live, err := bus.ConsumerLiveness(ctx, r.cfg.JetStream, run.WaitsFor); err == nil {
+		run.Waiting = live.Note(run.WaitsFor)
 	}
-	return live.Note(run.WaitsFor)
 }
 
 // referrersOf lists what is attached to d in ref's repository (the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -44,8 +45,8 @@ func TestAPageThatCannotBeShownSaysWhyAndLeadsOn(t *testing.T) {
 }
 
 // A running run that has had no event for a while, and waits for a
-// service that is not running, says so on its page; the front page says
-// what it waits for.
+// service that is not running, says so on its page and in its summary
+// (which run follow reads); the front page says what it waits for.
 func TestARunsPageSaysWhichStoppedServiceItWaitsFor(t *testing.T) {
 	t.Parallel()
 	hs, ri, _, b := runIndexAPI(t)
@@ -99,5 +100,10 @@ func TestARunsPageSaysWhichStoppedServiceItWaitsFor(t *testing.T) {
 	}
 	if p := page(); !strings.Contains(p, "the run waits for the builder, which is not running") {
 		t.Fatalf("the page of a run whose builder stopped does not say so:\n%s", p)
+	}
+	var run runs.Run
+	if code := httpJSON(t, hs.URL+"/v1/runs/0ld0/summary", &run); code != http.StatusOK || run.WaitsFor != "builder" ||
+		!strings.Contains(run.Waiting, "the run waits for the builder, which is not running") {
+		t.Fatalf("GET /v1/runs/0ld0/summary: %d, waits for %q: %q", code, run.WaitsFor, run.Waiting)
 	}
 }
