@@ -231,9 +231,15 @@ func pollRun(ctx context.Context, c *apiClient, runID string, notes io.Writer, e
 	lastEvent, lastAsked := time.Now(), time.Now()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	notEnded := func() error { // whether ctx ended between reads or during one
+		return fmt.Errorf("run %s has not ended: %w (it goes on: digestline run follow %s)", runID, ctx.Err(), runID)
+	}
 	for {
 		var raw []json.RawMessage
 		if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID, nil, &raw); err != nil {
+			if ctx.Err() != nil {
+				return notEnded()
+			}
 			return err
 		}
 		if seen < len(raw) {
@@ -255,13 +261,13 @@ func pollRun(ctx context.Context, c *apiClient, runID string, notes io.Writer, e
 			var summary runs.Run
 			if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID+"/summary", nil, &summary); err == nil &&
 				summary.Waiting != "" && summary.Waiting != said {
-				fmt.Fprintf(notes, "[WAIT] nothing for %s: %s\n", time.Since(lastEvent).Round(time.Second), summary.Waiting)
+				fmt.Fprintf(notes, "[WAIT] nothing for %s: %s\n", time.Since(lastEvent).Round(100*time.Millisecond), summary.Waiting)
 				said = summary.Waiting
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("run %s has not ended: %w (it goes on: digestline run follow %s)", runID, ctx.Err(), runID)
+			return notEnded()
 		case <-tick.C:
 		}
 	}
