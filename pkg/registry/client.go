@@ -41,13 +41,21 @@ type Client struct {
 	notice func(transport.Wait)
 }
 
+// DefaultRetryBase is the first wait before a stage tries a failing
+// registry again; the waits grow by half each time, with jitter, so the
+// default 4 retries wait out 4 to 12 seconds of failures: a registry that
+// restarts, as go-containerregistry's own retries do (1, 3 and 9 s). At
+// 200 ms they gave up after about 2 s, and a registry's restart failed
+// every run pushing to it.
+const DefaultRetryBase = time.Second
+
 // New returns a Client.
 func New(opts ...Option) *Client {
 	// Keep enough idle connections for every concurrent blob request of
 	// several pushes (the default's 2 per host means re-dialing under load).
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = 64
-	c := &Client{keychain: authn.DefaultKeychain, base: base, jobs: 4, retries: 4, retryBase: 200 * time.Millisecond,
+	c := &Client{keychain: authn.DefaultKeychain, base: base, jobs: 4, retries: 4, retryBase: DefaultRetryBase,
 		timeout: DefaultTimeout, limits: &transport.Limits{}}
 	WithTracerProvider(otel.GetTracerProvider())(c)
 	WithMeterProvider(otel.GetMeterProvider())(c)

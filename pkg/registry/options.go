@@ -71,7 +71,8 @@ func WithWait(d time.Duration) Option { return func(c *Client) { c.wait = d } }
 func WithWaitNotice(notice func(transport.Wait)) Option { return func(c *Client) { c.notice = notice } }
 
 // WithRetries sets how often a transient failure is retried (default 4) and
-// the first backoff delay (default 200ms, doubling with jitter).
+// the first backoff delay (default DefaultRetryBase, growing by half each
+// time, with jitter).
 func WithRetries(n int, base time.Duration) Option {
 	return func(c *Client) { c.retries, c.retryBase = max(n, 0), base }
 }

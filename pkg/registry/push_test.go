@@ -421,3 +421,24 @@ func TestAPushReadsItsManifestFromItsSourceOnce(t *testing.T) {
 		t.Errorf("the push read its manifest from its source %d times, want once", n)
 	}
 }
+
+// TestPushWaitsOutARegistryRestart: a registry that answers 503 for 3
+// seconds (restarting behind its proxy) is waited out by the default
+// retries, instead of failing every run pushing to it.
+func TestPushWaitsOutARegistryRestart(t *testing.T) {
+	t.Parallel()
+	up := time.Now().Add(3 * time.Second)
+	host := newRegistry(t, func(*http.Request) (int, http.Header, bool) {
+		return http.StatusServiceUnavailable, nil, time.Now().Before(up)
+	})
+	g, l := buildImage(t, "restart")
+	ref, _ := name.ParseReference(host + "/team/app:restart")
+	rec := &recorder{}
+	res, err := registry.New(registry.WithKeychain(authn.NewMultiKeychain())).Push(context.Background(), ref, g, l, rec.observe)
+	if err != nil {
+		t.Fatalf("push through a 3 s restart: %v", err)
+	}
+	if res.Digest != g.Root.Digest || rec.final()[events.StageManifestCheck].Attempt < 2 {
+		t.Fatalf("push through a restart: %+v, manifest check %+v", res, rec.final()[events.StageManifestCheck])
+	}
+}
