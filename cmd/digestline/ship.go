@@ -81,7 +81,7 @@ func (o *shipOptions) run(ctx context.Context, dir, target string, out, errOut i
 	b := bus.NewBus(js, "/digestline/cli/ship", bus.WithTracerProvider(tel.TracerProvider), bus.WithLogger(tel.Logger))
 	shipFn := ship.Ship
 	if o.asJSON {
-		shipFn = ship.ShipJSON
+		shipFn, req.Notes = ship.ShipJSON, errOut // its standard output is events, one per line
 	}
 	_, err = shipFn(ctx, b, req, out)
 	var runErr *runs.Error

@@ -41,8 +41,10 @@ type Request struct {
 	// run's page there.
 	PageURL string
 	// Quiet is how long the run may go without an event before ship says
-	// what it waits for (default 15s; waitNotes).
+	// what it waits for (default 15s; waitNotes), on Notes (default: with
+	// the run's lines; with ShipJSON, whose output is events, nowhere).
 	Quiet time.Duration
+	Notes io.Writer
 }
 
 // Check says what is wrong with req before anything is sent: a target
@@ -147,7 +149,11 @@ func run(ctx context.Context, b *bus.Bus, req Request, out io.Writer, asJSON boo
 	if req.PageURL != "" {
 		fmt.Fprintf(human, "  page %s/runs/%s\n", req.PageURL, runID)
 	}
-	notes := startWaitNotes(ctx, js, human, cmp.Or(req.Quiet, 15*time.Second))
+	notesOut := req.Notes
+	if notesOut == nil {
+		notesOut = human
+	}
+	notes := startWaitNotes(ctx, js, notesOut, cmp.Or(req.Quiet, 15*time.Second))
 	defer notes.stop()
 	res, err := follow(iter, runID, human, func(raw []byte, run *runs.Run) {
 		notes.event(run.WaitsFor)

@@ -3,6 +3,7 @@ package ship
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -101,4 +102,26 @@ func serve(ctx context.Context, t *testing.T, s *bustest.Server, durable string,
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	t.Cleanup(func() { stop(); <-done })
+}
+
+// With ShipJSON, whose output is events, a [WAIT] line goes to Notes and
+// every line of the output stays an event.
+func TestShipJSONSaysWhatARunWaitsForOnItsNotes(t *testing.T) {
+	t.Parallel()
+	s := bustest.NewServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var out, notes bytes.Buffer
+	_, err := ShipJSON(ctx, bus.NewBus(s.JetStream, "/t"), Request{Dir: t.TempDir(), Target: "127.0.0.1:1/app:1", Quiet: 300 * time.Millisecond, Notes: &notes}, &out)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ship ended %v, want it still waiting at its timeout", err)
+	}
+	if !strings.Contains(notes.String(), "[WAIT] nothing for ") || !strings.Contains(notes.String(), "no builder has ever run on this bus") {
+		t.Fatalf("notes: %q", notes.String())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Fatalf("a line of the JSON output is not an event: %q", line)
+		}
+	}
 }

@@ -29,18 +29,14 @@ const (
 // what a run whose next step is that service's waits for, when nothing
 // happens.
 func ConsumerLiveness(ctx context.Context, js jetstream.JetStream, durable string) (Liveness, error) {
-	cons, err := js.Consumer(ctx, events.StreamName, durable)
+	cons, err := js.Consumer(ctx, events.StreamName, durable) // one request: its info as it is now
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return Absent, nil
 	}
 	if err != nil {
 		return Absent, fmt.Errorf("read consumer %s: %w", durable, err)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return Absent, fmt.Errorf("read consumer %s: %w", durable, err)
-	}
-	if info.NumWaiting == 0 && info.NumAckPending == 0 {
+	if info := cons.CachedInfo(); info.NumWaiting == 0 && info.NumAckPending == 0 {
 		return Stopped, nil
 	}
 	return Running, nil
