@@ -116,27 +116,11 @@ func run(ctx context.Context, b *bus.Bus, req Request, out io.Writer, asJSON boo
 	stop := context.AfterFunc(ctx, iter.Stop)
 	defer stop()
 
-	human := io.Writer(io.Discard)
-	if !asJSON {
-		view := progress.New(out)
-		defer view.Close()
-		if view.Live() {
-			// The pusher's upload progress is not stored: catch it live.
-			sub, err := js.Conn().Subscribe(events.ProgressSubject(runID), func(m *nats.Msg) {
-				var frame events.PushProgress
-				if json.Unmarshal(m.Data, &frame) == nil {
-					for _, b := range frame.Blobs {
-						view.Blob(b.Descriptor, b.Done)
-					}
-				}
-			})
-			if err != nil {
-				return Result{}, fmt.Errorf("follow the run's progress: %w", err)
-			}
-			defer func() { _ = sub.Unsubscribe() }()
-		}
-		human = view
+	human, closeView, err := humanView(js, runID, out, asJSON)
+	if err != nil {
+		return Result{}, err
 	}
+	defer closeView()
 	pctx, cancel := context.WithTimeout(ctx, busTimeout)
 	defer cancel()
 	if _, err := b.Start(pctx, events.BuildRequested, runID, ref.Context().Name(), events.BuildRequest{
@@ -168,6 +152,32 @@ func run(ctx context.Context, b *bus.Bus, req Request, out io.Writer, asJSON boo
 		span.SetStatus(codes.Error, err.Error())
 	}
 	return res, err
+}
+
+// humanView is where a run's lines go: a progress view of out, which on a
+// terminal also draws the pusher's upload progress, caught live (it is
+// not stored); nowhere with JSON. closeView closes it.
+func humanView(js jetstream.JetStream, runID string, out io.Writer, asJSON bool) (_ io.Writer, closeView func(), _ error) {
+	if asJSON {
+		return io.Discard, func() {}, nil
+	}
+	view := progress.New(out)
+	if !view.Live() {
+		return view, view.Close, nil
+	}
+	sub, err := js.Conn().Subscribe(events.ProgressSubject(runID), func(m *nats.Msg) {
+		var frame events.PushProgress
+		if json.Unmarshal(m.Data, &frame) == nil {
+			for _, b := range frame.Blobs {
+				view.Blob(b.Descriptor, b.Done)
+			}
+		}
+	})
+	if err != nil {
+		view.Close()
+		return nil, nil, fmt.Errorf("follow the run's progress: %w", err)
+	}
+	return view, func() { _ = sub.Unsubscribe(); view.Close() }, nil
 }
 
 // Upload streams dir as a tarball into the blob store, keyed by its digest:
