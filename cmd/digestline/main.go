@@ -94,9 +94,9 @@ func onRun(cmd *cobra.Command, mark func()) {
 	}
 }
 
-// groups makes each command that only groups others (dlq, run, registry)
-// refuse an unknown subcommand, as the root does, instead of printing its
-// help and exiting 0 on a typo.
+// groups makes each command that only groups others (dlq, run) refuse an
+// unknown subcommand, as the root does, instead of printing its help and
+// exiting 0 on a typo.
 func groups(cmd *cobra.Command) {
 	for _, sub := range cmd.Commands() {
 		groups(sub)

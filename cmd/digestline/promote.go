@@ -242,8 +242,8 @@ func pollRun(ctx context.Context, c *apiClient, runID string, notes io.Writer, e
 			}
 			return err
 		}
-		if seen < len(raw) {
-			lastEvent = time.Now()
+		if seen < len(raw) { // the run went on: a new quiet may need saying again
+			lastEvent, said = time.Now(), ""
 		}
 		for ; seen < len(raw) && !run.Done(); seen++ {
 			if ev, name, err := events.Parse(raw[seen]); err == nil {

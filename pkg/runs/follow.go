@@ -11,9 +11,9 @@ import (
 
 // FollowMessages reads a run's events from iter, a consumer of the run's
 // subjects (ship makes it before it starts the run), in stream order,
-// until the run ends: each is called with the event as stored, the run
-// as it stands after it, and the lines a person reads for it. A run that ends without promotion returns
-// its *Error.
+// until the run ends: each is called with the event as stored, the run as
+// it stands after it, and the lines a person reads for it. A run that
+// ends without promotion returns its *Error.
 func FollowMessages(iter jetstream.MessagesContext, runID string, each func(raw []byte, run *Run, lines []string)) (*Run, error) {
 	run := &Run{}
 	for !run.Done() {

@@ -92,7 +92,7 @@ type page struct {
 }
 
 // render writes a page, or a 500 when its template fails (nothing half
-// written).
+// written); renderStatus answers with status instead of 200.
 func (r *reporter) render(w http.ResponseWriter, view string, data any) {
 	r.renderStatus(w, http.StatusOK, view, data)
 }
