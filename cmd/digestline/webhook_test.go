@@ -66,6 +66,17 @@ func TestWebhooksStartRunsOncePerDelivery(t *testing.T) {
 			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
 		}
 	}
+	// A forge pointed at a mistyped path is told so in JSON, as by every
+	// other refusal.
+	resp, err := http.Post(s.WebhookURL+"/webhooks/githb", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusal struct{ Error string }
+	if json.NewDecoder(resp.Body).Decode(&refusal) != nil || resp.StatusCode != http.StatusNotFound || !strings.Contains(refusal.Error, "no such endpoint") {
+		t.Errorf("a delivery to /webhooks/githb: %d %+v", resp.StatusCode, refusal)
+	}
+	_ = resp.Body.Close()
 	if n := requests(); n != 0 {
 		t.Fatalf("refused deliveries published %d build.requested", n)
 	}
