@@ -41,9 +41,10 @@ type Request struct {
 	// run's page there.
 	PageURL string
 	// Quiet is how long the run may go without an event before ship says
-	// what it waits for (default 15s; waitNotes), on Notes (default: with
-	// the run's lines; with ShipJSON, whose output is events, nowhere).
+	// what it waits for (default 15s; waitNotes).
 	Quiet time.Duration
+	// Notes is where that goes: by default with the run's lines, which
+	// ShipJSON, whose output is events, drops.
 	Notes io.Writer
 }
 
