@@ -51,9 +51,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("open %s (is the bus provisioned?): %w", events.NotifiedBucket, err)
 	}
 	client := &http.Client{Timeout: cmp.Or(cfg.Timeout, 10*time.Second)}
+	stale := 3 * client.Timeout // no send takes that long
 	g, gctx := errgroup.WithContext(ctx)
 	for _, rule := range cfg.Rules {
-		s := &sender{rule: rule, client: client, sent: sent, log: cfg.Log().With("webhook", rule.Name)}
+		s := &sender{rule: rule, client: client, sent: sent, stale: stale, log: cfg.Log().With("webhook", rule.Name)}
 		// A consumer per webhook: one that is down is retried and
 		// dead-lettered alone, and the others' are sent once.
 		r := b.Router(bus.ConsumerSpec{Durable: "notifier-" + rule.Name, Concurrency: 4})
@@ -99,6 +100,7 @@ type sender struct {
 	rule   Rule
 	client *http.Client
 	sent   jetstream.KeyValue // what was sent: <rule>.<hash of the event id>
+	stale  time.Duration      // a claim this old is a sender that died (claim)
 	log    *slog.Logger
 }
 
@@ -113,10 +115,9 @@ func (s *sender) notify(ctx context.Context, m bus.Message) error {
 	}
 	id := sha256.Sum256([]byte(m.Event.ID()))
 	key := s.rule.Name + "." + hex.EncodeToString(id[:16])
-	if _, err := s.sent.Get(ctx, key); err == nil {
-		return nil // sent already: the event was stored twice, or delivered again
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("webhook %s: read what was sent: %w", s.rule.Name, err)
+	rev, send, err := s.claim(ctx, key)
+	if err != nil || !send {
+		return err // sent already (the event was stored twice, or delivered again), or ctx ended
 	}
 	if s.rule.Format == FormatCloudEvents {
 		err = s.sendEvent(ctx, m.Event)
@@ -124,6 +125,8 @@ func (s *sender) notify(ctx context.Context, m bus.Message) error {
 		err = s.sendSlack(ctx, text)
 	}
 	if err != nil {
+		// Let the next delivery claim it; a claim left behind goes stale.
+		_ = s.sent.Delete(context.WithoutCancel(ctx), key, jetstream.LastRevision(rev))
 		return fmt.Errorf("webhook %s, %s notification: %w", s.rule.Name, kind, err)
 	}
 	s.log.Info(fmt.Sprintf("sent %s to webhook %s", kind, s.rule.Name), "run_id", events.RunID(m.Event))
@@ -132,6 +135,47 @@ func (s *sender) notify(ctx context.Context, m bus.Message) error {
 		s.log.Warn(fmt.Sprintf("sent %s to webhook %s, but could not remember it (a redelivery would send it again): %v", kind, s.rule.Name, err))
 	}
 	return nil
+}
+
+// sending is the value of a notification's key while a handler sends it;
+// once sent, the key holds the event's id.
+const sending = "sending"
+
+// claim makes this handler the one that sends the notification key, and
+// says whether to send it: not when it was sent already. The claim is a
+// key created only where there is none, so two copies of one event
+// (stored twice, handled at once by two workers or replicas) are not both
+// sent: the second waits until the first is sent (then it sends nothing)
+// or gave up (then it claims it). A claim older than s.stale is a sender
+// that died mid-way, and is taken over.
+func (s *sender) claim(ctx context.Context, key string) (rev uint64, send bool, err error) {
+	for {
+		rev, err := s.sent.Create(ctx, key, []byte(sending))
+		if err == nil {
+			return rev, true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, false, fmt.Errorf("webhook %s: claim the notification: %w", s.rule.Name, err)
+		}
+		e, err := s.sent.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			continue // given up meanwhile: claim it
+		case err != nil:
+			return 0, false, fmt.Errorf("webhook %s: read what was sent: %w", s.rule.Name, err)
+		case string(e.Value()) != sending:
+			return 0, false, nil
+		case time.Since(e.Created()) > s.stale:
+			if rev, err := s.sent.Update(ctx, key, []byte(sending), e.Revision()); err == nil {
+				return rev, true, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false, fmt.Errorf("webhook %s: wait for another handler sending the notification: %w", s.rule.Name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // notification is what m tells people: its kind ("" for none), the

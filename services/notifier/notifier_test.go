@@ -218,3 +218,62 @@ func TestLoadRulesSaysWhatIsWrong(t *testing.T) {
 		})
 	}
 }
+
+// TestNotifierSendsAnEventStoredTwiceOnceThoughBothCopiesComeAtOnce: two
+// copies of one event (a producer's retry past the duplicate window),
+// handled at the same time by two workers while the webhook is slow to
+// answer, are sent once: the second waits for the first's claim.
+func TestNotifierSendsAnEventStoredTwiceOnceThoughBothCopiesComeAtOnce(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond) // both copies are in hand by now
+		var body struct{ Text string }
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		mu.Lock()
+		got = append(got, body.Text)
+		mu.Unlock()
+	}))
+	defer hs.Close()
+	file := filepath.Join(t.TempDir(), "notifications.yaml")
+	if err := os.WriteFile(file, fmt.Appendf(nil, "webhooks:\n  - name: chat\n    events: [promoted]\n    url: %s/slack\n", hs.URL), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := notifier.LoadRules(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := bustest.NewServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	defer func() { cancel(); <-done }()
+
+	ev, err := events.NewEvent("/digestline/test/reporter", events.Promoted, "r1", "registry.example/app",
+		events.Promotion{Environment: "prod", Repository: "registry.example/app", Digest: "sha256:" + strings.Repeat("a", 64), RunID: "r1", PromotedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := ev.MarshalJSON()
+	for range 2 { // stored twice, before the notifier starts: its workers take both at once
+		if _, err := srv.JetStream.Publish(ctx, events.Promoted.Subject("r1"), raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() { done <- notifier.Run(ctx, notifier.Config{Rules: rules, Deps: service.Deps{JetStream: srv.JetStream}}) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // a second send comes by now
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 {
+		t.Fatalf("the webhook was sent %d notifications for one event: %q", len(got), got)
+	}
+}
