@@ -259,7 +259,9 @@ func TestNotifierSendsAnEventStoredTwiceOnceThoughBothCopiesComeAtOnce(t *testin
 			t.Fatal(err)
 		}
 	}
-	go func() { done <- notifier.Run(ctx, notifier.Config{Rules: rules, Deps: service.Deps{JetStream: srv.JetStream}}) }()
+	go func() {
+		done <- notifier.Run(ctx, notifier.Config{Rules: rules, Deps: service.Deps{JetStream: srv.JetStream}})
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		mu.Lock()
