@@ -2,6 +2,8 @@ package notifier_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -277,5 +279,56 @@ func TestNotifierSendsAnEventStoredTwiceOnceThoughBothCopiesComeAtOnce(t *testin
 	defer mu.Unlock()
 	if len(got) != 1 {
 		t.Fatalf("the webhook was sent %d notifications for one event: %q", len(got), got)
+	}
+}
+
+// TestNotifierTakesOverTheClaimOfASenderThatDied: a claim left by a
+// handler that died while sending (its process killed) goes stale after
+// three webhook timeouts, and the next delivery sends the notification.
+func TestNotifierTakesOverTheClaimOfASenderThatDied(t *testing.T) {
+	rc := &receiver{}
+	hs := httptest.NewServer(rc)
+	defer hs.Close()
+	file := filepath.Join(t.TempDir(), "notifications.yaml")
+	if err := os.WriteFile(file, fmt.Appendf(nil, "webhooks:\n  - name: chat\n    events: [promoted]\n    url: %s/slack\n", hs.URL), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := notifier.LoadRules(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := bustest.NewServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ev, err := events.NewEvent("/digestline/test/reporter", events.Promoted, "r1", "registry.example/app",
+		events.Promotion{Environment: "prod", Repository: "registry.example/app", Digest: "sha256:" + strings.Repeat("a", 64), RunID: "r1", PromotedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The claim a sender that died left: the key the notifier files it under.
+	kv, err := srv.JetStream.KeyValue(ctx, events.NotifiedBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sha256.Sum256([]byte(ev.ID()))
+	if _, err := kv.Create(ctx, "chat."+hex.EncodeToString(id[:16]), []byte("sending")); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.NewBus(srv.JetStream, "/digestline/test/reporter").Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	defer func() { cancel(); <-done }()
+	go func() { // 100 ms webhook timeout: the claim is stale after 300 ms
+		done <- notifier.Run(ctx, notifier.Config{Rules: rules, Timeout: 100 * time.Millisecond, Deps: service.Deps{JetStream: srv.JetStream}})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if slack, _, _ := rc.got(); len(slack) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the notification a dead sender claimed was never sent")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
