@@ -74,6 +74,13 @@ type entry struct {
 	Moving *lease `json:"moving,omitempty"`
 	// Promoted is the digest the last promotion moved the tag to.
 	Promoted string `json:"promoted,omitempty"`
+	// Promotions are the last promotions that landed (keptPromotions),
+	// newest last: a promotion redelivered after newer moves followed its
+	// own (its pusher died once the tag had moved, before it said so) is
+	// given its move again, and goes on as one that moved the tag in its
+	// turn. Superseded instead, it left its digest as the next
+	// promotion's Held, and the history's chain broken.
+	Promotions []Move `json:"promotions,omitempty"`
 	// Queue holds the requests that must each move the tag in turn
 	// (queue.go), until they have.
 	Queue []lease `json:"queue,omitempty"`
@@ -86,8 +93,24 @@ func (e entry) moved(done Move) entry {
 	next.Last, next.Moving, next.Queue = &done, nil, without(e.Queue, done.RunID)
 	if done.Promotes {
 		next.Promoted = done.Digest
+		next.Promotions = append(e.Promotions[max(len(e.Promotions)+1-keptPromotions, 0):len(e.Promotions):len(e.Promotions)], done)
 	}
 	return next
+}
+
+// keptPromotions is how many landed promotions an entry keeps: more than
+// can land on one tag while a dead pusher's event waits for its
+// redelivery (the ack wait).
+const keptPromotions = 16
+
+// landed is req's promotion when it landed already, newer moves or not.
+func (e entry) landed(req Request) (Move, bool) {
+	for _, m := range e.Promotions {
+		if req.Promotes && m.RunID == req.RunID && m.Digest == req.Digest {
+			return m, true
+		}
+	}
+	return Move{}, false
 }
 
 // SupersededError is a move refused because a newer request moved the tag
@@ -184,6 +207,9 @@ func (l *Ledger) Move(ctx context.Context, tag string, req Request, move MoveFun
 					continue
 				}
 				return done, err
+			}
+			if m, ok := e.landed(req); ok {
+				return m, nil // a redelivery, after newer moves
 			}
 			if last.Newer(req) {
 				return Move{}, &SupersededError{Tag: tag, By: last.Request}

@@ -300,3 +300,34 @@ func TestQueuedRequestsEachMoveInTurn(t *testing.T) {
 		t.Errorf("last move %+v, %v: want it to follow %s's promotion", last, err, a.RunID)
 	}
 }
+
+// A promotion whose move landed, redelivered after a newer one moved the
+// tag on (its pusher died once the tag had moved, before it said so), is
+// given its move again, not superseded: it held the tag in its turn, and
+// the newer promotion's Held names it.
+func TestAPromotionRedeliveredAfterNewerMovesGetsItsMoveAgain(t *testing.T) {
+	l, ctx := open(t)
+	reg := &registryTag{}
+	a, b := request(1, time.Now()), request(2, time.Now().Add(time.Second))
+	a.Promotes, b.Promotes = true, true
+	first, err := l.Move(ctx, "reg.example/app:dev", a, reg.move(a.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer, err := l.Move(ctx, "reg.example/app:dev", b, reg.move(b.Digest))
+	if err != nil || newer.Held != a.Digest {
+		t.Fatalf("the newer promotion: %+v, %v; want it to follow %s", newer, err, a.Digest)
+	}
+	again, err := l.Move(ctx, "reg.example/app:dev", a, func(context.Context, []string) (string, error) {
+		t.Error("a promotion that landed was moved again")
+		return "", nil
+	})
+	if err != nil || again != first {
+		t.Fatalf("the promotion redelivered after a newer one: %+v, %v; want its move %+v", again, err, first)
+	}
+	// An older request that never moved is superseded, as before.
+	c := request(0, time.Now().Add(-time.Second))
+	if _, err := l.Move(ctx, "reg.example/app:dev", c, reg.move(c.Digest)); !errors.As(err, new(*tags.SupersededError)) {
+		t.Fatalf("an older request that never moved: %v, want superseded", err)
+	}
+}
