@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/bus/bustest"
@@ -237,24 +238,13 @@ func TestNotifierSendsAnEventStoredTwiceOnceThoughBothCopiesComeAtOnce(t *testin
 		mu.Unlock()
 	}))
 	defer hs.Close()
-	file := filepath.Join(t.TempDir(), "notifications.yaml")
-	if err := os.WriteFile(file, fmt.Appendf(nil, "webhooks:\n  - name: chat\n    events: [promoted]\n    url: %s/slack\n", hs.URL), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rules, err := notifier.LoadRules(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules := chatRule(t, hs.URL)
 	srv := bustest.NewServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	defer func() { cancel(); <-done }()
 
-	ev, err := events.NewEvent("/digestline/test/reporter", events.Promoted, "r1", "registry.example/app",
-		events.Promotion{Environment: "prod", Repository: "registry.example/app", Digest: "sha256:" + strings.Repeat("a", 64), RunID: "r1", PromotedAt: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev := promotedR1(t)
 	raw, _ := ev.MarshalJSON()
 	for range 2 { // stored twice, before the notifier starts: its workers take both at once
 		if _, err := srv.JetStream.Publish(ctx, events.Promoted.Subject("r1"), raw); err != nil {
@@ -289,21 +279,10 @@ func TestNotifierTakesOverTheClaimOfASenderThatDied(t *testing.T) {
 	rc := &receiver{}
 	hs := httptest.NewServer(rc)
 	defer hs.Close()
-	file := filepath.Join(t.TempDir(), "notifications.yaml")
-	if err := os.WriteFile(file, fmt.Appendf(nil, "webhooks:\n  - name: chat\n    events: [promoted]\n    url: %s/slack\n", hs.URL), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rules, err := notifier.LoadRules(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules := chatRule(t, hs.URL)
 	srv := bustest.NewServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	ev, err := events.NewEvent("/digestline/test/reporter", events.Promoted, "r1", "registry.example/app",
-		events.Promotion{Environment: "prod", Repository: "registry.example/app", Digest: "sha256:" + strings.Repeat("a", 64), RunID: "r1", PromotedAt: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev := promotedR1(t)
 	// The claim a sender that died left: the key the notifier files it under.
 	kv, err := srv.JetStream.KeyValue(ctx, events.NotifiedBucket)
 	if err != nil {
@@ -331,4 +310,30 @@ func TestNotifierTakesOverTheClaimOfASenderThatDied(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// chatRule is one webhook, chat, sent promotions as Slack JSON at
+// base/slack.
+func chatRule(t *testing.T, base string) []notifier.Rule {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "notifications.yaml")
+	if err := os.WriteFile(file, fmt.Appendf(nil, "webhooks:\n  - name: chat\n    events: [promoted]\n    url: %s/slack\n", base), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := notifier.LoadRules(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rules
+}
+
+// promotedR1 is run r1's promotion to prod.
+func promotedR1(t *testing.T) cloudevents.Event {
+	t.Helper()
+	ev, err := events.NewEvent("/digestline/test/reporter", events.Promoted, "r1", "registry.example/app",
+		events.Promotion{Environment: "prod", Repository: "registry.example/app", Digest: "sha256:" + strings.Repeat("a", 64), RunID: "r1", PromotedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
 }
