@@ -8,7 +8,6 @@ import (
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestConsumerLivenessTellsAServiceThatIsNotRunning: a durable consumer
@@ -27,27 +26,18 @@ func TestConsumerLivenessTellsAServiceThatIsNotRunning(t *testing.T) {
 	if !is("builder", bus.Absent) {
 		t.Fatal("a consumer no service made is not absent")
 	}
-	// The builder once ran (its consumer is there) and is gone.
-	if _, err := srv.JetStream.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
-		Durable: "builder", FilterSubjects: []string{events.BuildRequested.Filter()}, AckPolicy: jetstream.AckExplicitPolicy,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	bustest.Departed(t, srv.JetStream, "builder", events.BuildRequested) // it once ran, and is gone
 	if !is("builder", bus.Stopped) {
 		t.Fatal("a consumer no worker asks events of is not stopped")
 	}
 
 	busy, release := make(chan struct{}), make(chan struct{})
-	r := b.Router(bus.ConsumerSpec{Durable: "builder"})
-	r.Handle(events.BuildRequested, func(context.Context, bus.Message) error {
+	bustest.Serve(t, srv.JetStream, "builder", events.BuildRequested, func(context.Context, bus.Message) error {
 		close(busy)
 		<-release
 		return nil
 	})
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	defer func() { close(release); stop(); <-done }()
+	t.Cleanup(func() { close(release) }) // before the builder stops: it waits for its handler
 	waitFor(t, "the builder, waiting for events, to be running", func() bool { return is("builder", bus.Running) })
 	if _, err := b.Start(ctx, events.BuildRequested, "run-a", "app", bustest.BuildRequest()); err != nil {
 		t.Fatal(err)

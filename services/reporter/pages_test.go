@@ -11,7 +11,6 @@ import (
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/runs"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A page that cannot be shown (an unknown run, environment or digest) is
@@ -93,11 +92,7 @@ func TestARunsPageSaysWhichStoppedServiceItWaitsFor(t *testing.T) {
 	if !strings.Contains(string(front), `<div class="retries">waits for the builder</div>`) {
 		t.Fatalf("the front page does not say what the quiet run waits for:\n%s", front)
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
-		Durable: "builder", FilterSubjects: []string{events.BuildRequested.Filter()}, AckPolicy: jetstream.AckExplicitPolicy,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	bustest.Departed(t, js, "builder", events.BuildRequested)
 	if p := page(); !strings.Contains(p, "the run waits for the builder, which is not running") {
 		t.Fatalf("the page of a run whose builder stopped does not say so:\n%s", p)
 	}

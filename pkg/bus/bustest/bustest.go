@@ -185,3 +185,29 @@ func (h onMessage) Handle(_ context.Context, r slog.Record) error {
 	}
 	return nil
 }
+
+// Serve runs a service whose durable consumer takes the events of n to h,
+// until the test ends (a handler still running then is waited for: a test
+// that holds one releases it in a cleanup of its own, made after Serve).
+func Serve(t testing.TB, js jetstream.JetStream, durable string, n events.Name, h bus.Handler) {
+	t.Helper()
+	r := bus.NewBus(js, "/digestline/test/"+durable).Router(bus.ConsumerSpec{Durable: durable})
+	r.Handle(n, h)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+}
+
+// Departed makes the durable consumer of a service that took the events
+// of n once and is gone: it is there, and no worker asks it for any.
+func Departed(t testing.TB, js jetstream.JetStream, durable string, n events.Name) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+		Durable: durable, FilterSubjects: []string{n.Filter()}, AckPolicy: jetstream.AckExplicitPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A run whose service is down does not wait in silence: ship names the
@@ -24,37 +23,33 @@ func TestShipSaysWhichServiceARunWaitsFor(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name  string
-		setup func(context.Context, *testing.T, *bustest.Server)
+		setup func(*testing.T, *bustest.Server)
 		want  string // "" for no [WAIT] line
 	}{{
 		name: "no builder ever ran (the run index did)",
-		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) {
-			serve(ctx, t, s, "reporter-run-index", func(context.Context, bus.Message) error { return nil })
+		setup: func(t *testing.T, s *bustest.Server) {
+			bustest.Serve(t, s.JetStream, "reporter-run-index", events.BuildRequested, func(context.Context, bus.Message) error { return nil })
 		},
 		want: ": no builder has ever run on this bus: start it",
 	}, {
 		name: "the builder is down",
-		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) { // it ran once: its consumer is there
-			if _, err := s.JetStream.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
-				Durable: "builder", FilterSubjects: []string{events.BuildRequested.Filter()}, AckPolicy: jetstream.AckExplicitPolicy,
-			}); err != nil {
-				t.Fatal(err)
-			}
+		setup: func(t *testing.T, s *bustest.Server) {
+			bustest.Departed(t, s.JetStream, "builder", events.BuildRequested) // it ran once: its consumer is there
 		},
 		want: ": the run waits for the builder, which is not running (no worker asks its consumer for events); it goes on once the builder starts",
 	}, {
 		name: "the builder runs (and never finishes)",
-		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) {
-			serve(ctx, t, s, "builder", func(context.Context, bus.Message) error { return nil })
+		setup: func(t *testing.T, s *bustest.Server) {
+			bustest.Serve(t, s.JetStream, "builder", events.BuildRequested, func(context.Context, bus.Message) error { return nil })
 		},
 	}, {
 		// A report of the step it works on (a push.stage, before a long
 		// upload) is taken by no service: the run waits for the one
 		// working, which holds the event it answers.
 		name: "the builder is busy, after a report",
-		setup: func(ctx context.Context, t *testing.T, s *bustest.Server) {
+		setup: func(t *testing.T, s *bustest.Server) {
 			b, release := bus.NewBus(s.JetStream, "/t"), make(chan struct{})
-			serve(ctx, t, s, "builder", func(ctx context.Context, m bus.Message) error {
+			bustest.Serve(t, s.JetStream, "builder", events.BuildRequested, func(ctx context.Context, m bus.Message) error {
 				if _, err := b.Emit(ctx, m.Event, events.PushStage, "app", events.StageReport{Stage: events.StageUpload, Status: events.StatusOK}); err != nil {
 					return err
 				}
@@ -69,7 +64,7 @@ func TestShipSaysWhichServiceARunWaitsFor(t *testing.T) {
 			s := bustest.NewServer(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			tc.setup(ctx, t, s)
+			tc.setup(t, s)
 			dir := t.TempDir()
 			if err := os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello"), 0o644); err != nil {
 				t.Fatal(err)
@@ -91,17 +86,6 @@ func TestShipSaysWhichServiceARunWaitsFor(t *testing.T) {
 			}
 		})
 	}
-}
-
-// serve runs a service with durable's consumer that handles build.requested
-// with h, until the test ends.
-func serve(ctx context.Context, t *testing.T, s *bustest.Server, durable string, h bus.Handler) {
-	r := bus.NewBus(s.JetStream, "/t").Router(bus.ConsumerSpec{Durable: durable})
-	r.Handle(events.BuildRequested, h)
-	ctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() { stop(); <-done })
 }
 
 // With ShipJSON, whose output is events, a [WAIT] line goes to Notes and
