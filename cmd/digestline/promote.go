@@ -261,7 +261,7 @@ func pollRun(ctx context.Context, c *apiClient, runID string, notes io.Writer, e
 			var summary runs.Run
 			if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID+"/summary", nil, &summary); err == nil &&
 				summary.Waiting != "" && summary.Waiting != said {
-				fmt.Fprintf(notes, "[WAIT] nothing for %s: %s\n", time.Since(lastEvent).Round(100*time.Millisecond), summary.Waiting)
+				fmt.Fprintln(notes, runs.WaitLine(time.Since(lastEvent), summary.Waiting))
 				said = summary.Waiting
 			}
 		}

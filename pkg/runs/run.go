@@ -102,6 +102,13 @@ func (e *Error) Error() string {
 // Done reports whether the run has ended.
 func (r *Run) Done() bool { return r.Status != "" && r.Status != Running }
 
+// WaitLine is the line a follower prints when a run has had no event for
+// quiet and waits for a service that is not running, why (the reporter's
+// runs.Run.Waiting, or the bus's own answer).
+func WaitLine(quiet time.Duration, why string) string {
+	return fmt.Sprintf("[WAIT] nothing for %s: %s", quiet.Round(100*time.Millisecond), why)
+}
+
 // settle brings what follows from the run's events up to date after one
 // of name: how long it took, and the service it waits for.
 func (r *Run) settle(name events.Name) {

@@ -52,13 +52,13 @@ var pageFuncs = template.FuncMap{
 		}
 		return nil
 	},
-	// stalled is what a running run that has had no event for stallAfter
-	// waits for ("" otherwise); its own page says whether that runs.
+	// stalled is what a running run quiet for stallAfter waits for (""
+	// otherwise); its own page says whether that runs.
 	"stalled": func(r *runs.Run) string {
-		if r.Done() || r.WaitsFor == "" || time.Since(r.Updated) < stallAfter {
-			return ""
+		if service := stalled(r); service != "" {
+			return "waits for the " + service
 		}
-		return "waits for the " + r.WaitsFor
+		return ""
 	},
 	"retries": func(r *runs.Run) string {
 		n := 0
@@ -246,14 +246,24 @@ const stallAfter = 15 * time.Second
 // is not running (bus.ConsumerLiveness); nothing otherwise, or when the
 // bus cannot say within a few seconds.
 func (r *reporter) noteWaiting(ctx context.Context, run *runs.Run) {
-	if run.Done() || run.WaitsFor == "" || time.Since(run.Updated) < stallAfter {
+	service := stalled(run)
+	if service == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	if live, err := bus.ConsumerLiveness(ctx, r.cfg.JetStream, run.WaitsFor); err == nil {
-		run.Waiting = live.Note(run.WaitsFor)
+	if live, err := bus.ConsumerLiveness(ctx, r.cfg.JetStream, service); err == nil {
+		run.Waiting = live.Note(service)
 	}
+}
+
+// stalled is the service a running run that has had no event for
+// stallAfter waits for (runs.Run.WaitsFor); "" for a run that is not.
+func stalled(run *runs.Run) string {
+	if run.Done() || time.Since(run.Updated) < stallAfter {
+		return ""
+	}
+	return run.WaitsFor
 }
 
 // referrersOf lists what is attached to d in ref's repository (the

@@ -9,6 +9,7 @@ import (
 
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -89,7 +90,7 @@ func (w *waitNotes) check() {
 		return // the run went on meanwhile
 	}
 	if note := live.Note(service); err == nil && note != "" && note != w.said {
-		fmt.Fprintf(w.out, "[WAIT] nothing for %s: %s\n", time.Since(since).Round(100*time.Millisecond), note)
+		fmt.Fprintln(w.out, runs.WaitLine(time.Since(since), note))
 		w.said = note
 	}
 	w.timer.Reset(w.quiet)
