@@ -63,7 +63,16 @@ func (r StageReport) RenderLine() string {
 		return fmt.Sprintf("[STAGE] %s skipped (%s)", r.Stage, r.Detail)
 	}
 	if r.Stage == StageBlobCheck {
-		return fmt.Sprintf("[STAGE] blob check: %d/%d exists", r.Existing, r.Total)
+		return "[STAGE] blob check: " + r.Did()
 	}
 	return strings.TrimSpace(fmt.Sprintf("[STAGE] %s OK %s", r.Stage, r.Detail))
+}
+
+// Did is what a stage that went through did, as its line says it: the
+// blob check, whose Detail is empty, counts the blobs the registry has.
+func (r StageReport) Did() string {
+	if r.Stage == StageBlobCheck && r.Status == StatusOK {
+		return fmt.Sprintf("%d/%d exists", r.Existing, r.Total)
+	}
+	return r.Detail
 }

@@ -156,7 +156,7 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		}
 	case events.PushStage:
 		if s, err := events.Decode[events.StageReport](ev); err == nil {
-			step := Step{Name: s.Stage, Status: s.Status, Attempt: s.Attempt, Detail: s.Detail}
+			step := Step{Name: s.Stage, Status: s.Status, Attempt: s.Attempt, Detail: s.Did()}
 			if s.Error != nil {
 				step.Detail, step.Class, step.Hint = s.Error.Message, s.Error.Class, s.Error.Hint
 			}

@@ -44,3 +44,29 @@ func TestARunWaitsForTheTakerOfItsLatestStep(t *testing.T) {
 		t.Fatalf("a failed run (%s) waits for %q", run.Status, run.WaitsFor)
 	}
 }
+
+// A run's blob check step says what its [STAGE] line says: how many of
+// the blobs the registry already had (run show and the page showed it
+// empty, the count being in the report's numbers, not its detail).
+func TestABlobCheckStepCountsTheBlobsTheRegistryHas(t *testing.T) {
+	start, err := events.NewEvent("/t", events.BuildRequested, "run-1", "app", bustest.BuildRequest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := events.StageReport{Stage: events.StageBlobCheck, Status: events.StatusOK, Total: 3, Existing: 1}
+	report.Line = report.RenderLine()
+	stage, err := events.Follow("/t", start, events.PushStage, "blob-check", report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := &runs.Run{}
+	run.Add(start, events.BuildRequested)
+	lines := run.Add(stage, events.PushStage)
+	step := run.Steps[len(run.Steps)-1]
+	if step.Name != events.StageBlobCheck || step.Detail != "1/3 exists" {
+		t.Fatalf("the blob check step is %+v, want detail 1/3 exists", step)
+	}
+	if len(lines) != 1 || lines[0] != "[STAGE] blob check: 1/3 exists" {
+		t.Fatalf("its line is %q", lines)
+	}
+}
