@@ -56,6 +56,9 @@ func (o *gcOptions) run(ctx context.Context, repository string, out io.Writer) e
 	if err != nil {
 		return fmt.Errorf("repository %q: want registry/path: %w", repository, err)
 	}
+	if o.keepLast < 0 || o.keepDays < 0 {
+		return fmt.Errorf("--keep-last %d --keep-days %d: both are 0 or more", o.keepLast, o.keepDays)
+	}
 	c, err := o.api.writer()
 	if err != nil {
 		return err

@@ -87,6 +87,11 @@ func TestGCKeepsWhatEnvironmentsMayNeed(t *testing.T) {
 		}
 	}
 
+	// A negative count is refused, naming the flag, before anything runs.
+	if out, err := gc("--keep-last", "-1"); err == nil || !strings.Contains(err.Error(), "--keep-last") || strings.Contains(err.Error(), "retried") {
+		t.Fatalf("gc --keep-last -1: %v\n%s", err, out)
+	}
+
 	// The plan: dev holds v8 and may go back to v7, staging holds v3 and
 	// may go back to v2 (the last run's digest too); v1, v4, v5, v6 go.
 	out, err := gc("--dry-run")
@@ -121,7 +126,7 @@ func TestGCKeepsWhatEnvironmentsMayNeed(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if second == nil || !strings.Contains(second.Error(), "is running") {
+	if second == nil || !strings.Contains(second.Error(), "is running") || strings.Contains(second.Error(), "retried") {
 		t.Errorf("a second gc at once: %v", second)
 	}
 	deleted := map[string]string{}

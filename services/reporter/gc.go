@@ -54,12 +54,15 @@ var errGCBusy = errors.New("a garbage collection of this repository is running")
 // (GET /v1/gc/{repository}).
 func (r *reporter) collect(ctx context.Context, q api.GCRequest) (api.GCReport, error) {
 	rep, err := r.collectGarbage(ctx, q)
+	rep.Ended = time.Now().UTC()
+	// A collection refused before it began (a bad request, one running
+	// already) says why in its error; it is neither kept nor retried.
+	if errors.Is(err, errGCBusy) || errors.Is(err, errBadQuery) {
+		rep.Error = err.Error()
+		return rep, err
+	}
 	if err != nil {
 		rep.Error, rep.Hint = err.Error(), failure.As(err).Hint
-	}
-	rep.Ended = time.Now().UTC()
-	if errors.Is(err, errGCBusy) || errors.Is(err, errBadQuery) {
-		return rep, err
 	}
 	if perr := r.store.putJSON(context.WithoutCancel(ctx), r.store.controls, gcReportKey(rep.Repository), keptReport(rep)); perr != nil {
 		return rep, errors.Join(err, fmt.Errorf("keep the report: %w", perr))
