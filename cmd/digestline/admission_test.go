@@ -145,13 +145,17 @@ func TestAdmitsAnImageAnotherToolPushed(t *testing.T) {
 	}
 
 	// Bad requests say why, and start nothing.
-	for _, args := range [][]string{
-		{"admit", repo + "@sha256:nothex"},
-		{"admit", repo + ":1.0", "--key", predicate},
-		{"admit", repo + ":1.0", "--source", "https://github.com/acme/app"},
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"admit", repo + "@sha256:nothex"}, "nothex"},
+		{[]string{"admit", repo + ":1.0", "--key", predicate}, predicate},
+		{[]string{"admit", repo + ":1.0", "--source", "https://github.com/acme/app"}, "need --key"},
+		{[]string{"admit", repo + ":nope"}, "no such tag (digestline tags " + repo + " lists them"},
 	} {
-		if out, err := cliErr(t, append(args, token...)...); err == nil {
-			t.Errorf("%v passed:\n%s", args, out)
+		if out, err := cliErr(t, append(c.args, token...)...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want an error saying %q\n%s", c.args, err, c.want, out)
 		}
 	}
 }

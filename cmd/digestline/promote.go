@@ -149,14 +149,15 @@ func (o *promoteOptions) run(ctx context.Context, target string, out io.Writer) 
 
 // promotedDigest is the digest target names: target itself when it is
 // REPOSITORY@sha256:…, else the digest its tag points at now, read from
-// the registry and said (a promotion is always of a digest).
+// the registry and said (a promotion or an admission is always of a
+// digest).
 func promotedDigest(ctx context.Context, target string, out io.Writer) (name.Digest, error) {
 	if d, err := name.NewDigest(target); err == nil {
 		return d, nil
 	}
 	tag, err := name.NewTag(target)
 	if err != nil {
-		return name.Digest{}, fmt.Errorf("%q: want REPOSITORY@sha256:<hex>, or REPOSITORY:TAG to promote the digest the tag points at: %w", target, err)
+		return name.Digest{}, fmt.Errorf("%q: want REPOSITORY@sha256:<hex>, or REPOSITORY:TAG for the digest the tag points at: %w", target, err)
 	}
 	repo, err := openRepo(ctx, tag.Context())
 	if err != nil {
@@ -167,7 +168,7 @@ func promotedDigest(ctx context.Context, target string, out io.Writer) (name.Dig
 		return name.Digest{}, err
 	}
 	if !found {
-		return name.Digest{}, fmt.Errorf("%s: no such tag (promote by digest, REPOSITORY@sha256:<hex>)", tag)
+		return name.Digest{}, fmt.Errorf("%s: no such tag (digestline tags %s lists them; or name the digest, REPOSITORY@sha256:<hex>)", tag, tag.Context())
 	}
 	d := tag.Context().Digest(desc.Digest.String())
 	fmt.Fprintf(out, "%s points at %s\n", tag, desc.Digest)
