@@ -21,7 +21,7 @@ func newFreezeCommand() *cobra.Command {
 			"policy file can freeze an environment on a schedule too (docs/day-two.md). `digestline unfreeze ENV` lifts it.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := untilTime(until, time.Now())
+			t, err := flagTime("--until", until, time.Now().Add)
 			if err != nil {
 				return err
 			}
@@ -45,14 +45,15 @@ func newFreezeCommand() *cobra.Command {
 	return cmd
 }
 
-// untilTime reads --until: an RFC 3339 time, or a duration after now.
-func untilTime(s string, now time.Time) (time.Time, error) {
+// flagTime reads a flag that names a time: an RFC 3339 time, or a
+// duration that at turns into one (from now, after or before it).
+func flagTime(flag, s string, at func(time.Duration) time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil {
-		return now.Add(d), nil
+		return at(d), nil
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("--until %q: want an RFC 3339 time (2026-12-28T09:00:00+01:00) or a duration (36h)", s)
+		return time.Time{}, fmt.Errorf("%s %q: want an RFC 3339 time (2026-12-28T09:00:00+01:00) or a duration (36h)", flag, s)
 	}
 	return t, nil
 }

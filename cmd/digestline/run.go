@@ -31,7 +31,7 @@ func newRunCommand() *cobra.Command {
 	o := &runOptions{}
 	cmd := &cobra.Command{
 		Use:   "run COMMAND",
-		Short: "Show or follow one run: its stages, how it ended, its trace and its page",
+		Short: "List runs, or show or follow one: its stages, how it ended, its trace and its page",
 	}
 	show := &cobra.Command{
 		Use:   "show [RUNID]",
@@ -53,7 +53,7 @@ func newRunCommand() *cobra.Command {
 	}
 	follow.Flags().DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up following after this long")
 	follow.Flags().BoolVar(&o.asJSON, "json", false, "print each of the run's events as a JSON line (structured CloudEvents)")
-	cmd.AddCommand(show, follow)
+	cmd.AddCommand(newRunListCommand(&o.api), show, follow)
 	return cmd
 }
 

@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
@@ -70,5 +74,75 @@ func TestRunFollowSaysWhichServiceARunWaitsFor(t *testing.T) {
 	if !strings.Contains(out.String(), "[WAIT] nothing for ") || strings.Count(out.String(), "[WAIT]") != 1 ||
 		!strings.Contains(out.String(), "no builder has ever run on this bus") {
 		t.Fatalf("run follow does not say once what the run waits for:\n%s", out.String())
+	}
+}
+
+// run list finds runs from the CLI, newest first, a page at a time: by
+// status (a rejected one among promoted ones), by digest and by time,
+// each line with enough of its id for run show; a bad filter says what
+// it takes.
+func TestRunListFindsRunsByStatusAndPages(t *testing.T) {
+	t.Setenv("DIGESTLINE_API_TOKEN", "")
+	s, _ := e2etest.StartStack(t)
+	flags := []string{"--api", s.APIURL}
+	var ids []string
+	for i := 1; i <= 3; i++ {
+		res, out, err := s.Ship(t, e2etest.SourceDir(t, fmt.Sprintf("v%d", i)), fmt.Sprintf("app:%d", i))
+		if err != nil {
+			t.Fatalf("ship v%d: %v\n%s", i, err, out)
+		}
+		ids = append(ids, res.RunID)
+	}
+	cli(t, "freeze", "dev", "--until", "1h", "--reason", "incident 7", "--api", s.APIURL, "--token-file", s.TokenFile)
+	res, out, err := s.Ship(t, e2etest.SourceDir(t, "v4"), "app:4")
+	if err == nil {
+		t.Fatalf("a ship into a frozen dev passed:\n%s", out)
+	}
+	ids = append(ids, res.RunID)
+	list := func(args ...string) string {
+		return cli(t, append(append([]string{"run", "list"}, args...), flags...)...)
+	}
+	e2etest.WaitFor(t, "the four runs in run list", func() bool { return strings.Count(list(), "app:") == 4 })
+
+	lines := strings.Split(strings.TrimSpace(list()), "\n")
+	if len(lines) != 5 || !strings.HasPrefix(lines[0], "RUN ") {
+		t.Fatalf("run list:\n%s", strings.Join(lines, "\n"))
+	}
+	for i, want := range []string{"rejected", "promoted", "promoted", "promoted"} { // newest first
+		id := ids[len(ids)-1-i]
+		if f := strings.Fields(lines[i+1]); len(f) < 5 || f[0] != id[:8] || f[3] != want || f[4] != s.RegistryAddr+fmt.Sprintf("/app:%d", 4-i) {
+			t.Errorf("line %d: %q, want run %s %s", i+1, lines[i+1], id[:8], want)
+		}
+	}
+	if !strings.Contains(lines[1], "rejected by gate freeze") {
+		t.Errorf("the rejected run does not say why: %q", lines[1])
+	}
+	if out := cli(t, append([]string{"run", "show", ids[3][:8]}, flags...)...); !strings.Contains(out, ids[3]) {
+		t.Errorf("run show of the id run list printed:\n%s", out)
+	}
+
+	if out := list("--status", "rejected"); strings.Count(out, "app:") != 1 || !strings.Contains(out, ids[3][:8]) {
+		t.Errorf("run list --status rejected:\n%s", out)
+	}
+	first := list("--limit", "3")
+	cursor := lineOf(first, "older: the same command with --cursor ")
+	if strings.Count(first, "app:") != 3 || cursor == "" {
+		t.Fatalf("run list --limit 3 names no older page:\n%s", first)
+	}
+	older := list("--limit", "3", "--cursor", strings.TrimSpace(strings.TrimPrefix(cursor, "older: the same command with --cursor ")))
+	if strings.Count(older, "app:") != 1 || !strings.Contains(older, ids[0][:8]) {
+		t.Errorf("the older page:\n%s", older)
+	}
+	if out := list("--until", "1h"); strings.TrimSpace(out) != "no run matches" {
+		t.Errorf("run list --until 1h (runs started over an hour ago):\n%s", out)
+	}
+	var page api.Page[runs.Run]
+	if err := json.Unmarshal([]byte(list("--since", "1h", "--json")), &page); err != nil || len(page.Items) != 4 || page.Items[0].ID != ids[3] {
+		t.Errorf("run list --json: %v, %+v", err, page)
+	}
+	for args, want := range map[string]string{"--status nope": "running, promoted, superseded, rejected, failed", "--since yesterday": `--since "yesterday"`} {
+		if _, err := cliErr(t, append(append([]string{"run", "list"}, strings.Fields(args)...), flags...)...); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("run list %s: %v, want an error saying %q", args, err, want)
+		}
 	}
 }

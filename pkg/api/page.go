@@ -103,6 +103,10 @@ func (q RunQuery) Values() url.Values {
 	return v
 }
 
+// RunStatuses are the statuses a run has: running until it ends, then
+// how it ended.
+var RunStatuses = []string{"running", "promoted", "superseded", "rejected", "failed"}
+
 // ParseRunQuery reads a GET /v1/runs query, naming what is wrong.
 func ParseRunQuery(v url.Values) (RunQuery, error) {
 	lq, err := ParseListQuery(v)
@@ -110,10 +114,8 @@ func ParseRunQuery(v url.Values) (RunQuery, error) {
 	if err != nil {
 		return q, err
 	}
-	switch q.Status {
-	case "", "running", "promoted", "rejected", "failed", "superseded":
-	default:
-		return q, fmt.Errorf("status %q: running, promoted, superseded, rejected or failed", q.Status)
+	if q.Status != "" && !slices.Contains(RunStatuses, q.Status) {
+		return q, fmt.Errorf("status %q: want one of %s", q.Status, strings.Join(RunStatuses, ", "))
 	}
 	if q.Digest != "" {
 		if _, err := digest.Parse(q.Digest); err != nil {

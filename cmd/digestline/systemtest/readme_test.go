@@ -49,7 +49,7 @@ func TestReadmeQuickstart(t *testing.T) {
 		log, _ := os.ReadFile(filepath.Join(work, "dev.log"))
 		t.Fatalf("the README's block failed: %v\n%s\ndev.log:\n%s", err, out, log)
 	}
-	for _, want := range []string{"promoted dev 127.0.0.1:5000/mine@sha256:", "promoted staging 127.0.0.1:5000/mine@sha256:", "STEP", "page     http://127.0.0.1:8080/runs/"} {
+	for _, want := range []string{"promoted dev 127.0.0.1:5000/mine@sha256:", "promoted staging 127.0.0.1:5000/mine@sha256:", "STEP", "STARTED", "page     http://127.0.0.1:8080/runs/"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the README's block did not print %q:\n%s", want, out)
 		}
