@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -77,14 +80,19 @@ func TestRunFollowSaysWhichServiceARunWaitsFor(t *testing.T) {
 	}
 }
 
-// run list finds runs from the CLI, newest first, a page at a time: by
-// status (a rejected one among promoted ones), by digest and by time,
-// each line with enough of its id for run show; a bad filter says what
+// run list and the runs page find runs, newest first, a page at a time:
+// by status (a rejected one among promoted ones), by repository and by
+// time, each with enough of its id for run show; a bad filter says what
 // it takes.
-func TestRunListFindsRunsByStatusAndPages(t *testing.T) {
+func TestRunsAreFoundByStatusAndRepositoryOnTheCLIAndThePage(t *testing.T) {
 	t.Setenv("DIGESTLINE_API_TOKEN", "")
 	s, _ := e2etest.StartStack(t)
-	flags := []string{"--api", s.APIURL}
+	other, out, err := s.Ship(t, e2etest.SourceDir(t, "other"), "other:1")
+	if err != nil {
+		t.Fatalf("ship other: %v\n%s", err, out)
+	}
+	repo := s.RegistryAddr + "/app"
+	flags := []string{"--api", s.APIURL, "--repo", repo}
 	var ids []string
 	for i := 1; i <= 3; i++ {
 		res, out, err := s.Ship(t, e2etest.SourceDir(t, fmt.Sprintf("v%d", i)), fmt.Sprintf("app:%d", i))
@@ -102,7 +110,7 @@ func TestRunListFindsRunsByStatusAndPages(t *testing.T) {
 	list := func(args ...string) string {
 		return cli(t, append(append([]string{"run", "list"}, args...), flags...)...)
 	}
-	e2etest.WaitFor(t, "the four runs in run list", func() bool { return strings.Count(list(), "app:") == 4 })
+	e2etest.WaitFor(t, "the four runs in run list", func() bool { return strings.Count(list(), "/app:") == 4 })
 
 	lines := strings.Split(strings.TrimSpace(list()), "\n")
 	if len(lines) != 5 || !strings.HasPrefix(lines[0], "RUN ") {
@@ -117,7 +125,7 @@ func TestRunListFindsRunsByStatusAndPages(t *testing.T) {
 	if !strings.Contains(lines[1], "rejected by gate freeze") {
 		t.Errorf("the rejected run does not say why: %q", lines[1])
 	}
-	if out := cli(t, append([]string{"run", "show", ids[3][:8]}, flags...)...); !strings.Contains(out, ids[3]) {
+	if out := cli(t, "run", "show", ids[3][:8], "--api", s.APIURL); !strings.Contains(out, ids[3]) {
 		t.Errorf("run show of the id run list printed:\n%s", out)
 	}
 
@@ -144,5 +152,40 @@ func TestRunListFindsRunsByStatusAndPages(t *testing.T) {
 		if _, err := cliErr(t, append(append([]string{"run", "list"}, strings.Fields(args)...), flags...)...); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("run list %s: %v, want an error saying %q", args, err, want)
 		}
+	}
+	if out := cli(t, "run", "list", "--api", s.APIURL); !strings.Contains(out, other.RunID[:8]) || strings.Count(out, "/app:") != 4 {
+		t.Errorf("run list of every repository:\n%s", out)
+	}
+
+	// The page: every run, a status's, a repository's (its runs' targets
+	// link to it), and a bad filter's page says why.
+	all := getPage(t, s.APIURL+"/runs")
+	for _, id := range append(ids, other.RunID) {
+		if !strings.Contains(all, "/runs/"+id) {
+			t.Errorf("the runs page does not list run %s", id)
+		}
+	}
+	if !strings.Contains(all, `href="/runs?repo=`+url.QueryEscape(repo)+`"`) {
+		t.Errorf("the runs page does not link a run's target to its repository's runs:\n%s", all)
+	}
+	rejected := getPage(t, s.APIURL+"/runs?status=rejected")
+	if !strings.Contains(rejected, "/runs/"+ids[3]) || strings.Contains(rejected, "/runs/"+ids[0]) || !strings.Contains(rejected, "<strong>rejected</strong>") {
+		t.Errorf("the page of rejected runs:\n%s", rejected)
+	}
+	mine := getPage(t, s.APIURL+"/runs?repo="+url.QueryEscape(s.RegistryAddr+"/other"))
+	if !strings.Contains(mine, "/runs/"+other.RunID) || strings.Contains(mine, "/runs/"+ids[0]) {
+		t.Errorf("the page of other's runs:\n%s", mine)
+	}
+	if !strings.Contains(getPage(t, s.APIURL+"/"), `href="/runs?status=failed"`) {
+		t.Error("the front page does not lead to the failed runs")
+	}
+	resp, err := http.Get(s.APIURL + "/runs?status=nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "status &#34;nope&#34;") {
+		t.Errorf("GET /runs?status=nope: %d\n%s", resp.StatusCode, body)
 	}
 }

@@ -25,6 +25,7 @@ func (r *reporter) routes() http.Handler {
 	}
 	health.Register(mux)
 	mux.HandleFunc("GET /{$}", r.servePage)
+	mux.HandleFunc("GET /runs", r.serveRuns)
 	mux.HandleFunc("GET /runs/{runid}", r.serveRun)
 	mux.HandleFunc("GET /envs/{env}", r.serveEnv)
 	mux.HandleFunc("GET /digests/{digest}", r.serveDigest)

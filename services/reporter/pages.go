@@ -2,6 +2,7 @@ package reporter
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"embed"
 	"errors"
@@ -34,8 +35,14 @@ var pagesFS embed.FS
 var pageFuncs = template.FuncMap{
 	"short":   runs.ShortDigest,
 	"shortID": func(id string) string { return id[:min(len(id), 8)] }, // any unique prefix finds the run
-	"ago":     func(t time.Time) string { return time.Since(t).Round(time.Second).String() + " ago" },
-	"ms":      func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
+	"runsOf": func(target string) string { // the runs page of the target's repository
+		if repo := runRepository(target); repo != "" {
+			return runsHref(api.RunQuery{Repo: repo})
+		}
+		return ""
+	},
+	"ago": func(t time.Time) string { return time.Since(t).Round(time.Second).String() + " ago" },
+	"ms":  func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
 	"pct": func(part, whole int64) string {
 		if whole <= 0 {
 			return "0"
@@ -78,7 +85,7 @@ var pageFuncs = template.FuncMap{
 var pages = func() map[string]*template.Template {
 	layout := template.Must(template.New("layout.html").Funcs(pageFuncs).ParseFS(pagesFS, "pages/layout.html"))
 	out := map[string]*template.Template{}
-	for _, page := range []string{"index", "run", "env", "digest", "error"} {
+	for _, page := range []string{"index", "runs", "run", "env", "digest", "error"} {
 		out[page] = template.Must(template.Must(layout.Clone()).ParseFS(pagesFS, "pages/"+page+".html"))
 	}
 	return out
@@ -145,6 +152,69 @@ func (r *reporter) servePage(w http.ResponseWriter, req *http.Request) {
 		Promotions []events.Promotion
 		History    []api.HistoryEntry
 	}{page{r.cfg.Environments, 3}, recent, recs, hist.Items})
+}
+
+// runsPage is how many runs the runs page shows at once.
+const runsPage = 25
+
+// serveRuns renders GET /runs: the runs, newest first, a page at a time,
+// with GET /v1/runs's filters (?status=, ?repo=, ?digest=, ?since=,
+// ?until=, ?cursor=) and a link to each status.
+func (r *reporter) serveRuns(w http.ResponseWriter, req *http.Request) {
+	q, err := api.ParseRunQuery(req.URL.Query())
+	if err != nil {
+		r.pageError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	q.Limit = runsPage
+	found, err := r.runs.page(req.Context(), q)
+	switch {
+	case errors.Is(err, errBadQuery):
+		r.pageError(w, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		r.pageError(w, http.StatusServiceUnavailable, "read runs: "+err.Error())
+		return
+	}
+	type filter struct {
+		Name, Href string
+		On         bool
+	}
+	data := struct {
+		page
+		api.RunQuery
+		Runs                    []*runs.Run
+		Filters                 []filter
+		Newest, Older, AllRepos string
+	}{page: page{Chain: r.cfg.Environments}, RunQuery: q, Runs: found.Items}
+	for _, status := range append([]string{""}, api.RunStatuses...) {
+		f := q
+		f.Status, f.Cursor = status, ""
+		data.Filters = append(data.Filters, filter{Name: cmp.Or(status, "all"), Href: runsHref(f), On: status == q.Status})
+	}
+	if q.Cursor != "" {
+		newest := q
+		newest.Cursor = ""
+		data.Newest = runsHref(newest)
+	}
+	if found.Next != "" {
+		older := q
+		older.Cursor = found.Next
+		data.Older = runsHref(older)
+	}
+	every := q
+	every.Repo, every.Cursor = "", ""
+	data.AllRepos = runsHref(every)
+	r.render(w, "runs", data)
+}
+
+// runsHref is the runs page's address for q (its page size is the page's).
+func runsHref(q api.RunQuery) string {
+	q.Limit = 0
+	if v := q.Values(); len(v) > 0 {
+		return "/runs?" + v.Encode()
+	}
+	return "/runs"
 }
 
 // runEvent is one of a run's events as its page lists it.
