@@ -12,12 +12,15 @@
 // last line it printed. Without it, the deployer prints the reference and
 // reports ok. Each promotion is deployed once per consumer name, even
 // across restarts: the consumer is durable and a message is acknowledged
-// after it is deployed and reported.
+// after it is deployed and reported. Its first start deploys the newest
+// promotion of each environment and repository the stream holds, not
+// every one in turn.
 package main
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -25,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,17 +92,20 @@ func Command(command string) func(context.Context, events.Promotion) (string, er
 //
 //	deploy prod 127.0.0.1:5000/team/app@sha256:… (previous sha256:…, run …): ok
 //
-// and reporting it with deployment.reported.
+// and reporting it with deployment.reported. A deployer's first start (no
+// consumer of its name yet) deploys the newest promotion of each
+// environment and repository the stream holds, and follows the ones after
+// them: not every promotion in the stream one after the other, which would
+// take each environment through all of its past versions.
 func (d Deployer) Follow(ctx context.Context, js jetstream.JetStream) error {
-	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
-		Durable:       d.Name,
-		FilterSubject: events.Promoted.Filter(),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-	})
+	b := bus.NewBus(js, "/digestline/examples/deployer/"+d.Name)
+	cons, err := js.Consumer(ctx, events.StreamName, d.Name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cons, err = d.firstStart(ctx, js, b)
+	}
 	if err != nil {
 		return fmt.Errorf("follow %s (is digestline running?): %w", events.Promoted.Filter(), err)
 	}
-	b := bus.NewBus(js, "/digestline/examples/deployer/"+d.Name)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		ev, name, err := events.Parse(msg.Data())
 		if err != nil || name != events.Promoted {
@@ -136,6 +143,80 @@ func (d Deployer) Follow(ctx context.Context, js jetstream.JetStream) error {
 	cc.Drain()
 	<-cc.Closed()
 	return nil
+}
+
+// firstStart deploys what each environment and repository was promoted
+// to last, as the stream holds it, and creates the deployer's consumer
+// from the promotion after the newest it read. A deployer stopped before
+// its consumer exists does it again when it starts: a deployment by
+// digest is the same the second time, and its report the same event.
+func (d Deployer) firstStart(ctx context.Context, js jetstream.JetStream, b *bus.Bus) (jetstream.Consumer, error) {
+	backlog, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.Promoted.Filter()}})
+	if err != nil {
+		return nil, err
+	}
+	type newest struct {
+		promoted cloudevents.Event
+		p        events.Promotion
+		i        int
+	}
+	var order []string // keys, in the order of their newest promotion
+	latest := map[string]newest{}
+	var last uint64 // the stream sequence of the newest promotion read
+	for pending := true; pending; {
+		batch, err := backlog.FetchNoWait(256)
+		if err != nil {
+			return nil, err
+		}
+		pending = false
+		for msg := range batch.Messages() {
+			meta, err := msg.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			last, pending = meta.Sequence.Stream, meta.NumPending > 0
+			ev, _, err := events.Parse(msg.Data())
+			if err != nil {
+				continue
+			}
+			p, err := events.Decode[events.Promotion](ev)
+			if err != nil {
+				continue
+			}
+			for i, im := range images(p) {
+				if d.Env != "" && im.Environment != d.Env {
+					continue
+				}
+				key := im.Environment + " " + im.Place()
+				order = append(slices.DeleteFunc(order, func(k string) bool { return k == key }), key)
+				latest[key] = newest{ev, im, i}
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return nil, err
+		}
+	}
+	// A deployment under way is finished and reported, and the consumer
+	// made, when the deployer is asked to stop, as Follow's handler does.
+	for _, key := range order {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n := latest[key]
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
+		err := d.deploy(dctx, b, n.promoted, n.p, n.i)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("report the deployment of %s: %w", n.p.Ref(), err)
+		}
+	}
+	cfg := jetstream.ConsumerConfig{Durable: d.Name, FilterSubject: events.Promoted.Filter(), AckPolicy: jetstream.AckExplicitPolicy}
+	if last > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return js.CreateConsumer(cctx, events.StreamName, cfg)
 }
 
 // images are what a promoted event asks to deploy: its digest, or each

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -133,5 +134,63 @@ func TestFollowDeploysEveryImageOfARelease(t *testing.T) {
 	}
 	if want := "registry.example/shop/cart ok shop-1,registry.example/shop/checkout ok shop-1"; strings.Join(reports, ",") != want {
 		t.Errorf("reports: %s, want %s\n%s", strings.Join(reports, ","), want, out.String())
+	}
+}
+
+// TestAFirstStartDeploysWhatEachEnvironmentHoldsNotItsPast: a deployer
+// started for the first time on a stream with a history of promotions
+// deploys the newest of each repository in its environment, not each old
+// version in turn, then follows the promotions after them, and a restart
+// deploys nothing again.
+func TestAFirstStartDeploysWhatEachEnvironmentHoldsNotItsPast(t *testing.T) {
+	ns := bustest.NewServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := bus.NewBus(ns.JetStream, "/digestline/test/reporter")
+	n := 0
+	promote := func(env, app, hex string) string {
+		t.Helper()
+		n++
+		p := events.Promotion{Environment: env, Repository: "registry.example/team/" + app, Digest: "sha256:" + strings.Repeat(hex, 64),
+			Tag: env, PromotedAt: time.Now().UTC(), RunID: fmt.Sprintf("run-%d", n)}
+		if _, err := b.Start(ctx, events.Promoted, p.RunID, p.Repository, p); err != nil {
+			t.Fatal(err)
+		}
+		return p.Ref()
+	}
+	promote("prod", "app", "1")
+	promote("prod", "app", "2")
+	other := promote("prod", "other", "c")
+	promote("staging", "app", "s")
+	app := promote("prod", "app", "3")
+
+	follow := func(until func(out string) bool, wait time.Duration) string {
+		t.Helper()
+		var out syncBuffer
+		d := Deployer{Name: "new-deployer", Env: "prod", Out: &out}
+		fctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- d.Follow(fctx, ns.JetStream) }()
+		for deadline := time.Now().Add(wait); !until(out.String()) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond) // and anything it would deploy after
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	out := follow(func(out string) bool { return strings.Contains(out, app) }, 5*time.Second)
+	want := "deploy prod " + other + " (previous none, run run-3): ok\ndeploy prod " + app + " (previous none, run run-5): ok\n"
+	if out != want {
+		t.Fatalf("the first start deployed\n%swant\n%s", out, want)
+	}
+	next := promote("prod", "app", "4")
+	if out := follow(func(out string) bool { return strings.Contains(out, next) }, 5*time.Second); out != "deploy prod "+next+" (previous none, run run-6): ok\n" {
+		t.Fatalf("after a newer promotion the deployer deployed\n%s", out)
+	}
+	if out := follow(func(string) bool { return false }, 500*time.Millisecond); out != "" {
+		t.Fatalf("a restart deployed\n%s", out)
 	}
 }
