@@ -151,58 +151,16 @@ func (d Deployer) Follow(ctx context.Context, js jetstream.JetStream) error {
 // its consumer exists does it again when it starts: a deployment by
 // digest is the same the second time, and its report the same event.
 func (d Deployer) firstStart(ctx context.Context, js jetstream.JetStream, b *bus.Bus) (jetstream.Consumer, error) {
-	backlog, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.Promoted.Filter()}})
+	current, last, err := d.newest(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	type newest struct {
-		promoted cloudevents.Event
-		p        events.Promotion
-		i        int
-	}
-	var order []string // keys, in the order of their newest promotion
-	latest := map[string]newest{}
-	var last uint64 // the stream sequence of the newest promotion read
-	for pending := true; pending; {
-		batch, err := backlog.FetchNoWait(256)
-		if err != nil {
-			return nil, err
-		}
-		pending = false
-		for msg := range batch.Messages() {
-			meta, err := msg.Metadata()
-			if err != nil {
-				return nil, err
-			}
-			last, pending = meta.Sequence.Stream, meta.NumPending > 0
-			ev, _, err := events.Parse(msg.Data())
-			if err != nil {
-				continue
-			}
-			p, err := events.Decode[events.Promotion](ev)
-			if err != nil {
-				continue
-			}
-			for i, im := range images(p) {
-				if d.Env != "" && im.Environment != d.Env {
-					continue
-				}
-				key := im.Environment + " " + im.Place()
-				order = append(slices.DeleteFunc(order, func(k string) bool { return k == key }), key)
-				latest[key] = newest{ev, im, i}
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return nil, err
-		}
-	}
 	// A deployment under way is finished and reported, and the consumer
 	// made, when the deployer is asked to stop, as Follow's handler does.
-	for _, key := range order {
+	for _, n := range current {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		n := latest[key]
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
 		err := d.deploy(dctx, b, n.promoted, n.p, n.i)
 		cancel()
@@ -217,6 +175,64 @@ func (d Deployer) firstStart(ctx context.Context, js jetstream.JetStream, b *bus
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return js.CreateConsumer(cctx, events.StreamName, cfg)
+}
+
+// promotedImage is the i-th image of a promoted event.
+type promotedImage struct {
+	promoted cloudevents.Event
+	p        events.Promotion
+	i        int
+}
+
+// newest reads every promoted event the stream holds, and returns the
+// newest promotion of each environment (d.Env's only, when set) and
+// repository, oldest first, and the stream sequence of the last event
+// read (0: none).
+func (d Deployer) newest(ctx context.Context, js jetstream.JetStream) ([]promotedImage, uint64, error) {
+	backlog, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.Promoted.Filter()}})
+	if err != nil {
+		return nil, 0, err
+	}
+	var order []string // environment and place, in the order of their newest promotion
+	latest := map[string]promotedImage{}
+	var last uint64
+	for pending := true; pending; {
+		batch, err := backlog.FetchNoWait(256)
+		if err != nil {
+			return nil, 0, err
+		}
+		pending = false
+		for msg := range batch.Messages() {
+			meta, err := msg.Metadata()
+			if err != nil {
+				return nil, 0, err
+			}
+			last, pending = meta.Sequence.Stream, meta.NumPending > 0
+			ev, _, err := events.Parse(msg.Data())
+			if err != nil {
+				continue // not a promoted event this example understands
+			}
+			p, err := events.Decode[events.Promotion](ev)
+			if err != nil {
+				continue
+			}
+			for i, im := range images(p) {
+				if d.Env == "" || im.Environment == d.Env {
+					key := im.Environment + " " + im.Place()
+					order = append(slices.DeleteFunc(order, func(k string) bool { return k == key }), key)
+					latest[key] = promotedImage{ev, im, i}
+				}
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return nil, 0, err
+		}
+	}
+	out := make([]promotedImage, len(order))
+	for i, key := range order {
+		out[i] = latest[key]
+	}
+	return out, last, nil
 }
 
 // images are what a promoted event asks to deploy: its digest, or each
