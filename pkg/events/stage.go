@@ -33,19 +33,25 @@ const (
 // StageReport is the outcome of one stage (or one failed attempt at it): the
 // data of the push.stage event, whose Line is the [STAGE] log line.
 type StageReport struct {
-	Target     string `json:"target"`
-	Digest     string `json:"digest"`
-	Stage      string `json:"stage" jsonschema:"minLength=1"`
-	Status     string `json:"status" jsonschema:"enum=ok,enum=skipped,enum=retrying,enum=failed"`
-	Detail     string `json:"detail,omitempty"`
-	Total      int    `json:"total,omitempty"` // blobs considered
-	Existing   int    `json:"existing,omitempty"`
-	Uploaded   int    `json:"uploaded,omitempty"`
-	Mounted    int    `json:"mounted,omitempty"`
-	Bytes      int64  `json:"bytes,omitempty"`
-	Requests   int    `json:"requests,omitempty"`
-	Attempt    int    `json:"attempt,omitempty"`
-	DurationMS int64  `json:"durationMs"`
+	Target   string `json:"target"`
+	Digest   string `json:"digest"`
+	Stage    string `json:"stage" jsonschema:"minLength=1"`
+	Status   string `json:"status" jsonschema:"enum=ok,enum=skipped,enum=retrying,enum=failed"`
+	Detail   string `json:"detail,omitempty"`
+	Total    int    `json:"total,omitempty"` // blobs considered
+	Existing int    `json:"existing,omitempty"`
+	Uploaded int    `json:"uploaded,omitempty"`
+	Mounted  int    `json:"mounted,omitempty"`
+	Bytes    int64  `json:"bytes,omitempty"`
+	Requests int    `json:"requests,omitempty"`
+	Attempt  int    `json:"attempt,omitempty"`
+	// DurationMS is how long the stage has taken, from its first attempt
+	// to the end of this one: earlier attempts and the waits between
+	// them included.
+	DurationMS int64 `json:"durationMs"`
+	// AttemptMS is how long this attempt alone took (omitted under a
+	// millisecond, and by producers older than it).
+	AttemptMS int64 `json:"attemptMs,omitempty"`
 	// Error is why the attempt failed (status retrying or failed).
 	Error *failure.Report `json:"error,omitempty"`
 	// Line is the human view of the same fields: the [STAGE] log line.

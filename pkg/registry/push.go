@@ -160,7 +160,7 @@ func (p *pushRun) run(ctx context.Context, stage string, fn stageFunc) error {
 		r := events.StageReport{Target: p.ref.String(), Digest: p.g.Root.Digest.String(), Stage: stage, Attempt: attempt}
 		attemptStart := time.Now()
 		err := fn(ctx, &r)
-		r.Requests = p.requests() - reqs
+		r.AttemptMS, r.Requests = time.Since(attemptStart).Milliseconds(), p.requests()-reqs
 		if reason, ok := asSkip(err); ok {
 			r.Status, r.Detail, err = events.StatusSkipped, reason, nil
 		} else if err == nil {

@@ -160,7 +160,7 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 			if s.Error != nil {
 				step.Detail, step.Class, step.Hint = s.Error.Message, s.Error.Class, s.Error.Hint
 			}
-			r.step(step, at, time.Duration(s.DurationMS)*time.Millisecond)
+			r.step(step, at, stageStep(s))
 			return []string{s.Line}
 		}
 	case events.PushCompleted:
@@ -310,6 +310,16 @@ func (r *Run) step(s Step, at time.Time, dur time.Duration) {
 	}
 	s.StartMS, s.DurationMS = start.Sub(r.Started).Milliseconds(), max(at.Sub(start).Milliseconds(), 1)
 	r.Steps = append(r.Steps, s)
+}
+
+// stageStep is how long a push stage's step took: a retried stage has a
+// step per attempt, each as long as that attempt alone, so that the
+// waits between them show, and no attempt seems to take them.
+func stageStep(s events.StageReport) time.Duration {
+	if s.Attempt > 1 {
+		return max(time.Duration(s.AttemptMS)*time.Millisecond, time.Millisecond)
+	}
+	return time.Duration(s.DurationMS) * time.Millisecond
 }
 
 // traceID is the trace id of the traceparent ev carries

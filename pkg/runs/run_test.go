@@ -1,7 +1,9 @@
 package runs_test
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
@@ -68,5 +70,32 @@ func TestABlobCheckStepCountsTheBlobsTheRegistryHas(t *testing.T) {
 	}
 	if len(lines) != 1 || lines[0] != "[STAGE] blob check: 1/3 exists" {
 		t.Fatalf("its line is %q", lines)
+	}
+}
+
+// A retried stage's steps each take their own attempt's time, so that the
+// waits between them show, not the stage's whole time so far.
+func TestARetriedStagesStepsTakeTheirOwnAttemptsTime(t *testing.T) {
+	start, err := events.NewEvent("/t", events.BuildRequested, "run-1", "app", bustest.BuildRequest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := &runs.Run{}
+	run.Add(start, events.BuildRequested)
+	for _, r := range []events.StageReport{
+		{Stage: events.StageManifestCheck, Status: events.StatusRetrying, Attempt: 1, DurationMS: 5, AttemptMS: 5, Error: &failure.Report{Class: "transport"}},
+		{Stage: events.StageManifestCheck, Status: events.StatusOK, Attempt: 2, DurationMS: 1508, AttemptMS: 3},
+	} {
+		r.Line = r.RenderLine()
+		ev, err := events.Follow("/t", start, events.PushStage, fmt.Sprint(r.Attempt), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.SetTime(start.Time().Add(time.Duration(r.DurationMS) * time.Millisecond))
+		run.Add(ev, events.PushStage)
+	}
+	first, second := run.Steps[len(run.Steps)-2], run.Steps[len(run.Steps)-1]
+	if first.StartMS != 0 || first.DurationMS != 5 || second.StartMS != 1505 || second.DurationMS != 3 {
+		t.Fatalf("the attempts' steps: %+v and %+v, want +0 for 5 ms and +1505 for 3 ms", first, second)
 	}
 }
