@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
@@ -17,11 +18,12 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// TestForgeExamplePayloads delivers GitHub's and GitLab's own example
-// payloads (testdata/forges), as the forges send them, for a bare
+// TestForgeExamplePayloads delivers GitHub's, GitLab's and Gitea's own
+// example payloads (testdata/forges), as the forges send them (Gitea and
+// Forgejo with their headers, to the GitHub endpoint), for a bare
 // repository whose HEAD names a branch that does not exist: each push
 // fetches exactly its ref, builds the pushed commit and is tagged as
-// docs/webhooks.md says; a deleted tag and a ping build nothing.
+// docs/webhooks.md says; a deleted tag or branch and a ping build nothing.
 func TestForgeExamplePayloads(t *testing.T) {
 	work, _ := e2etest.GitRepo(t, "main: not what the examples push")
 	e2etest.Git(t, work, "checkout", "--quiet", "-b", "master")
@@ -31,6 +33,7 @@ func TestForgeExamplePayloads(t *testing.T) {
 	e2etest.Git(t, work, "commit", "--quiet", "-am", "master")
 	master := e2etest.Git(t, work, "rev-parse", "HEAD")
 	e2etest.Git(t, work, "tag", "-a", "v1.0.0", "-m", "release")
+	e2etest.Git(t, work, "branch", "develop") // what Gitea's example pushes
 	bare := filepath.Join(t.TempDir(), "app.git")
 	e2etest.Git(t, work, "clone", "--quiet", "--bare", work, bare)
 	e2etest.Git(t, bare, "symbolic-ref", "HEAD", "refs/heads/gone")
@@ -43,11 +46,12 @@ func TestForgeExamplePayloads(t *testing.T) {
 				{Match: "Codertocat/Hello-World", Image: regAddr + "/codertocat/hello"},
 				{Match: "mike/diaspora", Image: regAddr + "/mike/diaspora", Tag: "{branch}-{sha}"},
 				{Match: "jsmith/example", Image: regAddr + "/jsmith/example"},
+				{Match: "gitea/webhooks", Image: regAddr + "/gitea/webhooks"},
 			}}
 	})
 	clone := "file://" + bare
 
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		file, event string
 		adjust      func(p map[string]any)
 		want        int
@@ -67,15 +71,26 @@ func TestForgeExamplePayloads(t *testing.T) {
 			p["after"], p["checkout_sha"] = master, master
 			field(p, "project")["git_http_url"] = clone
 		}, http.StatusAccepted, "jsmith/example", "v1.0.0"},
+		{"gitea-push.json", "gitea", func(p map[string]any) {
+			p["after"] = master
+			field(p, "repository")["clone_url"] = clone
+		}, http.StatusAccepted, "gitea/webhooks", "develop"},
+		{"gitea-push.json", "gitea", func(p map[string]any) { // a deleted branch: after is no commit
+			p["after"] = strings.Repeat("0", 40)
+			field(p, "repository")["clone_url"] = clone
+		}, http.StatusOK, "", ""},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			body := forgePayload(t, tc.file, tc.adjust)
 			var code int
 			var acc builder.WebhookAccepted
-			if tc.event == "push" || tc.event == "ping" {
+			switch tc.event {
+			case "gitea":
+				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/github", giteaHeaders(i, body), body)
+			case "push", "ping":
 				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/github", map[string]string{"X-GitHub-Event": tc.event,
 					"X-GitHub-Delivery": "gh-" + tc.file, "X-Hub-Signature-256": e2etest.SignGitHub(e2etest.WebhookSecret, body)}, body)
-			} else {
+			default:
 				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/gitlab", map[string]string{"X-Gitlab-Event": tc.event,
 					"X-Gitlab-Event-UUID": "gl-" + tc.file, "X-Gitlab-Token": "gitlab-token-0123456789"}, body)
 			}
@@ -100,6 +115,20 @@ func TestForgeExamplePayloads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// giteaHeaders are the headers Gitea and Forgejo send with a push
+// (services/webhook/shared/payloader.go in Forgejo, deliver.go in Gitea):
+// their own, Gogs's, and GitHub's, signed alike.
+func giteaHeaders(delivery int, body []byte) map[string]string {
+	sig := e2etest.SignGitHub(e2etest.WebhookSecret, body)
+	id := fmt.Sprintf("f6266f16-1bf3-46a5-9ea4-%012d", delivery)
+	h := map[string]string{"X-Hub-Signature-256": sig, "X-GitHub-Delivery": id, "X-GitHub-Event": "push", "X-GitHub-Event-Type": "push"}
+	for _, forge := range []string{"Forgejo", "Gitea", "Gogs"} {
+		h["X-"+forge+"-Delivery"], h["X-"+forge+"-Event"], h["X-"+forge+"-Event-Type"] = id, "push", "push"
+		h["X-"+forge+"-Signature"] = strings.TrimPrefix(sig, "sha256=")
+	}
+	return h
 }
 
 // forgePayload reads an example payload and applies adjust to it.

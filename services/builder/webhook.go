@@ -207,7 +207,9 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, "a GitHub push event has ref, after and repository.full_name")
 		return
 	}
-	if ev.Deleted {
+	// GitHub says deleted; a sender that does not (Gitea, Forgejo) names
+	// no commit after the push: 40 zeros.
+	if ev.Deleted || strings.Trim(ev.After, "0") == "" {
 		reply(w, http.StatusOK, "ignored: a deleted ref builds nothing")
 		return
 	}
