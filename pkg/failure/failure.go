@@ -54,9 +54,10 @@ type Error struct {
 	Mismatches []Mismatch
 	// Drift is set on a conflict caused by a tag pointing elsewhere.
 	Drift *Drift
-	// Exhausted says retries of this failure already ran out where it
-	// happened (a push stage retries by itself): trying again at once
-	// would not help, so it is not Temporary any more.
+	// Exhausted says trying again would not help, so a failure of a
+	// transient class is not Temporary: retries of it already ran out
+	// where it happened (a push stage retries by itself), or no retry
+	// mends it (a registry's certificate this machine does not trust).
 	Exhausted bool
 	Err       error
 }

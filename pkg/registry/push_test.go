@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -446,5 +447,44 @@ func TestPushWaitsOutARegistryRestart(t *testing.T) {
 	// restart's seconds, which its report's duration says.
 	if check.DurationMS < 3000 || check.AttemptMS > 1000 {
 		t.Errorf("the manifest check took %d ms in all and %d ms in its last attempt, want over 3000 and under 1000", check.DurationMS, check.AttemptMS)
+	}
+}
+
+// A registry whose TLS certificate this machine does not trust, or that
+// answers HTTPS in plain HTTP, fails the push at once, not after the
+// retries' seconds, with a hint that says which and what to do.
+func TestPushToARegistryTLSRefusesFailsAtOnceSayingWhy(t *testing.T) {
+	t.Parallel()
+	h := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	untrusted, plain := httptest.NewTLSServer(h), httptest.NewServer(h)
+	t.Cleanup(untrusted.Close)
+	t.Cleanup(plain.Close)
+	g, l := buildImage(t, "tls")
+	for host, tc := range map[string]struct {
+		addr, hint string
+	}{
+		"untrusted.test": {untrusted.Listener.Addr().String(), "does not trust the TLS certificate of the registry untrusted.test"},
+		"plain.test":     {plain.Listener.Addr().String(), "speaks plain HTTP: if it is meant to"},
+	} {
+		t.Run(host, func(t *testing.T) {
+			t.Parallel()
+			// The registry's name is not a local one, so it is spoken to over
+			// HTTPS; its connections go to the test server.
+			rt := http.DefaultTransport.(*http.Transport).Clone()
+			rt.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, tc.addr)
+			}
+			ref, _ := name.ParseReference(host + "/team/app:tls")
+			rec := &recorder{}
+			start := time.Now()
+			_, err := registry.New(registry.WithTransport(rt), registry.WithKeychain(authn.NewMultiKeychain())).Push(context.Background(), ref, g, l, rec.observe)
+			var e *failure.Error
+			if !errors.As(err, &e) || e.Class != failure.Transport || !strings.Contains(e.Hint, tc.hint) || e.Temporary() {
+				t.Fatalf("push: %v (%+v), want a final transport failure with a hint saying %q", err, e, tc.hint)
+			}
+			if took := time.Since(start); took > 900*time.Millisecond {
+				t.Errorf("the push took %s: it was retried", took)
+			}
+		})
 	}
 }

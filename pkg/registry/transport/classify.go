@@ -2,6 +2,8 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -115,6 +117,9 @@ func ClassifyError(ctx context.Context, err error, repo name.Repository, timeout
 		}
 		return &failure.Error{Class: failure.Transport, Err: fmt.Errorf("%w (%w)", err, cause), Hint: hint}
 	}
+	if e := untrusted(err, reg); e != nil {
+		return e
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &failure.Error{Class: failure.Transport, Err: err,
@@ -122,6 +127,28 @@ func ClassifyError(ctx context.Context, err error, repo name.Repository, timeout
 	}
 	return &failure.Error{Class: failure.Transport, Err: err,
 		Hint: fmt.Sprintf("could not reach the registry %s: check the address, that it is running, and the network", reg)}
+}
+
+// untrusted classifies a connection to reg that TLS refused: a
+// certificate this machine does not trust, or a registry that answers
+// HTTPS in plain HTTP. Neither mends by itself, so neither is retried
+// (Exhausted); nil when err is neither.
+func untrusted(err error, reg string) *failure.Error {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
+		return &failure.Error{Class: failure.Transport, Err: err, Exhausted: true, Hint: fmt.Sprintf(
+			"this machine does not trust the TLS certificate of the registry %s: give it the registry's CA (SSL_CERT_FILE or SSL_CERT_DIR, or the system's trust store) or fix the certificate's names; trying again will not help", reg)}
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"): // net/http's words; it has no error type
+		return &failure.Error{Class: failure.Transport, Err: err, Exhausted: true, Hint: fmt.Sprintf(
+			"the registry %s speaks plain HTTP: if it is meant to (a registry inside your network), add it to DIGESTLINE_INSECURE_REGISTRIES; else serve it over TLS", reg)}
+	}
+	return nil
 }
 
 // parseRetryAfter reads a Retry-After header: seconds, or an HTTP date.
