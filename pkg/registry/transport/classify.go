@@ -117,7 +117,7 @@ func ClassifyError(ctx context.Context, err error, repo name.Repository, timeout
 		}
 		return &failure.Error{Class: failure.Transport, Err: fmt.Errorf("%w (%w)", err, cause), Hint: hint}
 	}
-	if e := untrusted(err, reg); e != nil {
+	if e := lasting(err, reg); e != nil {
 		return e
 	}
 	var ne net.Error
@@ -129,11 +129,12 @@ func ClassifyError(ctx context.Context, err error, repo name.Repository, timeout
 		Hint: fmt.Sprintf("could not reach the registry %s: check the address, that it is running, and the network", reg)}
 }
 
-// untrusted classifies a connection to reg that TLS refused: a
-// certificate this machine does not trust, or a registry that answers
-// HTTPS in plain HTTP. Neither mends by itself, so neither is retried
-// (Exhausted); nil when err is neither.
-func untrusted(err error, reg string) *failure.Error {
+// lasting classifies a connection to reg that trying again will not
+// mend, so it is not retried (Exhausted): a certificate this machine does
+// not trust, a registry that answers HTTPS in plain HTTP; nil for any
+// other failure. (A name that does not resolve is retried: in a compose
+// network, a registry's container that restarts has none meanwhile.)
+func lasting(err error, reg string) *failure.Error {
 	var (
 		verify   *tls.CertificateVerificationError
 		unknown  x509.UnknownAuthorityError

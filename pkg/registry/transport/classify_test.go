@@ -2,6 +2,8 @@ package transport_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -102,12 +104,16 @@ func TestClassifyError(t *testing.T) {
 	}{
 		"silent registry":   {live, fmt.Errorf("read: %w", timeoutError{}), failure.Transport, "sent nothing for 1m0s"},
 		"unreachable":       {live, errors.New("connection refused"), failure.Transport, "could not reach"},
+		"untrusted":         {live, &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, failure.Transport, "does not trust the TLS certificate"},
 		"our bound ran out": {stopped, errors.New("context canceled"), failure.Transport, "DIGESTLINE_HANDLER_TIMEOUT"},
 		"already a failure": {live, own, failure.Integrity, "rebuild"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			e := transport.ClassifyError(tc.ctx, tc.err, repo, time.Minute)
+			if retried := name == "silent registry" || name == "unreachable"; e.Temporary() != retried { // "untrusted" does not mend
+				t.Errorf("retried: %v, want %v", e.Temporary(), retried)
+			}
 			if e.Class != tc.class || !strings.Contains(e.Hint, tc.hint) {
 				t.Errorf("class %s, hint %q; want %s and a hint with %q", e.Class, e.Hint, tc.class, tc.hint)
 			}
