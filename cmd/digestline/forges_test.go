@@ -18,12 +18,14 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// TestForgeExamplePayloads delivers GitHub's, GitLab's and Gitea's own
-// example payloads (testdata/forges), as the forges send them (Gitea and
-// Forgejo with their headers, to the GitHub endpoint), for a bare
+// TestForgeExamplePayloads delivers GitHub's, GitLab's, Gitea's and
+// Bitbucket's (Cloud and Data Center) example payloads (testdata/forges),
+// as the forges send them (Gitea and Forgejo with their headers, to the
+// GitHub endpoint), for a bare
 // repository whose HEAD names a branch that does not exist: each push
 // fetches exactly its ref, builds the pushed commit and is tagged as
-// docs/webhooks.md says; a deleted tag or branch and a ping build nothing.
+// docs/webhooks.md says; a push of two refs builds both; a deleted tag or
+// branch and a ping build nothing.
 func TestForgeExamplePayloads(t *testing.T) {
 	work, _ := e2etest.GitRepo(t, "main: not what the examples push")
 	e2etest.Git(t, work, "checkout", "--quiet", "-b", "master")
@@ -33,7 +35,8 @@ func TestForgeExamplePayloads(t *testing.T) {
 	e2etest.Git(t, work, "commit", "--quiet", "-am", "master")
 	master := e2etest.Git(t, work, "rev-parse", "HEAD")
 	e2etest.Git(t, work, "tag", "-a", "v1.0.0", "-m", "release")
-	e2etest.Git(t, work, "branch", "develop") // what Gitea's example pushes
+	e2etest.Git(t, work, "branch", "develop")        // what Gitea's example pushes
+	e2etest.Git(t, work, "branch", "name-of-branch") // and Bitbucket Cloud's
 	bare := filepath.Join(t.TempDir(), "app.git")
 	e2etest.Git(t, work, "clone", "--quiet", "--bare", work, bare)
 	e2etest.Git(t, bare, "symbolic-ref", "HEAD", "refs/heads/gone")
@@ -47,38 +50,66 @@ func TestForgeExamplePayloads(t *testing.T) {
 				{Match: "mike/diaspora", Image: regAddr + "/mike/diaspora", Tag: "{branch}-{sha}"},
 				{Match: "jsmith/example", Image: regAddr + "/jsmith/example"},
 				{Match: "gitea/webhooks", Image: regAddr + "/gitea/webhooks"},
+				{Match: "team_name/repo_name", Image: regAddr + "/team/repo", Git: "file://" + bare}, // Cloud's payload names no clone URL
+				{Match: "MYPROJECT/test-repo", Image: regAddr + "/myproject/test-repo"},
 			}}
 	})
 	clone := "file://" + bare
+	bitbucketChange := func(p map[string]any) map[string]any {
+		return field(p, "push")["changes"].([]any)[0].(map[string]any)
+	}
 
 	for i, tc := range []struct {
 		file, event string
 		adjust      func(p map[string]any)
 		want        int
 		image, tag  string // the build it starts, when want is 202
+		more        int    // the builds of the push's other refs
 	}{
-		{"github-ping.json", "ping", nil, http.StatusOK, "", ""},
-		{"github-push-deleted-tag.json", "push", func(p map[string]any) { field(p, "repository")["clone_url"] = clone }, http.StatusOK, "", ""},
+		{"github-ping.json", "ping", nil, http.StatusOK, "", "", 0},
+		{"github-push-deleted-tag.json", "push", func(p map[string]any) { field(p, "repository")["clone_url"] = clone }, http.StatusOK, "", "", 0},
 		{"github-push-new-branch.json", "push", func(p map[string]any) {
 			p["after"] = master
 			field(p, "repository")["clone_url"] = clone
-		}, http.StatusAccepted, "codertocat/hello", "master"},
+		}, http.StatusAccepted, "codertocat/hello", "master", 0},
 		{"gitlab-push.json", "Push Hook", func(p map[string]any) {
 			p["after"], p["checkout_sha"] = master, master
 			field(p, "project")["git_http_url"] = clone
-		}, http.StatusAccepted, "mike/diaspora", "master-" + master[:12]},
+		}, http.StatusAccepted, "mike/diaspora", "master-" + master[:12], 0},
 		{"gitlab-tag-push.json", "Tag Push Hook", func(p map[string]any) {
 			p["after"], p["checkout_sha"] = master, master
 			field(p, "project")["git_http_url"] = clone
-		}, http.StatusAccepted, "jsmith/example", "v1.0.0"},
+		}, http.StatusAccepted, "jsmith/example", "v1.0.0", 0},
 		{"gitea-push.json", "gitea", func(p map[string]any) {
 			p["after"] = master
 			field(p, "repository")["clone_url"] = clone
-		}, http.StatusAccepted, "gitea/webhooks", "develop"},
+		}, http.StatusAccepted, "gitea/webhooks", "develop", 0},
 		{"gitea-push.json", "gitea", func(p map[string]any) { // a deleted branch: after is no commit
 			p["after"] = strings.Repeat("0", 40)
 			field(p, "repository")["clone_url"] = clone
-		}, http.StatusOK, "", ""},
+		}, http.StatusOK, "", "", 0},
+		{"bitbucket-push.json", "repo:push", func(p map[string]any) {
+			field(bitbucketChange(p), "new")["target"].(map[string]any)["hash"] = master
+		}, http.StatusAccepted, "team/repo", "name-of-branch", 0},
+		{"bitbucket-push.json", "repo:push", func(p map[string]any) { // a branch and a tag at once
+			change := bitbucketChange(p)
+			field(change, "new")["target"].(map[string]any)["hash"] = master
+			b, _ := json.Marshal(change)
+			var tag map[string]any
+			_ = json.Unmarshal(b, &tag)
+			field(tag, "new")["type"], field(tag, "new")["name"] = "tag", "v1.0.0"
+			field(p, "push")["changes"] = []any{change, tag}
+		}, http.StatusAccepted, "team/repo", "name-of-branch", 1},
+		{"bitbucket-push.json", "repo:push", func(p map[string]any) { bitbucketChange(p)["new"] = nil }, http.StatusOK, "", "", 0},
+		{"bitbucket-server-refs-changed.json", "repo:refs_changed", func(p map[string]any) {
+			field(field(p, "repository"), "links")["clone"].([]any)[1].(map[string]any)["href"] = clone
+			p["changes"].([]any)[0].(map[string]any)["toHash"] = master
+		}, http.StatusAccepted, "myproject/test-repo", "master", 0},
+		{"bitbucket-server-refs-changed.json", "repo:refs_changed", func(p map[string]any) {
+			change := p["changes"].([]any)[0].(map[string]any)
+			change["type"], change["toHash"] = "DELETE", strings.Repeat("0", 40)
+		}, http.StatusOK, "", "", 0},
+		{"bitbucket-server-refs-changed.json", "diagnostics:ping", nil, http.StatusOK, "", "", 0},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			body := forgePayload(t, tc.file, tc.adjust)
@@ -87,6 +118,13 @@ func TestForgeExamplePayloads(t *testing.T) {
 			switch tc.event {
 			case "gitea":
 				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/github", giteaHeaders(i, body), body)
+			case "repo:push":
+				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/bitbucket", map[string]string{"X-Event-Key": tc.event,
+					"X-Request-UUID": fmt.Sprintf("bb-%d", i), "X-Hook-UUID": "{hook}", "X-Attempt-Number": "1",
+					"X-Hub-Signature": e2etest.SignGitHub(e2etest.WebhookSecret, body)}, body)
+			case "repo:refs_changed", "diagnostics:ping":
+				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/bitbucket-server", map[string]string{"X-Event-Key": tc.event,
+					"X-Request-Id": fmt.Sprintf("bbs-%d", i), "X-Hub-Signature": e2etest.SignGitHub(e2etest.WebhookSecret, body)}, body)
 			case "push", "ping":
 				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/github", map[string]string{"X-GitHub-Event": tc.event,
 					"X-GitHub-Delivery": "gh-" + tc.file, "X-Hub-Signature-256": e2etest.SignGitHub(e2etest.WebhookSecret, body)}, body)
@@ -112,6 +150,15 @@ func TestForgeExamplePayloads(t *testing.T) {
 			}
 			if got := revisionOf(t, regAddr+"/"+tc.image+":"+tc.tag); got != master {
 				t.Fatalf("%s:%s was built from %q, want the pushed commit %s", tc.image, tc.tag, got, master)
+			}
+			if len(acc.More) != tc.more {
+				t.Fatalf("the answer names %d more runs, want %d", len(acc.More), tc.more)
+			}
+			for _, more := range acc.More {
+				evs := s.RunEvents(t, more.RunID)
+				if n, _ := events.NameOfType(evs[len(evs)-1]["type"].(string)); n != events.Promoted {
+					t.Fatalf("the push's other run ended with %s: %v", n, evs[len(evs)-1]["data"])
+				}
 			}
 		})
 	}

@@ -34,8 +34,9 @@ const MaxWebhookBody = 1 << 20
 
 // WebhookConfig maps repositories that send webhooks to what is built.
 type WebhookConfig struct {
-	// Secret checks GitHub's X-Hub-Signature-256 (HMAC-SHA256 of the body)
-	// and is the bearer token of /webhooks/cloudevents.
+	// Secret checks GitHub's X-Hub-Signature-256 and Bitbucket's
+	// X-Hub-Signature (HMAC-SHA256 of the body), and is the bearer token
+	// of /webhooks/cloudevents.
 	Secret string `json:"-"`
 	// GitLabToken is compared with GitLab's X-Gitlab-Token.
 	GitLabToken string `json:"-"`
@@ -59,7 +60,8 @@ type WebhookConfig struct {
 // WebhookRule says how a push to one repository becomes a build.
 type WebhookRule struct {
 	// Match is the repository as the forge names it: owner/name on GitHub,
-	// group/project on GitLab.
+	// Gitea and Forgejo, group/project on GitLab, workspace/repository on
+	// Bitbucket Cloud, PROJECT/repository on Bitbucket Data Center.
 	Match string `json:"match"`
 	// Git is the URL to clone (default: the clone URL the webhook carries).
 	Git string `json:"git"`
@@ -132,6 +134,8 @@ func NewWebhooks(cfg WebhookConfig, b *bus.Bus, reg *registry.Client, moves *tag
 func (h *Webhooks) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /webhooks/github", h.github)
 	mux.HandleFunc("POST /webhooks/gitlab", h.gitlab)
+	mux.HandleFunc("POST /webhooks/bitbucket", h.bitbucket)
+	mux.HandleFunc("POST /webhooks/bitbucket-server", h.bitbucketServer)
 	mux.HandleFunc("POST /webhooks/cloudevents", h.cloudevents)
 	h.registerRegistries(mux)
 }
@@ -142,6 +146,9 @@ type WebhookAccepted struct {
 	EventID string `json:"eventId"`
 	// RunURL is the run's page, when the reporter's URL is known.
 	RunURL string `json:"runUrl,omitempty"`
+	// More are the runs of the other refs of a push of several
+	// (Bitbucket sends them in one delivery).
+	More []WebhookAccepted `json:"more,omitempty"`
 }
 
 // configured reports whether the endpoint's secret is set; while it is
@@ -280,16 +287,54 @@ func (h *Webhooks) cloudevents(w http.ResponseWriter, r *http.Request) {
 	h.publish(w, r.Context(), "cloudevents/"+ev.Source()+"/"+ev.ID(), req)
 }
 
-// request maps a push to its rule and publishes the build.
-func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery string, p push) {
+// request maps each push to its rule and publishes its build, answering
+// 202 with the run (and, for a push of several refs, the others' in
+// more), or 200 saying why none builds (no rule, not a branch or a tag).
+// A push of several refs derives each run's ids from the delivery and
+// its ref.
+func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery string, pushes ...push) {
 	if strings.HasSuffix(delivery, "/") {
 		reply(w, http.StatusBadRequest, "the delivery id header is missing: it is what makes a redelivery start no second run")
 		return
 	}
+	var accepted []WebhookAccepted
+	var ignored []string
+	for _, p := range pushes {
+		req, why, err := h.buildRequest(p)
+		if err != nil {
+			reply(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if why != "" {
+			ignored = append(ignored, why)
+			continue
+		}
+		id := delivery
+		if len(pushes) > 1 {
+			id += "/" + p.ref
+		}
+		acc, err := h.publishEvent(r.Context(), id, events.BuildRequested, repositoryOf(req.Target), req)
+		if err != nil {
+			reply(w, publishStatus(err), err.Error())
+			return
+		}
+		accepted = append(accepted, acc)
+	}
+	if len(accepted) == 0 {
+		reply(w, http.StatusOK, "ignored: "+cmp.Or(strings.Join(ignored, "; "), "a deleted ref builds nothing"))
+		return
+	}
+	first := accepted[0]
+	first.More = accepted[1:]
+	service.WriteJSON(w, http.StatusAccepted, first)
+}
+
+// buildRequest is the build a push asks for under its rule, or why it
+// asks for none; an error when the rule makes no image tag of it.
+func (h *Webhooks) buildRequest(p push) (events.BuildRequest, string, error) {
 	rule, ok := h.rule(p.repo)
 	if !ok {
-		reply(w, http.StatusOK, fmt.Sprintf("ignored: no rule for %s in the webhook config", p.repo))
-		return
+		return events.BuildRequest{}, fmt.Sprintf("no rule for %s in the webhook config", p.repo), nil
 	}
 	// (CutPrefix gives back the whole ref when it is not of that kind.)
 	branch, tagName := "", ""
@@ -298,8 +343,7 @@ func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery stri
 	} else if tg, ok := strings.CutPrefix(p.ref, "refs/tags/"); ok {
 		tagName = tg
 	} else {
-		reply(w, http.StatusOK, fmt.Sprintf("ignored: %s is neither a branch nor a tag", p.ref))
-		return
+		return events.BuildRequest{}, fmt.Sprintf("%s is neither a branch nor a tag", p.ref), nil
 	}
 	tag := rule.Tag
 	if tag == "" {
@@ -318,13 +362,12 @@ func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery stri
 	}, tag)
 	target := rule.Image + ":" + tag
 	if _, err := name.NewTag(target); err != nil {
-		reply(w, http.StatusBadRequest, fmt.Sprintf("%s does not make an image tag: %v", target, err))
-		return
+		return events.BuildRequest{}, "", fmt.Errorf("%s does not make an image tag: %v", target, err)
 	}
-	h.publish(w, r.Context(), delivery, events.BuildRequest{
+	return events.BuildRequest{
 		Source: events.Source{Kind: events.SourceGit, URL: cmp.Or(rule.Git, p.cloneURL), Rev: p.sha, Ref: p.ref},
 		Target: target, PromoteTo: rule.PromoteTo,
-	})
+	}, "", nil
 }
 
 func (h *Webhooks) rule(repo string) (WebhookRule, bool) {

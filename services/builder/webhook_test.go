@@ -15,9 +15,11 @@ func TestWebhooksWithoutSecretSayWhy(t *testing.T) {
 	mux := http.NewServeMux()
 	NewWebhooks(WebhookConfig{Repositories: []WebhookRule{{Match: "acme/app", Image: "registry.example/acme/app"}}}, nil, nil, nil).Register(mux)
 	for path, headers := range map[string]map[string]string{
-		"/webhooks/github":      {"X-GitHub-Event": "ping", "X-Hub-Signature-256": "sha256=00"},
-		"/webhooks/gitlab":      {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": "anything"},
-		"/webhooks/cloudevents": {"Authorization": "Bearer anything"},
+		"/webhooks/github":           {"X-GitHub-Event": "ping", "X-Hub-Signature-256": "sha256=00"},
+		"/webhooks/gitlab":           {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": "anything"},
+		"/webhooks/cloudevents":      {"Authorization": "Bearer anything"},
+		"/webhooks/bitbucket":        {"X-Event-Key": "repo:push", "X-Hub-Signature": "sha256=00"},
+		"/webhooks/bitbucket-server": {"X-Event-Key": "diagnostics:ping", "X-Hub-Signature": "sha256=00"},
 	} {
 		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(`{"zen":"hi"}`))
 		for k, v := range headers {
@@ -29,6 +31,27 @@ func TestWebhooksWithoutSecretSayWhy(t *testing.T) {
 		_ = json.Unmarshal(rec.Body.Bytes(), &body)
 		if rec.Code != http.StatusUnauthorized || !strings.Contains(body.Error, "no webhook secret is configured") || !strings.Contains(body.Error, "DIGESTLINE_WEBHOOK_SECRET") {
 			t.Errorf("%s without a secret: %d %s", path, rec.Code, rec.Body)
+		}
+	}
+}
+
+// Bitbucket's deliveries, Cloud's and Data Center's, are refused without
+// the webhook secret's signature (X-Hub-Signature), a ping included.
+func TestBitbucketDeliveriesWithoutTheSecretsSignatureAreRefused(t *testing.T) {
+	mux := http.NewServeMux()
+	NewWebhooks(WebhookConfig{Secret: "s3cret"}, nil, nil, nil).Register(mux)
+	for path, event := range map[string]string{"/webhooks/bitbucket": "repo:push", "/webhooks/bitbucket-server": "diagnostics:ping"} {
+		for _, sig := range []string{"", "sha256=" + strings.Repeat("0", 64), "0123"} {
+			req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(`{"test":true}`))
+			req.Header.Set("X-Event-Key", event)
+			if sig != "" {
+				req.Header.Set("X-Hub-Signature", sig)
+			}
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, req)
+			if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), "X-Hub-Signature") {
+				t.Errorf("%s %s signed %q: %d %s", path, event, sig, rec.Code, rec.Body)
+			}
 		}
 	}
 }
