@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/registry/transport"
@@ -131,4 +132,33 @@ func digestRef(verb, target string) (name.Digest, error) {
 			verb, target, target)
 	}
 	return name.Digest{}, fmt.Errorf("%s takes a digest reference, REPOSITORY@sha256:<hex>: %w", verb, err)
+}
+
+// flagTime reads a flag that names a time: an RFC 3339 time, or a
+// duration that at turns into one (from now, after or before it).
+func flagTime(flag, s string, at func(time.Duration) time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return at(d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %q: want an RFC 3339 time (2026-12-28T09:00:00+01:00) or a duration (36h)", flag, s)
+	}
+	return t, nil
+}
+
+// timeRange sets q's time range from --since and --until: each an RFC
+// 3339 time, or a duration before now ("" leaves its end open).
+func timeRange(q *api.ListQuery, since, until string, now time.Time) error {
+	ago := func(d time.Duration) time.Time { return now.Add(-d.Abs()) }
+	var err error
+	if since != "" {
+		if q.Since, err = flagTime("--since", since, ago); err != nil {
+			return err
+		}
+	}
+	if until != "" {
+		q.Until, err = flagTime("--until", until, ago)
+	}
+	return err
 }

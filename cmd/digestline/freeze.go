@@ -45,19 +45,6 @@ func newFreezeCommand() *cobra.Command {
 	return cmd
 }
 
-// flagTime reads a flag that names a time: an RFC 3339 time, or a
-// duration that at turns into one (from now, after or before it).
-func flagTime(flag, s string, at func(time.Duration) time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil {
-		return at(d), nil
-	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%s %q: want an RFC 3339 time (2026-12-28T09:00:00+01:00) or a duration (36h)", flag, s)
-	}
-	return t, nil
-}
-
 func newUnfreezeCommand() *cobra.Command {
 	o := &apiOptions{write: true}
 	cmd := &cobra.Command{

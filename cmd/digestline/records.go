@@ -24,6 +24,7 @@ type recordsOptions struct {
 	api             apiOptions
 	env, repo       string
 	history, asJSON bool
+	since, until    string
 	query           api.HistoryQuery
 }
 
@@ -44,14 +45,16 @@ func newRecordsCommand() *cobra.Command {
 	fs.StringVar(&o.query.Kind, "kind", "", "with --history: only "+strings.Join(api.HistoryKinds, ", "))
 	fs.IntVar(&o.query.Limit, "limit", api.DefaultLimit, fmt.Sprintf("with --history: entries a page (at most %d)", api.MaxLimit))
 	fs.StringVar(&o.query.Cursor, "cursor", "", "with --history: the page a previous one named as next")
+	fs.StringVar(&o.since, "since", "", "with --history: only entries since then (an RFC 3339 time, or a duration before now such as 24h)")
+	fs.StringVar(&o.until, "until", "", "with --history: only entries before then (the same)")
 	fs.BoolVar(&o.asJSON, "json", false, "print JSON")
 	return cmd
 }
 
 // run prints the records, or the history, the filters select.
 func (o *recordsOptions) run(ctx context.Context, out io.Writer) error {
-	if !o.history && (o.query.Digest != "" || o.query.Kind != "" || o.query.Cursor != "") {
-		return errors.New("--digest, --kind and --cursor select history entries: add --history")
+	if !o.history && (o.query.Digest != "" || o.query.Kind != "" || o.query.Cursor != "" || o.since != "" || o.until != "") {
+		return errors.New("--digest, --kind, --since, --until and --cursor select history entries: add --history")
 	}
 	c, err := o.api.client()
 	if err != nil {
@@ -67,6 +70,9 @@ func (o *recordsOptions) run(ctx context.Context, out io.Writer) error {
 	if o.history {
 		hq := o.query
 		hq.Env, hq.Repo = o.env, o.repo
+		if err := timeRange(&hq.ListQuery, o.since, o.until, time.Now()); err != nil {
+			return err
+		}
 		var page api.Page[api.HistoryEntry]
 		if _, err := c.do(ctx, http.MethodGet, withQuery("/v1/history", hq.Values()), nil, &page); err != nil {
 			return err

@@ -156,6 +156,16 @@ func TestRunsAreFoundByStatusAndRepositoryOnTheCLIAndThePage(t *testing.T) {
 	if out := cli(t, "run", "list", "--api", s.APIURL); !strings.Contains(out, other.RunID[:8]) || strings.Count(out, "/app:") != 4 {
 		t.Errorf("run list of every repository:\n%s", out)
 	}
+	// records --history takes the same time range.
+	if out := cli(t, "records", "--history", "--kind", "rejected", "--since", "1h", "--api", s.APIURL); !strings.Contains(out, "gate freeze") {
+		t.Errorf("records --history --since 1h:\n%s", out)
+	}
+	if out := cli(t, "records", "--history", "--until", "1h", "--api", s.APIURL); strings.Contains(out, "promoted") || strings.Contains(out, "rejected") {
+		t.Errorf("records --history --until 1h (entries over an hour old):\n%s", out)
+	}
+	if _, err := cliErr(t, "records", "--since", "1h", "--api", s.APIURL); err == nil || !strings.Contains(err.Error(), "add --history") {
+		t.Errorf("records --since without --history: %v", err)
+	}
 
 	// The page: every run, a status's, a repository's (its runs' targets
 	// link to it), and a bad filter's page says why.

@@ -49,17 +49,8 @@ func newRunListCommand(apiOpts *apiOptions) *cobra.Command {
 // run prints one page of the runs the filters select.
 func (o *runListOptions) run(ctx context.Context, now time.Time, out io.Writer) error {
 	q := o.query
-	var err error
-	ago := func(d time.Duration) time.Time { return now.Add(-d.Abs()) }
-	if o.since != "" {
-		if q.Since, err = flagTime("--since", o.since, ago); err != nil {
-			return err
-		}
-	}
-	if o.until != "" {
-		if q.Until, err = flagTime("--until", o.until, ago); err != nil {
-			return err
-		}
+	if err := timeRange(&q.ListQuery, o.since, o.until, now); err != nil {
+		return err
 	}
 	c, err := o.api.client()
 	if err != nil {
