@@ -92,17 +92,7 @@ func printRuns(out io.Writer, list []runs.Run, now time.Time) error {
 				detail = cmp.Or(r.Waiting, "waits for the "+r.WaitsFor)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", shortID(r.ID), r.Started.UTC().Format(time.RFC3339), took, r.Status, r.Target, detail)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", runs.ShortID(r.ID), r.Started.UTC().Format(time.RFC3339), took, r.Status, r.Target, detail)
 	}
 	return tw.Flush()
-}
-
-// shortID is as much of a run's id as run show and the page need to find
-// it: its first group (8 characters) is unique among thousands of runs;
-// run show says so when it is not.
-func shortID(id string) string {
-	if len(id) > 8 {
-		return id[:8]
-	}
-	return id
 }

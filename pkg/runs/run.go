@@ -333,6 +333,12 @@ func traceID(ev cloudevents.Event) string {
 	return parts[1]
 }
 
+// ShortID abbreviates a run's id as the CLI's tables and the reporter's
+// pages show it: its first 8 characters, which the API, the page and run
+// show take as any unique prefix of it (a 409 names the runs when two
+// share it).
+func ShortID(id string) string { return id[:min(len(id), 8)] }
+
 // ShortDigest abbreviates a digest as people read it, sha256: and 12 hex
 // digits ("" stays ""): the CLI's tables and the reporter's pages alike.
 func ShortDigest(d string) string {

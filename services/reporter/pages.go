@@ -34,7 +34,7 @@ var pagesFS embed.FS
 
 var pageFuncs = template.FuncMap{
 	"short":   runs.ShortDigest,
-	"shortID": func(id string) string { return id[:min(len(id), 8)] }, // any unique prefix finds the run
+	"shortID": runs.ShortID,
 	"runsOf": func(target string) string { // the runs page of the target's repository
 		if repo := runRepository(target); repo != "" {
 			return runsHref(api.RunQuery{Repo: repo})
