@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -18,8 +19,9 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// TestForgeExamplePayloads delivers GitHub's, GitLab's, Gitea's and
-// Bitbucket's (Cloud and Data Center) example payloads (testdata/forges),
+// TestForgeExamplePayloads delivers GitHub's, GitLab's, Gitea's,
+// Bitbucket's (Cloud and Data Center) and Azure DevOps's example payloads
+// (testdata/forges),
 // as the forges send them (Gitea and Forgejo with their headers, to the
 // GitHub endpoint), for a bare
 // repository whose HEAD names a branch that does not exist: each push
@@ -52,6 +54,7 @@ func TestForgeExamplePayloads(t *testing.T) {
 				{Match: "gitea/webhooks", Image: regAddr + "/gitea/webhooks"},
 				{Match: "team_name/repo_name", Image: regAddr + "/team/repo", Git: "file://" + bare}, // Cloud's payload names no clone URL
 				{Match: "MYPROJECT/test-repo", Image: regAddr + "/myproject/test-repo"},
+				{Match: "Fabrikam-Fiber-Git/Fabrikam-Fiber-Git", Image: regAddr + "/fabrikam/fiber"},
 			}}
 	})
 	clone := "file://" + bare
@@ -110,6 +113,14 @@ func TestForgeExamplePayloads(t *testing.T) {
 			change["type"], change["toHash"] = "DELETE", strings.Repeat("0", 40)
 		}, http.StatusOK, "", "", 0},
 		{"bitbucket-server-refs-changed.json", "diagnostics:ping", nil, http.StatusOK, "", "", 0},
+		{"azure-devops-git-push.json", "git.push", func(p map[string]any) {
+			update := field(p, "resource")["refUpdates"].([]any)[0].(map[string]any)
+			update["name"], update["newObjectId"] = "refs/heads/master", master
+			field(field(p, "resource"), "repository")["remoteUrl"] = clone
+		}, http.StatusAccepted, "fabrikam/fiber", "master", 0},
+		{"azure-devops-git-push.json", "git.push", func(p map[string]any) { // a deleted branch
+			field(p, "resource")["refUpdates"].([]any)[0].(map[string]any)["newObjectId"] = strings.Repeat("0", 40)
+		}, http.StatusOK, "", "", 0},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			body := forgePayload(t, tc.file, tc.adjust)
@@ -122,6 +133,9 @@ func TestForgeExamplePayloads(t *testing.T) {
 				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/bitbucket", map[string]string{"X-Event-Key": tc.event,
 					"X-Request-UUID": fmt.Sprintf("bb-%d", i), "X-Hook-UUID": "{hook}", "X-Attempt-Number": "1",
 					"X-Hub-Signature": e2etest.SignGitHub(e2etest.WebhookSecret, body)}, body)
+			case "git.push": // the subscription's basic authentication, the secret its password
+				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/azure-devops", map[string]string{
+					"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("digestline:"+e2etest.WebhookSecret))}, body)
 			case "repo:refs_changed", "diagnostics:ping":
 				code, acc = e2etest.SendForge(t, s.WebhookURL+"/webhooks/bitbucket-server", map[string]string{"X-Event-Key": tc.event,
 					"X-Request-Id": fmt.Sprintf("bbs-%d", i), "X-Hub-Signature": e2etest.SignGitHub(e2etest.WebhookSecret, body)}, body)

@@ -36,7 +36,7 @@ const MaxWebhookBody = 1 << 20
 type WebhookConfig struct {
 	// Secret checks GitHub's X-Hub-Signature-256 and Bitbucket's
 	// X-Hub-Signature (HMAC-SHA256 of the body), and is the bearer token
-	// of /webhooks/cloudevents.
+	// of /webhooks/cloudevents and the password of Azure DevOps's.
 	Secret string `json:"-"`
 	// GitLabToken is compared with GitLab's X-Gitlab-Token.
 	GitLabToken string `json:"-"`
@@ -61,7 +61,8 @@ type WebhookConfig struct {
 type WebhookRule struct {
 	// Match is the repository as the forge names it: owner/name on GitHub,
 	// Gitea and Forgejo, group/project on GitLab, workspace/repository on
-	// Bitbucket Cloud, PROJECT/repository on Bitbucket Data Center.
+	// Bitbucket Cloud, PROJECT/repository on Bitbucket Data Center,
+	// project/repository on Azure DevOps.
 	Match string `json:"match"`
 	// Git is the URL to clone (default: the clone URL the webhook carries).
 	Git string `json:"git"`
@@ -136,6 +137,7 @@ func (h *Webhooks) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /webhooks/gitlab", h.gitlab)
 	mux.HandleFunc("POST /webhooks/bitbucket", h.bitbucket)
 	mux.HandleFunc("POST /webhooks/bitbucket-server", h.bitbucketServer)
+	mux.HandleFunc("POST /webhooks/azure-devops", h.azureDevOps)
 	mux.HandleFunc("POST /webhooks/cloudevents", h.cloudevents)
 	h.registerRegistries(mux)
 }

@@ -20,6 +20,7 @@ func TestWebhooksWithoutSecretSayWhy(t *testing.T) {
 		"/webhooks/cloudevents":      {"Authorization": "Bearer anything"},
 		"/webhooks/bitbucket":        {"X-Event-Key": "repo:push", "X-Hub-Signature": "sha256=00"},
 		"/webhooks/bitbucket-server": {"X-Event-Key": "diagnostics:ping", "X-Hub-Signature": "sha256=00"},
+		"/webhooks/azure-devops":     {"Authorization": "Bearer anything"},
 	} {
 		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(`{"zen":"hi"}`))
 		for k, v := range headers {
@@ -52,6 +53,24 @@ func TestBitbucketDeliveriesWithoutTheSecretsSignatureAreRefused(t *testing.T) {
 			if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), "X-Hub-Signature") {
 				t.Errorf("%s %s signed %q: %d %s", path, event, sig, rec.Code, rec.Body)
 			}
+		}
+	}
+}
+
+// Azure DevOps's deliveries are refused without the webhook secret as
+// their basic authentication password or bearer token.
+func TestAzureDevOpsDeliveriesWithoutTheSecretAreRefused(t *testing.T) {
+	mux := http.NewServeMux()
+	NewWebhooks(WebhookConfig{Secret: "s3cret"}, nil, nil, nil).Register(mux)
+	for _, auth := range []string{"", "Bearer wrong", "Basic ZGlnZXN0bGluZTp3cm9uZw==" /* digestline:wrong */} {
+		req := httptest.NewRequest(http.MethodPost, "/webhooks/azure-devops", strings.NewReader(`{"eventType":"git.push"}`))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), "basic authentication password") {
+			t.Errorf("authorization %q: %d %s", auth, rec.Code, rec.Body)
 		}
 	}
 }
