@@ -89,7 +89,7 @@ func (o *devOptions) banner(out io.Writer, env *dev.Env, cfg dev.Config, ctxFile
 	fmt.Fprintf(out, "  page      %s/\n", env.APIURL)
 	fmt.Fprintf(out, "  API       %s/v1/promotions\n", env.APIURL)
 	if env.WebhookURL != "" {
-		fmt.Fprintf(out, "  webhooks  %s/webhooks/{github,gitlab,cloudevents}\n", env.WebhookURL)
+		fmt.Fprintf(out, "  webhooks  %s/webhooks/{github,gitlab,bitbucket,bitbucket-server,azure-devops,cloudevents} (Gitea and Forgejo: github)\n", env.WebhookURL)
 		if cfg.Webhook.Secret == "" && cfg.Webhook.GitLabToken == "" {
 			fmt.Fprintln(out, "  webhooks have no secret: every request is refused until one is set (DIGESTLINE_WEBHOOK_SECRET; docs/webhooks.md)")
 		}
