@@ -45,7 +45,7 @@ func main() {
 	url := flag.String("nats", "nats://127.0.0.1:4222", "NATS server URL")
 	env := flag.String("env", "", "only this environment (default: every one)")
 	durable := flag.String("name", "example-deployer", "durable consumer name, and the deployer's name in its reports: one per deployer")
-	deploy := flag.String("deploy", "", "command to deploy with, given ENV and REPOSITORY@DIGEST: exit status 0 reports ok (default: print and report ok)")
+	deploy := flag.String("deploy", "", "command to deploy with, given ENV and REPOSITORY@DIGEST after its own arguments: exit status 0 reports ok (default: print and report ok)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -77,12 +77,18 @@ type Deployer struct {
 }
 
 // Command deploys with a command run as `command ENV REF`: its last line
-// of output is the report's detail.
+// of output is the report's detail. A command with spaces in it (a
+// program and its first arguments, `kubectl-deploy --namespace shop`) is
+// run by sh, ENV and REF after it, as git runs its editor.
 func Command(command string) func(context.Context, events.Promotion) (string, error) {
 	return func(ctx context.Context, p events.Promotion) (string, error) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		defer cancel()
-		out, err := exec.CommandContext(ctx, command, p.Environment, p.Ref()).CombinedOutput()
+		cmd := exec.CommandContext(ctx, command, p.Environment, p.Ref())
+		if strings.ContainsAny(command, " \t") {
+			cmd = exec.CommandContext(ctx, "sh", "-c", command+` "$@"`, "deploy", p.Environment, p.Ref())
+		}
+		out, err := cmd.CombinedOutput()
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		return lines[len(lines)-1], err
 	}

@@ -194,3 +194,23 @@ func TestAFirstStartDeploysWhatEachEnvironmentHoldsNotItsPast(t *testing.T) {
 		t.Fatalf("a restart deployed\n%s", out)
 	}
 }
+
+// A deploy command runs with the environment and the reference after its
+// own arguments, a program alone or with arguments (through sh); its last
+// line is the detail, and a failing exit status fails the deployment.
+func TestCommandGetsTheEnvironmentAndTheReference(t *testing.T) {
+	p := events.Promotion{Environment: "prod", Repository: "registry.example/team/app", Digest: "sha256:" + strings.Repeat("a", 64)}
+	for command, want := range map[string]string{
+		"echo":                    "prod " + p.Ref(),
+		"echo deploying to":       "deploying to prod " + p.Ref(),
+		"printf '%s|%s\\n' first": "first|prod\n" + p.Ref() + "|",
+	} {
+		detail, err := Command(command)(context.Background(), p)
+		if lines := strings.Split(want, "\n"); err != nil || detail != lines[len(lines)-1] {
+			t.Errorf("%s: %q, %v; want %q", command, detail, err, lines[len(lines)-1])
+		}
+	}
+	if detail, err := Command("sh -c 'echo no cluster; exit 3' --")(context.Background(), p); err == nil || detail != "no cluster" {
+		t.Errorf("a failing command: %q, %v", detail, err)
+	}
+}
