@@ -57,8 +57,9 @@ func TestShipsToOneTagLandInOrder(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if run.Superseded == nil || !strings.Contains(string(body), "superseded by run "+run.Superseded.By) {
-		t.Errorf("run %s's page does not say which run superseded it (%+v)", run.ID, run.Superseded)
+	if run.Superseded == nil || !strings.Contains(string(body), `<dt>superseded</dt><dd>by run <a href="/runs/`+run.Superseded.By+`">`) ||
+		!strings.Contains(string(body), "nothing failed") || strings.Contains(string(body), `class="why"`) {
+		t.Errorf("run %s's page does not link the run that superseded it, or reads as a failure (%+v):\n%s", run.ID, run.Superseded, body)
 	}
 }
 
