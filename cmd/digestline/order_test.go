@@ -61,6 +61,9 @@ func TestShipsToOneTagLandInOrder(t *testing.T) {
 		!strings.Contains(string(body), "nothing failed") || strings.Contains(string(body), `class="why"`) {
 		t.Errorf("run %s's page does not link the run that superseded it, or reads as a failure (%+v):\n%s", run.ID, run.Superseded, body)
 	}
+	if list := getPage(t, s.APIURL+"/runs?status=superseded"); !strings.Contains(list, `<div class="note">superseded by run <a href="/runs/`+run.Superseded.By+`">`) {
+		t.Errorf("the page of superseded runs does not link the run that superseded %s:\n%s", run.ID, list)
+	}
 }
 
 // TestQueuedEnvironmentTakesEveryDigest: an environment whose policy says
