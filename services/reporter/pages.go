@@ -187,6 +187,9 @@ func (r *reporter) serveRuns(w http.ResponseWriter, req *http.Request) {
 		Filters                 []filter
 		Newest, Older, AllRepos string
 	}{page: page{Chain: r.cfg.Environments}, RunQuery: q, Runs: found.Items}
+	if q.Cursor == "" {
+		data.Refresh = 3 // the newest page, as the front page, follows runs as they go
+	}
 	for _, status := range append([]string{""}, api.RunStatuses...) {
 		f := q
 		f.Status, f.Cursor = status, ""
