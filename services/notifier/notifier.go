@@ -270,8 +270,19 @@ func (s *sender) sendSlack(ctx context.Context, text string) error {
 		return sendFailure(failure.Transport, "is the webhook up? the notification is retried, then dead-lettered", redact(err, s.rule.URL))
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	return statusError(resp.StatusCode)
+	said, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	return statusError(resp.StatusCode, answer(said, s.rule.URL))
+}
+
+// answer is what a webhook said with its status, as a failure names it:
+// one line, at most 200 characters, never its URL (Slack's answers say
+// why in a word: invalid_payload, no_text, channel_not_found).
+func answer(body []byte, url string) string {
+	said := strings.Join(strings.Fields(strings.ReplaceAll(string(body), url, "<the webhook's URL>")), " ")
+	if r := []rune(said); len(r) > 200 {
+		said = string(r[:200]) + "…"
+	}
+	return said
 }
 
 // sendEvent sends ev as a CloudEvent over HTTP.
@@ -294,23 +305,28 @@ func (s *sender) sendEvent(ctx context.Context, ev cloudevents.Event) error {
 	}
 	var status *cehttp.Result
 	if cloudevents.ResultAs(res, &status) {
-		return statusError(status.StatusCode)
+		return statusError(status.StatusCode, "")
 	}
 	return sendFailure(failure.Transport, "is the webhook up? the notification is retried, then dead-lettered", redact(res, s.rule.URL))
 }
 
-// statusError classifies a webhook's answer: 2xx is sent; 408, 429 and
-// 5xx are retried; any other refuses it for good (dead-lettered at once).
-func statusError(code int) error {
+// statusError classifies a webhook's answer, its status and what it said
+// with it: 2xx is sent; 408, 429 and 5xx are retried; any other refuses it
+// for good (dead-lettered at once).
+func statusError(code int, said string) error {
+	err := fmt.Errorf("HTTP %d", code)
+	if said != "" {
+		err = fmt.Errorf("HTTP %d: %s", code, said)
+	}
 	switch {
 	case code >= 200 && code < 300:
 		return nil
 	case code == http.StatusTooManyRequests:
-		return sendFailure(failure.RateLimit, "the webhook asks for less: retried after a backoff", fmt.Errorf("HTTP %d", code))
+		return sendFailure(failure.RateLimit, "the webhook asks for less: retried after a backoff", err)
 	case code == http.StatusRequestTimeout || code >= 500:
-		return sendFailure(failure.Transport, "the webhook failed: retried, then dead-lettered", fmt.Errorf("HTTP %d", code))
+		return sendFailure(failure.Transport, "the webhook failed: retried, then dead-lettered", err)
 	}
-	return bus.Permanent(sendFailure(failure.Input, "check the webhook's URL and headers in the notifications file", fmt.Errorf("HTTP %d", code)))
+	return bus.Permanent(sendFailure(failure.Input, "check the webhook's URL and headers in the notifications file", err))
 }
 
 // sendFailure is a webhook call that failed, classified, with what to do.
