@@ -435,7 +435,6 @@ func TestPushWaitsOutARegistryRestart(t *testing.T) {
 	g, l := buildImage(t, "restart")
 	ref, _ := name.ParseReference(host + "/team/app:restart")
 	rec := &recorder{}
-	down := time.Until(up) // what is left of the restart as the push begins
 	res, err := registry.New(registry.WithKeychain(authn.NewMultiKeychain())).Push(context.Background(), ref, g, l, rec.observe)
 	if err != nil {
 		t.Fatalf("push through a 3 s restart: %v", err)
@@ -444,10 +443,10 @@ func TestPushWaitsOutARegistryRestart(t *testing.T) {
 	if res.Digest != g.Root.Digest || check.Attempt < 2 {
 		t.Fatalf("push through a restart: %+v, manifest check %+v", res, check)
 	}
-	// The attempt that went through took a moment; the stage took the
-	// rest of the restart, which its report's duration says.
-	if check.DurationMS < down.Milliseconds()-1 || check.AttemptMS > 1000 {
-		t.Errorf("the manifest check took %d ms in all and %d ms in its last attempt, want %d ms or more and under 1000", check.DurationMS, check.AttemptMS, down.Milliseconds())
+	// The stage's duration holds the waits before its retries (the first
+	// alone is half a second or more); its last attempt's does not.
+	if check.DurationMS-check.AttemptMS < 500 {
+		t.Errorf("the manifest check took %d ms in all and %d ms in its last attempt: its waits are not in the first, or are in the second", check.DurationMS, check.AttemptMS)
 	}
 }
 
