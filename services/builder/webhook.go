@@ -218,7 +218,7 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 	}
 	// GitHub says deleted; a sender that does not (Gitea, Forgejo) names
 	// no commit after the push: 40 zeros.
-	if ev.Deleted || strings.Trim(ev.After, "0") == "" {
+	if ev.Deleted || ev.After != "" && strings.Trim(ev.After, "0") == "" {
 		reply(w, http.StatusOK, "ignored: a deleted ref builds nothing")
 		return
 	}
