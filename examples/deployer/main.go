@@ -129,7 +129,7 @@ func (d Deployer) Follow(ctx context.Context, js jetstream.JetStream) error {
 		}
 		// A deployment under way is finished and reported when the
 		// deployer is asked to stop (Drain waits for it), within a bound.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deployBound)
 		defer cancel()
 		// A release deploys each of its images, in its order, each
 		// reported on its own (naming the release).
@@ -167,7 +167,7 @@ func (d Deployer) firstStart(ctx context.Context, js jetstream.JetStream, b *bus
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deployBound)
 		err := d.deploy(dctx, b, n.promoted, n.p, n.i)
 		cancel()
 		if err != nil {
@@ -240,6 +240,10 @@ func (d Deployer) newest(ctx context.Context, js jetstream.JetStream) ([]promote
 	}
 	return out, last, nil
 }
+
+// deployBound bounds a deployment and its report, which go on when the
+// deployer is asked to stop.
+const deployBound = 15 * time.Minute
 
 // images are what a promoted event asks to deploy: its digest, or each
 // image of a release.

@@ -59,7 +59,7 @@ func (h *Webhooks) azureDevOps(w http.ResponseWriter, r *http.Request) {
 	}
 	var pushes []push
 	for _, u := range ev.Resource.RefUpdates {
-		if strings.Trim(u.NewObjectID, "0") != "" {
+		if !nullCommit(u.NewObjectID) {
 			pushes = append(pushes, push{repo.Project.Name + "/" + repo.Name, repo.RemoteURL, u.Name, u.NewObjectID})
 		}
 	}

@@ -3,7 +3,6 @@ package builder
 import (
 	"encoding/json"
 	"net/http"
-	"strings"
 )
 
 // Bitbucket's webhooks: Bitbucket Cloud's repo:push and Bitbucket Data
@@ -96,7 +95,7 @@ func (h *Webhooks) bitbucketServer(w http.ResponseWriter, r *http.Request) {
 	}
 	var pushes []push
 	for _, c := range ev.Changes {
-		if c.Type != "DELETE" && strings.Trim(c.ToHash, "0") != "" {
+		if c.Type != "DELETE" && !nullCommit(c.ToHash) {
 			pushes = append(pushes, push{repo, clone, c.RefID, c.ToHash})
 		}
 	}
@@ -109,12 +108,8 @@ func (h *Webhooks) bitbucketServer(w http.ResponseWriter, r *http.Request) {
 // any delivery when the secret is wrong, so that "Test connection" says
 // so.
 func (h *Webhooks) bitbucketBody(w http.ResponseWriter, r *http.Request, want string) ([]byte, bool) {
-	body, ok := readBody(w, r)
-	if !ok || !configured(w, h.cfg.Secret) {
-		return nil, false
-	}
-	if !validSignature(h.cfg.Secret, r.Header.Get("X-Hub-Signature"), body) {
-		reply(w, http.StatusUnauthorized, "bad or missing X-Hub-Signature (sha256= and the HMAC-SHA256 of the body with the webhook secret)")
+	body, ok := h.signedBody(w, r, "X-Hub-Signature")
+	if !ok {
 		return nil, false
 	}
 	switch got := r.Header.Get("X-Event-Key"); {

@@ -171,15 +171,8 @@ type push struct {
 }
 
 func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r)
+	body, ok := h.signedBody(w, r, "X-Hub-Signature-256")
 	if !ok {
-		return
-	}
-	if !configured(w, h.cfg.Secret) {
-		return
-	}
-	if !validSignature(h.cfg.Secret, r.Header.Get("X-Hub-Signature-256"), body) {
-		reply(w, http.StatusUnauthorized, "bad or missing X-Hub-Signature-256 (HMAC-SHA256 of the body with the webhook secret)")
 		return
 	}
 	switch r.Header.Get("X-GitHub-Event") {
@@ -217,8 +210,9 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// GitHub says deleted; a sender that does not (Gitea, Forgejo) names
-	// no commit after the push: 40 zeros.
-	if ev.Deleted || ev.After != "" && strings.Trim(ev.After, "0") == "" {
+	// git's null commit after the push. (A payload made by hand may name
+	// none: its ref's head builds.)
+	if ev.Deleted || ev.After != "" && nullCommit(ev.After) {
 		reply(w, http.StatusOK, "ignored: a deleted ref builds nothing")
 		return
 	}
@@ -452,6 +446,25 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	}
 	return body, true
 }
+
+// signedBody reads a delivery signed with the webhook secret as GitHub
+// and Bitbucket sign it, in header ("sha256=<hex HMAC-SHA256>"); false
+// when it was answered already (refused).
+func (h *Webhooks) signedBody(w http.ResponseWriter, r *http.Request, header string) ([]byte, bool) {
+	body, ok := readBody(w, r)
+	if !ok || !configured(w, h.cfg.Secret) {
+		return nil, false
+	}
+	if !validSignature(h.cfg.Secret, r.Header.Get(header), body) {
+		reply(w, http.StatusUnauthorized, "bad or missing "+header+" (sha256= and the HMAC-SHA256 of the body with the webhook secret)")
+		return nil, false
+	}
+	return body, true
+}
+
+// nullCommit reports whether sha names no commit: git's null object id
+// (40 zeros), which forges send for a deleted ref, or nothing.
+func nullCommit(sha string) bool { return strings.Trim(sha, "0") == "" }
 
 // validSignature checks GitHub's "sha256=<hex>" HMAC in constant time.
 func validSignature(secret, header string, body []byte) bool {
