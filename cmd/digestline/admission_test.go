@@ -99,13 +99,13 @@ func TestAdmitsAnImageAnotherToolPushed(t *testing.T) {
 		prepare    func(d string)
 		args, want []string
 	}{
-		{"unsigned", "2.0", func(string) {}, nil, []string{"has no signature by a trusted key (key sha256:", "verify.failed"}},
+		{"unsigned", "2.0", func(string) {}, nil, []string{"has no signature by a trusted key (key sha256:", "verify.failed", "cosign sign --key cosign.key " + repo + "@sha256:"}},
 		{"signed by another key", "3.0", func(d string) { cosign(other, "sign", repo+"@"+d) }, nil,
 			[]string{"not a trusted key's over this image", "referrer application/vnd.dev.cosign.artifact.sig.v1+json"}},
 		{"provenance from another source", "4.0", func(d string) {
 			cosign(ci, "sign", repo+"@"+d)
 			cosign(ci, "attest", "--type", "slsaprovenance1", "--predicate", predicate, repo+"@"+d)
-		}, []string{"--source", "https://github.com/acme/other"}, []string{"no SLSA provenance from builder any and source https://github.com/acme/other", "builder https://ci.acme.example/builder"}},
+		}, []string{"--source", "https://github.com/acme/other"}, []string{"no SLSA provenance from builder any and source https://github.com/acme/other", "(builder https://ci.acme.example/builder, from https://github.com/acme/app)"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := pushed(c.tag, c.name)

@@ -57,7 +57,7 @@ func verifyEvidence(ctx context.Context, repo *registry.Repo, ref name.Digest, o
 	}
 	if !signed {
 		return nil, &failure.Error{Class: failure.NotFound, Path: "manifest → referrers", Err: unsigned(fmt.Sprintf("%s has no signature by a trusted key (%s)", root, keyIDs(opts.Keys))),
-			Hint: "sign it: give the builder a key (DIGESTLINE_SIGNING_KEY), or cosign sign --key …"}
+			Hint: fmt.Sprintf("sign it with one of those keys (cosign sign --key cosign.key %s); digestline signs its own builds when the builder has a key (DIGESTLINE_SIGNING_KEY)", ref)}
 	}
 	if opts.Provenance != nil {
 		check, err := requireProvenance(ev.Attestations, opts.Keys, *opts.Provenance)

@@ -89,18 +89,34 @@ func (p provenanceOf) sources() []string {
 	return out
 }
 
+// repositories are the repositories among the provenance's sources, each
+// once, as a person compares them with a rule's source: the URLs, without
+// git+ and the ref.
+func (p provenanceOf) repositories() []string {
+	var out []string
+	for _, s := range p.sources() {
+		if r := repositoryOf(s); strings.Contains(r, "://") && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // sameRepository says whether uri names the repository source names:
 // git+https://github.com/org/app.git@refs/heads/main is
 // https://github.com/org/app.
 func sameRepository(uri, source string) bool {
-	norm := func(s string) string {
-		s = strings.TrimPrefix(s, "git+")
-		if i := strings.Index(s, "@"); i > strings.Index(s, "://")+2 && strings.Contains(s, "://") {
-			s = s[:i]
-		}
-		return strings.TrimSuffix(strings.TrimSuffix(s, "/"), ".git")
+	return uri != "" && repositoryOf(uri) == repositoryOf(source)
+}
+
+// repositoryOf is the repository a source URI names, without git+, the
+// ref after @, a trailing slash or .git.
+func repositoryOf(s string) string {
+	s = strings.TrimPrefix(s, "git+")
+	if i := strings.Index(s, "@"); i > strings.Index(s, "://")+2 && strings.Contains(s, "://") {
+		s = s[:i]
 	}
-	return uri != "" && norm(uri) == norm(source)
+	return strings.TrimSuffix(strings.TrimSuffix(s, "/"), ".git")
 }
 
 // requireProvenance finds, among the proven attestations, a SLSA
@@ -124,7 +140,7 @@ func requireProvenance(atts []evidence.Attestation, keys []sign.Verifier, want P
 		if builderOK && sourceOK {
 			return fmt.Sprintf("[VERIFY] provenance %s by key %s: builder %s, source %s", a.Digest, a.KeyID, p.builder(), cmp.Or(want.Source, "any")), nil
 		}
-		seen = append(seen, fmt.Sprintf("%s (builder %s)", a.Digest, p.builder()))
+		seen = append(seen, fmt.Sprintf("%s (builder %s, from %s)", a.Digest, cmp.Or(p.builder(), "not named"), cmp.Or(strings.Join(p.repositories(), ", "), "no repository")))
 	}
 	msg := fmt.Sprintf("no SLSA provenance from builder %s and source %s: ", cmp.Or(want.Builder, "any"), cmp.Or(want.Source, "any"))
 	var err error = unsigned(msg + "none is attached, signed by a trusted key")
