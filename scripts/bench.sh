@@ -30,6 +30,8 @@ kept() {
 }
 if want go; then
   run -skip 'BenchmarkLoad|BenchmarkSigningAdds|BenchmarkAway' ./pkg/oci/ ./pkg/registry/ ./cmd/digestline/
+  # A checkout of the whole history takes seconds: three of each.
+  BENCHTIME=3x run -bench BenchmarkGitCheckout ./services/builder/
   # What signing adds is a median of pairs' differences: 100 pairs, as this
   # VM's speed moves within seconds (the median of 20 moved by 3 ms from
   # one make bench to the next).
@@ -441,6 +443,8 @@ go_section() {
   awk '
     BEGIN {
       what["BenchmarkBuildImage"]  = "build a 64 MiB tree (16 incompressible files) into one gzip layer"
+      what["BenchmarkGitCheckout/pushed-tip"] = "check out a push to a repository of 20,000 commits (7 MB pack) over git http-backend: the pushed commit alone"
+      what["BenchmarkGitCheckout/moved-ref"] = "the same when the ref moved on since the push: its whole history, what every checkout fetched before"
       what["BenchmarkPush/cold"]   = "push a small image to an empty in-memory registry over HTTP"
       what["BenchmarkPush/warm"]   = "push it again with the same client: the tag already points at it (authenticated already: 1 HEAD)"
       what["BenchmarkBigPush/direct"] = "push one 128 MiB layer to distribution v3 on loopback (it takes chunks: 16 MiB chunks)"

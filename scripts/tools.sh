@@ -2,7 +2,7 @@
 # Installs the peer tools the tests use, pinned: cosign, jaeger and oras (built
 # from one wrapper module, scripts/peer.sh), crane, and distribution's registry v3
 # (built from scripts/registry), from the Go module proxy into .digestline/tools;
-# skopeo and docker-registry from Debian (when root and missing). Idempotent and quick
+# skopeo, docker-registry and git-lfs from Debian (when root and missing). Idempotent and quick
 # when already there.
 #
 # The installs run at once (their downloads and links overlap), and one
@@ -60,11 +60,13 @@ install crane github.com/google/go-containerregistry/cmd/crane@v0.22.1 & pids+=(
 # scripts/registry (its storage drivers without the cloud ones). Called
 # distribution-registry, so nothing mistakes it for another registry.
 install distribution-registry ./scripts/registry registry & pids+=($!)
-# From Debian: skopeo, and docker-registry (distribution 2.8, a real registry
-# without the referrers API).
+# From Debian: skopeo, docker-registry (distribution 2.8, a real registry
+# without the referrers API), and git-lfs (the builder's tests of
+# repositories that keep files in Git LFS).
 apt_missing=()
 command -v skopeo >/dev/null 2>&1 || apt_missing+=(skopeo)
 command -v docker-registry >/dev/null 2>&1 || apt_missing+=(docker-registry)
+command -v git-lfs >/dev/null 2>&1 || apt_missing+=(git-lfs)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing ${apt_missing[*]}" >&2

@@ -1,0 +1,76 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/tooltest"
+)
+
+// BenchmarkGitCheckout checks out a push to a repository of 20,000
+// commits (200 files of 2.5 KB, each commit changing one: a 7 MB pack)
+// over git http-backend:
+//   - pushed-tip: the pushed commit is the ref's tip, as a webhook's
+//     almost always is: fetched alone;
+//   - moved-ref: the ref moved on since the push: its whole history is
+//     fetched, which is what every checkout cost before.
+func BenchmarkGitCheckout(b *testing.B) {
+	gitBin := tooltest.Find(b, "git")
+	root := b.TempDir()
+	bare := filepath.Join(root, "app.git")
+	if out, err := exec.Command(gitBin, "init", "--quiet", "--bare", bare).CombinedOutput(); err != nil {
+		b.Fatalf("git init: %v\n%s", err, out)
+	}
+	var stream strings.Builder
+	const commits = 20_000
+	for i := 1; i <= commits; i++ {
+		content := strings.Repeat(fmt.Sprintf("line %d\n", i), 250)
+		fmt.Fprintf(&stream, "commit refs/heads/main\ncommitter t <t@example.com> %d +0000\ndata 4\nc%03d\nM 100644 inline file%d.txt\ndata %d\n%s\n",
+			1_700_000_000+i, i%1000, i%200, len(content), content)
+	}
+	imp := exec.Command(gitBin, "--git-dir", bare, "fast-import", "--quiet")
+	imp.Stdin = strings.NewReader(stream.String())
+	if out, err := imp.CombinedOutput(); err != nil {
+		b.Fatalf("git fast-import: %v\n%s", err, out)
+	}
+	revs, err := exec.Command(gitBin, "--git-dir", bare, "rev-list", "--max-count=2", "main").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	tip, behind, _ := strings.Cut(strings.TrimSpace(string(revs)), "\n")
+	backend := &cgi.Handler{Path: gitBin, Args: []string{"http-backend"}, Stderr: io.Discard,
+		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		backend.ServeHTTP(countingWriter{w, &served}, r)
+	}))
+	b.Cleanup(srv.Close)
+
+	for _, c := range []struct{ name, rev string }{{"pushed-tip", tip}, {"moved-ref", behind}} {
+		b.Run(c.name, func(b *testing.B) {
+			served.Store(0)
+			for b.Loop() {
+				dir, err := os.MkdirTemp(b.TempDir(), "checkout-*")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: c.rev, Ref: "refs/heads/main"}, dir); err != nil {
+					b.Fatal(err)
+				}
+				_ = os.RemoveAll(dir)
+			}
+			b.ReportMetric(float64(served.Load())/float64(b.N)/1e6, "MB-fetched/op")
+		})
+	}
+}

@@ -1,0 +1,361 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/tooltest"
+)
+
+// gitRepo is a work tree made with the real git (and git-lfs) in a test,
+// whose origin is the bare repository root/name.git.
+type gitRepo struct {
+	t   testing.TB
+	git string
+	dir string
+	env []string
+}
+
+func newGitRepo(t testing.TB, git, root, name string) *gitRepo {
+	t.Helper()
+	r := &gitRepo{t: t, git: git, dir: filepath.Join(t.TempDir(), name), env: append(os.Environ(), "HOME="+t.TempDir(), "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com",
+		// the test's submodules are local repositories
+		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=protocol.file.allow", "GIT_CONFIG_VALUE_0=always")}
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bare := filepath.Join(root, name+".git")
+	r.run("init", "--quiet", "--bare", "--initial-branch=main", bare)
+	r.run("init", "--quiet", "--initial-branch=main")
+	r.run("remote", "add", "origin", bare)
+	return r
+}
+
+func (r *gitRepo) run(args ...string) string {
+	r.t.Helper()
+	cmd := exec.Command(r.git, args...)
+	cmd.Dir, cmd.Env = r.dir, r.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func (r *gitRepo) write(name string, content []byte) {
+	r.t.Helper()
+	p := filepath.Join(r.dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, content, 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// commit commits everything, pushes it to origin and returns its id.
+func (r *gitRepo) commit(msg string) string {
+	r.t.Helper()
+	r.run("add", "-A")
+	r.run("commit", "--quiet", "-m", msg)
+	r.run("push", "--quiet", "origin", "main")
+	return r.run("rev-parse", "HEAD")
+}
+
+// lfsServer is a Git LFS server's download side, as its batch API
+// documents it, serving the objects git lfs pushed into bare repositories
+// under root (their lfs/objects). It records what it was asked.
+type lfsServer struct {
+	root     string
+	tamper   atomic.Bool
+	batches  atomic.Int32
+	lastAuth atomic.Value // the Authorization of the last request
+}
+
+func (s *lfsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.lastAuth.Store(r.Header.Get("Authorization"))
+	repo, rest, _ := strings.Cut(r.URL.Path, "/info/lfs/")
+	objects := filepath.Join(s.root, filepath.FromSlash(repo), "lfs", "objects")
+	switch {
+	case r.Method == http.MethodPost && rest == "objects/batch":
+		s.batches.Add(1)
+		if r.Header.Get("Accept") != "application/vnd.git-lfs+json" {
+			http.Error(w, "Accept must be application/vnd.git-lfs+json", http.StatusNotAcceptable)
+			return
+		}
+		var req struct {
+			Operation string      `json:"operation"`
+			Transfers []string    `json:"transfers"`
+			Objects   []lfsObject `json:"objects"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Operation != "download" {
+			http.Error(w, "bad batch request", http.StatusUnprocessableEntity)
+			return
+		}
+		var out []map[string]any
+		for _, o := range req.Objects {
+			if _, err := os.Stat(filepath.Join(objects, o.OID[:2], o.OID[2:4], o.OID)); err != nil {
+				out = append(out, map[string]any{"oid": o.OID, "size": o.Size, "error": map[string]any{"code": 404, "message": "Object does not exist"}})
+				continue
+			}
+			out = append(out, map[string]any{"oid": o.OID, "size": o.Size, "authenticated": true, "actions": map[string]any{
+				"download": map[string]any{"href": "http://" + r.Host + repo + "/info/lfs/objects/" + o.OID, "header": map[string]string{"X-Download": "yes"}, "expires_in": 3600}}})
+		}
+		w.Header().Set("Content-Type", "application/vnd.git-lfs+json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"transfer": "basic", "objects": out, "hash_algo": "sha256"})
+	case r.Method == http.MethodGet && strings.HasPrefix(rest, "objects/") && r.Header.Get("X-Download") == "yes":
+		oid := strings.TrimPrefix(rest, "objects/")
+		b, err := os.ReadFile(filepath.Join(objects, oid[:2], oid[2:4], oid))
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		if s.tamper.Load() {
+			b[0] ^= 0xff
+		}
+		_, _ = w.Write(b)
+	default:
+		http.Error(w, "not an LFS request this server takes", http.StatusBadRequest)
+	}
+}
+
+// TestGitCheckoutHasSubmodulesAndLFSFiles builds from repositories as
+// teams keep them: a submodule (relative to the repository, with one of its
+// own) and files in Git LFS, both made by the real git and git-lfs, served
+// by git http-backend and an LFS server, with no git on the builder. The
+// tree holds the submodules' files and the LFS files' bytes, not pointers;
+// what is wrong fails with its class.
+func TestGitCheckoutHasSubmodulesAndLFSFiles(t *testing.T) {
+	gitBin, _ := tooltest.Find(t, "git"), tooltest.Find(t, "git-lfs")
+	root := t.TempDir()
+
+	deep := newGitRepo(t, gitBin, root, "deep")
+	deep.write("deep.txt", []byte("deep v1\n"))
+	deep.commit("deep v1")
+	// A server that fetches a commit by its id (GitHub's does), and one
+	// that does not (git's default): the lib's commit is fetched with all
+	// of its repository.
+	deep.run("--git-dir", filepath.Join(root, "deep.git"), "config", "uploadpack.allowReachableSHA1InWant", "true")
+
+	lib := newGitRepo(t, gitBin, root, "lib")
+	lib.write("lib.txt", []byte("lib v1\n"))
+	lib.run("submodule", "--quiet", "add", "../deep.git", "deep")
+	libCommit := lib.commit("lib v1")
+	lib.write("lib.txt", []byte("lib v2, not the app's\n"))
+	lib.commit("lib v2")
+
+	model := make([]byte, 300_000)
+	if _, err := rand.Read(model); err != nil {
+		t.Fatal(err)
+	}
+	app := newGitRepo(t, gitBin, root, "app")
+	app.run("lfs", "install", "--local")
+	app.run("lfs", "track", "*.bin")
+	app.write("model.bin", model)
+	app.write("README", []byte("app\n"))
+	app.run("submodule", "--quiet", "add", "../lib.git", "vendor/lib")
+	app.run("-C", "vendor/lib", "checkout", "--quiet", libCommit)
+	head := app.commit("app v1")
+	if pointer := app.run("show", "HEAD:model.bin"); !strings.HasPrefix(pointer, "version https://git-lfs.github.com/spec/v1") {
+		t.Fatalf("git lfs committed no pointer for model.bin: %q", pointer)
+	}
+
+	lfs := &lfsServer{root: root}
+	backend := &cgi.Handler{Path: gitBin, Args: []string{"http-backend"}, Stderr: io.Discard,
+		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
+	mux := http.NewServeMux()
+	mux.Handle("/", backend)
+	mux.Handle("/app.git/info/lfs/", lfs)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	path := os.Getenv("PATH")
+	t.Setenv("PATH", "") // the builder runs with no git at all
+
+	checkout := func(url string) (string, error) {
+		t.Helper()
+		dir := t.TempDir()
+		commit, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: url, Rev: head, Ref: "refs/heads/main"}, dir)
+		if err != nil {
+			return dir, err
+		}
+		if commit != head {
+			t.Errorf("%s: built %s, want %s", url, commit, head)
+		}
+		for name, want := range map[string][]byte{
+			"model.bin":                []byte(nil), // checked below: large
+			"README":                   []byte("app\n"),
+			"vendor/lib/lib.txt":       []byte("lib v1\n"),
+			"vendor/lib/deep/deep.txt": []byte("deep v1\n"),
+		} {
+			got, err := os.ReadFile(filepath.Join(dir, name))
+			switch {
+			case err != nil:
+				t.Errorf("%s: %s: %v", url, name, err)
+			case name == "model.bin" && !bytes.Equal(got, model):
+				t.Errorf("%s: model.bin holds %d bytes (%.60q), want the LFS file's %d", url, len(got), got, len(model))
+			case want != nil && !bytes.Equal(got, want):
+				t.Errorf("%s: %s holds %q, want %q", url, name, got, want)
+			}
+		}
+		return dir, nil
+	}
+	if _, err := checkout(srv.URL + "/app.git"); err != nil {
+		t.Fatalf("over HTTP: %v", err)
+	}
+	if lfs.batches.Load() != 1 {
+		t.Errorf("the LFS server was asked %d batches, want one for the whole tree", lfs.batches.Load())
+	}
+	// A local repository (fetched with the machine's git): the LFS files
+	// come from its lfs/objects, its submodules from beside it.
+	t.Setenv("PATH", path)
+	if _, err := checkout("file://" + filepath.Join(root, "app.git")); err != nil {
+		t.Fatalf("from a local repository: %v", err)
+	}
+
+	// An LFS server that sends other bytes than the pointer names fails
+	// the build as integrity.
+	t.Setenv("PATH", "")
+	lfs.tamper.Store(true)
+	_, err := checkout(srv.URL + "/app.git")
+	assertClass(t, "tampered LFS file", err, failure.Integrity, "git lfs push")
+	lfs.tamper.Store(false)
+
+	// The builder's token goes to the repository's host, and to no other
+	// host an .lfsconfig names.
+	const token = "tok-0123456789abcdef"
+	t.Setenv("DIGESTLINE_GIT_USERNAME", "ci")
+	t.Setenv("DIGESTLINE_GIT_PASSWORD", token)
+	elsewhere := &lfsServer{root: root}
+	other := httptest.NewServer(elsewhere)
+	t.Cleanup(other.Close)
+	otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	app.write(".lfsconfig", []byte("[lfs]\n\turl = "+otherURL+"/app.git/info/lfs\n"))
+	head = app.commit("LFS elsewhere")
+	_, _ = checkout(srv.URL + "/app.git")
+	if elsewhere.batches.Load() != 1 {
+		t.Errorf("the .lfsconfig's LFS server was asked %d batches, want 1", elsewhere.batches.Load())
+	}
+	if auth, _ := elsewhere.lastAuth.Load().(string); auth != "" {
+		t.Errorf("another host's LFS server got the builder's credentials: %q", auth)
+	}
+	app.run("rm", "--quiet", ".lfsconfig")
+
+	// Submodules: a local path in a repository fetched over HTTP, a commit
+	// its repository does not have, a gitlink .gitmodules does not name.
+	for _, c := range []struct {
+		name    string
+		prepare func()
+		class   failure.Class
+		hint    string
+	}{
+		{"a local submodule", func() {
+			app.run("config", "-f", ".gitmodules", "submodule.vendor/lib.url", "file://"+filepath.Join(root, "lib.git"))
+		}, failure.Input, "file only within a local repository"},
+		{"a submodule commit nobody pushed", func() {
+			app.run("config", "-f", ".gitmodules", "submodule.vendor/lib.url", "../lib.git")
+			app.run("-C", "vendor/lib", "commit", "--quiet", "--allow-empty", "-m", "not pushed")
+		}, failure.NotFound, "push the submodule's commit"},
+		{"a gitlink with no .gitmodules entry", func() {
+			app.run("-C", "vendor/lib", "checkout", "--quiet", libCommit)
+			app.run("rm", "--quiet", ".gitmodules")
+		}, failure.Input, "git rm --cached"},
+	} {
+		c.prepare()
+		head = app.commit(c.name)
+		_, err := checkout(srv.URL + "/app.git")
+		assertClass(t, c.name, err, c.class, c.hint)
+	}
+
+	// A repository whose LFS files were never pushed to its server.
+	if err := os.RemoveAll(filepath.Join(root, "app.git", "lfs")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = checkout(srv.URL + "/app.git")
+	assertClass(t, "LFS file not on the server", err, failure.NotFound, "git lfs push --all origin")
+}
+
+func assertClass(t *testing.T, what string, err error, class failure.Class, hint string) {
+	t.Helper()
+	var fe *failure.Error
+	if !errors.As(err, &fe) || fe.Class != class || !strings.Contains(fe.Hint, hint) {
+		t.Errorf("%s: %v, want a %s failure whose hint says %q", what, err, class, hint)
+	}
+}
+
+// TestAPushedCommitIsFetchedWithoutItsHistory builds a push to a
+// repository with a long history of large files: the builder fetches the
+// pushed commit alone, not the history, and still builds a commit the ref
+// has moved past since the push.
+func TestAPushedCommitIsFetchedWithoutItsHistory(t *testing.T) {
+	gitBin := tooltest.Find(t, "git")
+	root := t.TempDir()
+	repo := newGitRepo(t, gitBin, root, "app")
+	var commits []string
+	for i := range 20 {
+		blob := make([]byte, 64<<10) // incompressible: each version costs its size in the pack
+		if _, err := rand.Read(blob); err != nil {
+			t.Fatal(err)
+		}
+		repo.write("data.bin", blob)
+		repo.write("version", []byte(fmt.Sprint(i)))
+		commits = append(commits, repo.commit(fmt.Sprint("v", i)))
+	}
+	backend := &cgi.Handler{Path: gitBin, Args: []string{"http-backend"}, Stderr: io.Discard,
+		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		backend.ServeHTTP(countingWriter{w, &served}, r)
+	}))
+	t.Cleanup(srv.Close)
+
+	for _, c := range []struct {
+		name     string
+		rev      string
+		want     string
+		maxBytes int64
+	}{
+		{"the ref's tip", commits[19], "19", 200 << 10},
+		{"a commit the ref moved past", commits[17], "17", 4 << 20},
+	} {
+		served.Store(0)
+		dir := t.TempDir()
+		got, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: c.rev, Ref: "refs/heads/main"}, dir)
+		if err != nil || got != c.rev {
+			t.Fatalf("%s: %s %v", c.name, got, err)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "version")); string(b) != c.want {
+			t.Errorf("%s: version holds %q, want %q", c.name, b, c.want)
+		}
+		if n := served.Load(); n > c.maxBytes {
+			t.Errorf("%s: fetched %d bytes, want at most %d (the history is %d)", c.name, n, c.maxBytes, 20*64<<10)
+		}
+	}
+}
+
+// countingWriter counts the bytes of a response.
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (w countingWriter) Write(b []byte) (int, error) {
+	w.n.Add(int64(len(b)))
+	return w.ResponseWriter.Write(b)
+}
