@@ -217,6 +217,16 @@ func gitAuth(ep *transport.Endpoint) transport.AuthMethod {
 	return &githttp.BasicAuth{Username: cmp.Or(user, "git"), Password: pass}
 }
 
+// noCredentialIn refuses a repository URL that carries a credential (a
+// password, or the user name forges take tokens as): the URL is stored in
+// build.requested, which is no place for a secret.
+func noCredentialIn(url string) error {
+	if redactGitURL(url) == url {
+		return nil
+	}
+	return fmt.Errorf("%s carries a credential, which would be stored in each build.requested event: give the builder DIGESTLINE_GIT_USERNAME and DIGESTLINE_GIT_PASSWORD instead", redactGitURL(url))
+}
+
 // redactGitURL is url as it may be shown in errors, logs and annotations:
 // without a password, and without the user of an http(s) URL (where forges
 // take tokens as user names).

@@ -99,6 +99,9 @@ func LoadWebhookConfig(path string) (WebhookConfig, error) {
 		if _, err := name.NewRepository(r.Image); err != nil {
 			return cfg, fmt.Errorf("webhook config %s: repositories[%d].image: %w", path, i, err)
 		}
+		if err := noCredentialIn(r.Git); err != nil {
+			return cfg, fmt.Errorf("webhook config %s: repositories[%d].git: %w", path, i, err)
+		}
 	}
 	for i := range cfg.Images {
 		if err := cfg.Images[i].load(); err != nil {
@@ -276,6 +279,9 @@ func (h *Webhooks) cloudevents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req, err := events.Decode[events.BuildRequest](*ev)
+	if err == nil && req.Source.Kind == events.SourceGit {
+		err = noCredentialIn(req.Source.URL)
+	}
 	if err != nil {
 		reply(w, http.StatusBadRequest, err.Error())
 		return

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -71,6 +73,36 @@ func TestAzureDevOpsDeliveriesWithoutTheSecretAreRefused(t *testing.T) {
 		mux.ServeHTTP(rec, req)
 		if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), "basic authentication password") {
 			t.Errorf("authorization %q: %d %s", auth, rec.Code, rec.Body)
+		}
+	}
+}
+
+// A repository URL that carries a credential is refused before anything is
+// stored: in a rule's git (when the config loads) and in a CloudEvent's
+// source; the refusal names the URL without it.
+func TestACredentialInARepositoryURLIsRefused(t *testing.T) {
+	const token = "ghp_0123456789abcdef"
+	for _, url := range []string{"https://" + token + "@github.com/acme/app.git", "https://ci:" + token + "@git.example.com/app.git"} {
+		file := filepath.Join(t.TempDir(), "webhooks.yaml")
+		if err := os.WriteFile(file, []byte("repositories:\n  - match: acme/app\n    image: registry.example/acme/app\n    git: "+url+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadWebhookConfig(file)
+		if err == nil || !strings.Contains(err.Error(), "repositories[0].git") || !strings.Contains(err.Error(), "DIGESTLINE_GIT_PASSWORD") || strings.Contains(err.Error(), token) {
+			t.Errorf("a rule's git %q: %v", url, err)
+		}
+
+		mux := http.NewServeMux()
+		NewWebhooks(WebhookConfig{Secret: "s3cret"}, nil, nil, nil).Register(mux)
+		body := `{"specversion":"1.0","id":"1","source":"/ci","type":"dev.digestline.build.requested.v1","datacontenttype":"application/json",
+			"data":{"source":{"kind":"git","url":"` + url + `","rev":"main"},"target":"registry.example/acme/app:1","spec":{}}}`
+		req := httptest.NewRequest(http.MethodPost, "/webhooks/cloudevents", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer s3cret")
+		req.Header.Set("Content-Type", "application/cloudevents+json")
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "carries a credential") || strings.Contains(rec.Body.String(), token) {
+			t.Errorf("a CloudEvent with %q: %d %s", url, rec.Code, rec.Body)
 		}
 	}
 }
