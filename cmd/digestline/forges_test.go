@@ -13,6 +13,7 @@ import (
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
 	"github.com/digestline/digestline/services/builder"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -176,6 +177,11 @@ func TestForgeExamplePayloads(t *testing.T) {
 			}
 			if promoted == 0 {
 				t.Fatal("no run of the push was promoted")
+			}
+			// The run says what it built: the repository, the ref, the commit.
+			var run runs.Run
+			if s.GetJSON(t, "/v1/runs/"+acc.RunID+"/summary", &run) != http.StatusOK || !strings.HasSuffix(run.Source, " at "+master[:12]) || !strings.Contains(run.Source, " refs/") {
+				t.Errorf("the run's source reads %q, want the repository, the ref and the pushed commit %s", run.Source, master[:12])
 			}
 			if got := revisionOf(t, regAddr+"/"+tc.image+":"+tc.tag); got != master {
 				t.Fatalf("%s:%s was built from %q, want the pushed commit %s", tc.image, tc.tag, got, master)

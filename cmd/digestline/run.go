@@ -120,6 +120,9 @@ func printRun(out io.Writer, run *runs.Run, apiBase string) {
 	}
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "  target   %s\n", run.Target)
+	if run.Source != "" {
+		fmt.Fprintf(out, "  source   %s\n", run.Source)
+	}
 	fmt.Fprintf(out, "  started  %s, took %s\n", run.Started.UTC().Format(time.RFC3339), time.Duration(run.TotalMS)*time.Millisecond)
 	if !run.Done() && run.WaitsFor != "" {
 		fmt.Fprintf(out, "  waits    for the %s, its latest event %s ago (its page says when the %s is not running)\n",

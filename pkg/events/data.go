@@ -2,6 +2,8 @@ package events
 
 import (
 	"cmp"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/digestline/digestline/pkg/failure"
@@ -59,6 +61,56 @@ type Source struct {
 	// refs/tags/v1.0.0), for Kind "git": only that ref is fetched, and Rev
 	// must be on it. Without it every branch and tag is fetched.
 	Ref string `json:"ref,omitempty"`
+}
+
+// String is the source as a person reads it: a git repository's URL
+// (without a credential), ref and commit; a directory; a tarball; an OCI
+// layout.
+func (s Source) String() string {
+	switch s.Kind {
+	case SourceGit:
+		what := withoutCredential(s.URL)
+		if s.Ref != "" {
+			what += " " + s.Ref
+		}
+		if s.Rev != "" && s.Rev != s.Ref {
+			what += " at " + shortRev(s.Rev)
+		}
+		return what
+	case SourceDir:
+		return "directory " + s.Path
+	case SourceObject:
+		return "tarball " + shortRev(s.Object)
+	case SourceLayout:
+		return "OCI layout " + s.Path
+	}
+	return s.Kind
+}
+
+// withoutCredential is a URL without the user and password a forge may
+// take a token as.
+func withoutCredential(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil || u.Scheme == "" {
+		return raw
+	}
+	u.User = nil
+	return u.String()
+}
+
+// shortRev is a commit id or a digest cut to 12 hex digits, as a person
+// reads it.
+func shortRev(rev string) string {
+	algo, hex, ok := strings.Cut(rev, ":")
+	if !ok {
+		algo, hex = "", rev
+	} else {
+		algo += ":"
+	}
+	if len(hex) < 40 || strings.Trim(hex, "0123456789abcdef") != "" {
+		return rev
+	}
+	return algo + hex[:12]
 }
 
 // BuildSpec is what the image runs, how it is labelled and how its files

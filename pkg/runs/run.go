@@ -28,6 +28,9 @@ type Run struct {
 	Updated time.Time `json:"updated"`
 	Steps   []Step    `json:"steps"`
 	TotalMS int64     `json:"totalMs"`
+	// Source is what a build's run builds from, as a person reads it: a
+	// git repository's URL, ref and commit; a directory; a tarball.
+	Source string `json:"source,omitempty"`
 	// TraceID is the run's trace (W3C, 32 hex digits), from the
 	// traceparent its events carry; "" when they carry none.
 	TraceID string `json:"traceId,omitempty"`
@@ -205,7 +208,7 @@ func (r *Run) start(ev cloudevents.Event, name events.Name, at time.Time) []stri
 	switch name {
 	case events.BuildRequested:
 		if req, err := events.Decode[events.BuildRequest](ev); err == nil {
-			r.Target = req.Target
+			r.Target, r.Source = req.Target, req.Source.String()
 		}
 	case events.PromotionRequested:
 		if req, err := events.Decode[events.PromotionRequest](ev); err == nil {

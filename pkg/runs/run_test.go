@@ -2,6 +2,7 @@ package runs_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +98,30 @@ func TestARetriedStagesStepsTakeTheirOwnAttemptsTime(t *testing.T) {
 	first, second := run.Steps[len(run.Steps)-2], run.Steps[len(run.Steps)-1]
 	if first.StartMS != 0 || first.DurationMS != 5 || second.StartMS != 1505 || second.DurationMS != 3 {
 		t.Fatalf("the attempts' steps: %+v and %+v, want +0 for 5 ms and +1505 for 3 ms", first, second)
+	}
+}
+
+// A build's run says what it builds from, as run show and the page print
+// it: for a push, the repository, the ref and the commit, and never a
+// credential written into the URL.
+func TestARunSaysWhatItBuildsFrom(t *testing.T) {
+	for src, want := range map[events.Source]string{
+		{Kind: events.SourceGit, URL: "https://github.com/acme/app.git", Ref: "refs/heads/main", Rev: "0123456789abcdef0123456789abcdef01234567"}: "https://github.com/acme/app.git refs/heads/main at 0123456789ab",
+		{Kind: events.SourceGit, URL: "https://x-access-token:ghs_secret@github.com/acme/app.git", Rev: "v1.2.0"}:                                 "https://github.com/acme/app.git at v1.2.0",
+		{Kind: events.SourceGit, URL: "git@github.com:acme/app.git", Ref: "refs/tags/v1", Rev: "refs/tags/v1"}:                                    "git@github.com:acme/app.git refs/tags/v1",
+		{Kind: events.SourceObject, Object: "sha256:" + strings.Repeat("ab", 32)}:                                                                 "tarball sha256:abababababab",
+		{Kind: events.SourceDir, Path: "/src/app"}:                                                                                                "directory /src/app",
+	} {
+		req := bustest.BuildRequest()
+		req.Source = src
+		start, err := events.NewEvent("/t", events.BuildRequested, "run-1", "app", req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := &runs.Run{}
+		run.Add(start, events.BuildRequested)
+		if run.Source != want {
+			t.Errorf("%+v: the run's source reads %q, want %q", src, run.Source, want)
+		}
 	}
 }
