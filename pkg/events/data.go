@@ -61,6 +61,10 @@ type Source struct {
 	// refs/tags/v1.0.0), for Kind "git": only that ref is fetched, and Rev
 	// must be on it. Without it every branch and tag is fetched.
 	Ref string `json:"ref,omitempty"`
+	// Dir is the directory of the source to build, relative to its root
+	// (a monorepo's services/api): its files and its digestline.yaml.
+	// Default: the whole source. Not for Kind "layout".
+	Dir string `json:"dir,omitempty"`
 }
 
 // String is the source as a person reads it: a git repository's URL
@@ -76,15 +80,23 @@ func (s Source) String() string {
 		if s.Rev != "" && s.Rev != s.Ref {
 			what += " at " + shortRev(s.Rev)
 		}
-		return what
+		return what + s.dirPart()
 	case SourceDir:
-		return "directory " + s.Path
+		return "directory " + s.Path + s.dirPart()
 	case SourceObject:
-		return "tarball " + shortRev(s.Object)
+		return "tarball " + shortRev(s.Object) + s.dirPart()
 	case SourceLayout:
 		return "OCI layout " + s.Path
 	}
 	return s.Kind
+}
+
+// dirPart names the directory built, when it is not the whole source.
+func (s Source) dirPart() string {
+	if s.Dir == "" {
+		return ""
+	}
+	return ", directory " + s.Dir
 }
 
 // withoutCredential is a URL without the user and password a forge may

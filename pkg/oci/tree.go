@@ -43,6 +43,15 @@ func matches(pattern, rel string) bool {
 	return false
 }
 
+// MatchesAny reports whether the slash-separated path rel matches one of
+// the globs as digestline.yaml's ignore and layers match: ** at any depth,
+// a pattern without a slash a name anywhere, a directory's pattern all of
+// it.
+func MatchesAny(patterns []string, rel string) bool { return matchesAny(patterns, rel) }
+
+// ValidatePatterns reports the first malformed glob of patterns.
+func ValidatePatterns(kind string, patterns []string) error { return validatePatterns(kind, patterns) }
+
 func matchesAny(patterns []string, rel string) bool {
 	for _, p := range patterns {
 		if matches(p, rel) {

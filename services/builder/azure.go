@@ -60,7 +60,7 @@ func (h *Webhooks) azureDevOps(w http.ResponseWriter, r *http.Request) {
 	var pushes []push
 	for _, u := range ev.Resource.RefUpdates {
 		if !nullCommit(u.NewObjectID) {
-			pushes = append(pushes, push{repo.Project.Name + "/" + repo.Name, repo.RemoteURL, u.Name, u.NewObjectID})
+			pushes = append(pushes, push{repo: repo.Project.Name + "/" + repo.Name, cloneURL: repo.RemoteURL, ref: u.Name, sha: u.NewObjectID})
 		}
 	}
 	h.request(w, r, "azure-devops/"+ev.ID, pushes...)

@@ -51,7 +51,7 @@ func (h *Webhooks) bitbucket(w http.ResponseWriter, r *http.Request) {
 		case "tag":
 			ref = "refs/tags/" + ref
 		}
-		pushes = append(pushes, push{ev.Repository.FullName, clone, ref, c.New.Target.Hash})
+		pushes = append(pushes, push{repo: ev.Repository.FullName, cloneURL: clone, ref: ref, sha: c.New.Target.Hash})
 	}
 	h.request(w, r, "bitbucket/"+r.Header.Get("X-Request-UUID"), pushes...)
 }
@@ -96,7 +96,7 @@ func (h *Webhooks) bitbucketServer(w http.ResponseWriter, r *http.Request) {
 	var pushes []push
 	for _, c := range ev.Changes {
 		if c.Type != "DELETE" && !nullCommit(c.ToHash) {
-			pushes = append(pushes, push{repo, clone, c.RefID, c.ToHash})
+			pushes = append(pushes, push{repo: repo, cloneURL: clone, ref: c.RefID, sha: c.ToHash})
 		}
 	}
 	h.request(w, r, "bitbucket-server/"+r.Header.Get("X-Request-Id"), pushes...)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/digestline/digestline/pkg/bus"
@@ -280,8 +281,46 @@ type sourceTree struct {
 	commit string // for git sources: the resolved commit id
 }
 
-// source returns a directory holding the build input.
+// source returns the directory to build: the source's, or its Dir.
 func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, func(), error) {
+	if src.Dir != "" && !filepath.IsLocal(filepath.FromSlash(src.Dir)) {
+		return sourceTree{}, func() {}, failure.New(failure.Input, fmt.Errorf("source.dir %q", src.Dir), "source.dir must be a directory within the source, relative to its root, e.g. services/api")
+	}
+	tree, cleanup, err := b.sourceRoot(ctx, src)
+	if err != nil || src.Dir == "" {
+		return tree, cleanup, err
+	}
+	sub, err := within(tree.path, filepath.FromSlash(src.Dir))
+	if err != nil {
+		cleanup()
+		return sourceTree{}, func() {}, failure.New(failure.Input, fmt.Errorf("source.dir %q: %w", src.Dir, err), "source.dir must name a directory of the source (of the commit, for a push), relative to its root")
+	}
+	tree.path = sub
+	return tree, cleanup, nil
+}
+
+// within is the directory rel of root, refusing one that is not there or
+// whose symlinks lead out of root.
+func within(root, rel string) (string, error) {
+	real, err := filepath.EvalSymlinks(filepath.Join(root, rel))
+	if err != nil {
+		return "", errors.New("no such directory")
+	}
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return "", err
+	}
+	if r, err := filepath.Rel(realRoot, real); err != nil || !filepath.IsLocal(r) && r != "." {
+		return "", errors.New("a symlink out of the source")
+	}
+	if st, err := os.Stat(real); err != nil || !st.IsDir() {
+		return "", errors.New("not a directory")
+	}
+	return real, nil
+}
+
+// sourceRoot returns a directory holding the whole build input.
+func (b *builder) sourceRoot(ctx context.Context, src events.Source) (sourceTree, func(), error) {
 	noop := func() {}
 	switch src.Kind {
 	case events.SourceDir:

@@ -13,11 +13,15 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/tags"
@@ -74,6 +78,16 @@ type WebhookRule struct {
 	Tag string `json:"tag"`
 	// PromoteTo is the environment the run promotes to (default: the first).
 	PromoteTo string `json:"promoteTo"`
+	// Dir is the directory of the repository to build, e.g. services/api
+	// of a monorepo (default: the whole repository). Several rules may
+	// match one repository: a push builds each one's image.
+	Dir string `json:"dir"`
+	// Paths, when set, build a push to a branch only when it changed a
+	// file one of them matches (globs as digestline.yaml's), as far as the
+	// forge's payload lists the files; a push whose files it does not list
+	// (a new branch, a forced push, a tag, Bitbucket's and Azure DevOps's)
+	// builds.
+	Paths []string `json:"paths"`
 }
 
 // LoadWebhookConfig reads the rules from a YAML file (strict: an unknown key
@@ -101,6 +115,17 @@ func LoadWebhookConfig(path string) (WebhookConfig, error) {
 		}
 		if err := noCredentialIn(r.Git); err != nil {
 			return cfg, fmt.Errorf("webhook config %s: repositories[%d].git: %w", path, i, err)
+		}
+		if r.Dir != "" && !filepath.IsLocal(filepath.FromSlash(r.Dir)) {
+			return cfg, fmt.Errorf("webhook config %s: repositories[%d].dir %q: a directory of the repository, relative to its root (services/api)", path, i, r.Dir)
+		}
+		if err := oci.ValidatePatterns("repositories["+strconv.Itoa(i)+"].paths", r.Paths); err != nil {
+			return cfg, fmt.Errorf("webhook config %s: %w", path, err)
+		}
+		for _, o := range cfg.Repositories[:i] {
+			if strings.EqualFold(o.Match, r.Match) && o.Image == r.Image {
+				return cfg, fmt.Errorf("webhook config %s: repositories[%d]: %s builds %s twice: give each rule of a repository its own image", path, i, r.Match, r.Image)
+			}
 		}
 	}
 	for i := range cfg.Images {
@@ -171,6 +196,32 @@ const noSecret = "no webhook secret is configured, so every request is refused: 
 // push is what a forge's push event says, once read.
 type push struct {
 	repo, cloneURL, ref, sha string
+	// changed are the files the push changed, when listed says the
+	// payload names them all (rules with paths build only when one of
+	// theirs is among them).
+	changed []string
+	listed  bool
+}
+
+// pushedCommit is a commit of a push as GitHub, Gitea and GitLab list it.
+type pushedCommit struct {
+	Added    []string `json:"added"`
+	Removed  []string `json:"removed"`
+	Modified []string `json:"modified"`
+}
+
+// changedFiles are the files the commits add, remove or modify, and
+// whether every commit lists them (a sender that leaves the lists out
+// lists nothing).
+func changedFiles(commits []pushedCommit) ([]string, bool) {
+	var files []string
+	for _, c := range commits {
+		if c.Added == nil || c.Removed == nil || c.Modified == nil {
+			return nil, false
+		}
+		files = slices.Concat(files, c.Added, c.Removed, c.Modified)
+	}
+	return files, len(commits) > 0
 }
 
 func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
@@ -201,12 +252,18 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 	}
 	var ev struct {
 		Ref        string `json:"ref"`
+		Before     string `json:"before"`
 		After      string `json:"after"`
+		Created    bool   `json:"created"`
 		Deleted    bool   `json:"deleted"`
+		Forced     bool   `json:"forced"`
 		Repository struct {
 			FullName string `json:"full_name"`
 			CloneURL string `json:"clone_url"`
 		} `json:"repository"`
+		Commits []pushedCommit `json:"commits"`
+		// Gitea and Forgejo count the commits they may not all list.
+		TotalCommits *int `json:"total_commits"`
 	}
 	if err := json.Unmarshal(body, &ev); err != nil || ev.Ref == "" || ev.Repository.FullName == "" {
 		reply(w, http.StatusBadRequest, "a GitHub push event has ref, after and repository.full_name")
@@ -219,7 +276,14 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, "ignored: a deleted ref builds nothing")
 		return
 	}
-	h.request(w, r, "github/"+r.Header.Get("X-GitHub-Delivery"), push{ev.Repository.FullName, ev.Repository.CloneURL, ev.Ref, ev.After})
+	// The files are all listed for a push to a branch that existed, not
+	// forced, of fewer commits than GitHub lists (2048) or, from Gitea,
+	// all of them.
+	changed, listed := changedFiles(ev.Commits)
+	listed = listed && strings.HasPrefix(ev.Ref, "refs/heads/") && !ev.Created && !ev.Forced && ev.Before != "" && !nullCommit(ev.Before) &&
+		len(ev.Commits) < 2048 && (ev.TotalCommits == nil || *ev.TotalCommits == len(ev.Commits))
+	h.request(w, r, "github/"+r.Header.Get("X-GitHub-Delivery"), push{repo: ev.Repository.FullName, cloneURL: ev.Repository.CloneURL,
+		ref: ev.Ref, sha: ev.After, changed: changed, listed: listed})
 }
 
 func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
@@ -236,11 +300,14 @@ func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
 	}
 	var ev struct {
 		Ref         string `json:"ref"`
+		Before      string `json:"before"`
 		CheckoutSHA string `json:"checkout_sha"`
 		Project     struct {
 			Path    string `json:"path_with_namespace"`
 			HTTPURL string `json:"git_http_url"`
 		} `json:"project"`
+		Commits      []pushedCommit `json:"commits"` // the last 20
+		TotalCommits int            `json:"total_commits_count"`
 	}
 	if err := json.Unmarshal(body, &ev); err != nil || ev.Ref == "" || ev.Project.Path == "" {
 		reply(w, http.StatusBadRequest, "a GitLab push event has ref, checkout_sha and project.path_with_namespace")
@@ -251,7 +318,10 @@ func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delivery := cmp.Or(r.Header.Get("X-Gitlab-Event-UUID"), r.Header.Get("Idempotency-Key"))
-	h.request(w, r, "gitlab/"+delivery, push{ev.Project.Path, ev.Project.HTTPURL, ev.Ref, ev.CheckoutSHA})
+	changed, listed := changedFiles(ev.Commits)
+	listed = listed && strings.HasPrefix(ev.Ref, "refs/heads/") && ev.Before != "" && !nullCommit(ev.Before) && ev.TotalCommits == len(ev.Commits)
+	h.request(w, r, "gitlab/"+delivery, push{repo: ev.Project.Path, cloneURL: ev.Project.HTTPURL, ref: ev.Ref, sha: ev.CheckoutSHA,
+		changed: changed, listed: listed})
 }
 
 // cloudevents takes a build.requested CloudEvent in binary or structured
@@ -289,11 +359,11 @@ func (h *Webhooks) cloudevents(w http.ResponseWriter, r *http.Request) {
 	h.publish(w, r.Context(), "cloudevents/"+ev.Source()+"/"+ev.ID(), req)
 }
 
-// request maps each push to its rule and publishes its build, answering
-// 202 with the run (and, for a push of several refs, the others' in
-// more), or 200 saying why none builds (no rule, not a branch or a tag).
-// A push of several refs derives each run's ids from the delivery and
-// its ref.
+// request maps each push to its rules and publishes their builds,
+// answering 202 with the first run (and the others' in more: a push of
+// several refs, a repository several rules build), or 200 saying why none
+// builds (no rule, not a branch or a tag). Each run's ids derive from the
+// delivery, and, when it starts several, the ref and the image.
 func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery string, pushes ...push) {
 	if strings.HasSuffix(delivery, "/") {
 		reply(w, http.StatusBadRequest, "the delivery id header is missing: it is what makes a redelivery start no second run")
@@ -302,7 +372,7 @@ func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery stri
 	var accepted []WebhookAccepted
 	var ignored []string
 	for _, p := range pushes {
-		req, why, err := h.buildRequest(p)
+		reqs, why, err := h.buildRequests(p)
 		if err != nil {
 			reply(w, http.StatusBadRequest, err.Error())
 			return
@@ -311,16 +381,21 @@ func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery stri
 			ignored = append(ignored, why)
 			continue
 		}
-		id := delivery
-		if len(pushes) > 1 {
-			id += "/" + p.ref
+		for _, req := range reqs {
+			id := delivery
+			if len(pushes) > 1 {
+				id += "/" + p.ref
+			}
+			if len(reqs) > 1 {
+				id += "/" + repositoryOf(req.Target)
+			}
+			acc, err := h.publishEvent(r.Context(), id, events.BuildRequested, repositoryOf(req.Target), req)
+			if err != nil {
+				reply(w, publishStatus(err), err.Error())
+				return
+			}
+			accepted = append(accepted, acc)
 		}
-		acc, err := h.publishEvent(r.Context(), id, events.BuildRequested, repositoryOf(req.Target), req)
-		if err != nil {
-			reply(w, publishStatus(err), err.Error())
-			return
-		}
-		accepted = append(accepted, acc)
 	}
 	if len(accepted) == 0 {
 		reply(w, http.StatusOK, "ignored: "+cmp.Or(strings.Join(ignored, "; "), "a deleted ref builds nothing"))
@@ -331,13 +406,10 @@ func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery stri
 	service.WriteJSON(w, http.StatusAccepted, first)
 }
 
-// buildRequest is the build a push asks for under its rule, or why it
-// asks for none; an error when the rule makes no image tag of it.
-func (h *Webhooks) buildRequest(p push) (events.BuildRequest, string, error) {
-	rule, ok := h.rule(p.repo)
-	if !ok {
-		return events.BuildRequest{}, fmt.Sprintf("no rule for %s in the webhook config", p.repo), nil
-	}
+// buildRequests are the builds a push asks for under its repository's
+// rules, or why it asks for none; an error when a rule makes no image tag
+// of it.
+func (h *Webhooks) buildRequests(p push) ([]events.BuildRequest, string, error) {
 	// (CutPrefix gives back the whole ref when it is not of that kind.)
 	branch, tagName := "", ""
 	if b, ok := strings.CutPrefix(p.ref, "refs/heads/"); ok {
@@ -345,40 +417,43 @@ func (h *Webhooks) buildRequest(p push) (events.BuildRequest, string, error) {
 	} else if tg, ok := strings.CutPrefix(p.ref, "refs/tags/"); ok {
 		tagName = tg
 	} else {
-		return events.BuildRequest{}, fmt.Sprintf("%s is neither a branch nor a tag", p.ref), nil
-	}
-	tag := rule.Tag
-	if tag == "" {
-		tag = cmp.Or(tagName, branch)
+		return nil, fmt.Sprintf("%s is neither a branch nor a tag", p.ref), nil
 	}
 	sha := p.sha
 	if len(sha) > 12 {
 		sha = sha[:12]
 	}
-	tag = strings.NewReplacer("{tag}", tagName, "{branch}", branch, "{sha}", sha).Replace(tag)
-	tag = strings.Map(func(c rune) rune { // a branch like feature/x becomes feature-x
-		if c == '/' {
-			return '-'
+	var (
+		reqs      []events.BuildRequest
+		unchanged []string
+	)
+	for _, rule := range h.cfg.Repositories {
+		if !strings.EqualFold(rule.Match, p.repo) {
+			continue
 		}
-		return c
-	}, tag)
-	target := rule.Image + ":" + tag
-	if _, err := name.NewTag(target); err != nil {
-		return events.BuildRequest{}, "", fmt.Errorf("%s does not make an image tag: %v", target, err)
-	}
-	return events.BuildRequest{
-		Source: events.Source{Kind: events.SourceGit, URL: cmp.Or(rule.Git, p.cloneURL), Rev: p.sha, Ref: p.ref},
-		Target: target, PromoteTo: rule.PromoteTo,
-	}, "", nil
-}
-
-func (h *Webhooks) rule(repo string) (WebhookRule, bool) {
-	for _, r := range h.cfg.Repositories {
-		if strings.EqualFold(r.Match, repo) {
-			return r, true
+		if len(rule.Paths) > 0 && p.listed && !slices.ContainsFunc(p.changed, func(f string) bool { return oci.MatchesAny(rule.Paths, f) }) {
+			unchanged = append(unchanged, rule.Image)
+			continue
 		}
+		tag := cmp.Or(rule.Tag, tagName, branch)
+		tag = strings.NewReplacer("{tag}", tagName, "{branch}", branch, "{sha}", sha).Replace(tag)
+		tag = strings.ReplaceAll(tag, "/", "-") // a branch like feature/x becomes feature-x
+		target := rule.Image + ":" + tag
+		if _, err := name.NewTag(target); err != nil {
+			return nil, "", fmt.Errorf("%s does not make an image tag: %v", target, err)
+		}
+		reqs = append(reqs, events.BuildRequest{
+			Source: events.Source{Kind: events.SourceGit, URL: cmp.Or(rule.Git, p.cloneURL), Rev: p.sha, Ref: p.ref, Dir: rule.Dir},
+			Target: target, PromoteTo: rule.PromoteTo,
+		})
 	}
-	return WebhookRule{}, false
+	switch {
+	case len(reqs) > 0:
+		return reqs, "", nil
+	case len(unchanged) > 0:
+		return nil, fmt.Sprintf("the push changed no file the paths of %s name", strings.Join(unchanged, ", ")), nil
+	}
+	return nil, fmt.Sprintf("no rule for %s in the webhook config", p.repo), nil
 }
 
 // webhookNamespace derives run and event ids from delivery ids.

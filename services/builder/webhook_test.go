@@ -1,6 +1,9 @@
 package builder
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -105,4 +108,59 @@ func TestACredentialInARepositoryURLIsRefused(t *testing.T) {
 			t.Errorf("a CloudEvent with %q: %d %s", url, rec.Code, rec.Body)
 		}
 	}
+}
+
+// A rule's dir must be a directory of the repository, and two rules of
+// one repository must build two images: the config says which is wrong.
+func TestAMonorepoConfigSaysWhatIsWrong(t *testing.T) {
+	for config, want := range map[string]string{
+		"  - {match: acme/mono, image: r.example/api, dir: ../elsewhere}\n":                                               "repositories[0].dir \"../elsewhere\"",
+		"  - {match: acme/mono, image: r.example/api, dir: /srv/api}\n":                                                   "repositories[0].dir \"/srv/api\"",
+		"  - {match: acme/mono, image: r.example/api, paths: ['services/[api']}\n":                                        "repositories[0].paths pattern \"services/[api\" is not a valid glob",
+		"  - {match: acme/mono, image: r.example/api, dir: services/api}\n  - {match: ACME/mono, image: r.example/api}\n": "repositories[1]: ACME/mono builds r.example/api twice",
+	} {
+		file := filepath.Join(t.TempDir(), "webhooks.yaml")
+		if err := os.WriteFile(file, []byte("repositories:\n"+config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadWebhookConfig(file); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", config, err, want)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "webhooks.yaml")
+	if err := os.WriteFile(file, []byte("repositories:\n  - {match: acme/mono, image: r.example/api, dir: services/api}\n  - {match: acme/mono, image: r.example/web, dir: services/web}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := LoadWebhookConfig(file); err != nil || len(cfg.Repositories) != 2 || cfg.Repositories[1].Dir != "services/web" {
+		t.Errorf("two rules of a monorepo: %+v %v", cfg.Repositories, err)
+	}
+}
+
+// A push that changes none of the files its repository's rules name is
+// answered 200, saying so, and starts nothing.
+func TestAPushThatChangesNoRulesPathsBuildsNothing(t *testing.T) {
+	mux := http.NewServeMux()
+	NewWebhooks(WebhookConfig{Secret: "s3cret", Repositories: []WebhookRule{
+		{Match: "acme/mono", Image: "r.example/acme/api", Dir: "services/api", Paths: []string{"services/api/**"}},
+		{Match: "acme/mono", Image: "r.example/acme/web", Dir: "services/web", Paths: []string{"services/web"}},
+	}}, nil, nil, nil).Register(mux) // no bus: a build would fail the request
+	body := `{"ref":"refs/heads/main","before":"` + strings.Repeat("1", 40) + `","after":"` + strings.Repeat("2", 40) + `",
+		"repository":{"full_name":"acme/mono","clone_url":"https://github.example/acme/mono.git"},
+		"commits":[{"added":["docs/new.md"],"removed":[],"modified":["README.md","services/webby/x"]}]}`
+	req := httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(body))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-GitHub-Delivery", "d1")
+	req.Header.Set("X-Hub-Signature-256", signGitHub("s3cret", []byte(body)))
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "the push changed no file the paths of r.example/acme/api, r.example/acme/web name") {
+		t.Errorf("a push outside every rule's paths: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// signGitHub is GitHub's X-Hub-Signature-256 of body.
+func signGitHub(secret string, body []byte) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"archive/tar"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/digestline/digestline/cmd/digestline/internal/dev"
+	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/runs"
+	"github.com/digestline/digestline/services/builder"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// TestAMonorepoPushBuildsEachImageFromItsDirectory: a repository that
+// holds several services, each with its rule and its directory. One push
+// builds each service's image from its own directory (its files at the
+// image's root, its own digestline.yaml), one run each; a redelivery starts
+// none again; a rule whose directory the commit lacks fails its run with
+// what to do, and the others build.
+func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
+	work := t.TempDir()
+	e2etest.Git(t, work, "init", "--quiet", "--initial-branch=main")
+	for file, content := range map[string]string{
+		"README.md":                        "the monorepo",
+		"services/api/api.txt":             "api",
+		"services/api/digestline.yaml":     "labels: {component: api}\n",
+		"services/web/index.html":          "<p>web</p>",
+		"services/web/static/app.css":      "p {}",
+		"libs/shared/shared.txt":           "not in any image",
+		"services/api/internal/handler.go": "package internal",
+	} {
+		p := filepath.Join(work, filepath.FromSlash(file))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e2etest.Git(t, work, "add", ".")
+	e2etest.Git(t, work, "commit", "--quiet", "-m", "two services")
+	sha := e2etest.Git(t, work, "rev-parse", "HEAD")
+
+	regAddr := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
+	repo := "file://" + work
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryAddr(regAddr), func(c *dev.Config) {
+		c.WebhookAddr = "127.0.0.1:0"
+		c.Webhook = builder.WebhookConfig{Secret: e2etest.WebhookSecret, GitLabToken: "gitlab-token-0123456789", Repositories: []builder.WebhookRule{
+			{Match: "acme/mono", Git: repo, Image: regAddr + "/acme/api", Dir: "services/api", Paths: []string{"services/api/**"}},
+			{Match: "acme/mono", Git: repo, Image: regAddr + "/acme/web", Dir: "services/web", Paths: []string{"services/web", "libs/shared/**"}},
+			{Match: "acme/mono", Git: repo, Image: regAddr + "/acme/worker", Dir: "services/worker"}, // not in this commit
+		}}
+	})
+	body, _ := json.Marshal(map[string]any{"ref": "refs/heads/main", "after": sha,
+		"repository": map[string]string{"full_name": "acme/mono", "clone_url": "https://github.example/acme/mono.git"}})
+	code, acc := e2etest.SendGitHub(t, s.WebhookURL+"/webhooks/github", e2etest.SignGitHub(e2etest.WebhookSecret, body), "mono-1", body)
+	if code != http.StatusAccepted || len(acc.More) != 2 {
+		t.Fatalf("a push to the monorepo: %d, %d more runs, want 202 and 2", code, len(acc.More))
+	}
+	all := append([]builder.WebhookAccepted{acc}, acc.More...)
+	ends := map[string]string{} // image → how its run ended
+	for _, a := range all {
+		evs := s.RunEvents(t, a.RunID)
+		n, _ := events.NameOfType(evs[len(evs)-1]["type"].(string))
+		var run runs.Run
+		if s.GetJSON(t, "/v1/runs/"+a.RunID+"/summary", &run) != http.StatusOK {
+			t.Fatalf("run %s has no summary", a.RunID)
+		}
+		ends[run.Target] = string(n)
+		if dir := strings.Split(strings.TrimPrefix(run.Target, regAddr+"/acme/"), ":")[0]; !strings.HasSuffix(run.Source, ", directory services/"+dir) {
+			t.Errorf("run %s says it builds from %q, want its directory services/%s", a.RunID, run.Source, dir)
+		}
+		if n == events.BuildFailed {
+			if run.Err == nil || run.Err.Failure.Class != "input" || !strings.Contains(run.Err.Failure.Hint, "source.dir") {
+				t.Errorf("the worker's run (no such directory) failed with %+v, want input and a hint naming source.dir", run.Err)
+			}
+		}
+	}
+	want := map[string]string{regAddr + "/acme/api:main": "promoted", regAddr + "/acme/web:main": "promoted", regAddr + "/acme/worker:main": "build.failed"}
+	for target, end := range want {
+		if ends[target] != end {
+			t.Errorf("%s ended %q, want %q (all: %v)", target, ends[target], end, ends)
+		}
+	}
+
+	// Each image holds its directory's files at its root, and nothing else.
+	for image, files := range map[string][]string{
+		"acme/api": {"api.txt", "internal", "internal/handler.go"}, // its digestline.yaml is read, not packed
+		"acme/web": {"index.html", "static", "static/app.css"},
+	} {
+		ref, err := name.ParseReference(regAddr+"/"+image+":main", name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := remote.Image(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := imageFiles(t, mutate.Extract(img)); !slices.Equal(got, files) {
+			t.Errorf("%s holds %v, want %v", image, got, files)
+		}
+		cfg, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if image == "acme/api" && cfg.Config.Labels["component"] != "api" {
+			t.Errorf("acme/api was built without services/api/digestline.yaml: labels %v", cfg.Config.Labels)
+		}
+	}
+
+	// The same delivery again starts no run; each run's id is its own.
+	code, again := e2etest.SendGitHub(t, s.WebhookURL+"/webhooks/github", e2etest.SignGitHub(e2etest.WebhookSecret, body), "mono-1", body)
+	ids := []string{acc.RunID, acc.More[0].RunID, acc.More[1].RunID}
+	if code != http.StatusAccepted || again.RunID != acc.RunID || len(again.More) != 2 || again.More[0].RunID != ids[1] || again.More[1].RunID != ids[2] {
+		t.Errorf("a redelivery answered %d %+v, want the same runs %v", code, again, ids)
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != 3 {
+		t.Errorf("the push's runs share ids: %v", ids)
+	}
+}
+
+// TestAMonorepoRuleWithPathsBuildsWhatAPushChanged: rules with paths build
+// a push to a branch only when it changed one of their files, as GitHub's
+// and GitLab's payloads list them; a rule without paths builds every push;
+// a push whose files the payload does not all list (a new branch, a forced
+// push, more commits than it lists) builds every rule.
+func TestAMonorepoRuleWithPathsBuildsWhatAPushChanged(t *testing.T) {
+	work := t.TempDir()
+	e2etest.Git(t, work, "init", "--quiet", "--initial-branch=main")
+	write := func(file, content string) {
+		p := filepath.Join(work, filepath.FromSlash(file))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit := func(msg string) string {
+		e2etest.Git(t, work, "add", ".")
+		e2etest.Git(t, work, "commit", "--quiet", "-m", msg)
+		return e2etest.Git(t, work, "rev-parse", "HEAD")
+	}
+	write("services/api/api.txt", "api")
+	write("services/web/index.html", "web")
+	write("libs/shared/shared.txt", "shared")
+	write("README.md", "readme")
+	first := commit("one")
+
+	regAddr := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
+	repo := "file://" + work
+	s, _ := e2etest.StartStack(t, e2etest.WithRegistryAddr(regAddr), func(c *dev.Config) {
+		c.WebhookAddr = "127.0.0.1:0"
+		c.Webhook = builder.WebhookConfig{Secret: e2etest.WebhookSecret, GitLabToken: "gitlab-token-0123456789", Repositories: []builder.WebhookRule{
+			{Match: "acme/mono", Git: repo, Image: regAddr + "/acme/api", Dir: "services/api", Paths: []string{"services/api/**"}},
+			{Match: "acme/mono", Git: repo, Image: regAddr + "/acme/web", Dir: "services/web", Paths: []string{"services/web", "libs/shared/**"}},
+			{Match: "acme/mono", Git: repo, Image: regAddr + "/acme/all"},
+		}}
+	})
+	type commitFiles struct {
+		Added    []string `json:"added"`
+		Removed  []string `json:"removed"`
+		Modified []string `json:"modified"`
+	}
+	// built sends a push and returns the images of the runs it started.
+	built := func(name string, code int, acc builder.WebhookAccepted) []string {
+		t.Helper()
+		if code == http.StatusOK {
+			return nil
+		}
+		if code != http.StatusAccepted {
+			t.Fatalf("%s: answered %d", name, code)
+		}
+		var images []string
+		for _, a := range append([]builder.WebhookAccepted{acc}, acc.More...) {
+			var run runs.Run
+			if s.GetJSON(t, "/v1/runs/"+a.RunID+"/summary", &run) != http.StatusOK {
+				t.Fatalf("%s: run %s has no summary", name, a.RunID)
+			}
+			images = append(images, strings.Split(strings.TrimPrefix(run.Target, regAddr+"/acme/"), ":")[0])
+		}
+		slices.Sort(images)
+		return images
+	}
+	github := func(delivery, before, after string, extra map[string]any, files ...commitFiles) []string {
+		t.Helper()
+		p := map[string]any{"ref": "refs/heads/main", "before": before, "after": after, "created": false, "deleted": false, "forced": false,
+			"repository": map[string]string{"full_name": "acme/mono", "clone_url": "https://github.example/acme/mono.git"}, "commits": files}
+		for k, v := range extra {
+			p[k] = v
+		}
+		body, _ := json.Marshal(p)
+		code, acc := e2etest.SendGitHub(t, s.WebhookURL+"/webhooks/github", e2etest.SignGitHub(e2etest.WebhookSecret, body), delivery, body)
+		return built(delivery, code, acc)
+	}
+	gitlab := func(delivery, before, after string, total int, files ...commitFiles) []string {
+		t.Helper()
+		body, _ := json.Marshal(map[string]any{"object_kind": "push", "ref": "refs/heads/main", "before": before, "after": after, "checkout_sha": after,
+			"project": map[string]string{"path_with_namespace": "acme/mono", "git_http_url": "https://gitlab.example/acme/mono.git"},
+			"commits": files, "total_commits_count": total})
+		code, acc := e2etest.SendForge(t, s.WebhookURL+"/webhooks/gitlab", map[string]string{"X-Gitlab-Event": "Push Hook",
+			"X-Gitlab-Event-UUID": delivery, "X-Gitlab-Token": "gitlab-token-0123456789"}, body)
+		return built(delivery, code, acc)
+	}
+	none := []string{}
+
+	write("libs/shared/shared.txt", "shared v2")
+	second := commit("shared")
+	write("README.md", "readme v2")
+	third := commit("readme")
+	for _, c := range []struct {
+		name string
+		got  []string
+		want []string
+	}{
+		{"a new branch", github("new", strings.Repeat("0", 40), first, map[string]any{"created": true}, commitFiles{[]string{"README.md"}, []string{}, []string{}}), []string{"all", "api", "web"}},
+		{"a change to a library web names", github("shared", first, second, nil, commitFiles{[]string{}, []string{}, []string{"libs/shared/shared.txt"}}), []string{"all", "web"}},
+		{"a change to no service", github("readme", second, third, nil, commitFiles{[]string{}, []string{}, []string{"README.md"}}), []string{"all"}},
+		{"a forced push", github("forced", second, third, map[string]any{"forced": true}, commitFiles{[]string{}, []string{}, []string{"README.md"}}), []string{"all", "api", "web"}},
+		{"a sender that lists no files", github("unlisted", second, third, nil, commitFiles{}), []string{"all", "api", "web"}},
+		{"GitLab: a change to the api", gitlab("gl-api", second, third, 1, commitFiles{[]string{"services/api/new.txt"}, []string{}, []string{}}), []string{"all", "api"}},
+		{"GitLab: more commits than it lists", gitlab("gl-more", first, third, 21, commitFiles{[]string{}, []string{}, []string{"README.md"}}), []string{"all", "api", "web"}},
+	} {
+		if c.got == nil {
+			c.got = none
+		}
+		if !slices.Equal(c.got, c.want) {
+			t.Errorf("%s built %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+// imageFiles lists a flattened image's files, sorted.
+func imageFiles(t *testing.T, r io.ReadCloser) []string {
+	t.Helper()
+	defer r.Close()
+	var names []string
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, strings.TrimPrefix(h.Name, "./"))
+	}
+	slices.Sort(names)
+	return names
+}
