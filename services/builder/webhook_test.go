@@ -164,3 +164,39 @@ func signGitHub(secret string, body []byte) string {
 	mac.Write(body)
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
+
+// A rule with branches and tags builds only those refs: main to dev, the
+// version tags to staging, of one image, and a feature branch not at all,
+// saying why.
+func TestARulesBranchesAndTagsPickTheRefsItBuilds(t *testing.T) {
+	h := NewWebhooks(WebhookConfig{Repositories: []WebhookRule{
+		{Match: "acme/app", Image: "r.example/acme/app", Branches: []string{"main", "release/*"}, PromoteTo: "dev"},
+		{Match: "acme/app", Image: "r.example/acme/app", Tags: []string{"v*"}, PromoteTo: "staging"},
+	}}, nil, nil, nil)
+	sha := strings.Repeat("a", 40)
+	for ref, want := range map[string]string{
+		"refs/heads/main":        "r.example/acme/app:main → dev",
+		"refs/heads/release/1.2": "r.example/acme/app:release-1.2 → dev",
+		"refs/tags/v1.2.0":       "r.example/acme/app:v1.2.0 → staging",
+		"refs/heads/feature/x":   "refs/heads/feature/x is none of the branches and tags the rules of acme/app build (r.example/acme/app, r.example/acme/app)",
+		"refs/heads/release/1/x": "refs/heads/release/1/x is none of the branches and tags the rules of acme/app build (r.example/acme/app, r.example/acme/app)",
+		"refs/tags/nightly":      "refs/tags/nightly is none of the branches and tags the rules of acme/app build (r.example/acme/app, r.example/acme/app)",
+	} {
+		reqs, why, err := h.buildRequests(push{repo: "acme/app", ref: ref, sha: sha})
+		var got []string
+		for _, r := range reqs {
+			got = append(got, r.Target+" → "+r.PromoteTo)
+		}
+		if err != nil || strings.Join(append(got, why), "") != want {
+			t.Errorf("%s: %v %q %v, want %q", ref, got, why, err, want)
+		}
+	}
+
+	file := filepath.Join(t.TempDir(), "webhooks.yaml")
+	if err := os.WriteFile(file, []byte("repositories:\n  - {match: acme/app, image: r.example/app, branches: ['[main']}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadWebhookConfig(file); err == nil || !strings.Contains(err.Error(), `branch or tag pattern "[main"`) {
+		t.Errorf("a malformed branch pattern: %v", err)
+	}
+}
