@@ -80,6 +80,28 @@ func TestForgeExamplePayloads(t *testing.T) {
 			p["after"], p["checkout_sha"] = master, master
 			field(p, "project")["git_http_url"] = clone
 		}, http.StatusAccepted, "mike/diaspora", "master-" + master[:12], 0},
+		// A commit whose message says [skip ci] (or [ci skip], [no ci],
+		// [skip digestline]) builds nothing, on each forge that sends it.
+		{"github-push-new-branch.json", "push", func(p map[string]any) {
+			p["after"] = master
+			field(p, "repository")["clone_url"] = clone
+			field(p, "head_commit")["message"] = "Initial commit [skip ci]"
+		}, http.StatusOK, "", "", 0},
+		{"gitlab-push.json", "Push Hook", func(p map[string]any) {
+			p["after"], p["checkout_sha"] = master, master
+			head := p["commits"].([]any)[1].(map[string]any)
+			head["id"], head["message"] = master, "fixed readme\n\n[CI SKIP]"
+		}, http.StatusOK, "", "", 0},
+		{"bitbucket-push.json", "repo:push", func(p map[string]any) {
+			target := field(bitbucketChange(p), "new")["target"].(map[string]any)
+			target["hash"], target["message"] = master, "new commit message [no ci]\n"
+		}, http.StatusOK, "", "", 0},
+		{"azure-devops-git-push.json", "git.push", func(p map[string]any) {
+			update := field(p, "resource")["refUpdates"].([]any)[0].(map[string]any)
+			update["name"], update["newObjectId"] = "refs/heads/master", master
+			commit := field(p, "resource")["commits"].([]any)[0].(map[string]any)
+			commit["commitId"], commit["comment"] = master, "Fixed bug in web.config file [skip digestline]"
+		}, http.StatusOK, "", "", 0},
 		{"gitlab-tag-push.json", "Tag Push Hook", func(p map[string]any) {
 			p["after"], p["checkout_sha"] = master, master
 			field(p, "project")["git_http_url"] = clone

@@ -35,6 +35,10 @@ func (h *Webhooks) azureDevOps(w http.ResponseWriter, r *http.Request) {
 				Name        string `json:"name"`
 				NewObjectID string `json:"newObjectId"`
 			} `json:"refUpdates"`
+			Commits []struct {
+				CommitID string `json:"commitId"`
+				Comment  string `json:"comment"`
+			} `json:"commits"`
 			Repository struct {
 				Name      string `json:"name"`
 				RemoteURL string `json:"remoteUrl"`
@@ -59,9 +63,16 @@ func (h *Webhooks) azureDevOps(w http.ResponseWriter, r *http.Request) {
 	}
 	var pushes []push
 	for _, u := range ev.Resource.RefUpdates {
-		if !nullCommit(u.NewObjectID) {
-			pushes = append(pushes, push{repo: repo.Project.Name + "/" + repo.Name, cloneURL: repo.RemoteURL, ref: u.Name, sha: u.NewObjectID})
+		if nullCommit(u.NewObjectID) {
+			continue
 		}
+		p := push{repo: repo.Project.Name + "/" + repo.Name, cloneURL: repo.RemoteURL, ref: u.Name, sha: u.NewObjectID}
+		for _, c := range ev.Resource.Commits {
+			if c.CommitID == u.NewObjectID {
+				p.message = c.Comment
+			}
+		}
+		pushes = append(pushes, p)
 	}
 	h.request(w, r, "azure-devops/"+ev.ID, pushes...)
 }

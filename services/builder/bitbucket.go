@@ -28,7 +28,8 @@ func (h *Webhooks) bitbucket(w http.ResponseWriter, r *http.Request) {
 					Type   string `json:"type"`
 					Name   string `json:"name"`
 					Target struct {
-						Hash string `json:"hash"`
+						Hash    string `json:"hash"`
+						Message string `json:"message"`
 					} `json:"target"`
 				} `json:"new"`
 			} `json:"changes"`
@@ -51,7 +52,7 @@ func (h *Webhooks) bitbucket(w http.ResponseWriter, r *http.Request) {
 		case "tag":
 			ref = "refs/tags/" + ref
 		}
-		pushes = append(pushes, push{repo: ev.Repository.FullName, cloneURL: clone, ref: ref, sha: c.New.Target.Hash})
+		pushes = append(pushes, push{repo: ev.Repository.FullName, cloneURL: clone, ref: ref, sha: c.New.Target.Hash, message: c.New.Target.Message})
 	}
 	h.request(w, r, "bitbucket/"+r.Header.Get("X-Request-UUID"), pushes...)
 }

@@ -91,10 +91,30 @@ type push struct {
 	// theirs is among them).
 	changed []string
 	listed  bool
+	// message is the pushed commit's message, when the payload carries it:
+	// one that says [skip ci] builds nothing.
+	message string
+}
+
+// skipMarkers are what a commit message says to build nothing, as GitHub
+// Actions and GitLab CI read them (case aside), and digestline's own.
+var skipMarkers = []string{"[skip ci]", "[ci skip]", "[no ci]", "[skip digestline]"}
+
+// skipped is the marker message carries, or "".
+func skipped(message string) string {
+	lower := strings.ToLower(message)
+	for _, m := range skipMarkers {
+		if strings.Contains(lower, m) {
+			return m
+		}
+	}
+	return ""
 }
 
 // pushedCommit is a commit of a push as GitHub, Gitea and GitLab list it.
 type pushedCommit struct {
+	ID       string   `json:"id"`
+	Message  string   `json:"message"`
 	Added    []string `json:"added"`
 	Removed  []string `json:"removed"`
 	Modified []string `json:"modified"`
@@ -153,7 +173,8 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 		} `json:"repository"`
 		Commits []pushedCommit `json:"commits"`
 		// Gitea and Forgejo count the commits they may not all list.
-		TotalCommits *int `json:"total_commits"`
+		TotalCommits *int         `json:"total_commits"`
+		HeadCommit   pushedCommit `json:"head_commit"`
 	}
 	if err := json.Unmarshal(body, &ev); err != nil || ev.Ref == "" || ev.Repository.FullName == "" {
 		reply(w, http.StatusBadRequest, "a GitHub push event has ref, after and repository.full_name")
@@ -173,7 +194,7 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 	listed = listed && strings.HasPrefix(ev.Ref, "refs/heads/") && !ev.Created && !ev.Forced && ev.Before != "" && !nullCommit(ev.Before) &&
 		len(ev.Commits) < 2048 && (ev.TotalCommits == nil || *ev.TotalCommits == len(ev.Commits))
 	h.request(w, r, "github/"+r.Header.Get("X-GitHub-Delivery"), push{repo: ev.Repository.FullName, cloneURL: ev.Repository.CloneURL,
-		ref: ev.Ref, sha: ev.After, changed: changed, listed: listed})
+		ref: ev.Ref, sha: ev.After, changed: changed, listed: listed, message: ev.HeadCommit.Message})
 }
 
 func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
@@ -210,8 +231,14 @@ func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {
 	delivery := cmp.Or(r.Header.Get("X-Gitlab-Event-UUID"), r.Header.Get("Idempotency-Key"))
 	changed, listed := changedFiles(ev.Commits)
 	listed = listed && strings.HasPrefix(ev.Ref, "refs/heads/") && ev.Before != "" && !nullCommit(ev.Before) && ev.TotalCommits == len(ev.Commits)
+	message := ""
+	for _, c := range ev.Commits {
+		if c.ID == ev.CheckoutSHA {
+			message = c.Message
+		}
+	}
 	h.request(w, r, "gitlab/"+delivery, push{repo: ev.Project.Path, cloneURL: ev.Project.HTTPURL, ref: ev.Ref, sha: ev.CheckoutSHA,
-		changed: changed, listed: listed})
+		changed: changed, listed: listed, message: message})
 }
 
 // cloudevents takes a build.requested CloudEvent in binary or structured

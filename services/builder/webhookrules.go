@@ -163,6 +163,9 @@ func (h *Webhooks) buildRequests(p push) ([]events.BuildRequest, string, error) 
 	} else {
 		return nil, fmt.Sprintf("%s is neither a branch nor a tag", p.ref), nil
 	}
+	if m := skipped(p.message); m != "" {
+		return nil, fmt.Sprintf("the pushed commit's message says %s", m), nil
+	}
 	sha := p.sha
 	if len(sha) > 12 {
 		sha = sha[:12]
