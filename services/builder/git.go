@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -328,6 +330,10 @@ func (c *checkout) submodule(tw *tar.Writer, tree *object.Tree, parentURL, path 
 		return failure.New(failure.Input, fmt.Errorf("submodule %s: %w", shown, err),
 			"a submodule's URL must be https, http, ssh or git (file only within a local repository), as git's protocol.file.allow=user has it")
 	}
+	if sameHostOverHTTP(ep, c.top) {
+		url = fmt.Sprintf("%s://%s/%s", c.top.Protocol, hostPort(c.top), strings.TrimPrefix(ep.Path, "/"))
+		ep, _ = gitEndpoint(url)
+	}
 	// The builder's credentials go to the repository's own host only: a
 	// .gitmodules is anyone's to write.
 	var auth transport.AuthMethod
@@ -353,6 +359,27 @@ func (c *checkout) submodule(tw *tar.Writer, tree *object.Tree, parentURL, path 
 		return err
 	}
 	return c.tree(tw, repo, url, commit, shown+"/", depth+1)
+}
+
+// sameHostOverHTTP says whether a submodule's ssh (or git://) URL names
+// the host the repository itself was fetched from over HTTP(S): the
+// submodule is fetched over HTTP(S) from there too, with the same
+// credentials, as CI checkouts rewrite it (git@github.com:org/lib.git is
+// https://github.com/org/lib.git). The builder holds no ssh key.
+func sameHostOverHTTP(ep, top *transport.Endpoint) bool {
+	return (ep.Protocol == "ssh" || ep.Protocol == "git") && (top.Protocol == "https" || top.Protocol == "http") && ep.Host == top.Host
+}
+
+// hostPort is an endpoint's host, with its port when it names one.
+func hostPort(ep *transport.Endpoint) string {
+	host := strings.Trim(ep.Host, "[]") // an IPv6 address, with or without its brackets
+	switch {
+	case ep.Port != 0:
+		return net.JoinHostPort(host, strconv.Itoa(ep.Port))
+	case strings.Contains(host, ":"):
+		return "[" + host + "]"
+	}
+	return host
 }
 
 // submoduleAt is the .gitmodules entry of the submodule at path.

@@ -227,19 +227,14 @@ func lfsEndpoint(tree *object.Tree, ep *transport.Endpoint) (string, error) {
 			return strings.TrimSuffix(url, "/"), nil
 		}
 	}
-	scheme := "https"
-	if ep.Protocol == "http" {
-		scheme = "http"
-	}
-	host := ep.Host
-	if ep.Port != 0 && (ep.Protocol == "http" || ep.Protocol == "https") {
-		host += ":" + strconv.Itoa(ep.Port)
-	}
 	p := "/" + strings.Trim(ep.Path, "/")
 	if !strings.HasSuffix(p, ".git") {
 		p += ".git"
 	}
-	return scheme + "://" + host + p + "/info/lfs", nil
+	if ep.Protocol == "http" || ep.Protocol == "https" {
+		return ep.Protocol + "://" + hostPort(ep) + p + "/info/lfs", nil
+	}
+	return "https://" + hostPort(&transport.Endpoint{Host: ep.Host}) + p + "/info/lfs", nil // ssh's LFS is its host's https
 }
 
 // localLFSObjects is where git lfs keeps a local repository's objects:

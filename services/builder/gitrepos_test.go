@@ -21,6 +21,7 @@ import (
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/tooltest"
+	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
 // gitRepo is a work tree made with the real git (and git-lfs) in a test,
@@ -257,6 +258,16 @@ func TestGitCheckoutHasSubmodulesAndLFSFiles(t *testing.T) {
 	}
 	app.run("rm", "--quiet", ".lfsconfig")
 
+	// A submodule named by its ssh URL on the repository's own host is
+	// fetched over HTTP from there, as CI checkouts rewrite it: the builder
+	// has no ssh key.
+	host := strings.TrimPrefix(srv.URL, "http://")
+	app.run("config", "-f", ".gitmodules", "submodule.vendor/lib.url", "git@"+strings.Split(host, ":")[0]+":lib.git")
+	head = app.commit("lib over ssh")
+	if _, err := checkout(srv.URL + "/app.git"); err != nil {
+		t.Errorf("a submodule's ssh URL on the repository's host: %v", err)
+	}
+
 	// Submodules: a local path in a repository fetched over HTTP, a commit
 	// its repository does not have, a gitlink .gitmodules does not name.
 	for _, c := range []struct {
@@ -358,4 +369,39 @@ type countingWriter struct {
 func (w countingWriter) Write(b []byte) (int, error) {
 	w.n.Add(int64(len(b)))
 	return w.ResponseWriter.Write(b)
+}
+
+// TestSubmoduleAndLFSURLs: the URLs a submodule's and an LFS server's
+// addresses resolve to, as git and git-lfs resolve them.
+func TestSubmoduleAndLFSURLs(t *testing.T) {
+	for _, c := range []struct{ parent, url, want string }{
+		{"https://github.com/acme/app.git", "../lib.git", "https://github.com/acme/lib.git"},
+		{"https://github.com/acme/app.git", "../../other/lib.git", "https://github.com/other/lib.git"},
+		{"https://github.com/acme/app.git", "./sub.git", "https://github.com/acme/app.git/sub.git"},
+		{"https://github.com/app.git", "../../lib.git", "https://github.com/lib.git"}, // never above the host
+		{"git@github.com:acme/app.git", "../lib.git", "git@github.com:acme/lib.git"},
+		{"git@github.com:app.git", "../lib.git", "git@github.com:lib.git"},
+		{"/srv/git/app", "../lib", "/srv/git/lib"},
+		{"https://github.com/acme/app.git", "https://gitlab.com/x/y.git", "https://gitlab.com/x/y.git"},
+	} {
+		if got := submoduleURL(c.parent, c.url); got != c.want {
+			t.Errorf("submoduleURL(%q, %q) = %q, want %q", c.parent, c.url, got, c.want)
+		}
+	}
+	for url, want := range map[string]string{
+		"https://github.com/acme/app":        "https://github.com/acme/app.git/info/lfs",
+		"https://github.com/acme/app.git":    "https://github.com/acme/app.git/info/lfs",
+		"http://127.0.0.1:3000/acme/app.git": "http://127.0.0.1:3000/acme/app.git/info/lfs",
+		"git@github.com:acme/app.git":        "https://github.com/acme/app.git/info/lfs",
+		"ssh://git@github.com:2222/acme/app": "https://github.com/acme/app.git/info/lfs",
+		"https://[::1]:8443/acme/app.git":    "https://[::1]:8443/acme/app.git/info/lfs",
+	} {
+		ep, err := gitEndpoint(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := lfsEndpoint(&object.Tree{}, ep); err != nil || got != want {
+			t.Errorf("lfsEndpoint(%q) = %q %v, want %q", url, got, err, want)
+		}
+	}
 }
