@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,8 +21,8 @@ import (
 )
 
 // BenchmarkGitCheckout checks out a push to a repository of 20,000
-// commits (200 files of 2.5 KB, each commit changing one: a 7 MB pack)
-// over git http-backend:
+// commits (200 files, each commit adding a line to one) over git
+// http-backend:
 //   - pushed-tip: the pushed commit is the ref's tip, as a webhook's
 //     almost always is: fetched alone;
 //   - moved-ref: the ref moved on since the push: its whole history is
@@ -32,12 +34,17 @@ func BenchmarkGitCheckout(b *testing.B) {
 	if out, err := exec.Command(gitBin, "init", "--quiet", "--bare", bare).CombinedOutput(); err != nil {
 		b.Fatalf("git init: %v\n%s", err, out)
 	}
+	// Each commit adds a line (64 hex digits: no text compresses them much)
+	// to one of 200 files: the history is about ten times the tree, as in
+	// a repository that grew by small changes.
 	var stream strings.Builder
-	const commits = 20_000
+	const commits, files = 20_000, 200
+	contents := make([]string, files)
 	for i := 1; i <= commits; i++ {
-		content := strings.Repeat(fmt.Sprintf("line %d\n", i), 250)
+		f := i % files
+		contents[f] += fmt.Sprintf("%x\n", sha256.Sum256([]byte(strconv.Itoa(i))))
 		fmt.Fprintf(&stream, "commit refs/heads/main\ncommitter t <t@example.com> %d +0000\ndata 4\nc%03d\nM 100644 inline file%d.txt\ndata %d\n%s\n",
-			1_700_000_000+i, i%1000, i%200, len(content), content)
+			1_700_000_000+i, i%1000, f, len(contents[f]), contents[f])
 	}
 	imp := exec.Command(gitBin, "--git-dir", bare, "fast-import", "--quiet")
 	imp.Stdin = strings.NewReader(stream.String())
