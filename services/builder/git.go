@@ -121,17 +121,20 @@ func gitEndpoint(url string) (*transport.Endpoint, error) {
 // fetchCommit fetches rev into a new bare repository under tmp and returns
 // the repository and the commit. With a ref, it fetches the ref's tip alone
 // first (depth 1): that is the pushed commit unless the ref moved since,
-// and a repository's history is often far larger than its tree. Otherwise,
-// or when rev is not that tip, it fetches the ref's whole history (every
-// branch and tag without a ref).
+// and a repository's history is often far larger than its tree. When the
+// ref moved, the commits of its last refDepth (a busy branch's pushes
+// while the build waited; whatever they hold is on the ref); only then its
+// whole history. Without a ref, every branch and tag.
 func fetchCommit(ctx context.Context, tmp, url, rev, ref string, auth transport.AuthMethod) (*git.Repository, *object.Commit, error) {
 	if ref != "" {
-		repo, err := gitFetch(ctx, filepath.Join(tmp, "tip"), url, ref, 1, auth)
-		if err != nil {
-			return nil, nil, err
-		}
-		if commit, err := commitOf(repo, rev); err == nil {
-			return repo, commit, nil
+		for _, depth := range []int{1, refDepth} {
+			repo, err := gitFetch(ctx, filepath.Join(tmp, fmt.Sprint("depth-", depth)), url, ref, depth, auth)
+			if err != nil {
+				return nil, nil, err
+			}
+			if commit, err := commitOf(repo, rev); err == nil {
+				return repo, commit, nil
+			}
 		}
 	}
 	repo, err := gitFetch(ctx, filepath.Join(tmp, "all"), url, ref, 0, auth)
@@ -150,6 +153,10 @@ func fetchCommit(ctx context.Context, tmp, url, rev, ref string, auth transport.
 		return nil, nil, failure.New(failure.NotFound, fmt.Errorf("git revision %q not found in %s: %w", rev, shown, err), "check that the revision exists in the repository")
 	}
 }
+
+// refDepth is how far back a ref that moved since its push is fetched
+// before all of its history is.
+const refDepth = 64
 
 // commitOf is the commit rev names in repo: a commit id (or a prefix of
 // one), a branch, a tag, or an annotated tag's own id.

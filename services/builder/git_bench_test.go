@@ -25,8 +25,10 @@ import (
 // http-backend:
 //   - pushed-tip: the pushed commit is the ref's tip, as a webhook's
 //     almost always is: fetched alone;
-//   - moved-ref: the ref moved on since the push: its whole history is
-//     fetched, which is what every checkout cost before.
+//   - moved-ref: the ref moved on by 5 commits since the push: its last
+//     64 commits are fetched;
+//   - whole-history: a commit 1,000 behind the ref: all of its history,
+//     which is what every checkout fetched before.
 func BenchmarkGitCheckout(b *testing.B) {
 	gitBin := tooltest.Find(b, "git")
 	root := b.TempDir()
@@ -51,11 +53,11 @@ func BenchmarkGitCheckout(b *testing.B) {
 	if out, err := imp.CombinedOutput(); err != nil {
 		b.Fatalf("git fast-import: %v\n%s", err, out)
 	}
-	revs, err := exec.Command(gitBin, "--git-dir", bare, "rev-list", "--max-count=2", "main").Output()
+	out, err := exec.Command(gitBin, "--git-dir", bare, "rev-list", "--max-count=1001", "main").Output()
 	if err != nil {
 		b.Fatal(err)
 	}
-	tip, behind, _ := strings.Cut(strings.TrimSpace(string(revs)), "\n")
+	revs := strings.Fields(string(out)) // newest first
 	backend := &cgi.Handler{Path: gitBin, Args: []string{"http-backend"}, Stderr: io.Discard,
 		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
 	var served atomic.Int64
@@ -64,7 +66,7 @@ func BenchmarkGitCheckout(b *testing.B) {
 	}))
 	b.Cleanup(srv.Close)
 
-	for _, c := range []struct{ name, rev string }{{"pushed-tip", tip}, {"moved-ref", behind}} {
+	for _, c := range []struct{ name, rev string }{{"pushed-tip", revs[0]}, {"moved-ref", revs[5]}, {"whole-history", revs[1000]}} {
 		b.Run(c.name, func(b *testing.B) {
 			served.Store(0)
 			for b.Loop() {

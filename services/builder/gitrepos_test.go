@@ -310,24 +310,30 @@ func assertClass(t *testing.T, what string, err error, class failure.Class, hint
 	}
 }
 
-// TestAPushedCommitIsFetchedWithoutItsHistory builds a push to a
-// repository with a long history of large files: the builder fetches the
-// pushed commit alone, not the history, and still builds a commit the ref
-// has moved past since the push.
+// TestAPushedCommitIsFetchedWithoutItsHistory builds pushes to a
+// repository whose old history is large: the builder fetches the pushed
+// commit alone when it is the ref's tip, the ref's recent commits when the
+// ref has moved a little past it since the push, and the whole history
+// only for a commit further back.
 func TestAPushedCommitIsFetchedWithoutItsHistory(t *testing.T) {
 	gitBin := tooltest.Find(t, "git")
 	root := t.TempDir()
 	repo := newGitRepo(t, gitBin, root, "app")
 	var commits []string
-	for i := range 20 {
-		blob := make([]byte, 64<<10) // incompressible: each version costs its size in the pack
-		if _, err := rand.Read(blob); err != nil {
-			t.Fatal(err)
+	for i := range 30 + refDepth + 10 {
+		if i < 30 { // the old history: a large file rewritten 30 times
+			blob := make([]byte, 64<<10) // incompressible: each version costs its size in the pack
+			if _, err := rand.Read(blob); err != nil {
+				t.Fatal(err)
+			}
+			repo.write("data.bin", blob)
 		}
-		repo.write("data.bin", blob)
 		repo.write("version", []byte(fmt.Sprint(i)))
-		commits = append(commits, repo.commit(fmt.Sprint("v", i)))
+		repo.run("add", "-A")
+		repo.run("commit", "--quiet", "-m", fmt.Sprint("v", i))
+		commits = append(commits, repo.run("rev-parse", "HEAD"))
 	}
+	repo.run("push", "--quiet", "origin", "main")
 	backend := &cgi.Handler{Path: gitBin, Args: []string{"http-backend"}, Stderr: io.Discard,
 		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
 	var served atomic.Int64
@@ -336,26 +342,27 @@ func TestAPushedCommitIsFetchedWithoutItsHistory(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 
+	tip := len(commits) - 1
 	for _, c := range []struct {
 		name     string
-		rev      string
-		want     string
+		at       int
 		maxBytes int64
 	}{
-		{"the ref's tip", commits[19], "19", 200 << 10},
-		{"a commit the ref moved past", commits[17], "17", 4 << 20},
+		{"the ref's tip", tip, 200 << 10},
+		{"a commit the ref moved a little past", tip - 5, 400 << 10},
+		{"a commit far behind the ref", 20, 4 << 20},
 	} {
 		served.Store(0)
 		dir := t.TempDir()
-		got, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: c.rev, Ref: "refs/heads/main"}, dir)
-		if err != nil || got != c.rev {
+		got, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: commits[c.at], Ref: "refs/heads/main"}, dir)
+		if err != nil || got != commits[c.at] {
 			t.Fatalf("%s: %s %v", c.name, got, err)
 		}
-		if b, _ := os.ReadFile(filepath.Join(dir, "version")); string(b) != c.want {
-			t.Errorf("%s: version holds %q, want %q", c.name, b, c.want)
+		if b, _ := os.ReadFile(filepath.Join(dir, "version")); string(b) != fmt.Sprint(c.at) {
+			t.Errorf("%s: version holds %q, want %d", c.name, b, c.at)
 		}
 		if n := served.Load(); n > c.maxBytes {
-			t.Errorf("%s: fetched %d bytes, want at most %d (the history is %d)", c.name, n, c.maxBytes, 20*64<<10)
+			t.Errorf("%s: fetched %d bytes, want at most %d (the history is about %d)", c.name, n, c.maxBytes, 30*64<<10)
 		}
 	}
 }
