@@ -27,9 +27,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// MaxWebhookBody bounds a webhook's body; GitHub's own limit is 25 MB, but
-// a push event that starts a build is a few kilobytes.
-const MaxWebhookBody = 1 << 20
+// MaxWebhookBody bounds a webhook's body at GitHub's own limit (25 MB): a
+// push is a few kilobytes, but one of many commits (GitHub lists up to
+// 2,048, each with its files) is megabytes, and is a build like any other.
+const MaxWebhookBody = 25 << 20
 
 // Webhooks turns forge webhooks and CloudEvents into build.requested. It
 // answers 202 only once the event is stored in JetStream; a delivery sent

@@ -156,6 +156,23 @@ func TestAPushThatChangesNoRulesPathsBuildsNothing(t *testing.T) {
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "the push changed no file the paths of r.example/acme/api, r.example/acme/web name") {
 		t.Errorf("a push outside every rule's paths: %d %s", rec.Code, rec.Body)
 	}
+
+	// A push of 2,000 commits, each listing its files, is megabytes: it is
+	// read whole, as GitHub sends up to 25 MB.
+	commit := `{"id":"` + strings.Repeat("3", 40) + `","message":"vendor update","added":[],"removed":[],"modified":["docs/` + strings.Repeat("x", 60) + `.md"` +
+		strings.Repeat(`,"docs/`+strings.Repeat("y", 60)+`.md"`, 19) + `]}`
+	big := `{"ref":"refs/heads/main","before":"` + strings.Repeat("1", 40) + `","after":"` + strings.Repeat("2", 40) + `",
+		"repository":{"full_name":"acme/mono","clone_url":"https://github.example/acme/mono.git"},
+		"commits":[` + commit + strings.Repeat(","+commit, 1999) + `]}`
+	req = httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(big))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-GitHub-Delivery", "d2")
+	req.Header.Set("X-Hub-Signature-256", signGitHub("s3cret", []byte(big)))
+	rec = httptest.NewRecorder()
+	mux.ServeHTTP(rec, req)
+	if len(big) < 2<<20 || rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "the push changed no file") {
+		t.Errorf("a push of %d bytes: %d %s", len(big), rec.Code, rec.Body)
+	}
 }
 
 // signGitHub is GitHub's X-Hub-Signature-256 of body.
