@@ -34,6 +34,9 @@ type Config struct {
 	// Timeout bounds each webhook call (default 10s): a webhook slower
 	// than that is retried as one that is down.
 	Timeout time.Duration
+	// PageURL is the reporter's page (DIGESTLINE_API_URL): commit statuses
+	// link each run's page there.
+	PageURL string
 }
 
 // Run sends each rule's notifications until ctx is cancelled.
@@ -50,11 +53,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("open %s (is the bus provisioned?): %w", events.NotifiedBucket, err)
 	}
+	// Commit statuses read the request of the run each event is of.
+	stream, err := cfg.JetStream.Stream(ctx, events.StreamName)
+	if err != nil {
+		return fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
+	}
 	client := &http.Client{Timeout: cmp.Or(cfg.Timeout, 10*time.Second)}
 	stale := 3 * client.Timeout // no send takes that long
 	g, gctx := errgroup.WithContext(ctx)
 	for _, rule := range cfg.Rules {
-		s := &sender{rule: rule, client: client, sent: sent, stale: stale, log: cfg.Log().With("webhook", rule.Name)}
+		s := &sender{rule: rule, client: client, sent: sent, stream: stream, pageURL: pageURL(cfg.PageURL),
+			stale: stale, log: cfg.Log().With("webhook", rule.Name)}
 		// A consumer per webhook: one that is down is retried and
 		// dead-lettered alone, and the others' are sent once.
 		r := b.Router(bus.ConsumerSpec{Durable: "notifier-" + rule.Name, Concurrency: 4})
@@ -64,6 +73,15 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return r.Run(gctx) })
 	}
 	return g.Wait()
+}
+
+// pageURL is the reporter's page as links name it: DIGESTLINE_API_URL
+// may be host:port.
+func pageURL(api string) string {
+	if api != "" && !strings.Contains(api, "://") {
+		api = "http://" + api
+	}
+	return strings.TrimSuffix(api, "/")
 }
 
 // namesFor are the events that carry notifications of kinds.
@@ -90,6 +108,9 @@ func namesFor(kinds []string) []events.Name {
 			add(events.EnvironmentFrozen)
 		case KindUnfrozen:
 			add(events.EnvironmentUnfrozen)
+		case KindStatus:
+			add(events.BuildRequested, events.Promoted, events.Superseded, events.PromotionRejected,
+				events.BuildFailed, events.PushFailed, events.VerifyFailed)
 		}
 	}
 	return names
@@ -97,15 +118,20 @@ func namesFor(kinds []string) []events.Name {
 
 // sender sends one rule's notifications.
 type sender struct {
-	rule   Rule
-	client *http.Client
-	sent   jetstream.KeyValue // what was sent: <rule>.<hash of the event id>
-	stale  time.Duration      // a claim this old is a sender that died (claim)
-	log    *slog.Logger
+	rule    Rule
+	client  *http.Client
+	sent    jetstream.KeyValue // what was sent: <rule>.<hash of the event id>; a run's status: <rule>.status.<run>
+	stream  jetstream.Stream   // the events: a run's request, for its commit
+	pageURL string             // the reporter's page, for a status's link
+	stale   time.Duration      // a claim this old is a sender that died (claim)
+	log     *slog.Logger
 }
 
 // notify sends m to the rule's webhook when the rule wants it.
 func (s *sender) notify(ctx context.Context, m bus.Message) error {
+	if isStatus(s.rule.Format) {
+		return s.notifyStatus(ctx, m)
+	}
 	kind, env, text, err := notification(m)
 	if err != nil {
 		return bus.Permanent(err)

@@ -208,6 +208,9 @@ func TestLoadRulesSaysWhatIsWrong(t *testing.T) {
 		"not http":         {"webhooks:\n  - name: a\n    events: [promoted]\n    url: ftp://secret@x.example/\n", "want an http or https URL"},
 		"a bad format":     {"webhooks:\n  - name: a\n    events: [promoted]\n    url: http://x.example/\n    format: xml\n", `format "xml"`},
 		"an unknown field": {"webhooks:\n  - name: a\n    evnts: [promoted]\n", "field evnts not found"},
+		"a status with events": {"webhooks:\n  - name: a\n    format: github-status\n    events: [promoted]\n    url: https://api.github.com\n",
+			"format github-status reports every run a push started on its commit: it takes no events or environments"},
+		"a forge of a chat": {"webhooks:\n  - name: a\n    events: [promoted]\n    url: http://x.example/\n    forge: github.com\n", "forge: only the status formats"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "n.yaml")

@@ -21,6 +21,10 @@ const (
 	KindDeployFailed = "deploy-failed" // deployment.reported, failed
 	KindFrozen       = "frozen"        // environment.frozen: by someone, or a window of the policy began
 	KindUnfrozen     = "unfrozen"      // environment.unfrozen
+	// KindStatus is every change of a run's state, for a forge's commit
+	// status API (the status formats): its request, its promotion or
+	// supersession, its failure or rejection.
+	KindStatus = "status"
 )
 
 // Kinds are every kind of notification, in the order a file lists them.
@@ -30,6 +34,7 @@ var Kinds = []string{KindPromoted, KindRolledBack, KindRejected, KindFailed, Kin
 const (
 	FormatSlack       = "slack"       // {"text": …}: Slack's incoming webhooks, and the chat tools that take their JSON
 	FormatCloudEvents = "cloudevents" // the event itself, CloudEvents over HTTP (binary mode)
+	// and the commit status APIs of the forges: status.go
 )
 
 // Rule sends the notifications of Kinds, of Environments (every one when
@@ -41,6 +46,9 @@ type Rule struct {
 	URL          string            `yaml:"url"`
 	Format       string            `yaml:"format"`
 	Headers      map[string]string `yaml:"headers"`
+	// Forge is the host whose repositories a status format's rule reports
+	// on (default: its URL's host, api.github.com's being github.com).
+	Forge string `yaml:"forge"`
 }
 
 // file is the notifications file.
@@ -88,20 +96,28 @@ func (r *Rule) check(seen map[string]bool) error {
 		return fmt.Errorf("name %q: want a unique name of lower-case letters, digits and '-' (it names the rule's consumer)", r.Name)
 	}
 	seen[r.Name] = true
-	if len(r.Kinds) == 0 {
+	switch {
+	case isStatus(r.Format):
+		if len(slices.DeleteFunc(slices.Clone(r.Kinds), func(k string) bool { return k == KindStatus })) > 0 || len(r.Environments) > 0 {
+			return fmt.Errorf("format %s reports every run a push started on its commit: it takes no events or environments", r.Format)
+		}
+		r.Kinds = []string{KindStatus}
+	case r.Forge != "":
+		return fmt.Errorf("forge: only the status formats (%s, %s, %s) take it", FormatGitHubStatus, FormatGiteaStatus, FormatGitLabStatus)
+	case len(r.Kinds) == 0:
 		return fmt.Errorf("events: name one or more of %s", strings.Join(Kinds, ", "))
 	}
 	for _, k := range r.Kinds {
-		if !slices.Contains(Kinds, k) {
+		if !slices.Contains(Kinds, k) && !isStatus(r.Format) {
 			return fmt.Errorf("event %q: want one of %s", k, strings.Join(Kinds, ", "))
 		}
 	}
 	switch r.Format {
 	case "":
 		r.Format = FormatSlack
-	case FormatSlack, FormatCloudEvents:
+	case FormatSlack, FormatCloudEvents, FormatGitHubStatus, FormatGiteaStatus, FormatGitLabStatus:
 	default:
-		return fmt.Errorf("format %q: want %s or %s", r.Format, FormatSlack, FormatCloudEvents)
+		return fmt.Errorf("format %q: want %s, %s, %s, %s or %s", r.Format, FormatSlack, FormatCloudEvents, FormatGitHubStatus, FormatGiteaStatus, FormatGitLabStatus)
 	}
 	var err error
 	if r.URL, err = expand(r.URL); err != nil {

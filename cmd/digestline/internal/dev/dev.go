@@ -225,7 +225,7 @@ func (env *Env) run(ctx context.Context, cfg Config, deps service.Deps, regSrv *
 	g.Go(as(gctx, "reporter", func(ctx context.Context) error { return reporter.Run(ctx, rcfg) }))
 	if len(cfg.Notifications) > 0 {
 		g.Go(as(gctx, "notifier", func(ctx context.Context) error {
-			return notifier.Run(ctx, notifier.Config{Deps: deps, Rules: cfg.Notifications})
+			return notifier.Run(ctx, notifier.Config{Deps: deps, Rules: cfg.Notifications, PageURL: env.APIURL})
 		}))
 	}
 	go func() {

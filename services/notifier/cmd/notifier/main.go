@@ -21,6 +21,6 @@ func main() {
 		if err != nil {
 			return err
 		}
-		return notifier.Run(ctx, notifier.Config{Deps: d, Rules: rules})
+		return notifier.Run(ctx, notifier.Config{Deps: d, Rules: rules, PageURL: os.Getenv("DIGESTLINE_API_URL")})
 	})
 }

@@ -1,0 +1,287 @@
+package notifier
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/digestline/digestline/pkg/bus"
+	"github.com/digestline/digestline/pkg/events"
+	"github.com/digestline/digestline/pkg/failure"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Commit statuses: a rule in a forge's status format reports each run a
+// push started on the pushed commit, as CI does: pending while it runs,
+// success once it is promoted (or superseded: nothing failed), failure
+// when a step fails or a gate refuses, with the run's page as its link.
+
+// The forges' commit status APIs, as formats of a rule whose URL is the
+// forge's API.
+const (
+	FormatGitHubStatus = "github-status" // GitHub, GitHub Enterprise: POST {api}/repos/{owner}/{repo}/statuses/{sha}
+	FormatGiteaStatus  = "gitea-status"  // Gitea, Forgejo: the same, under {host}/api/v1
+	FormatGitLabStatus = "gitlab-status" // GitLab: POST {api}/projects/{path}/statuses/{sha}
+)
+
+// isStatus says whether format is a forge's commit status API.
+func isStatus(format string) bool {
+	return format == FormatGitHubStatus || format == FormatGiteaStatus || format == FormatGitLabStatus
+}
+
+// The states a run's commit goes through, as the reporter keeps them in
+// the notified bucket (GitLab names failure failed, and a started run
+// running).
+const (
+	statePending = "pending"
+	stateSuccess = "success"
+	stateFailure = "failure"
+)
+
+// runState is the state of its commit an event of a run says, and the
+// status's description (GitHub takes 140 characters); "" for an event that
+// changes no state.
+func runState(m bus.Message) (state, description string, err error) {
+	switch m.Name {
+	case events.BuildRequested:
+		req, err := events.Decode[events.BuildRequest](m.Event)
+		return statePending, "building " + req.Target, err
+	case events.Promoted:
+		p, err := events.Decode[events.Promotion](m.Event)
+		return stateSuccess, fmt.Sprintf("promoted to %s: %s", p.Environment, shortDigest(p.Digest)), err
+	case events.Superseded:
+		s, err := events.Decode[events.Supersession](m.Event)
+		return stateSuccess, fmt.Sprintf("superseded by run %.8s, requested later: nothing failed", s.By), err
+	case events.PromotionRejected:
+		rj, err := events.Decode[events.Rejection](m.Event)
+		return stateFailure, fmt.Sprintf("rejected for %s at gate %s: %s", rj.Environment, rj.Gate, rj.Reason), err
+	case events.BuildFailed, events.PushFailed, events.VerifyFailed:
+		f, err := events.Decode[events.Failure](m.Event)
+		return stateFailure, fmt.Sprintf("%s failed at %s (%s): %s", strings.TrimSuffix(string(m.Name), ".failed"), cmp.Or(f.Stage, "?"), f.Class, f.Message), err
+	}
+	return "", "", nil
+}
+
+func shortDigest(d string) string {
+	if len(d) > len("sha256:")+12 {
+		return d[:len("sha256:")+12] + "…"
+	}
+	return d
+}
+
+// commit is a run's pushed commit on a forge.
+type commit struct {
+	host, repo, sha string // repo: owner/name, group/subgroup/project
+	image           string // the repository it builds: a context of its own, each image of a monorepo its status
+}
+
+// pushedCommit reads the commit a run builds from its build.requested
+// (the run's first event when a push started it); ok is false for a run
+// that did not start from a push (a promotion, an admission, a build of a
+// directory).
+func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok bool, err error) {
+	ev := m.Event
+	if m.Name != events.BuildRequested {
+		msg, err := s.stream.GetLastMsgForSubject(ctx, events.BuildRequested.Subject(events.RunID(m.Event)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return commit{}, false, nil
+		}
+		if err != nil {
+			return commit{}, false, fmt.Errorf("read the run's request: %w", err)
+		}
+		if ev, _, err = events.Parse(msg.Data); err != nil {
+			return commit{}, false, nil
+		}
+	}
+	req, err := events.Decode[events.BuildRequest](ev)
+	if err != nil || req.Source.Kind != events.SourceGit || !isCommitID(req.Source.Rev) {
+		return commit{}, false, nil
+	}
+	host, repo := repositoryOf(req.Source.URL)
+	image, _, _ := strings.Cut(req.Target, ":")
+	if i := strings.IndexByte(image, '/'); i >= 0 {
+		image = image[i+1:] // without the registry
+	}
+	return commit{host: host, repo: repo, sha: req.Source.Rev, image: image}, repo != "", nil
+}
+
+// isCommitID says whether rev is a full commit id, which statuses are set on.
+func isCommitID(rev string) bool {
+	return (len(rev) == 40 || len(rev) == 64) && strings.Trim(rev, "0123456789abcdef") == ""
+}
+
+// repositoryOf is the host and path (owner/name) of a clone URL:
+// https://github.com/acme/app.git and git@github.com:acme/app.git are
+// github.com and acme/app.
+func repositoryOf(clone string) (host, repo string) {
+	if u, err := url.Parse(clone); err == nil && u.Host != "" {
+		host, repo = u.Hostname(), u.Path
+	} else if at, path, ok := strings.Cut(clone, ":"); ok { // scp-like: user@host:path
+		_, h, _ := strings.Cut(at, "@")
+		host, repo = cmp.Or(h, at), path
+	}
+	return strings.ToLower(host), strings.TrimSuffix(strings.Trim(repo, "/"), ".git")
+}
+
+// forgeHost is the host whose repositories a status rule reports on: its
+// forge, else its API's host (api.github.com is github.com's).
+func (r Rule) forgeHost() string {
+	if r.Forge != "" {
+		return strings.ToLower(r.Forge)
+	}
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(strings.TrimPrefix(u.Hostname(), "api."))
+}
+
+// notifyStatus sets the state m says on its run's commit, when the run
+// was started by a push to a repository of the rule's forge. The states
+// of a run are sent in order, whatever order its events come in: a run
+// that ended is never set back to pending, and a state is sent once.
+func (s *sender) notifyStatus(ctx context.Context, m bus.Message) error {
+	state, description, err := runState(m)
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	if state == "" {
+		return nil
+	}
+	c, ok, err := s.pushedCommit(ctx, m)
+	if err != nil || !ok || c.host != s.rule.forgeHost() {
+		return err
+	}
+	run := events.RunID(m.Event)
+	key := s.rule.Name + ".status." + keySafe(run)
+	rev, last, err := s.claimRun(ctx, key)
+	if err != nil {
+		return err
+	}
+	release := func(value string) {
+		if value == "" {
+			_ = s.sent.Delete(context.WithoutCancel(ctx), key, jetstream.LastRevision(rev))
+			return
+		}
+		if _, err := s.sent.Update(context.WithoutCancel(ctx), key, []byte(value), rev); err != nil {
+			s.log.Warn(fmt.Sprintf("set %s on %s@%s, but could not remember it: %v", value, c.repo, c.sha, err), "run_id", run)
+		}
+	}
+	if last == state || (state == statePending && last != "") {
+		release(last) // sent already, or the run ended: its end stays
+		return nil
+	}
+	if err := s.sendStatus(ctx, c, state, description, run); err != nil {
+		release(last)
+		return fmt.Errorf("webhook %s, %s status of %s@%s: %w", s.rule.Name, state, c.repo, c.sha, err)
+	}
+	s.log.Info(fmt.Sprintf("set %s on %s@%.12s (%s)", state, c.repo, c.sha, s.rule.Name), "run_id", run)
+	release(state)
+	return nil
+}
+
+// keySafe is s as a bucket key's token may hold it.
+func keySafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// claimRun makes this handler the one that sets a status of the run
+// (key), waiting while another handler sets one, and returns the state
+// set last ("" for none). A claim older than s.stale is a sender that died
+// mid-way, and is taken over.
+func (s *sender) claimRun(ctx context.Context, key string) (rev uint64, last string, err error) {
+	for {
+		rev, err := s.sent.Create(ctx, key, []byte(sending))
+		if err == nil {
+			return rev, "", nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, "", fmt.Errorf("webhook %s: claim the run's status: %w", s.rule.Name, err)
+		}
+		e, err := s.sent.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			continue
+		case err != nil:
+			return 0, "", fmt.Errorf("webhook %s: read the run's status: %w", s.rule.Name, err)
+		case string(e.Value()) != sending:
+			if rev, err := s.sent.Update(ctx, key, []byte(sending), e.Revision()); err == nil {
+				return rev, string(e.Value()), nil
+			}
+			continue // another handler claimed it meanwhile
+		case time.Since(e.Created()) > s.stale:
+			if rev, err := s.sent.Update(ctx, key, []byte(sending), e.Revision()); err == nil {
+				return rev, "", nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, "", fmt.Errorf("webhook %s: wait for another handler setting the run's status: %w", s.rule.Name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// sendStatus sets state on the commit through the forge's API.
+func (s *sender) sendStatus(ctx context.Context, c commit, state, description, run string) error {
+	if r := []rune(description); len(r) > 140 { // GitHub refuses a longer one
+		description = string(r[:139]) + "…"
+	}
+	status := map[string]string{"state": state, "description": description}
+	if s.pageURL != "" {
+		status["target_url"] = s.pageURL + "/runs/" + run
+	}
+	base := strings.TrimSuffix(s.rule.URL, "/")
+	var endpoint string
+	switch s.rule.Format {
+	case FormatGitLabStatus:
+		endpoint = fmt.Sprintf("%s/projects/%s/statuses/%s", base, url.PathEscape(c.repo), c.sha)
+		status["name"] = "digestline/" + c.image
+		switch state {
+		case statePending:
+			status["state"] = "running"
+		case stateFailure:
+			status["state"] = "failed"
+		}
+	default:
+		endpoint = fmt.Sprintf("%s/repos/%s/statuses/%s", base, c.repo, c.sha)
+		status["context"] = "digestline/" + c.image
+	}
+	body, err := json.Marshal(status)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	for k, v := range s.rule.Headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return sendFailure(failure.Transport, "is the forge's API up? the status is retried, then dead-lettered", redact(err, s.rule.URL))
+	}
+	defer resp.Body.Close()
+	said, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusNotFound {
+		return bus.Permanent(sendFailure(failure.Auth, "give the token in the rule's headers the right to set commit statuses (GitHub: repo:status, or Commit statuses: write; GitLab: api; Gitea: repository write)",
+			fmt.Errorf("HTTP %d: %s: the token cannot set statuses on %s", resp.StatusCode, answer(said, s.rule.URL), c.repo)))
+	}
+	return statusError(resp.StatusCode, answer(said, s.rule.URL))
+}
