@@ -307,7 +307,7 @@ func lfsDo(client *http.Client, req *http.Request, answer any) error {
 	shown := redactGitURL(req.URL.String())
 	resp, err := client.Do(req)
 	if err != nil {
-		return failure.New(failure.Transport, fmt.Errorf("Git LFS batch %s: %w", shown, err), "check that the builder can reach the repository's LFS server")
+		return failure.New(failure.Transport, fmt.Errorf("Git LFS batch %s: %w", shown, withoutURL(err)), "check that the builder can reach the repository's LFS server")
 	}
 	defer resp.Body.Close()
 	switch {
@@ -378,7 +378,7 @@ func (l *lfsFiles) open(ctx context.Context, obj lfsObject) (io.ReadCloser, erro
 	}
 	resp, err := l.client.Do(req)
 	if err != nil {
-		return nil, failure.New(failure.Transport, fmt.Errorf("Git LFS object %s: %w", obj.OID, err), "check that the builder can reach the repository's LFS storage")
+		return nil, failure.New(failure.Transport, fmt.Errorf("Git LFS object %s: %w", obj.OID, withoutURL(err)), "check that the builder can reach the repository's LFS storage")
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
@@ -394,4 +394,15 @@ func (l *lfsFiles) open(ctx context.Context, obj lfsObject) (io.ReadCloser, erro
 		return nil, failure.New(class, fmt.Errorf("Git LFS object %s: download %s", obj.OID, resp.Status), "the LFS storage refused the download: build again, or check the repository's LFS")
 	}
 	return resp.Body, nil
+}
+
+// withoutURL is a request's error without the URL it names: a download's
+// href is often signed (a bucket's presigned URL), and an error reaches the
+// run's events and the logs.
+func withoutURL(err error) error {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
 }

@@ -412,3 +412,16 @@ func TestSubmoduleAndLFSURLs(t *testing.T) {
 		}
 	}
 }
+
+// A download that fails names the object, not its link: a bucket's
+// presigned URL is a credential while it lasts.
+func TestAnLFSDownloadsFailureKeepsItsLinkOut(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	href := dead.URL + "/bucket/obj?X-Amz-Signature=s3cr3tsignature"
+	dead.Close() // nothing answers there now
+	files := &lfsFiles{client: &http.Client{}, downloads: map[string]lfsAction{strings.Repeat("a", 64): {Href: href}}}
+	_, err := files.open(context.Background(), lfsObject{OID: strings.Repeat("a", 64), Size: 1})
+	if err == nil || strings.Contains(err.Error(), "s3cr3tsignature") || !strings.Contains(err.Error(), "Git LFS object aaaa") {
+		t.Errorf("a failed download: %v", err)
+	}
+}
