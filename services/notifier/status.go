@@ -85,8 +85,8 @@ type commit struct {
 
 // pushedCommit reads the commit a run builds from its build.requested
 // (the run's first event when a push started it); ok is false for a run
-// that did not start from a push (a promotion, an admission, a build of a
-// directory).
+// that did not start from a push of a branch (a tag's, a promotion, an
+// admission, a build of a directory).
 func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok bool, err error) {
 	ev := m.Event
 	if m.Name != events.BuildRequested {
@@ -102,8 +102,8 @@ func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok 
 		}
 	}
 	req, err := events.Decode[events.BuildRequest](ev)
-	if err != nil || req.Source.Kind != events.SourceGit || !isCommitID(req.Source.Rev) {
-		return commit{}, false, nil
+	if err != nil || req.Source.Kind != events.SourceGit || !isCommitID(req.Source.Rev) || strings.HasPrefix(req.Source.Ref, "refs/tags/") {
+		return commit{}, false, nil // a tag's push may name the tag object, not its commit: the forges set no status on it
 	}
 	host, repo := repositoryOf(req.Source.URL)
 	image, _, _ := strings.Cut(req.Target, ":")

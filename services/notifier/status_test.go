@@ -207,6 +207,11 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 	run("r5", "", "")                                                   // a directory: no commit
 	run("r6", "https://bitbucket.org/acme/app.git", sha("6"), promoted) // no rule for its forge
 	run("r7", "https://github.example.com/acme/app.git", sha("7"), promoted)
+	tag, err := b.Start(ctx, events.BuildRequested, "r8", "registry.example/acme/app", events.BuildRequest{ // a tag's push: no status
+		Source: events.Source{Kind: events.SourceGit, URL: "https://github.com/acme/app.git", Rev: sha("8"), Ref: "refs/tags/v1.0.0"}, Target: "registry.example/acme/app:v1.0.0"})
+	if err != nil || tag.ID() == "" {
+		t.Fatal(err)
+	}
 
 	want := []string{
 		"github acme/app@1111111 digestline/acme/app pending https://digestline.example/runs/r1 building registry.example/acme/app:main",
