@@ -26,6 +26,9 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // gitRevPattern is what a revision may look like: a commit id, branch or tag
@@ -104,6 +107,22 @@ func gitCheckout(ctx context.Context, src events.Source, dir string) (string, er
 	return commit.Hash.String(), nil
 }
 
+// gitSpan starts a span of the checkout under the build's (the handler's)
+// span: a fetch, a submodule, the LFS files, each with how long it took in
+// the run's trace.
+func gitSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	return trace.SpanFromContext(ctx).TracerProvider().Tracer("digestline/builder").Start(ctx, name, trace.WithAttributes(attrs...))
+}
+
+// endSpan ends span with err's status.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
 // errExtractionStopped is what the tree's writer meets when the extractor
 // refused the tarball (its own error says why).
 var errExtractionStopped = errors.New("extraction stopped")
@@ -179,8 +198,11 @@ func commitOf(repo *git.Repository, rev string) (*object.Commit, error) {
 // a commit id (which the server may refuse: git.ErrExactSHA1NotSupported),
 // or every branch and tag when want is empty; depth > 0 fetches only that
 // many commits of its history.
-func gitFetch(ctx context.Context, dir, url, want string, depth int, auth transport.AuthMethod) (*git.Repository, error) {
-	repo, err := git.PlainInit(dir, true)
+func gitFetch(ctx context.Context, dir, url, want string, depth int, auth transport.AuthMethod) (repo *git.Repository, err error) {
+	ctx, span := gitSpan(ctx, "git fetch", attribute.String("git.url", redactGitURL(url)), attribute.String("git.want", cmp.Or(want, "every branch and tag")),
+		attribute.Int("git.depth", depth))
+	defer func() { endSpan(span, err) }()
+	repo, err = git.PlainInit(dir, true)
 	if err != nil {
 		return nil, fmt.Errorf("git init: %w", err)
 	}
@@ -318,8 +340,13 @@ func (c *checkout) tree(tw *tar.Writer, repo *git.Repository, url string, commit
 // hash) from the repository .gitmodules names for it, fetched as git
 // submodule update would: only that commit where the server allows it,
 // else every branch and tag.
-func (c *checkout) submodule(tw *tar.Writer, tree *object.Tree, parentURL, path string, hash plumbing.Hash, prefix string, depth int) error {
+func (c *checkout) submodule(tw *tar.Writer, tree *object.Tree, parentURL, path string, hash plumbing.Hash, prefix string, depth int) (err error) {
 	shown := prefix + path
+	ctx, span := gitSpan(c.ctx, "git submodule "+shown, attribute.String("git.commit", hash.String()))
+	defer func() { endSpan(span, err) }()
+	parent := c.ctx
+	c.ctx = ctx // the submodule's fetches are its span's
+	defer func() { c.ctx = parent }()
 	if depth >= maxSubmoduleDepth {
 		return failure.New(failure.Input, fmt.Errorf("submodule %s: submodules nested more than %d deep", shown, maxSubmoduleDepth), "flatten the repository's submodules")
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // A repository that keeps files in Git LFS commits a pointer for each
@@ -134,6 +135,12 @@ func (c *checkout) lfs(url string, tree *object.Tree, prefix string) (*lfsFiles,
 	if err != nil || len(objects) == 0 {
 		return files, err
 	}
+	var size int64
+	for _, o := range objects {
+		size += o.Size
+	}
+	_, span := gitSpan(c.ctx, "git lfs batch", attribute.Int("git.lfs.objects", len(objects)), attribute.Int64("git.lfs.bytes", size))
+	defer func() { endSpan(span, err) }()
 	ep, err := gitEndpoint(url)
 	if err != nil {
 		return nil, err

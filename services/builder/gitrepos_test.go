@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,6 +23,8 @@ import (
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/tooltest"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // gitRepo is a work tree made with the real git (and git-lfs) in a test,
@@ -222,6 +225,26 @@ func TestGitCheckoutHasSubmodulesAndLFSFiles(t *testing.T) {
 	}
 	if lfs.batches.Load() != 1 {
 		t.Errorf("the LFS server was asked %d batches, want one for the whole tree", lfs.batches.Load())
+	}
+	// In the run's trace, under the build's span: each fetch, each
+	// submodule, the LFS batch.
+	spans := tracetest.NewSpanRecorder()
+	ctx, build := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)).Tracer("test").Start(context.Background(), "build")
+	if _, err := gitCheckout(ctx, events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: head, Ref: "refs/heads/main"}, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	build.End()
+	var names []string
+	for _, sp := range spans.Ended() {
+		if sp.Name() != "build" && sp.SpanContext().TraceID() == build.SpanContext().TraceID() {
+			names = append(names, sp.Name())
+		}
+	}
+	slices.Sort(names)
+	// The app's tip; lib's commit asked by its id (this server refuses),
+	// then all of lib; deep's commit by its id.
+	if want := []string{"git fetch", "git fetch", "git fetch", "git fetch", "git lfs batch", "git submodule vendor/lib", "git submodule vendor/lib/deep"}; !slices.Equal(names, want) {
+		t.Errorf("the checkout's spans: %q, want %q", names, want)
 	}
 	// A local repository (fetched with the machine's git): the LFS files
 	// come from its lfs/objects, its submodules from beside it.
