@@ -58,6 +58,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("open %s (is the bus provisioned?): %w", events.StreamName, err)
 	}
+	for _, rule := range cfg.Rules {
+		if needsLink(rule.Format) && cfg.PageURL == "" {
+			return fmt.Errorf("notifier: webhook %s: %s statuses must link the run's page: set DIGESTLINE_API_URL to the reporter's address as the forge's users reach it", rule.Name, rule.Format)
+		}
+	}
 	client := &http.Client{Timeout: cmp.Or(cfg.Timeout, 10*time.Second)}
 	stale := 3 * client.Timeout // no send takes that long
 	g, gctx := errgroup.WithContext(ctx)

@@ -206,7 +206,7 @@ func TestLoadRulesSaysWhatIsWrong(t *testing.T) {
 		"a bad name":       {"webhooks:\n  - name: Team Chat\n    events: [promoted]\n    url: http://x.example/\n", `name "Team Chat"`},
 		"a missing secret": {"webhooks:\n  - name: a\n    events: [promoted]\n    url: https://hooks.example/${NO_SUCH_VAR_HERE}\n", "NO_SUCH_VAR_HERE is not set"},
 		"not http":         {"webhooks:\n  - name: a\n    events: [promoted]\n    url: ftp://secret@x.example/\n", "want an http or https URL"},
-		"a bad format":     {"webhooks:\n  - name: a\n    events: [promoted]\n    url: http://x.example/\n    format: xml\n", `format "xml"`},
+		"a bad format":     {"webhooks:\n  - name: a\n    events: [promoted]\n    url: http://x.example/\n    format: xml\n", `format "xml": want slack, cloudevents or a forge's commit statuses: github-status, gitea-status, gitlab-status, bitbucket-status, bitbucket-server-status, azure-status`},
 		"an unknown field": {"webhooks:\n  - name: a\n    evnts: [promoted]\n", "field evnts not found"},
 		"a status with events": {"webhooks:\n  - name: a\n    format: github-status\n    events: [promoted]\n    url: https://api.github.com\n",
 			"format github-status reports every run a push started on its commit: it takes no events or environments"},

@@ -103,7 +103,7 @@ func (r *Rule) check(seen map[string]bool) error {
 		}
 		r.Kinds = []string{KindStatus}
 	case r.Forge != "":
-		return fmt.Errorf("forge: only the status formats (%s, %s, %s) take it", FormatGitHubStatus, FormatGiteaStatus, FormatGitLabStatus)
+		return fmt.Errorf("forge: only the status formats (%s) take it", strings.Join(StatusFormats, ", "))
 	case len(r.Kinds) == 0:
 		return fmt.Errorf("events: name one or more of %s", strings.Join(Kinds, ", "))
 	}
@@ -115,9 +115,11 @@ func (r *Rule) check(seen map[string]bool) error {
 	switch r.Format {
 	case "":
 		r.Format = FormatSlack
-	case FormatSlack, FormatCloudEvents, FormatGitHubStatus, FormatGiteaStatus, FormatGitLabStatus:
+	case FormatSlack, FormatCloudEvents:
 	default:
-		return fmt.Errorf("format %q: want %s, %s, %s, %s or %s", r.Format, FormatSlack, FormatCloudEvents, FormatGitHubStatus, FormatGiteaStatus, FormatGitLabStatus)
+		if !isStatus(r.Format) {
+			return fmt.Errorf("format %q: want %s, %s or a forge's commit statuses: %s", r.Format, FormatSlack, FormatCloudEvents, strings.Join(StatusFormats, ", "))
+		}
 	}
 	var err error
 	if r.URL, err = expand(r.URL); err != nil {

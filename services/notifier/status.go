@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,14 +31,36 @@ import (
 // The forges' commit status APIs, as formats of a rule whose URL is the
 // forge's API.
 const (
-	FormatGitHubStatus = "github-status" // GitHub, GitHub Enterprise: POST {api}/repos/{owner}/{repo}/statuses/{sha}
-	FormatGiteaStatus  = "gitea-status"  // Gitea, Forgejo: the same, under {host}/api/v1
-	FormatGitLabStatus = "gitlab-status" // GitLab: POST {api}/projects/{path}/statuses/{sha}
+	FormatGitHubStatus          = "github-status"           // GitHub, GitHub Enterprise: POST {api}/repos/{owner}/{repo}/statuses/{sha}
+	FormatGiteaStatus           = "gitea-status"            // Gitea, Forgejo: the same, under {host}/api/v1
+	FormatGitLabStatus          = "gitlab-status"           // GitLab: POST {api}/projects/{path}/statuses/{sha}
+	FormatBitbucketStatus       = "bitbucket-status"        // Bitbucket Cloud: POST {api}/repositories/{workspace}/{repo}/commit/{sha}/statuses/build
+	FormatBitbucketServerStatus = "bitbucket-server-status" // Bitbucket Data Center: POST {host}/rest/build-status/1.0/commits/{sha}
+	FormatAzureStatus           = "azure-status"            // Azure DevOps: POST {host}/{org}/{project}/_apis/git/repositories/{repo}/commits/{sha}/statuses
 )
+
+// StatusFormats are the forges' commit status formats.
+var StatusFormats = []string{FormatGitHubStatus, FormatGiteaStatus, FormatGitLabStatus, FormatBitbucketStatus, FormatBitbucketServerStatus, FormatAzureStatus}
 
 // isStatus says whether format is a forge's commit status API.
 func isStatus(format string) bool {
-	return format == FormatGitHubStatus || format == FormatGiteaStatus || format == FormatGitLabStatus
+	return slices.Contains(StatusFormats, format)
+}
+
+// tokenNeeds is what a token needs to set commit statuses, by format.
+var tokenNeeds = map[string]string{
+	FormatGitHubStatus:          "GitHub: repo:status, or Commit statuses: write",
+	FormatGiteaStatus:           "Gitea, Forgejo: write:repository",
+	FormatGitLabStatus:          "GitLab: api, as a Developer of the project",
+	FormatBitbucketStatus:       "Bitbucket Cloud: repository:write",
+	FormatBitbucketServerStatus: "Bitbucket Data Center: read of the repository",
+	FormatAzureStatus:           "Azure DevOps: Code (status)",
+}
+
+// needsLink says whether format's statuses must link somewhere (the
+// Bitbucket APIs refuse a status without its url).
+func needsLink(format string) bool {
+	return format == FormatBitbucketStatus || format == FormatBitbucketServerStatus
 }
 
 // The states a run's commit goes through, as the reporter keeps them in
@@ -240,25 +266,13 @@ func (s *sender) sendStatus(ctx context.Context, c commit, state, description, r
 	if r := []rune(description); len(r) > 140 { // GitHub refuses a longer one
 		description = string(r[:139]) + "…"
 	}
-	status := map[string]string{"state": state, "description": description}
+	link := ""
 	if s.pageURL != "" {
-		status["target_url"] = s.pageURL + "/runs/" + run
+		link = s.pageURL + "/runs/" + run
 	}
-	base := strings.TrimSuffix(s.rule.URL, "/")
-	var endpoint string
-	switch s.rule.Format {
-	case FormatGitLabStatus:
-		endpoint = fmt.Sprintf("%s/projects/%s/statuses/%s", base, url.PathEscape(c.repo), c.sha)
-		status["name"] = "digestline/" + c.image
-		switch state {
-		case statePending:
-			status["state"] = "running"
-		case stateFailure:
-			status["state"] = "failed"
-		}
-	default:
-		endpoint = fmt.Sprintf("%s/repos/%s/statuses/%s", base, c.repo, c.sha)
-		status["context"] = "digestline/" + c.image
+	endpoint, status, err := statusRequest(s.rule.Format, strings.TrimSuffix(s.rule.URL, "/"), c, state, description, link)
+	if err != nil {
+		return bus.Permanent(err)
 	}
 	body, err := json.Marshal(status)
 	if err != nil {
@@ -280,8 +294,68 @@ func (s *sender) sendStatus(ctx context.Context, c commit, state, description, r
 	defer resp.Body.Close()
 	said, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusNotFound {
-		return bus.Permanent(sendFailure(failure.Auth, "give the token in the rule's headers the right to set commit statuses (GitHub: repo:status, or Commit statuses: write; GitLab: api; Gitea: repository write)",
+		return bus.Permanent(sendFailure(failure.Auth, "give the token in the rule's headers the right to set commit statuses ("+tokenNeeds[s.rule.Format]+")",
 			fmt.Errorf("HTTP %d: %s: the token cannot set statuses on %s", resp.StatusCode, answer(said, s.rule.URL), c.repo)))
 	}
 	return statusError(resp.StatusCode, answer(said, s.rule.URL))
+}
+
+// statusRequest is the request of format's forge (its API at base) that
+// sets state on c, linking link: where it is sent, and what.
+func statusRequest(format, base string, c commit, state, description, link string) (endpoint string, body any, err error) {
+	context := "digestline/" + c.image
+	switch format {
+	case FormatGitLabStatus:
+		return fmt.Sprintf("%s/projects/%s/statuses/%s", base, url.PathEscape(c.repo), c.sha), omitEmpty(map[string]any{
+			"state": map[string]string{statePending: "running", stateSuccess: "success", stateFailure: "failed"}[state],
+			"name":  context, "target_url": link, "description": description,
+		}), nil
+	case FormatBitbucketStatus, FormatBitbucketServerStatus:
+		endpoint = fmt.Sprintf("%s/repositories/%s/commit/%s/statuses/build", base, c.repo, c.sha)
+		if format == FormatBitbucketServerStatus {
+			endpoint = fmt.Sprintf("%s/rest/build-status/1.0/commits/%s", base, c.sha)
+		}
+		return endpoint, map[string]any{
+			"key":   bitbucketKey(context),
+			"state": map[string]string{statePending: "INPROGRESS", stateSuccess: "SUCCESSFUL", stateFailure: "FAILED"}[state],
+			"name":  context, "url": link, "description": description,
+		}, nil
+	case FormatAzureStatus:
+		project, repo, ok := strings.Cut(c.repo, "/_git/")
+		if !ok {
+			return "", nil, failure.New(failure.Input, fmt.Errorf("%s is not an Azure DevOps repository's path (ORG/PROJECT/_git/REPO)", c.repo),
+				"point the azure-status rule's forge at the Azure DevOps host the repositories are cloned from")
+		}
+		segments := strings.Split(project, "/")
+		for i, seg := range segments {
+			segments[i] = url.PathEscape(seg)
+		}
+		return fmt.Sprintf("%s/%s/_apis/git/repositories/%s/commits/%s/statuses?api-version=7.0", base, strings.Join(segments, "/"), url.PathEscape(repo), c.sha),
+			omitEmpty(map[string]any{
+				"state":       map[string]string{statePending: "pending", stateSuccess: "succeeded", stateFailure: "failed"}[state],
+				"context":     map[string]string{"genre": "digestline", "name": c.image},
+				"targetUrl":   link,
+				"description": description,
+			}), nil
+	}
+	return fmt.Sprintf("%s/repos/%s/statuses/%s", base, c.repo, c.sha), omitEmpty(map[string]any{
+		"state": state, "context": context, "target_url": link, "description": description,
+	}), nil
+}
+
+// bitbucketKey is a status's key as Bitbucket Cloud takes it: at most 40
+// characters (a longer one is refused with 400), so a long one is its
+// hash, the same for each of the run's states.
+func bitbucketKey(context string) string {
+	if len(context) <= 40 {
+		return context
+	}
+	sum := sha256.Sum256([]byte(context))
+	return "digestline-" + hex.EncodeToString(sum[:])[:29]
+}
+
+// omitEmpty is fields without the empty ones (no link without a page).
+func omitEmpty(fields map[string]any) map[string]any {
+	maps.DeleteFunc(fields, func(_ string, v any) bool { return v == "" })
+	return fields
 }

@@ -25,15 +25,25 @@ import (
 	"github.com/digestline/digestline/services/notifier"
 )
 
-// forgeAPI is the commit status endpoints of GitHub, Gitea and GitLab, as
-// their documentation describes the request: GitHub's "Create a commit
-// status" (POST /repos/{owner}/{repo}/statuses/{sha}: state error,
-// failure, pending or success; target_url; description; context), Gitea's
-// the same under /api/v1 (state pending, success, error, failure or
-// warning), GitLab's "Set the pipeline status of a commit" (POST
+// forgeAPI is the commit status endpoints of the forges, as their
+// documentation describes the request: GitHub's "Create a commit status"
+// (POST /repos/{owner}/{repo}/statuses/{sha}: state error, failure,
+// pending or success; target_url; description; context), Gitea's the same
+// under /api/v1 (state pending, success, error, failure or warning),
+// GitLab's "Set the pipeline status of a commit" (POST
 // /projects/:id/statuses/:sha, :id the URL-encoded path: state pending,
-// running, success, failed or canceled; name; target_url; description).
-// A request that is not so is refused with 422, as the forges do.
+// running, success, failed or canceled; name; target_url; description),
+// Bitbucket Cloud's "Create a build status for a commit" (POST
+// /2.0/repositories/{workspace}/{repo}/commit/{sha}/statuses/build: key,
+// of at most 40 characters as the field reports, state INPROGRESS,
+// SUCCESSFUL, FAILED or STOPPED, and url required; name; description),
+// Bitbucket Data Center's build status (POST
+// /rest/build-status/1.0/commits/{sha}: state INPROGRESS, SUCCESSFUL or
+// FAILED, key and url required) and Azure DevOps's "Statuses - Create"
+// (POST /{org}/{project}/_apis/git/repositories/{repo}/commits/{sha}/statuses
+// ?api-version=: state pending, succeeded, failed, error, notApplicable or
+// notSet; context {genre, name}; targetUrl; description). A request that
+// is not so is refused with 422 (400 where Bitbucket answers so).
 type forgeAPI struct {
 	mu       sync.Mutex
 	statuses []string // "<forge> <repo>@<sha> <context> <state> <target> <description>"
@@ -45,45 +55,82 @@ type forgeAPI struct {
 }
 
 var (
-	githubPath = regexp.MustCompile(`^/(github|gitea/api/v1)/repos/([^/]+/[^/]+)/statuses/([0-9a-f]{40})$`)
-	gitlabPath = regexp.MustCompile(`^/gitlab/api/v4/projects/([^/]+)/statuses/([0-9a-f]{40})$`)
+	githubPath          = regexp.MustCompile(`^/(github|gitea/api/v1)/repos/([^/]+/[^/]+)/statuses/([0-9a-f]{40})$`)
+	gitlabPath          = regexp.MustCompile(`^/gitlab/api/v4/projects/([^/]+)/statuses/([0-9a-f]{40})$`)
+	bitbucketPath       = regexp.MustCompile(`^/bitbucket/2\.0/repositories/([^/]+/[^/]+)/commit/([0-9a-f]{40})/statuses/build/?$`)
+	bitbucketServerPath = regexp.MustCompile(`^/bitbucket-server/rest/build-status/1\.0/commits/([0-9a-f]{40})$`)
+	bitbucketHashKey    = regexp.MustCompile(`key=digestline-[0-9a-f]{29}\b`)
+	azurePath           = regexp.MustCompile(`^/azure/([^/]+/[^/]+)/_apis/git/repositories/([^/]+)/commits/([0-9a-f]{40})/statuses$`)
 )
 
 func (f *forgeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost || r.Header.Get("Authorization") != "Bearer "+f.token && r.Header.Get("PRIVATE-TOKEN") != f.token {
+	_, basic, _ := r.BasicAuth() // Azure DevOps: a personal access token as the password
+	if r.Method != http.MethodPost || r.Header.Get("Authorization") != "Bearer "+f.token && r.Header.Get("PRIVATE-TOKEN") != f.token && basic != f.token {
 		http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
 		return
 	}
-	var body map[string]string
+	var body struct {
+		State       string `json:"state"`
+		Description string `json:"description"`
+		Context     any    `json:"context"` // GitHub's, Gitea's: a string; Azure DevOps's: {genre, name}
+		Name        string `json:"name"`
+		Key         string `json:"key"`
+		TargetURL   string `json:"target_url"`
+		URL         string `json:"url"`
+		AzureTarget string `json:"targetUrl"`
+	}
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		http.Error(w, `{"message":"Problems parsing JSON"}`, http.StatusBadRequest)
 		return
 	}
-	var forge, repo, sha, context string
+	var forge, repo, sha, context, target string
 	states := []string{"error", "failure", "pending", "success"}
-	if m := githubPath.FindStringSubmatch(r.URL.EscapedPath()); m != nil {
-		forge, repo, sha, context = strings.TrimSuffix(m[1], "/api/v1"), m[2], m[3], body["context"]
+	path := r.URL.EscapedPath()
+	if m := githubPath.FindStringSubmatch(path); m != nil {
+		name, _ := body.Context.(string)
+		forge, repo, sha, context, target = strings.TrimSuffix(m[1], "/api/v1"), m[2], m[3], name, body.TargetURL
 		if forge == "gitea" {
 			states = append(states, "warning")
 		}
-	} else if m := gitlabPath.FindStringSubmatch(r.URL.EscapedPath()); m != nil {
+	} else if m := gitlabPath.FindStringSubmatch(path); m != nil {
 		path, err := url.PathUnescape(m[1])
 		if err != nil || !strings.Contains(m[1], "%2F") {
 			http.Error(w, `{"message":"404 Project Not Found"}`, http.StatusNotFound)
 			return
 		}
-		forge, repo, sha, context = "gitlab", path, m[2], body["name"]
+		forge, repo, sha, context, target = "gitlab", path, m[2], body.Name, body.TargetURL
 		states = []string{"pending", "running", "success", "failed", "canceled"}
+	} else if m := bitbucketPath.FindStringSubmatch(path); m != nil {
+		if len(body.Key) > 40 || body.Key == "" || body.URL == "" {
+			http.Error(w, fmt.Sprintf(`{"type": "error", "error": {"message": "key: Ensure this value has at most 40 characters (it has %d)."}}`, len(body.Key)), http.StatusBadRequest)
+			return
+		}
+		forge, repo, sha, context, target = "bitbucket", m[1], m[2], body.Name+"|key="+body.Key, body.URL
+		states = []string{"INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED"}
+	} else if m := bitbucketServerPath.FindStringSubmatch(path); m != nil {
+		if body.Key == "" || body.URL == "" {
+			http.Error(w, `{"errors":[{"message":"key and url are required"}]}`, http.StatusBadRequest)
+			return
+		}
+		forge, repo, sha, context, target = "bitbucket-server", "-", m[1], body.Name+"|key="+body.Key, body.URL
+		states = []string{"INPROGRESS", "SUCCESSFUL", "FAILED"}
+	} else if m := azurePath.FindStringSubmatch(path); m != nil && r.URL.Query().Get("api-version") != "" {
+		ctx, _ := body.Context.(map[string]any)
+		forge, repo, sha, target = "azure", m[1]+"/"+m[2], m[3], body.AzureTarget // as sent: escaped
+		if genre, name := ctx["genre"], ctx["name"]; name != nil {
+			context = fmt.Sprint(genre, "/", name)
+		}
+		states = []string{"notSet", "pending", "succeeded", "failed", "error", "notApplicable"}
 	} else {
 		http.Error(w, `{"message":"Not Found"}`, http.StatusNotFound)
 		return
 	}
-	if !slices.Contains(states, body["state"]) || len([]rune(body["description"])) > 140 || context == "" {
+	if !slices.Contains(states, body.State) || len([]rune(body.Description)) > 140 || context == "" {
 		http.Error(w, `{"message":"Validation Failed"}`, http.StatusUnprocessableEntity)
 		return
 	}
 	f.mu.Lock()
-	if f.failPending && body["state"] == "pending" && !f.failed[sha] {
+	if f.failPending && body.State == "pending" && !f.failed[sha] {
 		if f.failed == nil {
 			f.failed = map[string]bool{}
 		}
@@ -92,7 +139,7 @@ func (f *forgeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"message":"Server Error"}`, http.StatusBadGateway)
 		return
 	}
-	f.statuses = append(f.statuses, fmt.Sprintf("%s %s@%s %s %s %s %s", forge, repo, sha[:7], context, body["state"], body["target_url"], body["description"]))
+	f.statuses = append(f.statuses, fmt.Sprintf("%s %s@%s %s %s %s %s", forge, repo, sha[:7], context, body.State, target, body.Description))
 	f.mu.Unlock()
 	w.WriteHeader(http.StatusCreated)
 	_, _ = w.Write([]byte(`{"id":1}`))
@@ -133,6 +180,21 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
     url: ${TEST_FORGE}/gitlab/api/v4
     forge: gitlab.example.com
     headers: {PRIVATE-TOKEN: forge-token}
+  - name: bitbucket
+    format: bitbucket-status
+    url: ${TEST_FORGE}/bitbucket/2.0
+    forge: bitbucket.org
+    headers: {Authorization: Bearer forge-token}
+  - name: bitbucket-server
+    format: bitbucket-server-status
+    url: ${TEST_FORGE}/bitbucket-server/
+    forge: bitbucket.example.com
+    headers: {Authorization: Bearer forge-token}
+  - name: azure
+    format: azure-status
+    url: ${TEST_FORGE}/azure
+    forge: dev.azure.com
+    headers: {Authorization: Basic OmZvcmdlLXRva2Vu} # base64 of :forge-token
   - name: github-wrong-token
     format: github-status
     url: ${TEST_FORGE}/github
@@ -164,14 +226,15 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 	digest := "sha256:" + strings.Repeat("d", 64)
 	// run publishes a run: its request, from the push of repo's commit,
 	// then each of then, in turn.
-	run := func(id, repo, commit string, then ...func(start events.Name) (events.Name, any)) {
+	type next = func(start events.Name) (events.Name, any)
+	runOf := func(image, id, repo, commit string, then ...next) {
 		t.Helper()
 		src := events.Source{Kind: events.SourceGit, URL: repo, Rev: commit, Ref: "refs/heads/main"}
 		if repo == "" {
 			src = events.Source{Kind: events.SourceDir, Path: "/src"}
 		}
-		start, err := b.Start(ctx, events.BuildRequested, id, "registry.example/acme/app",
-			events.BuildRequest{Source: src, Target: "registry.example/acme/app:main"})
+		start, err := b.Start(ctx, events.BuildRequested, id, "registry.example/"+image,
+			events.BuildRequest{Source: src, Target: "registry.example/" + image + ":main"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,6 +249,7 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 			}
 		}
 	}
+	run := func(id, repo, commit string, then ...next) { runOf("acme/app", id, repo, commit, then...) }
 	promoted := func(events.Name) (events.Name, any) {
 		return events.Promoted, events.Promotion{Environment: "dev", Repository: "registry.example/acme/app", Digest: digest, PromotedAt: time.Now()}
 	}
@@ -204,9 +268,15 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 	run("r2", "https://gitlab.example.com/group/sub/app.git", sha("2"), failed)
 	run("r3", "git@gitea.example.com:acme/app.git", sha("3"), rejected)
 	run("r4", "https://github.com/acme/app", sha("4"), superseded)
-	run("r5", "", "")                                                   // a directory: no commit
-	run("r6", "https://bitbucket.org/acme/app.git", sha("6"), promoted) // no rule for its forge
+	run("r5", "", "")                                                  // a directory: no commit
+	run("r6", "https://codeberg.org/acme/app.git", sha("6"), promoted) // no rule for its forge
 	run("r7", "https://github.example.com/acme/app.git", sha("7"), promoted)
+	run("r9", "https://bitbucket.org/acme/app.git", sha("9"), failed)
+	runOf("acme/a-service-whose-name-is-longer-than-keys", "r10", "git@bitbucket.org:acme/app.git", sha("a"), promoted)
+	run("r11", "https://bitbucket.example.com/scm/proj/app.git", sha("b"), rejected)
+	run("r12", "https://acme@dev.azure.com/acme/My%20Project/_git/app", sha("c"), promoted)
+	run("r13", "https://dev.azure.com/acme/My%20Project/_git/app", sha("e"), failed)
+	run("r14", "https://dev.azure.com/acme/app.git", sha("f"), promoted)                                    // not an Azure DevOps repository's URL
 	tag, err := b.Start(ctx, events.BuildRequested, "r8", "registry.example/acme/app", events.BuildRequest{ // a tag's push: no status
 		Source: events.Source{Kind: events.SourceGit, URL: "https://github.com/acme/app.git", Rev: sha("8"), Ref: "refs/tags/v1.0.0"}, Target: "registry.example/acme/app:v1.0.0"})
 	if err != nil || tag.ID() == "" {
@@ -222,16 +292,37 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 		"gitea acme/app@3333333 digestline/acme/app failure https://digestline.example/runs/r3 rejected for dev at gate freeze: holidays",
 		"github acme/app@4444444 digestline/acme/app pending https://digestline.example/runs/r4 building registry.example/acme/app:main",
 		"github acme/app@4444444 digestline/acme/app success https://digestline.example/runs/r4 superseded by run run-newe, requested later: nothing failed",
+		"bitbucket acme/app@9999999 digestline/acme/app|key=digestline/acme/app INPROGRESS https://digestline.example/runs/r9 building registry.example/acme/app:main",
+		"bitbucket acme/app@9999999 digestline/acme/app|key=digestline/acme/app FAILED https://digestline.example/runs/r9 push failed at auth (auth): registry.example: 401",
+		"bitbucket acme/app@aaaaaaa digestline/acme/a-service-whose-name-is-longer-than-keys|key=<hash> INPROGRESS https://digestline.example/runs/r10 building registry.example/acme/a-service-whose-name-is-longer-than-keys:main",
+		"bitbucket acme/app@aaaaaaa digestline/acme/a-service-whose-name-is-longer-than-keys|key=<hash> SUCCESSFUL https://digestline.example/runs/r10 promoted to dev: sha256:dddddddddddd…",
+		"bitbucket-server -@bbbbbbb digestline/acme/app|key=digestline/acme/app INPROGRESS https://digestline.example/runs/r11 building registry.example/acme/app:main",
+		"bitbucket-server -@bbbbbbb digestline/acme/app|key=digestline/acme/app FAILED https://digestline.example/runs/r11 rejected for dev at gate freeze: holidays",
+		"azure acme/My%20Project/app@ccccccc digestline/acme/app pending https://digestline.example/runs/r12 building registry.example/acme/app:main",
+		"azure acme/My%20Project/app@ccccccc digestline/acme/app succeeded https://digestline.example/runs/r12 promoted to dev: sha256:dddddddddddd…",
+		"azure acme/My%20Project/app@eeeeeee digestline/acme/app pending https://digestline.example/runs/r13 building registry.example/acme/app:main",
+		"azure acme/My%20Project/app@eeeeeee digestline/acme/app failed https://digestline.example/runs/r13 push failed at auth (auth): registry.example: 401",
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for len(api.got()) < len(want) || len(srv.DeadLetters(t)) < 2 {
+	for len(api.got()) < len(want) || len(srv.DeadLetters(t)) < 4 {
 		if time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond) // a status sent twice comes by now
-	got := api.got()
+	// A key longer than Bitbucket Cloud takes is sent as the same hash
+	// for each of the commit's states.
+	got, keys := api.got(), map[string]bool{}
+	for i, status := range got {
+		if key := bitbucketHashKey.FindString(status); key != "" {
+			keys[key] = true
+			got[i] = strings.Replace(status, key, "key=<hash>", 1)
+		}
+	}
+	if len(keys) > 1 {
+		t.Errorf("a long image's statuses have keys %v, want one", keys)
+	}
 	// Per commit, in the order sent: pending, then how the run ended.
 	byCommit := func(list []string) []string {
 		out := slices.Clone(list)
@@ -241,11 +332,17 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 	if !slices.Equal(byCommit(got), byCommit(want)) {
 		t.Errorf("the forges were sent:\n%s\nwant:\n%s", strings.Join(byCommit(got), "\n"), strings.Join(byCommit(want), "\n"))
 	}
-	var dead []string
+	var dead, azure []string
 	for _, m := range srv.DeadLetters(t) {
-		if m.Header.Get(bus.HeaderDLQConsumer) == "notifier-github-wrong-token" {
+		switch m.Header.Get(bus.HeaderDLQConsumer) {
+		case "notifier-github-wrong-token":
 			dead = append(dead, m.Subject+": "+m.Header.Get(bus.HeaderDLQReason))
+		case "notifier-azure":
+			azure = append(azure, m.Header.Get(bus.HeaderDLQReason))
 		}
+	}
+	if len(azure) != 2 || !strings.Contains(azure[0], "acme/app is not an Azure DevOps repository's path (ORG/PROJECT/_git/REPO)") {
+		t.Errorf("statuses of a repository not on Azure DevOps: %q, want r14's two dead-lettered, saying so", azure)
 	}
 	if len(dead) != 2 || !strings.Contains(dead[0], "HTTP 401") || !strings.Contains(strings.Join(dead, ""), "cannot set statuses on acme/app") {
 		t.Errorf("a refused token's statuses: %q, want r7's two dead-lettered, saying what the token needs", dead)
@@ -329,5 +426,24 @@ func TestARunsStatusNeverGoesBackToPending(t *testing.T) {
 	}
 	if len(last) != runs {
 		t.Errorf("%d commits have a status, want %d", len(last), runs)
+	}
+}
+
+// TestABitbucketStatusNeedsThePagesURL: Bitbucket refuses a status without
+// its link, so a notifier with a Bitbucket rule and no page to link does
+// not start, and says what to set.
+func TestABitbucketStatusNeedsThePagesURL(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "notifications.yaml")
+	if err := os.WriteFile(file, []byte("webhooks:\n  - {name: bb, format: bitbucket-server-status, url: https://bitbucket.example.com}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := notifier.LoadRules(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := bustest.NewServer(t)
+	err = notifier.Run(context.Background(), notifier.Config{Rules: rules, Deps: service.Deps{JetStream: srv.JetStream}})
+	if err == nil || !strings.Contains(err.Error(), "set DIGESTLINE_API_URL") {
+		t.Fatalf("a Bitbucket rule without the page's URL: %v, want it refused, naming DIGESTLINE_API_URL", err)
 	}
 }
