@@ -284,25 +284,37 @@ func failedText(name events.Name, f events.Failure, run string) string {
 
 // sendSlack posts {"text": text}, as Slack's incoming webhooks take it.
 func (s *sender) sendSlack(ctx context.Context, text string) error {
-	body, err := json.Marshal(map[string]string{"text": text})
+	code, said, err := s.postJSON(ctx, s.rule.URL, map[string]string{"text": text}, "is the webhook up? the notification is retried, then dead-lettered")
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.rule.URL, bytes.NewReader(body))
+	return statusError(code, said)
+}
+
+// postJSON posts body as JSON to endpoint with the rule's headers, and
+// returns the answer's status and what it said (answer); a request that
+// reached no answer fails as a transport failure with hint.
+func (s *sender) postJSON(ctx context.Context, endpoint string, body any, hint string) (code int, said string, err error) {
+	data, err := json.Marshal(body)
 	if err != nil {
-		return bus.Permanent(err)
+		return 0, "", bus.Permanent(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(data))
+	if err != nil {
+		return 0, "", bus.Permanent(redact(err, s.rule.URL))
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
 	for k, v := range s.rule.Headers {
 		req.Header.Set(k, v)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return sendFailure(failure.Transport, "is the webhook up? the notification is retried, then dead-lettered", redact(err, s.rule.URL))
+		return 0, "", sendFailure(failure.Transport, hint, redact(err, s.rule.URL))
 	}
 	defer resp.Body.Close()
-	said, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	return statusError(resp.StatusCode, answer(said, s.rule.URL))
+	text, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	return resp.StatusCode, answer(text, s.rule.URL), nil
 }
 
 // answer is what a webhook said with its status, as a failure names it:

@@ -1,15 +1,12 @@
 package notifier
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -274,30 +271,15 @@ func (s *sender) sendStatus(ctx context.Context, c commit, state, description, r
 	if err != nil {
 		return bus.Permanent(err)
 	}
-	body, err := json.Marshal(status)
+	code, said, err := s.postJSON(ctx, endpoint, status, "is the forge's API up? the status is retried, then dead-lettered")
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
-	if err != nil {
-		return bus.Permanent(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	for k, v := range s.rule.Headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return sendFailure(failure.Transport, "is the forge's API up? the status is retried, then dead-lettered", redact(err, s.rule.URL))
-	}
-	defer resp.Body.Close()
-	said, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusNotFound {
+	if code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNotFound {
 		return bus.Permanent(sendFailure(failure.Auth, "give the token in the rule's headers the right to set commit statuses ("+tokenNeeds[s.rule.Format]+")",
-			fmt.Errorf("HTTP %d: %s: the token cannot set statuses on %s", resp.StatusCode, answer(said, s.rule.URL), c.repo)))
+			fmt.Errorf("HTTP %d: %s: the token cannot set statuses on %s", code, said, c.repo)))
 	}
-	return statusError(resp.StatusCode, answer(said, s.rule.URL))
+	return statusError(code, said)
 }
 
 // statusRequest is the request of format's forge (its API at base) that

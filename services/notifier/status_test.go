@@ -224,8 +224,11 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 	b := bus.NewBus(srv.JetStream, "/digestline/test")
 	sha := func(c string) string { return strings.Repeat(c, 40) }
 	digest := "sha256:" + strings.Repeat("d", 64)
-	// run publishes a run: its request, from the push of repo's commit,
-	// then each of then, in turn.
+	// run publishes a run's request, from the push of repo's commit; each
+	// of then is published later, in turn, once every pending is sent (a
+	// run whose end is handled first never sends its pending: the next
+	// test).
+	var ends []func()
 	type next = func(start events.Name) (events.Name, any)
 	runOf := func(image, id, repo, commit string, then ...next) {
 		t.Helper()
@@ -244,9 +247,11 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := b.Publish(ctx, ev); err != nil {
-				t.Fatal(err)
-			}
+			ends = append(ends, func() {
+				if err := b.Publish(ctx, ev); err != nil {
+					t.Fatal(err)
+				}
+			})
 		}
 	}
 	run := func(id, repo, commit string, then ...next) { runOf("acme/app", id, repo, commit, then...) }
@@ -304,6 +309,13 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 		"azure acme/My%20Project/app@eeeeeee digestline/acme/app failed https://digestline.example/runs/r13 push failed at auth (auth): registry.example: 401",
 	}
 	deadline := time.Now().Add(20 * time.Second)
+	pendings := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return !regexp.MustCompile(` (pending|running|INPROGRESS) `).MatchString(w) })
+	for len(api.got()) < len(pendings) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, end := range ends {
+		end()
+	}
 	for len(api.got()) < len(want) || len(srv.DeadLetters(t)) < 4 {
 		if time.Now().After(deadline) {
 			break
