@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.WebhookListener != nil {
 		mux := http.NewServeMux()
 		hooks.Register(mux)
-		srv := &http.Server{Handler: service.JSONErrors("/webhooks/", mux), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: LogDeliveries(cfg.Log(), service.JSONErrors("/webhooks/", mux)), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error { return service.Serve(gctx, srv, cfg.WebhookListener, "webhooks") })
 	}
 	return g.Wait()
