@@ -7,28 +7,36 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/runs"
+	"github.com/digestline/digestline/pkg/tooltest"
 	"github.com/digestline/digestline/services/builder"
+	"github.com/digestline/digestline/services/notifier"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // TestAMonorepoPushBuildsEachImageFromItsDirectory: a repository that
-// holds several services, each with its rule and its directory. One push
-// builds each service's image from its own directory (its files at the
-// image's root, its own digestline.yaml), one run each; a redelivery starts
-// none again; a rule whose directory the commit lacks fails its run with
-// what to do, and the others build.
+// holds several services, each with its rule and its directory, served
+// over git's smart HTTP. One push builds each service's image from its own
+// directory (its files at the image's root, its own digestline.yaml), one
+// run each; a redelivery starts none again; a rule whose directory the
+// commit lacks fails its run with what to do, and the others build. The
+// commit gets a status per image on its forge: pending, then how each run
+// ended, linked to the run's page.
 func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 	work := t.TempDir()
 	e2etest.Git(t, work, "init", "--quiet", "--initial-branch=main")
@@ -53,8 +61,17 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 	e2etest.Git(t, work, "commit", "--quiet", "-m", "two services")
 	sha := e2etest.Git(t, work, "rev-parse", "HEAD")
 
+	served := t.TempDir()
+	e2etest.Git(t, served, "clone", "--quiet", "--bare", work, "mono.git")
+	gitServer := httptest.NewServer(&cgi.Handler{Path: tooltest.Find(t, "git"), Args: []string{"http-backend"}, Stderr: io.Discard,
+		Env: []string{"GIT_PROJECT_ROOT=" + served, "GIT_HTTP_EXPORT_ALL=1"}})
+	t.Cleanup(gitServer.Close)
+	forge := &statusesSent{}
+	forgeAPI := httptest.NewServer(forge)
+	t.Cleanup(forgeAPI.Close)
+
 	regAddr := fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
-	repo := "file://" + work
+	repo := gitServer.URL + "/mono.git"
 	s, _ := e2etest.StartStack(t, e2etest.WithRegistryAddr(regAddr), func(c *dev.Config) {
 		c.WebhookAddr = "127.0.0.1:0"
 		c.Webhook = builder.WebhookConfig{Secret: e2etest.WebhookSecret, GitLabToken: "gitlab-token-0123456789", Repositories: []builder.WebhookRule{
@@ -62,6 +79,8 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 			{Match: "acme/mono", Git: repo, Image: regAddr + "/acme/web", Dir: "services/web", Paths: []string{"services/web", "libs/shared/**"}},
 			{Match: "acme/mono", Git: repo, Image: regAddr + "/acme/worker", Dir: "services/worker"}, // not in this commit
 		}}
+		// The repository's forge is the git server's host.
+		c.Notifications = []notifier.Rule{{Name: "forge", Format: notifier.FormatGitHubStatus, URL: forgeAPI.URL, Forge: "127.0.0.1", Kinds: []string{notifier.KindStatus}}}
 	})
 	body, _ := json.Marshal(map[string]any{"ref": "refs/heads/main", "after": sha,
 		"repository": map[string]string{"full_name": "acme/mono", "clone_url": "https://github.example/acme/mono.git"}})
@@ -93,6 +112,26 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 		if ends[target] != end {
 			t.Errorf("%s ended %q, want %q (all: %v)", target, ends[target], end, ends)
 		}
+	}
+
+	// The commit's statuses: one context per image, pending, then how its
+	// run ended, linked to its page.
+	statuses := []string{}
+	for _, a := range all {
+		var run runs.Run
+		s.GetJSON(t, "/v1/runs/"+a.RunID+"/summary", &run)
+		image := strings.Split(strings.TrimPrefix(run.Target, regAddr+"/"), ":")[0]
+		end := "success"
+		if strings.HasSuffix(image, "worker") {
+			end = "failure"
+		}
+		for _, state := range []string{"pending", end} {
+			statuses = append(statuses, fmt.Sprintf("%s digestline/%s %s %s/runs/%s", sha[:12], image, state, s.APIURL, a.RunID))
+		}
+	}
+	slices.Sort(statuses)
+	if got := forge.wait(len(statuses)); !slices.Equal(got, statuses) {
+		t.Errorf("the forge was sent:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(statuses, "\n"))
 	}
 
 	// Each image holds its directory's files at its root, and nothing else.
@@ -260,4 +299,45 @@ func imageFiles(t *testing.T, r io.ReadCloser) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// statusesSent is a forge's commit status API (GitHub's: POST
+// /repos/{owner}/{repo}/statuses/{sha}) that keeps what it is sent, as
+// "<sha, 12> <context> <state> <target_url>", sorted.
+type statusesSent struct {
+	mu   sync.Mutex
+	sent []string
+}
+
+func (f *statusesSent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var status struct {
+		State, Context string
+		TargetURL      string `json:"target_url"`
+	}
+	sha := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
+	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/repos/mono/statuses/") || len(sha) != 40 ||
+		json.NewDecoder(r.Body).Decode(&status) != nil {
+		http.Error(w, `{"message":"Not Found"}`, http.StatusNotFound)
+		return
+	}
+	f.mu.Lock()
+	f.sent = append(f.sent, fmt.Sprintf("%s %s %s %s", sha[:12], status.Context, status.State, status.TargetURL))
+	f.mu.Unlock()
+	w.WriteHeader(http.StatusCreated)
+}
+
+// wait returns what was sent once n statuses were, or after 30 seconds.
+func (f *statusesSent) wait(n int) []string {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		f.mu.Lock()
+		done := len(f.sent) >= n
+		f.mu.Unlock()
+		if done {
+			break
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // a status sent twice comes by now
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(slices.Values(f.sent))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -129,9 +130,9 @@ func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok 
 		return commit{}, false, nil // a tag's push may name the tag object, not its commit: the forges set no status on it
 	}
 	host, repo := repositoryOf(req.Source.URL)
-	image, _, _ := strings.Cut(req.Target, ":")
-	if i := strings.IndexByte(image, '/'); i >= 0 {
-		image = image[i+1:] // without the registry
+	image := req.Target
+	if ref, err := name.ParseReference(req.Target); err == nil {
+		image = ref.Context().RepositoryStr() // without the registry (host:port) and the tag
 	}
 	return commit{host: host, repo: repo, sha: req.Source.Rev, image: image}, repo != "", nil
 }
