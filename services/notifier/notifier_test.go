@@ -109,18 +109,8 @@ func TestNotifierSendsEachChosenEventOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := bustest.NewServer(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- notifier.Run(ctx, notifier.Config{Rules: rules, Timeout: time.Second, Deps: service.Deps{JetStream: srv.JetStream,
-			BusOptions: []bus.Option{bus.WithRedeliveryBackoff(func(uint64) time.Duration { return 10 * time.Millisecond })}}})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	ctx := t.Context()
+	startNotifier(t, srv, notifier.Config{Rules: rules, Timeout: time.Second}, 10*time.Millisecond)
 
 	b := bus.NewBus(srv.JetStream, "/digestline/test/reporter")
 	var first []byte
@@ -339,4 +329,21 @@ func promotedR1(t *testing.T) cloudevents.Event {
 		t.Fatal(err)
 	}
 	return ev
+}
+
+// startNotifier runs the notifier with cfg on srv's bus until the test
+// ends, redelivering a failed notification after backoff; the test fails
+// if the notifier ends with an error.
+func startNotifier(t *testing.T, srv *bustest.Server, cfg notifier.Config, backoff time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg.Deps = service.Deps{JetStream: srv.JetStream, BusOptions: []bus.Option{bus.WithRedeliveryBackoff(func(uint64) time.Duration { return backoff })}}
+	done := make(chan error, 1)
+	go func() { done <- notifier.Run(ctx, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
 }

@@ -208,18 +208,8 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := bustest.NewServer(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- notifier.Run(ctx, notifier.Config{Rules: rules, Timeout: time.Second, PageURL: "https://digestline.example/",
-			Deps: service.Deps{JetStream: srv.JetStream, BusOptions: []bus.Option{bus.WithRedeliveryBackoff(func(uint64) time.Duration { return 10 * time.Millisecond })}}})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	ctx := t.Context()
+	startNotifier(t, srv, notifier.Config{Rules: rules, Timeout: time.Second, PageURL: "https://digestline.example/"}, 10*time.Millisecond)
 
 	b := bus.NewBus(srv.JetStream, "/digestline/test")
 	sha := func(c string) string { return strings.Repeat(c, 40) }
@@ -377,7 +367,7 @@ func TestARunsStatusNeverGoesBackToPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := bustest.NewServer(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx := t.Context()
 	b := bus.NewBus(srv.JetStream, "/digestline/test")
 	// Both of each run's events are stored before the notifier starts.
 	const runs = 20
@@ -398,17 +388,7 @@ func TestARunsStatusNeverGoesBackToPending(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	done := make(chan error, 1)
-	go func() {
-		done <- notifier.Run(ctx, notifier.Config{Rules: rules, Timeout: time.Second, Deps: service.Deps{JetStream: srv.JetStream,
-			BusOptions: []bus.Option{bus.WithRedeliveryBackoff(func(uint64) time.Duration { return 300 * time.Millisecond })}}})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	startNotifier(t, srv, notifier.Config{Rules: rules, Timeout: time.Second}, 300*time.Millisecond)
 	deadline := time.Now().Add(20 * time.Second)
 	last := map[string]string{}
 	for time.Now().Before(deadline) {
