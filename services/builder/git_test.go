@@ -111,6 +111,9 @@ func TestGitCheckoutOverHTTPWithoutGit(t *testing.T) {
 	if got, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: tagObject, Ref: "refs/tags/v1.0.0"}, t.TempDir()); err != nil || got != v1 {
 		t.Errorf("an annotated tag's id on its ref: %s %v, want its commit %s", got, err, v1)
 	}
+	if got, err := gitCheckout(context.Background(), events.Source{Kind: events.SourceGit, URL: srv.URL + "/app.git", Rev: v1, Ref: "refs/tags/v1.0.0"}, t.TempDir()); err != nil || got != v1 {
+		t.Errorf("an annotated tag's commit on its ref (GitHub's head_commit): %s %v, want %s", got, err, v1)
+	}
 	v2 := run("rev-parse", "HEAD")
 	for _, tc := range []struct {
 		url, rev, ref string

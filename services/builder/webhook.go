@@ -21,6 +21,7 @@ import (
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/digestline/digestline/pkg/tags"
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
@@ -194,8 +195,15 @@ func (h *Webhooks) github(w http.ResponseWriter, r *http.Request) {
 	changed, listed := changedFiles(ev.Commits)
 	listed = listed && strings.HasPrefix(ev.Ref, "refs/heads/") && !ev.Created && !ev.Forced && ev.Before != "" && !nullCommit(ev.Before) &&
 		len(ev.Commits) < 2048 && (ev.TotalCommits == nil || *ev.TotalCommits == len(ev.Commits))
+	// A tag's after is the tag object's id when the tag is annotated; its
+	// head_commit, which GitHub sends for every tag since 2021, is the
+	// commit it tags: the run names that (a sender without it, after).
+	sha := ev.After
+	if strings.HasPrefix(ev.Ref, "refs/tags/") && plumbing.IsHash(ev.HeadCommit.ID) {
+		sha = ev.HeadCommit.ID
+	}
 	h.request(w, r, "github/"+r.Header.Get("X-GitHub-Delivery"), push{repo: ev.Repository.FullName, cloneURL: ev.Repository.CloneURL,
-		ref: ev.Ref, sha: ev.After, changed: changed, listed: listed, message: ev.HeadCommit.Message})
+		ref: ev.Ref, sha: sha, changed: changed, listed: listed, message: ev.HeadCommit.Message})
 }
 
 func (h *Webhooks) gitlab(w http.ResponseWriter, r *http.Request) {

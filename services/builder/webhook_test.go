@@ -11,6 +11,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/digestline/digestline/pkg/bus"
+	"github.com/digestline/digestline/pkg/bus/bustest"
+	"github.com/digestline/digestline/pkg/events"
 )
 
 // TestWebhooksWithoutSecretSayWhy: with no secret configured every
@@ -215,5 +219,45 @@ func TestARulesBranchesAndTagsPickTheRefsItBuilds(t *testing.T) {
 	}
 	if _, err := LoadWebhookConfig(file); err == nil || !strings.Contains(err.Error(), `branch or tag pattern "[main"`) {
 		t.Errorf("a malformed branch pattern: %v", err)
+	}
+}
+
+// TestAGitHubTagPushBuildsTheCommitItTags: GitHub's push of an annotated
+// tag names the tag object as after and the commit it tags as
+// head_commit; the run builds, and names, the commit.
+func TestAGitHubTagPushBuildsTheCommitItTags(t *testing.T) {
+	srv := bustest.NewServer(t)
+	mux := http.NewServeMux()
+	NewWebhooks(WebhookConfig{Secret: "s3cret", Repositories: []WebhookRule{{Match: "acme/app", Image: "r.example/acme/app"}}},
+		bus.NewBus(srv.JetStream, "/digestline/test"), nil, nil).Register(mux)
+	tagObject, commit := strings.Repeat("7", 40), strings.Repeat("c", 40)
+	body := `{"ref":"refs/tags/v1.0.0","before":"` + strings.Repeat("0", 40) + `","after":"` + tagObject + `","created":true,
+		"repository":{"full_name":"acme/app","clone_url":"https://github.example/acme/app.git"},
+		"commits":[],"head_commit":{"id":"` + commit + `","message":"release 1.0"}}`
+	req := httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(body))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-GitHub-Delivery", "d-tag")
+	req.Header.Set("X-Hub-Signature-256", signGitHub("s3cret", []byte(body)))
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, req)
+	var acc WebhookAccepted
+	if rec.Code != http.StatusAccepted || json.Unmarshal(rec.Body.Bytes(), &acc) != nil {
+		t.Fatalf("a tag's push: %d %s", rec.Code, rec.Body)
+	}
+	stream, err := srv.JetStream.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.GetLastMsgForSubject(t.Context(), events.BuildRequested.Subject(acc.RunID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _, err := events.Parse(msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := events.Decode[events.BuildRequest](ev)
+	if err != nil || got.Source.Rev != commit || got.Source.Ref != "refs/tags/v1.0.0" || got.Target != "r.example/acme/app:v1.0.0" {
+		t.Errorf("a tag's push requested %+v (%v), want the tagged commit %s at refs/tags/v1.0.0, tagged v1.0.0", got, err, commit)
 	}
 }
