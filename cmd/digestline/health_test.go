@@ -60,3 +60,14 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Log(body)
 	}
 }
+
+// TestAStackStoppedAsItStartsEndsWithoutAnError: digestline dev stopped
+// while its services still wait for their buckets ends as one stopped
+// later does, without an error (the reporter's wait used to end it with
+// "context canceled").
+func TestAStackStoppedAsItStartsEndsWithoutAnError(t *testing.T) {
+	for range 5 {
+		_, stop := e2etest.StartStack(t)
+		stop() // fails the test when the stack ends with an error
+	}
+}

@@ -3,6 +3,7 @@ package service
 import (
 	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -150,10 +151,20 @@ func Main(name, healthAddr string, run func(ctx context.Context, d Deps) error) 
 	} else {
 		err = fmt.Errorf("--shutdown-grace %q: %w", *grace, err)
 	}
-	if err != nil {
+	if err = StoppedIsNoFailure(ctx, err); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
+}
+
+// StoppedIsNoFailure is err, unless it is ctx's cancellation: a service
+// stopped while it was still starting (waiting for the bus, its buckets)
+// ends as one stopped later does, without an error.
+func StoppedIsNoFailure(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
 }
 
 // handBack is the part of the shutdown grace kept for cancelling the

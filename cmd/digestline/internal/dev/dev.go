@@ -253,7 +253,7 @@ func partLabel(name string) pprof.LabelSet { return pprof.Labels(PartLabel, name
 func as(ctx context.Context, name string, f func(context.Context) error) func() error {
 	return func() (err error) {
 		pprof.Do(ctx, partLabel(name), func(ctx context.Context) { err = f(ctx) })
-		return err
+		return service.StoppedIsNoFailure(ctx, err)
 	}
 }
 
