@@ -286,12 +286,12 @@ func (s *sender) sendStatus(ctx context.Context, c commit, state, description, r
 // statusRequest is the request of format's forge (its API at base) that
 // sets state on c, linking link: where it is sent, and what.
 func statusRequest(format, base string, c commit, state, description, link string) (endpoint string, body any, err error) {
-	context := "digestline/" + c.image
+	statusName := "digestline/" + c.image
 	switch format {
 	case FormatGitLabStatus:
 		return fmt.Sprintf("%s/projects/%s/statuses/%s", base, url.PathEscape(c.repo), c.sha), omitEmpty(map[string]any{
 			"state": map[string]string{statePending: "running", stateSuccess: "success", stateFailure: "failed"}[state],
-			"name":  context, "target_url": link, "description": description,
+			"name":  statusName, "target_url": link, "description": description,
 		}), nil
 	case FormatBitbucketStatus, FormatBitbucketServerStatus:
 		endpoint = fmt.Sprintf("%s/repositories/%s/commit/%s/statuses/build", base, c.repo, c.sha)
@@ -299,9 +299,9 @@ func statusRequest(format, base string, c commit, state, description, link strin
 			endpoint = fmt.Sprintf("%s/rest/build-status/1.0/commits/%s", base, c.sha)
 		}
 		return endpoint, map[string]any{
-			"key":   bitbucketKey(context),
+			"key":   bitbucketKey(statusName),
 			"state": map[string]string{statePending: "INPROGRESS", stateSuccess: "SUCCESSFUL", stateFailure: "FAILED"}[state],
-			"name":  context, "url": link, "description": description,
+			"name":  statusName, "url": link, "description": description,
 		}, nil
 	case FormatAzureStatus:
 		project, repo, ok := strings.Cut(c.repo, "/_git/")
@@ -322,18 +322,18 @@ func statusRequest(format, base string, c commit, state, description, link strin
 			}), nil
 	}
 	return fmt.Sprintf("%s/repos/%s/statuses/%s", base, c.repo, c.sha), omitEmpty(map[string]any{
-		"state": state, "context": context, "target_url": link, "description": description,
+		"state": state, "context": statusName, "target_url": link, "description": description,
 	}), nil
 }
 
 // bitbucketKey is a status's key as Bitbucket Cloud takes it: at most 40
 // characters (a longer one is refused with 400), so a long one is its
 // hash, the same for each of the run's states.
-func bitbucketKey(context string) string {
-	if len(context) <= 40 {
-		return context
+func bitbucketKey(statusName string) string {
+	if len(statusName) <= 40 {
+		return statusName
 	}
-	sum := sha256.Sum256([]byte(context))
+	sum := sha256.Sum256([]byte(statusName))
 	return "digestline-" + hex.EncodeToString(sum[:])[:29]
 }
 
