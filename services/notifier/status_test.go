@@ -83,12 +83,12 @@ func (f *forgeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"message":"Problems parsing JSON"}`, http.StatusBadRequest)
 		return
 	}
-	var forge, repo, sha, context, target string
+	var forge, repo, sha, statusName, target string
 	states := []string{"error", "failure", "pending", "success"}
 	path := r.URL.EscapedPath()
 	if m := githubPath.FindStringSubmatch(path); m != nil {
 		name, _ := body.Context.(string)
-		forge, repo, sha, context, target = strings.TrimSuffix(m[1], "/api/v1"), m[2], m[3], name, body.TargetURL
+		forge, repo, sha, statusName, target = strings.TrimSuffix(m[1], "/api/v1"), m[2], m[3], name, body.TargetURL
 		if forge == "gitea" {
 			states = append(states, "warning")
 		}
@@ -98,34 +98,34 @@ func (f *forgeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, `{"message":"404 Project Not Found"}`, http.StatusNotFound)
 			return
 		}
-		forge, repo, sha, context, target = "gitlab", path, m[2], body.Name, body.TargetURL
+		forge, repo, sha, statusName, target = "gitlab", path, m[2], body.Name, body.TargetURL
 		states = []string{"pending", "running", "success", "failed", "canceled"}
 	} else if m := bitbucketPath.FindStringSubmatch(path); m != nil {
 		if len(body.Key) > 40 || body.Key == "" || body.URL == "" {
 			http.Error(w, fmt.Sprintf(`{"type": "error", "error": {"message": "key: Ensure this value has at most 40 characters (it has %d)."}}`, len(body.Key)), http.StatusBadRequest)
 			return
 		}
-		forge, repo, sha, context, target = "bitbucket", m[1], m[2], body.Name+"|key="+body.Key, body.URL
+		forge, repo, sha, statusName, target = "bitbucket", m[1], m[2], body.Name+"|key="+body.Key, body.URL
 		states = []string{"INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED"}
 	} else if m := bitbucketServerPath.FindStringSubmatch(path); m != nil {
 		if body.Key == "" || body.URL == "" {
 			http.Error(w, `{"errors":[{"message":"key and url are required"}]}`, http.StatusBadRequest)
 			return
 		}
-		forge, repo, sha, context, target = "bitbucket-server", "-", m[1], body.Name+"|key="+body.Key, body.URL
+		forge, repo, sha, statusName, target = "bitbucket-server", "-", m[1], body.Name+"|key="+body.Key, body.URL
 		states = []string{"INPROGRESS", "SUCCESSFUL", "FAILED"}
 	} else if m := azurePath.FindStringSubmatch(path); m != nil && r.URL.Query().Get("api-version") != "" {
 		ctx, _ := body.Context.(map[string]any)
 		forge, repo, sha, target = "azure", m[1]+"/"+m[2], m[3], body.AzureTarget // as sent: escaped
 		if genre, name := ctx["genre"], ctx["name"]; name != nil {
-			context = fmt.Sprint(genre, "/", name)
+			statusName = fmt.Sprint(genre, "/", name)
 		}
 		states = []string{"notSet", "pending", "succeeded", "failed", "error", "notApplicable"}
 	} else {
 		http.Error(w, `{"message":"Not Found"}`, http.StatusNotFound)
 		return
 	}
-	if !slices.Contains(states, body.State) || len([]rune(body.Description)) > 140 || context == "" {
+	if !slices.Contains(states, body.State) || len([]rune(body.Description)) > 140 || statusName == "" {
 		http.Error(w, `{"message":"Validation Failed"}`, http.StatusUnprocessableEntity)
 		return
 	}
@@ -139,7 +139,7 @@ func (f *forgeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"message":"Server Error"}`, http.StatusBadGateway)
 		return
 	}
-	f.statuses = append(f.statuses, fmt.Sprintf("%s %s@%s %s %s %s %s", forge, repo, sha[:7], context, body.State, target, body.Description))
+	f.statuses = append(f.statuses, fmt.Sprintf("%s %s@%s %s %s %s %s", forge, repo, sha[:7], statusName, body.State, target, body.Description))
 	f.mu.Unlock()
 	w.WriteHeader(http.StatusCreated)
 	_, _ = w.Write([]byte(`{"id":1}`))
