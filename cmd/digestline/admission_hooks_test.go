@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -117,7 +118,8 @@ func TestRegistrySendersDocumentedPayloads(t *testing.T) {
 	for _, repo := range []string{"test-webhook/debian", "test-webhook/busybox", "mynamespace/repository", "svendowideit/testhook", "octo-org/hello-world", "team/app"} {
 		rules += fmt.Sprintf("  - {match: %s, registry: '%s'}\n", repo, regAddr)
 	}
-	s := admissionStack(t, hooks, rules, e2etest.WithRegistryAddr(regAddr))
+	var logged lockedBuffer
+	s := admissionStack(t, hooks, rules, e2etest.WithRegistryAddr(regAddr), func(c *dev.Config) { c.Logger = slog.New(slog.NewTextHandler(&logged, nil)) })
 	for _, c := range []struct{ sender, file, path, repo, header string }{
 		{"harbor", "harbor.json", "/webhooks/registry/harbor", "test-webhook/debian", "Authorization: " + registryToken},
 		{"harbor", "harbor-cloudevents.json", "/webhooks/registry/harbor", "test-webhook/busybox", "Authorization: Bearer " + registryToken},
@@ -181,6 +183,19 @@ func TestRegistrySendersDocumentedPayloads(t *testing.T) {
 	}
 	if n := startsOf(t, s, events.AdmissionRequested); n != 5 {
 		t.Errorf("%d admissions after refused and ignored deliveries, want 5", n)
+	}
+	// Each delivery is a [WEBHOOK] line saying what came of it, and the
+	// token a Quay or Docker Hub notification carries in its URL is not.
+	log := logged.String()
+	for _, want := range []string{`msg="[WEBHOOK] registry/quay: run `, `msg="[WEBHOOK] registry/dockerhub: run `,
+		`msg="[WEBHOOK] registry/distribution: 200 ignored: other/app:1: no rule`, `level=WARN msg="[WEBHOOK] registry/distribution: refused 401: bad or missing registry token`,
+		`level=WARN msg="[WEBHOOK] registry/harbor: refused 400: `} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log has no %s", want)
+		}
+	}
+	if strings.Contains(log, registryToken) {
+		t.Error("the log holds the registry token")
 	}
 }
 
