@@ -17,6 +17,7 @@ import (
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/registry/registrytest"
 	"github.com/digestline/digestline/pkg/runs"
@@ -118,7 +119,7 @@ func TestRegistrySendersDocumentedPayloads(t *testing.T) {
 	for _, repo := range []string{"test-webhook/debian", "test-webhook/busybox", "mynamespace/repository", "svendowideit/testhook", "octo-org/hello-world", "team/app"} {
 		rules += fmt.Sprintf("  - {match: %s, registry: '%s'}\n", repo, regAddr)
 	}
-	var logged lockedBuffer
+	var logged bustest.LogBuffer
 	s := admissionStack(t, hooks, rules, e2etest.WithRegistryAddr(regAddr), func(c *dev.Config) { c.Logger = slog.New(slog.NewTextHandler(&logged, nil)) })
 	for _, c := range []struct{ sender, file, path, repo, header string }{
 		{"harbor", "harbor.json", "/webhooks/registry/harbor", "test-webhook/debian", "Authorization: " + registryToken},

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,30 +14,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
 	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/registry"
 	"github.com/digestline/digestline/pkg/sign"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 )
-
-// lockedBuffer collects log output from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestNoSecretReachesALogAnEventOrASpan runs a whole pipeline — a signed
 // build, an authenticated push, verification, promotion through the
@@ -78,7 +64,7 @@ func TestNoSecretReachesALogAnEventOrASpan(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	var logs lockedBuffer
+	var logs bustest.LogBuffer
 	client := registry.New(registry.WithAuth(&authn.Basic{Username: "ci", Password: password}))
 	s, _ := e2etest.StartStack(t, e2etest.WithRegistryWrapper(requireAuth), e2etest.WithRegistryClient(client), func(c *dev.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,19 +12,6 @@ import (
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 )
-
-// syncBuffer is a bytes.Buffer safe for the consumer's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestFollowDeploysEachPromotionToItsEnvironmentOnceAndReportsIt: the
 // deployer deploys each promotion to its environment once, even across a
@@ -54,7 +39,7 @@ func TestFollowDeploysEachPromotionToItsEnvironmentOnceAndReportsIt(t *testing.T
 	promote("staging", "sha256:"+strings.Repeat("b", 64), "")
 	promote("prod", prod, "registry-b.example/prod/team/app") // prod lives in another registry
 
-	var out syncBuffer
+	var out bustest.LogBuffer
 	failing := func(_ context.Context, p events.Promotion) (string, error) {
 		return "kubectl: deployment \"app\" exceeded its progress deadline", errors.New("exit status 1")
 	}
@@ -81,7 +66,7 @@ func TestFollowDeploysEachPromotionToItsEnvironmentOnceAndReportsIt(t *testing.T
 	}
 
 	// A restarted deployer with the same name does not deploy it again.
-	var again syncBuffer
+	var again bustest.LogBuffer
 	fctx, stop = context.WithTimeout(ctx, 500*time.Millisecond)
 	defer stop()
 	d.Out = &again
@@ -110,7 +95,7 @@ func TestFollowDeploysEveryImageOfARelease(t *testing.T) {
 	if _, err := b.Start(ctx, events.Promoted, rel.RunID, "shop-1", rel); err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out bustest.LogBuffer
 	d := Deployer{Name: "test-deployer", Out: &out}
 	fctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -166,7 +151,7 @@ func TestAFirstStartDeploysWhatEachEnvironmentHoldsNotItsPast(t *testing.T) {
 
 	follow := func(until func(out string) bool, wait time.Duration) string {
 		t.Helper()
-		var out syncBuffer
+		var out bustest.LogBuffer
 		d := Deployer{Name: "new-deployer", Env: "prod", Out: &out}
 		fctx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)

@@ -151,12 +151,7 @@ func TestAPushThatChangesNoRulesPathsBuildsNothing(t *testing.T) {
 	body := `{"ref":"refs/heads/main","before":"` + strings.Repeat("1", 40) + `","after":"` + strings.Repeat("2", 40) + `",
 		"repository":{"full_name":"acme/mono","clone_url":"https://github.example/acme/mono.git"},
 		"commits":[{"added":["docs/new.md"],"removed":[],"modified":["README.md","services/webby/x"]}]}`
-	req := httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(body))
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("X-GitHub-Delivery", "d1")
-	req.Header.Set("X-Hub-Signature-256", signGitHub("s3cret", []byte(body)))
-	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, req)
+	rec := sendGitHub(mux, "push", "d1", "s3cret", body)
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "the push changed no file the paths of r.example/acme/api, r.example/acme/web name") {
 		t.Errorf("a push outside every rule's paths: %d %s", rec.Code, rec.Body)
 	}
@@ -168,15 +163,21 @@ func TestAPushThatChangesNoRulesPathsBuildsNothing(t *testing.T) {
 	big := `{"ref":"refs/heads/main","before":"` + strings.Repeat("1", 40) + `","after":"` + strings.Repeat("2", 40) + `",
 		"repository":{"full_name":"acme/mono","clone_url":"https://github.example/acme/mono.git"},
 		"commits":[` + commit + strings.Repeat(","+commit, 1999) + `]}`
-	req = httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(big))
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("X-GitHub-Delivery", "d2")
-	req.Header.Set("X-Hub-Signature-256", signGitHub("s3cret", []byte(big)))
-	rec = httptest.NewRecorder()
-	mux.ServeHTTP(rec, req)
+	rec = sendGitHub(mux, "push", "d2", "s3cret", big)
 	if len(big) < 2<<20 || rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "the push changed no file") {
 		t.Errorf("a push of %d bytes: %d %s", len(big), rec.Code, rec.Body)
 	}
+}
+
+// sendGitHub sends h a GitHub delivery of event, signed with secret.
+func sendGitHub(h http.Handler, event, delivery, secret, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(body))
+	req.Header.Set("X-GitHub-Event", event)
+	req.Header.Set("X-GitHub-Delivery", delivery)
+	req.Header.Set("X-Hub-Signature-256", signGitHub(secret, []byte(body)))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
 }
 
 // signGitHub is GitHub's X-Hub-Signature-256 of body.
@@ -234,12 +235,7 @@ func TestAGitHubTagPushBuildsTheCommitItTags(t *testing.T) {
 	body := `{"ref":"refs/tags/v1.0.0","before":"` + strings.Repeat("0", 40) + `","after":"` + tagObject + `","created":true,
 		"repository":{"full_name":"acme/app","clone_url":"https://github.example/acme/app.git"},
 		"commits":[],"head_commit":{"id":"` + commit + `","message":"release 1.0"}}`
-	req := httptest.NewRequest(http.MethodPost, "/webhooks/github", strings.NewReader(body))
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("X-GitHub-Delivery", "d-tag")
-	req.Header.Set("X-Hub-Signature-256", signGitHub("s3cret", []byte(body)))
-	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, req)
+	rec := sendGitHub(mux, "push", "d-tag", "s3cret", body)
 	var acc WebhookAccepted
 	if rec.Code != http.StatusAccepted || json.Unmarshal(rec.Body.Bytes(), &acc) != nil {
 		t.Fatalf("a tag's push: %d %s", rec.Code, rec.Body)

@@ -1,12 +1,10 @@
 package builder
 
 import (
-	"bytes"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/digestline/digestline/pkg/bus"
@@ -25,7 +23,7 @@ func TestEachDeliveryIsLoggedWithWhatItsAnswerSays(t *testing.T) {
 	NewWebhooks(WebhookConfig{Secret: "s3cret", RegistryToken: "registry-token-0123", Repositories: []WebhookRule{
 		{Match: "acme/app", Image: "r.example/acme/app", Branches: []string{"main"}},
 	}}, bus.NewBus(srv.JetStream, "/digestline/test"), nil, nil).Register(mux)
-	var logged syncBuffer
+	var logged bustest.LogBuffer
 	hooks := LogDeliveries(slog.New(slog.NewTextHandler(&logged, nil)), service.JSONErrors("/webhooks/", mux))
 
 	push := func(ref string) string {
@@ -42,14 +40,13 @@ func TestEachDeliveryIsLoggedWithWhatItsAnswerSays(t *testing.T) {
 		{"/webhooks/github", "push", "d-forged", push("refs/heads/main"), "not-the-secret", http.StatusUnauthorized},
 		{"/webhooks/registry/quay?token=wrong-token-4567", "", "", `{}`, "", http.StatusUnauthorized},
 	} {
-		req := httptest.NewRequest(http.MethodPost, d.path, strings.NewReader(d.body))
+		var rec *httptest.ResponseRecorder
 		if d.event != "" {
-			req.Header.Set("X-GitHub-Event", d.event)
-			req.Header.Set("X-GitHub-Delivery", d.id)
-			req.Header.Set("X-Hub-Signature-256", signGitHub(d.secret, []byte(d.body)))
+			rec = sendGitHub(hooks, d.event, d.id, d.secret, d.body)
+		} else {
+			rec = httptest.NewRecorder()
+			hooks.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, d.path, strings.NewReader(d.body)))
 		}
-		rec := httptest.NewRecorder()
-		hooks.ServeHTTP(rec, req)
 		if rec.Code != d.status {
 			t.Fatalf("%s %s: %d %s, want %d", d.path, d.id, rec.Code, rec.Body, d.status)
 		}
@@ -75,22 +72,4 @@ func TestEachDeliveryIsLoggedWithWhatItsAnswerSays(t *testing.T) {
 			t.Errorf("the log holds %q:\n%s", secret, log)
 		}
 	}
-}
-
-// syncBuffer is a log's buffer that the handlers may write at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -3,9 +3,11 @@
 package bustest
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,6 +160,25 @@ func Count(evs []Event, n events.Name) int {
 // need an event to publish.
 func BuildRequest() events.BuildRequest {
 	return events.BuildRequest{Source: events.Source{Kind: events.SourceDir, Path: "/src"}, Target: "registry.local/app:lab"}
+}
+
+// LogBuffer collects log output that many goroutines write at once (a
+// stack's services, a consumer's handlers), for a test to read.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // Logged is a logger that drops what it is given but says, on the channel,
