@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -38,8 +39,9 @@ func TestForgeExamplePayloads(t *testing.T) {
 	e2etest.Git(t, work, "commit", "--quiet", "-am", "master")
 	master := e2etest.Git(t, work, "rev-parse", "HEAD")
 	e2etest.Git(t, work, "tag", "-a", "v1.0.0", "-m", "release")
-	e2etest.Git(t, work, "branch", "develop")        // what Gitea's example pushes
-	e2etest.Git(t, work, "branch", "name-of-branch") // and Bitbucket Cloud's
+	tagObject := e2etest.Git(t, work, "rev-parse", "v1.0.0") // the annotated tag's own id, which some forges send
+	e2etest.Git(t, work, "branch", "develop")                // what Gitea's example pushes
+	e2etest.Git(t, work, "branch", "name-of-branch")         // and Bitbucket Cloud's
 	bare := filepath.Join(t.TempDir(), "app.git")
 	e2etest.Git(t, work, "clone", "--quiet", "--bare", work, bare)
 	e2etest.Git(t, bare, "symbolic-ref", "HEAD", "refs/heads/gone")
@@ -131,6 +133,12 @@ func TestForgeExamplePayloads(t *testing.T) {
 			field(field(p, "repository"), "links")["clone"].([]any)[1].(map[string]any)["href"] = clone
 			p["changes"].([]any)[0].(map[string]any)["toHash"] = master
 		}, http.StatusAccepted, "myproject/test-repo", "master", 0},
+		{"bitbucket-server-refs-changed.json", "repo:refs_changed", func(p map[string]any) { // an annotated tag: its object, not its commit
+			field(field(p, "repository"), "links")["clone"].([]any)[1].(map[string]any)["href"] = clone
+			change := p["changes"].([]any)[0].(map[string]any)
+			change["ref"] = map[string]any{"id": "refs/tags/v1.0.0", "displayId": "v1.0.0", "type": "TAG"}
+			change["refId"], change["type"], change["fromHash"], change["toHash"] = "refs/tags/v1.0.0", "ADD", strings.Repeat("0", 40), tagObject
+		}, http.StatusAccepted, "myproject/test-repo", "v1.0.0", 0},
 		{"bitbucket-server-refs-changed.json", "repo:refs_changed", func(p map[string]any) {
 			change := p["changes"].([]any)[0].(map[string]any)
 			change["type"], change["toHash"] = "DELETE", strings.Repeat("0", 40)
@@ -200,10 +208,21 @@ func TestForgeExamplePayloads(t *testing.T) {
 			if promoted == 0 {
 				t.Fatal("no run of the push was promoted")
 			}
-			// The run says what it built: the repository, the ref, the commit.
+			// The run says what it built: the repository, the ref, what the
+			// push named (a commit, or an annotated tag), and the commit.
 			var run runs.Run
-			if s.GetJSON(t, "/v1/runs/"+acc.RunID+"/summary", &run) != http.StatusOK || !strings.HasSuffix(run.Source, " at "+master[:12]) || !strings.Contains(run.Source, " refs/") {
-				t.Errorf("the run's source reads %q, want the repository, the ref and the pushed commit %s", run.Source, master[:12])
+			if s.GetJSON(t, "/v1/runs/"+acc.RunID+"/summary", &run) != http.StatusOK || !strings.Contains(run.Source, " refs/") ||
+				!strings.HasSuffix(run.Source, " at "+master[:12]) && !strings.HasSuffix(run.Source, " at "+tagObject[:12]) {
+				t.Errorf("the run's source reads %q, want the repository, the ref and what was pushed (%s)", run.Source, master[:12])
+			}
+			if run.Commit != master {
+				t.Errorf("the run says it built commit %q, want %s", run.Commit, master)
+			}
+			var shown bytes.Buffer
+			printRun(&shown, &run, s.APIURL)
+			if page := getPage(t, s.APIURL+"/runs/"+acc.RunID); !strings.Contains(page, "<dt>commit</dt><dd><code>"+master+"</code>") ||
+				!strings.Contains(shown.String(), "  commit   "+master+"\n") {
+				t.Errorf("the run's page and run show do not name the commit built, %s:\n%s\n%s", master, page, shown.String())
 			}
 			if got := revisionOf(t, regAddr+"/"+tc.image+":"+tc.tag); got != master {
 				t.Fatalf("%s:%s was built from %q, want the pushed commit %s", tc.image, tc.tag, got, master)

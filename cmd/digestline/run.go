@@ -123,6 +123,9 @@ func printRun(out io.Writer, run *runs.Run, apiBase string) {
 	if run.Source != "" {
 		fmt.Fprintf(out, "  source   %s\n", run.Source)
 	}
+	if run.Commit != "" {
+		fmt.Fprintf(out, "  commit   %s\n", run.Commit)
+	}
 	fmt.Fprintf(out, "  started  %s, took %s\n", run.Started.UTC().Format(time.RFC3339), time.Duration(run.TotalMS)*time.Millisecond)
 	if !run.Done() && run.WaitsFor != "" {
 		fmt.Fprintf(out, "  waits    for the %s, its latest event %s ago (its page says when the %s is not running)\n",

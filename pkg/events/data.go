@@ -201,7 +201,11 @@ type BuildResult struct {
 	// RequestedAt is when the run was asked for (build.requested's time):
 	// the order in which runs move a tag (package tags).
 	RequestedAt time.Time `json:"requestedAt,omitzero"`
-	Evidence    Evidence  `json:"evidence"`
+	// Commit is the commit a git source's build checked out: what its
+	// branch, tag (an annotated tag's commit, not the tag) or revision
+	// named when the builder fetched it; "" for any other source.
+	Commit   string   `json:"commit,omitempty" jsonschema:"pattern=^([0-9a-f]{40}|[0-9a-f]{64})$"`
+	Evidence Evidence `json:"evidence"`
 }
 
 // Evidence names the events that prove each step of a run, by event id.

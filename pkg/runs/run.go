@@ -31,6 +31,9 @@ type Run struct {
 	// Source is what a build's run builds from, as a person reads it: a
 	// git repository's URL, ref and commit; a directory; a tarball.
 	Source string `json:"source,omitempty"`
+	// Commit is the commit a git source's build checked out (what its
+	// branch or tag named then), once built.
+	Commit string `json:"commit,omitempty"`
 	// TraceID is the run's trace (W3C, 32 hex digits), from the
 	// traceparent its events carry; "" when they carry none.
 	TraceID string `json:"traceId,omitempty"`
@@ -144,7 +147,7 @@ func (r *Run) Add(ev cloudevents.Event, name events.Name) []string {
 		return r.start(ev, name, at)
 	case events.BuildCompleted:
 		if b, err := events.Decode[events.BuildResult](ev); err == nil {
-			r.Digest = b.Graph.Root.Digest.String()
+			r.Digest, r.Commit = b.Graph.Root.Digest.String(), b.Commit
 			r.step(Step{Name: "build", Status: events.StatusOK, Detail: r.Digest}, at, 0)
 			return []string{fmt.Sprintf("[BUILD] %s (%d descriptors)", b.Graph.Root.Digest, len(b.Graph.Descriptors))}
 		}

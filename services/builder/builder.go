@@ -87,7 +87,7 @@ func (b *builder) handle(ctx context.Context, m bus.Message, req events.BuildReq
 	// configs, mostly): the pusher reads them from it, and the blob store
 	// gets the rest (oci.EmbedLimit).
 	store := oci.NewEmbedding(b.Blobs)
-	graph, err := b.build(ctx, events.RunID(m.Event), req, store)
+	graph, commit, err := b.build(ctx, events.RunID(m.Event), req, store)
 	if err == nil {
 		err = store.Embed(ctx, &graph)
 	}
@@ -99,22 +99,25 @@ func (b *builder) handle(ctx context.Context, m bus.Message, req events.BuildReq
 		"run_id", events.RunID(m.Event), "digest", graph.Root.Digest.String())
 	_, err = b.Bus.Emit(ctx, m.Event, events.BuildCompleted, "", events.BuildResult{
 		Target: req.Target, Graph: graph, BlobStore: events.BlobBucket, PromoteTo: req.PromoteTo, Tag: req.Tag,
-		RequestedAt: m.Event.Time().UTC(), Evidence: events.Evidence{Request: m.Event.ID()},
+		RequestedAt: m.Event.Time().UTC(), Commit: commit, Evidence: events.Evidence{Request: m.Event.ID()},
 	})
 	return err
 }
 
-func (b *builder) build(ctx context.Context, runID string, req events.BuildRequest, store oci.BlobStore) (oci.Graph, error) {
+// build builds what req asks for into store, and returns its graph and,
+// for a git source, the commit it checked out.
+func (b *builder) build(ctx context.Context, runID string, req events.BuildRequest, store oci.BlobStore) (oci.Graph, string, error) {
 	ref, err := name.ParseReference(req.Target)
 	if err != nil {
-		return oci.Graph{}, failure.New(failure.Input, err, "the target must be an image reference such as registry.example.com/team/app:tag")
+		return oci.Graph{}, "", failure.New(failure.Input, err, "the target must be an image reference such as registry.example.com/team/app:tag")
 	}
 	if req.Source.Kind == events.SourceLayout {
-		return importLayout(ctx, req.Source.Path, store)
+		g, err := importLayout(ctx, req.Source.Path, store)
+		return g, "", err
 	}
 	dir, cleanup, err := b.source(ctx, req.Source)
 	if err != nil {
-		return oci.Graph{}, err
+		return oci.Graph{}, "", err
 	}
 	defer cleanup()
 	spec := req.Spec
@@ -124,8 +127,9 @@ func (b *builder) build(ctx context.Context, runID string, req events.BuildReque
 			v1.AnnotationSource: redactGitURL(req.Source.URL), v1.AnnotationRevision: dir.commit,
 		})
 	}
-	return Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.Registry,
+	g, err := Build(ctx, dir.path, spec, Options{Created: b.cfg.Created, Name: ref.Context().Name(), Registry: b.Registry,
 		Signer: b.cfg.Signer, Origin: Origin{Source: req.Source, Commit: dir.commit, RunID: runID}}, store)
+	return g, dir.commit, err
 }
 
 // importLayout copies an existing OCI layout's artifact into the blob store,

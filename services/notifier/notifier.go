@@ -114,7 +114,7 @@ func namesFor(kinds []string) []events.Name {
 		case KindUnfrozen:
 			add(events.EnvironmentUnfrozen)
 		case KindStatus:
-			add(events.BuildRequested, events.Promoted, events.Superseded, events.PromotionRejected,
+			add(events.BuildRequested, events.BuildCompleted, events.Promoted, events.Superseded, events.PromotionRejected,
 				events.BuildFailed, events.PushFailed, events.VerifyFailed)
 		}
 	}

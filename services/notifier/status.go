@@ -78,6 +78,9 @@ func runState(m bus.Message) (state, description string, err error) {
 	case events.BuildRequested:
 		req, err := events.Decode[events.BuildRequest](m.Event)
 		return statePending, "building " + req.Target, err
+	case events.BuildCompleted: // a tag's run: its commit is known from now on
+		res, err := events.Decode[events.BuildResult](m.Event)
+		return statePending, fmt.Sprintf("built %s: pushing, verifying", shortDigest(res.Graph.Root.Digest.String())), err
 	case events.Promoted:
 		p, err := events.Decode[events.Promotion](m.Event)
 		return stateSuccess, fmt.Sprintf("promoted to %s: %s", p.Environment, shortDigest(p.Digest)), err
@@ -105,36 +108,55 @@ func shortDigest(d string) string {
 type commit struct {
 	host, repo, sha string // repo: owner/name, group/subgroup/project
 	image           string // the repository it builds: a context of its own, each image of a monorepo its status
+	// built says the commit is the one the build checked out, known from
+	// build.completed on: a tag's push may name the tag object, not its
+	// commit (Bitbucket Data Center, Azure DevOps), and the forges set no
+	// status on a tag object.
+	built bool
 }
 
 // pushedCommit reads the commit a run builds from its build.requested
-// (the run's first event when a push started it); ok is false for a run
-// that did not start from a push of a branch (a tag's, a promotion, an
-// admission, a build of a directory).
+// (the run's first event when a push started it) or, for a tag's push,
+// from its build.completed; ok is false for a run that did not start
+// from a push (a promotion, an admission, a build of a directory) and
+// for a tag's run not built (yet).
 func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok bool, err error) {
-	ev := m.Event
-	if m.Name != events.BuildRequested {
-		msg, err := s.stream.GetLastMsgForSubject(ctx, events.BuildRequested.Subject(events.RunID(m.Event)))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return commit{}, false, nil
-		}
-		if err != nil {
-			return commit{}, false, fmt.Errorf("read the run's request: %w", err)
-		}
-		if ev, _, err = events.Parse(msg.Data); err != nil {
-			return commit{}, false, nil
-		}
-	}
-	req, err := events.Decode[events.BuildRequest](ev)
-	if err != nil || req.Source.Kind != events.SourceGit || !isCommitID(req.Source.Rev) || strings.HasPrefix(req.Source.Ref, "refs/tags/") {
-		return commit{}, false, nil // a tag's push may name the tag object, not its commit: the forges set no status on it
+	req, ok, err := runData[events.BuildRequest](ctx, s.stream, m, events.BuildRequested)
+	if err != nil || !ok || req.Source.Kind != events.SourceGit {
+		return commit{}, false, err
 	}
 	host, repo := repositoryOf(req.Source.URL)
 	image := req.Target
 	if ref, err := name.ParseReference(req.Target); err == nil {
 		image = ref.Context().RepositoryStr() // without the registry (host:port) and the tag
 	}
-	return commit{host: host, repo: repo, sha: req.Source.Rev, image: image}, repo != "", nil
+	c = commit{host: host, repo: repo, sha: req.Source.Rev, image: image}
+	if !strings.HasPrefix(req.Source.Ref, "refs/tags/") {
+		return c, repo != "" && isCommitID(c.sha), nil
+	}
+	res, ok, err := runData[events.BuildResult](ctx, s.stream, m, events.BuildCompleted)
+	c.sha, c.built = res.Commit, true
+	return c, ok && repo != "" && isCommitID(c.sha), err
+}
+
+// runData is the data of the run's event named want: m's own, or the
+// latest the stream holds; ok is false when the run has none.
+func runData[T any](ctx context.Context, stream jetstream.Stream, m bus.Message, want events.Name) (data T, ok bool, err error) {
+	ev := m.Event
+	if m.Name != want {
+		msg, err := stream.GetLastMsgForSubject(ctx, want.Subject(events.RunID(m.Event)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return data, false, nil
+		}
+		if err != nil {
+			return data, false, fmt.Errorf("read the run's %s: %w", want, err)
+		}
+		if ev, _, err = events.Parse(msg.Data); err != nil {
+			return data, false, nil
+		}
+	}
+	data, err = events.Decode[T](ev)
+	return data, err == nil, nil
 }
 
 // isCommitID says whether rev is a full commit id, which statuses are set on.
@@ -183,6 +205,9 @@ func (s *sender) notifyStatus(ctx context.Context, m bus.Message) error {
 	c, ok, err := s.pushedCommit(ctx, m)
 	if err != nil || !ok || c.host != s.rule.forgeHost() {
 		return err
+	}
+	if m.Name == events.BuildCompleted && !c.built {
+		return nil // a branch's run: pending was set when it was requested
 	}
 	run := events.RunID(m.Event)
 	key := s.rule.Name + ".status." + keySafe(run)
