@@ -81,12 +81,12 @@ func gitCheckout(ctx context.Context, src events.Source, dir string) (string, er
 
 	// The tree goes to the extractor as a tarball, as git archive writes it:
 	// the writer's goroutine ends when the extractor stops reading.
-	co := &checkout{ctx: ctx, tmp: tmp, mtime: commit.Committer.When, top: ep}
+	co := &checkout{tmp: tmp, mtime: commit.Committer.When, top: ep}
 	pr, pw := io.Pipe()
 	written := make(chan error, 1)
 	go func() {
 		tw := tar.NewWriter(pw)
-		err := co.tree(tw, repo, url, commit, "", 0)
+		err := co.tree(ctx, tw, repo, url, commit, "", 0)
 		if err == nil {
 			err = tw.Close()
 		}
@@ -274,7 +274,6 @@ func redactGitURL(url string) string {
 // with each submodule's tree at its commit in its place and each Git LFS
 // file's content in place of its pointer.
 type checkout struct {
-	ctx   context.Context
 	tmp   string    // where submodules' repositories are fetched
 	mtime time.Time // every entry's: the top commit's time
 	top   *transport.Endpoint
@@ -288,12 +287,12 @@ const maxSubmoduleDepth = 8
 // tree writes commit's tree of repo (fetched from url) under prefix:
 // directories, regular and executable files and symlinks, every time set
 // to the top commit's.
-func (c *checkout) tree(tw *tar.Writer, repo *git.Repository, url string, commit *object.Commit, prefix string, depth int) error {
+func (c *checkout) tree(ctx context.Context, tw *tar.Writer, repo *git.Repository, url string, commit *object.Commit, prefix string, depth int) error {
 	tree, err := commit.Tree()
 	if err != nil {
 		return fmt.Errorf("git tree of %s: %w", commit.Hash, err)
 	}
-	lfs, err := c.lfs(url, tree, prefix)
+	lfs, err := c.lfs(ctx, url, tree, prefix)
 	if err != nil {
 		return err
 	}
@@ -316,7 +315,7 @@ func (c *checkout) tree(tw *tar.Writer, repo *git.Repository, url string, commit
 			}
 			continue
 		case filemode.Submodule:
-			if err := c.submodule(tw, tree, url, name, entry.Hash, prefix, depth); err != nil {
+			if err := c.submodule(ctx, tw, tree, url, name, entry.Hash, prefix, depth); err != nil {
 				return err
 			}
 			continue
@@ -326,7 +325,7 @@ func (c *checkout) tree(tw *tar.Writer, repo *git.Repository, url string, commit
 			return fmt.Errorf("%s: blob %s: %w", hdr.Name, entry.Hash, err)
 		}
 		if obj, ok := lfs.pointers[entry.Hash]; ok && entry.Mode != filemode.Symlink {
-			err = lfs.write(c.ctx, tw, hdr, entry.Mode, obj)
+			err = lfs.write(ctx, tw, hdr, entry.Mode, obj)
 		} else {
 			err = writeBlob(tw, hdr, entry.Mode, blob)
 		}
@@ -340,13 +339,10 @@ func (c *checkout) tree(tw *tar.Writer, repo *git.Repository, url string, commit
 // hash) from the repository .gitmodules names for it, fetched as git
 // submodule update would: only that commit where the server allows it,
 // else every branch and tag.
-func (c *checkout) submodule(tw *tar.Writer, tree *object.Tree, parentURL, path string, hash plumbing.Hash, prefix string, depth int) (err error) {
+func (c *checkout) submodule(ctx context.Context, tw *tar.Writer, tree *object.Tree, parentURL, path string, hash plumbing.Hash, prefix string, depth int) (err error) {
 	shown := prefix + path
-	ctx, span := gitSpan(c.ctx, "git submodule "+shown, attribute.String("git.commit", hash.String()))
+	ctx, span := gitSpan(ctx, "git submodule "+shown, attribute.String("git.commit", hash.String()))
 	defer func() { endSpan(span, err) }()
-	parent := c.ctx
-	c.ctx = ctx // the submodule's fetches are its span's
-	defer func() { c.ctx = parent }()
 	if depth >= maxSubmoduleDepth {
 		return failure.New(failure.Input, fmt.Errorf("submodule %s: submodules nested more than %d deep", shown, maxSubmoduleDepth), "flatten the repository's submodules")
 	}
@@ -376,9 +372,9 @@ func (c *checkout) submodule(tw *tar.Writer, tree *object.Tree, parentURL, path 
 	}
 	c.subs++
 	dir := filepath.Join(c.tmp, fmt.Sprintf("submodule-%d", c.subs))
-	repo, err := gitFetch(c.ctx, dir, url, hash.String(), 1, auth)
+	repo, err := gitFetch(ctx, dir, url, hash.String(), 1, auth)
 	if err != nil && !errors.As(err, new(*failure.Error)) { // the server fetches no commit by its id: all of it
-		repo, err = gitFetch(c.ctx, dir+"-all", url, "", 0, auth)
+		repo, err = gitFetch(ctx, dir+"-all", url, "", 0, auth)
 	}
 	if err != nil {
 		return fmt.Errorf("submodule %s: %w", shown, err)
@@ -392,7 +388,7 @@ func (c *checkout) submodule(tw *tar.Writer, tree *object.Tree, parentURL, path 
 	if err := tw.WriteHeader(hdr); err != nil {
 		return err
 	}
-	return c.tree(tw, repo, url, commit, shown+"/", depth+1)
+	return c.tree(ctx, tw, repo, url, commit, shown+"/", depth+1)
 }
 
 // sameHostOverHTTP says whether a submodule's ssh (or git://) URL names

@@ -104,7 +104,7 @@ type lfsAction struct {
 // lfs reads which files of tree are LFS pointers (only when a
 // .gitattributes of the tree names the lfs filter) and asks the
 // repository's LFS server, in one batch, where their contents are.
-func (c *checkout) lfs(url string, tree *object.Tree, prefix string) (*lfsFiles, error) {
+func (c *checkout) lfs(ctx context.Context, url string, tree *object.Tree, prefix string) (*lfsFiles, error) {
 	files := &lfsFiles{}
 	if uses, err := usesLFS(tree); err != nil || !uses {
 		return files, err
@@ -139,7 +139,7 @@ func (c *checkout) lfs(url string, tree *object.Tree, prefix string) (*lfsFiles,
 	for _, o := range objects {
 		size += o.Size
 	}
-	_, span := gitSpan(c.ctx, "git lfs batch", attribute.Int("git.lfs.objects", len(objects)), attribute.Int64("git.lfs.bytes", size))
+	ctx, span := gitSpan(ctx, "git lfs batch", attribute.Int("git.lfs.objects", len(objects)), attribute.Int64("git.lfs.bytes", size))
 	defer func() { endSpan(span, err) }()
 	ep, err := gitEndpoint(url)
 	if err != nil {
@@ -154,7 +154,7 @@ func (c *checkout) lfs(url string, tree *object.Tree, prefix string) (*lfsFiles,
 		return nil, err
 	}
 	files.client = &http.Client{Transport: lfsTransport}
-	files.downloads, err = lfsBatch(c.ctx, files.client, endpoint, lfsAuth(endpoint, ep, c.top), objects)
+	files.downloads, err = lfsBatch(ctx, files.client, endpoint, lfsAuth(endpoint, ep, c.top), objects)
 	return files, err
 }
 
