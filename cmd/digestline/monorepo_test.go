@@ -168,6 +168,55 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 	if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != 3 {
 		t.Errorf("the push's runs share ids: %v", ids)
 	}
+
+	statusesOfATagPush(t, s, forge, work, filepath.Join(served, "mono.git"), len(statuses))
+}
+
+// statusesOfATagPush pushes an annotated tag of a new commit of the
+// monorepo at work to its served repository, and delivers it as Bitbucket
+// Data Center does, naming the tag object: each image's status goes on the
+// commit its build checked out, and the worker's build, which fails
+// before anything is built, sets none. sent is how many statuses the
+// forge was sent before.
+func statusesOfATagPush(t *testing.T, s *e2etest.Stack, forge *statusesSent, work, served string, sent int) {
+	if err := os.WriteFile(filepath.Join(work, "services", "api", "api.txt"), []byte("api 1.0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.Git(t, work, "commit", "--quiet", "-am", "api 1.0")
+	release := e2etest.Git(t, work, "rev-parse", "HEAD")
+	e2etest.Git(t, work, "tag", "-a", "v1.0.0", "-m", "release 1.0")
+	tagObject := e2etest.Git(t, work, "rev-parse", "v1.0.0")
+	e2etest.Git(t, work, "push", "--quiet", served, "main", "v1.0.0")
+	body, _ := json.Marshal(map[string]any{"eventKey": "repo:refs_changed",
+		"repository": map[string]any{"slug": "mono", "project": map[string]string{"key": "acme"}},
+		"changes":    []map[string]string{{"refId": "refs/tags/v1.0.0", "fromHash": strings.Repeat("0", 40), "toHash": tagObject, "type": "ADD"}}})
+	code, acc := e2etest.SendForge(t, s.WebhookURL+"/webhooks/bitbucket-server", map[string]string{"X-Event-Key": "repo:refs_changed",
+		"X-Request-Id": "mono-tag", "X-Hub-Signature": e2etest.SignGitHub(e2etest.WebhookSecret, body)}, body)
+	if code != http.StatusAccepted || len(acc.More) != 2 {
+		t.Fatalf("a tag's push to the monorepo: %d, %d more runs, want 202 and 2", code, len(acc.More))
+	}
+	var want []string
+	for _, a := range append([]builder.WebhookAccepted{acc}, acc.More...) {
+		s.RunEvents(t, a.RunID)
+		var run runs.Run
+		s.GetJSON(t, "/v1/runs/"+a.RunID+"/summary", &run)
+		image := strings.Split(strings.TrimPrefix(run.Target, s.RegistryAddr+"/"), ":")[0]
+		if image == "acme/worker" {
+			continue
+		}
+		if run.Status != runs.Promoted || run.Commit != release {
+			t.Errorf("%s's run of the tag ended %s, having built commit %q, want promoted and %s", image, run.Status, run.Commit, release)
+		}
+		want = append(want, fmt.Sprintf("%s digestline/%s pending %s/runs/%s", release[:12], image, s.APIURL, a.RunID),
+			fmt.Sprintf("%s digestline/%s success %s/runs/%s", release[:12], image, s.APIURL, a.RunID))
+	}
+	slices.Sort(want)
+	got := slices.DeleteFunc(forge.wait(sent+len(want)), func(status string) bool {
+		return !strings.HasPrefix(status, release[:12]) && !strings.HasPrefix(status, tagObject[:12])
+	})
+	if !slices.Equal(got, want) {
+		t.Errorf("for the tag, the forge was sent:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }
 
 // TestAMonorepoRuleWithPathsBuildsWhatAPushChanged: rules with paths build
