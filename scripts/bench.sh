@@ -548,91 +548,59 @@ go_section() {
   echo "\`verify.completed\` of a small image). The paced rows did not move measurably: back to back, before and"
   echo "after gave 20–24 cpu-ms/run each, with the host's noise larger than the change."
   echo
-  echo "What of that is the pipeline's own (issue 28 asked to halve it): every \`BenchmarkLoad\` row also reports"
-  echo "\`own-cpu-ms/run\`, a run's CPU less hashing, compression and the embedded registry, from a CPU profile of the"
-  echo "loop (\`digestline dev\` labels its parts for pprof: \`go tool pprof -tagfocus digestline=registry\`; the test log"
-  echo "has each part's share). At 50 runs/s that is 85–90% of a run: the four services, the NATS server and its client,"
-  echo "the garbage collector. On 2026-12-06 a profile split it into the NATS server (about 5 ms), the services' handlers"
-  echo "(pusher 2–4, reporter 2–3, verifier 2, builder 1 in memory: unpacking the source), the NATS client and the runtime"
-  echo "(2–3 ms); within them the schema check of each published event (5%), the run summary folded at each run's end"
-  echo "(5%), log lines (2%). Two cuts landed: reads of the buckets and the index are direct gets on one server (each was"
-  echo "a JetStream API request and an API advisory, two dozen a run), and a run's events are parsed once when its summary"
-  echo "is folded. Back to back with the data in /dev/shm, the medians of four runs each went from 16.4 to 15.3"
-  echo "own-cpu-ms/run (18.5 → 17.1 cpu-ms/run): a tenth, not the half the issue asks for. What is left is per event"
-  echo "(24 a run, 16 of them push stages, each validated, stored twice: the events stream and the run log) and per"
-  echo "delivery; halving it means fewer stored copies and round trips per run, not faster code. Measure with"
-  echo "\`TMPDIR=/dev/shm go test -run '^\$' -bench 'BenchmarkLoad/paced\$' -benchtime 3x -count 4 ./cmd/digestline/\`."
-  echo
-  echo "Four more cuts landed on 2026-12-06 (later): handlers run on workers that keep their stacks (a goroutine per event"
-  echo "grew a new stack each time: \`runtime.newstack\` went from 5.5% to 2.3% of the profile), the keep-alive is a timer"
-  echo "instead of a goroutine per delivery, reading a run's id no longer copies every extension of the event (4% of the"
-  echo "bytes allocated), and on one server a run is read with one batched direct get instead of an ordered consumer made"
-  echo "for each run that ends. Index appends follow the list heads the reporter appended last (nine reads less a run), and"
-  echo "a run's summary is written from the read that decided it. Alternated with the code of 9bcb1be (\`-test.bench 'BenchmarkLoad/paced\$'"
-  echo "-test.benchtime 4x\`, /dev/shm, eight times), the medians were 11.6 against 12.0 own-cpu-ms/run: smaller than the"
-  echo "host's noise, which moved one binary between 11 and 14 in that sitting. Only numbers from one sitting compare."
-  echo "What is left, measured by taking parts away (an upper bound of each, in that sitting): the run log's copy of each"
-  echo "event costs about 0.9 ms a run, folding and filing a run's summary when it ends about 0.8 ms; \`GOGC=400\` changed"
-  echo "nothing measurable. Reading one run from the events stream without the copy is what the run log replaced"
-  echo "(docs/design.md): with a subject per run and event, the stream has more subjects than the server's threshold for"
-  echo "skipping blocks by subject, and the run id comes last. Since then the batched get is our own (\`runs.getBatch\`): the"
-  echo "library's subscribed with a channel of 65,536 slots, 512 KB allocated and cleared for every run read; a run allocates"
-  echo "2.14 MB instead of 2.80."
-  echo
-  echo "Against the code the issue was filed on, the pipeline's own cost per run is higher, not half. Two test binaries,"
-  echo "one built from 873603e (the last commit before issue 28's work, with this benchmark's CPU accounting and message"
-  echo "count added to it) and one from the current code, alternated six times in one sitting on 2026-12-06 (same command"
-  echo "as above): medians of 13.0 and 15.7 own-cpu-ms/run (15.3 and 17.7 cpu-ms/run). By part (medians): the NATS server"
-  echo "3.0 → 5.2 ms, the NATS client and the runtime 2.3 → 2.9, the reporter 1.3 → 1.8; the pusher (3.5 → 3.1) and the"
-  echo "verifier (1.9 → 1.7) cost a little less, the builder the same (1.1). The services exchange 113 messages with the server"
-  echo "for a run at 873603e and 190 now (\`msgs/run\`, from the counters of the connection they share in \`digestline dev\`:"
-  echo "each publish, delivery, acknowledgement, read and reply is one; on a quiet host, the same every time; a busy one"
-  echo "batches more deliveries a pull, a few less). What the issue asked"
-  echo "for adds them: reading the run back when it ends to file its summary (a request and an answer per event: 26), the"
-  echo "reads the ordered tag moves, the summaries and the index need (tags, runs, controls, index heads, with their replies:"
-  echo "about 30), their writes and acknowledgements (about 30). The server also copies each event into the run log (24"
-  echo "stores a run; a profile against 873603e's puts the copy at 0.9 ms of the server's CPU a run). Halving 873603e's 13 ms"
-  echo "with what the issue added kept means a run exchanging far fewer messages than 873603e's 113, and of those its 24"
-  echo "events are each stored, delivered and acknowledged, 16 of them the contract's one event per push stage. What is left"
-  echo "is spread thin: no function of ours is much more than 5% of a profile (the schema check of each published event,"
-  echo "5%; log lines, 4%; the run summary at a run's end, 4%). Since that sitting, an append to a list the reporter holds no head of"
-  echo "tries it as new first (most often it is: a new digest's), and reads its head only when the server refuses: 190 → 185"
-  echo "msgs/run; and the pusher takes the small blobs it uploads (manifests, configs) from \`build.completed\`, where the"
-  echo "builder embeds them, instead of two reads of the blob store each: 185 → 177 (at \`-benchtime 2x\`; 169.5 at 4x). A"
-  echo "handler's acknowledgement is no longer confirmed by the server (DoubleAck; docs/design.md): 169.5 → 160.5 at 4x,"
-  echo "with own CPU within the host's noise (medians 19.6 and 19.9 ms over five alternations, each binary between 15 and 21)."
-  echo "On disk (the paced row without /dev/shm), a profile of the whole process with the kernel's side (\`perf record -e cpu-clock -g\`"
-  echo "on the test binary, 2026-12-06) puts 40% of its CPU in the kernel, and most of that in ext4 allocating inodes"
-  echo "(\`find_inode_bit\`, \`recently_deleted\`, \`find_get_block_common\`): the embedded registry writing each blob to a"
-  echo "new file (16% of all the CPU, setup included) and the builder unpacking each source tarball into a new directory and"
-  echo "removing it (8%)."
-  echo "With the data in /dev/shm the kernel's share is 19%. That is why the on-disk rows move with the disk's history and"
-  echo "cost 3–4 ms more a run. The builder now unpacks each source over the tree of the build before (\`oci.ExtractTarOver\`,"
-  echo "docs/design.md): alternated four times on disk, its part went from a median of 6.0 to 2.3 ms a run (3.9–9.5 before,"
-  echo "1.9–2.9 after) and the own CPU from 23.7 to 19.8 ms; with the data in /dev/shm neither moved. It also keeps each layer"
-  echo "in memory while it builds it (a temporary file only past 4 MiB): 1.9 → 1.3 ms. Against the start of that session"
-  echo "(0d90276), alternated four times on disk: 18.3 → 16.6 own-cpu-ms/run (medians; the first run of each sitting pays"
-  echo "for the inodes the run before deleted: 26.6 against 20.2), 169.7 → 160.7 msgs/run. And against 873603e on disk, as"
-  echo "the issue measured it (873603e with the accounting above, against this code, five times in turn at \`-benchtime 4x\`): medians"
-  echo "of 16.7 and 16.9 own-cpu-ms/run (each binary between 14 and 18), 106 and 161 msgs/run. The pipeline's own cost per run"
-  echo "is back to what it was when the issue was filed, with what the issue added; it is not half of it."
-  echo "Since then (session 24) the small blobs \`build.completed\` carries are no longer put into the blob store as well"
-  echo "(nothing read them there): each spares a read of its info and two writes, three blobs a build here. Alternated with the"
-  echo "code before (978d125) five times on disk: 160.8 → 152.0 msgs/run; own CPU medians 22.0 and 21.7 ms, each binary"
-  echo "between 19 and 26 in that sitting, so within the host's noise."
-  echo "Since session 25 a run named by a prefix of its id is found in the list of the runs whose ids start alike"
-  echo "(\`BenchmarkAPIRuns/*/prefix\`; docs/design.md). Before, each lookup read the id of every run the events stream"
-  echo "held: 573 ms for an 8-character prefix at 100k runs (\`runs.Resolve\` over 100k run starts on an embedded server)."
-  echo "Filing each run in its id's list costs an append a run (two messages). The table of 2026-12-07 (session 25) was"
-  echo "written while the host ran slower than the day before: \`BenchmarkBuildImage\`, whose code did not change, took"
-  echo "200 ms in it (138 and 141 ms alone just after) against 102 ms on 2026-12-06, and the other rows moved with it."
-  echo "Compare rows of one sitting only."
-  echo "An upper bound of what the contract's 16 \`push.stage\` events a run cost (2026-12-07, session 25): a build of this"
-  echo "code that does not publish them, alternated three times on disk with the code as it is (\`-test.bench"
-  echo "'BenchmarkLoad/paced$' -test.benchtime 4x\`): 153.8 → 105.7 msgs/run, own CPU medians 19.2 → 15.3 ms (each binary"
-  echo "between 14.8 and 20.0 in that sitting). One stage event costs about 3 messages (its publish, its acknowledgement,"
-  echo "its read when the run is filed) and a quarter of a millisecond; with none of them a run would still cost four fifths"
-  echo "of its own CPU, so the stage events are not where a half could come from either."
+  cat <<'PROSE'
+What of that is the pipeline's own (issue 28 asked to halve it): every `BenchmarkLoad` row also reports
+`own-cpu-ms/run`, a run's CPU less hashing, compression and the embedded registry, from a CPU profile of the
+loop (`digestline dev` labels its parts for pprof: `go tool pprof -tagfocus digestline=registry`; the test log
+has each part's share). At 50 runs/s that is 85–90% of a run: the four services, the NATS server and its client,
+the garbage collector. It is not halved. Against the code the issue was filed on (873603e, with this accounting
+added to it), alternated five times in one sitting on disk at `-benchtime 4x`, the medians are 16.7 then and 16.9
+now (each binary between 14 and 18), with 106 and 161 messages a run: the same cost, with everything the issue
+added (ordered tag moves, run summaries, indexes) paid for by the cuts below.
+
+Where a run's own CPU goes (a profile of `BenchmarkLoad/paced` with the data in /dev/shm, 2026-12-07, 19.4
+own-cpu-ms/run): the NATS server 5.0 ms, the pusher 4.0, the NATS client and the runtime 3.1, the verifier 2.8,
+the reporter 2.7, the builder 1.8. No function of ours is much more than 5% of the process: the schema check of
+each published event is 6% (half of it the 16 `push.stage` events), log lines 4%, the run's summary filed at its
+end 4%.
+
+What landed, each measured by alternating a build of the code before with one after in one sitting (the host's
+noise moves one binary by a sixth within an hour, so only numbers of one sitting compare):
+
+| change | measured |
+|---|---|
+| reads of the buckets and the index are direct gets on one server (each was a JetStream API request and an advisory), and a run's events are parsed once when its summary is folded | own 16.4 → 15.3 ms (/dev/shm, four runs each) |
+| handlers run on workers that keep their stacks; the keep-alive is a timer; a run's id is read without copying the event's extensions; a run is read with one batched direct get (`runs.getBatch`: 2.80 → 2.14 MB allocated a run) | `runtime.newstack` 5.5% → 2.3% of the profile; own 12.0 → 11.6 ms (/dev/shm, eight alternations: within the noise) |
+| an append to an index list is tried as new first, and its head read only when the server refuses | 190 → 185 msgs/run |
+| the pusher takes the small blobs it uploads from `build.completed`, where the builder embeds them | 185 → 169.5 msgs/run |
+| a handler's acknowledgement is not confirmed by the server (no DoubleAck; docs/design.md) | 169.5 → 160.5 msgs/run |
+| the builder unpacks each source over the tree of the build before (`oci.ExtractTarOver`) and keeps a layer in memory up to 4 MiB | on disk: the builder 6.0 → 2.3 ms a run and own 23.7 → 19.8 ms; with layers in memory, the builder 1.9 → 1.3 ms |
+| the small blobs `build.completed` carries are not put into the blob store as well | 160.8 → 152.0 msgs/run |
+| an event is parsed without a second scan of its body | `BenchmarkParse` 12.2 → 6.1 µs |
+
+Why a half is out of reach with what the issue added kept: what is left is per event and per message, and spread
+thin. Measured by taking parts away (an upper bound of each, one sitting each): a build that publishes none of the
+contract's 16 `push.stage` events goes from 153.8 to 105.7 msgs/run and from 19.2 to 15.3 own-cpu-ms/run (a fifth);
+the run log's copy of each event costs about 0.9 ms a run, filing a run's summary at its end about 0.8 ms;
+`GOGC=400` changed nothing measurable. Without the stage events, the run log and the summaries, a run would still
+cost about seven tenths of its own CPU. What the issue added costs messages 873603e did not send: reading the run back when
+it ends (a request and an answer per event), the reads and writes of the ordered tag moves, the summaries and the
+index (about 80 with their replies).
+
+On disk (the rows without -in-memory), a profile with the kernel's side (`perf record -e cpu-clock -g` on the test
+binary, 2026-12-06) puts 40% of the CPU in the kernel, most of it in ext4 allocating inodes (`find_inode_bit`,
+`recently_deleted`): the embedded registry writing each blob to a new file (16% of all the CPU) and, before it
+unpacked over the previous tree, the builder (8%). With the data in /dev/shm the kernel's share is 19%: that is why
+the on-disk rows move with the disk's history and cost 3–4 ms more a run.
+
+Measure with `TMPDIR=/dev/shm go test -run '^$' -bench 'BenchmarkLoad/paced$' -benchtime 4x -count 4
+./cmd/digestline/`; to compare two commits, build each one's test binary (`go test -c`) and run them in turn.
+
+A run named by a prefix of its id is found in the list of the runs whose ids start alike
+(`BenchmarkAPIRuns/*/prefix`; docs/design.md). Before, each lookup read the id of every run the events stream
+held: 573 ms for an 8-character prefix at 100k runs. Filing each run in its id's list costs an append a run (two
+messages).
+PROSE
   # The API's goal, as this run measured it.
   awk '$1 ~ /^BenchmarkAPI(History|Runs)\/100k\// {
          for (i = 3; i < NF; i += 2) if ($(i+1) == "p99-ms" && $i > worst) { worst = $i; at = $1 }
