@@ -223,6 +223,9 @@ type Evidence struct {
 type Failure struct {
 	Target string `json:"target,omitempty"`
 	Digest string `json:"digest,omitempty"`
+	// Commit is, for a build of a git source that failed once checked out,
+	// the commit it checked out (as build.completed's).
+	Commit string `json:"commit,omitempty" jsonschema:"pattern=^([0-9a-f]{40}|[0-9a-f]{64})$"`
 	failure.Report
 	Evidence Evidence `json:"evidence"`
 	// Release is set when the run was a release's: which image failed,

@@ -292,6 +292,7 @@ func (r *Run) fail(ev cloudevents.Event, name events.Name, at time.Time) {
 	}
 	if f, err := events.Decode[events.Failure](ev); err == nil {
 		r.Status, r.Err = Failed, &Error{RunID: r.ID, Event: name, Failure: f.Report}
+		r.Commit = cmp.Or(f.Commit, r.Commit)
 		r.Detail = string(name) + ": " + f.Class + " at " + cmp.Or(f.Path, f.Stage)
 		if rel := f.Release; rel != nil {
 			what := ReleaseFailure(*rel)

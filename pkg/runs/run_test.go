@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
@@ -122,6 +123,39 @@ func TestARunSaysWhatItBuildsFrom(t *testing.T) {
 		run.Add(start, events.BuildRequested)
 		if run.Source != want {
 			t.Errorf("%+v: the run's source reads %q, want %q", src, run.Source, want)
+		}
+	}
+}
+
+// A run of a git source names the commit its build checked out: from
+// build.completed, or from build.failed when the build failed after its
+// checkout (a push names a branch, or an annotated tag's own id).
+func TestARunNamesTheCommitItsBuildCheckedOut(t *testing.T) {
+	commit := strings.Repeat("c0", 20)
+	start, err := events.NewEvent("/t", events.BuildRequested, "run-1", "app", events.BuildRequest{Target: "r.example/app:v1",
+		Source: events.Source{Kind: events.SourceGit, URL: "https://git.example/app.git", Ref: "refs/tags/v1", Rev: strings.Repeat("7a", 20)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	built, err := events.Follow("/t", start, events.BuildCompleted, "", events.BuildResult{Commit: commit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := events.NewFailure(failure.Errorf(failure.Input, "fix it", "source.dir %q: no such directory", "svc"))
+	f.Commit = commit
+	failed, err := events.Follow("/t", start, events.BuildFailed, "", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end, ev := range map[events.Name]cloudevents.Event{events.BuildCompleted: built, events.BuildFailed: failed} {
+		run := &runs.Run{}
+		run.Add(start, events.BuildRequested)
+		if run.Commit != "" {
+			t.Fatalf("before it is built the run names commit %q", run.Commit)
+		}
+		run.Add(ev, end)
+		if run.Commit != commit {
+			t.Errorf("after %s the run names commit %q, want %s", end, run.Commit, commit)
 		}
 	}
 }

@@ -92,7 +92,7 @@ func (b *builder) handle(ctx context.Context, m bus.Message, req events.BuildReq
 		err = store.Embed(ctx, &graph)
 	}
 	if err != nil {
-		return b.Bus.Fail(ctx, m, events.BuildFailed, err, events.Failure{Target: req.Target, Report: failure.Report{Stage: "build"},
+		return b.Bus.Fail(ctx, m, events.BuildFailed, err, events.Failure{Target: req.Target, Commit: commit, Report: failure.Report{Stage: "build"},
 			Evidence: events.Evidence{Request: m.Event.ID()}})
 	}
 	b.cfg.Log().Info(fmt.Sprintf("[BUILD] %s: %d descriptors", graph.Root.Digest, len(graph.Descriptors)),
@@ -105,7 +105,8 @@ func (b *builder) handle(ctx context.Context, m bus.Message, req events.BuildReq
 }
 
 // build builds what req asks for into store, and returns its graph and,
-// for a git source, the commit it checked out.
+// for a git source, the commit it checked out (also when the build failed
+// after the checkout).
 func (b *builder) build(ctx context.Context, runID string, req events.BuildRequest, store oci.BlobStore) (oci.Graph, string, error) {
 	ref, err := name.ParseReference(req.Target)
 	if err != nil {
@@ -117,7 +118,7 @@ func (b *builder) build(ctx context.Context, runID string, req events.BuildReque
 	}
 	dir, cleanup, err := b.source(ctx, req.Source)
 	if err != nil {
-		return oci.Graph{}, "", err
+		return oci.Graph{}, dir.commit, err
 	}
 	defer cleanup()
 	spec := req.Spec
@@ -285,7 +286,8 @@ type sourceTree struct {
 	commit string // for git sources: the resolved commit id
 }
 
-// source returns the directory to build: the source's, or its Dir.
+// source returns the directory to build: the source's, or its Dir. A
+// Dir the checkout lacks fails with the commit checked out named.
 func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, func(), error) {
 	if src.Dir != "" && !filepath.IsLocal(filepath.FromSlash(src.Dir)) {
 		return sourceTree{}, func() {}, failure.New(failure.Input, fmt.Errorf("source.dir %q", src.Dir), "source.dir must be a directory within the source, relative to its root, e.g. services/api")
@@ -297,7 +299,7 @@ func (b *builder) source(ctx context.Context, src events.Source) (sourceTree, fu
 	sub, err := within(tree.path, filepath.FromSlash(src.Dir))
 	if err != nil {
 		cleanup()
-		return sourceTree{}, func() {}, failure.New(failure.Input, fmt.Errorf("source.dir %q: %w", src.Dir, err), "source.dir must name a directory of the source (of the commit, for a push), relative to its root")
+		return sourceTree{commit: tree.commit}, func() {}, failure.New(failure.Input, fmt.Errorf("source.dir %q: %w", src.Dir, err), "source.dir must name a directory of the source (of the commit, for a push), relative to its root")
 	}
 	tree.path = sub
 	return tree, cleanup, nil

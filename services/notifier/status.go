@@ -108,18 +108,18 @@ func shortDigest(d string) string {
 type commit struct {
 	host, repo, sha string // repo: owner/name, group/subgroup/project
 	image           string // the repository it builds: a context of its own, each image of a monorepo its status
-	// built says the commit is the one the build checked out, known from
-	// build.completed on: a tag's push may name the tag object, not its
-	// commit (Bitbucket Data Center, Azure DevOps), and the forges set no
-	// status on a tag object.
+	// built says the commit is the one the build checked out, known once
+	// it is built or fails after its checkout: a tag's push may name the
+	// tag object, not its commit (Bitbucket Data Center, Azure DevOps),
+	// and the forges set no status on a tag object.
 	built bool
 }
 
 // pushedCommit reads the commit a run builds from its build.requested
 // (the run's first event when a push started it) or, for a tag's push,
-// from its build.completed; ok is false for a run that did not start
-// from a push (a promotion, an admission, a build of a directory) and
-// for a tag's run not built (yet).
+// from what its build checked out; ok is false for a run that did not
+// start from a push (a promotion, an admission, a build of a directory)
+// and for a tag's run not checked out (yet).
 func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok bool, err error) {
 	req, ok, err := runData[events.BuildRequest](ctx, s.stream, m, events.BuildRequested)
 	if err != nil || !ok || req.Source.Kind != events.SourceGit {
@@ -134,9 +134,21 @@ func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok 
 	if !strings.HasPrefix(req.Source.Ref, "refs/tags/") {
 		return c, repo != "" && isCommitID(c.sha), nil
 	}
+	c.sha, err = s.builtCommit(ctx, m)
+	c.built = true
+	return c, repo != "" && isCommitID(c.sha), err
+}
+
+// builtCommit is the commit a run's build checked out, from its
+// build.completed or, for a build that failed once checked out, its
+// build.failed; "" while neither is stored.
+func (s *sender) builtCommit(ctx context.Context, m bus.Message) (string, error) {
 	res, ok, err := runData[events.BuildResult](ctx, s.stream, m, events.BuildCompleted)
-	c.sha, c.built = res.Commit, true
-	return c, ok && repo != "" && isCommitID(c.sha), err
+	if err != nil || ok {
+		return res.Commit, err
+	}
+	f, _, err := runData[events.Failure](ctx, s.stream, m, events.BuildFailed)
+	return f.Commit, err
 }
 
 // runData is the data of the run's event named want: m's own, or the

@@ -293,6 +293,27 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Two more tags' runs: one whose build failed once it had checked out
+	// its commit (sha d), which ends failed on it, and one that failed
+	// before, which sets no status.
+	for id, commit := range map[string]string{"r15": sha("d"), "r16": ""} {
+		start, err := b.Start(ctx, events.BuildRequested, id, "registry.example/acme/app", events.BuildRequest{
+			Source: events.Source{Kind: events.SourceGit, URL: "https://github.com/acme/app.git", Rev: strings.Repeat("12", 20), Ref: "refs/tags/v1.0.1"}, Target: "registry.example/acme/app:v1.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := events.NewFailure(failure.Errorf(failure.Input, "fix digestline.yaml", "digestline.yaml: unknown field"))
+		f.Stage, f.Commit = "build", commit
+		failed, err := events.Follow("/digestline/test", start, events.BuildFailed, "", f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, func() {
+			if err := b.Publish(ctx, failed); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 	tagPromoted, err := events.Follow("/digestline/test", tag, events.Promoted, "", events.Promotion{Environment: "prod", Repository: "registry.example/acme/app", Digest: digest, PromotedAt: time.Now()})
 	if err != nil {
 		t.Fatal(err)
@@ -324,6 +345,7 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 		"azure acme/My%20Project/app@eeeeeee digestline/acme/app failed https://digestline.example/runs/r13 push failed at auth (auth): registry.example: 401",
 		"github acme/app@5555555 digestline/acme/app pending https://digestline.example/runs/r8 built sha256:dddddddddddd…: pushing, verifying",
 		"github acme/app@5555555 digestline/acme/app success https://digestline.example/runs/r8 promoted to prod: sha256:dddddddddddd…",
+		"github acme/app@ddddddd digestline/acme/app failure https://digestline.example/runs/r15 build failed at build (input): digestline.yaml: unknown field",
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	pendings := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return !regexp.MustCompile(` (pending|running|INPROGRESS) `).MatchString(w) })
