@@ -32,7 +32,7 @@ type Run struct {
 	// git repository's URL, ref and commit; a directory; a tarball.
 	Source string `json:"source,omitempty"`
 	// Commit is the commit a git source's build checked out (what its
-	// branch or tag named then), once built.
+	// branch or tag named then), once built or failed after the checkout.
 	Commit string `json:"commit,omitempty"`
 	// TraceID is the run's trace (W3C, 32 hex digits), from the
 	// traceparent its events carry; "" when they carry none.
