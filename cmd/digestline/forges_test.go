@@ -220,7 +220,7 @@ func TestForgeExamplePayloads(t *testing.T) {
 			}
 			var shown bytes.Buffer
 			printRun(&shown, &run, s.APIURL)
-			if page := getPage(t, s.APIURL+"/runs/"+acc.RunID); !strings.Contains(page, "<dt>commit</dt><dd><code>"+master+"</code>") ||
+			if page := getPage(t, s.APIURL+"/runs/"+acc.RunID); !strings.Contains(page, "<dt>commit</dt><dd><code>"+master+"</code> · <a href=\"/runs?commit="+master+"\">its runs</a>") ||
 				!strings.Contains(shown.String(), "  commit   "+master+"\n") {
 				t.Errorf("the run's page and run show do not name the commit built, %s:\n%s\n%s", master, page, shown.String())
 			}

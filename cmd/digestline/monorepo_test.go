@@ -2,6 +2,7 @@ package main
 
 import (
 	"archive/tar"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/digestline/digestline/cmd/digestline/internal/dev"
 	"github.com/digestline/digestline/cmd/digestline/internal/e2etest"
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/runs"
 	"github.com/digestline/digestline/pkg/tooltest"
@@ -169,16 +171,17 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 		t.Errorf("the push's runs share ids: %v", ids)
 	}
 
-	statusesOfATagPush(t, s, forge, work, filepath.Join(served, "mono.git"), len(statuses))
+	pushATagOfTheMonorepo(t, s, forge, work, filepath.Join(served, "mono.git"), len(statuses))
 }
 
-// statusesOfATagPush pushes an annotated tag of a new commit of the
+// pushATagOfTheMonorepo pushes an annotated tag of a new commit of the
 // monorepo at work to its served repository, and delivers it as Bitbucket
 // Data Center does, naming the tag object: each image's status goes on the
 // commit its build checked out, the worker's (whose directory the commit
-// lacks) failure as well. sent is how many statuses the forge was sent
-// before.
-func statusesOfATagPush(t *testing.T, s *e2etest.Stack, forge *statusesSent, work, served string, sent int) {
+// lacks) failure as well, and the runs of the commit are listed by it
+// (GET /v1/runs?commit=, run list --commit). sent is how many statuses the
+// forge was sent before.
+func pushATagOfTheMonorepo(t *testing.T, s *e2etest.Stack, forge *statusesSent, work, served string, sent int) {
 	if err := os.WriteFile(filepath.Join(work, "services", "api", "api.txt"), []byte("api 1.0"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -195,8 +198,9 @@ func statusesOfATagPush(t *testing.T, s *e2etest.Stack, forge *statusesSent, wor
 	if code != http.StatusAccepted || len(acc.More) != 2 {
 		t.Fatalf("a tag's push to the monorepo: %d, %d more runs, want 202 and 2", code, len(acc.More))
 	}
-	var want []string
+	var want, ids []string
 	for _, a := range append([]builder.WebhookAccepted{acc}, acc.More...) {
+		ids = append(ids, a.RunID)
 		s.RunEvents(t, a.RunID)
 		var run runs.Run
 		s.GetJSON(t, "/v1/runs/"+a.RunID+"/summary", &run)
@@ -218,6 +222,33 @@ func statusesOfATagPush(t *testing.T, s *e2etest.Stack, forge *statusesSent, wor
 	})
 	if !slices.Equal(got, want) {
 		t.Errorf("for the tag, the forge was sent:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// The commit's runs, the failed one too, and no run of the commit
+	// before it.
+	var page api.Page[runs.Run]
+	e2etest.WaitFor(t, "the tag's three runs filed by their commit", func() bool {
+		return s.GetJSON(t, "/v1/runs?commit="+release, &page) == http.StatusOK && len(page.Items) == len(ids)
+	})
+	listed := []string{}
+	for _, run := range page.Items {
+		listed = append(listed, run.ID)
+	}
+	if slices.Sort(listed); !slices.Equal(listed, slices.Sorted(slices.Values(ids))) {
+		t.Errorf("GET /v1/runs?commit= lists %v, want the tag's runs %v", listed, ids)
+	}
+	html := getPage(t, s.APIURL+"/runs?commit="+release)
+	for _, id := range ids {
+		if !strings.Contains(html, "runs of commit <code>"+release+"</code>") || !strings.Contains(html, "/runs/"+id) {
+			t.Errorf("the page of the commit's runs does not list run %s:\n%s", id, html)
+		}
+	}
+	var out bytes.Buffer
+	cmd := newRootCommand()
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"run", "list", "--commit", release, "--status", "failed", "--api", s.APIURL})
+	if err := cmd.Execute(); err != nil || strings.Count(out.String(), "\n") != 2 || !strings.Contains(out.String(), "acme/worker:v1.0.0") {
+		t.Errorf("run list --commit %s --status failed: %v\n%s\nwant the worker's run alone", release, err, out.String())
 	}
 }
 

@@ -27,7 +27,7 @@ type runListOptions struct {
 func newRunListCommand(apiOpts *apiOptions) *cobra.Command {
 	o := &runListOptions{api: apiOpts}
 	cmd := &cobra.Command{
-		Use:   "list [--status S] [--repo R] [--digest D] [--since T]",
+		Use:   "list [--status S] [--repo R] [--digest D] [--commit C] [--since T]",
 		Short: "List runs, newest first, a page at a time: each one's id, start, status, target and how it ended; with --status other than running, newest ended first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -38,6 +38,7 @@ func newRunListCommand(apiOpts *apiOptions) *cobra.Command {
 	fs.StringVar(&o.query.Status, "status", "", "only the runs with this status: "+strings.Join(api.RunStatuses, ", "))
 	fs.StringVar(&o.query.Repo, "repo", "", "only the runs of this repository (registry/path)")
 	fs.StringVar(&o.query.Digest, "digest", "", "only the runs of this digest (sha256:…)")
+	fs.StringVar(&o.query.Commit, "commit", "", "only the runs that built this git commit (its full id: git rev-parse HEAD)")
 	fs.StringVar(&o.since, "since", "", "only the runs since then: an RFC 3339 time, or a duration before now such as 24h")
 	fs.StringVar(&o.until, "until", "", "only the runs before then: an RFC 3339 time, or a duration before now")
 	fs.IntVar(&o.query.Limit, "limit", 20, fmt.Sprintf("runs a page (at most %d)", api.MaxLimit))

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/digestline/digestline/pkg/events"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -84,18 +85,21 @@ func ParseHistoryQuery(v url.Values) (HistoryQuery, error) {
 
 // RunQuery filters GET /v1/runs: every filter set must match. Without
 // one, runs come newest started first; with a status other than running,
-// a digest or a repository, they are the runs that ended so, newest ended
-// first.
+// a digest, a repository or a commit, they are the runs that ended so,
+// newest ended first.
 type RunQuery struct {
 	ListQuery
 	// Status is running, promoted, rejected or failed.
 	Status, Digest, Repo string
+	// Commit is a git commit's full id: the runs that built it (runs.Run's
+	// Commit).
+	Commit string
 }
 
 // Values is q as the query of a request.
 func (q RunQuery) Values() url.Values {
 	v := q.ListQuery.Values()
-	for k, s := range map[string]string{"status": q.Status, "digest": q.Digest, "repo": q.Repo} {
+	for k, s := range map[string]string{"status": q.Status, "digest": q.Digest, "repo": q.Repo, "commit": q.Commit} {
 		if s != "" {
 			v.Set(k, s)
 		}
@@ -110,7 +114,7 @@ var RunStatuses = []string{"running", "promoted", "superseded", "rejected", "fai
 // ParseRunQuery reads a GET /v1/runs query, naming what is wrong.
 func ParseRunQuery(v url.Values) (RunQuery, error) {
 	lq, err := ParseListQuery(v)
-	q := RunQuery{ListQuery: lq, Status: v.Get("status"), Digest: v.Get("digest"), Repo: v.Get("repo")}
+	q := RunQuery{ListQuery: lq, Status: v.Get("status"), Digest: v.Get("digest"), Repo: v.Get("repo"), Commit: strings.ToLower(v.Get("commit"))}
 	if err != nil {
 		return q, err
 	}
@@ -121,6 +125,9 @@ func ParseRunQuery(v url.Values) (RunQuery, error) {
 		if _, err := digest.Parse(q.Digest); err != nil {
 			return q, fmt.Errorf("digest %q: want sha256:<64 hex digits>", q.Digest)
 		}
+	}
+	if q.Commit != "" && !events.IsCommitID(q.Commit) {
+		return q, fmt.Errorf("commit %q: want a commit's full id, 40 hex digits (64 in a SHA-256 repository): git rev-parse %s prints it", q.Commit, q.Commit)
 	}
 	return q, nil
 }

@@ -110,6 +110,12 @@ func withoutCredential(raw string) string {
 	return u.String()
 }
 
+// IsCommitID says whether s is a git commit's full id in lower case: 40
+// hex digits, or 64 in a SHA-256 repository.
+func IsCommitID(s string) bool {
+	return (len(s) == 40 || len(s) == 64) && strings.Trim(s, "0123456789abcdef") == ""
+}
+
 // shortRev is a commit id or a digest cut to 12 hex digits, as a person
 // reads it.
 func shortRev(rev string) string {

@@ -132,11 +132,11 @@ func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok 
 	}
 	c = commit{host: host, repo: repo, sha: req.Source.Rev, image: image}
 	if !strings.HasPrefix(req.Source.Ref, "refs/tags/") {
-		return c, repo != "" && isCommitID(c.sha), nil
+		return c, repo != "" && events.IsCommitID(c.sha), nil
 	}
 	c.sha, err = s.builtCommit(ctx, m)
 	c.built = true
-	return c, repo != "" && isCommitID(c.sha), err
+	return c, repo != "" && events.IsCommitID(c.sha), err
 }
 
 // builtCommit is the commit a run's build checked out, from its
@@ -169,11 +169,6 @@ func runData[T any](ctx context.Context, stream jetstream.Stream, m bus.Message,
 	}
 	data, err = events.Decode[T](ev)
 	return data, err == nil, nil
-}
-
-// isCommitID says whether rev is a full commit id, which statuses are set on.
-func isCommitID(rev string) bool {
-	return (len(rev) == 40 || len(rev) == 64) && strings.Trim(rev, "0123456789abcdef") == ""
 }
 
 // repositoryOf is the host and path (owner/name) of a clone URL:

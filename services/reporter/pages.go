@@ -158,8 +158,8 @@ func (r *reporter) servePage(w http.ResponseWriter, req *http.Request) {
 const runsPage = 25
 
 // serveRuns renders GET /runs: the runs, newest first, a page at a time,
-// with GET /v1/runs's filters (?status=, ?repo=, ?digest=, ?since=,
-// ?until=, ?cursor=) and a link to each status.
+// with GET /v1/runs's filters (?status=, ?repo=, ?digest=, ?commit=,
+// ?since=, ?until=, ?cursor=) and a link to each status.
 func (r *reporter) serveRuns(w http.ResponseWriter, req *http.Request) {
 	q, err := api.ParseRunQuery(req.URL.Query())
 	if err != nil {
@@ -183,9 +183,9 @@ func (r *reporter) serveRuns(w http.ResponseWriter, req *http.Request) {
 	data := struct {
 		page
 		api.RunQuery
-		Runs                    []*runs.Run
-		Filters                 []filter
-		Newest, Older, AllRepos string
+		Runs                                []*runs.Run
+		Filters                             []filter
+		Newest, Older, AllRepos, AllCommits string
 	}{page: page{Chain: r.cfg.Environments}, RunQuery: q, Runs: found.Items}
 	if q.Cursor == "" {
 		data.Refresh = 3 // the newest page, as the front page, follows runs as they go
@@ -208,6 +208,9 @@ func (r *reporter) serveRuns(w http.ResponseWriter, req *http.Request) {
 	every := q
 	every.Repo, every.Cursor = "", ""
 	data.AllRepos = runsHref(every)
+	every = q
+	every.Commit, every.Cursor = "", ""
+	data.AllCommits = runsHref(every)
 	r.render(w, "runs", data)
 }
 

@@ -20,7 +20,7 @@ import (
 // first event (running) and again when it ends (folded from its events),
 // and its place in the index's lists — every run by when it started (and
 // by the start of its id: runids.go), and, once it ended, by its status,
-// its digest and its repository, by when it ended. GET /v1/runs and the
+// its digest, its repository and the commit it built, by when it ended. GET /v1/runs and the
 // pages read a page of a list and a summary per run, so they cost a page
 // at any history; and a run whose events are past the stream's retention
 // still has its summary.
@@ -95,7 +95,7 @@ func (ri *runIndexer) fileStart(ctx context.Context, run *runs.Run) error {
 }
 
 // ended stores the summary the run's events fold into and files it by
-// status, digest and repository. A redelivery finds it filed.
+// status, digest, repository and commit. A redelivery finds it filed.
 func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 	if err := ri.onEnd(ctx, m); err != nil {
 		return err
@@ -136,6 +136,9 @@ func runEndLists(run *runs.Run) []string {
 	}
 	if repo := runRepository(run.Target); repo != "" {
 		lists = append(lists, index.List("runs", "repo", repoToken(repo)))
+	}
+	if events.IsCommitID(run.Commit) {
+		lists = append(lists, index.List("runs", "commit", run.Commit))
 	}
 	return lists
 }
@@ -224,11 +227,13 @@ func (ri *runIndexer) summary(ctx context.Context, id string) (*runs.Run, error)
 }
 
 // page reads a page of runs, newest first: every run by when it started,
-// or, filtered by status, digest or repository, the runs that ended so, by
-// when they ended.
+// or, filtered by status, digest, repository or commit, the runs that
+// ended so, by when they ended.
 func (ri *runIndexer) page(ctx context.Context, q api.RunQuery) (api.Page[*runs.Run], error) {
 	list := runsAll
 	switch {
+	case q.Commit != "":
+		list = index.List("runs", "commit", q.Commit)
 	case q.Digest != "":
 		_, hex, _ := strings.Cut(q.Digest, ":")
 		list = index.List("runs", "digest", hex)
@@ -275,7 +280,7 @@ func (ri *runIndexer) page(ctx context.Context, q api.RunQuery) (api.Page[*runs.
 // runMatches reports whether run passes q's filters.
 func runMatches(q api.RunQuery, run *runs.Run) bool {
 	return (q.Status == "" || q.Status == run.Status) && (q.Digest == "" || q.Digest == run.Digest) &&
-		(q.Repo == "" || q.Repo == runRepository(run.Target))
+		(q.Repo == "" || q.Repo == runRepository(run.Target)) && (q.Commit == "" || q.Commit == run.Commit)
 }
 
 // recent is the newest limit runs (the front page's).

@@ -23,7 +23,8 @@ import (
 )
 
 // seededRuns starts n runs on the bus, the oldest first, and ends them:
-// run i fails its build when i%3 is 0, promotes when it is 1 (a
+// run i fails its build when i%3 is 0 (once it checked out commit
+// seededCommit(i)), promotes when it is 1 (a
 // promotion's run, of digest i%2), and is still running when it is 2.
 // It returns the runs' ids and a reporter API whose run index (its own
 // consumer) has filed them.
@@ -43,7 +44,7 @@ func seededRuns(t *testing.T, n int) (*bustest.Server, *httptest.Server, []strin
 			if err != nil {
 				t.Fatal(err)
 			}
-			f := events.Failure{Target: "registry.local/app:lab", Report: failure.Report{Class: "schema", Stage: "build", Message: "no such directory"}}
+			f := events.Failure{Target: "registry.local/app:lab", Commit: seededCommit(i), Report: failure.Report{Class: "schema", Stage: "build", Message: "no such directory"}}
 			if _, err := b.Emit(ctx, start, events.BuildFailed, "", f); err != nil {
 				t.Fatal(err)
 			}
@@ -86,6 +87,9 @@ func seededRuns(t *testing.T, n int) (*bustest.Server, *httptest.Server, []strin
 	return srv, hs, ids
 }
 
+// seededCommit is the commit seededRuns's run i checked out: one of four.
+func seededCommit(i int) string { return strings.Repeat(string("abcd"[i%4]), 40) }
+
 // runPages follows a run query's pages to the end and returns the ids.
 func runPages(t *testing.T, base string, q url.Values) []string {
 	t.Helper()
@@ -106,8 +110,8 @@ func runPages(t *testing.T, base string, q url.Values) []string {
 }
 
 // TestRunsPageNewestFirstByStatusAndDigest: GET /v1/runs lists every run,
-// newest started first, through cursors; by status (running ones too), and
-// by digest, it lists exactly the runs that match.
+// newest started first, through cursors; by status (running ones too), by
+// digest and by commit, it lists exactly the runs that match.
 func TestRunsPageNewestFirstByStatusAndDigest(t *testing.T) {
 	t.Parallel()
 	_, hs, ids := seededRuns(t, 24)
@@ -130,6 +134,8 @@ func TestRunsPageNewestFirstByStatusAndDigest(t *testing.T) {
 		{"status=running", func(i int) bool { return i%3 == 2 }},
 		{"digest=" + fmt.Sprintf("sha256:%064x", 1), func(i int) bool { return i%3 == 1 && i%2 == 1 }},
 		{"repo=registry.local/app&status=promoted", func(i int) bool { return i%3 == 1 }},
+		{"commit=" + seededCommit(1), func(i int) bool { return i%3 == 0 && i%4 == 1 }},
+		{"commit=" + strings.ToUpper(seededCommit(2)) + "&status=failed", func(i int) bool { return i%3 == 0 && i%4 == 2 }},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			q, _ := url.ParseQuery(tc.query)
@@ -139,7 +145,7 @@ func TestRunsPageNewestFirstByStatusAndDigest(t *testing.T) {
 			}
 		})
 	}
-	for _, q := range []string{"status=done", "limit=0", "digest=sha256:1", "cursor=x"} {
+	for _, q := range []string{"status=done", "limit=0", "digest=sha256:1", "cursor=x", "commit=bbbbbbb", "commit=" + strings.Repeat("g", 40)} {
 		var p api.Page[runs.Run]
 		if code := httpJSON(t, hs.URL+"/v1/runs?"+q, &p); code != http.StatusBadRequest {
 			t.Errorf("?%s: %d, want 400", q, code)
