@@ -20,10 +20,10 @@ import (
 // first event (running) and again when it ends (folded from its events),
 // and its place in the index's lists — every run by when it started (and
 // by the start of its id: runids.go), and, once it ended, by its status,
-// its digest, its repository and the commit it built, by when it ended. GET /v1/runs and the
-// pages read a page of a list and a summary per run, so they cost a page
-// at any history; and a run whose events are past the stream's retention
-// still has its summary.
+// its digest, its repository and the commit it built, by when it ended.
+// GET /v1/runs and the pages read a page of a list and a summary per run,
+// so they cost a page at any history; and a run whose events are past the
+// stream's retention still has its summary.
 var runsAll = index.List("runs", "all")
 
 // runStarts are the events a run starts with; runEnds those it ends with.
