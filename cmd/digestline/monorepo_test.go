@@ -239,8 +239,9 @@ func pushATagOfTheMonorepo(t *testing.T, s *e2etest.Stack, forge *statusesSent, 
 	}
 	html := getPage(t, s.APIURL+"/runs?commit="+release)
 	for _, id := range ids {
-		if !strings.Contains(html, "runs of commit <code>"+release+"</code>") || !strings.Contains(html, "/runs/"+id) {
-			t.Errorf("the page of the commit's runs does not list run %s:\n%s", id, html)
+		if !strings.Contains(html, "runs of commit <code>"+release+"</code>") || !strings.Contains(html, "/runs/"+id) ||
+			strings.Count(html, `commit <a href="/runs?commit=`+release+`"`) != len(ids) {
+			t.Errorf("the page of the commit's runs does not list run %s, and each run's commit:\n%s", id, html)
 		}
 	}
 	var out bytes.Buffer
