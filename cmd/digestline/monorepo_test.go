@@ -2,7 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -244,12 +243,25 @@ func pushATagOfTheMonorepo(t *testing.T, s *e2etest.Stack, forge *statusesSent, 
 			t.Errorf("the page of the commit's runs does not list run %s, and each run's commit:\n%s", id, html)
 		}
 	}
-	var out bytes.Buffer
-	cmd := newRootCommand()
-	cmd.SetOut(&out)
-	cmd.SetArgs([]string{"run", "list", "--commit", release, "--status", "failed", "--api", s.APIURL})
-	if err := cmd.Execute(); err != nil || strings.Count(out.String(), "\n") != 2 || !strings.Contains(out.String(), "acme/worker:v1.0.0") {
-		t.Errorf("run list --commit %s --status failed: %v\n%s\nwant the worker's run alone", release, err, out.String())
+	out, err := cliErr(t, "run", "list", "--commit", release, "--status", "failed", "--api", s.APIURL)
+	if err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(out, "acme/worker:v1.0.0") {
+		t.Errorf("run list --commit %s --status failed: %v\n%s\nwant the worker's run alone", release, err, out)
+	}
+
+	// Each promotion of the api's digest records the commit it was built
+	// from: dev's, by its build's run, and staging's, asked for by digest.
+	image := s.RegistryAddr + "/acme/api"
+	if out, err := promoteCLI(t, s, image+":dev", "staging", "--token-file", s.TokenFile); err != nil {
+		t.Fatalf("promote to staging: %v\n%s", err, out)
+	}
+	for _, env := range []string{"dev", "staging"} {
+		var rec api.PromotionRecord
+		if s.GetJSON(t, "/v1/promotions/"+env+"/"+image, &rec) != http.StatusOK || rec.Current == nil || rec.Current.Commit != release {
+			t.Errorf("%s's record of %s: %+v, want commit %s", env, image, rec.Current, release)
+		}
+	}
+	if out := cli(t, "records", "--env", "staging", "--api", s.APIURL); !strings.Contains(out, "COMMIT") || !strings.Contains(out, " "+release[:8]+" ") {
+		t.Errorf("records does not name the commit %s:\n%s", release[:8], out)
 	}
 }
 

@@ -168,13 +168,14 @@ func printHistory(out io.Writer, hist []api.HistoryEntry) error {
 // printRecords prints the current records as a table, one a line.
 func printRecords(out io.Writer, recs []events.Promotion) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENV\tREPOSITORY\tDIGEST\tTAG\tPROMOTED\tPREVIOUS\tBY")
+	fmt.Fprintln(tw, "ENV\tREPOSITORY\tDIGEST\tCOMMIT\tTAG\tPROMOTED\tPREVIOUS\tBY")
 	for _, p := range recs {
 		tag := p.Tag
 		if p.Location != "" { // the environment lives in another repository
 			tag = p.Location + ":" + p.Tag
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Environment, p.Repository, p.Digest, tag, p.PromotedAt.Format(time.RFC3339), cmp.Or(runs.ShortDigest(p.PreviousDigest), "none"), p.RequestedBy)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Environment, p.Repository, p.Digest, cmp.Or(runs.ShortID(p.Commit), "-"), tag,
+			p.PromotedAt.Format(time.RFC3339), cmp.Or(runs.ShortDigest(p.PreviousDigest), "none"), p.RequestedBy)
 	}
 	return tw.Flush()
 }

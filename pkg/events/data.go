@@ -260,7 +260,10 @@ type PushResult struct {
 	// the tag at, in the order the moves landed ("" when not known).
 	Promotion   *Approval `json:"promotion,omitempty"`
 	RequestedAt time.Time `json:"requestedAt,omitzero"`
-	Evidence    Evidence  `json:"evidence"`
+	// Commit is the git commit the digest was built from (build.completed's),
+	// carried on to the verification, the approval and the record.
+	Commit   string   `json:"commit,omitempty" jsonschema:"pattern=^([0-9a-f]{40}|[0-9a-f]{64})$"`
+	Evidence Evidence `json:"evidence"`
 }
 
 // VerifyResult is the data of verify.completed.
@@ -275,7 +278,9 @@ type VerifyResult struct {
 	// after the environment's tag moved (nil for a build's own run).
 	Promotion   *Approval `json:"promotion,omitempty"`
 	RequestedAt time.Time `json:"requestedAt,omitzero"`
-	Evidence    Evidence  `json:"evidence"`
+	// Commit is the git commit the digest was built from (push.completed's).
+	Commit   string   `json:"commit,omitempty" jsonschema:"pattern=^([0-9a-f]{40}|[0-9a-f]{64})$"`
+	Evidence Evidence `json:"evidence"`
 	// Trust is what an admitted image was proven with (admission.go): its
 	// promotions prove it with the same.
 	Trust *Trust `json:"trust,omitempty"`
@@ -336,6 +341,9 @@ type Approval struct {
 	// RequestedAt is when the promotion was asked for (for a build's own
 	// promotion, when the build was): moves of one tag keep that order.
 	RequestedAt time.Time `json:"requestedAt,omitzero"`
+	// Commit is the git commit the digest was built from, as its first
+	// verification said ("" for a digest not built from git here).
+	Commit string `json:"commit,omitempty" jsonschema:"pattern=^([0-9a-f]{40}|[0-9a-f]{64})$"`
 	// Evidence names the events that built, pushed and verified the digest.
 	Evidence Evidence `json:"evidence"`
 	// Rollback is the request's, when it asked for one.
@@ -376,7 +384,10 @@ type Promotion struct {
 	Location string `json:"location,omitempty"`
 	// Source is the repository the digest was copied from to Location:
 	// the same Digest, read there.
-	Source   string   `json:"source,omitempty"`
+	Source string `json:"source,omitempty"`
+	// Commit is the git commit the digest was built from, when it was
+	// built from git here: what a deployer reports a deployment of.
+	Commit   string   `json:"commit,omitempty" jsonschema:"pattern=^([0-9a-f]{40}|[0-9a-f]{64})$"`
 	Evidence Evidence `json:"evidence"`
 	// Rollback says the environment went back to a digest it held before
 	// (deployers can tell a rollback from a new release), and Reason why.

@@ -100,7 +100,7 @@ func (p *pusher) push(ctx context.Context, m bus.Message, build events.BuildResu
 		Target: build.Target, Digest: res.Digest.String(), Graph: build.Graph,
 		BlobsUploaded: res.Uploaded, BlobsExisting: res.Existing, BlobsMounted: res.Mounted,
 		BytesUploaded: res.BytesUploaded, Requests: res.Requests, PromoteTo: build.PromoteTo,
-		RequestedAt: requestedAt, Evidence: evidence,
+		RequestedAt: requestedAt, Commit: build.Commit, Evidence: evidence,
 	})
 	return err
 }

@@ -172,7 +172,7 @@ func (r *reporter) admit(ctx context.Context, req events.PromotionRequest, reque
 	a := &events.Approval{
 		Environment: req.To, Repository: req.Repository, Digest: req.Digest, Tag: tag, Previous: got,
 		RequestedBy: req.RequestedBy, RequestedAt: turn.RequestedAt, Evidence: events.Evidence{Request: requestID, Build: v.Evidence.Build},
-		Rollback: req.Rollback, Emergency: emergency, Trust: v.Trust,
+		Rollback: req.Rollback, Emergency: emergency, Trust: v.Trust, Commit: v.Commit,
 	}
 	if place.String() != repo.String() {
 		a.Location, a.Source = place.String(), source.String()

@@ -35,7 +35,7 @@ func (r *reporter) verified(ctx context.Context, m bus.Message, vr events.Verify
 	trail := vr.Evidence
 	trail.Verify = m.Event.ID()
 	if vr.Promotion == nil {
-		v := Verified{Repository: repo, Digest: vr.Digest, VerifiedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), Evidence: trail, Trust: vr.Trust}
+		v := Verified{Repository: repo, Digest: vr.Digest, VerifiedAt: m.Event.Time().UTC(), RunID: events.RunID(m.Event), Evidence: trail, Commit: vr.Commit, Trust: vr.Trust}
 		if err := r.store.markVerified(ctx, v, ""); err != nil {
 			return err
 		}
@@ -90,7 +90,7 @@ func (r *reporter) keep(ctx context.Context, p events.Promotion) (rec events.Pro
 	if err != nil {
 		return rec, made, err
 	}
-	if err := r.store.markVerified(ctx, Verified{Repository: rec.Repository, Digest: rec.Digest, VerifiedAt: rec.PromotedAt, RunID: rec.RunID, Evidence: rec.Evidence}, rec.Environment); err != nil {
+	if err := r.store.markVerified(ctx, Verified{Repository: rec.Repository, Digest: rec.Digest, VerifiedAt: rec.PromotedAt, RunID: rec.RunID, Evidence: rec.Evidence, Commit: rec.Commit}, rec.Environment); err != nil {
 		return rec, made, err
 	}
 	if made { // an environment that held the digest already has its attestation
@@ -109,7 +109,7 @@ func promotionOf(vr events.VerifyResult, verified cloudevents.Event) events.Prom
 	p := events.Promotion{
 		Environment: a.Environment, Repository: a.Repository, Digest: a.Digest, Tag: a.Tag, RunID: events.RunID(verified),
 		PromotedAt: verified.Time().UTC(), PreviousDigest: a.Previous, RequestedBy: a.RequestedBy,
-		RequestedAt: a.RequestedAt, Location: a.Location, Source: a.Source, Emergency: a.Emergency,
+		RequestedAt: a.RequestedAt, Location: a.Location, Source: a.Source, Emergency: a.Emergency, Commit: a.Commit,
 		Evidence: events.Evidence{Request: a.Evidence.Request, Build: a.Evidence.Build, Push: vr.Evidence.Push, Verify: verified.ID()},
 	}
 	if a.Rollback != nil {

@@ -115,6 +115,9 @@ type Verified struct {
 	VerifiedAt time.Time       `json:"verifiedAt"`
 	RunID      string          `json:"runId"`
 	Evidence   events.Evidence `json:"evidence"`
+	// Commit is the git commit the digest was built from, when it was
+	// built from git: every promotion of the digest records it.
+	Commit string `json:"commit,omitempty"`
 	// PromotedTo lists the environments the digest was ever promoted to, so
 	// a rollback to it passes the previous-environment gate.
 	PromotedTo []string `json:"promotedTo,omitempty"`

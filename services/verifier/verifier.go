@@ -92,7 +92,7 @@ func (v *verifier) verifyRelease(ctx context.Context, m bus.Message, rm events.R
 func (v *verifier) prove(ctx context.Context, m bus.Message, push events.PushResult, key string) (events.VerifyResult, error) {
 	trail := push.Evidence
 	trail.Push = m.Event.ID()
-	res := events.VerifyResult{Target: push.Target, Digest: push.Digest, PromoteTo: push.PromoteTo, Promotion: push.Promotion, RequestedAt: push.RequestedAt, Evidence: trail}
+	res := events.VerifyResult{Target: push.Target, Digest: push.Digest, PromoteTo: push.PromoteTo, Promotion: push.Promotion, RequestedAt: push.RequestedAt, Commit: push.Commit, Evidence: trail}
 	target, err := name.ParseReference(push.Target)
 	if err != nil {
 		return res, &failure.Error{Class: failure.Schema, Stage: "verify", Err: err, Hint: "the pushed target is no image reference"}
