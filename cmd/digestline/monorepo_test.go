@@ -251,8 +251,8 @@ func pushATagOfTheMonorepo(t *testing.T, s *e2etest.Stack, forge *statusesSent, 
 	// Each promotion of the api's digest records the commit it was built
 	// from: dev's, by its build's run, and staging's, asked for by digest.
 	image := s.RegistryAddr + "/acme/api"
-	if out, err := promoteCLI(t, s, image+":dev", "staging", "--token-file", s.TokenFile); err != nil {
-		t.Fatalf("promote to staging: %v\n%s", err, out)
+	if out, err := promoteCLI(t, s, image+":dev", "staging", "--token-file", s.TokenFile); err != nil || !strings.Contains(out, ", built from commit "+release[:12]) {
+		t.Fatalf("promote to staging: %v\n%s\nwant it to name the commit %s", err, out, release[:12])
 	}
 	for _, env := range []string{"dev", "staging"} {
 		var rec api.PromotionRecord

@@ -126,7 +126,7 @@ func TestNotifierSendsEachChosenEventOnce(t *testing.T) {
 	}
 	const app = "registry.example/app"
 	d := func(c string) string { return "sha256:" + strings.Repeat(c, 64) }
-	start("r1", events.Promoted, events.Promotion{Environment: "prod", Repository: app, Digest: d("a"), RunID: "r1", PromotedAt: time.Now()})
+	start("r1", events.Promoted, events.Promotion{Environment: "prod", Repository: app, Digest: d("a"), RunID: "r1", PromotedAt: time.Now(), Commit: strings.Repeat("5e", 20)})
 	start("r2", events.Promoted, events.Promotion{Environment: "staging", Repository: app, Digest: d("b"), RunID: "r2", PromotedAt: time.Now()})
 	start("r3", events.Promoted, events.Promotion{Environment: "prod", Repository: app, Digest: d("c"), RunID: "r3", PromotedAt: time.Now(),
 		PreviousDigest: d("a"), Rollback: true, Reason: "checkout 500s"})
@@ -155,6 +155,7 @@ func TestNotifierSendsEachChosenEventOnce(t *testing.T) {
 	slack, evs, auth := rc.got()
 	all := strings.Join(slack, "\n")
 	if len(slack) != 5 || !strings.Contains(all, "rolled back prod") || !strings.Contains(all, "at gate freeze: holidays") ||
+		!strings.Contains(all, "promoted "+app+"@"+d("a")+", built from commit 5e5e5e5e5e5e to prod") ||
 		!strings.Contains(all, "prod is frozen until 2027-01-04T05:00:00Z by freeze window year-end: holidays") ||
 		!strings.Contains(all, "prod is open again: bob lifted the freeze (incident 42)") || strings.Contains(all, "staging") {
 		t.Errorf("team-chat was sent %d: %q", len(slack), slack)
