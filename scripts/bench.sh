@@ -554,8 +554,8 @@ What of that is the pipeline's own (issue 28 asked to halve it): every `Benchmar
 loop (`digestline dev` labels its parts for pprof: `go tool pprof -tagfocus digestline=registry`; the test log
 has each part's share). At 50 runs/s that is 85–90% of a run: the four services, the NATS server and its client,
 the garbage collector. It is not halved. Against the code the issue was filed on (873603e, with this accounting
-added to it), alternated five times in one sitting on disk at `-benchtime 4x`, the medians are 16.7 then and 16.9
-now (each binary between 14 and 18), with 106 and 161 messages a run: the same cost, with everything the issue
+added to it), alternated five times with the code of 2026-12-06 in one sitting on disk at `-benchtime 4x`, the
+medians were 16.7 and 16.9 (each binary between 14 and 18), with 106 and 161 messages a run: the same cost, with everything the issue
 added (ordered tag moves, run summaries, indexes) paid for by the cuts below.
 
 Where a run's own CPU goes (a profile of `BenchmarkLoad/paced` with the data in /dev/shm, 2026-12-07, 19.4

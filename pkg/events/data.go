@@ -2,6 +2,7 @@ package events
 
 import (
 	"cmp"
+	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -408,6 +409,16 @@ func (p Promotion) Place() string { return cmp.Or(p.Location, p.Repository) }
 
 // Ref is what to deploy: the environment's repository at the digest.
 func (p Promotion) Ref() string { return p.Place() + "@" + p.Digest }
+
+// BuiltFrom is the commit the digest was built from as a line about the
+// promotion ends with it (", built from commit 1a2b3c4d5e6f"), or "" when
+// the record names none.
+func (p Promotion) BuiltFrom() string {
+	if p.Commit == "" {
+		return ""
+	}
+	return fmt.Sprintf(", built from commit %.12s", p.Commit)
+}
 
 // Rejection is the data of promotion.rejected.
 type Rejection struct {

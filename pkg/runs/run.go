@@ -258,10 +258,7 @@ func promotedLines(p events.Promotion) []string {
 
 // promotedLine is what a person reads of a promotion.
 func promotedLine(p events.Promotion) string {
-	line := fmt.Sprintf("promoted %s %s (tag %s, previous %s)", p.Environment, p.Ref(), cmp.Or(p.Tag, "none"), cmp.Or(p.PreviousDigest, "none"))
-	if p.Commit != "" {
-		line += fmt.Sprintf(", built from commit %.12s", p.Commit)
-	}
+	line := fmt.Sprintf("promoted %s %s (tag %s, previous %s)", p.Environment, p.Ref(), cmp.Or(p.Tag, "none"), cmp.Or(p.PreviousDigest, "none")) + p.BuiltFrom()
 	if p.Source != "" {
 		line += fmt.Sprintf(", copied from %s@%s and proven there", p.Source, p.Digest)
 	}

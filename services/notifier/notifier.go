@@ -209,15 +209,6 @@ func (s *sender) claim(ctx context.Context, key string) (rev uint64, send bool, 
 	}
 }
 
-// builtFrom names the commit a promotion's digest was built from, when
-// the record has one.
-func builtFrom(p events.Promotion) string {
-	if p.Commit == "" {
-		return ""
-	}
-	return fmt.Sprintf(", built from commit %.12s", p.Commit)
-}
-
 // notification is what m tells people: its kind ("" for none), the
 // environment it is about ("" for none) and a line of text.
 func notification(m bus.Message) (kind, env, text string, err error) {
@@ -233,10 +224,10 @@ func notification(m bus.Message) (kind, env, text string, err error) {
 		}
 		if p.Rollback {
 			return KindRolledBack, p.Environment, fmt.Sprintf(":rewind: rolled back %s to %s%s (from %s): %s — by %s, run %s",
-				p.Environment, p.Ref(), builtFrom(p), cmp.Or(p.PreviousDigest, "nothing"), p.Reason, cmp.Or(p.RequestedBy, "the pipeline"), run), nil
+				p.Environment, p.Ref(), p.BuiltFrom(), cmp.Or(p.PreviousDigest, "nothing"), p.Reason, cmp.Or(p.RequestedBy, "the pipeline"), run), nil
 		}
 		return KindPromoted, p.Environment, fmt.Sprintf(":white_check_mark: promoted %s%s to %s (previous %s) — by %s, run %s",
-			p.Ref(), builtFrom(p), p.Environment, cmp.Or(p.PreviousDigest, "none"), cmp.Or(p.RequestedBy, "the pipeline"), run), nil
+			p.Ref(), p.BuiltFrom(), p.Environment, cmp.Or(p.PreviousDigest, "none"), cmp.Or(p.RequestedBy, "the pipeline"), run), nil
 	case events.PromotionRejected:
 		rj, err := events.Decode[events.Rejection](m.Event)
 		if err != nil {
