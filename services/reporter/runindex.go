@@ -19,8 +19,10 @@ import (
 // The run read model: each run's summary in the runs bucket, from its
 // first event (running) and again when it ends (folded from its events),
 // and its place in the index's lists — every run by when it started (and
-// by the start of its id: runids.go), and, once it ended, by its status,
-// its digest, its repository and the commit it built, by when it ended.
+// by the start of its id: runids.go); by the commit it built, from when
+// its build checked that commit out (it is listed while it runs); and,
+// once it ended, by its status, its digest and its repository, by when it
+// ended.
 // GET /v1/runs and the pages read a page of a list and a summary per run,
 // so they cost a page at any history; and a run whose events are past the
 // stream's retention still has its summary.
@@ -63,6 +65,7 @@ func (ri *runIndexer) router(b *bus.Bus) *bus.Router {
 	for _, n := range runEnds {
 		router.Handle(n, ri.ended)
 	}
+	router.Handle(events.BuildCompleted, bus.Data(ri.built))
 	return router
 }
 
@@ -94,8 +97,25 @@ func (ri *runIndexer) fileStart(ctx context.Context, run *runs.Run) error {
 	return nil
 }
 
+// built files a run in the list of its commit's runs as soon as its build
+// checked the commit out: someone asking what became of a commit they
+// pushed finds the run still pushing. A redelivery files nothing (Append
+// by the run's id).
+func (ri *runIndexer) built(ctx context.Context, m bus.Message, b events.BuildResult) error {
+	if !events.IsCommitID(b.Commit) {
+		return nil
+	}
+	id := events.RunID(m.Event)
+	if err := ri.index.Append(ctx, id, m.Event.Time(), []byte(id), commitList(b.Commit)); err != nil {
+		return fmt.Errorf("file run %s: %w", id, err)
+	}
+	return nil
+}
+
 // ended stores the summary the run's events fold into and files it by
-// status, digest, repository and commit. A redelivery finds it filed.
+// status, digest and repository (and by commit, for a build that failed
+// after its checkout: built filed the others). A redelivery finds it
+// filed.
 func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 	if err := ri.onEnd(ctx, m); err != nil {
 		return err
@@ -122,14 +142,14 @@ func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 			return err
 		}
 	}
-	if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), runEndLists(run)...); err != nil {
+	if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), runEndLists(run, m.Name)...); err != nil {
 		return fmt.Errorf("file run %s: %w", run.ID, err)
 	}
 	return ri.put(ctx, run, seen, func(cur *runs.Run) bool { return cur == nil || !cur.Done() })
 }
 
-// runEndLists are the lists an ended run is filed in.
-func runEndLists(run *runs.Run) []string {
+// runEndLists are the lists a run that ended with end is filed in.
+func runEndLists(run *runs.Run, end events.Name) []string {
 	lists := []string{index.List("runs", "status", run.Status)}
 	if _, hex, ok := strings.Cut(run.Digest, ":"); ok {
 		lists = append(lists, index.List("runs", "digest", hex))
@@ -137,11 +157,15 @@ func runEndLists(run *runs.Run) []string {
 	if repo := runRepository(run.Target); repo != "" {
 		lists = append(lists, index.List("runs", "repo", repoToken(repo)))
 	}
-	if events.IsCommitID(run.Commit) {
-		lists = append(lists, index.List("runs", "commit", run.Commit))
+	if end == events.BuildFailed && events.IsCommitID(run.Commit) {
+		lists = append(lists, commitList(run.Commit)) // it has no build.completed
 	}
 	return lists
 }
+
+// commitList is the list of the runs that built commit, by when they
+// checked it out.
+func commitList(commit string) string { return index.List("runs", "commit", commit) }
 
 // runRepository is the repository of a run's target ("" when it names none).
 func runRepository(target string) string {
@@ -226,14 +250,15 @@ func (ri *runIndexer) summary(ctx context.Context, id string) (*runs.Run, error)
 	return run, nil
 }
 
-// page reads a page of runs, newest first: every run by when it started,
-// or, filtered by status, digest, repository or commit, the runs that
-// ended so, by when they ended.
+// page reads a page of runs, newest first: every run by when it started;
+// filtered by commit, the runs that checked it out, by when they did; or,
+// filtered by status, digest or repository, the runs that ended so, by
+// when they ended.
 func (ri *runIndexer) page(ctx context.Context, q api.RunQuery) (api.Page[*runs.Run], error) {
 	list := runsAll
 	switch {
 	case q.Commit != "":
-		list = index.List("runs", "commit", q.Commit)
+		list = commitList(q.Commit)
 	case q.Digest != "":
 		_, hex, _ := strings.Cut(q.Digest, ":")
 		list = index.List("runs", "digest", hex)

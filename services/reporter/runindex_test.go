@@ -12,20 +12,25 @@ import (
 	"testing"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
+	"github.com/digestline/digestline/pkg/oci"
 	"github.com/digestline/digestline/pkg/runs"
 	"github.com/digestline/digestline/pkg/service"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // seededRuns starts n runs on the bus, the oldest first, and ends them:
 // run i fails its build when i%3 is 0 (once it checked out commit
 // seededCommit(i)), promotes when it is 1 (a
-// promotion's run, of digest i%2), and is still running when it is 2.
+// promotion's run, of digest i%2), and is still running when it is 2
+// (when i%6 is 2, a build's run that built seededCommit(i) and pushes).
 // It returns the runs' ids and a reporter API whose run index (its own
 // consumer) has filed them.
 func seededRuns(t *testing.T, n int) (*bustest.Server, *httptest.Server, []string) {
@@ -48,20 +53,30 @@ func seededRuns(t *testing.T, n int) (*bustest.Server, *httptest.Server, []strin
 			if _, err := b.Emit(ctx, start, events.BuildFailed, "", f); err != nil {
 				t.Fatal(err)
 			}
-		case 1, 2:
-			d := fmt.Sprintf("sha256:%064x", i%2)
-			start, err := b.Start(ctx, events.PromotionRequested, id, "app", events.PromotionRequest{Repository: "registry.local/app", Digest: d, To: "dev"})
+		case 1:
+			start, d := startPromotion(ctx, t, b, id, i)
+			p := events.Promotion{Environment: "dev", Repository: "registry.local/app", Digest: d, PromotedAt: time.Now(), RunID: id}
+			if _, err := b.Emit(ctx, start, events.Promoted, "", p); err != nil {
+				t.Fatal(err)
+			}
+		case 2:
+			if i%6 == 5 {
+				startPromotion(ctx, t, b, id, i)
+				continue
+			}
+			start, err := b.Start(ctx, events.BuildRequested, id, "app", bustest.BuildRequest())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if i%3 == 1 {
-				p := events.Promotion{Environment: "dev", Repository: "registry.local/app", Digest: d, PromotedAt: time.Now(), RunID: id}
-				if _, err := b.Emit(ctx, start, events.Promoted, "", p); err != nil {
-					t.Fatal(err)
-				}
+			root := v1.Descriptor{MediaType: v1.MediaTypeImageManifest, Digest: digest.FromString(id), Size: 1}
+			built := events.BuildResult{Target: "registry.local/app:lab", Graph: oci.Graph{Root: root, Descriptors: []v1.Descriptor{root}},
+				BlobStore: events.BlobBucket, Commit: seededCommit(i)}
+			if _, err := b.Emit(ctx, start, events.BuildCompleted, "", built); err != nil {
+				t.Fatal(err)
 			}
 		}
 	}
+
 	ri, err := openRunIndexer(ctx, srv.JetStream, s.index)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +100,18 @@ func seededRuns(t *testing.T, n int) (*bustest.Server, *httptest.Server, []strin
 		time.Sleep(50 * time.Millisecond)
 	}
 	return srv, hs, ids
+}
+
+// startPromotion starts seededRuns's run i, a promotion of digest i%2 to
+// dev, and returns its start and the digest.
+func startPromotion(ctx context.Context, t *testing.T, b *bus.Bus, id string, i int) (cloudevents.Event, string) {
+	t.Helper()
+	d := fmt.Sprintf("sha256:%064x", i%2)
+	start, err := b.Start(ctx, events.PromotionRequested, id, "app", events.PromotionRequest{Repository: "registry.local/app", Digest: d, To: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return start, d
 }
 
 // seededCommit is the commit seededRuns's run i checked out: one of four.
@@ -136,6 +163,8 @@ func TestRunsPageNewestFirstByStatusAndDigest(t *testing.T) {
 		{"repo=registry.local/app&status=promoted", func(i int) bool { return i%3 == 1 }},
 		{"commit=" + seededCommit(1), func(i int) bool { return i%3 == 0 && i%4 == 1 }},
 		{"commit=" + strings.ToUpper(seededCommit(2)) + "&status=failed", func(i int) bool { return i%3 == 0 && i%4 == 2 }},
+		{"commit=" + seededCommit(2), func(i int) bool { return (i%3 == 0 || i%6 == 2) && i%4 == 2 }}, // still running too
+		{"commit=" + seededCommit(2) + "&status=running", func(i int) bool { return i%6 == 2 && i%4 == 2 }},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			q, _ := url.ParseQuery(tc.query)
