@@ -194,6 +194,32 @@ func TestShippingTheHeldDigestAgainRecordsNoSecondPromotion(t *testing.T) {
 	}
 }
 
+// TestADigestVerifiedWithoutACommitTakesTheFirstOneNamed: a digest first
+// built from a directory (no commit), built again from a git commit, is
+// then promoted as built from that commit; a third build, from another
+// commit of the same bytes, changes nothing.
+func TestADigestVerifiedWithoutACommitTakesTheFirstOneNamed(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	d := h.push(t, "1", "same")
+	commits := []string{"", strings.Repeat("a", 40), strings.Repeat("b", 40)}
+	for i, commit := range commits {
+		run := uuid.NewString()
+		if _, err := h.bus.Start(context.Background(), events.VerifyCompleted, run, "app", events.VerifyResult{
+			Target: h.repo + ":1", Digest: d, Commit: commit, Checks: []string{"[VERIFY] digest match"}, Evidence: events.Evidence{Request: "req-" + run},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		evs := h.srv.WaitRun(t, run, events.PromotionApproved, events.PromotionRejected)
+		a := bustest.Last[events.Approval](t, evs, events.PromotionApproved)
+		if want := commits[min(i, 1)]; a.Commit != want {
+			t.Fatalf("build %d (commit %q): approval names commit %q, want %q", i+1, commit, a.Commit, want)
+		}
+		h.moveAndReverify(t, run, evs)
+		h.srv.WaitRun(t, run, events.Promoted)
+	}
+}
+
 // TestGatesRejectWithTheirName: each gate refuses what it guards, the
 // rejection naming it, and nothing is approved.
 func TestGatesRejectWithTheirName(t *testing.T) {

@@ -140,6 +140,9 @@ func (s *store) verifiedDigest(ctx context.Context, repo, dgst string) (Verified
 
 // markVerified keeps the first verification of a digest (its evidence names
 // the build that made it) and, with env, adds env to where it was promoted.
+// A verification kept without a commit (its build's source was not git, or
+// it was kept by a version that carried none) takes the first commit a
+// later one names: the same bytes, built from that commit.
 func (s *store) markVerified(ctx context.Context, v Verified, env string) error {
 	key := verifiedKey(v.Repository, v.Digest)
 	for {
@@ -148,12 +151,17 @@ func (s *store) markVerified(ctx context.Context, v Verified, env string) error 
 		if err != nil {
 			return err
 		}
+		changed := !found
 		if !found {
 			cur = v
 		}
+		if cur.Commit == "" && v.Commit != "" {
+			cur.Commit, changed = v.Commit, true
+		}
 		if env != "" && !slices.Contains(cur.PromotedTo, env) {
-			cur.PromotedTo = append(cur.PromotedTo, env)
-		} else if found {
+			cur.PromotedTo, changed = append(cur.PromotedTo, env), true
+		}
+		if !changed {
 			return nil // nothing new
 		}
 		b, err := json.Marshal(cur)
