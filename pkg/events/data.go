@@ -62,6 +62,11 @@ type Source struct {
 	// refs/tags/v1.0.0), for Kind "git": only that ref is fetched, and Rev
 	// must be on it. Without it every branch and tag is fetched.
 	Ref string `json:"ref,omitempty"`
+	// Origin is the repository a push was made to, as its forge's webhook
+	// named it (its clone URL), when URL clones it from elsewhere (a
+	// mirror): the forge whose commit statuses report the run. For Kind
+	// "git"; "" when URL is that repository.
+	Origin string `json:"origin,omitempty"`
 	// Dir is the directory of the source to build, relative to its root
 	// (a monorepo's services/api): its files and its digestline.yaml.
 	// Default: the whole source. Not for Kind "layout".

@@ -277,6 +277,9 @@ func (h *Webhooks) cloudevents(w http.ResponseWriter, r *http.Request) {
 	req, err := events.Decode[events.BuildRequest](*ev)
 	if err == nil && req.Source.Kind == events.SourceGit {
 		err = noCredentialIn(req.Source.URL)
+		if err == nil {
+			err = noCredentialIn(req.Source.Origin)
+		}
 	}
 	if err != nil {
 		reply(w, http.StatusBadRequest, err.Error())

@@ -101,15 +101,17 @@ func TestACredentialInARepositoryURLIsRefused(t *testing.T) {
 
 		mux := http.NewServeMux()
 		NewWebhooks(WebhookConfig{Secret: "s3cret"}, nil, nil, nil).Register(mux)
-		body := `{"specversion":"1.0","id":"1","source":"/ci","type":"dev.digestline.build.requested.v1","datacontenttype":"application/json",
-			"data":{"source":{"kind":"git","url":"` + url + `","rev":"main"},"target":"registry.example/acme/app:1","spec":{}}}`
-		req := httptest.NewRequest(http.MethodPost, "/webhooks/cloudevents", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer s3cret")
-		req.Header.Set("Content-Type", "application/cloudevents+json")
-		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, req)
-		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "carries a credential") || strings.Contains(rec.Body.String(), token) {
-			t.Errorf("a CloudEvent with %q: %d %s", url, rec.Code, rec.Body)
+		for _, source := range []string{`"url":"` + url + `"`, `"url":"https://mirror.example/app.git","origin":"` + url + `"`} {
+			body := `{"specversion":"1.0","id":"1","source":"/ci","type":"dev.digestline.build.requested.v1","datacontenttype":"application/json",
+			"data":{"source":{"kind":"git",` + source + `,"rev":"main"},"target":"registry.example/acme/app:1","spec":{}}}`
+			req := httptest.NewRequest(http.MethodPost, "/webhooks/cloudevents", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer s3cret")
+			req.Header.Set("Content-Type", "application/cloudevents+json")
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, req)
+			if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "carries a credential") || strings.Contains(rec.Body.String(), token) {
+				t.Errorf("a CloudEvent with %s: %d %s", source, rec.Code, rec.Body)
+			}
 		}
 	}
 }
@@ -220,6 +222,31 @@ func TestARulesBranchesAndTagsPickTheRefsItBuilds(t *testing.T) {
 	}
 	if _, err := LoadWebhookConfig(file); err == nil || !strings.Contains(err.Error(), `branch or tag pattern "[main"`) {
 		t.Errorf("a malformed branch pattern: %v", err)
+	}
+}
+
+// A rule whose git clones from a mirror builds from the mirror and names
+// the repository pushed to as the source's origin (where its commit
+// statuses go); a rule that clones what the forge sent names none.
+func TestARuleThatClonesFromAMirrorNamesTheRepositoryPushedTo(t *testing.T) {
+	const forge = "https://github.example/acme/app.git"
+	h := NewWebhooks(WebhookConfig{Repositories: []WebhookRule{
+		{Match: "acme/app", Image: "r.example/acme/app", Git: "https://mirror.internal/acme/app.git"},
+		{Match: "acme/app", Image: "r.example/acme/web"},
+		{Match: "acme/app", Image: "r.example/acme/api", Git: forge},
+	}}, nil, nil, nil)
+	reqs, why, err := h.buildRequests(push{repo: "acme/app", cloneURL: forge, ref: "refs/heads/main", sha: strings.Repeat("a", 40)})
+	if err != nil || len(reqs) != 3 {
+		t.Fatalf("%v %q %v", reqs, why, err)
+	}
+	for i, want := range []events.Source{
+		{URL: "https://mirror.internal/acme/app.git", Origin: forge},
+		{URL: forge},
+		{URL: forge},
+	} {
+		if got := reqs[i].Source; got.URL != want.URL || got.Origin != want.Origin {
+			t.Errorf("%s: url %q origin %q, want %q %q", reqs[i].Target, got.URL, got.Origin, want.URL, want.Origin)
+		}
 	}
 }
 

@@ -150,6 +150,15 @@ func LoadWebhookConfig(path string) (WebhookConfig, error) {
 	return cfg, nil
 }
 
+// mirrored is the pushed repository's clone URL when a rule's git clones
+// it from elsewhere (events.Source.Origin), else "".
+func mirrored(git, cloneURL string) string {
+	if git == "" || git == cloneURL {
+		return ""
+	}
+	return cloneURL
+}
+
 // buildRequests are the builds a push asks for under its repository's
 // rules, or why it asks for none; an error when a rule makes no image tag
 // of it.
@@ -194,7 +203,7 @@ func (h *Webhooks) buildRequests(p push) ([]events.BuildRequest, string, error) 
 			return nil, "", fmt.Errorf("%s does not make an image tag: %v", target, err)
 		}
 		reqs = append(reqs, events.BuildRequest{
-			Source: events.Source{Kind: events.SourceGit, URL: cmp.Or(rule.Git, p.cloneURL), Rev: p.sha, Ref: p.ref, Dir: rule.Dir},
+			Source: events.Source{Kind: events.SourceGit, URL: cmp.Or(rule.Git, p.cloneURL), Origin: mirrored(rule.Git, p.cloneURL), Rev: p.sha, Ref: p.ref, Dir: rule.Dir},
 			Target: target, PromoteTo: rule.PromoteTo,
 		})
 	}

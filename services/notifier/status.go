@@ -125,7 +125,7 @@ func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok 
 	if err != nil || !ok || req.Source.Kind != events.SourceGit {
 		return commit{}, false, err
 	}
-	host, repo := repositoryOf(req.Source.URL)
+	host, repo := repositoryOf(cmp.Or(req.Source.Origin, req.Source.URL)) // the forge's, not a mirror's
 	image := req.Target
 	if ref, err := name.ParseReference(req.Target); err == nil {
 		image = ref.Context().RepositoryStr() // without the registry (host:port) and the tag

@@ -223,12 +223,8 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 	// test).
 	var ends []func()
 	type next = func(start events.Name) (events.Name, any)
-	runOf := func(image, id, repo, commit string, then ...next) {
+	runFrom := func(image, id string, src events.Source, then ...next) {
 		t.Helper()
-		src := events.Source{Kind: events.SourceGit, URL: repo, Rev: commit, Ref: "refs/heads/main"}
-		if repo == "" {
-			src = events.Source{Kind: events.SourceDir, Path: "/src"}
-		}
 		start, err := b.Start(ctx, events.BuildRequested, id, "registry.example/"+image,
 			events.BuildRequest{Source: src, Target: "registry.example/" + image + ":main"})
 		if err != nil {
@@ -246,6 +242,14 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 				}
 			})
 		}
+	}
+	runOf := func(image, id, repo, commit string, then ...next) {
+		t.Helper()
+		src := events.Source{Kind: events.SourceGit, URL: repo, Rev: commit, Ref: "refs/heads/main"}
+		if repo == "" {
+			src = events.Source{Kind: events.SourceDir, Path: "/src"}
+		}
+		runFrom(image, id, src, then...)
 	}
 	run := func(id, repo, commit string, then ...next) { runOf("acme/app", id, repo, commit, then...) }
 	promoted := func(events.Name) (events.Name, any) {
@@ -275,6 +279,10 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 	run("r12", "https://acme@dev.azure.com/acme/My%20Project/_git/app", sha("c"), promoted)
 	run("r13", "https://dev.azure.com/acme/My%20Project/_git/app", sha("e"), failed)
 	run("r14", "https://dev.azure.com/acme/app.git", sha("f"), promoted) // not an Azure DevOps repository's URL
+	// A rule that clones from a mirror: its statuses go to the forge the
+	// push was made to (the source's origin).
+	runFrom("acme/app", "r17", events.Source{Kind: events.SourceGit, URL: "https://mirror.internal/acme/app.git",
+		Origin: "https://gitlab.example.com/group/mirrored.git", Rev: sha("0"), Ref: "refs/heads/main"}, promoted)
 	// A push of an annotated tag that names the tag object (sha 8), as
 	// Bitbucket Data Center and Azure DevOps do: its statuses go on the
 	// commit the build checked out (sha 5), from build.completed on.
@@ -343,6 +351,8 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 		"azure acme/My%20Project/app@ccccccc digestline/acme/app succeeded https://digestline.example/runs/r12 promoted to dev: sha256:dddddddddddd…",
 		"azure acme/My%20Project/app@eeeeeee digestline/acme/app pending https://digestline.example/runs/r13 building registry.example/acme/app:main",
 		"azure acme/My%20Project/app@eeeeeee digestline/acme/app failed https://digestline.example/runs/r13 push failed at auth (auth): registry.example: 401",
+		"gitlab group/mirrored@0000000 digestline/acme/app running https://digestline.example/runs/r17 building registry.example/acme/app:main",
+		"gitlab group/mirrored@0000000 digestline/acme/app success https://digestline.example/runs/r17 promoted to dev: sha256:dddddddddddd…",
 		"github acme/app@5555555 digestline/acme/app pending https://digestline.example/runs/r8 built sha256:dddddddddddd…: pushing, verifying",
 		"github acme/app@5555555 digestline/acme/app success https://digestline.example/runs/r8 promoted to prod: sha256:dddddddddddd…",
 		"github acme/app@ddddddd digestline/acme/app failure https://digestline.example/runs/r15 build failed at build (input): digestline.yaml: unknown field",
