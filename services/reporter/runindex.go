@@ -101,7 +101,7 @@ func (ri *runIndexer) fileStart(ctx context.Context, run *runs.Run) error {
 // checked the commit out: someone asking what became of a commit they
 // pushed finds the run still pushing. A redelivery files nothing (Append
 // by the run's id).
-func (ri *runIndexer) built(ctx context.Context, m bus.Message, b events.BuildResult) error {
+func (ri *runIndexer) built(ctx context.Context, m bus.Message, b builtCommit) error {
 	if !events.IsCommitID(b.Commit) {
 		return nil
 	}
@@ -110,6 +110,11 @@ func (ri *runIndexer) built(ctx context.Context, m bus.Message, b events.BuildRe
 		return fmt.Errorf("file run %s: %w", id, err)
 	}
 	return nil
+}
+
+// builtCommit is what built reads of build.completed: not its graph.
+type builtCommit struct {
+	Commit string `json:"commit"`
 }
 
 // ended stores the summary the run's events fold into and files it by
