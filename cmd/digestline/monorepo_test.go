@@ -36,8 +36,9 @@ import (
 // directory (its files at the image's root, its own digestline.yaml), one
 // run each; a redelivery starts none again; a rule whose directory the
 // commit lacks fails its run with what to do, and the others build. The
-// commit gets a status per image on its forge: pending, then how each run
-// ended, linked to the run's page.
+// commit gets a status per image on the forge it was pushed to (the rules
+// clone from a mirror): pending, then how each run ended, linked to the
+// run's page.
 func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 	work := t.TempDir()
 	e2etest.Git(t, work, "init", "--quiet", "--initial-branch=main")
@@ -80,8 +81,13 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 			{Match: "acme/mono", Git: repo, Image: regAddr + "/acme/web", Dir: "services/web", Paths: []string{"services/web", "libs/shared/**"}},
 			{Match: "acme/mono", Git: repo, Image: regAddr + "/acme/worker", Dir: "services/worker"}, // not in this commit
 		}}
-		// The repository's forge is the git server's host.
-		c.Notifications = []notifier.Rule{{Name: "forge", Format: notifier.FormatGitHubStatus, URL: forgeAPI.URL, Forge: "127.0.0.1", Kinds: []string{notifier.KindStatus}}}
+		// The pushes are made to GitHub (github.example) and Bitbucket Data
+		// Center (bitbucket.example); the rules clone from a mirror (the
+		// git server), and the statuses go to the forge pushed to.
+		c.Notifications = []notifier.Rule{
+			{Name: "github", Format: notifier.FormatGitHubStatus, URL: forgeAPI.URL, Forge: "github.example", Kinds: []string{notifier.KindStatus}},
+			{Name: "bitbucket", Format: notifier.FormatBitbucketServerStatus, URL: forgeAPI.URL, Forge: "bitbucket.example", Kinds: []string{notifier.KindStatus}},
+		}
 	})
 	body, _ := json.Marshal(map[string]any{"ref": "refs/heads/main", "after": sha,
 		"repository": map[string]string{"full_name": "acme/mono", "clone_url": "https://github.example/acme/mono.git"}})
@@ -190,8 +196,9 @@ func pushATagOfTheMonorepo(t *testing.T, s *e2etest.Stack, forge *statusesSent, 
 	tagObject := e2etest.Git(t, work, "rev-parse", "v1.0.0")
 	e2etest.Git(t, work, "push", "--quiet", served, "main", "v1.0.0")
 	body, _ := json.Marshal(map[string]any{"eventKey": "repo:refs_changed",
-		"repository": map[string]any{"slug": "mono", "project": map[string]string{"key": "acme"}},
-		"changes":    []map[string]string{{"refId": "refs/tags/v1.0.0", "fromHash": strings.Repeat("0", 40), "toHash": tagObject, "type": "ADD"}}})
+		"repository": map[string]any{"slug": "mono", "project": map[string]string{"key": "acme"},
+			"links": map[string]any{"clone": []map[string]string{{"name": "http", "href": "https://bitbucket.example/scm/acme/mono.git"}}}},
+		"changes": []map[string]string{{"refId": "refs/tags/v1.0.0", "fromHash": strings.Repeat("0", 40), "toHash": tagObject, "type": "ADD"}}})
 	code, acc := e2etest.SendForge(t, s.WebhookURL+"/webhooks/bitbucket-server", map[string]string{"X-Event-Key": "repo:refs_changed",
 		"X-Request-Id": "mono-tag", "X-Hub-Signature": e2etest.SignGitHub(e2etest.WebhookSecret, body)}, body)
 	if code != http.StatusAccepted || len(acc.More) != 2 {
@@ -396,9 +403,11 @@ func imageFiles(t *testing.T, r io.ReadCloser) []string {
 	return names
 }
 
-// statusesSent is a forge's commit status API (GitHub's: POST
-// /repos/{owner}/{repo}/statuses/{sha}) that keeps what it is sent, as
-// "<sha, 12> <context> <state> <target_url>", sorted.
+// statusesSent is acme/mono's commit status API on GitHub (POST
+// /repos/{owner}/{repo}/statuses/{sha}) and on Bitbucket Data Center
+// (POST /rest/build-status/1.0/commits/{sha}, its states in GitHub's
+// words here) that keeps what it is sent, as "<sha, 12> <context or key>
+// <state> <link>", sorted.
 type statusesSent struct {
 	mu   sync.Mutex
 	sent []string
@@ -406,14 +415,19 @@ type statusesSent struct {
 
 func (f *statusesSent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var status struct {
-		State, Context string
-		TargetURL      string `json:"target_url"`
+		State, Context, Key, URL string
+		TargetURL                string `json:"target_url"`
 	}
 	sha := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
-	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/repos/mono/statuses/") || len(sha) != 40 ||
+	github := strings.HasPrefix(r.URL.Path, "/repos/acme/mono/statuses/")
+	if r.Method != http.MethodPost || !github && !strings.HasPrefix(r.URL.Path, "/rest/build-status/1.0/commits/") || len(sha) != 40 ||
 		json.NewDecoder(r.Body).Decode(&status) != nil {
 		http.Error(w, `{"message":"Not Found"}`, http.StatusNotFound)
 		return
+	}
+	if !github {
+		status.Context, status.TargetURL = status.Key, status.URL
+		status.State = map[string]string{"INPROGRESS": "pending", "SUCCESSFUL": "success", "FAILED": "failure"}[status.State]
 	}
 	f.mu.Lock()
 	f.sent = append(f.sent, fmt.Sprintf("%s %s %s %s", sha[:12], status.Context, status.State, status.TargetURL))
