@@ -125,7 +125,13 @@ func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok 
 	if err != nil || !ok || req.Source.Kind != events.SourceGit {
 		return commit{}, false, err
 	}
-	host, repo := repositoryOf(cmp.Or(req.Source.Origin, req.Source.URL)) // the forge's, not a mirror's
+	// The repository pushed to (origin) when the build cloned it from a
+	// mirror, unless this rule reports on the mirror's host (as rules did
+	// before requests named their origin).
+	host, repo := repositoryOf(req.Source.URL)
+	if origin, originRepo := repositoryOf(req.Source.Origin); origin != "" && host != s.rule.forgeHost() {
+		host, repo = origin, originRepo
+	}
 	image := req.Target
 	if ref, err := name.ParseReference(req.Target); err == nil {
 		image = ref.Context().RepositoryStr() // without the registry (host:port) and the tag

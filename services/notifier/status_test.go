@@ -283,6 +283,11 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 	// push was made to (the source's origin).
 	runFrom("acme/app", "r17", events.Source{Kind: events.SourceGit, URL: "https://mirror.internal/acme/app.git",
 		Origin: "https://gitlab.example.com/group/mirrored.git", Rev: sha("0"), Ref: "refs/heads/main"}, promoted)
+	// A mirror on a host a rule reports on: that rule reports on the
+	// mirror's repository (as before requests named their origin), and the
+	// origin's forge gets its statuses too.
+	runFrom("acme/app", "r18", events.Source{Kind: events.SourceGit, URL: "https://gitea.example.com/mirrors/app.git",
+		Origin: "https://github.com/acme/app.git", Rev: strings.Repeat("01", 20), Ref: "refs/heads/main"}, promoted)
 	// A push of an annotated tag that names the tag object (sha 8), as
 	// Bitbucket Data Center and Azure DevOps do: its statuses go on the
 	// commit the build checked out (sha 5), from build.completed on.
@@ -353,6 +358,10 @@ func TestAPushsRunSetsItsCommitsStatusOnItsForge(t *testing.T) {
 		"azure acme/My%20Project/app@eeeeeee digestline/acme/app failed https://digestline.example/runs/r13 push failed at auth (auth): registry.example: 401",
 		"gitlab group/mirrored@0000000 digestline/acme/app running https://digestline.example/runs/r17 building registry.example/acme/app:main",
 		"gitlab group/mirrored@0000000 digestline/acme/app success https://digestline.example/runs/r17 promoted to dev: sha256:dddddddddddd…",
+		"gitea mirrors/app@0101010 digestline/acme/app pending https://digestline.example/runs/r18 building registry.example/acme/app:main",
+		"gitea mirrors/app@0101010 digestline/acme/app success https://digestline.example/runs/r18 promoted to dev: sha256:dddddddddddd…",
+		"github acme/app@0101010 digestline/acme/app pending https://digestline.example/runs/r18 building registry.example/acme/app:main",
+		"github acme/app@0101010 digestline/acme/app success https://digestline.example/runs/r18 promoted to dev: sha256:dddddddddddd…",
 		"github acme/app@5555555 digestline/acme/app pending https://digestline.example/runs/r8 built sha256:dddddddddddd…: pushing, verifying",
 		"github acme/app@5555555 digestline/acme/app success https://digestline.example/runs/r8 promoted to prod: sha256:dddddddddddd…",
 		"github acme/app@ddddddd digestline/acme/app failure https://digestline.example/runs/r15 build failed at build (input): digestline.yaml: unknown field",
