@@ -116,6 +116,17 @@ func withoutCredential(raw string) string {
 	return u.String()
 }
 
+// Commit is the commit a git source names for certain before it is
+// checked out: Rev, when it is a full commit id and Ref names no tag (a
+// tag's push may name the tag object rather than its commit); "" for any
+// other source.
+func (s Source) Commit() string {
+	if s.Kind != SourceGit || strings.HasPrefix(s.Ref, "refs/tags/") || !IsCommitID(s.Rev) {
+		return ""
+	}
+	return s.Rev
+}
+
 // IsCommitID says whether s is a git commit's full id in lower case: 40
 // hex digits, or 64 in a SHA-256 repository.
 func IsCommitID(s string) bool {

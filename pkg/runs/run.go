@@ -32,7 +32,8 @@ type Run struct {
 	// git repository's URL, ref and commit; a directory; a tarball.
 	Source string `json:"source,omitempty"`
 	// Commit is the commit a git source's build checked out (what its
-	// branch or tag named then), once built or failed after the checkout.
+	// branch or tag named then), once built or failed after the checkout;
+	// from the start for a push that names it (events.Source.Commit).
 	Commit string `json:"commit,omitempty"`
 	// TraceID is the run's trace (W3C, 32 hex digits), from the
 	// traceparent its events carry; "" when they carry none.
@@ -211,7 +212,7 @@ func (r *Run) start(ev cloudevents.Event, name events.Name, at time.Time) []stri
 	switch name {
 	case events.BuildRequested:
 		if req, err := events.Decode[events.BuildRequest](ev); err == nil {
-			r.Target, r.Source = req.Target, req.Source.String()
+			r.Target, r.Source, r.Commit = req.Target, req.Source.String(), req.Source.Commit()
 		}
 	case events.PromotionRequested:
 		if req, err := events.Decode[events.PromotionRequest](ev); err == nil {

@@ -129,7 +129,8 @@ func TestARunSaysWhatItBuildsFrom(t *testing.T) {
 
 // A run of a git source names the commit its build checked out: from
 // build.completed, or from build.failed when the build failed after its
-// checkout (a push names a branch, or an annotated tag's own id).
+// checkout (a push names a tag, maybe by the annotated tag's own id), or
+// from its start when it names a commit a branch's push built.
 func TestARunNamesTheCommitItsBuildCheckedOut(t *testing.T) {
 	commit := strings.Repeat("c0", 20)
 	start, err := events.NewEvent("/t", events.BuildRequested, "run-1", "app", events.BuildRequest{Target: "r.example/app:v1",
@@ -156,6 +157,25 @@ func TestARunNamesTheCommitItsBuildCheckedOut(t *testing.T) {
 		run.Add(ev, end)
 		if run.Commit != commit {
 			t.Errorf("after %s the run names commit %q, want %s", end, run.Commit, commit)
+		}
+	}
+
+	// A branch's push names its commit, which the build checks out: the
+	// run names it from its start.
+	for src, want := range map[events.Source]string{
+		{Kind: events.SourceGit, URL: "https://git.example/app.git", Ref: "refs/heads/main", Rev: commit}: commit,
+		{Kind: events.SourceGit, URL: "https://git.example/app.git", Rev: commit}:                         commit,
+		{Kind: events.SourceGit, URL: "https://git.example/app.git", Ref: "refs/heads/main", Rev: "main"}: "",
+		{Kind: events.SourceGit, URL: "https://git.example/app.git", Rev: strings.ToUpper(commit)}:        "",
+	} {
+		start, err := events.NewEvent("/t", events.BuildRequested, "run-2", "app", events.BuildRequest{Target: "r.example/app:main", Source: src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := &runs.Run{}
+		run.Add(start, events.BuildRequested)
+		if run.Commit != want {
+			t.Errorf("%+v: the run starts naming commit %q, want %q", src, run.Commit, want)
 		}
 	}
 }

@@ -136,9 +136,9 @@ func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok 
 	if ref, err := name.ParseReference(req.Target); err == nil {
 		image = ref.Context().RepositoryStr() // without the registry (host:port) and the tag
 	}
-	c = commit{host: host, repo: repo, sha: req.Source.Rev, image: image}
+	c = commit{host: host, repo: repo, sha: req.Source.Commit(), image: image}
 	if !strings.HasPrefix(req.Source.Ref, "refs/tags/") {
-		return c, repo != "" && events.IsCommitID(c.sha), nil
+		return c, repo != "" && c.sha != "", nil
 	}
 	c.sha, err = s.builtCommit(ctx, m)
 	c.built = true

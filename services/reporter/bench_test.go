@@ -112,7 +112,7 @@ func seedRuns(b *testing.B, n int) (*httptest.Server, string) {
 		if err := ri.fileStart(ctx, run); err != nil {
 			b.Fatal(err)
 		}
-		if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), runEndLists(run, events.Promoted)...); err != nil {
+		if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), runEndLists(run)...); err != nil {
 			b.Fatal(err)
 		}
 		if err := ri.put(ctx, run, storedRun{}, func(cur *runs.Run) bool { return cur == nil }); err != nil {

@@ -19,10 +19,10 @@ import (
 // The run read model: each run's summary in the runs bucket, from its
 // first event (running) and again when it ends (folded from its events),
 // and its place in the index's lists — every run by when it started (and
-// by the start of its id: runids.go); by the commit it built, from when
-// its build checked that commit out (it is listed while it runs); and,
-// once it ended, by its status, its digest and its repository, by when it
-// ended.
+// by the start of its id: runids.go); by the commit it builds, from its
+// start when its push named the commit, else from when its build checked
+// the commit out (it is listed while it runs); and, once it ended, by its
+// status, its digest and its repository, by when it ended.
 // GET /v1/runs and the pages read a page of a list and a summary per run,
 // so they cost a page at any history; and a run whose events are past the
 // stream's retention still has its summary.
@@ -88,24 +88,33 @@ func (ri *runIndexer) started(ctx context.Context, m bus.Message) error {
 	return ri.put(ctx, run, seen, func(cur *runs.Run) bool { return cur == nil })
 }
 
-// fileStart files a run in the list of every run, by when it started, and
-// in its id's list (idList).
+// fileStart files a run in the list of every run, by when it started, in
+// its id's list (idList) and, when it names one, in its commit's list.
 func (ri *runIndexer) fileStart(ctx context.Context, run *runs.Run) error {
-	if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), runsAll, idList(run.ID)); err != nil {
+	lists := []string{runsAll, idList(run.ID)}
+	if run.Commit != "" {
+		lists = append(lists, commitList(run.Commit))
+	}
+	if err := ri.index.Append(ctx, run.ID, run.Started, []byte(run.ID), lists...); err != nil {
 		return fmt.Errorf("file run %s: %w", run.ID, err)
 	}
 	return nil
 }
 
 // built files a run in the list of its commit's runs as soon as its build
-// checked the commit out: someone asking what became of a commit they
-// pushed finds the run still pushing. A redelivery files nothing (Append
-// by the run's id).
+// checked the commit out, unless it was filed there as it started (its
+// push named the commit): someone asking what became of a tag they pushed
+// finds the run still pushing. A redelivery files nothing (Append by the
+// run's id).
 func (ri *runIndexer) built(ctx context.Context, m bus.Message, b builtCommit) error {
 	if !events.IsCommitID(b.Commit) {
 		return nil
 	}
 	id := events.RunID(m.Event)
+	seen, err := ri.stored(ctx, id)
+	if err != nil || seen.found && seen.run.Commit == b.Commit {
+		return err
+	}
 	if err := ri.index.Append(ctx, id, m.Event.Time(), []byte(id), commitList(b.Commit)); err != nil {
 		return fmt.Errorf("file run %s: %w", id, err)
 	}
@@ -119,8 +128,8 @@ type builtCommit struct {
 
 // ended stores the summary the run's events fold into and files it by
 // status, digest and repository (and by commit, for a build that failed
-// after its checkout: built filed the others). A redelivery finds it
-// filed.
+// after a checkout its start did not name: started and built filed the
+// others). A redelivery finds it filed.
 func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 	if err := ri.onEnd(ctx, m); err != nil {
 		return err
@@ -140,30 +149,33 @@ func (ri *runIndexer) ended(ctx context.Context, m bus.Message) error {
 	if !run.Done() {
 		return nil // an end the stream holds no more (past retention): nothing to fold
 	}
+	commitFiled := seen.found && seen.run.Commit == run.Commit // as it started
 	if !seen.found {
 		// Its start is not filed yet (another replica's, or a consumer
 		// that fell behind): file it here, which its start then finds.
 		if err := ri.fileStart(ctx, run); err != nil {
 			return err
 		}
+		commitFiled = true
 	}
-	if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), runEndLists(run, m.Name)...); err != nil {
+	lists := runEndLists(run)
+	if m.Name == events.BuildFailed && !commitFiled && events.IsCommitID(run.Commit) {
+		lists = append(lists, commitList(run.Commit)) // checked out, then failed: no build.completed filed it
+	}
+	if err := ri.index.Append(ctx, run.ID, run.Updated, []byte(run.ID), lists...); err != nil {
 		return fmt.Errorf("file run %s: %w", run.ID, err)
 	}
 	return ri.put(ctx, run, seen, func(cur *runs.Run) bool { return cur == nil || !cur.Done() })
 }
 
-// runEndLists are the lists a run that ended with end is filed in.
-func runEndLists(run *runs.Run, end events.Name) []string {
+// runEndLists are the lists an ended run is filed in by how it ended.
+func runEndLists(run *runs.Run) []string {
 	lists := []string{index.List("runs", "status", run.Status)}
 	if _, hex, ok := strings.Cut(run.Digest, ":"); ok {
 		lists = append(lists, index.List("runs", "digest", hex))
 	}
 	if repo := runRepository(run.Target); repo != "" {
 		lists = append(lists, index.List("runs", "repo", repoToken(repo)))
-	}
-	if end == events.BuildFailed && events.IsCommitID(run.Commit) {
-		lists = append(lists, commitList(run.Commit)) // it has no build.completed
 	}
 	return lists
 }

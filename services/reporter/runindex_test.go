@@ -26,11 +26,15 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// seededRuns starts n runs on the bus, the oldest first, and ends them:
-// run i fails its build when i%3 is 0 (once it checked out commit
-// seededCommit(i)), promotes when it is 1 (a
+// seededRuns starts n runs on the bus, the oldest first, then goes on
+// with each in turn (so that a run's start and its next event are far
+// apart in the index): run i fails its build when i%3 is 0 (once it
+// checked out commit seededCommit(i)), promotes when it is 1 (a
 // promotion's run, of digest i%2), and is still running when it is 2
 // (when i%6 is 2, a build's run that built seededCommit(i) and pushes).
+// The builds of runs 3, 2 and 14 mod 12 are a branch's pushes that name
+// their commit as they start, those of 8 mod 12 a tag's whose start names
+// the tag object, and the others' builds are of a directory.
 // It returns the runs' ids and a reporter API whose run index (its own
 // consumer) has filed them.
 func seededRuns(t *testing.T, n int) (*bustest.Server, *httptest.Server, []string) {
@@ -38,68 +42,84 @@ func seededRuns(t *testing.T, n int) (*bustest.Server, *httptest.Server, []strin
 	srv, s := newStore(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	shortDuplicateWindow(ctx, t, srv.JetStream)
 	b := bus.NewBus(srv.JetStream, "/digestline/test")
 	var ids []string
+	starts := map[int]cloudevents.Event{}
+	digests := map[int]string{}
 	for i := range n {
 		id := fmt.Sprintf("run-%03d", i)
 		ids = append(ids, id)
-		switch i % 3 {
-		case 0:
-			start, err := b.Start(ctx, events.BuildRequested, id, "app", bustest.BuildRequest())
-			if err != nil {
-				t.Fatal(err)
-			}
-			f := events.Failure{Target: "registry.local/app:lab", Commit: seededCommit(i), Report: failure.Report{Class: "schema", Stage: "build", Message: "no such directory"}}
-			if _, err := b.Emit(ctx, start, events.BuildFailed, "", f); err != nil {
-				t.Fatal(err)
-			}
-		case 1:
-			start, d := startPromotion(ctx, t, b, id, i)
-			p := events.Promotion{Environment: "dev", Repository: "registry.local/app", Digest: d, PromotedAt: time.Now(), RunID: id}
-			if _, err := b.Emit(ctx, start, events.Promoted, "", p); err != nil {
-				t.Fatal(err)
-			}
-		case 2:
-			if i%6 == 5 {
-				startPromotion(ctx, t, b, id, i)
-				continue
-			}
-			start, err := b.Start(ctx, events.BuildRequested, id, "app", bustest.BuildRequest())
-			if err != nil {
-				t.Fatal(err)
-			}
-			root := v1.Descriptor{MediaType: v1.MediaTypeImageManifest, Digest: digest.FromString(id), Size: 1}
-			built := events.BuildResult{Target: "registry.local/app:lab", Graph: oci.Graph{Root: root, Descriptors: []v1.Descriptor{root}},
-				BlobStore: events.BlobBucket, Commit: seededCommit(i)}
-			if _, err := b.Emit(ctx, start, events.BuildCompleted, "", built); err != nil {
-				t.Fatal(err)
-			}
+		if i%3 == 1 || i%6 == 5 {
+			starts[i], digests[i] = startPromotion(ctx, t, b, id, i)
+			continue
 		}
+		req := bustest.BuildRequest()
+		switch {
+		case i%6 == 3 || i%12 == 2:
+			req.Source = events.Source{Kind: events.SourceGit, URL: "https://git.example/app.git", Rev: seededCommit(i), Ref: "refs/heads/main"}
+		case i%12 == 8:
+			req.Source = events.Source{Kind: events.SourceGit, URL: "https://git.example/app.git", Rev: strings.Repeat("e", 40), Ref: "refs/tags/v1"}
+		}
+		start, err := b.Start(ctx, events.BuildRequested, id, "app", req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		starts[i] = start
 	}
-
 	ri, err := openRunIndexer(ctx, srv.JetStream, s.index)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = ri.router(b).Run(ctx) }()
+	// Every start filed, and forgotten by the duplicate window, before
+	// the runs go on.
+	waitFiled(ctx, t, ri, api.RunQuery{}, n)
+	time.Sleep(duplicateWindow + 50*time.Millisecond)
+	for i := range n {
+		var name events.Name
+		var data any
+		switch {
+		case i%3 == 0:
+			name, data = events.BuildFailed, events.Failure{Target: "registry.local/app:lab", Commit: seededCommit(i),
+				Report: failure.Report{Class: "schema", Stage: "build", Message: "no such directory"}}
+		case i%3 == 1:
+			name, data = events.Promoted, events.Promotion{Environment: "dev", Repository: "registry.local/app", Digest: digests[i], PromotedAt: time.Now(), RunID: ids[i]}
+		case i%6 == 2:
+			root := v1.Descriptor{MediaType: v1.MediaTypeImageManifest, Digest: digest.FromString(ids[i]), Size: 1}
+			name, data = events.BuildCompleted, events.BuildResult{Target: "registry.local/app:lab", Graph: oci.Graph{Root: root, Descriptors: []v1.Descriptor{root}},
+				BlobStore: events.BlobBucket, Commit: seededCommit(i)}
+		default:
+			continue
+		}
+		if _, err := b.Emit(ctx, starts[i], name, "", data); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	r := &reporter{cfg: Config{Deps: service.Deps{JetStream: srv.JetStream}, Environments: []string{"dev"}}, store: s, runs: ri}
 	hs := httptest.NewServer(r.routes())
 	t.Cleanup(hs.Close)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		p, err := ri.page(ctx, api.RunQuery{ListQuery: api.ListQuery{Limit: n}, Status: runs.Promoted})
+	waitFiled(ctx, t, ri, api.RunQuery{Status: runs.Promoted}, (n+1)/3)
+	return srv, hs, ids
+}
+
+// waitFiled waits until the run index lists want runs for q.
+func waitFiled(ctx context.Context, t *testing.T, ri *runIndexer, q api.RunQuery, want int) {
+	t.Helper()
+	q.Limit = api.MaxLimit
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		p, err := ri.page(ctx, q)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(p.Items) == (n+1)/3 {
-			break
+		if len(p.Items) == want {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d promoted runs filed, want %d", len(p.Items), (n+1)/3)
+			t.Fatalf("%d runs filed for %+v, want %d", len(p.Items), q, want)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	return srv, hs, ids
 }
 
 // startPromotion starts seededRuns's run i, a promotion of digest i%2 to
@@ -112,6 +132,25 @@ func startPromotion(ctx context.Context, t *testing.T, b *bus.Bus, id string, i 
 		t.Fatal(err)
 	}
 	return start, d
+}
+
+// duplicateWindow is the shortest the server takes.
+const duplicateWindow = 100 * time.Millisecond
+
+// shortDuplicateWindow makes the index forget appends' ids soon: a run
+// filed twice in a list then shows twice, as it would when its start and
+// its end are more than the window apart.
+func shortDuplicateWindow(ctx context.Context, t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	st, err := js.Stream(ctx, events.IndexStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Duplicates = duplicateWindow
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // seededCommit is the commit seededRuns's run i checked out: one of four.
@@ -161,15 +200,23 @@ func TestRunsPageNewestFirstByStatusAndDigest(t *testing.T) {
 		{"status=running", func(i int) bool { return i%3 == 2 }},
 		{"digest=" + fmt.Sprintf("sha256:%064x", 1), func(i int) bool { return i%3 == 1 && i%2 == 1 }},
 		{"repo=registry.local/app&status=promoted", func(i int) bool { return i%3 == 1 }},
+		// By commit, each run once, filed when it named the commit: as it
+		// started (a branch's push), once built (a tag's), or as its build
+		// failed (a directory's, in this test); running ones too.
+		{"commit=" + seededCommit(0), func(i int) bool { return (i%3 == 0 || i%6 == 2) && i%4 == 0 }},
 		{"commit=" + seededCommit(1), func(i int) bool { return i%3 == 0 && i%4 == 1 }},
 		{"commit=" + strings.ToUpper(seededCommit(2)) + "&status=failed", func(i int) bool { return i%3 == 0 && i%4 == 2 }},
-		{"commit=" + seededCommit(2), func(i int) bool { return (i%3 == 0 || i%6 == 2) && i%4 == 2 }}, // still running too
+		{"commit=" + seededCommit(2), func(i int) bool { return (i%3 == 0 || i%6 == 2) && i%4 == 2 }},
 		{"commit=" + seededCommit(2) + "&status=running", func(i int) bool { return i%6 == 2 && i%4 == 2 }},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			q, _ := url.ParseQuery(tc.query)
 			q.Set("limit", "5")
-			if got, want := runPages(t, hs.URL, q), want(tc.keep); !slices.Equal(got, want) {
+			got, want := runPages(t, hs.URL, q), want(tc.keep)
+			if q.Has("commit") { // newest filed first, not started
+				got, want = slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))
+			}
+			if !slices.Equal(got, want) {
 				t.Errorf("\n got %v\nwant %v", got, want)
 			}
 		})
