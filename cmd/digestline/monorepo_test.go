@@ -89,6 +89,17 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 			{Name: "bitbucket", Format: notifier.FormatBitbucketServerStatus, URL: forgeAPI.URL, Forge: "bitbucket.example", Kinds: []string{notifier.KindStatus}},
 		}
 	})
+	// CI follows the commit's runs as it pushes, before the forge's
+	// webhook is delivered.
+	type result struct {
+		out string
+		err error
+	}
+	followed := make(chan result, 1)
+	go func() { // the test waits for it below
+		out, err := cliErr(t, "run", "follow", "--commit", sha, "--timeout", "2m", "--api", s.APIURL)
+		followed <- result{out, err}
+	}()
 	body, _ := json.Marshal(map[string]any{"ref": "refs/heads/main", "after": sha,
 		"repository": map[string]string{"full_name": "acme/mono", "clone_url": "https://github.example/acme/mono.git"}})
 	code, acc := e2etest.SendGitHub(t, s.WebhookURL+"/webhooks/github", e2etest.SignGitHub(e2etest.WebhookSecret, body), "mono-1", body)
@@ -119,6 +130,15 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 		if ends[target] != end {
 			t.Errorf("%s ended %q, want %q (all: %v)", target, ends[target], end, ends)
 		}
+	}
+	// The follow printed how each run ended, and exits 2 for the worker's.
+	f := <-followed
+	var exit *exitCodeError
+	if !errors.As(f.err, &exit) || exit.code != 2 || !strings.Contains(f.err.Error(), "1 of the 3 runs of commit "+sha[:12]+" failed") ||
+		!strings.Contains(f.out, regAddr+"/acme/api:main: promoted dev "+regAddr+"/acme/api@") || !strings.Contains(f.out, ", built from commit "+sha[:12]) ||
+		!strings.Contains(f.out, regAddr+"/acme/web:main: promoted dev") ||
+		!strings.Contains(f.out, regAddr+"/acme/worker:main: failed: build.failed: input error at build") {
+		t.Errorf("run follow --commit %s: %v\n%s\nwant each run's end, and exit 2 naming the worker's", sha, f.err, f.out)
 	}
 
 	// The commit's statuses: one context per image, pending, then how its

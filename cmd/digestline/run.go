@@ -25,6 +25,7 @@ type runOptions struct {
 	api     apiOptions
 	asJSON  bool
 	timeout time.Duration
+	commit  string
 }
 
 func newRunCommand() *cobra.Command {
@@ -44,15 +45,24 @@ func newRunCommand() *cobra.Command {
 	o.api.addFlags(cmd.PersistentFlags())
 	show.Flags().BoolVar(&o.asJSON, "json", false, "print the run (steps, status, trace id) as JSON")
 	follow := &cobra.Command{
-		Use:   "follow RUNID",
-		Short: "Print a run's lines from its start and live until it ends; exits 0 when promoted or superseded, 2 when it failed or was rejected",
-		Args:  cobra.ExactArgs(1),
+		Use:   "follow RUNID | --commit SHA",
+		Short: "Print a run's lines from its start and live until it ends, or how each run of a commit ends; exits 0 when promoted or superseded, 2 when one failed or was rejected",
+		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case o.commit != "" && len(args) > 0:
+				return errors.New("follow a run or a commit's runs, not both: give RUNID or --commit")
+			case o.commit != "":
+				return o.followCommit(cmd.Context(), o.commit, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			case len(args) == 0:
+				return errors.New("which run? give its id (digestline run list lists them), or --commit SHA for every run of a commit")
+			}
 			return o.follow(cmd.Context(), args[0], cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	follow.Flags().DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up following after this long")
-	follow.Flags().BoolVar(&o.asJSON, "json", false, "print each of the run's events as a JSON line (structured CloudEvents)")
+	follow.Flags().BoolVar(&o.asJSON, "json", false, "print each of the run's events as a JSON line (structured CloudEvents); with --commit, each run's summary as it ends")
+	follow.Flags().StringVar(&o.commit, "commit", "", "follow every run of this git commit (its full id: git rev-parse HEAD) until each has ended, waiting for the first")
 	cmd.AddCommand(newRunListCommand(&o.api), show, follow)
 	return cmd
 }

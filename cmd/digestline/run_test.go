@@ -80,6 +80,28 @@ func TestRunFollowSaysWhichServiceARunWaitsFor(t *testing.T) {
 	}
 }
 
+// run follow --commit waits for a commit's runs, and gives up saying what
+// to check when none comes; what it cannot follow it refuses at once.
+func TestFollowingACommitNoPushBuiltSaysWhatToCheck(t *testing.T) {
+	s, _ := e2etest.StartStack(t)
+	commit := strings.Repeat("5e", 20)
+	out, err := cliErr(t, "run", "follow", "--commit", commit, "--timeout", "1500ms", "--api", s.APIURL)
+	if err == nil || !strings.Contains(err.Error(), "no run of commit "+commit[:12]+" came") || !strings.Contains(err.Error(), "webhook") ||
+		!strings.Contains(out, "waiting for the first") {
+		t.Errorf("following a commit no push built: %v\n%s", err, out)
+	}
+	for args, want := range map[string]string{
+		"run follow":                          "which run?",
+		"run follow 0ld0 --commit " + commit:  "not both",
+		"run follow --commit " + commit[:12]:  "not a full commit id",
+		"run follow --commit " + commit + "z": "not a full commit id",
+	} {
+		if _, err := cliErr(t, append(strings.Fields(args), "--api", s.APIURL)...); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", args, err, want)
+		}
+	}
+}
+
 // run list and the runs page find runs, newest first, a page at a time:
 // by status (a rejected one among promoted ones), by repository and by
 // time, each with enough of its id for run show; a bad filter says what

@@ -109,6 +109,21 @@ func (e *Error) Error() string {
 // Done reports whether the run has ended.
 func (r *Run) Done() bool { return r.Status != "" && r.Status != Running }
 
+// Outcome is how an ended run ended, as a person reads it: the promoted
+// line, what superseded it, or its failure with what to do next; "" while
+// it runs.
+func (r *Run) Outcome() string {
+	switch {
+	case !r.Done():
+		return ""
+	case r.Promotion != nil:
+		return strings.Join(promotedLines(*r.Promotion), "\n")
+	case r.Err != nil:
+		return r.Status + ": " + r.Err.Error()
+	}
+	return r.Status + ": " + r.Detail
+}
+
 // WaitLine is the line a follower prints when a run has had no event for
 // quiet and waits for a service that is not running, why (the reporter's
 // runs.Run.Waiting, or the bus's own answer).
