@@ -263,6 +263,16 @@ func pushATagOfTheMonorepo(t *testing.T, s *e2etest.Stack, forge *statusesSent, 
 	if slices.Sort(listed); !slices.Equal(listed, slices.Sorted(slices.Values(ids))) {
 		t.Errorf("GET /v1/runs?commit= lists %v, want the tag's runs %v", listed, ids)
 	}
+	// The push named the tag object: its runs are listed under that id
+	// too (from their start), and CI follows them by it.
+	if s.GetJSON(t, "/v1/runs?commit="+tagObject, &page) != http.StatusOK || len(page.Items) != len(ids) {
+		t.Errorf("GET /v1/runs?commit=%s (the tag object the push named) lists %d runs, want the tag's %d", tagObject, len(page.Items), len(ids))
+	}
+	out, err := cliErr(t, "run", "follow", "--commit", tagObject, "--timeout", "1m", "--api", s.APIURL)
+	var exit *exitCodeError
+	if !errors.As(err, &exit) || exit.code != 2 || strings.Count(out, "[RUN] ") != len(ids) || !strings.Contains(out, "acme/worker:v1.0.0: failed") {
+		t.Errorf("run follow --commit %s (the tag object): %v\n%s\nwant the tag's runs' ends, and exit 2 for the worker's", tagObject, err, out)
+	}
 	html := getPage(t, s.APIURL+"/runs?commit="+release)
 	for _, id := range ids {
 		if !strings.Contains(html, "runs of commit <code>"+release+"</code>") || !strings.Contains(html, "/runs/"+id) ||
@@ -270,7 +280,7 @@ func pushATagOfTheMonorepo(t *testing.T, s *e2etest.Stack, forge *statusesSent, 
 			t.Errorf("the page of the commit's runs does not list run %s, and each run's commit:\n%s", id, html)
 		}
 	}
-	out, err := cliErr(t, "run", "list", "--commit", release, "--status", "failed", "--api", s.APIURL)
+	out, err = cliErr(t, "run", "list", "--commit", release, "--status", "failed", "--api", s.APIURL)
 	if err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(out, "acme/worker:v1.0.0") {
 		t.Errorf("run list --commit %s --status failed: %v\n%s\nwant the worker's run alone", release, err, out)
 	}

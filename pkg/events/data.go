@@ -116,12 +116,13 @@ func withoutCredential(raw string) string {
 	return u.String()
 }
 
-// Commit is the commit a git source names for certain before it is
-// checked out: Rev, when it is a full commit id and Ref names no tag (a
-// tag's push may name the tag object rather than its commit); "" for any
-// other source.
-func (s Source) Commit() string {
-	if s.Kind != SourceGit || strings.HasPrefix(s.Ref, "refs/tags/") || !IsCommitID(s.Rev) {
+// Revision is the git object a source's push named, before it is checked
+// out: Rev, when it is an object's full id (IsCommitID). For a branch's
+// push that is the commit the build checks out; for a tag's, the commit
+// it tags or, for an annotated tag from Bitbucket Data Center or Azure
+// DevOps, the tag object itself. "" for any other source.
+func (s Source) Revision() string {
+	if s.Kind != SourceGit || !IsCommitID(s.Rev) {
 		return ""
 	}
 	return s.Rev

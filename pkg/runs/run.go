@@ -33,7 +33,8 @@ type Run struct {
 	Source string `json:"source,omitempty"`
 	// Commit is the commit a git source's build checked out (what its
 	// branch or tag named then), once built or failed after the checkout;
-	// from the start for a push that names it (events.Source.Commit).
+	// before that, what its push named (events.Source.Revision): the
+	// commit, or an annotated tag's own id from the forges that send it.
 	Commit string `json:"commit,omitempty"`
 	// TraceID is the run's trace (W3C, 32 hex digits), from the
 	// traceparent its events carry; "" when they carry none.
@@ -227,7 +228,7 @@ func (r *Run) start(ev cloudevents.Event, name events.Name, at time.Time) []stri
 	switch name {
 	case events.BuildRequested:
 		if req, err := events.Decode[events.BuildRequest](ev); err == nil {
-			r.Target, r.Source, r.Commit = req.Target, req.Source.String(), req.Source.Commit()
+			r.Target, r.Source, r.Commit = req.Target, req.Source.String(), req.Source.Revision()
 		}
 	case events.PromotionRequested:
 		if req, err := events.Decode[events.PromotionRequest](ev); err == nil {

@@ -129,8 +129,8 @@ func TestARunSaysWhatItBuildsFrom(t *testing.T) {
 
 // A run of a git source names the commit its build checked out: from
 // build.completed, or from build.failed when the build failed after its
-// checkout (a push names a tag, maybe by the annotated tag's own id), or
-// from its start when it names a commit a branch's push built.
+// checkout; before that, what its push named in full (a tag's push may
+// name the annotated tag's own id).
 func TestARunNamesTheCommitItsBuildCheckedOut(t *testing.T) {
 	commit := strings.Repeat("c0", 20)
 	start, err := events.NewEvent("/t", events.BuildRequested, "run-1", "app", events.BuildRequest{Target: "r.example/app:v1",
@@ -151,8 +151,8 @@ func TestARunNamesTheCommitItsBuildCheckedOut(t *testing.T) {
 	for end, ev := range map[events.Name]cloudevents.Event{events.BuildCompleted: built, events.BuildFailed: failed} {
 		run := &runs.Run{}
 		run.Add(start, events.BuildRequested)
-		if run.Commit != "" {
-			t.Fatalf("before it is built the run names commit %q", run.Commit)
+		if want := strings.Repeat("7a", 20); run.Commit != want {
+			t.Fatalf("before it is built the run names %q, want what its push named, %s", run.Commit, want)
 		}
 		run.Add(ev, end)
 		if run.Commit != commit {
@@ -160,12 +160,14 @@ func TestARunNamesTheCommitItsBuildCheckedOut(t *testing.T) {
 		}
 	}
 
-	// A branch's push names its commit, which the build checks out: the
-	// run names it from its start.
+	// A push names the commit (or the tag object) in full: the run names
+	// it from its start; a branch's name or a short id it does not.
 	for src, want := range map[events.Source]string{
 		{Kind: events.SourceGit, URL: "https://git.example/app.git", Ref: "refs/heads/main", Rev: commit}: commit,
+		{Kind: events.SourceGit, URL: "https://git.example/app.git", Ref: "refs/tags/v1", Rev: commit}:    commit,
 		{Kind: events.SourceGit, URL: "https://git.example/app.git", Rev: commit}:                         commit,
 		{Kind: events.SourceGit, URL: "https://git.example/app.git", Ref: "refs/heads/main", Rev: "main"}: "",
+		{Kind: events.SourceGit, URL: "https://git.example/app.git", Rev: commit[:12]}:                    "",
 		{Kind: events.SourceGit, URL: "https://git.example/app.git", Rev: strings.ToUpper(commit)}:        "",
 	} {
 		start, err := events.NewEvent("/t", events.BuildRequested, "run-2", "app", events.BuildRequest{Target: "r.example/app:main", Source: src})

@@ -136,7 +136,7 @@ func (s *sender) pushedCommit(ctx context.Context, m bus.Message) (c commit, ok 
 	if ref, err := name.ParseReference(req.Target); err == nil {
 		image = ref.Context().RepositoryStr() // without the registry (host:port) and the tag
 	}
-	c = commit{host: host, repo: repo, sha: req.Source.Commit(), image: image}
+	c = commit{host: host, repo: repo, sha: req.Source.Revision(), image: image}
 	if !strings.HasPrefix(req.Source.Ref, "refs/tags/") {
 		return c, repo != "" && c.sha != "", nil
 	}

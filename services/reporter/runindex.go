@@ -319,10 +319,12 @@ func (ri *runIndexer) page(ctx context.Context, q api.RunQuery) (api.Page[*runs.
 	return out, nil
 }
 
-// runMatches reports whether run passes q's filters.
+// runMatches reports whether run passes q's filters. A commit's runs are
+// its list's: the list of an annotated tag's id, which a push may name,
+// holds runs that name the tag's commit once built.
 func runMatches(q api.RunQuery, run *runs.Run) bool {
 	return (q.Status == "" || q.Status == run.Status) && (q.Digest == "" || q.Digest == run.Digest) &&
-		(q.Repo == "" || q.Repo == runRepository(run.Target)) && (q.Commit == "" || q.Commit == run.Commit)
+		(q.Repo == "" || q.Repo == runRepository(run.Target))
 }
 
 // recent is the newest limit runs (the front page's).

@@ -208,6 +208,9 @@ func TestRunsPageNewestFirstByStatusAndDigest(t *testing.T) {
 		{"commit=" + strings.ToUpper(seededCommit(2)) + "&status=failed", func(i int) bool { return i%3 == 0 && i%4 == 2 }},
 		{"commit=" + seededCommit(2), func(i int) bool { return (i%3 == 0 || i%6 == 2) && i%4 == 2 }},
 		{"commit=" + seededCommit(2) + "&status=running", func(i int) bool { return i%6 == 2 && i%4 == 2 }},
+		// The tag's pushes named the tag object: their runs are listed
+		// under it too, from their start.
+		{"commit=" + strings.Repeat("e", 40), func(i int) bool { return i%12 == 8 }},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			q, _ := url.ParseQuery(tc.query)
