@@ -19,10 +19,11 @@ import (
 // The run read model: each run's summary in the runs bucket, from its
 // first event (running) and again when it ends (folded from its events),
 // and its place in the index's lists — every run by when it started (and
-// by the start of its id: runids.go); by the commit it builds, from its
-// start when its push named the commit, else from when its build checked
-// the commit out (it is listed while it runs); and, once it ended, by its
-// status, its digest and its repository, by when it ended.
+// by the start of its id: runids.go); by commit, from its start under
+// the object its push named in full and, once built, under the commit it
+// checked out when that differs (it is listed while it runs); and, once
+// it ended, by its status, its digest and its repository, by when it
+// ended.
 // GET /v1/runs and the pages read a page of a list and a summary per run,
 // so they cost a page at any history; and a run whose events are past the
 // stream's retention still has its summary.
@@ -101,11 +102,11 @@ func (ri *runIndexer) fileStart(ctx context.Context, run *runs.Run) error {
 	return nil
 }
 
-// built files a run in the list of its commit's runs as soon as its build
-// checked the commit out, unless it was filed there as it started (its
-// push named the commit): someone asking what became of a tag they pushed
-// finds the run still pushing. A redelivery files nothing (Append by the
-// run's id).
+// built files a run in the list of the commit its build checked out,
+// unless it was filed there as it started (its push named that commit):
+// an annotated tag's push that named the tag object (Bitbucket Data
+// Center, Azure DevOps) has its runs listed by their commit too, while
+// they push. A redelivery files nothing (Append by the run's id).
 func (ri *runIndexer) built(ctx context.Context, m bus.Message, b builtCommit) error {
 	if !events.IsCommitID(b.Commit) {
 		return nil
@@ -180,8 +181,8 @@ func runEndLists(run *runs.Run) []string {
 	return lists
 }
 
-// commitList is the list of the runs that built commit, by when they
-// checked it out.
+// commitList is the list of the runs filed by commit (a commit's full id,
+// or a tag object's that a push named), by when they were filed.
 func commitList(commit string) string { return index.List("runs", "commit", commit) }
 
 // runRepository is the repository of a run's target ("" when it names none).
@@ -268,7 +269,7 @@ func (ri *runIndexer) summary(ctx context.Context, id string) (*runs.Run, error)
 }
 
 // page reads a page of runs, newest first: every run by when it started;
-// filtered by commit, the runs that checked it out, by when they did; or,
+// filtered by commit, the runs filed by it (commitList), by when; or,
 // filtered by status, digest or repository, the runs that ended so, by
 // when they ended.
 func (ri *runIndexer) page(ctx context.Context, q api.RunQuery) (api.Page[*runs.Run], error) {
