@@ -411,6 +411,44 @@ func TestAMonorepoRuleWithPathsBuildsWhatAPushChanged(t *testing.T) {
 			t.Errorf("%s built %v, want %v", c.name, c.got, c.want)
 		}
 	}
+
+	// CI follows a commit's runs: the pushes' record names them all, and
+	// each ended promoted or superseded.
+	if out, err := cliErr(t, "run", "follow", "--commit", second, "--timeout", "2m", "--api", s.APIURL); err != nil ||
+		!strings.Contains(out, "/acme/all:main: ") || !strings.Contains(out, "/acme/web:main: ") || !strings.Contains(out, "every run of commit "+second[:12]+" ended well") {
+		t.Errorf("run follow --commit %s: %v\n%s", second, err, out)
+	}
+	// A commit whose push builds nothing ends the follow at once, saying
+	// why, though the follow began before the forge delivered the push.
+	write("docs.md", "docs")
+	skip := commit("docs [skip ci]")
+	type result struct {
+		out string
+		err error
+	}
+	followed := make(chan result, 1)
+	go func() { // the test waits for it below
+		out, err := cliErr(t, "run", "follow", "--commit", skip, "--timeout", "1m", "--api", s.APIURL)
+		followed <- result{out, err}
+	}()
+	time.Sleep(2 * commitPoll) // the follow finds nothing yet
+	if got := github("skip", third, skip, map[string]any{"head_commit": map[string]string{"id": skip, "message": "docs [skip ci]"}},
+		commitFiles{[]string{"docs.md"}, []string{}, []string{}}); got != nil {
+		t.Errorf("a [skip ci] commit built %v", got)
+	}
+	if f := <-followed; f.err != nil || !strings.Contains(f.out, "waiting for the first") ||
+		!strings.Contains(f.out, "the push of commit "+skip[:12]+" built nothing: the pushed commit's message says [skip ci]") {
+		t.Errorf("run follow --commit of a [skip ci] commit: %v\n%s", f.err, f.out)
+	}
+	var p api.Push
+	if code := s.GetJSON(t, "/v1/pushes/"+second, &p); code != http.StatusOK || len(p.Runs) != 2 || len(p.Ignored) != 0 {
+		t.Errorf("GET /v1/pushes/%s: %d %+v, want its push's two runs", second, code, p)
+	}
+	for commit, want := range map[string]int{skip[:12]: http.StatusBadRequest, strings.Repeat("9", 40): http.StatusNotFound} {
+		if code := s.GetJSON(t, "/v1/pushes/"+commit, &p); code != want {
+			t.Errorf("GET /v1/pushes/%s: %d, want %d", commit, code, want)
+		}
+	}
 }
 
 // imageFiles lists a flattened image's files, sorted.

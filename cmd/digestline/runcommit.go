@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -22,9 +23,12 @@ const commitPoll = time.Second
 // as each run is found and one as it ends (with --json, each ended run's
 // summary as a JSON line); it exits 2 when any failed or was refused. The
 // runs are those GET /v1/runs?commit= lists. It waits for the first (the
-// push's webhook may still be on its way), and once every run listed has
-// ended it asks once more, so that a run the same push started a moment
-// later is followed too.
+// push's webhook may still be on its way), and knows it has seen them all
+// from what the webhooks recorded of the commit's pushes (GET
+// /v1/pushes/{commit}): their runs, or why they built none, which ends
+// the follow at once. Without that record (runs a CloudEvent started), it
+// asks once more after every run listed has ended, so that a run started
+// a moment later is followed too.
 func (o *runOptions) followCommit(ctx context.Context, commit string, out, errOut io.Writer) error {
 	commit = strings.ToLower(commit)
 	if !events.IsCommitID(commit) {
@@ -45,23 +49,51 @@ func (o *runOptions) followCommit(ctx context.Context, commit string, out, errOu
 	tick := time.NewTicker(commitPoll)
 	defer tick.Stop()
 	for settled := false; ; {
-		list, err := commitRuns(ctx, c, commit)
+		done, err := f.poll(ctx, c, commit, settled)
 		if err != nil && ctx.Err() == nil {
 			return err
 		}
-		if err == nil {
-			allEnded := f.saw(list)
-			if allEnded && settled {
-				return f.result(commit)
+		if err == nil && done {
+			if len(f.ended) == 0 {
+				return nil // the pushes built nothing, and f said why
 			}
-			settled = allEnded
+			return f.result(commit)
 		}
+		settled = err == nil && len(f.ended) > 0 && !f.running()
 		select {
 		case <-ctx.Done():
 			return f.notEnded(commit, ctx.Err())
 		case <-tick.C:
 		}
 	}
+}
+
+// poll reads the commit's runs and prints what is new, and reports
+// whether following is done: every run ended, and the webhooks' record of
+// the commit's pushes names no other (without a record, every run ended
+// at the poll before too: settled), or no run and the pushes built
+// nothing.
+func (f *commitFollower) poll(ctx context.Context, c *apiClient, commit string, settled bool) (bool, error) {
+	list, err := commitRuns(ctx, c, commit)
+	if err != nil {
+		return false, err
+	}
+	allEnded := f.saw(list)
+	if len(list) > 0 && !allEnded {
+		return false, nil
+	}
+	var p api.Push
+	code, err := c.do(ctx, http.MethodGet, "/v1/pushes/"+commit, nil, &p)
+	switch {
+	case code == http.StatusNotFound: // no delivery recorded (yet): runs a CloudEvent started, say
+		return allEnded && settled, nil
+	case err != nil:
+		return false, err
+	case len(list) == 0 && len(p.Runs) == 0 && len(p.Ignored) > 0:
+		fmt.Fprintf(f.notes, "the push of commit %s built nothing: %s\n", commit[:12], strings.Join(p.Ignored, "; "))
+		return true, nil
+	}
+	return allEnded && !slices.ContainsFunc(p.Runs, func(id string) bool { _, found := f.ended[id]; return !found }), nil
 }
 
 // commitRuns reads every run of commit, newest filed first.
@@ -133,6 +165,11 @@ func (f *commitFollower) result(commit string) error {
 	}
 	return &exitCodeError{code: 2, err: fmt.Errorf("%d of the %d runs of commit %s failed or were refused: %s (digestline run show RUNID says why)",
 		len(f.failed), len(f.ended), commit[:12], strings.Join(f.failed, ", "))}
+}
+
+// running reports whether a run found has not ended.
+func (f *commitFollower) running() bool {
+	return slices.Contains(slices.Collect(maps.Values(f.ended)), false)
 }
 
 // notEnded is the error of a follow that gave up before every run ended.

@@ -67,6 +67,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		{Bucket: events.NotifiedBucket, Description: "the notifications each webhook was sent", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.Events.MaxAge},
 		{Bucket: events.ControlsBucket, Description: "pins and freezes of environments, until they end or someone lifts them", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		{Bucket: events.RunsBucket, Description: "each run's summary, as it started and as it ended", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.History.MaxAge},
+		{Bucket: events.PushesBucket, Description: "what the webhooks' deliveries of each commit started: its runs, or why none", Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.Events.MaxAge},
 		{Bucket: events.WatchesBucket, Description: "each watched repository's tags, and the digest each was last admitted at", Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}
 	for _, cfg := range buckets {

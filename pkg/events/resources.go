@@ -36,6 +36,10 @@ const (
 	// (package notifier), as long as the events: an event stored twice,
 	// or delivered again, is sent once.
 	NotifiedBucket = "DIGESTLINE_NOTIFIED"
+	// PushesBucket holds what the webhooks' deliveries of each commit
+	// started (api.Push), by the commit the push named, as long as the
+	// events: what `run follow --commit` waits for.
+	PushesBucket = "DIGESTLINE_PUSHES"
 	// WatchesBucket holds each watched repository's tags as last read, and
 	// the digest each tag was last admitted at (the builder's watches).
 	WatchesBucket = "DIGESTLINE_WATCHES"

@@ -300,6 +300,7 @@ func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery stri
 	}
 	var accepted []WebhookAccepted
 	var ignored []string
+	var record []pushStarted
 	for _, p := range pushes {
 		reqs, why, err := h.buildRequests(p)
 		if err != nil {
@@ -308,8 +309,10 @@ func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery stri
 		}
 		if why != "" {
 			ignored = append(ignored, why)
+			record = append(record, pushStarted{commit: p.sha, why: why})
 			continue
 		}
+		started := pushStarted{commit: p.sha}
 		for _, req := range reqs {
 			id := delivery
 			if len(pushes) > 1 {
@@ -324,7 +327,13 @@ func (h *Webhooks) request(w http.ResponseWriter, r *http.Request, delivery stri
 				return
 			}
 			accepted = append(accepted, acc)
+			started.runs = append(started.runs, acc.RunID)
 		}
+		record = append(record, started)
+	}
+	if err := h.recordPushes(r.Context(), record); err != nil {
+		reply(w, http.StatusServiceUnavailable, err.Error())
+		return
 	}
 	if len(accepted) == 0 {
 		reply(w, http.StatusOK, "ignored: "+cmp.Or(strings.Join(ignored, "; "), "a deleted ref builds nothing"))

@@ -5,16 +5,20 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/digestline/digestline/pkg/api"
 	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/bus/bustest"
 	"github.com/digestline/digestline/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestWebhooksWithoutSecretSayWhy: with no secret configured every
@@ -168,6 +172,56 @@ func TestAPushThatChangesNoRulesPathsBuildsNothing(t *testing.T) {
 	rec = sendGitHub(mux, "push", "d2", "s3cret", big)
 	if len(big) < 2<<20 || rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "the push changed no file") {
 		t.Errorf("a push of %d bytes: %d %s", len(big), rec.Code, rec.Body)
+	}
+}
+
+// What each push of a commit started is recorded by the commit: the runs
+// of one that built, why one built nothing, each once however often the
+// forge delivers it; a deleted branch records nothing.
+func TestEachPushOfACommitIsRecordedWithWhatItStarted(t *testing.T) {
+	srv := bustest.NewServer(t)
+	mux := http.NewServeMux()
+	NewWebhooks(WebhookConfig{Secret: "s3cret", Repositories: []WebhookRule{
+		{Match: "acme/mono", Image: "r.example/acme/api", Dir: "services/api", Paths: []string{"services/api/**"}},
+	}}, bus.NewBus(srv.JetStream, "/digestline/test"), nil, nil).Register(mux)
+	commit := strings.Repeat("2", 40)
+	push := func(delivery, file string) *httptest.ResponseRecorder {
+		return sendGitHub(mux, "push", delivery, "s3cret", `{"ref":"refs/heads/main","before":"`+strings.Repeat("1", 40)+`","after":"`+commit+`",
+			"repository":{"full_name":"acme/mono","clone_url":"https://github.example/acme/mono.git"},"commits":[{"added":[],"removed":[],"modified":["`+file+`"]}]}`)
+	}
+	kv, err := srv.JetStream.KeyValue(t.Context(), events.PushesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := func() api.Push {
+		t.Helper()
+		var p api.Push
+		e, err := kv.Get(t.Context(), commit)
+		if err != nil || json.Unmarshal(e.Value(), &p) != nil {
+			t.Fatalf("the record of %s: %v", commit, err)
+		}
+		return p
+	}
+	for range 2 { // delivered again
+		if rec := push("docs", "README.md"); rec.Code != http.StatusOK {
+			t.Fatalf("a push outside the rule's paths: %d %s", rec.Code, rec.Body)
+		}
+	}
+	if p := recorded(); len(p.Runs) != 0 || len(p.Ignored) != 1 || !strings.Contains(p.Ignored[0], "the push changed no file the paths of r.example/acme/api name") {
+		t.Errorf("a push that built nothing is recorded as %+v, want why, once", p)
+	}
+	var acc WebhookAccepted
+	if rec := push("api", "services/api/main.go"); rec.Code != http.StatusAccepted || json.Unmarshal(rec.Body.Bytes(), &acc) != nil {
+		t.Fatalf("a push that builds: %d %s", rec.Code, rec.Body)
+	}
+	if p := recorded(); p.Commit != commit || !slices.Equal(p.Runs, []string{acc.RunID}) || len(p.Ignored) != 1 {
+		t.Errorf("the commit pushed again, building: %+v, want run %s and the first push's reason", p, acc.RunID)
+	}
+	deleted := `{"ref":"refs/heads/gone","before":"` + commit + `","after":"` + strings.Repeat("0", 40) + `","deleted":true,
+		"repository":{"full_name":"acme/mono","clone_url":"https://github.example/acme/mono.git"},"commits":[]}`
+	sendGitHub(mux, "push", "gone", "s3cret", deleted)
+	if _, err := kv.Get(t.Context(), strings.Repeat("0", 40)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("a deleted branch was recorded: %v", err)
 	}
 }
 

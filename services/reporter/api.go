@@ -50,6 +50,7 @@ func (r *reporter) routes() http.Handler {
 	mux.HandleFunc("GET /v1/runs", r.listRuns)
 	mux.HandleFunc("GET /v1/runs/{runid}", r.getRun)
 	mux.HandleFunc("GET /v1/runs/{runid}/summary", r.getRunSummary)
+	mux.HandleFunc("GET /v1/pushes/{commit}", r.getPush)
 	mux.HandleFunc("GET /v1/dlq", r.listDeadLetters)
 	mux.HandleFunc("POST /v1/dlq/{seq}/replay", r.replayDeadLetter)
 	return service.JSONErrors("/v1/", mux)

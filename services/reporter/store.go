@@ -25,6 +25,7 @@ type store struct {
 	verified   jetstream.KeyValue // <repo>.<hex>: a verified digest
 	history    jetstream.KeyValue // h.<env>.<repo>.<event id>: promotions and rejections; d.<event id>: decisions
 	controls   jetstream.KeyValue // pin.<env>.<repo>: an environment's pin (controls.go); upgrade.<name>: an upgrade done
+	pushes     jetstream.KeyValue // <commit>: what the webhooks' deliveries of it started (the builder writes it)
 	index      *index.Index       // the history's lists, read a page at a time (history.go)
 }
 
@@ -32,7 +33,7 @@ func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
 	s := &store{}
 	for bucket, kv := range map[string]*jetstream.KeyValue{
 		events.PromotionsBucket: &s.promotions, events.VerifiedBucket: &s.verified,
-		events.HistoryBucket: &s.history, events.ControlsBucket: &s.controls,
+		events.HistoryBucket: &s.history, events.ControlsBucket: &s.controls, events.PushesBucket: &s.pushes,
 	} {
 		var err error
 		if *kv, err = js.KeyValue(ctx, bucket); err != nil {
