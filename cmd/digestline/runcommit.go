@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -59,7 +58,7 @@ func (o *runOptions) followCommit(ctx context.Context, commit string, out, errOu
 			}
 			return f.result(commit)
 		}
-		settled = err == nil && len(f.ended) > 0 && !f.running()
+		settled = err == nil && len(f.ended) > 0 && f.running() == 0
 		select {
 		case <-ctx.Done():
 			return f.notEnded(commit, ctx.Err())
@@ -167,19 +166,20 @@ func (f *commitFollower) result(commit string) error {
 		len(f.failed), len(f.ended), commit[:12], strings.Join(f.failed, ", "))}
 }
 
-// running reports whether a run found has not ended.
-func (f *commitFollower) running() bool {
-	return slices.Contains(slices.Collect(maps.Values(f.ended)), false)
+// running is how many of the runs found have not ended.
+func (f *commitFollower) running() int {
+	n := 0
+	for _, ended := range f.ended {
+		if !ended {
+			n++
+		}
+	}
+	return n
 }
 
 // notEnded is the error of a follow that gave up before every run ended.
 func (f *commitFollower) notEnded(commit string, why error) error {
-	running := 0
-	for _, ended := range f.ended {
-		if !ended {
-			running++
-		}
-	}
+	running := f.running()
 	if len(f.ended) == 0 {
 		return fmt.Errorf("no run of commit %s came: %w (is the forge's webhook set up, and did the push change what a rule builds? the builder's log says what each delivery started)", commit[:12], why)
 	}
