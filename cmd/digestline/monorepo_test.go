@@ -91,15 +91,7 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 	})
 	// CI follows the commit's runs as it pushes, before the forge's
 	// webhook is delivered.
-	type result struct {
-		out string
-		err error
-	}
-	followed := make(chan result, 1)
-	go func() { // the test waits for it below
-		out, err := cliErr(t, "run", "follow", "--commit", sha, "--timeout", "2m", "--api", s.APIURL)
-		followed <- result{out, err}
-	}()
+	followed := cliLater(t, "run", "follow", "--commit", sha, "--timeout", "2m", "--api", s.APIURL)
 	body, _ := json.Marshal(map[string]any{"ref": "refs/heads/main", "after": sha,
 		"repository": map[string]string{"full_name": "acme/mono", "clone_url": "https://github.example/acme/mono.git"}})
 	code, acc := e2etest.SendGitHub(t, s.WebhookURL+"/webhooks/github", e2etest.SignGitHub(e2etest.WebhookSecret, body), "mono-1", body)
@@ -422,15 +414,7 @@ func TestAMonorepoRuleWithPathsBuildsWhatAPushChanged(t *testing.T) {
 	// why, though the follow began before the forge delivered the push.
 	write("docs.md", "docs")
 	skip := commit("docs [skip ci]")
-	type result struct {
-		out string
-		err error
-	}
-	followed := make(chan result, 1)
-	go func() { // the test waits for it below
-		out, err := cliErr(t, "run", "follow", "--commit", skip, "--timeout", "1m", "--api", s.APIURL)
-		followed <- result{out, err}
-	}()
+	followed := cliLater(t, "run", "follow", "--commit", skip, "--timeout", "1m", "--api", s.APIURL)
 	time.Sleep(2 * commitPoll) // the follow finds nothing yet
 	if got := github("skip", third, skip, map[string]any{"head_commit": map[string]string{"id": skip, "message": "docs [skip ci]"}},
 		commitFiles{[]string{"docs.md"}, []string{}, []string{}}); got != nil {

@@ -37,6 +37,23 @@ func cliErr(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// cliResult is what a command run in the background printed and returned.
+type cliResult struct {
+	out string
+	err error
+}
+
+// cliLater runs a command in the background (one that waits, as run
+// follow does) and gives what it printed and returned once it is done.
+func cliLater(t *testing.T, args ...string) <-chan cliResult {
+	done := make(chan cliResult, 1)
+	go func() { // the test receives from done
+		out, err := cliErr(t, args...)
+		done <- cliResult{out, err}
+	}()
+	return done
+}
+
 func TestInspectDiscoverAndTags(t *testing.T) {
 	s, _ := e2etest.StartStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
