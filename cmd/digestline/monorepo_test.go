@@ -424,6 +424,9 @@ func TestAMonorepoRuleWithPathsBuildsWhatAPushChanged(t *testing.T) {
 		!strings.Contains(f.out, "the push of commit "+skip[:12]+" built nothing: the pushed commit's message says [skip ci]") {
 		t.Errorf("run follow --commit of a [skip ci] commit: %v\n%s", f.err, f.out)
 	}
+	if html := getPage(t, s.APIURL+"/runs?commit="+skip); !strings.Contains(html, "A push of this commit built nothing: the pushed commit&#39;s message says [skip ci].") {
+		t.Errorf("the page of a [skip ci] commit's runs does not say why it has none:\n%s", html)
+	}
 	var p api.Push
 	if code := s.GetJSON(t, "/v1/pushes/"+second, &p); code != http.StatusOK || len(p.Runs) != 2 || len(p.Ignored) != 0 {
 		t.Errorf("GET /v1/pushes/%s: %d %+v, want its push's two runs", second, code, p)

@@ -186,7 +186,15 @@ func (r *reporter) serveRuns(w http.ResponseWriter, req *http.Request) {
 		Runs                                []*runs.Run
 		Filters                             []filter
 		Newest, Older, AllRepos, AllCommits string
+		// BuiltNothing says why pushes of the commit built nothing.
+		BuiltNothing []string
 	}{page: page{Chain: r.cfg.Environments}, RunQuery: q, Runs: found.Items}
+	if q.Commit != "" && q.Cursor == "" {
+		if data.BuiltNothing, err = r.builtNothing(req.Context(), q.Commit); err != nil {
+			r.pageError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+	}
 	if q.Cursor == "" {
 		data.Refresh = 3 // the newest page, as the front page, follows runs as they go
 	}
@@ -212,6 +220,16 @@ func (r *reporter) serveRuns(w http.ResponseWriter, req *http.Request) {
 	every.Commit, every.Cursor = "", ""
 	data.AllCommits = runsHref(every)
 	r.render(w, "runs", data)
+}
+
+// builtNothing is why the webhooks' deliveries of commit built nothing,
+// as the builder recorded them (GET /v1/pushes/{commit}).
+func (r *reporter) builtNothing(ctx context.Context, commit string) ([]string, error) {
+	var p api.Push
+	if _, _, err := getJSON(ctx, r.store.pushes, commit, &p); err != nil {
+		return nil, fmt.Errorf("read the pushes of commit %s: %w", commit, err)
+	}
+	return p.Ignored, nil
 }
 
 // runsHref is the runs page's address for q (its page size is the page's).
