@@ -9,11 +9,14 @@ import (
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,8 +93,9 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 		}
 	})
 	// CI follows the commit's runs as it pushes, before the forge's
-	// webhook is delivered.
-	followed := cliLater(t, "run", "follow", "--commit", sha, "--timeout", "2m", "--api", s.APIURL)
+	// webhook is delivered, through a reporter that stops answering for a
+	// while (a restart).
+	followed := cliLater(t, "run", "follow", "--commit", sha, "--timeout", "2m", "--api", restarting(t, s.APIURL))
 	body, _ := json.Marshal(map[string]any{"ref": "refs/heads/main", "after": sha,
 		"repository": map[string]string{"full_name": "acme/mono", "clone_url": "https://github.example/acme/mono.git"}})
 	code, acc := e2etest.SendGitHub(t, s.WebhookURL+"/webhooks/github", e2etest.SignGitHub(e2etest.WebhookSecret, body), "mono-1", body)
@@ -123,10 +127,12 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 			t.Errorf("%s ended %q, want %q (all: %v)", target, ends[target], end, ends)
 		}
 	}
-	// The follow printed how each run ended, and exits 2 for the worker's.
+	// The follow waited out the restart, printed how each run ended, and
+	// exits 2 for the worker's.
 	f := <-followed
 	var exit *exitCodeError
 	if !errors.As(f.err, &exit) || exit.code != 2 || !strings.Contains(f.err.Error(), "1 of the 3 runs of commit "+sha[:12]+" failed") ||
+		strings.Count(f.out, "[WAIT] reporter API: 503 Service Unavailable") != 1 ||
 		!strings.Contains(f.out, regAddr+"/acme/api:main: promoted dev "+regAddr+"/acme/api@") || !strings.Contains(f.out, ", built from commit "+sha[:12]) ||
 		!strings.Contains(f.out, regAddr+"/acme/web:main: promoted dev") ||
 		!strings.Contains(f.out, regAddr+"/acme/worker:main: failed: build.failed: input error at build") {
@@ -456,6 +462,26 @@ func imageFiles(t *testing.T, r io.ReadCloser) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// restarting is a proxy to the reporter API at api that answers 503 to
+// its second to fourth requests, as a reporter restarting does.
+func restarting(t *testing.T, api string) string {
+	u, err := url.Parse(api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := requests.Add(1); n >= 2 && n <= 4 {
+			http.Error(w, `{"error":"starting"}`, http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // statusesSent is acme/mono's commit status API on GitHub (POST

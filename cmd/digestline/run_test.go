@@ -90,6 +90,13 @@ func TestFollowingACommitNoPushBuiltSaysWhatToCheck(t *testing.T) {
 		!strings.Contains(out, "waiting for the first") {
 		t.Errorf("following a commit no push built: %v\n%s", err, out)
 	}
+	// An API that never answers is a wrong --api, said at once (one that
+	// answered once and then does not is waited for: the monorepo test).
+	start := time.Now()
+	if _, err := cliErr(t, "run", "follow", "--commit", commit, "--timeout", "1m", "--api", "http://127.0.0.1:1"); err == nil ||
+		!strings.Contains(err.Error(), "is digestline dev or the reporter running?") || time.Since(start) > 30*time.Second {
+		t.Errorf("following a commit through an API that does not answer: %v after %s", err, time.Since(start))
+	}
 	for args, want := range map[string]string{
 		"run follow":                          "which run?",
 		"run follow 0ld0 --commit " + commit:  "not both",

@@ -47,16 +47,25 @@ func (o *runOptions) followCommit(ctx context.Context, commit string, out, errOu
 	f := &commitFollower{out: out, notes: notes, asJSON: o.asJSON, ended: map[string]bool{}}
 	tick := time.NewTicker(commitPoll)
 	defer tick.Stop()
-	for settled := false; ; {
-		done, err := f.poll(ctx, c, commit, settled)
-		if err != nil && ctx.Err() == nil {
-			return err
-		}
-		if err == nil && done {
-			if len(f.ended) == 0 {
-				return nil // the pushes built nothing, and f said why
+	for settled, answered, down := false, false, false; ; {
+		done, code, err := f.poll(ctx, c, commit, settled)
+		switch {
+		case err != nil && ctx.Err() != nil: // the timeout, below
+		case err != nil && (code >= http.StatusInternalServerError || code == 0 && answered):
+			// The reporter restarting, say: the runs go on, and so does the
+			// follow (an API that never answered is a wrong --api: an error).
+			if !down {
+				fmt.Fprintf(notes, "[WAIT] %v: asking again until --timeout\n", err)
 			}
+			down = true
+		case err != nil:
+			return err
+		case done && len(f.ended) == 0:
+			return nil // the pushes built nothing, and f said why
+		case done:
 			return f.result(commit)
+		default:
+			answered, down = true, false
 		}
 		settled = err == nil && len(f.ended) > 0 && f.running() == 0
 		select {
@@ -72,41 +81,44 @@ func (o *runOptions) followCommit(ctx context.Context, commit string, out, errOu
 // the commit's pushes names no other (without a record, every run ended
 // at the poll before too: settled), or no run and the pushes built
 // nothing.
-func (f *commitFollower) poll(ctx context.Context, c *apiClient, commit string, settled bool) (bool, error) {
-	list, err := commitRuns(ctx, c, commit)
+// A request that failed says its status (0: no answer).
+func (f *commitFollower) poll(ctx context.Context, c *apiClient, commit string, settled bool) (bool, int, error) {
+	list, code, err := commitRuns(ctx, c, commit)
 	if err != nil {
-		return false, err
+		return false, code, err
 	}
 	allEnded := f.saw(list)
 	if len(list) > 0 && !allEnded {
-		return false, nil
+		return false, code, nil
 	}
 	var p api.Push
-	code, err := c.do(ctx, http.MethodGet, "/v1/pushes/"+commit, nil, &p)
+	code, err = c.do(ctx, http.MethodGet, "/v1/pushes/"+commit, nil, &p)
 	switch {
 	case code == http.StatusNotFound: // no delivery recorded (yet): runs a CloudEvent started, say
-		return allEnded && settled, nil
+		return allEnded && settled, code, nil
 	case err != nil:
-		return false, err
+		return false, code, err
 	case len(list) == 0 && len(p.Runs) == 0 && len(p.Ignored) > 0:
 		fmt.Fprintf(f.notes, "the push of commit %s built nothing: %s\n", commit[:12], strings.Join(p.Ignored, "; "))
-		return true, nil
+		return true, code, nil
 	}
-	return allEnded && !slices.ContainsFunc(p.Runs, func(id string) bool { _, found := f.ended[id]; return !found }), nil
+	return allEnded && !slices.ContainsFunc(p.Runs, func(id string) bool { _, found := f.ended[id]; return !found }), code, nil
 }
 
-// commitRuns reads every run of commit, newest filed first.
-func commitRuns(ctx context.Context, c *apiClient, commit string) ([]runs.Run, error) {
+// commitRuns reads every run of commit, newest filed first; a request
+// that failed says its status (0: no answer).
+func commitRuns(ctx context.Context, c *apiClient, commit string) ([]runs.Run, int, error) {
 	q := api.RunQuery{ListQuery: api.ListQuery{Limit: api.MaxLimit}, Commit: commit}
 	var all []runs.Run
 	for {
 		var page api.Page[runs.Run]
-		if _, err := c.do(ctx, http.MethodGet, withQuery("/v1/runs", q.Values()), nil, &page); err != nil {
-			return nil, err
+		code, err := c.do(ctx, http.MethodGet, withQuery("/v1/runs", q.Values()), nil, &page)
+		if err != nil {
+			return nil, code, err
 		}
 		all = append(all, page.Items...)
 		if page.Next == "" {
-			return all, nil
+			return all, code, nil
 		}
 		q.Cursor = page.Next
 	}
