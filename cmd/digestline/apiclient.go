@@ -139,3 +139,29 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 	}
 	return resp.StatusCode, nil
 }
+
+// apiOutage is a follower's view of the reporter API while it waits for
+// runs: an answer of 5xx, or none once the API answered before (a
+// restart), is an outage to wait out, said once; no answer from an API
+// that never answered is a wrong --api, an error.
+type apiOutage struct {
+	answered, said bool
+}
+
+// wait reports whether a request that failed with err (answered code; 0:
+// no answer) is an outage to wait out, saying so on notes the first time
+// in a row. A request that did not fail ends the outage.
+func (o *apiOutage) wait(code int, err error, notes io.Writer) bool {
+	if err == nil {
+		o.answered, o.said = true, false
+		return false
+	}
+	if code < http.StatusInternalServerError && (code != 0 || !o.answered) {
+		return false
+	}
+	if !o.said {
+		fmt.Fprintf(notes, "[WAIT] %v: asking again until --timeout\n", err)
+		o.said = true
+	}
+	return true
+}

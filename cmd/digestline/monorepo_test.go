@@ -138,6 +138,17 @@ func TestAMonorepoPushBuildsEachImageFromItsDirectory(t *testing.T) {
 		!strings.Contains(f.out, regAddr+"/acme/worker:main: failed: build.failed: input error at build") {
 		t.Errorf("run follow --commit %s: %v\n%s\nwant each run's end, and exit 2 naming the worker's", sha, f.err, f.out)
 	}
+	// One run followed through such a restart: waited out, said once.
+	for _, a := range all {
+		var run runs.Run
+		if s.GetJSON(t, "/v1/runs/"+a.RunID+"/summary", &run); !strings.HasSuffix(run.Target, "/acme/api:main") {
+			continue
+		}
+		out, err := cliErr(t, "run", "follow", a.RunID, "--timeout", "1m", "--api", restarting(t, s.APIURL))
+		if err != nil || strings.Count(out, "[WAIT] reporter API: 503 Service Unavailable") != 1 || !strings.Contains(out, "promoted dev ") {
+			t.Errorf("run follow %s through a restarting reporter: %v\n%s", a.RunID, err, out)
+		}
+	}
 
 	// The commit's statuses: one context per image, pending, then how its
 	// run ended, linked to its page.

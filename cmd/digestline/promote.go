@@ -225,7 +225,8 @@ var quietRun = 15 * time.Second
 // each with every new one and its lines, until one ends the run; a run
 // that ends without promotion exits 2. When the run has had no event for
 // quietRun and waits for a service that is not running, it says so on
-// notes, once.
+// notes, once. Its callers reached the API already: a reporter that then
+// stops answering for a while is waited for (apiOutage).
 func pollRun(ctx context.Context, c *apiClient, runID string, notes io.Writer, each func(raw json.RawMessage, lines []string)) error {
 	var run runs.Run
 	seen, said := 0, ""
@@ -235,29 +236,33 @@ func pollRun(ctx context.Context, c *apiClient, runID string, notes io.Writer, e
 	notEnded := func() error { // whether ctx ended between reads or during one
 		return fmt.Errorf("run %s has not ended: %w (it goes on: digestline run follow %s)", runID, ctx.Err(), runID)
 	}
+	outage := apiOutage{answered: true}
 	for {
 		var raw []json.RawMessage
-		if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID, nil, &raw); err != nil {
-			if ctx.Err() != nil {
-				return notEnded()
-			}
+		code, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID, nil, &raw)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return notEnded()
+		case outage.wait(code, err, notes): // asked again at the next tick
+		case err != nil:
 			return err
-		}
-		if seen < len(raw) { // the run went on: a new quiet may need saying again
-			lastEvent, said = time.Now(), ""
-		}
-		for ; seen < len(raw) && !run.Done(); seen++ {
-			if ev, name, err := events.Parse(raw[seen]); err == nil {
-				each(raw[seen], run.Add(ev, name))
+		default:
+			if seen < len(raw) { // the run went on: a new quiet may need saying again
+				lastEvent, said = time.Now(), ""
+			}
+			for ; seen < len(raw) && !run.Done(); seen++ {
+				if ev, name, err := events.Parse(raw[seen]); err == nil {
+					each(raw[seen], run.Add(ev, name))
+				}
+			}
+			if run.Err != nil {
+				return &exitCodeError{code: 2, err: run.Err}
+			}
+			if run.Done() {
+				return nil
 			}
 		}
-		if run.Err != nil {
-			return &exitCodeError{code: 2, err: run.Err}
-		}
-		if run.Done() {
-			return nil
-		}
-		if time.Since(lastEvent) >= quietRun && time.Since(lastAsked) >= quietRun {
+		if err == nil && time.Since(lastEvent) >= quietRun && time.Since(lastAsked) >= quietRun {
 			lastAsked = time.Now()
 			var summary runs.Run
 			if _, err := c.do(ctx, http.MethodGet, "/v1/runs/"+runID+"/summary", nil, &summary); err == nil &&

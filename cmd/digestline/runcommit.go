@@ -47,25 +47,18 @@ func (o *runOptions) followCommit(ctx context.Context, commit string, out, errOu
 	f := &commitFollower{out: out, notes: notes, asJSON: o.asJSON, ended: map[string]bool{}}
 	tick := time.NewTicker(commitPoll)
 	defer tick.Stop()
-	for settled, answered, down := false, false, false; ; {
+	var outage apiOutage
+	for settled := false; ; {
 		done, code, err := f.poll(ctx, c, commit, settled)
 		switch {
 		case err != nil && ctx.Err() != nil: // the timeout, below
-		case err != nil && (code >= http.StatusInternalServerError || code == 0 && answered):
-			// The reporter restarting, say: the runs go on, and so does the
-			// follow (an API that never answered is a wrong --api: an error).
-			if !down {
-				fmt.Fprintf(notes, "[WAIT] %v: asking again until --timeout\n", err)
-			}
-			down = true
+		case outage.wait(code, err, notes): // the runs go on, and so does the follow
 		case err != nil:
 			return err
 		case done && len(f.ended) == 0:
 			return nil // the pushes built nothing, and f said why
 		case done:
 			return f.result(commit)
-		default:
-			answered, down = true, false
 		}
 		settled = err == nil && len(f.ended) > 0 && f.running() == 0
 		select {
