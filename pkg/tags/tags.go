@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -330,13 +331,8 @@ func (l *Ledger) put(ctx context.Context, tag string, e entry, rev uint64) (uint
 	if err != nil {
 		return 0, err
 	}
-	if rev == 0 {
-		rev, err = l.kv.Create(ctx, key(tag), b)
-	} else {
-		rev, err = l.kv.Update(ctx, key(tag), b, rev)
-	}
-	var apiErr *jetstream.APIError
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+	rev, raced, err := bus.PutRevision(ctx, l.kv, key(tag), b, rev)
+	if raced {
 		return 0, errRaced
 	}
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -74,14 +75,7 @@ func addPush(ctx context.Context, kv jetstream.KeyValue, commit string, p pushSt
 		if err != nil {
 			return err
 		}
-		if rev == 0 {
-			_, err = kv.Create(ctx, commit, b)
-		} else {
-			_, err = kv.Update(ctx, commit, b, rev)
-		}
-		var apiErr *jetstream.APIError
-		if err == nil || !errors.Is(err, jetstream.ErrKeyExists) &&
-			!(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+		if _, raced, err := bus.PutRevision(ctx, kv, commit, b, rev); !raced {
 			return err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/Masterminds/semver/v3"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/failure"
 	"github.com/digestline/digestline/pkg/registry"
@@ -311,17 +312,6 @@ func saveWatch(ctx context.Context, kv jetstream.KeyValue, key string, st watchS
 	if err != nil {
 		return err
 	}
-	if rev == 0 {
-		_, err = kv.Create(ctx, key, b)
-	} else {
-		_, err = kv.Update(ctx, key, b, rev)
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return nil
-	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return nil
-	}
+	_, _, err = bus.PutRevision(ctx, kv, key, b, rev) // raced: the other replica's state stands
 	return err
 }

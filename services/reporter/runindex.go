@@ -229,12 +229,7 @@ func (ri *runIndexer) put(ctx context.Context, run *runs.Run, seen storedRun, re
 		if !replace(cur) {
 			return nil
 		}
-		if seen.found {
-			_, err = ri.kv.Update(ctx, run.ID, b, seen.rev)
-		} else {
-			_, err = ri.kv.Create(ctx, run.ID, b)
-		}
-		if err == nil || !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+		if _, raced, err := bus.PutRevision(ctx, ri.kv, run.ID, b, seen.rev); !raced {
 			return err
 		}
 		if seen, err = ri.stored(ctx, run.ID); err != nil {

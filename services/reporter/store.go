@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/digestline/digestline/pkg/api"
+	"github.com/digestline/digestline/pkg/bus"
 	"github.com/digestline/digestline/pkg/events"
 	"github.com/digestline/digestline/pkg/index"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -169,24 +170,15 @@ func (s *store) markVerified(ctx context.Context, v Verified, env string) error 
 		if err != nil {
 			return err
 		}
-		if found {
-			_, err = s.verified.Update(ctx, key, b, rev)
-		} else {
-			_, err = s.verified.Create(ctx, key, b)
-		}
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+		_, raced, err := bus.PutRevision(ctx, s.verified, key, b, rev)
+		if err != nil {
 			return fmt.Errorf("record verification of %s: %w", v.Digest, err)
+		}
+		if !raced {
+			return nil
 		}
 		// a concurrent writer got there first: read again and merge
 	}
-}
-
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // decision is what the gates said to one promotion request.
