@@ -188,6 +188,8 @@ func BenchmarkLoad(b *testing.B) {
 	b.Run("paced", func(b *testing.B) { benchLoad(b, 50, 0) })
 	b.Run("paced-history", func(b *testing.B) { benchLoad(b, 50, 5000) })
 	b.Run("paced-signed", func(b *testing.B) { benchLoad(b, 50, 0, withEvidence(b)) })
+	b.Run("floor", func(b *testing.B) { benchFloor(b, 50, false) })
+	b.Run("floor-stores", func(b *testing.B) { benchFloor(b, 50, true) })
 }
 
 // benchLoad sends 200 runs at perSecond (0: all at once), after history
