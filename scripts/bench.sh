@@ -583,12 +583,13 @@ noise moves one binary by a sixth within an hour, so only numbers of one sitting
 | an event is parsed without a second scan of its body | `BenchmarkParse` 12.2 → 6.1 µs |
 
 Why a half is out of reach with what the issue added kept: the target is half of 16.7 ms, 8.4 ms a run, and the
-messages that carry a run and what the issue asked for cost more than that on their own. `BenchmarkLoad/floor` sends the same 200 runs at the same pace through the
-same foundations (an embedded NATS server with JetStream, a file store, an in-process connection, the CloudEvents
-SDK) as nothing but the contract's 24 events of a promoted run, each decoded, answered and acknowledged by a worker
-that stands for a service; `floor-stores` adds the store traffic a paced run makes for what the issue asked for
-(ordered tag moves, run summaries, indexes: 17 bucket reads, 11 writes over a revision, 10 index appends, the run
-read back from a run log). Neither checks a schema, opens a span, writes a log line or asks the registry anything.
+messages that carry a run and what the issue asked for cost more than that on their own. `BenchmarkLoad/floor`
+sends the same 200 runs at the same pace through the same foundations (an embedded NATS server with JetStream, a
+file store, an in-process connection, the CloudEvents SDK) as nothing but the contract's 24 events of a promoted
+run, each decoded, answered and acknowledged by a worker that stands for a service; `floor-stores` adds the store
+traffic a paced run makes for what the issue asked for (ordered tag moves, run summaries, indexes: 17 bucket reads,
+11 writes over a revision, 10 index appends, the run read back from a run log). Neither checks a schema, opens a
+span, writes a log line or asks the registry anything.
 PROSE
   # The floor, as this run measured it (the rows on disk, as the 16.7 ms was).
   awk '{ name = $1; sub(/-[0-9]+$/, "", name)
@@ -596,15 +597,15 @@ PROSE
        END {
          f = v["BenchmarkLoad/floor cpu-ms/run"]; fs = v["BenchmarkLoad/floor-stores cpu-ms/run"]; own = v["BenchmarkLoad/paced own-cpu-ms/run"]
          if (f != "" && fs != "" && own != "")
-           printf "In this run, on disk: the events alone %.1f cpu-ms/run, with the stores %.1f, against %.1f own-cpu-ms/run for the\npipeline itself (`paced`). ", f, fs, own
+           printf "In this run, on disk: the events alone %.1f cpu-ms/run, with the stores %.1f, against %.1f own-cpu-ms/run for the\npipeline itself (`paced`).\n", f, fs, own
        }' "$raw"
   cat <<'PROSE'
 On 2026-12-07, eight runs of each on disk gave 5.3–6.6 ms for the events alone, two thirds of the target, and
-10.0–13.1 ms with the stores: above it before a line of the pipeline runs. What the pipeline spends above that floor is per event and spread
-thin: measured by taking parts away (an upper bound of each, one sitting each), a build that publishes none of the
-contract's 16 `push.stage` events goes from 153.8 to 105.7 msgs/run and from 19.2 to 15.3 own-cpu-ms/run (a fifth);
-the run log's copy of each event costs about 0.9 ms a run, filing a run's summary at its end about 0.8 ms;
-`GOGC=400` changed nothing measurable.
+10.0–13.1 ms with the stores: above it before a line of the pipeline runs. What the pipeline spends above that
+floor is per event and spread thin: measured by taking parts away (an upper bound of each, one sitting each), a
+build that publishes none of the contract's 16 `push.stage` events goes from 153.8 to 105.7 msgs/run and from 19.2
+to 15.3 own-cpu-ms/run (a fifth); the run log's copy of each event costs about 0.9 ms a run, filing a run's summary
+at its end about 0.8 ms; `GOGC=400` changed nothing measurable.
 
 On disk (the rows without -in-memory), a profile with the kernel's side (`perf record -e cpu-clock -g` on the test
 binary, 2026-12-06) puts 40% of the CPU in the kernel, most of it in ext4 allocating inodes (`find_inode_bit`,
