@@ -593,19 +593,22 @@ span, writes a log line or asks the registry anything.
 PROSE
   # The floor, as this run measured it (the rows on disk, as the 16.7 ms was).
   awk '{ name = $1; sub(/-[0-9]+$/, "", name)
-         for (i = 3; i < NF; i++) if ($(i+1) == "cpu-ms/run" || $(i+1) == "own-cpu-ms/run") v[name " " $(i+1)] = $i }
+         for (i = 3; i < NF; i++) if ($(i+1) ~ /^(own-)?cpu-ms\/run$|^msgs\/run$/) v[name " " $(i+1)] = $i }
        END {
          f = v["BenchmarkLoad/floor cpu-ms/run"]; fs = v["BenchmarkLoad/floor-stores cpu-ms/run"]; own = v["BenchmarkLoad/paced own-cpu-ms/run"]
          if (f != "" && fs != "" && own != "")
-           printf "In this run, on disk: the events alone %.1f cpu-ms/run, with the stores %.1f, against %.1f own-cpu-ms/run for the\npipeline itself (`paced`).\n", f, fs, own
+           printf "In this run, on disk: the events alone %.1f cpu-ms/run, with the stores %.1f (%.0f messages a run), against\n%.1f own-cpu-ms/run for the pipeline itself (`paced`, %.0f messages a run).\n",
+             f, fs, v["BenchmarkLoad/floor-stores msgs/run"], own, v["BenchmarkLoad/paced msgs/run"]
        }' "$raw"
   cat <<'PROSE'
 On 2026-12-07, eight runs of each on disk gave 5.3–6.6 ms for the events alone, two thirds of the target, and
-10.0–13.1 ms with the stores: above it before a line of the pipeline runs. What the pipeline spends above that
-floor is per event and spread thin: measured by taking parts away (an upper bound of each, one sitting each), a
-build that publishes none of the contract's 16 `push.stage` events goes from 153.8 to 105.7 msgs/run and from 19.2
-to 15.3 own-cpu-ms/run (a fifth); the run log's copy of each event costs about 0.9 ms a run, filing a run's summary
-at its end about 0.8 ms; `GOGC=400` changed nothing measurable.
+10.0–13.1 ms with the stores: above it before a line of the pipeline runs. The floor with the stores sends as many
+messages as the pipeline does (about 160 a run): what the pipeline spends above it is not more messages but its
+work on each, spread thin: the schema check of each event, a span and a log line per step, the events' real data,
+the registry's HTTP requests. Measured by taking parts away (an upper bound of each, one sitting each), a build
+that publishes none of the contract's 16 `push.stage` events goes from 153.8 to 105.7 msgs/run and from 19.2 to
+15.3 own-cpu-ms/run (a fifth); the run log's copy of each event costs about 0.9 ms a run, filing a run's summary at
+its end about 0.8 ms; `GOGC=400` changed nothing measurable.
 
 On disk (the rows without -in-memory), a profile with the kernel's side (`perf record -e cpu-clock -g` on the test
 binary, 2026-12-06) puts 40% of the CPU in the kernel, most of it in ext4 allocating inodes (`find_inode_bit`,

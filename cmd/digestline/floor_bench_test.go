@@ -164,8 +164,9 @@ func benchFloor(b *testing.B, perSecond int, stores bool) {
 	}
 
 	var cpu time.Duration
+	var msgs uint64
 	for b.Loop() {
-		cpuBefore := cpuTime(b)
+		cpuBefore, statsBefore := cpuTime(b), nc.Stats()
 		cons, err := js.OrderedConsumer(ctx, "FLOOR", jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{"digestline.promoted.*"}, DeliverPolicy: jetstream.DeliverNewPolicy,
 		})
@@ -198,6 +199,8 @@ func benchFloor(b *testing.B, perSecond int, stores bool) {
 			}
 		}
 		cpu += cpuTime(b) - cpuBefore
+		stats := nc.Stats()
+		msgs += stats.InMsgs - statsBefore.InMsgs + stats.OutMsgs - statsBefore.OutMsgs
 		giveUp.Stop()
 		iter.Stop()
 		if err := <-sent; err != nil {
@@ -205,6 +208,9 @@ func benchFloor(b *testing.B, perSecond int, stores bool) {
 		}
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(runs*b.N), "cpu-ms/run")
+	// Counted as benchLoad counts them: what the one connection sent to
+	// the server and received from it.
+	b.ReportMetric(float64(msgs)/float64(runs*b.N), "msgs/run")
 }
 
 // handle decodes a delivered CloudEvent and answers it.
