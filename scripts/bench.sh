@@ -554,13 +554,15 @@ go_section() {
   echo
   cat <<'PROSE'
 What of that is the pipeline's own (issue 28 asked to halve it): every `BenchmarkLoad` row also reports
-`own-cpu-ms/run`, a run's CPU less hashing, compression and the embedded registry, from a CPU profile of the
-loop (`digestline dev` labels its parts for pprof: `go tool pprof -tagfocus digestline=registry`; the test log
-has each part's share). At 50 runs/s that is 85–90% of a run: the four services, the NATS server and its client,
-the garbage collector. It is not halved. Against the code the issue was filed on (873603e, with this accounting
-added to it), alternated five times with the code of 2026-12-06 in one sitting on disk at `-benchtime 4x`, the
-medians were 16.7 and 16.9 (each binary between 14 and 18), with 106 and 161 messages a run: the same cost, with everything the issue
-added (ordered tag moves, run summaries, indexes) paid for by the cuts below.
+`own-cpu-ms/run`, a run's CPU less hashing, compression and the embedded registry, from a CPU profile of the loop
+(`digestline dev` labels its parts for pprof: `go tool pprof -tagfocus digestline=registry`; the test log has each
+part's share). At 50 runs/s that is 85–90% of a run: the four services, the NATS server and its client, the garbage
+collector. It is not halved. Against the code the issue was filed on (873603e, with this accounting added to it),
+alternated in one sitting on disk at `-benchtime 4x`: on 2026-12-06, five times with the code of that day, the
+medians were 16.7 and 16.9 (each binary between 14 and 18), with 106 and 161 messages a run; on 2026-12-07, four
+times with the code of that day, 18.5 and 22.1 (873603e between 17.9 and 21.4, this code between 20.2 and 23.6),
+with 106 and 156 messages a run. The cuts below paid for most of what the issue added (ordered tag moves, run
+summaries, indexes); the rest, about 3 ms, is what the floor below says fifty more messages a run cost.
 
 Where a run's own CPU goes (a profile of `BenchmarkLoad/paced` with the data in /dev/shm, 2026-12-07, 19.4
 own-cpu-ms/run): the NATS server 5.0 ms, the pusher 4.0, the NATS client and the runtime 3.1, the verifier 2.8,
@@ -582,14 +584,14 @@ noise moves one binary by a sixth within an hour, so only numbers of one sitting
 | the small blobs `build.completed` carries are not put into the blob store as well | 160.8 → 152.0 msgs/run |
 | an event is parsed without a second scan of its body | `BenchmarkParse` 12.2 → 6.1 µs |
 
-Why a half is out of reach with what the issue added kept: the target is half of 16.7 ms, 8.4 ms a run, and the
-messages that carry a run and what the issue asked for cost more than that on their own. `BenchmarkLoad/floor`
-sends the same 200 runs at the same pace through the same foundations (an embedded NATS server with JetStream, a
-file store, an in-process connection, the CloudEvents SDK) as nothing but the contract's 24 events of a promoted
-run, each decoded, answered and acknowledged by a worker that stands for a service; `floor-stores` adds the store
-traffic a paced run makes for what the issue asked for (ordered tag moves, run summaries, indexes: 17 bucket reads,
-11 writes over a revision, 10 index appends, the run read back from a run log). Neither checks a schema, opens a
-span, writes a log line or asks the registry anything.
+Why a half is out of reach with what the issue added kept: the target is half of what 873603e costs, 8.4–9.3 ms a
+run (16.7 and 18.5 above), and the messages that carry a run and what the issue asked for cost about that or more
+on their own. `BenchmarkLoad/floor` sends the same 200 runs at the same pace through the same foundations (an
+embedded NATS server with JetStream, a file store, an in-process connection, the CloudEvents SDK) as nothing but
+the contract's 24 events of a promoted run, each decoded, answered and acknowledged by a worker that stands for a
+service; `floor-stores` adds the store traffic a paced run makes for what the issue asked for (ordered tag moves,
+run summaries, indexes: 17 bucket reads, 11 writes over a revision, 10 index appends, the run read back from a run
+log). Neither checks a schema, opens a span, writes a log line or asks the registry anything.
 PROSE
   # The floor, as this run measured it (the rows on disk, as the 16.7 ms was).
   awk '{ name = $1; sub(/-[0-9]+$/, "", name)
@@ -602,13 +604,14 @@ PROSE
        }' "$raw"
   cat <<'PROSE'
 On 2026-12-07, eight runs of each on disk gave 5.3–6.6 ms for the events alone, two thirds of the target, and
-10.0–13.1 ms with the stores: above it before a line of the pipeline runs. The floor with the stores sends as many
-messages as the pipeline does (about 160 a run): what the pipeline spends above it is not more messages but its
-work on each, spread thin: the schema check of each event, a span and a log line per step, the events' real data,
-the registry's HTTP requests. Measured by taking parts away (an upper bound of each, one sitting each), a build
-that publishes none of the contract's 16 `push.stage` events goes from 153.8 to 105.7 msgs/run and from 19.2 to
-15.3 own-cpu-ms/run (a fifth); the run log's copy of each event costs about 0.9 ms a run, filing a run's summary at
-its end about 0.8 ms; `GOGC=400` changed nothing measurable.
+10.0–13.1 ms with the stores; four more, alternated in one sitting with 873603e's paced run (17.8–21.3
+own-cpu-ms/run), 4.5–5.9 and 9.3–11.9: at the target or above it before a line of the pipeline runs. The floor with
+the stores sends as many messages as the pipeline does (about 160 a run): what the pipeline spends above it is not
+more messages but its work on each, spread thin: the schema check of each event, a span and a log line per step,
+the events' real data, the registry's HTTP requests. Measured by taking parts away (an upper bound of each, one
+sitting each), a build that publishes none of the contract's 16 `push.stage` events goes from 153.8 to 105.7
+msgs/run and from 19.2 to 15.3 own-cpu-ms/run (a fifth); the run log's copy of each event costs about 0.9 ms a run,
+filing a run's summary at its end about 0.8 ms; `GOGC=400` changed nothing measurable.
 
 On disk (the rows without -in-memory), a profile with the kernel's side (`perf record -e cpu-clock -g` on the test
 binary, 2026-12-06) puts 40% of the CPU in the kernel, most of it in ext4 allocating inodes (`find_inode_bit`,
