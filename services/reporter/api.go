@@ -89,6 +89,19 @@ func writePage(w http.ResponseWriter, page any, err error) {
 	}
 }
 
+// writeRecord answers a request for one record with it, with missing
+// (404) when there is none, or with the store's failure (503).
+func writeRecord(w http.ResponseWriter, rec any, found bool, err error, missing string) {
+	switch {
+	case err != nil:
+		service.WriteError(w, http.StatusServiceUnavailable, err.Error())
+	case !found:
+		service.WriteError(w, http.StatusNotFound, missing)
+	default:
+		service.WriteJSON(w, http.StatusOK, rec)
+	}
+}
+
 // getPromotion answers GET /v1/promotions/{env}/{repo}: one record and its
 // history.
 func (r *reporter) getPromotion(w http.ResponseWriter, req *http.Request) {

@@ -119,12 +119,5 @@ func (r *reporter) lastGC(w http.ResponseWriter, req *http.Request) {
 	}
 	var rep api.GCReport
 	_, found, err := getJSON(req.Context(), r.store.controls, gcReportKey(repo.Name()), &rep)
-	switch {
-	case err != nil:
-		service.WriteError(w, http.StatusServiceUnavailable, err.Error())
-	case !found:
-		service.WriteError(w, http.StatusNotFound, fmt.Sprintf("no garbage collection of %s ran yet (digestline gc %s --dry-run)", repo.Name(), repo.Name()))
-	default:
-		service.WriteJSON(w, http.StatusOK, rep)
-	}
+	writeRecord(w, rep, found, err, fmt.Sprintf("no garbage collection of %s ran yet (digestline gc %s --dry-run)", repo.Name(), repo.Name()))
 }

@@ -21,12 +21,5 @@ func (r *reporter) getPush(w http.ResponseWriter, req *http.Request) {
 	}
 	var p api.Push
 	_, found, err := getJSON(req.Context(), r.store.pushes, commit, &p)
-	switch {
-	case err != nil:
-		service.WriteError(w, http.StatusServiceUnavailable, err.Error())
-	case !found:
-		service.WriteError(w, http.StatusNotFound, fmt.Sprintf("no webhook delivery of commit %s is recorded (yet, or in the events' retention)", commit))
-	default:
-		service.WriteJSON(w, http.StatusOK, p)
-	}
+	writeRecord(w, p, found, err, fmt.Sprintf("no webhook delivery of commit %s is recorded (yet, or in the events' retention)", commit))
 }

@@ -211,14 +211,7 @@ func (r *reporter) startRelease(w http.ResponseWriter, req *http.Request, rr eve
 func (r *reporter) getRelease(w http.ResponseWriter, req *http.Request) {
 	env, name := req.PathValue("env"), req.PathValue("name")
 	rec, found, err := r.store.releaseOf(req.Context(), env, name)
-	switch {
-	case err != nil:
-		service.WriteError(w, http.StatusServiceUnavailable, err.Error())
-	case !found:
-		service.WriteError(w, http.StatusNotFound, fmt.Sprintf("%s has no release %s (GET /v1/history?env=%s&kind=release lists its releases)", env, name, env))
-	default:
-		service.WriteJSON(w, http.StatusOK, rec)
-	}
+	writeRecord(w, rec, found, err, fmt.Sprintf("%s has no release %s (GET /v1/history?env=%s&kind=release lists its releases)", env, name, env))
 }
 
 // rollbackRelease is the release request that rolls a release back as
